@@ -1,0 +1,181 @@
+//! The one public error type of this crate.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed backend error kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors raised by the model, the registry and the facade.
+///
+/// Backend crates map their own errors into [`Error::Backend`] or
+/// [`Error::StoreUnavailable`] so that callers match on one type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The repository's definitions are invalid; every problem found is listed.
+    #[error("{}", Problems(problems))]
+    Invalid {
+        /// All problems, in file order.
+        problems: Vec<Problem>,
+    },
+
+    /// `feature_store.yaml` (or a config value) is malformed.
+    #[error("config {location}: {message}")]
+    Config {
+        /// File or key that is wrong.
+        location: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A named object does not exist.
+    #[error("{kind} \"{name}\" not found{}", hint_suffix(hint))]
+    NotFound {
+        /// Kind of object (`feature view`, `entity`, ...).
+        kind: &'static str,
+        /// The name that was looked up.
+        name: String,
+        /// Close matches or what to do instead.
+        hint: Option<String>,
+    },
+
+    /// A request is malformed (bad feature reference, bad argument).
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// Input data does not have the shape or types required.
+    #[error("{context}: {message}")]
+    Data {
+        /// Where the data came from (file, column, view).
+        context: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A concurrent writer changed the registry and retries were exhausted.
+    #[error(
+        "registry {location}: conflicting concurrent update (gave up after {attempts} attempts); rerun the command"
+    )]
+    Conflict {
+        /// The registry location.
+        location: String,
+        /// How many times the write was attempted.
+        attempts: u32,
+    },
+
+    /// The registry document cannot be read as this version's format.
+    #[error("registry {location} is corrupt or from an incompatible version: {message}")]
+    CorruptRegistry {
+        /// The registry location.
+        location: String,
+        /// What could not be parsed.
+        message: String,
+    },
+
+    /// A store could not be reached (network, permissions, missing bucket).
+    #[error("{store} is unavailable: {source}")]
+    StoreUnavailable {
+        /// Which store, with its location.
+        store: String,
+        /// The backend error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A backend failed in a way not covered above.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// The backend error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A feature is configured but not available in this build or backend.
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// Local file I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// File involved.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+
+    /// Builds an [`Error::Data`].
+    pub fn data(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Data { context: context.into(), message: message.into() }
+    }
+
+    /// Builds an [`Error::Backend`].
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Backend { context: context.into(), source: source.into() }
+    }
+
+    /// True for errors a retry may cure (a store that was unreachable, a write conflict).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::StoreUnavailable { .. } | Self::Conflict { .. })
+    }
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default()
+}
+
+/// One problem found while validating definitions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Definition file the object came from, relative to the repo, when known.
+    pub file: Option<String>,
+    /// The object, e.g. `feature view "driver_stats"`; empty for file-level problems.
+    pub object: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Problem {
+    /// A new problem.
+    pub fn new(file: Option<&str>, object: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { file: file.map(str::to_owned), object: object.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        if !self.object.is_empty() {
+            write!(f, "{}: ", self.object)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} problem{} in the definitions:", if n == 1 { "" } else { "s" })?;
+        for p in self.0 {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}

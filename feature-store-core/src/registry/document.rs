@@ -1,0 +1,297 @@
+//! The registry document: every project's objects, with timestamps and
+//! per-view materialization state, and read accessors over it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView};
+use crate::{Error, Result};
+
+/// Format of the document this version writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The whole registry, stored as one JSON document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RegistryDocument {
+    /// Document format; readers refuse newer formats.
+    pub format_version: u32,
+    /// Increases by one on every write.
+    pub version: u64,
+    /// Time of the last write.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Objects by project.
+    pub projects: BTreeMap<String, ProjectRegistry>,
+}
+
+impl Default for RegistryDocument {
+    fn default() -> Self {
+        Self { format_version: FORMAT_VERSION, version: 0, updated_at: None, projects: BTreeMap::new() }
+    }
+}
+
+/// A stored object with its creation and last-change times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Record<T> {
+    /// The object as applied (schemas inferred, join-key types resolved).
+    pub spec: T,
+    /// When the object was first applied.
+    pub created_at: DateTime<Utc>,
+    /// When the object last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl<T> Record<T> {
+    pub(crate) fn new(spec: T, at: DateTime<Utc>) -> Self {
+        Self { spec, created_at: at, updated_at: at }
+    }
+}
+
+/// Per-view state that later runs read and advance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ViewState {
+    /// Event time up to which the view is materialized online (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<DateTime<Utc>>,
+    /// When the watermark last advanced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_materialized_at: Option<DateTime<Utc>>,
+}
+
+/// One project's objects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProjectRegistry {
+    /// Entities by name.
+    #[serde(default)]
+    pub entities: BTreeMap<String, Record<Entity>>,
+    /// Data sources by name.
+    #[serde(default)]
+    pub data_sources: BTreeMap<String, Record<DataSource>>,
+    /// Feature views by name.
+    #[serde(default)]
+    pub feature_views: BTreeMap<String, Record<FeatureView>>,
+    /// Feature services by name.
+    #[serde(default)]
+    pub feature_services: BTreeMap<String, Record<FeatureService>>,
+    /// Materialization state by view name.
+    #[serde(default)]
+    pub view_state: BTreeMap<String, ViewState>,
+}
+
+impl RegistryDocument {
+    /// Parses a stored document; `location` names it in errors.
+    pub fn from_json(bytes: &[u8], location: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Head {
+            format_version: u32,
+        }
+        let corrupt = |message: String| Error::CorruptRegistry { location: location.to_owned(), message };
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if head.format_version > FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format_version {} is newer than this library supports ({FORMAT_VERSION}); upgrade feature-store",
+                head.format_version
+            )));
+        }
+        serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Serializes the document.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("registry document always serializes")
+    }
+
+    /// The named project's objects, empty if it has none.
+    pub fn project(&self, name: &str) -> ProjectView<'_> {
+        static EMPTY: std::sync::OnceLock<ProjectRegistry> = std::sync::OnceLock::new();
+        match self.projects.get(name) {
+            Some(p) => ProjectView { name: name.to_owned(), registry: p, exists: true },
+            None => ProjectView {
+                name: name.to_owned(),
+                registry: EMPTY.get_or_init(ProjectRegistry::default),
+                exists: false,
+            },
+        }
+    }
+}
+
+/// Read access to one project with errors that name what is missing.
+#[derive(Debug, Clone)]
+pub struct ProjectView<'a> {
+    name: String,
+    registry: &'a ProjectRegistry,
+    exists: bool,
+}
+
+/// The features one view contributes to a request, in request order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewFeatures {
+    /// The view.
+    pub view: FeatureView,
+    /// Its requested features, in the order first requested.
+    pub features: Vec<String>,
+}
+
+impl<'a> ProjectView<'a> {
+    /// The underlying records.
+    pub fn registry(&self) -> &'a ProjectRegistry {
+        self.registry
+    }
+
+    /// Whether anything was ever applied to this project.
+    pub fn exists(&self) -> bool {
+        self.exists
+    }
+
+    fn not_found(&self, kind: &'static str, name: &str, names: impl Iterator<Item = &'a String>) -> Error {
+        let hint = if !self.exists {
+            Some(format!("project \"{}\" has nothing applied; run `feature-store apply`", self.name))
+        } else {
+            let close: Vec<&String> = names.filter(|n| similar(n, name)).collect();
+            if close.is_empty() {
+                None
+            } else {
+                Some(format!(
+                    "did you mean {}?",
+                    close.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(" or ")
+                ))
+            }
+        };
+        Error::NotFound { kind, name: name.to_owned(), hint }
+    }
+
+    /// The entity named `name`.
+    pub fn entity(&self, name: &str) -> Result<&'a Entity> {
+        self.registry
+            .entities
+            .get(name)
+            .map(|r| &r.spec)
+            .ok_or_else(|| self.not_found("entity", name, self.registry.entities.keys()))
+    }
+
+    /// The data source named `name`.
+    pub fn data_source(&self, name: &str) -> Result<&'a DataSource> {
+        self.registry
+            .data_sources
+            .get(name)
+            .map(|r| &r.spec)
+            .ok_or_else(|| self.not_found("data source", name, self.registry.data_sources.keys()))
+    }
+
+    /// The feature view named `name`.
+    pub fn feature_view(&self, name: &str) -> Result<&'a FeatureView> {
+        self.registry
+            .feature_views
+            .get(name)
+            .map(|r| &r.spec)
+            .ok_or_else(|| self.not_found("feature view", name, self.registry.feature_views.keys()))
+    }
+
+    /// The feature service named `name`.
+    pub fn feature_service(&self, name: &str) -> Result<&'a FeatureService> {
+        self.registry
+            .feature_services
+            .get(name)
+            .map(|r| &r.spec)
+            .ok_or_else(|| self.not_found("feature service", name, self.registry.feature_services.keys()))
+    }
+
+    /// The join-key columns of a view, in entity order.
+    pub fn join_keys(&self, view: &FeatureView) -> Result<Vec<crate::model::JoinKey>> {
+        let mut keys = Vec::new();
+        for e in &view.entities {
+            keys.extend(self.entity(e)?.join_keys.iter().cloned());
+        }
+        Ok(keys)
+    }
+
+    /// Resolves selections into views and features, grouped by view in first-seen order.
+    ///
+    /// Unknown views and features are errors naming the reference; a feature
+    /// requested twice is kept once.
+    pub fn resolve(&self, selections: &[FeatureSelection]) -> Result<Vec<ViewFeatures>> {
+        let mut out: Vec<ViewFeatures> = Vec::new();
+        for sel in selections {
+            let view = self.feature_view(sel.view())?;
+            let names: Vec<String> = match sel {
+                FeatureSelection::View(_) => view.feature_names().map(str::to_owned).collect(),
+                FeatureSelection::Feature(FeatureRef { feature, .. }) => {
+                    if view.feature(feature).is_none() {
+                        let close: Vec<&str> = view.feature_names().filter(|n| similar(n, feature)).collect();
+                        let hint = if close.is_empty() {
+                            format!("its features are: {}", view.feature_names().collect::<Vec<_>>().join(", "))
+                        } else {
+                            format!("did you mean {}?", close.join(" or "))
+                        };
+                        return Err(Error::NotFound {
+                            kind: "feature",
+                            name: format!("{}:{feature}", view.name),
+                            hint: Some(hint),
+                        });
+                    }
+                    vec![feature.clone()]
+                }
+            };
+            let idx = match out.iter().position(|v| v.view.name == view.name) {
+                Some(i) => i,
+                None => {
+                    out.push(ViewFeatures { view: view.clone(), features: Vec::new() });
+                    out.len() - 1
+                }
+            };
+            for n in names {
+                if !out[idx].features.contains(&n) {
+                    out[idx].features.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The selections of a feature service.
+    pub fn service_selections(&self, service: &str) -> Result<Vec<FeatureSelection>> {
+        self.feature_service(service)?
+            .features
+            .iter()
+            .map(|f| f.parse())
+            .collect()
+    }
+}
+
+/// Loose similarity for "did you mean" hints: same letters ignoring case and
+/// separators, or an edit distance of at most two.
+fn similar(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
+    norm(a) == norm(b) || edit_distance(a, b) <= 2.min(a.len().max(b.len()) / 3)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints() {
+        assert!(similar("driver_stats", "driver_stat"));
+        assert!(similar("conv_rate", "ConvRate"));
+        assert!(!similar("abc", "xyz"));
+    }
+}

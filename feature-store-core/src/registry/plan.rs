@@ -1,0 +1,283 @@
+//! Diffing definitions against the stored registry: what `plan` prints and `apply` writes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::document::{ProjectRegistry, Record};
+use crate::model::{DataSource, Entity, FeatureService, FeatureView};
+use crate::repo::{Defined, Definitions};
+
+/// How `apply` treats registry objects missing from the definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ApplyMode {
+    /// The definitions are the whole project: missing objects are removed (repo apply).
+    #[default]
+    Sync,
+    /// The definitions are added or replace same-named objects; others stay.
+    Merge,
+}
+
+/// The kind of a registry object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ObjectKind {
+    /// An entity.
+    Entity,
+    /// A data source.
+    DataSource,
+    /// A feature view.
+    FeatureView,
+    /// A feature service.
+    FeatureService,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Entity => "entity",
+            Self::DataSource => "data source",
+            Self::FeatureView => "feature view",
+            Self::FeatureService => "feature service",
+        })
+    }
+}
+
+/// What happens to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChangeAction {
+    /// New object.
+    Added,
+    /// Existing object with different content.
+    Changed,
+    /// Object no longer defined.
+    Removed,
+}
+
+/// One object's change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Change {
+    /// Object kind.
+    pub kind: ObjectKind,
+    /// Object name.
+    pub name: String,
+    /// Added, changed or removed.
+    pub action: ChangeAction,
+    /// What changed, one line per property.
+    pub details: Vec<String>,
+    /// Why consumers may break (empty if the change is safe).
+    pub breaking: Vec<String>,
+}
+
+/// The difference between the stored registry and the definitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Plan {
+    /// Changes ordered by kind, then name.
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    /// True if applying would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// True if any change may break consumers.
+    pub fn has_breaking(&self) -> bool {
+        self.changes.iter().any(|c| !c.breaking.is_empty())
+    }
+
+    /// Changes with the given action.
+    pub fn with_action(&self, action: ChangeAction) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(move |c| c.action == action)
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changes.is_empty() {
+            return f.write_str("No changes.");
+        }
+        for c in &self.changes {
+            let sign = match c.action {
+                ChangeAction::Added => '+',
+                ChangeAction::Changed => '~',
+                ChangeAction::Removed => '-',
+            };
+            writeln!(f, "{sign} {} {}", c.kind, c.name)?;
+            for d in &c.details {
+                writeln!(f, "    {d}")?;
+            }
+            for b in &c.breaking {
+                writeln!(f, "    BREAKING: {b}")?;
+            }
+        }
+        let count = |a| self.with_action(a).count();
+        write!(
+            f,
+            "{} to add, {} to change, {} to remove",
+            count(ChangeAction::Added),
+            count(ChangeAction::Changed),
+            count(ChangeAction::Removed)
+        )?;
+        if self.has_breaking() {
+            write!(f, " (breaking changes present)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The definitions apply will validate: in merge mode, the stored objects
+/// overlaid with the new ones.
+pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyMode) -> Definitions {
+    if mode == ApplyMode::Sync {
+        return defs.clone();
+    }
+    fn overlay<T: Clone>(stored: &BTreeMap<String, Record<T>>, new: &[Defined<T>], name: impl Fn(&T) -> &str) -> Vec<Defined<T>> {
+        let mut out: Vec<Defined<T>> = stored
+            .iter()
+            .filter(|(n, _)| !new.iter().any(|d| name(&d.value) == n.as_str()))
+            .map(|(_, r)| Defined { value: r.spec.clone(), file: Some("registry".into()) })
+            .collect();
+        out.extend(new.iter().cloned());
+        out
+    }
+    Definitions {
+        entities: overlay(&current.entities, &defs.entities, |e| &e.name),
+        sources: overlay(&current.data_sources, &defs.sources, |e| &e.name),
+        feature_views: overlay(&current.feature_views, &defs.feature_views, |e| &e.name),
+        feature_services: overlay(&current.feature_services, &defs.feature_services, |e| &e.name),
+    }
+}
+
+/// Builds the new project state from resolved definitions, keeping creation
+/// times and view state of unchanged names, and the plan that leads there.
+pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: DateTime<Utc>) -> (ProjectRegistry, Plan) {
+    let mut plan = Plan::default();
+    let mut next = ProjectRegistry::default();
+    next.entities = diff_kind(ObjectKind::Entity, &current.entities, &resolved.entities, |e| &e.name, entity_breaks, now, &mut plan);
+    next.data_sources =
+        diff_kind(ObjectKind::DataSource, &current.data_sources, &resolved.sources, |e| &e.name, source_breaks, now, &mut plan);
+    next.feature_views =
+        diff_kind(ObjectKind::FeatureView, &current.feature_views, &resolved.feature_views, |e| &e.name, view_breaks, now, &mut plan);
+    next.feature_services = diff_kind(
+        ObjectKind::FeatureService,
+        &current.feature_services,
+        &resolved.feature_services,
+        |e| &e.name,
+        service_breaks,
+        now,
+        &mut plan,
+    );
+    next.view_state = current
+        .view_state
+        .iter()
+        .filter(|(n, _)| next.feature_views.contains_key(*n))
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
+    plan.changes.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    (next, plan)
+}
+
+fn diff_kind<T: Clone + PartialEq + Serialize>(
+    kind: ObjectKind,
+    current: &BTreeMap<String, Record<T>>,
+    new: &[Defined<T>],
+    name: impl Fn(&T) -> &str,
+    breaks: fn(&T, &T) -> Vec<String>,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) -> BTreeMap<String, Record<T>> {
+    let mut out = BTreeMap::new();
+    for d in new {
+        let n = name(&d.value).to_owned();
+        let record = match current.get(&n) {
+            None => {
+                plan.changes.push(Change { kind, name: n.clone(), action: ChangeAction::Added, details: vec![], breaking: vec![] });
+                Record::new(d.value.clone(), now)
+            }
+            Some(old) if old.spec == d.value => old.clone(),
+            Some(old) => {
+                plan.changes.push(Change {
+                    kind,
+                    name: n.clone(),
+                    action: ChangeAction::Changed,
+                    details: property_diff(&old.spec, &d.value),
+                    breaking: breaks(&old.spec, &d.value),
+                });
+                Record { spec: d.value.clone(), created_at: old.created_at, updated_at: now }
+            }
+        };
+        out.insert(n, record);
+    }
+    for n in current.keys().filter(|n| !out.contains_key(*n)) {
+        let breaking = match kind {
+            ObjectKind::DataSource => vec![],
+            _ => vec![format!("{kind} removed; consumers that read it will fail")],
+        };
+        plan.changes.push(Change { kind, name: n.clone(), action: ChangeAction::Removed, details: vec![], breaking });
+    }
+    out
+}
+
+/// One line per top-level property that differs, as `key: old -> new`.
+fn property_diff<T: Serialize>(old: &T, new: &T) -> Vec<String> {
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) =
+        (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default())
+    else {
+        return vec![];
+    };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+            format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k)))
+        })
+        .collect()
+}
+
+fn entity_breaks(old: &Entity, new: &Entity) -> Vec<String> {
+    if old.join_keys != new.join_keys {
+        vec!["join keys changed; online keys and retrieval inputs change".into()]
+    } else {
+        vec![]
+    }
+}
+
+fn source_breaks(_: &DataSource, _: &DataSource) -> Vec<String> {
+    vec![]
+}
+
+fn view_breaks(old: &FeatureView, new: &FeatureView) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.entities != new.entities {
+        out.push(format!("entities changed from [{}] to [{}]", old.entities.join(", "), new.entities.join(", ")));
+    }
+    for f in &old.schema {
+        match new.feature(&f.name) {
+            None => out.push(format!("feature \"{}\" removed", f.name)),
+            Some(n) if n.dtype != f.dtype => {
+                out.push(format!("feature \"{}\" type changed from {} to {}", f.name, f.dtype, n.dtype))
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+fn service_breaks(old: &FeatureService, new: &FeatureService) -> Vec<String> {
+    old.features
+        .iter()
+        .filter(|f| !new.features.contains(f))
+        .map(|f| format!("feature \"{f}\" removed from the service"))
+        .collect()
+}

@@ -1,0 +1,347 @@
+//! Whole-repo validation: every problem is collected, then reported at once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow_schema::DataType;
+use futures::future::join_all;
+use tokio::sync::Mutex;
+
+use crate::model::{DataSource, FeatureSelection, Field};
+use crate::offline::{OfflineStore, SourceSchema};
+use crate::repo::{Defined, Definitions};
+use crate::value_type::describe_arrow;
+use crate::{Error, Problem, Result, ValueType};
+
+/// Source schemas fetched once per apply, reused across conflict retries.
+#[derive(Default)]
+pub(crate) struct SchemaCache {
+    schemas: Mutex<HashMap<(String, String), Result<SourceSchema, String>>>,
+}
+
+impl SchemaCache {
+    async fn fetch(&self, store: &dyn OfflineStore, sources: &[&DataSource]) -> HashMap<String, Result<SourceSchema, String>> {
+        let key = |s: &DataSource| (s.name.clone(), s.path.clone());
+        let missing: Vec<&DataSource> = {
+            let cache = self.schemas.lock().await;
+            sources.iter().copied().filter(|s| !cache.contains_key(&key(s))).collect()
+        };
+        let fetched = join_all(missing.iter().map(|s| store.source_schema(s))).await;
+        let mut cache = self.schemas.lock().await;
+        for (s, r) in missing.iter().zip(fetched) {
+            cache.insert(key(s), r.map_err(|e| e.to_string()));
+        }
+        sources.iter().map(|s| (s.name.clone(), cache[&key(s)].clone())).collect()
+    }
+}
+
+struct Ctx {
+    problems: Vec<Problem>,
+}
+
+impl Ctx {
+    fn add(&mut self, file: &Option<String>, object: String, message: impl Into<String>) {
+        self.problems.push(Problem::new(file.as_deref(), object, message));
+    }
+}
+
+fn label(kind: &str, name: &str) -> String {
+    format!("{kind} \"{name}\"")
+}
+
+/// Reports objects of one kind defined more than once.
+fn duplicates<T>(ctx: &mut Ctx, kind: &str, items: &[Defined<T>], name: impl Fn(&T) -> &str) {
+    let mut seen: BTreeMap<&str, &Option<String>> = BTreeMap::new();
+    for d in items {
+        let n = name(&d.value);
+        if let Some(first) = seen.insert(n, &d.file) {
+            let first = first.as_deref().unwrap_or("code");
+            ctx.add(&d.file, label(kind, n), format!("defined twice (first in {first}); rename or remove one"));
+        }
+    }
+}
+
+/// Validates `defs` as a complete project and returns them resolved: empty
+/// schemas inferred from sources, join-key types filled in.
+pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache: &SchemaCache) -> Result<Definitions> {
+    let mut ctx = Ctx { problems: Vec::new() };
+    let mut out = defs.clone();
+
+    for d in &defs.entities {
+        for m in d.value.check() {
+            ctx.add(&d.file, label("entity", &d.value.name), m);
+        }
+    }
+    for d in &defs.sources {
+        for m in d.value.check() {
+            ctx.add(&d.file, label("data source", &d.value.name), m);
+        }
+    }
+    for d in &defs.feature_views {
+        for m in d.value.check() {
+            ctx.add(&d.file, label("feature view", &d.value.name), m);
+        }
+    }
+    for d in &defs.feature_services {
+        for m in d.value.check() {
+            ctx.add(&d.file, label("feature service", &d.value.name), m);
+        }
+    }
+    duplicates(&mut ctx, "entity", &defs.entities, |e| &e.name);
+    duplicates(&mut ctx, "data source", &defs.sources, |e| &e.name);
+    duplicates(&mut ctx, "feature view", &defs.feature_views, |e| &e.name);
+    duplicates(&mut ctx, "feature service", &defs.feature_services, |e| &e.name);
+
+    let entities: HashMap<&str, &Defined<crate::model::Entity>> =
+        defs.entities.iter().map(|d| (d.value.name.as_str(), d)).collect();
+    let sources: HashMap<&str, &DataSource> = defs.sources.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
+
+    // Read every source's schema concurrently.
+    let unique: Vec<&DataSource> = {
+        let mut seen = std::collections::BTreeSet::new();
+        defs.sources.iter().map(|d| &d.value).filter(|s| seen.insert(s.name.as_str())).collect()
+    };
+    let schemas = cache.fetch(store, &unique).await;
+
+    // Source-level checks; `columns` maps each source to its columns after field_mapping.
+    let mut columns: HashMap<&str, (BTreeMap<String, DataType>, &SourceSchema)> = HashMap::new();
+    for d in &defs.sources {
+        let s = &d.value;
+        let obj = label("data source", &s.name);
+        let schema = match &schemas[&s.name] {
+            Ok(schema) => schema,
+            Err(e) => {
+                ctx.add(&d.file, obj, format!("cannot read \"{}\": {e}", s.path));
+                continue;
+            }
+        };
+        let raw: BTreeMap<&str, &DataType> =
+            schema.schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+        let available = || raw.keys().copied().collect::<Vec<_>>().join(", ");
+        for (what, col) in std::iter::once(("timestamp_field", Some(&s.timestamp_field)))
+            .chain(std::iter::once(("created_timestamp_field", s.created_timestamp_field.as_ref())))
+        {
+            let Some(col) = col else { continue };
+            match raw.get(col.as_str()) {
+                None => ctx.add(
+                    &d.file,
+                    obj.clone(),
+                    format!("{what} \"{col}\" is not a column of {}; its columns are: {}", schema.location, available()),
+                ),
+                Some(dt) if !matches!(dt, DataType::Timestamp(_, _)) => ctx.add(
+                    &d.file,
+                    obj.clone(),
+                    format!(
+                        "{what} \"{col}\" is {} in {}, not a timestamp; write it as a Parquet timestamp column",
+                        describe_arrow(dt),
+                        schema.location
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        for from in s.field_mapping.keys() {
+            if !raw.contains_key(from.as_str()) {
+                ctx.add(
+                    &d.file,
+                    obj.clone(),
+                    format!("field_mapping source column \"{from}\" is not in {}; its columns are: {}", schema.location, available()),
+                );
+            }
+        }
+        let mapped = raw.iter().map(|(c, t)| (s.mapped_name(c).to_owned(), (*t).clone())).collect();
+        columns.insert(s.name.as_str(), (mapped, schema));
+    }
+
+    // Join-key types seen per entity key: (type, where) pairs.
+    let mut key_types: BTreeMap<(String, String), Vec<(ValueType, String)>> = BTreeMap::new();
+
+    for (vi, d) in defs.feature_views.iter().enumerate() {
+        let v = &d.value;
+        let obj = label("feature view", &v.name);
+        let mut ok_entities = true;
+        for e in &v.entities {
+            if !entities.contains_key(e.as_str()) {
+                ok_entities = false;
+                ctx.add(&d.file, obj.clone(), format!("unknown entity \"{e}\"{}", known("entities", entities.keys())));
+            }
+        }
+        let Some(source) = sources.get(v.source.as_str()) else {
+            ctx.add(&d.file, obj, format!("unknown source \"{}\"{}", v.source, known("sources", sources.keys())));
+            continue;
+        };
+        let Some((cols, schema)) = columns.get(source.name.as_str()) else { continue };
+        let join_keys: Vec<String> = if ok_entities {
+            v.entities.iter().flat_map(|e| entities[e.as_str()].value.join_key_names().map(str::to_owned)).collect()
+        } else {
+            Vec::new()
+        };
+        let mut reserved: Vec<&str> = vec![source.mapped_name(&source.timestamp_field)];
+        if let Some(c) = &source.created_timestamp_field {
+            reserved.push(source.mapped_name(c));
+        }
+        for e in v.entities.iter().filter(|_| ok_entities) {
+            for key in &entities[e.as_str()].value.join_keys {
+                match cols.get(&key.name) {
+                    None => ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!(
+                            "join key \"{}\" of entity \"{e}\" is not a column of source \"{}\" ({}); add the column or map it with field_mapping",
+                            key.name, source.name, schema.location
+                        ),
+                    ),
+                    Some(dt) => match ValueType::from_arrow(dt) {
+                        Some(t) => key_types
+                            .entry((e.clone(), key.name.clone()))
+                            .or_default()
+                            .push((t, format!("source \"{}\" (view \"{}\")", source.name, v.name))),
+                        None => ctx.add(
+                            &d.file,
+                            obj.clone(),
+                            format!("join key \"{}\" has unsupported type {dt} in {}", key.name, schema.location),
+                        ),
+                    },
+                }
+            }
+        }
+        let is_reserved = |n: &str| join_keys.iter().any(|k| k == n) || reserved.contains(&n);
+        if v.schema.is_empty() {
+            let mut inferred = Vec::new();
+            for (name, dt) in cols.iter() {
+                if is_reserved(name) || schema.partition_columns.iter().any(|p| source.mapped_name(p) == name) {
+                    continue;
+                }
+                match ValueType::from_arrow(dt) {
+                    Some(t) => inferred.push(Field::new(name.clone(), t)),
+                    None => ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!(
+                            "cannot infer the schema: column \"{name}\" has unsupported type {dt} in {}; declare the schema to leave it out",
+                            schema.location
+                        ),
+                    ),
+                }
+            }
+            // Keep the file's column order rather than alphabetical.
+            let order: Vec<&str> = schema.schema.fields().iter().map(|f| source.mapped_name(f.name())).collect();
+            inferred.sort_by_key(|f| order.iter().position(|c| *c == f.name));
+            if inferred.is_empty() {
+                ctx.add(&d.file, obj.clone(), format!("source \"{}\" has no feature columns besides keys and timestamps", source.name));
+            }
+            out.feature_views[vi].value.schema = inferred;
+        } else {
+            for f in &v.schema {
+                if is_reserved(&f.name) {
+                    ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!("feature \"{}\" is a join key or timestamp column; remove it from the schema", f.name),
+                    );
+                    continue;
+                }
+                let column = source.source_column(&f.name);
+                match cols.get(&f.name) {
+                    None => ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!(
+                            "feature \"{}\" is not a column of {} (source \"{}\"); available: {}",
+                            f.name,
+                            schema.location,
+                            source.name,
+                            cols.keys().filter(|c| !is_reserved(c)).cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                    Some(dt) if !f.dtype.accepts_arrow(dt) => ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!(
+                            "column \"{column}\" is {} in {} but the view declares {}; change the declared dtype or the data",
+                            describe_arrow(dt),
+                            schema.location,
+                            f.dtype
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    // Join-key types must agree across sources (integers widen) and with declarations.
+    for (ei, d) in defs.entities.iter().enumerate() {
+        let e = &d.value;
+        for (ki, key) in e.join_keys.iter().enumerate() {
+            let seen = key_types.get(&(e.name.clone(), key.name.clone())).cloned().unwrap_or_default();
+            let mut resolved: Option<ValueType> = None;
+            for (t, _) in &seen {
+                resolved = Some(match resolved {
+                    None => t.clone(),
+                    Some(r) if r.accepts(t) => r,
+                    Some(r) if t.accepts(&r) => t.clone(),
+                    Some(r) => r, // reported below
+                });
+            }
+            let disagree = seen.iter().any(|(t, _)| !resolved.as_ref().is_some_and(|r| r.accepts(t)));
+            if disagree {
+                let list: Vec<String> = seen.iter().map(|(t, w)| format!("{t} in {w}")).collect();
+                ctx.add(
+                    &d.file,
+                    label("entity", &e.name),
+                    format!("join key \"{}\" has different types across sources: {}; make the columns agree", key.name, list.join(", ")),
+                );
+                continue;
+            }
+            match (&key.dtype, resolved) {
+                (Some(declared), Some(found)) if !declared.accepts(&found) => ctx.add(
+                    &d.file,
+                    label("entity", &e.name),
+                    format!("join key \"{}\" is declared {declared} but is {found} in {}", key.name, seen[0].1),
+                ),
+                (Some(_), _) => {}
+                (None, found) => out.entities[ei].value.join_keys[ki].dtype = found,
+            }
+        }
+    }
+
+    // Services refer to resolved views and features.
+    let views: HashMap<&str, &crate::model::FeatureView> =
+        out.feature_views.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
+    for d in &defs.feature_services {
+        let obj = label("feature service", &d.value.name);
+        for sel in d.value.selections() {
+            match views.get(sel.view()) {
+                None => ctx.add(&d.file, obj.clone(), format!("unknown feature view \"{}\" in \"{sel}\"{}", sel.view(), known("feature views", views.keys()))),
+                Some(v) => {
+                    if let FeatureSelection::Feature(r) = &sel {
+                        if v.feature(&r.feature).is_none() && !v.schema.is_empty() {
+                            ctx.add(
+                                &d.file,
+                                obj.clone(),
+                                format!(
+                                    "feature view \"{}\" has no feature \"{}\"; its features are: {}",
+                                    v.name,
+                                    r.feature,
+                                    v.feature_names().collect::<Vec<_>>().join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    if ctx.problems.is_empty() { Ok(out) } else { Err(Error::Invalid { problems: ctx.problems }) }
+}
+
+fn known<'a>(what: &str, names: impl Iterator<Item = &'a &'a str>) -> String {
+    let mut names: Vec<&str> = names.copied().collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        format!("; no {what} are defined")
+    } else {
+        format!("; defined {what}: {}", names.join(", "))
+    }
+}

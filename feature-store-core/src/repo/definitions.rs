@@ -1,0 +1,256 @@
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::config::CONFIG_FILE;
+use crate::model::{DataSource, Entity, FeatureService, FeatureView};
+use crate::{Error, Problem, Result};
+
+/// An object together with the file it was defined in (repo-relative), if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defined<T> {
+    /// The object.
+    pub value: T,
+    /// Definition file, for error messages; `None` for objects built in code.
+    pub file: Option<String>,
+}
+
+impl<T> Defined<T> {
+    /// An object built in code.
+    pub fn new(value: T) -> Self {
+        Self { value, file: None }
+    }
+}
+
+/// A set of definitions to apply or plan: from YAML files, from code, or both.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Definitions {
+    /// Entities.
+    pub entities: Vec<Defined<Entity>>,
+    /// Data sources.
+    pub sources: Vec<Defined<DataSource>>,
+    /// Feature views.
+    pub feature_views: Vec<Defined<FeatureView>>,
+    /// Feature services.
+    pub feature_services: Vec<Defined<FeatureService>>,
+}
+
+/// The YAML shape of one definition file.
+#[derive(Serialize)]
+struct DefinitionFile<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entities: Vec<&'a Entity>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<&'a DataSource>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    feature_views: Vec<&'a FeatureView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    feature_services: Vec<&'a FeatureService>,
+}
+
+const SECTIONS: &str = "entities, sources, feature_views, feature_services";
+
+impl Definitions {
+    /// No definitions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an entity.
+    pub fn entity(mut self, e: Entity) -> Self {
+        self.entities.push(Defined::new(e));
+        self
+    }
+
+    /// Adds a data source.
+    pub fn source(mut self, s: DataSource) -> Self {
+        self.sources.push(Defined::new(s));
+        self
+    }
+
+    /// Adds a feature view.
+    pub fn feature_view(mut self, v: FeatureView) -> Self {
+        self.feature_views.push(Defined::new(v));
+        self
+    }
+
+    /// Adds a feature service.
+    pub fn feature_service(mut self, s: FeatureService) -> Self {
+        self.feature_services.push(Defined::new(s));
+        self
+    }
+
+    /// Appends all of `other`.
+    pub fn extend(&mut self, other: Definitions) {
+        self.entities.extend(other.entities);
+        self.sources.extend(other.sources);
+        self.feature_views.extend(other.feature_views);
+        self.feature_services.extend(other.feature_services);
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.entities.len() + self.sources.len() + self.feature_views.len() + self.feature_services.len()
+    }
+
+    /// True when there are no objects.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parses one definition file's text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Self> {
+        let mut problems = Vec::new();
+        let defs = parse_file(text, file, &mut problems);
+        if problems.is_empty() { Ok(defs) } else { Err(Error::Invalid { problems }) }
+    }
+
+    /// Writes all objects as one definition file, in the format [`Definitions::from_yaml`] reads.
+    pub fn to_yaml(&self) -> String {
+        let file = DefinitionFile {
+            entities: self.entities.iter().map(|d| &d.value).collect(),
+            sources: self.sources.iter().map(|d| &d.value).collect(),
+            feature_views: self.feature_views.iter().map(|d| &d.value).collect(),
+            feature_services: self.feature_services.iter().map(|d| &d.value).collect(),
+        };
+        serde_yaml::to_string(&file).expect("definitions always serialize")
+    }
+}
+
+/// Reads every `*.yaml` / `*.yml` file under `dir` except `feature_store.yaml`,
+/// skipping hidden folders, `target`, `node_modules` and paths matched by the
+/// globs in a `.featurestoreignore` file. Reports every problem in every file.
+pub fn load_definitions(dir: &Path) -> Result<Definitions> {
+    let ignore = load_ignore(dir)?;
+    let mut files = Vec::new();
+    collect_yaml(dir, dir, &ignore, &mut files)?;
+    files.sort();
+    let mut defs = Definitions::new();
+    let mut problems = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        defs.extend(parse_file(&text, &rel, &mut problems));
+    }
+    if problems.is_empty() { Ok(defs) } else { Err(Error::Invalid { problems }) }
+}
+
+fn load_ignore(dir: &Path) -> Result<globset::GlobSet> {
+    let mut builder = globset::GlobSetBuilder::new();
+    let path = dir.join(".featurestoreignore");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let pattern = line.trim_start_matches('/').trim_end_matches('/');
+            for p in [pattern.to_owned(), format!("{pattern}/**")] {
+                let glob = globset::Glob::new(&p).map_err(|e| Error::Config {
+                    location: path.display().to_string(),
+                    message: format!("invalid pattern \"{line}\": {e}"),
+                })?;
+                builder.add(glob);
+            }
+        }
+    }
+    builder.build().map_err(|e| Error::Config { location: path.display().to_string(), message: e.to_string() })
+}
+
+fn collect_yaml(root: &Path, dir: &Path, ignore: &globset::GlobSet, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        if name.starts_with('.') || ignore.is_match(rel) {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if file_type.is_dir() {
+            if !matches!(name.as_str(), "target" | "node_modules" | "__pycache__") {
+                collect_yaml(root, &path, ignore, out)?;
+            }
+        } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && !(dir == root && name == CONFIG_FILE) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definitions {
+    let mut defs = Definitions::new();
+    let doc: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(Problem::new(Some(file), "", format!("YAML syntax error: {e}")));
+            return defs;
+        }
+    };
+    let map = match doc {
+        serde_yaml::Value::Null => return defs,
+        serde_yaml::Value::Mapping(m) => m,
+        _ => {
+            problems.push(Problem::new(
+                Some(file),
+                "",
+                format!("expected a mapping with some of the keys {SECTIONS}"),
+            ));
+            return defs;
+        }
+    };
+    for (key, value) in map {
+        let key = key.as_str().unwrap_or_default().to_owned();
+        match key.as_str() {
+            "entities" => parse_items(&value, file, "entity", &key, &mut defs.entities, problems),
+            "sources" | "data_sources" => {
+                parse_items(&value, file, "data source", &key, &mut defs.sources, problems)
+            }
+            "feature_views" => {
+                parse_items(&value, file, "feature view", &key, &mut defs.feature_views, problems)
+            }
+            "feature_services" => {
+                parse_items(&value, file, "feature service", &key, &mut defs.feature_services, problems)
+            }
+            "project" | "registry" | "online_store" | "offline_store" => problems.push(Problem::new(
+                Some(file),
+                "",
+                format!("\"{key}\" belongs in {CONFIG_FILE} at the repo root, not in a definition file"),
+            )),
+            other => problems.push(Problem::new(
+                Some(file),
+                "",
+                format!(
+                    "unknown section \"{other}\"; expected {SECTIONS} (list files that are not definitions in .featurestoreignore)"
+                ),
+            )),
+        }
+    }
+    defs
+}
+
+fn parse_items<T: DeserializeOwned>(
+    value: &serde_yaml::Value,
+    file: &str,
+    kind: &str,
+    section: &str,
+    out: &mut Vec<Defined<T>>,
+    problems: &mut Vec<Problem>,
+) {
+    let items = match value {
+        serde_yaml::Value::Sequence(items) => items.as_slice(),
+        serde_yaml::Value::Null => &[],
+        _ => {
+            problems.push(Problem::new(Some(file), "", format!("\"{section}\" must be a list")));
+            return;
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        let label = match item.get("name").and_then(|n| n.as_str()) {
+            Some(name) => format!("{kind} \"{name}\""),
+            None => format!("{section}[{i}]"),
+        };
+        match serde_yaml::from_value::<T>(item.clone()) {
+            Ok(v) => out.push(Defined { value: v, file: Some(file.to_owned()) }),
+            Err(e) => problems.push(Problem::new(Some(file), label, e.to_string())),
+        }
+    }
+}

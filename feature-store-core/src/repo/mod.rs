@@ -1,0 +1,19 @@
+//! The declarative repo: `feature_store.yaml` plus any number of definition files.
+
+mod config;
+mod definitions;
+
+pub use config::{OfflineStoreConfig, OnlineStoreConfig, RegistryConfig, RepoConfig, CONFIG_FILE};
+pub use definitions::{Defined, Definitions, load_definitions};
+
+use std::path::Path;
+
+use crate::Result;
+
+/// Reads a repo folder: its config and every definition file in it.
+pub fn load_repo(dir: impl AsRef<Path>) -> Result<(RepoConfig, Definitions)> {
+    let dir = dir.as_ref();
+    let config = RepoConfig::load(dir)?;
+    let defs = load_definitions(dir)?;
+    Ok((config, defs))
+}

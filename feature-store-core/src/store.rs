@@ -1,0 +1,197 @@
+//! The [`FeatureStore`] facade: one handle owning the config, the registry and
+//! the stores, shared by the CLI, the Python package and Rust services.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::{DataSource, Entity, FeatureService, FeatureView};
+use crate::offline::OfflineStore;
+use crate::registry::{ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState};
+use crate::repo::{Definitions, RepoConfig, load_definitions};
+use crate::{Error, Result};
+
+/// An opened feature store.
+#[derive(Debug, Clone)]
+pub struct FeatureStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RepoConfig,
+    registry: Registry,
+    offline: Arc<dyn OfflineStore>,
+}
+
+/// A registry object found by [`FeatureStore::describe`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Described {
+    /// An entity.
+    Entity(Record<Entity>),
+    /// A data source.
+    DataSource(Record<DataSource>),
+    /// A feature view and its materialization state.
+    FeatureView {
+        /// The stored view.
+        #[serde(flatten)]
+        record: Record<FeatureView>,
+        /// Watermark and related state.
+        state: ViewState,
+    },
+    /// A feature service.
+    FeatureService(Record<FeatureService>),
+}
+
+impl Described {
+    /// The object's kind.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Self::Entity(_) => ObjectKind::Entity,
+            Self::DataSource(_) => ObjectKind::DataSource,
+            Self::FeatureView { .. } => ObjectKind::FeatureView,
+            Self::FeatureService(_) => ObjectKind::FeatureService,
+        }
+    }
+}
+
+/// Builds a [`FeatureStore`] from a config and backend instances.
+///
+/// Backends are passed in rather than looked up so that this crate needs no
+/// backend dependencies; the `feature-store` crate maps config types to backends.
+#[derive(Debug)]
+pub struct FeatureStoreBuilder {
+    config: RepoConfig,
+    registry_store: Option<Arc<dyn RegistryStore>>,
+    offline: Option<Arc<dyn OfflineStore>>,
+}
+
+impl FeatureStoreBuilder {
+    /// Sets where the registry document is stored.
+    pub fn with_registry_store(mut self, store: Arc<dyn RegistryStore>) -> Self {
+        self.registry_store = Some(store);
+        self
+    }
+
+    /// Sets the offline store.
+    pub fn with_offline_store(mut self, store: Arc<dyn OfflineStore>) -> Self {
+        self.offline = Some(store);
+        self
+    }
+
+    /// Checks that every part is present and builds the store.
+    pub fn build(self) -> Result<FeatureStore> {
+        let missing = |what: &str| Error::InvalidArgument(format!("FeatureStoreBuilder: no {what} was set"));
+        let store = self.registry_store.ok_or_else(|| missing("registry store"))?;
+        let offline = self.offline.ok_or_else(|| missing("offline store"))?;
+        let registry = Registry::new(store, self.config.registry.cache_ttl);
+        Ok(FeatureStore { inner: Arc::new(Inner { config: self.config, registry, offline }) })
+    }
+}
+
+impl FeatureStore {
+    /// Starts building a store for `config`.
+    pub fn builder(config: RepoConfig) -> FeatureStoreBuilder {
+        FeatureStoreBuilder { config, registry_store: None, offline: None }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RepoConfig {
+        &self.inner.config
+    }
+
+    /// The project every object belongs to.
+    pub fn project(&self) -> &str {
+        &self.inner.config.project
+    }
+
+    /// The registry handle.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The offline store.
+    pub fn offline_store(&self) -> &Arc<dyn OfflineStore> {
+        &self.inner.offline
+    }
+
+    /// Reads the definition files of the repo folder.
+    pub fn repo_definitions(&self) -> Result<Definitions> {
+        load_definitions(&self.inner.config.repo_path)
+    }
+
+    /// What applying `defs` would change.
+    pub async fn plan(&self, defs: &Definitions, mode: ApplyMode) -> Result<Plan> {
+        self.inner.registry.plan(self.project(), defs, mode, self.inner.offline.as_ref()).await
+    }
+
+    /// Validates and writes `defs` atomically.
+    pub async fn apply(&self, defs: &Definitions, mode: ApplyMode) -> Result<ApplyOutcome> {
+        self.inner.registry.apply(self.project(), defs, mode, self.inner.offline.as_ref()).await
+    }
+
+    /// The latest registry document (cached for the configured ttl).
+    pub async fn document(&self) -> Result<Arc<RegistryDocument>> {
+        self.inner.registry.document().await
+    }
+
+    /// Entities of the project, by name.
+    pub async fn list_entities(&self) -> Result<Vec<Record<Entity>>> {
+        Ok(self.document().await?.project(self.project()).registry().entities.values().cloned().collect())
+    }
+
+    /// Data sources of the project, by name.
+    pub async fn list_data_sources(&self) -> Result<Vec<Record<DataSource>>> {
+        Ok(self.document().await?.project(self.project()).registry().data_sources.values().cloned().collect())
+    }
+
+    /// Feature views of the project, by name.
+    pub async fn list_feature_views(&self) -> Result<Vec<Record<FeatureView>>> {
+        Ok(self.document().await?.project(self.project()).registry().feature_views.values().cloned().collect())
+    }
+
+    /// Feature services of the project, by name.
+    pub async fn list_feature_services(&self) -> Result<Vec<Record<FeatureService>>> {
+        Ok(self.document().await?.project(self.project()).registry().feature_services.values().cloned().collect())
+    }
+
+    /// The feature view named `name`.
+    pub async fn get_feature_view(&self, name: &str) -> Result<FeatureView> {
+        self.document().await?.project(self.project()).feature_view(name).cloned()
+    }
+
+    /// Every object named `name`, whatever its kind (names are unique per kind only).
+    pub async fn describe(&self, name: &str) -> Result<Vec<Described>> {
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        let p = project.registry();
+        let mut out = Vec::new();
+        if let Some(r) = p.entities.get(name) {
+            out.push(Described::Entity(r.clone()));
+        }
+        if let Some(r) = p.data_sources.get(name) {
+            out.push(Described::DataSource(r.clone()));
+        }
+        if let Some(r) = p.feature_views.get(name) {
+            out.push(Described::FeatureView {
+                record: r.clone(),
+                state: p.view_state.get(name).cloned().unwrap_or_default(),
+            });
+        }
+        if let Some(r) = p.feature_services.get(name) {
+            out.push(Described::FeatureService(r.clone()));
+        }
+        if out.is_empty() {
+            return Err(match project.feature_view(name) {
+                Err(e @ Error::NotFound { .. }) => match e {
+                    Error::NotFound { hint, .. } => Error::NotFound { kind: "object", name: name.to_owned(), hint },
+                    e => e,
+                },
+                _ => Error::NotFound { kind: "object", name: name.to_owned(), hint: None },
+            });
+        }
+        Ok(out)
+    }
+}
