@@ -1,0 +1,116 @@
+//! Finding a source's Parquet files: one file, a folder (recursively, with
+//! hive-style `key=value/` partitions) or a glob.
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+
+use crate::error::{Error, Result};
+use crate::location::{ResolvedLocation, is_url, resolve};
+
+/// The files behind one source location.
+#[derive(Debug, Clone)]
+pub struct SourceFiles {
+    /// The resolved root (the file, the folder, or the glob's fixed prefix).
+    pub root: ResolvedLocation,
+    /// Data files, sorted by path.
+    pub files: Vec<ObjectMeta>,
+    /// Hive partition column names, from the folder names below the root.
+    pub partition_columns: Vec<String>,
+}
+
+impl SourceFiles {
+    /// `s3://bucket/key`-style URL of one listed file.
+    pub fn file_url(&self, meta: &ObjectMeta) -> String {
+        format!("{}/{}", self.root.store_url().trim_end_matches('/'), meta.location)
+    }
+
+    /// Hive partition values of a file (`key=value` folders below the root).
+    pub fn partition_values(&self, meta: &ObjectMeta) -> BTreeMap<String, String> {
+        let root: Vec<_> = self.root.path.parts().collect();
+        meta.location
+            .parts()
+            .skip(root.len())
+            .filter_map(|p| p.as_ref().split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect()
+    }
+}
+
+fn is_data_file(meta: &ObjectMeta) -> bool {
+    let name = meta.location.filename().unwrap_or_default();
+    // Skip Spark/Hadoop markers (_SUCCESS, _metadata), hidden and temporary files.
+    !(name.starts_with('_') || name.starts_with('.') || name.ends_with(".crc") || name.ends_with(".tmp"))
+        && meta.size > 0
+}
+
+/// Lists the data files at `location` (file, folder or glob).
+pub async fn list_source_files(
+    location: &str,
+    base_dir: &FsPath,
+    options: &BTreeMap<String, String>,
+) -> Result<SourceFiles> {
+    let glob_at = location.find(['*', '?', '[']);
+    let (fixed, pattern) = match glob_at {
+        None => (location, None),
+        Some(i) => {
+            let cut = location[..i].rfind('/').map_or(0, |j| j + 1);
+            (&location[..cut], Some(&location[cut..]))
+        }
+    };
+    let fixed = if fixed.is_empty() && !is_url(location) { "." } else { fixed };
+    let root = resolve(fixed, base_dir, options)?;
+    let not_found = |message: String| Error::NotFound { location: location.to_owned(), message };
+
+    if pattern.is_none() {
+        match root.store.head(&root.path).await {
+            Ok(meta) => {
+                return Ok(SourceFiles { root, files: vec![meta], partition_columns: Vec::new() });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            // Local stores report a folder given as a file path this way.
+            Err(object_store::Error::Generic { .. }) if matches!(root.kind, crate::location::StoreKind::Local(_)) => {}
+            Err(e) => return Err(Error::object_store(&root.url, e)),
+        }
+    }
+    let prefix = if root.path.as_ref().is_empty() { None } else { Some(&root.path) };
+    let mut files: Vec<ObjectMeta> = root
+        .store
+        .list(prefix)
+        .try_collect()
+        .await
+        .map_err(|e| Error::object_store(&root.url, e))?;
+    files.retain(is_data_file);
+    if let Some(pattern) = pattern {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::InvalidLocation { location: location.to_owned(), message: e.to_string() })?
+            .compile_matcher();
+        let skip = root.path.parts().count();
+        files.retain(|m| {
+            let rel: Vec<_> = m.location.parts().skip(skip).map(|p| p.as_ref().to_owned()).collect();
+            glob.is_match(rel.join("/"))
+        });
+    }
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    if files.is_empty() {
+        return Err(not_found(match pattern {
+            Some(_) => "the glob matches no files".into(),
+            None => "no file or folder with data files exists there".into(),
+        }));
+    }
+    let mut sf = SourceFiles { root, files, partition_columns: Vec::new() };
+    sf.partition_columns = sf.partition_values(&sf.files[0]).into_keys().collect();
+    // Partition keys in folder order, not alphabetical.
+    let order: Vec<String> = sf.files[0].location.parts().map(|p| p.as_ref().to_owned()).collect();
+    sf.partition_columns.sort_by_key(|k| order.iter().position(|p| p.starts_with(&format!("{k}="))));
+    Ok(sf)
+}
+
+/// Path of a file relative to the store root, for messages.
+pub fn display_path(p: &Path) -> String {
+    p.to_string()
+}

@@ -1,0 +1,91 @@
+//! The Parquet offline store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema};
+use async_trait::async_trait;
+use feature_store_core::model::DataSource;
+use feature_store_core::offline::{OfflineStore, SourceSchema};
+use feature_store_core::{Error as CoreError, Result as CoreResult};
+use object_store::ObjectStoreExt;
+use parquet::arrow::parquet_to_arrow_schema;
+use parquet::file::metadata::ParquetMetaDataReader;
+
+use crate::error::Error;
+use crate::files::{SourceFiles, list_source_files};
+
+/// Offline store over Parquet files on local disk, S3 or memory.
+#[derive(Debug, Clone)]
+pub struct ParquetOfflineStore {
+    base_dir: PathBuf,
+    options: BTreeMap<String, String>,
+}
+
+impl ParquetOfflineStore {
+    /// A store resolving relative source paths against `base_dir` (the repo root).
+    pub fn new(base_dir: impl Into<PathBuf>, options: BTreeMap<String, String>) -> Self {
+        Self { base_dir: base_dir.into(), options }
+    }
+
+    /// The files a source reads.
+    pub async fn source_files(&self, source: &DataSource) -> Result<SourceFiles, Error> {
+        list_source_files(&source.path, &self.base_dir, &self.options).await
+    }
+}
+
+/// Reads the Arrow schema from a Parquet file's footer (two ranged reads).
+pub(crate) async fn parquet_schema(files: &SourceFiles, index: usize) -> Result<Arc<Schema>, Error> {
+    let meta = &files.files[index];
+    let url = files.file_url(meta);
+    let corrupt = |message: String| Error::Parquet {
+        location: url.clone(),
+        source: parquet::errors::ParquetError::General(message),
+    };
+    let store = &files.root.store;
+    let size = meta.size;
+    if size < 12 {
+        return Err(corrupt(format!("file is {size} bytes, too small to be Parquet")));
+    }
+    let tail = store
+        .get_range(&meta.location, size - 8..size)
+        .await
+        .map_err(|e| Error::object_store(&url, e))?;
+    if &tail[4..8] != b"PAR1" {
+        return Err(corrupt("missing the PAR1 magic at the end of the file (truncated or not Parquet)".into()));
+    }
+    let len = u64::from(u32::from_le_bytes(tail[0..4].try_into().expect("4 bytes")));
+    if len + 8 > size {
+        return Err(corrupt(format!("footer length {len} exceeds the file size {size}")));
+    }
+    let footer = store
+        .get_range(&meta.location, size - 8 - len..size - 8)
+        .await
+        .map_err(|e| Error::object_store(&url, e))?;
+    let md = ParquetMetaDataReader::decode_metadata(&footer).map_err(|source| Error::Parquet { location: url.clone(), source })?;
+    let fm = md.file_metadata();
+    let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+        .map_err(|source| Error::Parquet { location: url.clone(), source })?;
+    Ok(Arc::new(schema))
+}
+
+#[async_trait]
+impl OfflineStore for ParquetOfflineStore {
+    async fn source_schema(&self, source: &DataSource) -> CoreResult<SourceSchema> {
+        let context = |e: Error| CoreError::data(format!("data source \"{}\" ({})", source.name, source.path), e.to_string());
+        let files = self.source_files(source).await.map_err(context)?;
+        let schema = parquet_schema(&files, 0).await.map_err(context)?;
+        let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+        for p in &files.partition_columns {
+            if !fields.iter().any(|f| f.name() == p) {
+                fields.push(Arc::new(Field::new(p, DataType::Utf8, true)));
+            }
+        }
+        Ok(SourceSchema {
+            schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+            partition_columns: files.partition_columns.clone(),
+            location: files.file_url(&files.files[0]),
+        })
+    }
+}
