@@ -1,1 +1,138 @@
-fn main(){}
+//! `feature-store`: the command-line tool for pipelines and people.
+
+mod init;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use feature_store::registry::ApplyMode;
+
+/// Embeddable feature store: define features in YAML, apply them to a
+/// versioned registry, and inspect what is registered.
+#[derive(Debug, Parser)]
+#[command(name = "feature-store", version, about)]
+struct Cli {
+    /// Repo folder holding feature_store.yaml.
+    #[arg(long, global = true, default_value = ".", env = "FEATURE_STORE_REPO")]
+    repo: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a demo repo in DIR with generated sample Parquet data.
+    Init {
+        /// Folder to create (must be empty or absent).
+        dir: PathBuf,
+        /// Project name.
+        #[arg(long, default_value = "driver_ranking")]
+        project: String,
+    },
+    /// Validate the repo and write it to the registry; objects no longer defined are removed.
+    Apply,
+    /// Show what apply would change (added, changed, removed, breaking) without writing.
+    Plan,
+    /// List registered objects of one kind.
+    List {
+        /// Which kind.
+        kind: Kind,
+    },
+    /// Show every registered object with this name.
+    Describe {
+        /// Object name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Entities,
+    Sources,
+    Views,
+    Services,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { dir, project } => {
+            init::scaffold(&dir, &project)?;
+            if cli.json {
+                output::json(&serde_json::json!({ "created": dir, "project": project }))
+            } else {
+                println!("Created demo repo {} (project {project}).", dir.display());
+                println!("Next: feature-store --repo {} apply", dir.display());
+                Ok(())
+            }
+        }
+        Command::Apply | Command::Plan => {
+            let store = feature_store::open(&cli.repo)?;
+            let defs = store.repo_definitions()?;
+            if matches!(cli.command, Command::Plan) {
+                let plan = store.plan(&defs, ApplyMode::Sync).await?;
+                return if cli.json { output::json(&plan) } else { Ok(println!("{plan}")) };
+            }
+            let outcome = store.apply(&defs, ApplyMode::Sync).await?;
+            if cli.json {
+                return output::json(&serde_json::json!({
+                    "plan": outcome.plan,
+                    "version": outcome.version,
+                    "written": outcome.written,
+                    "registry": store.registry().location(),
+                }));
+            }
+            println!("{}", outcome.plan);
+            if outcome.written {
+                println!("Applied: registry {} is now at version {}.", store.registry().location(), outcome.version);
+            } else {
+                println!("Registry {} unchanged at version {}.", store.registry().location(), outcome.version);
+            }
+            Ok(())
+        }
+        Command::List { kind } => {
+            let store = feature_store::open(&cli.repo)?;
+            match kind {
+                Kind::Entities => output::entities(&store.list_entities().await?, cli.json),
+                Kind::Sources => output::sources(&store.list_data_sources().await?, cli.json),
+                Kind::Views => output::views(&store.list_feature_views().await?, cli.json),
+                Kind::Services => output::services(&store.list_feature_services().await?, cli.json),
+            }
+        }
+        Command::Describe { name } => {
+            let store = feature_store::open(&cli.repo)?;
+            let found = store.describe(&name).await?;
+            if cli.json {
+                output::json(&found)
+            } else {
+                for d in found {
+                    println!("# {}", d.kind());
+                    print!("{}", serde_yaml::to_string(&d)?);
+                }
+                Ok(())
+            }
+        }
+    }
+}

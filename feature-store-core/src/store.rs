@@ -184,13 +184,17 @@ impl FeatureStore {
             out.push(Described::FeatureService(r.clone()));
         }
         if out.is_empty() {
-            return Err(match project.feature_view(name) {
-                Err(e @ Error::NotFound { .. }) => match e {
-                    Error::NotFound { hint, .. } => Error::NotFound { kind: "object", name: name.to_owned(), hint },
-                    e => e,
-                },
-                _ => Error::NotFound { kind: "object", name: name.to_owned(), hint: None },
-            });
+            let all = p.entities.keys().chain(p.data_sources.keys()).chain(p.feature_views.keys()).chain(p.feature_services.keys());
+            let mut close: Vec<String> = all.filter(|n| crate::registry::similar(n, name)).map(|n| format!("\"{n}\"")).collect();
+            close.dedup();
+            let hint = if !project.exists() {
+                Some(format!("project \"{}\" has nothing applied; run `feature-store apply`", self.project()))
+            } else if close.is_empty() {
+                None
+            } else {
+                Some(format!("did you mean {}?", close.join(" or ")))
+            };
+            return Err(Error::NotFound { kind: "object", name: name.to_owned(), hint });
         }
         Ok(out)
     }

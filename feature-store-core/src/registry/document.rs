@@ -265,7 +265,7 @@ impl<'a> ProjectView<'a> {
 
 /// Loose similarity for "did you mean" hints: same letters ignoring case and
 /// separators, or an edit distance of at most two.
-fn similar(a: &str, b: &str) -> bool {
+pub(crate) fn similar(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
     norm(a) == norm(b) || edit_distance(a, b) <= 2.min(a.len().max(b.len()) / 3)
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::Mutex;
 
+pub(crate) use document::similar;
 pub use document::{FORMAT_VERSION, ProjectRegistry, ProjectView, Record, RegistryDocument, ViewFeatures, ViewState};
 pub use plan::{ApplyMode, Change, ChangeAction, ObjectKind, Plan};
 pub use storage::{MemoryRegistryStore, RegistryStore, StoreVersion, WriteOutcome};

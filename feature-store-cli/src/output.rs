@@ -1,0 +1,110 @@
+//! Text tables and JSON for list commands.
+
+use feature_store::duration::format_duration;
+use feature_store::model::{DataSource, Entity, FeatureService, FeatureView};
+use feature_store::registry::Record;
+use serde::Serialize;
+
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn when(r: &chrono::DateTime<chrono::Utc>) -> String {
+    r.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+pub(crate) fn entities(items: &[Record<Entity>], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(items);
+    }
+    table(
+        &["NAME", "JOIN KEYS", "DESCRIPTION", "UPDATED"],
+        items
+            .iter()
+            .map(|r| {
+                let keys = r.spec.join_keys.iter().map(|k| match &k.dtype {
+                    Some(t) => format!("{}:{t}", k.name),
+                    None => k.name.clone(),
+                });
+                vec![r.spec.name.clone(), keys.collect::<Vec<_>>().join(","), r.spec.description.clone(), when(&r.updated_at)]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub(crate) fn sources(items: &[Record<DataSource>], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(items);
+    }
+    table(
+        &["NAME", "PATH", "TIMESTAMP", "CREATED", "UPDATED"],
+        items
+            .iter()
+            .map(|r| {
+                vec![
+                    r.spec.name.clone(),
+                    r.spec.path.clone(),
+                    r.spec.timestamp_field.clone(),
+                    r.spec.created_timestamp_field.clone().unwrap_or_default(),
+                    when(&r.updated_at),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub(crate) fn views(items: &[Record<FeatureView>], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(items);
+    }
+    table(
+        &["NAME", "ENTITIES", "SOURCE", "FEATURES", "TTL", "ONLINE", "UPDATED"],
+        items
+            .iter()
+            .map(|r| {
+                let v = &r.spec;
+                vec![
+                    v.name.clone(),
+                    v.entities.join(","),
+                    v.source.clone(),
+                    v.schema.iter().map(|f| format!("{}:{}", f.name, f.dtype)).collect::<Vec<_>>().join(","),
+                    v.ttl.map(format_duration).unwrap_or_else(|| "unlimited".into()),
+                    v.online.to_string(),
+                    when(&r.updated_at),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub(crate) fn services(items: &[Record<FeatureService>], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(items);
+    }
+    table(
+        &["NAME", "FEATURES", "UPDATED"],
+        items.iter().map(|r| vec![r.spec.name.clone(), r.spec.features.join(","), when(&r.updated_at)]).collect(),
+    );
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! Embeddable feature store: open a repo folder (or a config value) and get a
+//! [`FeatureStore`] wired to the backends its `feature_store.yaml` names.
+//!
+//! This crate only chooses backends; the model, registry and facade live in
+//! `feature-store-core`, the Parquet offline store and object-store plumbing
+//! in `feature-store-s3`.
+//!
+//! ```no_run
+//! # async fn demo() -> feature_store::Result<()> {
+//! let store = feature_store::open("my_repo")?;
+//! let defs = store.repo_definitions()?;
+//! let outcome = store.apply(&defs, feature_store::registry::ApplyMode::Sync).await?;
+//! println!("{}", outcome.plan);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod backends;
+
+pub use backends::{OFFLINE_STORE_TYPES, from_config, open};
+pub use feature_store_core::*;
+pub use feature_store_s3 as s3;
