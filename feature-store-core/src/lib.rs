@@ -48,6 +48,7 @@ pub mod offline;
 pub mod registry;
 pub mod repo;
 mod store;
+pub mod testing;
 mod value_type;
 
 pub use error::{BoxError, Error, Problem, Result};

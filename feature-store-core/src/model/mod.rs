@@ -50,6 +50,12 @@ impl Field {
         self.description = description.into();
         self
     }
+
+    /// Adds a tag.
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// Checks a name used for an object, a feature or a column.
