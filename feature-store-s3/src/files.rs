@@ -25,7 +25,7 @@ pub struct SourceFiles {
 impl SourceFiles {
     /// `s3://bucket/key`-style URL of one listed file.
     pub fn file_url(&self, meta: &ObjectMeta) -> String {
-        format!("{}/{}", self.root.store_url().trim_end_matches('/'), meta.location)
+        format!("{}/{}", self.root.store_url(), meta.location)
     }
 
     /// Hive partition values of a file (`key=value` folders below the root).

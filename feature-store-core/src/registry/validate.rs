@@ -250,7 +250,14 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                             f.name,
                             schema.location,
                             source.name,
-                            cols.keys().filter(|c| !is_reserved(c)).cloned().collect::<Vec<_>>().join(", ")
+                            schema
+                                .schema
+                                .fields()
+                                .iter()
+                                .map(|f| source.mapped_name(f.name()))
+                                .filter(|c| !is_reserved(c))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ),
                     Some(dt) if !f.dtype.accepts_arrow(dt) => ctx.add(

@@ -1,0 +1,272 @@
+//! A catalogue of broken repos, each with the exact problem it must report.
+//! Every case also checks that nothing was written to the registry.
+
+use feature_store::Error;
+use feature_store::registry::ApplyMode;
+
+use crate::repo;
+
+const GOOD: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id]}
+sources:
+  - {name: drivers, path: data/drivers.parquet, timestamp_field: event_timestamp, created_timestamp_field: created}
+feature_views:
+  - name: driver_stats
+    entities: [driver]
+    source: drivers
+    ttl: 1d
+    schema:
+      - {name: conv_rate, dtype: float32}
+      - {name: trips, dtype: int64}
+feature_services:
+  - {name: svc, features: ["driver_stats:conv_rate"]}
+"#;
+
+/// Applies a repo made of GOOD with `from` replaced by `to` (plus extra files),
+/// and returns the error text.
+async fn apply_err(edits: &[(&str, &str)], extra: &[(&str, &str)]) -> String {
+    let mut defs = GOOD.to_owned();
+    for (from, to) in edits {
+        assert!(defs.contains(from), "test bug: {from:?} not in the good repo");
+        defs = defs.replacen(from, to, 1);
+    }
+    let mut files = vec![("features.yaml", defs.as_str())];
+    files.extend_from_slice(extra);
+    let dir = repo(&files);
+    let result = async {
+        let store = feature_store::open(dir.path())?;
+        let defs = store.repo_definitions()?;
+        store.apply(&defs, ApplyMode::Sync).await
+    }
+    .await;
+    let err = match result {
+        Ok(_) => panic!("repo with edits {edits:?} applied without error"),
+        Err(e) => e,
+    };
+    assert!(!dir.path().join("data/registry.json").exists(), "a failed apply wrote the registry");
+    err.to_string()
+}
+
+fn has(text: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(text.contains(p), "expected {p:?} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_good_repo_applies() {
+    let dir = repo(&[("features.yaml", GOOD)]);
+    let store = feature_store::open(dir.path()).unwrap();
+    let out = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    assert_eq!(out.version, 1);
+}
+
+#[tokio::test]
+async fn unknown_entity() {
+    let e = apply_err(&[("entities: [driver]", "entities: [rider]")], &[]).await;
+    has(&e, &["features.yaml: feature view \"driver_stats\": unknown entity \"rider\"; defined entities: driver"]);
+}
+
+#[tokio::test]
+async fn unknown_source() {
+    let e = apply_err(&[("source: drivers", "source: driverz")], &[]).await;
+    has(&e, &["feature view \"driver_stats\": unknown source \"driverz\"; defined sources: drivers"]);
+}
+
+#[tokio::test]
+async fn unknown_view_in_service() {
+    let e = apply_err(&[("\"driver_stats:conv_rate\"", "\"driver_stat:conv_rate\"")], &[]).await;
+    has(&e, &["feature service \"svc\": unknown feature view \"driver_stat\""]);
+}
+
+#[tokio::test]
+async fn unknown_feature_in_service() {
+    let e = apply_err(&[("\"driver_stats:conv_rate\"", "\"driver_stats:conv\"")], &[]).await;
+    has(&e, &["feature service \"svc\"", "has no feature \"conv\"; its features are: conv_rate, trips"]);
+}
+
+#[tokio::test]
+async fn duplicate_names_across_files() {
+    let e = apply_err(&[], &[("more/other.yaml", "entities:\n  - {name: driver, join_keys: [driver_id]}\n")]).await;
+    has(&e, &["more/other.yaml: entity \"driver\": defined twice (first in features.yaml)"]);
+}
+
+#[tokio::test]
+async fn invalid_name() {
+    let e = apply_err(&[("name: driver_stats\n", "name: driver-stats\n")], &[]).await;
+    has(&e, &["feature view \"driver-stats\"", "invalid name \"driver-stats\""]);
+}
+
+#[tokio::test]
+async fn schema_field_missing_from_parquet() {
+    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: speed, dtype: int64}")], &[]).await;
+    has(&e, &["feature \"speed\" is not a column of file:///", "drivers.parquet", "available: conv_rate, trips, city, ts_text"]);
+}
+
+#[tokio::test]
+async fn incompatible_type() {
+    let e = apply_err(&[("{name: conv_rate, dtype: float32}", "{name: conv_rate, dtype: int64}")], &[]).await;
+    has(&e, &["feature view \"driver_stats\": column \"conv_rate\" is Float32 (float32) in file:///", "but the view declares int64"]);
+}
+
+#[tokio::test]
+async fn narrowing_is_rejected_but_widening_accepted() {
+    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: trips, dtype: int32}")], &[]).await;
+    has(&e, &["column \"trips\" is Int64 (int64)", "declares int32"]);
+    let widened = GOOD.replace("{name: conv_rate, dtype: float32}", "{name: conv_rate, dtype: float64}");
+    let dir = repo(&[("features.yaml", &widened)]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+}
+
+#[tokio::test]
+async fn join_key_missing_from_source() {
+    let e = apply_err(&[("join_keys: [driver_id]", "join_keys: [rider_id]")], &[]).await;
+    has(&e, &["join key \"rider_id\" of entity \"driver\" is not a column of source \"drivers\"", "field_mapping"]);
+}
+
+#[tokio::test]
+async fn timestamp_field_missing() {
+    let e = apply_err(&[("timestamp_field: event_timestamp", "timestamp_field: ts")], &[]).await;
+    has(&e, &["data source \"drivers\": timestamp_field \"ts\" is not a column of", "its columns are: city, conv_rate"]);
+}
+
+#[tokio::test]
+async fn timestamp_field_not_a_timestamp() {
+    let e = apply_err(&[("timestamp_field: event_timestamp", "timestamp_field: ts_text")], &[]).await;
+    has(&e, &["timestamp_field \"ts_text\" is Utf8 (string) in", "not a timestamp"]);
+}
+
+#[tokio::test]
+async fn created_timestamp_not_a_timestamp() {
+    let e = apply_err(&[("created_timestamp_field: created", "created_timestamp_field: city")], &[]).await;
+    has(&e, &["created_timestamp_field \"city\" is Utf8 (string)"]);
+}
+
+#[tokio::test]
+async fn malformed_ttl() {
+    let e = apply_err(&[("ttl: 1d", "ttl: 1 fortnight")], &[]).await;
+    has(&e, &["features.yaml: feature view \"driver_stats\": invalid duration \"1 fortnight\": unknown unit \"fortnight\""]);
+}
+
+#[tokio::test]
+async fn join_key_types_disagree_between_sources() {
+    let riders = "sources:\n  - {name: riders, path: data/riders.parquet, timestamp_field: event_timestamp}\nfeature_views:\n  - {name: rider_stats, entities: [driver], source: riders}\n";
+    let e = apply_err(&[], &[("riders.yaml", riders)]).await;
+    has(&e, &["entity \"driver\": join key \"driver_id\" has different types across sources", "int64 in source \"drivers\"", "string in source \"riders\""]);
+}
+
+#[tokio::test]
+async fn declared_join_key_type_disagrees_with_data() {
+    let e = apply_err(&[("join_keys: [driver_id]", "join_keys: [{name: driver_id, dtype: string}]")], &[]).await;
+    has(&e, &["entity \"driver\": join key \"driver_id\" is declared string but is int64"]);
+}
+
+#[tokio::test]
+async fn yaml_syntax_error() {
+    let e = apply_err(&[], &[("broken.yml", "entities: [\n  - name: x\n")]).await;
+    has(&e, &["broken.yml: YAML syntax error"]);
+}
+
+#[tokio::test]
+async fn misspelled_field() {
+    let e = apply_err(&[("timestamp_field: event_timestamp", "timestamp_feild: event_timestamp")], &[]).await;
+    has(&e, &["data source \"drivers\": unknown field `timestamp_feild`, expected one of"]);
+}
+
+#[tokio::test]
+async fn unknown_section() {
+    let e = apply_err(&[], &[("x.yaml", "featureviews: []\n")]).await;
+    has(&e, &["x.yaml: unknown section \"featureviews\"", ".featurestoreignore"]);
+}
+
+#[tokio::test]
+async fn config_key_in_definition_file() {
+    let e = apply_err(&[], &[("x.yaml", "project: other\n")]).await;
+    has(&e, &["x.yaml: \"project\" belongs in feature_store.yaml"]);
+}
+
+#[tokio::test]
+async fn missing_source_file() {
+    let e = apply_err(&[("path: data/drivers.parquet", "path: data/nope.parquet")], &[]).await;
+    has(&e, &["data source \"drivers\": cannot read \"data/nope.parquet\"", "no file or folder"]);
+}
+
+#[tokio::test]
+async fn corrupt_parquet_file() {
+    let e = apply_err(&[("path: data/drivers.parquet", "path: data/corrupt.parquet")], &[("data/corrupt.parquet", "this is not parquet at all")]).await;
+    has(&e, &["data source \"drivers\"", "corrupt.parquet: not a readable Parquet file", "PAR1"]);
+}
+
+#[tokio::test]
+async fn field_mapping_of_missing_column() {
+    let e = apply_err(&[("created_timestamp_field: created}", "created_timestamp_field: created, field_mapping: {Conv: conv_rate}}")], &[]).await;
+    has(&e, &["field_mapping source column \"Conv\" is not in"]);
+}
+
+#[tokio::test]
+async fn feature_named_like_a_join_key() {
+    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: driver_id, dtype: int64}")], &[]).await;
+    has(&e, &["feature \"driver_id\" is a join key or timestamp column"]);
+}
+
+#[tokio::test]
+async fn entity_without_join_keys() {
+    let e = apply_err(&[("join_keys: [driver_id]", "join_keys: []")], &[]).await;
+    has(&e, &["entity \"driver\": an entity needs at least one join key"]);
+}
+
+#[tokio::test]
+async fn malformed_feature_reference() {
+    let e = apply_err(&[("\"driver_stats:conv_rate\"", "\"driver_stats:conv_rate:x\"")], &[]).await;
+    has(&e, &["feature service \"svc\"", "more than one ':'"]);
+}
+
+#[tokio::test]
+async fn unknown_dtype() {
+    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: trips, dtype: decimal}")], &[]).await;
+    has(&e, &["feature view \"driver_stats\"", "unknown type \"decimal\""]);
+}
+
+#[tokio::test]
+async fn duplicate_feature_in_schema() {
+    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: conv_rate, dtype: float32}")], &[]).await;
+    has(&e, &["feature \"conv_rate\" is declared twice"]);
+}
+
+#[tokio::test]
+async fn all_problems_are_reported_at_once() {
+    let e = apply_err(
+        &[("entities: [driver]", "entities: [rider]"), ("{name: trips, dtype: int64}", "{name: speed, dtype: int64}")],
+        &[("extra.yaml", "entities:\n  - {name: bad name, join_keys: [k]}\n")],
+    )
+    .await;
+    has(&e, &["3 problems", "unknown entity \"rider\"", "feature \"speed\"", "invalid name \"bad name\""]);
+}
+
+#[tokio::test]
+async fn config_problems() {
+    for (config, expected) in [
+        ("registry: r.json\n", "missing field `project`"),
+        ("project: p\nregistry: r.json\noffline_store: {storage_option: {}}\n", "unknown field `storage_option`"),
+        ("project: p\nregistry: gs://bucket/r.json\n", "unsupported scheme \"gs\""),
+        ("project: p\nregistry: s3://b/r.json\noffline_store: {storage_options: {aws_endpoit: x}}\n", "storage option \"aws_endpoit\""),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("feature_store.yaml"), config).unwrap();
+        let e = feature_store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(expected), "{config}: expected {expected:?} in {e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let e = feature_store::open(dir.path()).map(|_| ()).unwrap_err();
+    assert!(matches!(e, Error::Config { .. }));
+    assert!(e.to_string().contains("is not a feature repo"), "{e}");
+}
+
+#[tokio::test]
+async fn ignore_file_excludes_other_yaml() {
+    let dir = repo(&[("features.yaml", GOOD), ("ci/pipeline.yml", "jobs: {}\n"), (".featurestoreignore", "ci/\n")]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+}

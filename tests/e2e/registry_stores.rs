@@ -1,0 +1,101 @@
+//! Registry storage on every backend: the conformance suite, and concurrent
+//! `apply` from writers with separate caches against one registry.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use feature_store::registry::ApplyMode;
+use feature_store::s3::open_registry_store;
+use feature_store::testing::registry_store_conformance;
+use feature_store::{Definitions, FeatureStore, RepoConfig};
+use feature_store_tests::moto::MotoServer;
+
+use crate::write_repo;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_file_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_registry_store("nested/registry.json", dir.path(), &BTreeMap::new()).unwrap();
+    registry_store_conformance(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_url_store_conforms() {
+    let store = open_registry_store("memory://conformance/registry.json", Path::new("/"), &BTreeMap::new()).unwrap();
+    registry_store_conformance(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_store_conforms() {
+    let moto = MotoServer::start();
+    moto.create_bucket("conformance");
+    let store = open_registry_store("s3://conformance/reg/registry.json", Path::new("/"), &moto.options()).unwrap();
+    registry_store_conformance(store).await;
+}
+
+const BASE: &str = "entities:\n  - {name: driver, join_keys: [driver_id]}\nsources:\n  - {name: drivers, path: data/drivers.parquet, timestamp_field: event_timestamp}\n";
+
+/// Eight writers, each its own `FeatureStore` (own cache), each merging a
+/// different feature view into one registry at the same time.
+async fn concurrent_writers(registry: &str, options: BTreeMap<String, String>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_repo(dir.path(), &[("base.yaml", BASE)]);
+    let open = || {
+        let mut config = RepoConfig::new("demo", registry);
+        config.repo_path = dir.path().to_path_buf();
+        config.registry = config.registry.clone().with_cache_ttl(std::time::Duration::from_secs(60));
+        config.registry.storage_options = Some(options.clone());
+        feature_store::from_config(config).unwrap()
+    };
+    let first = open();
+    first.apply(&Definitions::from_yaml(BASE, "base.yaml").unwrap(), ApplyMode::Sync).await.unwrap();
+    let writers = 8;
+    let stores: Vec<FeatureStore> = (0..writers).map(|_| open()).collect();
+    let barrier = Arc::new(tokio::sync::Barrier::new(writers));
+    let mut tasks = Vec::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            store.document().await.unwrap(); // warm a cache that will be stale
+            let yaml = format!(
+                "feature_views:\n  - {{name: view_{i}, entities: [driver], source: drivers, schema: [{{name: conv_rate, dtype: float32}}]}}\n"
+            );
+            let defs = Definitions::from_yaml(&yaml, "v.yaml").unwrap();
+            barrier.wait().await;
+            store.apply(&defs, ApplyMode::Merge).await.unwrap()
+        }));
+    }
+    let mut retried = 0;
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert!(out.written);
+        retried += usize::from(out.attempts > 1);
+    }
+    let doc = open().registry().refresh().await.unwrap();
+    let project = doc.project("demo");
+    for i in 0..writers {
+        project.feature_view(&format!("view_{i}")).unwrap();
+    }
+    assert_eq!(project.registry().entities.len(), 1);
+    assert_eq!(doc.version, 1 + writers as u64, "every write counts one version");
+    eprintln!("{registry}: {retried} of {writers} writers retried after a conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_apply_local_file() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_writers(&dir.path().join("registry.json").display().to_string(), BTreeMap::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_apply_memory() {
+    concurrent_writers("memory://concurrency/registry.json", BTreeMap::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_apply_s3() {
+    let moto = MotoServer::start();
+    moto.create_bucket("registry");
+    concurrent_writers("s3://registry/feature_store/registry.json", moto.options()).await;
+}

@@ -1,0 +1,56 @@
+//! A whole repo on S3: sources and registry in a bucket on a real
+//! S3-compatible server started by the test.
+
+use std::sync::Arc;
+
+use feature_store::registry::ApplyMode;
+use feature_store::s3::location::resolve;
+use feature_store::{Definitions, RepoConfig};
+use feature_store_tests::moto::MotoServer;
+use feature_store_tests::put_parquet;
+
+use crate::drivers_batch;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repo_with_sources_and_registry_on_s3() {
+    let moto = MotoServer::start();
+    moto.create_bucket("features");
+    let root = resolve("s3://features/", std::path::Path::new("/"), &moto.options()).unwrap();
+    let store = Arc::clone(&root.store);
+    // A hive-partitioned folder and a single file.
+    put_parquet(&store, "drivers/date=2024-01-01/part-0.parquet", &drivers_batch()).await;
+    put_parquet(&store, "drivers/date=2024-01-02/part-0.parquet", &drivers_batch()).await;
+    put_parquet(&store, "drivers/_SUCCESS", &drivers_batch()).await;
+    put_parquet(&store, "single/drivers.parquet", &drivers_batch()).await;
+
+    let yaml = r#"
+entities:
+  - {name: driver, join_keys: [driver_id]}
+sources:
+  - {name: partitioned, path: "s3://features/drivers/", timestamp_field: event_timestamp}
+  - {name: globbed, path: "s3://features/drivers/*/*.parquet", timestamp_field: event_timestamp}
+  - {name: single, path: "s3://features/single/drivers.parquet", timestamp_field: event_timestamp}
+feature_views:
+  - {name: by_folder, entities: [driver], source: partitioned}
+  - {name: by_glob, entities: [driver], source: globbed, schema: [{name: trips, dtype: int64}]}
+  - {name: by_file, entities: [driver], source: single}
+"#;
+    let mut config = RepoConfig::new("demo", "s3://features/registry/registry.json");
+    config.offline_store.storage_options = moto.options();
+    let fs = feature_store::from_config(config).unwrap();
+    let out = fs.apply(&Definitions::from_yaml(yaml, "s3.yaml").unwrap(), ApplyMode::Sync).await.unwrap();
+    assert_eq!(out.version, 1);
+    let doc = fs.registry().refresh().await.unwrap();
+    let p = doc.project("demo");
+    // The partition column is not inferred as a feature.
+    assert_eq!(
+        p.feature_view("by_folder").unwrap().feature_names().collect::<Vec<_>>(),
+        ["created", "conv_rate", "trips", "city", "ts_text"]
+    );
+    assert_eq!(p.entity("driver").unwrap().join_keys[0].dtype.as_ref().unwrap().to_string(), "int64");
+
+    // A missing object on S3 is reported with its URL.
+    let bad = "sources:\n  - {name: single, path: \"s3://features/nothing/here.parquet\", timestamp_field: event_timestamp}\n";
+    let err = fs.apply(&Definitions::from_yaml(bad, "bad.yaml").unwrap(), ApplyMode::Merge).await.unwrap_err();
+    assert!(err.to_string().contains("cannot read \"s3://features/nothing/here.parquet\""), "{err}");
+}
