@@ -44,7 +44,12 @@ pub(crate) fn entities(items: &[Record<Entity>], as_json: bool) -> anyhow::Resul
                     Some(t) => format!("{}:{t}", k.name),
                     None => k.name.clone(),
                 });
-                vec![r.spec.name.clone(), keys.collect::<Vec<_>>().join(","), r.spec.description.clone(), when(&r.updated_at)]
+                vec![
+                    r.spec.name.clone(),
+                    keys.collect::<Vec<_>>().join(","),
+                    r.spec.description.clone(),
+                    when(&r.updated_at),
+                ]
             })
             .collect(),
     );

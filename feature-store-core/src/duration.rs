@@ -8,7 +8,9 @@ use std::time::Duration;
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     let bad = |why: &str| {
-        format!("invalid duration \"{text}\": {why}; write a number with a unit s, m, h, d or w, e.g. \"1d\" or \"1h30m\"")
+        format!(
+            "invalid duration \"{text}\": {why}; write a number with a unit s, m, h, d or w, e.g. \"1d\" or \"1h30m\""
+        )
     };
     if s.is_empty() {
         return Err(bad("it is empty"));

@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::model::{DataSource, Entity, FeatureService, FeatureView};
 use crate::offline::OfflineStore;
-use crate::registry::{ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState};
+use crate::registry::{
+    ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState,
+};
 use crate::repo::{Definitions, RepoConfig, load_definitions};
 use crate::{Error, Result};
 
@@ -184,8 +186,14 @@ impl FeatureStore {
             out.push(Described::FeatureService(r.clone()));
         }
         if out.is_empty() {
-            let all = p.entities.keys().chain(p.data_sources.keys()).chain(p.feature_views.keys()).chain(p.feature_services.keys());
-            let mut close: Vec<String> = all.filter(|n| crate::registry::similar(n, name)).map(|n| format!("\"{n}\"")).collect();
+            let all = p
+                .entities
+                .keys()
+                .chain(p.data_sources.keys())
+                .chain(p.feature_views.keys())
+                .chain(p.feature_services.keys());
+            let mut close: Vec<String> =
+                all.filter(|n| crate::registry::similar(n, name)).map(|n| format!("\"{n}\"")).collect();
             close.dedup();
             let hint = if !project.exists() {
                 Some(format!("project \"{}\" has nothing applied; run `feature-store apply`", self.project()))

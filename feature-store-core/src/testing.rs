@@ -45,7 +45,8 @@ pub async fn registry_store_conformance(store: Arc<dyn RegistryStore>) {
             let mut done = 0;
             while done < per_writer {
                 let (bytes, token) = store.read().await.expect("read").expect("exists");
-                let n: u64 = serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")["n"].as_u64().expect("n");
+                let n: u64 =
+                    serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")["n"].as_u64().expect("n");
                 let next = Bytes::from(format!("{{\"n\":{}}}", n + 1));
                 if let WriteOutcome::Written(_) = store.write(next, Some(&token)).await.expect("write") {
                     done += 1;

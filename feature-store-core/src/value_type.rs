@@ -48,9 +48,7 @@ impl ValueType {
             Self::String => DataType::Utf8,
             Self::Bytes => DataType::Binary,
             Self::Timestamp => timestamp_type(),
-            Self::List(inner) => {
-                DataType::List(Arc::new(Field::new("item", inner.to_arrow(), true)))
-            }
+            Self::List(inner) => DataType::List(Arc::new(Field::new("item", inner.to_arrow(), true))),
         }
     }
 
@@ -68,10 +66,9 @@ impl ValueType {
             DataType::Float16 | DataType::Float32 => Self::Float32,
             DataType::Float64 => Self::Float64,
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::String,
-            DataType::Binary
-            | DataType::LargeBinary
-            | DataType::BinaryView
-            | DataType::FixedSizeBinary(_) => Self::Bytes,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+                Self::Bytes
+            }
             DataType::Timestamp(_, _) => Self::Timestamp,
             DataType::Dictionary(_, value) => match Self::from_arrow(value)? {
                 t @ (Self::String | Self::Bytes) => t,
@@ -212,8 +209,17 @@ mod tests {
     #[test]
     fn parse_and_display_round_trip() {
         for name in [
-            "bool", "int32", "int64", "float32", "float64", "string", "bytes", "timestamp",
-            "list<int64>", "list<string>", "list<timestamp>",
+            "bool",
+            "int32",
+            "int64",
+            "float32",
+            "float64",
+            "string",
+            "bytes",
+            "timestamp",
+            "list<int64>",
+            "list<string>",
+            "list<timestamp>",
         ] {
             let t: ValueType = name.parse().unwrap();
             assert_eq!(t.to_string(), name);
@@ -225,10 +231,7 @@ mod tests {
     fn feast_spellings() {
         assert_eq!("Int64".parse::<ValueType>().unwrap(), ValueType::Int64);
         assert_eq!("UnixTimestamp".parse::<ValueType>().unwrap(), ValueType::Timestamp);
-        assert_eq!(
-            "Array(Float32)".parse::<ValueType>().unwrap(),
-            ValueType::List(Box::new(ValueType::Float32))
-        );
+        assert_eq!("Array(Float32)".parse::<ValueType>().unwrap(), ValueType::List(Box::new(ValueType::Float32)));
         assert!("list<list<int64>>".parse::<ValueType>().is_err());
         assert!("decimal".parse::<ValueType>().unwrap_err().to_string().contains("decimal"));
     }
@@ -240,10 +243,9 @@ mod tests {
         assert!(ValueType::Float64.accepts_arrow(&DataType::Float32));
         assert!(!ValueType::Float32.accepts_arrow(&DataType::Float64));
         assert!(!ValueType::Float64.accepts_arrow(&DataType::Int64));
-        assert!(ValueType::String.accepts_arrow(&DataType::Dictionary(
-            Box::new(DataType::Int32),
-            Box::new(DataType::Utf8)
-        )));
+        assert!(
+            ValueType::String.accepts_arrow(&DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
+        );
         assert!(ValueType::Timestamp.accepts_arrow(&DataType::Timestamp(TimeUnit::Nanosecond, None)));
     }
 }

@@ -76,12 +76,8 @@ pub async fn list_source_files(
         }
     }
     let prefix = if root.path.as_ref().is_empty() { None } else { Some(&root.path) };
-    let mut files: Vec<ObjectMeta> = root
-        .store
-        .list(prefix)
-        .try_collect()
-        .await
-        .map_err(|e| Error::object_store(&root.url, e))?;
+    let mut files: Vec<ObjectMeta> =
+        root.store.list(prefix).try_collect().await.map_err(|e| Error::object_store(&root.url, e))?;
     files.retain(is_data_file);
     if let Some(pattern) = pattern {
         let glob = globset::GlobBuilder::new(pattern)

@@ -118,9 +118,16 @@ pub fn resolve(location: &str, base_dir: &FsPath, options: &BTreeMap<String, Str
             }
             let path = Path::parse(key).map_err(|e| invalid(&e.to_string()))?;
             let store = s3_store(bucket, options)?;
-            Ok(ResolvedLocation { store, url: format!("s3://{bucket}/{path}"), path, kind: StoreKind::S3 { bucket: bucket.to_owned() } })
+            Ok(ResolvedLocation {
+                store,
+                url: format!("s3://{bucket}/{path}"),
+                path,
+                kind: StoreKind::S3 { bucket: bucket.to_owned() },
+            })
         }
-        other => Err(invalid(&format!("unsupported scheme \"{other}\"; use a local path, file://, s3:// or memory://"))),
+        other => {
+            Err(invalid(&format!("unsupported scheme \"{other}\"; use a local path, file://, s3:// or memory://")))
+        }
     }
 }
 

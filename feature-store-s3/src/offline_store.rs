@@ -48,10 +48,7 @@ pub(crate) async fn parquet_schema(files: &SourceFiles, index: usize) -> Result<
     if size < 12 {
         return Err(corrupt(format!("file is {size} bytes, too small to be Parquet")));
     }
-    let tail = store
-        .get_range(&meta.location, size - 8..size)
-        .await
-        .map_err(|e| Error::object_store(&url, e))?;
+    let tail = store.get_range(&meta.location, size - 8..size).await.map_err(|e| Error::object_store(&url, e))?;
     if &tail[4..8] != b"PAR1" {
         return Err(corrupt("missing the PAR1 magic at the end of the file (truncated or not Parquet)".into()));
     }
@@ -59,11 +56,10 @@ pub(crate) async fn parquet_schema(files: &SourceFiles, index: usize) -> Result<
     if len + 8 > size {
         return Err(corrupt(format!("footer length {len} exceeds the file size {size}")));
     }
-    let footer = store
-        .get_range(&meta.location, size - 8 - len..size - 8)
-        .await
-        .map_err(|e| Error::object_store(&url, e))?;
-    let md = ParquetMetaDataReader::decode_metadata(&footer).map_err(|source| Error::Parquet { location: url.clone(), source })?;
+    let footer =
+        store.get_range(&meta.location, size - 8 - len..size - 8).await.map_err(|e| Error::object_store(&url, e))?;
+    let md = ParquetMetaDataReader::decode_metadata(&footer)
+        .map_err(|source| Error::Parquet { location: url.clone(), source })?;
     let fm = md.file_metadata();
     let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
         .map_err(|source| Error::Parquet { location: url.clone(), source })?;
@@ -73,7 +69,8 @@ pub(crate) async fn parquet_schema(files: &SourceFiles, index: usize) -> Result<
 #[async_trait]
 impl OfflineStore for ParquetOfflineStore {
     async fn source_schema(&self, source: &DataSource) -> CoreResult<SourceSchema> {
-        let context = |e: Error| CoreError::data(format!("data source \"{}\" ({})", source.name, source.path), e.to_string());
+        let context =
+            |e: Error| CoreError::data(format!("data source \"{}\" ({})", source.name, source.path), e.to_string());
         let files = self.source_files(source).await.map_err(context)?;
         let schema = parquet_schema(&files, 0).await.map_err(context)?;
         let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();

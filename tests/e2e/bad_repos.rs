@@ -101,13 +101,26 @@ async fn invalid_name() {
 #[tokio::test]
 async fn schema_field_missing_from_parquet() {
     let e = apply_err(&[("{name: trips, dtype: int64}", "{name: speed, dtype: int64}")], &[]).await;
-    has(&e, &["feature \"speed\" is not a column of file:///", "drivers.parquet", "available: conv_rate, trips, city, ts_text"]);
+    has(
+        &e,
+        &[
+            "feature \"speed\" is not a column of file:///",
+            "drivers.parquet",
+            "available: conv_rate, trips, city, ts_text",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn incompatible_type() {
     let e = apply_err(&[("{name: conv_rate, dtype: float32}", "{name: conv_rate, dtype: int64}")], &[]).await;
-    has(&e, &["feature view \"driver_stats\": column \"conv_rate\" is Float32 (float32) in file:///", "but the view declares int64"]);
+    has(
+        &e,
+        &[
+            "feature view \"driver_stats\": column \"conv_rate\" is Float32 (float32) in file:///",
+            "but the view declares int64",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -129,7 +142,10 @@ async fn join_key_missing_from_source() {
 #[tokio::test]
 async fn timestamp_field_missing() {
     let e = apply_err(&[("timestamp_field: event_timestamp", "timestamp_field: ts")], &[]).await;
-    has(&e, &["data source \"drivers\": timestamp_field \"ts\" is not a column of", "its columns are: city, conv_rate"]);
+    has(
+        &e,
+        &["data source \"drivers\": timestamp_field \"ts\" is not a column of", "its columns are: city, conv_rate"],
+    );
 }
 
 #[tokio::test]
@@ -147,14 +163,24 @@ async fn created_timestamp_not_a_timestamp() {
 #[tokio::test]
 async fn malformed_ttl() {
     let e = apply_err(&[("ttl: 1d", "ttl: 1 fortnight")], &[]).await;
-    has(&e, &["features.yaml: feature view \"driver_stats\": invalid duration \"1 fortnight\": unknown unit \"fortnight\""]);
+    has(
+        &e,
+        &["features.yaml: feature view \"driver_stats\": invalid duration \"1 fortnight\": unknown unit \"fortnight\""],
+    );
 }
 
 #[tokio::test]
 async fn join_key_types_disagree_between_sources() {
     let riders = "sources:\n  - {name: riders, path: data/riders.parquet, timestamp_field: event_timestamp}\nfeature_views:\n  - {name: rider_stats, entities: [driver], source: riders}\n";
     let e = apply_err(&[], &[("riders.yaml", riders)]).await;
-    has(&e, &["entity \"driver\": join key \"driver_id\" has different types across sources", "int64 in source \"drivers\"", "string in source \"riders\""]);
+    has(
+        &e,
+        &[
+            "entity \"driver\": join key \"driver_id\" has different types across sources",
+            "int64 in source \"drivers\"",
+            "string in source \"riders\"",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -195,13 +221,21 @@ async fn missing_source_file() {
 
 #[tokio::test]
 async fn corrupt_parquet_file() {
-    let e = apply_err(&[("path: data/drivers.parquet", "path: data/corrupt.parquet")], &[("data/corrupt.parquet", "this is not parquet at all")]).await;
+    let e = apply_err(
+        &[("path: data/drivers.parquet", "path: data/corrupt.parquet")],
+        &[("data/corrupt.parquet", "this is not parquet at all")],
+    )
+    .await;
     has(&e, &["data source \"drivers\"", "corrupt.parquet: not a readable Parquet file", "PAR1"]);
 }
 
 #[tokio::test]
 async fn field_mapping_of_missing_column() {
-    let e = apply_err(&[("created_timestamp_field: created}", "created_timestamp_field: created, field_mapping: {Conv: conv_rate}}")], &[]).await;
+    let e = apply_err(
+        &[("created_timestamp_field: created}", "created_timestamp_field: created, field_mapping: {Conv: conv_rate}}")],
+        &[],
+    )
+    .await;
     has(&e, &["field_mapping source column \"Conv\" is not in"]);
 }
 
@@ -251,7 +285,10 @@ async fn config_problems() {
         ("registry: r.json\n", "missing field `project`"),
         ("project: p\nregistry: r.json\noffline_store: {storage_option: {}}\n", "unknown field `storage_option`"),
         ("project: p\nregistry: gs://bucket/r.json\n", "unsupported scheme \"gs\""),
-        ("project: p\nregistry: s3://b/r.json\noffline_store: {storage_options: {aws_endpoit: x}}\n", "storage option \"aws_endpoit\""),
+        (
+            "project: p\nregistry: s3://b/r.json\noffline_store: {storage_options: {aws_endpoit: x}}\n",
+            "storage option \"aws_endpoit\"",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("feature_store.yaml"), config).unwrap();

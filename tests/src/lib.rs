@@ -48,7 +48,5 @@ pub fn find_executable(name: &str, env_var: &str) -> Option<std::path::PathBuf> 
     if venv.is_file() {
         return Some(venv);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
-    })
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }

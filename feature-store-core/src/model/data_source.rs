@@ -78,11 +78,7 @@ impl DataSource {
 
     /// The source column that supplies `name` (a feature or join key), undoing `field_mapping`.
     pub fn source_column<'a>(&'a self, name: &'a str) -> &'a str {
-        self.field_mapping
-            .iter()
-            .find(|(_, to)| to.as_str() == name)
-            .map(|(from, _)| from.as_str())
-            .unwrap_or(name)
+        self.field_mapping.iter().find(|(_, to)| to.as_str() == name).map(|(from, _)| from.as_str()).unwrap_or(name)
     }
 
     /// Whether `path` is a glob pattern rather than a file or folder.

@@ -59,12 +59,14 @@ impl<'de> Deserialize<'de> for JoinKey {
             Name(String),
             Full(Full),
         }
-        Ok(match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("a join key is a column name or {name: ..., dtype: ...}")
-        })? {
-            Raw::Name(name) => JoinKey { name, dtype: None },
-            Raw::Full(f) => JoinKey { name: f.name, dtype: f.dtype },
-        })
+        Ok(
+            match Raw::deserialize(d)
+                .map_err(|_| serde::de::Error::custom("a join key is a column name or {name: ..., dtype: ...}"))?
+            {
+                Raw::Name(name) => JoinKey { name, dtype: None },
+                Raw::Full(f) => JoinKey { name: f.name, dtype: f.dtype },
+            },
+        )
     }
 }
 

@@ -20,11 +20,7 @@ impl FeatureRef {
 
     /// Output column name: `feature`, or `view__feature` with full feature names.
     pub fn output_name(&self, full_feature_names: bool) -> String {
-        if full_feature_names {
-            format!("{}__{}", self.view, self.feature)
-        } else {
-            self.feature.clone()
-        }
+        if full_feature_names { format!("{}__{}", self.view, self.feature) } else { self.feature.clone() }
     }
 }
 

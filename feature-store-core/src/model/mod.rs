@@ -72,9 +72,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     let mut chars = name.chars();
     let first = chars.next().unwrap_or('_');
-    if !(first.is_ascii_alphabetic() || first == '_')
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
+    if !(first.is_ascii_alphabetic() || first == '_') || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
             "invalid name \"{name}\": use ASCII letters, digits and underscores, not starting with a digit"
         ));

@@ -255,11 +255,7 @@ impl<'a> ProjectView<'a> {
 
     /// The selections of a feature service.
     pub fn service_selections(&self, service: &str) -> Result<Vec<FeatureSelection>> {
-        self.feature_service(service)?
-            .features
-            .iter()
-            .map(|f| f.parse())
-            .collect()
+        self.feature_service(service)?.features.iter().map(|f| f.parse()).collect()
     }
 }
 

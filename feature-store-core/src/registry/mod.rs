@@ -94,12 +94,19 @@ impl Registry {
             Some((bytes, token)) => (RegistryDocument::from_json(&bytes, &self.location())?, Some(token)),
         };
         let doc = Arc::new(doc);
-        *self.cache.lock().await = Some(Cached { doc: Arc::clone(&doc), token: token.clone(), fetched: Instant::now() });
+        *self.cache.lock().await =
+            Some(Cached { doc: Arc::clone(&doc), token: token.clone(), fetched: Instant::now() });
         Ok((doc, token))
     }
 
     /// Shows what applying `defs` to `project` would change, without writing.
-    pub async fn plan(&self, project: &str, defs: &Definitions, mode: ApplyMode, offline: &dyn OfflineStore) -> Result<Plan> {
+    pub async fn plan(
+        &self,
+        project: &str,
+        defs: &Definitions,
+        mode: ApplyMode,
+        offline: &dyn OfflineStore,
+    ) -> Result<Plan> {
         let (doc, _) = self.read_fresh().await?;
         let current = doc.project(project).registry().clone();
         let resolved = validate::validate(&plan::merged(&current, defs, mode), offline, &Default::default()).await?;
@@ -110,7 +117,13 @@ impl Registry {
     ///
     /// On a conflict with another writer the document is re-read, the
     /// definitions re-merged and re-validated, and the write retried.
-    pub async fn apply(&self, project: &str, defs: &Definitions, mode: ApplyMode, offline: &dyn OfflineStore) -> Result<ApplyOutcome> {
+    pub async fn apply(
+        &self,
+        project: &str,
+        defs: &Definitions,
+        mode: ApplyMode,
+        offline: &dyn OfflineStore,
+    ) -> Result<ApplyOutcome> {
         let cache = validate::SchemaCache::default();
         let mut attempts = 0;
         loop {
@@ -139,7 +152,10 @@ impl Registry {
     /// conflicts. `change` returns `false` to skip the write.
     ///
     /// Used for small updates such as advancing a view's watermark.
-    pub async fn update(&self, mut change: impl FnMut(&mut RegistryDocument) -> Result<bool>) -> Result<Arc<RegistryDocument>> {
+    pub async fn update(
+        &self,
+        mut change: impl FnMut(&mut RegistryDocument) -> Result<bool>,
+    ) -> Result<Arc<RegistryDocument>> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -149,7 +165,9 @@ impl Registry {
                 return Ok(doc);
             }
             match self.write(new_doc, token.as_ref()).await? {
-                Some(_) => return Ok(self.cache.lock().await.as_ref().map(|c| Arc::clone(&c.doc)).expect("cached on write")),
+                Some(_) => {
+                    return Ok(self.cache.lock().await.as_ref().map(|c| Arc::clone(&c.doc)).expect("cached on write"));
+                }
                 None if attempts >= self.max_attempts => {
                     return Err(Error::Conflict { location: self.location(), attempts });
                 }

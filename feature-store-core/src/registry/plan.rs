@@ -141,7 +141,11 @@ pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyM
     if mode == ApplyMode::Sync {
         return defs.clone();
     }
-    fn overlay<T: Clone>(stored: &BTreeMap<String, Record<T>>, new: &[Defined<T>], name: impl Fn(&T) -> &str) -> Vec<Defined<T>> {
+    fn overlay<T: Clone>(
+        stored: &BTreeMap<String, Record<T>>,
+        new: &[Defined<T>],
+        name: impl Fn(&T) -> &str,
+    ) -> Vec<Defined<T>> {
         let mut out: Vec<Defined<T>> = stored
             .iter()
             .filter(|(n, _)| !new.iter().any(|d| name(&d.value) == n.as_str()))
@@ -163,11 +167,33 @@ pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyM
 pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: DateTime<Utc>) -> (ProjectRegistry, Plan) {
     let mut plan = Plan::default();
     let mut next = ProjectRegistry::default();
-    next.entities = diff_kind(ObjectKind::Entity, &current.entities, &resolved.entities, |e| &e.name, entity_breaks, now, &mut plan);
-    next.data_sources =
-        diff_kind(ObjectKind::DataSource, &current.data_sources, &resolved.sources, |e| &e.name, source_breaks, now, &mut plan);
-    next.feature_views =
-        diff_kind(ObjectKind::FeatureView, &current.feature_views, &resolved.feature_views, |e| &e.name, view_breaks, now, &mut plan);
+    next.entities = diff_kind(
+        ObjectKind::Entity,
+        &current.entities,
+        &resolved.entities,
+        |e| &e.name,
+        entity_breaks,
+        now,
+        &mut plan,
+    );
+    next.data_sources = diff_kind(
+        ObjectKind::DataSource,
+        &current.data_sources,
+        &resolved.sources,
+        |e| &e.name,
+        source_breaks,
+        now,
+        &mut plan,
+    );
+    next.feature_views = diff_kind(
+        ObjectKind::FeatureView,
+        &current.feature_views,
+        &resolved.feature_views,
+        |e| &e.name,
+        view_breaks,
+        now,
+        &mut plan,
+    );
     next.feature_services = diff_kind(
         ObjectKind::FeatureService,
         &current.feature_services,
@@ -201,7 +227,13 @@ fn diff_kind<T: Clone + PartialEq + Serialize>(
         let n = name(&d.value).to_owned();
         let record = match current.get(&n) {
             None => {
-                plan.changes.push(Change { kind, name: n.clone(), action: ChangeAction::Added, details: vec![], breaking: vec![] });
+                plan.changes.push(Change {
+                    kind,
+                    name: n.clone(),
+                    action: ChangeAction::Added,
+                    details: vec![],
+                    breaking: vec![],
+                });
                 Record::new(d.value.clone(), now)
             }
             Some(old) if old.spec == d.value => old.clone(),

@@ -19,7 +19,11 @@ pub(crate) struct SchemaCache {
 }
 
 impl SchemaCache {
-    async fn fetch(&self, store: &dyn OfflineStore, sources: &[&DataSource]) -> HashMap<String, Result<SourceSchema, String>> {
+    async fn fetch(
+        &self,
+        store: &dyn OfflineStore,
+        sources: &[&DataSource],
+    ) -> HashMap<String, Result<SourceSchema, String>> {
         let key = |s: &DataSource| (s.name.clone(), s.path.clone());
         let missing: Vec<&DataSource> = {
             let cache = self.schemas.lock().await;
@@ -125,7 +129,11 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                 None => ctx.add(
                     &d.file,
                     obj.clone(),
-                    format!("{what} \"{col}\" is not a column of {}; its columns are: {}", schema.location, available()),
+                    format!(
+                        "{what} \"{col}\" is not a column of {}; its columns are: {}",
+                        schema.location,
+                        available()
+                    ),
                 ),
                 Some(dt) if !matches!(dt, DataType::Timestamp(_, _)) => ctx.add(
                     &d.file,
@@ -144,7 +152,11 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                 ctx.add(
                     &d.file,
                     obj.clone(),
-                    format!("field_mapping source column \"{from}\" is not in {}; its columns are: {}", schema.location, available()),
+                    format!(
+                        "field_mapping source column \"{from}\" is not in {}; its columns are: {}",
+                        schema.location,
+                        available()
+                    ),
                 );
             }
         }
@@ -227,7 +239,11 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
             let order: Vec<&str> = schema.schema.fields().iter().map(|f| source.mapped_name(f.name())).collect();
             inferred.sort_by_key(|f| order.iter().position(|c| *c == f.name));
             if inferred.is_empty() {
-                ctx.add(&d.file, obj.clone(), format!("source \"{}\" has no feature columns besides keys and timestamps", source.name));
+                ctx.add(
+                    &d.file,
+                    obj.clone(),
+                    format!("source \"{}\" has no feature columns besides keys and timestamps", source.name),
+                );
             }
             out.feature_views[vi].value.schema = inferred;
         } else {
@@ -296,7 +312,11 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                 ctx.add(
                     &d.file,
                     label("entity", &e.name),
-                    format!("join key \"{}\" has different types across sources: {}; make the columns agree", key.name, list.join(", ")),
+                    format!(
+                        "join key \"{}\" has different types across sources: {}; make the columns agree",
+                        key.name,
+                        list.join(", ")
+                    ),
                 );
                 continue;
             }
@@ -319,7 +339,15 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
         let obj = label("feature service", &d.value.name);
         for sel in d.value.selections() {
             match views.get(sel.view()) {
-                None => ctx.add(&d.file, obj.clone(), format!("unknown feature view \"{}\" in \"{sel}\"{}", sel.view(), known("feature views", views.keys()))),
+                None => ctx.add(
+                    &d.file,
+                    obj.clone(),
+                    format!(
+                        "unknown feature view \"{}\" in \"{sel}\"{}",
+                        sel.view(),
+                        known("feature views", views.keys())
+                    ),
+                ),
                 Some(v) => {
                     if let FeatureSelection::Feature(r) = &sel {
                         if v.feature(&r.feature).is_none() && !v.schema.is_empty() {

@@ -91,9 +91,7 @@ impl<'de> Deserialize<'de> for RegistryConfig {
             Full(Full),
         }
         let raw = Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "registry must be a path/URL or a mapping {path, cache_ttl, storage_options}",
-            )
+            serde::de::Error::custom("registry must be a path/URL or a mapping {path, cache_ttl, storage_options}")
         })?;
         Ok(match raw {
             Raw::Path(p) => RegistryConfig::new(p),

@@ -189,11 +189,7 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
         serde_yaml::Value::Null => return defs,
         serde_yaml::Value::Mapping(m) => m,
         _ => {
-            problems.push(Problem::new(
-                Some(file),
-                "",
-                format!("expected a mapping with some of the keys {SECTIONS}"),
-            ));
+            problems.push(Problem::new(Some(file), "", format!("expected a mapping with some of the keys {SECTIONS}")));
             return defs;
         }
     };

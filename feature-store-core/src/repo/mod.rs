@@ -3,7 +3,7 @@
 mod config;
 mod definitions;
 
-pub use config::{OfflineStoreConfig, OnlineStoreConfig, RegistryConfig, RepoConfig, CONFIG_FILE};
+pub use config::{CONFIG_FILE, OfflineStoreConfig, OnlineStoreConfig, RegistryConfig, RepoConfig};
 pub use definitions::{Defined, Definitions, load_definitions};
 
 use std::path::Path;

@@ -65,7 +65,10 @@ fn every_field_parses() {
     assert_eq!(s.created_timestamp_field.as_deref(), Some("created"));
     assert_eq!(s.mapped_name("City Name"), "city");
     assert_eq!(s.source_column("city"), "City Name");
-    assert_eq!((s.description.as_str(), s.owner.as_str(), s.tags["tier"].as_str()), ("hourly", "data@example.com", "gold"));
+    assert_eq!(
+        (s.description.as_str(), s.owner.as_str(), s.tags["tier"].as_str()),
+        ("hourly", "data@example.com", "gold")
+    );
 
     let v = &d.feature_views[0].value;
     assert_eq!(v.ttl, Some(Duration::from_secs(36 * 3600)));
@@ -109,7 +112,9 @@ fn builders_match_yaml() {
                 .build()
                 .unwrap(),
         )
-        .entity(Entity::builder("store").typed_join_key("region", ValueType::String).join_key("store_id").build().unwrap())
+        .entity(
+            Entity::builder("store").typed_join_key("region", ValueType::String).join_key("store_id").build().unwrap(),
+        )
         .source(
             DataSource::builder("driver_stats", "s3://bucket/drivers/*.parquet", "event_timestamp")
                 .created_timestamp_field("created")

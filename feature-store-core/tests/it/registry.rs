@@ -186,7 +186,8 @@ async fn resolve_and_lookup_errors_are_helpful() {
     let err = store.get_feature_view("driver_stats").await.unwrap_err();
     assert!(err.to_string().contains("run `feature-store apply`"), "{err}");
     store.apply(&repo(), ApplyMode::Sync).await.unwrap();
-    let err = store.registry().refresh().await.unwrap().project("proj").feature_view("driver_stat").map(|_| ()).unwrap_err();
+    let err =
+        store.registry().refresh().await.unwrap().project("proj").feature_view("driver_stat").map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("did you mean \"driver_stats\""), "{err}");
 
     let doc = store.registry().refresh().await.unwrap();

@@ -1,0 +1,153 @@
+//! The `feature-store` binary end to end on the scaffolded demo repo.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cli(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feature-store"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .output()
+        .expect("run feature-store")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn fail(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure, got:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
+}
+
+#[test]
+fn demo_repo_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    let text = ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    assert!(text.contains("Created demo repo"));
+    assert!(repo.join("data/driver_stats.parquet").is_file());
+
+    // init refuses to overwrite.
+    assert!(fail(&cli(tmp.path(), &["init", repo.to_str().unwrap()])).contains("already exists"));
+
+    let plan = ok(&cli(&repo, &["plan"]));
+    assert!(plan.contains("+ feature view driver_hourly_stats") && plan.contains("4 to add"), "{plan}");
+    assert!(!repo.join("data/registry.json").exists(), "plan must not write");
+
+    let applied = json(&cli(&repo, &["--json", "apply"]));
+    assert_eq!(applied["version"], 1);
+    assert_eq!(applied["written"], true);
+    assert_eq!(applied["plan"]["changes"].as_array().unwrap().len(), 4);
+
+    let again = ok(&cli(&repo, &["apply"]));
+    assert!(again.contains("No changes.") && again.contains("unchanged at version 1"), "{again}");
+
+    let views = json(&cli(&repo, &["--json", "list", "views"]));
+    assert_eq!(views[0]["spec"]["name"], "driver_hourly_stats");
+    assert_eq!(views[0]["spec"]["ttl"], "1d");
+    let table = ok(&cli(&repo, &["list", "entities"]));
+    assert!(table.contains("driver_id:int64"), "{table}");
+    for kind in ["sources", "services"] {
+        assert_eq!(json(&cli(&repo, &["--json", "list", kind])).as_array().unwrap().len(), 1);
+    }
+    let described = json(&cli(&repo, &["--json", "describe", "driver_hourly_stats"]));
+    assert_eq!(described[0]["kind"], "feature_view");
+    assert_eq!(described[0]["spec"]["schema"][0]["name"], "conv_rate");
+    let err = fail(&cli(&repo, &["describe", "driver_hourly_stat"]));
+    assert!(err.contains("did you mean \"driver_hourly_stats\""), "{err}");
+
+    // A breaking edit shows in plan; apply then removes the service.
+    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    let edited = defs
+        .replace("      - {name: avg_daily_trips, dtype: int64}\n", "")
+        .replace(
+            "    features: [driver_hourly_stats:conv_rate, driver_hourly_stats:avg_daily_trips]\n",
+            "    features: [driver_hourly_stats:conv_rate]\n",
+        )
+        .replace("ttl: 1d", "ttl: 2d");
+    std::fs::write(repo.join("features.yaml"), &edited).unwrap();
+    let plan = ok(&cli(&repo, &["plan"]));
+    assert!(plan.contains("BREAKING: feature \"avg_daily_trips\" removed"), "{plan}");
+    assert!(plan.contains("ttl: \"1d\" -> \"2d\""), "{plan}");
+    let out = json(&cli(&repo, &["--json", "apply"]));
+    assert_eq!(out["version"], 2);
+
+    std::fs::write(repo.join("features.yaml"), edited.split("feature_services:").next().unwrap()).unwrap();
+    let out = ok(&cli(&repo, &["apply"]));
+    assert!(out.contains("- feature service driver_activity") && out.contains("1 to remove"), "{out}");
+
+    // Invalid definitions: non-zero exit, every problem on stderr, registry untouched.
+    std::fs::write(repo.join("broken.yaml"), "feature_views:\n  - {name: v, source: nowhere, entities: [nobody]}\n")
+        .unwrap();
+    let err = fail(&cli(&repo, &["apply"]));
+    assert!(err.contains("broken.yaml: feature view \"v\": unknown entity \"nobody\""), "{err}");
+    assert!(err.contains("unknown source \"nowhere\""), "{err}");
+    assert_eq!(json(&cli(&repo, &["--json", "list", "views"])).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn not_a_repo_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = fail(&cli(tmp.path(), &["apply"]));
+    assert!(err.contains("is not a feature repo") && err.contains("feature-store init"), "{err}");
+}
+
+/// Eight processes apply eight projects to one registry file at once; every
+/// project lands and the version counts every write.
+#[test]
+fn concurrent_processes_share_one_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = tmp.path().join("shared/registry.json");
+    let template = tmp.path().join("template");
+    ok(&cli(tmp.path(), &["init", template.to_str().unwrap()]));
+    let writers = 8;
+    let mut repos = Vec::new();
+    for i in 0..writers {
+        let repo = tmp.path().join(format!("repo{i}"));
+        std::fs::create_dir_all(repo.join("data")).unwrap();
+        std::fs::copy(template.join("data/driver_stats.parquet"), repo.join("data/driver_stats.parquet")).unwrap();
+        std::fs::copy(template.join("features.yaml"), repo.join("features.yaml")).unwrap();
+        std::fs::write(
+            repo.join("feature_store.yaml"),
+            format!("project: team_{i}\nregistry: {}\n", registry.display()),
+        )
+        .unwrap();
+        repos.push(repo);
+    }
+    let children: Vec<_> = repos
+        .iter()
+        .map(|repo| {
+            Command::new(env!("CARGO_BIN_EXE_feature-store"))
+                .arg("--repo")
+                .arg(repo)
+                .args(["--json", "apply"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(json(&out)["written"], true);
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    assert_eq!(doc["version"], writers);
+    for i in 0..writers {
+        assert!(doc["projects"][format!("team_{i}")]["feature_views"]["driver_hourly_stats"].is_object());
+    }
+}

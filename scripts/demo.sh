@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults, no servers: scaffold a demo repo with
+# sample data, plan and apply it, and show what the registry holds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="${1:-demo_repo}"
+
+cargo build --quiet --locked -p feature-store-cli
+fs() { ./target/debug/feature-store --repo "$REPO" "$@"; }
+
+if [ ! -f "$REPO/feature_store.yaml" ]; then
+  ./target/debug/feature-store init "$REPO"
+fi
+echo; echo "\$ feature-store plan";            fs plan
+echo; echo "\$ feature-store apply";           fs apply
+echo; echo "\$ feature-store list views";      fs list views
+echo; echo "\$ feature-store list services";   fs list services
+echo; echo "\$ feature-store describe driver_hourly_stats"; fs describe driver_hourly_stats
