@@ -128,7 +128,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 output::json(&found)
             } else {
                 for d in found {
-                    println!("# {}", d.kind());
                     print!("{}", serde_yaml::to_string(&d)?);
                 }
                 Ok(())
