@@ -43,6 +43,8 @@ enum Command {
         /// Which kind.
         kind: Kind,
     },
+    /// Print the project's registered definitions as one YAML definition file.
+    Export,
     /// Show every registered object with this name.
     Describe {
         /// Object name.
@@ -120,6 +122,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Kind::Views => output::views(&store.list_feature_views().await?, cli.json),
                 Kind::Services => output::services(&store.list_feature_services().await?, cli.json),
             }
+        }
+        Command::Export => {
+            let store = feature_store::open(&cli.repo)?;
+            let doc = store.document().await?;
+            let project = doc.project(store.project());
+            if !project.exists() {
+                anyhow::bail!("project \"{}\" has nothing applied in {}", store.project(), store.registry().location());
+            }
+            print!("{}", project.to_definitions().to_yaml());
+            Ok(())
         }
         Command::Describe { name } => {
             let store = feature_store::open(&cli.repo)?;

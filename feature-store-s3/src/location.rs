@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use object_store::ObjectStore;
+use std::time::Duration;
+
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ObjectStore, RetryConfig};
 
 use crate::error::{Error, Result};
 
@@ -163,17 +165,31 @@ fn s3_store(bucket: &str, options: &BTreeMap<String, String>) -> Result<Arc<dyn 
     if let Some(s) = s3_stores().lock().expect("poisoned").get(&cache_key) {
         return Ok(Arc::clone(s));
     }
+    // Fail within seconds on an unreachable endpoint rather than object_store's
+    // default of retrying for three minutes; both are tunable per store.
+    let mut retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() };
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     for (key, value) in options {
+        let bad_value = |message: String| Error::InvalidOption { key: key.clone(), message };
+        match key.as_str() {
+            "max_retries" => {
+                retry.max_retries = value.parse().map_err(|_| bad_value(format!("\"{value}\" is not a number")))?;
+                continue;
+            }
+            "retry_timeout" => {
+                retry.retry_timeout = feature_store_core::duration::parse_duration(value).map_err(bad_value)?;
+                continue;
+            }
+            _ => {}
+        }
         let config_key: AmazonS3ConfigKey = key.to_ascii_lowercase().parse().map_err(|_| Error::InvalidOption {
             key: key.clone(),
-            message: "not an S3 option; use e.g. aws_endpoint, aws_region, aws_access_key_id, aws_secret_access_key, aws_allow_http".into(),
+            message: "not an S3 option; use e.g. aws_endpoint, aws_region, aws_access_key_id, aws_secret_access_key, aws_allow_http, connect_timeout, timeout, max_retries, retry_timeout".into(),
         })?;
         builder = builder.with_config(config_key, value);
     }
-    let store: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(|e| Error::InvalidOption {
-        key: "s3".into(),
-        message: format!("cannot configure S3 for bucket \"{bucket}\": {e}"),
+    let store: Arc<dyn ObjectStore> = Arc::new(builder.with_retry(retry).build().map_err(|e| {
+        Error::InvalidOption { key: "s3".into(), message: format!("cannot configure S3 for bucket \"{bucket}\": {e}") }
     })?);
     s3_stores().lock().expect("poisoned").insert(cache_key, Arc::clone(&store));
     Ok(store)

@@ -54,3 +54,24 @@ feature_views:
     let err = fs.apply(&Definitions::from_yaml(bad, "bad.yaml").unwrap(), ApplyMode::Merge).await.unwrap_err();
     assert!(err.to_string().contains("cannot read \"s3://features/nothing/here.parquet\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_s3_is_a_prompt_clear_error() {
+    let mut moto = MotoServer::start();
+    moto.create_bucket("gone");
+    let mut options = moto.options();
+    options.insert("max_retries".into(), "1".into());
+    options.insert("retry_timeout".into(), "2s".into());
+    let mut config = RepoConfig::new("demo", "s3://gone/registry.json");
+    config.offline_store.storage_options = options;
+    let fs = feature_store::from_config(config.clone()).unwrap();
+    fs.document().await.unwrap();
+    moto.stop();
+
+    let fs = feature_store::from_config(config).unwrap();
+    let started = std::time::Instant::now();
+    let err = fs.document().await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(matches!(err, feature_store::Error::StoreUnavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("registry s3://gone/registry.json is unavailable"), "{err}");
+}

@@ -53,6 +53,13 @@ fn demo_repo_end_to_end() {
     assert_eq!(applied["written"], true);
     assert_eq!(applied["plan"]["changes"].as_array().unwrap().len(), 4);
 
+    // Registry -> YAML -> repo round trip: the export, used as the repo, plans no change.
+    let exported = ok(&cli(&repo, &["export"]));
+    let original = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    std::fs::write(repo.join("features.yaml"), &exported).unwrap();
+    assert!(ok(&cli(&repo, &["plan"])).contains("No changes."), "{exported}");
+    std::fs::write(repo.join("features.yaml"), original).unwrap();
+
     let again = ok(&cli(&repo, &["apply"]));
     assert!(again.contains("No changes.") && again.contains("unchanged at version 1"), "{again}");
 

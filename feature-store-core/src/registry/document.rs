@@ -143,6 +143,19 @@ impl<'a> ProjectView<'a> {
         self.registry
     }
 
+    /// The project's objects as definitions, as a repo would declare them
+    /// (schemas and join-key types as resolved at apply).
+    pub fn to_definitions(&self) -> crate::repo::Definitions {
+        use crate::repo::Defined;
+        let r = self.registry;
+        crate::repo::Definitions {
+            entities: r.entities.values().map(|x| Defined::new(x.spec.clone())).collect(),
+            sources: r.data_sources.values().map(|x| Defined::new(x.spec.clone())).collect(),
+            feature_views: r.feature_views.values().map(|x| Defined::new(x.spec.clone())).collect(),
+            feature_services: r.feature_services.values().map(|x| Defined::new(x.spec.clone())).collect(),
+        }
+    }
+
     /// Whether anything was ever applied to this project.
     pub fn exists(&self) -> bool {
         self.exists

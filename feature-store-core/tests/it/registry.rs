@@ -200,3 +200,26 @@ async fn resolve_and_lookup_errors_are_helpful() {
     let err = p.resolve(&["driver_stats:conv_rat".parse().unwrap()]).unwrap_err();
     assert!(err.to_string().contains("did you mean conv_rate"), "{err}");
 }
+
+#[tokio::test]
+async fn yaml_to_registry_to_yaml_round_trip() {
+    let store = memory_store(Arc::new(MemoryRegistryStore::new()));
+    store.apply(&repo(), ApplyMode::Sync).await.unwrap();
+    let doc = store.registry().refresh().await.unwrap();
+    let exported = doc.project("proj").to_definitions().to_yaml();
+    // The export is a valid repo that applies as "no changes".
+    let reparsed = Definitions::from_yaml(&exported, "export.yaml").unwrap();
+    let out = store.apply(&reparsed, ApplyMode::Sync).await.unwrap();
+    assert!(out.plan.is_empty() && !out.written, "{}", out.plan);
+    // And it says what the input said, plus what apply resolved.
+    assert!(exported.contains("name: ltv\n    dtype: float64"), "{exported}");
+    assert!(exported.contains("name: driver_id\n    dtype: int64"), "{exported}");
+    let original = repo();
+    for v in &original.feature_views {
+        let back = reparsed.feature_views.iter().find(|d| d.value.name == v.value.name).unwrap();
+        assert_eq!(back.value.ttl, v.value.ttl);
+        assert_eq!(back.value.entities, v.value.entities);
+    }
+    assert_eq!(reparsed.sources.iter().map(|d| d.value.clone()).collect::<Vec<_>>().len(), 2);
+    assert_eq!(reparsed.sources.iter().find(|d| d.value.name == "drivers").unwrap().value, original.sources[0].value);
+}
