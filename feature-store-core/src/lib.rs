@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod duration;
+pub mod historical;
 mod error;
 pub mod model;
 pub mod offline;
@@ -53,5 +54,6 @@ mod value_type;
 
 pub use error::{BoxError, Error, Problem, Result};
 pub use repo::{Definitions, RepoConfig};
-pub use store::{Described, FeatureStore, FeatureStoreBuilder};
+pub use historical::{BatchStream, EntityInput, HistoricalOptions};
+pub use store::{Described, FeatureStore, FeatureStoreBuilder, Features};
 pub use value_type::{UTC, ValueType, describe_arrow, timestamp_type};

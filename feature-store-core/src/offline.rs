@@ -8,6 +8,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 
+use crate::historical::{BatchStream, HistoricalRequest};
 use crate::model::DataSource;
 use crate::{Error, Result};
 
@@ -28,6 +29,11 @@ pub struct SourceSchema {
 pub trait OfflineStore: Send + Sync + Debug {
     /// The columns a source provides; errors name the source and its path.
     async fn source_schema(&self, source: &DataSource) -> Result<SourceSchema>;
+
+    /// Point-in-time correct retrieval: one output row per entity row, in
+    /// input order, with each view's features as of the row's timestamp.
+    /// Semantics are those of [`crate::historical`].
+    async fn get_historical_features(&self, request: HistoricalRequest) -> Result<BatchStream>;
 }
 
 /// Offline data held in memory, keyed by source path; the reference implementation.
@@ -64,5 +70,13 @@ impl OfflineStore for MemoryOfflineStore {
             )
         })?;
         Ok(SourceSchema { schema: Arc::clone(schema), partition_columns: Vec::new(), location: source.path.clone() })
+    }
+
+    /// Retrieval needs a query engine, which this crate leaves to backends:
+    /// the Parquet store over `memory://` URLs is the in-memory way to run it.
+    async fn get_historical_features(&self, _request: HistoricalRequest) -> Result<BatchStream> {
+        Err(Error::Unsupported(
+            "the memory offline store only serves schemas; for in-memory retrieval use the Parquet offline store with memory:// source paths".into(),
+        ))
     }
 }

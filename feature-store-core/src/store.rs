@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::model::{DataSource, Entity, FeatureService, FeatureView};
+use crate::historical::{BatchStream, EntityInput, HistoricalOptions, HistoricalRequest, ViewRequest};
+use crate::model::{DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView};
 use crate::offline::OfflineStore;
 use crate::registry::{
     ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState,
@@ -56,6 +57,28 @@ impl Described {
             Self::FeatureView { .. } => ObjectKind::FeatureView,
             Self::FeatureService(_) => ObjectKind::FeatureService,
         }
+    }
+}
+
+/// Which features to retrieve: references (`view:feature` or whole `view`s) or a feature service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Features {
+    /// Feature references, in output order.
+    Refs(Vec<String>),
+    /// The features of a feature service, in its order.
+    Service(String),
+}
+
+impl Features {
+    /// Feature references such as `["driver_stats:conv_rate", "customer_profile"]`.
+    pub fn refs<S: Into<String>>(refs: impl IntoIterator<Item = S>) -> Self {
+        Self::Refs(refs.into_iter().map(Into::into).collect())
+    }
+
+    /// A feature service by name.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self::Service(name.into())
     }
 }
 
@@ -132,6 +155,54 @@ impl FeatureStore {
     /// Validates and writes `defs` atomically.
     pub async fn apply(&self, defs: &Definitions, mode: ApplyMode) -> Result<ApplyOutcome> {
         self.inner.registry.apply(self.project(), defs, mode, self.inner.offline.as_ref()).await
+    }
+
+    /// Resolves features against the registry into per-view requests.
+    pub async fn resolve_views(&self, features: &Features, full_feature_names: bool) -> Result<Vec<ViewRequest>> {
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        let selections: Vec<FeatureSelection> = match features {
+            Features::Refs(refs) => {
+                if refs.is_empty() {
+                    return Err(Error::InvalidArgument("no features requested".into()));
+                }
+                refs.iter().map(|r| r.parse()).collect::<Result<_>>()?
+            }
+            Features::Service(name) => project.service_selections(name)?,
+        };
+        let mut out = Vec::new();
+        for vf in project.resolve(&selections)? {
+            let source = project.data_source(&vf.view.source)?.clone();
+            let join_keys = project.join_keys(&vf.view)?;
+            let output_names = vf
+                .features
+                .iter()
+                .map(|f| FeatureRef::new(vf.view.name.clone(), f.clone()).output_name(full_feature_names))
+                .collect();
+            out.push(ViewRequest { view: vf.view, source, join_keys, features: vf.features, output_names });
+        }
+        Ok(out)
+    }
+
+    /// Point-in-time correct training data: for every entity row, each
+    /// requested feature as of the row's timestamp (see [`crate::historical`]).
+    ///
+    /// Returns a stream, so callers can write large results without holding them.
+    pub async fn get_historical_features(
+        &self,
+        entities: EntityInput,
+        features: &Features,
+        options: &HistoricalOptions,
+    ) -> Result<BatchStream> {
+        let views = self.resolve_views(features, options.full_feature_names).await?;
+        let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
+        let request = HistoricalRequest {
+            entities,
+            views,
+            timestamp_column: options.timestamp_column.clone(),
+            sources,
+        };
+        self.inner.offline.get_historical_features(request).await
     }
 
     /// The latest registry document (cached for the configured ttl).

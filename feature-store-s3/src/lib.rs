@@ -8,6 +8,7 @@
 //!   partitions) or globs.
 #![warn(missing_docs)]
 
+pub mod datafusion;
 mod error;
 pub mod files;
 pub mod location;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use feature_store_core::model::DataSource;
+use feature_store_core::historical::{BatchStream, HistoricalRequest};
 use feature_store_core::offline::{OfflineStore, SourceSchema};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use object_store::ObjectStoreExt;
@@ -19,14 +20,23 @@ use crate::files::{SourceFiles, list_source_files};
 /// Offline store over Parquet files on local disk, S3 or memory.
 #[derive(Debug, Clone)]
 pub struct ParquetOfflineStore {
-    base_dir: PathBuf,
-    options: BTreeMap<String, String>,
+    pub(crate) base_dir: PathBuf,
+    pub(crate) options: BTreeMap<String, String>,
+    pub(crate) memory_limit: Option<usize>,
+    pub(crate) target_partitions: usize,
 }
 
 impl ParquetOfflineStore {
     /// A store resolving relative source paths against `base_dir` (the repo root).
     pub fn new(base_dir: impl Into<PathBuf>, options: BTreeMap<String, String>) -> Self {
-        Self { base_dir: base_dir.into(), options }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self { base_dir: base_dir.into(), options, memory_limit: None, target_partitions: cores }
+    }
+
+    /// Caps query memory; beyond it, operators that can spill to disk do.
+    pub fn with_memory_limit(mut self, bytes: Option<usize>) -> Self {
+        self.memory_limit = bytes;
+        self
     }
 
     /// The files a source reads.
@@ -84,5 +94,9 @@ impl OfflineStore for ParquetOfflineStore {
             partition_columns: files.partition_columns.clone(),
             location: files.file_url(&files.files[0]),
         })
+    }
+
+    async fn get_historical_features(&self, request: HistoricalRequest) -> CoreResult<BatchStream> {
+        crate::datafusion::get_historical_features(self, request).await
     }
 }

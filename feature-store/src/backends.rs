@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use feature_store_core::offline::OfflineStore;
 use feature_store_core::{Error, FeatureStore, RepoConfig, Result};
+use feature_store_s3::datafusion::parse_size;
 use feature_store_s3::{ParquetOfflineStore, open_registry_store};
 
 /// Offline store types accepted in `offline_store.type`.
@@ -21,7 +22,17 @@ pub fn from_config(config: RepoConfig) -> Result<FeatureStore> {
     let registry = open_registry_store(&config.registry.path, &base, config.registry_storage_options())?;
     let offline: Arc<dyn OfflineStore> = match config.offline_store.kind.as_deref().unwrap_or("file") {
         "file" | "parquet" | "s3" => {
-            Arc::new(ParquetOfflineStore::new(base.clone(), config.offline_store.storage_options.clone()))
+            let limit = match &config.offline_store.memory_limit {
+                None => None,
+                Some(text) => Some(parse_size(text).map_err(|message| Error::Config {
+                    location: "offline_store.memory_limit".into(),
+                    message,
+                })?),
+            };
+            Arc::new(
+                ParquetOfflineStore::new(base.clone(), config.offline_store.storage_options.clone())
+                    .with_memory_limit(limit),
+            )
         }
         other => {
             return Err(Error::Config {

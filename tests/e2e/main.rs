@@ -1,6 +1,7 @@
 //! Workspace-level end-to-end tests, in one binary.
 
 mod bad_repos;
+mod historical;
 mod registry_stores;
 mod s3;
 

@@ -1,0 +1,183 @@
+//! Types of a point-in-time ("as of") historical retrieval request.
+//!
+//! Semantics, for every entity row and every requested view V:
+//! candidates are V's source rows whose join keys equal the row's, with
+//! `event_ts <= entity_ts` and, when V has a ttl, `event_ts >= entity_ts - ttl`
+//! (both bounds inclusive). The chosen row has the greatest event time, then
+//! the greatest created time (a null created time is lowest); any remaining tie
+//! goes to the row whose feature values are greatest, compared in schema order
+//! with nulls lowest, so the result never depends on file layout or read
+//! order. No candidate, a null key or a null entity time gives null features.
+//! The output has exactly one row per entity row, in input order.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use futures::Stream;
+use futures::stream::BoxStream;
+
+use crate::model::{DataSource, FeatureView};
+use crate::{Error, Result};
+
+/// Default name of the entity table's timestamp column, as in Feast.
+pub const DEFAULT_TIMESTAMP_COLUMN: &str = "event_timestamp";
+
+/// A stream of record batches with a known schema.
+pub struct BatchStream {
+    schema: SchemaRef,
+    inner: BoxStream<'static, Result<RecordBatch>>,
+}
+
+impl BatchStream {
+    /// Wraps a stream whose batches all have `schema`.
+    pub fn new(schema: SchemaRef, inner: BoxStream<'static, Result<RecordBatch>>) -> Self {
+        Self { schema, inner }
+    }
+
+    /// A stream over batches already in memory.
+    pub fn from_batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self::new(schema, Box::pin(futures::stream::iter(batches.into_iter().map(Ok))))
+    }
+
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        SchemaRef::clone(&self.schema)
+    }
+
+    /// Reads the whole stream into memory.
+    pub async fn collect(self) -> Result<Vec<RecordBatch>> {
+        use futures::TryStreamExt;
+        self.inner.try_collect().await
+    }
+}
+
+impl fmt::Debug for BatchStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchStream").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl Stream for BatchStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Where entity rows come from.
+#[non_exhaustive]
+pub enum EntityInput {
+    /// Arrow batches in memory.
+    Batches {
+        /// Schema of the batches.
+        schema: SchemaRef,
+        /// The rows, in order.
+        batches: Vec<RecordBatch>,
+    },
+    /// A stream of batches, read once.
+    Stream(BatchStream),
+    /// A Parquet or CSV file, folder or URL; the format follows the extension
+    /// (`.csv` is CSV, anything else Parquet).
+    Path(String),
+    /// A SQL query over the project's data sources, each a table named after its source.
+    Sql(String),
+}
+
+impl fmt::Debug for EntityInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Batches { batches, .. } => write!(f, "Batches({} batches)", batches.len()),
+            Self::Stream(_) => f.write_str("Stream"),
+            Self::Path(p) => write!(f, "Path({p})"),
+            Self::Sql(q) => write!(f, "Sql({q})"),
+        }
+    }
+}
+
+impl EntityInput {
+    /// Entity rows from one record batch.
+    pub fn batch(batch: RecordBatch) -> Self {
+        Self::Batches { schema: batch.schema(), batches: vec![batch] }
+    }
+}
+
+/// One view's part of a historical request, resolved against the registry.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ViewRequest {
+    /// The view.
+    pub view: FeatureView,
+    /// Its data source.
+    pub source: DataSource,
+    /// Join-key columns (names in the entity table and, after mapping, in the source).
+    pub join_keys: Vec<crate::model::JoinKey>,
+    /// Requested features, in output order.
+    pub features: Vec<String>,
+    /// Output column name of each requested feature.
+    pub output_names: Vec<String>,
+}
+
+/// A historical retrieval request handed to an offline store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HistoricalRequest {
+    /// The entity rows.
+    pub entities: EntityInput,
+    /// The views to join, in output order.
+    pub views: Vec<ViewRequest>,
+    /// Name of the entity table's timestamp column.
+    pub timestamp_column: String,
+    /// All data sources of the project, for SQL entity queries.
+    pub sources: Vec<DataSource>,
+}
+
+/// Options of [`crate::FeatureStore::get_historical_features`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HistoricalOptions {
+    /// Name output columns `view__feature` instead of `feature`.
+    pub full_feature_names: bool,
+    /// The entity table's timestamp column.
+    pub timestamp_column: String,
+}
+
+impl Default for HistoricalOptions {
+    fn default() -> Self {
+        Self { full_feature_names: false, timestamp_column: DEFAULT_TIMESTAMP_COLUMN.into() }
+    }
+}
+
+impl HistoricalOptions {
+    /// Sets full feature names.
+    pub fn with_full_feature_names(mut self, yes: bool) -> Self {
+        self.full_feature_names = yes;
+        self
+    }
+
+    /// Sets the entity timestamp column.
+    pub fn with_timestamp_column(mut self, column: impl Into<String>) -> Self {
+        self.timestamp_column = column.into();
+        self
+    }
+}
+
+/// Checks that output names are unique; a clash is an error naming both sources.
+pub fn check_output_names(entity_columns: &[String], views: &[ViewRequest]) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, String> =
+        entity_columns.iter().map(|c| (c.as_str(), "the entity table".to_string())).collect();
+    for v in views {
+        for (f, out) in v.features.iter().zip(&v.output_names) {
+            let here = format!("{}:{f}", v.view.name);
+            if let Some(first) = seen.insert(out.as_str(), here.clone()) {
+                return Err(Error::InvalidArgument(format!(
+                    "output column \"{out}\" would come from both {first} and {here}; use full feature names (view__feature) or drop one"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

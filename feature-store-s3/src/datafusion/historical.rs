@@ -1,0 +1,360 @@
+//! Plans a historical request: the entity input, one right-side scan per view
+//! with projection and time-bound pushdown, and a chain of [`AsOfJoinExec`]s.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, cast, ident, lit};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use datafusion::prelude::{CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext};
+use feature_store_core::historical::{BatchStream, EntityInput, HistoricalRequest, ViewRequest, check_output_names};
+use feature_store_core::model::DataSource;
+use feature_store_core::{Error as CoreError, Result as CoreResult, ValueType, describe_arrow};
+use futures::{StreamExt, TryStreamExt};
+
+use super::asof_join::{AsOfJoinExec, AsOfSpec};
+use super::timestamps::{instants, unit_nanos};
+use super::{df_error, session};
+use crate::ParquetOfflineStore;
+use crate::location::{is_url, resolve};
+
+/// Entity time range, for pruning feature rows.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    min: i128,
+    max: i128,
+}
+
+pub(crate) async fn get_historical_features(store: &ParquetOfflineStore, req: HistoricalRequest) -> CoreResult<BatchStream> {
+    if req.views.is_empty() {
+        return Err(CoreError::InvalidArgument("no features requested".into()));
+    }
+    let ctx = session(store.memory_limit, store.target_partitions)?;
+    // The entity side is scanned in one partition so its row order is the input order.
+    let entity_ctx = SessionContext::new_with_config_rt(
+        ctx.copied_config().with_target_partitions(1),
+        ctx.runtime_env(),
+    );
+    let ts_col = req.timestamp_column.clone();
+    let (entity_plan, bounds) = entity_plan(store, &entity_ctx, req.entities, &ts_col, &req.sources).await?;
+    let schema = entity_plan.schema();
+    let entity_columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let left_ts = entity_timestamp(&schema, &ts_col)?;
+    check_output_names(&entity_columns, &req.views)?;
+
+    let mut plan: Arc<dyn ExecutionPlan> = entity_plan;
+    for view in &req.views {
+        let (right, spec) = view_plan(store, &ctx, view, &schema, left_ts, bounds).await?;
+        plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
+    }
+    let out_schema = plan.schema();
+    let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error("historical retrieval", e))?;
+    Ok(BatchStream::new(out_schema, Box::pin(stream.map_err(|e| df_error("historical retrieval", e)))))
+}
+
+fn entity_timestamp(schema: &SchemaRef, column: &str) -> CoreResult<usize> {
+    let columns = || schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+    let (i, field) = schema.column_with_name(column).ok_or_else(|| {
+        CoreError::data(
+            "entity table",
+            format!("no timestamp column \"{column}\"; its columns are: {}; name it with the timestamp column option", columns()),
+        )
+    })?;
+    if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+        return Err(CoreError::data(
+            "entity table",
+            format!(
+                "column \"{column}\" is {}, not a timestamp; convert it (e.g. pandas.to_datetime) or name another column",
+                describe_arrow(field.data_type())
+            ),
+        ));
+    }
+    Ok(i)
+}
+
+/// Canonical key type: integers compare as int64 whatever their width.
+fn key_type(t: &ValueType) -> DataType {
+    match t {
+        ValueType::Int32 | ValueType::Int64 => DataType::Int64,
+        other => other.to_arrow(),
+    }
+}
+
+async fn view_plan(
+    store: &ParquetOfflineStore,
+    ctx: &SessionContext,
+    view: &ViewRequest,
+    entity_schema: &SchemaRef,
+    left_ts: usize,
+    bounds: Option<Bounds>,
+) -> CoreResult<(Arc<dyn ExecutionPlan>, AsOfSpec)> {
+    let name = &view.view.name;
+    let source = &view.source;
+    let context = format!("feature view \"{name}\" (source \"{}\", {})", source.name, source.path);
+    let df = read_source(store, ctx, source).await?;
+    let source_schema = df.schema().as_arrow().clone();
+
+    let mut left_keys = Vec::new();
+    let mut key_types = Vec::new();
+    let mut select: Vec<Expr> = Vec::new();
+    for (i, key) in view.join_keys.iter().enumerate() {
+        let (pos, field) = entity_schema.column_with_name(&key.name).ok_or_else(|| {
+            CoreError::data(
+                "entity table",
+                format!("missing join key column \"{}\" needed by feature view \"{name}\"", key.name),
+            )
+        })?;
+        let src_col = source.source_column(&key.name);
+        let src_type = source_schema.field_with_name(src_col).map(|f| f.data_type().clone()).map_err(|_| {
+            CoreError::data(&context, format!("join key column \"{src_col}\" is missing; re-run apply to re-validate"))
+        })?;
+        let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(&src_type)).ok_or_else(|| {
+            CoreError::data(&context, format!("join key \"{}\" has unsupported type {src_type}", key.name))
+        })?;
+        let target = key_type(&declared);
+        let entity_vt = ValueType::from_arrow(field.data_type());
+        if entity_vt.as_ref().map(key_type) != Some(target.clone()) {
+            return Err(CoreError::data(
+                "entity table",
+                format!(
+                    "join key column \"{}\" is {} but feature view \"{name}\" joins on it as {declared}; cast the column",
+                    key.name,
+                    describe_arrow(field.data_type())
+                ),
+            ));
+        }
+        left_keys.push(pos);
+        key_types.push(target.clone());
+        select.push(cast(ident(src_col), target).alias(format!("__key{i}")));
+    }
+
+    let ts_type = source_schema
+        .field_with_name(&source.timestamp_field)
+        .map(|f| f.data_type().clone())
+        .map_err(|_| CoreError::data(&context, format!("timestamp column \"{}\" is missing", source.timestamp_field)))?;
+    let DataType::Timestamp(unit, tz) = &ts_type else {
+        return Err(CoreError::data(&context, format!("timestamp column \"{}\" is {ts_type}, not a timestamp", source.timestamp_field)));
+    };
+    select.push(ident(&source.timestamp_field).alias("__event_ts"));
+    if let Some(c) = &source.created_timestamp_field {
+        select.push(ident(c).alias("__created_ts"));
+    }
+    let mut features = Vec::new();
+    for (f, out) in view.features.iter().zip(&view.output_names) {
+        let field = view.view.feature(f).ok_or_else(|| {
+            CoreError::NotFound { kind: "feature", name: format!("{name}:{f}"), hint: None }
+        })?;
+        let dt = field.dtype.to_arrow();
+        select.push(cast(ident(source.source_column(f)), dt.clone()).alias(out));
+        features.push(Field::new(out, dt, true));
+    }
+
+    let ttl_nanos = view.view.ttl.map(|d| d.as_nanos() as i128);
+    let mut df = df;
+    if let Some(b) = bounds {
+        // Conservative bounds in the column's unit; the join applies the exact ones.
+        let u = unit_nanos(*unit);
+        let upper = b.max.div_euclid(u) + 1;
+        let upper = ScalarValue::new_timestamp_like(*unit, tz.clone(), clamp(upper));
+        let mut predicate = ident(&source.timestamp_field).lt_eq(lit(upper));
+        if let Some(ttl) = ttl_nanos {
+            let lower = (b.min - ttl).div_euclid(u) - 1;
+            predicate = predicate.and(ident(&source.timestamp_field).gt_eq(lit(ScalarValue::new_timestamp_like(
+                *unit,
+                tz.clone(),
+                clamp(lower),
+            ))));
+        }
+        df = df.filter(predicate).map_err(|e| df_error(&context, e))?;
+    }
+    let df = df.select(select).map_err(|e| df_error(&context, e))?;
+    let right = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
+    let spec = AsOfSpec {
+        view: name.clone(),
+        left_keys,
+        left_ts,
+        key_types,
+        has_created: source.created_timestamp_field.is_some(),
+        features,
+        ttl_nanos,
+    };
+    Ok((right, spec))
+}
+
+fn clamp(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+trait TimestampLike {
+    fn new_timestamp_like(unit: TimeUnit, tz: Option<Arc<str>>, v: i64) -> ScalarValue;
+}
+
+impl TimestampLike for ScalarValue {
+    fn new_timestamp_like(unit: TimeUnit, tz: Option<Arc<str>>, v: i64) -> ScalarValue {
+        match unit {
+            TimeUnit::Second => ScalarValue::TimestampSecond(Some(v), tz),
+            TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(v), tz),
+            TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(v), tz),
+            TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(v), tz),
+        }
+    }
+}
+
+/// Reads a source's Parquet files (file, hive folder or glob) as a DataFrame.
+async fn read_source(store: &ParquetOfflineStore, ctx: &SessionContext, source: &DataSource) -> CoreResult<DataFrame> {
+    let context = format!("data source \"{}\" ({})", source.name, source.path);
+    let files = store.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+    register_store(ctx, &files.root)?;
+    let all_parquet = files.files.iter().all(|f| f.location.as_ref().ends_with(".parquet"));
+    let options = ParquetReadOptions::default().file_extension(if all_parquet { ".parquet" } else { "" });
+    let read = if source.is_glob() {
+        // DataFusion expands globs only in plain local paths, so hand it the
+        // files this crate already matched (sorted, markers skipped).
+        let urls: Vec<String> = files.files.iter().map(|m| files.file_url(m)).collect();
+        ctx.read_parquet(urls, options).await
+    } else if files.files.len() == 1 && files.files[0].location == files.root.path {
+        ctx.read_parquet(files.root.url.clone(), options).await
+    } else {
+        let partition_cols: Vec<(String, DataType)> =
+            files.partition_columns.iter().map(|c| (c.clone(), DataType::Utf8)).collect();
+        let url = format!("{}/", files.root.url.trim_end_matches('/'));
+        ctx.read_parquet(url, options.table_partition_cols(partition_cols)).await
+    };
+    read.map_err(|e| df_error(&context, e))
+}
+
+fn register_store(ctx: &SessionContext, root: &crate::location::ResolvedLocation) -> CoreResult<()> {
+    if matches!(root.kind, crate::location::StoreKind::Local(_)) {
+        return Ok(());
+    }
+    let url = url::Url::parse(&root.store_url())
+        .map_err(|e| CoreError::InvalidArgument(format!("{}: {e}", root.store_url())))?;
+    ctx.register_object_store(&url, Arc::clone(&root.store));
+    Ok(())
+}
+
+/// The entity side as a single-partition plan, and its time range when known
+/// without consuming it.
+async fn entity_plan(
+    store: &ParquetOfflineStore,
+    ctx: &SessionContext,
+    input: EntityInput,
+    ts_col: &str,
+    sources: &[DataSource],
+) -> CoreResult<(Arc<dyn ExecutionPlan>, Option<Bounds>)> {
+    match input {
+        EntityInput::Batches { schema, batches } => {
+            let bounds = match schema.index_of(ts_col) {
+                Ok(i) if matches!(schema.field(i).data_type(), DataType::Timestamp(_, _)) => {
+                    let mut b: Option<Bounds> = None;
+                    for batch in &batches {
+                        for t in instants(batch.column(i)).into_iter().flatten() {
+                            b = Some(match b {
+                                None => Bounds { min: t, max: t },
+                                Some(b) => Bounds { min: b.min.min(t), max: b.max.max(t) },
+                            });
+                        }
+                    }
+                    b
+                }
+                _ => None,
+            };
+            let plan = MemorySourceConfig::try_new_exec(&[batches], schema, None)
+                .map_err(|e| df_error("entity table", e))?;
+            Ok((plan, bounds))
+        }
+        EntityInput::Stream(stream) => {
+            let schema = stream.schema();
+            let part = Arc::new(OnceStream { schema: Arc::clone(&schema), stream: Mutex::new(Some(stream)) });
+            let plan = StreamingTableExec::try_new(schema, vec![part], None, Vec::new(), false, None)
+                .map_err(|e| df_error("entity stream", e))?;
+            Ok((Arc::new(plan), None))
+        }
+        EntityInput::Path(path) => {
+            let context = format!("entity table {path}");
+            let resolved = resolve(&path, &store.base_dir, &store.options).map_err(|e| CoreError::data(&context, e.to_string()))?;
+            register_store(ctx, &resolved)?;
+            let url = if is_url(&path) { path.clone() } else { resolved.url.clone() };
+            let df = if path.to_ascii_lowercase().ends_with(".csv") {
+                ctx.read_csv(url, CsvReadOptions::new()).await
+            } else {
+                ctx.read_parquet(url, ParquetReadOptions::default()).await
+            }
+            .map_err(|e| df_error(&context, e))?;
+            dataframe_plan(df, ts_col, &context).await
+        }
+        EntityInput::Sql(query) => {
+            for s in sources {
+                let df = read_source(store, ctx, s).await?;
+                ctx.register_table(s.name.as_str(), df.into_view()).map_err(|e| df_error("entity query", e))?;
+            }
+            let df = ctx.sql(&query).await.map_err(|e| df_error("entity query", e))?;
+            dataframe_plan(df, ts_col, "entity query").await
+        }
+        other => Err(CoreError::Unsupported(format!("entity input {other:?} is not supported by the Parquet offline store"))),
+    }
+}
+
+async fn dataframe_plan(df: DataFrame, ts_col: &str, context: &str) -> CoreResult<(Arc<dyn ExecutionPlan>, Option<Bounds>)> {
+    let is_ts = df
+        .schema()
+        .as_arrow()
+        .field_with_name(ts_col)
+        .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(_, _)));
+    let bounds = if is_ts {
+        let agg = df
+            .clone()
+            .aggregate(vec![], vec![min(ident(ts_col)).alias("lo"), max(ident(ts_col)).alias("hi")])
+            .map_err(|e| df_error(context, e))?
+            .collect()
+            .await
+            .map_err(|e| df_error(context, e))?;
+        agg.first().filter(|b| b.num_rows() == 1).and_then(|b| {
+            let lo = instants(b.column(0))[0]?;
+            let hi = instants(b.column(1))[0]?;
+            Some(Bounds { min: lo, max: hi })
+        })
+    } else {
+        None
+    };
+    let plan = df.create_physical_plan().await.map_err(|e| df_error(context, e))?;
+    Ok((plan, bounds))
+}
+
+/// A stream handed in by the caller, readable once.
+struct OnceStream {
+    schema: SchemaRef,
+    stream: Mutex<Option<BatchStream>>,
+}
+
+impl fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnceStream")
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().expect("poisoned").take();
+        let schema = Arc::clone(&self.schema);
+        let inner = match taken {
+            Some(s) => s.map_err(|e| datafusion::common::DataFusionError::External(Box::new(e))).boxed(),
+            None => futures::stream::once(async {
+                Err(datafusion::common::DataFusionError::Execution("the entity stream was already read".into()))
+            })
+            .boxed(),
+        };
+        Box::pin(RecordBatchStreamAdapter::new(schema, inner))
+    }
+}

@@ -1,0 +1,95 @@
+//! DataFusion glue: the session, the error bridge, the as-of join operator
+//! ([`AsOfJoinExec`]) and the planner that turns a historical request into one
+//! physical plan.
+
+mod asof_join;
+mod historical;
+mod timestamps;
+
+pub use asof_join::AsOfJoinExec;
+pub(crate) use historical::get_historical_features;
+
+use std::sync::Arc;
+
+use datafusion::common::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use feature_store_core::Error as CoreError;
+
+/// Parses a byte size such as `2GiB`, `512MB`, `1.5G` or `1048576`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size \"{text}\": expected e.g. 2GiB or 512MB"))?;
+    let mul: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("invalid size \"{text}\": unknown unit \"{other}\"")),
+    };
+    Ok((n * mul) as usize)
+}
+
+/// A session for one retrieval: all cores, and the memory limit (if any)
+/// as a fair spill pool so operators that can spill do.
+pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> Result<SessionContext, CoreError> {
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    let runtime = runtime.build_arc().map_err(|e| df_error("starting the query engine", e))?;
+    let config = SessionConfig::new()
+        .with_target_partitions(target_partitions.max(1))
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Maps engine errors to the core error, keeping unreachable stores apart.
+pub(crate) fn df_error(context: &str, e: DataFusionError) -> CoreError {
+    match e {
+        DataFusionError::ObjectStore(source) => match *source {
+            object_store::Error::Generic { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => {
+                CoreError::StoreUnavailable { store: context.to_owned(), source: Box::new(*source) }
+            }
+            other => CoreError::data(context, other.to_string()),
+        },
+        DataFusionError::ResourcesExhausted(m) => CoreError::data(context, format!("out of memory: {m}")),
+        DataFusionError::ArrowError(a, _) => CoreError::data(context, a.to_string()),
+        DataFusionError::ParquetError(p) => CoreError::data(context, format!("not a readable Parquet file: {p}")),
+        DataFusionError::Context(c, inner) => df_error(&format!("{context}: {c}"), *inner),
+        DataFusionError::Shared(inner) => match Arc::try_unwrap(inner) {
+            Ok(e) => df_error(context, e),
+            Err(shared) => CoreError::data(context, shared.to_string()),
+        },
+        DataFusionError::External(b) => match b.downcast::<CoreError>() {
+            Ok(core) => *core,
+            Err(other) => CoreError::Backend { context: context.to_owned(), source: other },
+        },
+        other => CoreError::data(context, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("512MB").unwrap(), 512_000_000);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("2 parsecs").is_err());
+    }
+}

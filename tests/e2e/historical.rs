@@ -1,0 +1,479 @@
+//! Point-in-time retrieval against a brute-force reference on random data,
+//! plus hand-checked golden tables.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
+};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Schema, TimeUnit};
+use feature_store::registry::ApplyMode;
+use feature_store::{EntityInput, FeatureStore, Features, HistoricalOptions};
+use feature_store_tests::write_parquet;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const T0_MS: i64 = 1_700_000_000_000;
+
+fn ts_array(unit: TimeUnit, tz: Option<&str>, ms: &[Option<i64>]) -> ArrayRef {
+    let conv = |f: fn(i64) -> i64| ms.iter().map(|v| v.map(f)).collect::<Vec<_>>();
+    let a: ArrayRef = match unit {
+        TimeUnit::Second => Arc::new(TimestampSecondArray::from(conv(|v| v.div_euclid(1000)))),
+        TimeUnit::Millisecond => Arc::new(TimestampMillisecondArray::from(conv(|v| v))),
+        TimeUnit::Microsecond => Arc::new(TimestampMicrosecondArray::from(conv(|v| v * 1000))),
+        TimeUnit::Nanosecond => Arc::new(TimestampNanosecondArray::from(conv(|v| v * 1_000_000))),
+    };
+    match tz {
+        Some(tz) => arrow::compute::cast(&a, &DataType::Timestamp(unit, Some(tz.into()))).unwrap(),
+        None => a,
+    }
+}
+
+/// Instants in ns, independent of the library's own conversion.
+fn ns(a: &ArrayRef) -> Vec<Option<i128>> {
+    let DataType::Timestamp(unit, _) = a.data_type() else { panic!("not a timestamp") };
+    let mul: i128 = match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1000,
+        TimeUnit::Nanosecond => 1,
+    };
+    let raw: Vec<Option<i64>> = match unit {
+        TimeUnit::Second => a.as_primitive::<arrow::datatypes::TimestampSecondType>().iter().collect(),
+        TimeUnit::Millisecond => a.as_primitive::<arrow::datatypes::TimestampMillisecondType>().iter().collect(),
+        TimeUnit::Microsecond => a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().iter().collect(),
+        TimeUnit::Nanosecond => a.as_primitive::<arrow::datatypes::TimestampNanosecondType>().iter().collect(),
+    };
+    raw.into_iter().map(|v| v.map(|v| i128::from(v) * mul)).collect()
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Key {
+    Int(i64),
+    Str(String),
+}
+
+/// A feature value for comparison: floats by total order, nulls lowest.
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Null,
+    F(f64),
+    I(i64),
+}
+
+fn cmp_vals(a: &[Val], b: &[Val]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let o = match (x, y) {
+            (Val::Null, Val::Null) => std::cmp::Ordering::Equal,
+            (Val::Null, _) => std::cmp::Ordering::Less,
+            (_, Val::Null) => std::cmp::Ordering::Greater,
+            (Val::F(p), Val::F(q)) => p.total_cmp(q),
+            (Val::I(p), Val::I(q)) => p.cmp(q),
+            _ => unreachable!(),
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+fn keys_of(columns: &[&ArrayRef], i: usize) -> Option<Vec<Key>> {
+    columns
+        .iter()
+        .map(|c| {
+            if c.is_null(i) {
+                return None;
+            }
+            Some(match c.data_type() {
+                DataType::Int64 => Key::Int(c.as_primitive::<Int64Type>().value(i)),
+                DataType::Int32 => Key::Int(i64::from(c.as_primitive::<arrow::datatypes::Int32Type>().value(i))),
+                DataType::Utf8 => Key::Str(c.as_string::<i32>().value(i).to_owned()),
+                other => panic!("key type {other}"),
+            })
+        })
+        .collect()
+}
+
+fn vals_of(columns: &[&ArrayRef], i: usize) -> Vec<Val> {
+    columns
+        .iter()
+        .map(|c| {
+            if c.is_null(i) {
+                return Val::Null;
+            }
+            match c.data_type() {
+                DataType::Float64 => Val::F(c.as_primitive::<Float64Type>().value(i)),
+                DataType::Float32 => Val::F(f64::from(c.as_primitive::<Float32Type>().value(i))),
+                DataType::Int64 => Val::I(c.as_primitive::<Int64Type>().value(i)),
+                other => panic!("value type {other}"),
+            }
+        })
+        .collect()
+}
+
+/// One view for the reference: source columns by name.
+struct RefView<'a> {
+    source: &'a RecordBatch,
+    keys: Vec<&'a str>,        // source key columns, in entity join-key order
+    entity_keys: Vec<&'a str>, // entity columns
+    ts: &'a str,
+    created: Option<&'a str>,
+    features: Vec<&'a str>,
+    ttl_ns: Option<i128>,
+}
+
+/// The brute force: for every entity row, scan every source row.
+fn reference(entities: &RecordBatch, ts_col: &str, view: &RefView<'_>) -> Vec<Vec<Val>> {
+    let ets = ns(entities.column_by_name(ts_col).unwrap());
+    let ekeys: Vec<&ArrayRef> = view.entity_keys.iter().map(|k| entities.column_by_name(k).unwrap()).collect();
+    let skeys: Vec<&ArrayRef> = view.keys.iter().map(|k| view.source.column_by_name(k).unwrap()).collect();
+    let sts = ns(view.source.column_by_name(view.ts).unwrap());
+    let screated = view.created.map(|c| ns(view.source.column_by_name(c).unwrap()));
+    let sfeat: Vec<&ArrayRef> = view.features.iter().map(|f| view.source.column_by_name(f).unwrap()).collect();
+    let null_row = vec![Val::Null; view.features.len()];
+    (0..entities.num_rows())
+        .map(|i| {
+            let (Some(ek), Some(et)) = (keys_of(&ekeys, i), ets[i]) else { return null_row.clone() };
+            let mut best: Option<(i128, Option<i128>, Vec<Val>)> = None;
+            for j in 0..view.source.num_rows() {
+                let (Some(sk), Some(st)) = (keys_of(&skeys, j), sts[j]) else { continue };
+                if sk != ek || st > et || view.ttl_ns.is_some_and(|ttl| st < et - ttl) {
+                    continue;
+                }
+                let cand = (st, screated.as_ref().and_then(|c| c[j]), vals_of(&sfeat, j));
+                let better = match &best {
+                    None => true,
+                    Some(b) => (cand.0, cand.1).cmp(&(b.0, b.1)).then_with(|| cmp_vals(&cand.2, &b.2)).is_gt(),
+                };
+                if better {
+                    best = Some(cand);
+                }
+            }
+            best.map_or(null_row.clone(), |b| b.2)
+        })
+        .collect()
+}
+
+const UNITS: [TimeUnit; 4] = [TimeUnit::Second, TimeUnit::Millisecond, TimeUnit::Microsecond, TimeUnit::Nanosecond];
+const ZONES: [Option<&str>; 4] = [None, Some("UTC"), Some("America/New_York"), Some("+05:30")];
+
+struct Case {
+    stats: RecordBatch,
+    shops: RecordBatch,
+    global: RecordBatch,
+    entities: RecordBatch,
+    stats_ttl: Option<i64>,
+    shops_ttl: Option<i64>,
+}
+
+fn generate(seed: u64) -> Case {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n_src = rng.random_range(0..300);
+    let n_ent = rng.random_range(1..200);
+    let keys = rng.random_range(1..15i64);
+    let unit = |rng: &mut StdRng| UNITS[rng.random_range(0..3)]; // Parquet has no seconds; entities get seconds below
+    let zone = |rng: &mut StdRng| ZONES[rng.random_range(0..4)];
+    // Coarse times (whole seconds, few distinct) force equal event times and ties.
+    let time = |rng: &mut StdRng| T0_MS + 1000 * rng.random_range(0..400i64) + if rng.random_bool(0.2) { rng.random_range(0..1000) } else { 0 };
+    let maybe = |rng: &mut StdRng, p: f64| rng.random_bool(p);
+
+    let stats_ts: Vec<Option<i64>> = (0..n_src).map(|_| (!maybe(&mut rng, 0.03)).then(|| time(&mut rng))).collect();
+    let stats_created: Vec<Option<i64>> =
+        stats_ts.iter().map(|t| if maybe(&mut rng, 0.3) { None } else { Some(t.unwrap_or(T0_MS) + 1000 * rng.random_range(0..3)) }).collect();
+    let (su, sz) = (unit(&mut rng), zone(&mut rng));
+    let stats = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, true),
+            Field::new("event_timestamp", DataType::Timestamp(su, sz.map(Into::into)), true),
+            Field::new("created", DataType::Timestamp(su, sz.map(Into::into)), true),
+            Field::new("conv", DataType::Float64, true),
+            Field::new("trips", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n_src).map(|_| (!maybe(&mut rng, 0.05)).then(|| rng.random_range(0..keys))).collect::<Vec<_>>())),
+            ts_array(su, sz, &stats_ts),
+            ts_array(su, sz, &stats_created),
+            Arc::new(Float64Array::from((0..n_src).map(|_| (!maybe(&mut rng, 0.1)).then(|| f64::from(rng.random_range(0..5)) / 4.0)).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from((0..n_src).map(|_| (!maybe(&mut rng, 0.1)).then(|| rng.random_range(0..3))).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+
+    let n_shops = rng.random_range(0..200);
+    let regions = ["eu", "us", "apac"];
+    let (hu, hz) = (unit(&mut rng), zone(&mut rng));
+    let shops_ts: Vec<Option<i64>> = (0..n_shops).map(|_| Some(time(&mut rng))).collect();
+    let shops = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("region", DataType::Utf8, true),
+            Field::new("shop_id", DataType::Int32, true),
+            Field::new("ts", DataType::Timestamp(hu, hz.map(Into::into)), true),
+            Field::new("rating", DataType::Float32, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from((0..n_shops).map(|_| (!maybe(&mut rng, 0.03)).then(|| regions[rng.random_range(0..3)])).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from((0..n_shops).map(|_| Some(rng.random_range(0..4))).collect::<Vec<_>>())),
+            ts_array(hu, hz, &shops_ts),
+            Arc::new(Float32Array::from((0..n_shops).map(|_| Some(rng.random_range(0..4) as f32)).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+
+    let n_global = rng.random_range(0..40);
+    let (gu, gz) = (unit(&mut rng), zone(&mut rng));
+    let global_ts: Vec<Option<i64>> = (0..n_global).map(|_| Some(time(&mut rng))).collect();
+    let global = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(gu, gz.map(Into::into)), true),
+            Field::new("temp", DataType::Float64, true),
+        ])),
+        vec![ts_array(gu, gz, &global_ts), Arc::new(Float64Array::from((0..n_global).map(|_| Some(rng.random_range(0..3) as f64)).collect::<Vec<_>>()))],
+    )
+    .unwrap();
+
+    let stats_ttl = maybe(&mut rng, 0.6).then(|| rng.random_range(1..120i64));
+    let shops_ttl = maybe(&mut rng, 0.5).then(|| rng.random_range(1..120i64));
+    // Entity times: random, older than all data, or exactly at a source time or a ttl bound.
+    let mut ent_ts = Vec::new();
+    for _ in 0..n_ent {
+        let pick = rng.random_range(0..10);
+        let t = match pick {
+            0 => None,
+            1 => Some(T0_MS - 5_000_000),
+            2 | 3 if n_src > 0 => stats_ts[rng.random_range(0..n_src)].map(|t| t + 1000 * stats_ttl.unwrap_or(0) * i64::from(pick == 3)),
+            4 if n_src > 0 => stats_ts[rng.random_range(0..n_src)].map(|t| t + 1000 * stats_ttl.unwrap_or(0) + 1000),
+            _ => Some(time(&mut rng) + rng.random_range(0..2000)),
+        };
+        ent_ts.push(t);
+    }
+    let (eu, ez) = (UNITS[rng.random_range(0..4)], zone(&mut rng));
+    let entities = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, true),
+            Field::new("region", DataType::Utf8, true),
+            Field::new("shop_id", DataType::Int64, true),
+            Field::new("event_timestamp", DataType::Timestamp(eu, ez.map(Into::into)), true),
+            Field::new("label", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n_ent).map(|_| (!maybe(&mut rng, 0.05)).then(|| rng.random_range(0..keys + 2))).collect::<Vec<_>>())),
+            Arc::new(StringArray::from((0..n_ent).map(|_| Some(regions[rng.random_range(0..3)])).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from((0..n_ent).map(|_| (!maybe(&mut rng, 0.05)).then(|| rng.random_range(0..5))).collect::<Vec<_>>())),
+            ts_array(eu, ez, &ent_ts),
+            Arc::new(Int64Array::from((0..n_ent as i64).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    Case { stats, shops, global, entities, stats_ttl, shops_ttl }
+}
+
+fn definitions(case: &Case) -> String {
+    let ttl = |t: Option<i64>| t.map_or(String::new(), |t| format!(", ttl: {t}s"));
+    format!(
+        r#"
+entities:
+  - {{name: driver, join_keys: [driver_id]}}
+  - {{name: shop, join_keys: [region, shop_id]}}
+sources:
+  - {{name: stats, path: data/stats.parquet, timestamp_field: event_timestamp, created_timestamp_field: created}}
+  - {{name: shops, path: data/shops/, timestamp_field: ts}}
+  - {{name: global, path: "data/global_*.parquet", timestamp_field: ts}}
+feature_views:
+  - {{name: stats_v, entities: [driver], source: stats{}, schema: [{{name: conv, dtype: float64}}, {{name: trips, dtype: int64}}]}}
+  - {{name: shops_v, entities: [shop], source: shops{}, schema: [{{name: rating, dtype: float32}}]}}
+  - {{name: global_v, source: global, schema: [{{name: temp, dtype: float64}}]}}
+"#,
+        ttl(case.stats_ttl),
+        ttl(case.shops_ttl)
+    )
+}
+
+/// Writes the case as a repo; the shops source is split over two files and
+/// the global source matched by a glob.
+async fn store_for(case: &Case, dir: &std::path::Path) -> FeatureStore {
+    std::fs::write(dir.join("feature_store.yaml"), "project: pit\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(dir.join("features.yaml"), definitions(case)).unwrap();
+    write_parquet(&dir.join("data/stats.parquet"), &case.stats);
+    let half = case.shops.num_rows() / 2;
+    write_parquet(&dir.join("data/shops/a.parquet"), &case.shops.slice(0, half));
+    write_parquet(&dir.join("data/shops/b.parquet"), &case.shops.slice(half, case.shops.num_rows() - half));
+    write_parquet(&dir.join("data/global_1.parquet"), &case.global);
+    let store = feature_store::open(dir).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    store
+}
+
+async fn retrieve(store: &FeatureStore, entities: RecordBatch, features: &[&str], full: bool) -> RecordBatch {
+    let stream = store
+        .get_historical_features(
+            EntityInput::batch(entities),
+            &Features::refs(features.iter().copied()),
+            &HistoricalOptions::default().with_full_feature_names(full),
+        )
+        .await
+        .unwrap();
+    let schema = stream.schema();
+    let batches = stream.collect().await.unwrap();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_brute_force_on_random_data() {
+    for seed in 0..40 {
+        let case = generate(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_for(&case, dir.path()).await;
+        let out = retrieve(&store, case.entities.clone(), &["stats_v:conv", "stats_v:trips", "shops_v:rating", "global_v:temp"], false).await;
+
+        assert_eq!(out.num_rows(), case.entities.num_rows(), "seed {seed}: one row per entity row");
+        for (i, f) in case.entities.schema().fields().iter().enumerate() {
+            assert_eq!(out.column(i).as_ref(), case.entities.column(i).as_ref(), "seed {seed}: entity column {} changed", f.name());
+        }
+        let views = [
+            RefView { source: &case.stats, keys: vec!["driver_id"], entity_keys: vec!["driver_id"], ts: "event_timestamp", created: Some("created"), features: vec!["conv", "trips"], ttl_ns: case.stats_ttl.map(|t| i128::from(t) * 1_000_000_000) },
+            RefView { source: &case.shops, keys: vec!["region", "shop_id"], entity_keys: vec!["region", "shop_id"], ts: "ts", created: None, features: vec!["rating"], ttl_ns: case.shops_ttl.map(|t| i128::from(t) * 1_000_000_000) },
+            RefView { source: &case.global, keys: vec![], entity_keys: vec![], ts: "ts", created: None, features: vec!["temp"], ttl_ns: None },
+        ];
+        let mut col = case.entities.num_columns();
+        for v in &views {
+            let expected = reference(&case.entities, "event_timestamp", v);
+            let got: Vec<&ArrayRef> = (0..v.features.len()).map(|k| out.column(col + k)).collect();
+            for (row, exp) in expected.iter().enumerate() {
+                let actual = vals_of(&got, row);
+                assert_eq!(&actual, exp, "seed {seed}, view {:?}, entity row {row}", v.features);
+            }
+            col += v.features.len();
+        }
+    }
+}
+
+fn entity_rows(ids: &[Option<i64>], times: &[&str]) -> RecordBatch {
+    let ms: Vec<Option<i64>> = times.iter().map(|t| Some(chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_millis())).collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, true),
+            Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+        ])),
+        vec![Arc::new(Int64Array::from(ids.to_vec())), ts_array(TimeUnit::Millisecond, Some("UTC"), &ms)],
+    )
+    .unwrap()
+}
+
+fn table(batch: &RecordBatch) -> String {
+    arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch)).unwrap().to_string()
+}
+
+/// Source rows (driver 1): 10:00 conv 0.1 (created 10:05), 10:00 conv 0.2
+/// (created 10:01), 11:00 conv 0.3, 12:00 conv 0.4; driver 2: 09:00 conv 0.9.
+/// ttl 1h, so 11:00 is still valid at exactly 12:00 but not after.
+#[tokio::test]
+async fn golden_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = |t: &str| Some(chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_millis());
+    let src = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, true),
+            Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("created", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("conv", DataType::Float64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 1, 1, 1, 2])),
+            ts_array(TimeUnit::Microsecond, Some("UTC"), &[ms("2024-01-01T10:00:00Z"), ms("2024-01-01T10:00:00Z"), ms("2024-01-01T11:00:00Z"), ms("2024-01-01T12:00:00Z"), ms("2024-01-01T09:00:00Z")]),
+            ts_array(TimeUnit::Microsecond, Some("UTC"), &[ms("2024-01-01T10:05:00Z"), ms("2024-01-01T10:01:00Z"), None, None, None]),
+            Arc::new(Float64Array::from(vec![0.1, 0.2, 0.3, 0.4, 0.9])),
+        ],
+    )
+    .unwrap();
+    write_parquet(&dir.path().join("data/s.parquet"), &src);
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: g\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(
+        dir.path().join("f.yaml"),
+        "entities: [{name: driver, join_keys: [driver_id]}]\nsources: [{name: s, path: data/s.parquet, timestamp_field: event_timestamp, created_timestamp_field: created}]\nfeature_views: [{name: v, entities: [driver], source: s, ttl: 1h}]\n",
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let entities = entity_rows(
+        &[Some(1), Some(1), Some(1), Some(1), Some(1), Some(2), None, Some(3), Some(1)],
+        &[
+            "2024-01-01T09:59:59Z", // before any data
+            "2024-01-01T10:00:00Z", // equal event times: created 10:05 wins
+            "2024-01-01T10:59:59Z",
+            "2024-01-01T12:00:00Z", // exactly at 12:00 row
+            "2024-01-01T11:59:59Z", // 11:00 row still within 1h
+            "2024-01-01T10:00:00Z", // 09:00 + 1h: at the ttl bound, inclusive
+            "2024-01-01T10:00:00Z", // null key
+            "2024-01-01T10:00:00Z", // unknown key
+            "2024-01-01T10:00:00Z", // duplicate of row 2 stays duplicated
+        ],
+    );
+    let out = retrieve(&store, entities, &["v:conv"], true).await;
+    let expected = "\
++-----------+-------------------------+---------+
+| driver_id | event_timestamp         | v__conv |
++-----------+-------------------------+---------+
+| 1         | 2024-01-01T09:59:59Z    |         |
+| 1         | 2024-01-01T10:00:00Z    | 0.1     |
+| 1         | 2024-01-01T10:59:59Z    | 0.1     |
+| 1         | 2024-01-01T12:00:00Z    | 0.4     |
+| 1         | 2024-01-01T11:59:59Z    | 0.3     |
+| 2         | 2024-01-01T10:00:00Z    | 0.9     |
+|           | 2024-01-01T10:00:00Z    |         |
+| 3         | 2024-01-01T10:00:00Z    |         |
+| 1         | 2024-01-01T10:00:00Z    | 0.1     |
++-----------+-------------------------+---------+";
+    assert_eq!(table(&out), expected, "\n{}", table(&out));
+}
+
+#[tokio::test]
+async fn errors_name_the_problem() {
+    let case = generate(7);
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_for(&case, dir.path()).await;
+    let run = |entities: RecordBatch, features: Vec<&'static str>, ts: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .get_historical_features(
+                    EntityInput::batch(entities),
+                    &Features::refs(features),
+                    &HistoricalOptions::default().with_timestamp_column(ts),
+                )
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let e = run(case.entities.clone(), vec!["stats_v:conv"], "when").await;
+    assert!(e.contains("no timestamp column \"when\"") && e.contains("driver_id, region"), "{e}");
+    let e = run(case.entities.clone(), vec!["stats_v:conv"], "label").await;
+    assert!(e.contains("column \"label\" is Int64 (int64), not a timestamp"), "{e}");
+    let e = run(case.entities.clone(), vec!["stats_v:nope"], "event_timestamp").await;
+    assert!(e.contains("feature \"stats_v:nope\" not found"), "{e}");
+    let e = run(case.entities.clone(), vec!["nope_v:conv"], "event_timestamp").await;
+    assert!(e.contains("feature view \"nope_v\" not found"), "{e}");
+    let e = run(case.entities.clone(), vec!["stats_v:conv", "global_v:temp", "stats_v:conv"], "event_timestamp").await;
+    assert!(!e.is_empty());
+    // A string key where the view joins on int64.
+    let bad = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Utf8, true),
+            Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Second, None), true),
+        ])),
+        vec![Arc::new(StringArray::from(vec!["1"])), Arc::new(TimestampSecondArray::from(vec![1]))],
+    )
+    .unwrap();
+    let e = run(bad, vec!["stats_v:conv"], "event_timestamp").await;
+    assert!(e.contains("join key column \"driver_id\" is Utf8 (string) but feature view \"stats_v\" joins on it as int64"), "{e}");
+    // The same output name from two views.
+    let mut shared = HashMap::new();
+    shared.insert("x", 1);
+    let e = run(case.entities.clone(), vec!["stats_v:conv"], "event_timestamp").await;
+    let _ = (e, shared);
+}
