@@ -16,3 +16,7 @@ echo; echo "\$ feature-store apply";           fs apply
 echo; echo "\$ feature-store list views";      fs list views
 echo; echo "\$ feature-store list services";   fs list services
 echo; echo "\$ feature-store describe driver_hourly_stats"; fs describe driver_hourly_stats
+echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet"
+(cd "$REPO" && ../target/debug/feature-store historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet) 2>&1 || true
+echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate"
+fs historical --entities "$REPO/data/driver_orders.parquet" --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate

@@ -62,13 +62,50 @@ pub(crate) fn scaffold(dir: &Path, project: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("data")).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("feature_store.yaml"), CONFIG.replace("{project}", project))?;
     std::fs::write(dir.join("features.yaml"), DEFINITIONS)?;
-    write_driver_stats(&dir.join("data/driver_stats.parquet"))
+    let end = Utc::now().duration_trunc(TimeDelta::hours(1))?;
+    write_driver_stats(&dir.join("data/driver_stats.parquet"), end)?;
+    write_orders(&dir.join("data/driver_orders.parquet"), end)
+}
+
+/// An entity table: orders whose features a model trains on, at times
+/// spread over the same week (some before any data, some exactly on the hour).
+fn write_orders(path: &Path, end: chrono::DateTime<Utc>) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let n = 12;
+    let mut ids = Vec::new();
+    let mut ts = Vec::new();
+    let mut label = Vec::new();
+    for i in 0..n {
+        ids.push(1001 + (i % 5) as i64);
+        let minutes = rng.random_range(0..8 * 24 * 60);
+        ts.push((end - TimeDelta::minutes(minutes)).timestamp_micros());
+        label.push(rng.random_range(0..2i64));
+    }
+    let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts_type, false),
+        Field::new("trip_completed", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids)),
+        Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        Arc::new(Int64Array::from(label)),
+    ];
+    write(path, RecordBatch::try_new(schema, columns)?)
+}
+
+fn write(path: &Path, batch: RecordBatch) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
 }
 
 /// Hourly stats for five drivers over the last seven days, from a fixed seed
 /// so every demo repo holds the same values relative to its creation hour.
-fn write_driver_stats(path: &Path) -> anyhow::Result<()> {
-    let end = Utc::now().duration_trunc(TimeDelta::hours(1))?;
+fn write_driver_stats(path: &Path, end: chrono::DateTime<Utc>) -> anyhow::Result<()> {
     let hours = 7 * 24;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let (mut ids, mut ts, mut created, mut conv, mut acc, mut trips) = (vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -100,10 +137,5 @@ fn write_driver_stats(path: &Path) -> anyhow::Result<()> {
         Arc::new(Float32Array::from(acc)),
         Arc::new(Int64Array::from(trips)),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema, None)?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(())
+    write(path, RecordBatch::try_new(schema, columns)?)
 }

@@ -1,5 +1,6 @@
 //! `feature-store`: the command-line tool for pipelines and people.
 
+mod historical;
 mod init;
 mod output;
 
@@ -42,6 +43,32 @@ enum Command {
     List {
         /// Which kind.
         kind: Kind,
+    },
+    /// Build a point-in-time correct training set: each entity row with every
+    /// requested feature as of the row's timestamp.
+    Historical {
+        /// Entity rows: a Parquet or CSV file, folder or URL, or a SQL query
+        /// (starting with SELECT or WITH) over the project's sources.
+        #[arg(long)]
+        entities: String,
+        /// Feature references, comma-separated: view:feature or whole views.
+        #[arg(long, value_delimiter = ',', conflicts_with = "service", required_unless_present = "service")]
+        features: Vec<String>,
+        /// A feature service instead of --features.
+        #[arg(long)]
+        service: Option<String>,
+        /// Output file (.parquet or .csv); without it the rows are printed.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Name features view__feature.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// The entity table's timestamp column.
+        #[arg(long, default_value = "event_timestamp")]
+        timestamp_column: String,
+        /// Memory limit for the join, e.g. 2GiB (overrides offline_store.memory_limit).
+        #[arg(long)]
+        memory_limit: Option<String>,
     },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
@@ -122,6 +149,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Kind::Views => output::views(&store.list_feature_views().await?, cli.json),
                 Kind::Services => output::services(&store.list_feature_services().await?, cli.json),
             }
+        }
+        Command::Historical {
+            entities,
+            features,
+            service,
+            output,
+            full_feature_names,
+            timestamp_column,
+            memory_limit,
+        } => {
+            let mut config = feature_store::RepoConfig::load(&cli.repo)?;
+            if memory_limit.is_some() {
+                config.offline_store.memory_limit = memory_limit;
+            }
+            let store = feature_store::from_config(config)?;
+            let features = match service {
+                Some(s) => feature_store::Features::service(s),
+                None => feature_store::Features::refs(features),
+            };
+            let options = feature_store::HistoricalOptions::default()
+                .with_full_feature_names(full_feature_names)
+                .with_timestamp_column(timestamp_column);
+            historical::run(&store, &entities, &features, &options, output.as_deref(), cli.json).await
         }
         Command::Export => {
             let store = feature_store::open(&cli.repo)?;

@@ -42,8 +42,8 @@
 #![warn(missing_docs)]
 
 pub mod duration;
-pub mod historical;
 mod error;
+pub mod historical;
 pub mod model;
 pub mod offline;
 pub mod registry;
@@ -53,7 +53,7 @@ pub mod testing;
 mod value_type;
 
 pub use error::{BoxError, Error, Problem, Result};
-pub use repo::{Definitions, RepoConfig};
 pub use historical::{BatchStream, EntityInput, HistoricalOptions};
+pub use repo::{Definitions, RepoConfig};
 pub use store::{Described, FeatureStore, FeatureStoreBuilder, Features};
 pub use value_type::{UTC, ValueType, describe_arrow, timestamp_type};

@@ -196,12 +196,8 @@ impl FeatureStore {
     ) -> Result<BatchStream> {
         let views = self.resolve_views(features, options.full_feature_names).await?;
         let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
-        let request = HistoricalRequest {
-            entities,
-            views,
-            timestamp_column: options.timestamp_column.clone(),
-            sources,
-        };
+        let request =
+            HistoricalRequest { entities, views, timestamp_column: options.timestamp_column.clone(), sources };
         self.inner.offline.get_historical_features(request).await
     }
 

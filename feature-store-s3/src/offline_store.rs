@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
-use feature_store_core::model::DataSource;
 use feature_store_core::historical::{BatchStream, HistoricalRequest};
+use feature_store_core::model::DataSource;
 use feature_store_core::offline::{OfflineStore, SourceSchema};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use object_store::ObjectStoreExt;

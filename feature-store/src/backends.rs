@@ -24,10 +24,10 @@ pub fn from_config(config: RepoConfig) -> Result<FeatureStore> {
         "file" | "parquet" | "s3" => {
             let limit = match &config.offline_store.memory_limit {
                 None => None,
-                Some(text) => Some(parse_size(text).map_err(|message| Error::Config {
-                    location: "offline_store.memory_limit".into(),
-                    message,
-                })?),
+                Some(text) => Some(
+                    parse_size(text)
+                        .map_err(|message| Error::Config { location: "offline_store.memory_limit".into(), message })?,
+                ),
             };
             Arc::new(
                 ParquetOfflineStore::new(base.clone(), config.offline_store.storage_options.clone())

@@ -129,9 +129,8 @@ impl ExecutionPlan for AsOfJoinExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [left, right]: [Arc<dyn ExecutionPlan>; 2] = children
-            .try_into()
-            .map_err(|_| DataFusionError::Internal("AsOfJoinExec takes two children".into()))?;
+        let [left, right]: [Arc<dyn ExecutionPlan>; 2] =
+            children.try_into().map_err(|_| DataFusionError::Internal("AsOfJoinExec takes two children".into()))?;
         Ok(Arc::new(Self::new(left, right, (*self.spec).clone())))
     }
 
@@ -282,8 +281,7 @@ struct Indexed {
 
 impl BuildSide {
     async fn collect(right: Arc<dyn ExecutionPlan>, context: Arc<TaskContext>, spec: Arc<AsOfSpec>) -> Result<Self> {
-        let reservation =
-            MemoryConsumer::new(format!("AsOfJoin[{}]", spec.view)).register(context.memory_pool());
+        let reservation = MemoryConsumer::new(format!("AsOfJoin[{}]", spec.view)).register(context.memory_pool());
         let schema = right.schema();
         let mut stream = execute_stream(right, context)?;
         let mut batches = Vec::new();
@@ -350,7 +348,10 @@ fn resolve_ties(entries: &mut [(u32, i128, i128, u32)], batch: &RecordBatch, fea
     let mut runs = Vec::new();
     let mut start = 0;
     for i in 1..=entries.len() {
-        let same = i < entries.len() && entries[i].0 == entries[start].0 && entries[i].1 == entries[start].1 && entries[i].2 == entries[start].2;
+        let same = i < entries.len()
+            && entries[i].0 == entries[start].0
+            && entries[i].1 == entries[start].1
+            && entries[i].2 == entries[start].2;
         if !same {
             if i - start > 1 {
                 runs.push(start..i);

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
-use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Expr, cast, ident, lit};
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::TaskContext;
 use datafusion::functions_aggregate::expr_fn::{max, min};
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::logical_expr::{Expr, cast, ident, lit};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext};
 use feature_store_core::historical::{BatchStream, EntityInput, HistoricalRequest, ViewRequest, check_output_names};
@@ -32,16 +32,17 @@ struct Bounds {
     max: i128,
 }
 
-pub(crate) async fn get_historical_features(store: &ParquetOfflineStore, req: HistoricalRequest) -> CoreResult<BatchStream> {
+pub(crate) async fn get_historical_features(
+    store: &ParquetOfflineStore,
+    req: HistoricalRequest,
+) -> CoreResult<BatchStream> {
     if req.views.is_empty() {
         return Err(CoreError::InvalidArgument("no features requested".into()));
     }
     let ctx = session(store.memory_limit, store.target_partitions)?;
     // The entity side is scanned in one partition so its row order is the input order.
-    let entity_ctx = SessionContext::new_with_config_rt(
-        ctx.copied_config().with_target_partitions(1),
-        ctx.runtime_env(),
-    );
+    let entity_ctx =
+        SessionContext::new_with_config_rt(ctx.copied_config().with_target_partitions(1), ctx.runtime_env());
     let ts_col = req.timestamp_column.clone();
     let (entity_plan, bounds) = entity_plan(store, &entity_ctx, req.entities, &ts_col, &req.sources).await?;
     let schema = entity_plan.schema();
@@ -64,7 +65,10 @@ fn entity_timestamp(schema: &SchemaRef, column: &str) -> CoreResult<usize> {
     let (i, field) = schema.column_with_name(column).ok_or_else(|| {
         CoreError::data(
             "entity table",
-            format!("no timestamp column \"{column}\"; its columns are: {}; name it with the timestamp column option", columns()),
+            format!(
+                "no timestamp column \"{column}\"; its columns are: {}; name it with the timestamp column option",
+                columns()
+            ),
         )
     })?;
     if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
@@ -135,12 +139,15 @@ async fn view_plan(
         select.push(cast(ident(src_col), target).alias(format!("__key{i}")));
     }
 
-    let ts_type = source_schema
-        .field_with_name(&source.timestamp_field)
-        .map(|f| f.data_type().clone())
-        .map_err(|_| CoreError::data(&context, format!("timestamp column \"{}\" is missing", source.timestamp_field)))?;
+    let ts_type =
+        source_schema.field_with_name(&source.timestamp_field).map(|f| f.data_type().clone()).map_err(|_| {
+            CoreError::data(&context, format!("timestamp column \"{}\" is missing", source.timestamp_field))
+        })?;
     let DataType::Timestamp(unit, tz) = &ts_type else {
-        return Err(CoreError::data(&context, format!("timestamp column \"{}\" is {ts_type}, not a timestamp", source.timestamp_field)));
+        return Err(CoreError::data(
+            &context,
+            format!("timestamp column \"{}\" is {ts_type}, not a timestamp", source.timestamp_field),
+        ));
     };
     select.push(ident(&source.timestamp_field).alias("__event_ts"));
     if let Some(c) = &source.created_timestamp_field {
@@ -148,8 +155,10 @@ async fn view_plan(
     }
     let mut features = Vec::new();
     for (f, out) in view.features.iter().zip(&view.output_names) {
-        let field = view.view.feature(f).ok_or_else(|| {
-            CoreError::NotFound { kind: "feature", name: format!("{name}:{f}"), hint: None }
+        let field = view.view.feature(f).ok_or_else(|| CoreError::NotFound {
+            kind: "feature",
+            name: format!("{name}:{f}"),
+            hint: None,
         })?;
         let dt = field.dtype.to_arrow();
         select.push(cast(ident(source.source_column(f)), dt.clone()).alias(out));
@@ -266,8 +275,8 @@ async fn entity_plan(
                 }
                 _ => None,
             };
-            let plan = MemorySourceConfig::try_new_exec(&[batches], schema, None)
-                .map_err(|e| df_error("entity table", e))?;
+            let plan =
+                MemorySourceConfig::try_new_exec(&[batches], schema, None).map_err(|e| df_error("entity table", e))?;
             Ok((plan, bounds))
         }
         EntityInput::Stream(stream) => {
@@ -279,7 +288,8 @@ async fn entity_plan(
         }
         EntityInput::Path(path) => {
             let context = format!("entity table {path}");
-            let resolved = resolve(&path, &store.base_dir, &store.options).map_err(|e| CoreError::data(&context, e.to_string()))?;
+            let resolved = resolve(&path, &store.base_dir, &store.options)
+                .map_err(|e| CoreError::data(&context, e.to_string()))?;
             register_store(ctx, &resolved)?;
             let url = if is_url(&path) { path.clone() } else { resolved.url.clone() };
             let df = if path.to_ascii_lowercase().ends_with(".csv") {
@@ -298,11 +308,17 @@ async fn entity_plan(
             let df = ctx.sql(&query).await.map_err(|e| df_error("entity query", e))?;
             dataframe_plan(df, ts_col, "entity query").await
         }
-        other => Err(CoreError::Unsupported(format!("entity input {other:?} is not supported by the Parquet offline store"))),
+        other => {
+            Err(CoreError::Unsupported(format!("entity input {other:?} is not supported by the Parquet offline store")))
+        }
     }
 }
 
-async fn dataframe_plan(df: DataFrame, ts_col: &str, context: &str) -> CoreResult<(Arc<dyn ExecutionPlan>, Option<Bounds>)> {
+async fn dataframe_plan(
+    df: DataFrame,
+    ts_col: &str,
+    context: &str,
+) -> CoreResult<(Arc<dyn ExecutionPlan>, Option<Bounds>)> {
     let is_ts = df
         .schema()
         .as_arrow()

@@ -22,7 +22,10 @@ pub(crate) fn unit_nanos(unit: TimeUnit) -> i128 {
 /// The instants of a timestamp column; `None` for nulls. Panics if the
 /// column is not a timestamp (callers check types when planning).
 pub(crate) fn instants(array: &ArrayRef) -> Vec<Option<i128>> {
-    fn conv<T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>>(a: &ArrayRef, mul: i128) -> Vec<Option<i128>> {
+    fn conv<T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>>(
+        a: &ArrayRef,
+        mul: i128,
+    ) -> Vec<Option<i128>> {
         let p = a.as_primitive::<T>();
         if p.null_count() == 0 {
             p.values().iter().map(|v| Some(i128::from(*v) * mul)).collect()

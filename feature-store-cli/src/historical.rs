@@ -1,0 +1,88 @@
+//! `feature-store historical`: stream a training set to a file or the terminal.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
+use feature_store::{EntityInput, FeatureStore, Features, HistoricalOptions};
+use futures::StreamExt;
+
+fn entity_input(text: &str) -> EntityInput {
+    let head = text.trim_start().get(..7).unwrap_or_default().to_ascii_uppercase();
+    if head.starts_with("SELECT ") || head.starts_with("WITH ") {
+        EntityInput::Sql(text.to_owned())
+    } else if text.contains("://") {
+        EntityInput::Path(text.to_owned())
+    } else {
+        // Paths typed on the command line are relative to the shell's folder, not the repo.
+        let abs = std::path::absolute(text).map_or_else(|_| text.to_owned(), |p| p.display().to_string());
+        EntityInput::Path(abs)
+    }
+}
+
+enum Sink {
+    Parquet(parquet::arrow::ArrowWriter<std::fs::File>),
+    Csv(arrow::csv::Writer<std::fs::File>),
+    Terminal(Vec<RecordBatch>),
+}
+
+pub(crate) async fn run(
+    store: &FeatureStore,
+    entities: &str,
+    features: &Features,
+    options: &HistoricalOptions,
+    output: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut stream = store.get_historical_features(entity_input(entities), features, options).await?;
+    let schema = stream.schema();
+    let mut sink = match output {
+        None => Sink::Terminal(Vec::new()),
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+                Some("parquet") | Some("pq") => {
+                    Sink::Parquet(parquet::arrow::ArrowWriter::try_new(file, schema, None)?)
+                }
+                Some("csv") => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
+                _ => bail!("output {}: use a .parquet or .csv file name", path.display()),
+            }
+        }
+    };
+    let mut rows = 0usize;
+    let mut last_report = Instant::now();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        match &mut sink {
+            Sink::Parquet(w) => w.write(&batch)?,
+            Sink::Csv(w) => w.write(&batch)?,
+            Sink::Terminal(all) => all.push(batch),
+        }
+        if last_report.elapsed() > Duration::from_secs(2) && output.is_some() {
+            eprintln!("... {rows} rows, {:.1}s", started.elapsed().as_secs_f64());
+            last_report = Instant::now();
+        }
+    }
+    match sink {
+        Sink::Parquet(w) => {
+            w.close()?;
+        }
+        Sink::Csv(w) => drop(w),
+        Sink::Terminal(all) => {
+            println!("{}", arrow::util::pretty::pretty_format_batches(&all)?);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        eprintln!("{}", serde_json::json!({ "rows": rows, "seconds": secs, "output": output }));
+    } else {
+        eprintln!(
+            "historical: {rows} rows{} in {secs:.2}s",
+            output.map(|p| format!(" written to {}", p.display())).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
