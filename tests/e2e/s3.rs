@@ -49,6 +49,26 @@ feature_views:
     );
     assert_eq!(p.entity("driver").unwrap().join_keys[0].dtype.as_ref().unwrap().to_string(), "int64");
 
+    // Point-in-time retrieval reads the hive folder, the glob and the file from S3.
+    let entities = drivers_batch().project(&[0, 1]).unwrap();
+    let out = fs
+        .get_historical_features(
+            feature_store::EntityInput::batch(entities.clone()),
+            &feature_store::Features::refs(["by_folder:conv_rate", "by_glob:trips", "by_file:city"]),
+            &feature_store::HistoricalOptions::default(),
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let out = arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+    assert_eq!(out.num_rows(), 2);
+    let names: Vec<String> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["driver_id", "event_timestamp", "conv_rate", "trips", "city"]);
+    let city = out.column(4).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    assert_eq!((city.value(0), city.value(1)), ("a", "b"));
+
     // A missing object on S3 is reported with its URL.
     let bad = "sources:\n  - {name: single, path: \"s3://features/nothing/here.parquet\", timestamp_field: event_timestamp}\n";
     let err = fs.apply(&Definitions::from_yaml(bad, "bad.yaml").unwrap(), ApplyMode::Merge).await.unwrap_err();
