@@ -574,19 +574,36 @@ async fn entity_inputs_agree() {
         let schema = s.schema();
         concat_batches(&schema, &s.collect().await.unwrap()).unwrap()
     };
-    let expected = collect(store.get_historical_features(EntityInput::batch(case.entities.clone()), &features, &opts).await.unwrap()).await;
+    let expected = collect(
+        store.get_historical_features(EntityInput::batch(case.entities.clone()), &features, &opts).await.unwrap(),
+    )
+    .await;
 
-    let stream = feature_store::BatchStream::from_batches(case.entities.schema(), vec![case.entities.slice(0, 3), case.entities.slice(3, case.entities.num_rows() - 3)]);
-    let got = collect(store.get_historical_features(EntityInput::Stream(stream), &features, &opts).await.unwrap()).await;
+    let stream = feature_store::BatchStream::from_batches(
+        case.entities.schema(),
+        vec![case.entities.slice(0, 3), case.entities.slice(3, case.entities.num_rows() - 3)],
+    );
+    let got =
+        collect(store.get_historical_features(EntityInput::Stream(stream), &features, &opts).await.unwrap()).await;
     assert_eq!(got, expected);
 
     write_parquet(&dir.path().join("entities.parquet"), &case.entities);
-    let got = collect(store.get_historical_features(EntityInput::Path("entities.parquet".into()), &features, &opts).await.unwrap()).await;
+    let got = collect(
+        store.get_historical_features(EntityInput::Path("entities.parquet".into()), &features, &opts).await.unwrap(),
+    )
+    .await;
     assert_eq!(got, expected, "relative paths resolve against the repo root");
 
     // SQL over the registered sources: entity rows straight from the stats source.
-    let q = "SELECT driver_id, event_timestamp FROM stats WHERE driver_id IS NOT NULL ORDER BY driver_id, event_timestamp";
-    let got = collect(store.get_historical_features(EntityInput::Sql(q.into()), &Features::refs(["stats_v:trips"]), &opts).await.unwrap()).await;
+    let q =
+        "SELECT driver_id, event_timestamp FROM stats WHERE driver_id IS NOT NULL ORDER BY driver_id, event_timestamp";
+    let got = collect(
+        store
+            .get_historical_features(EntityInput::Sql(q.into()), &Features::refs(["stats_v:trips"]), &opts)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got.num_rows(), case.stats.column(0).len() - case.stats.column(0).null_count());
     assert_eq!(got.schema().field(2).name(), "trips");
 }
@@ -595,16 +612,71 @@ async fn entity_inputs_agree() {
 async fn full_feature_names_and_feature_service() {
     let case = generate(5);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("svc.yaml"), "feature_services:\n  - {name: svc, features: [stats_v, \"global_v:temp\"]}\n").unwrap();
+    std::fs::write(
+        dir.path().join("svc.yaml"),
+        "feature_services:\n  - {name: svc, features: [stats_v, \"global_v:temp\"]}\n",
+    )
+    .unwrap();
     let store = store_for(&case, dir.path()).await;
     let out = retrieve(&store, case.entities.clone(), &["stats_v", "shops_v:rating"], true).await;
-    let names: Vec<String> = out.schema().fields().iter().skip(case.entities.num_columns()).map(|f| f.name().clone()).collect();
+    let names: Vec<String> =
+        out.schema().fields().iter().skip(case.entities.num_columns()).map(|f| f.name().clone()).collect();
     assert_eq!(names, ["stats_v__conv", "stats_v__trips", "shops_v__rating"]);
     let via_service = store
-        .get_historical_features(EntityInput::batch(case.entities.clone()), &Features::service("svc"), &HistoricalOptions::default())
+        .get_historical_features(
+            EntityInput::batch(case.entities.clone()),
+            &Features::service("svc"),
+            &HistoricalOptions::default(),
+        )
         .await
         .unwrap();
-    let names: Vec<String> = via_service.schema().fields().iter().skip(case.entities.num_columns()).map(|f| f.name().clone()).collect();
+    let names: Vec<String> =
+        via_service.schema().fields().iter().skip(case.entities.num_columns()).map(|f| f.name().clone()).collect();
     assert_eq!(names, ["conv", "trips", "temp"]);
-    assert_eq!(via_service.collect().await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>(), case.entities.num_rows());
+    assert_eq!(
+        via_service.collect().await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>(),
+        case.entities.num_rows()
+    );
+}
+
+/// Under a memory limit too small for a view's feature rows the join stops
+/// with an error naming the view and the setting (spilling is not built yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_is_enforced_with_a_clear_error() {
+    // A case where many entity rows do find feature rows.
+    let stats_view = |c: &Case| {
+        reference(
+            &c.entities,
+            "event_timestamp",
+            &RefView {
+                source: &c.stats,
+                keys: vec!["driver_id"],
+                entity_keys: vec!["driver_id"],
+                ts: "event_timestamp",
+                created: Some("created"),
+                features: vec!["conv"],
+                ttl_ns: c.stats_ttl.map(|t| i128::from(t) * 1_000_000_000),
+            },
+        )
+    };
+    let case = (0..).map(generate).find(|c| stats_view(c).iter().filter(|r| r[0] != Val::Null).count() > 50).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_for(&case, dir.path()).await;
+    let mut config = store.config().clone();
+    config.offline_store.memory_limit = Some("2KiB".into());
+    let limited = feature_store::from_config(config).unwrap();
+    let result = async {
+        limited
+            .get_historical_features(
+                EntityInput::batch(case.entities.clone()),
+                &Features::refs(["stats_v:conv"]),
+                &HistoricalOptions::default(),
+            )
+            .await?
+            .collect()
+            .await
+    }
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("out of memory") && err.contains("memory_limit"), "{err}");
 }

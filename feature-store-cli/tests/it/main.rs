@@ -169,7 +169,10 @@ fn historical_to_files_and_terminal() {
     let entities = entities.to_str().unwrap();
 
     let out = tmp.path().join("train.parquet");
-    let run = cli(&repo, &["historical", "--entities", entities, "--service", "driver_activity", "--output", out.to_str().unwrap()]);
+    let run = cli(
+        &repo,
+        &["historical", "--entities", entities, "--service", "driver_activity", "--output", out.to_str().unwrap()],
+    );
     ok(&run);
     let summary = String::from_utf8_lossy(&run.stderr);
     assert!(summary.contains("historical: 12 rows written to"), "{summary}");
@@ -179,19 +182,43 @@ fn historical_to_files_and_terminal() {
     assert_eq!(names, ["driver_id", "event_timestamp", "trip_completed", "conv_rate", "avg_daily_trips"]);
 
     let csv = tmp.path().join("train.csv");
-    ok(&cli(&repo, &["historical", "--entities", entities, "--features", "driver_hourly_stats:acc_rate", "--full-feature-names", "--output", csv.to_str().unwrap()]));
+    ok(&cli(
+        &repo,
+        &[
+            "historical",
+            "--entities",
+            entities,
+            "--features",
+            "driver_hourly_stats:acc_rate",
+            "--full-feature-names",
+            "--output",
+            csv.to_str().unwrap(),
+        ],
+    ));
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with("driver_id,event_timestamp,trip_completed,driver_hourly_stats__acc_rate\n"), "{text}");
     assert_eq!(text.lines().count(), 13);
 
     // SQL entity query over the sources, printed as a table.
     let sql = "SELECT driver_id, max(event_timestamp) AS event_timestamp FROM driver_stats GROUP BY driver_id ORDER BY driver_id";
-    let table = ok(&cli(&repo, &["historical", "--entities", sql, "--features", "driver_hourly_stats:avg_daily_trips"]));
+    let table =
+        ok(&cli(&repo, &["historical", "--entities", sql, "--features", "driver_hourly_stats:avg_daily_trips"]));
     assert!(table.contains("| 1001      |") && table.contains("avg_daily_trips"), "{table}");
     assert_eq!(table.lines().filter(|l| l.starts_with("| 10")).count(), 5, "{table}");
 
     let err = fail(&cli(&repo, &["historical", "--entities", entities, "--features", "driver_hourly_stats:nope"]));
     assert!(err.contains("feature \"driver_hourly_stats:nope\" not found"), "{err}");
-    let err = fail(&cli(&repo, &["historical", "--entities", entities, "--features", "driver_hourly_stats:conv_rate", "--timestamp-column", "ts"]));
+    let err = fail(&cli(
+        &repo,
+        &[
+            "historical",
+            "--entities",
+            entities,
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--timestamp-column",
+            "ts",
+        ],
+    ));
     assert!(err.contains("no timestamp column \"ts\""), "{err}");
 }
