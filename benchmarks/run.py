@@ -1,0 +1,79 @@
+"""Runs the point-in-time join on the same files with this project, DuckDB
+(ASOF LEFT JOIN, one per view, chained) and Polars (join_asof by key), each in
+its own process; prints wall time, rows/s, peak RSS and ratios to this project.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+DUCKDB = r'''
+import duckdb, sys, os
+d, views, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+con = duckdb.connect()
+q = "SELECT e.*"
+for v in range(views):
+    q += f", v{v}.* EXCLUDE (driver_id, event_timestamp)"
+q += f" FROM read_parquet('{d}/data/entities.parquet') e"
+for v in range(views):
+    q += f" ASOF LEFT JOIN read_parquet('{d}/data/view_{v}.parquet') v{v} ON e.driver_id = v{v}.driver_id AND e.event_timestamp >= v{v}.event_timestamp"
+con.execute(f"COPY ({q}) TO '{out}' (FORMAT parquet)")
+'''
+
+POLARS = r'''
+import polars as pl, sys
+d, views, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+e = pl.read_parquet(f"{d}/data/entities.parquet").sort("event_timestamp")
+for v in range(views):
+    f = pl.read_parquet(f"{d}/data/view_{v}.parquet").sort("event_timestamp")
+    e = e.join_asof(f, on="event_timestamp", by="driver_id", strategy="backward")
+e.write_parquet(out)
+'''
+
+
+def timed(cmd, cwd=None):
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, rusage = os.wait4(proc.pid, 0)[1:]
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    status = proc.returncode if proc.returncode is not None else 0
+    return wall, rusage.ru_maxrss / 1024, err, status
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--views", type=int, default=5)
+    ap.add_argument("--rows", type=int, required=True)
+    ap.add_argument("--memory-limit")
+    a = ap.parse_args()
+    d = os.path.abspath(a.dir)
+    subprocess.run([a.binary, "--repo", d, "apply"], check=True, stdout=subprocess.DEVNULL)
+    features = ",".join(f"view_{v}" for v in range(a.views))
+    ours = [a.binary, "--repo", d, "historical", "--entities", f"{d}/data/entities.parquet",
+            "--features", features, "--output", f"{d}/out_ours.parquet"]
+    if a.memory_limit:
+        ours += ["--memory-limit", a.memory_limit]
+    runs = [
+        ("feature-store", ours),
+        ("duckdb ASOF", [sys.executable, "-c", DUCKDB, d, str(a.views), f"{d}/out_duckdb.parquet"]),
+        ("polars join_asof", [sys.executable, "-c", POLARS, d, str(a.views), f"{d}/out_polars.parquet"]),
+    ]
+    results = []
+    for name, cmd in runs:
+        wall, rss, err, status = timed(cmd)
+        ok = "ok" if not err.lower().count("error") else "FAILED: " + err.strip().splitlines()[-1]
+        results.append((name, wall, rss, ok))
+    base = results[0][1]
+    print(f"{'tool':<18} {'wall s':>8} {'rows/s':>12} {'peak RSS MiB':>13} {'time / ours':>12}  status")
+    for name, wall, rss, ok in results:
+        print(f"{name:<18} {wall:>8.2f} {a.rows / wall:>12,.0f} {rss:>13,.0f} {wall / base:>12.2f}  {ok}")
+
+
+if __name__ == "__main__":
+    main()
