@@ -22,6 +22,7 @@ use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::utils::memory::get_record_batch_memory_size;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -36,6 +37,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use super::spill::{Merger, SpillFile, SpillWriter, partition_of, scatter};
 use super::timestamps::instants;
 
 /// What one as-of join node joins.
@@ -152,8 +154,13 @@ impl ExecutionPlan for AsOfJoinExec {
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&schema);
         let joined = futures::stream::once(async move {
-            let build = Arc::new(BuildSide::collect(right, context, Arc::clone(&spec)).await?);
-            Ok::<_, DataFusionError>(left.map(move |batch| probe(&build, &spec, batch?, &out_schema)))
+            Ok::<_, DataFusionError>(match BuildSide::collect(right, Arc::clone(&context), Arc::clone(&spec)).await? {
+                Collected::Memory(build) => {
+                    let build = Arc::new(build);
+                    left.map(move |batch| probe(&build, &spec, batch?, &out_schema)).boxed()
+                }
+                Collected::Spilled(parts) => grace_join(left.boxed(), parts, spec, out_schema, context).await?,
+            })
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, joined)))
@@ -279,33 +286,246 @@ struct Indexed {
     rows: Vec<u32>,
 }
 
+/// The right side, in memory or (over the memory limit) spilled in partitions.
+enum Collected {
+    Memory(BuildSide),
+    Spilled(Vec<SpillFile>),
+}
+
+static SPILLED_JOINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many as-of joins in this process have spilled to disk (a diagnostic
+/// for tests and operators; each spilling view counts once).
+pub fn spilled_joins() -> u64 {
+    SPILLED_JOINS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Number of partitions a spilled join uses; each must fit in memory.
+const SPILL_PARTITIONS: usize = 32;
+
+fn over_limit(e: DataFusionError, view: &str, what: &str) -> DataFusionError {
+    DataFusionError::ResourcesExhausted(format!(
+        "{what} of view \"{view}\" do not fit in the memory limit ({e}); raise offline_store.memory_limit / --memory-limit or narrow the entity time range"
+    ))
+}
+
 impl BuildSide {
-    async fn collect(right: Arc<dyn ExecutionPlan>, context: Arc<TaskContext>, spec: Arc<AsOfSpec>) -> Result<Self> {
+    async fn collect(
+        right: Arc<dyn ExecutionPlan>,
+        context: Arc<TaskContext>,
+        spec: Arc<AsOfSpec>,
+    ) -> Result<Collected> {
         let reservation = MemoryConsumer::new(format!("AsOfJoin[{}]", spec.view)).register(context.memory_pool());
         let schema = right.schema();
         let mut stream = execute_stream(right, context)?;
         let mut batches = Vec::new();
-        let over_limit = |e: DataFusionError, view: &str| {
-            DataFusionError::ResourcesExhausted(format!(
-                "the feature rows of view \"{view}\" do not fit in the memory limit ({e}); raise offline_store.memory_limit / --memory-limit or narrow the entity time range"
-            ))
-        };
+        let mut spill: Option<Vec<SpillWriter>> = None;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            reservation.try_grow(batch.get_array_memory_size()).map_err(|e| over_limit(e, &spec.view))?;
-            batches.push(batch);
+            if spill.is_none() {
+                match reservation.try_grow(get_record_batch_memory_size(&batch)) {
+                    Ok(()) => {
+                        batches.push(batch);
+                        continue;
+                    }
+                    // A view without entities cannot be split by key.
+                    Err(e) if spec.key_types.is_empty() => return Err(over_limit(e, &spec.view, "the feature rows")),
+                    Err(_) => {
+                        let mut writers =
+                            (0..SPILL_PARTITIONS).map(|_| SpillWriter::new(&schema)).collect::<Result<Vec<_>>>()?;
+                        for b in batches.drain(..) {
+                            scatter_by_key(&b, &right_keys(&spec), &spec.key_types, 0, &mut writers, false)?;
+                        }
+                        reservation.free();
+                        spill = Some(writers);
+                    }
+                }
+            }
+            if let Some(writers) = spill.as_mut() {
+                scatter_by_key(&batch, &right_keys(&spec), &spec.key_types, 0, writers, false)?;
+            }
         }
-        let batch = concat_batches(&schema, &batches)?;
+        if spill.is_none() {
+            // Concatenating copies the rows once more and the index adds ~40 bytes a row.
+            match reservation.try_grow(working_memory(&batches)) {
+                Ok(()) => return Ok(Collected::Memory(Self::index(batches, &schema, &spec, reservation).await?)),
+                Err(e) if spec.key_types.is_empty() => return Err(over_limit(e, &spec.view, "the feature rows")),
+                Err(_) => {
+                    let mut writers =
+                        (0..SPILL_PARTITIONS).map(|_| SpillWriter::new(&schema)).collect::<Result<Vec<_>>>()?;
+                    for b in batches.drain(..) {
+                        scatter_by_key(&b, &right_keys(&spec), &spec.key_types, 0, &mut writers, false)?;
+                    }
+                    reservation.free();
+                    spill = Some(writers);
+                }
+            }
+        }
+        let writers = spill.expect("spilled");
+        Ok(Collected::Spilled(writers.into_iter().map(SpillWriter::finish).collect::<Result<_>>()?))
+    }
+
+    /// Concatenates and indexes batches; `reservation` holds their size plus
+    /// [`working_memory`], and shrinks back once the originals are dropped.
+    async fn index(
+        batches: Vec<RecordBatch>,
+        schema: &SchemaRef,
+        spec: &Arc<AsOfSpec>,
+        reservation: MemoryReservation,
+    ) -> Result<Self> {
+        let copy: usize = batches.iter().map(get_record_batch_memory_size).sum();
+        let batch = concat_batches(schema, &batches)?;
         drop(batches);
-        let spec2 = Arc::clone(&spec);
+        reservation.shrink(copy.min(reservation.size()));
+        let spec2 = Arc::clone(spec);
         let data = tokio::task::spawn_blocking(move || Indexed::new(batch, &spec2))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        // Account for the index too; the batches' share was reserved above.
-        let index_bytes = data.ts.len() * 20 + data.offsets.len() * 8;
-        reservation.try_grow(index_bytes).map_err(|e| over_limit(e, &spec.view))?;
         Ok(Self { data, _reservation: reservation })
     }
+}
+
+/// Memory needed beyond the batches themselves to build the index.
+fn working_memory(batches: &[RecordBatch]) -> usize {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    batches.iter().map(get_record_batch_memory_size).sum::<usize>() + rows * 40
+}
+
+/// Positions of the keys in the right layout (they come first).
+fn right_keys(spec: &AsOfSpec) -> Vec<usize> {
+    (0..spec.key_types.len()).collect()
+}
+
+/// Partitions a spilled join splits an oversized partition into.
+const SUB_PARTITIONS: usize = 8;
+/// How often a partition may be split again before the join gives up.
+const MAX_SPLIT_LEVEL: u32 = 4;
+
+/// Hash-partitions a batch by the key columns at `key_columns`.
+fn scatter_by_key(
+    batch: &RecordBatch,
+    key_columns: &[usize],
+    key_types: &[DataType],
+    level: u32,
+    writers: &mut [SpillWriter],
+    entity_side: bool,
+) -> Result<()> {
+    let columns: Vec<ArrayRef> = key_columns.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+    let keys = cast_keys(&columns, key_types)?;
+    let parts = partition_of(&keys, key_types, writers.len(), level)?;
+    scatter(batch, &parts, writers, entity_side)
+}
+
+/// The spilled (grace hash) join: partition the entity rows by key with their
+/// row numbers, join partition by partition in memory, merge by row number.
+async fn grace_join(
+    mut left: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    right_parts: Vec<SpillFile>,
+    spec: Arc<AsOfSpec>,
+    out_schema: SchemaRef,
+    context: Arc<TaskContext>,
+) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+    SPILLED_JOINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let left_fields = out_schema.fields().len() - spec.features.len();
+    let left_schema = Arc::new(Schema::new(out_schema.fields()[..left_fields].to_vec()));
+    let mut row_fields: Vec<Arc<Field>> = left_schema.fields().iter().cloned().collect();
+    row_fields.push(Arc::new(Field::new("__asof_row", DataType::UInt64, false)));
+    let row_schema = Arc::new(Schema::new(row_fields.clone()));
+    let row_col = left_fields;
+
+    // 1. Entity rows, numbered, into partitions.
+    let mut writers = (0..right_parts.len()).map(|_| SpillWriter::new(&row_schema)).collect::<Result<Vec<_>>>()?;
+    let mut next_row = 0u64;
+    while let Some(batch) = left.next().await {
+        let batch = batch?;
+        let n = batch.num_rows() as u64;
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(next_row..next_row + n)));
+        next_row += n;
+        let numbered = RecordBatch::try_new(Arc::clone(&row_schema), columns)?;
+        scatter_by_key(&numbered, &spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
+    }
+    let left_parts = writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?;
+
+    // 2. Each partition joined in memory, in entity-row order within the
+    //    partition; a partition too large for memory is split again.
+    let mut probe_fields = row_fields;
+    probe_fields.extend(out_schema.fields()[left_fields..].iter().cloned());
+    let probe_schema = Arc::new(Schema::new(probe_fields));
+    let mut outputs = Vec::new();
+    let mut queue: Vec<(SpillFile, SpillFile, u32)> =
+        right_parts.into_iter().zip(left_parts).map(|(r, l)| (r, l, 0)).collect();
+    while let Some((right, left, level)) = queue.pop() {
+        if left.rows == 0 {
+            continue;
+        }
+        let reservation =
+            MemoryConsumer::new(format!("AsOfJoin[{}] partition", spec.view)).register(context.memory_pool());
+        let mut batches = Vec::new();
+        let mut fits = true;
+        let reader = right.read()?;
+        let right_schema = reader.schema();
+        for b in reader {
+            let b = b?;
+            if reservation.try_grow(get_record_batch_memory_size(&b)).is_err() {
+                fits = false;
+                break;
+            }
+            batches.push(b);
+        }
+        fits = fits && reservation.try_grow(working_memory(&batches)).is_ok();
+        if !fits {
+            drop(batches);
+            reservation.free();
+            if level >= MAX_SPLIT_LEVEL {
+                return Err(over_limit(
+                    DataFusionError::ResourcesExhausted(format!(
+                        "{} feature rows in one partition after {level} splits",
+                        right.rows
+                    )),
+                    &spec.view,
+                    "the feature rows of one join key (a very frequent key?)",
+                ));
+            }
+            let split =
+                |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
+                    let mut w = (0..SUB_PARTITIONS).map(|_| SpillWriter::new(schema)).collect::<Result<Vec<_>>>()?;
+                    for b in file.read()? {
+                        scatter_by_key(&b?, keys, &spec.key_types, level + 1, &mut w, entity_side)?;
+                    }
+                    w.into_iter().map(SpillWriter::finish).collect()
+                };
+            let rights = split(&right, &right_schema, &right_keys(&spec), false)?;
+            let lefts = split(&left, &row_schema, &spec.left_keys, true)?;
+            queue.extend(rights.into_iter().zip(lefts).map(|(r, l)| (r, l, level + 1)));
+            continue;
+        }
+        let build = BuildSide::index(batches, &right_schema, &spec, reservation).await?;
+        let (spec2, schema2) = (Arc::clone(&spec), Arc::clone(&probe_schema));
+        let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
+            let mut w = SpillWriter::new(&schema2)?;
+            for b in left.read()? {
+                w.write(&probe(&build, &spec2, b?, &schema2)?)?;
+            }
+            w.finish()
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        outputs.push(out);
+    }
+
+    // 3. Back into input order.
+    let batch_size = context.session_config().batch_size();
+    let merger = Merger::new(outputs, row_col, out_schema, batch_size)?;
+    Ok(futures::stream::unfold(Some(merger), |state| async move {
+        let mut m = state?;
+        match m.next_batch() {
+            Ok(Some(b)) => Some((Ok(b), Some(m))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+    .boxed())
 }
 
 impl Indexed {

@@ -4,9 +4,10 @@
 
 mod asof_join;
 mod historical;
+mod spill;
 mod timestamps;
 
-pub use asof_join::AsOfJoinExec;
+pub use asof_join::{AsOfJoinExec, spilled_joins};
 pub(crate) use historical::get_historical_features;
 
 use std::sync::Arc;
