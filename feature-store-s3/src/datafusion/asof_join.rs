@@ -17,9 +17,9 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Builder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt32Builder};
 use datafusion::arrow::compute::{cast, concat_batches, take};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::get_record_batch_memory_size;
@@ -38,7 +38,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use super::spill::{Merger, SpillFile, SpillWriter, partition_of, scatter};
-use super::timestamps::instants;
+use super::timestamps::scaled;
 
 /// What one as-of join node joins.
 #[derive(Debug, Clone)]
@@ -55,8 +55,10 @@ pub(crate) struct AsOfSpec {
     pub has_created: bool,
     /// The features appended to the output (right layout order).
     pub features: Vec<Field>,
-    /// Ttl in nanoseconds; `None` is unlimited.
-    pub ttl_nanos: Option<i128>,
+    /// Unit both sides' event times are compared in (the finer of the two).
+    pub ts_unit: TimeUnit,
+    /// Ttl in `ts_unit`; `None` is unlimited.
+    pub ttl: Option<i64>,
 }
 
 /// Point-in-time join of a left (entity) plan with a right (feature rows) plan.
@@ -93,11 +95,12 @@ impl DisplayAs for AsOfJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "AsOfJoinExec: view={}, keys={}, features={}, ttl_ns={:?}",
+            "AsOfJoinExec: view={}, keys={}, features={}, ttl={:?} {:?}",
             self.spec.view,
             self.spec.left_keys.len(),
             self.spec.features.len(),
-            self.spec.ttl_nanos
+            self.spec.ttl,
+            self.spec.ts_unit
         )
     }
 }
@@ -156,8 +159,21 @@ impl ExecutionPlan for AsOfJoinExec {
         let joined = futures::stream::once(async move {
             Ok::<_, DataFusionError>(match BuildSide::collect(right, Arc::clone(&context), Arc::clone(&spec)).await? {
                 Collected::Memory(build) => {
+                    // Batches are probed on blocking threads, several at once,
+                    // and handed on in their input order.
                     let build = Arc::new(build);
-                    left.map(move |batch| probe(&build, &spec, batch?, &out_schema)).boxed()
+                    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+                    left.map(move |batch| {
+                        let (build, spec, schema) = (Arc::clone(&build), Arc::clone(&spec), Arc::clone(&out_schema));
+                        async move {
+                            let batch = batch?;
+                            tokio::task::spawn_blocking(move || probe(&build, &spec, batch, &schema))
+                                .await
+                                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                        }
+                    })
+                    .buffered(parallel)
+                    .boxed()
                 }
                 Collected::Spilled(parts) => grace_join(left.boxed(), parts, spec, out_schema, context).await?,
             })
@@ -252,20 +268,6 @@ impl KeyIndex {
         }
         Ok((Self::Rows { converter, map }, groups, next))
     }
-
-    fn lookup(&self, keys: &[ArrayRef], n: usize) -> Result<Vec<Option<u32>>> {
-        Ok(match self {
-            Self::Unkeyed => vec![Some(0); n],
-            Self::Int(map) => {
-                let a = keys[0].as_primitive::<Int64Type>();
-                (0..n).map(|i| if a.is_null(i) { None } else { map.get(&a.value(i)).copied() }).collect()
-            }
-            Self::Rows { converter, map } => {
-                let rows = converter.convert_columns(keys)?;
-                (0..n).map(|i| if any_null(keys, i) { None } else { map.get(rows.row(i).as_ref()).copied() }).collect()
-            }
-        })
-    }
 }
 
 /// The indexed feature rows of one view, with their memory reservation.
@@ -274,16 +276,16 @@ struct BuildSide {
     _reservation: MemoryReservation,
 }
 
-/// Feature rows grouped by key, each group sorted by time.
+/// Feature rows grouped by key, each group sorted by time, stored in that
+/// order so a key's rows sit together.
 struct Indexed {
-    batch: RecordBatch,
     index: KeyIndex,
-    /// Start of each group in `ts`/`rows`; `groups + 1` entries.
+    /// Start of each group in `ts`/`features`; `groups + 1` entries.
     offsets: Vec<usize>,
-    /// Event time of each sorted row.
-    ts: Vec<i128>,
-    /// Row of `batch` for each sorted position.
-    rows: Vec<u32>,
+    /// Event time of each sorted row, in the spec's unit.
+    ts: Vec<i64>,
+    /// Feature columns in sorted order.
+    features: Vec<ArrayRef>,
 }
 
 /// The right side, in memory or (over the memory limit) spilled in partitions.
@@ -533,15 +535,24 @@ impl Indexed {
         let nk = spec.key_types.len();
         let keys = cast_keys(&batch.columns()[..nk], &spec.key_types)?;
         let (index, groups, group_count) = KeyIndex::build(&keys, &spec.key_types)?;
-        let ts = instants(batch.column(nk));
-        let created = spec.has_created.then(|| instants(batch.column(nk + 1)));
+        let ts = scaled(batch.column(nk), spec.ts_unit)?;
+        // Created times only compare with each other, so their own unit is fine.
+        let created = if spec.has_created {
+            let c = batch.column(nk + 1);
+            let DataType::Timestamp(unit, _) = c.data_type() else {
+                return Err(DataFusionError::Internal("created timestamp is not a timestamp".into()));
+            };
+            Some(scaled(c, *unit)?)
+        } else {
+            None
+        };
         let feature_start = nk + 1 + usize::from(spec.has_created);
 
-        let mut entries: Vec<(u32, i128, i128, u32)> = (0..batch.num_rows())
+        let mut entries: Vec<(u32, i64, i64, u32)> = (0..batch.num_rows())
             .filter_map(|i| {
                 let g = if nk == 0 { 0 } else { groups[i]? };
-                let t = ts[i]?;
-                let c = created.as_ref().and_then(|c| c[i]).unwrap_or(i128::MIN);
+                let t = ts.get(i)?;
+                let c = created.as_ref().and_then(|c| c.get(i)).unwrap_or(i64::MIN);
                 Some((g, t, c, i as u32))
             })
             .collect();
@@ -555,16 +566,34 @@ impl Indexed {
         for g in 0..group_count as usize {
             offsets[g + 1] += offsets[g];
         }
-        let sorted_ts = entries.iter().map(|e| e.1).collect();
-        let rows = entries.iter().map(|e| e.3).collect();
-        Ok(Self { batch, index, offsets, ts: sorted_ts, rows })
+        let order = UInt32Array::from_iter_values(entries.iter().map(|e| e.3));
+        let features = batch.columns()[feature_start..]
+            .iter()
+            .map(|c| take(c.as_ref(), &order, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { index, offsets, ts: entries.iter().map(|e| e.1).collect(), features })
+    }
+
+    /// Position of the row to use for key group `g` at time `t`, if any.
+    #[inline]
+    fn find(&self, g: u32, t: i64, ttl: Option<i64>) -> Option<u32> {
+        let (s, e) = (self.offsets[g as usize], self.offsets[g as usize + 1]);
+        let p = self.ts[s..e].partition_point(|x| *x <= t);
+        if p == 0 {
+            return None;
+        }
+        let pos = s + p - 1;
+        match ttl {
+            Some(ttl) if self.ts[pos] < t.saturating_sub(ttl) => None,
+            _ => Some(pos as u32),
+        }
     }
 }
 
 /// Within each run of equal (key, event time, created time), moves the row
 /// with the greatest feature values (row-format order, nulls lowest) to the
 /// end, where the probe picks it. Only tied rows are converted.
-fn resolve_ties(entries: &mut [(u32, i128, i128, u32)], batch: &RecordBatch, feature_start: usize) -> Result<()> {
+fn resolve_ties(entries: &mut [(u32, i64, i64, u32)], batch: &RecordBatch, feature_start: usize) -> Result<()> {
     let mut runs = Vec::new();
     let mut start = 0;
     for i in 1..=entries.len() {
@@ -601,34 +630,46 @@ fn resolve_ties(entries: &mut [(u32, i128, i128, u32)], batch: &RecordBatch, fea
 fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let build = &build.data;
     let n = left.num_rows();
-    let ets = instants(left.column(spec.left_ts));
-    let key_columns: Vec<ArrayRef> = spec.left_keys.iter().map(|i| Arc::clone(left.column(*i))).collect();
-    let keys = cast_keys(&key_columns, &spec.key_types)?;
-    let groups = if build.ts.is_empty() { vec![None; n] } else { build.index.lookup(&keys, n)? };
+    let ts = scaled(left.column(spec.left_ts), spec.ts_unit)?;
     let mut idx = UInt32Builder::with_capacity(n);
-    for (g, t) in groups.into_iter().zip(ets) {
-        let found = (|| {
-            let g = g? as usize;
-            let t = t?;
-            let (s, e) = (build.offsets[g], build.offsets[g + 1]);
-            let p = build.ts[s..e].partition_point(|x| *x <= t);
-            if p == 0 {
-                return None;
-            }
-            let pos = s + p - 1;
-            if let Some(ttl) = spec.ttl_nanos {
-                if build.ts[pos] < t - ttl {
-                    return None;
+    if build.ts.is_empty() {
+        idx.append_nulls(n);
+    } else {
+        let key_columns: Vec<ArrayRef> = spec.left_keys.iter().map(|i| Arc::clone(left.column(*i))).collect();
+        let keys = cast_keys(&key_columns, &spec.key_types)?;
+        match &build.index {
+            KeyIndex::Unkeyed => {
+                for i in 0..n {
+                    idx.append_option(ts.get(i).and_then(|t| build.find(0, t, spec.ttl)));
                 }
             }
-            Some(build.rows[pos])
-        })();
-        idx.append_option(found);
+            KeyIndex::Int(map) => {
+                let k = keys[0].as_primitive::<Int64Type>();
+                for i in 0..n {
+                    let found = match ts.get(i) {
+                        Some(t) if k.is_valid(i) => map.get(&k.value(i)).and_then(|g| build.find(*g, t, spec.ttl)),
+                        _ => None,
+                    };
+                    idx.append_option(found);
+                }
+            }
+            KeyIndex::Rows { converter, map } => {
+                let rows = converter.convert_columns(&keys)?;
+                for i in 0..n {
+                    let found = match ts.get(i) {
+                        Some(t) if !any_null(&keys, i) => {
+                            map.get(rows.row(i).as_ref()).and_then(|g| build.find(*g, t, spec.ttl))
+                        }
+                        _ => None,
+                    };
+                    idx.append_option(found);
+                }
+            }
+        }
     }
     let indices = idx.finish();
-    let feature_start = build.batch.num_columns() - spec.features.len();
     let mut columns = left.columns().to_vec();
-    for c in &build.batch.columns()[feature_start..] {
+    for c in &build.features {
         columns.push(take(c.as_ref(), &indices, None)?);
     }
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)

@@ -20,7 +20,7 @@ use feature_store_core::{Error as CoreError, Result as CoreResult, ValueType, de
 use futures::{StreamExt, TryStreamExt};
 
 use super::asof_join::{AsOfJoinExec, AsOfSpec};
-use super::timestamps::{instants, unit_nanos};
+use super::timestamps::{finer, instants, unit_nanos};
 use super::{df_error, session};
 use crate::ParquetOfflineStore;
 use crate::location::{is_url, resolve};
@@ -166,6 +166,12 @@ async fn view_plan(
     }
 
     let ttl_nanos = view.view.ttl.map(|d| d.as_nanos() as i128);
+    let DataType::Timestamp(entity_unit, _) = entity_schema.field(left_ts).data_type() else {
+        return Err(CoreError::data("entity table", "the timestamp column is not a timestamp"));
+    };
+    let ts_unit = finer(*entity_unit, *unit);
+    // Times are whole units, so flooring the ttl keeps `ts >= t - ttl` exact.
+    let ttl = ttl_nanos.map(|n| (n / unit_nanos(ts_unit)).min(i128::from(i64::MAX)) as i64);
     let mut df = df;
     if let Some(b) = bounds {
         // Conservative bounds in the column's unit; the join applies the exact ones.
@@ -192,7 +198,8 @@ async fn view_plan(
         key_types,
         has_created: source.created_timestamp_field.is_some(),
         features,
-        ttl_nanos,
+        ts_unit,
+        ttl,
     };
     Ok((right, spec))
 }

@@ -46,3 +46,57 @@ pub(crate) fn instants(array: &ArrayRef) -> Vec<Option<i128>> {
         other => panic!("instants() called on {other}"),
     }
 }
+
+/// A timestamp column as i64 values in a chosen unit: borrowed when the
+/// column already has that unit, converted (checked) when it is coarser.
+pub(crate) struct Scaled<'a> {
+    pub(crate) values: std::borrow::Cow<'a, [i64]>,
+    pub(crate) nulls: Option<&'a datafusion::arrow::buffer::NullBuffer>,
+}
+
+impl Scaled<'_> {
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> Option<i64> {
+        match self.nulls {
+            Some(n) if n.is_null(i) => None,
+            _ => Some(self.values[i]),
+        }
+    }
+}
+
+/// The finer of two units: comparisons happen there, exactly.
+pub(crate) fn finer(a: TimeUnit, b: TimeUnit) -> TimeUnit {
+    if unit_nanos(a) <= unit_nanos(b) { a } else { b }
+}
+
+/// Values of a timestamp column in `unit`, which must be as fine or finer.
+pub(crate) fn scaled(array: &ArrayRef, unit: TimeUnit) -> datafusion::common::Result<Scaled<'_>> {
+    let DataType::Timestamp(from, _) = array.data_type() else {
+        return Err(datafusion::common::DataFusionError::Internal(format!("scaled() on {}", array.data_type())));
+    };
+    let raw: &[i64] = match from {
+        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().values(),
+        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().values(),
+        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().values(),
+        TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().values(),
+    };
+    let nulls = array.nulls();
+    let factor = unit_nanos(*from) / unit_nanos(unit);
+    if factor == 1 {
+        return Ok(Scaled { values: std::borrow::Cow::Borrowed(raw), nulls });
+    }
+    let factor = factor as i64;
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, v) in raw.iter().enumerate() {
+        match v.checked_mul(factor) {
+            Some(x) => out.push(x),
+            None if nulls.is_some_and(|n| n.is_null(i)) => out.push(0),
+            None => {
+                return Err(datafusion::common::DataFusionError::Execution(format!(
+                    "timestamp {v} ({from:?}) is out of range at {unit:?} precision, which the other side of the join uses; store both sides at the same precision"
+                )));
+            }
+        }
+    }
+    Ok(Scaled { values: std::borrow::Cow::Owned(out), nulls })
+}
