@@ -37,6 +37,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use super::gather::Features;
 use super::spill::{Merger, SpillFile, SpillWriter, partition_of, scatter};
 use super::timestamps::scaled;
 
@@ -284,8 +285,8 @@ struct Indexed {
     offsets: Vec<usize>,
     /// Event time of each sorted row, in the spec's unit.
     ts: Vec<i64>,
-    /// Feature columns in sorted order.
-    features: Vec<ArrayRef>,
+    /// Feature values in sorted order.
+    features: Features,
 }
 
 /// The right side, in memory or (over the memory limit) spilled in partitions.
@@ -390,7 +391,8 @@ impl BuildSide {
 /// Memory needed beyond the batches themselves to build the index.
 fn working_memory(batches: &[RecordBatch]) -> usize {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    batches.iter().map(get_record_batch_memory_size).sum::<usize>() + rows * 40
+    // The concatenated copy, a sorted (or row-major) copy of the features, and the index.
+    2 * batches.iter().map(get_record_batch_memory_size).sum::<usize>() + rows * 40
 }
 
 /// Positions of the keys in the right layout (they come first).
@@ -571,7 +573,7 @@ impl Indexed {
             .iter()
             .map(|c| take(c.as_ref(), &order, None))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { index, offsets, ts: entries.iter().map(|e| e.1).collect(), features })
+        Ok(Self { index, offsets, ts: entries.iter().map(|e| e.1).collect(), features: Features::new(features) })
     }
 
     /// Position of the row to use for key group `g` at time `t`, if any.
@@ -669,8 +671,6 @@ fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaR
     }
     let indices = idx.finish();
     let mut columns = left.columns().to_vec();
-    for c in &build.features {
-        columns.push(take(c.as_ref(), &indices, None)?);
-    }
+    columns.extend(build.features.gather(&indices)?);
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }

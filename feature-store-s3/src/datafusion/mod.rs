@@ -3,6 +3,7 @@
 //! physical plan.
 
 mod asof_join;
+mod gather;
 mod historical;
 mod spill;
 mod timestamps;
