@@ -37,7 +37,6 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::gather::Features;
 use super::spill::{Merger, SpillFile, SpillWriter, partition_of, scatter};
 use super::timestamps::scaled;
 
@@ -285,8 +284,8 @@ struct Indexed {
     offsets: Vec<usize>,
     /// Event time of each sorted row, in the spec's unit.
     ts: Vec<i64>,
-    /// Feature values in sorted order.
-    features: Features,
+    /// Feature columns in sorted order.
+    features: Vec<ArrayRef>,
 }
 
 /// The right side, in memory or (over the memory limit) spilled in partitions.
@@ -391,8 +390,7 @@ impl BuildSide {
 /// Memory needed beyond the batches themselves to build the index.
 fn working_memory(batches: &[RecordBatch]) -> usize {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    // The concatenated copy, a sorted (or row-major) copy of the features, and the index.
-    2 * batches.iter().map(get_record_batch_memory_size).sum::<usize>() + rows * 40
+    batches.iter().map(get_record_batch_memory_size).sum::<usize>() + rows * 40
 }
 
 /// Positions of the keys in the right layout (they come first).
@@ -573,7 +571,7 @@ impl Indexed {
             .iter()
             .map(|c| take(c.as_ref(), &order, None))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { index, offsets, ts: entries.iter().map(|e| e.1).collect(), features: Features::new(features) })
+        Ok(Self { index, offsets, ts: entries.iter().map(|e| e.1).collect(), features })
     }
 
     /// Position of the row to use for key group `g` at time `t`, if any.
@@ -671,6 +669,8 @@ fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaR
     }
     let indices = idx.finish();
     let mut columns = left.columns().to_vec();
-    columns.extend(build.features.gather(&indices)?);
+    for c in &build.features {
+        columns.push(take(c.as_ref(), &indices, None)?);
+    }
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }

@@ -3,7 +3,6 @@
 //! physical plan.
 
 mod asof_join;
-mod gather;
 mod historical;
 mod spill;
 mod timestamps;
