@@ -20,7 +20,11 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let abs = std::path::absolute(&entities)?.display().to_string();
     let mut stream = store
-        .get_historical_features(EntityInput::Path(abs), &Features::refs(features.split(',')), &HistoricalOptions::default())
+        .get_historical_features(
+            EntityInput::Path(abs),
+            &Features::refs(features.split(',')),
+            &HistoricalOptions::default(),
+        )
         .await?;
     let planned = started.elapsed();
     let (mut rows, mut first) = (0, None);

@@ -22,7 +22,7 @@ fn entity_input(text: &str) -> EntityInput {
 }
 
 enum Sink {
-    Parquet(parquet::arrow::ArrowWriter<std::fs::File>),
+    Parquet(crate::parquet_out::ParallelParquetWriter),
     Csv(arrow::csv::Writer<std::fs::File>),
     Terminal(Vec<RecordBatch>),
 }
@@ -44,28 +44,41 @@ pub(crate) async fn run(
             let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
                 Some("parquet") | Some("pq") => {
-                    Sink::Parquet(parquet::arrow::ArrowWriter::try_new(file, schema, None)?)
+                    let props = writer_properties(&schema);
+                    Sink::Parquet(crate::parquet_out::ParallelParquetWriter::try_new(file, schema, props)?)
                 }
                 Some("csv") => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
                 _ => bail!("output {}: use a .parquet or .csv file name", path.display()),
             }
         }
     };
+    // Encoding runs on its own thread so the join keeps producing meanwhile.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(8);
+    let writer = std::thread::spawn(move || -> anyhow::Result<Sink> {
+        for batch in rx {
+            match &mut sink {
+                Sink::Parquet(w) => w.write(batch)?,
+                Sink::Csv(w) => w.write(&batch)?,
+                Sink::Terminal(all) => all.push(batch),
+            }
+        }
+        Ok(sink)
+    });
     let mut rows = 0usize;
     let mut last_report = Instant::now();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows += batch.num_rows();
-        match &mut sink {
-            Sink::Parquet(w) => w.write(&batch)?,
-            Sink::Csv(w) => w.write(&batch)?,
-            Sink::Terminal(all) => all.push(batch),
+        if tx.send(batch).is_err() {
+            break; // the writer failed; its error is reported below
         }
         if last_report.elapsed() > Duration::from_secs(2) && output.is_some() {
             eprintln!("... {rows} rows, {:.1}s", started.elapsed().as_secs_f64());
             last_report = Instant::now();
         }
     }
+    drop(tx);
+    let sink = writer.join().map_err(|_| anyhow::anyhow!("the output writer panicked"))??;
     match sink {
         Sink::Parquet(w) => {
             w.close()?;
@@ -85,4 +98,19 @@ pub(crate) async fn run(
         );
     }
     Ok(())
+}
+
+/// Snappy like most Parquet writers; no dictionaries for floats, which are
+/// rarely repeated and only cost time to try.
+fn writer_properties(schema: &arrow::datatypes::Schema) -> parquet::file::properties::WriterProperties {
+    use arrow::datatypes::DataType;
+    use parquet::file::properties::WriterProperties;
+    use parquet::schema::types::ColumnPath;
+    let mut b = WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY);
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    b.build()
 }

@@ -3,6 +3,7 @@
 mod historical;
 mod init;
 mod output;
+mod parquet_out;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
