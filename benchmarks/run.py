@@ -6,6 +6,8 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,13 +36,22 @@ e.write_parquet(out)
 '''
 
 
-def timed(cmd, cwd=None):
+def timed(cmd, cwd=None, timeout=600):
+    """Wall time and peak RSS of one process; killed after `timeout` seconds."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, rusage = os.wait4(proc.pid, 0)[1:]
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    status = proc.returncode if proc.returncode is not None else 0
+    with tempfile.TemporaryFile() as errf:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errf)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        _, status, rusage = os.wait4(proc.pid, 0)
+        timer.cancel()
+        wall = time.perf_counter() - start
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")
+    if wall >= timeout:
+        err += f"\nerror: killed after {timeout} s"
+    elif status != 0:
+        err += f"\nerror: exit status {status}"
     return wall, rusage.ru_maxrss / 1024, err, status
 
 
@@ -52,6 +63,8 @@ def main():
     ap.add_argument("--rows", type=int, required=True)
     ap.add_argument("--memory-limit")
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the best is reported (the machine is shared)")
+    ap.add_argument("--feast-python", help="python of a venv with feast installed; adds Feast's file offline store (one run, 10 min cap)")
+    ap.add_argument("--skip", default="", help="comma-separated tools to leave out: duckdb,polars")
     a = ap.parse_args()
     d = os.path.abspath(a.dir)
     subprocess.run([a.binary, "--repo", d, "apply"], check=True, stdout=subprocess.DEVNULL)
@@ -60,20 +73,25 @@ def main():
             "--features", features, "--output", f"{d}/out_ours.parquet"]
     if a.memory_limit:
         ours += ["--memory-limit", a.memory_limit]
-    runs = [
-        ("feature-store", ours),
-        ("duckdb ASOF", [sys.executable, "-c", DUCKDB, d, str(a.views), f"{d}/out_duckdb.parquet"]),
-        ("polars join_asof", [sys.executable, "-c", POLARS, d, str(a.views), f"{d}/out_polars.parquet"]),
-    ]
+    runs = [("feature-store", ours, a.repeat)]
+    if "duckdb" not in a.skip:
+        runs.append(("duckdb ASOF", [sys.executable, "-c", DUCKDB, d, str(a.views), f"{d}/out_duckdb.parquet"], a.repeat))
+    if "polars" not in a.skip:
+        runs.append(("polars join_asof", [sys.executable, "-c", POLARS, d, str(a.views), f"{d}/out_polars.parquet"], a.repeat))
+    if a.feast_python:
+        runs.append(("feast 0.67 file", [a.feast_python, os.path.join(HERE, "feast_run.py"), d, str(a.views), "10", f"{d}/out_feast.parquet"], 1))
     results = []
-    for name, cmd in runs:
+    for name, cmd, repeat in runs:
         walls, rsss, ok = [], [], "ok"
-        for _ in range(a.repeat):
+        for _ in range(repeat):
             wall, rss, err, status = timed(cmd)
             walls.append(wall)
             rsss.append(rss)
-            if "error" in err.lower():
-                ok = "FAILED: " + err.strip().splitlines()[-1]
+            notes = [line for line in err.splitlines() if "rows out" in line]
+            if notes:
+                ok = notes[-1].strip()
+            if status != 0 or "error:" in err.lower():
+                ok = "FAILED: " + err.strip().splitlines()[-1][:120]
         walls.sort()
         results.append((name, walls[0], walls[len(walls) // 2], max(rsss), ok))
     base = results[0][1]
