@@ -418,6 +418,87 @@ fn scatter_by_key(
     scatter(batch, &parts, writers, entity_side)
 }
 
+/// What joining one spilled partition produced.
+enum PartitionOutcome {
+    /// The joined rows, in entity-row order.
+    Joined(SpillFile),
+    /// Too large for memory: these sub-partitions (right, left, level) instead.
+    Split(Vec<(SpillFile, SpillFile, u32)>),
+    /// No entity rows fell into the partition.
+    Empty,
+}
+
+/// Everything a partition join needs, owned so partitions can run concurrently.
+struct Partition {
+    spec: Arc<AsOfSpec>,
+    row_schema: SchemaRef,
+    probe_schema: SchemaRef,
+    context: Arc<TaskContext>,
+}
+
+impl Partition {
+    async fn join(self, right: SpillFile, left: SpillFile, level: u32) -> Result<PartitionOutcome> {
+        let spec = &self.spec;
+        if left.rows == 0 {
+            return Ok(PartitionOutcome::Empty);
+        }
+        let reservation =
+            MemoryConsumer::new(format!("AsOfJoin[{}] partition", spec.view)).register(self.context.memory_pool());
+        let mut batches = Vec::new();
+        let mut fits = true;
+        let reader = right.read()?;
+        let right_schema = reader.schema();
+        for b in reader {
+            let b = b?;
+            if reservation.try_grow(get_record_batch_memory_size(&b)).is_err() {
+                fits = false;
+                break;
+            }
+            batches.push(b);
+        }
+        fits = fits && reservation.try_grow(working_memory(&batches)).is_ok();
+        if !fits {
+            drop(batches);
+            reservation.free();
+            if level >= MAX_SPLIT_LEVEL {
+                return Err(over_limit(
+                    DataFusionError::ResourcesExhausted(format!(
+                        "{} feature rows in one partition after {level} splits",
+                        right.rows
+                    )),
+                    &spec.view,
+                    "the feature rows of one join key (a very frequent key?)",
+                ));
+            }
+            let split =
+                |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
+                    let mut w = (0..SUB_PARTITIONS).map(|_| SpillWriter::new(schema)).collect::<Result<Vec<_>>>()?;
+                    for b in file.read()? {
+                        scatter_by_key(&b?, keys, &spec.key_types, level + 1, &mut w, entity_side)?;
+                    }
+                    w.into_iter().map(SpillWriter::finish).collect()
+                };
+            let rights = split(&right, &right_schema, &right_keys(spec), false)?;
+            let lefts = split(&left, &self.row_schema, &spec.left_keys, true)?;
+            return Ok(PartitionOutcome::Split(
+                rights.into_iter().zip(lefts).map(|(r, l)| (r, l, level + 1)).collect(),
+            ));
+        }
+        let build = BuildSide::index(batches, &right_schema, spec, reservation).await?;
+        let (spec2, schema2) = (Arc::clone(spec), Arc::clone(&self.probe_schema));
+        let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
+            let mut w = SpillWriter::new(&schema2)?;
+            for b in left.read()? {
+                w.write(&probe(&build, &spec2, b?, &schema2)?)?;
+            }
+            w.finish()
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(PartitionOutcome::Joined(out))
+    }
+}
+
 /// The spilled (grace hash) join: partition the entity rows by key with their
 /// row numbers, join partition by partition in memory, merge by row number.
 async fn grace_join(
@@ -455,65 +536,30 @@ async fn grace_join(
     probe_fields.extend(out_schema.fields()[left_fields..].iter().cloned());
     let probe_schema = Arc::new(Schema::new(probe_fields));
     let mut outputs = Vec::new();
-    let mut queue: Vec<(SpillFile, SpillFile, u32)> =
+    // Partitions run concurrently, one per core; splits go back on the queue.
+    let mut pending: Vec<(SpillFile, SpillFile, u32)> =
         right_parts.into_iter().zip(left_parts).map(|(r, l)| (r, l, 0)).collect();
-    while let Some((right, left, level)) = queue.pop() {
-        if left.rows == 0 {
-            continue;
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        while running.len() < parallel {
+            let Some((right, left, level)) = pending.pop() else { break };
+            let part = Partition {
+                spec: Arc::clone(&spec),
+                row_schema: Arc::clone(&row_schema),
+                probe_schema: Arc::clone(&probe_schema),
+                context: Arc::clone(&context),
+            };
+            running.push(futures::FutureExt::boxed(part.join(right, left, level)));
         }
-        let reservation =
-            MemoryConsumer::new(format!("AsOfJoin[{}] partition", spec.view)).register(context.memory_pool());
-        let mut batches = Vec::new();
-        let mut fits = true;
-        let reader = right.read()?;
-        let right_schema = reader.schema();
-        for b in reader {
-            let b = b?;
-            if reservation.try_grow(get_record_batch_memory_size(&b)).is_err() {
-                fits = false;
-                break;
-            }
-            batches.push(b);
+        match running.next().await {
+            None => break,
+            Some(outcome) => match outcome? {
+                PartitionOutcome::Joined(file) => outputs.push(file),
+                PartitionOutcome::Split(parts) => pending.extend(parts),
+                PartitionOutcome::Empty => {}
+            },
         }
-        fits = fits && reservation.try_grow(working_memory(&batches)).is_ok();
-        if !fits {
-            drop(batches);
-            reservation.free();
-            if level >= MAX_SPLIT_LEVEL {
-                return Err(over_limit(
-                    DataFusionError::ResourcesExhausted(format!(
-                        "{} feature rows in one partition after {level} splits",
-                        right.rows
-                    )),
-                    &spec.view,
-                    "the feature rows of one join key (a very frequent key?)",
-                ));
-            }
-            let split =
-                |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
-                    let mut w = (0..SUB_PARTITIONS).map(|_| SpillWriter::new(schema)).collect::<Result<Vec<_>>>()?;
-                    for b in file.read()? {
-                        scatter_by_key(&b?, keys, &spec.key_types, level + 1, &mut w, entity_side)?;
-                    }
-                    w.into_iter().map(SpillWriter::finish).collect()
-                };
-            let rights = split(&right, &right_schema, &right_keys(&spec), false)?;
-            let lefts = split(&left, &row_schema, &spec.left_keys, true)?;
-            queue.extend(rights.into_iter().zip(lefts).map(|(r, l)| (r, l, level + 1)));
-            continue;
-        }
-        let build = BuildSide::index(batches, &right_schema, &spec, reservation).await?;
-        let (spec2, schema2) = (Arc::clone(&spec), Arc::clone(&probe_schema));
-        let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
-            let mut w = SpillWriter::new(&schema2)?;
-            for b in left.read()? {
-                w.write(&probe(&build, &spec2, b?, &schema2)?)?;
-            }
-            w.finish()
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        outputs.push(out);
     }
 
     // 3. Back into input order.
