@@ -12,6 +12,7 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use std::sync::Arc;
 
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::{concat_batches, interleave, take};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, UInt64Type};
 use datafusion::arrow::ipc::reader::FileReader;
@@ -160,7 +161,8 @@ pub(crate) fn scatter(
 /// back into one stream in row-number order, dropping that column.
 pub(crate) struct Merger {
     readers: Vec<FileReader<BufReader<File>>>,
-    current: Vec<Option<(RecordBatch, usize)>>,
+    /// Per partition: its current batch, that batch's row numbers, the next row.
+    current: Vec<Option<(RecordBatch, ScalarBuffer<u64>, usize)>>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     row_col: usize,
     out_schema: SchemaRef,
@@ -174,7 +176,7 @@ impl Merger {
             readers.push(f.read()?);
         }
         let mut m = Self {
-            current: vec![None; readers.len()],
+            current: (0..readers.len()).map(|_| None).collect(),
             readers,
             heap: BinaryHeap::new(),
             row_col,
@@ -187,44 +189,41 @@ impl Merger {
         Ok(m)
     }
 
-    fn row_number(&self, p: usize) -> Option<u64> {
-        let (b, i) = self.current[p].as_ref()?;
-        Some(b.column(self.row_col).as_primitive::<UInt64Type>().value(*i))
-    }
-
     fn advance_batch(&mut self, p: usize) -> Result<()> {
         self.current[p] = None;
         for next in self.readers[p].by_ref() {
             let b = next?;
             if b.num_rows() > 0 {
-                self.current[p] = Some((b, 0));
+                let rows = b.column(self.row_col).as_primitive::<UInt64Type>().values().clone();
+                self.heap.push(Reverse((rows[0], p)));
+                self.current[p] = Some((b, rows, 0));
                 break;
             }
-        }
-        if let Some(r) = self.row_number(p) {
-            self.heap.push(Reverse((r, p)));
         }
         Ok(())
     }
 
     /// The next output batch, or `None` when every partition is drained.
     pub(crate) fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        // Batches taken from, and (batch, row) picks into them.
+        // Batches picked from, and (batch, row) picks into them.
         let mut sources: Vec<RecordBatch> = Vec::new();
         let mut source_of: Vec<Option<usize>> = vec![None; self.readers.len()];
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(self.batch_size);
         while picks.len() < self.batch_size {
             let Some(Reverse((_, p))) = self.heap.pop() else { break };
-            let (batch, i) = self.current[p].clone().expect("heap entries have a batch");
-            let s = *source_of[p].get_or_insert_with(|| {
-                sources.push(batch.clone());
-                sources.len() - 1
-            });
-            picks.push((s, i));
-            if i + 1 < batch.num_rows() {
-                self.current[p] = Some((batch, i + 1));
-                let r = self.row_number(p).expect("row");
-                self.heap.push(Reverse((r, p)));
+            let (batch, rows, i) = self.current[p].as_mut().expect("heap entries have a batch");
+            let s = match source_of[p] {
+                Some(s) => s,
+                None => {
+                    sources.push(batch.clone());
+                    source_of[p] = Some(sources.len() - 1);
+                    sources.len() - 1
+                }
+            };
+            picks.push((s, *i));
+            *i += 1;
+            if *i < rows.len() {
+                self.heap.push(Reverse((rows[*i], p)));
             } else {
                 // The partition moves to a new batch, which needs its own source slot.
                 self.advance_batch(p)?;
