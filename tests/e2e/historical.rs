@@ -603,6 +603,16 @@ async fn entity_inputs_agree() {
     .await;
     assert_eq!(got, expected, "relative paths resolve against the repo root");
 
+    // A folder of files reads in file-name order, rows in file order.
+    let n = case.entities.num_rows();
+    for (i, (start, len)) in [(0, n / 3), (n / 3, n / 3), (2 * (n / 3), n - 2 * (n / 3))].into_iter().enumerate() {
+        write_parquet(&dir.path().join(format!("ents/part-{i}.parquet")), &case.entities.slice(start, len));
+    }
+    let got =
+        collect(store.get_historical_features(EntityInput::Path("ents/".into()), &features, &opts).await.unwrap())
+            .await;
+    assert_eq!(got, expected, "a multi-file entity folder keeps file and row order");
+
     // SQL over the registered sources: entity rows straight from the stats source.
     let q =
         "SELECT driver_id, event_timestamp FROM stats WHERE driver_id IS NOT NULL ORDER BY driver_id, event_timestamp";

@@ -23,7 +23,6 @@ use super::asof_join::{AsOfJoinExec, AsOfSpec};
 use super::timestamps::{finer, instants, unit_nanos};
 use super::{df_error, session};
 use crate::ParquetOfflineStore;
-use crate::location::{is_url, resolve};
 
 /// Entity time range, for pruning feature rows.
 #[derive(Debug, Clone, Copy)]
@@ -295,14 +294,19 @@ async fn entity_plan(
         }
         EntityInput::Path(path) => {
             let context = format!("entity table {path}");
-            let resolved = resolve(&path, &store.base_dir, &store.options)
+            // This crate's listing is sorted by path, so a folder of files
+            // reads in file-name order and rows keep their order.
+            let files = crate::files::list_source_files(&path, &store.base_dir, &store.options)
+                .await
                 .map_err(|e| CoreError::data(&context, e.to_string()))?;
-            register_store(ctx, &resolved)?;
-            let url = if is_url(&path) { path.clone() } else { resolved.url.clone() };
-            let df = if path.to_ascii_lowercase().ends_with(".csv") {
-                ctx.read_csv(url, CsvReadOptions::new()).await
+            register_store(ctx, &files.root)?;
+            let urls: Vec<String> = files.files.iter().map(|m| files.file_url(m)).collect();
+            let df = if path.to_ascii_lowercase().trim_end_matches('/').ends_with(".csv")
+                || urls.iter().all(|u| u.to_ascii_lowercase().ends_with(".csv"))
+            {
+                ctx.read_csv(urls, CsvReadOptions::new().file_extension("")).await
             } else {
-                ctx.read_parquet(url, ParquetReadOptions::default()).await
+                ctx.read_parquet(urls, ParquetReadOptions::default().file_extension("")).await
             }
             .map_err(|e| df_error(&context, e))?;
             dataframe_plan(df, ts_col, &context).await
