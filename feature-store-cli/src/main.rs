@@ -123,7 +123,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let defs = store.repo_definitions()?;
             if matches!(cli.command, Command::Plan) {
                 let plan = store.plan(&defs, ApplyMode::Sync).await?;
-                return if cli.json { output::json(&plan) } else { Ok(println!("{plan}")) };
+                return if cli.json {
+                    output::json(&plan)
+                } else {
+                    println!("{plan}");
+                    Ok(())
+                };
             }
             let outcome = store.apply(&defs, ApplyMode::Sync).await?;
             if cli.json {

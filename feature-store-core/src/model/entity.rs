@@ -98,13 +98,13 @@ impl Entity {
             if !seen.insert(&k.name) {
                 out.push(format!("join key \"{}\" is listed twice", k.name));
             }
-            if let Some(t) = &k.dtype {
-                if matches!(t, ValueType::Float32 | ValueType::Float64 | ValueType::List(_)) {
-                    out.push(format!(
-                        "join key \"{}\" has type {t}; join keys must be bool, integer, string, bytes or timestamp",
-                        k.name
-                    ));
-                }
+            if let Some(t) = &k.dtype
+                && matches!(t, ValueType::Float32 | ValueType::Float64 | ValueType::List(_))
+            {
+                out.push(format!(
+                    "join key \"{}\" has type {t}; join keys must be bool, integer, string, bytes or timestamp",
+                    k.name
+                ));
             }
         }
         out

@@ -74,10 +74,10 @@ impl Registry {
     pub async fn document(&self) -> Result<Arc<RegistryDocument>> {
         {
             let cache = self.cache.lock().await;
-            if let Some(c) = cache.as_ref() {
-                if c.fetched.elapsed() < self.cache_ttl {
-                    return Ok(Arc::clone(&c.doc));
-                }
+            if let Some(c) = cache.as_ref()
+                && c.fetched.elapsed() < self.cache_ttl
+            {
+                return Ok(Arc::clone(&c.doc));
             }
         }
         Ok(self.read_fresh().await?.0)

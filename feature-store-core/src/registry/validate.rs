@@ -349,19 +349,20 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                     ),
                 ),
                 Some(v) => {
-                    if let FeatureSelection::Feature(r) = &sel {
-                        if v.feature(&r.feature).is_none() && !v.schema.is_empty() {
-                            ctx.add(
-                                &d.file,
-                                obj.clone(),
-                                format!(
-                                    "feature view \"{}\" has no feature \"{}\"; its features are: {}",
-                                    v.name,
-                                    r.feature,
-                                    v.feature_names().collect::<Vec<_>>().join(", ")
-                                ),
-                            );
-                        }
+                    if let FeatureSelection::Feature(r) = &sel
+                        && v.feature(&r.feature).is_none()
+                        && !v.schema.is_empty()
+                    {
+                        ctx.add(
+                            &d.file,
+                            obj.clone(),
+                            format!(
+                                "feature view \"{}\" has no feature \"{}\"; its features are: {}",
+                                v.name,
+                                r.feature,
+                                v.feature_names().collect::<Vec<_>>().join(", ")
+                            ),
+                        );
                     }
                 }
             }

@@ -96,12 +96,12 @@ impl<'de> Deserialize<'de> for RegistryConfig {
         Ok(match raw {
             Raw::Path(p) => RegistryConfig::new(p),
             Raw::Full(f) => {
-                if let Some(t) = f.registry_type.as_deref() {
-                    if !matches!(t, "file" | "object_store" | "s3") {
-                        return Err(serde::de::Error::custom(format!(
-                            "registry_type \"{t}\" is not supported; the registry is one document on an object store (file, s3, memory)"
-                        )));
-                    }
+                if let Some(t) = f.registry_type.as_deref()
+                    && !matches!(t, "file" | "object_store" | "s3")
+                {
+                    return Err(serde::de::Error::custom(format!(
+                        "registry_type \"{t}\" is not supported; the registry is one document on an object store (file, s3, memory)"
+                    )));
                 }
                 let cache_ttl = match (f.cache_ttl, f.cache_ttl_seconds) {
                     (Some(t), _) => parse_duration(&t).map_err(serde::de::Error::custom)?,
@@ -216,12 +216,12 @@ impl RepoConfig {
         if self.registry.path.trim().is_empty() {
             return Err("registry: path is empty".into());
         }
-        if let Some(kind) = &self.offline_store.kind {
-            if !matches!(kind.as_str(), "file" | "parquet" | "s3") {
-                return Err(format!(
-                    "offline_store.type \"{kind}\" is not supported; use file (Parquet on local paths, s3:// or memory://)"
-                ));
-            }
+        if let Some(kind) = &self.offline_store.kind
+            && !matches!(kind.as_str(), "file" | "parquet" | "s3")
+        {
+            return Err(format!(
+                "offline_store.type \"{kind}\" is not supported; use file (Parquet on local paths, s3:// or memory://)"
+            ));
         }
         Ok(())
     }
