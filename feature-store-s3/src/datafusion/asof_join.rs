@@ -594,7 +594,7 @@ impl Indexed {
         };
         let feature_start = nk + 1 + usize::from(spec.has_created);
 
-        let mut entries: Vec<(u32, i64, i64, u32)> = (0..batch.num_rows())
+        let entries: Vec<(u32, i64, i64, u32)> = (0..batch.num_rows())
             .filter_map(|i| {
                 let g = if nk == 0 { 0 } else { groups[i]? };
                 let t = ts.get(i)?;
@@ -602,9 +602,8 @@ impl Indexed {
                 Some((g, t, c, i as u32))
             })
             .collect();
-        entries.sort_unstable();
-        resolve_ties(&mut entries, &batch, feature_start)?;
-
+        // Counting sort by group, then each (small) group by time: linear
+        // where one big comparison sort would be O(n log n).
         let mut offsets = vec![0usize; group_count as usize + 1];
         for e in &entries {
             offsets[e.0 as usize + 1] += 1;
@@ -612,6 +611,18 @@ impl Indexed {
         for g in 0..group_count as usize {
             offsets[g + 1] += offsets[g];
         }
+        let mut next = offsets.clone();
+        let mut grouped = vec![(0u32, 0i64, 0i64, 0u32); entries.len()];
+        for e in entries {
+            let slot = &mut next[e.0 as usize];
+            grouped[*slot] = e;
+            *slot += 1;
+        }
+        let mut entries = grouped;
+        for g in 0..group_count as usize {
+            entries[offsets[g]..offsets[g + 1]].sort_unstable();
+        }
+        resolve_ties(&mut entries, &batch, feature_start)?;
         let order = UInt32Array::from_iter_values(entries.iter().map(|e| e.3));
         let features = batch.columns()[feature_start..]
             .iter()
@@ -691,9 +702,14 @@ fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaR
             }
             KeyIndex::Int(map) => {
                 let k = keys[0].as_primitive::<Int64Type>();
-                for i in 0..n {
+                // Two passes: independent hash lookups first, then the searches,
+                // so the CPU overlaps their cache misses instead of chaining them.
+                let groups: Vec<u32> = (0..n)
+                    .map(|i| if k.is_valid(i) { map.get(&k.value(i)).copied().unwrap_or(u32::MAX) } else { u32::MAX })
+                    .collect();
+                for (i, g) in groups.into_iter().enumerate() {
                     let found = match ts.get(i) {
-                        Some(t) if k.is_valid(i) => map.get(&k.value(i)).and_then(|g| build.find(*g, t, spec.ttl)),
+                        Some(t) if g != u32::MAX => build.find(g, t, spec.ttl),
                         _ => None,
                     };
                     idx.append_option(found);
