@@ -12,4 +12,4 @@ DIR="benchmarks/data/w1_${ROWS}_${KEYS}"
 if [ ! -f "$DIR/data/entities.parquet" ]; then
   .venv/bin/python benchmarks/generate.py "$DIR" --entity-rows "$ROWS" --keys "$KEYS"
 fi
-.venv/bin/python benchmarks/run.py "$DIR" --binary target/release/feature-store --rows "$ROWS" ${MEMORY_LIMIT:+--memory-limit "$MEMORY_LIMIT"}
+.venv/bin/python benchmarks/run.py "$DIR" --binary target/release/feature-store --rows "$ROWS" --repeat "${REPEAT:-5}" ${MEMORY_LIMIT:+--memory-limit "$MEMORY_LIMIT"} ${FEAST_PYTHON:+--feast-python "$FEAST_PYTHON"}
