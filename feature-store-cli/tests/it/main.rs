@@ -206,6 +206,21 @@ fn historical_to_files_and_terminal() {
     assert!(table.contains("| 1001      |") && table.contains("avg_daily_trips"), "{table}");
     assert_eq!(table.lines().filter(|l| l.starts_with("| 10")).count(), 5, "{table}");
 
+    // A CSV entity file with ISO timestamps (UTC, naive, and an offset) is accepted.
+    let csv_in = tmp.path().join("entities.csv");
+    std::fs::write(&csv_in, "driver_id,event_timestamp\n1001,2030-01-01T00:00:00Z\n1002,2030-01-01T00:00:00\n1003,2030-01-01 02:00:00+02:00\n").unwrap();
+    let table = ok(&cli(
+        &repo,
+        &["historical", "--entities", csv_in.to_str().unwrap(), "--features", "driver_hourly_stats:conv_rate"],
+    ));
+    assert_eq!(table.lines().filter(|l| l.starts_with("| 100")).count(), 3, "{table}");
+    // All three instants are equal, long after the data: ttl 1d leaves every value null.
+    for line in table.lines().filter(|l| l.starts_with("| 100")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(cells[2], "2030-01-01T00:00:00", "{table}");
+        assert_eq!(cells[3], "", "{table}");
+    }
+
     let err = fail(&cli(&repo, &["historical", "--entities", entities, "--features", "driver_hourly_stats:nope"]));
     assert!(err.contains("feature \"driver_hourly_stats:nope\" not found"), "{err}");
     let err = fail(&cli(
