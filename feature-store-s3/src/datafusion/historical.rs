@@ -229,9 +229,10 @@ async fn read_source(store: &ParquetOfflineStore, ctx: &SessionContext, source: 
     register_store(ctx, &files.root)?;
     let all_parquet = files.files.iter().all(|f| f.location.as_ref().ends_with(".parquet"));
     let options = ParquetReadOptions::default().file_extension(if all_parquet { ".parquet" } else { "" });
-    let read = if source.is_glob() {
-        // DataFusion expands globs only in plain local paths, so hand it the
-        // files this crate already matched (sorted, markers skipped).
+    let read = if source.is_glob() || (!all_parquet && files.partition_columns.is_empty()) {
+        // DataFusion expands globs only in plain local paths, and without a
+        // `.parquet` extension to filter on it would read marker files too,
+        // so hand it the files this crate already listed (sorted, markers skipped).
         let urls: Vec<String> = files.files.iter().map(|m| files.file_url(m)).collect();
         ctx.read_parquet(urls, options).await
     } else if files.files.len() == 1 && files.files[0].location == files.root.path {
