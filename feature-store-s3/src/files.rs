@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::Path as FsPath;
 
 use futures::TryStreamExt;
-use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::error::{Error, Result};
@@ -104,9 +103,4 @@ pub async fn list_source_files(
     let order: Vec<String> = sf.files[0].location.parts().map(|p| p.as_ref().to_owned()).collect();
     sf.partition_columns.sort_by_key(|k| order.iter().position(|p| p.starts_with(&format!("{k}="))));
     Ok(sf)
-}
-
-/// Path of a file relative to the store root, for messages.
-pub fn display_path(p: &Path) -> String {
-    p.to_string()
 }

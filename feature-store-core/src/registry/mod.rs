@@ -40,7 +40,6 @@ pub struct ApplyOutcome {
 #[derive(Debug)]
 struct Cached {
     doc: Arc<RegistryDocument>,
-    token: Option<StoreVersion>,
     fetched: Instant,
 }
 
@@ -94,8 +93,7 @@ impl Registry {
             Some((bytes, token)) => (RegistryDocument::from_json(&bytes, &self.location())?, Some(token)),
         };
         let doc = Arc::new(doc);
-        *self.cache.lock().await =
-            Some(Cached { doc: Arc::clone(&doc), token: token.clone(), fetched: Instant::now() });
+        *self.cache.lock().await = Some(Cached { doc: Arc::clone(&doc), fetched: Instant::now() });
         Ok((doc, token))
     }
 
@@ -182,19 +180,13 @@ impl Registry {
         doc.updated_at = Some(Utc::now());
         doc.format_version = FORMAT_VERSION;
         match self.store.write(Bytes::from(doc.to_json()), token).await? {
-            WriteOutcome::Written(new_token) => {
+            WriteOutcome::Written(_) => {
                 let version = doc.version;
-                *self.cache.lock().await =
-                    Some(Cached { doc: Arc::new(doc), token: Some(new_token), fetched: Instant::now() });
+                *self.cache.lock().await = Some(Cached { doc: Arc::new(doc), fetched: Instant::now() });
                 Ok(Some(version))
             }
             WriteOutcome::Conflict => Ok(None),
         }
-    }
-
-    /// The version token of the cached copy, if any (for diagnostics).
-    pub async fn cached_version(&self) -> Option<StoreVersion> {
-        self.cache.lock().await.as_ref().and_then(|c| c.token.clone())
     }
 }
 

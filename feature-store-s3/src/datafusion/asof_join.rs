@@ -311,6 +311,32 @@ fn over_limit(e: DataFusionError, view: &str, what: &str) -> DataFusionError {
     ))
 }
 
+/// Feature rows over the limit: move those collected so far into spill
+/// partitions and release their memory. A view without entities cannot be
+/// split by key, so for it the limit is an error.
+fn start_spill(
+    e: DataFusionError,
+    batches: &mut Vec<RecordBatch>,
+    schema: &SchemaRef,
+    spec: &AsOfSpec,
+    reservation: &MemoryReservation,
+) -> Result<Vec<SpillWriter>> {
+    if spec.key_types.is_empty() {
+        return Err(over_limit(e, &spec.view, "the feature rows"));
+    }
+    let mut writers = spill_writers(schema, SPILL_PARTITIONS)?;
+    let keys = right_keys(spec);
+    for b in batches.drain(..) {
+        scatter_by_key(&b, &keys, &spec.key_types, 0, &mut writers, false)?;
+    }
+    reservation.free();
+    Ok(writers)
+}
+
+fn spill_writers(schema: &SchemaRef, partitions: usize) -> Result<Vec<SpillWriter>> {
+    (0..partitions).map(|_| SpillWriter::new(schema)).collect()
+}
+
 impl BuildSide {
     async fn collect(
         right: Arc<dyn ExecutionPlan>,
@@ -322,6 +348,7 @@ impl BuildSide {
         let mut stream = execute_stream(right, context)?;
         let mut batches = Vec::new();
         let mut spill: Option<Vec<SpillWriter>> = None;
+        let keys = right_keys(&spec);
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             if spill.is_none() {
@@ -330,40 +357,20 @@ impl BuildSide {
                         batches.push(batch);
                         continue;
                     }
-                    // A view without entities cannot be split by key.
-                    Err(e) if spec.key_types.is_empty() => return Err(over_limit(e, &spec.view, "the feature rows")),
-                    Err(_) => {
-                        let mut writers =
-                            (0..SPILL_PARTITIONS).map(|_| SpillWriter::new(&schema)).collect::<Result<Vec<_>>>()?;
-                        for b in batches.drain(..) {
-                            scatter_by_key(&b, &right_keys(&spec), &spec.key_types, 0, &mut writers, false)?;
-                        }
-                        reservation.free();
-                        spill = Some(writers);
-                    }
+                    Err(e) => spill = Some(start_spill(e, &mut batches, &schema, &spec, &reservation)?),
                 }
             }
-            if let Some(writers) = spill.as_mut() {
-                scatter_by_key(&batch, &right_keys(&spec), &spec.key_types, 0, writers, false)?;
-            }
+            let writers = spill.as_mut().expect("spilling");
+            scatter_by_key(&batch, &keys, &spec.key_types, 0, writers, false)?;
         }
-        if spill.is_none() {
+        let writers = match spill {
+            Some(writers) => writers,
             // Concatenating copies the rows once more and the index adds ~40 bytes a row.
-            match reservation.try_grow(working_memory(&batches)) {
+            None => match reservation.try_grow(working_memory(&batches)) {
                 Ok(()) => return Ok(Collected::Memory(Self::index(batches, &schema, &spec, reservation).await?)),
-                Err(e) if spec.key_types.is_empty() => return Err(over_limit(e, &spec.view, "the feature rows")),
-                Err(_) => {
-                    let mut writers =
-                        (0..SPILL_PARTITIONS).map(|_| SpillWriter::new(&schema)).collect::<Result<Vec<_>>>()?;
-                    for b in batches.drain(..) {
-                        scatter_by_key(&b, &right_keys(&spec), &spec.key_types, 0, &mut writers, false)?;
-                    }
-                    reservation.free();
-                    spill = Some(writers);
-                }
-            }
-        }
-        let writers = spill.expect("spilled");
+                Err(e) => start_spill(e, &mut batches, &schema, &spec, &reservation)?,
+            },
+        };
         Ok(Collected::Spilled(writers.into_iter().map(SpillWriter::finish).collect::<Result<_>>()?))
     }
 
@@ -472,7 +479,7 @@ impl Partition {
             }
             let split =
                 |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
-                    let mut w = (0..SUB_PARTITIONS).map(|_| SpillWriter::new(schema)).collect::<Result<Vec<_>>>()?;
+                    let mut w = spill_writers(schema, SUB_PARTITIONS)?;
                     for b in file.read()? {
                         scatter_by_key(&b?, keys, &spec.key_types, level + 1, &mut w, entity_side)?;
                     }
@@ -517,7 +524,7 @@ async fn grace_join(
     let row_col = left_fields;
 
     // 1. Entity rows, numbered, into partitions.
-    let mut writers = (0..right_parts.len()).map(|_| SpillWriter::new(&row_schema)).collect::<Result<Vec<_>>>()?;
+    let mut writers = spill_writers(&row_schema, right_parts.len())?;
     let mut next_row = 0u64;
     while let Some(batch) = left.next().await {
         let batch = batch?;
