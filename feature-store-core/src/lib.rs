@@ -44,16 +44,23 @@
 pub mod duration;
 mod error;
 pub mod historical;
+mod materialize;
 pub mod model;
 pub mod offline;
+pub mod online;
 pub mod registry;
 pub mod repo;
+mod serving;
 mod store;
 pub mod testing;
 mod value_type;
 
 pub use error::{BoxError, Error, Problem, Result};
 pub use historical::{BatchStream, EntityInput, HistoricalOptions};
+pub use materialize::{
+    MaterializeOptions, MaterializeProgress, MaterializeReport, ProgressFn, PushMode, ViewMaterialization,
+};
 pub use repo::{Definitions, RepoConfig};
+pub use serving::OnlineOptions;
 pub use store::{Described, FeatureStore, FeatureStoreBuilder, Features};
 pub use value_type::{UTC, ValueType, describe_arrow, timestamp_type};

@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::historical::{BatchStream, HistoricalRequest};
-use crate::model::DataSource;
+use crate::model::{DataSource, FeatureView, JoinKey};
 use crate::{Error, Result};
 
 /// What an offline store knows about a source's columns before reading rows.
@@ -34,6 +36,20 @@ pub trait OfflineStore: Send + Sync + Debug {
     /// input order, with each view's features as of the row's timestamp.
     /// Semantics are those of [`crate::historical`].
     async fn get_historical_features(&self, request: HistoricalRequest) -> Result<BatchStream>;
+
+    /// For materialization: the newest row per entity key with event time in
+    /// `[start, end]`, ties broken as in historical retrieval, streamed with
+    /// memory bounded independently of the row count.
+    async fn latest_rows(&self, request: LatestRequest) -> Result<LatestRows> {
+        Err(Error::Unsupported(format!("{self:?} cannot read latest rows for feature view \"{}\"", request.view.name)))
+    }
+
+    /// For push: appends `batch` (columns named as in the source) to the
+    /// source's data as a new file; returns where it was written.
+    async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String> {
+        let _ = batch;
+        Err(Error::Unsupported(format!("this offline store cannot append to data source \"{}\"", source.name)))
+    }
 }
 
 /// Offline data held in memory, keyed by source path; the reference implementation.
@@ -78,5 +94,56 @@ impl OfflineStore for MemoryOfflineStore {
         Err(Error::Unsupported(
             "the memory offline store only serves schemas; for in-memory retrieval use the Parquet offline store with memory:// source paths".into(),
         ))
+    }
+}
+
+/// Name of the event-time column in [`LatestRows`] batches.
+pub const LATEST_EVENT_TS: &str = "__event_ts";
+
+/// A request for the newest row per entity key of a view within a time window.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LatestRequest {
+    /// The view.
+    pub view: FeatureView,
+    /// Its source.
+    pub source: DataSource,
+    /// Its join keys.
+    pub join_keys: Vec<JoinKey>,
+    /// Inclusive lower bound on event time; `None` reads all history.
+    pub start: Option<DateTime<Utc>>,
+    /// Inclusive upper bound on event time.
+    pub end: DateTime<Utc>,
+}
+
+impl LatestRequest {
+    /// A request for `view` over `[start, end]`.
+    pub fn new(
+        view: FeatureView,
+        source: DataSource,
+        join_keys: Vec<JoinKey>,
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+    ) -> Self {
+        Self { view, source, join_keys, start, end }
+    }
+}
+
+/// The newest row per entity key: batches with the join-key columns (named
+/// by join key; integers as `int64`), [`LATEST_EVENT_TS`] (µs, UTC) and the
+/// view's features in their declared types. Rows with a null key are left out.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LatestRows {
+    /// The rows, streamed.
+    pub stream: BatchStream,
+    /// Source rows in the window, known once the stream has ended.
+    pub rows_read: Arc<AtomicU64>,
+}
+
+impl LatestRows {
+    /// Wraps a stream and its row counter.
+    pub fn new(stream: BatchStream, rows_read: Arc<AtomicU64>) -> Self {
+        Self { stream, rows_read }
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::historical::{BatchStream, EntityInput, HistoricalOptions, HistoricalRequest, ViewRequest};
 use crate::model::{DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView};
 use crate::offline::OfflineStore;
+use crate::online::OnlineStore;
 use crate::registry::{
     ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState,
 };
@@ -25,6 +26,7 @@ struct Inner {
     config: RepoConfig,
     registry: Registry,
     offline: Arc<dyn OfflineStore>,
+    online: Option<Arc<dyn OnlineStore>>,
 }
 
 /// A registry object found by [`FeatureStore::describe`].
@@ -91,9 +93,16 @@ pub struct FeatureStoreBuilder {
     config: RepoConfig,
     registry_store: Option<Arc<dyn RegistryStore>>,
     offline: Option<Arc<dyn OfflineStore>>,
+    online: Option<Arc<dyn OnlineStore>>,
 }
 
 impl FeatureStoreBuilder {
+    /// Sets the online store; without one, online reads, materialization and push are errors.
+    pub fn with_online_store(mut self, store: Arc<dyn OnlineStore>) -> Self {
+        self.online = Some(store);
+        self
+    }
+
     /// Sets where the registry document is stored.
     pub fn with_registry_store(mut self, store: Arc<dyn RegistryStore>) -> Self {
         self.registry_store = Some(store);
@@ -112,14 +121,14 @@ impl FeatureStoreBuilder {
         let store = self.registry_store.ok_or_else(|| missing("registry store"))?;
         let offline = self.offline.ok_or_else(|| missing("offline store"))?;
         let registry = Registry::new(store, self.config.registry.cache_ttl);
-        Ok(FeatureStore { inner: Arc::new(Inner { config: self.config, registry, offline }) })
+        Ok(FeatureStore { inner: Arc::new(Inner { config: self.config, registry, offline, online: self.online }) })
     }
 }
 
 impl FeatureStore {
     /// Starts building a store for `config`.
     pub fn builder(config: RepoConfig) -> FeatureStoreBuilder {
-        FeatureStoreBuilder { config, registry_store: None, offline: None }
+        FeatureStoreBuilder { config, registry_store: None, offline: None, online: None }
     }
 
     /// The configuration.
@@ -140,6 +149,14 @@ impl FeatureStore {
     /// The offline store.
     pub fn offline_store(&self) -> &Arc<dyn OfflineStore> {
         &self.inner.offline
+    }
+
+    /// The online store, or an error saying none is configured.
+    pub fn online_store(&self) -> Result<&Arc<dyn OnlineStore>> {
+        self.inner.online.as_ref().ok_or_else(|| Error::Config {
+            location: "online_store".into(),
+            message: "no online store is configured".into(),
+        })
     }
 
     /// Reads the definition files of the repo folder.

@@ -1,0 +1,518 @@
+//! Offline to online: [`FeatureStore::materialize`],
+//! [`FeatureStore::materialize_incremental`] and [`FeatureStore::push`].
+//!
+//! A view's window is read as the newest row per entity key (the offline
+//! store's [`crate::offline::OfflineStore::latest_rows`]), encoded in chunks
+//! and written with a bounded number of writes in flight, so memory does not
+//! grow with the row count. Online writes never regress (older event times are
+//! skipped per key), so rerunning any window, or rerunning after a failure,
+//! converges to the contents of one clean run. A view's watermark advances
+//! only after all its writes succeeded.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use chrono::{DateTime, Utc};
+use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::model::{DataSource, FeatureView, JoinKey};
+use crate::offline::{LATEST_EVENT_TS, LatestRequest};
+use crate::online::codec::{ValueEncoder, conform, entity_keys};
+use crate::online::{OnlineRows, OnlineStore, OnlineView, WriteStats};
+use crate::serving::{check_key_column, column_list};
+use crate::{Error, FeatureStore, Result, UTC, ValueType, describe_arrow};
+
+/// Progress of a materialization, reported after every completed write.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MaterializeProgress {
+    /// The view being written.
+    pub view: String,
+    /// Its position among the views of the run (0-based).
+    pub view_index: usize,
+    /// Number of views in the run.
+    pub view_count: usize,
+    /// Entities written so far for this view.
+    pub entities_written: u64,
+}
+
+/// Called with progress; must be cheap.
+pub type ProgressFn = Arc<dyn Fn(&MaterializeProgress) + Send + Sync>;
+
+/// Options of [`FeatureStore::materialize`] and [`FeatureStore::materialize_incremental`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct MaterializeOptions {
+    /// Views to materialize; all online views when `None`.
+    pub views: Option<Vec<String>>,
+    /// Rows per online write.
+    pub write_batch_rows: usize,
+    /// Writes in flight at once.
+    pub max_in_flight: usize,
+    /// Progress callback.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for MaterializeOptions {
+    fn default() -> Self {
+        Self { views: None, write_batch_rows: 1000, max_in_flight: 8, progress: None }
+    }
+}
+
+impl fmt::Debug for MaterializeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MaterializeOptions")
+            .field("views", &self.views)
+            .field("write_batch_rows", &self.write_batch_rows)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MaterializeOptions {
+    /// Restricts the run to `views`.
+    pub fn with_views<S: Into<String>>(mut self, views: impl IntoIterator<Item = S>) -> Self {
+        self.views = Some(views.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets a progress callback.
+    pub fn with_progress(mut self, progress: impl Fn(&MaterializeProgress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+
+    /// Sets rows per write and writes in flight (both at least 1).
+    pub fn with_batching(mut self, write_batch_rows: usize, max_in_flight: usize) -> Self {
+        self.write_batch_rows = write_batch_rows.max(1);
+        self.max_in_flight = max_in_flight.max(1);
+        self
+    }
+}
+
+/// What materializing one view did.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ViewMaterialization {
+    /// The view.
+    pub view: String,
+    /// Window start (inclusive); `None` is all history.
+    pub start: Option<DateTime<Utc>>,
+    /// Window end (inclusive).
+    pub end: DateTime<Utc>,
+    /// Source rows in the window.
+    pub rows_read: u64,
+    /// Entities whose value was written.
+    pub entities_written: u64,
+    /// Entities skipped because the online store held a newer value.
+    pub skipped_older: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// What a materialization run did, per view.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct MaterializeReport {
+    /// Per view, in run order.
+    pub views: Vec<ViewMaterialization>,
+    /// Wall time of the run.
+    pub seconds: f64,
+}
+
+impl MaterializeReport {
+    /// Source rows read over all views.
+    pub fn rows_read(&self) -> u64 {
+        self.views.iter().map(|v| v.rows_read).sum()
+    }
+
+    /// Entities written over all views.
+    pub fn entities_written(&self) -> u64 {
+        self.views.iter().map(|v| v.entities_written).sum()
+    }
+}
+
+/// Where [`FeatureStore::push`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PushMode {
+    /// The online store only.
+    #[default]
+    Online,
+    /// The offline store only (a new Parquet file under the source's folder).
+    Offline,
+    /// Both: online first, then offline; a rerun after a failure repairs both.
+    OnlineAndOffline,
+}
+
+/// A view prepared for writing: names and types resolved once.
+struct WriteTarget {
+    view: FeatureView,
+    join_keys: Vec<JoinKey>,
+    online: OnlineView,
+}
+
+impl WriteTarget {
+    fn features(&self) -> Vec<String> {
+        self.view.schema.iter().map(|f| f.name.clone()).collect()
+    }
+
+    /// Encodes rows whose key columns, event times and features are already
+    /// in the view's types; rows with a null key or time are skipped.
+    fn encode(&self, keys: &[(&str, &ArrayRef)], event_ts: &dyn Array, features: &[ArrayRef]) -> Result<OnlineRows> {
+        let rows = event_ts.len();
+        let entity = entity_keys(keys, rows)?;
+        let ts = event_ts.as_primitive::<TimestampMicrosecondType>();
+        let encoders: Vec<ValueEncoder<'_>> =
+            features.iter().zip(&self.view.schema).map(|(c, f)| ValueEncoder::new(c.as_ref(), &f.dtype)).collect();
+        let mut out = OnlineRows::new(self.features());
+        for (i, key) in entity.into_iter().enumerate() {
+            let Some(key) = key else { continue };
+            if ts.is_null(i) {
+                continue;
+            }
+            out.begin_row(key, ts.value(i));
+            for e in &encoders {
+                out.push_with(|buf| e.encode(i, buf));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl FeatureStore {
+    fn online_target(&self, doc: &crate::registry::RegistryDocument, name: &str) -> Result<(WriteTarget, DataSource)> {
+        let project = doc.project(self.project());
+        let view = project.feature_view(name)?.clone();
+        if !view.online {
+            return Err(Error::InvalidArgument(format!(
+                "feature view \"{name}\" is not served online (online: false); set online: true to materialize or push it"
+            )));
+        }
+        let source = project.data_source(&view.source)?.clone();
+        let join_keys = project.join_keys(&view)?;
+        let online = OnlineView::new(view.name.clone(), view.ttl);
+        Ok((WriteTarget { view, join_keys, online }, source))
+    }
+
+    fn views_to_run(
+        &self,
+        doc: &crate::registry::RegistryDocument,
+        options: &MaterializeOptions,
+    ) -> Result<Vec<String>> {
+        let project = doc.project(self.project());
+        match &options.views {
+            Some(v) if v.is_empty() => Err(Error::InvalidArgument("no feature views named".into())),
+            Some(v) => {
+                for name in v {
+                    project.feature_view(name)?;
+                }
+                Ok(v.clone())
+            }
+            None => {
+                let all: Vec<String> = project
+                    .registry()
+                    .feature_views
+                    .values()
+                    .filter(|r| r.spec.online)
+                    .map(|r| r.spec.name.clone())
+                    .collect();
+                if all.is_empty() {
+                    return Err(Error::InvalidArgument(format!(
+                        "project \"{}\" has no online feature views; run `feature-store apply` first",
+                        self.project()
+                    )));
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    /// Writes the newest value per entity with event time in `[start, end]`
+    /// (both inclusive, as in Feast) of each view to the online store, then
+    /// advances each view's watermark to `end` (never backwards).
+    pub async fn materialize(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        options: &MaterializeOptions,
+    ) -> Result<MaterializeReport> {
+        if start > end {
+            return Err(Error::InvalidArgument(format!("materialize window starts ({start}) after it ends ({end})")));
+        }
+        self.run_materialization(end, options, |_, _| Some(start)).await
+    }
+
+    /// Materializes each view from its watermark to `end`; a view never
+    /// materialized starts at `end - ttl`, or reads all history without a ttl.
+    pub async fn materialize_incremental(
+        &self,
+        end: DateTime<Utc>,
+        options: &MaterializeOptions,
+    ) -> Result<MaterializeReport> {
+        self.run_materialization(end, options, |view, state| match state.and_then(|s| s.watermark) {
+            Some(w) => Some(w),
+            None => {
+                view.ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).and_then(|t| end.checked_sub_signed(t))
+            }
+        })
+        .await
+    }
+
+    async fn run_materialization(
+        &self,
+        end: DateTime<Utc>,
+        options: &MaterializeOptions,
+        start_of: impl Fn(&FeatureView, Option<&crate::registry::ViewState>) -> Option<DateTime<Utc>>,
+    ) -> Result<MaterializeReport> {
+        let began = Instant::now();
+        let online = Arc::clone(self.online_store()?);
+        let doc = self.registry().refresh().await?;
+        let names = self.views_to_run(&doc, options)?;
+        let mut report = MaterializeReport { views: Vec::new(), seconds: 0.0 };
+        for (index, name) in names.iter().enumerate() {
+            let (target, source) = self.online_target(&doc, name)?;
+            let state = doc.project(self.project()).registry().view_state.get(name);
+            let start = start_of(&target.view, state).filter(|s| *s <= end);
+            if start_of(&target.view, state).is_some_and(|s| s > end) {
+                // Already materialized past `end`: nothing to read.
+                report.views.push(ViewMaterialization {
+                    view: name.clone(),
+                    start: start_of(&target.view, state),
+                    end,
+                    rows_read: 0,
+                    entities_written: 0,
+                    skipped_older: 0,
+                    seconds: 0.0,
+                });
+                continue;
+            }
+            let view_began = Instant::now();
+            let stats = self.materialize_view(&online, &target, source, start, end, index, names.len(), options).await;
+            let (rows_read, stats) = stats?;
+            self.advance_watermark(name, end).await?;
+            report.views.push(ViewMaterialization {
+                view: name.clone(),
+                start,
+                end,
+                rows_read,
+                entities_written: stats.written,
+                skipped_older: stats.skipped_older,
+                seconds: view_began.elapsed().as_secs_f64(),
+            });
+        }
+        report.seconds = began.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn materialize_view(
+        &self,
+        online: &Arc<dyn OnlineStore>,
+        target: &WriteTarget,
+        source: DataSource,
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+        view_index: usize,
+        view_count: usize,
+        options: &MaterializeOptions,
+    ) -> Result<(u64, WriteStats)> {
+        let request = LatestRequest::new(target.view.clone(), source, target.join_keys.clone(), start, end);
+        let latest = self.offline_store().latest_rows(request).await?;
+        let mut stream = latest.stream;
+        let project = self.project().to_owned();
+        let mut stats = WriteStats::default();
+        let mut in_flight = FuturesUnordered::new();
+        let report = |stats: &WriteStats| {
+            if let Some(p) = &options.progress {
+                p(&MaterializeProgress {
+                    view: target.view.name.clone(),
+                    view_index,
+                    view_count,
+                    entities_written: stats.written + stats.skipped_older,
+                });
+            }
+        };
+        while let Some(batch) = stream.try_next().await? {
+            let schema = batch.schema();
+            let column = |name: &str| {
+                schema.index_of(name).map(|i| batch.column(i)).map_err(|_| {
+                    Error::data(format!("latest rows of \"{}\"", target.view.name), format!("no column \"{name}\""))
+                })
+            };
+            let keys: Vec<(&str, &ArrayRef)> =
+                target.join_keys.iter().map(|k| Ok((k.name.as_str(), column(&k.name)?))).collect::<Result<_>>()?;
+            let ts = column(LATEST_EVENT_TS)?;
+            let features: Vec<ArrayRef> =
+                target.view.schema.iter().map(|f| column(&f.name).cloned()).collect::<Result<_>>()?;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = options.write_batch_rows.min(batch.num_rows() - offset);
+                let slice_keys: Vec<ArrayRef> = keys.iter().map(|(_, c)| c.slice(offset, len)).collect();
+                let named: Vec<(&str, &ArrayRef)> = keys.iter().map(|(n, _)| *n).zip(&slice_keys).collect();
+                let slice_features: Vec<ArrayRef> = features.iter().map(|c| c.slice(offset, len)).collect();
+                let rows = target.encode(&named, ts.slice(offset, len).as_ref(), &slice_features)?;
+                offset += len;
+                while in_flight.len() >= options.max_in_flight {
+                    if let Some(done) = in_flight.next().await {
+                        stats += done?;
+                        report(&stats);
+                    }
+                }
+                let online = Arc::clone(online);
+                let project = project.clone();
+                let view = target.online.clone();
+                in_flight.push(async move { online.write(&project, &view, &rows).await });
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            stats += done?;
+            report(&stats);
+        }
+        Ok((latest.rows_read.load(Ordering::Relaxed), stats))
+    }
+
+    async fn advance_watermark(&self, view: &str, end: DateTime<Utc>) -> Result<()> {
+        let project = self.project().to_owned();
+        let now = Utc::now();
+        self.registry()
+            .update(|doc| {
+                let p = doc.projects.entry(project.clone()).or_default();
+                if !p.feature_views.contains_key(view) {
+                    return Err(Error::NotFound {
+                        kind: "feature view",
+                        name: view.to_owned(),
+                        hint: Some("it was removed while being materialized".into()),
+                    });
+                }
+                let state = p.view_state.entry(view.to_owned()).or_default();
+                if state.watermark.is_none_or(|w| w < end) {
+                    state.watermark = Some(end);
+                }
+                state.last_materialized_at = Some(now);
+                Ok(true)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Writes `batch` of fresh values to the view's online store and/or offline
+    /// source. Columns are the view's join keys, its source's timestamp field
+    /// (optionally the created-timestamp field) and every feature; types must
+    /// match the registry (lossless widenings accepted), unknown columns are errors.
+    pub async fn push(&self, view: &str, batch: &RecordBatch, mode: PushMode) -> Result<WriteStats> {
+        let doc = self.document().await?;
+        let (target, source) = self.online_target(&doc, view)?;
+        let context = format!("push to feature view \"{view}\"");
+        let schema = batch.schema();
+        let get = |name: &str, what: &str| {
+            schema.index_of(name).map(|i| batch.column(i)).map_err(|_| {
+                Error::data(&context, format!("missing {what} column \"{name}\"; given: {}", column_list(&schema)))
+            })
+        };
+        let mut keys = Vec::new();
+        for k in &target.join_keys {
+            let col = get(&k.name, "join key")?;
+            check_key_column(k, col, &context)?;
+            keys.push((k.name.as_str(), col));
+        }
+        let ts_col = get(&source.timestamp_field, "timestamp")?;
+        let ts = match ts_col.data_type() {
+            DataType::Timestamp(_, _) => {
+                arrow_cast::cast(ts_col, &DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())))
+                    .map_err(|e| Error::data(&context, e.to_string()))?
+            }
+            other => {
+                return Err(Error::data(
+                    &context,
+                    format!("column \"{}\" is {}, not a timestamp", source.timestamp_field, describe_arrow(other)),
+                ));
+            }
+        };
+        let mut features = Vec::new();
+        for f in &target.view.schema {
+            let col = get(&f.name, "feature")?;
+            if !f.dtype.accepts_arrow(col.data_type()) {
+                return Err(Error::data(
+                    &context,
+                    format!(
+                        "feature \"{}\" is {} but the view declares {}",
+                        f.name,
+                        describe_arrow(col.data_type()),
+                        f.dtype
+                    ),
+                ));
+            }
+            features.push(conform(col, &f.dtype)?);
+        }
+        let known = |n: &str| {
+            target.join_keys.iter().any(|k| k.name == n)
+                || n == source.timestamp_field
+                || source.created_timestamp_field.as_deref() == Some(n)
+                || target.view.feature(n).is_some()
+        };
+        if let Some(extra) = schema.fields().iter().find(|f| !known(f.name())) {
+            return Err(Error::data(
+                &context,
+                format!(
+                    "column \"{}\" is not a join key, timestamp or feature of the view (features: {})",
+                    extra.name(),
+                    target.features().join(", ")
+                ),
+            ));
+        }
+        let mut stats = WriteStats::default();
+        if mode != PushMode::Offline {
+            let online = self.online_store()?;
+            let rows = target.encode(&keys, ts.as_ref(), &features)?;
+            stats = online.write(self.project(), &target.online, &rows).await?;
+        }
+        if mode != PushMode::Online {
+            let renamed = to_source_columns(batch, &source, &target, &ts, &features)?;
+            self.offline_store().append(&source, renamed).await?;
+        }
+        Ok(stats)
+    }
+}
+
+/// The pushed rows in the source's column names and the view's types.
+fn to_source_columns(
+    batch: &RecordBatch,
+    source: &DataSource,
+    target: &WriteTarget,
+    ts: &ArrayRef,
+    features: &[ArrayRef],
+) -> Result<RecordBatch> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for k in &target.join_keys {
+        let col = batch.column_by_name(&k.name).expect("checked");
+        let col = match &k.dtype {
+            Some(t) if ValueType::from_arrow(col.data_type()).as_ref() != Some(t) => conform(col, t)?,
+            _ => Arc::clone(col),
+        };
+        fields.push(arrow_schema::Field::new(source.source_column(&k.name), col.data_type().clone(), true));
+        columns.push(col);
+    }
+    fields.push(arrow_schema::Field::new(&source.timestamp_field, ts.data_type().clone(), true));
+    columns.push(Arc::clone(ts));
+    if let Some(c) = source.created_timestamp_field.as_deref().and_then(|c| batch.column_by_name(c)) {
+        let name = source.created_timestamp_field.as_deref().expect("present");
+        fields.push(arrow_schema::Field::new(name, c.data_type().clone(), true));
+        columns.push(Arc::clone(c));
+    }
+    for (f, col) in target.view.schema.iter().zip(features) {
+        fields.push(arrow_schema::Field::new(source.source_column(&f.name), col.data_type().clone(), true));
+        columns.push(Arc::clone(col));
+    }
+    RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
+        .map_err(|e| Error::data("push", e.to_string()))
+}

@@ -1,0 +1,544 @@
+//! Byte encodings shared by every online backend: entity keys as text and
+//! feature values as small tagged byte strings.
+//!
+//! A value is one type tag byte followed by its payload, little-endian:
+//! `bool` 1 byte, `int32`/`float32` 4, `int64`/`float64`/`timestamp`
+//! (µs since the epoch) 8, `string`/`bytes` the raw bytes; a list is its
+//! element tag with the high bit set, a `u32` count, then per element a
+//! validity byte and the element (strings and bytes prefixed by a `u32`
+//! length). A null value is not stored at all. The tag lets a reader notice a
+//! value written under an older, incompatible schema instead of misreading it.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, ArrayRef, ListArray};
+use arrow_buffer::{BooleanBufferBuilder, NullBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field};
+
+use crate::{Error, Result, UTC, ValueType};
+
+const BOOL: u8 = 1;
+const INT32: u8 = 2;
+const INT64: u8 = 3;
+const FLOAT32: u8 = 4;
+const FLOAT64: u8 = 5;
+const STRING: u8 = 6;
+const BYTES: u8 = 7;
+const TIMESTAMP: u8 = 8;
+const LIST: u8 = 0x80;
+
+fn scalar_tag(t: &ValueType) -> u8 {
+    match t {
+        ValueType::Bool => BOOL,
+        ValueType::Int32 => INT32,
+        ValueType::Int64 => INT64,
+        ValueType::Float32 => FLOAT32,
+        ValueType::Float64 => FLOAT64,
+        ValueType::String => STRING,
+        ValueType::Bytes => BYTES,
+        ValueType::Timestamp => TIMESTAMP,
+        ValueType::List(inner) => LIST | scalar_tag(inner),
+    }
+}
+
+fn tag_name(tag: u8) -> String {
+    let scalar = |t: u8| match t {
+        BOOL => "bool",
+        INT32 => "int32",
+        INT64 => "int64",
+        FLOAT32 => "float32",
+        FLOAT64 => "float64",
+        STRING => "string",
+        BYTES => "bytes",
+        TIMESTAMP => "timestamp",
+        _ => "unknown",
+    };
+    if tag & LIST != 0 { format!("list<{}>", scalar(tag & !LIST)) } else { scalar(tag).to_owned() }
+}
+
+/// Casts `column` to the Arrow type of `dtype` (lossless widenings, unit and
+/// layout changes); the caller has checked that the types are compatible.
+pub fn conform(column: &ArrayRef, dtype: &ValueType) -> Result<ArrayRef> {
+    let target = dtype.to_arrow();
+    if column.data_type() == &target {
+        return Ok(Arc::clone(column));
+    }
+    arrow_cast::cast(column, &target).map_err(|e| Error::data("value conversion", e.to_string()))
+}
+
+/// Encodes one column's values; the column must have the Arrow type of its value type.
+pub struct ValueEncoder<'a> {
+    column: &'a dyn Array,
+    kind: Kind<'a>,
+}
+
+enum Kind<'a> {
+    Scalar(u8),
+    List(&'a ListArray, u8),
+}
+
+impl<'a> ValueEncoder<'a> {
+    /// An encoder for `column`, which holds values of `dtype` (see [`conform`]).
+    pub fn new(column: &'a dyn Array, dtype: &ValueType) -> Self {
+        let kind = match dtype {
+            ValueType::List(inner) => Kind::List(column.as_list::<i32>(), scalar_tag(inner)),
+            other => Kind::Scalar(scalar_tag(other)),
+        };
+        Self { column, kind }
+    }
+
+    /// Appends row `i`'s encoding to `out`; returns false (appending nothing) for null.
+    pub fn encode(&self, i: usize, out: &mut Vec<u8>) -> bool {
+        if self.column.is_null(i) {
+            return false;
+        }
+        match self.kind {
+            Kind::Scalar(tag) => {
+                out.push(tag);
+                encode_scalar(self.column, tag, i, out, false);
+            }
+            Kind::List(list, tag) => {
+                out.push(LIST | tag);
+                let offsets = list.value_offsets();
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                out.extend_from_slice(&((end - start) as u32).to_le_bytes());
+                let values = list.values();
+                for j in start..end {
+                    if values.is_null(j) {
+                        out.push(0);
+                    } else {
+                        out.push(1);
+                        encode_scalar(values.as_ref(), tag, j, out, true);
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn encode_scalar(a: &dyn Array, tag: u8, i: usize, out: &mut Vec<u8>, prefixed: bool) {
+    match tag {
+        BOOL => out.push(u8::from(a.as_boolean().value(i))),
+        INT32 => out.extend_from_slice(&a.as_primitive::<Int32Type>().value(i).to_le_bytes()),
+        INT64 => out.extend_from_slice(&a.as_primitive::<Int64Type>().value(i).to_le_bytes()),
+        FLOAT32 => out.extend_from_slice(&a.as_primitive::<Float32Type>().value(i).to_le_bytes()),
+        FLOAT64 => out.extend_from_slice(&a.as_primitive::<Float64Type>().value(i).to_le_bytes()),
+        TIMESTAMP => out.extend_from_slice(&a.as_primitive::<TimestampMicrosecondType>().value(i).to_le_bytes()),
+        STRING | BYTES => {
+            let v: &[u8] =
+                if tag == STRING { a.as_string::<i32>().value(i).as_bytes() } else { a.as_binary::<i32>().value(i) };
+            if prefixed {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            }
+            out.extend_from_slice(v);
+        }
+        _ => unreachable!("tag {tag} is not a scalar"),
+    }
+}
+
+/// Builds an Arrow column of a feature's type from encoded values.
+#[derive(Debug)]
+pub struct ValueDecoder {
+    dtype: ValueType,
+    builder: Builder,
+}
+
+#[derive(Debug)]
+enum Builder {
+    Bool(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    String(StringBuilder),
+    Bytes(BinaryBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    List { item: Box<Builder>, offsets: Vec<i32>, valid: BooleanBufferBuilder, dtype: ValueType },
+}
+
+impl Builder {
+    fn new(t: &ValueType, capacity: usize) -> Self {
+        match t {
+            ValueType::Bool => Self::Bool(BooleanBuilder::with_capacity(capacity)),
+            ValueType::Int32 => Self::Int32(Int32Builder::with_capacity(capacity)),
+            ValueType::Int64 => Self::Int64(Int64Builder::with_capacity(capacity)),
+            ValueType::Float32 => Self::Float32(Float32Builder::with_capacity(capacity)),
+            ValueType::Float64 => Self::Float64(Float64Builder::with_capacity(capacity)),
+            ValueType::String => Self::String(StringBuilder::with_capacity(capacity, capacity * 8)),
+            ValueType::Bytes => Self::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 8)),
+            ValueType::Timestamp => {
+                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone(UTC))
+            }
+            ValueType::List(inner) => Self::List {
+                item: Box::new(Self::new(inner, capacity)),
+                offsets: vec![0],
+                valid: BooleanBufferBuilder::new(capacity),
+                dtype: (**inner).clone(),
+            },
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Self::Bool(b) => b.append_null(),
+            Self::Int32(b) => b.append_null(),
+            Self::Int64(b) => b.append_null(),
+            Self::Float32(b) => b.append_null(),
+            Self::Float64(b) => b.append_null(),
+            Self::String(b) => b.append_null(),
+            Self::Bytes(b) => b.append_null(),
+            Self::Timestamp(b) => b.append_null(),
+            Self::List { offsets, valid, .. } => {
+                offsets.push(*offsets.last().expect("starts with 0"));
+                valid.append(false);
+            }
+        }
+    }
+
+    /// Decodes one scalar of stored tag `tag` from the front of `bytes`,
+    /// returning the rest; `prefixed` strings carry a length.
+    fn append_scalar<'b>(&mut self, tag: u8, bytes: &'b [u8], prefixed: bool) -> Option<&'b [u8]> {
+        fn take<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
+            let (head, rest) = b.split_at_checked(N)?;
+            Some((head.try_into().ok()?, rest))
+        }
+        let var = |b: &'b [u8]| -> Option<(&'b [u8], &'b [u8])> {
+            if prefixed {
+                let (len, rest) = take::<4>(b)?;
+                rest.split_at_checked(u32::from_le_bytes(len) as usize)
+            } else {
+                Some((b, &[]))
+            }
+        };
+        Some(match (self, tag) {
+            (Self::Bool(b), BOOL) => {
+                let (v, rest) = take::<1>(bytes)?;
+                b.append_value(v[0] != 0);
+                rest
+            }
+            (Self::Int32(b), INT32) => {
+                let (v, rest) = take::<4>(bytes)?;
+                b.append_value(i32::from_le_bytes(v));
+                rest
+            }
+            (Self::Int64(b), INT64) => {
+                let (v, rest) = take::<8>(bytes)?;
+                b.append_value(i64::from_le_bytes(v));
+                rest
+            }
+            (Self::Int64(b), INT32) => {
+                let (v, rest) = take::<4>(bytes)?;
+                b.append_value(i64::from(i32::from_le_bytes(v)));
+                rest
+            }
+            (Self::Float32(b), FLOAT32) => {
+                let (v, rest) = take::<4>(bytes)?;
+                b.append_value(f32::from_le_bytes(v));
+                rest
+            }
+            (Self::Float64(b), FLOAT64) => {
+                let (v, rest) = take::<8>(bytes)?;
+                b.append_value(f64::from_le_bytes(v));
+                rest
+            }
+            (Self::Float64(b), FLOAT32) => {
+                let (v, rest) = take::<4>(bytes)?;
+                b.append_value(f64::from(f32::from_le_bytes(v)));
+                rest
+            }
+            (Self::Timestamp(b), TIMESTAMP) => {
+                let (v, rest) = take::<8>(bytes)?;
+                b.append_value(i64::from_le_bytes(v));
+                rest
+            }
+            (Self::String(b), STRING) => {
+                let (v, rest) = var(bytes)?;
+                b.append_value(std::str::from_utf8(v).ok()?);
+                rest
+            }
+            (Self::Bytes(b), BYTES) => {
+                let (v, rest) = var(bytes)?;
+                b.append_value(v);
+                rest
+            }
+            _ => return None,
+        })
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Int32(b) => Arc::new(b.finish()),
+            Self::Int64(b) => Arc::new(b.finish()),
+            Self::Float32(b) => Arc::new(b.finish()),
+            Self::Float64(b) => Arc::new(b.finish()),
+            Self::String(b) => Arc::new(b.finish()),
+            Self::Bytes(b) => Arc::new(b.finish()),
+            Self::Timestamp(b) => Arc::new(b.finish()),
+            Self::List { item, offsets, valid, dtype } => {
+                let values = item.finish();
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                let nulls = NullBuffer::new(valid.finish());
+                let field = Arc::new(Field::new("item", dtype.to_arrow(), true));
+                Arc::new(ListArray::new(field, offsets, values, Some(nulls).filter(|n| n.null_count() > 0)))
+            }
+        }
+    }
+}
+
+impl ValueDecoder {
+    /// A decoder producing values of `dtype`.
+    pub fn new(dtype: &ValueType, capacity: usize) -> Self {
+        Self { dtype: dtype.clone(), builder: Builder::new(dtype, capacity) }
+    }
+
+    /// Appends a null.
+    pub fn append_null(&mut self) {
+        self.builder.append_null();
+    }
+
+    /// Appends a decoded value; stored values of another, incompatible type
+    /// or malformed bytes are an error naming the feature.
+    pub fn append(&mut self, bytes: &[u8], feature: &str) -> Result<()> {
+        let bad = |found: &str| {
+            Error::data(
+                format!("online value of feature \"{feature}\""),
+                format!(
+                    "stored as {found} but the registry declares {}; re-materialize the view after a type change",
+                    self.dtype
+                ),
+            )
+        };
+        let (&tag, rest) = bytes.split_first().ok_or_else(|| bad("an empty value"))?;
+        let ok = match &mut self.builder {
+            Builder::List { item, offsets, valid, .. } if tag & LIST != 0 => (|| {
+                let (count, mut rest) = rest.split_at_checked(4)?;
+                let count = u32::from_le_bytes(count.try_into().ok()?) as usize;
+                for _ in 0..count {
+                    let (&flag, r) = rest.split_first()?;
+                    rest = if flag == 0 {
+                        item.append_null();
+                        r
+                    } else {
+                        item.append_scalar(tag & !LIST, r, true)?
+                    };
+                }
+                let last = *offsets.last().expect("starts with 0");
+                offsets.push(last + count as i32);
+                valid.append(true);
+                rest.is_empty().then_some(())
+            })()
+            .is_some(),
+            Builder::List { .. } => false,
+            b => b.append_scalar(tag, rest, false).is_some_and(|r| r.is_empty()),
+        };
+        if ok { Ok(()) } else { Err(bad(&tag_name(tag))) }
+    }
+
+    /// The column built so far; the decoder starts again empty.
+    pub fn finish(&mut self) -> ArrayRef {
+        self.builder.finish()
+    }
+}
+
+/// Builds the text key of each row from a view's join-key columns.
+///
+/// The key is `name=value` pairs sorted by name and joined by `,`, so views
+/// over the same entities share keys. Integers of any width are written in
+/// decimal (an `int32` and an `int64` key of equal value are the same key),
+/// strings with `%`, `,`, `=`, `{` and `}` percent-escaped, bytes as `0x`
+/// hex, booleans as `true`/`false`. A view without entities has the single key `_`.
+pub fn entity_keys(columns: &[(&str, &ArrayRef)], rows: usize) -> Result<Vec<Option<String>>> {
+    if columns.is_empty() {
+        return Ok(vec![Some("_".to_owned()); rows]);
+    }
+    let mut order: Vec<usize> = (0..columns.len()).collect();
+    order.sort_by_key(|&i| columns[i].0);
+    let mut out = Vec::with_capacity(rows);
+    let mut buf = String::new();
+    for row in 0..rows {
+        buf.clear();
+        let mut null = false;
+        for (n, &i) in order.iter().enumerate() {
+            let (name, col) = columns[i];
+            if col.is_null(row) {
+                null = true;
+                break;
+            }
+            if n > 0 {
+                buf.push(',');
+            }
+            buf.push_str(name);
+            buf.push('=');
+            write_key_value(col.as_ref(), row, &mut buf).map_err(|t| {
+                Error::data(format!("join key \"{name}\""), format!("type {t} cannot be an entity key"))
+            })?;
+        }
+        out.push(if null { None } else { Some(buf.clone()) });
+    }
+    Ok(out)
+}
+
+fn write_key_value(a: &dyn Array, i: usize, out: &mut String) -> std::result::Result<(), String> {
+    match a.data_type() {
+        DataType::Int8 => push_display(out, a.as_primitive::<Int8Type>().value(i)),
+        DataType::Int16 => push_display(out, a.as_primitive::<Int16Type>().value(i)),
+        DataType::Int32 => push_display(out, a.as_primitive::<Int32Type>().value(i)),
+        DataType::Int64 => push_display(out, a.as_primitive::<Int64Type>().value(i)),
+        DataType::UInt8 => push_display(out, a.as_primitive::<UInt8Type>().value(i)),
+        DataType::UInt16 => push_display(out, a.as_primitive::<UInt16Type>().value(i)),
+        DataType::UInt32 => push_display(out, a.as_primitive::<UInt32Type>().value(i)),
+        DataType::UInt64 => push_display(out, a.as_primitive::<UInt64Type>().value(i)),
+        DataType::Boolean => push_display(out, a.as_boolean().value(i)),
+        DataType::Utf8 => escape(a.as_string::<i32>().value(i), out),
+        DataType::LargeUtf8 => escape(a.as_string::<i64>().value(i), out),
+        DataType::Utf8View => escape(a.as_string_view().value(i), out),
+        DataType::Binary => hex(a.as_binary::<i32>().value(i), out),
+        DataType::LargeBinary => hex(a.as_binary::<i64>().value(i), out),
+        DataType::BinaryView => hex(a.as_binary_view().value(i), out),
+        DataType::Dictionary(_, _) => {
+            let d = a.as_any_dictionary();
+            let k = d.normalized_keys()[i];
+            return write_key_value(d.values().as_ref(), k, out);
+        }
+        other => return Err(crate::describe_arrow(other)),
+    }
+    Ok(())
+}
+
+fn push_display(out: &mut String, v: impl std::fmt::Display) {
+    let _ = write!(out, "{v}");
+}
+
+fn escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '%' | ',' | '=' | '{' | '}' => {
+                let _ = write!(out, "%{:02X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+fn hex(b: &[u8], out: &mut String) {
+    out.push_str("0x");
+    for byte in b {
+        let _ = write!(out, "{byte:02x}");
+    }
+}
+
+/// A set of named encoded values, the payload embedded stores keep per key:
+/// `u16` count, then per value a `u16`-prefixed name and a `u32`-prefixed value.
+pub fn encode_record<'v>(fields: impl ExactSizeIterator<Item = (&'v str, &'v [u8])>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(fields.len() as u16).to_le_bytes());
+    for (name, value) in fields {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+}
+
+/// Looks up `wanted` names in a record; `None` where a name is absent.
+pub fn decode_record(record: &[u8], wanted: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+    let corrupt = || Error::data("online record", "stored record is truncated or corrupt");
+    let mut out = vec![None; wanted.len()];
+    let (count, mut rest) = record.split_at_checked(2).ok_or_else(corrupt)?;
+    for _ in 0..u16::from_le_bytes([count[0], count[1]]) {
+        let (len, r) = rest.split_at_checked(2).ok_or_else(corrupt)?;
+        let (name, r) = r.split_at_checked(u16::from_le_bytes([len[0], len[1]]) as usize).ok_or_else(corrupt)?;
+        let (len, r) = r.split_at_checked(4).ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let (value, r) = r.split_at_checked(len).ok_or_else(corrupt)?;
+        if let Some(slot) = wanted.iter().position(|w| w.as_bytes() == name) {
+            out[slot] = Some(value.to_vec());
+        }
+        rest = r;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::builder::{Float32Builder, ListBuilder};
+    use arrow_array::{Float64Array, Int32Array, Int64Array, StringArray};
+
+    use super::*;
+
+    fn roundtrip(col: ArrayRef, t: &ValueType) -> ArrayRef {
+        let enc = ValueEncoder::new(col.as_ref(), t);
+        let mut dec = ValueDecoder::new(t, col.len());
+        for i in 0..col.len() {
+            let mut buf = Vec::new();
+            if enc.encode(i, &mut buf) {
+                dec.append(&buf, "f").unwrap();
+            } else {
+                dec.append_null();
+            }
+        }
+        dec.finish()
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let col: ArrayRef = Arc::new(StringArray::from(vec![Some("a,b"), None, Some("")]));
+        assert_eq!(roundtrip(Arc::clone(&col), &ValueType::String).as_ref(), col.as_ref());
+        let col: ArrayRef = Arc::new(Float64Array::from(vec![Some(f64::NAN), None, Some(-0.0)]));
+        let back = roundtrip(Arc::clone(&col), &ValueType::Float64);
+        assert!(back.as_primitive::<Float64Type>().value(0).is_nan());
+        assert!(back.is_null(1));
+        let mut lb = ListBuilder::new(Float32Builder::new());
+        lb.values().append_value(1.5);
+        lb.values().append_null();
+        lb.append(true);
+        lb.append(false);
+        lb.append(true);
+        let col: ArrayRef = Arc::new(lb.finish());
+        let t = ValueType::List(Box::new(ValueType::Float32));
+        assert_eq!(roundtrip(Arc::clone(&col), &t).as_ref(), col.as_ref());
+    }
+
+    #[test]
+    fn widening_is_accepted_and_narrowing_is_an_error() {
+        let mut buf = Vec::new();
+        let col: ArrayRef = Arc::new(Int32Array::from(vec![7]));
+        ValueEncoder::new(col.as_ref(), &ValueType::Int32).encode(0, &mut buf);
+        let mut dec = ValueDecoder::new(&ValueType::Int64, 1);
+        dec.append(&buf, "f").unwrap();
+        assert_eq!(dec.finish().as_primitive::<Int64Type>().value(0), 7);
+        let err = ValueDecoder::new(&ValueType::String, 1).append(&buf, "trips").unwrap_err().to_string();
+        assert!(err.contains("\"trips\"") && err.contains("int32") && err.contains("string"), "{err}");
+    }
+
+    #[test]
+    fn keys_are_sorted_escaped_and_width_independent() {
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![Some(5), None]));
+        let b: ArrayRef = Arc::new(StringArray::from(vec![Some("x=1,{y}"), Some("z")]));
+        let keys = entity_keys(&[("z_id", &a), ("a_id", &b)], 2).unwrap();
+        assert_eq!(keys, vec![Some("a_id=x%3D1%2C%7By%7D,z_id=5".to_owned()), None]);
+        let wide: ArrayRef = Arc::new(Int64Array::from(vec![5]));
+        let narrow: ArrayRef = Arc::new(Int32Array::from(vec![5]));
+        assert_eq!(entity_keys(&[("k", &wide)], 1).unwrap(), entity_keys(&[("k", &narrow)], 1).unwrap());
+    }
+
+    #[test]
+    fn records_find_values_by_name() {
+        let mut rec = Vec::new();
+        encode_record([("a", &b"\x03xx"[..]), ("b", &b"\x06"[..])].into_iter(), &mut rec);
+        let got = decode_record(&rec, &["b".into(), "c".into(), "a".into()]).unwrap();
+        assert_eq!(got, vec![Some(b"\x06".to_vec()), None, Some(b"\x03xx".to_vec())]);
+        assert!(decode_record(&rec[..rec.len() - 1], &["a".into()]).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! The in-memory reference online store.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+
+use super::codec::{decode_record, encode_record};
+use super::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
+use crate::Result;
+
+type Rows = HashMap<String, (i64, Vec<u8>)>;
+
+/// Online values in a process-local map; the reference for the conformance
+/// suite and handy in tests. Nothing persists.
+#[derive(Debug, Default)]
+pub struct MemoryOnlineStore {
+    views: RwLock<HashMap<(String, String), Rows>>,
+}
+
+impl MemoryOnlineStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Encodes row `i` of `rows` as a record of its non-null values.
+pub(crate) fn row_record(rows: &OnlineRows, i: usize, out: &mut Vec<u8>) {
+    let present: Vec<(&str, &[u8])> = rows
+        .features()
+        .iter()
+        .enumerate()
+        .filter_map(|(f, name)| rows.value(i, f).map(|v| (name.as_str(), v)))
+        .collect();
+    encode_record(present.into_iter(), out);
+}
+
+#[async_trait]
+impl OnlineStore for MemoryOnlineStore {
+    fn describe(&self) -> String {
+        "memory online store".into()
+    }
+
+    async fn write(&self, project: &str, view: &OnlineView, rows: &OnlineRows) -> Result<WriteStats> {
+        let mut views = self.views.write().expect("poisoned");
+        let table = views.entry((project.to_owned(), view.name.clone())).or_default();
+        let mut stats = WriteStats::default();
+        for i in 0..rows.len() {
+            let ts = rows.event_ts(i);
+            if table.get(rows.key(i)).is_some_and(|(stored, _)| *stored > ts) {
+                stats.skipped_older += 1;
+                continue;
+            }
+            let mut record = Vec::new();
+            row_record(rows, i, &mut record);
+            table.insert(rows.key(i).to_owned(), (ts, record));
+            stats.written += 1;
+        }
+        Ok(stats)
+    }
+
+    async fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>> {
+        let views = self.views.read().expect("poisoned");
+        let mut out = Vec::with_capacity(reads.len());
+        for r in reads {
+            let table = views.get(&(project.to_owned(), r.view.clone()));
+            let mut rows = Vec::with_capacity(r.keys.len());
+            for k in &r.keys {
+                rows.push(match table.and_then(|t| t.get(k)) {
+                    Some((ts, record)) => {
+                        Some(StoredRow { event_ts: *ts, values: decode_record(record, &r.features)? })
+                    }
+                    None => None,
+                });
+            }
+            out.push(rows);
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64> {
+        let mut views = self.views.write().expect("poisoned");
+        let Some(table) = views.get_mut(&(project.to_owned(), view.to_owned())) else { return Ok(0) };
+        Ok(keys.iter().filter(|k| table.remove(k.as_str()).is_some()).count() as u64)
+    }
+
+    async fn drop_view(&self, project: &str, view: &str) -> Result<()> {
+        self.views.write().expect("poisoned").remove(&(project.to_owned(), view.to_owned()));
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! The online store trait, its data types, and the in-memory reference store.
+//!
+//! Online stores keep, per project, view and entity key, the newest row of
+//! feature values with its event time. Keys and values arrive already encoded
+//! ([`codec`]), so backends only move bytes; the facade
+//! ([`crate::FeatureStore::get_online_features`]) decodes them into Arrow and
+//! applies statuses and the ttl.
+
+pub mod codec;
+mod memory;
+mod response;
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryOnlineStore;
+pub use response::{FeatureStatus, FeatureValue, OnlineResponse};
+
+use crate::Result;
+
+/// What a backend needs to know about a view when writing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OnlineView {
+    /// The view's name.
+    pub name: String,
+    /// The view's ttl: stores with expiry drop a value this long after its event time.
+    pub ttl: Option<Duration>,
+}
+
+impl OnlineView {
+    /// A view description.
+    pub fn new(name: impl Into<String>, ttl: Option<Duration>) -> Self {
+        Self { name: name.into(), ttl }
+    }
+}
+
+/// Rows to write for one view: per row an entity key, an event time and one
+/// encoded value (or null) per feature, held in one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct OnlineRows {
+    features: Vec<String>,
+    keys: Vec<String>,
+    event_ts: Vec<i64>,
+    /// `rows * features + 1` offsets into `data`.
+    offsets: Vec<u32>,
+    valid: Vec<bool>,
+    data: Vec<u8>,
+}
+
+impl OnlineRows {
+    /// Empty rows for `features`.
+    pub fn new(features: Vec<String>) -> Self {
+        Self { features, offsets: vec![0], ..Self::default() }
+    }
+
+    /// Feature names, the order of every row's values.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Starts a row; follow with exactly one `push_*` per feature.
+    pub fn begin_row(&mut self, key: String, event_ts_micros: i64) {
+        self.keys.push(key);
+        self.event_ts.push(event_ts_micros);
+    }
+
+    /// Appends the next value of the current row through `encode`, which
+    /// writes the bytes and returns false for null.
+    pub fn push_with(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> bool) {
+        let valid = encode(&mut self.data);
+        self.valid.push(valid);
+        self.offsets.push(self.data.len() as u32);
+    }
+
+    /// Appends the next value of the current row.
+    pub fn push_value(&mut self, value: Option<&[u8]>) {
+        self.push_with(|buf| match value {
+            Some(v) => {
+                buf.extend_from_slice(v);
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Entity key of row `i`.
+    pub fn key(&self, i: usize) -> &str {
+        &self.keys[i]
+    }
+
+    /// Event time of row `i`, microseconds since the epoch.
+    pub fn event_ts(&self, i: usize) -> i64 {
+        self.event_ts[i]
+    }
+
+    /// Encoded value of feature `f` in row `i`; `None` for null.
+    pub fn value(&self, i: usize, f: usize) -> Option<&[u8]> {
+        let at = i * self.features.len() + f;
+        self.valid[at].then(|| &self.data[self.offsets[at] as usize..self.offsets[at + 1] as usize])
+    }
+
+    /// Bytes held, for sizing write batches.
+    pub fn byte_size(&self) -> usize {
+        self.data.len() + self.keys.iter().map(String::len).sum::<usize>()
+    }
+}
+
+/// One view's part of a read: which features of which keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ViewRead {
+    /// The view.
+    pub view: String,
+    /// Features to return, in this order.
+    pub features: Vec<String>,
+    /// Entity keys (see [`codec::entity_keys`]), without repeats.
+    pub keys: Vec<String>,
+}
+
+impl ViewRead {
+    /// A read of `features` for `keys` of `view`.
+    pub fn new(view: impl Into<String>, features: Vec<String>, keys: Vec<String>) -> Self {
+        Self { view: view.into(), features, keys }
+    }
+}
+
+/// A stored row as read back: its event time and the requested values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    /// Event time, microseconds since the epoch.
+    pub event_ts: i64,
+    /// Encoded value per requested feature; `None` where the stored value is null
+    /// or the feature was not written (a feature added to the view later).
+    pub values: Vec<Option<Vec<u8>>>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteStats {
+    /// Rows stored.
+    pub written: u64,
+    /// Rows skipped because the store already held a newer event time.
+    pub skipped_older: u64,
+}
+
+impl WriteStats {
+    /// Stats of a write.
+    pub fn new(written: u64, skipped_older: u64) -> Self {
+        Self { written, skipped_older }
+    }
+}
+
+impl std::ops::AddAssign for WriteStats {
+    fn add_assign(&mut self, other: Self) {
+        self.written += other.written;
+        self.skipped_older += other.skipped_older;
+    }
+}
+
+/// Latest feature values per entity for serving. Backends: memory
+/// ([`MemoryOnlineStore`]), SQLite (`feature-store-sqlite`), Redis (`feature-store-redis`).
+///
+/// Every backend passes [`crate::testing::online_store_conformance`].
+#[async_trait]
+pub trait OnlineStore: Send + Sync + Debug {
+    /// Short description with the location, for messages (`redis redis://host:6379`).
+    fn describe(&self) -> String;
+
+    /// Stores `rows` of `view`. A row whose event time is older than the one
+    /// stored for its key is skipped, atomically per key, so out-of-order
+    /// writes converge to the newest value; an equal event time overwrites.
+    /// Rows of one call for the same key apply in order.
+    async fn write(&self, project: &str, view: &OnlineView, rows: &OnlineRows) -> Result<WriteStats>;
+
+    /// Reads every [`ViewRead`] in one call; the result has, per read and per
+    /// key in its order, the stored row or `None`.
+    async fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>>;
+
+    /// Deletes `keys` of `view`; returns how many existed.
+    async fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64>;
+
+    /// Deletes every key of `view`.
+    async fn drop_view(&self, project: &str, view: &str) -> Result<()>;
+}

@@ -1,0 +1,276 @@
+//! The result of an online read: Arrow values plus a status and an event time per value.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::{Error, Result, UTC};
+
+/// Status of one value, named as in Feast's serving API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum FeatureStatus {
+    /// A value was found and is fresh.
+    Present,
+    /// The entity's row exists but this feature is null.
+    NullValue,
+    /// Nothing is stored for the entity (or its key is null).
+    NotFound,
+    /// The stored row is older than the view's ttl allows; its value is withheld.
+    OutsideMaxAge,
+}
+
+impl FeatureStatus {
+    /// The Feast name (`PRESENT`, `NULL_VALUE`, `NOT_FOUND`, `OUTSIDE_MAX_AGE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "PRESENT",
+            Self::NullValue => "NULL_VALUE",
+            Self::NotFound => "NOT_FOUND",
+            Self::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+        }
+    }
+}
+
+impl std::fmt::Display for FeatureStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One value as a plain Rust value, for services that want a row view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum FeatureValue {
+    /// Missing or null.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// Any integer.
+    Int(i64),
+    /// Any float.
+    Float(f64),
+    /// A string.
+    String(String),
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// An instant.
+    Timestamp(DateTime<Utc>),
+    /// A list.
+    List(Vec<FeatureValue>),
+}
+
+impl FeatureValue {
+    /// Row `i` of `array`.
+    pub fn from_array(array: &dyn Array, i: usize) -> Self {
+        if array.is_null(i) {
+            return Self::Null;
+        }
+        match array.data_type() {
+            DataType::Boolean => Self::Bool(array.as_boolean().value(i)),
+            DataType::Int8 => Self::Int(array.as_primitive::<Int8Type>().value(i).into()),
+            DataType::Int16 => Self::Int(array.as_primitive::<Int16Type>().value(i).into()),
+            DataType::Int32 => Self::Int(array.as_primitive::<Int32Type>().value(i).into()),
+            DataType::Int64 => Self::Int(array.as_primitive::<Int64Type>().value(i)),
+            DataType::UInt8 => Self::Int(array.as_primitive::<UInt8Type>().value(i).into()),
+            DataType::UInt16 => Self::Int(array.as_primitive::<UInt16Type>().value(i).into()),
+            DataType::UInt32 => Self::Int(array.as_primitive::<UInt32Type>().value(i).into()),
+            DataType::UInt64 => Self::Int(array.as_primitive::<UInt64Type>().value(i) as i64),
+            DataType::Float32 => Self::Float(array.as_primitive::<Float32Type>().value(i).into()),
+            DataType::Float64 => Self::Float(array.as_primitive::<Float64Type>().value(i)),
+            DataType::Utf8 => Self::String(array.as_string::<i32>().value(i).to_owned()),
+            DataType::LargeUtf8 => Self::String(array.as_string::<i64>().value(i).to_owned()),
+            DataType::Utf8View => Self::String(array.as_string_view().value(i).to_owned()),
+            DataType::Binary => Self::Bytes(array.as_binary::<i32>().value(i).to_vec()),
+            DataType::LargeBinary => Self::Bytes(array.as_binary::<i64>().value(i).to_vec()),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                micros_to_datetime(array.as_primitive::<TimestampMicrosecondType>().value(i))
+                    .map_or(Self::Null, Self::Timestamp)
+            }
+            DataType::List(_) => {
+                let list = array.as_list::<i32>().value(i);
+                Self::List((0..list.len()).map(|j| Self::from_array(list.as_ref(), j)).collect())
+            }
+            _ => Self::Null,
+        }
+    }
+
+    /// The value as `f64` when it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::Float(v) => Some(*v),
+            Self::Int(v) => Some(*v as f64),
+            _ => None,
+        }
+    }
+
+    /// The value as `i64` when it is an integer.
+    pub fn as_i64(&self) -> Option<i64> {
+        if let Self::Int(v) = self { Some(*v) } else { None }
+    }
+
+    /// The value as `&str` when it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        if let Self::String(v) = self { Some(v) } else { None }
+    }
+
+    /// True for [`FeatureValue::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, Self::Null)
+    }
+}
+
+pub(crate) fn micros_to_datetime(us: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+}
+
+/// Online features for a list of entity rows: one row per requested entity
+/// row, in request order, with the entity key columns first.
+#[derive(Debug, Clone)]
+pub struct OnlineResponse {
+    values: RecordBatch,
+    /// Number of leading entity key columns.
+    key_columns: usize,
+    /// Per feature column (after the key columns), per row.
+    statuses: Vec<Vec<FeatureStatus>>,
+    /// Per feature column, per row: the stored row's event time.
+    event_ts: Vec<Vec<Option<i64>>>,
+}
+
+impl OnlineResponse {
+    pub(crate) fn new(
+        values: RecordBatch,
+        key_columns: usize,
+        statuses: Vec<Vec<FeatureStatus>>,
+        event_ts: Vec<Vec<Option<i64>>>,
+    ) -> Self {
+        Self { values, key_columns, statuses, event_ts }
+    }
+
+    /// Entity key columns then feature columns; withheld and missing values are null.
+    pub fn values(&self) -> &RecordBatch {
+        &self.values
+    }
+
+    /// Number of rows (requested entity rows).
+    pub fn num_rows(&self) -> usize {
+        self.values.num_rows()
+    }
+
+    /// Column names: entity keys, then features.
+    pub fn column_names(&self) -> Vec<&str> {
+        self.values.schema_ref().fields().iter().map(|f| f.name().as_str()).collect()
+    }
+
+    /// Feature column names only.
+    pub fn feature_names(&self) -> Vec<&str> {
+        self.column_names().split_off(self.key_columns)
+    }
+
+    fn column(&self, name: &str) -> Result<usize> {
+        self.values.schema_ref().index_of(name).map_err(|_| Error::NotFound {
+            kind: "column",
+            name: name.to_owned(),
+            hint: Some(format!("the response has: {}", self.column_names().join(", "))),
+        })
+    }
+
+    /// The value of column `name` in row `row`.
+    pub fn value(&self, row: usize, name: &str) -> Result<FeatureValue> {
+        Ok(FeatureValue::from_array(self.values.column(self.column(name)?).as_ref(), row))
+    }
+
+    /// The status of column `name` in row `row`; entity key columns are `PRESENT`.
+    pub fn status(&self, row: usize, name: &str) -> Result<FeatureStatus> {
+        let c = self.column(name)?;
+        Ok(if c < self.key_columns { FeatureStatus::Present } else { self.statuses[c - self.key_columns][row] })
+    }
+
+    /// The event time of the stored row column `name` of row `row` came from.
+    pub fn event_timestamp(&self, row: usize, name: &str) -> Result<Option<DateTime<Utc>>> {
+        let c = self.column(name)?;
+        Ok(if c < self.key_columns { None } else { self.event_ts[c - self.key_columns][row] }
+            .and_then(micros_to_datetime))
+    }
+
+    /// Statuses as Arrow: one string column per response column.
+    pub fn statuses(&self) -> RecordBatch {
+        let rows = self.num_rows();
+        let columns: Vec<ArrayRef> = (0..self.values.num_columns())
+            .map(|c| {
+                let a: StringArray = (0..rows)
+                    .map(|r| {
+                        Some(if c < self.key_columns {
+                            "PRESENT"
+                        } else {
+                            self.statuses[c - self.key_columns][r].as_str()
+                        })
+                    })
+                    .collect();
+                Arc::new(a) as ArrayRef
+            })
+            .collect();
+        self.side_batch(columns, DataType::Utf8)
+    }
+
+    /// Event times as Arrow: one timestamp column per response column (null for keys and missing values).
+    pub fn event_timestamps(&self) -> RecordBatch {
+        let rows = self.num_rows();
+        let columns: Vec<ArrayRef> = (0..self.values.num_columns())
+            .map(|c| {
+                let a: TimestampMicrosecondArray = if c < self.key_columns {
+                    TimestampMicrosecondArray::new_null(rows)
+                } else {
+                    self.event_ts[c - self.key_columns].iter().copied().collect()
+                };
+                Arc::new(a.with_timezone(UTC)) as ArrayRef
+            })
+            .collect();
+        self.side_batch(columns, crate::timestamp_type())
+    }
+
+    fn side_batch(&self, columns: Vec<ArrayRef>, dt: DataType) -> RecordBatch {
+        let fields: Vec<Field> =
+            self.values.schema_ref().fields().iter().map(|f| Field::new(f.name(), dt.clone(), true)).collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match fields")
+    }
+
+    /// The response in the JSON shape of Feast's feature server
+    /// (`/get-online-features`): `metadata.feature_names` and, per column,
+    /// `values`, `statuses` and `event_timestamps` over the rows.
+    pub fn to_feast_json(&self) -> serde_json::Value {
+        let rows = self.num_rows();
+        let epoch = "1970-01-01T00:00:00Z".to_owned();
+        let results: Vec<serde_json::Value> = (0..self.values.num_columns())
+            .map(|c| {
+                let col = self.values.column(c);
+                let values: Vec<FeatureValue> = (0..rows).map(|r| FeatureValue::from_array(col.as_ref(), r)).collect();
+                let (statuses, times): (Vec<&str>, Vec<String>) = (0..rows)
+                    .map(|r| {
+                        if c < self.key_columns {
+                            ("PRESENT", epoch.clone())
+                        } else {
+                            let k = c - self.key_columns;
+                            let t = self.event_ts[k][r]
+                                .and_then(micros_to_datetime)
+                                .map_or_else(|| epoch.clone(), |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+                            (self.statuses[k][r].as_str(), t)
+                        }
+                    })
+                    .unzip();
+                serde_json::json!({ "values": values, "statuses": statuses, "event_timestamps": times })
+            })
+            .collect();
+        serde_json::json!({ "metadata": { "feature_names": self.column_names() }, "results": results })
+    }
+}
