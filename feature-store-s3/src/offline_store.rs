@@ -8,7 +8,7 @@ use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use feature_store_core::historical::{BatchStream, HistoricalRequest};
 use feature_store_core::model::DataSource;
-use feature_store_core::offline::{OfflineStore, SourceSchema};
+use feature_store_core::offline::{LatestRequest, LatestRows, OfflineStore, SourceSchema};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use object_store::ObjectStoreExt;
 use parquet::arrow::parquet_to_arrow_schema;
@@ -98,5 +98,52 @@ impl OfflineStore for ParquetOfflineStore {
 
     async fn get_historical_features(&self, request: HistoricalRequest) -> CoreResult<BatchStream> {
         crate::datafusion::get_historical_features(self, request).await
+    }
+
+    /// Writes `batch` as a new Parquet file in the source's folder; single-file,
+    /// glob and hive-partitioned sources are refused, as a new file there
+    /// would not be read or would lack partition values.
+    async fn append(&self, source: &DataSource, batch: arrow_array::RecordBatch) -> CoreResult<String> {
+        let context = format!("data source \"{}\" ({})", source.name, source.path);
+        let refuse = |why: &str| {
+            Err(CoreError::Unsupported(format!(
+                "{context}: cannot append pushed rows: {why}; point the source at a folder"
+            )))
+        };
+        if source.is_glob() {
+            return refuse("the source is a glob");
+        }
+        let files = self.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+        if files.files.len() == 1 && files.files[0].location == files.root.path {
+            return refuse("the source is a single file");
+        }
+        if !files.partition_columns.is_empty() {
+            return refuse("the source is hive-partitioned");
+        }
+        let mut buf = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None)
+            .map_err(|e| CoreError::data(&context, e.to_string()))?;
+        writer.write(&batch).map_err(|e| CoreError::data(&context, e.to_string()))?;
+        writer.close().map_err(|e| CoreError::data(&context, e.to_string()))?;
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "push-{}-{}-{}.parquet",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%6fZ"),
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let path = files.root.path.clone().join(name.as_str());
+        files
+            .root
+            .store
+            .put(&path, bytes::Bytes::from(buf).into())
+            .await
+            .map_err(|e| Error::object_store(&files.root.url, e))
+            .map_err(|e| CoreError::StoreUnavailable { store: context.clone(), source: Box::new(e) })?;
+        Ok(format!("{}/{}", files.root.store_url(), path))
+    }
+
+    async fn latest_rows(&self, request: LatestRequest) -> CoreResult<LatestRows> {
+        crate::datafusion::latest_rows(self, request).await
     }
 }

@@ -83,7 +83,7 @@ fn entity_timestamp(schema: &SchemaRef, column: &str) -> CoreResult<usize> {
 }
 
 /// Canonical key type: integers compare as int64 whatever their width.
-fn key_type(t: &ValueType) -> DataType {
+pub(super) fn key_type(t: &ValueType) -> DataType {
     match t {
         ValueType::Int32 | ValueType::Int64 => DataType::Int64,
         other => other.to_arrow(),
@@ -207,7 +207,7 @@ fn clamp(v: i128) -> i64 {
     v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
-trait TimestampLike {
+pub(super) trait TimestampLike {
     fn new_timestamp_like(unit: TimeUnit, tz: Option<Arc<str>>, v: i64) -> ScalarValue;
 }
 
@@ -223,7 +223,11 @@ impl TimestampLike for ScalarValue {
 }
 
 /// Reads a source's Parquet files (file, hive folder or glob) as a DataFrame.
-async fn read_source(store: &ParquetOfflineStore, ctx: &SessionContext, source: &DataSource) -> CoreResult<DataFrame> {
+pub(super) async fn read_source(
+    store: &ParquetOfflineStore,
+    ctx: &SessionContext,
+    source: &DataSource,
+) -> CoreResult<DataFrame> {
     let context = format!("data source \"{}\" ({})", source.name, source.path);
     let files = store.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
     register_store(ctx, &files.root)?;

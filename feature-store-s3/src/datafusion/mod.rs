@@ -4,11 +4,13 @@
 
 mod asof_join;
 mod historical;
+mod latest;
 mod spill;
 mod timestamps;
 
 pub use asof_join::{AsOfJoinExec, spilled_joins};
 pub(crate) use historical::get_historical_features;
+pub(crate) use latest::latest_rows;
 
 use std::sync::Arc;
 

@@ -1,0 +1,329 @@
+//! The embedded online store: one SQLite file (the library is compiled in),
+//! so serving needs no server, as with Feast's default SQLite store.
+//!
+//! Layout: one table, `online_values(project, view, entity_key, event_ts,
+//! record)`, primary key `(project, view, entity_key)`, `WITHOUT ROWID` so a
+//! lookup is one B-tree descent. `record` holds the row's non-null values as a
+//! name-prefixed [record](feature_store_core::online::codec::encode_record), so
+//! views can gain features without rewriting rows. The file runs in WAL mode:
+//! readers never wait for a writer.
+//!
+//! Writes never regress: an upsert whose `WHERE excluded.event_ts >=
+//! online_values.event_ts` guard makes the check and the write one statement.
+//! Rows are not expired (SQLite has no expiry); the view's ttl is enforced at
+//! read time by the caller.
+//!
+//! Small reads (up to [`INLINE_READ_KEYS`] keys) run on the calling task: a
+//! point lookup takes microseconds, less than a hop to a blocking thread.
+//! Larger reads and all writes run on tokio's blocking pool.
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use feature_store_core::online::codec::{decode_record, encode_record};
+use feature_store_core::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
+use feature_store_core::{Error as CoreError, Result as CoreResult};
+use rusqlite::{Connection, OpenFlags, params};
+
+/// Reads of at most this many keys run without leaving the calling task.
+pub const INLINE_READ_KEYS: usize = 64;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS online_values (
+    project TEXT NOT NULL,
+    view TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    event_ts INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (project, view, entity_key)
+) WITHOUT ROWID";
+
+const UPSERT: &str = "INSERT INTO online_values (project, view, entity_key, event_ts, record)
+    VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (project, view, entity_key) DO UPDATE
+    SET event_ts = excluded.event_ts, record = excluded.record
+    WHERE excluded.event_ts >= online_values.event_ts";
+
+const SELECT: &str = "SELECT event_ts, record FROM online_values WHERE project = ?1 AND view = ?2 AND entity_key = ?3";
+
+/// Errors of this crate; mapped into the core error at the trait boundary.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database file could not be opened or created.
+    #[error("cannot open SQLite online store {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database's folder could not be created.
+    #[error("cannot create the folder of SQLite online store {path}: {source}")]
+    CreateDir {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A statement failed.
+    #[error("SQLite online store {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored record could not be decoded.
+    #[error("SQLite online store {path}: {source}")]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: CoreError,
+    },
+}
+
+impl From<Error> for CoreError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Open { ref path, .. } | Error::CreateDir { ref path, .. } => CoreError::StoreUnavailable {
+                store: format!("SQLite online store {}", path.display()),
+                source: Box::new(e),
+            },
+            Error::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), ref path }
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                CoreError::StoreUnavailable {
+                    store: format!("SQLite online store {}", path.display()),
+                    source: Box::new(e),
+                }
+            }
+            Error::Record { source, .. } => source,
+            other => CoreError::backend("SQLite online store", other),
+        }
+    }
+}
+
+/// Online store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteOnlineStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    /// Idle connections for reads.
+    readers: Mutex<Vec<Connection>>,
+    /// The one writer: SQLite allows one at a time anyway.
+    writer: Mutex<Connection>,
+}
+
+impl SqliteOnlineStore {
+    /// Opens (creating if needed, with its parent folder) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir { path: path.clone(), source })?;
+        }
+        let writer = connect(&path)?;
+        writer.execute_batch(SCHEMA).map_err(|source| Error::Open { path: path.clone(), source })?;
+        Ok(Self { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer) }) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, Error> {
+    let open = |source| Error::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open)?;
+    // WAL: readers do not block on the writer; NORMAL sync is durable across
+    // process crashes (a power loss may drop the last commits, which a rerun restores).
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
+}
+
+impl Inner {
+    fn sql(&self, source: rusqlite::Error) -> Error {
+        Error::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let conn = match self.readers.lock().expect("poisoned").pop() {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let out = f(&conn);
+        self.readers.lock().expect("poisoned").push(conn);
+        out
+    }
+
+    fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>, Error> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(SELECT).map_err(|e| self.sql(e))?;
+            let mut out = Vec::with_capacity(reads.len());
+            for r in reads {
+                let mut rows = Vec::with_capacity(r.keys.len());
+                for key in &r.keys {
+                    let mut q = stmt.query(params![project, r.view, key]).map_err(|e| self.sql(e))?;
+                    rows.push(match q.next().map_err(|e| self.sql(e))? {
+                        None => None,
+                        Some(row) => {
+                            let ts: i64 = row.get(0).map_err(|e| self.sql(e))?;
+                            let record =
+                                row.get_ref(1).map_err(|e| self.sql(e))?.as_blob().map_err(|e| self.sql(e.into()))?;
+                            let values = decode_record(record, &r.features)
+                                .map_err(|source| Error::Record { path: self.path.clone(), source })?;
+                            Some(StoredRow { event_ts: ts, values })
+                        }
+                    });
+                }
+                out.push(rows);
+            }
+            Ok(out)
+        })
+    }
+
+    fn write(&self, project: &str, view: &str, rows: &OnlineRows) -> Result<WriteStats, Error> {
+        let mut conn = self.writer.lock().expect("poisoned");
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let mut stats = WriteStats::default();
+        {
+            let mut stmt = tx.prepare_cached(UPSERT).map_err(|e| self.sql(e))?;
+            let mut record = Vec::new();
+            for i in 0..rows.len() {
+                record.clear();
+                let present: Vec<(&str, &[u8])> = rows
+                    .features()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(f, name)| rows.value(i, f).map(|v| (name.as_str(), v)))
+                    .collect();
+                encode_record(present.into_iter(), &mut record);
+                let changed = stmt
+                    .execute(params![project, view, rows.key(i), rows.event_ts(i), record])
+                    .map_err(|e| self.sql(e))?;
+                if changed == 1 {
+                    stats.written += 1;
+                } else {
+                    stats.skipped_older += 1;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(stats)
+    }
+
+    fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64, Error> {
+        let mut conn = self.writer.lock().expect("poisoned");
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM online_values WHERE project = ?1 AND view = ?2 AND entity_key = ?3")
+                .map_err(|e| self.sql(e))?;
+            for k in keys {
+                n += stmt.execute(params![project, view, k]).map_err(|e| self.sql(e))? as u64;
+            }
+        }
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(n)
+    }
+
+    fn drop_view(&self, project: &str, view: &str) -> Result<(), Error> {
+        let conn = self.writer.lock().expect("poisoned");
+        conn.execute("DELETE FROM online_values WHERE project = ?1 AND view = ?2", params![project, view])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+) -> CoreResult<T> {
+    let inner = Arc::clone(inner);
+    tokio::task::spawn_blocking(move || f(&inner))
+        .await
+        .map_err(|e| CoreError::backend("SQLite online store task", e))?
+        .map_err(Into::into)
+}
+
+#[async_trait]
+impl OnlineStore for SqliteOnlineStore {
+    fn describe(&self) -> String {
+        format!("SQLite online store {}", self.inner.path.display())
+    }
+
+    async fn write(&self, project: &str, view: &OnlineView, rows: &OnlineRows) -> CoreResult<WriteStats> {
+        let (project, name, rows) = (project.to_owned(), view.name.clone(), rows.clone());
+        blocking(&self.inner, move |i| i.write(&project, &name, &rows)).await
+    }
+
+    async fn read(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
+        if reads.iter().map(|r| r.keys.len()).sum::<usize>() <= INLINE_READ_KEYS {
+            return self.inner.read(project, reads).map_err(Into::into);
+        }
+        let (project, reads) = (project.to_owned(), reads.to_vec());
+        blocking(&self.inner, move |i| i.read(&project, &reads)).await
+    }
+
+    async fn delete(&self, project: &str, view: &str, keys: &[String]) -> CoreResult<u64> {
+        let (project, view, keys) = (project.to_owned(), view.to_owned(), keys.to_vec());
+        blocking(&self.inner, move |i| i.delete(&project, &view, &keys)).await
+    }
+
+    async fn drop_view(&self, project: &str, view: &str) -> CoreResult<()> {
+        let (project, view) = (project.to_owned(), view.to_owned());
+        blocking(&self.inner, move |i| i.drop_view(&project, &view)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn conforms_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/online.db");
+        let store = Arc::new(SqliteOnlineStore::open(&path).unwrap());
+        feature_store_core::testing::online_store_conformance(store, "p").await;
+        // Contents survive reopening.
+        let store = SqliteOnlineStore::open(&path).unwrap();
+        let mut rows = OnlineRows::new(vec!["a".into()]);
+        rows.begin_row("k=1".into(), 5);
+        rows.push_value(Some(b"\x03x"));
+        store.write("p", &OnlineView::new("v", None), &rows).await.unwrap();
+        drop(store);
+        let store = SqliteOnlineStore::open(&path).unwrap();
+        let got = store.read("p", &[ViewRead::new("v", vec!["a".into()], vec!["k=1".into()])]).await.unwrap();
+        assert_eq!(got[0][0].as_ref().map(|r| r.event_ts), Some(5));
+    }
+
+    #[test]
+    fn unopenable_path_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let err = SqliteOnlineStore::open(dir.path().join("file/online.db")).unwrap_err();
+        let core: CoreError = err.into();
+        assert!(matches!(core, CoreError::StoreUnavailable { .. }), "{core}");
+        assert!(core.to_string().contains("online.db"), "{core}");
+    }
+}
