@@ -4,12 +4,49 @@ use std::path::Path;
 use std::sync::Arc;
 
 use feature_store_core::offline::OfflineStore;
+use feature_store_core::online::{MemoryOnlineStore, OnlineStore};
+use feature_store_core::repo::OnlineStoreConfig;
 use feature_store_core::{Error, FeatureStore, RepoConfig, Result};
 use feature_store_s3::datafusion::parse_size;
 use feature_store_s3::{ParquetOfflineStore, open_registry_store};
 
 /// Offline store types accepted in `offline_store.type`.
 pub const OFFLINE_STORE_TYPES: &[&str] = &["file"];
+
+/// Online store types accepted in `online_store.type`.
+pub const ONLINE_STORE_TYPES: &[&str] = &["sqlite", "redis", "memory"];
+
+/// The online store `config` names; relative paths resolve against `base`.
+pub fn online_store(config: &OnlineStoreConfig, base: &Path) -> Result<Arc<dyn OnlineStore>> {
+    let unknown = |allowed: &[&str]| -> Result<()> {
+        match config.options.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(Error::Config {
+                location: format!("online_store.{k}"),
+                message: format!("unknown option for type {}; known: {}", config.kind, allowed.join(", ")),
+            }),
+            None => Ok(()),
+        }
+    };
+    Ok(match config.kind.as_str() {
+        "sqlite" => {
+            unknown(&["path"])?;
+            let path = config.option_str("path").unwrap_or_else(|| "data/online.db".into());
+            let path = if std::path::Path::new(&path).is_absolute() { path.into() } else { base.join(path) };
+            Arc::new(feature_store_sqlite::SqliteOnlineStore::open(path)?)
+        }
+        "memory" => {
+            unknown(&[])?;
+            Arc::new(MemoryOnlineStore::new())
+        }
+        "redis" => Arc::new(feature_store_redis::RedisOnlineStore::from_options(&config.options)?),
+        other => {
+            return Err(Error::Config {
+                location: "online_store.type".into(),
+                message: format!("unknown type \"{other}\"; supported: {}", ONLINE_STORE_TYPES.join(", ")),
+            });
+        }
+    })
+}
 
 /// Opens the repo folder `repo`: reads `feature_store.yaml` and wires the backends.
 pub fn open(repo: impl AsRef<Path>) -> Result<FeatureStore> {
@@ -41,5 +78,10 @@ pub fn from_config(config: RepoConfig) -> Result<FeatureStore> {
             });
         }
     };
-    FeatureStore::builder(config).with_registry_store(registry).with_offline_store(offline).build()
+    let online = online_store(&config.online_store, &base)?;
+    FeatureStore::builder(config)
+        .with_registry_store(registry)
+        .with_offline_store(offline)
+        .with_online_store(online)
+        .build()
 }

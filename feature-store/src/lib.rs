@@ -3,7 +3,8 @@
 //!
 //! This crate only chooses backends; the model, registry and facade live in
 //! `feature-store-core`, the Parquet offline store and object-store plumbing
-//! in `feature-store-s3`.
+//! in `feature-store-s3`, the online stores in `feature-store-sqlite`
+//! (embedded default) and `feature-store-redis`.
 //!
 //! ```no_run
 //! # async fn demo() -> feature_store::Result<()> {
@@ -17,6 +18,8 @@
 
 mod backends;
 
-pub use backends::{OFFLINE_STORE_TYPES, from_config, open};
+pub use backends::{OFFLINE_STORE_TYPES, ONLINE_STORE_TYPES, from_config, online_store, open};
 pub use feature_store_core::*;
+pub use feature_store_redis as redis;
 pub use feature_store_s3 as s3;
+pub use feature_store_sqlite as sqlite;

@@ -2,6 +2,7 @@
 
 mod bad_repos;
 mod historical;
+mod online;
 mod registry_stores;
 mod s3;
 

@@ -2,6 +2,7 @@
 //! tests themselves) and small data helpers.
 
 pub mod moto;
+pub mod redis;
 
 use std::net::TcpListener;
 use std::path::Path;

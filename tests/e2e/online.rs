@@ -1,0 +1,547 @@
+//! Online serving end to end: the conformance suite and a materialize/read/push
+//! scenario against every backend (memory, SQLite, Redis with AUTH, a
+//! 3-primary Redis Cluster), plus failures of a real `redis-server`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::{DateTime, TimeZone, Utc};
+use feature_store::online::{FeatureStatus, FeatureValue, OnlineResponse};
+use feature_store::registry::ApplyMode;
+use feature_store::{Error, FeatureStore, Features, MaterializeOptions, OnlineOptions, PushMode};
+use feature_store_tests::redis::{RedisCluster, RedisServer};
+use feature_store_tests::write_parquet;
+
+use crate::ts_type;
+
+const HOUR: i64 = 3_600_000_000;
+
+/// Base time: a whole hour a few hours ago, so ttl expiry in Redis is in the future.
+fn base() -> i64 {
+    let now = Utc::now().timestamp_micros();
+    now - now.rem_euclid(HOUR) - 6 * HOUR
+}
+
+fn at(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).unwrap()
+}
+
+struct Row {
+    driver: Option<i64>,
+    ts: i64,
+    created: Option<i64>,
+    conv: Option<f32>,
+    trips: i64,
+    city: Option<&'static str>,
+}
+
+fn stats_batch(rows: &[Row]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, true),
+        Field::new("event_timestamp", ts_type(), false),
+        Field::new("created", ts_type(), true),
+        Field::new("conv_rate", DataType::Float32, true),
+        Field::new("trips", DataType::Int64, true),
+        Field::new("city", DataType::Utf8, true),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(rows.iter().map(|r| r.driver).collect::<Int64Array>()),
+        Arc::new(rows.iter().map(|r| Some(r.ts)).collect::<TimestampMicrosecondArray>().with_timezone("UTC")),
+        Arc::new(rows.iter().map(|r| r.created).collect::<TimestampMicrosecondArray>().with_timezone("UTC")),
+        Arc::new(rows.iter().map(|r| r.conv).collect::<Float32Array>()),
+        Arc::new(rows.iter().map(|r| Some(r.trips)).collect::<Int64Array>()),
+        Arc::new(rows.iter().map(|r| r.city).collect::<StringArray>()),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+const DEFS: &str = "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources: [{name: stats, path: data/stats, timestamp_field: event_timestamp, created_timestamp_field: created}]
+feature_views:
+  - {name: stats_v, entities: [driver], source: stats, ttl: 1d, schema: [{name: conv_rate, dtype: float32}, {name: trips, dtype: int64}]}
+  - {name: city_v, entities: [driver], source: stats, schema: [{name: city, dtype: string}]}
+  - {name: offline_only, entities: [driver], source: stats, online: false, schema: [{name: trips, dtype: int64}]}
+";
+
+fn first_rows(t: i64) -> Vec<Row> {
+    let r = |driver, ts, created, conv, trips, city| Row { driver, ts, created, conv, trips, city };
+    vec![
+        r(Some(1), t - 3 * HOUR, None, Some(0.1), 1, Some("a")),
+        r(Some(1), t - 2 * HOUR, None, Some(0.2), 2, Some("a")),
+        r(Some(1), t - HOUR, None, None, 3, Some("b")),
+        r(Some(2), t - 2 * HOUR, Some(t), Some(0.5), 5, Some("c")),
+        r(Some(2), t - 2 * HOUR, Some(t + 1), Some(0.6), 6, Some("c")),
+        r(Some(3), t - 3 * HOUR, None, Some(0.3), 7, None),
+        r(Some(4), t + HOUR, None, Some(0.9), 9, Some("d")),
+        r(Some(5), t - HOUR, None, Some(0.7), 8, Some("e")),
+        r(Some(5), t - HOUR, None, Some(0.8), 8, Some("e")),
+        r(None, t - HOUR, None, Some(0.4), 4, Some("z")),
+    ]
+}
+
+/// A repo with the scenario's data and definitions, applied.
+async fn open_repo(online_yaml: &str, t: i64) -> (tempfile::TempDir, FeatureStore) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("feature_store.yaml"),
+        format!("project: online_e2e\nregistry: data/registry.json\n{online_yaml}"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("features.yaml"), DEFS).unwrap();
+    write_parquet(&dir.path().join("data/stats/part-0.parquet"), &stats_batch(&first_rows(t)));
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    (dir, store)
+}
+
+fn drivers(ids: &[Option<i64>]) -> RecordBatch {
+    RecordBatch::try_from_iter([("driver_id", Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef)]).unwrap()
+}
+
+async fn read(store: &FeatureStore, ids: &[Option<i64>], now: i64) -> OnlineResponse {
+    store
+        .get_online_features(
+            &Features::refs(["stats_v:conv_rate", "stats_v:trips", "city_v:city"]),
+            &drivers(ids),
+            &OnlineOptions::default().with_now(at(now)),
+        )
+        .await
+        .unwrap()
+}
+
+fn cell(r: &OnlineResponse, row: usize, col: &str) -> (FeatureValue, FeatureStatus) {
+    (r.value(row, col).unwrap(), r.status(row, col).unwrap())
+}
+
+fn f(v: f32) -> FeatureValue {
+    FeatureValue::Float(f64::from(v))
+}
+
+/// The whole online flow against one backend.
+async fn scenario(online_yaml: &str) {
+    use FeatureStatus::*;
+    let t = base();
+    let (dir, store) = open_repo(online_yaml, t).await;
+
+    // Window [t-4h, t]: driver 4's row is after the end; the null key is dropped.
+    let opts = MaterializeOptions::default().with_views(["stats_v"]);
+    let report = store.materialize(at(t - 4 * HOUR), at(t), &opts).await.unwrap();
+    assert_eq!(report.views.len(), 1);
+    assert_eq!(report.views[0].rows_read, 8, "{report:?}");
+    assert_eq!(report.views[0].entities_written, 4, "{report:?}");
+    // A view without ttl and without a watermark reads all history.
+    let report =
+        store.materialize_incremental(at(t), &MaterializeOptions::default().with_views(["city_v"])).await.unwrap();
+    assert_eq!(report.views[0].start, None);
+    assert_eq!(report.views[0].entities_written, 4);
+
+    let r = read(&store, &[Some(1), Some(2), Some(3), Some(4), Some(1), Some(5), None], t).await;
+    assert_eq!(r.num_rows(), 7);
+    assert_eq!(r.column_names(), vec!["driver_id", "conv_rate", "trips", "city"]);
+    assert_eq!(
+        cell(&r, 0, "conv_rate"),
+        (FeatureValue::Null, NullValue),
+        "newest row of driver 1 has a null conv_rate"
+    );
+    assert_eq!(cell(&r, 0, "trips"), (FeatureValue::Int(3), Present));
+    assert_eq!(cell(&r, 0, "city"), (FeatureValue::String("b".into()), Present));
+    assert_eq!(r.event_timestamp(0, "trips").unwrap(), Some(at(t - HOUR)));
+    assert_eq!(cell(&r, 1, "conv_rate"), (f(0.6), Present), "the later created timestamp wins a tie");
+    assert_eq!(cell(&r, 2, "city"), (FeatureValue::Null, NullValue));
+    for col in ["conv_rate", "trips", "city"] {
+        assert_eq!(cell(&r, 3, col), (FeatureValue::Null, NotFound), "driver 4 has no row in the window");
+        assert_eq!(cell(&r, 6, col), (FeatureValue::Null, NotFound), "a null key is not found");
+        assert_eq!(cell(&r, 4, col), cell(&r, 0, col), "a repeated entity gets the same values");
+    }
+    assert_eq!(cell(&r, 5, "conv_rate"), (f(0.8), Present), "exact ties go to the greatest feature values");
+    let json = r.to_feast_json();
+    assert_eq!(json["metadata"]["feature_names"][1], "conv_rate");
+    assert_eq!(json["results"][2]["statuses"][3], "NOT_FOUND");
+    assert_eq!(json["results"][2]["values"][0], 3);
+
+    // The ttl is enforced at read time: two days later stats_v is stale, city_v has no ttl.
+    let r = read(&store, &[Some(2)], t + 48 * HOUR).await;
+    assert_eq!(cell(&r, 0, "conv_rate"), (FeatureValue::Null, OutsideMaxAge));
+    assert_eq!(cell(&r, 0, "city"), (FeatureValue::String("c".into()), Present));
+
+    // Keys of another integer width are the same keys; other types are errors naming the key.
+    let narrow = RecordBatch::try_from_iter([("driver_id", Arc::new(Int32Array::from(vec![2])) as ArrayRef)]).unwrap();
+    let r = store
+        .get_online_features(&Features::refs(["stats_v:trips"]), &narrow, &OnlineOptions::default().with_now(at(t)))
+        .await
+        .unwrap();
+    assert_eq!(cell(&r, 0, "trips"), (FeatureValue::Int(6), Present));
+    let text = RecordBatch::try_from_iter([("driver_id", Arc::new(StringArray::from(vec!["2"])) as ArrayRef)]).unwrap();
+    let err = store
+        .get_online_features(&Features::refs(["stats_v:trips"]), &text, &OnlineOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"driver_id\"") && err.to_string().contains("int64"), "{err}");
+    let err = store
+        .get_online_features(&Features::refs(["stats_v:trip"]), &drivers(&[Some(1)]), &OnlineOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let extra = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("driverid", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+    ])
+    .unwrap();
+    let err = store
+        .get_online_features(&Features::refs(["stats_v:trips"]), &extra, &OnlineOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"driverid\""), "{err}");
+    let err = store
+        .get_online_features(&Features::refs(["offline_only:trips"]), &drivers(&[Some(1)]), &OnlineOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not served online"), "{err}");
+
+    // Incremental: new data, from the watermark on.
+    let r2 = |driver, ts, conv, trips| Row {
+        driver: Some(driver),
+        ts,
+        created: None,
+        conv: Some(conv),
+        trips,
+        city: Some("n"),
+    };
+    write_parquet(
+        &dir.path().join("data/stats/part-1.parquet"),
+        &stats_batch(&[r2(1, t + HOUR, 0.95, 10), r2(4, t + HOUR, 0.99, 11), r2(3, t + 3 * HOUR, 0.1, 12)]),
+    );
+    let e2 = t + 2 * HOUR;
+    let report = store.materialize_incremental(at(e2), &MaterializeOptions::default()).await.unwrap();
+    let stats = report.views.iter().find(|v| v.view == "stats_v").unwrap();
+    assert_eq!(stats.start, Some(at(t)), "incremental starts at the watermark");
+    assert_eq!(stats.rows_read, 3, "{report:?}");
+    assert_eq!(stats.entities_written, 2, "rows after the end are not read: {report:?}");
+    assert!(report.views.iter().all(|v| v.view != "offline_only"), "offline views are not materialized");
+    let state = store.describe("stats_v").await.unwrap();
+    let json = serde_json::to_value(&state).unwrap();
+    assert_eq!(json[0]["state"]["watermark"], serde_json::json!(at(e2)));
+    let r = read(&store, &[Some(1), Some(4), Some(3)], e2).await;
+    assert_eq!(cell(&r, 0, "conv_rate"), (f(0.95), Present));
+    assert_eq!(cell(&r, 1, "trips"), (FeatureValue::Int(11), Present));
+    assert_eq!(cell(&r, 2, "trips"), (FeatureValue::Int(7), Present), "driver 3's next row is after the window");
+
+    // Rerunning an old window never regresses newer values.
+    let report = store.materialize(at(t - 4 * HOUR), at(t), &opts).await.unwrap();
+    assert!(report.views[0].skipped_older >= 1, "{report:?}");
+    let r = read(&store, &[Some(1)], e2).await;
+    assert_eq!(cell(&r, 0, "conv_rate"), (f(0.95), Present));
+    let json = serde_json::to_value(store.describe("stats_v").await.unwrap()).unwrap();
+    assert_eq!(
+        json[0]["state"]["watermark"],
+        serde_json::json!(at(e2)),
+        "an old window does not move the watermark back"
+    );
+
+    // Push: fresh values online and, optionally, offline.
+    let now = Utc::now().timestamp_micros();
+    let push = |driver: i64, ts: i64, conv: f32| {
+        RecordBatch::try_from_iter([
+            ("driver_id", Arc::new(Int64Array::from(vec![driver])) as ArrayRef),
+            ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![ts]).with_timezone("UTC")) as ArrayRef),
+            ("conv_rate", Arc::new(Float32Array::from(vec![conv])) as ArrayRef),
+            ("trips", Arc::new(Int32Array::from(vec![42])) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    let w = store.push("stats_v", &push(2, now, 0.42), PushMode::OnlineAndOffline).await.unwrap();
+    assert_eq!(w.written, 1);
+    let w = store.push("stats_v", &push(2, now - HOUR, 0.01), PushMode::Online).await.unwrap();
+    assert_eq!((w.written, w.skipped_older), (0, 1), "an older push is skipped");
+    let r = read(&store, &[Some(2)], now).await;
+    assert_eq!(cell(&r, 0, "conv_rate"), (f(0.42), Present));
+    assert_eq!(cell(&r, 0, "trips"), (FeatureValue::Int(42), Present));
+    let pushed_files = std::fs::read_dir(dir.path().join("data/stats")).unwrap().count();
+    assert_eq!(pushed_files, 3, "the offline push adds one Parquet file");
+    let bad = push(2, now, 0.5).project(&[0, 1, 2]).unwrap();
+    let err = store.push("stats_v", &bad, PushMode::Online).await.unwrap_err();
+    assert!(err.to_string().contains("missing feature column \"trips\""), "{err}");
+    let wrong = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![now]).with_timezone("UTC")) as ArrayRef),
+        ("conv_rate", Arc::new(StringArray::from(vec!["high"])) as ArrayRef),
+        ("trips", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+    ])
+    .unwrap();
+    let err = store.push("stats_v", &wrong, PushMode::Online).await.unwrap_err();
+    assert!(err.to_string().contains("\"conv_rate\" is Utf8"), "{err}");
+    let r = read(&store, &[Some(2)], now).await;
+    assert_eq!(cell(&r, 0, "conv_rate"), (f(0.42), Present), "failed pushes write nothing");
+
+    // The pushed offline row is seen by a later materialization of a fresh store.
+    let online = store.online_store().unwrap();
+    online.drop_view("online_e2e", "stats_v").await.unwrap();
+    let r = read(&store, &[Some(2)], now).await;
+    assert_eq!(r.status(0, "conv_rate").unwrap(), NotFound, "drop_view empties the view");
+    store.materialize(at(t - 4 * HOUR), at(now), &opts).await.unwrap();
+    let r = read(&store, &[Some(2)], now).await;
+    assert_eq!(cell(&r, 0, "conv_rate"), (f(0.42), Present));
+    online.drop_view("online_e2e", "stats_v").await.unwrap();
+    online.drop_view("online_e2e", "city_v").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_memory() {
+    scenario("online_store: {type: memory}\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_sqlite() {
+    scenario("online_store: {type: sqlite, path: data/online.db}\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_and_conformance_redis_with_auth() {
+    let server = RedisServer::start_with_password("s3cret pass");
+    let url = format!("redis://:s3cret%20pass@127.0.0.1:{}", server.port());
+    let yaml = format!("online_store: {{type: redis, connection_string: \"{url}\"}}\n");
+    scenario(&yaml).await;
+    let store = feature_store::redis::RedisOnlineStore::new(feature_store::redis::RedisConfig::new(&url)).unwrap();
+    feature_store::testing::online_store_conformance(Arc::new(store), "conf").await;
+    // A wrong password is a clear error.
+    let bad = feature_store::redis::RedisOnlineStore::new(feature_store::redis::RedisConfig::new(format!(
+        "redis://:wrong@127.0.0.1:{}",
+        server.port()
+    )))
+    .unwrap();
+    let err = feature_store::online::OnlineStore::read(&bad, "p", &[]).await;
+    assert!(err.is_ok(), "an empty read needs no connection");
+    let err = feature_store::online::OnlineStore::delete(&bad, "p", "v", &["k".into()]).await.unwrap_err();
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_and_conformance_redis_cluster() {
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls().join(",");
+    let yaml = format!("online_store: {{type: redis, redis_type: redis_cluster, connection_string: \"{urls}\"}}\n");
+    scenario(&yaml).await;
+    let store = feature_store::redis::RedisOnlineStore::new(feature_store::redis::RedisConfig::cluster(cluster.urls()))
+        .unwrap();
+    feature_store::testing::online_store_conformance(Arc::new(store.clone()), "conf").await;
+    // Keys really are spread over the nodes, and drop_view reaches every node.
+    let mut rows = feature_store::online::OnlineRows::new(vec!["a".into()]);
+    for i in 0..300 {
+        rows.begin_row(format!("k={i}"), 1);
+        rows.push_value(Some(b"\x06x"));
+    }
+    let view = feature_store::online::OnlineView::new("spread", None);
+    feature_store::online::OnlineStore::write(&store, "conf", &view, &rows).await.unwrap();
+    let sizes = || -> Vec<i64> {
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| n.command(&["DBSIZE"]).unwrap().trim_start_matches(':').parse().unwrap())
+            .collect()
+    };
+    assert!(sizes().iter().all(|&c| c > 0), "every primary holds keys: {:?}", sizes());
+    feature_store::online::OnlineStore::drop_view(&store, "conf", "spread").await.unwrap();
+    assert_eq!(sizes(), vec![0, 0, 0], "drop_view removes keys on every node");
+}
+
+/// `n` drivers with one row each at `t - 1h`, values derived from the id.
+fn many_drivers(dir: &std::path::Path, n: i64, t: i64) {
+    let rows: Vec<Row> = (0..n)
+        .map(|i| Row {
+            driver: Some(i),
+            ts: t - HOUR,
+            created: None,
+            conv: Some(i as f32 / 7.0),
+            trips: i * 3,
+            city: Some("x"),
+        })
+        .collect();
+    write_parquet(&dir.join("data/stats/part-0.parquet"), &stats_batch(&rows));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_killed_mid_materialization_then_rerun_equals_clean_run() {
+    let t = base();
+    let server = Arc::new(Mutex::new(RedisServer::start()));
+    let url = server.lock().unwrap().url();
+    let (dir, store) =
+        open_repo(&format!("online_store: {{type: redis, connection_string: \"{url}\", timeout: 2s}}\n"), t).await;
+    let n = 60_000;
+    many_drivers(dir.path(), n, t);
+    let killed = Arc::new(AtomicBool::new(false));
+    let (s2, k2) = (Arc::clone(&server), Arc::clone(&killed));
+    let opts = MaterializeOptions::default().with_views(["stats_v"]).with_progress(move |p| {
+        if p.entities_written >= 10_000 && !k2.swap(true, Ordering::SeqCst) {
+            s2.lock().unwrap().stop();
+        }
+    });
+    let err = store.materialize(at(t - 4 * HOUR), at(t), &opts).await.unwrap_err();
+    assert!(killed.load(Ordering::SeqCst), "the server was killed during the run");
+    assert!(matches!(err, Error::StoreUnavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&url), "the error names the store: {err}");
+    let json = serde_json::to_value(store.describe("stats_v").await.unwrap()).unwrap();
+    assert!(json[0]["state"]["watermark"].is_null(), "a failed run leaves the watermark alone: {json}");
+
+    server.lock().unwrap().restart();
+    let report = store
+        .materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default().with_views(["stats_v"]))
+        .await
+        .unwrap();
+    assert_eq!(report.views[0].entities_written, n as u64);
+    let json = serde_json::to_value(store.describe("stats_v").await.unwrap()).unwrap();
+    assert_eq!(json[0]["state"]["watermark"], serde_json::json!(at(t)));
+
+    // Same contents as a clean run into the memory store.
+    let clean_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        clean_dir.path().join("feature_store.yaml"),
+        "project: online_e2e\nregistry: data/registry.json\nonline_store: {type: memory}\n",
+    )
+    .unwrap();
+    std::fs::write(clean_dir.path().join("features.yaml"), DEFS).unwrap();
+    many_drivers(clean_dir.path(), n, t);
+    let clean = feature_store::open(clean_dir.path()).unwrap();
+    clean.apply(&clean.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    clean.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default().with_views(["stats_v"])).await.unwrap();
+    let ids: Vec<Option<i64>> = (0..n).map(Some).collect();
+    let features = Features::refs(["stats_v:conv_rate", "stats_v:trips"]);
+    let o = OnlineOptions::default().with_now(at(t));
+    let a = store.get_online_features(&features, &drivers(&ids), &o).await.unwrap();
+    let b = clean.get_online_features(&features, &drivers(&ids), &o).await.unwrap();
+    assert_eq!(a.values(), b.values());
+    assert_eq!(a.statuses(), b.statuses());
+    assert_eq!(a.event_timestamps(), b.event_timestamps());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_with_redis_down_fail_within_the_timeout_and_recover() {
+    let t = base();
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let (_dir, store) =
+        open_repo(&format!("online_store: {{type: redis, connection_string: \"{url}\", timeout: 1s}}\n"), t).await;
+    store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
+    assert_eq!(read(&store, &[Some(2)], t).await.status(0, "trips").unwrap(), FeatureStatus::Present);
+    server.stop();
+    let features = Features::refs(["stats_v:trips"]);
+    for _ in 0..3 {
+        let began = Instant::now();
+        let err =
+            store.get_online_features(&features, &drivers(&[Some(2)]), &OnlineOptions::default()).await.unwrap_err();
+        let took = began.elapsed();
+        assert!(took < Duration::from_millis(2500), "a read with Redis down took {took:?} (timeout 1s)");
+        assert!(matches!(err, Error::StoreUnavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains(&url), "{err}");
+    }
+    server.restart();
+    // The server came back empty (no persistence): reads work again and say so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        match store.get_online_features(&features, &drivers(&[Some(2)]), &OnlineOptions::default()).await {
+            Ok(r) => break r,
+            Err(e) => assert!(Instant::now() < deadline, "no recovery after restart: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status(0, "trips").unwrap(), FeatureStatus::NotFound);
+    store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
+    assert_eq!(read(&store, &[Some(2)], t).await.status(0, "trips").unwrap(), FeatureStatus::Present);
+}
+
+async fn concurrent_pushes_converge(online_yaml: &str) {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let t = base();
+    let (_dir, store) = open_repo(online_yaml, t).await;
+    let keys = 200i64;
+    let versions = 16i64;
+    // Every (key, version) pair, shuffled, split over 8 concurrent pushers.
+    let mut items: Vec<(i64, i64)> = (0..keys).flat_map(|k| (0..versions).map(move |v| (k, v))).collect();
+    items.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    let pushed = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = items
+        .chunks(items.len() / 8)
+        .map(|chunk| {
+            let store = store.clone();
+            let chunk = chunk.to_vec();
+            let pushed = Arc::clone(&pushed);
+            tokio::spawn(async move {
+                for batch in chunk.chunks(25) {
+                    let b = RecordBatch::try_from_iter([
+                        ("driver_id", Arc::new(batch.iter().map(|x| x.0).collect::<Int64Array>()) as ArrayRef),
+                        (
+                            "event_timestamp",
+                            Arc::new(
+                                batch
+                                    .iter()
+                                    .map(|x| Some(t + x.1 * 1000))
+                                    .collect::<TimestampMicrosecondArray>()
+                                    .with_timezone("UTC"),
+                            ) as ArrayRef,
+                        ),
+                        ("conv_rate", Arc::new(batch.iter().map(|x| x.1 as f32).collect::<Float32Array>()) as ArrayRef),
+                        ("trips", Arc::new(batch.iter().map(|x| x.0 * 100 + x.1).collect::<Int64Array>()) as ArrayRef),
+                    ])
+                    .unwrap();
+                    store.push("stats_v", &b, PushMode::Online).await.unwrap();
+                    pushed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(pushed.load(Ordering::Relaxed), (keys * versions) as u64);
+    let ids: Vec<Option<i64>> = (0..keys).map(Some).collect();
+    let r = store
+        .get_online_features(
+            &Features::refs(["stats_v:trips"]),
+            &drivers(&ids),
+            &OnlineOptions::default().with_now(at(t)),
+        )
+        .await
+        .unwrap();
+    for k in 0..keys as usize {
+        assert_eq!(
+            cell(&r, k, "trips"),
+            (FeatureValue::Int(k as i64 * 100 + versions - 1), FeatureStatus::Present),
+            "key {k}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pushes_converge_to_the_newest_value() {
+    concurrent_pushes_converge("online_store: {type: memory}\n").await;
+    concurrent_pushes_converge("online_store: {type: sqlite}\n").await;
+    let server = RedisServer::start();
+    concurrent_pushes_converge(&format!("online_store: {{type: redis, connection_string: \"{}\"}}\n", server.url()))
+        .await;
+}
+
+#[test]
+fn unknown_online_store_options_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, needle) in [
+        ("online_store: {type: sqlite, pth: x.db}\n", "online_store.pth"),
+        ("online_store: {type: cassandra}\n", "unknown type \"cassandra\""),
+        ("online_store: {type: redis}\n", "connection_string is required"),
+        ("online_store: {type: redis, connection_string: \"redis://x:1\", timeout: soon}\n", "timeout"),
+    ] {
+        std::fs::write(dir.path().join("feature_store.yaml"), format!("project: p\nregistry: r.json\n{yaml}")).unwrap();
+        let err = feature_store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{yaml}: {err}");
+    }
+}
+
+#[allow(dead_code)]
+fn column<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn Array {
+    b.column_by_name(name).unwrap().as_ref()
+}

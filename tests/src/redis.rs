@@ -1,0 +1,210 @@
+//! `redis-server` on free ports: one standalone server or a small cluster,
+//! started by the tests and stopped on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{find_executable, free_port};
+
+fn redis_server() -> PathBuf {
+    find_executable("redis-server", "REDIS_SERVER")
+        .expect("redis-server not found: run ./scripts/test.sh (it installs it) or apt-get install redis-server")
+}
+
+/// A running `redis-server`.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    password: Option<String>,
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence on a free port.
+    pub fn start() -> Self {
+        Self::start_with(None, Vec::new())
+    }
+
+    /// Starts a server that requires `password` (AUTH).
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned()), Vec::new())
+    }
+
+    fn start_with(password: Option<String>, extra: Vec<String>) -> Self {
+        let mut s =
+            Self { child: None, port: free_port(), password, extra, dir: tempfile::tempdir().expect("tempdir") };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let bin = redis_server();
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            self.dir.path().display().to_string(),
+            "--logfile".into(),
+            "redis.log".into(),
+        ];
+        if let Some(p) = &self.password {
+            args.extend(["--requirepass".into(), p.clone()]);
+        }
+        args.extend(self.extra.iter().cloned());
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.command(&["PING"]).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                panic!("redis-server exited with {status}: {log}");
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {} within 30 s", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://[:password@]127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Kills the server (data is lost: no persistence).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Sends one command and returns the raw RESP reply (first line for simple replies).
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = Vec::new();
+        let mut push = |parts: &[&str]| {
+            req.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
+            for a in parts {
+                req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        };
+        if let Some(p) = &self.password {
+            push(&["AUTH", p]);
+        }
+        push(args);
+        s.write_all(&req)?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        if self.password.is_some() {
+            r.read_line(&mut line)?;
+            line.clear();
+        }
+        r.read_line(&mut line)?;
+        if line.is_empty() {
+            return Err(std::io::Error::other("connection closed"));
+        }
+        if let Some(len) = line.strip_prefix('$') {
+            let len: i64 = len.trim().parse().unwrap_or(-1);
+            if len >= 0 {
+                let mut body = vec![0; len as usize + 2];
+                r.read_exact(&mut body)?;
+                return Ok(String::from_utf8_lossy(&body[..len as usize]).into_owned());
+            }
+        }
+        Ok(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of `n` primaries without replicas.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` cluster-enabled servers and joins them (slots split evenly).
+    pub fn start(n: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                RedisServer::start_with(
+                    None,
+                    vec!["--cluster-enabled".into(), "yes".into(), "--cluster-node-timeout".into(), "2000".into()],
+                )
+            })
+            .collect();
+        // Assign slot ranges and introduce the nodes to each other.
+        let per = 16384 / n;
+        for (i, node) in nodes.iter().enumerate() {
+            let lo = i * per;
+            let hi = if i + 1 == n { 16383 } else { (i + 1) * per - 1 };
+            let slots: Vec<String> = (lo..=hi).map(|s| s.to_string()).collect();
+            let mut args = vec!["CLUSTER", "ADDSLOTS"];
+            args.extend(slots.iter().map(String::as_str));
+            let reply = node.command(&args).expect("addslots");
+            assert_eq!(reply, "+OK", "CLUSTER ADDSLOTS: {reply}");
+        }
+        for node in &nodes[1..] {
+            let port = nodes[0].port.to_string();
+            let reply = node.command(&["CLUSTER", "MEET", "127.0.0.1", &port]).expect("meet");
+            assert_eq!(reply, "+OK", "CLUSTER MEET: {reply}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = nodes.iter().all(|n| {
+                n.command(&["CLUSTER", "INFO"]).is_ok_and(|i| {
+                    i.contains("cluster_state:ok") && i.contains(&format!("cluster_known_nodes:{}", nodes.len()))
+                })
+            });
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the Redis cluster did not become ready within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { nodes }
+    }
+
+    /// Seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
