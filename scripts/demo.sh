@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults, no servers: scaffold a demo repo with
 # sample data, plan and apply it, show what the registry holds, and build a
-# point-in-time training set from its entity table.
+# point-in-time training set from its entity table, then load the embedded
+# online store and read features for a few drivers as a service would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="${1:-demo_repo}"
@@ -22,3 +23,7 @@ echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --
 (cd "$REPO" && "$BIN" historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet)
 echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate"
 fs historical --entities "$REPO/data/driver_orders.parquet" --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate
+echo; echo "\$ feature-store materialize-incremental   # into the embedded SQLite online store"
+fs materialize-incremental
+echo; echo "\$ feature-store online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999"
+fs online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999

@@ -2,6 +2,7 @@
 
 mod historical;
 mod init;
+mod online;
 mod output;
 mod parquet_out;
 
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use feature_store::registry::ApplyMode;
 
 /// Embeddable feature store: define features in YAML, apply them to a
-/// versioned registry, and inspect what is registered.
+/// versioned registry, build training sets, and load and read the online store.
 #[derive(Debug, Parser)]
 #[command(name = "feature-store", version, about)]
 struct Cli {
@@ -70,6 +71,40 @@ enum Command {
         /// Memory limit for the join, e.g. 2GiB (overrides offline_store.memory_limit).
         #[arg(long)]
         memory_limit: Option<String>,
+    },
+    /// Load the online store with the newest value per entity whose event
+    /// time is in [START, END] (both inclusive; ISO 8601, naive times are UTC).
+    Materialize {
+        /// Window start, e.g. 2024-05-01T00:00:00Z.
+        start: String,
+        /// Window end, or `now`.
+        end: String,
+        /// Only these views (comma-separated); default all online views.
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+    },
+    /// Materialize each view from its watermark (first run: END - ttl, or all
+    /// history) to END, then advance the watermark.
+    MaterializeIncremental {
+        /// Window end (ISO 8601); default now.
+        #[arg(default_value = "now")]
+        end: String,
+        /// Only these views (comma-separated); default all online views.
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+    },
+    /// Read online features for entities; prints JSON shaped like Feast's
+    /// feature server /get-online-features response.
+    Online {
+        /// Feature references, comma-separated: view:feature or whole views.
+        #[arg(long, value_delimiter = ',', conflicts_with = "service", required_unless_present = "service")]
+        features: Vec<String>,
+        /// A feature service instead of --features.
+        #[arg(long)]
+        service: Option<String>,
+        /// One entity row: key=value, composite keys as k1=v1,k2=v2; repeat for more rows.
+        #[arg(long = "entity", required = true)]
+        entities: Vec<String>,
     },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
@@ -178,6 +213,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_full_feature_names(full_feature_names)
                 .with_timestamp_column(timestamp_column);
             historical::run(&store, &entities, &features, &options, output.as_deref(), cli.json).await
+        }
+        Command::Materialize { start, end, views } => {
+            let store = feature_store::open(&cli.repo)?;
+            let (start, end) = (online::parse_time(&start)?, online::parse_time(&end)?);
+            online::materialize(&store, Some(start), end, views, cli.json).await
+        }
+        Command::MaterializeIncremental { end, views } => {
+            let store = feature_store::open(&cli.repo)?;
+            online::materialize(&store, None, online::parse_time(&end)?, views, cli.json).await
+        }
+        Command::Online { features, service, entities } => {
+            let store = feature_store::open(&cli.repo)?;
+            let features = match service {
+                Some(s) => feature_store::Features::service(s),
+                None => feature_store::Features::refs(features),
+            };
+            online::online(&store, &features, &entities).await
         }
         Command::Export => {
             let store = feature_store::open(&cli.repo)?;

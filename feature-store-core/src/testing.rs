@@ -73,7 +73,8 @@ pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str
     let other = format!("{project}_other");
     let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let stats_view = OnlineView::new("stats", None);
-    let rows = |items: &[(&str, i64, Option<&[u8]>, Option<&[u8]>)]| {
+    type Item<'a> = (&'a str, i64, Option<&'a [u8]>, Option<&'a [u8]>);
+    let rows = |items: &[Item<'_>]| {
         let mut r = OnlineRows::new(names(&["a", "b"]));
         for (k, ts, a, b) in items {
             r.begin_row((*k).to_owned(), *ts);

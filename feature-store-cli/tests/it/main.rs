@@ -237,3 +237,70 @@ fn historical_to_files_and_terminal() {
     ));
     assert!(err.contains("no timestamp column \"ts\""), "{err}");
 }
+
+#[test]
+fn materialize_and_read_online() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    // Before materializing: known view, nothing stored.
+    let before =
+        json(&cli(&repo, &["online", "--features", "driver_hourly_stats:conv_rate", "--entity", "driver_id=1001"]));
+    assert_eq!(before["results"][1]["statuses"][0], "NOT_FOUND");
+
+    let report = json(&cli(&repo, &["--json", "materialize-incremental"]));
+    let view = &report["views"][0];
+    assert_eq!(view["view"], "driver_hourly_stats");
+    assert_eq!(view["entities_written"], 5, "{report}");
+    assert!(view["rows_read"].as_u64().unwrap() >= 5 * 24, "a day of hourly rows for five drivers: {report}");
+    let again = json(&cli(&repo, &["--json", "materialize-incremental"]));
+    assert_eq!(again["views"][0]["rows_read"], 0, "a second run starts at the watermark: {again}");
+
+    let out = json(&cli(
+        &repo,
+        &[
+            "online",
+            "--service",
+            "driver_activity",
+            "--entity",
+            "driver_id=1001",
+            "--entity",
+            "driver_id=9999",
+            "--entity",
+            "driver_id=1001",
+        ],
+    ));
+    assert_eq!(out["metadata"]["feature_names"], serde_json::json!(["driver_id", "conv_rate", "avg_daily_trips"]));
+    assert_eq!(out["results"][0]["values"], serde_json::json!([1001, 9999, 1001]));
+    assert_eq!(out["results"][1]["statuses"], serde_json::json!(["PRESENT", "NOT_FOUND", "PRESENT"]));
+    assert!(out["results"][2]["values"][0].is_i64());
+    assert_eq!(out["results"][2]["values"][0], out["results"][2]["values"][2]);
+
+    // A window given explicitly, with a text summary on stderr.
+    let done = cli(&repo, &["materialize", "2020-01-01", "now", "--views", "driver_hourly_stats"]);
+    ok(&done);
+    assert!(
+        String::from_utf8_lossy(&done.stderr).contains("entities written"),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+
+    for (args, needle) in [
+        (vec!["materialize", "yesterday", "now"], "invalid time \"yesterday\""),
+        (vec!["materialize", "2024-02-01", "2024-01-01"], "after it ends"),
+        (vec!["materialize", "2024-01-01", "now", "--views", "nope"], "feature view \"nope\" not found"),
+        (
+            vec!["online", "--features", "driver_hourly_stats:conv_rate", "--entity", "driver_id=abc"],
+            "\"driver_id\" is an integer",
+        ),
+        (
+            vec!["online", "--features", "driver_hourly_stats:conv_rate", "--entity", "driver=1"],
+            "no \"driver_id\" column",
+        ),
+        (vec!["online", "--features", "driver_hourly_stats:nope", "--entity", "driver_id=1"], "not found"),
+    ] {
+        let err = fail(&cli(&repo, &args));
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -86,7 +86,11 @@ impl FeatureValue {
             DataType::UInt16 => Self::Int(array.as_primitive::<UInt16Type>().value(i).into()),
             DataType::UInt32 => Self::Int(array.as_primitive::<UInt32Type>().value(i).into()),
             DataType::UInt64 => Self::Int(array.as_primitive::<UInt64Type>().value(i) as i64),
-            DataType::Float32 => Self::Float(array.as_primitive::<Float32Type>().value(i).into()),
+            // Through the shortest decimal form, so 0.1f32 reads 0.1 rather than 0.10000000149.
+            DataType::Float32 => {
+                let v = array.as_primitive::<Float32Type>().value(i);
+                Self::Float(v.to_string().parse().unwrap_or(f64::from(v)))
+            }
             DataType::Float64 => Self::Float(array.as_primitive::<Float64Type>().value(i)),
             DataType::Utf8 => Self::String(array.as_string::<i32>().value(i).to_owned()),
             DataType::LargeUtf8 => Self::String(array.as_string::<i64>().value(i).to_owned()),

@@ -1,0 +1,211 @@
+//! `materialize`, `materialize-incremental` and `online`: load the online
+//! store and read it back in the shape of Feast's feature server.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use feature_store::{FeatureStore, Features, MaterializeOptions, MaterializeReport, OnlineOptions, ValueType};
+
+/// Parses an ISO 8601 instant: with an offset, naive (taken as UTC), a date, or `now`.
+pub(crate) fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("now") {
+        return Ok(Utc::now());
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
+            return Ok(n.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    bail!("invalid time \"{text}\": use ISO 8601, e.g. 2024-05-01T12:00:00Z, 2024-05-01 (UTC midnight) or now")
+}
+
+/// Progress on stderr: a redrawn line on a terminal, nothing otherwise.
+fn progress() -> feature_store::ProgressFn {
+    let tty = std::io::stderr().is_terminal();
+    let state = Arc::new(Mutex::new((Instant::now(), Instant::now(), String::new())));
+    Arc::new(move |p: &feature_store::MaterializeProgress| {
+        if !tty {
+            return;
+        }
+        let mut s = state.lock().expect("poisoned");
+        if s.2 != p.view {
+            s.2 = p.view.clone();
+            s.0 = Instant::now();
+        } else if s.1.elapsed().as_millis() < 100 {
+            return;
+        }
+        s.1 = Instant::now();
+        let done = p.view_index * 30 / p.view_count.max(1);
+        let bar: String = (0..30)
+            .map(|i| {
+                if i < done {
+                    '='
+                } else if i == done {
+                    '>'
+                } else {
+                    ' '
+                }
+            })
+            .collect();
+        let rate = p.entities_written as f64 / s.0.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\r[{bar}] view {}/{} {}: {} entities ({:.0}/s)\x1b[K",
+            p.view_index + 1,
+            p.view_count,
+            p.view,
+            p.entities_written,
+            rate
+        );
+        let _ = std::io::stderr().flush();
+    })
+}
+
+pub(crate) async fn materialize(
+    store: &FeatureStore,
+    start: Option<DateTime<Utc>>,
+    end: DateTime<Utc>,
+    views: Vec<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut options = MaterializeOptions::default();
+    if !views.is_empty() {
+        options = options.with_views(views);
+    }
+    options.progress = Some(progress());
+    let report = match start {
+        Some(start) => store.materialize(start, end, &options).await,
+        None => store.materialize_incremental(end, &options).await,
+    };
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+    let report = report?;
+    if json {
+        return crate::output::json(&report);
+    }
+    print_report(&report);
+    Ok(())
+}
+
+fn print_report(report: &MaterializeReport) {
+    for v in &report.views {
+        let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let start = v.start.as_ref().map_or_else(|| "beginning".to_owned(), fmt);
+        println!(
+            "{}: [{start}, {}] rows read {}, entities written {}{}, {:.2} s",
+            v.view,
+            fmt(&v.end),
+            v.rows_read,
+            v.entities_written,
+            if v.skipped_older > 0 {
+                format!(" ({} skipped: newer value online)", v.skipped_older)
+            } else {
+                String::new()
+            },
+            v.seconds
+        );
+    }
+    eprintln!(
+        "Materialized {} view(s): {} rows read, {} entities written in {:.2} s",
+        report.views.len(),
+        report.rows_read(),
+        report.entities_written(),
+        report.seconds
+    );
+}
+
+/// Builds entity rows from `key=value[,key=value]` arguments, typed by the registry.
+async fn entity_rows(store: &FeatureStore, args: &[String]) -> anyhow::Result<RecordBatch> {
+    if args.is_empty() {
+        bail!("give at least one --entity key=value");
+    }
+    let rows: Vec<Vec<(String, String)>> = args
+        .iter()
+        .map(|a| {
+            a.split(',')
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .with_context(|| format!("--entity \"{a}\": expected key=value (composite keys: k1=v1,k2=v2)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut names: Vec<String> = rows[0].iter().map(|(k, _)| k.clone()).collect();
+    names.sort();
+    for (a, r) in args.iter().zip(&rows) {
+        let mut these: Vec<String> = r.iter().map(|(k, _)| k.clone()).collect();
+        these.sort();
+        if these != names {
+            bail!(
+                "--entity \"{a}\" has keys {} but the first has {}; give every row the same keys",
+                these.join(","),
+                names.join(",")
+            );
+        }
+    }
+    let entities = store.list_entities().await?;
+    let key_type = |name: &str| {
+        entities.iter().flat_map(|e| e.spec.join_keys.iter()).find(|k| k.name == name).and_then(|k| k.dtype.clone())
+    };
+    let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+    for name in &names {
+        let values: Vec<&str> = rows
+            .iter()
+            .map(|r| r.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).expect("same keys"))
+            .collect();
+        let col: ArrayRef = match key_type(name) {
+            Some(ValueType::Int32 | ValueType::Int64) => Arc::new(
+                values
+                    .iter()
+                    .map(|v| {
+                        v.parse::<i64>().with_context(|| format!("entity key \"{name}\" is an integer; \"{v}\" is not"))
+                    })
+                    .collect::<anyhow::Result<Int64Array>>()?,
+            ),
+            Some(ValueType::Bool) => Arc::new(
+                values
+                    .iter()
+                    .map(|v| {
+                        v.parse::<bool>().with_context(|| format!("entity key \"{name}\" is a bool; \"{v}\" is not"))
+                    })
+                    .collect::<anyhow::Result<BooleanArray>>()?,
+            ),
+            _ => Arc::new(StringArray::from(values)),
+        };
+        columns.push((name.clone(), col));
+    }
+    Ok(RecordBatch::try_from_iter(columns)?)
+}
+
+pub(crate) async fn online(store: &FeatureStore, features: &Features, entities: &[String]) -> anyhow::Result<()> {
+    let batch = entity_rows(store, entities).await?;
+    let response = store.get_online_features(features, &batch, &OnlineOptions::default()).await?;
+    println!("{}", serde_json::to_string_pretty(&response.to_feast_json())?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times() {
+        let z = parse_time("2024-05-01T12:00:00Z").unwrap();
+        assert_eq!(parse_time("2024-05-01T14:00:00+02:00").unwrap(), z);
+        assert_eq!(parse_time("2024-05-01 12:00:00").unwrap(), z);
+        assert_eq!(parse_time("2024-05-01").unwrap().to_rfc3339(), "2024-05-01T00:00:00+00:00");
+        assert!(parse_time("yesterday").unwrap_err().to_string().contains("ISO 8601"));
+    }
+}
