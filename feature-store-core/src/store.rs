@@ -169,9 +169,25 @@ impl FeatureStore {
         self.inner.registry.plan(self.project(), defs, mode, self.inner.offline.as_ref()).await
     }
 
-    /// Validates and writes `defs` atomically.
+    /// Validates and writes `defs` atomically, then clears the online data of
+    /// removed views. Views with a breaking change keep serving; their
+    /// watermarks were reset in the same write, so the next incremental run
+    /// rewrites them (a value still in an old type reads as a clear error).
     pub async fn apply(&self, defs: &Definitions, mode: ApplyMode) -> Result<ApplyOutcome> {
-        self.inner.registry.apply(self.project(), defs, mode, self.inner.offline.as_ref()).await
+        let outcome = self.inner.registry.apply(self.project(), defs, mode, self.inner.offline.as_ref()).await?;
+        if let (true, Some(online)) = (outcome.written, &self.inner.online) {
+            for view in outcome.plan.removed_views() {
+                online.drop_view(self.project(), &view).await.map_err(|e| Error::Backend {
+                    context: format!(
+                        "registry version {} was written, but clearing the online data of feature view \"{view}\" failed; \
+                         run `feature-store materialize` for it once the online store is reachable",
+                        outcome.version
+                    ),
+                    source: Box::new(e),
+                })?;
+            }
+        }
+        Ok(outcome)
     }
 
     /// Resolves features against the registry into per-view requests.

@@ -119,8 +119,9 @@ fn cell(r: &OnlineResponse, row: usize, col: &str) -> (FeatureValue, FeatureStat
     (r.value(row, col).unwrap(), r.status(row, col).unwrap())
 }
 
+/// A float32 feature as the row view shows it: its shortest decimal form.
 fn f(v: f32) -> FeatureValue {
-    FeatureValue::Float(f64::from(v))
+    FeatureValue::Float(v.to_string().parse().unwrap())
 }
 
 /// The whole online flow against one backend.
@@ -544,4 +545,23 @@ fn unknown_online_store_options_are_errors() {
 #[allow(dead_code)]
 fn column<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn Array {
     b.column_by_name(name).unwrap().as_ref()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_view_clears_its_online_data() {
+    let t = base();
+    let (dir, store) = open_repo("online_store: {type: sqlite}\n", t).await;
+    store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
+    let raw = |view: &str| {
+        feature_store::online::ViewRead::new(view, vec!["city".into(), "trips".into()], vec!["driver_id=2".into()])
+    };
+    let online = Arc::clone(store.online_store().unwrap());
+    let got = online.read("online_e2e", &[raw("city_v"), raw("stats_v")]).await.unwrap();
+    assert!(got[0][0].is_some() && got[1][0].is_some());
+    let without_city = DEFS.lines().filter(|l| !l.contains("city_v")).collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.path().join("features.yaml"), without_city).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let got = online.read("online_e2e", &[raw("city_v"), raw("stats_v")]).await.unwrap();
+    assert!(got[0][0].is_none(), "the removed view's online rows are dropped");
+    assert!(got[1][0].is_some(), "other views keep theirs");
 }

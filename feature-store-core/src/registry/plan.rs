@@ -90,6 +90,29 @@ impl Plan {
         self.changes.is_empty()
     }
 
+    /// Feature views whose online data no longer matches their definition:
+    /// removed views and views with a breaking change.
+    pub fn online_resets(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .filter(|c| {
+                c.kind == ObjectKind::FeatureView
+                    && (c.action == ChangeAction::Removed
+                        || (c.action == ChangeAction::Changed && !c.breaking.is_empty()))
+            })
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// Feature views this plan removes.
+    pub fn removed_views(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .filter(|c| c.kind == ObjectKind::FeatureView && c.action == ChangeAction::Removed)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// True if any change may break consumers.
     pub fn has_breaking(&self) -> bool {
         self.changes.iter().any(|c| !c.breaking.is_empty())
@@ -203,10 +226,13 @@ pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: Date
         now,
         &mut plan,
     );
+    // A breaking view change (keys, types) invalidates what is online, so its
+    // watermark resets and the next incremental run starts over.
+    let reset = plan.online_resets();
     next.view_state = current
         .view_state
         .iter()
-        .filter(|(n, _)| next.feature_views.contains_key(*n))
+        .filter(|(n, _)| next.feature_views.contains_key(*n) && !reset.contains(n))
         .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
     plan.changes.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
