@@ -56,6 +56,8 @@ pub mod testing;
 mod value_type;
 
 pub use error::{BoxError, Error, Problem, Result};
+/// The Arrow crates this library's API uses, so callers need no version match.
+pub use {arrow_array, arrow_schema};
 pub use historical::{BatchStream, EntityInput, HistoricalOptions};
 pub use materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ProgressFn, PushMode, ViewMaterialization,
