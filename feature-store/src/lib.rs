@@ -23,3 +23,8 @@ pub use feature_store_core::*;
 pub use feature_store_redis as redis;
 pub use feature_store_s3 as s3;
 pub use feature_store_sqlite as sqlite;
+
+/// The README's Rust snippets, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
