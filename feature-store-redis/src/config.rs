@@ -27,6 +27,9 @@ pub struct RedisConfig {
     pub expire: bool,
     /// Rows per write script call (standalone; cluster calls are per slot).
     pub rows_per_script: usize,
+    /// PEM file of the CA that signed the servers' certificates, for
+    /// `rediss://` with a private CA; default: the system's roots.
+    pub tls_ca_cert: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -41,6 +44,7 @@ impl RedisConfig {
             retries: 2,
             expire: true,
             rows_per_script: 128,
+            tls_ca_cert: None,
         }
     }
 
@@ -58,6 +62,12 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts servers signed by the CA in this PEM file.
+    pub fn with_tls_ca_cert(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_cert = Some(path.into());
+        self
+    }
+
     /// Sets the key prefix.
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
@@ -71,7 +81,8 @@ impl RedisConfig {
     ///   `password=…`, `username=…`, `ssl=true`, `db=N` items;
     /// * `redis_type`: `redis` (default) or `redis_cluster`;
     /// * `key_prefix` (`fs`), `connect_timeout` (`2s`), `timeout` (`5s`),
-    ///   `retries` (2), `expire` (true), `rows_per_script` (128).
+    ///   `retries` (2), `expire` (true), `rows_per_script` (128),
+    ///   `tls_ca_cert` (a PEM file; relative to the repo when opened from one).
     pub fn from_options(options: &BTreeMap<String, serde_json::Value>) -> Result<Self, Error> {
         let text = |k: &str| {
             options.get(k).map(|v| match v {
@@ -89,6 +100,7 @@ impl RedisConfig {
             "retries",
             "expire",
             "rows_per_script",
+            "tls_ca_cert",
         ];
         if let Some(k) = options.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(Error::Config(format!("unknown option \"{k}\"; known: {}", KNOWN[1..].join(", "))));
@@ -127,6 +139,7 @@ impl RedisConfig {
         };
         c.retries = number("retries", c.retries)?;
         c.rows_per_script = number("rows_per_script", c.rows_per_script)?.max(1);
+        c.tls_ca_cert = text("tls_ca_cert").map(Into::into);
         c.expire = match text("expire").as_deref() {
             None | Some("true") => true,
             Some("false") => false,

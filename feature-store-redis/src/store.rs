@@ -127,8 +127,13 @@ impl Inner {
         let c = &self.config;
         self.conn
             .get_or_try_init(|| async {
+                let certs = self.certs()?;
                 if c.cluster {
-                    let client = ClusterClientBuilder::new(c.nodes.clone())
+                    let mut builder = ClusterClientBuilder::new(c.nodes.clone());
+                    if let Some(certs) = certs {
+                        builder = builder.certs(certs);
+                    }
+                    let client = builder
                         .connection_timeout(c.connect_timeout)
                         .response_timeout(c.timeout)
                         .retries(c.retries as u32)
@@ -137,7 +142,7 @@ impl Inner {
                     let conn = client.get_async_connection().await.map_err(|e| self.err(e))?;
                     Ok(Conn::Cluster(conn))
                 } else {
-                    let client = redis::Client::open(c.nodes[0].as_str()).map_err(|e| self.err(e))?;
+                    let client = self.client(&c.nodes[0])?;
                     let cfg = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(c.connect_timeout))
                         .set_response_timeout(Some(c.timeout))
@@ -149,6 +154,21 @@ impl Inner {
             })
             .await
             .cloned()
+    }
+
+    fn certs(&self) -> Result<Option<redis::TlsCertificates>, Error> {
+        let Some(path) = &self.config.tls_ca_cert else { return Ok(None) };
+        let pem = std::fs::read(path).map_err(|e| Error::Config(format!("tls_ca_cert {}: {e}", path.display())))?;
+        Ok(Some(redis::TlsCertificates { client_tls: None, root_cert: Some(pem) }))
+    }
+
+    /// A client for one node, trusting the configured CA.
+    fn client(&self, url: &str) -> Result<redis::Client, Error> {
+        match self.certs()? {
+            Some(certs) => redis::Client::build_with_tls(url, certs),
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| self.err(e))
     }
 
     /// Groups of indexes whose keys may go in one multi-key call: one group
@@ -285,7 +305,7 @@ impl Inner {
             Conn::Cluster(_) => self.primaries(conn.clone()).await?,
         };
         for node in nodes {
-            let client = redis::Client::open(node.as_str()).map_err(|e| self.err(e))?;
+            let client = self.client(&node)?;
             let mut direct = client.get_multiplexed_async_connection().await.map_err(|e| self.err(e))?;
             let mut cursor: u64 = 0;
             loop {

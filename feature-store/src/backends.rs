@@ -38,7 +38,16 @@ pub fn online_store(config: &OnlineStoreConfig, base: &Path) -> Result<Arc<dyn O
             unknown(&[])?;
             Arc::new(MemoryOnlineStore::new())
         }
-        "redis" => Arc::new(feature_store_redis::RedisOnlineStore::from_options(&config.options)?),
+        "redis" => {
+            let mut options = config.options.clone();
+            // A CA file named in the repo config is relative to the repo.
+            if let Some(serde_json::Value::String(p)) = options.get_mut("tls_ca_cert")
+                && std::path::Path::new(p.as_str()).is_relative()
+            {
+                *p = base.join(p.as_str()).display().to_string();
+            }
+            Arc::new(feature_store_redis::RedisOnlineStore::from_options(&options)?)
+        }
         other => {
             return Err(Error::Config {
                 location: "online_store.type".into(),

@@ -565,3 +565,28 @@ async fn removing_a_view_clears_its_online_data() {
     assert!(got[0][0].is_none(), "the removed view's online rows are dropped");
     assert!(got[1][0].is_some(), "other views keep theirs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_over_tls_with_auth_and_a_private_ca() {
+    let server = RedisServer::start_tls("tls-pass");
+    let config = feature_store::redis::RedisConfig::new(server.url()).with_tls_ca_cert(server.ca_cert());
+    let store = feature_store::redis::RedisOnlineStore::new(config).unwrap();
+    feature_store::testing::online_store_conformance(Arc::new(store), "tls").await;
+    // Without the CA the server's certificate is not trusted: a clear error, not a hang.
+    let untrusted = feature_store::redis::RedisOnlineStore::new(
+        feature_store::redis::RedisConfig::new(server.url()).with_timeout(Duration::from_secs(3)),
+    )
+    .unwrap();
+    let err = feature_store::online::OnlineStore::delete(&untrusted, "p", "v", &["k".into()]).await.unwrap_err();
+    assert!(err.to_string().contains("localhost"), "{err}");
+    // And through feature_store.yaml.
+    let t = base();
+    let yaml = format!(
+        "online_store: {{type: redis, connection_string: \"{}\", tls_ca_cert: \"{}\"}}\n",
+        server.url(),
+        server.ca_cert().display()
+    );
+    let (_dir, store) = open_repo(&yaml, t).await;
+    store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
+    assert_eq!(read(&store, &[Some(2)], t).await.status(0, "trips").unwrap(), FeatureStatus::Present);
+}

@@ -21,6 +21,7 @@ pub struct RedisServer {
     password: Option<String>,
     extra: Vec<String>,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -35,17 +36,111 @@ impl RedisServer {
     }
 
     fn start_with(password: Option<String>, extra: Vec<String>) -> Self {
-        let mut s =
-            Self { child: None, port: free_port(), password, extra, dir: tempfile::tempdir().expect("tempdir") };
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            password,
+            extra,
+            dir: tempfile::tempdir().expect("tempdir"),
+            tls: false,
+        };
         s.spawn();
         s
     }
 
+    /// Starts a TLS-only server requiring `password`, with a certificate for
+    /// `localhost`/`127.0.0.1` signed by a fresh CA (see [`RedisServer::ca_cert`]).
+    /// Needs the `openssl` command.
+    pub fn start_tls(password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("ext.cnf"),
+            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext file");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("the openssl command is needed for the TLS test (apt-get install openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=feature-store test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let port = free_port();
+        let path = |f: &str| d.join(f).display().to_string();
+        let extra = vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path("server.crt"),
+            "--tls-key-file".into(),
+            path("server.key"),
+            "--tls-ca-cert-file".into(),
+            path("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let mut s = Self { child: None, port, password: Some(password.to_owned()), extra, dir, tls: true };
+        s.spawn();
+        s
+    }
+
+    /// The CA certificate (PEM) of a TLS server.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     fn spawn(&mut self) {
         let bin = redis_server();
+        let plain_port = if self.tls { "0".to_owned() } else { self.port.to_string() };
         let mut args: Vec<String> = vec![
             "--port".into(),
-            self.port.to_string(),
+            plain_port,
             "--bind".into(),
             "127.0.0.1".into(),
             "--save".into(),
@@ -69,7 +164,10 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.command(&["PING"]).is_err() {
+        let ready = |s: &Self| {
+            if s.tls { TcpStream::connect(("127.0.0.1", s.port)).is_ok() } else { s.command(&["PING"]).is_ok() }
+        };
+        while !ready(self) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
                 panic!("redis-server exited with {status}: {log}");
@@ -84,11 +182,13 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://[:password@]127.0.0.1:PORT`.
+    /// `redis[s]://[:password@]127.0.0.1:PORT` (`rediss://…localhost` for TLS,
+    /// the name the certificate is for).
     pub fn url(&self) -> String {
+        let (scheme, host) = if self.tls { ("rediss", "localhost") } else { ("redis", "127.0.0.1") };
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(p) => format!("{scheme}://:{p}@{host}:{}", self.port),
+            None => format!("{scheme}://{host}:{}", self.port),
         }
     }
 
