@@ -56,8 +56,6 @@ pub mod testing;
 mod value_type;
 
 pub use error::{BoxError, Error, Problem, Result};
-/// The Arrow crates this library's API uses, so callers need no version match.
-pub use {arrow_array, arrow_schema};
 pub use historical::{BatchStream, EntityInput, HistoricalOptions};
 pub use materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ProgressFn, PushMode, ViewMaterialization,
@@ -66,3 +64,5 @@ pub use repo::{Definitions, RepoConfig};
 pub use serving::OnlineOptions;
 pub use store::{Described, FeatureStore, FeatureStoreBuilder, Features};
 pub use value_type::{UTC, ValueType, describe_arrow, timestamp_type};
+/// The Arrow crates this library's API uses, so callers need no version match.
+pub use {arrow_array, arrow_schema};
