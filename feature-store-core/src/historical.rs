@@ -167,14 +167,20 @@ impl HistoricalOptions {
 
 /// Checks that output names are unique; a clash is an error naming both sources.
 pub fn check_output_names(entity_columns: &[String], views: &[ViewRequest]) -> Result<()> {
-    let mut seen: std::collections::HashMap<&str, String> =
-        entity_columns.iter().map(|c| (c.as_str(), "the entity table".to_string())).collect();
-    for v in views {
-        for (f, out) in v.features.iter().zip(&v.output_names) {
-            let here = format!("{}:{f}", v.view.name);
-            if let Some(first) = seen.insert(out.as_str(), here.clone()) {
+    // Sources are (view index, feature index); `None` is the entity table. Formatted only on a clash.
+    let mut seen: std::collections::HashMap<&str, Option<(usize, usize)>> =
+        entity_columns.iter().map(|c| (c.as_str(), None)).collect();
+    let name = |src: Option<(usize, usize)>| match src {
+        None => "the entity table".to_owned(),
+        Some((v, f)) => format!("{}:{}", views[v].view.name, views[v].features[f]),
+    };
+    for (vi, v) in views.iter().enumerate() {
+        for (fi, out) in v.output_names.iter().enumerate() {
+            if let Some(first) = seen.insert(out.as_str(), Some((vi, fi))) {
                 return Err(Error::InvalidArgument(format!(
-                    "output column \"{out}\" would come from both {first} and {here}; use full feature names (view__feature) or drop one"
+                    "output column \"{out}\" would come from both {} and {}; use full feature names (view__feature) or drop one",
+                    name(first),
+                    name(Some((vi, fi)))
                 )));
             }
         }

@@ -75,7 +75,7 @@ impl FeatureStore {
         entities: &RecordBatch,
         options: &OnlineOptions,
     ) -> Result<OnlineResponse> {
-        let views = self.resolve_views(features, options.full_feature_names).await?;
+        let views = self.resolve_views_cached(features, options.full_feature_names).await?;
         let online = self.online_store()?;
         let rows = entities.num_rows();
         let schema = entities.schema();
@@ -86,7 +86,7 @@ impl FeatureStore {
         let mut used = vec![false; schema.fields().len()];
         let mut reads = Vec::with_capacity(views.len());
         let mut row_slots: Vec<Vec<Option<usize>>> = Vec::with_capacity(views.len());
-        for v in &views {
+        for v in views.iter() {
             if !v.view.online {
                 return Err(Error::InvalidArgument(format!(
                     "feature view \"{}\" is not served online (online: false)",
@@ -174,7 +174,12 @@ fn decode_view(
                 Some(r) => match &r.values[fi] {
                     None => (FeatureStatus::NullValue, Some(r.event_ts)),
                     Some(bytes) => {
-                        dec.append(bytes, &format!("{}:{feature}", v.view.name))?;
+                        dec.append(bytes, feature).map_err(|e| match e {
+                            Error::Data { message, .. } => {
+                                Error::data(format!("online value of feature \"{}:{feature}\"", v.view.name), message)
+                            }
+                            other => other,
+                        })?;
                         st.push(FeatureStatus::Present);
                         ts.push(Some(r.event_ts));
                         continue;

@@ -27,6 +27,17 @@ struct Inner {
     registry: Registry,
     offline: Arc<dyn OfflineStore>,
     online: Option<Arc<dyn OnlineStore>>,
+    /// Resolutions of feature lists, valid for one registry version; saves
+    /// re-resolving (and re-cloning definitions) on every online request.
+    resolved: std::sync::Mutex<ResolvedCache>,
+}
+
+type ResolvedKey = (Features, bool);
+
+#[derive(Debug, Default)]
+struct ResolvedCache {
+    version: u64,
+    entries: std::collections::HashMap<ResolvedKey, Arc<Vec<ViewRequest>>>,
 }
 
 /// A registry object found by [`FeatureStore::describe`].
@@ -63,7 +74,7 @@ impl Described {
 }
 
 /// Which features to retrieve: references (`view:feature` or whole `view`s) or a feature service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Features {
     /// Feature references, in output order.
@@ -121,7 +132,15 @@ impl FeatureStoreBuilder {
         let store = self.registry_store.ok_or_else(|| missing("registry store"))?;
         let offline = self.offline.ok_or_else(|| missing("offline store"))?;
         let registry = Registry::new(store, self.config.registry.cache_ttl);
-        Ok(FeatureStore { inner: Arc::new(Inner { config: self.config, registry, offline, online: self.online }) })
+        Ok(FeatureStore {
+            inner: Arc::new(Inner {
+                config: self.config,
+                registry,
+                offline,
+                online: self.online,
+                resolved: Default::default(),
+            }),
+        })
     }
 }
 
@@ -190,9 +209,46 @@ impl FeatureStore {
         Ok(outcome)
     }
 
+    /// [`FeatureStore::resolve_views`], remembered per registry version.
+    pub(crate) async fn resolve_views_cached(
+        &self,
+        features: &Features,
+        full_feature_names: bool,
+    ) -> Result<Arc<Vec<ViewRequest>>> {
+        let doc = self.document().await?;
+        let key = (features.clone(), full_feature_names);
+        {
+            let cache = self.inner.resolved.lock().expect("poisoned");
+            if cache.version == doc.version
+                && let Some(hit) = cache.entries.get(&key)
+            {
+                return Ok(Arc::clone(hit));
+            }
+        }
+        let views = Arc::new(self.resolve_in(&doc, features, full_feature_names)?);
+        let mut cache = self.inner.resolved.lock().expect("poisoned");
+        if cache.version != doc.version {
+            cache.version = doc.version;
+            cache.entries.clear();
+        }
+        if cache.entries.len() < 1024 {
+            cache.entries.insert(key, Arc::clone(&views));
+        }
+        Ok(views)
+    }
+
     /// Resolves features against the registry into per-view requests.
     pub async fn resolve_views(&self, features: &Features, full_feature_names: bool) -> Result<Vec<ViewRequest>> {
         let doc = self.document().await?;
+        self.resolve_in(&doc, features, full_feature_names)
+    }
+
+    fn resolve_in(
+        &self,
+        doc: &RegistryDocument,
+        features: &Features,
+        full_feature_names: bool,
+    ) -> Result<Vec<ViewRequest>> {
         let project = doc.project(self.project());
         let selections: Vec<FeatureSelection> = match features {
             Features::Refs(refs) => {

@@ -590,3 +590,55 @@ async fn redis_over_tls_with_auth_and_a_private_ca() {
     store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
     assert_eq!(read(&store, &[Some(2)], t).await.status(0, "trips").unwrap(), FeatureStatus::Present);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn materialization_under_a_small_memory_limit_spills_and_matches() {
+    let t = base();
+    let n = 200_000;
+    let mut results = Vec::new();
+    for limit in ["", "offline_store: {memory_limit: 8MiB}\n"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("feature_store.yaml"),
+            format!("project: online_e2e\nregistry: data/registry.json\nonline_store: {{type: memory}}\n{limit}"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("features.yaml"), DEFS).unwrap();
+        // Each driver three times, so the newest row must be picked under spilling too.
+        let rows: Vec<Row> = (0..n)
+            .flat_map(|i| {
+                (0..3).map(move |k| Row {
+                    driver: Some(i),
+                    ts: t - HOUR * (3 - k),
+                    created: None,
+                    conv: Some(k as f32),
+                    trips: i * 10 + k,
+                    city: None,
+                })
+            })
+            .collect();
+        write_parquet(&dir.path().join("data/stats/part-0.parquet"), &stats_batch(&rows));
+        let store = feature_store::open(dir.path()).unwrap();
+        store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+        let report = store
+            .materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default().with_views(["stats_v"]))
+            .await
+            .unwrap();
+        assert_eq!(report.views[0].rows_read, 3 * n as u64);
+        assert_eq!(report.views[0].entities_written, n as u64);
+        let ids: Vec<Option<i64>> = (0..n).step_by(997).map(Some).collect();
+        let r = store
+            .get_online_features(
+                &Features::refs(["stats_v:trips"]),
+                &drivers(&ids),
+                &OnlineOptions::default().with_now(at(t)),
+            )
+            .await
+            .unwrap();
+        for (row, id) in ids.iter().enumerate() {
+            assert_eq!(r.value(row, "trips").unwrap(), FeatureValue::Int(id.unwrap() * 10 + 2));
+        }
+        results.push(r.values().clone());
+    }
+    assert_eq!(results[0], results[1]);
+}

@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             let path = arg(&args, "--sqlite").unwrap_or_else(|| "data/online_bench.db".into());
             online.options.insert("path".into(), serde_json::Value::String(path));
         }
+        "memory" => {}
         other => anyhow::bail!("unknown --online {other}"),
     }
     config.online_store = online;
@@ -69,9 +70,22 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let features = Features::refs(views.clone());
+    {
+        // Fixed per-request cost: resolving the features against the registry.
+        let t = Instant::now();
+        for _ in 0..5000 {
+            std::hint::black_box(store.resolve_views(&features, false).await?);
+        }
+        out.insert("resolve_us", serde_json::json!(t.elapsed().as_secs_f64() / 5000.0 * 1e6));
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut latency = BTreeMap::new();
+    let sizes: Vec<usize> =
+        arg(&args, "--sizes").map_or(Ok(vec![1, 10, 100, 1000]), |s| s.split(',').map(str::parse).collect())?;
     for (n, iterations) in [(1usize, 5000usize), (10, 2000), (100, 500), (1000, 100)] {
+        if !sizes.contains(&n) {
+            continue;
+        }
         let mut times = Vec::with_capacity(iterations);
         for i in 0..iterations + iterations / 10 {
             let ids: Vec<i64> = (0..n).map(|_| rng.random_range(0..keys)).collect();

@@ -23,8 +23,12 @@ use crate::ParquetOfflineStore;
 const CREATED: &str = "__created_ts";
 const ROW: &str = "__row";
 
+/// Memory for the per-key sort when no limit is configured: beyond it the
+/// sort spills, so materializing any number of rows stays bounded.
+pub const DEFAULT_MATERIALIZE_MEMORY: usize = 1 << 30;
+
 pub(crate) async fn latest_rows(store: &ParquetOfflineStore, req: LatestRequest) -> CoreResult<LatestRows> {
-    let ctx = session(store.memory_limit, store.target_partitions)?;
+    let ctx = session(Some(store.memory_limit.unwrap_or(DEFAULT_MATERIALIZE_MEMORY)), store.target_partitions)?;
     let source = &req.source;
     let view = &req.view;
     let context = format!("feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);

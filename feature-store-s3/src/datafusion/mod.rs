@@ -10,6 +10,7 @@ mod timestamps;
 
 pub use asof_join::{AsOfJoinExec, spilled_joins};
 pub(crate) use historical::get_historical_features;
+pub use latest::DEFAULT_MATERIALIZE_MEMORY;
 pub(crate) use latest::latest_rows;
 
 use std::sync::Arc;
