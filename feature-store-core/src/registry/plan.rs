@@ -187,6 +187,7 @@ pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyM
 
 /// Builds the new project state from resolved definitions, keeping creation
 /// times and view state of unchanged names, and the plan that leads there.
+#[allow(clippy::field_reassign_with_default)] // each field is computed in turn, feeding the plan
 pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: DateTime<Utc>) -> (ProjectRegistry, Plan) {
     let mut plan = Plan::default();
     let mut next = ProjectRegistry::default();
