@@ -11,8 +11,10 @@
 //! * Expiry: with the view's ttl, the key expires at event time + ttl
 //!   (`PEXPIREAT`); a value past its ttl is withheld at read time anyway.
 //!   Without a ttl, or with `expire: false`, keys persist.
-//! * Writes go through [`WRITE_SCRIPT`], which compares `_ts` and replaces the
-//!   hash only when the new event time is not older, atomically per key.
+//! * Writes go through [`WRITE_SCRIPT`], which compares `_ts` and, only when
+//!   the new event time is not older, sets the row's fields and deletes the
+//!   fields of its null features, atomically per key. Fields of features no
+//!   longer in the view are left in place and never read.
 
 /// Hash field holding the event time.
 pub const TS_FIELD: &str = "_ts";
@@ -61,16 +63,19 @@ for k = 1, #KEYS do
   local expire_at = ARGV[p + 1]
   local cur = redis.call('HGET', key, '_ts')
   if (not cur) or tonumber(cur) <= tonumber(ts) then
-    local args = {'_ts', ts}
+    local set = {'_ts', ts}
+    local nulls = {}
     for i = 1, n do
       local v = ARGV[p + 1 + i]
       if #v > 0 then
-        args[#args + 1] = ARGV[1 + i]
-        args[#args + 1] = v
+        set[#set + 1] = ARGV[1 + i]
+        set[#set + 1] = v
+      elseif cur then
+        nulls[#nulls + 1] = ARGV[1 + i]
       end
     end
-    if cur then redis.call('DEL', key) end
-    redis.call('HSET', key, unpack(args))
+    redis.call('HSET', key, unpack(set))
+    if #nulls > 0 then redis.call('HDEL', key, unpack(nulls)) end
     if expire_at ~= '0' then redis.call('PEXPIREAT', key, expire_at) end
     written = written + 1
   end

@@ -596,7 +596,7 @@ async fn materialization_under_a_small_memory_limit_spills_and_matches() {
     let t = base();
     let n = 200_000;
     let mut results = Vec::new();
-    for limit in ["", "offline_store: {memory_limit: 8MiB}\n"] {
+    for limit in ["", "offline_store: {memory_limit: 16MiB}\n"] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("feature_store.yaml"),

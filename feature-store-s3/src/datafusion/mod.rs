@@ -50,7 +50,13 @@ pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> 
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }
     let runtime = runtime.build_arc().map_err(|e| df_error("starting the query engine", e))?;
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new();
+    if let Some(limit) = memory_limit {
+        // Sorts reserve this much for merging spilled runs; the 10 MB default
+        // would not fit small limits.
+        config = config.with_sort_spill_reservation_bytes((limit / 8).min(10 << 20));
+    }
+    let config = config
         .with_target_partitions(target_partitions.max(1))
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
         .set_bool("datafusion.execution.parquet.pushdown_filters", true);
