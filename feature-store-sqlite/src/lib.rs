@@ -121,20 +121,24 @@ struct Inner {
     path: PathBuf,
     /// Idle connections for reads.
     readers: Mutex<Vec<Connection>>,
-    /// The one writer: SQLite allows one at a time anyway.
-    writer: Mutex<Connection>,
+    /// The one writer (SQLite allows one at a time anyway), opened on first
+    /// write so that opening a store creates no file.
+    writer: Mutex<Option<Connection>>,
 }
 
 impl SqliteOnlineStore {
-    /// Opens (creating if needed, with its parent folder) the database at `path`.
+    /// A store in the database file at `path`. Nothing is touched until the
+    /// first write, which creates the file and its folder; reads before that
+    /// find nothing.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir { path: path.clone(), source })?;
+        if path.is_dir() {
+            return Err(Error::Open {
+                path: path.clone(),
+                source: rusqlite::Error::InvalidPath(path.clone()),
+            });
         }
-        let writer = connect(&path)?;
-        writer.execute_batch(SCHEMA).map_err(|source| Error::Open { path: path.clone(), source })?;
-        Ok(Self { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer) }) })
+        Ok(Self { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(None) }) })
     }
 
     /// The database file.
@@ -167,6 +171,26 @@ impl Inner {
         Error::Sqlite { path: self.path.clone(), source }
     }
 
+    /// Runs `f` with the writer, creating the database on first use.
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let mut guard = self.writer.lock().expect("poisoned");
+        if guard.is_none() {
+            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| Error::CreateDir { path: self.path.clone(), source })?;
+            }
+            let conn = connect(&self.path)?;
+            conn.execute_batch(SCHEMA).map_err(|source| Error::Open { path: self.path.clone(), source })?;
+            *guard = Some(conn);
+        }
+        f(guard.as_mut().expect("opened above"))
+    }
+
+    /// Whether the database exists yet (it is created by the first write).
+    fn exists(&self) -> bool {
+        self.writer.lock().expect("poisoned").is_some() || self.path.is_file()
+    }
+
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
         let conn = match self.readers.lock().expect("poisoned").pop() {
             Some(c) => c,
@@ -178,6 +202,9 @@ impl Inner {
     }
 
     fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>, Error> {
+        if !self.exists() {
+            return Ok(reads.iter().map(|r| vec![None; r.keys.len()]).collect());
+        }
         self.with_reader(|conn| {
             // One read transaction for the whole call: one lock, one consistent snapshot.
             let tx = conn.unchecked_transaction().map_err(|e| self.sql(e))?;
@@ -219,7 +246,10 @@ impl Inner {
     }
 
     fn write(&self, project: &str, view: &str, rows: &OnlineRows) -> Result<WriteStats, Error> {
-        let mut conn = self.writer.lock().expect("poisoned");
+        self.with_writer(|conn| self.write_in(conn, project, view, rows))
+    }
+
+    fn write_in(&self, conn: &mut Connection, project: &str, view: &str, rows: &OnlineRows) -> Result<WriteStats, Error> {
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         let mut stats = WriteStats::default();
         {
@@ -249,7 +279,13 @@ impl Inner {
     }
 
     fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64, Error> {
-        let mut conn = self.writer.lock().expect("poisoned");
+        if !self.exists() {
+            return Ok(0);
+        }
+        self.with_writer(|conn| self.delete_in(conn, project, view, keys))
+    }
+
+    fn delete_in(&self, conn: &mut Connection, project: &str, view: &str, keys: &[String]) -> Result<u64, Error> {
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         let mut n = 0;
         {
@@ -265,10 +301,14 @@ impl Inner {
     }
 
     fn drop_view(&self, project: &str, view: &str) -> Result<(), Error> {
-        let conn = self.writer.lock().expect("poisoned");
-        conn.execute("DELETE FROM online_values WHERE project = ?1 AND view = ?2", params![project, view])
-            .map_err(|e| self.sql(e))?;
-        Ok(())
+        if !self.exists() {
+            return Ok(());
+        }
+        self.with_writer(|conn| {
+            conn.execute("DELETE FROM online_values WHERE project = ?1 AND view = ?2", params![project, view])
+                .map_err(|e| self.sql(e))?;
+            Ok(())
+        })
     }
 }
 
@@ -335,13 +375,20 @@ mod tests {
         assert_eq!(got[0][0].as_ref().map(|r| r.event_ts), Some(5));
     }
 
-    #[test]
-    fn unopenable_path_is_a_clear_error() {
+    #[tokio::test]
+    async fn opening_creates_nothing_and_an_unwritable_path_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
+        let store = SqliteOnlineStore::open(dir.path().join("online.db")).unwrap();
+        let got = store.read("p", &[ViewRead::new("v", vec!["a".into()], vec!["k".into()])]).await.unwrap();
+        assert_eq!(got, vec![vec![None]]);
+        assert!(!dir.path().join("online.db").exists(), "reads must not create the database");
         std::fs::write(dir.path().join("file"), b"x").unwrap();
-        let err = SqliteOnlineStore::open(dir.path().join("file/online.db")).unwrap_err();
-        let core: CoreError = err.into();
-        assert!(matches!(core, CoreError::StoreUnavailable { .. }), "{core}");
-        assert!(core.to_string().contains("online.db"), "{core}");
+        let store = SqliteOnlineStore::open(dir.path().join("file/online.db")).unwrap();
+        let mut rows = OnlineRows::new(vec!["a".into()]);
+        rows.begin_row("k".into(), 1);
+        rows.push_value(None);
+        let err = store.write("p", &OnlineView::new("v", None), &rows).await.unwrap_err();
+        assert!(matches!(err, CoreError::StoreUnavailable { .. }), "{err}");
+        assert!(err.to_string().contains("online.db"), "{err}");
     }
 }
