@@ -5,19 +5,23 @@
 //!   Cluster hash tag: every view of one entity lives in one slot, so a read of
 //!   many views of an entity goes to one node. Entity keys are the text keys of
 //!   [`feature_store_core::online::codec::entity_keys`] (`}` is escaped there).
-//! * Value: a hash with `_ts`, the event time in microseconds since the epoch
-//!   as decimal text, and one field per non-null feature holding its tagged
-//!   bytes ([`feature_store_core::online::codec`]). A null feature has no field.
+//! * Value: a hash with two fields: `_ts`, the event time in microseconds
+//!   since the epoch as decimal text (compared by the write script), and `_v`,
+//!   the row's non-null feature values as one name-prefixed record of tagged
+//!   bytes ([`feature_store_core::online::codec::encode_record`]). One field
+//!   instead of one per feature makes a read of a view one small reply and a
+//!   write one `HSET` of two fields, measured faster for both.
 //! * Expiry: with the view's ttl, the key expires at event time + ttl
 //!   (`PEXPIREAT`); a value past its ttl is withheld at read time anyway.
 //!   Without a ttl, or with `expire: false`, keys persist.
-//! * Writes go through [`WRITE_SCRIPT`], which compares `_ts` and, only when
-//!   the new event time is not older, sets the row's fields and deletes the
-//!   fields of its null features, atomically per key. Fields of features no
-//!   longer in the view are left in place and never read.
+//! * Writes go through [`WRITE_SCRIPT`], which compares `_ts` and replaces
+//!   both fields only when the new event time is not older, atomically per key.
 
 /// Hash field holding the event time.
 pub const TS_FIELD: &str = "_ts";
+
+/// Hash field holding the values record.
+pub const VALUES_FIELD: &str = "_v";
 
 /// The key of one view's row for one entity.
 pub fn key(prefix: &str, project: &str, entity: &str, view: &str) -> String {
@@ -50,36 +54,21 @@ fn glob_escape(s: &str) -> String {
 
 /// Writes rows, skipping any whose event time is older than the stored one.
 ///
-/// `KEYS`: one per row. `ARGV`: feature count `n`, the `n` feature names,
-/// then per row its event time (µs), its expiry (ms since the epoch, `0` for
-/// none) and `n` values (an empty string is null). Returns the number written.
+/// `KEYS`: one per row. `ARGV`: per row its event time (µs), its expiry (ms
+/// since the epoch, `0` for none) and its values record. Returns the number written.
 pub const WRITE_SCRIPT: &str = r"
-local n = tonumber(ARGV[1])
-local p = n + 2
 local written = 0
+local p = 1
 for k = 1, #KEYS do
   local key = KEYS[k]
   local ts = ARGV[p]
-  local expire_at = ARGV[p + 1]
   local cur = redis.call('HGET', key, '_ts')
   if (not cur) or tonumber(cur) <= tonumber(ts) then
-    local set = {'_ts', ts}
-    local nulls = {}
-    for i = 1, n do
-      local v = ARGV[p + 1 + i]
-      if #v > 0 then
-        set[#set + 1] = ARGV[1 + i]
-        set[#set + 1] = v
-      elseif cur then
-        nulls[#nulls + 1] = ARGV[1 + i]
-      end
-    end
-    redis.call('HSET', key, unpack(set))
-    if #nulls > 0 then redis.call('HDEL', key, unpack(nulls)) end
-    if expire_at ~= '0' then redis.call('PEXPIREAT', key, expire_at) end
+    redis.call('HSET', key, '_ts', ts, '_v', ARGV[p + 2])
+    if ARGV[p + 1] ~= '0' then redis.call('PEXPIREAT', key, ARGV[p + 1]) end
     written = written + 1
   end
-  p = p + 2 + n
+  p = p + 3
 end
 return written
 ";

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use feature_store_core::online::codec::decode_record;
 use feature_store_core::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use futures::StreamExt;
@@ -17,7 +18,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
-use crate::layout::{self, TS_FIELD, WRITE_SCRIPT};
+use crate::layout::{self, TS_FIELD, VALUES_FIELD, WRITE_SCRIPT};
 use crate::{Error, RedisConfig};
 
 /// Online store on Redis or Redis Cluster. See the crate docs for the layout.
@@ -193,29 +194,24 @@ impl Inner {
         let keys: Vec<String> =
             (0..rows.len()).map(|i| layout::key(&c.key_prefix, project, rows.key(i), &view.name)).collect();
         let ttl_ms = view.ttl.filter(|_| c.expire).map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
-        let nf = rows.features().len();
         let mut calls = Vec::new();
+        let mut record = Vec::new();
         for group in self.groups(&keys) {
             // Rows for one key stay in order within one call, so they apply in order.
             for chunk in group.chunks(c.rows_per_script) {
                 let mut inv = self.script.prepare_invoke();
-                inv.arg(nf);
-                for f in rows.features() {
-                    inv.arg(f.as_str());
-                }
                 for &i in chunk {
                     inv.key(&keys[i]);
                     let ts = rows.event_ts(i);
                     inv.arg(ts);
                     inv.arg(ttl_ms.map_or(0, |t| ts.div_euclid(1000).saturating_add(t).max(1)));
-                    for f in 0..nf {
-                        inv.arg(rows.value(i, f).unwrap_or(&[]));
-                    }
+                    record.clear();
+                    rows.encode_record(i, &mut record);
+                    inv.arg(&record[..]);
                 }
                 calls.push(inv);
             }
         }
-        let attempted = rows.len() as u64;
         let mut written = 0;
         let mut pending = FuturesUnordered::new();
         for inv in calls {
@@ -230,7 +226,7 @@ impl Inner {
         while let Some(done) = pending.next().await {
             written += done?;
         }
-        Ok(WriteStats::new(written, attempted - written))
+        Ok(WriteStats::new(written, rows.len() as u64 - written))
     }
 
     async fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>, Error> {
@@ -253,26 +249,25 @@ impl Inner {
         let replies = try_join_all(groups.iter().map(|group| {
             let mut pipe = redis::pipe();
             for &i in group {
-                let (r, _) = owner[i];
-                pipe.cmd("HMGET").arg(&keys[i]).arg(TS_FIELD).arg(&reads[r].features);
+                pipe.cmd("HMGET").arg(&keys[i]).arg(TS_FIELD).arg(VALUES_FIELD);
             }
             let mut conn = conn.clone();
-            async move { pipe.query_async::<Vec<Vec<Option<Vec<u8>>>>>(&mut conn).await }
+            async move { pipe.query_async::<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>>(&mut conn).await }
         }))
         .await
         .map_err(|e| self.err(e))?;
         for (group, reply) in groups.iter().zip(replies) {
-            for (&i, mut fields) in group.iter().zip(reply) {
+            for (&i, (ts, record)) in group.iter().zip(reply) {
                 let (r, k) = owner[i];
-                let Some(ts) = fields.first_mut().and_then(Option::take) else { continue };
-                let event_ts =
-                    std::str::from_utf8(&ts).ok().and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| Error::Layout {
-                        store: self.name.clone(),
-                        key: keys[i].clone(),
-                        message: format!("field {TS_FIELD} is not an integer; was the key written by another program?"),
-                    })?;
-                fields.remove(0);
-                out[r][k] = Some(StoredRow { event_ts, values: fields });
+                let Some(ts) = ts else { continue };
+                let layout =
+                    |message: String| Error::Layout { store: self.name.clone(), key: keys[i].clone(), message };
+                let event_ts = std::str::from_utf8(&ts).ok().and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
+                    layout(format!("field {TS_FIELD} is not an integer; was the key written by another program?"))
+                })?;
+                let record = record.ok_or_else(|| layout(format!("field {VALUES_FIELD} is missing")))?;
+                let values = decode_record(&record, &reads[r].features).map_err(|e| layout(e.to_string()))?;
+                out[r][k] = Some(StoredRow { event_ts, values });
             }
         }
         Ok(out)

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use feature_store_core::online::codec::{decode_record, encode_record};
+use feature_store_core::online::codec::decode_record;
 use feature_store_core::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use rusqlite::{Connection, OpenFlags, params};
@@ -133,10 +133,7 @@ impl SqliteOnlineStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
         if path.is_dir() {
-            return Err(Error::Open {
-                path: path.clone(),
-                source: rusqlite::Error::InvalidPath(path.clone()),
-            });
+            return Err(Error::Open { path: path.clone(), source: rusqlite::Error::InvalidPath(path.clone()) });
         }
         Ok(Self { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(None) }) })
     }
@@ -249,7 +246,13 @@ impl Inner {
         self.with_writer(|conn| self.write_in(conn, project, view, rows))
     }
 
-    fn write_in(&self, conn: &mut Connection, project: &str, view: &str, rows: &OnlineRows) -> Result<WriteStats, Error> {
+    fn write_in(
+        &self,
+        conn: &mut Connection,
+        project: &str,
+        view: &str,
+        rows: &OnlineRows,
+    ) -> Result<WriteStats, Error> {
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         let mut stats = WriteStats::default();
         {
@@ -257,13 +260,7 @@ impl Inner {
             let mut record = Vec::new();
             for i in 0..rows.len() {
                 record.clear();
-                let present: Vec<(&str, &[u8])> = rows
-                    .features()
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(f, name)| rows.value(i, f).map(|v| (name.as_str(), v)))
-                    .collect();
-                encode_record(present.into_iter(), &mut record);
+                rows.encode_record(i, &mut record);
                 let changed = stmt
                     .execute(params![project, view, rows.key(i), rows.event_ts(i), record])
                     .map_err(|e| self.sql(e))?;

@@ -5,7 +5,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 
-use super::codec::{decode_record, encode_record};
+use super::codec::decode_record;
 use super::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
 use crate::Result;
 
@@ -25,17 +25,6 @@ impl MemoryOnlineStore {
     }
 }
 
-/// Encodes row `i` of `rows` as a record of its non-null values.
-pub(crate) fn row_record(rows: &OnlineRows, i: usize, out: &mut Vec<u8>) {
-    let present: Vec<(&str, &[u8])> = rows
-        .features()
-        .iter()
-        .enumerate()
-        .filter_map(|(f, name)| rows.value(i, f).map(|v| (name.as_str(), v)))
-        .collect();
-    encode_record(present.into_iter(), out);
-}
-
 #[async_trait]
 impl OnlineStore for MemoryOnlineStore {
     fn describe(&self) -> String {
@@ -53,7 +42,7 @@ impl OnlineStore for MemoryOnlineStore {
                 continue;
             }
             let mut record = Vec::new();
-            row_record(rows, i, &mut record);
+            rows.encode_record(i, &mut record);
             table.insert(rows.key(i).to_owned(), (ts, record));
             stats.written += 1;
         }

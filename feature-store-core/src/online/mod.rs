@@ -112,6 +112,18 @@ impl OnlineRows {
         self.valid[at].then(|| &self.data[self.offsets[at] as usize..self.offsets[at + 1] as usize])
     }
 
+    /// Appends row `i`'s non-null values as a name-prefixed record
+    /// ([`codec::encode_record`]), the payload stores keep per key.
+    pub fn encode_record(&self, i: usize, out: &mut Vec<u8>) {
+        let present: Vec<(&str, &[u8])> = self
+            .features
+            .iter()
+            .enumerate()
+            .filter_map(|(f, name)| self.value(i, f).map(|v| (name.as_str(), v)))
+            .collect();
+        codec::encode_record(present.into_iter(), out);
+    }
+
     /// Bytes held, for sizing write batches.
     pub fn byte_size(&self) -> usize {
         self.data.len() + self.keys.iter().map(String::len).sum::<usize>()
