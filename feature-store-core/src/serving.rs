@@ -79,8 +79,16 @@ impl FeatureStore {
         let online = self.online_store()?;
         let rows = entities.num_rows();
         let schema = entities.schema();
-        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        crate::historical::check_output_names(&names, &views)?;
+        // Feature names were checked against each other when resolved; here only against entity columns.
+        for field in schema.fields() {
+            if let Some(v) = views.iter().find(|v| v.output_names.iter().any(|o| o == field.name())) {
+                return Err(Error::InvalidArgument(format!(
+                    "output column \"{}\" would come from both the entity rows and feature view \"{}\"; use full feature names (view__feature)",
+                    field.name(),
+                    v.view.name
+                )));
+            }
+        }
 
         // Key columns every view needs, checked once.
         let mut used = vec![false; schema.fields().len()];

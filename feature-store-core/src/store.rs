@@ -32,12 +32,11 @@ struct Inner {
     resolved: std::sync::Mutex<ResolvedCache>,
 }
 
-type ResolvedKey = (Features, bool);
-
 #[derive(Debug, Default)]
 struct ResolvedCache {
     version: u64,
-    entries: std::collections::HashMap<ResolvedKey, Arc<Vec<ViewRequest>>>,
+    /// Indexed by `full_feature_names`, then the features (looked up by reference).
+    entries: [std::collections::HashMap<Features, Arc<Vec<ViewRequest>>>; 2],
 }
 
 /// A registry object found by [`FeatureStore::describe`].
@@ -216,23 +215,26 @@ impl FeatureStore {
         full_feature_names: bool,
     ) -> Result<Arc<Vec<ViewRequest>>> {
         let doc = self.document().await?;
-        let key = (features.clone(), full_feature_names);
+        let slot = usize::from(full_feature_names);
         {
             let cache = self.inner.resolved.lock().expect("poisoned");
             if cache.version == doc.version
-                && let Some(hit) = cache.entries.get(&key)
+                && let Some(hit) = cache.entries[slot].get(features)
             {
                 return Ok(Arc::clone(hit));
             }
         }
-        let views = Arc::new(self.resolve_in(&doc, features, full_feature_names)?);
+        let views = self.resolve_in(&doc, features, full_feature_names)?;
+        // Output names clash among themselves or never: checked once here.
+        crate::historical::check_output_names(&[], &views)?;
+        let views = Arc::new(views);
         let mut cache = self.inner.resolved.lock().expect("poisoned");
         if cache.version != doc.version {
             cache.version = doc.version;
-            cache.entries.clear();
+            cache.entries.iter_mut().for_each(std::collections::HashMap::clear);
         }
-        if cache.entries.len() < 1024 {
-            cache.entries.insert(key, Arc::clone(&views));
+        if cache.entries[slot].len() < 1024 {
+            cache.entries[slot].insert(features.clone(), Arc::clone(&views));
         }
         Ok(views)
     }
