@@ -199,6 +199,16 @@ async fn scenario(online_yaml: &str) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("\"driverid\""), "{err}");
+    let clash = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("trips", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+    ])
+    .unwrap();
+    let err = store
+        .get_online_features(&Features::refs(["stats_v:trips"]), &clash, &OnlineOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"trips\" would come from both"), "{err}");
     let err = store
         .get_online_features(&Features::refs(["offline_only:trips"]), &drivers(&[Some(1)]), &OnlineOptions::default())
         .await
