@@ -18,7 +18,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
-use crate::layout::{self, TS_FIELD, VALUES_FIELD, WRITE_SCRIPT};
+use crate::layout::{self, WRITE_SCRIPT};
 use crate::{Error, RedisConfig};
 
 /// Online store on Redis or Redis Cluster. See the crate docs for the layout.
@@ -195,7 +195,7 @@ impl Inner {
             (0..rows.len()).map(|i| layout::key(&c.key_prefix, project, rows.key(i), &view.name)).collect();
         let ttl_ms = view.ttl.filter(|_| c.expire).map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
         let mut calls = Vec::new();
-        let mut record = Vec::new();
+        let (mut record, mut stored) = (Vec::new(), Vec::new());
         for group in self.groups(&keys) {
             // Rows for one key stay in order within one call, so they apply in order.
             for chunk in group.chunks(c.rows_per_script) {
@@ -207,7 +207,8 @@ impl Inner {
                     inv.arg(ttl_ms.map_or(0, |t| ts.div_euclid(1000).saturating_add(t).max(1)));
                     record.clear();
                     rows.encode_record(i, &mut record);
-                    inv.arg(&record[..]);
+                    layout::value(ts, &record, &mut stored);
+                    inv.arg(&stored[..]);
                 }
                 calls.push(inv);
             }
@@ -247,26 +248,24 @@ impl Inner {
         }
         let groups = self.groups(&keys);
         let replies = try_join_all(groups.iter().map(|group| {
-            let mut pipe = redis::pipe();
+            let mut mget = redis::cmd("MGET");
             for &i in group {
-                pipe.cmd("HMGET").arg(&keys[i]).arg(TS_FIELD).arg(VALUES_FIELD);
+                mget.arg(&keys[i]);
             }
             let mut conn = conn.clone();
-            async move { pipe.query_async::<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>>(&mut conn).await }
+            async move { mget.query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await }
         }))
         .await
         .map_err(|e| self.err(e))?;
         for (group, reply) in groups.iter().zip(replies) {
-            for (&i, (ts, record)) in group.iter().zip(reply) {
+            for (&i, value) in group.iter().zip(reply) {
+                let Some(value) = value else { continue };
                 let (r, k) = owner[i];
-                let Some(ts) = ts else { continue };
-                let layout =
-                    |message: String| Error::Layout { store: self.name.clone(), key: keys[i].clone(), message };
-                let event_ts = std::str::from_utf8(&ts).ok().and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
-                    layout(format!("field {TS_FIELD} is not an integer; was the key written by another program?"))
+                let layout = |message: String| Error::Layout { store: self.name.clone(), key: keys[i].clone(), message };
+                let (event_ts, record) = layout::split_value(&value).ok_or_else(|| {
+                    layout("the value does not start with an event time; was the key written by another program?".into())
                 })?;
-                let record = record.ok_or_else(|| layout(format!("field {VALUES_FIELD} is missing")))?;
-                let values = decode_record(&record, &reads[r].features).map_err(|e| layout(e.to_string()))?;
+                let values = decode_record(record, &reads[r].features).map_err(|e| layout(e.to_string()))?;
                 out[r][k] = Some(StoredRow { event_ts, values });
             }
         }
