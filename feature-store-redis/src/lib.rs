@@ -10,8 +10,8 @@
 //!   timeout: 5s                                    # per call; connect_timeout, retries, key_prefix, expire
 //! ```
 //!
-//! Reads of any number of views and entities are one pipeline per node (in a
-//! cluster, one per slot, all sent at once over each node's connection).
+//! A read of any number of views and entities is one `MGET` (in a cluster, one
+//! per slot, all sent at once over each node's connection).
 //! Writes run a Lua script so that a row with an older event time than the
 //! stored one is skipped atomically. The key layout, hash fields, encodings
 //! and expiry are described in [`layout`].
