@@ -13,7 +13,7 @@
 //! A read of any number of views and entities is one `MGET` (in a cluster, one
 //! per slot, all sent at once over each node's connection).
 //! Writes run a Lua script so that a row with an older event time than the
-//! stored one is skipped atomically. The key layout, hash fields, encodings
+//! stored one is skipped atomically. The key layout, value format, encodings
 //! and expiry are described in [`layout`].
 #![warn(missing_docs)]
 

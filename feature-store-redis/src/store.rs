@@ -233,7 +233,7 @@ impl Inner {
     async fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>, Error> {
         let conn = self.conn().await?;
         let prefix = &self.config.key_prefix;
-        // Flatten (read, key) pairs; one HMGET each.
+        // Flatten (read, key) pairs into one key list for MGET.
         let mut keys = Vec::new();
         let mut owner = Vec::new();
         for (r, read) in reads.iter().enumerate() {
