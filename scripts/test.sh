@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine, installing what it needs:
-# a Python virtualenv (.venv) with moto's S3 server, and redis-server if absent.
+# a Python virtualenv (.venv) with moto's S3 server, and redis-server and
+# openssl if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,14 +14,18 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
-step "redis-server"
-if ! command -v redis-server >/dev/null 2>&1; then
+step "redis-server and openssl (the Redis TLS test makes its certificates with it)"
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -n "$missing" ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 redis-server --version
+openssl version
 
 step "Rust tests (workspace)"
 cargo test --workspace --locked --all-targets

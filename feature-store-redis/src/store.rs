@@ -261,9 +261,12 @@ impl Inner {
             for (&i, value) in group.iter().zip(reply) {
                 let Some(value) = value else { continue };
                 let (r, k) = owner[i];
-                let layout = |message: String| Error::Layout { store: self.name.clone(), key: keys[i].clone(), message };
+                let layout =
+                    |message: String| Error::Layout { store: self.name.clone(), key: keys[i].clone(), message };
                 let (event_ts, record) = layout::split_value(&value).ok_or_else(|| {
-                    layout("the value does not start with an event time; was the key written by another program?".into())
+                    layout(
+                        "the value does not start with an event time; was the key written by another program?".into(),
+                    )
                 })?;
                 let values = decode_record(record, &reads[r].features).map_err(|e| layout(e.to_string()))?;
                 out[r][k] = Some(StoredRow { event_ts, values });

@@ -124,6 +124,8 @@ struct Inner {
     /// The one writer (SQLite allows one at a time anyway), opened on first
     /// write so that opening a store creates no file.
     writer: Mutex<Option<Connection>>,
+    /// Set once the file is known to exist, so reads stop checking.
+    exists: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteOnlineStore {
@@ -135,7 +137,14 @@ impl SqliteOnlineStore {
         if path.is_dir() {
             return Err(Error::Open { path: path.clone(), source: rusqlite::Error::InvalidPath(path.clone()) });
         }
-        Ok(Self { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(None) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(None),
+                exists: Default::default(),
+            }),
+        })
     }
 
     /// The database file.
@@ -185,7 +194,13 @@ impl Inner {
 
     /// Whether the database exists yet (it is created by the first write).
     fn exists(&self) -> bool {
-        self.writer.lock().expect("poisoned").is_some() || self.path.is_file()
+        use std::sync::atomic::Ordering;
+        if self.exists.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.writer.lock().expect("poisoned").is_some() || self.path.is_file();
+        self.exists.store(now, Ordering::Relaxed);
+        now
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    Array, ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, TimeZone, Utc};
@@ -115,6 +115,11 @@ async fn read(store: &FeatureStore, ids: &[Option<i64>], now: i64) -> OnlineResp
         .unwrap()
 }
 
+/// The error of an online read that must fail.
+async fn online_err(store: &FeatureStore, refs: &[&str], rows: &RecordBatch) -> Error {
+    store.get_online_features(&Features::refs(refs.iter().copied()), rows, &OnlineOptions::default()).await.unwrap_err()
+}
+
 fn cell(r: &OnlineResponse, row: usize, col: &str) -> (FeatureValue, FeatureStatus) {
     (r.value(row, col).unwrap(), r.status(row, col).unwrap())
 }
@@ -179,40 +184,25 @@ async fn scenario(online_yaml: &str) {
         .unwrap();
     assert_eq!(cell(&r, 0, "trips"), (FeatureValue::Int(6), Present));
     let text = RecordBatch::try_from_iter([("driver_id", Arc::new(StringArray::from(vec!["2"])) as ArrayRef)]).unwrap();
-    let err = store
-        .get_online_features(&Features::refs(["stats_v:trips"]), &text, &OnlineOptions::default())
-        .await
-        .unwrap_err();
+    let err = online_err(&store, &["stats_v:trips"], &text).await;
     assert!(err.to_string().contains("\"driver_id\"") && err.to_string().contains("int64"), "{err}");
-    let err = store
-        .get_online_features(&Features::refs(["stats_v:trip"]), &drivers(&[Some(1)]), &OnlineOptions::default())
-        .await
-        .unwrap_err();
+    let err = online_err(&store, &["stats_v:trip"], &drivers(&[Some(1)])).await;
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     let extra = RecordBatch::try_from_iter([
         ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
         ("driverid", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
     ])
     .unwrap();
-    let err = store
-        .get_online_features(&Features::refs(["stats_v:trips"]), &extra, &OnlineOptions::default())
-        .await
-        .unwrap_err();
+    let err = online_err(&store, &["stats_v:trips"], &extra).await;
     assert!(err.to_string().contains("\"driverid\""), "{err}");
     let clash = RecordBatch::try_from_iter([
         ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
         ("trips", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
     ])
     .unwrap();
-    let err = store
-        .get_online_features(&Features::refs(["stats_v:trips"]), &clash, &OnlineOptions::default())
-        .await
-        .unwrap_err();
+    let err = online_err(&store, &["stats_v:trips"], &clash).await;
     assert!(err.to_string().contains("\"trips\" would come from both"), "{err}");
-    let err = store
-        .get_online_features(&Features::refs(["offline_only:trips"]), &drivers(&[Some(1)]), &OnlineOptions::default())
-        .await
-        .unwrap_err();
+    let err = online_err(&store, &["offline_only:trips"], &drivers(&[Some(1)])).await;
     assert!(err.to_string().contains("not served online"), "{err}");
 
     // Incremental: new data, from the watermark on.
@@ -550,11 +540,6 @@ fn unknown_online_store_options_are_errors() {
         let err = feature_store::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains(needle), "{yaml}: {err}");
     }
-}
-
-#[allow(dead_code)]
-fn column<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn Array {
-    b.column_by_name(name).unwrap().as_ref()
 }
 
 #[tokio::test(flavor = "multi_thread")]

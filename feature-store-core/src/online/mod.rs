@@ -123,11 +123,6 @@ impl OnlineRows {
             .collect();
         codec::encode_record(present.into_iter(), out);
     }
-
-    /// Bytes held, for sizing write batches.
-    pub fn byte_size(&self) -> usize {
-        self.data.len() + self.keys.iter().map(String::len).sum::<usize>()
-    }
 }
 
 /// One view's part of a read: which features of which keys.

@@ -138,16 +138,7 @@ async fn view_plan(
         select.push(cast(ident(src_col), target).alias(format!("__key{i}")));
     }
 
-    let ts_type =
-        source_schema.field_with_name(&source.timestamp_field).map(|f| f.data_type().clone()).map_err(|_| {
-            CoreError::data(&context, format!("timestamp column \"{}\" is missing", source.timestamp_field))
-        })?;
-    let DataType::Timestamp(unit, tz) = &ts_type else {
-        return Err(CoreError::data(
-            &context,
-            format!("timestamp column \"{}\" is {ts_type}, not a timestamp", source.timestamp_field),
-        ));
-    };
+    let (unit, tz) = &source_timestamp(&source_schema, source, &context)?;
     select.push(ident(&source.timestamp_field).alias("__event_ts"));
     if let Some(c) = &source.created_timestamp_field {
         select.push(ident(c).alias("__created_ts"));
@@ -201,6 +192,22 @@ async fn view_plan(
         ttl,
     };
     Ok((right, spec))
+}
+
+/// Unit and zone of a source's timestamp column; missing or not a timestamp is an error.
+pub(super) fn source_timestamp(
+    schema: &datafusion::arrow::datatypes::Schema,
+    source: &DataSource,
+    context: &str,
+) -> CoreResult<(TimeUnit, Option<Arc<str>>)> {
+    let name = &source.timestamp_field;
+    let field = schema
+        .field_with_name(name)
+        .map_err(|_| CoreError::data(context, format!("timestamp column \"{name}\" is missing")))?;
+    match field.data_type() {
+        DataType::Timestamp(unit, tz) => Ok((*unit, tz.clone())),
+        other => Err(CoreError::data(context, format!("timestamp column \"{name}\" is {other}, not a timestamp"))),
+    }
 }
 
 fn clamp(v: i128) -> i64 {

@@ -21,7 +21,7 @@ use feature_store_core::offline::{LATEST_EVENT_TS, LatestRequest, LatestRows};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC, ValueType};
 use futures::{StreamExt, TryStreamExt};
 
-use super::historical::{TimestampLike, key_type, read_source};
+use super::historical::{TimestampLike, key_type, read_source, source_timestamp};
 use super::{df_error, session};
 use crate::ParquetOfflineStore;
 
@@ -38,15 +38,7 @@ pub(crate) async fn latest_rows(store: &ParquetOfflineStore, req: LatestRequest)
     let context = format!("feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
     let df = read_source(store, &ctx, source).await?;
     let schema = df.schema().as_arrow().clone();
-    let ts_type = schema.field_with_name(&source.timestamp_field).map(|f| f.data_type().clone()).map_err(|_| {
-        CoreError::data(&context, format!("timestamp column \"{}\" is missing", source.timestamp_field))
-    })?;
-    let DataType::Timestamp(unit, tz) = &ts_type else {
-        return Err(CoreError::data(
-            &context,
-            format!("timestamp column \"{}\" is {ts_type}, not a timestamp", source.timestamp_field),
-        ));
-    };
+    let (unit, tz) = &source_timestamp(&schema, source, &context)?;
     // Inclusive bounds in the column's unit: round the start up and the end down.
     let per_unit = match unit {
         TimeUnit::Second => 1_000_000i64,
