@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine, installing what it needs:
-# a Python virtualenv (.venv) with moto's S3 server, and redis-server and
-# openssl if absent.
+# a Python virtualenv (.venv) with moto's S3 server and the Python test
+# packages, and redis-server and openssl if absent. The Python extension is
+# the one cargo builds here with the tests (one profile, one target dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,17 @@ fi
 redis-server --version
 openssl version
 
+# The extension is built by the same cargo run as the tests: PYO3_PYTHON
+# pins the interpreter, and an extension module does not link libpython.
+export PYO3_PYTHON="$PWD/.venv/bin/python" PYO3_BUILD_EXTENSION_MODULE=1
+
+step "Rust build (every workspace target, the Python extension included)"
+cargo build --workspace --locked --all-targets
+
 step "Rust tests (workspace)"
 cargo test --workspace --locked --all-targets
 cargo test --workspace --locked --doc
+
+step "Python tests (pytest against the extension just built)"
+scripts/py-develop.sh --no-build
+.venv/bin/python -m pytest feature-store-py/tests -q

@@ -181,6 +181,23 @@ impl OnlineResponse {
         self.column_names().split_off(self.key_columns)
     }
 
+    /// Number of leading entity key columns in [`OnlineResponse::values`].
+    pub fn key_column_count(&self) -> usize {
+        self.key_columns
+    }
+
+    /// Statuses of feature column `i` (0 = the first column after the keys), one per row.
+    ///
+    /// For bindings that build their own row views without going through Arrow strings.
+    pub fn feature_statuses(&self, i: usize) -> &[FeatureStatus] {
+        &self.statuses[i]
+    }
+
+    /// Stored event times (µs since the epoch, UTC) of feature column `i`, one per row.
+    pub fn feature_event_micros(&self, i: usize) -> &[Option<i64>] {
+        &self.event_ts[i]
+    }
+
     fn column(&self, name: &str) -> Result<usize> {
         self.values.schema_ref().index_of(name).map_err(|_| Error::NotFound {
             kind: "column",

@@ -1,0 +1,64 @@
+"""Embeddable feature store: point-in-time correct training sets and
+low-latency online features, with Feast's API, computed in Rust.
+
+>>> from feature_store import FeatureStore
+>>> store = FeatureStore(repo_path=".")                    # doctest: +SKIP
+>>> store.get_historical_features(entity_df, features=[...]).to_df()  # doctest: +SKIP
+"""
+
+from ._internal import HistoricalResult, OnlineResponse, __version__
+from .definitions import Entity, FeatureService, FeatureView, FeatureViewProjection, Field, FileSource
+from .errors import (
+    BackendError,
+    ConfigError,
+    ConflictError,
+    CorruptRegistryError,
+    DataError,
+    DefinitionError,
+    FeatureStoreError,
+    InvalidArgumentError,
+    NotFoundError,
+    StoreUnavailableError,
+    UnsupportedError,
+)
+from .store import ApplyResult, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob
+from .types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp, ValueType
+
+__all__ = [
+    "__version__",
+    "FeatureStore",
+    "RetrievalJob",
+    "OnlineResponse",
+    "HistoricalResult",
+    "PushMode",
+    "MaterializeReport",
+    "ApplyResult",
+    "Plan",
+    "Entity",
+    "Field",
+    "FileSource",
+    "FeatureView",
+    "FeatureViewProjection",
+    "FeatureService",
+    "Array",
+    "Bool",
+    "Bytes",
+    "Float32",
+    "Float64",
+    "Int32",
+    "Int64",
+    "String",
+    "UnixTimestamp",
+    "ValueType",
+    "FeatureStoreError",
+    "DefinitionError",
+    "ConfigError",
+    "NotFoundError",
+    "InvalidArgumentError",
+    "DataError",
+    "ConflictError",
+    "CorruptRegistryError",
+    "StoreUnavailableError",
+    "UnsupportedError",
+    "BackendError",
+]

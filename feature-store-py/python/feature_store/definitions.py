@@ -1,0 +1,397 @@
+"""Registry objects defined in Python, Feast style.
+
+They are plain descriptions: :meth:`FeatureStore.apply` turns them into the
+same registry objects a repo's YAML files define (the Rust library validates
+and stores them), and the ``list_*``/``get_*`` methods turn stored objects
+back into these classes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from .types import FeastType, from_name
+
+__all__ = ["Entity", "Field", "FileSource", "FeatureView", "FeatureViewProjection", "FeatureService"]
+
+
+def _meta(obj: Any, out: Dict[str, Any]) -> Dict[str, Any]:
+    if obj.description:
+        out["description"] = obj.description
+    if obj.owner:
+        out["owner"] = obj.owner
+    if obj.tags:
+        out["tags"] = dict(obj.tags)
+    return out
+
+
+class _Stored:
+    """Times kept by the registry (``None`` until applied)."""
+
+    created_timestamp: Optional[datetime] = None
+    last_updated_timestamp: Optional[datetime] = None
+
+    def _stamp(self, record: Dict[str, Any]) -> "_Stored":
+        self.created_timestamp = _parse_time(record.get("created_at"))
+        self.last_updated_timestamp = _parse_time(record.get("updated_at"))
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.name))  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()!r})"  # type: ignore[attr-defined]
+
+
+def _parse_time(text: Optional[str]) -> Optional[datetime]:
+    if not text:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
+
+
+class Entity(_Stored):
+    """Something features describe (a driver, a customer), identified by join keys.
+
+    ``join_keys`` defaults to ``[name]``, as in Feast. ``value_type`` (for
+    example ``Int64``) declares the type of a single join key; without it the
+    type is read from the data sources on apply.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        join_keys: Optional[Sequence[str]] = None,
+        value_type: Optional[FeastType] = None,
+        description: str = "",
+        owner: str = "",
+        tags: Optional[Dict[str, str]] = None,
+        *,
+        join_key_types: Optional[Dict[str, FeastType]] = None,
+    ) -> None:
+        if isinstance(join_keys, str):
+            join_keys = [join_keys]
+        self.name = name
+        self.join_keys: List[str] = list(join_keys) if join_keys else [name]
+        self.join_key_types: Dict[str, FeastType] = dict(join_key_types or {})
+        if value_type is not None:
+            if len(self.join_keys) != 1:
+                raise ValueError(
+                    f"entity {name!r}: value_type applies to a single join key; "
+                    "use join_key_types={key: type} for composite keys"
+                )
+            self.join_key_types[self.join_keys[0]] = value_type
+        self.description = description
+        self.owner = owner
+        self.tags = dict(tags or {})
+
+    @property
+    def join_key(self) -> str:
+        """The join key, for single-key entities."""
+        return self.join_keys[0]
+
+    @property
+    def value_type(self) -> Optional[FeastType]:
+        return self.join_key_types.get(self.join_keys[0]) if len(self.join_keys) == 1 else None
+
+    def to_dict(self) -> Dict[str, Any]:
+        keys: List[Any] = []
+        for k in self.join_keys:
+            t = self.join_key_types.get(k)
+            keys.append({"name": k, "dtype": str(t)} if t is not None else k)
+        return _meta(self, {"name": self.name, "join_keys": keys})
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Entity":
+        keys, types = [], {}
+        for k in d["join_keys"]:
+            if isinstance(k, dict):
+                keys.append(k["name"])
+                if k.get("dtype"):
+                    types[k["name"]] = from_name(k["dtype"])
+            else:
+                keys.append(k)
+        return cls(d["name"], keys, None, d.get("description", ""), d.get("owner", ""), d.get("tags"),
+                   join_key_types=types)
+
+
+class Field:
+    """A feature's name and value type."""
+
+    def __init__(self, name: str, dtype: FeastType, description: str = "", tags: Optional[Dict[str, str]] = None):
+        if not isinstance(dtype, FeastType):
+            raise TypeError(f"field {name!r}: dtype must be a type such as Int64 or Array(Float32), got {dtype!r}")
+        self.name = name
+        self.dtype = dtype
+        self.description = description
+        self.tags = dict(tags or {})
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name, "dtype": str(self.dtype)}
+        if self.description:
+            out["description"] = self.description
+        if self.tags:
+            out["tags"] = dict(self.tags)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Field":
+        return cls(d["name"], from_name(d["dtype"]), d.get("description", ""), d.get("tags"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Field) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"Field(name={self.name!r}, dtype={self.dtype})"
+
+
+def _source_name(path: str) -> str:
+    stem = re.split(r"[/\\]", path.rstrip("/\\"))[-1]
+    stem = re.sub(r"\.parquet$", "", stem)
+    name = re.sub(r"[^A-Za-z0-9_]", "_", stem).strip("_") or "source"
+    return name if name[0].isalpha() else f"source_{name}"
+
+
+class FileSource(_Stored):
+    """Parquet data: one file, a folder (hive partitions allowed) or a glob, at a
+    repo-relative path or a URL (``s3://``, ``file://``, ``memory://``).
+
+    Without a ``name``, the file or folder name is used (``data/driver_stats.parquet``
+    gives ``driver_stats``).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        timestamp_field: str = "event_timestamp",
+        created_timestamp_column: Optional[str] = None,
+        field_mapping: Optional[Dict[str, str]] = None,
+        name: Optional[str] = None,
+        description: str = "",
+        owner: str = "",
+        tags: Optional[Dict[str, str]] = None,
+        file_format: Optional[str] = None,
+    ) -> None:
+        if file_format is not None and "parquet" not in str(file_format).lower() + type(file_format).__name__.lower():
+            raise ValueError(f"FileSource {path!r}: only parquet is supported, got file_format={file_format!r}")
+        self.path = str(path)
+        self.name = name or _source_name(self.path)
+        self.timestamp_field = timestamp_field
+        self.created_timestamp_column = created_timestamp_column
+        self.field_mapping = dict(field_mapping or {})
+        self.description = description
+        self.owner = owner
+        self.tags = dict(tags or {})
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name, "path": self.path, "timestamp_field": self.timestamp_field}
+        if self.created_timestamp_column:
+            out["created_timestamp_field"] = self.created_timestamp_column
+        if self.field_mapping:
+            out["field_mapping"] = dict(self.field_mapping)
+        return _meta(self, out)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "FileSource":
+        return cls(d["path"], d["timestamp_field"], d.get("created_timestamp_field"), d.get("field_mapping"),
+                   d["name"], d.get("description", ""), d.get("owner", ""), d.get("tags"))
+
+
+def _ttl_text(ttl: Optional[timedelta], view: str) -> Optional[str]:
+    if ttl is None:
+        return None
+    if not isinstance(ttl, timedelta):
+        raise TypeError(f"feature view {view!r}: ttl must be a datetime.timedelta, got {type(ttl).__name__}")
+    if ttl < timedelta(0):
+        raise ValueError(f"feature view {view!r}: ttl must not be negative, got {ttl}")
+    if ttl == timedelta(0):
+        return None  # Feast: a zero ttl means values never expire.
+    ms = ttl // timedelta(milliseconds=1)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def _parse_ttl(text: Optional[str]) -> Optional[timedelta]:
+    if text is None:
+        return None
+    total = timedelta(0)
+    units = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
+             "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+    for n, unit in re.findall(r"(\d+)\s*([a-z]+)", str(text)):
+        total += int(n) * units.get(unit, units.get(unit[:1], timedelta(seconds=1)))
+    if str(text).strip().isdigit():
+        total = timedelta(seconds=int(text))
+    return total
+
+
+class FeatureView(_Stored):
+    """Features computed from one source, keyed by entities, with an optional ttl.
+
+    ``view[["a", "b"]]`` selects some of its features, for feature services.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: FileSource,
+        schema: Optional[Sequence[Field]] = None,
+        entities: Optional[Sequence[Union[Entity, str]]] = None,
+        ttl: Optional[timedelta] = None,
+        online: bool = True,
+        description: str = "",
+        owner: str = "",
+        tags: Optional[Dict[str, str]] = None,
+    ) -> None:
+        if not isinstance(source, FileSource):
+            raise TypeError(f"feature view {name!r}: source must be a FileSource, got {type(source).__name__}")
+        self.name = name
+        self.source = source
+        self.schema: List[Field] = list(schema or [])
+        self.entities: List[Union[Entity, str]] = list(entities or [])
+        for e in self.entities:
+            if not isinstance(e, (Entity, str)):
+                raise TypeError(f"feature view {name!r}: entities must be Entity objects or names, got {e!r}")
+        _ttl_text(ttl, name)
+        self.ttl = ttl
+        self.online = online
+        self.description = description
+        self.owner = owner
+        self.tags = dict(tags or {})
+
+    @property
+    def features(self) -> List[Field]:
+        """The feature fields (the schema)."""
+        return self.schema
+
+    @property
+    def entity_names(self) -> List[str]:
+        return [e.name if isinstance(e, Entity) else e for e in self.entities]
+
+    def __getitem__(self, features: Union[str, Sequence[str]]) -> "FeatureViewProjection":
+        if isinstance(features, str):
+            features = [features]
+        return FeatureViewProjection(self.name, list(features))
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name, "source": self.source.name}
+        if self.entities:
+            out["entities"] = self.entity_names
+        if self.schema:
+            out["schema"] = [f.to_dict() for f in self.schema]
+        ttl = _ttl_text(self.ttl, self.name)
+        if ttl is not None:
+            out["ttl"] = ttl
+        if not self.online:
+            out["online"] = False
+        return _meta(self, out)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], source: FileSource) -> "FeatureView":
+        return cls(d["name"], source, [Field.from_dict(f) for f in d.get("schema", [])], d.get("entities", []),
+                   _parse_ttl(d.get("ttl")), d.get("online", True), d.get("description", ""), d.get("owner", ""),
+                   d.get("tags"))
+
+
+class FeatureViewProjection:
+    """Some features of a view: ``driver_stats[["conv_rate"]]``."""
+
+    def __init__(self, name: str, features: List[str]) -> None:
+        self.name = name
+        self.features = features
+
+    def refs(self) -> List[str]:
+        return [f"{self.name}:{f}" for f in self.features]
+
+    def __repr__(self) -> str:
+        return f"FeatureViewProjection({self.name!r}, {self.features!r})"
+
+
+class FeatureService(_Stored):
+    """A named, versionable list of features a model consumes."""
+
+    def __init__(
+        self,
+        name: str,
+        features: Iterable[Union[FeatureView, FeatureViewProjection, str]],
+        description: str = "",
+        owner: str = "",
+        tags: Optional[Dict[str, str]] = None,
+    ) -> None:
+        self.name = name
+        self.features = list(features)
+        self.description = description
+        self.owner = owner
+        self.tags = dict(tags or {})
+
+    def refs(self) -> List[str]:
+        """Feature references (``view`` or ``view:feature``) in order."""
+        return _refs(self.features, f"feature service {self.name!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _meta(self, {"name": self.name, "features": self.refs()})
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "FeatureService":
+        return cls(d["name"], d["features"], d.get("description", ""), d.get("owner", ""), d.get("tags"))
+
+
+def _refs(features: Iterable[Any], where: str) -> List[str]:
+    out: List[str] = []
+    for f in features:
+        if isinstance(f, str):
+            out.append(f)
+        elif isinstance(f, FeatureView):
+            out.append(f.name)
+        elif isinstance(f, FeatureViewProjection):
+            out.extend(f.refs())
+        else:
+            raise TypeError(f"{where}: features must be 'view:feature' strings, feature views or view[[...]] "
+                            f"selections, got {type(f).__name__}")
+    return out
+
+
+def to_definitions(objects: Iterable[Any]) -> Dict[str, List[Dict[str, Any]]]:
+    """The YAML-file shape of ``objects``; sources and entities a view uses are included."""
+    entities: Dict[str, Entity] = {}
+    sources: Dict[str, FileSource] = {}
+    views: Dict[str, FeatureView] = {}
+    services: Dict[str, FeatureService] = {}
+
+    def add(table: Dict[str, Any], obj: Any, kind: str) -> None:
+        prev = table.get(obj.name)
+        if prev is not None and prev.to_dict() != obj.to_dict():
+            raise ValueError(f"two different {kind}s are named {obj.name!r}")
+        table[obj.name] = obj
+
+    if isinstance(objects, (Entity, FileSource, FeatureView, FeatureService)):
+        objects = [objects]
+    for obj in objects:
+        if isinstance(obj, Entity):
+            add(entities, obj, "entity")
+        elif isinstance(obj, FileSource):
+            add(sources, obj, "data source")
+        elif isinstance(obj, FeatureView):
+            add(views, obj, "feature view")
+            add(sources, obj.source, "data source")
+            for e in obj.entities:
+                if isinstance(e, Entity):
+                    add(entities, e, "entity")
+        elif isinstance(obj, FeatureService):
+            add(services, obj, "feature service")
+        else:
+            raise TypeError(
+                f"cannot apply {type(obj).__name__}: expected Entity, FileSource, FeatureView or FeatureService"
+            )
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for key, table in (("entities", entities), ("sources", sources), ("feature_views", views),
+                       ("feature_services", services)):
+        if table:
+            out[key] = [o.to_dict() for o in table.values()]
+    return out

@@ -1,0 +1,413 @@
+"""The :class:`FeatureStore` handle: Feast's method names over the Rust library."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import pyarrow as pa
+
+from . import _internal
+from .definitions import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    FeatureViewProjection,
+    FileSource,
+    _refs,
+    to_definitions,
+)
+from .errors import DataError, InvalidArgumentError, NotFoundError
+
+__all__ = ["FeatureStore", "RetrievalJob", "PushMode", "MaterializeReport", "ApplyResult", "Plan"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SQL = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
+
+
+class PushMode(str, Enum):
+    """Where :meth:`FeatureStore.push` writes."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    ONLINE_AND_OFFLINE = "online_and_offline"
+
+
+@dataclass
+class Plan:
+    """What an apply changes. ``changes`` are dicts with kind, name, action,
+    details and breaking; ``str(plan)`` is the CLI's text."""
+
+    changes: List[Dict[str, Any]]
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass
+class ApplyResult(Plan):
+    """The outcome of :meth:`FeatureStore.apply`."""
+
+    version: int = 0
+    written: bool = False
+    attempts: int = 1
+
+
+@dataclass
+class MaterializeReport:
+    """Per view: window, rows read, entities written, rows skipped as older, seconds."""
+
+    views: List[Dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_read(self) -> int:
+        return sum(v["rows_read"] for v in self.views)
+
+    @property
+    def entities_written(self) -> int:
+        return sum(v["entities_written"] for v in self.views)
+
+
+def _micros(value: Union[datetime, date, str, Any], what: str) -> int:
+    """µs since the epoch; naive datetimes are UTC, as everywhere in this library."""
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidArgumentError(f"{what}: {value!r} is not an ISO 8601 time") from None
+    if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
+        value = value.to_pydatetime()
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, date or ISO 8601 string, got {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _feature_args(features: Any, feature_service: Any = None) -> Dict[str, Any]:
+    if feature_service is not None:
+        if features is not None:
+            raise InvalidArgumentError("pass features or feature_service, not both")
+        features = feature_service
+    if isinstance(features, FeatureService):
+        return {"service": features.name}
+    if isinstance(features, str):
+        # One reference, or a feature service by name when it has no ':'.
+        return {"features": [features]} if ":" in features else {"service": features}
+    if features is None:
+        raise InvalidArgumentError("no features requested: pass a list of 'view:feature' or a FeatureService")
+    return {"features": _refs(features, "features")}
+
+
+def _pandas_to_arrow(df: Any) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as whole:
+        for name in df.columns:
+            try:
+                pa.Table.from_pandas(df[[name]], preserve_index=False)
+            except Exception as e:  # noqa: BLE001 - report the first bad column
+                raise DataError(
+                    f"entity_df column {name!r} (pandas dtype {df[name].dtype}) cannot be converted to Arrow: {e}"
+                ) from e
+        raise DataError(f"entity_df cannot be converted to Arrow: {whole}") from whole
+
+
+def _is_pandas(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] == "pandas" and hasattr(obj, "columns") and hasattr(obj, "dtypes")
+
+
+def _is_polars(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] == "polars"
+
+
+def _to_arrow_input(data: Any, what: str) -> Any:
+    """An object the native layer reads through the Arrow C stream interface."""
+    if _is_pandas(data):
+        return _pandas_to_arrow(data)
+    if _is_polars(data):
+        if hasattr(data, "collect") and not hasattr(data, "to_arrow"):  # LazyFrame
+            data = data.collect()
+        return data.to_arrow()
+    if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__") or isinstance(data, pa.RecordBatchReader):
+        return data
+    if isinstance(data, dict):
+        return pa.table(data)
+    raise TypeError(
+        f"{what} must be a pandas or polars DataFrame, a pyarrow Table, RecordBatch or RecordBatchReader, "
+        f"an object with __arrow_c_stream__, a Parquet path or a SQL string; got {type(data).__name__}"
+    )
+
+
+class RetrievalJob:
+    """A point-in-time join, run when a result is asked for.
+
+    Each ``to_*`` call runs the retrieval (entity rows from a one-shot reader
+    can be retrieved once). Features are checked when the job is created, so
+    unknown names fail at once.
+    """
+
+    def __init__(self, store: "_internal.Store", request: Dict[str, Any], output_names: List[str]) -> None:
+        self._store = store
+        self._request = request
+        self._output_names = output_names
+        self._reader_used = False
+
+    @property
+    def feature_names(self) -> List[str]:
+        """Names of the feature columns the result will have, in order."""
+        return list(self._output_names)
+
+    def _run(self) -> "_internal.HistoricalResult":
+        table = self._request.get("table")
+        if isinstance(table, pa.RecordBatchReader) or (table is not None and not isinstance(table, (pa.Table, pa.RecordBatch)) and not hasattr(table, "__arrow_c_array__")):
+            # Streams can be read once; keep the rows for later calls only when they are a Table.
+            if self._reader_used:
+                raise InvalidArgumentError(
+                    "the entity rows came from a one-shot stream that was already read; "
+                    "pass a Table or DataFrame to retrieve more than once"
+                )
+            self._reader_used = True
+        return self._store.historical(**self._request)
+
+    def to_batches(self) -> pa.RecordBatchReader:
+        """A streaming ``pyarrow.RecordBatchReader``: the join runs as batches are read."""
+        return self._run().to_reader()
+
+    def to_arrow(self) -> pa.Table:
+        """The whole result as a ``pyarrow.Table`` (buffers shared with Rust, not copied)."""
+        return self._run().to_table()
+
+    def to_df(self, **to_pandas_kwargs: Any) -> Any:
+        """The whole result as a pandas DataFrame (one row per entity row, in input order)."""
+        return self.to_arrow().to_pandas(**to_pandas_kwargs)
+
+    to_pandas = to_df
+
+    def to_polars(self) -> Any:
+        """The whole result as a polars DataFrame."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())
+
+    def to_parquet(self, path: Union[str, os.PathLike], **writer_kwargs: Any) -> int:
+        """Streams the result into a Parquet file; returns the number of rows written."""
+        import pyarrow.parquet as pq
+
+        reader = self.to_batches()
+        rows = 0
+        with pq.ParquetWriter(str(path), reader.schema, **writer_kwargs) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        return rows
+
+    def schema(self) -> pa.Schema:
+        return self._run().schema()
+
+
+class FeatureStore:
+    """An opened feature store.
+
+    ``FeatureStore(repo_path=".")`` reads ``feature_store.yaml`` in the repo
+    folder; ``FeatureStore(config={...})`` takes the same settings as a dict
+    (relative paths resolve against ``repo_path``, default the current folder).
+    """
+
+    def __init__(
+        self,
+        repo_path: Optional[Union[str, os.PathLike]] = None,
+        config: Optional[Dict[str, Any]] = None,
+        fs_yaml_file: Optional[Union[str, os.PathLike]] = None,
+    ) -> None:
+        if fs_yaml_file is not None:
+            if config is not None:
+                raise InvalidArgumentError("pass config or fs_yaml_file, not both")
+            text = Path(fs_yaml_file).read_text()
+            base = Path(repo_path) if repo_path is not None else Path(fs_yaml_file).resolve().parent
+            self._store = _internal.Store.from_config(text, str(base))
+        elif config is not None:
+            if not isinstance(config, dict):
+                raise TypeError(f"config must be a dict, got {type(config).__name__}")
+            base = Path(repo_path) if repo_path is not None else Path.cwd()
+            self._store = _internal.Store.from_config(json.dumps(config), str(base))
+        else:
+            self._store = _internal.Store.open(str(repo_path if repo_path is not None else "."))
+
+    def __repr__(self) -> str:
+        return f"FeatureStore(project={self.project!r}, repo_path={str(self.repo_path)!r})"
+
+    @property
+    def project(self) -> str:
+        return self._store.project
+
+    @property
+    def repo_path(self) -> Path:
+        return Path(self._store.repo_path)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The configuration as a dict."""
+        return json.loads(self._store.config_json())
+
+    # Registry
+
+    def apply(self, objects: Optional[Iterable[Any]] = None, partial: bool = True) -> ApplyResult:
+        """Registers objects (with the sources and entities their views use).
+
+        With ``partial=True`` (Feast's behaviour) other registered objects
+        stay; with ``partial=False`` the objects are the whole project and the
+        rest is removed. Without objects, the repo folder's YAML files are
+        applied as the whole project. Safe under concurrent writers.
+        """
+        defs = None if objects is None else json.dumps(to_definitions(objects))
+        out = json.loads(self._store.apply(defs, partial))
+        return ApplyResult(out["changes"], out["text"], out["version"], out["written"], out["attempts"])
+
+    def plan(self, objects: Optional[Iterable[Any]] = None, partial: bool = True) -> Plan:
+        """What :meth:`apply` with the same arguments would change."""
+        defs = None if objects is None else json.dumps(to_definitions(objects))
+        out = json.loads(self._store.plan(defs, partial))
+        return Plan(out["changes"], out["text"])
+
+    def _records(self, kind: str) -> List[Dict[str, Any]]:
+        return json.loads(self._store.list(kind))
+
+    def list_entities(self) -> List[Entity]:
+        return [Entity.from_dict(r["spec"])._stamp(r) for r in self._records("entity")]  # type: ignore[misc]
+
+    def list_data_sources(self) -> List[FileSource]:
+        return [FileSource.from_dict(r["spec"])._stamp(r) for r in self._records("data_source")]  # type: ignore[misc]
+
+    def list_feature_views(self) -> List[FeatureView]:
+        sources = {s.name: s for s in self.list_data_sources()}
+        return [
+            FeatureView.from_dict(r["spec"], sources[r["spec"]["source"]])._stamp(r)  # type: ignore[misc]
+            for r in self._records("feature_view")
+        ]
+
+    def list_feature_services(self) -> List[FeatureService]:
+        return [FeatureService.from_dict(r["spec"])._stamp(r) for r in self._records("feature_service")]  # type: ignore[misc]
+
+    def _get(self, objects: List[Any], kind: str, name: str) -> Any:
+        for o in objects:
+            if o.name == name:
+                return o
+        known = ", ".join(sorted(o.name for o in objects)) or "none"
+        err = NotFoundError(f"{kind} {name!r} not found; registered: {known}")
+        err.kind, err.name = kind, name
+        raise err
+
+    def get_entity(self, name: str) -> Entity:
+        return self._get(self.list_entities(), "entity", name)
+
+    def get_data_source(self, name: str) -> FileSource:
+        return self._get(self.list_data_sources(), "data source", name)
+
+    def get_feature_view(self, name: str) -> FeatureView:
+        return self._get(self.list_feature_views(), "feature view", name)
+
+    def get_feature_service(self, name: str) -> FeatureService:
+        return self._get(self.list_feature_services(), "feature service", name)
+
+    def describe(self, name: str) -> List[Dict[str, Any]]:
+        """Every registered object named ``name``, with a view's watermark, as dicts."""
+        return json.loads(self._store.describe(name))
+
+    # Offline
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: Optional[Union[Sequence[Any], FeatureService, str]] = None,
+        full_feature_names: bool = False,
+        *,
+        feature_service: Optional[Union[FeatureService, str]] = None,
+        timestamp_column: str = "event_timestamp",
+    ) -> RetrievalJob:
+        """Point-in-time correct features for each entity row, as of its timestamp.
+
+        ``entity_df`` is a pandas or polars DataFrame, a pyarrow Table or
+        RecordBatchReader, any object with ``__arrow_c_stream__``, a Parquet or
+        CSV path or URL, or a SQL query over the registered sources. Naive
+        timestamps are taken as UTC. The result has exactly one row per entity
+        row, in input order.
+        """
+        fargs = _feature_args(features, feature_service)
+        if isinstance(feature_service, str):
+            fargs = {"service": feature_service}
+        request: Dict[str, Any] = dict(fargs, full_feature_names=full_feature_names, timestamp_column=timestamp_column)
+        if isinstance(entity_df, (str, os.PathLike)):
+            text = os.fspath(entity_df)
+            request["sql" if _SQL.match(text) else "path"] = text
+        else:
+            request["table"] = _to_arrow_input(entity_df, "entity_df")
+        names = self._store.resolve(fargs.get("features"), fargs.get("service"), full_feature_names)
+        return RetrievalJob(self._store, request, names)
+
+    # Online
+
+    def materialize(
+        self,
+        start_date: Union[datetime, str],
+        end_date: Union[datetime, str],
+        feature_views: Optional[Sequence[Union[str, FeatureView]]] = None,
+    ) -> MaterializeReport:
+        """Writes the newest value per entity with event time in ``[start_date, end_date]``
+        (both inclusive) to the online store and advances the views' watermarks."""
+        views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
+        out = json.loads(self._store.materialize(_micros(start_date, "start_date"), _micros(end_date, "end_date"), views))
+        return MaterializeReport(out["views"], out["seconds"])
+
+    def materialize_incremental(
+        self,
+        end_date: Optional[Union[datetime, str]] = None,
+        feature_views: Optional[Sequence[Union[str, FeatureView]]] = None,
+    ) -> MaterializeReport:
+        """Materializes each view from its watermark (first run: ``end_date - ttl``) to ``end_date`` (default now)."""
+        end = datetime.now(timezone.utc) if end_date is None else end_date
+        views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
+        out = json.loads(self._store.materialize_incremental(_micros(end, "end_date"), views))
+        return MaterializeReport(out["views"], out["seconds"])
+
+    def push(self, feature_view_name: str, df: Any, to: Union[PushMode, str] = PushMode.ONLINE) -> int:
+        """Validates rows of one view against its schema and writes them; returns rows written.
+
+        Older rows than the stored ones are skipped, so out-of-order pushes converge.
+        ``to`` may also append the rows to the offline source as a new Parquet file.
+        """
+        mode = to.value if isinstance(to, PushMode) else str(to)
+        written, _skipped = self._store.push(feature_view_name, _to_arrow_input(df, "push"), mode)
+        return written
+
+    def get_online_features(
+        self,
+        features: Union[Sequence[Any], FeatureService, str],
+        entity_rows: Any,
+        full_feature_names: bool = False,
+    ) -> "_internal.OnlineResponse":
+        """Latest features for entity rows: a list of dicts (``[{"driver_id": 1001}]``),
+        a dict of lists, or a DataFrame/Arrow table of join keys.
+
+        The response has one row per entity row, in order; ``.statuses()``
+        tells PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE (a value older
+        than the view's ttl is withheld).
+        """
+        fargs = _feature_args(features)
+        if not isinstance(entity_rows, (list, dict)):
+            entity_rows = _to_arrow_input(entity_rows, "entity_rows")
+        return self._store.get_online_features(entity_rows, fargs.get("features"), fargs.get("service"), full_feature_names)

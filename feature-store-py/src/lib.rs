@@ -1,0 +1,506 @@
+//! Python bindings (`feature_store._internal`): a thin layer over the Rust
+//! [`feature_store::FeatureStore`]. The Feast-style Python API lives in
+//! `python/feature_store/`; this module only moves data and calls across.
+//!
+//! Every call that does I/O or heavy work releases the GIL and blocks on the
+//! one process-wide runtime (`runtime.rs`); Arrow data crosses through the C
+//! data interface (`convert.rs`); errors become the exception classes of
+//! `feature_store.errors` (`error.rs`).
+
+mod convert;
+mod error;
+mod runtime;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_pyarrow::{IntoPyArrow, ToPyArrow};
+use arrow_schema::{ArrowError, SchemaRef};
+use chrono::{DateTime, Utc};
+use feature_store::online::{FeatureValue, OnlineResponse};
+use feature_store::registry::ApplyMode;
+use feature_store::{BatchStream, Definitions, EntityInput, FeatureStore, Features, HistoricalOptions, OnlineOptions};
+use feature_store::{MaterializeOptions, PushMode};
+use futures::StreamExt;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::convert::{feature_value, read_arrow, read_arrow_batch};
+use crate::error::{py_error, to_py};
+use crate::runtime::{block_on, runtime};
+
+/// How a store was opened, so that a forked child can open its own copy.
+enum Opener {
+    Repo(PathBuf),
+    Config { yaml: String, base: PathBuf },
+}
+
+impl Opener {
+    fn open(&self) -> feature_store::Result<FeatureStore> {
+        match self {
+            Self::Repo(path) => feature_store::open(path),
+            Self::Config { yaml, base } => {
+                let mut config = feature_store::RepoConfig::from_yaml(yaml, "config")?;
+                config.repo_path = base.clone();
+                feature_store::from_config(config)
+            }
+        }
+    }
+}
+
+/// An opened feature store (`feature_store.FeatureStore` wraps it).
+#[pyclass(module = "feature_store._internal", name = "Store", frozen)]
+struct Store {
+    opener: Opener,
+    /// The store and the process it was opened in. Connections and file
+    /// handles must not be shared with a forked child, so a child reopens.
+    state: Mutex<(u32, FeatureStore)>,
+}
+
+impl Store {
+    fn new(py: Python<'_>, opener: Opener) -> PyResult<Self> {
+        let store = py.detach(|| opener.open()).map_err(to_py)?;
+        Ok(Self { opener, state: Mutex::new((std::process::id(), store)) })
+    }
+
+    fn store(&self) -> PyResult<FeatureStore> {
+        let pid = std::process::id();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.0 != pid {
+            let fresh = self.opener.open().map_err(to_py)?;
+            // The parent's connections are not ours to close (SQLite would drop its locks).
+            std::mem::forget(std::mem::replace(&mut *state, (pid, fresh)));
+        }
+        Ok(state.1.clone())
+    }
+}
+
+fn features_arg(features: Option<Vec<String>>, service: Option<String>) -> PyResult<Features> {
+    match (features, service) {
+        (Some(f), None) => Ok(Features::refs(f)),
+        (None, Some(s)) => Ok(Features::service(s)),
+        _ => Err(PyValueError::new_err("pass either features or a feature service, not both")),
+    }
+}
+
+fn definitions(
+    store: &FeatureStore,
+    json: Option<String>,
+    partial: bool,
+) -> feature_store::Result<(Definitions, ApplyMode)> {
+    match json {
+        None => Ok((store.repo_definitions()?, ApplyMode::Sync)),
+        Some(text) => {
+            let defs = Definitions::from_yaml(&text, "objects passed from Python")?;
+            Ok((defs, if partial { ApplyMode::Merge } else { ApplyMode::Sync }))
+        }
+    }
+}
+
+fn micros(us: i64, what: &str) -> PyResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| PyValueError::new_err(format!("{what} is out of range")))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+#[pymethods]
+impl Store {
+    /// Opens the repo folder holding `feature_store.yaml`.
+    #[staticmethod]
+    fn open(py: Python<'_>, repo_path: PathBuf) -> PyResult<Self> {
+        Self::new(py, Opener::Repo(repo_path))
+    }
+
+    /// Opens a store from config text (YAML or JSON); relative paths resolve against `repo_path`.
+    #[staticmethod]
+    fn from_config(py: Python<'_>, config: String, repo_path: PathBuf) -> PyResult<Self> {
+        Self::new(py, Opener::Config { yaml: config, base: repo_path })
+    }
+
+    #[getter]
+    fn project(&self) -> PyResult<String> {
+        Ok(self.store()?.project().to_owned())
+    }
+
+    #[getter]
+    fn repo_path(&self) -> PyResult<PathBuf> {
+        Ok(self.store()?.config().repo_path.clone())
+    }
+
+    /// The config as JSON.
+    fn config_json(&self) -> PyResult<String> {
+        json(self.store()?.config())
+    }
+
+    /// Applies definitions (JSON in the YAML file schema; `None` applies the repo's files).
+    #[pyo3(signature = (definitions=None, partial=true))]
+    fn apply(&self, py: Python<'_>, definitions: Option<String>, partial: bool) -> PyResult<String> {
+        let store = self.store()?;
+        let outcome = py
+            .detach(|| {
+                block_on(async {
+                    let (defs, mode) = self::definitions(&store, definitions, partial)?;
+                    store.apply(&defs, mode).await
+                })
+            })
+            .map_err(to_py)?;
+        json(&serde_json::json!({
+            "version": outcome.version,
+            "written": outcome.written,
+            "attempts": outcome.attempts,
+            "changes": outcome.plan.changes,
+            "text": outcome.plan.to_string(),
+        }))
+    }
+
+    /// What `apply` would change, as JSON.
+    #[pyo3(signature = (definitions=None, partial=true))]
+    fn plan(&self, py: Python<'_>, definitions: Option<String>, partial: bool) -> PyResult<String> {
+        let store = self.store()?;
+        let plan = py
+            .detach(|| {
+                block_on(async {
+                    let (defs, mode) = self::definitions(&store, definitions, partial)?;
+                    store.plan(&defs, mode).await
+                })
+            })
+            .map_err(to_py)?;
+        json(&serde_json::json!({"changes": plan.changes, "text": plan.to_string()}))
+    }
+
+    /// Registry objects of one kind (`entity`, `data_source`, `feature_view`, `feature_service`) as JSON.
+    fn list(&self, py: Python<'_>, kind: &str) -> PyResult<String> {
+        let store = self.store()?;
+        let text = py.detach(|| {
+            block_on(async {
+                Ok::<_, feature_store::Error>(match kind {
+                    "entity" => serde_json::to_string(&store.list_entities().await?),
+                    "data_source" => serde_json::to_string(&store.list_data_sources().await?),
+                    "feature_view" => serde_json::to_string(&store.list_feature_views().await?),
+                    "feature_service" => serde_json::to_string(&store.list_feature_services().await?),
+                    other => {
+                        return Err(feature_store::Error::InvalidArgument(format!(
+                            "unknown object kind \"{other}\"; use entity, data_source, feature_view or feature_service"
+                        )));
+                    }
+                })
+            })
+        });
+        text.map_err(to_py)?.map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Every object named `name` (with view state for feature views) as JSON.
+    fn describe(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        let store = self.store()?;
+        let found = py.detach(|| block_on(store.describe(name))).map_err(to_py)?;
+        json(&found)
+    }
+
+    /// Output column names of a feature list; raises what retrieval would for unknown names.
+    #[pyo3(signature = (features=None, service=None, full_feature_names=false))]
+    fn resolve(
+        &self,
+        py: Python<'_>,
+        features: Option<Vec<String>>,
+        service: Option<String>,
+        full_feature_names: bool,
+    ) -> PyResult<Vec<String>> {
+        let features = features_arg(features, service)?;
+        let store = self.store()?;
+        let views = py.detach(|| block_on(store.resolve_views(&features, full_feature_names))).map_err(to_py)?;
+        Ok(views.into_iter().flat_map(|v| v.output_names).collect())
+    }
+
+    /// Point-in-time correct retrieval; exactly one of `table`, `path`, `sql` gives the entity rows.
+    #[pyo3(signature = (features=None, service=None, full_feature_names=false, timestamp_column="event_timestamp".to_owned(), table=None, path=None, sql=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn historical(
+        &self,
+        py: Python<'_>,
+        features: Option<Vec<String>>,
+        service: Option<String>,
+        full_feature_names: bool,
+        timestamp_column: String,
+        table: Option<Bound<'_, PyAny>>,
+        path: Option<String>,
+        sql: Option<String>,
+    ) -> PyResult<HistoricalResult> {
+        let features = features_arg(features, service)?;
+        let input = match (table, path, sql) {
+            (Some(t), None, None) => {
+                let (schema, batches) = read_arrow(py, &t, "entity_df")?;
+                EntityInput::Batches { schema, batches }
+            }
+            (None, Some(p), None) => EntityInput::Path(p),
+            (None, None, Some(q)) => EntityInput::Sql(q),
+            _ => return Err(PyValueError::new_err("give the entity rows as exactly one of table, path or sql")),
+        };
+        let store = self.store()?;
+        let options = HistoricalOptions::default()
+            .with_full_feature_names(full_feature_names)
+            .with_timestamp_column(timestamp_column);
+        let stream =
+            py.detach(|| block_on(store.get_historical_features(input, &features, &options))).map_err(to_py)?;
+        Ok(HistoricalResult::new(stream))
+    }
+
+    /// Materializes `[start, end]` (µs since the epoch, both inclusive); returns the report as JSON.
+    #[pyo3(signature = (start_us, end_us, views=None))]
+    fn materialize(&self, py: Python<'_>, start_us: i64, end_us: i64, views: Option<Vec<String>>) -> PyResult<String> {
+        let (start, end) = (micros(start_us, "start_date")?, micros(end_us, "end_date")?);
+        let store = self.store()?;
+        let options = materialize_options(views);
+        let report = py.detach(|| block_on(store.materialize(start, end, &options))).map_err(to_py)?;
+        json(&report)
+    }
+
+    /// Materializes each view from its watermark to `end`; returns the report as JSON.
+    #[pyo3(signature = (end_us, views=None))]
+    fn materialize_incremental(&self, py: Python<'_>, end_us: i64, views: Option<Vec<String>>) -> PyResult<String> {
+        let end = micros(end_us, "end_date")?;
+        let store = self.store()?;
+        let options = materialize_options(views);
+        let report = py.detach(|| block_on(store.materialize_incremental(end, &options))).map_err(to_py)?;
+        json(&report)
+    }
+
+    /// Validates and writes rows of one view; returns (written, skipped as older).
+    #[pyo3(signature = (view, data, to="online"))]
+    fn push(&self, py: Python<'_>, view: &str, data: &Bound<'_, PyAny>, to: &str) -> PyResult<(u64, u64)> {
+        let mode = match to.to_ascii_lowercase().as_str() {
+            "online" => PushMode::Online,
+            "offline" => PushMode::Offline,
+            "online_and_offline" => PushMode::OnlineAndOffline,
+            other => {
+                return Err(py_error(
+                    "InvalidArgumentError",
+                    format!("push: unknown mode \"{other}\"; use online, offline or online_and_offline"),
+                ));
+            }
+        };
+        let batch = read_arrow_batch(py, data, "push")?;
+        let store = self.store()?;
+        let stats = py.detach(|| block_on(store.push(view, &batch, mode))).map_err(to_py)?;
+        Ok((stats.written, stats.skipped_older))
+    }
+
+    /// Latest values for entity rows (dict of lists, list of dicts or Arrow).
+    #[pyo3(signature = (entity_rows, features=None, service=None, full_feature_names=false))]
+    fn get_online_features(
+        &self,
+        py: Python<'_>,
+        entity_rows: &Bound<'_, PyAny>,
+        features: Option<Vec<String>>,
+        service: Option<String>,
+        full_feature_names: bool,
+    ) -> PyResult<OnlineResult> {
+        let features = features_arg(features, service)?;
+        let batch = convert::entity_rows(py, entity_rows)?;
+        let store = self.store()?;
+        let options = OnlineOptions::default().with_full_feature_names(full_feature_names);
+        let response = py.detach(|| block_on(store.get_online_features(&features, &batch, &options))).map_err(to_py)?;
+        Ok(OnlineResult { response })
+    }
+}
+
+fn materialize_options(views: Option<Vec<String>>) -> MaterializeOptions {
+    let options = MaterializeOptions::default();
+    match views {
+        Some(v) => options.with_views(v),
+        None => options,
+    }
+}
+
+/// The stream of a historical retrieval, consumed once.
+#[pyclass(module = "feature_store._internal", name = "HistoricalResult", frozen)]
+struct HistoricalResult {
+    schema: SchemaRef,
+    stream: Mutex<Option<BatchStream>>,
+    pid: u32,
+}
+
+impl HistoricalResult {
+    fn new(stream: BatchStream) -> Self {
+        Self { schema: stream.schema(), stream: Mutex::new(Some(stream)), pid: std::process::id() }
+    }
+
+    fn take(&self) -> PyResult<BatchStream> {
+        if self.pid != std::process::id() {
+            return Err(py_error(
+                "FeatureStoreError",
+                "this retrieval was started in another process (before a fork); call get_historical_features again"
+                    .into(),
+            ));
+        }
+        self.stream.lock().unwrap_or_else(PoisonError::into_inner).take().ok_or_else(|| {
+            py_error("FeatureStoreError", "this retrieval's result was already read; run the retrieval again".into())
+        })
+    }
+}
+
+/// Pulls a [`BatchStream`] on the process runtime, for pyarrow's reader.
+struct BlockingReader {
+    stream: BatchStream,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl Iterator for BlockingReader {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.runtime.block_on(self.stream.next())?;
+        Some(next.map_err(|e| ArrowError::ExternalError(Box::new(e))))
+    }
+}
+
+impl RecordBatchReader for BlockingReader {
+    fn schema(&self) -> SchemaRef {
+        self.stream.schema()
+    }
+}
+
+#[pymethods]
+impl HistoricalResult {
+    /// The output schema as a `pyarrow.Schema`.
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.schema.as_ref().to_pyarrow(py)
+    }
+
+    /// A streaming `pyarrow.RecordBatchReader`; batches are computed as they are read.
+    fn to_reader<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let reader: Box<dyn RecordBatchReader + Send> =
+            Box::new(BlockingReader { stream: self.take()?, runtime: runtime() });
+        reader.into_pyarrow(py)
+    }
+
+    /// Runs the retrieval to the end (GIL released) and returns a `pyarrow.Table`.
+    fn to_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stream = self.take()?;
+        let schema = stream.schema();
+        let batches = py.detach(|| block_on(stream.collect())).map_err(to_py)?;
+        arrow_pyarrow::Table::try_new(batches, schema)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+            .into_pyarrow(py)
+    }
+}
+
+/// Online features for a list of entity rows, with statuses and event times.
+#[pyclass(module = "feature_store._internal", name = "OnlineResponse", frozen)]
+struct OnlineResult {
+    response: OnlineResponse,
+}
+
+impl OnlineResult {
+    fn feature_index(&self) -> std::ops::Range<usize> {
+        self.response.key_column_count()..self.response.values().num_columns()
+    }
+}
+
+#[pymethods]
+impl OnlineResult {
+    fn __len__(&self) -> usize {
+        self.response.num_rows()
+    }
+
+    /// Column names: entity keys, then features.
+    #[getter]
+    fn column_names(&self) -> Vec<String> {
+        self.response.column_names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// Feature column names.
+    #[getter]
+    fn feature_names(&self) -> Vec<String> {
+        self.response.feature_names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// `{column: [value per row]}`, keys first; withheld and missing values are `None`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let values = self.response.values();
+        let out = PyDict::new(py);
+        for (c, field) in values.schema_ref().fields().iter().enumerate() {
+            let column = values.column(c);
+            let items = (0..values.num_rows())
+                .map(|r| feature_value(py, FeatureValue::from_array(column.as_ref(), r)))
+                .collect::<PyResult<Vec<_>>>()?;
+            out.set_item(PyString::new(py, field.name()), PyList::new(py, items)?)?;
+        }
+        Ok(out)
+    }
+
+    /// `{feature: [status per row]}` with `PRESENT`, `NULL_VALUE`, `NOT_FOUND`, `OUTSIDE_MAX_AGE`.
+    fn statuses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        let names = self.response.column_names();
+        for (i, c) in self.feature_index().enumerate() {
+            let items: Vec<&str> = self.response.feature_statuses(i).iter().map(|s| s.as_str()).collect();
+            out.set_item(names[c], PyList::new(py, items)?)?;
+        }
+        Ok(out)
+    }
+
+    /// `{feature: [event time of the stored row, or None]}` as UTC datetimes.
+    fn event_timestamps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        let names = self.response.column_names();
+        for (i, c) in self.feature_index().enumerate() {
+            let items: Vec<Option<DateTime<Utc>>> = self
+                .response
+                .feature_event_micros(i)
+                .iter()
+                .map(|t| t.and_then(DateTime::from_timestamp_micros))
+                .collect();
+            out.set_item(names[c], PyList::new(py, items)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Values as a `pyarrow.Table` (keys, then features), without copying.
+    fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        table(py, self.response.values().clone())
+    }
+
+    /// Statuses as a `pyarrow.Table` of string columns, one per response column.
+    fn statuses_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        table(py, self.response.statuses())
+    }
+
+    /// Event times as a `pyarrow.Table`, one timestamp column per response column.
+    fn event_timestamps_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        table(py, self.response.event_timestamps())
+    }
+
+    /// Values as a pandas DataFrame.
+    fn to_df<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.to_arrow(py)?.call_method0("to_pandas")
+    }
+
+    /// The JSON body Feast's feature server returns from `/get-online-features`.
+    fn to_json(&self) -> PyResult<String> {
+        json(&self.response.to_feast_json())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("OnlineResponse(rows={}, features={:?})", self.response.num_rows(), self.response.feature_names())
+    }
+}
+
+fn table(py: Python<'_>, batch: RecordBatch) -> PyResult<Bound<'_, PyAny>> {
+    arrow_pyarrow::Table::try_new(vec![batch.clone()], batch.schema())
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+        .into_pyarrow(py)
+}
+
+/// The native module behind `feature_store`.
+#[pymodule]
+fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<Store>()?;
+    m.add_class::<HistoricalResult>()?;
+    m.add_class::<OnlineResult>()?;
+    Ok(())
+}

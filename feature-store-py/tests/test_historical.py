@@ -1,0 +1,274 @@
+"""get_historical_features from Python: every input form, every output form,
+exact point-in-time values against a brute-force reference."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import feature_store as fs
+from conftest import DRIVERS, END, driver_stats_table
+
+FEATURES = [
+    "driver_hourly_stats:conv_rate",
+    "driver_hourly_stats:acc_rate",
+    "driver_hourly_stats:avg_daily_trips",
+]
+
+
+def reference(entity: pd.DataFrame, ttl=timedelta(days=1)) -> pd.DataFrame:
+    """Brute force: newest source row with entity_ts - ttl <= event_ts <= entity_ts."""
+    src = driver_stats_table().to_pandas()
+    out = []
+    for _, row in entity.iterrows():
+        ts = pd.Timestamp(row["event_timestamp"])
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        c = src[(src.driver_id == row["driver_id"]) & (src.event_timestamp <= ts) & (src.event_timestamp >= ts - ttl)]
+        if len(c) == 0:
+            out.append((None, None, None))
+        else:
+            best = c.sort_values(["event_timestamp", "created"]).iloc[-1]
+            out.append((best.conv_rate, best.acc_rate, best.avg_daily_trips))
+    return pd.DataFrame(out, columns=["conv_rate", "acc_rate", "avg_daily_trips"])
+
+
+def entity_df() -> pd.DataFrame:
+    end = END.replace(tzinfo=None)
+    return pd.DataFrame(
+        {
+            "driver_id": [1001, 1002, 1003, 1001, 1009, 1002],
+            "label": [1, 0, 1, 1, 0, 0],
+            # naive = UTC; 1001 twice (duplicates stay), 1009 unknown, one row before all data
+            "event_timestamp": [
+                end - timedelta(minutes=90),
+                end - timedelta(hours=33),
+                end,
+                end - timedelta(minutes=90),
+                end - timedelta(minutes=90),
+                end - timedelta(days=10),
+            ],
+        }
+    )
+
+
+def assert_matches_reference(result: pd.DataFrame, entity: pd.DataFrame) -> None:
+    expected = reference(entity)
+    assert len(result) == len(entity)
+    assert list(result["driver_id"]) == list(entity["driver_id"])
+    for col in expected.columns:
+        got = [None if pd.isna(v) else float(v) for v in result[col]]
+        want = [None if v is None or pd.isna(v) else float(v) for v in expected[col]]
+        assert got == pytest.approx(want, nan_ok=True), col
+
+
+def test_pandas_in_pandas_out_exact(store):
+    entity = entity_df()
+    df = store.get_historical_features(entity_df=entity, features=FEATURES).to_df()
+    assert list(df.columns) == ["driver_id", "label", "event_timestamp", "conv_rate", "acc_rate", "avg_daily_trips"]
+    assert_matches_reference(df, entity)
+    # Entity columns come back unchanged (naive stays naive).
+    assert df["event_timestamp"].dt.tz is None
+    assert list(df["label"]) == list(entity["label"])
+    # Exact value check on one row: 1003 at END is hour 71.
+    assert df.loc[2, "avg_daily_trips"] == 71 * 10 + 3
+    assert pd.isna(df.loc[4, "conv_rate"])  # unknown driver
+    assert pd.isna(df.loc[5, "conv_rate"])  # before any data
+
+
+def test_time_zone_aware_equals_naive_utc(store):
+    naive = entity_df()
+    aware = naive.copy()
+    aware["event_timestamp"] = aware["event_timestamp"].dt.tz_localize("UTC").dt.tz_convert("America/New_York")
+    a = store.get_historical_features(naive, FEATURES).to_df()
+    b = store.get_historical_features(aware, FEATURES).to_df()
+    pd.testing.assert_frame_equal(a.drop(columns="event_timestamp"), b.drop(columns="event_timestamp"))
+    assert str(b["event_timestamp"].dt.tz) == "America/New_York"
+
+
+def test_ttl_boundaries_inclusive(store):
+    # Row at exactly END - 1 day + 0 is within ttl of END; one µs earlier is not.
+    t = END
+    entity = pd.DataFrame({"driver_id": [1001, 1001], "event_timestamp": [t, t + timedelta(days=1)]})
+    df = store.get_historical_features(entity, ["driver_hourly_stats:avg_daily_trips"]).to_df()
+    assert df["avg_daily_trips"].iloc[0] == 71 * 10 + 1
+    # END + 1 day: newest row is END, exactly ttl old: still included (both bounds inclusive).
+    assert df["avg_daily_trips"].iloc[1] == 71 * 10 + 1
+    late = pd.DataFrame({"driver_id": [1001], "event_timestamp": [t + timedelta(days=1, microseconds=1)]})
+    df = store.get_historical_features(late, ["driver_hourly_stats:avg_daily_trips"]).to_df()
+    assert pd.isna(df["avg_daily_trips"].iloc[0])
+
+
+def test_mixed_naive_and_aware_objects_read_naive_as_utc(store):
+    mixed = pd.DataFrame({"driver_id": [1001, 1001], "event_timestamp": [END, END.replace(tzinfo=None)]}, dtype=object)
+    mixed["driver_id"] = mixed["driver_id"].astype("int64")
+    df = store.get_historical_features(mixed, FEATURES).to_df()
+    assert df["avg_daily_trips"].tolist() == [711, 711]
+
+
+def test_polars_in_polars_out(store):
+    entity = pl.from_pandas(entity_df())
+    out = store.get_historical_features(entity, FEATURES).to_polars()
+    assert isinstance(out, pl.DataFrame)
+    assert out.height == entity.height
+    assert_matches_reference(out.to_pandas(), entity_df())
+
+
+def test_pyarrow_table_reader_and_capsule_inputs(store):
+    table = pa.Table.from_pandas(entity_df(), preserve_index=False)
+    a = store.get_historical_features(table, FEATURES).to_arrow()
+    assert isinstance(a, pa.Table)
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2))
+    b = store.get_historical_features(reader, FEATURES).to_arrow()
+    assert a.equals(b)
+
+    class Capsule:
+        """Only the Arrow PyCapsule protocol, like any third-party frame."""
+
+        def __arrow_c_stream__(self, requested_schema=None):
+            return table.__arrow_c_stream__(requested_schema)
+
+    c = store.get_historical_features(Capsule(), FEATURES).to_arrow()
+    assert a.equals(c)
+
+
+def test_one_shot_reader_can_be_retrieved_once(store):
+    table = pa.Table.from_pandas(entity_df(), preserve_index=False)
+    job = store.get_historical_features(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), FEATURES)
+    job.to_arrow()
+    with pytest.raises(fs.InvalidArgumentError, match="one-shot"):
+        job.to_arrow()
+    # A table can be retrieved again, with identical results.
+    job = store.get_historical_features(table, FEATURES)
+    assert job.to_arrow().equals(job.to_arrow())
+
+
+def test_parquet_path_and_sql_entity_tables(store, repo):
+    entity = entity_df()
+    pq.write_table(pa.Table.from_pandas(entity, preserve_index=False), repo / "entities.parquet")
+    by_path = store.get_historical_features(str(repo / "entities.parquet"), FEATURES).to_df()
+    assert_matches_reference(by_path, entity)
+    sql = (
+        "SELECT driver_id, event_timestamp FROM driver_stats_source "
+        "WHERE event_timestamp = (SELECT max(event_timestamp) FROM driver_stats_source) ORDER BY driver_id"
+    )
+    by_sql = store.get_historical_features(sql, ["driver_hourly_stats:avg_daily_trips"]).to_df()
+    assert list(by_sql["driver_id"]) == DRIVERS
+    assert list(by_sql["avg_daily_trips"]) == [710 + d - 1000 for d in DRIVERS]
+
+
+def test_streaming_batches_and_parquet_output(store, tmp_path):
+    entity = pd.DataFrame(
+        {"driver_id": [1001 + i % 5 for i in range(5000)], "event_timestamp": [END - timedelta(minutes=i) for i in range(5000)]}
+    )
+    job = store.get_historical_features(entity, FEATURES)
+    reader = job.to_batches()
+    assert isinstance(reader, pa.RecordBatchReader)
+    rows = sum(b.num_rows for b in reader)
+    assert rows == 5000
+    n = job.to_parquet(tmp_path / "out.parquet")
+    assert n == 5000
+    written = pq.read_table(tmp_path / "out.parquet")
+    assert written.num_rows == 5000
+    assert written.column("driver_id").to_pylist() == entity["driver_id"].tolist()
+
+
+def test_full_feature_names_and_feature_service(store):
+    driver, source, view, service = __import__("conftest").definitions()
+    df = store.get_historical_features(entity_df(), FEATURES, full_feature_names=True).to_df()
+    assert "driver_hourly_stats__conv_rate" in df.columns
+    by_service = store.get_historical_features(entity_df(), features=service).to_df()
+    assert list(by_service.columns)[-2:] == ["conv_rate", "avg_daily_trips"]
+    by_name = store.get_historical_features(entity_df(), feature_service="driver_activity_v1").to_df()
+    pd.testing.assert_frame_equal(by_service, by_name)
+    # Views and selections are accepted in the feature list too.
+    by_objects = store.get_historical_features(entity_df(), [view[["conv_rate"]]]).to_df()
+    assert list(by_objects.columns)[-1] == "conv_rate"
+
+
+def test_unknown_feature_fails_when_the_job_is_created(store):
+    with pytest.raises(fs.NotFoundError) as e:
+        store.get_historical_features(entity_df(), ["driver_hourly_stats:conv_rat"])
+    assert "conv_rat" in str(e.value) and "conv_rate" in str(e.value)
+    assert isinstance(e.value, LookupError)
+    with pytest.raises(fs.NotFoundError):
+        store.get_historical_features(entity_df(), ["no_such_view:x"])
+
+
+def test_bad_entity_tables_are_clear_errors(store):
+    missing_ts = entity_df().drop(columns="event_timestamp")
+    with pytest.raises(fs.FeatureStoreError, match="event_timestamp"):
+        store.get_historical_features(missing_ts, FEATURES).to_df()
+    as_text = entity_df().assign(event_timestamp=lambda d: d["event_timestamp"].astype(str))
+    with pytest.raises(fs.FeatureStoreError, match="event_timestamp"):
+        store.get_historical_features(as_text, FEATURES).to_df()
+    no_key = entity_df().drop(columns="driver_id")
+    with pytest.raises(fs.FeatureStoreError, match="driver_id"):
+        store.get_historical_features(no_key, FEATURES).to_df()
+    # Objects pyarrow cannot convert: the error names the column.
+    odd = entity_df().assign(label=[object()] * 6)
+    with pytest.raises(fs.DataError, match="label"):
+        store.get_historical_features(odd, FEATURES).to_df()
+    with pytest.raises(TypeError, match="entity_df"):
+        store.get_historical_features(42, FEATURES)
+
+
+def test_pandas_categorical_and_nullable_dtypes(store):
+    entity = entity_df()
+    entity["driver_id"] = entity["driver_id"].astype("Int64")
+    entity.loc[1, "driver_id"] = pd.NA
+    entity["segment"] = pd.Categorical(["a", "b", "a", "b", "a", "b"])
+    df = store.get_historical_features(entity, FEATURES).to_df()
+    assert len(df) == 6
+    assert pd.isna(df.loc[1, "conv_rate"])  # null key: null features
+    assert df.loc[0, "avg_daily_trips"] == reference(entity_df()).loc[0, "avg_daily_trips"]
+    assert list(df["segment"].astype(str)) == ["a", "b", "a", "b", "a", "b"]
+
+
+def test_pandas_index_is_dropped_and_order_kept(store):
+    entity = entity_df().iloc[::-1]
+    df = store.get_historical_features(entity, FEATURES).to_df()
+    assert list(df["driver_id"]) == list(entity["driver_id"])
+    assert list(df.index) == list(range(len(entity)))
+
+
+def test_gil_is_released_while_joining(store):
+    n = 300_000
+    entity = pa.table(
+        {
+            "driver_id": pa.array([1001 + i % 7 for i in range(n)], pa.int64()),
+            "event_timestamp": pa.array([END - timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    ticks = 0
+    stop = threading.Event()
+
+    def spin():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        before = ticks
+        time.sleep(0.2)  # sleeping releases the GIL: the spinner's full rate
+        rate = (ticks - before) / 0.2
+        job = store.get_historical_features(entity, FEATURES)
+        before, started = ticks, time.perf_counter()
+        out = job.to_arrow()
+        seconds = time.perf_counter() - started
+        during = ticks - before
+    finally:
+        stop.set()
+        t.join()
+    assert out.num_rows == n
+    # Held for the whole join, the GIL would let the spinner run only at switch
+    # points; released, it shares the interpreter for the whole join.
+    assert during > 0.2 * rate * seconds, (during, rate, seconds)
