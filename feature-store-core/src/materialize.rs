@@ -469,6 +469,18 @@ impl FeatureStore {
                 ),
             ));
         }
+        // A row without a key or an event time can be neither served nor joined: refuse, don't drop.
+        for (name, col) in &keys {
+            if let Some(i) = (0..col.len()).find(|i| col.is_null(*i)) {
+                return Err(Error::data(&context, format!("row {i} has a null join key \"{name}\"")));
+            }
+        }
+        if let Some(i) = (0..ts.len()).find(|i| ts.is_null(*i)) {
+            return Err(Error::data(
+                &context,
+                format!("row {i} has a null event timestamp (column \"{}\")", source.timestamp_field),
+            ));
+        }
         let mut stats = WriteStats::default();
         if mode != PushMode::Offline {
             let online = self.online_store()?;

@@ -134,10 +134,15 @@ impl FeatureStore {
         }
         if let Some(extra) = schema.fields().iter().zip(&used).find(|(_, u)| !**u) {
             let keys: Vec<&str> = views.iter().flat_map(|v| v.join_keys.iter().map(|k| k.name.as_str())).collect();
-            return Err(Error::InvalidArgument(format!(
-                "entity rows have a column \"{}\" that is not a join key of the requested views (their keys: {})",
-                extra.0.name(),
+            let keys = if keys.is_empty() {
+                "none: the views have no entities, so entity rows have no columns, one empty row per result row"
+                    .to_owned()
+            } else {
                 keys.join(", ")
+            };
+            return Err(Error::InvalidArgument(format!(
+                "entity rows have a column \"{}\" that is not a join key of the requested views (their keys: {keys})",
+                extra.0.name(),
             )));
         }
 

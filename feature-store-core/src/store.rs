@@ -261,8 +261,17 @@ impl FeatureStore {
             }
             Features::Service(name) => project.service_selections(name)?,
         };
+        let resolved = project.resolve(&selections).map_err(|e| match (e, features) {
+            // "score" alone names a whole view; say so when no view has that name.
+            (Error::NotFound { kind, name, hint }, Features::Refs(refs)) if refs.contains(&name) => {
+                let form = "a reference is \"view:feature\", or a view's name for all its features";
+                let hint = Some(hint.map_or_else(|| form.to_owned(), |h| format!("{h}; {form}")));
+                Error::NotFound { kind, name, hint }
+            }
+            (e, _) => e,
+        })?;
         let mut out = Vec::new();
-        for vf in project.resolve(&selections)? {
+        for vf in resolved {
             let source = project.data_source(&vf.view.source)?.clone();
             let join_keys = project.join_keys(&vf.view)?;
             let output_names = vf

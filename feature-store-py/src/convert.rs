@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow_array::ffi_stream::ArrowArrayStreamReader;
-use arrow_array::{ArrayRef, RecordBatch, RecordBatchReader};
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow_pyarrow::FromPyArrow;
 use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
 use feature_store::online::FeatureValue;
@@ -90,7 +90,7 @@ pub(crate) fn entity_rows(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Re
             columns.push(python_column(&name, &values)?);
             names.push(name);
         }
-        return batch(names, columns);
+        return batch(names, columns, None);
     }
     if let Ok(list) = obj.cast::<PyList>() {
         if list.is_empty() {
@@ -100,6 +100,7 @@ pub(crate) fn entity_rows(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Re
         let first =
             first.cast::<PyDict>().map_err(|_| bad_rows("entity_rows must be dicts such as {\"driver_id\": 1001}"))?;
         let names: Vec<String> = first.keys().iter().map(|k| k.extract()).collect::<PyResult<_>>()?;
+        let rows = list.len();
         let mut cells: Vec<Vec<Bound<'_, PyAny>>> = vec![Vec::with_capacity(list.len()); names.len()];
         for (i, row) in list.iter().enumerate() {
             let row = row.cast::<PyDict>().map_err(|_| bad_rows(&format!("entity row {i} is not a dict")))?;
@@ -118,7 +119,7 @@ pub(crate) fn entity_rows(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Re
             }
         }
         let columns = names.iter().zip(&cells).map(|(n, v)| python_column(n, v)).collect::<PyResult<Vec<_>>>()?;
-        return batch(names, columns);
+        return batch(names, columns, Some(rows));
     }
     read_arrow_batch(py, obj, "entity_rows")
 }
@@ -127,9 +128,17 @@ fn bad_rows(message: &str) -> PyErr {
     py_error("InvalidArgumentError", format!("entity_rows: {message}"))
 }
 
-fn batch(names: Vec<String>, columns: Vec<ArrayRef>) -> PyResult<RecordBatch> {
+/// `rows` is known for a list of rows: views without entities take empty rows (`[{}]`).
+fn batch(names: Vec<String>, columns: Vec<ArrayRef>, rows: Option<usize>) -> PyResult<RecordBatch> {
     if columns.is_empty() {
-        return Err(bad_rows("no entity key columns were given"));
+        let Some(rows) = rows else {
+            return Err(bad_rows(
+                "no entity key columns were given (for views without entities pass one empty dict per row: [{}])",
+            ));
+        };
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        return RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &options)
+            .map_err(|e| bad_rows(&e.to_string()));
     }
     let fields: Vec<Field> =
         names.iter().zip(&columns).map(|(n, c)| Field::new(n, c.data_type().clone(), true)).collect();

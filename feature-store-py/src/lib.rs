@@ -42,7 +42,7 @@ impl Opener {
         match self {
             Self::Repo(path) => feature_store::open(path),
             Self::Config { yaml, base } => {
-                let mut config = feature_store::RepoConfig::from_yaml(yaml, "config")?;
+                let mut config = feature_store::RepoConfig::from_yaml(yaml, "FeatureStore(config=...)")?;
                 config.repo_path = base.clone();
                 feature_store::from_config(config)
             }
@@ -170,6 +170,13 @@ impl Store {
             })
             .map_err(to_py)?;
         json(&serde_json::json!({"changes": plan.changes, "text": plan.to_string()}))
+    }
+
+    /// Re-reads the registry now instead of after the cache ttl.
+    fn refresh_registry(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.store()?;
+        py.detach(|| block_on(store.registry().refresh())).map_err(to_py)?;
+        Ok(())
     }
 
     /// Registry objects of one kind (`entity`, `data_source`, `feature_view`, `feature_service`) as JSON.
@@ -419,8 +426,13 @@ impl OnlineResult {
     }
 
     /// `{column: [value per row]}`, keys first; withheld and missing values are `None`.
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// With `include_event_timestamps`, each feature also gets `{feature}__ts`:
+    /// the stored row's event time in whole seconds since the epoch (Feast's
+    /// shape), `None` where nothing is stored.
+    #[pyo3(signature = (include_event_timestamps=false))]
+    fn to_dict<'py>(&self, py: Python<'py>, include_event_timestamps: bool) -> PyResult<Bound<'py, PyDict>> {
         let values = self.response.values();
+        let keys = self.response.key_column_count();
         let out = PyDict::new(py);
         for (c, field) in values.schema_ref().fields().iter().enumerate() {
             let column = values.column(c);
@@ -428,6 +440,15 @@ impl OnlineResult {
                 .map(|r| feature_value(py, FeatureValue::from_array(column.as_ref(), r)))
                 .collect::<PyResult<Vec<_>>>()?;
             out.set_item(PyString::new(py, field.name()), PyList::new(py, items)?)?;
+            if include_event_timestamps && c >= keys {
+                let secs: Vec<Option<i64>> = self
+                    .response
+                    .feature_event_micros(c - keys)
+                    .iter()
+                    .map(|t| t.map(|us| us.div_euclid(1_000_000)))
+                    .collect();
+                out.set_item(format!("{}__ts", field.name()), PyList::new(py, secs)?)?;
+            }
         }
         Ok(out)
     }
@@ -474,9 +495,37 @@ impl OnlineResult {
         table(py, self.response.event_timestamps())
     }
 
-    /// Values as a pandas DataFrame.
-    fn to_df<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.to_arrow(py)?.call_method0("to_pandas")
+    /// Values as a pandas DataFrame; `include_event_timestamps` adds `{feature}__ts` columns as in `to_dict`.
+    #[pyo3(signature = (include_event_timestamps=false))]
+    fn to_df<'py>(&self, py: Python<'py>, include_event_timestamps: bool) -> PyResult<Bound<'py, PyAny>> {
+        if !include_event_timestamps {
+            return self.to_arrow(py)?.call_method0("to_pandas");
+        }
+        let values = self.response.values();
+        let keys = self.response.key_column_count();
+        let mut fields: Vec<arrow_schema::FieldRef> = Vec::new();
+        let mut columns: Vec<arrow_array::ArrayRef> = Vec::new();
+        for (c, field) in values.schema_ref().fields().iter().enumerate() {
+            fields.push(Arc::clone(field));
+            columns.push(Arc::clone(values.column(c)));
+            if c >= keys {
+                let secs: arrow_array::Int64Array = self
+                    .response
+                    .feature_event_micros(c - keys)
+                    .iter()
+                    .map(|t| t.map(|us| us.div_euclid(1_000_000)))
+                    .collect();
+                fields.push(Arc::new(arrow_schema::Field::new(
+                    format!("{}__ts", field.name()),
+                    arrow_schema::DataType::Int64,
+                    true,
+                )));
+                columns.push(Arc::new(secs));
+            }
+        }
+        let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        table(py, batch)?.call_method0("to_pandas")
     }
 
     /// The JSON body Feast's feature server returns from `/get-online-features`.

@@ -239,10 +239,17 @@ async fn field_mapping_of_missing_column() {
     has(&e, &["field_mapping source column \"Conv\" is not in"]);
 }
 
+/// A join key in the schema declares the key (Feast's habit); its type must still match.
 #[tokio::test]
-async fn feature_named_like_a_join_key() {
-    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: driver_id, dtype: int64}")], &[]).await;
-    has(&e, &["feature \"driver_id\" is a join key or timestamp column"]);
+async fn join_key_in_schema_with_another_type() {
+    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: driver_id, dtype: string}")], &[]).await;
+    has(&e, &["join key \"driver_id\" is", "but the schema declares string"]);
+}
+
+#[tokio::test]
+async fn timestamp_column_in_schema() {
+    let e = apply_err(&[("{name: trips, dtype: int64}", "{name: event_timestamp, dtype: timestamp}")], &[]).await;
+    has(&e, &["feature \"event_timestamp\" is the source's timestamp column"]);
 }
 
 #[tokio::test]

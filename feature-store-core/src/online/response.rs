@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
+    UInt64Type,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -97,13 +98,40 @@ impl FeatureValue {
             DataType::Utf8View => Self::String(array.as_string_view().value(i).to_owned()),
             DataType::Binary => Self::Bytes(array.as_binary::<i32>().value(i).to_vec()),
             DataType::LargeBinary => Self::Bytes(array.as_binary::<i64>().value(i).to_vec()),
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                micros_to_datetime(array.as_primitive::<TimestampMicrosecondType>().value(i))
-                    .map_or(Self::Null, Self::Timestamp)
+            DataType::BinaryView => Self::Bytes(array.as_binary_view().value(i).to_vec()),
+            DataType::Timestamp(unit, _) => {
+                let v = match unit {
+                    TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i).checked_mul(1_000_000),
+                    TimeUnit::Millisecond => {
+                        array.as_primitive::<TimestampMillisecondType>().value(i).checked_mul(1_000)
+                    }
+                    TimeUnit::Microsecond => Some(array.as_primitive::<TimestampMicrosecondType>().value(i)),
+                    TimeUnit::Nanosecond => Some(array.as_primitive::<TimestampNanosecondType>().value(i) / 1_000),
+                };
+                v.and_then(micros_to_datetime).map_or(Self::Null, Self::Timestamp)
             }
             DataType::List(_) => {
                 let list = array.as_list::<i32>().value(i);
                 Self::List((0..list.len()).map(|j| Self::from_array(list.as_ref(), j)).collect())
+            }
+            DataType::LargeList(_) => {
+                let list = array.as_list::<i64>().value(i);
+                Self::List((0..list.len()).map(|j| Self::from_array(list.as_ref(), j)).collect())
+            }
+            // Entity columns keep the caller's encoding, pandas categoricals included.
+            DataType::Dictionary(key, _) => {
+                let (values, k) = match key.as_ref() {
+                    DataType::Int8 => dict_entry(array.as_dictionary::<Int8Type>(), i),
+                    DataType::Int16 => dict_entry(array.as_dictionary::<Int16Type>(), i),
+                    DataType::Int32 => dict_entry(array.as_dictionary::<Int32Type>(), i),
+                    DataType::Int64 => dict_entry(array.as_dictionary::<Int64Type>(), i),
+                    DataType::UInt8 => dict_entry(array.as_dictionary::<UInt8Type>(), i),
+                    DataType::UInt16 => dict_entry(array.as_dictionary::<UInt16Type>(), i),
+                    DataType::UInt32 => dict_entry(array.as_dictionary::<UInt32Type>(), i),
+                    DataType::UInt64 => dict_entry(array.as_dictionary::<UInt64Type>(), i),
+                    _ => return Self::Null,
+                };
+                Self::from_array(values, k)
             }
             _ => Self::Null,
         }
@@ -132,6 +160,13 @@ impl FeatureValue {
     pub fn is_null(&self) -> bool {
         matches!(self, Self::Null)
     }
+}
+
+fn dict_entry<K: arrow_array::types::ArrowDictionaryKeyType>(
+    dict: &arrow_array::DictionaryArray<K>,
+    i: usize,
+) -> (&dyn Array, usize) {
+    (dict.values().as_ref(), arrow_buffer::ArrowNativeType::as_usize(dict.keys().value(i)))
 }
 
 pub(crate) fn micros_to_datetime(us: i64) -> Option<DateTime<Utc>> {

@@ -223,6 +223,18 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                 if is_reserved(name) || schema.partition_columns.iter().any(|p| source.mapped_name(p) == name) {
                     continue;
                 }
+                if let Err(why) = crate::model::check_name(name) {
+                    ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!(
+                            "cannot infer the schema: column \"{name}\" of {} is not a feature name ({why}); \
+                             rename it with the source's field_mapping or declare the schema without it",
+                            schema.location
+                        ),
+                    );
+                    continue;
+                }
                 match ValueType::from_arrow(dt) {
                     Some(t) => inferred.push(Field::new(name.clone(), t)),
                     None => ctx.add(
@@ -248,11 +260,30 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
             out.feature_views[vi].value.schema = inferred;
         } else {
             for f in &v.schema {
+                if join_keys.contains(&f.name) {
+                    // Feast-style: a schema field naming a join key declares the key, it is not a feature.
+                    if let Some(dt) = cols.get(&f.name)
+                        && !f.dtype.accepts_arrow(dt)
+                    {
+                        ctx.add(
+                            &d.file,
+                            obj.clone(),
+                            format!(
+                                "join key \"{}\" is {} in {} but the schema declares {}",
+                                f.name,
+                                describe_arrow(dt),
+                                schema.location,
+                                f.dtype
+                            ),
+                        );
+                    }
+                    continue;
+                }
                 if is_reserved(&f.name) {
                     ctx.add(
                         &d.file,
                         obj.clone(),
-                        format!("feature \"{}\" is a join key or timestamp column; remove it from the schema", f.name),
+                        format!("feature \"{}\" is the source's timestamp column; remove it from the schema", f.name),
                     );
                     continue;
                 }
@@ -288,6 +319,11 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                     ),
                     Some(_) => {}
                 }
+            }
+            let features = &mut out.feature_views[vi].value.schema;
+            features.retain(|f| !join_keys.contains(&f.name));
+            if features.is_empty() {
+                ctx.add(&d.file, obj.clone(), "the schema declares no features besides join keys".to_owned());
             }
         }
     }

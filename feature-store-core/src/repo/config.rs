@@ -29,6 +29,12 @@ pub struct RepoConfig {
     /// Online store settings.
     #[serde(default)]
     pub online_store: OnlineStoreConfig,
+    /// Feast's `provider`: accepted so Feast configs load; only `local` has a meaning here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Feast's key encoding version: accepted and ignored (keys here are width-free text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_key_serialization_version: Option<u32>,
     /// Folder that relative paths are resolved against; the repo root. Not read from the file.
     #[serde(skip)]
     pub repo_path: PathBuf,
@@ -177,6 +183,8 @@ impl RepoConfig {
             registry: RegistryConfig::new(registry),
             offline_store: OfflineStoreConfig::default(),
             online_store: OnlineStoreConfig::default(),
+            provider: None,
+            entity_key_serialization_version: None,
             repo_path: PathBuf::from("."),
         }
     }
@@ -213,6 +221,14 @@ impl RepoConfig {
 
     fn check(&self) -> Result<(), String> {
         check_name(&self.project).map_err(|e| format!("project: {e}"))?;
+        if let Some(p) = self.provider.as_deref()
+            && p != "local"
+        {
+            return Err(format!(
+                "provider \"{p}\" is not supported; this library runs in-process (provider: local), \
+                 reaching object stores by URL (s3://, file://) and Redis by its connection string"
+            ));
+        }
         if self.registry.path.trim().is_empty() {
             return Err("registry: path is empty".into());
         }

@@ -73,7 +73,12 @@ class Entity(_Stored):
         tags: Optional[Dict[str, str]] = None,
         *,
         join_key_types: Optional[Dict[str, FeastType]] = None,
+        join_key: Optional[str] = None,
     ) -> None:
+        if join_key is not None:  # Feast's older spelling
+            if join_keys is not None:
+                raise ValueError(f"entity {name!r}: pass join_keys or join_key, not both")
+            join_keys = [join_key]
         if isinstance(join_keys, str):
             join_keys = [join_keys]
         self.name = name
@@ -179,7 +184,10 @@ class FileSource(_Stored):
         owner: str = "",
         tags: Optional[Dict[str, str]] = None,
         file_format: Optional[str] = None,
+        event_timestamp_column: Optional[str] = None,
     ) -> None:
+        if event_timestamp_column is not None:  # Feast's older spelling
+            timestamp_field = event_timestamp_column
         if file_format is not None and "parquet" not in str(file_format).lower() + type(file_format).__name__.lower():
             raise ValueError(f"FileSource {path!r}: only parquet is supported, got file_format={file_format!r}")
         self.path = str(path)
@@ -214,6 +222,8 @@ def _ttl_text(ttl: Optional[timedelta], view: str) -> Optional[str]:
         raise ValueError(f"feature view {view!r}: ttl must not be negative, got {ttl}")
     if ttl == timedelta(0):
         return None  # Feast: a zero ttl means values never expire.
+    if ttl % timedelta(milliseconds=1):
+        raise ValueError(f"feature view {view!r}: ttl {ttl} is not a whole number of milliseconds")
     ms = ttl // timedelta(milliseconds=1)
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
@@ -269,6 +279,20 @@ class FeatureView(_Stored):
     def features(self) -> List[Field]:
         """The feature fields (the schema)."""
         return self.schema
+
+    @property
+    def batch_source(self) -> FileSource:
+        """The source (Feast's name for it)."""
+        return self.source
+
+    @property
+    def join_keys(self) -> List[str]:
+        """Join keys of the view's entities; entities given by name count as their own key
+        (views read from the registry carry names only, so ask the store's entities for theirs)."""
+        keys: List[str] = []
+        for e in self.entities:
+            keys.extend(e.join_keys if isinstance(e, Entity) else [e])
+        return keys
 
     @property
     def entity_names(self) -> List[str]:

@@ -28,7 +28,7 @@ from .errors import DataError, InvalidArgumentError, NotFoundError
 __all__ = ["FeatureStore", "RetrievalJob", "PushMode", "MaterializeReport", "ApplyResult", "Plan"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SQL = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
+_SQL = re.compile(r"^[\s(]*(select|with)\b", re.IGNORECASE)
 
 
 class PushMode(str, Enum):
@@ -153,6 +153,17 @@ def _to_arrow_input(data: Any, what: str) -> Any:
     )
 
 
+class _Config(dict):
+    """A dict whose keys read as attributes, nested too."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return _Config(value) if isinstance(value, dict) else value
+
+
 class RetrievalJob:
     """A point-in-time join, run when a result is asked for.
 
@@ -260,9 +271,16 @@ class FeatureStore:
         return Path(self._store.repo_path)
 
     @property
-    def config(self) -> Dict[str, Any]:
-        """The configuration as a dict."""
-        return json.loads(self._store.config_json())
+    def config(self) -> "_Config":
+        """The configuration: a dict whose keys also read as attributes (``store.config.project``)."""
+        return _Config(json.loads(self._store.config_json()))
+
+    def refresh_registry(self) -> None:
+        """Re-reads the registry now instead of after the cache ttl."""
+        self._store.refresh_registry()
+
+    def version(self) -> str:
+        return _internal.__version__
 
     # Registry
 
@@ -293,12 +311,16 @@ class FeatureStore:
     def list_data_sources(self) -> List[FileSource]:
         return [FileSource.from_dict(r["spec"])._stamp(r) for r in self._records("data_source")]  # type: ignore[misc]
 
-    def list_feature_views(self) -> List[FeatureView]:
+    def list_feature_views(self, tags: Optional[Dict[str, str]] = None) -> List[FeatureView]:
+        """Registered views; with ``tags``, only views carrying all of them."""
         sources = {s.name: s for s in self.list_data_sources()}
-        return [
+        views = [
             FeatureView.from_dict(r["spec"], sources[r["spec"]["source"]])._stamp(r)  # type: ignore[misc]
             for r in self._records("feature_view")
         ]
+        if tags:
+            views = [v for v in views if all(v.tags.get(k) == val for k, val in tags.items())]
+        return views
 
     def list_feature_services(self) -> List[FeatureService]:
         return [FeatureService.from_dict(r["spec"])._stamp(r) for r in self._records("feature_service")]  # type: ignore[misc]
@@ -393,6 +415,14 @@ class FeatureStore:
         mode = to.value if isinstance(to, PushMode) else str(to)
         written, _skipped = self._store.push(feature_view_name, _to_arrow_input(df, "push"), mode)
         return written
+
+    def write_to_online_store(self, feature_view_name: str, df: Any) -> int:
+        """Feast's name for ``push(view, df, to=PushMode.ONLINE)``."""
+        return self.push(feature_view_name, df, to=PushMode.ONLINE)
+
+    def write_to_offline_store(self, feature_view_name: str, df: Any) -> int:
+        """Feast's name for ``push(view, df, to=PushMode.OFFLINE)``: a new Parquet file in the source's folder."""
+        return self.push(feature_view_name, df, to=PushMode.OFFLINE)
 
     def get_online_features(
         self,

@@ -65,7 +65,7 @@ fn entity_timestamp(schema: &SchemaRef, column: &str) -> CoreResult<usize> {
         CoreError::data(
             "entity table",
             format!(
-                "no timestamp column \"{column}\"; its columns are: {}; name it with the timestamp column option",
+                "no timestamp column \"{column}\"; its columns are: {}; pass its name as the timestamp column (timestamp_column= in Python, --timestamp-column in the CLI)",
                 columns()
             ),
         )
