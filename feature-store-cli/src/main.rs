@@ -5,6 +5,7 @@ mod init;
 mod online;
 mod output;
 mod parquet_out;
+mod quality;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +83,8 @@ enum Command {
         /// Only these views (comma-separated); default all online views.
         #[arg(long, value_delimiter = ',')]
         views: Vec<String>,
+        #[command(flatten)]
+        run: RunFlags,
     },
     /// Materialize each view from its watermark (first run: END - ttl, or all
     /// history) to END, then advance the watermark.
@@ -92,7 +95,23 @@ enum Command {
         /// Only these views (comma-separated); default all online views.
         #[arg(long, value_delimiter = ',')]
         views: Vec<String>,
+        #[command(flatten)]
+        run: RunFlags,
     },
+    /// Check views' data against their validation rules and schema contract
+    /// (exit 1 when a rule fails); nothing is written.
+    Validate {
+        /// Views to check; default every view with rules.
+        views: Vec<String>,
+        /// Window start (ISO 8601); default all history.
+        #[arg(long)]
+        start: Option<String>,
+        /// Window end; default now.
+        #[arg(long, default_value = "now")]
+        end: String,
+    },
+    /// Per view: newest event time online, watermark, freshness lag, last run.
+    Status,
     /// Read online features for entities; prints JSON shaped like Feast's
     /// feature server /get-online-features response.
     Online {
@@ -113,6 +132,17 @@ enum Command {
         /// Object name.
         name: String,
     },
+}
+
+/// Flags of the materialize commands.
+#[derive(Debug, clap::Args)]
+struct RunFlags {
+    /// Stop at the first view whose validation fails (default: other views proceed).
+    #[arg(long)]
+    stop_on_failure: bool,
+    /// Write the run's metrics here in the Prometheus text format.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -214,14 +244,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_timestamp_column(timestamp_column);
             historical::run(&store, &entities, &features, &options, output.as_deref(), cli.json).await
         }
-        Command::Materialize { start, end, views } => {
+        Command::Materialize { start, end, views, run } => {
             let store = feature_store::open(&cli.repo)?;
             let (start, end) = (online::parse_time(&start)?, online::parse_time(&end)?);
-            online::materialize(&store, Some(start), end, views, cli.json).await
+            online::materialize(&store, Some(start), end, views, &run, cli.json).await
         }
-        Command::MaterializeIncremental { end, views } => {
+        Command::MaterializeIncremental { end, views, run } => {
             let store = feature_store::open(&cli.repo)?;
-            online::materialize(&store, None, online::parse_time(&end)?, views, cli.json).await
+            online::materialize(&store, None, online::parse_time(&end)?, views, &run, cli.json).await
+        }
+        Command::Validate { views, start, end } => {
+            let store = feature_store::open(&cli.repo)?;
+            let start = start.as_deref().map(online::parse_time).transpose()?;
+            quality::validate(&store, &views, start, online::parse_time(&end)?, cli.json).await
+        }
+        Command::Status => {
+            let store = feature_store::open(&cli.repo)?;
+            quality::status(&store, cli.json).await
         }
         Command::Online { features, service, entities } => {
             let store = feature_store::open(&cli.repo)?;

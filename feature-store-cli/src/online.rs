@@ -76,9 +76,10 @@ pub(crate) async fn materialize(
     start: Option<DateTime<Utc>>,
     end: DateTime<Utc>,
     views: Vec<String>,
+    flags: &crate::RunFlags,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut options = MaterializeOptions::default();
+    let mut options = MaterializeOptions::default().with_stop_on_validation_failure(flags.stop_on_failure);
     if !views.is_empty() {
         options = options.with_views(views);
     }
@@ -91,15 +92,29 @@ pub(crate) async fn materialize(
         eprint!("\r\x1b[K");
     }
     let report = report?;
-    if json {
-        return crate::output::json(&report);
+    if let Some(path) = &flags.metrics_file {
+        crate::quality::write_metrics(store, &report, path).await?;
     }
-    print_report(&report);
+    if json {
+        crate::output::json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    let failed: Vec<&str> = report.failed_views().iter().map(|v| v.view.as_str()).collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "validation failed for {}: nothing written for them and their watermarks unchanged",
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
 
 fn print_report(report: &MaterializeReport) {
     for v in &report.views {
+        if let Some(validation) = v.validation.as_ref().filter(|r| !r.passed() || !r.warnings.is_empty()) {
+            print!("{validation}");
+        }
         let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         let start = v.start.as_ref().map_or_else(|| "beginning".to_owned(), fmt);
         println!(

@@ -48,6 +48,7 @@ mod materialize;
 pub mod model;
 pub mod offline;
 pub mod online;
+pub mod quality;
 pub mod registry;
 pub mod repo;
 mod serving;

@@ -27,6 +27,8 @@ use crate::model::{DataSource, FeatureView, JoinKey};
 use crate::offline::{LATEST_EVENT_TS, LatestRequest};
 use crate::online::codec::{ValueEncoder, conform, entity_keys};
 use crate::online::{OnlineRows, OnlineStore, OnlineView, WriteStats};
+use crate::quality::ValidationReport;
+use crate::registry::{RUNS_KEPT, RunOutcome, RunRecord, ViewState};
 use crate::serving::{check_key_column, column_list};
 use crate::{Error, FeatureStore, Result, UTC, ValueType, describe_arrow};
 
@@ -59,11 +61,19 @@ pub struct MaterializeOptions {
     pub max_in_flight: usize,
     /// Progress callback.
     pub progress: Option<ProgressFn>,
+    /// Stop at the first view whose validation fails (default: the other views proceed).
+    pub stop_on_validation_failure: bool,
 }
 
 impl Default for MaterializeOptions {
     fn default() -> Self {
-        Self { views: None, write_batch_rows: 1000, max_in_flight: 8, progress: None }
+        Self {
+            views: None,
+            write_batch_rows: 1000,
+            max_in_flight: 8,
+            progress: None,
+            stop_on_validation_failure: false,
+        }
     }
 }
 
@@ -87,6 +97,12 @@ impl MaterializeOptions {
     /// Sets a progress callback.
     pub fn with_progress(mut self, progress: impl Fn(&MaterializeProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(progress));
+        self
+    }
+
+    /// Stops the run at the first view whose validation fails.
+    pub fn with_stop_on_validation_failure(mut self, yes: bool) -> Self {
+        self.stop_on_validation_failure = yes;
         self
     }
 
@@ -116,12 +132,19 @@ pub struct ViewMaterialization {
     pub skipped_older: u64,
     /// Wall time.
     pub seconds: f64,
+    /// How the view's run ended.
+    pub outcome: RunOutcome,
+    /// The quality gate's report (schema contract and rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationReport>,
 }
 
 /// What a materialization run did, per view.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct MaterializeReport {
+    /// Shared by the run records of every view of this run.
+    pub run_id: String,
     /// Per view, in run order.
     pub views: Vec<ViewMaterialization>,
     /// Wall time of the run.
@@ -138,6 +161,24 @@ impl MaterializeReport {
     pub fn entities_written(&self) -> u64 {
         self.views.iter().map(|v| v.entities_written).sum()
     }
+
+    /// Views whose window failed validation (nothing written, watermark unchanged).
+    pub fn failed_views(&self) -> Vec<&ViewMaterialization> {
+        self.views.iter().filter(|v| v.outcome != RunOutcome::Succeeded).collect()
+    }
+}
+
+fn push_run(state: &mut ViewState, run: RunRecord) {
+    state.runs.push(run);
+    let excess = state.runs.len().saturating_sub(RUNS_KEPT);
+    state.runs.drain(..excess);
+}
+
+/// A run id that sorts by time: `20261122T083015Z-1a2b3c`.
+fn new_run_id() -> String {
+    let now = Utc::now();
+    let salt = (now.timestamp_subsec_nanos() as u64) ^ (u64::from(std::process::id()) << 20);
+    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), salt & 0xff_ffff)
 }
 
 /// Where [`FeatureStore::push`] writes.
@@ -277,7 +318,8 @@ impl FeatureStore {
         let online = Arc::clone(self.online_store()?);
         let doc = self.registry().refresh().await?;
         let names = self.views_to_run(&doc, options)?;
-        let mut report = MaterializeReport { views: Vec::new(), seconds: 0.0 };
+        let run_id = new_run_id();
+        let mut report = MaterializeReport { run_id: run_id.clone(), views: Vec::new(), seconds: 0.0 };
         for (index, name) in names.iter().enumerate() {
             let (target, source) = self.online_target(&doc, name)?;
             let state = doc.project(self.project()).registry().view_state.get(name);
@@ -292,13 +334,82 @@ impl FeatureStore {
                     entities_written: 0,
                     skipped_older: 0,
                     seconds: 0.0,
+                    outcome: RunOutcome::Succeeded,
+                    validation: None,
                 });
                 continue;
             }
+            let started_at = Utc::now();
             let view_began = Instant::now();
-            let stats = self.materialize_view(&online, &target, source, start, end, index, names.len(), options).await;
-            let (rows_read, stats) = stats?;
-            self.advance_watermark(name, end).await?;
+            let mut run = RunRecord {
+                run_id: run_id.clone(),
+                started_at,
+                start,
+                end,
+                rows_read: 0,
+                entities_written: 0,
+                validation_passed: None,
+                failed_rules: vec![],
+                seconds: 0.0,
+                outcome: RunOutcome::Failed,
+                error: None,
+            };
+            // The gate: the schema contract always, the view's rules when it has any.
+            let previous = state.and_then(|s| crate::quality::previous_run(&s.runs, start, end));
+            let validation =
+                match self.check_window(&target.view, &source, &target.join_keys, start, end, previous).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        run.error = Some(e.to_string());
+                        run.seconds = view_began.elapsed().as_secs_f64();
+                        self.record_run(name, run).await;
+                        return Err(e);
+                    }
+                };
+            if !target.view.validation.is_empty() || !validation.passed() {
+                run.validation_passed = Some(validation.passed());
+                run.failed_rules = validation
+                    .failures()
+                    .map(|r| r.feature.as_ref().map_or_else(|| r.rule.clone(), |f| format!("{} {f}", r.rule)))
+                    .collect();
+            }
+            if !validation.passed() {
+                run.rows_read = validation.rows;
+                run.outcome = RunOutcome::ValidationFailed;
+                run.seconds = view_began.elapsed().as_secs_f64();
+                self.record_run(name, run).await;
+                report.views.push(ViewMaterialization {
+                    view: name.clone(),
+                    start,
+                    end,
+                    rows_read: validation.rows,
+                    entities_written: 0,
+                    skipped_older: 0,
+                    seconds: view_began.elapsed().as_secs_f64(),
+                    outcome: RunOutcome::ValidationFailed,
+                    validation: Some(validation),
+                });
+                if options.stop_on_validation_failure {
+                    break;
+                }
+                continue;
+            }
+            let written =
+                self.materialize_view(&online, &target, source, start, end, index, names.len(), options).await;
+            let (rows_read, stats, newest) = match written {
+                Ok(w) => w,
+                Err(e) => {
+                    run.error = Some(e.to_string());
+                    run.seconds = view_began.elapsed().as_secs_f64();
+                    self.record_run(name, run).await;
+                    return Err(e);
+                }
+            };
+            run.rows_read = rows_read;
+            run.entities_written = stats.written;
+            run.outcome = RunOutcome::Succeeded;
+            run.seconds = view_began.elapsed().as_secs_f64();
+            self.advance_watermark(name, end, run, newest).await?;
             report.views.push(ViewMaterialization {
                 view: name.clone(),
                 start,
@@ -307,10 +418,30 @@ impl FeatureStore {
                 entities_written: stats.written,
                 skipped_older: stats.skipped_older,
                 seconds: view_began.elapsed().as_secs_f64(),
+                outcome: RunOutcome::Succeeded,
+                validation: (!target.view.validation.is_empty() || !validation.warnings.is_empty())
+                    .then_some(validation),
             });
         }
         report.seconds = began.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Remembers a run that advanced nothing; best effort, as the run's own
+    /// error (if any) is what the caller needs to see.
+    async fn record_run(&self, view: &str, run: RunRecord) {
+        let project = self.project().to_owned();
+        let _ = self
+            .registry()
+            .update(|doc| {
+                let p = doc.projects.entry(project.clone()).or_default();
+                if !p.feature_views.contains_key(view) {
+                    return Ok(false);
+                }
+                push_run(p.view_state.entry(view.to_owned()).or_default(), run.clone());
+                Ok(true)
+            })
+            .await;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -324,12 +455,13 @@ impl FeatureStore {
         view_index: usize,
         view_count: usize,
         options: &MaterializeOptions,
-    ) -> Result<(u64, WriteStats)> {
+    ) -> Result<(u64, WriteStats, Option<DateTime<Utc>>)> {
         let request = LatestRequest::new(target.view.clone(), source, target.join_keys.clone(), start, end);
         let latest = self.offline_store().latest_rows(request).await?;
         let mut stream = latest.stream;
         let project = self.project().to_owned();
         let mut stats = WriteStats::default();
+        let mut newest_us: Option<i64> = None;
         let mut in_flight = FuturesUnordered::new();
         let report = |stats: &WriteStats| {
             if let Some(p) = &options.progress {
@@ -351,6 +483,10 @@ impl FeatureStore {
             let keys: Vec<(&str, &ArrayRef)> =
                 target.join_keys.iter().map(|k| Ok((k.name.as_str(), column(&k.name)?))).collect::<Result<_>>()?;
             let ts = column(LATEST_EVENT_TS)?;
+            let times = ts.as_primitive::<TimestampMicrosecondType>();
+            if let Some(max) = times.iter().flatten().max() {
+                newest_us = newest_us.max(Some(max));
+            }
             let features: Vec<ArrayRef> =
                 target.view.schema.iter().map(|f| column(&f.name).cloned()).collect::<Result<_>>()?;
             let mut offset = 0;
@@ -377,10 +513,16 @@ impl FeatureStore {
             stats += done?;
             report(&stats);
         }
-        Ok((latest.rows_read.load(Ordering::Relaxed), stats))
+        Ok((latest.rows_read.load(Ordering::Relaxed), stats, newest_us.and_then(DateTime::from_timestamp_micros)))
     }
 
-    async fn advance_watermark(&self, view: &str, end: DateTime<Utc>) -> Result<()> {
+    async fn advance_watermark(
+        &self,
+        view: &str,
+        end: DateTime<Utc>,
+        run: RunRecord,
+        newest: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         let project = self.project().to_owned();
         let now = Utc::now();
         self.registry()
@@ -397,7 +539,11 @@ impl FeatureStore {
                 if state.watermark.is_none_or(|w| w < end) {
                     state.watermark = Some(end);
                 }
+                if newest.is_some() && state.newest_event_ts < newest {
+                    state.newest_event_ts = newest;
+                }
                 state.last_materialized_at = Some(now);
+                push_run(state, run.clone());
                 Ok(true)
             })
             .await?;

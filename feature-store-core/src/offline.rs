@@ -44,6 +44,14 @@ pub trait OfflineStore: Send + Sync + Debug {
         Err(Error::Unsupported(format!("{self:?} cannot read latest rows for feature view \"{}\"", request.view.name)))
     }
 
+    /// For data-quality gates: statistics of a view's rows in a window, in one pass.
+    async fn window_stats(&self, request: crate::quality::StatsRequest) -> Result<crate::quality::WindowStats> {
+        Err(Error::Unsupported(format!(
+            "{self:?} cannot compute statistics for feature view \"{}\"",
+            request.view.name
+        )))
+    }
+
     /// For push: appends `batch` (columns named as in the source) to the
     /// source's data as a new file; returns where it was written.
     async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String> {

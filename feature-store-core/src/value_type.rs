@@ -106,6 +106,11 @@ impl ValueType {
         }
     }
 
+    /// True for integers and floats.
+    pub fn is_numeric(&self) -> bool {
+        matches!(self, Self::Int32 | Self::Int64 | Self::Float32 | Self::Float64)
+    }
+
     /// True for `list<T>`.
     pub fn is_list(&self) -> bool {
         matches!(self, Self::List(_))

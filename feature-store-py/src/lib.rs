@@ -275,6 +275,22 @@ impl Store {
         json(&report)
     }
 
+    /// Data-quality reports of views over `[start, end]` (µs; `None` start is all history), as JSON.
+    #[pyo3(signature = (views, start_us, end_us))]
+    fn validate(
+        &self,
+        py: Python<'_>,
+        views: Option<Vec<String>>,
+        start_us: Option<i64>,
+        end_us: i64,
+    ) -> PyResult<String> {
+        let start = start_us.map(|us| micros(us, "start_date")).transpose()?;
+        let end = micros(end_us, "end_date")?;
+        let store = self.store()?;
+        let reports = py.detach(|| block_on(store.validate(views.as_deref(), start, end))).map_err(to_py)?;
+        json(&reports)
+    }
+
     /// Validates and writes rows of one view; returns (written, skipped as older).
     #[pyo3(signature = (view, data, to="online"))]
     fn push(&self, py: Python<'_>, view: &str, data: &Bound<'_, PyAny>, to: &str) -> PyResult<(u64, u64)> {

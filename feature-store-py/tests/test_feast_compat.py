@@ -119,3 +119,22 @@ def test_push_refuses_null_keys_and_times(store):
     rows = rows.assign(driver_id=[1001, 1002], event_timestamp=[END, None])
     with pytest.raises(fs.DataError, match="null event timestamp"):
         store.push("driver_hourly_stats", rows)
+
+
+def test_validation_rules_gate_materialization(repo):
+    driver, source, view, _ = definitions()
+    # conv_rate = driver - 1000 + hour/1000: [0, 1] holds for driver 1000 only.
+    strict = fs.FeatureView(name=view.name, entities=[driver], source=source, ttl=view.ttl, schema=view.schema,
+                            validation={"ranges": {"conv_rate": [0.0, 1.0]}, "max_null_fraction": {"*": 0.0}})
+    store = fs.FeatureStore(repo_path=str(repo))
+    store.apply([strict])
+    assert store.get_feature_view(view.name).validation["ranges"] == {"conv_rate": [0.0, 1.0]}
+    [report] = store.validate([view.name], END - timedelta(days=1), END)
+    failed = [r for r in report["results"] if not r["passed"]]
+    assert [(r["rule"], r["feature"]) for r in failed] == [("ranges", "conv_rate")]
+    assert failed[0]["samples"]
+    with pytest.raises(fs.ValidationError, match="ranges conv_rate") as e:
+        store.materialize(END - timedelta(days=1), END)
+    assert e.value.report.failed_views[0]["view"] == view.name
+    resp = store.get_online_features(["driver_hourly_stats:conv_rate"], [{"driver_id": 1001}])
+    assert resp.statuses()["conv_rate"] == ["NOT_FOUND"]  # nothing was written

@@ -146,4 +146,11 @@ impl OfflineStore for ParquetOfflineStore {
     async fn latest_rows(&self, request: LatestRequest) -> CoreResult<LatestRows> {
         crate::datafusion::latest_rows(self, request).await
     }
+
+    async fn window_stats(
+        &self,
+        request: feature_store_core::quality::StatsRequest,
+    ) -> CoreResult<feature_store_core::quality::WindowStats> {
+        crate::datafusion::window_stats(self, request).await
+    }
 }

@@ -3,6 +3,7 @@
 mod bad_repos;
 mod historical;
 mod online;
+mod quality;
 mod registry_stores;
 mod s3;
 

@@ -304,3 +304,70 @@ fn materialize_and_read_online() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn quality_gate_status_and_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    // A rule the demo data breaks: conv_rate is uniform in [0, 1).
+    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    let strict = defs.replace(
+        "    owner: ranking@example.com\n",
+        "    owner: ranking@example.com\n    validation:\n      ranges: {conv_rate: [0.0, 0.5]}\n      max_null_fraction: {\"*\": 0.0}\n",
+    );
+    assert_ne!(strict, defs);
+    std::fs::write(repo.join("features.yaml"), &strict).unwrap();
+    ok(&cli(&repo, &["apply"]));
+
+    let out = fail(&cli(&repo, &["validate"]));
+    assert!(out.contains("validation failed for driver_hourly_stats"), "{out}");
+    let out = cli(&repo, &["--json", "validate", "driver_hourly_stats"]);
+    assert!(!out.status.success(), "a failed rule exits 1 with --json too");
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&serde_json::Value> =
+        reports[0]["results"].as_array().unwrap().iter().filter(|r| r["passed"] == false).collect();
+    assert_eq!(failed.len(), 1, "{reports}");
+    assert_eq!(failed[0]["rule"], "ranges");
+    assert!(!failed[0]["samples"].as_array().unwrap().is_empty());
+
+    // Materialization stops at the gate: exit 1, nothing written, the report on stdout, metrics written.
+    let metrics = tmp.path().join("run.prom");
+    let run = cli(&repo, &["materialize-incremental", "--metrics-file", metrics.to_str().unwrap()]);
+    let err = fail(&run);
+    assert!(err.contains("validation failed for driver_hourly_stats"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("FAIL ranges conv_rate"),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("feature_store_validation_passed{project=\"driver_ranking\",view=\"driver_hourly_stats\"} 0"),
+        "{prom}"
+    );
+    assert!(prom.contains("# TYPE feature_store_materialize_rows_read_total counter"), "{prom}");
+    let online =
+        json(&cli(&repo, &["online", "--features", "driver_hourly_stats:conv_rate", "--entity", "driver_id=1001"]));
+    assert_eq!(online["results"][1]["statuses"][0], "NOT_FOUND");
+    let status = json(&cli(&repo, &["--json", "status"]));
+    assert_eq!(status[0]["view"], "driver_hourly_stats");
+    assert_eq!(status[0]["last_run"]["outcome"], "validation_failed");
+    assert!(status[0]["watermark"].is_null());
+
+    // Relaxed rules: the run passes, status shows freshness.
+    std::fs::write(repo.join("features.yaml"), strict.replace("[0.0, 0.5]", "[0.0, 1.0]")).unwrap();
+    ok(&cli(&repo, &["apply"]));
+    ok(&cli(&repo, &["materialize-incremental", "--metrics-file", metrics.to_str().unwrap()]));
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("feature_store_validation_passed{project=\"driver_ranking\",view=\"driver_hourly_stats\"} 1"),
+        "{prom}"
+    );
+    assert!(prom.contains("feature_store_freshness_lag_seconds{"), "{prom}");
+    let status = json(&cli(&repo, &["--json", "status"]));
+    assert_eq!(status[0]["last_run"]["outcome"], "succeeded");
+    assert!(status[0]["freshness_lag_seconds"].as_f64().unwrap() >= 0.0);
+    let text = ok(&cli(&repo, &["status"]));
+    assert!(text.contains("FRESHNESS LAG") && text.contains("succeeded"), "{text}");
+}

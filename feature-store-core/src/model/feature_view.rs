@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Tags, built, check_name};
+use super::{Field, Tags, ValidationRules, built, check_name};
 use crate::{Result, ValueType};
 
 /// A named group of features read from one source and keyed by zero or more
@@ -37,6 +37,9 @@ pub struct FeatureView {
     /// Labels.
     #[serde(default, skip_serializing_if = "Tags::is_empty")]
     pub tags: Tags,
+    /// Data-quality rules checked before each window is materialized.
+    #[serde(default, skip_serializing_if = "ValidationRules::is_empty")]
+    pub validation: ValidationRules,
 }
 
 fn yes() -> bool {
@@ -58,6 +61,7 @@ impl FeatureView {
                 schema: Vec::new(),
                 ttl: None,
                 online: true,
+                validation: ValidationRules::default(),
                 description: String::new(),
                 owner: String::new(),
                 tags: Tags::new(),
@@ -103,6 +107,10 @@ impl FeatureView {
             if matches!(&f.dtype, ValueType::List(inner) if inner.is_list()) {
                 out.push(format!("feature \"{}\": lists of lists are not supported", f.name));
             }
+        }
+        // With a schema still to be inferred, the rules are checked after inference.
+        if !self.schema.is_empty() {
+            out.extend(self.validation.check(&self.schema));
         }
         out
     }
@@ -160,6 +168,12 @@ impl FeatureViewBuilder {
     /// Adds a tag.
     pub fn tag(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.view.tags.insert(k.into(), v.into());
+        self
+    }
+
+    /// Sets the data-quality rules.
+    pub fn validation(mut self, rules: ValidationRules) -> Self {
+        self.view.validation = rules;
         self
     }
 

@@ -6,6 +6,7 @@ mod entity;
 mod feature_ref;
 mod feature_service;
 mod feature_view;
+mod validation;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ pub use entity::{Entity, EntityBuilder, JoinKey};
 pub use feature_ref::{FeatureRef, FeatureSelection};
 pub use feature_service::{FeatureService, FeatureServiceBuilder};
 pub use feature_view::{FeatureView, FeatureViewBuilder};
+pub use validation::{NewColumns, Number, ValidationRules};
 
 use crate::ValueType;
 

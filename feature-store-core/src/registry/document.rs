@@ -60,6 +60,59 @@ pub struct ViewState {
     /// When the watermark last advanced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_materialized_at: Option<DateTime<Utc>>,
+    /// Newest event time written online by materialization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_event_ts: Option<DateTime<Utc>>,
+    /// The latest materialization runs, oldest first (the last [`RUNS_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunRecord>,
+}
+
+/// Materialization runs remembered per view.
+pub const RUNS_KEPT: usize = 20;
+
+/// One materialization run of one view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// Shared by the views of one `materialize` call.
+    pub run_id: String,
+    /// When the view's run started.
+    pub started_at: DateTime<Utc>,
+    /// Window start (inclusive); `None` is all history.
+    pub start: Option<DateTime<Utc>>,
+    /// Window end (inclusive).
+    pub end: DateTime<Utc>,
+    /// Offline rows read.
+    pub rows_read: u64,
+    /// Entities written online.
+    pub entities_written: u64,
+    /// Validation outcome: `None` when the view has no rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_passed: Option<bool>,
+    /// Rules that failed, as `rule feature`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_rules: Vec<String>,
+    /// Wall time.
+    pub seconds: f64,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// The error, for failed runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunOutcome {
+    /// Written, watermark advanced.
+    Succeeded,
+    /// Validation failed: nothing written, watermark unchanged.
+    ValidationFailed,
+    /// An error stopped it (store unreachable, bad data); the watermark is unchanged.
+    Failed,
 }
 
 /// One project's objects.

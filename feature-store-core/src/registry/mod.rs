@@ -15,7 +15,10 @@ use chrono::Utc;
 use tokio::sync::Mutex;
 
 pub(crate) use document::similar;
-pub use document::{FORMAT_VERSION, ProjectRegistry, ProjectView, Record, RegistryDocument, ViewFeatures, ViewState};
+pub use document::{
+    FORMAT_VERSION, ProjectRegistry, ProjectView, RUNS_KEPT, Record, RegistryDocument, RunOutcome, RunRecord,
+    ViewFeatures, ViewState,
+};
 pub use plan::{ApplyMode, Change, ChangeAction, ObjectKind, Plan};
 pub use storage::{MemoryRegistryStore, RegistryStore, StoreVersion, WriteOutcome};
 

@@ -257,6 +257,9 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
                     format!("source \"{}\" has no feature columns besides keys and timestamps", source.name),
                 );
             }
+            for m in v.validation.check(&inferred) {
+                ctx.add(&d.file, obj.clone(), m);
+            }
             out.feature_views[vi].value.schema = inferred;
         } else {
             for f in &v.schema {

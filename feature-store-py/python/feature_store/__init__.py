@@ -20,6 +20,7 @@ from .errors import (
     NotFoundError,
     StoreUnavailableError,
     UnsupportedError,
+    ValidationError,
 )
 from .store import ApplyResult, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob
 from .types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp, ValueType
@@ -61,4 +62,5 @@ __all__ = [
     "StoreUnavailableError",
     "UnsupportedError",
     "BackendError",
+    "ValidationError",
 ]

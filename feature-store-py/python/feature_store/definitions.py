@@ -258,7 +258,10 @@ class FeatureView(_Stored):
         description: str = "",
         owner: str = "",
         tags: Optional[Dict[str, str]] = None,
+        validation: Optional[Dict[str, Any]] = None,
     ) -> None:
+        """``validation`` takes the YAML ``validation:`` rules as a dict, e.g.
+        ``{"ranges": {"conv_rate": [0.0, 1.0]}, "max_staleness": "4h"}``."""
         if not isinstance(source, FileSource):
             raise TypeError(f"feature view {name!r}: source must be a FileSource, got {type(source).__name__}")
         self.name = name
@@ -274,6 +277,7 @@ class FeatureView(_Stored):
         self.description = description
         self.owner = owner
         self.tags = dict(tags or {})
+        self.validation: Dict[str, Any] = dict(validation or {})
 
     @property
     def features(self) -> List[Field]:
@@ -314,13 +318,15 @@ class FeatureView(_Stored):
             out["ttl"] = ttl
         if not self.online:
             out["online"] = False
+        if self.validation:
+            out["validation"] = dict(self.validation)
         return _meta(self, out)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], source: FileSource) -> "FeatureView":
         return cls(d["name"], source, [Field.from_dict(f) for f in d.get("schema", [])], d.get("entities", []),
                    _parse_ttl(d.get("ttl")), d.get("online", True), d.get("description", ""), d.get("owner", ""),
-                   d.get("tags"))
+                   d.get("tags"), d.get("validation"))
 
 
 class FeatureViewProjection:

@@ -20,6 +20,7 @@ __all__ = [
     "StoreUnavailableError",
     "UnsupportedError",
     "BackendError",
+    "ValidationError",
 ]
 
 
@@ -81,3 +82,11 @@ class UnsupportedError(FeatureStoreError, NotImplementedError):
 
 class BackendError(FeatureStoreError, OSError):
     """A backend or local file operation failed."""
+
+
+class ValidationError(FeatureStoreError, ValueError):
+    """A window failed its data-quality rules: nothing was written for that view
+    and its watermark did not move. ``report`` is the run's
+    :class:`~feature_store.MaterializeReport` (other views may have succeeded)."""
+
+    report = None

@@ -23,7 +23,7 @@ from .definitions import (
     _refs,
     to_definitions,
 )
-from .errors import DataError, InvalidArgumentError, NotFoundError
+from .errors import DataError, InvalidArgumentError, NotFoundError, ValidationError
 
 __all__ = ["FeatureStore", "RetrievalJob", "PushMode", "MaterializeReport", "ApplyResult", "Plan"]
 
@@ -65,10 +65,30 @@ class ApplyResult(Plan):
 
 @dataclass
 class MaterializeReport:
-    """Per view: window, rows read, entities written, rows skipped as older, seconds."""
+    """Per view: window, rows read, entities written, rows skipped as older,
+    seconds, outcome and the data-quality report."""
 
     views: List[Dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    run_id: str = ""
+
+    @property
+    def failed_views(self) -> List[Dict[str, Any]]:
+        """Views whose window failed validation (nothing written, watermark unchanged)."""
+        return [v for v in self.views if v.get("outcome") != "succeeded"]
+
+    def _raise_on_failure(self) -> "MaterializeReport":
+        if self.failed_views:
+            lines = []
+            for v in self.failed_views:
+                for r in (v.get("validation") or {}).get("results", []):
+                    if not r["passed"]:
+                        what = f" {r['feature']}" if r.get("feature") else ""
+                        lines.append(f"{v['view']}: {r['rule']}{what}: observed {r['observed']}, threshold {r['threshold']}")
+            err = ValidationError("validation failed; nothing written for these views:\n  " + "\n  ".join(lines))
+            err.report = self
+            raise err
+        return self
 
     @property
     def rows_read(self) -> int:
@@ -393,7 +413,7 @@ class FeatureStore:
         (both inclusive) to the online store and advances the views' watermarks."""
         views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
         out = json.loads(self._store.materialize(_micros(start_date, "start_date"), _micros(end_date, "end_date"), views))
-        return MaterializeReport(out["views"], out["seconds"])
+        return MaterializeReport(out["views"], out["seconds"], out["run_id"])._raise_on_failure()
 
     def materialize_incremental(
         self,
@@ -404,7 +424,22 @@ class FeatureStore:
         end = datetime.now(timezone.utc) if end_date is None else end_date
         views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
         out = json.loads(self._store.materialize_incremental(_micros(end, "end_date"), views))
-        return MaterializeReport(out["views"], out["seconds"])
+        return MaterializeReport(out["views"], out["seconds"], out["run_id"])._raise_on_failure()
+
+    def validate(
+        self,
+        feature_views: Optional[Sequence[Union[str, FeatureView]]] = None,
+        start_date: Optional[Union[datetime, str]] = None,
+        end_date: Optional[Union[datetime, str]] = None,
+    ) -> List[Dict[str, Any]]:
+        """Checks views' data in ``[start_date, end_date]`` (default: all history
+        up to now) against their validation rules, writing nothing. One report
+        dict per view: ``results`` (rule, feature, observed, threshold, passed,
+        samples) and ``warnings``."""
+        views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
+        start = None if start_date is None else _micros(start_date, "start_date")
+        end = _micros(datetime.now(timezone.utc) if end_date is None else end_date, "end_date")
+        return json.loads(self._store.validate(views, start, end))
 
     def push(self, feature_view_name: str, df: Any, to: Union[PushMode, str] = PushMode.ONLINE) -> int:
         """Validates rows of one view against its schema and writes them; returns rows written.

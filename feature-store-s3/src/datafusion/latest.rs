@@ -38,29 +38,8 @@ pub(crate) async fn latest_rows(store: &ParquetOfflineStore, req: LatestRequest)
     let context = format!("feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
     let df = read_source(store, &ctx, source).await?;
     let schema = df.schema().as_arrow().clone();
-    let (unit, tz) = &source_timestamp(&schema, source, &context)?;
-    // Inclusive bounds in the column's unit: round the start up and the end down.
-    let per_unit = match unit {
-        TimeUnit::Second => 1_000_000i64,
-        TimeUnit::Millisecond => 1_000,
-        TimeUnit::Microsecond => 1,
-        TimeUnit::Nanosecond => 0,
-    };
-    let bound = |us: i64, up: bool| -> ScalarValue {
-        let v = if per_unit == 0 {
-            us.saturating_mul(1000)
-        } else if up {
-            us.div_euclid(per_unit) + i64::from(us.rem_euclid(per_unit) != 0)
-        } else {
-            us.div_euclid(per_unit)
-        };
-        ScalarValue::new_timestamp_like(*unit, tz.clone(), v)
-    };
+    let mut predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let ts = ident(&source.timestamp_field);
-    let mut predicate = ts.clone().lt_eq(lit(bound(req.end.timestamp_micros(), false)));
-    if let Some(start) = req.start {
-        predicate = predicate.and(ts.clone().gt_eq(lit(bound(start.timestamp_micros(), true))));
-    }
     let mut select: Vec<Expr> = Vec::new();
     let mut order: Vec<datafusion::logical_expr::SortExpr> = Vec::new();
     for key in &req.join_keys {
@@ -117,6 +96,40 @@ pub(crate) async fn latest_rows(store: &ParquetOfflineStore, req: LatestRequest)
     });
     let stream = stream.try_filter(|b| futures::future::ready(b.num_rows() > 0));
     Ok(LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read))
+}
+
+/// `start <= event time <= end` in the source column's own unit and zone
+/// (bounds rounded inward), so Parquet statistics can prune row groups.
+pub(crate) fn window_predicate(
+    schema: &datafusion::arrow::datatypes::Schema,
+    source: &feature_store_core::model::DataSource,
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: chrono::DateTime<chrono::Utc>,
+    context: &str,
+) -> CoreResult<Expr> {
+    let (unit, tz) = &source_timestamp(schema, source, context)?;
+    let per_unit = match unit {
+        TimeUnit::Second => 1_000_000i64,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1,
+        TimeUnit::Nanosecond => 0,
+    };
+    let bound = |us: i64, up: bool| -> ScalarValue {
+        let v = if per_unit == 0 {
+            us.saturating_mul(1000)
+        } else if up {
+            us.div_euclid(per_unit) + i64::from(us.rem_euclid(per_unit) != 0)
+        } else {
+            us.div_euclid(per_unit)
+        };
+        ScalarValue::new_timestamp_like(*unit, tz.clone(), v)
+    };
+    let ts = ident(&source.timestamp_field);
+    let mut predicate = ts.clone().lt_eq(lit(bound(end.timestamp_micros(), false)));
+    if let Some(start) = start {
+        predicate = predicate.and(ts.gt_eq(lit(bound(start.timestamp_micros(), true))));
+    }
+    Ok(predicate)
 }
 
 /// Keeps the first row of each run of equal keys in key-sorted batches,

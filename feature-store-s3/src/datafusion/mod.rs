@@ -6,12 +6,14 @@ mod asof_join;
 mod historical;
 mod latest;
 mod spill;
+mod stats;
 mod timestamps;
 
 pub use asof_join::{AsOfJoinExec, spilled_joins};
 pub(crate) use historical::get_historical_features;
 pub use latest::DEFAULT_MATERIALIZE_MEMORY;
 pub(crate) use latest::latest_rows;
+pub(crate) use stats::window_stats;
 
 use std::sync::Arc;
 

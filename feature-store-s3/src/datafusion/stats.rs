@@ -1,0 +1,204 @@
+//! Statistics of a view's window for the data-quality gate: one aggregate
+//! query (DataFusion streams the Parquet files through it once), then, only
+//! for rules that found offending rows, a small `LIMIT` query per rule for
+//! sample rows.
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+use datafusion::logical_expr::{Expr, cast, ident, lit, when};
+use feature_store_core::quality::{FeatureStats, StatsRequest, WindowStats};
+use feature_store_core::{Error as CoreError, Result as CoreResult, UTC};
+
+use super::historical::read_source;
+use super::latest::window_predicate;
+use super::{df_error, session};
+use crate::ParquetOfflineStore;
+
+const ROWS: &str = "__rows";
+const MAX_TS: &str = "__max_ts";
+
+fn one_if(condition: Expr) -> Expr {
+    sum(when(condition, lit(1i64)).otherwise(lit(0i64)).expect("when/otherwise"))
+}
+
+pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest) -> CoreResult<WindowStats> {
+    let ctx = session(store.memory_limit, store.target_partitions)?;
+    let source = &req.source;
+    let view = &req.view;
+    let rules = &view.validation;
+    let context = format!("validating feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
+    // The contract per file first: a file with a changed type would otherwise
+    // fail the query with a merge error that names no file.
+    let files = store.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+    let mut contract = WindowStats::default();
+    for i in 0..files.files.len() {
+        let file = files.file_url(&files.files[i]);
+        let schema = crate::offline_store::parquet_schema(&files, i)
+            .await
+            .map_err(|e| CoreError::data(&context, e.to_string()))?;
+        for f in &view.schema {
+            match schema.field_with_name(source.source_column(&f.name)) {
+                Err(_) if files.partition_columns.iter().any(|p| p == source.source_column(&f.name)) => {}
+                Err(_) => contract.schema_issues.push((f.name.clone(), file.clone(), "no such column".into())),
+                Ok(field) if !f.dtype.accepts_arrow(field.data_type()) => contract.schema_issues.push((
+                    f.name.clone(),
+                    file.clone(),
+                    feature_store_core::describe_arrow(field.data_type()),
+                )),
+                Ok(_) => {}
+            }
+        }
+        for field in schema.fields() {
+            let name = source.mapped_name(field.name());
+            let known = view.feature(name).is_some()
+                || req.join_keys.iter().any(|k| k.name == name)
+                || field.name() == &source.timestamp_field
+                || source.created_timestamp_field.as_deref() == Some(field.name().as_str());
+            if !known && !contract.new_columns.iter().any(|(c, _)| c == name) {
+                contract.new_columns.push((name.to_owned(), file.clone()));
+            }
+        }
+    }
+    // Without rules only the contract is asked for: no pass over the rows.
+    if !contract.schema_issues.is_empty() || rules.is_empty() {
+        return Ok(contract);
+    }
+    let df = read_source(store, &ctx, source).await?;
+    let schema = df.schema().as_arrow().clone();
+    let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
+    let ts_micros = cast(ident(&source.timestamp_field), DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())));
+
+    // Per feature: which conditions mark an offending row, by rule.
+    let mut offending: Vec<(String, &'static str, Expr)> = Vec::new();
+    let mut aggregates = vec![count(lit(1i64)).alias(ROWS), max(ts_micros).alias(MAX_TS)];
+    for f in &view.schema {
+        let c = ident(source.source_column(&f.name));
+        aggregates.push(one_if(c.clone().is_null()).alias(format!("{}__nulls", f.name)));
+        if f.dtype.is_numeric() {
+            let x = cast(c.clone(), DataType::Float64);
+            aggregates.push(min(x.clone()).alias(format!("{}__min", f.name)));
+            aggregates.push(max(x.clone()).alias(format!("{}__max", f.name)));
+            aggregates.push(avg(x.clone()).alias(format!("{}__mean", f.name)));
+            if let Some((lo, hi)) = rules.ranges.get(&f.name) {
+                let mut outside: Option<Expr> = None;
+                if let Some(lo) = lo {
+                    outside = Some(x.clone().lt(lit(lo.0)));
+                }
+                if let Some(hi) = hi {
+                    let above = x.clone().gt(lit(hi.0));
+                    outside = Some(match outside {
+                        Some(o) => o.or(above),
+                        None => above,
+                    });
+                }
+                if let Some(outside) = outside {
+                    aggregates.push(one_if(outside.clone()).alias(format!("{}__oor", f.name)));
+                    offending.push((f.name.clone(), "ranges", outside));
+                }
+            }
+        }
+        if let Some(values) = rules.allowed_values.get(&f.name) {
+            let text = cast(c.clone(), DataType::Utf8);
+            let list: Vec<Expr> = values.iter().map(|v| lit(v.clone())).collect();
+            let other = c.clone().is_not_null().and(text.in_list(list, true));
+            aggregates.push(one_if(other.clone()).alias(format!("{}__na", f.name)));
+            offending.push((f.name.clone(), "allowed_values", other));
+        }
+        if rules.null_limit(&f.name).is_some() {
+            offending.push((f.name.clone(), "max_null_fraction", c.is_null()));
+        }
+    }
+    let stats_df = df
+        .clone()
+        .filter(predicate.clone())
+        .and_then(|d| d.aggregate(vec![], aggregates))
+        .map_err(|e| df_error(&context, e))?;
+    let batches = stats_df.collect().await.map_err(|e| df_error(&context, e))?;
+    let batch = batches
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| CoreError::data(&context, "the statistics query returned no row"))?;
+    let int = |name: &str| -> u64 {
+        batch
+            .column_by_name(name)
+            .and_then(|a| {
+                let a = datafusion::arrow::compute::cast(a, &DataType::Int64).ok()?;
+                let a = a.as_primitive::<Int64Type>();
+                (!a.is_null(0)).then(|| a.value(0).max(0) as u64)
+            })
+            .unwrap_or(0)
+    };
+    let float = |name: &str| -> Option<f64> {
+        let a = batch.column_by_name(name)?;
+        let a = a.as_primitive_opt::<Float64Type>()?;
+        (!a.is_null(0)).then(|| a.value(0))
+    };
+    let max_event_ts = batch.column_by_name(MAX_TS).and_then(|a| {
+        let a = a.as_primitive_opt::<TimestampMicrosecondType>()?;
+        (!a.is_null(0)).then(|| a.value(0)).and_then(chrono::DateTime::from_timestamp_micros)
+    });
+    let mut out = contract;
+    out.rows = int(ROWS);
+    out.max_event_ts = max_event_ts;
+    for f in &view.schema {
+        let mut s = FeatureStats::default();
+        s.nulls = int(&format!("{}__nulls", f.name));
+        s.min = float(&format!("{}__min", f.name));
+        s.max = float(&format!("{}__max", f.name));
+        s.mean = float(&format!("{}__mean", f.name));
+        s.out_of_range = int(&format!("{}__oor", f.name));
+        s.not_allowed = int(&format!("{}__na", f.name));
+        out.features.insert(f.name.clone(), s);
+    }
+
+    // Sample rows, only where a rule found something.
+    if req.samples > 0 {
+        let mut shown: Vec<Expr> = req.join_keys.iter().map(|k| ident(source.source_column(&k.name))).collect();
+        shown.push(ident(&source.timestamp_field));
+        for (feature, rule, condition) in offending {
+            let stats = out.features.get(&feature).expect("inserted above");
+            let found = match rule {
+                "ranges" => stats.out_of_range,
+                "allowed_values" => stats.not_allowed,
+                _ => stats.nulls,
+            };
+            if found == 0 {
+                continue;
+            }
+            let mut columns = shown.clone();
+            let column = ident(source.source_column(&feature));
+            if !columns.contains(&column) {
+                columns.push(column);
+            }
+            let rows = df
+                .clone()
+                .filter(predicate.clone().and(condition))
+                .and_then(|d| d.select(columns))
+                .and_then(|d| d.limit(0, Some(req.samples)))
+                .map_err(|e| df_error(&context, e))?
+                .collect()
+                .await
+                .map_err(|e| df_error(&context, e))?;
+            let samples = rows_as_json(&rows);
+            out.features.get_mut(&feature).expect("inserted above").samples.insert(rule.to_owned(), samples);
+        }
+    }
+    Ok(out)
+}
+
+fn rows_as_json(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        for r in 0..b.num_rows() {
+            let mut row = serde_json::Map::new();
+            for (i, field) in schema.fields().iter().enumerate() {
+                let v = feature_store_core::online::FeatureValue::from_array(b.column(i).as_ref(), r);
+                row.insert(field.name().clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null));
+            }
+            out.push(serde_json::Value::Object(row));
+        }
+    }
+    out
+}

@@ -1,0 +1,281 @@
+//! Data-quality gates end to end: each rule passes on clean data and fails on
+//! data with its defect; a failing window writes nothing online and leaves
+//! the watermark where it was, while other views proceed.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema};
+use chrono::{DateTime, TimeZone, Utc};
+use feature_store::online::FeatureValue;
+use feature_store::registry::{ApplyMode, RunOutcome};
+use feature_store::{FeatureStore, Features, MaterializeOptions, OnlineOptions};
+use feature_store_tests::write_parquet;
+
+use crate::ts_type;
+
+const HOUR: i64 = 3_600_000_000;
+const DAY: i64 = 24 * HOUR;
+/// Midnight starting day 1; day 2 follows.
+const D1: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+const DRIVERS: i64 = 50;
+
+fn at(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).unwrap()
+}
+
+/// What to break in a day of data.
+#[derive(Default, Clone, Copy)]
+struct Defect {
+    null_rate_every: Option<i64>,
+    rate_out_of_range: bool,
+    new_vehicle: bool,
+    keep_drivers: Option<i64>,
+    stop_hours_early: i64,
+    rate_as_text: bool,
+    extra_column: bool,
+}
+
+/// One row per driver per hour of the day starting at `day`.
+fn day_batch(day: i64, d: Defect) -> RecordBatch {
+    let (mut ids, mut ts, mut rate, mut trips, mut vehicle) = (vec![], vec![], vec![], vec![], vec![]);
+    let drivers = d.keep_drivers.unwrap_or(DRIVERS);
+    for h in 0..(24 - d.stop_hours_early) {
+        for id in 0..drivers {
+            let i = h * DRIVERS + id;
+            ids.push(id);
+            ts.push(day + h * HOUR);
+            let r = ((id * 7 + h) % 100) as f64 / 100.0;
+            rate.push(match d.null_rate_every {
+                Some(n) if i % n == 0 => None,
+                _ if d.rate_out_of_range && i % 97 == 3 => Some(1.5),
+                _ => Some(r),
+            });
+            trips.push(id + h);
+            vehicle.push(if d.new_vehicle && i % 50 == 7 {
+                "rocket"
+            } else {
+                ["car", "bike", "van"][(i % 3) as usize]
+            });
+        }
+    }
+    let rate_col: ArrayRef = if d.rate_as_text {
+        Arc::new(rate.iter().map(|r| r.map(|v| v.to_string())).collect::<StringArray>())
+    } else {
+        Arc::new(Float64Array::from(rate))
+    };
+    let mut fields = vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts_type(), false),
+        Field::new("rate", rate_col.data_type().clone(), true),
+        Field::new("trips", DataType::Int64, true),
+        Field::new("vehicle", DataType::Utf8, true),
+    ];
+    let n = ids.len();
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids)),
+        Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        rate_col,
+        Arc::new(Int64Array::from(trips)),
+        Arc::new(StringArray::from(vehicle)),
+    ];
+    if d.extra_column {
+        fields.push(Field::new("surprise", DataType::Int64, true));
+        cols.push(Arc::new(Int64Array::from(vec![1; n])));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+fn defs(new_columns: &str) -> String {
+    format!(
+        "
+entities: [{{name: driver, join_keys: [driver_id]}}]
+sources:
+  - {{name: rides, path: data/rides, timestamp_field: event_timestamp}}
+  - {{name: rides_copy, path: data/rides_copy, timestamp_field: event_timestamp}}
+feature_views:
+  - name: rides_v
+    entities: [driver]
+    source: rides
+    schema: [{{name: rate, dtype: float64}}, {{name: trips, dtype: int64}}, {{name: vehicle, dtype: string}}]
+    validation:
+      max_null_fraction: {{rate: 0.02, \"*\": 0.1}}
+      ranges: {{rate: [0.0, 1.0], trips: [0, null]}}
+      allowed_values: {{vehicle: [car, bike, van]}}
+      max_row_count_change: 0.2
+      max_staleness: 4h
+      new_columns: {new_columns}
+  - name: other_v
+    entities: [driver]
+    source: rides_copy
+    schema: [{{name: trips, dtype: int64}}]
+"
+    )
+}
+
+/// A repo with a clean day 1 applied and materialized.
+async fn repo(new_columns: &str) -> (tempfile::TempDir, FeatureStore) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: quality\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(dir.path().join("features.yaml"), defs(new_columns)).unwrap();
+    write_parquet(&dir.path().join("data/rides/day1.parquet"), &day_batch(D1, Defect::default()));
+    write_parquet(&dir.path().join("data/rides_copy/day1.parquet"), &day_batch(D1, Defect::default()));
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let report = store.materialize(at(D1), at(D1 + DAY - 1), &MaterializeOptions::default()).await.unwrap();
+    assert!(report.failed_views().is_empty(), "clean day 1 must pass: {report:?}");
+    (dir, store)
+}
+
+async fn watermark(store: &FeatureStore, view: &str) -> Option<DateTime<Utc>> {
+    let doc = store.registry().refresh().await.unwrap();
+    doc.project(store.project()).registry().view_state.get(view).and_then(|s| s.watermark)
+}
+
+async fn trips_online(store: &FeatureStore, driver: i64) -> (FeatureValue, Option<DateTime<Utc>>) {
+    let rows =
+        RecordBatch::try_from_iter([("driver_id", Arc::new(Int64Array::from(vec![driver])) as ArrayRef)]).unwrap();
+    let r =
+        store.get_online_features(&Features::refs(["rides_v:trips"]), &rows, &OnlineOptions::default()).await.unwrap();
+    (r.value(0, "trips").unwrap(), r.event_timestamp(0, "trips").unwrap())
+}
+
+/// Day 2 with `defect`; returns the failed rules (`rule feature`) of rides_v, and checks
+/// that a failure wrote nothing and kept the watermark while other_v proceeded.
+async fn day2(defect: Defect, new_columns: &str) -> Vec<String> {
+    let (dir, store) = repo(new_columns).await;
+    write_parquet(&dir.path().join("data/rides/day2.parquet"), &day_batch(D1 + DAY, defect));
+    write_parquet(&dir.path().join("data/rides_copy/day2.parquet"), &day_batch(D1 + DAY, Defect::default()));
+    let before = trips_online(&store, 3).await;
+    let report = store.materialize(at(D1 + DAY), at(D1 + 2 * DAY - 1), &MaterializeOptions::default()).await.unwrap();
+    let rides = report.views.iter().find(|v| v.view == "rides_v").unwrap();
+    let other = report.views.iter().find(|v| v.view == "other_v").unwrap();
+    assert_eq!(other.outcome, RunOutcome::Succeeded, "other views proceed");
+    assert_eq!(watermark(&store, "other_v").await, Some(at(D1 + 2 * DAY - 1)));
+    let failed: Vec<String> = rides
+        .validation
+        .as_ref()
+        .map(|v| v.failures().map(|r| format!("{} {}", r.rule, r.feature.clone().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    let doc = store.registry().refresh().await.unwrap();
+    let last = doc.project("quality").registry().view_state["rides_v"].runs.last().cloned().unwrap();
+    if failed.is_empty() {
+        assert_eq!(rides.outcome, RunOutcome::Succeeded);
+        assert_eq!(watermark(&store, "rides_v").await, Some(at(D1 + 2 * DAY - 1)));
+        assert_eq!(last.outcome, RunOutcome::Succeeded);
+    } else {
+        assert_eq!(rides.outcome, RunOutcome::ValidationFailed);
+        assert_eq!(rides.entities_written, 0);
+        assert_eq!(watermark(&store, "rides_v").await, Some(at(D1 + DAY - 1)), "watermark untouched");
+        assert_eq!(trips_online(&store, 3).await, before, "online store untouched");
+        assert_eq!(last.outcome, RunOutcome::ValidationFailed);
+        assert_eq!(last.validation_passed, Some(false));
+        assert!(!last.failed_rules.is_empty());
+    }
+    failed
+}
+
+#[tokio::test]
+async fn clean_day_passes_every_rule() {
+    assert_eq!(day2(Defect::default(), "allow").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn null_burst_fails_max_null_fraction() {
+    let failed = day2(Defect { null_rate_every: Some(10), ..Defect::default() }, "allow").await;
+    assert_eq!(failed, vec!["max_null_fraction rate"]);
+}
+
+#[tokio::test]
+async fn out_of_range_values_fail_ranges_with_samples() {
+    let (dir, store) = repo("allow").await;
+    write_parquet(
+        &dir.path().join("data/rides/day2.parquet"),
+        &day_batch(D1 + DAY, Defect { rate_out_of_range: true, ..Defect::default() }),
+    );
+    let reports =
+        store.validate(Some(&["rides_v".to_owned()]), Some(at(D1 + DAY)), at(D1 + 2 * DAY - 1)).await.unwrap();
+    let failures: Vec<_> = reports[0].failures().collect();
+    assert_eq!(failures.len(), 1, "{}", reports[0]);
+    assert_eq!(failures[0].rule, "ranges");
+    assert_eq!(failures[0].feature.as_deref(), Some("rate"));
+    assert!(failures[0].observed.contains("max 1.5"), "{}", failures[0].observed);
+    assert!(!failures[0].samples.is_empty() && failures[0].samples.len() <= 5);
+    assert_eq!(failures[0].samples[0]["rate"], serde_json::json!(1.5));
+    // Validation on demand writes nothing.
+    assert_eq!(watermark(&store, "rides_v").await, Some(at(D1 + DAY - 1)));
+    assert_eq!(day2(Defect { rate_out_of_range: true, ..Defect::default() }, "allow").await, vec!["ranges rate"]);
+}
+
+#[tokio::test]
+async fn new_category_fails_allowed_values() {
+    let failed = day2(Defect { new_vehicle: true, ..Defect::default() }, "allow").await;
+    assert_eq!(failed, vec!["allowed_values vehicle"]);
+}
+
+#[tokio::test]
+async fn row_count_drop_fails_max_row_count_change() {
+    let failed = day2(Defect { keep_drivers: Some(30), ..Defect::default() }, "allow").await;
+    assert_eq!(failed, vec!["max_row_count_change "]);
+}
+
+#[tokio::test]
+async fn stale_data_fails_max_staleness() {
+    let failed = day2(Defect { stop_hours_early: 6, ..Defect::default() }, "allow").await;
+    // Six hours fewer rows is also a 25 % row-count drop.
+    assert_eq!(failed, vec!["max_row_count_change ", "max_staleness "]);
+}
+
+#[tokio::test]
+async fn changed_type_fails_the_schema_contract() {
+    let failed = day2(Defect { rate_as_text: true, ..Defect::default() }, "allow").await;
+    assert_eq!(failed, vec!["schema rate"]);
+}
+
+#[tokio::test]
+async fn new_columns_are_reported_or_rejected() {
+    assert_eq!(day2(Defect { extra_column: true, ..Defect::default() }, "allow").await, Vec::<String>::new());
+    assert_eq!(day2(Defect { extra_column: true, ..Defect::default() }, "reject").await, vec!["schema "]);
+}
+
+#[tokio::test]
+async fn stop_on_failure_stops_the_run() {
+    let (dir, store) = repo("allow").await;
+    write_parquet(
+        &dir.path().join("data/rides/day2.parquet"),
+        &day_batch(D1 + DAY, Defect { new_vehicle: true, ..Defect::default() }),
+    );
+    // rides_v runs first and fails; with the flag, other_v is not run at all.
+    let options =
+        MaterializeOptions::default().with_views(["rides_v", "other_v"]).with_stop_on_validation_failure(true);
+    let report = store.materialize(at(D1 + DAY), at(D1 + 2 * DAY - 1), &options).await.unwrap();
+    assert_eq!(report.views.len(), 1, "{report:?}");
+    assert_eq!(report.views[0].outcome, RunOutcome::ValidationFailed);
+    assert_eq!(watermark(&store, "other_v").await, Some(at(D1 + DAY - 1)));
+    // Without it, the other view proceeds.
+    let options = MaterializeOptions::default().with_views(["rides_v", "other_v"]);
+    let report = store.materialize(at(D1 + DAY), at(D1 + 2 * DAY - 1), &options).await.unwrap();
+    assert_eq!(report.views.len(), 2);
+    assert_eq!(watermark(&store, "other_v").await, Some(at(D1 + 2 * DAY - 1)));
+    drop(dir);
+}
+
+#[tokio::test]
+async fn bad_rules_are_definition_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: quality\nregistry: data/registry.json\n").unwrap();
+    let bad = defs("allow")
+        .replace("rate: 0.02", "rat: 0.02")
+        .replace("rate: [0.0, 1.0]", "rate: [1.0, 0.0]")
+        .replace("vehicle: [car, bike, van]", "trips: []");
+    std::fs::write(dir.path().join("features.yaml"), bad).unwrap();
+    write_parquet(&dir.path().join("data/rides/day1.parquet"), &day_batch(D1, Defect::default()));
+    write_parquet(&dir.path().join("data/rides_copy/day1.parquet"), &day_batch(D1, Defect::default()));
+    let store = feature_store::open(dir.path()).unwrap();
+    let e = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    for want in
+        ["\"rat\" is not a feature", "minimum 1 is above the maximum 0", "allowed_values.trips: the list is empty"]
+    {
+        assert!(e.contains(want), "missing {want:?} in {e}");
+    }
+}
