@@ -27,3 +27,5 @@ echo; echo "\$ feature-store materialize-incremental   # into the embedded SQLit
 fs materialize-incremental
 echo; echo "\$ feature-store online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999"
 fs online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999
+echo; echo "\$ feature-store status   # freshness and the last run per view"
+fs status
