@@ -8,7 +8,8 @@ on the data of the offline and online benchmarks.
   then ``get_online_features(features, entity_rows=[{...}]).to_dict()`` p50/p99
   for 1, 10, 100 entities x all features; the Rust call on the same Redis and
   data right after (``online-bench --skip-materialize``) gives the Python
-  overhead; the same on the embedded SQLite store; Feast's
+  overhead; the same on the embedded SQLite store and on the memory store
+  (no I/O, so the difference is the Python layer alone); Feast's
   ``get_online_features(...).to_dict()`` on the same Redis (``feast_online.py``).
 
 Run through benchmarks/python.sh, which builds the release extension.
@@ -83,6 +84,8 @@ def online(data, keys, bench, feast_python):
             ("redis", {"type": "redis", "connection_string": f"redis://127.0.0.1:{port}", "timeout": "60s"},
              ["--online", "redis", "--redis", f"redis://127.0.0.1:{port}"]),
             ("sqlite", {"type": "sqlite", "path": sqlite}, ["--online", "sqlite", "--sqlite", sqlite]),
+            # No I/O: the difference to Rust is the Python layer alone.
+            ("memory", {"type": "memory"}, ["--online", "memory"]),
         ]:
             store = fs.FeatureStore(repo_path=data, config={"project": "bench", "registry": "data/registry.json",
                                                              "online_store": online_cfg})
@@ -92,7 +95,8 @@ def online(data, keys, bench, feast_python):
             report = store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
             secs = time.perf_counter() - t
             py = latency(store, views, keys)
-            rust, _ = run_json([bench, data, *rust_args, "--keys", str(keys), "--skip-materialize",
+            skip = [] if kind == "memory" else ["--skip-materialize"]  # a memory store is per process
+            rust, _ = run_json([bench, data, *rust_args, "--keys", str(keys), *skip,
                                 "--sizes", ",".join(str(n) for n, _ in SIZES)], 1800)
             out[kind] = {"materialize_seconds": secs, "entities_written": report.entities_written, "python": py,
                          "rust": rust["latency"], "features_per_read": rust["features_per_read"]}
@@ -129,7 +133,7 @@ def main():
     print("| reader | " + " | ".join(f"{n} entit{'y' if n == 1 else 'ies'}" for n, _ in SIZES) + " |")
     print("|---|" + "---|" * len(SIZES))
     cell = lambda lat, n: f"{lat[str(n)]['p50_us']:,.0f} / {lat[str(n)]['p99_us']:,.0f}"  # noqa: E731
-    for kind in ["redis", "sqlite"]:
+    for kind in ["redis", "sqlite", "memory"]:
         r = o[kind]
         print(f"| feature-store {kind} (Python) | " + " | ".join(cell(r["python"], n) for n, _ in SIZES) + " |")
         print(f"| feature-store {kind} (Rust, same data, right after) | " + " | ".join(cell(r["rust"], n) for n, _ in SIZES) + " |")

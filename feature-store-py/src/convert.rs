@@ -273,6 +273,29 @@ fn python_column(name: &str, values: &[Bound<'_, PyAny>]) -> PyResult<ArrayRef> 
     })
 }
 
+/// A Python list of a column's values. Plain types go straight from the
+/// typed buffer to Python objects (the hot path of `to_dict`); float32
+/// widens exactly, as pyarrow's `to_pylist` does.
+pub(crate) fn column_to_list<'py>(py: Python<'py>, column: &dyn arrow_array::Array) -> PyResult<Bound<'py, PyList>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+    use arrow_schema::DataType;
+    match column.data_type() {
+        DataType::Float32 => PyList::new(py, column.as_primitive::<Float32Type>().iter().map(|v| v.map(f64::from))),
+        DataType::Float64 => PyList::new(py, column.as_primitive::<Float64Type>().iter()),
+        DataType::Int64 => PyList::new(py, column.as_primitive::<Int64Type>().iter()),
+        DataType::Int32 => PyList::new(py, column.as_primitive::<Int32Type>().iter()),
+        DataType::Boolean => PyList::new(py, column.as_boolean().iter()),
+        DataType::Utf8 => PyList::new(py, column.as_string::<i32>().iter()),
+        _ => {
+            let items = (0..column.len())
+                .map(|r| feature_value(py, FeatureValue::from_array(column, r)))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, items)
+        }
+    }
+}
+
 /// A Python object for one value of a response row.
 pub(crate) fn feature_value(py: Python<'_>, value: FeatureValue) -> PyResult<Bound<'_, PyAny>> {
     Ok(match value {

@@ -18,7 +18,7 @@ use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_pyarrow::{IntoPyArrow, ToPyArrow};
 use arrow_schema::{ArrowError, SchemaRef};
 use chrono::{DateTime, Utc};
-use feature_store::online::{FeatureValue, OnlineResponse};
+use feature_store::online::OnlineResponse;
 use feature_store::registry::ApplyMode;
 use feature_store::{BatchStream, Definitions, EntityInput, FeatureStore, Features, HistoricalOptions, OnlineOptions};
 use feature_store::{MaterializeOptions, PushMode};
@@ -27,7 +27,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::convert::{feature_value, read_arrow, read_arrow_batch};
+use crate::convert::{read_arrow, read_arrow_batch};
 use crate::error::{py_error, to_py};
 use crate::runtime::{block_on, runtime};
 
@@ -451,11 +451,8 @@ impl OnlineResult {
         let keys = self.response.key_column_count();
         let out = PyDict::new(py);
         for (c, field) in values.schema_ref().fields().iter().enumerate() {
-            let column = values.column(c);
-            let items = (0..values.num_rows())
-                .map(|r| feature_value(py, FeatureValue::from_array(column.as_ref(), r)))
-                .collect::<PyResult<Vec<_>>>()?;
-            out.set_item(PyString::new(py, field.name()), PyList::new(py, items)?)?;
+            let list = convert::column_to_list(py, values.column(c).as_ref())?;
+            out.set_item(PyString::new(py, field.name()), list)?;
             if include_event_timestamps && c >= keys {
                 let secs: Vec<Option<i64>> = self
                     .response
