@@ -134,8 +134,9 @@ def test_pyarrow_table_reader_and_capsule_inputs(store):
         def __arrow_c_stream__(self, requested_schema=None):
             return table.__arrow_c_stream__(requested_schema)
 
-    c = store.get_historical_features(Capsule(), FEATURES).to_arrow()
-    assert a.equals(c)
+    job = store.get_historical_features(Capsule(), FEATURES)
+    assert a.equals(job.to_arrow())
+    assert a.equals(job.to_arrow())  # an exporter, unlike a reader, can be read again
 
 
 def test_one_shot_reader_can_be_retrieved_once(store):

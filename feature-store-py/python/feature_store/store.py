@@ -205,8 +205,8 @@ class RetrievalJob:
 
     def _run(self) -> "_internal.HistoricalResult":
         table = self._request.get("table")
-        if isinstance(table, pa.RecordBatchReader) or (table is not None and not isinstance(table, (pa.Table, pa.RecordBatch)) and not hasattr(table, "__arrow_c_array__")):
-            # Streams can be read once; keep the rows for later calls only when they are a Table.
+        if isinstance(table, pa.RecordBatchReader):
+            # A reader can be read once; tables, frames and other exporters can be re-exported.
             if self._reader_used:
                 raise InvalidArgumentError(
                     "the entity rows came from a one-shot stream that was already read; "
