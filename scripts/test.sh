@@ -13,7 +13,14 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
-export MOTO_SERVER="$PWD/.venv/bin/moto_server"
+# moto's threaded server can interleave two conditional PUTs (it checks, then
+# writes, unlocked); the wrapper serializes requests so tests see S3's semantics.
+cat > .venv/bin/moto_server_serial <<WRAP
+#!/usr/bin/env bash
+exec "$PWD/.venv/bin/python" "$PWD/scripts/moto_serial_server.py" "\$@"
+WRAP
+chmod +x .venv/bin/moto_server_serial
+export MOTO_SERVER="$PWD/.venv/bin/moto_server_serial"
 
 step "redis-server and openssl (the Redis TLS test makes its certificates with it)"
 missing=""
