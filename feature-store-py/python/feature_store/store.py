@@ -390,8 +390,6 @@ class FeatureStore:
         row, in input order.
         """
         fargs = _feature_args(features, feature_service)
-        if isinstance(feature_service, str):
-            fargs = {"service": feature_service}
         request: Dict[str, Any] = dict(fargs, full_feature_names=full_feature_names, timestamp_column=timestamp_column)
         if isinstance(entity_df, (str, os.PathLike)):
             text = os.fspath(entity_df)
