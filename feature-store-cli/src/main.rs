@@ -110,6 +110,22 @@ enum Command {
         #[arg(long, default_value = "now")]
         end: String,
     },
+    /// Compute a view's reference profile (per feature: counts, nulls,
+    /// min/max, mean/std, quantiles, bins or top values) and store it for its
+    /// `drift` rule.
+    Profile {
+        /// The feature view.
+        view: String,
+        /// Window start (ISO 8601); default all history.
+        #[arg(long)]
+        start: Option<String>,
+        /// Window end; default now.
+        #[arg(long, default_value = "now")]
+        end: String,
+        /// Print the profile without storing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Per view: newest event time online, watermark, freshness lag, last run.
     Status,
     /// Read online features for entities; prints JSON shaped like Feast's
@@ -257,6 +273,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = feature_store::open(&cli.repo)?;
             let start = start.as_deref().map(online::parse_time).transpose()?;
             quality::validate(&store, &views, start, online::parse_time(&end)?, cli.json).await
+        }
+        Command::Profile { view, start, end, dry_run } => {
+            let store = feature_store::open(&cli.repo)?;
+            let start = start.as_deref().map(online::parse_time).transpose()?;
+            quality::profile(&store, &view, start, online::parse_time(&end)?, !dry_run, cli.json).await
         }
         Command::Status => {
             let store = feature_store::open(&cli.repo)?;

@@ -70,6 +70,59 @@ pub(crate) async fn validate(
     Ok(())
 }
 
+/// Computes (and stores) a reference profile; prints one row per feature.
+pub(crate) async fn profile(
+    store: &FeatureStore,
+    view: &str,
+    start: Option<DateTime<Utc>>,
+    end: DateTime<Utc>,
+    save: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let p = store.profile(view, start, end, save).await?;
+    if as_json {
+        return json(&p);
+    }
+    let num = |x: Option<f64>| {
+        x.map_or_else(String::new, |v| format!("{v:.6}").trim_end_matches('0').trim_end_matches('.').to_owned())
+    };
+    let rows = p
+        .features
+        .iter()
+        .map(|(name, f)| {
+            let shape = if let Some(h) = &f.histogram {
+                format!("{} bins", h.counts.len())
+            } else if !f.top_values.is_empty() {
+                let top: Vec<String> = f.top_values.iter().take(3).map(|(v, n)| format!("{v}:{n}")).collect();
+                format!("top {}", top.join(","))
+            } else {
+                String::new()
+            };
+            vec![
+                name.clone(),
+                f.dtype.clone(),
+                f.count.to_string(),
+                format!("{:.4}", f.null_fraction),
+                num(f.min),
+                num(f.quantiles.get("p50").copied()),
+                num(f.max),
+                num(f.mean),
+                num(f.std),
+                shape,
+            ]
+        })
+        .collect();
+    table(&["FEATURE", "TYPE", "COUNT", "NULLS", "MIN", "P50", "MAX", "MEAN", "STD", "BINS"], rows);
+    let window =
+        p.start.map_or_else(|| format!("up to {}", when(&p.end)), |s| format!("[{}, {}]", when(&s), when(&p.end)));
+    eprintln!(
+        "profile of \"{view}\" over {window}: {} rows{}",
+        p.rows,
+        if save { "; stored as the reference for its drift rule" } else { " (not stored: --dry-run)" }
+    );
+    Ok(())
+}
+
 /// Per view: newest event time online, watermark, freshness lag, last run.
 pub(crate) async fn status(store: &FeatureStore, as_json: bool) -> anyhow::Result<()> {
     let doc = store.registry().refresh().await?;

@@ -356,16 +356,19 @@ impl FeatureStore {
             };
             // The gate: the schema contract always, the view's rules when it has any.
             let previous = state.and_then(|s| crate::quality::previous_run(&s.runs, start, end));
-            let validation =
-                match self.check_window(&target.view, &source, &target.join_keys, start, end, previous).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        run.error = Some(e.to_string());
-                        run.seconds = view_began.elapsed().as_secs_f64();
-                        self.record_run(name, run).await;
-                        return Err(e);
-                    }
-                };
+            let reference = state.and_then(|s| s.profile.as_ref());
+            let validation = match self
+                .check_window(&target.view, &source, &target.join_keys, start, end, previous, reference)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    run.error = Some(e.to_string());
+                    run.seconds = view_began.elapsed().as_secs_f64();
+                    self.record_run(name, run).await;
+                    return Err(e);
+                }
+            };
             if !target.view.validation.is_empty() || !validation.passed() {
                 run.validation_passed = Some(validation.passed());
                 run.failed_rules = validation

@@ -52,6 +52,12 @@ pub trait OfflineStore: Send + Sync + Debug {
         )))
     }
 
+    /// For reference profiles: a summary of a view's rows in a window (see
+    /// [`crate::quality::profile`]).
+    async fn profile(&self, request: crate::quality::StatsRequest) -> Result<crate::quality::profile::Profile> {
+        Err(Error::Unsupported(format!("{self:?} cannot profile feature view \"{}\"", request.view.name)))
+    }
+
     /// For push: appends `batch` (columns named as in the source) to the
     /// source's data as a new file; returns where it was written.
     async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String> {

@@ -53,8 +53,8 @@ pub enum Described {
         /// The stored view.
         #[serde(flatten)]
         record: Record<FeatureView>,
-        /// Watermark and related state.
-        state: ViewState,
+        /// Watermark, runs and reference profile (boxed: the profile is large).
+        state: Box<ViewState>,
     },
     /// A feature service.
     FeatureService(Record<FeatureService>),
@@ -346,7 +346,7 @@ impl FeatureStore {
         if let Some(r) = p.feature_views.get(name) {
             out.push(Described::FeatureView {
                 record: r.clone(),
-                state: p.view_state.get(name).cloned().unwrap_or_default(),
+                state: Box::new(p.view_state.get(name).cloned().unwrap_or_default()),
             });
         }
         if let Some(r) = p.feature_services.get(name) {

@@ -153,4 +153,11 @@ impl OfflineStore for ParquetOfflineStore {
     ) -> CoreResult<feature_store_core::quality::WindowStats> {
         crate::datafusion::window_stats(self, request).await
     }
+
+    async fn profile(
+        &self,
+        request: feature_store_core::quality::StatsRequest,
+    ) -> CoreResult<feature_store_core::quality::profile::Profile> {
+        crate::datafusion::profile(self, request).await
+    }
 }

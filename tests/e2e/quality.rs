@@ -34,6 +34,8 @@ struct Defect {
     stop_hours_early: i64,
     rate_as_text: bool,
     extra_column: bool,
+    shift_rate: bool,
+    mostly_cars: bool,
 }
 
 /// One row per driver per hour of the day starting at `day`.
@@ -46,6 +48,8 @@ fn day_batch(day: i64, d: Defect) -> RecordBatch {
             ids.push(id);
             ts.push(day + h * HOUR);
             let r = ((id * 7 + h) % 100) as f64 / 100.0;
+            // Still within [0, 1]: only the distribution moves.
+            let r = if d.shift_rate { 0.6 + r * 0.4 } else { r };
             rate.push(match d.null_rate_every {
                 Some(n) if i % n == 0 => None,
                 _ if d.rate_out_of_range && i % 97 == 3 => Some(1.5),
@@ -54,6 +58,8 @@ fn day_batch(day: i64, d: Defect) -> RecordBatch {
             trips.push(id + h);
             vehicle.push(if d.new_vehicle && i % 50 == 7 {
                 "rocket"
+            } else if d.mostly_cars && i % 10 != 0 {
+                "car"
             } else {
                 ["car", "bike", "van"][(i % 3) as usize]
             });
@@ -105,6 +111,7 @@ feature_views:
       max_row_count_change: 0.2
       max_staleness: 4h
       new_columns: {new_columns}
+      drift: {{method: psi, threshold: 0.2}}
   - name: other_v
     entities: [driver]
     source: rides_copy
@@ -115,6 +122,11 @@ feature_views:
 
 /// A repo with a clean day 1 applied and materialized.
 async fn repo(new_columns: &str) -> (tempfile::TempDir, FeatureStore) {
+    repo_with(new_columns, false).await
+}
+
+/// [`repo`], with day 1 stored as the reference profile when `profile`.
+async fn repo_with(new_columns: &str, profile: bool) -> (tempfile::TempDir, FeatureStore) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("feature_store.yaml"), "project: quality\nregistry: data/registry.json\n").unwrap();
     std::fs::write(dir.path().join("features.yaml"), defs(new_columns)).unwrap();
@@ -124,6 +136,9 @@ async fn repo(new_columns: &str) -> (tempfile::TempDir, FeatureStore) {
     store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
     let report = store.materialize(at(D1), at(D1 + DAY - 1), &MaterializeOptions::default()).await.unwrap();
     assert!(report.failed_views().is_empty(), "clean day 1 must pass: {report:?}");
+    if profile {
+        store.profile("rides_v", Some(at(D1)), at(D1 + DAY - 1), true).await.unwrap();
+    }
     (dir, store)
 }
 
@@ -143,7 +158,11 @@ async fn trips_online(store: &FeatureStore, driver: i64) -> (FeatureValue, Optio
 /// Day 2 with `defect`; returns the failed rules (`rule feature`) of rides_v, and checks
 /// that a failure wrote nothing and kept the watermark while other_v proceeded.
 async fn day2(defect: Defect, new_columns: &str) -> Vec<String> {
-    let (dir, store) = repo(new_columns).await;
+    day2_with(defect, new_columns, false).await
+}
+
+async fn day2_with(defect: Defect, new_columns: &str, profile: bool) -> Vec<String> {
+    let (dir, store) = repo_with(new_columns, profile).await;
     write_parquet(&dir.path().join("data/rides/day2.parquet"), &day_batch(D1 + DAY, defect));
     write_parquet(&dir.path().join("data/rides_copy/day2.parquet"), &day_batch(D1 + DAY, Defect::default()));
     let before = trips_online(&store, 3).await;
@@ -278,4 +297,100 @@ async fn bad_rules_are_definition_errors() {
     {
         assert!(e.contains(want), "missing {want:?} in {e}");
     }
+}
+
+#[tokio::test]
+async fn profile_summarizes_and_is_stored() {
+    let (_dir, store) = repo_with("allow", true).await;
+    let p = store.reference_profile("rides_v").await.unwrap().expect("stored");
+    assert_eq!(p.rows, 24 * DRIVERS as u64);
+    let rate = &p.features["rate"];
+    assert_eq!((rate.count, rate.nulls), (1200, 0));
+    assert_eq!((rate.min, rate.max), (Some(0.0), Some(0.99)));
+    let mut values: Vec<f64> =
+        (0..24).flat_map(|h| (0..DRIVERS).map(move |id| ((id * 7 + h) % 100) as f64 / 100.0)).collect();
+    values.sort_by(f64::total_cmp);
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    assert!((rate.mean.unwrap() - mean).abs() < 1e-9, "{rate:?}");
+    // Quantiles are approximate (t-digest): within a few hundredths here.
+    let median = rate.quantiles["p50"];
+    assert!((median - values[600]).abs() < 0.03, "{median} vs {}", values[600]);
+    let h = rate.histogram.as_ref().unwrap();
+    assert_eq!(h.counts.len(), h.cuts.len() + 1);
+    assert_eq!(h.counts.iter().sum::<u64>(), 1200);
+    // Deciles of a uniform spread put about a tenth in each bin.
+    assert!(h.counts.iter().all(|n| (100..=140).contains(n)), "{h:?}");
+    let vehicle = &p.features["vehicle"];
+    let mut top = vehicle.top_values.clone();
+    top.sort();
+    assert_eq!(top, vec![("bike".to_owned(), 400), ("car".to_owned(), 400), ("van".to_owned(), 400)]);
+    assert!(vehicle.histogram.is_none());
+    // A dry run computes without storing; an empty window is refused.
+    let before = store.registry().refresh().await.unwrap().version;
+    store.profile("rides_v", Some(at(D1)), at(D1 + 5 * HOUR), false).await.unwrap();
+    assert_eq!(store.registry().refresh().await.unwrap().version, before);
+    let e = store.profile("rides_v", Some(at(D1 - DAY)), at(D1 - 1), true).await.unwrap_err().to_string();
+    assert!(e.contains("no rows"), "{e}");
+    let e = store.profile("ride_v", None, at(D1), true).await.unwrap_err().to_string();
+    assert!(e.contains("rides_v"), "{e}");
+}
+
+#[tokio::test]
+async fn drift_passes_on_the_same_distribution_and_fails_on_a_shift() {
+    assert_eq!(day2_with(Defect::default(), "allow", true).await, Vec::<String>::new());
+    assert_eq!(day2_with(Defect { shift_rate: true, ..Defect::default() }, "allow", true).await, vec!["drift rate"]);
+    assert_eq!(
+        day2_with(Defect { mostly_cars: true, ..Defect::default() }, "allow", true).await,
+        vec!["drift vehicle"]
+    );
+    // A null burst moves the null bin too.
+    assert_eq!(
+        day2_with(Defect { null_rate_every: Some(10), ..Defect::default() }, "allow", true).await,
+        vec!["max_null_fraction rate", "drift rate"]
+    );
+}
+
+#[tokio::test]
+async fn drift_report_names_the_shift_and_warns_without_a_reference() {
+    let (dir, store) = repo("allow").await;
+    write_parquet(
+        &dir.path().join("data/rides/day2.parquet"),
+        &day_batch(D1 + DAY, Defect { shift_rate: true, ..Defect::default() }),
+    );
+    let window = (Some(at(D1 + DAY)), at(D1 + 2 * DAY - 1));
+    let views = ["rides_v".to_owned()];
+    let reports = store.validate(Some(&views), window.0, window.1).await.unwrap();
+    assert!(reports[0].passed(), "{}", reports[0]);
+    assert!(reports[0].warnings.iter().any(|w| w.contains("no reference profile")), "{:?}", reports[0].warnings);
+    store.profile("rides_v", Some(at(D1)), at(D1 + DAY - 1), true).await.unwrap();
+    let reports = store.validate(Some(&views), window.0, window.1).await.unwrap();
+    let f: Vec<_> = reports[0].failures().collect();
+    assert_eq!(f.len(), 1, "{}", reports[0]);
+    assert!(f[0].observed.starts_with("psi "), "{}", f[0].observed);
+    assert!(f[0].observed.contains("largest shift"), "{}", f[0].observed);
+    assert_eq!(f[0].threshold, "psi <= 0.2");
+    // Same data as the reference: every drift result passes with a PSI near zero.
+    let same = store.validate(Some(&views), Some(at(D1)), at(D1 + DAY - 1)).await.unwrap();
+    let drift: Vec<_> = same[0].results.iter().filter(|r| r.rule == "drift").collect();
+    assert_eq!(drift.len(), 3, "{}", same[0]);
+    assert!(drift.iter().all(|r| r.passed && r.observed.starts_with("psi 0.00")), "{}", same[0]);
+}
+
+#[tokio::test]
+async fn bad_drift_rules_are_definition_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: quality\nregistry: data/registry.json\n").unwrap();
+    write_parquet(&dir.path().join("data/rides/day1.parquet"), &day_batch(D1, Defect::default()));
+    write_parquet(&dir.path().join("data/rides_copy/day1.parquet"), &day_batch(D1, Defect::default()));
+    let bad = defs("allow").replace("{method: psi, threshold: 0.2}", "{method: psi, threshold: 0, features: [rat]}");
+    std::fs::write(dir.path().join("features.yaml"), bad).unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    let e = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    for want in ["drift.threshold: 0 must be a positive number", "drift.features: \"rat\" is not a feature"] {
+        assert!(e.contains(want), "missing {want:?} in {e}");
+    }
+    let unknown = defs("allow").replace("method: psi", "method: ks");
+    std::fs::write(dir.path().join("features.yaml"), unknown).unwrap();
+    let e = store.repo_definitions().unwrap_err().to_string();
+    assert!(e.contains("ks") && e.contains("psi"), "{e}");
 }

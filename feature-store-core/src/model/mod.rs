@@ -17,7 +17,7 @@ pub use entity::{Entity, EntityBuilder, JoinKey};
 pub use feature_ref::{FeatureRef, FeatureSelection};
 pub use feature_service::{FeatureService, FeatureServiceBuilder};
 pub use feature_view::{FeatureView, FeatureViewBuilder};
-pub use validation::{NewColumns, Number, ValidationRules};
+pub use validation::{DriftMethod, DriftRule, NewColumns, Number, ValidationRules};
 
 use crate::ValueType;
 

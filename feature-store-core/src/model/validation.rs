@@ -46,9 +46,53 @@ pub struct ValidationRules {
     /// Largest gap between the window's newest event time and the window's end.
     #[serde(default, with = "crate::duration::ttl_serde", skip_serializing_if = "Option::is_none")]
     pub max_staleness: Option<Duration>,
+    /// Distribution shift of each window against the view's stored reference profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftRule>,
     /// Source columns the registry does not know: reported (`allow`, the default) or a failure (`reject`).
     #[serde(default, skip_serializing_if = "NewColumns::is_allow")]
     pub new_columns: NewColumns,
+}
+
+/// `drift: {method: psi, threshold: 0.2, features: [...]}`: fails a feature
+/// whose distribution moved further than `threshold` from the reference
+/// profile (see `crate::quality::profile`). Without `features`, every
+/// numeric, string and bool feature is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DriftRule {
+    /// How drift is measured.
+    #[serde(default)]
+    pub method: DriftMethod,
+    /// Largest drift that passes (inclusive).
+    pub threshold: Number,
+    /// Features to check; empty is all that can be binned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+impl DriftRule {
+    /// A PSI rule with `threshold` over every binnable feature.
+    pub fn psi(threshold: f64) -> Self {
+        Self { method: DriftMethod::Psi, threshold: Number(threshold), features: Vec::new() }
+    }
+
+    /// Restricts the rule to `features`.
+    pub fn with_features<S: Into<String>>(mut self, features: impl IntoIterator<Item = S>) -> Self {
+        self.features = features.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// Drift measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DriftMethod {
+    /// Population stability index over the reference profile's bins.
+    #[default]
+    Psi,
 }
 
 /// What to do with source columns that are neither keys, timestamps nor features.
@@ -141,6 +185,23 @@ impl ValidationRules {
             }
             if values.is_empty() {
                 out.push(format!("validation.allowed_values.{name}: the list is empty"));
+            }
+        }
+        if let Some(d) = &self.drift {
+            if !(d.threshold.0 > 0.0 && d.threshold.0.is_finite()) {
+                out.push(format!("validation.drift.threshold: {} must be a positive number", d.threshold.0));
+            }
+            for name in &d.features {
+                match feature(name) {
+                    None => out.push(unknown("drift.features", name)),
+                    Some(f) if crate::quality::profile::binning(&f.dtype) == crate::quality::profile::Binning::None => {
+                        out.push(format!(
+                            "validation.drift.features: \"{name}\" is {}; drift is measured on numbers, strings and bools",
+                            f.dtype
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         if let Some(c) = self.max_row_count_change

@@ -66,6 +66,9 @@ pub struct ViewState {
     /// The latest materialization runs, oldest first (the last [`RUNS_KEPT`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunRecord>,
+    /// The reference profile drift rules compare with (`feature-store profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::quality::profile::Profile>,
 }
 
 /// Materialization runs remembered per view.

@@ -13,7 +13,7 @@ pub use asof_join::{AsOfJoinExec, spilled_joins};
 pub(crate) use historical::get_historical_features;
 pub use latest::DEFAULT_MATERIALIZE_MEMORY;
 pub(crate) use latest::latest_rows;
-pub(crate) use stats::window_stats;
+pub(crate) use stats::{profile, window_stats};
 
 use std::sync::Arc;
 

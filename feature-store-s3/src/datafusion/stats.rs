@@ -5,8 +5,11 @@
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
-use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{approx_percentile_cont, avg, count, max, min, stddev_pop, sum};
 use datafusion::logical_expr::{Expr, cast, ident, lit, when};
+use feature_store_core::quality::profile::{
+    DECILES, FeatureProfile, Histogram, PROFILE_QUANTILES, Profile, TOP_VALUES, binning,
+};
 use feature_store_core::quality::{FeatureStats, StatsRequest, WindowStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC};
 
@@ -109,6 +112,10 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
             offending.push((f.name.clone(), "max_null_fraction", c.is_null()));
         }
     }
+    let drift = req.drift_features();
+    for (f, p) in &drift {
+        aggregates.extend(bin_counts(&f.name, ident(source.source_column(&f.name)), p));
+    }
     let stats_df = df
         .clone()
         .filter(predicate.clone())
@@ -149,6 +156,9 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
         s.mean = float(&format!("{}__mean", f.name));
         s.out_of_range = int(&format!("{}__oor", f.name));
         s.not_allowed = int(&format!("{}__na", f.name));
+        if let Some((_, p)) = drift.iter().find(|(d, _)| d.name == f.name) {
+            s.bins = read_bins(&int, &f.name, p, s.nulls, out.rows.saturating_sub(s.nulls));
+        }
         out.features.insert(f.name.clone(), s);
     }
 
@@ -185,6 +195,187 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
         }
     }
     Ok(out)
+}
+
+/// Aggregates counting a feature's non-null values per reference bin
+/// (`{feature}__bin{i}`); nulls and "other values" are derived by [`read_bins`].
+fn bin_counts(name: &str, column: Expr, p: &FeatureProfile) -> Vec<Expr> {
+    if let Some(h) = &p.histogram {
+        let x = cast(column, DataType::Float64);
+        (0..=h.cuts.len())
+            .map(|i| {
+                let condition = match (i.checked_sub(1).map(|j| h.cuts[j]), h.cuts.get(i)) {
+                    (None, Some(hi)) => x.clone().lt(lit(*hi)),
+                    (Some(lo), Some(hi)) => x.clone().gt_eq(lit(lo)).and(x.clone().lt(lit(*hi))),
+                    (Some(lo), None) => x.clone().gt_eq(lit(lo)),
+                    (None, None) => x.clone().is_not_null(),
+                };
+                one_if(condition).alias(format!("{name}__bin{i}"))
+            })
+            .collect()
+    } else {
+        let text = cast(column, DataType::Utf8);
+        p.top_values
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| one_if(text.clone().eq(lit(v.clone()))).alias(format!("{name}__bin{i}")))
+            .collect()
+    }
+}
+
+/// Window counts in the order of `FeatureProfile::reference_bins`: value bins, then nulls.
+fn read_bins(int: &dyn Fn(&str) -> u64, name: &str, p: &FeatureProfile, nulls: u64, non_null: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    if let Some(h) = &p.histogram {
+        out.extend((0..=h.cuts.len()).map(|i| int(&format!("{name}__bin{i}"))));
+    } else {
+        out.extend((0..p.top_values.len()).map(|i| int(&format!("{name}__bin{i}"))));
+        let top: u64 = out.iter().sum();
+        out.push(non_null.saturating_sub(top));
+    }
+    out.push(nulls);
+    out
+}
+
+fn quantile_name(q: f64) -> String {
+    let pct = q * 100.0;
+    if pct.fract() == 0.0 { format!("p{pct:.0}") } else { format!("p{pct}") }
+}
+
+/// A reference profile: one aggregate pass (counts, moments, approximate
+/// quantiles), one more counting each numeric feature's decile bins, and a
+/// grouped count per string or bool feature for its top values.
+pub(crate) async fn profile(store: &ParquetOfflineStore, req: StatsRequest) -> CoreResult<Profile> {
+    let ctx = session(store.memory_limit, store.target_partitions)?;
+    let source = &req.source;
+    let view = &req.view;
+    let context = format!("profiling feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
+    let df = read_source(store, &ctx, source).await?;
+    let schema = df.schema().as_arrow().clone();
+    let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
+    let window = df.filter(predicate).map_err(|e| df_error(&context, e))?;
+
+    let mut quantiles: Vec<f64> = PROFILE_QUANTILES.iter().chain(DECILES.iter()).copied().collect();
+    quantiles.sort_by(f64::total_cmp);
+    quantiles.dedup();
+    let mut aggregates = vec![count(lit(1i64)).alias(ROWS)];
+    for f in &view.schema {
+        let c = ident(source.source_column(&f.name));
+        aggregates.push(one_if(c.clone().is_null()).alias(format!("{}__nulls", f.name)));
+        if binning(&f.dtype).is_numeric() {
+            let x = cast(c, DataType::Float64);
+            aggregates.push(min(x.clone()).alias(format!("{}__min", f.name)));
+            aggregates.push(max(x.clone()).alias(format!("{}__max", f.name)));
+            aggregates.push(avg(x.clone()).alias(format!("{}__mean", f.name)));
+            aggregates.push(stddev_pop(x.clone()).alias(format!("{}__std", f.name)));
+            for q in &quantiles {
+                aggregates.push(approx_percentile_cont(x.clone().sort(true, false), lit(*q), None).alias(format!(
+                    "{}__{}",
+                    f.name,
+                    quantile_name(*q)
+                )));
+            }
+        }
+    }
+    let batch = one_row(window.clone().aggregate(vec![], aggregates), &context).await?;
+    let int = |name: &str| int_of(&batch, name);
+    let float = |name: &str| float_of(&batch, name);
+    let rows = int(ROWS);
+    let mut profile = Profile::new(view.name.clone(), req.start, req.end, rows);
+    let mut bins = Vec::new();
+    for f in &view.schema {
+        let mut p = FeatureProfile::default();
+        p.dtype = f.dtype.to_string();
+        p.nulls = int(&format!("{}__nulls", f.name));
+        p.count = rows.saturating_sub(p.nulls);
+        p.null_fraction = if rows == 0 { 0.0 } else { p.nulls as f64 / rows as f64 };
+        if binning(&f.dtype).is_numeric() {
+            p.min = float(&format!("{}__min", f.name));
+            p.max = float(&format!("{}__max", f.name));
+            p.mean = float(&format!("{}__mean", f.name));
+            p.std = float(&format!("{}__std", f.name));
+            for q in PROFILE_QUANTILES {
+                if let Some(v) = float(&format!("{}__{}", f.name, quantile_name(q))) {
+                    p.quantiles.insert(quantile_name(q), v);
+                }
+            }
+            if p.count > 0 {
+                let cuts = DECILES.iter().filter_map(|q| float(&format!("{}__{}", f.name, quantile_name(*q))));
+                p.histogram = Some(Histogram::with_cuts(cuts.collect()));
+                bins.extend(bin_counts(&f.name, ident(source.source_column(&f.name)), &p));
+            }
+        }
+        profile.features.insert(f.name.clone(), p);
+    }
+    if !bins.is_empty() {
+        let batch = one_row(window.clone().aggregate(vec![], bins), &context).await?;
+        for (name, p) in profile.features.iter_mut() {
+            if let Some(h) = p.histogram.as_mut() {
+                for (i, n) in h.counts.iter_mut().enumerate() {
+                    *n = int_of(&batch, &format!("{name}__bin{i}"));
+                }
+            }
+        }
+    }
+    for f in &view.schema {
+        if !binning(&f.dtype).is_categorical() {
+            continue;
+        }
+        let c = ident(source.source_column(&f.name));
+        let top = window
+            .clone()
+            .filter(c.clone().is_not_null())
+            .and_then(|d| d.aggregate(vec![cast(c, DataType::Utf8).alias("v")], vec![count(lit(1i64)).alias("n")]))
+            .and_then(|d| d.sort(vec![ident("n").sort(false, false), ident("v").sort(true, false)]))
+            .and_then(|d| d.limit(0, Some(TOP_VALUES)))
+            .map_err(|e| df_error(&context, e))?
+            .collect()
+            .await
+            .map_err(|e| df_error(&context, e))?;
+        let p = profile.features.get_mut(&f.name).expect("inserted above");
+        for b in &top {
+            let v = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
+                .map_err(|e| df_error(&context, e.into()))?;
+            let n = datafusion::arrow::compute::cast(b.column(1), &DataType::Int64)
+                .map_err(|e| df_error(&context, e.into()))?;
+            let (v, n) = (v.as_string::<i32>(), n.as_primitive::<Int64Type>());
+            for i in 0..b.num_rows() {
+                p.top_values.push((v.value(i).to_owned(), n.value(i).max(0) as u64));
+            }
+        }
+        let top_sum: u64 = p.top_values.iter().map(|(_, n)| n).sum();
+        p.other_count = p.count.saturating_sub(top_sum);
+    }
+    Ok(profile)
+}
+
+async fn one_row(
+    df: datafusion::error::Result<datafusion::dataframe::DataFrame>,
+    context: &str,
+) -> CoreResult<RecordBatch> {
+    let batches = df.map_err(|e| df_error(context, e))?.collect().await.map_err(|e| df_error(context, e))?;
+    batches
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| CoreError::data(context, "the statistics query returned no row"))
+}
+
+fn int_of(batch: &RecordBatch, name: &str) -> u64 {
+    batch
+        .column_by_name(name)
+        .and_then(|a| {
+            let a = datafusion::arrow::compute::cast(a, &DataType::Int64).ok()?;
+            let a = a.as_primitive::<Int64Type>();
+            (!a.is_null(0)).then(|| a.value(0).max(0) as u64)
+        })
+        .unwrap_or(0)
+}
+
+fn float_of(batch: &RecordBatch, name: &str) -> Option<f64> {
+    let a = batch.column_by_name(name)?;
+    let a = datafusion::arrow::compute::cast(a, &DataType::Float64).ok()?;
+    let a = a.as_primitive::<Float64Type>();
+    (!a.is_null(0) && a.value(0).is_finite()).then(|| a.value(0))
 }
 
 fn rows_as_json(batches: &[RecordBatch]) -> Vec<serde_json::Value> {

@@ -1,7 +1,10 @@
 //! Data-quality gates: statistics of a view's window, computed by the offline
 //! store in one streaming pass, checked against the view's
 //! [`ValidationRules`]. Materialization runs the gate before writing a window;
-//! `FeatureStore::validate` runs it on demand.
+//! `FeatureStore::validate` runs it on demand. Reference profiles for drift
+//! rules are in [`profile`].
+
+pub mod profile;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{DataSource, FeatureView, JoinKey, NewColumns, ValidationRules};
 use crate::offline::SourceSchema;
 use crate::{Error, FeatureStore, Result, describe_arrow};
+use profile::{FeatureProfile, Profile};
 
 /// What to compute over one window of a view's source rows.
 #[derive(Debug, Clone)]
@@ -29,6 +33,37 @@ pub struct StatsRequest {
     pub end: DateTime<Utc>,
     /// Sample rows to return per violated rule.
     pub samples: usize,
+    /// The reference profile drift rules compare with; its bins are counted.
+    pub reference: Option<Profile>,
+}
+
+impl StatsRequest {
+    /// A request for `view` over `[start, end]`.
+    pub fn new(
+        view: FeatureView,
+        source: DataSource,
+        join_keys: Vec<JoinKey>,
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+    ) -> Self {
+        Self { view, source, join_keys, start, end, samples: 5, reference: None }
+    }
+
+    /// The features a drift check bins, with their reference profiles.
+    pub fn drift_features(&self) -> Vec<(&crate::model::Field, &FeatureProfile)> {
+        let (Some(rule), Some(reference)) = (&self.view.validation.drift, &self.reference) else {
+            return Vec::new();
+        };
+        self.view
+            .schema
+            .iter()
+            .filter(|f| rule.features.is_empty() || rule.features.contains(&f.name))
+            .filter_map(|f| {
+                let p = reference.features.get(&f.name)?;
+                (p.dtype == f.dtype.to_string() && p.reference_bins().is_some()).then_some((f, p))
+            })
+            .collect()
+    }
 }
 
 /// Statistics of one window.
@@ -66,6 +101,9 @@ pub struct FeatureStats {
     pub out_of_range: u64,
     /// Values not among the allowed ones.
     pub not_allowed: u64,
+    /// Non-null values per bin of the reference profile (drift rules only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<u64>,
     /// Sample offending rows per rule (`ranges`, `allowed_values`, `max_null_fraction`), as JSON objects.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub samples: BTreeMap<String, Vec<serde_json::Value>>,
@@ -207,7 +245,9 @@ pub(crate) fn evaluate(
     stats: &WindowStats,
     end: DateTime<Utc>,
     previous: Option<PreviousRun>,
-) -> Vec<RuleResult> {
+    reference: Option<&Profile>,
+) -> (Vec<RuleResult>, Vec<String>) {
+    let mut warnings = Vec::new();
     let rules: &ValidationRules = &view.validation;
     let mut out = Vec::new();
     let rows = stats.rows;
@@ -301,7 +341,78 @@ pub(crate) fn evaluate(
             samples: vec![],
         });
     }
-    out
+    if let Some(rule) = &rules.drift {
+        drift_results(view, rule, stats, reference, &mut out, &mut warnings);
+    }
+    (out, warnings)
+}
+
+fn drift_results(
+    view: &FeatureView,
+    rule: &crate::model::DriftRule,
+    stats: &WindowStats,
+    reference: Option<&Profile>,
+    out: &mut Vec<RuleResult>,
+    warnings: &mut Vec<String>,
+) {
+    let threshold = format!("psi <= {}", rule.threshold.0);
+    let Some(reference) = reference else {
+        warnings.push(format!(
+            "drift: feature view \"{}\" has no reference profile, so drift was not checked; run `feature-store profile {}` over a window you trust",
+            view.name, view.name
+        ));
+        return;
+    };
+    let when = reference.computed_at.format("%Y-%m-%d %H:%M:%SZ");
+    for f in &view.schema {
+        if !rule.features.is_empty() && !rule.features.contains(&f.name) {
+            continue;
+        }
+        if rule.features.is_empty() && profile::binning(&f.dtype) == profile::Binning::None {
+            continue;
+        }
+        let Some(p) = reference.features.get(&f.name) else {
+            warnings.push(format!(
+                "drift: feature \"{}\" is not in the reference profile of {when}; rerun `feature-store profile {}`",
+                f.name, view.name
+            ));
+            continue;
+        };
+        if p.dtype != f.dtype.to_string() {
+            warnings.push(format!(
+                "drift: feature \"{}\" was {} when profiled ({when}) and is {} now; rerun `feature-store profile {}`",
+                f.name, p.dtype, f.dtype, view.name
+            ));
+            continue;
+        }
+        let Some(bins) = p.reference_bins() else { continue };
+        let window = stats.features.get(&f.name).map(|s| s.bins.clone()).unwrap_or_default();
+        if window.len() != bins.len() {
+            // The store did not count this feature's bins: say so rather than pass silently.
+            out.push(RuleResult {
+                rule: "drift".into(),
+                feature: Some(f.name.clone()),
+                observed: "the offline store did not count the reference bins".into(),
+                threshold: threshold.clone(),
+                passed: false,
+                samples: vec![],
+            });
+            continue;
+        }
+        let d = profile::psi(&bins, &window);
+        let moved = d
+            .largest
+            .map(|(label, e, a)| format!("; largest shift {label}: {:.1}% -> {:.1}%", e * 100.0, a * 100.0))
+            .unwrap_or_default();
+        out.push(RuleResult {
+            rule: "drift".into(),
+            feature: Some(f.name.clone()),
+            observed: format!("psi {:.4} vs the reference profile of {when} ({} rows){moved}", d.psi, reference.rows),
+            threshold: threshold.clone(),
+            passed: d.psi <= rule.threshold.0,
+            samples: vec![],
+        });
+    }
 }
 
 impl FeatureStore {
@@ -335,12 +446,15 @@ impl FeatureStore {
             let view = project.feature_view(&name)?.clone();
             let source = project.data_source(&view.source)?.clone();
             let join_keys = project.join_keys(&view)?;
-            let previous = project.registry().view_state.get(&name).and_then(|s| previous_run(&s.runs, start, end));
-            out.push(self.check_window(&view, &source, &join_keys, start, end, previous).await?);
+            let state = project.registry().view_state.get(&name);
+            let previous = state.and_then(|s| previous_run(&s.runs, start, end));
+            let reference = state.and_then(|s| s.profile.as_ref());
+            out.push(self.check_window(&view, &source, &join_keys, start, end, previous, reference).await?);
         }
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)] // internal: the gate's inputs, each used once
     pub(crate) async fn check_window(
         &self,
         view: &FeatureView,
@@ -349,18 +463,13 @@ impl FeatureStore {
         start: Option<DateTime<Utc>>,
         end: DateTime<Utc>,
         previous: Option<PreviousRun>,
+        reference: Option<&Profile>,
     ) -> Result<ValidationReport> {
         let schema = self.offline_store().source_schema(source).await?;
         let (mut results, warnings) = schema_contract(view, source, &schema);
         let stats = if results.is_empty() {
-            let request = StatsRequest {
-                view: view.clone(),
-                source: source.clone(),
-                join_keys: join_keys.to_vec(),
-                start,
-                end,
-                samples: 5,
-            };
+            let mut request = StatsRequest::new(view.clone(), source.clone(), join_keys.to_vec(), start, end);
+            request.reference = reference.cloned();
             self.offline_store().window_stats(request).await?
         } else {
             WindowStats::default()
@@ -395,7 +504,9 @@ impl FeatureStore {
             }
         }
         if results.is_empty() {
-            results = evaluate(view, &stats, end, previous);
+            let (r, w) = evaluate(view, &stats, end, previous, reference);
+            results = r;
+            warnings.extend(w);
         }
         results.sort_by_key(|r| r.passed);
         Ok(ValidationReport {
@@ -407,6 +518,82 @@ impl FeatureStore {
             results,
             warnings,
         })
+    }
+}
+
+impl FeatureStore {
+    /// Summarizes `view` over `[start, end]` (per feature: counts, nulls,
+    /// min/max, mean/std, quantiles, drift bins or top values) and, when
+    /// `save`, stores it as the reference its `drift` rule compares with.
+    ///
+    /// Refused when the window is empty or the source breaks the schema
+    /// contract: neither can serve as a reference.
+    pub async fn profile(
+        &self,
+        view: &str,
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+        save: bool,
+    ) -> Result<Profile> {
+        if let Some(s) = start
+            && s > end
+        {
+            return Err(Error::InvalidArgument(format!("profile window starts ({s}) after it ends ({end})")));
+        }
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        let spec = project.feature_view(view)?.clone();
+        let source = project.data_source(&spec.source)?.clone();
+        let join_keys = project.join_keys(&spec)?;
+        let schema = self.offline_store().source_schema(&source).await?;
+        let (problems, _) = schema_contract(&spec, &source, &schema);
+        if let Some(p) = problems.first() {
+            return Err(Error::data(
+                format!("profiling feature view \"{view}\""),
+                format!(
+                    "{} {}: observed {}, expected {}",
+                    p.rule,
+                    p.feature.as_deref().unwrap_or_default(),
+                    p.observed,
+                    p.threshold
+                ),
+            ));
+        }
+        let request = StatsRequest::new(spec.clone(), source, join_keys, start, end);
+        let profile = self.offline_store().profile(request).await?;
+        if profile.rows == 0 {
+            let window = start.map_or_else(|| format!("up to {end}"), |s| format!("[{s}, {end}]"));
+            return Err(Error::InvalidArgument(format!(
+                "feature view \"{view}\" has no rows in {window}; a reference profile needs data"
+            )));
+        }
+        if save {
+            let project = self.project().to_owned();
+            self.registry()
+                .update(|doc| {
+                    let p = doc.projects.entry(project.clone()).or_default();
+                    match p.feature_views.get(view) {
+                        Some(r) if r.spec == spec => {}
+                        _ => {
+                            return Err(Error::InvalidArgument(format!(
+                                "feature view \"{view}\" changed or was removed while it was profiled; profile it again"
+                            )));
+                        }
+                    }
+                    p.view_state.entry(view.to_owned()).or_default().profile = Some(profile.clone());
+                    Ok(true)
+                })
+                .await?;
+        }
+        Ok(profile)
+    }
+
+    /// The stored reference profile of `view`, if any.
+    pub async fn reference_profile(&self, view: &str) -> Result<Option<Profile>> {
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        project.feature_view(view)?;
+        Ok(project.registry().view_state.get(view).and_then(|s| s.profile.clone()))
     }
 }
 
