@@ -115,3 +115,111 @@ fn writer_properties(schema: &arrow::datatypes::Schema) -> parquet::file::proper
     }
     b.build()
 }
+
+/// `historical --save NAME`: writes Parquet and records a dataset manifest.
+pub(crate) async fn save(
+    store: &FeatureStore,
+    name: &str,
+    entities: &str,
+    features: &Features,
+    options: &HistoricalOptions,
+    output: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if let Some(p) = output
+        && !matches!(
+            p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+            Some("parquet" | "pq")
+        )
+    {
+        bail!("output {}: a saved dataset is written as Parquet; use a .parquet file name", p.display());
+    }
+    let output = output.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string());
+    let m = store.save_dataset(name, entity_input(entities), features, options, output.as_deref()).await?;
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "rows": m.output.rows, "seconds": secs, "output": m.output.file.location, "dataset": name })
+        );
+    } else {
+        eprintln!(
+            "historical: {} rows written to {} in {secs:.2}s; saved as dataset \"{name}\" (output sha256 {})",
+            m.output.rows,
+            m.output.file.location,
+            m.output.file.sha256.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn dataset_list(store: &FeatureStore, json: bool) -> anyhow::Result<()> {
+    let all = store.list_datasets().await?;
+    if json {
+        return crate::output::json(&all);
+    }
+    crate::output::table(
+        &["NAME", "ROWS", "FEATURES", "REGISTRY VERSION", "OUTPUT", "CREATED"],
+        all.iter()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    m.output.rows.to_string(),
+                    m.feature_service.clone().unwrap_or_else(|| m.features.len().to_string()),
+                    m.registry_version.to_string(),
+                    m.output.file.location.clone(),
+                    m.created_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub(crate) async fn dataset_show(store: &FeatureStore, name: &str, json: bool) -> anyhow::Result<()> {
+    let m = store.get_dataset(name).await?;
+    if json {
+        return crate::output::json(&m);
+    }
+    println!("dataset:           {}", m.name);
+    println!("created:           {}", m.created_at.to_rfc3339());
+    println!("registry version:  {}", m.registry_version);
+    if let Some(s) = &m.feature_service {
+        println!("feature service:   {s}");
+    }
+    println!("features:          {}", m.features.join(", "));
+    println!("full names:        {}", m.full_feature_names);
+    println!("timestamp column:  {}", m.timestamp_column);
+    let table = |label: &str, t: &feature_store::dataset::StoredTable| {
+        println!("{label:<19}{} rows, {} bytes at {}", t.rows, t.file.size, t.file.location);
+        if let Some(o) = &t.origin {
+            println!("{:<19}from {o}", "");
+        }
+        println!("{:<19}content {}  file {}", "", t.content_hash, t.file.sha256.as_deref().unwrap_or("-"));
+    };
+    table("entity table:", &m.entity_table);
+    table("output:", &m.output);
+    println!("views:");
+    for v in &m.views {
+        println!("  {} (source {} at {}): {}", v.view.name, v.source.name, v.source.path, v.features.join(", "));
+    }
+    println!("source files ({}):", m.source_files.len());
+    for f in &m.source_files {
+        println!("  {}  {} bytes  etag {}", f.object.location, f.object.size, f.object.e_tag.as_deref().unwrap_or("-"));
+    }
+    Ok(())
+}
+
+pub(crate) async fn dataset_verify(store: &FeatureStore, name: &str, json: bool) -> anyhow::Result<()> {
+    let v = store.verify_dataset(name).await?;
+    if json {
+        crate::output::json(&v)?;
+    } else {
+        println!("{v}");
+    }
+    if !v.identical() {
+        bail!("dataset \"{name}\" is not reproducible as recorded: {} difference(s)", v.findings.len());
+    }
+    Ok(())
+}

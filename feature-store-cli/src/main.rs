@@ -72,6 +72,17 @@ enum Command {
         /// Memory limit for the join, e.g. 2GiB (overrides offline_store.memory_limit).
         #[arg(long)]
         memory_limit: Option<String>,
+        /// Save as a dataset: keep a copy of the entity table and record a
+        /// manifest (definitions, source files, content hashes) under NAME,
+        /// for `feature-store dataset verify`. Output is Parquet (default in
+        /// the dataset's folder beside the registry).
+        #[arg(long, value_name = "NAME")]
+        save: Option<String>,
+    },
+    /// Saved datasets: list, show a manifest, verify against the present.
+    Dataset {
+        #[command(subcommand)]
+        action: DatasetAction,
     },
     /// Load the online store with the newest value per entity whose event
     /// time is in [START, END] (both inclusive; ISO 8601, naive times are UTC).
@@ -151,6 +162,24 @@ enum Command {
 }
 
 /// Flags of the materialize commands.
+/// `feature-store dataset ...`
+#[derive(Debug, Subcommand)]
+enum DatasetAction {
+    /// Saved datasets: name, rows, output, when.
+    List,
+    /// One dataset's manifest (definitions, files, hashes).
+    Show {
+        /// The dataset.
+        name: String,
+    },
+    /// Recompute from the recorded inputs and report bit-identical (exit 0)
+    /// or exactly what changed: a source file, a definition, the output (exit 1).
+    Verify {
+        /// The dataset.
+        name: String,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 struct RunFlags {
     /// Stop at the first view whose validation fails (default: other views proceed).
@@ -245,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             full_feature_names,
             timestamp_column,
             memory_limit,
+            save,
         } => {
             let mut config = feature_store::RepoConfig::load(&cli.repo)?;
             if memory_limit.is_some() {
@@ -258,7 +288,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = feature_store::HistoricalOptions::default()
                 .with_full_feature_names(full_feature_names)
                 .with_timestamp_column(timestamp_column);
-            historical::run(&store, &entities, &features, &options, output.as_deref(), cli.json).await
+            match save {
+                Some(name) => {
+                    historical::save(&store, &name, &entities, &features, &options, output.as_deref(), cli.json).await
+                }
+                None => historical::run(&store, &entities, &features, &options, output.as_deref(), cli.json).await,
+            }
+        }
+        Command::Dataset { action } => {
+            let store = feature_store::open(&cli.repo)?;
+            match action {
+                DatasetAction::List => historical::dataset_list(&store, cli.json).await,
+                DatasetAction::Show { name } => historical::dataset_show(&store, &name, cli.json).await,
+                DatasetAction::Verify { name } => historical::dataset_verify(&store, &name, cli.json).await,
+            }
         }
         Command::Materialize { start, end, views, run } => {
             let store = feature_store::open(&cli.repo)?;

@@ -41,6 +41,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod dataset;
 pub mod duration;
 mod error;
 pub mod historical;

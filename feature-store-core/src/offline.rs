@@ -58,6 +58,35 @@ pub trait OfflineStore: Send + Sync + Debug {
         Err(Error::Unsupported(format!("{self:?} cannot profile feature view \"{}\"", request.view.name)))
     }
 
+    /// For dataset manifests: every file a source reads now, with size and version.
+    async fn source_files(&self, source: &DataSource) -> Result<Vec<crate::dataset::ObjectInfo>> {
+        Err(Error::Unsupported(format!("{self:?} cannot list the files of data source \"{}\"", source.name)))
+    }
+
+    /// Reads an entity input (a file, SQL, batches) into a stream, as retrieval would.
+    async fn read_entities(
+        &self,
+        entities: crate::historical::EntityInput,
+        timestamp_column: &str,
+        sources: &[DataSource],
+    ) -> Result<BatchStream> {
+        let _ = (timestamp_column, sources);
+        Err(Error::Unsupported(format!("{self:?} cannot read entity input {entities:?}")))
+    }
+
+    /// Writes `stream` as one Parquet file at `location` (a URL, or a path
+    /// relative to the repo), replacing any object there; returns what was
+    /// stored, with its SHA-256.
+    async fn write_parquet(&self, location: &str, stream: BatchStream) -> Result<crate::dataset::ObjectInfo> {
+        let _ = stream;
+        Err(Error::Unsupported(format!("{self:?} cannot write {location}")))
+    }
+
+    /// Size, version and SHA-256 of the object at `location`; `None` when absent.
+    async fn object_info(&self, location: &str) -> Result<Option<crate::dataset::ObjectInfo>> {
+        Err(Error::Unsupported(format!("{self:?} cannot read {location}")))
+    }
+
     /// For push: appends `batch` (columns named as in the source) to the
     /// source's data as a new file; returns where it was written.
     async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String> {

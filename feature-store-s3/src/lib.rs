@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod datafusion;
+mod datasets;
 mod error;
 pub mod files;
 pub mod location;

@@ -154,6 +154,31 @@ impl OfflineStore for ParquetOfflineStore {
         crate::datafusion::window_stats(self, request).await
     }
 
+    async fn source_files(&self, source: &DataSource) -> CoreResult<Vec<feature_store_core::dataset::ObjectInfo>> {
+        crate::datasets::source_files(self, source).await
+    }
+
+    async fn read_entities(
+        &self,
+        entities: feature_store_core::historical::EntityInput,
+        timestamp_column: &str,
+        sources: &[DataSource],
+    ) -> CoreResult<BatchStream> {
+        crate::datasets::read_entities(self, entities, timestamp_column, sources).await
+    }
+
+    async fn write_parquet(
+        &self,
+        location: &str,
+        stream: BatchStream,
+    ) -> CoreResult<feature_store_core::dataset::ObjectInfo> {
+        crate::datasets::write_parquet(self, location, stream).await
+    }
+
+    async fn object_info(&self, location: &str) -> CoreResult<Option<feature_store_core::dataset::ObjectInfo>> {
+        crate::datasets::object_info(self, location).await
+    }
+
     async fn profile(
         &self,
         request: feature_store_core::quality::StatsRequest,

@@ -1,6 +1,7 @@
 //! Workspace-level end-to-end tests, in one binary.
 
 mod bad_repos;
+mod dataset;
 mod historical;
 mod online;
 mod quality;

@@ -69,6 +69,29 @@ feature_views:
     let city = out.column(4).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
     assert_eq!((city.value(0), city.value(1)), ("a", "b"));
 
+    // A saved dataset on S3: files beside the registry, verified, then a source file changes.
+    let m = fs
+        .save_dataset(
+            "on_s3",
+            feature_store::EntityInput::batch(entities.clone()),
+            &feature_store::Features::refs(["by_folder:conv_rate", "by_file:city"]),
+            &feature_store::HistoricalOptions::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.output.file.location, "s3://features/registry/datasets/demo/on_s3/data.parquet");
+    assert_eq!(m.source_files.len(), 3, "{:?}", m.source_files);
+    assert!(m.source_files.iter().all(|f| f.object.e_tag.is_some()));
+    let v = fs.verify_dataset("on_s3").await.unwrap();
+    assert!(v.identical(), "{v}");
+    let mut changed = drivers_batch();
+    changed = changed.slice(0, 1);
+    put_parquet(&store, "single/drivers.parquet", &changed).await;
+    let v = fs.verify_dataset("on_s3").await.unwrap();
+    let subjects: Vec<&str> = v.findings.iter().map(|f| f.subject.as_str()).collect();
+    assert_eq!(subjects, ["s3://features/single/drivers.parquet", "output"], "{v}");
+
     // A missing object on S3 is reported with its URL.
     let bad = "sources:\n  - {name: single, path: \"s3://features/nothing/here.parquet\", timestamp_field: event_timestamp}\n";
     let err = fs.apply(&Definitions::from_yaml(bad, "bad.yaml").unwrap(), ApplyMode::Merge).await.unwrap_err();

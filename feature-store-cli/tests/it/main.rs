@@ -370,4 +370,75 @@ fn quality_gate_status_and_metrics() {
     assert!(status[0]["freshness_lag_seconds"].as_f64().unwrap() >= 0.0);
     let text = ok(&cli(&repo, &["status"]));
     assert!(text.contains("FRESHNESS LAG") && text.contains("succeeded"), "{text}");
+
+    // A reference profile, then a drift rule checked against it.
+    let text = ok(&cli(&repo, &["profile", "driver_hourly_stats"]));
+    assert!(text.contains("FEATURE") && text.contains("conv_rate") && text.contains("10 bins"), "{text}");
+    let profile = json(&cli(&repo, &["--json", "profile", "driver_hourly_stats", "--dry-run"]));
+    assert_eq!(profile["view"], "driver_hourly_stats");
+    assert!(profile["features"]["conv_rate"]["quantiles"]["p50"].is_number(), "{profile}");
+    let drift = strict.replace("[0.0, 0.5]", "[0.0, 1.0]").replace(
+        "      max_null_fraction: {\"*\": 0.0}\n",
+        "      max_null_fraction: {\"*\": 0.0}\n      drift: {method: psi, threshold: 0.1}\n",
+    );
+    std::fs::write(repo.join("features.yaml"), drift).unwrap();
+    ok(&cli(&repo, &["apply"]));
+    let text = ok(&cli(&repo, &["validate"]));
+    assert!(text.contains("drift") && text.contains("psi 0.0"), "{text}");
+}
+
+#[test]
+fn saved_datasets_list_show_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    let entities = repo.join("data/driver_orders.parquet");
+    let run = cli(
+        &repo,
+        &["historical", "--entities", entities.to_str().unwrap(), "--service", "driver_activity", "--save", "train_v1"],
+    );
+    ok(&run);
+    let summary = String::from_utf8_lossy(&run.stderr);
+    assert!(summary.contains("saved as dataset \"train_v1\""), "{summary}");
+    assert!(repo.join("data/datasets/driver_ranking/train_v1/data.parquet").exists());
+    let csv = tmp.path().join("x.csv");
+    let err = fail(&cli(
+        &repo,
+        &[
+            "historical",
+            "--entities",
+            entities.to_str().unwrap(),
+            "--service",
+            "driver_activity",
+            "--save",
+            "x",
+            "--output",
+            csv.to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("a saved dataset is written as Parquet"), "{err}");
+
+    let list = ok(&cli(&repo, &["dataset", "list"]));
+    assert!(list.contains("train_v1") && list.contains("12"), "{list}");
+    let show = ok(&cli(&repo, &["dataset", "show", "train_v1"]));
+    assert!(show.contains("feature service:   driver_activity") && show.contains("source files (1)"), "{show}");
+    let manifest = json(&cli(&repo, &["--json", "dataset", "show", "train_v1"]));
+    assert_eq!(manifest["output"]["rows"], 12);
+    let text = ok(&cli(&repo, &["dataset", "verify", "train_v1"]));
+    assert!(text.contains("bit-identical"), "{text}");
+
+    // Tampered output: exit 1 naming it.
+    let out = repo.join("data/datasets/driver_ranking/train_v1/data.parquet");
+    let mut bytes = std::fs::read(&out).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&out, bytes).unwrap();
+    let run = cli(&repo, &["dataset", "verify", "train_v1"]);
+    let err = fail(&run);
+    assert!(err.contains("not reproducible as recorded"), "{err}");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("output") && text.contains("modified"), "{text}");
+    let err = fail(&cli(&repo, &["dataset", "show", "train_v2"]));
+    assert!(err.contains("dataset \"train_v2\" not found"), "{err}");
 }

@@ -236,6 +236,8 @@ pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: Date
         .filter(|(n, _)| next.feature_views.contains_key(*n) && !reset.contains(n))
         .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
+    // Saved datasets carry their own copies of the definitions they used.
+    next.datasets = current.datasets.clone();
     plan.changes.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     (next, plan)
 }

@@ -26,7 +26,7 @@ use crate::ParquetOfflineStore;
 
 /// Entity time range, for pruning feature rows.
 #[derive(Debug, Clone, Copy)]
-struct Bounds {
+pub(crate) struct Bounds {
     min: i128,
     max: i128,
 }
@@ -269,7 +269,7 @@ fn register_store(ctx: &SessionContext, root: &crate::location::ResolvedLocation
 
 /// The entity side as a single-partition plan, and its time range when known
 /// without consuming it.
-async fn entity_plan(
+pub(crate) async fn entity_plan(
     store: &ParquetOfflineStore,
     ctx: &SessionContext,
     input: EntityInput,

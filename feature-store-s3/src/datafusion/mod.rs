@@ -10,7 +10,7 @@ mod stats;
 mod timestamps;
 
 pub use asof_join::{AsOfJoinExec, spilled_joins};
-pub(crate) use historical::get_historical_features;
+pub(crate) use historical::{entity_plan, get_historical_features};
 pub use latest::DEFAULT_MATERIALIZE_MEMORY;
 pub(crate) use latest::latest_rows;
 pub(crate) use stats::{profile, window_stats};

@@ -1,0 +1,659 @@
+//! Saved datasets: a training set written once with a manifest of everything
+//! it was built from, so it can be checked, and rebuilt, bit for bit.
+//!
+//! `FeatureStore::save_dataset` copies the entity table to
+//! `<registry folder>/datasets/<project>/<name>/entities.parquet` (so a SQL or
+//! in-memory entity table can be replayed), runs the retrieval from that copy,
+//! writes the output (default: `data.parquet` next to it), and records in the
+//! registry: the registry version and every definition used, the feature
+//! references, each source file listed with its size, ETag and modification
+//! time, and content hashes of the entity table and the output.
+//!
+//! Content hashes are SHA-256 over the schema and the rows in Arrow's row
+//! format, so they do not depend on batch sizes or file encoding; file hashes
+//! are SHA-256 of the stored bytes. `verify_dataset` compares all of it with
+//! the present and recomputes the output from the recorded definitions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::SchemaRef;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::historical::{BatchStream, EntityInput, HistoricalOptions, HistoricalRequest, ViewRequest};
+use crate::model::{DataSource, Entity, FeatureView, JoinKey};
+use crate::{Error, FeatureStore, Features, Result};
+
+/// A stored object as listed by an object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// URL of the object.
+    pub location: String,
+    /// Bytes.
+    pub size: u64,
+    /// The store's ETag (version tag), when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+    /// Last modification time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<DateTime<Utc>>,
+    /// SHA-256 of the bytes, hex; only for objects the dataset wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl ObjectInfo {
+    /// An object at `location` of `size` bytes.
+    pub fn new(location: impl Into<String>, size: u64) -> Self {
+        Self { location: location.into(), size, e_tag: None, last_modified: None, sha256: None }
+    }
+
+    /// Sets the ETag and modification time.
+    pub fn with_version(mut self, e_tag: Option<String>, last_modified: Option<DateTime<Utc>>) -> Self {
+        self.e_tag = e_tag;
+        self.last_modified = last_modified;
+        self
+    }
+
+    /// Sets the content hash.
+    pub fn with_sha256(mut self, hex: impl Into<String>) -> Self {
+        self.sha256 = Some(hex.into());
+        self
+    }
+}
+
+/// A source file a dataset read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SourceFile {
+    /// The data source.
+    pub source: String,
+    /// The file.
+    #[serde(flatten)]
+    pub object: ObjectInfo,
+}
+
+/// A table the dataset stored (the entity copy or the output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoredTable {
+    /// Where the rows came from (entity tables: a path, a SQL query or "Arrow batches").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Rows.
+    pub rows: u64,
+    /// SHA-256 of the schema and rows (see the module docs).
+    pub content_hash: String,
+    /// The stored file.
+    pub file: ObjectInfo,
+}
+
+/// One view as it was used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DatasetView {
+    /// The view's definition.
+    pub view: FeatureView,
+    /// Its source's definition.
+    pub source: DataSource,
+    /// Its join keys.
+    pub join_keys: Vec<JoinKey>,
+    /// Requested features.
+    pub features: Vec<String>,
+    /// Their output column names.
+    pub output_names: Vec<String>,
+}
+
+impl From<ViewRequest> for DatasetView {
+    fn from(v: ViewRequest) -> Self {
+        Self {
+            view: v.view,
+            source: v.source,
+            join_keys: v.join_keys,
+            features: v.features,
+            output_names: v.output_names,
+        }
+    }
+}
+
+impl From<DatasetView> for ViewRequest {
+    fn from(v: DatasetView) -> Self {
+        Self {
+            view: v.view,
+            source: v.source,
+            join_keys: v.join_keys,
+            features: v.features,
+            output_names: v.output_names,
+        }
+    }
+}
+
+/// Everything a saved dataset was built from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DatasetManifest {
+    /// The dataset's name.
+    pub name: String,
+    /// When it was saved.
+    pub created_at: DateTime<Utc>,
+    /// Registry version the definitions were read at.
+    pub registry_version: u64,
+    /// The feature service requested, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_service: Option<String>,
+    /// Feature references, `view:feature`, in output order.
+    pub features: Vec<String>,
+    /// Whether output columns are `view__feature`.
+    pub full_feature_names: bool,
+    /// The entity table's timestamp column.
+    pub timestamp_column: String,
+    /// The views used, as defined then.
+    pub views: Vec<DatasetView>,
+    /// The entities of those views, as defined then.
+    pub entities: Vec<Entity>,
+    /// Every file of every source used, as listed then.
+    pub source_files: Vec<SourceFile>,
+    /// The entity table (a copy the dataset keeps).
+    pub entity_table: StoredTable,
+    /// The output.
+    pub output: StoredTable,
+}
+
+/// What `verify_dataset` found different; empty means bit-identical.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Finding {
+    /// `source_file`, `definition`, `entity_table`, `output` or `recomputed`.
+    pub kind: String,
+    /// The object concerned (a file URL, `feature_view x`, ...).
+    pub subject: String,
+    /// What changed.
+    pub detail: String,
+}
+
+/// The outcome of `verify_dataset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Verification {
+    /// The dataset.
+    pub name: String,
+    /// Content hash of the output recomputed from the recorded inputs, when it could be.
+    pub recomputed_hash: Option<String>,
+    /// Source files compared.
+    pub files_checked: usize,
+    /// Differences, empty when identical.
+    pub findings: Vec<Finding>,
+}
+
+impl Verification {
+    /// True when nothing differs: same sources, definitions, entity table and output, and
+    /// a recomputation gives the same bits.
+    pub fn identical(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.identical() {
+            return write!(
+                f,
+                "dataset \"{}\": bit-identical ({} source files unchanged, definitions unchanged, output intact, recomputed output hash {})",
+                self.name,
+                self.files_checked,
+                self.recomputed_hash.as_deref().map_or("-", |h| &h[..16.min(h.len())])
+            );
+        }
+        writeln!(f, "dataset \"{}\": {} difference(s)", self.name, self.findings.len())?;
+        for x in &self.findings {
+            writeln!(f, "  {} {}: {}", x.kind, x.subject, x.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 over a table's schema and rows, independent of batch boundaries.
+#[derive(Debug)]
+pub struct ContentHasher {
+    converter: RowConverter,
+    digest: Sha256,
+    rows: u64,
+}
+
+impl ContentHasher {
+    /// A hasher for tables of `schema`.
+    pub fn new(schema: &SchemaRef) -> Result<Self> {
+        let mut digest = Sha256::new();
+        for f in schema.fields() {
+            digest.update(format!("{}:{};", f.name(), f.data_type()).as_bytes());
+        }
+        let fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let converter = RowConverter::new(fields)
+            .map_err(|e| Error::Unsupported(format!("cannot hash a table with this schema: {e}")))?;
+        Ok(Self { converter, digest, rows: 0 })
+    }
+
+    /// Adds a batch's rows.
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rows = self
+            .converter
+            .convert_columns(batch.columns())
+            .map_err(|e| Error::Unsupported(format!("cannot hash these rows: {e}")))?;
+        for row in rows.iter() {
+            let bytes = row.as_ref();
+            self.digest.update((bytes.len() as u64).to_le_bytes());
+            self.digest.update(bytes);
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows so far and the hex digest.
+    pub fn finish(self) -> (u64, String) {
+        (self.rows, hex(&self.digest.finalize()))
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Passes a stream through a [`ContentHasher`]; the result is in the returned slot once the stream ends.
+fn hashing(stream: BatchStream) -> Result<(BatchStream, Arc<Mutex<Option<ContentHasher>>>)> {
+    let schema = stream.schema();
+    let slot = Arc::new(Mutex::new(Some(ContentHasher::new(&schema)?)));
+    let s2 = Arc::clone(&slot);
+    let inner = stream.map(move |b| {
+        let b = b?;
+        if let Some(h) = s2.lock().expect("poisoned").as_mut() {
+            h.update(&b)?;
+        }
+        Ok(b)
+    });
+    Ok((BatchStream::new(schema, Box::pin(inner)), slot))
+}
+
+fn take(slot: &Arc<Mutex<Option<ContentHasher>>>) -> (u64, String) {
+    slot.lock().expect("poisoned").take().expect("hashed once").finish()
+}
+
+/// Dataset names are used in paths: letters, digits, `_`, `-`, `.`; not starting with `.`.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "dataset name \"{name}\" is invalid: use letters, digits, '_', '-' and '.' (not first), at most 128 characters"
+        )))
+    }
+}
+
+/// Top-level fields whose values differ between two serialized definitions.
+fn changed_fields<T: Serialize>(then: &T, now: &T) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(then).unwrap_or_default(), serde_json::to_value(now).unwrap_or_default());
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+        }
+        (a, b) if a != b => vec!["definition".into()],
+        _ => vec![],
+    }
+}
+
+impl FeatureStore {
+    /// Folder of a dataset's stored files: beside the registry document.
+    pub fn dataset_folder(&self, name: &str) -> String {
+        let registry = &self.config().registry.path;
+        let parent = registry.rfind('/').map_or("", |i| &registry[..=i]);
+        format!("{parent}datasets/{}/{name}", self.project())
+    }
+
+    /// Builds a training set like [`FeatureStore::get_historical_features`],
+    /// writes it as Parquet to `output` (default `data.parquet` in
+    /// [`FeatureStore::dataset_folder`]) and records its manifest as `name`.
+    ///
+    /// An existing name is refused. The entity table is read once and kept as
+    /// a copy, so an in-memory or SQL entity table can be replayed.
+    pub async fn save_dataset(
+        &self,
+        name: &str,
+        entities: EntityInput,
+        features: &Features,
+        options: &HistoricalOptions,
+        output: Option<&str>,
+    ) -> Result<DatasetManifest> {
+        check_name(name)?;
+        let doc = self.registry().refresh().await?;
+        let project = doc.project(self.project());
+        if project.registry().datasets.contains_key(name) {
+            return Err(Error::InvalidArgument(format!(
+                "dataset \"{name}\" already exists; pick another name (`feature-store dataset show {name}` shows it)"
+            )));
+        }
+        let views = self.resolve_views(features, options.full_feature_names).await?;
+        let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
+        let mut entity_defs: BTreeMap<String, Entity> = BTreeMap::new();
+        for v in &views {
+            for e in &v.view.entities {
+                if let Some(r) = project.registry().entities.get(e) {
+                    entity_defs.insert(e.clone(), r.spec.clone());
+                }
+            }
+        }
+        let offline = self.offline_store();
+        let mut source_files = Vec::new();
+        let mut listed = BTreeSet::new();
+        for v in &views {
+            if listed.insert(v.source.name.clone()) {
+                for object in offline.source_files(&v.source).await? {
+                    source_files.push(SourceFile { source: v.source.name.clone(), object });
+                }
+            }
+        }
+        let origin = match &entities {
+            EntityInput::Path(p) => p.clone(),
+            EntityInput::Sql(q) => format!("SQL: {q}"),
+            EntityInput::Batches { .. } => "Arrow batches".into(),
+            EntityInput::Stream(_) => "Arrow stream".into(),
+        };
+        let folder = self.dataset_folder(name);
+        let entity_stream = offline.read_entities(entities, &options.timestamp_column, &sources).await?;
+        let (entity_stream, entity_hash) = hashing(entity_stream)?;
+        let entity_file = offline.write_parquet(&format!("{folder}/entities.parquet"), entity_stream).await?;
+        let (entity_rows, entity_content) = take(&entity_hash);
+
+        let request = HistoricalRequest {
+            entities: EntityInput::Path(entity_file.location.clone()),
+            views: views.clone(),
+            timestamp_column: options.timestamp_column.clone(),
+            sources: sources.clone(),
+        };
+        let (out_stream, out_hash) = hashing(offline.get_historical_features(request).await?)?;
+        let output_location = output.map_or_else(|| format!("{folder}/data.parquet"), str::to_owned);
+        let output_file = offline.write_parquet(&output_location, out_stream).await?;
+        let (out_rows, out_content) = take(&out_hash);
+
+        let manifest = DatasetManifest {
+            name: name.to_owned(),
+            created_at: Utc::now(),
+            registry_version: doc.version,
+            feature_service: match features {
+                Features::Service(s) => Some(s.clone()),
+                Features::Refs(_) => None,
+            },
+            features: views.iter().flat_map(|v| v.features.iter().map(|f| format!("{}:{f}", v.view.name))).collect(),
+            full_feature_names: options.full_feature_names,
+            timestamp_column: options.timestamp_column.clone(),
+            views: views.into_iter().map(DatasetView::from).collect(),
+            entities: entity_defs.into_values().collect(),
+            source_files,
+            entity_table: StoredTable {
+                origin: Some(origin),
+                rows: entity_rows,
+                content_hash: entity_content,
+                file: entity_file,
+            },
+            output: StoredTable { origin: None, rows: out_rows, content_hash: out_content, file: output_file },
+        };
+        let project_name = self.project().to_owned();
+        self.registry()
+            .update(|doc| {
+                let p = doc.projects.entry(project_name.clone()).or_default();
+                if p.datasets.contains_key(name) {
+                    return Err(Error::InvalidArgument(format!(
+                        "dataset \"{name}\" was saved by another writer meanwhile; its files at {folder} may be this run's, save under another name"
+                    )));
+                }
+                p.datasets.insert(name.to_owned(), manifest.clone());
+                Ok(true)
+            })
+            .await?;
+        Ok(manifest)
+    }
+
+    /// Saved datasets of the project, by name.
+    pub async fn list_datasets(&self) -> Result<Vec<DatasetManifest>> {
+        Ok(self.document().await?.project(self.project()).registry().datasets.values().cloned().collect())
+    }
+
+    /// The manifest of dataset `name`.
+    pub async fn get_dataset(&self, name: &str) -> Result<DatasetManifest> {
+        let doc = self.document().await?;
+        let p = doc.project(self.project());
+        p.registry().datasets.get(name).cloned().ok_or_else(|| {
+            let close: Vec<String> = p
+                .registry()
+                .datasets
+                .keys()
+                .filter(|n| crate::registry::similar(n, name))
+                .map(|n| format!("\"{n}\""))
+                .collect();
+            Error::NotFound {
+                kind: "dataset",
+                name: name.to_owned(),
+                hint: (!close.is_empty()).then(|| format!("did you mean {}?", close.join(" or "))),
+            }
+        })
+    }
+
+    /// The rows of dataset `name`, read from its stored output.
+    pub async fn read_dataset(&self, name: &str) -> Result<BatchStream> {
+        let m = self.get_dataset(name).await?;
+        self.offline_store().read_entities(EntityInput::Path(m.output.file.location), "", &[]).await
+    }
+
+    /// Compares dataset `name` with the present: source files, definitions,
+    /// the stored entity table and output, and a recomputation of the output
+    /// from the recorded definitions and entity table.
+    pub async fn verify_dataset(&self, name: &str) -> Result<Verification> {
+        let m = self.get_dataset(name).await?;
+        let doc = self.registry().refresh().await?;
+        let project = doc.project(self.project());
+        let reg = project.registry();
+        let offline = self.offline_store();
+        let mut findings = Vec::new();
+        let mut finding = |kind: &str, subject: String, detail: String| {
+            findings.push(Finding { kind: kind.to_owned(), subject, detail });
+        };
+
+        // Source files: added, removed, or a different size or version.
+        let mut files_checked = 0;
+        let mut seen = BTreeSet::new();
+        for v in &m.views {
+            if !seen.insert(v.source.name.clone()) {
+                continue;
+            }
+            let then: BTreeMap<&str, &ObjectInfo> = m
+                .source_files
+                .iter()
+                .filter(|f| f.source == v.source.name)
+                .map(|f| (f.object.location.as_str(), &f.object))
+                .collect();
+            let now = match offline.source_files(&v.source).await {
+                Ok(files) => files,
+                Err(e) => {
+                    finding("source_file", format!("data source {}", v.source.name), format!("cannot list: {e}"));
+                    continue;
+                }
+            };
+            let now_by: BTreeMap<&str, &ObjectInfo> = now.iter().map(|o| (o.location.as_str(), o)).collect();
+            for (loc, old) in &then {
+                files_checked += 1;
+                match now_by.get(loc) {
+                    None => finding("source_file", (*loc).to_owned(), "removed".into()),
+                    Some(new) => {
+                        let mut what = Vec::new();
+                        if new.size != old.size {
+                            what.push(format!("size {} -> {}", old.size, new.size));
+                        }
+                        if new.e_tag != old.e_tag {
+                            what.push(format!(
+                                "etag {} -> {}",
+                                old.e_tag.as_deref().unwrap_or("-"),
+                                new.e_tag.as_deref().unwrap_or("-")
+                            ));
+                        }
+                        if what.is_empty() && new.last_modified != old.last_modified {
+                            what.push("modification time changed".into());
+                        }
+                        if !what.is_empty() {
+                            finding("source_file", (*loc).to_owned(), format!("changed: {}", what.join(", ")));
+                        }
+                    }
+                }
+            }
+            for (loc, new) in &now_by {
+                if !then.contains_key(loc) {
+                    finding("source_file", (*loc).to_owned(), format!("added ({} bytes)", new.size));
+                }
+            }
+        }
+
+        // Definitions: the registry now against the recorded ones.
+        for v in &m.views {
+            match reg.feature_views.get(&v.view.name) {
+                None => finding("definition", format!("feature_view {}", v.view.name), "removed".into()),
+                Some(r) => {
+                    let fields = changed_fields(&v.view, &r.spec);
+                    if !fields.is_empty() {
+                        finding(
+                            "definition",
+                            format!("feature_view {}", v.view.name),
+                            format!("changed: {}", fields.join(", ")),
+                        );
+                    }
+                }
+            }
+        }
+        let mut sources_seen = BTreeSet::new();
+        for v in &m.views {
+            if !sources_seen.insert(v.source.name.clone()) {
+                continue;
+            }
+            match reg.data_sources.get(&v.source.name) {
+                None => finding("definition", format!("data_source {}", v.source.name), "removed".into()),
+                Some(r) => {
+                    let fields = changed_fields(&v.source, &r.spec);
+                    if !fields.is_empty() {
+                        finding(
+                            "definition",
+                            format!("data_source {}", v.source.name),
+                            format!("changed: {}", fields.join(", ")),
+                        );
+                    }
+                }
+            }
+        }
+        for e in &m.entities {
+            match reg.entities.get(&e.name) {
+                None => finding("definition", format!("entity {}", e.name), "removed".into()),
+                Some(r) => {
+                    let fields = changed_fields(e, &r.spec);
+                    if !fields.is_empty() {
+                        finding("definition", format!("entity {}", e.name), format!("changed: {}", fields.join(", ")));
+                    }
+                }
+            }
+        }
+
+        // Stored files: present with the bytes written.
+        let mut entity_ok = true;
+        for (kind, table) in [("entity_table", &m.entity_table), ("output", &m.output)] {
+            match offline.object_info(&table.file.location).await {
+                Err(e) => {
+                    entity_ok &= kind != "entity_table";
+                    finding(kind, table.file.location.clone(), format!("cannot read: {e}"));
+                }
+                Ok(None) => {
+                    entity_ok &= kind != "entity_table";
+                    finding(kind, table.file.location.clone(), "missing".into());
+                }
+                Ok(Some(now)) if now.sha256 != table.file.sha256 => {
+                    entity_ok &= kind != "entity_table";
+                    finding(
+                        kind,
+                        table.file.location.clone(),
+                        format!(
+                            "modified: sha256 {} -> {} ({} -> {} bytes)",
+                            short(&table.file.sha256),
+                            short(&now.sha256),
+                            table.file.size,
+                            now.size
+                        ),
+                    );
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+
+        // Recompute from the recorded inputs.
+        let mut recomputed_hash = None;
+        if entity_ok {
+            let request = HistoricalRequest {
+                entities: EntityInput::Path(m.entity_table.file.location.clone()),
+                views: m.views.iter().cloned().map(ViewRequest::from).collect(),
+                timestamp_column: m.timestamp_column.clone(),
+                sources: m.views.iter().map(|v| v.source.clone()).collect(),
+            };
+            match offline.get_historical_features(request).await {
+                Err(e) => finding("recomputed", "output".into(), format!("recomputation failed: {e}")),
+                Ok(mut stream) => {
+                    let mut hasher = ContentHasher::new(&stream.schema())?;
+                    let mut failed = None;
+                    while let Some(b) = stream.next().await {
+                        match b.and_then(|b| hasher.update(&b)) {
+                            Ok(()) => {}
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        Some(e) => finding("recomputed", "output".into(), format!("recomputation failed: {e}")),
+                        None => {
+                            let (rows, hash) = hasher.finish();
+                            if hash != m.output.content_hash {
+                                finding(
+                                    "recomputed",
+                                    "output".into(),
+                                    format!(
+                                        "differs from the recorded output: content hash {} -> {} ({} -> {rows} rows)",
+                                        &m.output.content_hash[..16],
+                                        &hash[..16],
+                                        m.output.rows
+                                    ),
+                                );
+                            }
+                            recomputed_hash = Some(hash);
+                        }
+                    }
+                }
+            }
+        } else {
+            finding(
+                "recomputed",
+                "output".into(),
+                "not recomputed: the stored entity table is missing or modified".into(),
+            );
+        }
+        Ok(Verification { name: m.name, recomputed_hash, files_checked, findings })
+    }
+}
+
+fn short(h: &Option<String>) -> String {
+    h.as_deref().map_or_else(|| "-".to_owned(), |h| h[..16.min(h.len())].to_owned())
+}
