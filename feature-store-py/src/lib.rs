@@ -237,15 +237,7 @@ impl Store {
         sql: Option<String>,
     ) -> PyResult<HistoricalResult> {
         let features = features_arg(features, service)?;
-        let input = match (table, path, sql) {
-            (Some(t), None, None) => {
-                let (schema, batches) = read_arrow(py, &t, "entity_df")?;
-                EntityInput::Batches { schema, batches }
-            }
-            (None, Some(p), None) => EntityInput::Path(p),
-            (None, None, Some(q)) => EntityInput::Sql(q),
-            _ => return Err(PyValueError::new_err("give the entity rows as exactly one of table, path or sql")),
-        };
+        let input = entity_input(py, table, path, sql)?;
         let store = self.store()?;
         let options = HistoricalOptions::default()
             .with_full_feature_names(full_feature_names)
@@ -253,6 +245,73 @@ impl Store {
         let stream =
             py.detach(|| block_on(store.get_historical_features(input, &features, &options))).map_err(to_py)?;
         Ok(HistoricalResult::new(stream))
+    }
+
+    /// Retrieval saved as dataset `name` (output Parquet at `output`, default
+    /// in the dataset's folder); returns the manifest as JSON.
+    #[pyo3(signature = (name, features=None, service=None, full_feature_names=false, timestamp_column="event_timestamp".to_owned(), table=None, path=None, sql=None, output=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn save_dataset(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        features: Option<Vec<String>>,
+        service: Option<String>,
+        full_feature_names: bool,
+        timestamp_column: String,
+        table: Option<Bound<'_, PyAny>>,
+        path: Option<String>,
+        sql: Option<String>,
+        output: Option<String>,
+    ) -> PyResult<String> {
+        let features = features_arg(features, service)?;
+        let input = entity_input(py, table, path, sql)?;
+        let store = self.store()?;
+        let options = HistoricalOptions::default()
+            .with_full_feature_names(full_feature_names)
+            .with_timestamp_column(timestamp_column);
+        let manifest = py
+            .detach(|| block_on(store.save_dataset(name, input, &features, &options, output.as_deref())))
+            .map_err(to_py)?;
+        json(&manifest)
+    }
+
+    /// The stored rows of dataset `name`.
+    fn read_dataset(&self, py: Python<'_>, name: &str) -> PyResult<HistoricalResult> {
+        let store = self.store()?;
+        let stream = py.detach(|| block_on(store.read_dataset(name))).map_err(to_py)?;
+        Ok(HistoricalResult::new(stream))
+    }
+
+    /// Manifests of every saved dataset, as JSON.
+    fn list_datasets(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.store()?;
+        json(&py.detach(|| block_on(store.list_datasets())).map_err(to_py)?)
+    }
+
+    /// The manifest of dataset `name`, as JSON.
+    fn get_dataset(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        let store = self.store()?;
+        json(&py.detach(|| block_on(store.get_dataset(name))).map_err(to_py)?)
+    }
+
+    /// Verification of dataset `name` against the present, as JSON (with `identical`).
+    fn verify_dataset(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        let store = self.store()?;
+        let v = py.detach(|| block_on(store.verify_dataset(name))).map_err(to_py)?;
+        let mut value = serde_json::to_value(&v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        value["identical"] = serde_json::Value::Bool(v.identical());
+        value["text"] = serde_json::Value::String(v.to_string());
+        json(&value)
+    }
+
+    /// A reference profile of `view` over `[start, end]` (µs), stored when `save`; as JSON.
+    #[pyo3(signature = (view, start_us, end_us, save=true))]
+    fn profile(&self, py: Python<'_>, view: &str, start_us: Option<i64>, end_us: i64, save: bool) -> PyResult<String> {
+        let start = start_us.map(|us| micros(us, "start_date")).transpose()?;
+        let end = micros(end_us, "end_date")?;
+        let store = self.store()?;
+        json(&py.detach(|| block_on(store.profile(view, start, end, save))).map_err(to_py)?)
     }
 
     /// Materializes `[start, end]` (µs since the epoch, both inclusive); returns the report as JSON.
@@ -328,6 +387,24 @@ impl Store {
         let response = py.detach(|| block_on(store.get_online_features(&features, &batch, &options))).map_err(to_py)?;
         Ok(OnlineResult { response })
     }
+}
+
+/// Entity rows from exactly one of an Arrow exporter, a path, or SQL.
+fn entity_input(
+    py: Python<'_>,
+    table: Option<Bound<'_, PyAny>>,
+    path: Option<String>,
+    sql: Option<String>,
+) -> PyResult<EntityInput> {
+    Ok(match (table, path, sql) {
+        (Some(t), None, None) => {
+            let (schema, batches) = read_arrow(py, &t, "entity_df")?;
+            EntityInput::Batches { schema, batches }
+        }
+        (None, Some(p), None) => EntityInput::Path(p),
+        (None, None, Some(q)) => EntityInput::Sql(q),
+        _ => return Err(PyValueError::new_err("give the entity rows as exactly one of table, path or sql")),
+    })
 }
 
 fn materialize_options(views: Option<Vec<String>>) -> MaterializeOptions {

@@ -22,13 +22,14 @@ from .errors import (
     UnsupportedError,
     ValidationError,
 )
-from .store import ApplyResult, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob
+from .store import ApplyResult, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob, SavedDataset
 from .types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp, ValueType
 
 __all__ = [
     "__version__",
     "FeatureStore",
     "RetrievalJob",
+    "SavedDataset",
     "OnlineResponse",
     "HistoricalResult",
     "PushMode",

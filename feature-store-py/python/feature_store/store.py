@@ -197,6 +197,7 @@ class RetrievalJob:
         self._request = request
         self._output_names = output_names
         self._reader_used = False
+        self._saved: Optional[str] = None
 
     @property
     def feature_names(self) -> List[str]:
@@ -204,6 +205,8 @@ class RetrievalJob:
         return list(self._output_names)
 
     def _run(self) -> "_internal.HistoricalResult":
+        if self._saved is not None:
+            return self._store.read_dataset(self._saved)
         table = self._request.get("table")
         if isinstance(table, pa.RecordBatchReader):
             # A reader can be read once; tables, frames and other exporters can be re-exported.
@@ -249,6 +252,36 @@ class RetrievalJob:
 
     def schema(self) -> pa.Schema:
         return self._run().schema()
+
+
+class SavedDataset(RetrievalJob):
+    """A training set saved with a manifest of what it was built from.
+
+    ``to_*`` methods read the stored output (not a new join); ``verify()``
+    recomputes it from the recorded inputs and reports what changed.
+    """
+
+    def __init__(self, store: "_internal.Store", manifest: Dict[str, Any]) -> None:
+        names = [n for v in manifest["views"] for n in v["output_names"]]
+        super().__init__(store, {}, names)
+        self._saved = manifest["name"]
+        self.manifest = manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def location(self) -> str:
+        """URL of the stored output Parquet file."""
+        return self.manifest["output"]["file"]["location"]
+
+    def verify(self) -> Dict[str, Any]:
+        """``{"identical": bool, "findings": [{kind, subject, detail}], "recomputed_hash", "text"}``."""
+        return json.loads(self._store.verify_dataset(self.name))
+
+    def __repr__(self) -> str:
+        return f"SavedDataset({self.name!r}, rows={self.manifest['output']['rows']}, location={self.location!r})"
 
 
 class FeatureStore:
@@ -380,6 +413,8 @@ class FeatureStore:
         *,
         feature_service: Optional[Union[FeatureService, str]] = None,
         timestamp_column: str = "event_timestamp",
+        save_as: Optional[str] = None,
+        save_to: Optional[Union[str, os.PathLike]] = None,
     ) -> RetrievalJob:
         """Point-in-time correct features for each entity row, as of its timestamp.
 
@@ -388,6 +423,11 @@ class FeatureStore:
         CSV path or URL, or a SQL query over the registered sources. Naive
         timestamps are taken as UTC. The result has exactly one row per entity
         row, in input order.
+
+        With ``save_as="name"`` the join runs now: its output is written as
+        Parquet (to ``save_to``, default the dataset's folder beside the
+        registry), a copy of the entity rows is kept, and a manifest is recorded
+        (see ``get_saved_dataset``); the returned job reads the saved rows.
         """
         fargs = _feature_args(features, feature_service)
         request: Dict[str, Any] = dict(fargs, full_feature_names=full_feature_names, timestamp_column=timestamp_column)
@@ -396,8 +436,41 @@ class FeatureStore:
             request["sql" if _SQL.match(text) else "path"] = text
         else:
             request["table"] = _to_arrow_input(entity_df, "entity_df")
+        if save_as is not None:
+            output = None if save_to is None else os.fspath(save_to)
+            if output is not None and "://" not in output:
+                output = os.path.abspath(output)
+            manifest = json.loads(self._store.save_dataset(save_as, output=output, **request))
+            return SavedDataset(self._store, manifest)
         names = self._store.resolve(fargs.get("features"), fargs.get("service"), full_feature_names)
         return RetrievalJob(self._store, request, names)
+
+    def get_saved_dataset(self, name: str) -> SavedDataset:
+        """A dataset saved with ``get_historical_features(..., save_as=name)`` or ``feature-store historical --save``."""
+        return SavedDataset(self._store, json.loads(self._store.get_dataset(name)))
+
+    def list_saved_datasets(self) -> List[SavedDataset]:
+        """Every saved dataset of the project, by name."""
+        return [SavedDataset(self._store, m) for m in json.loads(self._store.list_datasets())]
+
+    def verify_dataset(self, name: str) -> Dict[str, Any]:
+        """Recomputes dataset ``name`` from its recorded inputs; see ``SavedDataset.verify``."""
+        return json.loads(self._store.verify_dataset(name))
+
+    def profile(
+        self,
+        feature_view: Union[str, FeatureView],
+        start_date: Optional[Union[datetime, str]] = None,
+        end_date: Optional[Union[datetime, str]] = None,
+        save: bool = True,
+    ) -> Dict[str, Any]:
+        """Summarizes a view's features over ``[start_date, end_date]`` (default all
+        history up to now) and, when ``save``, stores it as the reference its
+        ``drift`` rule compares later windows with."""
+        view = feature_view.name if isinstance(feature_view, FeatureView) else feature_view
+        start = None if start_date is None else _micros(start_date, "start_date")
+        end = _micros(datetime.now(timezone.utc) if end_date is None else end_date, "end_date")
+        return json.loads(self._store.profile(view, start, end, save))
 
     # Online
 
