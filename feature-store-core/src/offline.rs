@@ -1,5 +1,7 @@
 //! The offline store trait and its in-memory reference implementation.
 
+mod reference_join;
+
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::AtomicU64;
@@ -131,12 +133,37 @@ impl OfflineStore for MemoryOfflineStore {
         Ok(SourceSchema { schema: Arc::clone(schema), partition_columns: Vec::new(), location: source.path.clone() })
     }
 
-    /// Retrieval needs a query engine, which this crate leaves to backends:
-    /// the Parquet store over `memory://` URLs is the in-memory way to run it.
-    async fn get_historical_features(&self, _request: HistoricalRequest) -> Result<BatchStream> {
-        Err(Error::Unsupported(
-            "the memory offline store only serves schemas; for in-memory retrieval use the Parquet offline store with memory:// source paths".into(),
-        ))
+    /// A plain single-threaded join (see `reference_join`): meant for tests
+    /// and small data, and as the reference the Parquet store is checked
+    /// against. Entity rows come as batches or a stream; paths and SQL need
+    /// the Parquet store.
+    async fn get_historical_features(&self, request: HistoricalRequest) -> Result<BatchStream> {
+        use crate::historical::EntityInput;
+        let (schema, batches) = match request.entities {
+            EntityInput::Batches { schema, batches } => (schema, batches),
+            EntityInput::Stream(s) => (s.schema(), s.collect().await?),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "the memory offline store reads entity rows from Arrow batches or streams, not {other:?}; use the Parquet offline store for files and SQL"
+                )));
+            }
+        };
+        let entities = arrow_select::concat::concat_batches(&schema, &batches)
+            .map_err(|e| Error::data("entity table", e.to_string()))?;
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        crate::historical::check_output_names(&columns, &request.views)?;
+        let out = reference_join::join(&entities, &request.views, &request.timestamp_column, |v| {
+            let tables = self.tables.read().expect("poisoned");
+            let (schema, batches) = tables.get(&v.source.path).ok_or_else(|| {
+                Error::data(
+                    format!("data source \"{}\"", v.source.name),
+                    format!("no data at \"{}\" in the memory offline store", v.source.path),
+                )
+            })?;
+            arrow_select::concat::concat_batches(schema, batches)
+                .map_err(|e| Error::data(format!("data source \"{}\"", v.source.name), e.to_string()))
+        })?;
+        Ok(BatchStream::from_batches(out.schema(), vec![out]))
     }
 }
 

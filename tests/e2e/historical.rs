@@ -421,6 +421,62 @@ async fn matches_brute_force_on_random_data() {
     }
 }
 
+/// The memory offline store (the reference implementation in core) gives
+/// exactly the Parquet store's output on the same random cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_offline_store_agrees_with_the_parquet_store() {
+    let features = ["stats_v:conv", "stats_v:trips", "shops_v:rating", "global_v:temp"];
+    for seed in 0..40 {
+        let case = generate(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let parquet = store_for(&case, dir.path()).await;
+        let expected = retrieve(&parquet, case.entities.clone(), &features, true).await;
+
+        let offline = feature_store::offline::MemoryOfflineStore::new();
+        for (path, batch) in
+            [("data/stats.parquet", &case.stats), ("data/shops/", &case.shops), ("data/global_*.parquet", &case.global)]
+        {
+            offline.insert(
+                path,
+                batch.schema(),
+                vec![
+                    batch.slice(0, batch.num_rows() / 2),
+                    batch.slice(batch.num_rows() / 2, batch.num_rows() - batch.num_rows() / 2),
+                ],
+            );
+        }
+        let memory = FeatureStore::builder(feature_store::RepoConfig::new("pit", "memory://reference/registry.json"))
+            .with_registry_store(Arc::new(feature_store::registry::MemoryRegistryStore::new()))
+            .with_offline_store(Arc::new(offline))
+            .build()
+            .unwrap();
+        let defs = feature_store::Definitions::from_yaml(&definitions(&case), "features.yaml").unwrap();
+        memory.apply(&defs, ApplyMode::Sync).await.unwrap();
+        let got = retrieve(&memory, case.entities.clone(), &features, true).await;
+        assert_eq!(got.schema().fields().len(), expected.schema().fields().len(), "seed {seed}");
+        for (i, f) in expected.schema().fields().iter().enumerate() {
+            assert_eq!(got.schema().field(i).name(), f.name(), "seed {seed}");
+            assert_eq!(got.column(i).as_ref(), expected.column(i).as_ref(), "seed {seed}: column {}", f.name());
+        }
+    }
+    // Files and SQL need a query engine: said so.
+    let offline = feature_store::offline::MemoryOfflineStore::new();
+    let memory = FeatureStore::builder(feature_store::RepoConfig::new("pit", "memory://reference/r.json"))
+        .with_registry_store(Arc::new(feature_store::registry::MemoryRegistryStore::new()))
+        .with_offline_store(Arc::new(offline))
+        .build()
+        .unwrap();
+    let e = memory
+        .get_historical_features(
+            EntityInput::Sql("SELECT 1".into()),
+            &Features::refs(["x:y"]),
+            &HistoricalOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not found") || e.to_string().contains("Arrow batches"), "{e}");
+}
+
 fn entity_rows(ids: &[Option<i64>], times: &[&str]) -> RecordBatch {
     let ms: Vec<Option<i64>> =
         times.iter().map(|t| Some(chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_millis())).collect();

@@ -1,0 +1,180 @@
+//! The point-in-time join of [`super::MemoryOfflineStore`]: a plain, single
+//! threaded implementation of the semantics in [`crate::historical`], kept
+//! simple so that it can serve as the reference other stores are checked
+//! against. Instants are compared exactly as i128 nanoseconds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+use crate::historical::ViewRequest;
+use crate::{Error, Result, ValueType, describe_arrow};
+
+/// Exact instants of a timestamp column (naive = UTC); `None` for nulls.
+pub(super) fn instants(a: &ArrayRef, what: &str) -> Result<Vec<Option<i128>>> {
+    fn conv<T: arrow_array::ArrowPrimitiveType<Native = i64>>(a: &ArrayRef, mul: i128) -> Vec<Option<i128>> {
+        a.as_primitive::<T>().iter().map(|v| v.map(|v| i128::from(v) * mul)).collect()
+    }
+    Ok(match a.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => conv::<TimestampSecondType>(a, 1_000_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => conv::<TimestampMillisecondType>(a, 1_000_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => conv::<TimestampMicrosecondType>(a, 1_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => conv::<TimestampNanosecondType>(a, 1),
+        other => {
+            return Err(Error::data(what, format!("is {}, not a timestamp", describe_arrow(other))));
+        }
+    })
+}
+
+fn key_type(t: &ValueType) -> DataType {
+    match t {
+        ValueType::Int32 | ValueType::Int64 => DataType::Int64,
+        other => other.to_arrow(),
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str, what: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        let have: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        Error::data(what, format!("missing column \"{name}\" (columns: {})", have.join(", ")))
+    })
+}
+
+fn cast(a: &ArrayRef, to: &DataType, what: &str) -> Result<ArrayRef> {
+    arrow_cast::cast(a, to).map_err(|e| Error::data(what, format!("cannot cast to {to}: {e}")))
+}
+
+/// Joins `views` onto `entities`; output = entity columns, then each view's features.
+pub(super) fn join(
+    entities: &RecordBatch,
+    views: &[ViewRequest],
+    timestamp_column: &str,
+    source_rows: impl Fn(&ViewRequest) -> Result<RecordBatch>,
+) -> Result<RecordBatch> {
+    let entity_ts = instants(column(entities, timestamp_column, "entity table")?, "entity table timestamp column")?;
+    let mut fields: Vec<Arc<Field>> = entities.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = entities.columns().to_vec();
+    for v in views {
+        let (picked, features) = join_view(entities, &entity_ts, v, &source_rows(v)?)?;
+        for ((out, f), values) in v.output_names.iter().zip(&v.features).zip(features) {
+            let dtype = v.view.feature(f).map(|x| x.dtype.to_arrow()).unwrap_or_else(|| values.data_type().clone());
+            let taken = arrow_select::take::take(values.as_ref(), &picked, None)
+                .map_err(|e| Error::data(format!("feature view \"{}\"", v.view.name), e.to_string()))?;
+            fields.push(Arc::new(Field::new(out, dtype, true)));
+            columns.push(taken);
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::data("historical retrieval", e.to_string()))
+}
+
+/// For one view: the chosen source row per entity row, and the feature columns to take from.
+fn join_view(
+    entities: &RecordBatch,
+    entity_ts: &[Option<i128>],
+    v: &ViewRequest,
+    rows: &RecordBatch,
+) -> Result<(UInt32Array, Vec<ArrayRef>)> {
+    let name = &v.view.name;
+    let src = &v.source;
+    let what = format!("feature view \"{name}\" (source \"{}\", {})", src.name, src.path);
+    // Canonical key columns on both sides.
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    for key in &v.join_keys {
+        let src_col = column(rows, src.source_column(&key.name), &what)?;
+        let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(src_col.data_type())).ok_or_else(|| {
+            Error::data(&what, format!("join key \"{}\" has unsupported type {}", key.name, src_col.data_type()))
+        })?;
+        let target = key_type(&declared);
+        let ent_col = column(entities, &key.name, "entity table")?;
+        if ValueType::from_arrow(ent_col.data_type()).as_ref().map(key_type) != Some(target.clone()) {
+            return Err(Error::data(
+                "entity table",
+                format!(
+                    "join key column \"{}\" is {} but feature view \"{name}\" joins on it as {declared}; cast the column",
+                    key.name,
+                    describe_arrow(ent_col.data_type())
+                ),
+            ));
+        }
+        left.push(cast(ent_col, &target, "entity table")?);
+        right.push(cast(src_col, &target, &what)?);
+    }
+    let event = instants(column(rows, &src.timestamp_field, &what)?, &what)?;
+    let created = match &src.created_timestamp_field {
+        Some(c) => instants(column(rows, c, &what)?, &what)?,
+        None => vec![None; rows.num_rows()],
+    };
+    let mut features = Vec::new();
+    for f in &v.features {
+        let field = v.view.feature(f).ok_or_else(|| Error::NotFound {
+            kind: "feature",
+            name: format!("{name}:{f}"),
+            hint: None,
+        })?;
+        features.push(cast(column(rows, src.source_column(f), &what)?, &field.dtype.to_arrow(), &what)?);
+    }
+
+    // Group source rows by key; rows with a null key or time never match.
+    let key_of = |cols: &[ArrayRef]| -> Result<Option<arrow_row::Rows>> {
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+            .map_err(|e| Error::data(&what, e.to_string()))?;
+        converter.convert_columns(cols).map(Some).map_err(|e| Error::data(&what, e.to_string()))
+    };
+    let valid = |cols: &[ArrayRef], i: usize| cols.iter().all(|c| c.is_valid(i));
+    let right_rows = key_of(&right)?;
+    let mut groups: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+    for i in 0..rows.num_rows() {
+        if event[i].is_none() || !valid(&right, i) {
+            continue;
+        }
+        let k = right_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
+        groups.entry(k).or_default().push(i as u32);
+    }
+    // Order each group by (event, created with nulls lowest, feature values with nulls lowest).
+    let tie = if features.is_empty() {
+        None
+    } else {
+        let converter = RowConverter::new(features.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+            .map_err(|e| Error::data(&what, e.to_string()))?;
+        Some(converter.convert_columns(&features).map_err(|e| Error::data(&what, e.to_string()))?)
+    };
+    for g in groups.values_mut() {
+        g.sort_by(|a, b| {
+            let (a, b) = (*a as usize, *b as usize);
+            event[a]
+                .cmp(&event[b])
+                .then(created[a].cmp(&created[b]))
+                .then_with(|| tie.as_ref().map_or(std::cmp::Ordering::Equal, |t| t.row(a).cmp(&t.row(b))))
+        });
+    }
+    let ttl = v.view.ttl.map(|d| d.as_nanos() as i128);
+    let left_rows = key_of(&left)?;
+    let picked: UInt32Array = (0..entities.num_rows())
+        .map(|i| {
+            let t = entity_ts[i]?;
+            if !valid(&left, i) {
+                return None;
+            }
+            let k = left_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
+            let g = groups.get(&k)?;
+            let p = g.partition_point(|r| event[*r as usize].expect("filtered") <= t);
+            let r = *g.get(p.checked_sub(1)?)?;
+            match ttl {
+                Some(ttl) if event[r as usize].expect("filtered") < t - ttl => None,
+                _ => Some(r),
+            }
+        })
+        .collect();
+    Ok((picked, features))
+}
