@@ -134,8 +134,8 @@ fn join_view(
     let valid = |cols: &[ArrayRef], i: usize| cols.iter().all(|c| c.is_valid(i));
     let right_rows = key_of(&right)?;
     let mut groups: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
-    for i in 0..rows.num_rows() {
-        if event[i].is_none() || !valid(&right, i) {
+    for (i, t) in event.iter().enumerate() {
+        if t.is_none() || !valid(&right, i) {
             continue;
         }
         let k = right_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
