@@ -795,3 +795,94 @@ async fn spills_under_a_memory_limit_with_identical_results() {
     assert!(spilled_seeds * 2 >= checked, "only {spilled_seeds} of {checked} seeds spilled");
     eprintln!("{spilled_seeds} of {checked} seeds spilled");
 }
+
+/// `timestamp_partition`: hive partitions outside a read's time window are
+/// never opened (a corrupt file there does not matter), and results equal an
+/// unpartitioned read of the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_partitions_outside_the_window_are_not_read() {
+    const DAY_US: i64 = 86_400_000_000;
+    const JAN1: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+    let dir = tempfile::tempdir().unwrap();
+    for day in 0..5i64 {
+        let (mut ids, mut ts, mut rate) = (vec![], vec![], vec![]);
+        for h in 0..24 {
+            for d in 0..10i64 {
+                ids.push(d);
+                ts.push(JAN1 + day * DAY_US + h * 3_600_000_000);
+                rate.push((day * 100 + h) as f64 + d as f64 / 100.0);
+            }
+        }
+        let batch = RecordBatch::try_from_iter([
+            ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as ArrayRef),
+            ("rate", Arc::new(Float64Array::from(rate)) as ArrayRef),
+        ])
+        .unwrap();
+        let date = format!("2026-01-0{}", day + 1);
+        write_parquet(&dir.path().join(format!("data/events/date={date}/part-0.parquet")), &batch);
+        write_parquet(&dir.path().join(format!("data/clean/{date}.parquet")), &batch);
+    }
+    let bad = dir.path().join("data/events/date=2026-02-01/part-0.parquet");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, b"this is not a parquet file, and must never be opened").unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: parts\nregistry: data/registry.json\n").unwrap();
+    let defs = |partition: &str| {
+        format!(
+            "
+entities: [{{name: driver, join_keys: [driver_id]}}]
+sources:
+  - {{name: events, path: data/events/, timestamp_field: event_timestamp{partition}}}
+  - {{name: clean, path: data/clean/, timestamp_field: event_timestamp}}
+feature_views:
+  - {{name: ev_v, entities: [driver], source: events, ttl: 1d, schema: [{{name: rate, dtype: float64}}]}}
+  - {{name: clean_v, entities: [driver], source: clean, ttl: 1d, schema: [{{name: rate, dtype: float64}}]}}
+"
+        )
+    };
+    std::fs::write(dir.path().join("features.yaml"), defs(", timestamp_partition: {column: date}")).unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+
+    let entities = entity_rows(
+        &[Some(1), Some(2), Some(3), None],
+        &["2026-01-03T05:30:00Z", "2026-01-02T23:00:00Z", "2026-01-04T00:00:00Z", "2026-01-03T00:00:00Z"],
+    );
+    let got = retrieve(&store, entities.clone(), &["ev_v:rate"], false).await;
+    let want = retrieve(&store, entities.clone(), &["clean_v:rate"], false).await;
+    assert_eq!(got.column(got.num_columns() - 1).as_ref(), want.column(want.num_columns() - 1).as_ref());
+    assert_eq!(got.column(got.num_columns() - 1).null_count(), 1);
+
+    // Materialization and validation of a window skip the corrupt partition too.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap().to_utc();
+    let end = chrono::DateTime::parse_from_rfc3339("2026-01-03T23:59:59Z").unwrap().to_utc();
+    let views = ["ev_v".to_owned()];
+    let reports = store.validate(Some(&views), Some(start), end).await.unwrap();
+    assert!(reports[0].passed(), "{}", reports[0]);
+    let report = store
+        .materialize(start, end, &feature_store::MaterializeOptions::default().with_views(["ev_v"]))
+        .await
+        .unwrap();
+    assert_eq!((report.views[0].rows_read, report.views[0].entities_written), (2 * 24 * 10, 10), "{report:?}");
+
+    // Without the declaration every partition is read, and the corrupt file fails the read.
+    std::fs::write(dir.path().join("features.yaml"), defs("")).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let e = store
+        .get_historical_features(
+            EntityInput::batch(entities),
+            &Features::refs(["ev_v:rate"]),
+            &HistoricalOptions::default(),
+        )
+        .await;
+    let e = match e {
+        Err(e) => e.to_string(),
+        Ok(s) => s.collect().await.unwrap_err().to_string(),
+    };
+    assert!(e.contains("date=2026-02-01") || e.to_lowercase().contains("parquet"), "{e}");
+
+    // A column that is not a partition column is a definition error.
+    std::fs::write(dir.path().join("features.yaml"), defs(", timestamp_partition: {column: day}")).unwrap();
+    let e = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    assert!(e.contains("timestamp_partition.column \"day\" is not a partition column") && e.contains("date"), "{e}");
+}

@@ -30,6 +30,10 @@ pub struct DataSource {
     /// Source column name → feature or join-key name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub field_mapping: BTreeMap<String, String>,
+    /// A hive partition column derived from the event time, so reads of a
+    /// time window skip the partitions (and their files) outside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_partition: Option<TimePartition>,
     /// Human description.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -64,6 +68,7 @@ impl DataSource {
                 timestamp_field: timestamp_field.into(),
                 created_timestamp_field: None,
                 field_mapping: BTreeMap::new(),
+                timestamp_partition: None,
                 description: String::new(),
                 owner: String::new(),
                 tags: Tags::new(),
@@ -103,6 +108,9 @@ impl DataSource {
         if self.created_timestamp_field.as_deref() == Some(self.timestamp_field.as_str()) {
             out.push("created_timestamp_field must differ from timestamp_field".into());
         }
+        if let Some(p) = &self.timestamp_partition {
+            out.extend(p.check());
+        }
         let mut targets = BTreeSet::new();
         for (from, to) in &self.field_mapping {
             if let Err(e) = check_name(to) {
@@ -116,6 +124,123 @@ impl DataSource {
     }
 }
 
+/// `timestamp_partition: {column: date, format: "%Y-%m-%d"}`: each value of
+/// the hive column `column` names the period (UTC) that holds the event times
+/// of every row below it, e.g. `date=2024-05-01/` holds
+/// `[2024-05-01T00:00Z, 2024-05-02T00:00Z)`. The period's length is the
+/// smallest field in `format` (`%S`, `%M`, `%H`, `%d`/`%j`, `%m`, `%Y`).
+///
+/// Declare it only when that holds: a row whose event time lies outside its
+/// partition's period (late data filed by arrival date) can be skipped. A
+/// value that does not parse with `format` is never skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TimePartition {
+    /// The hive partition column (`column=value/` folders).
+    pub column: String,
+    /// chrono `strftime` format of its values.
+    #[serde(default = "default_partition_format")]
+    pub format: String,
+}
+
+fn default_partition_format() -> String {
+    "%Y-%m-%d".into()
+}
+
+/// Length of a partition's period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Period {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+impl TimePartition {
+    /// Partitions of `column` in `format`.
+    pub fn new(column: impl Into<String>, format: impl Into<String>) -> Self {
+        Self { column: column.into(), format: format.into() }
+    }
+
+    fn period(&self) -> Option<Period> {
+        let has = |x: &str| self.format.contains(x);
+        Some(if has("%S") || has("%T") {
+            Period::Second
+        } else if has("%M") || has("%R") {
+            Period::Minute
+        } else if has("%H") {
+            Period::Hour
+        } else if has("%d") || has("%e") || has("%j") || has("%F") {
+            Period::Day
+        } else if has("%m") || has("%b") {
+            Period::Month
+        } else if has("%Y") {
+            Period::Year
+        } else {
+            return None;
+        })
+    }
+
+    fn check(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.column.trim().is_empty() {
+            out.push("timestamp_partition.column is empty; name the hive partition column (e.g. date)".into());
+        }
+        match self.period() {
+            None => out.push(format!(
+                "timestamp_partition.format \"{}\" has no date fields; use e.g. \"%Y-%m-%d\" or \"%Y-%m-%d-%H\"",
+                self.format
+            )),
+            Some(_) if !(self.format.contains("%Y") || self.format.contains("%F")) => {
+                out.push(format!("timestamp_partition.format \"{}\" has no year (%Y)", self.format))
+            }
+            Some(_) => {}
+        }
+        out
+    }
+
+    /// The period `[start, end)` a partition value names, as UTC nanoseconds;
+    /// `None` when it does not parse.
+    pub fn period_of(&self, value: &str) -> Option<(i128, i128)> {
+        use chrono::{NaiveDateTime, Timelike};
+        let period = self.period()?;
+        // Complete the fields the format leaves out, so one parse gives an instant.
+        let (mut v, mut f) = (value.to_owned(), self.format.clone());
+        let has_day = matches!(period, Period::Second | Period::Minute | Period::Hour | Period::Day);
+        if !has_day {
+            if period == Period::Year {
+                v.push_str("|01");
+                f.push_str("|%m");
+            }
+            v.push_str("|01");
+            f.push_str("|%d");
+        }
+        if matches!(period, Period::Day | Period::Month | Period::Year) {
+            v.push_str("|00");
+            f.push_str("|%H");
+        }
+        if matches!(period, Period::Hour | Period::Day | Period::Month | Period::Year) {
+            v.push_str("|00");
+            f.push_str("|%M");
+        }
+        let start = NaiveDateTime::parse_from_str(&v, &f).ok()?.and_utc();
+        let end = match period {
+            Period::Second => start + chrono::Duration::seconds(1),
+            Period::Minute => start + chrono::Duration::minutes(1),
+            Period::Hour => start + chrono::Duration::hours(1),
+            Period::Day => start + chrono::Duration::days(1),
+            Period::Month => start.checked_add_months(chrono::Months::new(1))?,
+            Period::Year => start.checked_add_months(chrono::Months::new(12))?,
+        };
+        let ns =
+            |t: chrono::DateTime<chrono::Utc>| i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.nanosecond());
+        Some((ns(start), ns(end)))
+    }
+}
+
 /// Builds a [`DataSource`]; validation happens in [`DataSourceBuilder::build`].
 #[derive(Debug, Clone)]
 pub struct DataSourceBuilder {
@@ -123,6 +248,12 @@ pub struct DataSourceBuilder {
 }
 
 impl DataSourceBuilder {
+    /// Declares a hive partition column derived from the event time (see [`TimePartition`]).
+    pub fn timestamp_partition(mut self, column: impl Into<String>, format: impl Into<String>) -> Self {
+        self.source.timestamp_partition = Some(TimePartition::new(column, format));
+        self
+    }
+
     /// Sets the created-timestamp column used to break event-time ties.
     pub fn created_timestamp_field(mut self, field: impl Into<String>) -> Self {
         self.source.created_timestamp_field = Some(field.into());
@@ -158,5 +289,33 @@ impl DataSourceBuilder {
         let problems = self.source.check();
         let name = self.source.name.clone();
         built("data source", &name, self.source, problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimePartition;
+
+    const H: i128 = 3_600_000_000_000;
+
+    #[test]
+    fn partition_periods() {
+        let day = TimePartition::new("date", "%Y-%m-%d");
+        let (s, e) = day.period_of("2024-05-01").unwrap();
+        assert_eq!(s, 1_714_521_600 * 1_000_000_000);
+        assert_eq!(e - s, 24 * H);
+        assert_eq!(day.period_of("not a date"), None);
+        let hour = TimePartition::new("h", "%Y%m%d%H");
+        let (s2, e2) = hour.period_of("2024050103").unwrap();
+        assert_eq!((s2 - s, e2 - s2), (3 * H, H));
+        let month = TimePartition::new("m", "%Y-%m");
+        let (s3, e3) = month.period_of("2024-02").unwrap();
+        assert_eq!(e3 - s3, 29 * 24 * H);
+        let year = TimePartition::new("y", "%Y");
+        let (s4, e4) = year.period_of("2024").unwrap();
+        assert_eq!(e4 - s4, 366 * 24 * H);
+        assert!(!TimePartition::new("d", "%H").check().is_empty());
+        assert!(!TimePartition::new("d", "day").check().is_empty());
+        assert!(TimePartition::new("d", "%Y/%m/%d").check().is_empty());
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use data_source::{DataSource, DataSourceBuilder};
+pub use data_source::{DataSource, DataSourceBuilder, TimePartition};
 pub use entity::{Entity, EntityBuilder, JoinKey};
 pub use feature_ref::{FeatureRef, FeatureSelection};
 pub use feature_service::{FeatureService, FeatureServiceBuilder};

@@ -120,6 +120,27 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
         };
         let raw: BTreeMap<&str, &DataType> =
             schema.schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+        if let Some(p) = &s.timestamp_partition
+            && !schema.partition_columns.contains(&p.column)
+        {
+            ctx.add(
+                &d.file,
+                obj.clone(),
+                if schema.partition_columns.is_empty() {
+                    format!(
+                        "timestamp_partition.column \"{}\": \"{}\" has no hive partition folders (column=value/)",
+                        p.column, s.path
+                    )
+                } else {
+                    format!(
+                        "timestamp_partition.column \"{}\" is not a partition column of \"{}\"; its partition columns are: {}",
+                        p.column,
+                        s.path,
+                        schema.partition_columns.join(", ")
+                    )
+                },
+            );
+        }
         let available = || raw.keys().copied().collect::<Vec<_>>().join(", ");
         for (what, col) in std::iter::once(("timestamp_field", Some(&s.timestamp_field)))
             .chain(std::iter::once(("created_timestamp_field", s.created_timestamp_field.as_ref())))

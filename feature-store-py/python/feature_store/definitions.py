@@ -185,7 +185,11 @@ class FileSource(_Stored):
         tags: Optional[Dict[str, str]] = None,
         file_format: Optional[str] = None,
         event_timestamp_column: Optional[str] = None,
+        timestamp_partition: Optional[Dict[str, str]] = None,
     ) -> None:
+        """``timestamp_partition={"column": "date", "format": "%Y-%m-%d"}`` declares a
+        hive partition column derived from the event time, so time-bounded reads
+        skip partitions outside their window (see the README)."""
         if event_timestamp_column is not None:  # Feast's older spelling
             timestamp_field = event_timestamp_column
         if file_format is not None and "parquet" not in str(file_format).lower() + type(file_format).__name__.lower():
@@ -198,6 +202,7 @@ class FileSource(_Stored):
         self.description = description
         self.owner = owner
         self.tags = dict(tags or {})
+        self.timestamp_partition = dict(timestamp_partition) if timestamp_partition else None
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name, "path": self.path, "timestamp_field": self.timestamp_field}
@@ -205,12 +210,15 @@ class FileSource(_Stored):
             out["created_timestamp_field"] = self.created_timestamp_column
         if self.field_mapping:
             out["field_mapping"] = dict(self.field_mapping)
+        if self.timestamp_partition:
+            out["timestamp_partition"] = dict(self.timestamp_partition)
         return _meta(self, out)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "FileSource":
         return cls(d["path"], d["timestamp_field"], d.get("created_timestamp_field"), d.get("field_mapping"),
-                   d["name"], d.get("description", ""), d.get("owner", ""), d.get("tags"))
+                   d["name"], d.get("description", ""), d.get("owner", ""), d.get("tags"),
+                   timestamp_partition=d.get("timestamp_partition"))
 
 
 def _ttl_text(ttl: Optional[timedelta], view: str) -> Optional[str]:

@@ -101,7 +101,8 @@ async fn view_plan(
     let name = &view.view.name;
     let source = &view.source;
     let context = format!("feature view \"{name}\" (source \"{}\", {})", source.name, source.path);
-    let df = read_source(store, ctx, source).await?;
+    let window = bounds.map(|b| (view.view.ttl.map(|t| b.min - t.as_nanos() as i128), Some(b.max)));
+    let df = read_source_in(store, ctx, source, window).await?;
     let source_schema = df.schema().as_arrow().clone();
 
     let mut left_keys = Vec::new();
@@ -235,11 +236,105 @@ pub(super) async fn read_source(
     ctx: &SessionContext,
     source: &DataSource,
 ) -> CoreResult<DataFrame> {
+    read_source_in(store, ctx, source, None).await
+}
+
+/// Event-time window of a read, inclusive, as UTC nanoseconds; `None` ends are open.
+pub(crate) type Window = (Option<i128>, Option<i128>);
+
+/// A window from optional UTC bounds.
+pub(crate) fn window_of(
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> Window {
+    let ns = |t: chrono::DateTime<chrono::Utc>| {
+        i128::from(t.timestamp()) * 1_000_000_000 + i128::from(chrono::Timelike::nanosecond(&t))
+    };
+    (start.map(ns), end.map(ns))
+}
+
+/// [`read_source`] for rows in `window` only: with a `timestamp_partition`,
+/// hive partitions whose period misses the window are filtered out, which
+/// DataFusion applies when listing, so their files are never opened. Rows
+/// are not filtered here; callers apply their exact time predicates.
+pub(crate) async fn read_source_in(
+    store: &ParquetOfflineStore,
+    ctx: &SessionContext,
+    source: &DataSource,
+    window: Option<Window>,
+) -> CoreResult<DataFrame> {
     let context = format!("data source \"{}\" ({})", source.name, source.path);
     let files = store.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+    let prune = match (&source.timestamp_partition, window) {
+        (Some(p), Some((lo, hi))) if files.partition_columns.contains(&p.column) => {
+            let mut all = std::collections::BTreeSet::new();
+            let mut kept = std::collections::BTreeSet::new();
+            for meta in &files.files {
+                let Some(value) = files.partition_values(meta).remove(&p.column) else { continue };
+                if partition_in_window(p, &value, (lo, hi)) {
+                    kept.insert(value.clone());
+                }
+                all.insert(value);
+            }
+            (kept.len() < all.len()).then(|| {
+                let values: Vec<Expr> = kept.into_iter().map(lit).collect();
+                if values.is_empty() { lit(false) } else { ident(&p.column).in_list(values, false) }
+            })
+        }
+        _ => None,
+    };
+    // DataFusion would infer the schema from every file's footer, skipped ones
+    // included; a pruned read takes it from the first file it keeps.
+    let schema = match (&prune, window) {
+        (Some(_), Some(w)) => {
+            let first = files.files.iter().position(|m| file_in_window(source, &files, m, w)).unwrap_or(0);
+            Some(
+                crate::offline_store::parquet_schema(&files, first)
+                    .await
+                    .map_err(|e| CoreError::data(&context, e.to_string()))?,
+            )
+        }
+        _ => None,
+    };
+    let df = read_listed(ctx, source, &files, schema.as_deref(), &context).await?;
+    match prune {
+        Some(filter) => df.filter(filter).map_err(|e| df_error(&context, e)),
+        None => Ok(df),
+    }
+}
+
+/// Whether partition `value` may hold rows in `window` (unparsable values may).
+fn partition_in_window(p: &feature_store_core::model::TimePartition, value: &str, (lo, hi): Window) -> bool {
+    match p.period_of(value) {
+        None => true,
+        Some((start, end)) => lo.is_none_or(|lo| end > lo) && hi.is_none_or(|hi| start <= hi),
+    }
+}
+
+/// Whether a listed file may hold rows of `source` in `window`.
+pub(crate) fn file_in_window(
+    source: &DataSource,
+    files: &crate::files::SourceFiles,
+    meta: &object_store::ObjectMeta,
+    window: Window,
+) -> bool {
+    let Some(p) = &source.timestamp_partition else { return true };
+    files.partition_values(meta).get(&p.column).is_none_or(|v| partition_in_window(p, v, window))
+}
+
+async fn read_listed(
+    ctx: &SessionContext,
+    source: &DataSource,
+    files: &crate::files::SourceFiles,
+    schema: Option<&datafusion::arrow::datatypes::Schema>,
+    context: &str,
+) -> CoreResult<DataFrame> {
     register_store(ctx, &files.root)?;
     let all_parquet = files.files.iter().all(|f| f.location.as_ref().ends_with(".parquet"));
-    let options = ParquetReadOptions::default().file_extension(if all_parquet { ".parquet" } else { "" });
+    let mut options = ParquetReadOptions::default().file_extension(if all_parquet { ".parquet" } else { "" });
+    if let Some(schema) = schema {
+        options = options.schema(schema);
+    }
     let read = if source.is_glob() || (!all_parquet && files.partition_columns.is_empty()) {
         // DataFusion expands globs only in plain local paths, and without a
         // `.parquet` extension to filter on it would read marker files too,
@@ -254,7 +349,7 @@ pub(super) async fn read_source(
         let url = format!("{}/", files.root.url.trim_end_matches('/'));
         ctx.read_parquet(url, options.table_partition_cols(partition_cols)).await
     };
-    read.map_err(|e| df_error(&context, e))
+    read.map_err(|e| df_error(context, e))
 }
 
 fn register_store(ctx: &SessionContext, root: &crate::location::ResolvedLocation) -> CoreResult<()> {

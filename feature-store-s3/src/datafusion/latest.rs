@@ -21,7 +21,7 @@ use feature_store_core::offline::{LATEST_EVENT_TS, LatestRequest, LatestRows};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC, ValueType};
 use futures::{StreamExt, TryStreamExt};
 
-use super::historical::{TimestampLike, key_type, read_source, source_timestamp};
+use super::historical::{TimestampLike, key_type, read_source_in, source_timestamp, window_of};
 use super::{df_error, session};
 use crate::ParquetOfflineStore;
 
@@ -36,7 +36,7 @@ pub(crate) async fn latest_rows(store: &ParquetOfflineStore, req: LatestRequest)
     let source = &req.source;
     let view = &req.view;
     let context = format!("feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
-    let df = read_source(store, &ctx, source).await?;
+    let df = read_source_in(store, &ctx, source, Some(window_of(req.start, Some(req.end)))).await?;
     let schema = df.schema().as_arrow().clone();
     let mut predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let ts = ident(&source.timestamp_field);

@@ -13,7 +13,7 @@ use feature_store_core::quality::profile::{
 use feature_store_core::quality::{FeatureStats, StatsRequest, WindowStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC};
 
-use super::historical::read_source;
+use super::historical::{file_in_window, read_source_in, window_of};
 use super::latest::window_predicate;
 use super::{df_error, session};
 use crate::ParquetOfflineStore;
@@ -35,7 +35,12 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
     // fail the query with a merge error that names no file.
     let files = store.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
     let mut contract = WindowStats::default();
+    let window = window_of(req.start, Some(req.end));
     for i in 0..files.files.len() {
+        // Partitions the window skips are not read, so not checked either.
+        if !file_in_window(source, &files, &files.files[i], window) {
+            continue;
+        }
         let file = files.file_url(&files.files[i]);
         let schema = crate::offline_store::parquet_schema(&files, i)
             .await
@@ -67,7 +72,7 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
     if !contract.schema_issues.is_empty() || rules.is_empty() {
         return Ok(contract);
     }
-    let df = read_source(store, &ctx, source).await?;
+    let df = read_source_in(store, &ctx, source, Some(window_of(req.start, Some(req.end)))).await?;
     let schema = df.schema().as_arrow().clone();
     let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let ts_micros = cast(ident(&source.timestamp_field), DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())));
@@ -250,7 +255,7 @@ pub(crate) async fn profile(store: &ParquetOfflineStore, req: StatsRequest) -> C
     let source = &req.source;
     let view = &req.view;
     let context = format!("profiling feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
-    let df = read_source(store, &ctx, source).await?;
+    let df = read_source_in(store, &ctx, source, Some(window_of(req.start, Some(req.end)))).await?;
     let schema = df.schema().as_arrow().clone();
     let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let window = df.filter(predicate).map_err(|e| df_error(&context, e))?;
