@@ -318,8 +318,11 @@ async fn profile_summarizes_and_is_stored() {
     let h = rate.histogram.as_ref().unwrap();
     assert_eq!(h.counts.len(), h.cuts.len() + 1);
     assert_eq!(h.counts.iter().sum::<u64>(), 1200);
-    // Deciles of a uniform spread put about a tenth in each bin.
-    assert!(h.counts.iter().all(|n| (100..=140).contains(n)), "{h:?}");
+    // Deciles of a uniform spread put about a tenth in each inner bin; the
+    // outer bins (below the minimum, above the maximum) are empty.
+    let inner = &h.counts[1..h.counts.len() - 1];
+    assert_eq!((h.counts[0], h.counts[h.counts.len() - 1]), (0, 0), "{h:?}");
+    assert!(inner.iter().all(|n| (100..=140).contains(n)), "{h:?}");
     let vehicle = &p.features["vehicle"];
     let mut top = vehicle.top_values.clone();
     top.sort();
@@ -393,4 +396,78 @@ async fn bad_drift_rules_are_definition_errors() {
     std::fs::write(dir.path().join("features.yaml"), unknown).unwrap();
     let e = store.repo_definitions().unwrap_err().to_string();
     assert!(e.contains("ks") && e.contains("psi"), "{e}");
+}
+
+/// Drift where deciles alone are blind: a constant that jumps, a 0/1 flag
+/// that takes a new value, a feature that was all null; and windows too
+/// small to measure.
+#[tokio::test]
+async fn drift_sees_values_beyond_the_reference_range_and_skips_tiny_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: edge\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources: [{name: s, path: data/s, timestamp_field: event_timestamp}]
+feature_views:
+  - name: v
+    entities: [driver]
+    source: s
+    schema: [{name: constant, dtype: float64}, {name: flag, dtype: int64}, {name: empty, dtype: float64}, {name: label, dtype: string}]
+    validation:
+      drift: {method: psi, threshold: 0.2}
+",
+    )
+    .unwrap();
+    let day = |start: i64, rows: i64, shifted: bool| {
+        let ids: Vec<i64> = (0..rows).collect();
+        let ts: Vec<i64> = (0..rows).map(|i| start + i * 60_000_000).collect();
+        let constant: Vec<f64> = vec![if shifted { 100.0 } else { 7.0 }; rows as usize];
+        let flag: Vec<i64> = (0..rows)
+            .map(|i| {
+                if i % 2 == 0 {
+                    0
+                } else if shifted {
+                    5
+                } else {
+                    1
+                }
+            })
+            .collect();
+        let empty: Vec<Option<f64>> = (0..rows).map(|i| shifted.then_some(i as f64)).collect();
+        let label: Vec<Option<&str>> = (0..rows).map(|_| shifted.then_some("x")).collect();
+        RecordBatch::try_from_iter([
+            ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as ArrayRef),
+            ("constant", Arc::new(Float64Array::from(constant)) as ArrayRef),
+            ("flag", Arc::new(Int64Array::from(flag)) as ArrayRef),
+            ("empty", Arc::new(Float64Array::from(empty)) as ArrayRef),
+            ("label", Arc::new(StringArray::from(label)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    write_parquet(&dir.path().join("data/s/day1.parquet"), &day(D1, 1000, false));
+    write_parquet(&dir.path().join("data/s/day2.parquet"), &day(D1 + DAY, 1000, true));
+    write_parquet(&dir.path().join("data/s/day3.parquet"), &day(D1 + 2 * DAY, 20, true));
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let p = store.profile("v", Some(at(D1)), at(D1 + DAY - 1), true).await.unwrap();
+    assert_eq!(p.features["flag"].histogram.as_ref().unwrap().cuts, vec![0.0, 1.0, 1.0f64.next_up()]);
+    let views = ["v".to_owned()];
+    let failed = |r: &feature_store::quality::ValidationReport| {
+        r.failures().map(|x| x.feature.clone().unwrap_or_default()).collect::<Vec<_>>()
+    };
+    let same = store.validate(Some(&views), Some(at(D1)), at(D1 + DAY - 1)).await.unwrap();
+    assert!(same[0].passed(), "{}", same[0]);
+    let shifted = store.validate(Some(&views), Some(at(D1 + DAY)), at(D1 + 2 * DAY - 1)).await.unwrap();
+    assert_eq!(failed(&shifted[0]), ["constant", "flag", "empty", "label"], "{}", shifted[0]);
+    let constant = shifted[0].results.iter().find(|r| r.feature.as_deref() == Some("constant")).unwrap();
+    assert!(constant.observed.contains("largest shift [7, 7]: 100.0% -> 0.0%"), "{}", constant.observed);
+    // 20 rows, and no rows at all: noted, not failed.
+    for (start, end) in [(D1 + 2 * DAY, D1 + 3 * DAY - 1), (D1 + 5 * DAY, D1 + 6 * DAY)] {
+        let r = store.validate(Some(&views), Some(at(start)), at(end)).await.unwrap();
+        assert!(r[0].passed(), "{}", r[0]);
+        assert!(r[0].warnings.iter().any(|w| w.contains("fewer than min_rows 100")), "{:?}", r[0].warnings);
+    }
 }

@@ -70,12 +70,28 @@ pub struct DriftRule {
     /// Features to check; empty is all that can be binned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// Windows with fewer rows are not measured (noted, not failed).
+    #[serde(default = "default_min_rows", skip_serializing_if = "is_default_min_rows")]
+    pub min_rows: u64,
+}
+
+fn default_min_rows() -> u64 {
+    100
+}
+
+fn is_default_min_rows(n: &u64) -> bool {
+    *n == default_min_rows()
 }
 
 impl DriftRule {
     /// A PSI rule with `threshold` over every binnable feature.
     pub fn psi(threshold: f64) -> Self {
-        Self { method: DriftMethod::Psi, threshold: Number(threshold), features: Vec::new() }
+        Self {
+            method: DriftMethod::Psi,
+            threshold: Number(threshold),
+            features: Vec::new(),
+            min_rows: default_min_rows(),
+        }
     }
 
     /// Restricts the rule to `features`.

@@ -364,6 +364,13 @@ fn drift_results(
         return;
     };
     let when = reference.computed_at.format("%Y-%m-%d %H:%M:%SZ");
+    if stats.rows < rule.min_rows {
+        warnings.push(format!(
+            "drift: not measured on {} row(s), fewer than min_rows {} (PSI of few rows is noise)",
+            stats.rows, rule.min_rows
+        ));
+        return;
+    }
     for f in &view.schema {
         if !rule.features.is_empty() && !rule.features.contains(&f.name) {
             continue;
@@ -402,6 +409,7 @@ fn drift_results(
         let d = profile::psi(&bins, &window);
         let moved = d
             .largest
+            .filter(|(_, e, a)| (a - e).abs() >= 0.0005)
             .map(|(label, e, a)| format!("; largest shift {label}: {:.1}% -> {:.1}%", e * 100.0, a * 100.0))
             .unwrap_or_default();
         out.push(RuleResult {

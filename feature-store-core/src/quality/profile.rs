@@ -5,12 +5,18 @@
 //! registry. A `drift` rule then compares each later window with it by the
 //! population stability index (PSI) over the profile's bins:
 //!
-//! - numeric features: ten bins cut at the reference deciles (values below
-//!   the first cut, between cuts, at or above the last cut), so each holds
-//!   about a tenth of the reference;
+//! - numeric features: bins cut at the reference minimum, deciles and just
+//!   above the maximum, so each inner bin holds about a tenth of the
+//!   reference and values outside the reference's range land in the two
+//!   outer bins (empty in the reference) whatever their distance; integer
+//!   features are cut at whole numbers;
 //! - string and bool features: one bin per value among the reference's 20 most
 //!   frequent, plus one for every other value;
-//! - both: one more bin for nulls, so a null burst is drift too.
+//! - both: one more bin for nulls, so a null burst is drift too, and a
+//!   feature that was all null in the reference still has bins.
+//!
+//! Windows with fewer rows than the rule's `min_rows` (default 100), empty
+//! ones included, are not measured: PSI of a handful of rows is noise.
 //!
 //! `PSI = sum((a - e) * ln(a / e))` over bins, with `e` and `a` the reference
 //! and window shares; shares are floored at [`PSI_FLOOR`] so an empty bin
@@ -187,22 +193,40 @@ pub(crate) fn psi(reference: &[(String, u64)], window: &[u64]) -> Drift {
     Drift { psi: sum, largest }
 }
 
+/// A number for labels: at most 6 significant decimals, no trailing zeros.
+pub(crate) fn short(v: f64) -> String {
+    let t = format!("{v:.6}");
+    let t = t.trim_end_matches('0').trim_end_matches('.');
+    if t == "-0" { "0".to_owned() } else { t.to_owned() }
+}
+
 impl FeatureProfile {
     /// The reference bins as (label, count), nulls last; `None` when the
-    /// feature has no bins (lists, bytes, timestamps, or never profiled as such).
+    /// feature is not binned (lists, bytes, timestamps).
     pub(crate) fn reference_bins(&self) -> Option<Vec<(String, u64)>> {
         let mut out = Vec::new();
         if let Some(h) = &self.histogram {
+            // The last cut sits just above the reference maximum: label that bin "> max".
+            let above_max = self.max.filter(|m| h.cuts.last() == Some(&m.next_up()));
             for (i, n) in h.counts.iter().enumerate() {
-                let label = match (i.checked_sub(1).map(|j| h.cuts[j]), h.cuts.get(i)) {
-                    (None, Some(hi)) => format!("< {hi}"),
-                    (Some(lo), Some(hi)) => format!("[{lo}, {hi})"),
-                    (Some(lo), None) => format!(">= {lo}"),
+                let lo = i.checked_sub(1).map(|j| h.cuts[j]);
+                let hi = h.cuts.get(i).copied();
+                let label = match (lo, hi) {
+                    (None, Some(hi)) => format!("< {}", short(hi)),
+                    (Some(lo), Some(hi)) if Some(hi) == above_max.map(f64::next_up) && above_max.is_some() => {
+                        format!("[{}, {}]", short(lo), short(above_max.unwrap_or(hi)))
+                    }
+                    (Some(lo), Some(hi)) => format!("[{}, {})", short(lo), short(hi)),
+                    (Some(_), None) if above_max.is_some() => format!("> {}", short(above_max.unwrap_or_default())),
+                    (Some(lo), None) => format!(">= {}", short(lo)),
                     (None, None) => "all values".to_owned(),
                 };
                 out.push((label, *n));
             }
-        } else if !self.top_values.is_empty() || self.other_count > 0 {
+        } else if !self.top_values.is_empty()
+            || self.other_count > 0
+            || self.dtype.parse::<ValueType>().is_ok_and(|t| binning(&t) == Binning::Categorical)
+        {
             out.extend(self.top_values.iter().map(|(v, n)| (format!("\"{v}\""), *n)));
             out.push(("other values".to_owned(), self.other_count));
         } else {

@@ -251,7 +251,9 @@ fn quantile_name(q: f64) -> String {
 /// quantiles), one more counting each numeric feature's decile bins, and a
 /// grouped count per string or bool feature for its top values.
 pub(crate) async fn profile(store: &ParquetOfflineStore, req: StatsRequest) -> CoreResult<Profile> {
-    let ctx = session(store.memory_limit, store.target_partitions)?;
+    // One partition: the t-digest quantiles then see rows in file order, so
+    // the same data gives the same profile.
+    let ctx = session(store.memory_limit, 1)?;
     let source = &req.source;
     let view = &req.view;
     let context = format!("profiling feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
@@ -304,11 +306,18 @@ pub(crate) async fn profile(store: &ParquetOfflineStore, req: StatsRequest) -> C
                     p.quantiles.insert(quantile_name(q), v);
                 }
             }
-            if p.count > 0 {
-                let cuts = DECILES.iter().filter_map(|q| float(&format!("{}__{}", f.name, quantile_name(*q))));
-                p.histogram = Some(Histogram::with_cuts(cuts.collect()));
-                bins.extend(bin_counts(&f.name, ident(source.source_column(&f.name)), &p));
-            }
+            let integer =
+                matches!(f.dtype, feature_store_core::ValueType::Int32 | feature_store_core::ValueType::Int64);
+            let mut cuts: Vec<f64> = DECILES
+                .iter()
+                .filter_map(|q| float(&format!("{}__{}", f.name, quantile_name(*q))))
+                .map(|c| if integer { c.ceil() } else { c })
+                .collect();
+            // Bounds of the reference range: values beyond it get bins of their own.
+            cuts.extend(p.min);
+            cuts.extend(p.max.map(f64::next_up));
+            p.histogram = Some(Histogram::with_cuts(cuts));
+            bins.extend(bin_counts(&f.name, ident(source.source_column(&f.name)), &p));
         }
         profile.features.insert(f.name.clone(), p);
     }
