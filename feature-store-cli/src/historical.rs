@@ -219,7 +219,7 @@ pub(crate) async fn dataset_verify(store: &FeatureStore, name: &str, json: bool)
         println!("{v}");
     }
     if !v.identical() {
-        bail!("dataset \"{name}\" is not reproducible as recorded: {} difference(s)", v.findings.len());
+        bail!("dataset \"{name}\" differs from its record: {} difference(s), listed above", v.findings.len());
     }
     Ok(())
 }

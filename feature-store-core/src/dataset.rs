@@ -2,7 +2,7 @@
 //! it was built from, so it can be checked, and rebuilt, bit for bit.
 //!
 //! `FeatureStore::save_dataset` copies the entity table to
-//! `<registry folder>/datasets/<project>/<name>/entities.parquet` (so a SQL or
+//! `<registry folder>/datasets/<project>/<name>/<save id>/entities.parquet` (so a SQL or
 //! in-memory entity table can be replayed), runs the retrieval from that copy,
 //! writes the output (default: `data.parquet` next to it), and records in the
 //! registry: the registry version and every definition used, the feature
@@ -186,6 +186,9 @@ pub struct Verification {
     pub name: String,
     /// Content hash of the output recomputed from the recorded inputs, when it could be.
     pub recomputed_hash: Option<String>,
+    /// Whether that recomputation gave the recorded output bit for bit
+    /// (`None` when it could not run): inputs may have changed without changing the output.
+    pub reproducible: Option<bool>,
     /// Source files compared.
     pub files_checked: usize,
     /// Differences, empty when identical.
@@ -215,7 +218,14 @@ impl fmt::Display for Verification {
         for x in &self.findings {
             writeln!(f, "  {} {}: {}", x.kind, x.subject, x.detail)?;
         }
-        Ok(())
+        match self.reproducible {
+            Some(true) => write!(
+                f,
+                "recomputing from the recorded definitions and entity rows over the current files still gives the recorded output bit for bit"
+            ),
+            Some(false) => write!(f, "recomputing from the recorded inputs gives a different output"),
+            None => write!(f, "the output could not be recomputed"),
+        }
     }
 }
 
@@ -300,13 +310,21 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-/// Top-level fields whose values differ between two serialized definitions.
+/// Top-level fields whose values differ between two serialized definitions,
+/// with `old -> new` when both are short.
 fn changed_fields<T: Serialize>(then: &T, now: &T) -> Vec<String> {
     let (a, b) = (serde_json::to_value(then).unwrap_or_default(), serde_json::to_value(now).unwrap_or_default());
+    let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "(none)".to_owned(), |v| v.to_string());
     match (a, b) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
             let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+            keys.into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| {
+                    let (old, new) = (show(a.get(k)), show(b.get(k)));
+                    if old.len() + new.len() <= 80 { format!("{k} {old} -> {new}") } else { k.clone() }
+                })
+                .collect()
         }
         (a, b) if a != b => vec!["definition".into()],
         _ => vec![],
@@ -322,8 +340,10 @@ impl FeatureStore {
     }
 
     /// Builds a training set like [`FeatureStore::get_historical_features`],
-    /// writes it as Parquet to `output` (default `data.parquet` in
-    /// [`FeatureStore::dataset_folder`]) and records its manifest as `name`.
+    /// writes it as Parquet to `output` (default `data.parquet` in a new
+    /// folder of this save under [`FeatureStore::dataset_folder`]) and
+    /// records its manifest as `name`. An explicit `output` must be a new
+    /// `.parquet` path outside every data source.
     ///
     /// An existing name is refused. The entity table is read once and kept as
     /// a copy, so an in-memory or SQL entity table can be replayed.
@@ -339,9 +359,7 @@ impl FeatureStore {
         let doc = self.registry().refresh().await?;
         let project = doc.project(self.project());
         if project.registry().datasets.contains_key(name) {
-            return Err(Error::InvalidArgument(format!(
-                "dataset \"{name}\" already exists; pick another name (`feature-store dataset show {name}` shows it)"
-            )));
+            return Err(Error::InvalidArgument(format!("dataset \"{name}\" already exists; save under another name")));
         }
         let views = self.resolve_views(features, options.full_feature_names).await?;
         let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
@@ -369,7 +387,19 @@ impl FeatureStore {
             EntityInput::Batches { .. } => "Arrow batches".into(),
             EntityInput::Stream(_) => "Arrow stream".into(),
         };
-        let folder = self.dataset_folder(name);
+        // Each save gets its own folder, so a concurrent save under the same
+        // name (one of which the registry will refuse) never touches the winner's files.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let folder = format!(
+            "{}/{}-{}-{}",
+            self.dataset_folder(name),
+            Utc::now().format("%Y%m%dT%H%M%S%6fZ"),
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        if let Some(out) = output {
+            self.check_output(out, &sources).await?;
+        }
         let entity_stream = offline.read_entities(entities, &options.timestamp_column, &sources).await?;
         let (entity_stream, entity_hash) = hashing(entity_stream)?;
         let entity_file = offline.write_parquet(&format!("{folder}/entities.parquet"), entity_stream).await?;
@@ -414,7 +444,7 @@ impl FeatureStore {
                 let p = doc.projects.entry(project_name.clone()).or_default();
                 if p.datasets.contains_key(name) {
                     return Err(Error::InvalidArgument(format!(
-                        "dataset \"{name}\" was saved by another writer meanwhile; its files at {folder} may be this run's, save under another name"
+                        "dataset \"{name}\" was saved by another writer meanwhile; this run's files at {folder} are not recorded (delete them), save under another name"
                     )));
                 }
                 p.datasets.insert(name.to_owned(), manifest.clone());
@@ -422,6 +452,39 @@ impl FeatureStore {
             })
             .await?;
         Ok(manifest)
+    }
+
+    /// An explicit output must be new Parquet outside every source, so that
+    /// saving never overwrites data, another dataset, or adds a file a source would read.
+    async fn check_output(&self, output: &str, sources: &[DataSource]) -> Result<()> {
+        let lower = output.to_ascii_lowercase();
+        if !(lower.ends_with(".parquet") || lower.ends_with(".pq")) {
+            return Err(Error::InvalidArgument(format!(
+                "output {output}: a saved dataset is written as Parquet; use a .parquet file name"
+            )));
+        }
+        let offline = self.offline_store();
+        let url = offline.location_url(output)?;
+        for s in sources {
+            let root = match s.path.find(['*', '?', '[']) {
+                Some(i) => &s.path[..s.path[..i].rfind('/').map_or(0, |j| j + 1)],
+                None => s.path.as_str(),
+            };
+            let root = offline.location_url(root)?;
+            let root = root.trim_end_matches('/');
+            if url == root || url.starts_with(&format!("{root}/")) {
+                return Err(Error::InvalidArgument(format!(
+                    "output {output} is inside data source \"{}\" ({}); the source would read it as data, choose a path outside it",
+                    s.name, s.path
+                )));
+            }
+        }
+        if offline.object_info(output).await?.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "output {url} already exists; a saved dataset never overwrites a file, choose a new path"
+            )));
+        }
+        Ok(())
     }
 
     /// Saved datasets of the project, by name.
@@ -501,9 +564,14 @@ impl FeatureStore {
                         }
                         if new.e_tag != old.e_tag {
                             what.push(format!(
-                                "etag {} -> {}",
+                                "etag {} -> {}{}",
                                 old.e_tag.as_deref().unwrap_or("-"),
-                                new.e_tag.as_deref().unwrap_or("-")
+                                new.e_tag.as_deref().unwrap_or("-"),
+                                if new.size == old.size {
+                                    " (same size: the file was rewritten, maybe with the same bytes)"
+                                } else {
+                                    ""
+                                }
                             ));
                         }
                         if what.is_empty() && new.last_modified != old.last_modified {
@@ -582,18 +650,30 @@ impl FeatureStore {
                     finding(kind, table.file.location.clone(), "missing".into());
                 }
                 Ok(Some(now)) if now.sha256 != table.file.sha256 => {
-                    entity_ok &= kind != "entity_table";
-                    finding(
-                        kind,
-                        table.file.location.clone(),
-                        format!(
-                            "modified: sha256 {} -> {} ({} -> {} bytes)",
+                    // Same rows re-encoded, or other rows?
+                    let same_rows =
+                        match offline.read_entities(EntityInput::Path(table.file.location.clone()), "", &[]).await {
+                            Ok(stream) => content_hash(stream).await.ok().map(|(_, h)| h == table.content_hash),
+                            Err(_) => None,
+                        };
+                    let detail = match same_rows {
+                        Some(true) => format!(
+                            "rewritten: the bytes differ (sha256 {} -> {}) but the rows are identical (content hash matches)",
                             short(&table.file.sha256),
-                            short(&now.sha256),
-                            table.file.size,
-                            now.size
+                            short(&now.sha256)
                         ),
-                    );
+                        _ => {
+                            entity_ok &= kind != "entity_table";
+                            format!(
+                                "modified: sha256 {} -> {} ({} -> {} bytes), rows differ",
+                                short(&table.file.sha256),
+                                short(&now.sha256),
+                                table.file.size,
+                                now.size
+                            )
+                        }
+                    };
+                    finding(kind, table.file.location.clone(), detail);
                 }
                 Ok(Some(_)) => {}
             }
@@ -610,38 +690,24 @@ impl FeatureStore {
             };
             match offline.get_historical_features(request).await {
                 Err(e) => finding("recomputed", "output".into(), format!("recomputation failed: {e}")),
-                Ok(mut stream) => {
-                    let mut hasher = ContentHasher::new(&stream.schema())?;
-                    let mut failed = None;
-                    while let Some(b) = stream.next().await {
-                        match b.and_then(|b| hasher.update(&b)) {
-                            Ok(()) => {}
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
+                Ok(stream) => match content_hash(stream).await {
+                    Err(e) => finding("recomputed", "output".into(), format!("recomputation failed: {e}")),
+                    Ok((rows, hash)) => {
+                        if hash != m.output.content_hash {
+                            finding(
+                                "recomputed",
+                                "output".into(),
+                                format!(
+                                    "differs from the recorded output: content hash {} -> {} ({} -> {rows} rows)",
+                                    &m.output.content_hash[..16],
+                                    &hash[..16],
+                                    m.output.rows
+                                ),
+                            );
                         }
+                        recomputed_hash = Some(hash);
                     }
-                    match failed {
-                        Some(e) => finding("recomputed", "output".into(), format!("recomputation failed: {e}")),
-                        None => {
-                            let (rows, hash) = hasher.finish();
-                            if hash != m.output.content_hash {
-                                finding(
-                                    "recomputed",
-                                    "output".into(),
-                                    format!(
-                                        "differs from the recorded output: content hash {} -> {} ({} -> {rows} rows)",
-                                        &m.output.content_hash[..16],
-                                        &hash[..16],
-                                        m.output.rows
-                                    ),
-                                );
-                            }
-                            recomputed_hash = Some(hash);
-                        }
-                    }
-                }
+                },
             }
         } else {
             finding(
@@ -650,8 +716,18 @@ impl FeatureStore {
                 "not recomputed: the stored entity table is missing or modified".into(),
             );
         }
-        Ok(Verification { name: m.name, recomputed_hash, files_checked, findings })
+        let reproducible = recomputed_hash.as_ref().map(|h| *h == m.output.content_hash);
+        Ok(Verification { name: m.name, recomputed_hash, reproducible, files_checked, findings })
     }
+}
+
+/// Rows and content hash of a stream.
+async fn content_hash(mut stream: BatchStream) -> Result<(u64, String)> {
+    let mut hasher = ContentHasher::new(&stream.schema())?;
+    while let Some(b) = stream.next().await {
+        hasher.update(&b?)?;
+    }
+    Ok(hasher.finish())
 }
 
 fn short(h: &Option<String>) -> String {

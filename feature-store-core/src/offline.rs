@@ -84,6 +84,11 @@ pub trait OfflineStore: Send + Sync + Debug {
         Err(Error::Unsupported(format!("{self:?} cannot write {location}")))
     }
 
+    /// The normalized URL of `location` (a URL or a path relative to the repo), for comparing locations.
+    fn location_url(&self, location: &str) -> Result<String> {
+        Ok(location.to_owned())
+    }
+
     /// Size, version and SHA-256 of the object at `location`; `None` when absent.
     async fn object_info(&self, location: &str) -> Result<Option<crate::dataset::ObjectInfo>> {
         Err(Error::Unsupported(format!("{self:?} cannot read {location}")))

@@ -31,7 +31,7 @@ def test_save_as_records_a_manifest_and_verifies(store, repo):
     pd.testing.assert_frame_equal(df, fresh)
     assert job.manifest["output"]["rows"] == 4
     assert job.manifest["entity_table"]["origin"] == "Arrow batches"
-    assert job.location.endswith("data/datasets/quickstart/train_v1/data.parquet")
+    assert "data/datasets/quickstart/train_v1/" in job.location and job.location.endswith("/data.parquet")
     assert job.feature_names == ["conv_rate", "avg_daily_trips"]
 
     again = store.get_saved_dataset("train_v1")
@@ -68,6 +68,12 @@ def test_save_to_a_path(store, tmp_path):
     assert out.exists()
     assert pq.read_table(out).num_rows == 4
     assert job.location.endswith("train.parquet")
+    with pytest.raises(fs.InvalidArgumentError, match="already exists"):
+        store.get_historical_features(entity_df(), FEATURES, save_as="again", save_to=out)
+    with pytest.raises(fs.InvalidArgumentError, match="written as Parquet"):
+        store.get_historical_features(entity_df(), FEATURES, save_as="csv", save_to=tmp_path / "x.csv")
+    with pytest.raises(fs.InvalidArgumentError, match="give save_as"):
+        store.get_historical_features(entity_df(), FEATURES, save_to=tmp_path / "y.parquet")
 
 
 def test_profile_and_drift_rule(repo):

@@ -37,7 +37,8 @@ pub(crate) async fn read_entities(
     timestamp_column: &str,
     sources: &[DataSource],
 ) -> CoreResult<BatchStream> {
-    let ctx = session(store.memory_limit, store.target_partitions)?;
+    // One partition, as retrieval reads entity rows: the rows keep their order.
+    let ctx = session(store.memory_limit, 1)?;
     let (plan, _) = entity_plan(store, &ctx, entities, timestamp_column, sources).await?;
     let schema = plan.schema();
     let stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())

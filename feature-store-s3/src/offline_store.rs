@@ -175,6 +175,11 @@ impl OfflineStore for ParquetOfflineStore {
         crate::datasets::write_parquet(self, location, stream).await
     }
 
+    fn location_url(&self, location: &str) -> CoreResult<String> {
+        let loc = crate::location::resolve(location, &self.base_dir, &self.options).map_err(CoreError::from)?;
+        Ok(format!("{}/{}", loc.store_url(), loc.path))
+    }
+
     async fn object_info(&self, location: &str) -> CoreResult<Option<feature_store_core::dataset::ObjectInfo>> {
         crate::datasets::object_info(self, location).await
     }

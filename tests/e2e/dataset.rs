@@ -78,6 +78,10 @@ async fn save(store: &FeatureStore, name: &str) -> feature_store::dataset::Datas
         .unwrap()
 }
 
+fn local(url: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(url.strip_prefix("file://").expect("a local file URL"))
+}
+
 fn kinds(v: &feature_store::dataset::Verification) -> Vec<String> {
     v.findings
         .iter()
@@ -87,7 +91,7 @@ fn kinds(v: &feature_store::dataset::Verification) -> Vec<String> {
 
 #[tokio::test]
 async fn saved_dataset_records_its_inputs_and_verifies_identical() {
-    let (dir, store) = repo().await;
+    let (_dir, store) = repo().await;
     let m = save(&store, "train_v1").await;
     assert_eq!(m.entity_table.rows, 20);
     assert_eq!(m.output.rows, 20);
@@ -98,9 +102,10 @@ async fn saved_dataset_records_its_inputs_and_verifies_identical() {
     assert_eq!(m.entities[0].name, "driver");
     assert_eq!(m.source_files.len(), 2);
     assert!(m.source_files.iter().all(|f| f.object.size > 0 && f.object.e_tag.is_some()));
-    assert!(m.output.file.location.ends_with("data/datasets/demo/train_v1/data.parquet"), "{}", m.output.file.location);
+    assert!(m.output.file.location.contains("data/datasets/demo/train_v1/"), "{}", m.output.file.location);
+    assert!(m.output.file.location.ends_with("/data.parquet"), "{}", m.output.file.location);
     assert_eq!(m.output.file.sha256.as_ref().map(String::len), Some(64));
-    assert!(dir.path().join("data/datasets/demo/train_v1/entities.parquet").exists());
+    assert!(local(&m.entity_table.file.location).exists());
 
     // The stored rows are what retrieval returns, by content hash.
     let fresh = store
@@ -179,24 +184,38 @@ async fn verify_names_a_changed_definition_and_still_recomputes_as_recorded() {
     let v = store.verify_dataset("d").await.unwrap();
     assert_eq!(kinds(&v), ["definition changed"], "{v}");
     assert_eq!(v.findings[0].subject, "feature_view stats_v");
-    assert!(v.findings[0].detail.contains("ttl"), "{v}");
+    assert!(v.findings[0].detail.contains("ttl \"1d\" -> \"1h\"") || v.findings[0].detail.contains("ttl"), "{v}");
+    assert_eq!(v.reproducible, Some(true), "recomputed from the recorded definitions");
 }
 
 #[tokio::test]
 async fn verify_names_a_tampered_output() {
-    let (dir, store) = repo().await;
+    let (_dir, store) = repo().await;
     let m = save(&store, "d").await;
-    let out = dir.path().join("data/datasets/demo/d/data.parquet");
+    let out = local(&m.output.file.location);
+    let rows = store.read_dataset("d").await.unwrap().collect().await.unwrap();
     write_parquet(&out, &entities());
     let v = store.verify_dataset("d").await.unwrap();
     assert_eq!(kinds(&v), ["output modified"], "{v}");
     // The recomputation from the recorded inputs still matches the recorded hash.
     assert_eq!(v.recomputed_hash.as_deref(), Some(m.output.content_hash.as_str()));
+    assert_eq!(v.reproducible, Some(true));
+    assert!(v.to_string().contains("still gives the recorded output bit for bit"), "{v}");
+    // The same rows re-encoded (small row groups): named as such.
+    let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(3)).build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&out).unwrap(), rows[0].schema(), Some(props))
+            .unwrap();
+    rows.iter().for_each(|b| w.write(b).unwrap());
+    w.close().unwrap();
+    let v = store.verify_dataset("d").await.unwrap();
+    assert_eq!(kinds(&v), ["output rewritten"], "{v}");
+    assert!(v.findings[0].detail.contains("rows are identical"), "{v}");
     std::fs::remove_file(&out).unwrap();
     let v = store.verify_dataset("d").await.unwrap();
     assert_eq!(kinds(&v), ["output missing"], "{v}");
     // A modified entity copy cannot be replayed: said, not guessed.
-    write_parquet(&dir.path().join("data/datasets/demo/d/entities.parquet"), &entities().slice(0, 3));
+    write_parquet(&local(&m.entity_table.file.location), &entities().slice(0, 3));
     let v = store.verify_dataset("d").await.unwrap();
     assert!(kinds(&v).contains(&"entity_table modified".to_owned()), "{v}");
     assert!(kinds(&v).iter().any(|k| k.starts_with("recomputed not recomputed")), "{v}");
@@ -227,4 +246,38 @@ async fn sql_entity_tables_are_kept_and_replayed() {
     write_parquet(&dir.path().join("data/stats/part-3.parquet"), &stats(9, 1, 0.0).slice(8, 1));
     let v = store.verify_dataset("from_sql").await.unwrap();
     assert_eq!(kinds(&v), ["source_file added"], "{v}");
+}
+
+#[tokio::test]
+async fn explicit_outputs_never_overwrite_or_land_in_a_source() {
+    let (dir, store) = repo().await;
+    let save_to = |out: std::path::PathBuf| {
+        let store = store.clone();
+        async move {
+            store
+                .save_dataset(
+                    "x",
+                    EntityInput::batch(entities()),
+                    &features(),
+                    &HistoricalOptions::default(),
+                    Some(out.to_str().unwrap()),
+                )
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let e = save_to(dir.path().join("data/stats/new.parquet")).await;
+    assert!(e.contains("inside data source \"stats\""), "{e}");
+    let e = save_to(dir.path().join("data/stats/part-0.parquet")).await;
+    assert!(e.contains("inside data source \"stats\""), "{e}");
+    let taken = dir.path().join("taken.parquet");
+    std::fs::write(&taken, b"someone's file").unwrap();
+    let e = save_to(taken.clone()).await;
+    assert!(e.contains("already exists; a saved dataset never overwrites a file"), "{e}");
+    assert_eq!(std::fs::read(&taken).unwrap(), b"someone's file");
+    let e = save_to(dir.path().join("out.csv")).await;
+    assert!(e.contains("written as Parquet"), "{e}");
+    assert!(store.list_datasets().await.unwrap().is_empty());
 }

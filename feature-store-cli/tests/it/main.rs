@@ -373,7 +373,7 @@ fn quality_gate_status_and_metrics() {
 
     // A reference profile, then a drift rule checked against it.
     let text = ok(&cli(&repo, &["profile", "driver_hourly_stats"]));
-    assert!(text.contains("FEATURE") && text.contains("conv_rate") && text.contains("10 bins"), "{text}");
+    assert!(text.contains("FEATURE") && text.contains("conv_rate") && text.contains("12 bins"), "{text}");
     let profile = json(&cli(&repo, &["--json", "profile", "driver_hourly_stats", "--dry-run"]));
     assert_eq!(profile["view"], "driver_hourly_stats");
     assert!(profile["features"]["conv_rate"]["quantiles"]["p50"].is_number(), "{profile}");
@@ -401,7 +401,7 @@ fn saved_datasets_list_show_verify() {
     ok(&run);
     let summary = String::from_utf8_lossy(&run.stderr);
     assert!(summary.contains("saved as dataset \"train_v1\""), "{summary}");
-    assert!(repo.join("data/datasets/driver_ranking/train_v1/data.parquet").exists());
+
     let csv = tmp.path().join("x.csv");
     let err = fail(&cli(
         &repo,
@@ -425,18 +425,21 @@ fn saved_datasets_list_show_verify() {
     assert!(show.contains("feature service:   driver_activity") && show.contains("source files (1)"), "{show}");
     let manifest = json(&cli(&repo, &["--json", "dataset", "show", "train_v1"]));
     assert_eq!(manifest["output"]["rows"], 12);
+    let location = manifest["output"]["file"]["location"].as_str().unwrap().to_owned();
+    assert!(location.contains("data/datasets/driver_ranking/train_v1/"), "{location}");
+    let out = std::path::PathBuf::from(location.strip_prefix("file://").unwrap());
+    assert!(out.exists());
     let text = ok(&cli(&repo, &["dataset", "verify", "train_v1"]));
     assert!(text.contains("bit-identical"), "{text}");
 
     // Tampered output: exit 1 naming it.
-    let out = repo.join("data/datasets/driver_ranking/train_v1/data.parquet");
     let mut bytes = std::fs::read(&out).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&out, bytes).unwrap();
     let run = cli(&repo, &["dataset", "verify", "train_v1"]);
     let err = fail(&run);
-    assert!(err.contains("not reproducible as recorded"), "{err}");
+    assert!(err.contains("differs from its record: 1 difference(s)"), "{err}");
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("output") && text.contains("modified"), "{text}");
     let err = fail(&cli(&repo, &["dataset", "show", "train_v2"]));

@@ -436,6 +436,8 @@ class FeatureStore:
             request["sql" if _SQL.match(text) else "path"] = text
         else:
             request["table"] = _to_arrow_input(entity_df, "entity_df")
+        if save_to is not None and save_as is None:
+            raise InvalidArgumentError("save_to names where a saved dataset goes; give save_as='name' too")
         if save_as is not None:
             output = None if save_to is None else os.fspath(save_to)
             if output is not None and "://" not in output:
