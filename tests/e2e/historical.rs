@@ -886,3 +886,97 @@ feature_views:
     let e = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
     assert!(e.contains("timestamp_partition.column \"day\" is not a partition column") && e.contains("date"), "{e}");
 }
+
+/// Files of one source may store event times in different units and zones:
+/// they are read as the same instants. Other type differences name the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_with_different_timestamp_types_read_as_instants() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z in ms
+    let rows = |part: i64| -> (Vec<i64>, Vec<i64>, Vec<f64>) {
+        let ids: Vec<i64> = (0..6).map(|i| i % 3).collect();
+        let ms: Vec<i64> = (0..6).map(|i| base + (part * 6 + i) * 600_000).collect();
+        let rate: Vec<f64> = (0..6).map(|i| (part * 6 + i) as f64).collect();
+        (ids, ms, rate)
+    };
+    let batch = |ids: Vec<i64>, ts: ArrayRef, rate: Vec<f64>| {
+        RecordBatch::try_from_iter([
+            ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("event_timestamp", ts),
+            ("rate", Arc::new(Float64Array::from(rate)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    let mut uniform = Vec::new();
+    for (part, unit, tz) in [
+        (0, TimeUnit::Microsecond, Some("UTC")),
+        (1, TimeUnit::Nanosecond, None),
+        (2, TimeUnit::Millisecond, Some("America/New_York")),
+    ] {
+        let (ids, ms, rate) = rows(part);
+        let opt: Vec<Option<i64>> = ms.iter().copied().map(Some).collect();
+        // The same instants in each file's unit, with its zone as metadata only.
+        let ts = arrow::compute::cast(&ts_array(unit, None, &opt), &DataType::Timestamp(unit, None)).unwrap();
+        let ts = match tz {
+            Some(tz) => arrow::array::make_array(
+                ts.to_data().into_builder().data_type(DataType::Timestamp(unit, Some(tz.into()))).build().unwrap(),
+            ),
+            None => ts,
+        };
+        write_parquet(
+            &dir.path().join(format!("data/mixed/part-{part}.parquet")),
+            &batch(ids.clone(), ts, rate.clone()),
+        );
+        uniform.push(batch(ids, ts_array(TimeUnit::Microsecond, Some("UTC"), &opt), rate));
+    }
+    let uniform = concat_batches(&uniform[0].schema(), &uniform).unwrap();
+    write_parquet(&dir.path().join("data/uniform.parquet"), &uniform);
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: mixed\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources:
+  - {name: mixed, path: data/mixed/, timestamp_field: event_timestamp}
+  - {name: uniform, path: data/uniform.parquet, timestamp_field: event_timestamp}
+feature_views:
+  - {name: mixed_v, entities: [driver], source: mixed, ttl: 1h, schema: [{name: rate, dtype: float64}]}
+  - {name: uniform_v, entities: [driver], source: uniform, ttl: 1h, schema: [{name: rate, dtype: float64}]}
+",
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let times: Vec<String> = (0..18)
+        .map(|i| chrono::DateTime::from_timestamp_millis(base + i * 600_000 + 300_000).unwrap().to_rfc3339())
+        .collect();
+    let ids: Vec<Option<i64>> = (0..18).map(|i| Some(i % 3)).collect();
+    let entities = entity_rows(&ids, &times.iter().map(String::as_str).collect::<Vec<_>>());
+    let got = retrieve(&store, entities.clone(), &["mixed_v:rate"], false).await;
+    let want = retrieve(&store, entities, &["uniform_v:rate"], false).await;
+    let (g, w) = (got.column(got.num_columns() - 1), want.column(want.num_columns() - 1));
+    assert_eq!(g.as_ref(), w.as_ref());
+    assert_eq!(g.null_count(), 0);
+    // Materialization and profiles read the mixed source too.
+    let end = chrono::DateTime::from_timestamp_millis(base + 18 * 600_000).unwrap();
+    let report = store
+        .materialize(end - chrono::Duration::days(1), end, &feature_store::MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert!(report.views.iter().all(|v| v.entities_written == 3), "{report:?}");
+    let p = store.profile("mixed_v", None, end, false).await.unwrap();
+    assert_eq!(p.rows, 18);
+
+    // A feature stored as int64 in one file and float64 in the others: named with both files.
+    let (ids, ms, _) = rows(3);
+    let opt: Vec<Option<i64>> = ms.iter().copied().map(Some).collect();
+    let odd = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+        ("event_timestamp", ts_array(TimeUnit::Microsecond, Some("UTC"), &opt)),
+        ("rate", Arc::new(Int64Array::from(vec![1i64; 6])) as ArrayRef),
+    ])
+    .unwrap();
+    write_parquet(&dir.path().join("data/mixed/part-3.parquet"), &odd);
+    let e = store.profile("mixed_v", None, end, false).await.unwrap_err().to_string();
+    assert!(e.contains("column \"rate\" is Float64") && e.contains("part-3.parquet"), "{e}");
+}

@@ -283,24 +283,72 @@ pub(crate) async fn read_source_in(
         }
         _ => None,
     };
-    // DataFusion would infer the schema from every file's footer, skipped ones
-    // included; a pruned read takes it from the first file it keeps.
-    let schema = match (&prune, window) {
-        (Some(_), Some(w)) => {
-            let first = files.files.iter().position(|m| file_in_window(source, &files, m, w)).unwrap_or(0);
-            Some(
-                crate::offline_store::parquet_schema(&files, first)
-                    .await
-                    .map_err(|e| CoreError::data(&context, e.to_string()))?,
-            )
-        }
-        _ => None,
-    };
-    let df = read_listed(ctx, source, &files, schema.as_deref(), &context).await?;
+    // The table schema comes from the footers of the files read (DataFusion
+    // would read every file's, skipped ones included, and refuse files whose
+    // timestamp units or zones differ).
+    let read: Vec<usize> = (0..files.files.len())
+        .filter(|i| match (&prune, window) {
+            (Some(_), Some(w)) => file_in_window(source, &files, &files.files[*i], w),
+            _ => true,
+        })
+        .collect();
+    let schema = merged_schema(&files, if read.is_empty() { &[0] } else { &read }, &context).await?;
+    let df = read_listed(ctx, source, &files, Some(&schema), &context).await?;
     match prune {
         Some(filter) => df.filter(filter).map_err(|e| df_error(&context, e)),
         None => Ok(df),
     }
+}
+
+/// One schema for the files at `indices`: columns in order of first
+/// appearance, all nullable; a timestamp column whose unit or zone differs
+/// between files becomes UTC in the finest unit (every file's values are then
+/// the same instants); any other type difference is an error naming both files.
+async fn merged_schema(
+    files: &crate::files::SourceFiles,
+    indices: &[usize],
+    context: &str,
+) -> CoreResult<datafusion::arrow::datatypes::Schema> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let schemas: Vec<(usize, Arc<Schema>)> = futures::stream::iter(indices.iter().copied())
+        .map(|i| async move { crate::offline_store::parquet_schema(files, i).await.map(|s| (i, s)) })
+        .buffered(16)
+        .try_collect()
+        .await
+        .map_err(|e| CoreError::data(context, e.to_string()))?;
+    if schemas.windows(2).all(|w| w[0].1.fields() == w[1].1.fields()) {
+        return Ok(schemas[0].1.as_ref().clone());
+    }
+    let mut fields: Vec<(Field, usize)> = Vec::new();
+    for (i, schema) in &schemas {
+        for f in schema.fields() {
+            match fields.iter_mut().find(|(x, _)| x.name() == f.name()) {
+                None => fields.push((f.as_ref().clone().with_nullable(true), *i)),
+                Some((x, first)) if x.data_type() != f.data_type() => match (x.data_type(), f.data_type()) {
+                    (DataType::Timestamp(u1, z1), DataType::Timestamp(u2, z2)) => {
+                        let unit = super::timestamps::finer(*u1, *u2);
+                        let zone = if z1.is_none() && z2.is_none() { None } else { Some("UTC".into()) };
+                        *x = x.clone().with_data_type(DataType::Timestamp(unit, zone));
+                    }
+                    (a, b) => {
+                        return Err(CoreError::data(
+                            context,
+                            format!(
+                                "column \"{}\" is {} in {} but {} in {}; the files of one source must agree",
+                                f.name(),
+                                describe_arrow(a),
+                                files.file_url(&files.files[*first]),
+                                describe_arrow(b),
+                                files.file_url(&files.files[*i])
+                            ),
+                        ));
+                    }
+                },
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(Schema::new(fields.into_iter().map(|(f, _)| f).collect::<Vec<_>>()))
 }
 
 /// Whether partition `value` may hold rows in `window` (unparsable values may).
