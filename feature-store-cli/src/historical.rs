@@ -160,20 +160,33 @@ pub(crate) async fn dataset_list(store: &FeatureStore, json: bool) -> anyhow::Re
         return crate::output::json(&all);
     }
     crate::output::table(
-        &["NAME", "ROWS", "FEATURES", "REGISTRY VERSION", "OUTPUT", "CREATED"],
+        &["NAME", "ROWS", "OUTPUT", "CREATED"],
         all.iter()
-            .map(|m| {
+            .map(|r| {
                 vec![
-                    m.name.clone(),
-                    m.output.rows.to_string(),
-                    m.feature_service.clone().unwrap_or_else(|| m.features.len().to_string()),
-                    m.registry_version.to_string(),
-                    m.output.file.location.clone(),
-                    m.created_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                    r.name.clone(),
+                    r.rows.to_string(),
+                    r.output.clone(),
+                    r.created_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
                 ]
             })
             .collect(),
     );
+    Ok(())
+}
+
+pub(crate) async fn dataset_delete(store: &FeatureStore, name: &str, json: bool) -> anyhow::Result<()> {
+    let d = store.delete_dataset(name).await?;
+    if json {
+        return crate::output::json(&d);
+    }
+    for f in &d.deleted {
+        println!("deleted {f}");
+    }
+    for f in &d.kept {
+        println!("kept    {f} (outside the dataset's folder)");
+    }
+    eprintln!("dataset \"{name}\" removed");
     Ok(())
 }
 

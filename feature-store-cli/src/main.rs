@@ -178,6 +178,12 @@ enum DatasetAction {
         /// The dataset.
         name: String,
     },
+    /// Remove a dataset from the registry and delete the files of its save
+    /// folder (an explicit --output elsewhere is kept).
+    Delete {
+        /// The dataset.
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -301,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 DatasetAction::List => historical::dataset_list(&store, cli.json).await,
                 DatasetAction::Show { name } => historical::dataset_show(&store, &name, cli.json).await,
                 DatasetAction::Verify { name } => historical::dataset_verify(&store, &name, cli.json).await,
+                DatasetAction::Delete { name } => historical::dataset_delete(&store, &name, cli.json).await,
             }
         }
         Command::Materialize { start, end, views, run } => {

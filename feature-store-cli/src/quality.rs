@@ -113,10 +113,11 @@ pub(crate) async fn profile(
         })
         .collect();
     table(&["FEATURE", "TYPE", "COUNT", "NULLS", "MIN", "P50", "MAX", "MEAN", "STD", "BINS"], rows);
-    let window =
-        p.start.map_or_else(|| format!("up to {}", when(&p.end)), |s| format!("[{}, {}]", when(&s), when(&p.end)));
+    let window = p
+        .start
+        .map_or_else(|| format!("all history up to {}", when(&p.end)), |s| format!("[{}, {}]", when(&s), when(&p.end)));
     eprintln!(
-        "profile of \"{view}\" over {window}: {} rows{}",
+        "profile of \"{view}\", {window}: {} rows{}",
         p.rows,
         if save { "; stored as the reference for its drift rule" } else { " (not stored: --dry-run)" }
     );

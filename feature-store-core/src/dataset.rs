@@ -166,6 +166,39 @@ pub struct DatasetManifest {
     pub output: StoredTable,
 }
 
+/// A saved dataset's entry in the registry: the manifest itself is stored
+/// beside the dataset's files (it lists every source file, which would make
+/// the registry every process reads grow with each save), and its SHA-256 is
+/// kept here so a changed manifest is detected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DatasetRecord {
+    /// The dataset's name.
+    pub name: String,
+    /// When it was saved.
+    pub created_at: DateTime<Utc>,
+    /// Output rows.
+    pub rows: u64,
+    /// The output file.
+    pub output: String,
+    /// The folder of this save (manifest, entity copy, default output).
+    pub folder: String,
+    /// The stored manifest (`manifest.json`), with its SHA-256.
+    pub manifest: ObjectInfo,
+}
+
+/// What `delete_dataset` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Deleted {
+    /// The dataset.
+    pub name: String,
+    /// Files deleted.
+    pub deleted: Vec<String>,
+    /// Files kept: an explicit output outside the dataset's folder is the caller's.
+    pub kept: Vec<String>,
+}
+
 /// What `verify_dataset` found different; empty means bit-identical.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -438,6 +471,17 @@ impl FeatureStore {
             },
             output: StoredTable { origin: None, rows: out_rows, content_hash: out_content, file: output_file },
         };
+        let bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::data(format!("dataset \"{name}\""), format!("cannot encode the manifest: {e}")))?;
+        let stored = offline.put_object(&format!("{folder}/manifest.json"), bytes::Bytes::from(bytes)).await?;
+        let record = DatasetRecord {
+            name: name.to_owned(),
+            created_at: manifest.created_at,
+            rows: manifest.output.rows,
+            output: manifest.output.file.location.clone(),
+            folder: offline.location_url(&folder)?,
+            manifest: stored,
+        };
         let project_name = self.project().to_owned();
         self.registry()
             .update(|doc| {
@@ -447,7 +491,7 @@ impl FeatureStore {
                         "dataset \"{name}\" was saved by another writer meanwhile; this run's files at {folder} are not recorded (delete them), save under another name"
                     )));
                 }
-                p.datasets.insert(name.to_owned(), manifest.clone());
+                p.datasets.insert(name.to_owned(), record.clone());
                 Ok(true)
             })
             .await?;
@@ -487,14 +531,12 @@ impl FeatureStore {
         Ok(())
     }
 
-    /// Saved datasets of the project, by name.
-    pub async fn list_datasets(&self) -> Result<Vec<DatasetManifest>> {
+    /// Saved datasets of the project, by name (registry entries; manifests are read by [`FeatureStore::get_dataset`]).
+    pub async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
         Ok(self.document().await?.project(self.project()).registry().datasets.values().cloned().collect())
     }
 
-    /// The manifest of dataset `name`.
-    pub async fn get_dataset(&self, name: &str) -> Result<DatasetManifest> {
-        let doc = self.document().await?;
+    fn dataset_record(&self, doc: &crate::registry::RegistryDocument, name: &str) -> Result<DatasetRecord> {
         let p = doc.project(self.project());
         p.registry().datasets.get(name).cloned().ok_or_else(|| {
             let close: Vec<String> = p
@@ -510,6 +552,56 @@ impl FeatureStore {
                 hint: (!close.is_empty()).then(|| format!("did you mean {}?", close.join(" or "))),
             }
         })
+    }
+
+    /// The manifest of dataset `name`, read from its folder and checked against the registry's hash.
+    pub async fn get_dataset(&self, name: &str) -> Result<DatasetManifest> {
+        let record = self.dataset_record(&*self.document().await?, name)?;
+        let context = format!("dataset \"{name}\" manifest {}", record.manifest.location);
+        let bytes = self
+            .offline_store()
+            .get_object(&record.manifest.location)
+            .await?
+            .ok_or_else(|| Error::data(&context, "missing; the dataset cannot be read or verified"))?;
+        let sha = hex(&Sha256::digest(&bytes));
+        if Some(&sha) != record.manifest.sha256.as_ref() {
+            return Err(Error::data(
+                &context,
+                format!("modified since it was saved (sha256 {} -> {})", short(&record.manifest.sha256), &sha[..16]),
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::data(&context, format!("not a manifest: {e}")))
+    }
+
+    /// Removes dataset `name` from the registry, then deletes the files of its
+    /// save folder; an explicit output elsewhere is kept (it is the caller's).
+    pub async fn delete_dataset(&self, name: &str) -> Result<Deleted> {
+        let doc = self.registry().refresh().await?;
+        let record = self.dataset_record(&doc, name)?;
+        let manifest = self.get_dataset(name).await.ok();
+        let project_name = self.project().to_owned();
+        self.registry()
+            .update(|doc| {
+                let p = doc.projects.entry(project_name.clone()).or_default();
+                Ok(p.datasets.remove(name).is_some())
+            })
+            .await?;
+        let offline = self.offline_store();
+        let mut files = vec![record.manifest.location.clone()];
+        if let Some(m) = &manifest {
+            files.push(m.entity_table.file.location.clone());
+        }
+        files.push(record.output.clone());
+        let (mut deleted, mut kept) = (Vec::new(), Vec::new());
+        let folder = format!("{}/", record.folder.trim_end_matches('/'));
+        for f in files {
+            if !f.starts_with(&folder) {
+                kept.push(f);
+            } else if offline.delete_object(&f).await? {
+                deleted.push(f);
+            }
+        }
+        Ok(Deleted { name: name.to_owned(), deleted, kept })
     }
 
     /// The rows of dataset `name`, read from its stored output.

@@ -84,6 +84,22 @@ pub trait OfflineStore: Send + Sync + Debug {
         Err(Error::Unsupported(format!("{self:?} cannot write {location}")))
     }
 
+    /// Writes `bytes` at `location`, replacing any object there; returns what was stored, with its SHA-256.
+    async fn put_object(&self, location: &str, bytes: bytes::Bytes) -> Result<crate::dataset::ObjectInfo> {
+        let _ = bytes;
+        Err(Error::Unsupported(format!("{self:?} cannot write {location}")))
+    }
+
+    /// The bytes at `location`; `None` when absent.
+    async fn get_object(&self, location: &str) -> Result<Option<bytes::Bytes>> {
+        Err(Error::Unsupported(format!("{self:?} cannot read {location}")))
+    }
+
+    /// Deletes the object at `location`; `false` when there was none.
+    async fn delete_object(&self, location: &str) -> Result<bool> {
+        Err(Error::Unsupported(format!("{self:?} cannot delete {location}")))
+    }
+
     /// The normalized URL of `location` (a URL or a path relative to the repo), for comparing locations.
     fn location_url(&self, location: &str) -> Result<String> {
         Ok(location.to_owned())

@@ -283,10 +283,16 @@ impl Store {
         Ok(HistoricalResult::new(stream))
     }
 
-    /// Manifests of every saved dataset, as JSON.
+    /// Registry entries of every saved dataset, as JSON.
     fn list_datasets(&self, py: Python<'_>) -> PyResult<String> {
         let store = self.store()?;
         json(&py.detach(|| block_on(store.list_datasets())).map_err(to_py)?)
+    }
+
+    /// Deletes dataset `name` (registry entry and its folder's files); what was deleted and kept, as JSON.
+    fn delete_dataset(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        let store = self.store()?;
+        json(&py.detach(|| block_on(store.delete_dataset(name))).map_err(to_py)?)
     }
 
     /// The manifest of dataset `name`, as JSON.

@@ -68,6 +68,11 @@ def test_save_to_a_path(store, tmp_path):
     assert out.exists()
     assert pq.read_table(out).num_rows == 4
     assert job.location.endswith("train.parquet")
+    out2 = store.delete_saved_dataset("to_path")
+    assert out.exists() and out2["kept"] == [job.location]
+    assert len(out2["deleted"]) == 2  # manifest and entity copy
+    with pytest.raises(fs.NotFoundError):
+        store.get_saved_dataset("to_path")
     with pytest.raises(fs.InvalidArgumentError, match="already exists"):
         store.get_historical_features(entity_df(), FEATURES, save_as="again", save_to=out)
     with pytest.raises(fs.InvalidArgumentError, match="written as Parquet"):

@@ -104,3 +104,43 @@ pub(crate) async fn object_info(store: &ParquetOfflineStore, location: &str) -> 
             .with_sha256(hex(&digest.finalize())),
     ))
 }
+
+pub(crate) async fn put_object(
+    store: &ParquetOfflineStore,
+    location: &str,
+    bytes: bytes::Bytes,
+) -> CoreResult<ObjectInfo> {
+    let loc = resolve(location, &store.base_dir, &store.options).map_err(CoreError::from)?;
+    let url = url_of(&loc);
+    let sha = hex(&Sha256::digest(&bytes));
+    let size = bytes.len() as u64;
+    let put =
+        loc.store.put(&loc.path, bytes.into()).await.map_err(|e| CoreError::from(Error::object_store(&url, e)))?;
+    Ok(ObjectInfo::new(url, size).with_version(put.e_tag, None).with_sha256(sha))
+}
+
+pub(crate) async fn get_object(store: &ParquetOfflineStore, location: &str) -> CoreResult<Option<bytes::Bytes>> {
+    let loc = resolve(location, &store.base_dir, &store.options).map_err(CoreError::from)?;
+    let url = url_of(&loc);
+    match loc.store.get(&loc.path).await {
+        Ok(g) => Ok(Some(g.bytes().await.map_err(|e| CoreError::from(Error::object_store(&url, e)))?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::object_store(&url, e).into()),
+    }
+}
+
+pub(crate) async fn delete_object(store: &ParquetOfflineStore, location: &str) -> CoreResult<bool> {
+    let loc = resolve(location, &store.base_dir, &store.options).map_err(CoreError::from)?;
+    let url = url_of(&loc);
+    // A store that deletes missing objects silently (S3) is asked first.
+    match loc.store.head(&loc.path).await {
+        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(Error::object_store(&url, e).into()),
+        Ok(_) => {}
+    }
+    match loc.store.delete(&loc.path).await {
+        Ok(()) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(Error::object_store(&url, e).into()),
+    }
+}

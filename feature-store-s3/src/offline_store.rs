@@ -175,6 +175,22 @@ impl OfflineStore for ParquetOfflineStore {
         crate::datasets::write_parquet(self, location, stream).await
     }
 
+    async fn put_object(
+        &self,
+        location: &str,
+        bytes: bytes::Bytes,
+    ) -> CoreResult<feature_store_core::dataset::ObjectInfo> {
+        crate::datasets::put_object(self, location, bytes).await
+    }
+
+    async fn get_object(&self, location: &str) -> CoreResult<Option<bytes::Bytes>> {
+        crate::datasets::get_object(self, location).await
+    }
+
+    async fn delete_object(&self, location: &str) -> CoreResult<bool> {
+        crate::datasets::delete_object(self, location).await
+    }
+
     fn location_url(&self, location: &str) -> CoreResult<String> {
         let loc = crate::location::resolve(location, &self.base_dir, &self.options).map_err(CoreError::from)?;
         Ok(format!("{}/{}", loc.store_url(), loc.path))

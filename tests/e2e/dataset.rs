@@ -281,3 +281,32 @@ async fn explicit_outputs_never_overwrite_or_land_in_a_source() {
     assert!(e.contains("written as Parquet"), "{e}");
     assert!(store.list_datasets().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn manifests_live_beside_the_files_and_delete_removes_them() {
+    let (dir, store) = repo().await;
+    let m = save(&store, "d").await;
+    // The registry holds a small entry; the manifest is a file checked by hash.
+    let registry = std::fs::read_to_string(dir.path().join("data/registry.json")).unwrap();
+    assert!(!registry.contains("part-0.parquet"), "source file lists stay out of the registry");
+    let records = store.list_datasets().await.unwrap();
+    assert_eq!((records[0].name.as_str(), records[0].rows), ("d", 20));
+    let manifest = local(&records[0].manifest.location);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"rows\": 20", "\"rows\": 21")).unwrap();
+    let e = store.get_dataset("d").await.unwrap_err().to_string();
+    assert!(e.contains("modified since it was saved"), "{e}");
+    std::fs::write(&manifest, text).unwrap();
+    assert_eq!(store.get_dataset("d").await.unwrap(), m);
+
+    let out = local(&m.output.file.location);
+    let d = store.delete_dataset("d").await.unwrap();
+    assert_eq!(d.deleted.len(), 3, "{d:?}");
+    assert!(d.kept.is_empty());
+    assert!(!out.exists() && !manifest.exists());
+    assert!(store.list_datasets().await.unwrap().is_empty());
+    let e = store.delete_dataset("d").await.unwrap_err().to_string();
+    assert!(e.contains("dataset \"d\" not found"), "{e}");
+    // The name can be saved again.
+    save(&store, "d").await;
+}

@@ -444,4 +444,8 @@ fn saved_datasets_list_show_verify() {
     assert!(text.contains("output") && text.contains("modified"), "{text}");
     let err = fail(&cli(&repo, &["dataset", "show", "train_v2"]));
     assert!(err.contains("dataset \"train_v2\" not found"), "{err}");
+    let text = ok(&cli(&repo, &["dataset", "delete", "train_v1"]));
+    assert_eq!(text.lines().filter(|l| l.starts_with("deleted ")).count(), 3, "{text}");
+    assert!(!out.exists());
+    assert!(!ok(&cli(&repo, &["dataset", "list"])).contains("train_v1"));
 }

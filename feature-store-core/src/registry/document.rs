@@ -137,9 +137,9 @@ pub struct ProjectRegistry {
     /// Materialization state by view name.
     #[serde(default)]
     pub view_state: BTreeMap<String, ViewState>,
-    /// Saved dataset manifests by name.
+    /// Saved datasets by name (their manifests are stored beside their files).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub datasets: BTreeMap<String, crate::dataset::DatasetManifest>,
+    pub datasets: BTreeMap<String, crate::dataset::DatasetRecord>,
 }
 
 impl RegistryDocument {

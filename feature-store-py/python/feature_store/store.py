@@ -453,7 +453,12 @@ class FeatureStore:
 
     def list_saved_datasets(self) -> List[SavedDataset]:
         """Every saved dataset of the project, by name."""
-        return [SavedDataset(self._store, m) for m in json.loads(self._store.list_datasets())]
+        return [self.get_saved_dataset(r["name"]) for r in json.loads(self._store.list_datasets())]
+
+    def delete_saved_dataset(self, name: str) -> Dict[str, Any]:
+        """Removes dataset ``name`` and deletes the files of its save folder; returns
+        ``{"deleted": [...], "kept": [...]}`` (an explicit ``save_to`` file is kept)."""
+        return json.loads(self._store.delete_dataset(name))
 
     def verify_dataset(self, name: str) -> Dict[str, Any]:
         """Recomputes dataset ``name`` from its recorded inputs; see ``SavedDataset.verify``."""

@@ -242,9 +242,9 @@ fn read_bins(int: &dyn Fn(&str) -> u64, name: &str, p: &FeatureProfile, nulls: u
     out
 }
 
+/// `p01`, `p05`, `p50`, `p99`: two digits so the keys sort in order.
 fn quantile_name(q: f64) -> String {
-    let pct = q * 100.0;
-    if pct.fract() == 0.0 { format!("p{pct:.0}") } else { format!("p{pct}") }
+    format!("p{:02.0}", q * 100.0)
 }
 
 /// A reference profile: one aggregate pass (counts, moments, approximate
