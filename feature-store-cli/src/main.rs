@@ -162,6 +162,17 @@ enum Command {
 }
 
 /// Flags of the materialize commands.
+/// Rust ignores SIGPIPE, so `feature-store ... | head` would panic on the
+/// closed pipe; a command-line tool should end quietly instead, as others do.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first in main, before any thread exists; only resets a signal disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// `feature-store dataset ...`
 #[derive(Debug, Subcommand)]
 enum DatasetAction {
@@ -205,6 +216,7 @@ enum Kind {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
