@@ -23,6 +23,12 @@ echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --
 (cd "$REPO" && "$BIN" historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet)
 echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate"
 fs historical --entities "$REPO/data/driver_orders.parquet" --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate
+echo; echo "\$ feature-store historical ... --save train_v1   # a reproducible training set with a manifest"
+if ! fs dataset show train_v1 >/dev/null 2>&1; then
+  fs historical --entities "$REPO/data/driver_orders.parquet" --service driver_activity --save train_v1
+fi
+echo; echo "\$ feature-store dataset verify train_v1"
+fs dataset verify train_v1
 echo; echo "\$ feature-store materialize-incremental   # into the embedded SQLite online store"
 fs materialize-incremental
 echo; echo "\$ feature-store online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999"
