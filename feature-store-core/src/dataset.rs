@@ -430,6 +430,12 @@ impl FeatureStore {
             std::process::id(),
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        if let Some(s) = self.source_containing(&self.offline_store().location_url(&folder)?, &sources)? {
+            return Err(Error::InvalidArgument(format!(
+                "datasets are stored beside the registry, in {folder}, which is inside data source \"{}\" ({}): its files would be read as source data; move the registry or the source's files to separate folders",
+                s.name, s.path
+            )));
+        }
         if let Some(out) = output {
             self.check_output(out, &sources).await?;
         }
@@ -498,6 +504,23 @@ impl FeatureStore {
         Ok(manifest)
     }
 
+    /// The source whose files `url` would be among, if any.
+    fn source_containing<'a>(&self, url: &str, sources: &'a [DataSource]) -> Result<Option<&'a DataSource>> {
+        let offline = self.offline_store();
+        for s in sources {
+            let root = match s.path.find(['*', '?', '[']) {
+                Some(i) => &s.path[..s.path[..i].rfind('/').map_or(0, |j| j + 1)],
+                None => s.path.as_str(),
+            };
+            let root = offline.location_url(root)?;
+            let root = root.trim_end_matches('/');
+            if url == root || url.starts_with(&format!("{root}/")) {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
     /// An explicit output must be new Parquet outside every source, so that
     /// saving never overwrites data, another dataset, or adds a file a source would read.
     async fn check_output(&self, output: &str, sources: &[DataSource]) -> Result<()> {
@@ -509,19 +532,11 @@ impl FeatureStore {
         }
         let offline = self.offline_store();
         let url = offline.location_url(output)?;
-        for s in sources {
-            let root = match s.path.find(['*', '?', '[']) {
-                Some(i) => &s.path[..s.path[..i].rfind('/').map_or(0, |j| j + 1)],
-                None => s.path.as_str(),
-            };
-            let root = offline.location_url(root)?;
-            let root = root.trim_end_matches('/');
-            if url == root || url.starts_with(&format!("{root}/")) {
-                return Err(Error::InvalidArgument(format!(
-                    "output {output} is inside data source \"{}\" ({}); the source would read it as data, choose a path outside it",
-                    s.name, s.path
-                )));
-            }
+        if let Some(s) = self.source_containing(&url, sources)? {
+            return Err(Error::InvalidArgument(format!(
+                "output {output} is inside data source \"{}\" ({}); the source would read it as data, choose a path outside it",
+                s.name, s.path
+            )));
         }
         if offline.object_info(output).await?.is_some() {
             return Err(Error::InvalidArgument(format!(

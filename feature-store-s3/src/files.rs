@@ -38,10 +38,17 @@ impl SourceFiles {
     }
 }
 
+/// Extensions of files that are never Parquet data: a repo's registry
+/// document, the embedded online store and its journals, notes.
+const NOT_DATA: [&str; 12] =
+    [".json", ".yaml", ".yml", ".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".md", ".txt", ".log", ".lock"];
+
 fn is_data_file(meta: &ObjectMeta) -> bool {
     let name = meta.location.filename().unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
     // Skip Spark/Hadoop markers (_SUCCESS, _metadata), hidden and temporary files.
     !(name.starts_with('_') || name.starts_with('.') || name.ends_with(".crc") || name.ends_with(".tmp"))
+        && !NOT_DATA.iter().any(|ext| lower.ends_with(ext))
         && meta.size > 0
 }
 

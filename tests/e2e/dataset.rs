@@ -310,3 +310,22 @@ async fn manifests_live_beside_the_files_and_delete_removes_them() {
     // The name can be saved again.
     save(&store, "d").await;
 }
+
+#[tokio::test]
+async fn a_source_over_the_whole_data_folder_skips_the_registry_and_refuses_datasets_inside_it() {
+    let (dir, store) = repo().await;
+    // A source over data/ lists data/registry.json too: skipped, not read as Parquet.
+    let defs = format!(
+        "{DEFS}  - {{name: all_v, entities: [driver], source: everything, schema: [{{name: rate, dtype: float64}}]}}\n"
+    )
+    .replace("sources: [", "sources: [{name: everything, path: data/, timestamp_field: event_timestamp}, ");
+    std::fs::write(dir.path().join("features.yaml"), defs).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let e = store
+        .save_dataset("d", EntityInput::batch(entities()), &features(), &HistoricalOptions::default(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inside data source \"everything\""), "{e}");
+    assert!(!dir.path().join("data/datasets").exists());
+}
