@@ -47,9 +47,12 @@ fn is_data_file(meta: &ObjectMeta) -> bool {
     let name = meta.location.filename().unwrap_or_default();
     let lower = name.to_ascii_lowercase();
     // Skip Spark/Hadoop markers (_SUCCESS, _metadata), hidden and temporary files.
-    !(name.starts_with('_') || name.starts_with('.') || name.ends_with(".crc") || name.ends_with(".tmp"))
-        && !NOT_DATA.iter().any(|ext| lower.ends_with(ext))
-        && meta.size > 0
+    let skipped = name.starts_with('_')
+        || name.starts_with('.')
+        || name.ends_with(".crc")
+        || name.ends_with(".tmp")
+        || NOT_DATA.iter().any(|ext| lower.ends_with(ext));
+    !skipped && meta.size > 0
 }
 
 /// Lists the data files at `location` (file, folder or glob).
