@@ -5,9 +5,10 @@
 //! `event_ts <= entity_ts` and, when V has a ttl, `event_ts >= entity_ts - ttl`
 //! (both bounds inclusive). The chosen row has the greatest event time, then
 //! the greatest created time (a null created time is lowest); any remaining tie
-//! goes to the row whose feature values are greatest, compared in schema order
-//! with nulls lowest, so the result never depends on file layout or read
-//! order. No candidate, a null key or a null entity time gives null features.
+//! goes to the row whose requested feature values are greatest, compared in
+//! request order with nulls lowest, so the result never depends on file layout
+//! or read order (reading every feature to break rare exact ties would cost
+//! each narrow request the I/O of the whole view). No candidate, a null key or a null entity time gives null features.
 //! The output has exactly one row per entity row, in input order.
 
 use std::fmt;
