@@ -28,6 +28,13 @@ enum Sink {
     Terminal(Vec<RecordBatch>),
 }
 
+/// Where the output is written until it is complete: beside it, hidden, so a
+/// failed run leaves any previous file untouched and no partial one behind.
+fn partial_path(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
 pub(crate) async fn run(
     store: &FeatureStore,
     entities: &str,
@@ -37,12 +44,50 @@ pub(crate) async fn run(
     json: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let partial = output.map(partial_path);
+    let result = write(store, entities, features, options, output, partial.as_deref(), started).await;
+    let rows = match (result, output, &partial) {
+        (Ok(rows), Some(out), Some(tmp)) => {
+            std::fs::rename(tmp, out)
+                .with_context(|| format!("cannot move the finished output to {}", out.display()))?;
+            rows
+        }
+        (Ok(rows), _, _) => rows,
+        (Err(e), _, tmp) => {
+            if let Some(tmp) = tmp {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        eprintln!("{}", serde_json::json!({ "rows": rows, "seconds": secs, "output": output }));
+    } else {
+        eprintln!(
+            "historical: {rows} rows{} in {secs:.2}s",
+            output.map(|p| format!(" written to {}", p.display())).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the retrieval into `create_at` (the partial file) or the terminal; returns the rows.
+async fn write(
+    store: &FeatureStore,
+    entities: &str,
+    features: &Features,
+    options: &HistoricalOptions,
+    output: Option<&Path>,
+    create_at: Option<&Path>,
+    started: Instant,
+) -> anyhow::Result<usize> {
     let mut stream = store.get_historical_features(entity_input(entities), features, options).await?;
     let schema = stream.schema();
-    let mut sink = match output {
-        None => Sink::Terminal(Vec::new()),
-        Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut sink = match (output, create_at) {
+        (Some(path), Some(create_at)) => {
+            let file =
+                std::fs::File::create(create_at).with_context(|| format!("cannot create {}", create_at.display()))?;
             match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
                 Some("parquet") | Some("pq") => {
                     let props = writer_properties(&schema);
@@ -52,6 +97,7 @@ pub(crate) async fn run(
                 _ => bail!("output {}: use a .parquet or .csv file name", path.display()),
             }
         }
+        _ => Sink::Terminal(Vec::new()),
     };
     // Encoding runs on its own thread so the join keeps producing meanwhile.
     let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(8);
@@ -89,16 +135,7 @@ pub(crate) async fn run(
             println!("{}", arrow::util::pretty::pretty_format_batches(&all)?);
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    if json {
-        eprintln!("{}", serde_json::json!({ "rows": rows, "seconds": secs, "output": output }));
-    } else {
-        eprintln!(
-            "historical: {rows} rows{} in {secs:.2}s",
-            output.map(|p| format!(" written to {}", p.display())).unwrap_or_default()
-        );
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// Snappy like most Parquet writers; no dictionaries for floats, which are

@@ -197,6 +197,21 @@ fn historical_to_files_and_terminal() {
     ));
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with("driver_id,event_timestamp,trip_completed,driver_hourly_stats__acc_rate\n"), "{text}");
+    // A failed run leaves an existing file as it was and no partial file behind.
+    let keep = tmp.path().join("keep.txt");
+    std::fs::write(&keep, "keep me").unwrap();
+    let err = fail(&cli(
+        &repo,
+        &["historical", "--entities", entities, "--service", "driver_activity", "--output", keep.to_str().unwrap()],
+    ));
+    assert!(err.contains("use a .parquet or .csv file name"), "{err}");
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "keep me");
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(text.lines().count(), 13);
 
     // SQL entity query over the sources, printed as a table.

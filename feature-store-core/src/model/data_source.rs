@@ -129,6 +129,7 @@ impl DataSource {
 /// of every row below it, e.g. `date=2024-05-01/` holds
 /// `[2024-05-01T00:00Z, 2024-05-02T00:00Z)`. The period's length is the
 /// smallest field in `format` (`%S`, `%M`, `%H`, `%d`/`%j`, `%m`, `%Y`).
+/// A value that does not format back to itself is treated as unparsable.
 ///
 /// Declare it only when that holds: a row whose event time lies outside its
 /// partition's period (late data filed by arrival date) can be skipped. A
@@ -227,6 +228,11 @@ impl TimePartition {
             f.push_str("|%M");
         }
         let start = NaiveDateTime::parse_from_str(&v, &f).ok()?.and_utc();
+        // A value that does not print back the same is not in this format
+        // ("2024-05" read with "%Y-%j" would be 5 January): read it, never skip it.
+        if start.format(&self.format).to_string() != value {
+            return None;
+        }
         let end = match period {
             Period::Second => start + chrono::Duration::seconds(1),
             Period::Minute => start + chrono::Duration::minutes(1),
@@ -317,5 +323,8 @@ mod tests {
         assert!(!TimePartition::new("d", "%H").check().is_empty());
         assert!(!TimePartition::new("d", "day").check().is_empty());
         assert!(TimePartition::new("d", "%Y/%m/%d").check().is_empty());
+        // Values that parse only loosely in the format are not trusted.
+        assert_eq!(TimePartition::new("d", "%Y-%j").period_of("2024-05"), None);
+        assert_eq!(day.period_of("2024-5-1"), None);
     }
 }

@@ -186,10 +186,15 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
             if !columns.contains(&column) {
                 columns.push(column);
             }
+            // The first rows by key and time (a top-k, not a full sort), so
+            // the same data always shows the same samples.
+            let order: Vec<datafusion::logical_expr::SortExpr> =
+                shown.iter().map(|c| c.clone().sort(true, true)).collect();
             let rows = df
                 .clone()
                 .filter(predicate.clone().and(condition))
                 .and_then(|d| d.select(columns))
+                .and_then(|d| d.sort(order))
                 .and_then(|d| d.limit(0, Some(req.samples)))
                 .map_err(|e| df_error(&context, e))?
                 .collect()
