@@ -343,6 +343,26 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// A finding when a recorded definition was removed or changed since.
+fn definition_change<T: Serialize>(
+    kind: &str,
+    name: &str,
+    then: &T,
+    now: Option<&crate::registry::Record<T>>,
+) -> Option<Finding> {
+    let detail = match now {
+        None => "removed".to_owned(),
+        Some(r) => {
+            let fields = changed_fields(then, &r.spec);
+            if fields.is_empty() {
+                return None;
+            }
+            format!("changed: {}", fields.join(", "))
+        }
+    };
+    Some(Finding { kind: "definition".into(), subject: format!("{kind} {name}"), detail })
+}
+
 /// Top-level fields whose values differ between two serialized definitions,
 /// with `old -> new` when both are short.
 fn changed_fields<T: Serialize>(then: &T, now: &T) -> Vec<String> {
@@ -698,50 +718,29 @@ impl FeatureStore {
         }
 
         // Definitions: the registry now against the recorded ones.
-        for v in &m.views {
-            match reg.feature_views.get(&v.view.name) {
-                None => finding("definition", format!("feature_view {}", v.view.name), "removed".into()),
-                Some(r) => {
-                    let fields = changed_fields(&v.view, &r.spec);
-                    if !fields.is_empty() {
-                        finding(
-                            "definition",
-                            format!("feature_view {}", v.view.name),
-                            format!("changed: {}", fields.join(", ")),
-                        );
-                    }
-                }
-            }
-        }
+        let mut changed = Vec::new();
         let mut sources_seen = BTreeSet::new();
         for v in &m.views {
-            if !sources_seen.insert(v.source.name.clone()) {
-                continue;
-            }
-            match reg.data_sources.get(&v.source.name) {
-                None => finding("definition", format!("data_source {}", v.source.name), "removed".into()),
-                Some(r) => {
-                    let fields = changed_fields(&v.source, &r.spec);
-                    if !fields.is_empty() {
-                        finding(
-                            "definition",
-                            format!("data_source {}", v.source.name),
-                            format!("changed: {}", fields.join(", ")),
-                        );
-                    }
-                }
+            changed.extend(definition_change(
+                "feature_view",
+                &v.view.name,
+                &v.view,
+                reg.feature_views.get(&v.view.name),
+            ));
+            if sources_seen.insert(v.source.name.clone()) {
+                changed.extend(definition_change(
+                    "data_source",
+                    &v.source.name,
+                    &v.source,
+                    reg.data_sources.get(&v.source.name),
+                ));
             }
         }
         for e in &m.entities {
-            match reg.entities.get(&e.name) {
-                None => finding("definition", format!("entity {}", e.name), "removed".into()),
-                Some(r) => {
-                    let fields = changed_fields(e, &r.spec);
-                    if !fields.is_empty() {
-                        finding("definition", format!("entity {}", e.name), format!("changed: {}", fields.join(", ")));
-                    }
-                }
-            }
+            changed.extend(definition_change("entity", &e.name, e, reg.entities.get(&e.name)));
+        }
+        for f in changed {
+            finding(&f.kind, f.subject, f.detail);
         }
 
         // Stored files: present with the bytes written.

@@ -264,7 +264,30 @@ pub(crate) async fn read_source_in(
     window: Option<Window>,
 ) -> CoreResult<DataFrame> {
     let context = format!("data source \"{}\" ({})", source.name, source.path);
-    let files = store.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+    let planned = plan_source_read(store, source, window, &context).await?;
+    read_planned(ctx, source, &planned, &context).await
+}
+
+/// A source's files for one read: the listing, the files the window keeps
+/// (all without a `timestamp_partition`), their footers' schemas, and the
+/// partition filter that skips the others.
+pub(crate) struct SourceRead {
+    pub(crate) files: crate::files::SourceFiles,
+    pub(crate) read: Vec<usize>,
+    /// (file index, schema) of the files read; file 0's when none is.
+    pub(crate) schemas: Vec<(usize, Arc<datafusion::arrow::datatypes::Schema>)>,
+    prune: Option<Expr>,
+}
+
+/// Lists `source` and reads the footers of the files `window` needs, once,
+/// for callers that check them before reading rows.
+pub(crate) async fn plan_source_read(
+    store: &ParquetOfflineStore,
+    source: &DataSource,
+    window: Option<Window>,
+    context: &str,
+) -> CoreResult<SourceRead> {
+    let files = store.source_files(source).await.map_err(|e| CoreError::data(context, e.to_string()))?;
     let prune = match (&source.timestamp_partition, window) {
         (Some(p), Some((lo, hi))) if files.partition_columns.contains(&p.column) => {
             let mut all = std::collections::BTreeSet::new();
@@ -283,44 +306,57 @@ pub(crate) async fn read_source_in(
         }
         _ => None,
     };
-    // The table schema comes from the footers of the files read (DataFusion
-    // would read every file's, skipped ones included, and refuse files whose
-    // timestamp units or zones differ).
     let read: Vec<usize> = (0..files.files.len())
         .filter(|i| match (&prune, window) {
             (Some(_), Some(w)) => file_in_window(source, &files, &files.files[*i], w),
             _ => true,
         })
         .collect();
-    let schema = merged_schema(&files, if read.is_empty() { &[0] } else { &read }, &context).await?;
-    let df = read_listed(ctx, source, &files, Some(&schema), &context).await?;
-    match prune {
-        Some(filter) => df.filter(filter).map_err(|e| df_error(&context, e)),
-        None => Ok(df),
-    }
-}
-
-/// One schema for the files at `indices`: columns in order of first
-/// appearance, all nullable; a timestamp column whose unit or zone differs
-/// between files becomes UTC in the finest unit (every file's values are then
-/// the same instants); any other type difference is an error naming both files.
-async fn merged_schema(
-    files: &crate::files::SourceFiles,
-    indices: &[usize],
-    context: &str,
-) -> CoreResult<datafusion::arrow::datatypes::Schema> {
-    use datafusion::arrow::datatypes::{Field, Schema};
-    let schemas: Vec<(usize, Arc<Schema>)> = futures::stream::iter(indices.iter().copied())
-        .map(|i| async move { crate::offline_store::parquet_schema(files, i).await.map(|s| (i, s)) })
+    let footers = if read.is_empty() { vec![0] } else { read.clone() };
+    let schemas = futures::stream::iter(footers)
+        .map(|i| {
+            let files = &files;
+            async move { crate::offline_store::parquet_schema(files, i).await.map(|s| (i, s)) }
+        })
         .buffered(16)
         .try_collect()
         .await
         .map_err(|e| CoreError::data(context, e.to_string()))?;
+    Ok(SourceRead { files, read, schemas, prune })
+}
+
+/// The rows of a planned read. The table schema comes from the footers of the
+/// files read (DataFusion would read every file's, skipped ones included, and
+/// refuse files whose timestamp units or zones differ).
+pub(crate) async fn read_planned(
+    ctx: &SessionContext,
+    source: &DataSource,
+    planned: &SourceRead,
+    context: &str,
+) -> CoreResult<DataFrame> {
+    let schema = merged_schema(&planned.files, &planned.schemas, context)?;
+    let df = read_listed(ctx, source, &planned.files, Some(&schema), context).await?;
+    match &planned.prune {
+        Some(filter) => df.filter(filter.clone()).map_err(|e| df_error(context, e)),
+        None => Ok(df),
+    }
+}
+
+/// One schema for the files read: columns in order of first
+/// appearance, all nullable; a timestamp column whose unit or zone differs
+/// between files becomes UTC in the finest unit (every file's values are then
+/// the same instants); any other type difference is an error naming both files.
+fn merged_schema(
+    files: &crate::files::SourceFiles,
+    schemas: &[(usize, Arc<datafusion::arrow::datatypes::Schema>)],
+    context: &str,
+) -> CoreResult<datafusion::arrow::datatypes::Schema> {
+    use datafusion::arrow::datatypes::{Field, Schema};
     if schemas.windows(2).all(|w| w[0].1.fields() == w[1].1.fields()) {
         return Ok(schemas[0].1.as_ref().clone());
     }
     let mut fields: Vec<(Field, usize)> = Vec::new();
-    for (i, schema) in &schemas {
+    for (i, schema) in schemas {
         for f in schema.fields() {
             match fields.iter_mut().find(|(x, _)| x.name() == f.name()) {
                 None => fields.push((f.as_ref().clone().with_nullable(true), *i)),

@@ -13,7 +13,7 @@ use feature_store_core::quality::profile::{
 use feature_store_core::quality::{FeatureStats, StatsRequest, WindowStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC};
 
-use super::historical::{file_in_window, read_source_in, window_of};
+use super::historical::{plan_source_read, read_planned, read_source_in, window_of};
 use super::latest::window_predicate;
 use super::{df_error, session};
 use crate::ParquetOfflineStore;
@@ -33,18 +33,13 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
     let context = format!("validating feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
     // The contract per file first: a file with a changed type would otherwise
     // fail the query with a merge error that names no file.
-    let files = store.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
-    let mut contract = WindowStats::default();
     let window = window_of(req.start, Some(req.end));
-    for i in 0..files.files.len() {
-        // Partitions the window skips are not read, so not checked either.
-        if !file_in_window(source, &files, &files.files[i], window) {
-            continue;
-        }
-        let file = files.file_url(&files.files[i]);
-        let schema = crate::offline_store::parquet_schema(&files, i)
-            .await
-            .map_err(|e| CoreError::data(&context, e.to_string()))?;
+    let planned = plan_source_read(store, source, Some(window), &context).await?;
+    let files = &planned.files;
+    let mut contract = WindowStats::default();
+    // Partitions the window skips are not read, so not checked either.
+    for (i, schema) in planned.schemas.iter().filter(|(i, _)| planned.read.contains(i)) {
+        let file = files.file_url(&files.files[*i]);
         for f in &view.schema {
             match schema.field_with_name(source.source_column(&f.name)) {
                 Err(_) if files.partition_columns.iter().any(|p| p == source.source_column(&f.name)) => {}
@@ -72,7 +67,7 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
     if !contract.schema_issues.is_empty() || rules.is_empty() {
         return Ok(contract);
     }
-    let df = read_source_in(store, &ctx, source, Some(window_of(req.start, Some(req.end)))).await?;
+    let df = read_planned(&ctx, source, &planned, &context).await?;
     let schema = df.schema().as_arrow().clone();
     let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let ts_micros = cast(ident(&source.timestamp_field), DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())));
@@ -121,31 +116,10 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
     for (f, p) in &drift {
         aggregates.extend(bin_counts(&f.name, ident(source.source_column(&f.name)), p));
     }
-    let stats_df = df
-        .clone()
-        .filter(predicate.clone())
-        .and_then(|d| d.aggregate(vec![], aggregates))
-        .map_err(|e| df_error(&context, e))?;
-    let batches = stats_df.collect().await.map_err(|e| df_error(&context, e))?;
-    let batch = batches
-        .into_iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| CoreError::data(&context, "the statistics query returned no row"))?;
-    let int = |name: &str| -> u64 {
-        batch
-            .column_by_name(name)
-            .and_then(|a| {
-                let a = datafusion::arrow::compute::cast(a, &DataType::Int64).ok()?;
-                let a = a.as_primitive::<Int64Type>();
-                (!a.is_null(0)).then(|| a.value(0).max(0) as u64)
-            })
-            .unwrap_or(0)
-    };
-    let float = |name: &str| -> Option<f64> {
-        let a = batch.column_by_name(name)?;
-        let a = a.as_primitive_opt::<Float64Type>()?;
-        (!a.is_null(0)).then(|| a.value(0))
-    };
+    let batch =
+        one_row(df.clone().filter(predicate.clone()).and_then(|d| d.aggregate(vec![], aggregates)), &context).await?;
+    let int = |name: &str| int_of(&batch, name);
+    let float = |name: &str| float_of(&batch, name);
     let max_event_ts = batch.column_by_name(MAX_TS).and_then(|a| {
         let a = a.as_primitive_opt::<TimestampMicrosecondType>()?;
         (!a.is_null(0)).then(|| a.value(0)).and_then(chrono::DateTime::from_timestamp_micros)
@@ -291,7 +265,8 @@ pub(crate) async fn profile(store: &ParquetOfflineStore, req: StatsRequest) -> C
     }
     let batch = one_row(window.clone().aggregate(vec![], aggregates), &context).await?;
     let int = |name: &str| int_of(&batch, name);
-    let float = |name: &str| float_of(&batch, name);
+    // A profile keeps finite figures only: they become drift cuts and JSON.
+    let float = |name: &str| float_of(&batch, name).filter(|v| v.is_finite());
     let rows = int(ROWS);
     let mut profile = Profile::new(view.name.clone(), req.start, req.end, rows);
     let mut bins = Vec::new();
@@ -394,7 +369,7 @@ fn float_of(batch: &RecordBatch, name: &str) -> Option<f64> {
     let a = batch.column_by_name(name)?;
     let a = datafusion::arrow::compute::cast(a, &DataType::Float64).ok()?;
     let a = a.as_primitive::<Float64Type>();
-    (!a.is_null(0) && a.value(0).is_finite()).then(|| a.value(0))
+    (!a.is_null(0)).then(|| a.value(0))
 }
 
 fn rows_as_json(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
