@@ -39,6 +39,16 @@ def start_redis():
     raise SystemExit("redis-server did not start")
 
 
+SCRATCH = []
+
+
+def scratch():
+    """A temporary folder for one store's files, removed at the end (they take gigabytes)."""
+    d = tempfile.mkdtemp(prefix="bench_online_")
+    SCRATCH.append(d)
+    return d
+
+
 def run_json(cmd, timeout):
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -72,25 +82,29 @@ def main():
         ceiling = hset_ceiling(port, 50)
         subprocess.run(["redis-cli", "-p", str(port), "FLUSHALL"], capture_output=True)
         results["rust_redis"], _ = run_json([a.bench, a.dir, "--online", "redis", "--redis", f"redis://127.0.0.1:{port}", "--keys", str(a.keys)], 3600)
-        db = os.path.join(tempfile.mkdtemp(prefix="bench_sqlite_"), "online.db")
+        db = os.path.join(scratch(), "online.db")
         results["rust_sqlite"], _ = run_json([a.bench, a.dir, "--online", "sqlite", "--sqlite", db, "--keys", str(a.keys)], 3600)
+        lmdb = os.path.join(scratch(), "online.lmdb")
+        results["rust_lmdb"], _ = run_json([a.bench, a.dir, "--online", "lmdb", "--lmdb", lmdb, "--keys", str(a.keys)], 3600)
         if a.feast_python:
             results["feast_redis"], _ = run_json([a.feast_python, os.path.join(os.path.dirname(__file__), "feast_online.py"), a.dir, f"127.0.0.1:{port}", "--keys", str(a.keys)], 7200)
     finally:
         proc.kill()
+        for d in SCRATCH:
+            shutil.rmtree(d, ignore_errors=True)
     ours = results["rust_redis"]
     print(f"\nMaterialization, {a.keys:,} entities x {ours['features_per_read']} features ({ours['materialize_view_rows']:,} view rows):")
     print(f"| writer | entities/s | values/s | seconds | vs HSET ceiling |")
     print(f"|---|---|---|---|---|")
     print(f"| redis-benchmark HSET 50 fields, -P 64 (ceiling) | {ceiling:,.0f} | {ceiling * 50:,.0f} | — | 1.00 |")
-    for name, key in [("feature-store -> Redis", "rust_redis"), ("feature-store -> SQLite (embedded)", "rust_sqlite"), ("Feast 0.67 -> Redis", "feast_redis")]:
+    for name, key in [("feature-store -> Redis", "rust_redis"), ("feature-store -> SQLite (embedded)", "rust_sqlite"), ("feature-store -> LMDB (embedded)", "rust_lmdb"), ("Feast 0.67 -> Redis", "feast_redis")]:
         r = results.get(key)
         if r and "materialize_seconds" in r:
             print(f"| {name} | {r['materialize_entities_per_s']:,.0f} | {r['materialize_values_per_s']:,.0f} | {r['materialize_seconds']:.1f} | {r['materialize_entities_per_s'] / ceiling:.2f} |")
     print(f"\nOnline read latency, {ours['features_per_read']} features per entity (µs, p50 / p99):")
     print("| reader | 1 entity | 10 | 100 | 1000 |")
     print("|---|---|---|---|---|")
-    for name, key in [("feature-store Redis (Rust, in-process)", "rust_redis"), ("feature-store SQLite (Rust, in-process)", "rust_sqlite"), ("Feast 0.67 Redis (Python)", "feast_redis")]:
+    for name, key in [("feature-store Redis (Rust, in-process)", "rust_redis"), ("feature-store SQLite (Rust, in-process)", "rust_sqlite"), ("feature-store LMDB (Rust, in-process)", "rust_lmdb"), ("Feast 0.67 Redis (Python)", "feast_redis")]:
         r = results.get(key)
         if r:
             cells = [f"{r['latency'][n]['p50_us']:,.0f} / {r['latency'][n]['p99_us']:,.0f}" for n in ["1", "10", "100", "1000"]]

@@ -7,14 +7,53 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{Field, Schema};
+use arrow_schema::{Field, FieldRef, Schema};
 use chrono::{DateTime, Utc};
 
 use crate::historical::ViewRequest;
 use crate::model::JoinKey;
-use crate::online::codec::{ValueDecoder, entity_keys};
-use crate::online::{FeatureStatus, OnlineResponse, ViewRead};
+use crate::online::codec::{FixedArena, FixedColumn, ValueDecoder, entity_keys, record_spans};
+use crate::online::{FeatureStatus, OnlineResponse, StoredRow, ViewRead};
 use crate::{Error, FeatureStore, Features, Result, ValueType, describe_arrow};
+
+/// A resolved view with everything a read needs prepared once per registry
+/// version, so a request allocates no names, fields or types of its own.
+#[derive(Debug)]
+pub(crate) struct ServedView {
+    pub(crate) request: ViewRequest,
+    /// Requested features, shared with every [`ViewRead`].
+    features: Arc<[String]>,
+    /// Output field of each requested feature.
+    fields: Vec<FieldRef>,
+    /// Declared type of each requested feature.
+    dtypes: Vec<ValueType>,
+    /// The view's ttl in microseconds; `None` is unlimited.
+    ttl_micros: Option<i64>,
+}
+
+impl ServedView {
+    pub(crate) fn new(request: ViewRequest) -> Result<Self> {
+        let dtypes = request
+            .features
+            .iter()
+            .map(|f| {
+                request.view.feature(f).map(|f| f.dtype.clone()).ok_or_else(|| Error::NotFound {
+                    kind: "feature",
+                    name: format!("{}:{f}", request.view.name),
+                    hint: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let fields = request
+            .output_names
+            .iter()
+            .zip(&dtypes)
+            .map(|(name, t)| Arc::new(Field::new(name, t.to_arrow(), true)))
+            .collect();
+        let ttl_micros = request.view.ttl.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX));
+        Ok(Self { features: request.features.clone().into(), fields, dtypes, ttl_micros, request })
+    }
+}
 
 /// Options of [`FeatureStore::get_online_features`].
 #[derive(Debug, Clone, Default)]
@@ -81,59 +120,63 @@ impl FeatureStore {
         let schema = entities.schema();
         // Feature names were checked against each other when resolved; here only against entity columns.
         for field in schema.fields() {
-            if let Some(v) = views.iter().find(|v| v.output_names.iter().any(|o| o == field.name())) {
+            if let Some(v) = views.iter().find(|v| v.request.output_names.iter().any(|o| o == field.name())) {
                 return Err(Error::InvalidArgument(format!(
                     "output column \"{}\" would come from both the entity rows and feature view \"{}\"; use full feature names (view__feature)",
                     field.name(),
-                    v.view.name
+                    v.request.view.name
                 )));
             }
         }
 
-        // Key columns every view needs, checked once.
+        // Key columns every view needs, checked once; views over the same
+        // join keys (the common case) share one key list.
         let mut used = vec![false; schema.fields().len()];
         let mut reads = Vec::with_capacity(views.len());
-        let mut row_slots: Vec<Vec<Option<usize>>> = Vec::with_capacity(views.len());
+        let mut key_sets: Vec<KeySet<'_>> = Vec::new();
+        let mut view_set = Vec::with_capacity(views.len());
         for v in views.iter() {
-            if !v.view.online {
+            let r = &v.request;
+            if !r.view.online {
                 return Err(Error::InvalidArgument(format!(
                     "feature view \"{}\" is not served online (online: false)",
-                    v.view.name
+                    r.view.name
                 )));
             }
-            let mut cols: Vec<(&str, &ArrayRef)> = Vec::with_capacity(v.join_keys.len());
-            for key in &v.join_keys {
-                let i = schema.index_of(&key.name).map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "entity rows have no \"{}\" column, a join key of feature view \"{}\"; given: {}",
-                        key.name,
-                        v.view.name,
-                        column_list(&schema)
-                    ))
-                })?;
-                check_key_column(key, entities.column(i), "entity rows")?;
-                used[i] = true;
-                cols.push((key.name.as_str(), entities.column(i)));
-            }
-            let keys = entity_keys(&cols, rows)?;
-            let mut unique: HashMap<&str, usize> = HashMap::new();
-            let mut list = Vec::new();
-            let slots = keys
-                .iter()
-                .map(|k| {
-                    k.as_deref().map(|k| {
-                        *unique.entry(k).or_insert_with(|| {
-                            list.push(k.to_owned());
-                            list.len() - 1
-                        })
-                    })
-                })
-                .collect();
-            row_slots.push(slots);
-            reads.push(ViewRead::new(v.view.name.clone(), v.features.clone(), list));
+            let set = match key_sets.iter().position(|s| same_keys(s.keys, &r.join_keys)) {
+                Some(i) => {
+                    // Same columns, but each view's entity declares its own key types.
+                    for key in &r.join_keys {
+                        let c = schema.index_of(&key.name).expect("found for the shared key set");
+                        check_key_column(key, entities.column(c), "entity rows")?;
+                    }
+                    i
+                }
+                None => {
+                    let mut cols: Vec<(&str, &ArrayRef)> = Vec::with_capacity(r.join_keys.len());
+                    for key in &r.join_keys {
+                        let i = schema.index_of(&key.name).map_err(|_| {
+                            Error::InvalidArgument(format!(
+                                "entity rows have no \"{}\" column, a join key of feature view \"{}\"; given: {}",
+                                key.name,
+                                r.view.name,
+                                column_list(&schema)
+                            ))
+                        })?;
+                        check_key_column(key, entities.column(i), "entity rows")?;
+                        used[i] = true;
+                        cols.push((key.name.as_str(), entities.column(i)));
+                    }
+                    key_sets.push(KeySet::new(&r.join_keys, &cols, rows)?);
+                    key_sets.len() - 1
+                }
+            };
+            view_set.push(set);
+            reads.push(ViewRead::new(r.view.name.clone(), Arc::clone(&v.features), key_sets[set].unique.clone()));
         }
         if let Some(extra) = schema.fields().iter().zip(&used).find(|(_, u)| !**u) {
-            let keys: Vec<&str> = views.iter().flat_map(|v| v.join_keys.iter().map(|k| k.name.as_str())).collect();
+            let keys: Vec<&str> =
+                views.iter().flat_map(|v| v.request.join_keys.iter().map(|k| k.name.as_str())).collect();
             let keys = if keys.is_empty() {
                 "none: the views have no entities, so entity rows have no columns, one empty row per result row"
                     .to_owned()
@@ -147,66 +190,186 @@ impl FeatureStore {
         }
 
         let stored = online.read(self.project(), &reads).await?;
+        if stored.len() != reads.len() || stored.iter().zip(&reads).any(|(s, r)| s.len() != r.keys.len()) {
+            return Err(Error::backend(
+                online.describe(),
+                std::io::Error::other("the store returned a different number of rows than keys asked for"),
+            ));
+        }
         let now = options.now.unwrap_or_else(Utc::now).timestamp_micros();
 
-        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        let mut columns: Vec<ArrayRef> = entities.columns().to_vec();
-        let mut statuses = Vec::new();
-        let mut times = Vec::new();
-        for ((v, slots), found) in views.iter().zip(&row_slots).zip(&stored) {
-            decode_view(v, slots, found, now, &mut fields, &mut columns, &mut statuses, &mut times)?;
+        let feature_count: usize = views.iter().map(|v| v.fields.len()).sum();
+        let mut fields: Vec<FieldRef> = Vec::with_capacity(schema.fields().len() + feature_count);
+        fields.extend(schema.fields().iter().cloned());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.capacity());
+        columns.extend(entities.columns().iter().cloned());
+        let mut statuses = Vec::with_capacity(feature_count * rows);
+        let mut times = Vec::with_capacity(feature_count * rows);
+        let mut arena = FixedArena::with_capacity(feature_count * (rows * 8 + 8));
+        let mut pending = Vec::with_capacity(feature_count);
+        for ((v, set), (found, read)) in views.iter().zip(&view_set).zip(stored.iter().zip(&reads)) {
+            let out = Decoded { arena: &mut arena, columns: &mut pending, statuses: &mut statuses, times: &mut times };
+            decode_view(v, &key_sets[*set].slots, found, read, now, out)?;
+            fields.extend(v.fields.iter().cloned());
         }
+        let buffer = arena.finish();
+        columns.extend(pending.into_iter().map(|c| match c {
+            Column::Done(a) => a,
+            Column::Fixed(c) => c.array(&buffer),
+        }));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| Error::data("online response", e.to_string()))?;
         Ok(OnlineResponse::new(batch, schema.fields().len(), statuses, times))
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The entity keys of one set of join-key columns.
+struct KeySet<'a> {
+    keys: &'a [JoinKey],
+    /// Per entity row, its position in `unique` (`None`: a null key).
+    slots: Vec<Option<usize>>,
+    /// Distinct keys in first-seen order.
+    unique: Vec<String>,
+}
+
+impl<'a> KeySet<'a> {
+    fn new(keys: &'a [JoinKey], cols: &[(&str, &ArrayRef)], rows: usize) -> Result<Self> {
+        let texts = entity_keys(cols, rows)?;
+        let mut unique = Vec::new();
+        let slots = if rows == 1 {
+            // One row, the usual serving request: no map needed.
+            texts
+                .into_iter()
+                .map(|k| {
+                    k.map(|k| {
+                        unique.push(k);
+                        0
+                    })
+                })
+                .collect()
+        } else {
+            let mut seen: HashMap<&str, usize> = HashMap::with_capacity(rows);
+            texts
+                .iter()
+                .map(|k| {
+                    k.as_deref().map(|k| {
+                        *seen.entry(k).or_insert_with(|| {
+                            unique.push(k.to_owned());
+                            unique.len() - 1
+                        })
+                    })
+                })
+                .collect()
+        };
+        Ok(Self { keys, slots, unique })
+    }
+}
+
+fn same_keys(a: &[JoinKey], b: &[JoinKey]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name)
+}
+
+/// Where decoded views go: feature columns, and statuses and event times laid
+/// out feature-major as [`OnlineResponse`] keeps them.
+struct Decoded<'a> {
+    /// Fixed-width columns share one buffer, sliced once it is complete.
+    arena: &'a mut FixedArena,
+    columns: &'a mut Vec<Column>,
+    statuses: &'a mut Vec<FeatureStatus>,
+    times: &'a mut Vec<Option<i64>>,
+}
+
+/// A decoded feature column, or a fixed-width one waiting for its arena.
+enum Column {
+    Done(ArrayRef),
+    Fixed(FixedColumn),
+}
+
+/// What was found for one distinct key of a view.
+#[derive(Clone, Copy)]
+enum Found {
+    Missing,
+    Stale(i64),
+    Fresh(i64),
+}
+
 fn decode_view(
-    v: &ViewRequest,
+    v: &ServedView,
     slots: &[Option<usize>],
-    found: &[Option<crate::online::StoredRow>],
+    found: &[Option<StoredRow>],
+    read: &ViewRead,
     now: i64,
-    fields: &mut Vec<Field>,
-    columns: &mut Vec<ArrayRef>,
-    statuses: &mut Vec<Vec<FeatureStatus>>,
-    times: &mut Vec<Vec<Option<i64>>>,
+    out: Decoded<'_>,
 ) -> Result<()> {
-    let oldest = v.view.ttl.map(|ttl| now.saturating_sub(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)));
-    for (fi, (feature, out_name)) in v.features.iter().zip(&v.output_names).enumerate() {
-        let dtype = &v.view.feature(feature).expect("resolved features exist").dtype;
-        let mut dec = ValueDecoder::new(dtype, slots.len());
-        let mut st = Vec::with_capacity(slots.len());
-        let mut ts = Vec::with_capacity(slots.len());
+    let view = &v.request.view.name;
+    let oldest = v.ttl_micros.map(|ttl| now.saturating_sub(ttl));
+    let nf = v.features.len();
+    // Each stored record is parsed once: the byte range of every requested feature.
+    let mut spans: Vec<Option<(u32, u32)>> = vec![None; found.len() * nf];
+    let mut state = Vec::with_capacity(found.len());
+    for (u, row) in found.iter().enumerate() {
+        state.push(match row {
+            None => Found::Missing,
+            Some(r) if oldest.is_some_and(|o| r.event_ts < o) => Found::Stale(r.event_ts),
+            Some(r) => {
+                record_spans(&r.record, &v.features, &mut spans[u * nf..(u + 1) * nf]).map_err(|e| {
+                    Error::data(
+                        format!("online record of feature view \"{view}\" for entity {}", read.keys[u]),
+                        match e {
+                            Error::Data { message, .. } => message,
+                            other => other.to_string(),
+                        },
+                    )
+                })?;
+                Found::Fresh(r.event_ts)
+            }
+        });
+    }
+    for (fi, (feature, dtype)) in v.features.iter().zip(&v.dtypes).enumerate() {
+        let mut fixed = out.arena.column(dtype, slots.len());
+        let mut general = if fixed.is_none() { Some(ValueDecoder::new(dtype, slots.len())) } else { None };
         for slot in slots {
-            let row = slot.and_then(|s| found[s].as_ref());
-            let (status, t) = match row {
-                None => (FeatureStatus::NotFound, None),
-                Some(r) if oldest.is_some_and(|o| r.event_ts < o) => (FeatureStatus::OutsideMaxAge, Some(r.event_ts)),
-                Some(r) => match &r.values[fi] {
-                    None => (FeatureStatus::NullValue, Some(r.event_ts)),
-                    Some(bytes) => {
-                        dec.append(bytes, feature).map_err(|e| match e {
-                            Error::Data { message, .. } => {
-                                Error::data(format!("online value of feature \"{}:{feature}\"", v.view.name), message)
+            let (status, t) = match slot.map_or(Found::Missing, |u| state[u]) {
+                Found::Missing => (FeatureStatus::NotFound, None),
+                Found::Stale(t) => (FeatureStatus::OutsideMaxAge, Some(t)),
+                Found::Fresh(t) => {
+                    let u = slot.expect("found rows have a slot");
+                    match spans[u * nf + fi] {
+                        None => (FeatureStatus::NullValue, Some(t)),
+                        Some((a, b)) => {
+                            let record = &found[u].as_ref().expect("fresh rows exist").record;
+                            let bytes = &record[a as usize..b as usize];
+                            match (&mut fixed, &mut general) {
+                                (Some(c), _) => out.arena.append(c, bytes, feature),
+                                (None, Some(d)) => d.append(bytes, feature),
+                                (None, None) => unreachable!("one decoder per column"),
                             }
-                            other => other,
-                        })?;
-                        st.push(FeatureStatus::Present);
-                        ts.push(Some(r.event_ts));
-                        continue;
+                            .map_err(|e| match e {
+                                Error::Data { message, .. } => {
+                                    Error::data(format!("online value of feature \"{view}:{feature}\""), message)
+                                }
+                                other => other,
+                            })?;
+                            out.statuses.push(FeatureStatus::Present);
+                            out.times.push(Some(t));
+                            continue;
+                        }
                     }
-                },
+                }
             };
-            dec.append_null();
-            st.push(status);
-            ts.push(t);
+            match (&mut fixed, &mut general) {
+                (Some(c), _) => out.arena.append_null(c),
+                (None, Some(d)) => d.append_null(),
+                (None, None) => unreachable!("one decoder per column"),
+            }
+            out.statuses.push(status);
+            out.times.push(t);
         }
-        fields.push(Field::new(out_name, dtype.to_arrow(), true));
-        columns.push(dec.finish());
-        statuses.push(st);
-        times.push(ts);
+        out.columns.push(match (fixed, general) {
+            (Some(c), _) => Column::Fixed(c),
+            (None, Some(mut d)) => Column::Done(d.finish()),
+            (None, None) => unreachable!("one decoder per column"),
+        });
     }
     Ok(())
 }

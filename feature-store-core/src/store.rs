@@ -13,6 +13,7 @@ use crate::registry::{
     ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState,
 };
 use crate::repo::{Definitions, RepoConfig, load_definitions};
+use crate::serving::ServedView;
 use crate::{Error, Result};
 
 /// An opened feature store.
@@ -36,7 +37,7 @@ struct Inner {
 struct ResolvedCache {
     version: u64,
     /// Indexed by `full_feature_names`, then the features (looked up by reference).
-    entries: [std::collections::HashMap<Features, Arc<Vec<ViewRequest>>>; 2],
+    entries: [std::collections::HashMap<Features, Arc<Vec<ServedView>>>; 2],
 }
 
 /// A registry object found by [`FeatureStore::describe`].
@@ -213,7 +214,7 @@ impl FeatureStore {
         &self,
         features: &Features,
         full_feature_names: bool,
-    ) -> Result<Arc<Vec<ViewRequest>>> {
+    ) -> Result<Arc<Vec<ServedView>>> {
         let doc = self.document().await?;
         let slot = usize::from(full_feature_names);
         {
@@ -227,7 +228,7 @@ impl FeatureStore {
         let views = self.resolve_in(&doc, features, full_feature_names)?;
         // Output names clash among themselves or never: checked once here.
         crate::historical::check_output_names(&[], &views)?;
-        let views = Arc::new(views);
+        let views = Arc::new(views.into_iter().map(ServedView::new).collect::<Result<Vec<_>>>()?);
         let mut cache = self.inner.resolved.lock().expect("poisoned");
         if cache.version != doc.version {
             cache.version = doc.version;

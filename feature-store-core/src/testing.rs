@@ -84,8 +84,20 @@ pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str
         r
     };
     let read = |view: &str, features: &[&str], keys: &[&str]| ViewRead::new(view, names(features), names(keys));
+    /// A stored row with the requested values picked out of its record.
+    #[derive(Debug, PartialEq)]
+    struct Got {
+        event_ts: i64,
+        values: Vec<Option<Vec<u8>>>,
+    }
     let one = |store: Arc<dyn OnlineStore>, project: String, r: ViewRead| async move {
-        store.read(&project, &[r]).await.expect("read").remove(0)
+        let rows = store.read(&project, std::slice::from_ref(&r)).await.expect("read").remove(0);
+        assert_eq!(rows.len(), r.keys.len(), "one result per requested key");
+        rows.into_iter()
+            .map(|row| {
+                row.map(|row| Got { event_ts: row.event_ts, values: row.values(&r.features).expect("a valid record") })
+            })
+            .collect::<Vec<_>>()
     };
 
     // Nothing stored yet.

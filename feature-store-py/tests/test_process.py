@@ -55,3 +55,46 @@ def test_store_works_in_a_forked_child(store):
     assert child.exitcode == 0
     # The parent still works after the child is gone.
     assert store.get_online_features(["driver_hourly_stats:avg_daily_trips"], [{"driver_id": 1002}]).to_dict() == before
+
+
+def _read_lmdb_in_child(store: fs.FeatureStore, queue) -> None:
+    try:
+        store.get_online_features(["driver_hourly_stats:avg_daily_trips"], [{"driver_id": 1002}])
+        queue.put("read succeeded")
+    except fs.StoreUnavailableError as e:
+        queue.put(("StoreUnavailableError", str(e)))
+    except Exception as e:  # noqa: BLE001 - report to the parent
+        queue.put(repr(e))
+
+
+def test_lmdb_store_serves_and_refuses_use_across_fork(tmp_path):
+    from conftest import make_repo
+
+    repo = make_repo(tmp_path / "lmdb", online="  type: lmdb\n  path: data/online.lmdb")
+    store = fs.FeatureStore(repo_path=str(repo))
+    store.apply(list(definitions()))
+    assert store.config.online_store.type == "lmdb"
+    store.materialize(END - timedelta(days=1), END)
+    d = store.get_online_features(["driver_hourly_stats:avg_daily_trips"], [{"driver_id": 1002}, {"driver_id": 9}])
+    assert d.to_dict()["avg_daily_trips"][1] is None
+    assert d.statuses()["avg_daily_trips"] == ["PRESENT", "NOT_FOUND"]
+    # A second store object on the same file in the same process shares it.
+    other = fs.FeatureStore(repo_path=str(repo))
+    assert other.get_online_features(["driver_hourly_stats:avg_daily_trips"], [{"driver_id": 1002}]).to_dict() == {
+        "driver_id": [1002],
+        "avg_daily_trips": d.to_dict()["avg_daily_trips"][:1],
+    }
+    if "fork" not in mp.get_all_start_methods():
+        return
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_lmdb_in_child, args=(store, queue))
+    child.start()
+    result = queue.get(timeout=60)
+    child.join(30)
+    assert result[0] == "StoreUnavailableError" and "fork" in result[1], result
+    # The parent is unaffected.
+    assert store.get_online_features(["driver_hourly_stats:avg_daily_trips"], [{"driver_id": 1002}]).to_dict() == {
+        "driver_id": [1002],
+        "avg_daily_trips": d.to_dict()["avg_daily_trips"][:1],
+    }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use feature_store_core::online::codec::decode_record;
 use feature_store_core::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use futures::StreamExt;
@@ -263,13 +262,15 @@ impl Inner {
                 let (r, k) = owner[i];
                 let layout =
                     |message: String| Error::Layout { store: self.name.clone(), key: keys[i].clone(), message };
-                let (event_ts, record) = layout::split_value(&value).ok_or_else(|| {
-                    layout(
-                        "the value does not start with an event time; was the key written by another program?".into(),
-                    )
-                })?;
-                let values = decode_record(record, &reads[r].features).map_err(|e| layout(e.to_string()))?;
-                out[r][k] = Some(StoredRow { event_ts, values });
+                let (event_ts, record_len) =
+                    layout::split_value(&value).map(|(t, r)| (t, r.len())).ok_or_else(|| {
+                        layout(
+                            "the value does not start with an event time; was the key written by another program?"
+                                .into(),
+                        )
+                    })?;
+                let record_at = value.len() - record_len;
+                out[r][k] = Some(StoredRow::new(event_ts, bytes::Bytes::from(value).slice(record_at..)));
             }
         }
         Ok(out)

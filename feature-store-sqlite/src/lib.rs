@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use feature_store_core::online::codec::decode_record;
 use feature_store_core::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use rusqlite::{Connection, OpenFlags, params};
@@ -78,15 +77,6 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
-    /// A stored record could not be decoded.
-    #[error("SQLite online store {path}: {source}")]
-    Record {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: CoreError,
-    },
 }
 
 impl From<Error> for CoreError {
@@ -104,7 +94,6 @@ impl From<Error> for CoreError {
                     source: Box::new(e),
                 }
             }
-            Error::Record { source, .. } => source,
             other => CoreError::backend("SQLite online store", other),
         }
     }
@@ -245,9 +234,7 @@ impl Inner {
                             let ts: i64 = row.get(0).map_err(|e| self.sql(e))?;
                             let record =
                                 row.get_ref(1).map_err(|e| self.sql(e))?.as_blob().map_err(|e| self.sql(e.into()))?;
-                            let values = decode_record(record, &r.features)
-                                .map_err(|source| Error::Record { path: self.path.clone(), source })?;
-                            Some(StoredRow { event_ts: ts, values })
+                            Some(StoredRow::new(ts, bytes::Bytes::copy_from_slice(record)))
                         }
                     });
                 }

@@ -14,7 +14,7 @@ use feature_store_s3::{ParquetOfflineStore, open_registry_store};
 pub const OFFLINE_STORE_TYPES: &[&str] = &["file"];
 
 /// Online store types accepted in `online_store.type`.
-pub const ONLINE_STORE_TYPES: &[&str] = &["sqlite", "redis", "memory"];
+pub const ONLINE_STORE_TYPES: &[&str] = &["sqlite", "lmdb", "redis", "memory"];
 
 /// The online store `config` names; relative paths resolve against `base`.
 pub fn online_store(config: &OnlineStoreConfig, base: &Path) -> Result<Arc<dyn OnlineStore>> {
@@ -33,6 +33,29 @@ pub fn online_store(config: &OnlineStoreConfig, base: &Path) -> Result<Arc<dyn O
             let path = config.option_str("path").unwrap_or_else(|| "data/online.db".into());
             let path = if std::path::Path::new(&path).is_absolute() { path.into() } else { base.join(path) };
             Arc::new(feature_store_sqlite::SqliteOnlineStore::open(path)?)
+        }
+        "lmdb" => {
+            unknown(&["path", "map_size", "preload"])?;
+            let path = config.option_str("path").unwrap_or_else(|| "data/online.lmdb".into());
+            let path = if std::path::Path::new(&path).is_absolute() { path.into() } else { base.join(path) };
+            let map_size = match config.option_str("map_size") {
+                None => None,
+                Some(text) => Some(
+                    parse_size(&text)
+                        .map_err(|message| Error::Config { location: "online_store.map_size".into(), message })?,
+                ),
+            };
+            let preload = match config.options.get("preload") {
+                None => false,
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(Error::Config {
+                        location: "online_store.preload".into(),
+                        message: format!("expected true or false, got {other}"),
+                    });
+                }
+            };
+            Arc::new(feature_store_lmdb::LmdbOnlineStore::open(path, map_size)?.with_preload(preload)?)
         }
         "memory" => {
             unknown(&[])?;

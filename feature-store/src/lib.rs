@@ -20,6 +20,7 @@ mod backends;
 
 pub use backends::{OFFLINE_STORE_TYPES, ONLINE_STORE_TYPES, from_config, online_store, open};
 pub use feature_store_core::*;
+pub use feature_store_lmdb as lmdb;
 pub use feature_store_redis as redis;
 pub use feature_store_s3 as s3;
 pub use feature_store_sqlite as sqlite;

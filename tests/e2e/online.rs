@@ -303,6 +303,11 @@ async fn scenario_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn scenario_lmdb() {
+    scenario("online_store: {type: lmdb, path: data/online.lmdb, map_size: 1GiB}\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn scenario_and_conformance_redis_with_auth() {
     let server = RedisServer::start_with_password("s3cret pass");
     let url = format!("redis://:s3cret%20pass@127.0.0.1:{}", server.port());
@@ -522,6 +527,7 @@ async fn concurrent_pushes_converge(online_yaml: &str) {
 async fn concurrent_pushes_converge_to_the_newest_value() {
     concurrent_pushes_converge("online_store: {type: memory}\n").await;
     concurrent_pushes_converge("online_store: {type: sqlite}\n").await;
+    concurrent_pushes_converge("online_store: {type: lmdb}\n").await;
     let server = RedisServer::start();
     concurrent_pushes_converge(&format!("online_store: {{type: redis, connection_string: \"{}\"}}\n", server.url()))
         .await;
@@ -533,6 +539,7 @@ fn unknown_online_store_options_are_errors() {
     for (yaml, needle) in [
         ("online_store: {type: sqlite, pth: x.db}\n", "online_store.pth"),
         ("online_store: {type: cassandra}\n", "unknown type \"cassandra\""),
+        ("online_store: {type: lmdb, map_size: lots}\n", "online_store.map_size"),
         ("online_store: {type: redis}\n", "connection_string is required"),
         ("online_store: {type: redis, connection_string: \"redis://x:1\", timeout: soon}\n", "timeout"),
     ] {

@@ -1,4 +1,4 @@
-//! `online-bench REPO --online TYPE [--redis URL] [--sqlite PATH]`: materializes
+//! `online-bench REPO --online TYPE [--redis URL] [--sqlite PATH] [--lmdb PATH]`: materializes
 //! the generated benchmark repo into one online store, then measures
 //! `get_online_features` latency in-process for 1, 10, 100 and 1000 entities
 //! × every feature of every view. Prints one JSON object on stdout.
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let repo = args
         .get(1)
-        .context("usage: online-bench REPO --online redis|sqlite [--redis URL] [--sqlite PATH] [--keys N]")?;
+        .context("usage: online-bench REPO --online redis|sqlite|lmdb|memory [--redis URL] [--sqlite PATH] [--lmdb PATH] [--keys N]")?;
     let kind = arg(&args, "--online").unwrap_or_else(|| "sqlite".into());
     let keys: i64 = arg(&args, "--keys").map_or(Ok(1_000_000), |k| k.parse())?;
     let mut config = RepoConfig::load(std::path::Path::new(repo))?;
@@ -43,6 +43,13 @@ async fn main() -> anyhow::Result<()> {
         "sqlite" => {
             let path = arg(&args, "--sqlite").unwrap_or_else(|| "data/online_bench.db".into());
             online.options.insert("path".into(), serde_json::Value::String(path));
+        }
+        "lmdb" => {
+            let path = arg(&args, "--lmdb").unwrap_or_else(|| "data/online_bench.lmdb".into());
+            online.options.insert("path".into(), serde_json::Value::String(path));
+            if args.iter().any(|a| a == "--preload") {
+                online.options.insert("preload".into(), serde_json::Value::Bool(true));
+            }
         }
         "memory" => {}
         other => anyhow::bail!("unknown --online {other}"),
@@ -82,7 +89,10 @@ async fn main() -> anyhow::Result<()> {
     let mut latency = BTreeMap::new();
     let sizes: Vec<usize> =
         arg(&args, "--sizes").map_or(Ok(vec![1, 10, 100, 1000]), |s| s.split(',').map(str::parse).collect())?;
+    // `--repeat K` runs K times as many calls (for profiling).
+    let repeat: usize = arg(&args, "--repeat").map_or(Ok(1), |k| k.parse())?;
     for (n, iterations) in [(1usize, 5000usize), (10, 2000), (100, 500), (1000, 100)] {
+        let iterations = iterations * repeat;
         if !sizes.contains(&n) {
             continue;
         }

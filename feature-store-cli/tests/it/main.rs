@@ -464,3 +464,47 @@ fn saved_datasets_list_show_verify() {
     assert!(!out.exists());
     assert!(!ok(&cli(&repo, &["dataset", "list"])).contains("train_v1"));
 }
+
+/// The LMDB store is shared by processes: a reader that keeps the file open
+/// sees what a separate `materialize` process writes, and other processes read
+/// it while the reader holds it.
+#[test]
+fn lmdb_store_is_shared_between_processes() {
+    use feature_store::arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    use feature_store::online::FeatureStatus;
+    use feature_store::{Features, OnlineOptions};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    let config = std::fs::read_to_string(repo.join("feature_store.yaml")).unwrap();
+    let config = config.replace("type: sqlite\n  path: data/online.db", "type: lmdb\n  path: data/online.lmdb");
+    assert!(config.contains("type: lmdb"), "{config}");
+    std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
+    ok(&cli(&repo, &["apply"]));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = feature_store::open(&repo).unwrap();
+    let features = Features::refs(["driver_hourly_stats:avg_daily_trips"]);
+    let ids: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![1001, 9999]));
+    let rows = RecordBatch::try_from_iter([("driver_id", ids)]).unwrap();
+    let read = || rt.block_on(store.get_online_features(&features, &rows, &OnlineOptions::default())).unwrap();
+    assert_eq!(read().status(0, "avg_daily_trips").unwrap(), FeatureStatus::NotFound);
+    assert!(!repo.join("data/online.lmdb").exists(), "a read creates no file");
+
+    ok(&cli(&repo, &["materialize-incremental"]));
+    let after = read();
+    assert_eq!(after.status(0, "avg_daily_trips").unwrap(), FeatureStatus::Present, "written by another process");
+    assert_eq!(after.status(1, "avg_daily_trips").unwrap(), FeatureStatus::NotFound);
+    let mine = after.value(0, "avg_daily_trips").unwrap();
+
+    // While this process holds the file open, others read and write it.
+    let out = json(&cli(
+        &repo,
+        &["online", "--features", "driver_hourly_stats:avg_daily_trips", "--entity", "driver_id=1001"],
+    ));
+    assert_eq!(out["results"][1]["statuses"][0], "PRESENT");
+    assert_eq!(serde_json::to_value(&mine).unwrap(), out["results"][1]["values"][0]);
+    ok(&cli(&repo, &["materialize", "2020-01-01", "now"]));
+    assert_eq!(read().value(0, "avg_daily_trips").unwrap(), mine, "rewriting the same rows changes nothing");
+}

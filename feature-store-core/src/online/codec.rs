@@ -12,17 +12,16 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt8Type,
     UInt16Type, UInt32Type, UInt64Type,
 };
-use arrow_array::{Array, ArrayRef, ListArray};
-use arrow_buffer::{BooleanBufferBuilder, NullBuffer, OffsetBuffer};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, ListArray, PrimitiveArray};
+use arrow_buffer::{
+    BooleanBufferBuilder, Buffer, MutableBuffer, NullBuffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer,
+};
 use arrow_schema::{DataType, Field};
 
 use crate::{Error, Result, UTC, ValueType};
@@ -154,16 +153,46 @@ pub struct ValueDecoder {
     builder: Builder,
 }
 
+/// Values of one fixed-width type with a null buffer that is only
+/// allocated once a null arrives: a response of a few rows costs one vector
+/// per column, which Arrow's builders would triple.
+#[derive(Debug)]
+struct Prim<T> {
+    values: Vec<T>,
+    nulls: NullBufferBuilder,
+}
+
+impl<T: arrow_buffer::ArrowNativeType> Prim<T> {
+    fn new(capacity: usize) -> Self {
+        Self { values: Vec::with_capacity(capacity), nulls: NullBufferBuilder::new(capacity) }
+    }
+
+    fn push(&mut self, v: T) {
+        self.values.push(v);
+        self.nulls.append_non_null();
+    }
+
+    fn push_null(&mut self) {
+        self.values.push(T::default());
+        self.nulls.append_null();
+    }
+
+    fn take<P: ArrowPrimitiveType<Native = T>>(&mut self) -> PrimitiveArray<P> {
+        let values = std::mem::take(&mut self.values);
+        PrimitiveArray::new(ScalarBuffer::from(values), self.nulls.finish())
+    }
+}
+
 #[derive(Debug)]
 enum Builder {
     Bool(BooleanBuilder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
+    Int32(Prim<i32>),
+    Int64(Prim<i64>),
+    Float32(Prim<f32>),
+    Float64(Prim<f64>),
     String(StringBuilder),
     Bytes(BinaryBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
+    Timestamp(Prim<i64>),
     List { item: Box<Builder>, offsets: Vec<i32>, valid: BooleanBufferBuilder, dtype: ValueType },
 }
 
@@ -171,15 +200,13 @@ impl Builder {
     fn new(t: &ValueType, capacity: usize) -> Self {
         match t {
             ValueType::Bool => Self::Bool(BooleanBuilder::with_capacity(capacity)),
-            ValueType::Int32 => Self::Int32(Int32Builder::with_capacity(capacity)),
-            ValueType::Int64 => Self::Int64(Int64Builder::with_capacity(capacity)),
-            ValueType::Float32 => Self::Float32(Float32Builder::with_capacity(capacity)),
-            ValueType::Float64 => Self::Float64(Float64Builder::with_capacity(capacity)),
+            ValueType::Int32 => Self::Int32(Prim::new(capacity)),
+            ValueType::Int64 => Self::Int64(Prim::new(capacity)),
+            ValueType::Float32 => Self::Float32(Prim::new(capacity)),
+            ValueType::Float64 => Self::Float64(Prim::new(capacity)),
             ValueType::String => Self::String(StringBuilder::with_capacity(capacity, capacity * 8)),
             ValueType::Bytes => Self::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 8)),
-            ValueType::Timestamp => {
-                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone(UTC))
-            }
+            ValueType::Timestamp => Self::Timestamp(Prim::new(capacity)),
             ValueType::List(inner) => Self::List {
                 item: Box::new(Self::new(inner, capacity)),
                 offsets: vec![0],
@@ -192,13 +219,12 @@ impl Builder {
     fn append_null(&mut self) {
         match self {
             Self::Bool(b) => b.append_null(),
-            Self::Int32(b) => b.append_null(),
-            Self::Int64(b) => b.append_null(),
-            Self::Float32(b) => b.append_null(),
-            Self::Float64(b) => b.append_null(),
+            Self::Int32(b) => b.push_null(),
+            Self::Int64(b) | Self::Timestamp(b) => b.push_null(),
+            Self::Float32(b) => b.push_null(),
+            Self::Float64(b) => b.push_null(),
             Self::String(b) => b.append_null(),
             Self::Bytes(b) => b.append_null(),
-            Self::Timestamp(b) => b.append_null(),
             Self::List { offsets, valid, .. } => {
                 offsets.push(*offsets.last().expect("starts with 0"));
                 valid.append(false);
@@ -210,8 +236,8 @@ impl Builder {
     /// returning the rest; `prefixed` strings carry a length.
     fn append_scalar<'b>(&mut self, tag: u8, bytes: &'b [u8], prefixed: bool) -> Option<&'b [u8]> {
         fn take<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
-            let (head, rest) = b.split_at_checked(N)?;
-            Some((head.try_into().ok()?, rest))
+            let (head, rest) = b.split_first_chunk::<N>()?;
+            Some((*head, rest))
         }
         let var = |b: &'b [u8]| -> Option<(&'b [u8], &'b [u8])> {
             if prefixed {
@@ -229,37 +255,32 @@ impl Builder {
             }
             (Self::Int32(b), INT32) => {
                 let (v, rest) = take::<4>(bytes)?;
-                b.append_value(i32::from_le_bytes(v));
+                b.push(i32::from_le_bytes(v));
                 rest
             }
-            (Self::Int64(b), INT64) => {
+            (Self::Int64(b), INT64) | (Self::Timestamp(b), TIMESTAMP) => {
                 let (v, rest) = take::<8>(bytes)?;
-                b.append_value(i64::from_le_bytes(v));
+                b.push(i64::from_le_bytes(v));
                 rest
             }
             (Self::Int64(b), INT32) => {
                 let (v, rest) = take::<4>(bytes)?;
-                b.append_value(i64::from(i32::from_le_bytes(v)));
+                b.push(i64::from(i32::from_le_bytes(v)));
                 rest
             }
             (Self::Float32(b), FLOAT32) => {
                 let (v, rest) = take::<4>(bytes)?;
-                b.append_value(f32::from_le_bytes(v));
+                b.push(f32::from_le_bytes(v));
                 rest
             }
             (Self::Float64(b), FLOAT64) => {
                 let (v, rest) = take::<8>(bytes)?;
-                b.append_value(f64::from_le_bytes(v));
+                b.push(f64::from_le_bytes(v));
                 rest
             }
             (Self::Float64(b), FLOAT32) => {
                 let (v, rest) = take::<4>(bytes)?;
-                b.append_value(f64::from(f32::from_le_bytes(v)));
-                rest
-            }
-            (Self::Timestamp(b), TIMESTAMP) => {
-                let (v, rest) = take::<8>(bytes)?;
-                b.append_value(i64::from_le_bytes(v));
+                b.push(f64::from(f32::from_le_bytes(v)));
                 rest
             }
             (Self::String(b), STRING) => {
@@ -279,13 +300,13 @@ impl Builder {
     fn finish(&mut self) -> ArrayRef {
         match self {
             Self::Bool(b) => Arc::new(b.finish()),
-            Self::Int32(b) => Arc::new(b.finish()),
-            Self::Int64(b) => Arc::new(b.finish()),
-            Self::Float32(b) => Arc::new(b.finish()),
-            Self::Float64(b) => Arc::new(b.finish()),
+            Self::Int32(b) => Arc::new(b.take::<Int32Type>()),
+            Self::Int64(b) => Arc::new(b.take::<Int64Type>()),
+            Self::Float32(b) => Arc::new(b.take::<Float32Type>()),
+            Self::Float64(b) => Arc::new(b.take::<Float64Type>()),
             Self::String(b) => Arc::new(b.finish()),
             Self::Bytes(b) => Arc::new(b.finish()),
-            Self::Timestamp(b) => Arc::new(b.finish()),
+            Self::Timestamp(b) => Arc::new(b.take::<TimestampMicrosecondType>().with_timezone(UTC)),
             Self::List { item, offsets, valid, dtype } => {
                 let values = item.finish();
                 let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
@@ -349,6 +370,119 @@ impl ValueDecoder {
     /// The column built so far; the decoder starts again empty.
     pub fn finish(&mut self) -> ArrayRef {
         self.builder.finish()
+    }
+}
+
+/// Fixed-width feature columns of one response (ints, floats, timestamps)
+/// decoded into a single buffer: the columns are slices of it, so a response
+/// of 50 such features allocates one buffer instead of 50.
+#[derive(Debug, Default)]
+pub struct FixedArena {
+    buf: MutableBuffer,
+}
+
+/// One fixed-width column being decoded into a [`FixedArena`].
+#[derive(Debug)]
+pub struct FixedColumn {
+    tag: u8,
+    offset: usize,
+    len: usize,
+    nulls: NullBufferBuilder,
+}
+
+impl FixedArena {
+    /// An empty arena with room for about `bytes`.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { buf: MutableBuffer::new(bytes) }
+    }
+
+    /// Starts a column of `dtype`, or `None` when the type is not fixed-width.
+    pub fn column(&mut self, dtype: &ValueType, rows: usize) -> Option<FixedColumn> {
+        let tag = match dtype {
+            ValueType::Int32 | ValueType::Int64 | ValueType::Float32 | ValueType::Float64 | ValueType::Timestamp => {
+                scalar_tag(dtype)
+            }
+            _ => return None,
+        };
+        // Every column starts 8-aligned (the buffer itself is 64-aligned).
+        let pad = self.buf.len().next_multiple_of(8) - self.buf.len();
+        self.buf.extend_zeros(pad);
+        self.buf.reserve(rows * 8);
+        Some(FixedColumn { tag, offset: self.buf.len(), len: 0, nulls: NullBufferBuilder::new(rows) })
+    }
+
+    /// Appends a stored value to `col`, the column being decoded; another
+    /// stored type than a lossless widening is an error naming the feature.
+    pub fn append(&mut self, col: &mut FixedColumn, bytes: &[u8], feature: &str) -> Result<()> {
+        let ok = match (col.tag, bytes) {
+            (INT32, [INT32, v @ ..]) | (FLOAT32, [FLOAT32, v @ ..]) if v.len() == 4 => {
+                self.buf.extend_from_slice(v);
+                true
+            }
+            (INT64, [INT64, v @ ..]) | (FLOAT64, [FLOAT64, v @ ..]) | (TIMESTAMP, [TIMESTAMP, v @ ..])
+                if v.len() == 8 =>
+            {
+                self.buf.extend_from_slice(v);
+                true
+            }
+            (INT64, [INT32, v @ ..]) if v.len() == 4 => {
+                let v = i32::from_le_bytes(v.try_into().expect("4 bytes"));
+                self.buf.push(i64::from(v));
+                true
+            }
+            (FLOAT64, [FLOAT32, v @ ..]) if v.len() == 4 => {
+                let v = f32::from_le_bytes(v.try_into().expect("4 bytes"));
+                self.buf.push(f64::from(v));
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            // The general decoder words the error the same way for every type.
+            let dtype = match col.tag {
+                INT32 => ValueType::Int32,
+                INT64 => ValueType::Int64,
+                FLOAT32 => ValueType::Float32,
+                FLOAT64 => ValueType::Float64,
+                _ => ValueType::Timestamp,
+            };
+            ValueDecoder::new(&dtype, 1).append(bytes, feature)?;
+            return Err(Error::data(format!("online value of feature \"{feature}\""), "malformed stored value"));
+        }
+        col.len += 1;
+        col.nulls.append_non_null();
+        Ok(())
+    }
+
+    /// Appends a null to `col`.
+    pub fn append_null(&mut self, col: &mut FixedColumn) {
+        let width = if matches!(col.tag, INT32 | FLOAT32) { 4 } else { 8 };
+        self.buf.extend_zeros(width);
+        col.len += 1;
+        col.nulls.append_null();
+    }
+
+    /// The finished buffer, which every column of this arena slices.
+    pub fn finish(self) -> Buffer {
+        self.buf.into()
+    }
+}
+
+impl FixedColumn {
+    /// The column as an Arrow array over `buffer` (the finished arena).
+    pub fn array(mut self, buffer: &Buffer) -> ArrayRef {
+        fn slice<T: ArrowPrimitiveType>(buffer: &Buffer, c: &mut FixedColumn) -> PrimitiveArray<T> {
+            let width = std::mem::size_of::<T::Native>();
+            let data = buffer.slice_with_length(c.offset, c.len * width);
+            PrimitiveArray::new(ScalarBuffer::new(data, 0, c.len), c.nulls.finish())
+        }
+        match self.tag {
+            INT32 => Arc::new(slice::<Int32Type>(buffer, &mut self)),
+            INT64 => Arc::new(slice::<Int64Type>(buffer, &mut self)),
+            FLOAT32 => Arc::new(slice::<Float32Type>(buffer, &mut self)),
+            FLOAT64 => Arc::new(slice::<Float64Type>(buffer, &mut self)),
+            _ => Arc::new(slice::<TimestampMicrosecondType>(buffer, &mut self).with_timezone(UTC)),
+        }
     }
 }
 
@@ -453,21 +587,39 @@ pub fn encode_record<'v>(fields: impl ExactSizeIterator<Item = (&'v str, &'v [u8
 
 /// Looks up `wanted` names in a record; `None` where a name is absent.
 pub fn decode_record(record: &[u8], wanted: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+    let mut spans = vec![None; wanted.len()];
+    record_spans(record, wanted, &mut spans)?;
+    Ok(spans.into_iter().map(|s| s.map(|(a, b)| record[a as usize..b as usize].to_vec())).collect())
+}
+
+/// Finds `wanted` names in a record without copying: `out[i]` becomes the
+/// byte range of `wanted[i]`'s value, or stays `None` when absent.
+///
+/// Records are usually written in the order the features are requested in,
+/// so the name at the same position is tried first.
+pub fn record_spans(record: &[u8], wanted: &[String], out: &mut [Option<(u32, u32)>]) -> Result<()> {
     let corrupt = || Error::data("online record", "stored record is truncated or corrupt");
-    let mut out = vec![None; wanted.len()];
     let (count, mut rest) = record.split_at_checked(2).ok_or_else(corrupt)?;
-    for _ in 0..u16::from_le_bytes([count[0], count[1]]) {
+    let mut at = 2usize;
+    for n in 0..u16::from_le_bytes([count[0], count[1]]) as usize {
         let (len, r) = rest.split_at_checked(2).ok_or_else(corrupt)?;
-        let (name, r) = r.split_at_checked(u16::from_le_bytes([len[0], len[1]]) as usize).ok_or_else(corrupt)?;
+        let name_len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        let (name, r) = r.split_at_checked(name_len).ok_or_else(corrupt)?;
         let (len, r) = r.split_at_checked(4).ok_or_else(corrupt)?;
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let (value, r) = r.split_at_checked(len).ok_or_else(corrupt)?;
-        if let Some(slot) = wanted.iter().position(|w| w.as_bytes() == name) {
-            out[slot] = Some(value.to_vec());
+        let (_, r) = r.split_at_checked(len).ok_or_else(corrupt)?;
+        let value_at = at + 2 + name_len + 4;
+        let slot = match wanted.get(n) {
+            Some(w) if w.as_bytes() == name => Some(n),
+            _ => wanted.iter().position(|w| w.as_bytes() == name),
+        };
+        if let Some(slot) = slot {
+            out[slot] = Some((value_at as u32, (value_at + len) as u32));
         }
+        at = value_at + len;
         rest = r;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -520,6 +672,40 @@ mod tests {
         assert_eq!(dec.finish().as_primitive::<Int64Type>().value(0), 7);
         let err = ValueDecoder::new(&ValueType::String, 1).append(&buf, "trips").unwrap_err().to_string();
         assert!(err.contains("\"trips\"") && err.contains("int32") && err.contains("string"), "{err}");
+    }
+
+    #[test]
+    fn fixed_columns_share_one_aligned_buffer() {
+        let enc = |col: ArrayRef, t: &ValueType| {
+            let mut buf = Vec::new();
+            assert!(ValueEncoder::new(col.as_ref(), t).encode(0, &mut buf));
+            buf
+        };
+        let f32v = enc(Arc::new(arrow_array::Float32Array::from(vec![1.5])), &ValueType::Float32);
+        let i32v = enc(Arc::new(Int32Array::from(vec![-7])), &ValueType::Int32);
+        let f64v = enc(Arc::new(Float64Array::from(vec![2.25])), &ValueType::Float64);
+        let mut arena = FixedArena::with_capacity(0);
+        // A 4-byte column of odd length, then 8-byte ones: each must start aligned.
+        let mut a = arena.column(&ValueType::Float32, 3).unwrap();
+        arena.append(&mut a, &f32v, "a").unwrap();
+        arena.append_null(&mut a);
+        arena.append(&mut a, &f32v, "a").unwrap();
+        let mut b = arena.column(&ValueType::Float64, 2).unwrap();
+        arena.append(&mut b, &f32v, "b").unwrap();
+        arena.append(&mut b, &f64v, "b").unwrap();
+        let mut c = arena.column(&ValueType::Int64, 1).unwrap();
+        arena.append(&mut c, &i32v, "c").unwrap();
+        assert!(arena.column(&ValueType::String, 1).is_none());
+        let mut d = arena.column(&ValueType::Int32, 1).unwrap();
+        let err = arena.append(&mut d, &f64v, "trips").unwrap_err().to_string();
+        assert!(err.contains("\"trips\"") && err.contains("float64") && err.contains("int32"), "{err}");
+        let buffer = arena.finish();
+        let a = a.array(&buffer);
+        assert_eq!(a.as_primitive::<Float32Type>().iter().collect::<Vec<_>>(), vec![Some(1.5), None, Some(1.5)]);
+        let b = b.array(&buffer);
+        assert_eq!(b.as_primitive::<Float64Type>().values().to_vec(), vec![1.5, 2.25]);
+        assert_eq!(b.null_count(), 0);
+        assert_eq!(c.array(&buffer).as_primitive::<Int64Type>().value(0), -7);
     }
 
     #[test]

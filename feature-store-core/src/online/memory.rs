@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
-use super::codec::decode_record;
 use super::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
 use crate::Result;
 
-type Rows = HashMap<String, (i64, Vec<u8>)>;
+type Rows = HashMap<String, (i64, Bytes)>;
 
 /// Online values in a process-local map; the reference for the conformance
 /// suite and handy in tests. Nothing persists.
@@ -43,7 +43,7 @@ impl OnlineStore for MemoryOnlineStore {
             }
             let mut record = Vec::new();
             rows.encode_record(i, &mut record);
-            table.insert(rows.key(i).to_owned(), (ts, record));
+            table.insert(rows.key(i).to_owned(), (ts, Bytes::from(record)));
             stats.written += 1;
         }
         Ok(stats)
@@ -57,9 +57,7 @@ impl OnlineStore for MemoryOnlineStore {
             let mut rows = Vec::with_capacity(r.keys.len());
             for k in &r.keys {
                 rows.push(match table.and_then(|t| t.get(k)) {
-                    Some((ts, record)) => {
-                        Some(StoredRow { event_ts: *ts, values: decode_record(record, &r.features)? })
-                    }
+                    Some((ts, record)) => Some(StoredRow::new(*ts, record.clone())),
                     None => None,
                 });
             }

@@ -11,9 +11,11 @@ mod memory;
 mod response;
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 pub use memory::MemoryOnlineStore;
 pub use response::{FeatureStatus, FeatureValue, OnlineResponse};
@@ -131,27 +133,43 @@ impl OnlineRows {
 pub struct ViewRead {
     /// The view.
     pub view: String,
-    /// Features to return, in this order.
-    pub features: Vec<String>,
+    /// Features to return, in this order (shared with the cached resolution,
+    /// so a request does not copy the names).
+    pub features: Arc<[String]>,
     /// Entity keys (see [`codec::entity_keys`]), without repeats.
     pub keys: Vec<String>,
 }
 
 impl ViewRead {
     /// A read of `features` for `keys` of `view`.
-    pub fn new(view: impl Into<String>, features: Vec<String>, keys: Vec<String>) -> Self {
-        Self { view: view.into(), features, keys }
+    pub fn new(view: impl Into<String>, features: impl Into<Arc<[String]>>, keys: Vec<String>) -> Self {
+        Self { view: view.into(), features: features.into(), keys }
     }
 }
 
-/// A stored row as read back: its event time and the requested values.
+/// A stored row as read back: its event time and its record of named values
+/// ([`codec::encode_record`]). Backends hand the record over undecoded, so a
+/// read costs one buffer per row, not one per value; the caller picks the
+/// requested features out of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRow {
     /// Event time, microseconds since the epoch.
     pub event_ts: i64,
-    /// Encoded value per requested feature; `None` where the stored value is null
-    /// or the feature was not written (a feature added to the view later).
-    pub values: Vec<Option<Vec<u8>>>,
+    /// The row's non-null values by name.
+    pub record: Bytes,
+}
+
+impl StoredRow {
+    /// A row read back.
+    pub fn new(event_ts: i64, record: impl Into<Bytes>) -> Self {
+        Self { event_ts, record: record.into() }
+    }
+
+    /// The encoded value of each of `features`; `None` where the stored value
+    /// is null or the feature was not written (a feature added to the view later).
+    pub fn values(&self, features: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        codec::decode_record(&self.record, features)
+    }
 }
 
 /// What a write did.

@@ -180,20 +180,28 @@ pub struct OnlineResponse {
     values: RecordBatch,
     /// Number of leading entity key columns.
     key_columns: usize,
-    /// Per feature column (after the key columns), per row.
-    statuses: Vec<Vec<FeatureStatus>>,
-    /// Per feature column, per row: the stored row's event time.
-    event_ts: Vec<Vec<Option<i64>>>,
+    /// Per feature column (after the key columns), per row: feature-major,
+    /// `rows` entries a feature, so one allocation serves the whole response.
+    statuses: Vec<FeatureStatus>,
+    /// The stored row's event time of each value, laid out as `statuses`.
+    event_ts: Vec<Option<i64>>,
 }
 
 impl OnlineResponse {
     pub(crate) fn new(
         values: RecordBatch,
         key_columns: usize,
-        statuses: Vec<Vec<FeatureStatus>>,
-        event_ts: Vec<Vec<Option<i64>>>,
+        statuses: Vec<FeatureStatus>,
+        event_ts: Vec<Option<i64>>,
     ) -> Self {
+        debug_assert_eq!(statuses.len(), (values.num_columns() - key_columns) * values.num_rows());
+        debug_assert_eq!(event_ts.len(), statuses.len());
         Self { values, key_columns, statuses, event_ts }
+    }
+
+    fn span(&self, feature: usize) -> std::ops::Range<usize> {
+        let rows = self.values.num_rows();
+        feature * rows..(feature + 1) * rows
     }
 
     /// Entity key columns then feature columns; withheld and missing values are null.
@@ -225,12 +233,12 @@ impl OnlineResponse {
     ///
     /// For bindings that build their own row views without going through Arrow strings.
     pub fn feature_statuses(&self, i: usize) -> &[FeatureStatus] {
-        &self.statuses[i]
+        &self.statuses[self.span(i)]
     }
 
     /// Stored event times (µs since the epoch, UTC) of feature column `i`, one per row.
     pub fn feature_event_micros(&self, i: usize) -> &[Option<i64>] {
-        &self.event_ts[i]
+        &self.event_ts[self.span(i)]
     }
 
     fn column(&self, name: &str) -> Result<usize> {
@@ -249,13 +257,13 @@ impl OnlineResponse {
     /// The status of column `name` in row `row`; entity key columns are `PRESENT`.
     pub fn status(&self, row: usize, name: &str) -> Result<FeatureStatus> {
         let c = self.column(name)?;
-        Ok(if c < self.key_columns { FeatureStatus::Present } else { self.statuses[c - self.key_columns][row] })
+        Ok(if c < self.key_columns { FeatureStatus::Present } else { self.feature_statuses(c - self.key_columns)[row] })
     }
 
     /// The event time of the stored row column `name` of row `row` came from.
     pub fn event_timestamp(&self, row: usize, name: &str) -> Result<Option<DateTime<Utc>>> {
         let c = self.column(name)?;
-        Ok(if c < self.key_columns { None } else { self.event_ts[c - self.key_columns][row] }
+        Ok(if c < self.key_columns { None } else { self.feature_event_micros(c - self.key_columns)[row] }
             .and_then(micros_to_datetime))
     }
 
@@ -269,7 +277,7 @@ impl OnlineResponse {
                         Some(if c < self.key_columns {
                             "PRESENT"
                         } else {
-                            self.statuses[c - self.key_columns][r].as_str()
+                            self.feature_statuses(c - self.key_columns)[r].as_str()
                         })
                     })
                     .collect();
@@ -287,7 +295,7 @@ impl OnlineResponse {
                 let a: TimestampMicrosecondArray = if c < self.key_columns {
                     TimestampMicrosecondArray::new_null(rows)
                 } else {
-                    self.event_ts[c - self.key_columns].iter().copied().collect()
+                    self.feature_event_micros(c - self.key_columns).iter().copied().collect()
                 };
                 Arc::new(a.with_timezone(UTC)) as ArrayRef
             })
@@ -317,10 +325,10 @@ impl OnlineResponse {
                             ("PRESENT", epoch.clone())
                         } else {
                             let k = c - self.key_columns;
-                            let t = self.event_ts[k][r]
+                            let t = self.feature_event_micros(k)[r]
                                 .and_then(micros_to_datetime)
                                 .map_or_else(|| epoch.clone(), |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
-                            (self.statuses[k][r].as_str(), t)
+                            (self.feature_statuses(k)[r].as_str(), t)
                         }
                     })
                     .unzip();
