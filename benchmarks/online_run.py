@@ -86,6 +86,8 @@ def main():
         results["rust_sqlite"], _ = run_json([a.bench, a.dir, "--online", "sqlite", "--sqlite", db, "--keys", str(a.keys)], 3600)
         lmdb = os.path.join(scratch(), "online.lmdb")
         results["rust_lmdb"], _ = run_json([a.bench, a.dir, "--online", "lmdb", "--lmdb", lmdb, "--keys", str(a.keys)], 3600)
+        # The same file opened by a fresh process with preload: every page mapped before the first request.
+        results["rust_lmdb_preload"], _ = run_json([a.bench, a.dir, "--online", "lmdb", "--lmdb", lmdb, "--keys", str(a.keys), "--skip-materialize", "--preload"], 3600)
         if a.feast_python:
             results["feast_redis"], _ = run_json([a.feast_python, os.path.join(os.path.dirname(__file__), "feast_online.py"), a.dir, f"127.0.0.1:{port}", "--keys", str(a.keys)], 7200)
     finally:
@@ -104,7 +106,7 @@ def main():
     print(f"\nOnline read latency, {ours['features_per_read']} features per entity (µs, p50 / p99):")
     print("| reader | 1 entity | 10 | 100 | 1000 |")
     print("|---|---|---|---|---|")
-    for name, key in [("feature-store Redis (Rust, in-process)", "rust_redis"), ("feature-store SQLite (Rust, in-process)", "rust_sqlite"), ("feature-store LMDB (Rust, in-process)", "rust_lmdb"), ("Feast 0.67 Redis (Python)", "feast_redis")]:
+    for name, key in [("feature-store Redis (Rust, in-process)", "rust_redis"), ("feature-store SQLite (Rust, in-process)", "rust_sqlite"), ("feature-store LMDB (Rust, in-process)", "rust_lmdb"), ("feature-store LMDB, preload (Rust, in-process)", "rust_lmdb_preload"), ("Feast 0.67 Redis (Python)", "feast_redis")]:
         r = results.get(key)
         if r:
             cells = [f"{r['latency'][n]['p50_us']:,.0f} / {r['latency'][n]['p99_us']:,.0f}" for n in ["1", "10", "100", "1000"]]

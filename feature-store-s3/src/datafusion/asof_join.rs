@@ -17,12 +17,8 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayData, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt32Builder, make_array,
-};
-use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt32Builder};
 use datafusion::arrow::compute::{cast, concat_batches, take};
-use datafusion::arrow::datatypes::ArrowNativeType;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::runtime::SpawnedTask;
@@ -294,103 +290,8 @@ struct Indexed {
     offsets: Vec<usize>,
     /// Event time of each sorted row, in the spec's unit.
     ts: Vec<i64>,
-    /// Feature columns in sorted order; `None` where the column is in `packed`.
-    features: Vec<Option<ArrayRef>>,
-    /// The fixed-width feature columns, row-major.
-    packed: Packed,
-}
-
-/// Fixed-width feature columns of one width (4 or 8 bytes, whichever more
-/// columns have) copied row-major in sorted order. A probe then gathers one
-/// row's values from one or two cache lines, where a gather per column costs
-/// a cache miss per column and row.
-#[derive(Default)]
-enum Packed {
-    #[default]
-    None,
-    W4(Rows<u32>),
-    W8(Rows<u64>),
-}
-
-struct Rows<T> {
-    /// Values per row.
-    width: usize,
-    words: Vec<T>,
-    /// Per packed column: its feature position, type and validity in sorted order (`None`: no nulls).
-    columns: Vec<(usize, DataType, Option<NullBuffer>)>,
-}
-
-impl<T: ArrowNativeType> Rows<T> {
-    /// Packs `columns` (feature position, array) in the row order `order`.
-    fn pack(columns: Vec<(usize, ArrayRef)>, order: &[u32]) -> Self {
-        let width = columns.len();
-        let n = columns.first().map_or(0, |(_, c)| c.len());
-        // Column by column into input row order (sequential reads), then rows
-        // into sorted order (one random read of a whole row each).
-        let mut input = vec![T::default(); n * width];
-        for (j, (_, c)) in columns.iter().enumerate() {
-            let data = c.to_data();
-            let values = &data.buffers()[0].typed_data::<T>()[data.offset()..data.offset() + n];
-            for (i, v) in values.iter().enumerate() {
-                input[i * width + j] = *v;
-            }
-        }
-        let mut words = Vec::with_capacity(order.len() * width);
-        for &o in order {
-            let at = o as usize * width;
-            words.extend_from_slice(&input[at..at + width]);
-        }
-        let columns = columns
-            .into_iter()
-            .map(|(f, c)| {
-                let nulls = c
-                    .nulls()
-                    .filter(|n| n.null_count() > 0)
-                    .map(|n| NullBuffer::new(order.iter().map(|&o| n.is_valid(o as usize)).collect::<BooleanBuffer>()));
-                (f, c.data_type().clone(), nulls)
-            })
-            .collect();
-        Self { width, words, columns }
-    }
-
-    /// The packed columns of rows `indices` (`None`: no match, a null), as
-    /// (feature position, array) pairs.
-    fn gather(&self, indices: &[Option<u32>], matched: &Option<NullBuffer>) -> Result<Vec<(usize, ArrayRef)>> {
-        let n = indices.len();
-        let w = self.width;
-        let mut out: Vec<Vec<T>> = (0..w).map(|_| Vec::with_capacity(n)).collect();
-        for idx in indices {
-            match idx {
-                Some(p) => {
-                    let row = &self.words[*p as usize * w..*p as usize * w + w];
-                    for (o, v) in out.iter_mut().zip(row) {
-                        o.push(*v);
-                    }
-                }
-                None => out.iter_mut().for_each(|o| o.push(T::default())),
-            }
-        }
-        self.columns
-            .iter()
-            .zip(out)
-            .map(|((f, dtype, nulls), values)| {
-                let nulls = match nulls {
-                    None => matched.clone(),
-                    Some(valid) => {
-                        let bits: BooleanBuffer =
-                            indices.iter().map(|i| i.is_some_and(|p| valid.is_valid(p as usize))).collect();
-                        Some(NullBuffer::new(bits))
-                    }
-                };
-                let data = ArrayData::builder(dtype.clone())
-                    .len(n)
-                    .add_buffer(Buffer::from_vec(values))
-                    .nulls(nulls.filter(|b| b.null_count() > 0))
-                    .build()?;
-                Ok((*f, make_array(data)))
-            })
-            .collect()
-    }
+    /// Feature columns in sorted order.
+    features: Vec<ArrayRef>,
 }
 
 /// The right side, in memory or (over the memory limit) spilled in partitions.
@@ -735,42 +636,12 @@ impl Indexed {
             entries[offsets[g]..offsets[g + 1]].sort_unstable();
         }
         resolve_ties(&mut entries, &batch, feature_start)?;
-        let order: Vec<u32> = entries.iter().map(|e| e.3).collect();
-        let ts = entries.iter().map(|e| e.1).collect();
-        drop(entries);
-        let columns = &batch.columns()[feature_start..];
-        // Pack the fixed-width columns of the more common width; take the rest.
-        let width = |c: &ArrayRef| c.data_type().primitive_width().filter(|w| matches!(w, 4 | 8));
-        let fours = columns.iter().filter(|c| width(c) == Some(4)).count();
-        let eights = columns.iter().filter(|c| width(c) == Some(8)).count();
-        let pack_width = if fours.max(eights) < 2 {
-            None
-        } else if fours > eights {
-            Some(4)
-        } else {
-            Some(8)
-        };
-        let to_pack: Vec<(usize, ArrayRef)> = columns
+        let order = UInt32Array::from_iter_values(entries.iter().map(|e| e.3));
+        let features = batch.columns()[feature_start..]
             .iter()
-            .enumerate()
-            .filter(|(_, c)| pack_width.is_some() && width(c) == pack_width)
-            .map(|(f, c)| (f, Arc::clone(c)))
-            .collect();
-        let indices = UInt32Array::from(order);
-        let features = columns
-            .iter()
-            .enumerate()
-            .map(|(f, c)| {
-                if to_pack.iter().any(|(p, _)| *p == f) { Ok(None) } else { take(c.as_ref(), &indices, None).map(Some) }
-            })
+            .map(|c| take(c.as_ref(), &order, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let order = indices.values();
-        let packed = match pack_width {
-            Some(4) => Packed::W4(Rows::pack(to_pack, order)),
-            Some(8) => Packed::W8(Rows::pack(to_pack, order)),
-            _ => Packed::None,
-        };
-        Ok(Self { index, offsets, ts, features, packed })
+        Ok(Self { index, offsets, ts: entries.iter().map(|e| e.1).collect(), features })
     }
 
     /// Position of the row to use for key group `g` at time `t`, if any.
@@ -872,27 +743,9 @@ fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaR
         }
     }
     let indices = idx.finish();
-    let mut features: Vec<Option<ArrayRef>> = build
-        .features
-        .iter()
-        .map(|c| c.as_ref().map(|c| take(c.as_ref(), &indices, None)).transpose())
-        .collect::<Result<_, _>>()?;
-    if !matches!(build.packed, Packed::None) {
-        let positions: Vec<Option<u32>> = indices.iter().collect();
-        let matched = indices.nulls().cloned();
-        let gathered = match &build.packed {
-            Packed::W4(rows) => rows.gather(&positions, &matched)?,
-            Packed::W8(rows) => rows.gather(&positions, &matched)?,
-            Packed::None => Vec::new(),
-        };
-        for (f, a) in gathered {
-            features[f] = Some(a);
-        }
-    }
     let mut columns = left.columns().to_vec();
-    for c in features {
-        columns
-            .push(c.ok_or_else(|| DataFusionError::Internal("a feature column was neither taken nor packed".into()))?);
+    for c in &build.features {
+        columns.push(take(c.as_ref(), &indices, None)?);
     }
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
