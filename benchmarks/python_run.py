@@ -80,10 +80,13 @@ def online(data, keys, bench, feast_python):
     out = {}
     try:
         sqlite = os.path.join(tempfile.mkdtemp(prefix="bench_py_sqlite_"), "online.db")
+        lmdb = os.path.join(tempfile.mkdtemp(prefix="bench_py_lmdb_"), "online.lmdb")
         for kind, online_cfg, rust_args in [
             ("redis", {"type": "redis", "connection_string": f"redis://127.0.0.1:{port}", "timeout": "60s"},
              ["--online", "redis", "--redis", f"redis://127.0.0.1:{port}"]),
             ("sqlite", {"type": "sqlite", "path": sqlite}, ["--online", "sqlite", "--sqlite", sqlite]),
+            # The Rust reader opens the file while this process still holds it (LMDB is multi-process).
+            ("lmdb", {"type": "lmdb", "path": lmdb}, ["--online", "lmdb", "--lmdb", lmdb]),
             # No I/O: the difference to Rust is the Python layer alone.
             ("memory", {"type": "memory"}, ["--online", "memory"]),
         ]:
@@ -133,7 +136,7 @@ def main():
     print("| reader | " + " | ".join(f"{n} entit{'y' if n == 1 else 'ies'}" for n, _ in SIZES) + " |")
     print("|---|" + "---|" * len(SIZES))
     cell = lambda lat, n: f"{lat[str(n)]['p50_us']:,.0f} / {lat[str(n)]['p99_us']:,.0f}"  # noqa: E731
-    for kind in ["redis", "sqlite", "memory"]:
+    for kind in ["redis", "sqlite", "lmdb", "memory"]:
         r = o[kind]
         print(f"| feature-store {kind} (Python) | " + " | ".join(cell(r["python"], n) for n, _ in SIZES) + " |")
         print(f"| feature-store {kind} (Rust, same data, right after) | " + " | ".join(cell(r["rust"], n) for n, _ in SIZES) + " |")
