@@ -4,7 +4,8 @@
 //! This crate only chooses backends; the model, registry and facade live in
 //! `feature-store-core`, the Parquet offline store and object-store plumbing
 //! in `feature-store-s3`, the online stores in `feature-store-sqlite`
-//! (embedded default) and `feature-store-redis`.
+//! (embedded default), `feature-store-lmdb` (embedded, fastest reads) and
+//! `feature-store-redis`.
 //!
 //! ```no_run
 //! # async fn demo() -> feature_store::Result<()> {
