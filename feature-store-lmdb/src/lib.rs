@@ -309,6 +309,8 @@ impl Inner {
             heed::Error::EnvAlreadyOpened => Error::Forked { path: self.path.clone() },
             e => open_err(e),
         })?;
+        // Reader slots of processes that died mid-read would otherwise stay taken.
+        env.clear_stale_readers().map_err(open_err)?;
         let txn = env.read_txn().map_err(open_err)?;
         let db = env
             .open_databases_and_commit(txn, |opener, txn| {
