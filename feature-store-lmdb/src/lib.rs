@@ -341,7 +341,7 @@ impl Inner {
 
     /// Appends the entity part of a key to `out`, which holds the view's prefix.
     fn push_entity(h: &Handle, entity: &str, out: &mut Vec<u8>) {
-        if out.len() + entity.len() <= h.max_key && !entity.as_bytes().first().is_some_and(|b| *b == 1) {
+        if out.len() + entity.len() <= h.max_key && entity.as_bytes().first().is_none_or(|b| *b != 1) {
             out.extend_from_slice(entity.as_bytes());
         } else {
             out.push(1);

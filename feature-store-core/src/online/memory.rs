@@ -56,10 +56,7 @@ impl OnlineStore for MemoryOnlineStore {
             let table = views.get(&(project.to_owned(), r.view.clone()));
             let mut rows = Vec::with_capacity(r.keys.len());
             for k in &r.keys {
-                rows.push(match table.and_then(|t| t.get(k)) {
-                    Some((ts, record)) => Some(StoredRow::new(*ts, record.clone())),
-                    None => None,
-                });
+                rows.push(table.and_then(|t| t.get(k)).map(|(ts, record)| StoredRow::new(*ts, record.clone())));
             }
             out.push(rows);
         }
