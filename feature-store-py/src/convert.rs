@@ -99,7 +99,10 @@ pub(crate) fn entity_rows(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Re
         let first = list.get_item(0)?;
         let first =
             first.cast::<PyDict>().map_err(|_| bad_rows("entity_rows must be dicts such as {\"driver_id\": 1001}"))?;
-        let names: Vec<String> = first.keys().iter().map(|k| k.extract()).collect::<PyResult<_>>()?;
+        // The first row's own key objects are the lookup keys: a str caches
+        // its hash, where a name converted per lookup would be hashed anew.
+        let key_objects: Vec<Bound<'_, PyAny>> = first.keys().iter().collect();
+        let names: Vec<String> = key_objects.iter().map(|k| k.extract()).collect::<PyResult<_>>()?;
         let rows = list.len();
         let mut cells: Vec<Vec<Bound<'_, PyAny>>> = vec![Vec::with_capacity(list.len()); names.len()];
         for (i, row) in list.iter().enumerate() {
@@ -111,9 +114,9 @@ pub(crate) fn entity_rows(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Re
                     names
                 )));
             }
-            for (c, name) in names.iter().enumerate() {
+            for (c, (name, key)) in names.iter().zip(&key_objects).enumerate() {
                 let v = row
-                    .get_item(name)?
+                    .get_item(key)?
                     .ok_or_else(|| bad_rows(&format!("entity row {i} has no \"{name}\"; row 0 has {names:?}")))?;
                 cells[c].push(v);
             }

@@ -24,9 +24,19 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // `--runtime current-thread` runs every task on the calling thread (no
+    // hand-offs between threads), the default is tokio's multi-threaded one.
     let args: Vec<String> = std::env::args().collect();
+    let mut rt = match arg(&args, "--runtime").as_deref() {
+        None | Some("multi-thread") => tokio::runtime::Builder::new_multi_thread(),
+        Some("current-thread") => tokio::runtime::Builder::new_current_thread(),
+        Some(other) => anyhow::bail!("unknown --runtime {other} (multi-thread or current-thread)"),
+    };
+    rt.enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<()> {
     let repo = args
         .get(1)
         .context("usage: online-bench REPO --online redis|sqlite|lmdb|memory [--redis URL] [--sqlite PATH] [--lmdb PATH] [--keys N]")?;
