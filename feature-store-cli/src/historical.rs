@@ -44,6 +44,10 @@ pub(crate) async fn run(
     json: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    if let Some(out) = output {
+        let absolute = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+        store.check_output_outside_sources(&absolute.display().to_string()).await?;
+    }
     let partial = output.map(partial_path);
     let result = write(store, entities, features, options, output, partial.as_deref(), started).await;
     let rows = match (result, output, &partial) {

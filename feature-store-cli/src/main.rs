@@ -151,6 +151,9 @@ enum Command {
         /// One entity row: key=value, composite keys as k1=v1,k2=v2; repeat for more rows.
         #[arg(long = "entity", required = true)]
         entities: Vec<String>,
+        /// Name features view__feature (needed when two views share a feature name).
+        #[arg(long)]
+        full_feature_names: bool,
     },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
@@ -228,10 +231,24 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause once: the library's errors already
+/// quote their source in their own message, which `{:#}` would repeat.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -345,13 +362,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = feature_store::open(&cli.repo)?;
             quality::status(&store, cli.json).await
         }
-        Command::Online { features, service, entities } => {
+        Command::Online { features, service, entities, full_feature_names } => {
             let store = feature_store::open(&cli.repo)?;
             let features = match service {
                 Some(s) => feature_store::Features::service(s),
                 None => feature_store::Features::refs(features),
             };
-            online::online(&store, &features, &entities).await
+            online::online(&store, &features, &entities, full_feature_names).await
         }
         Command::Export => {
             let store = feature_store::open(&cli.repo)?;

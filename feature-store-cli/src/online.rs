@@ -79,6 +79,15 @@ pub(crate) async fn materialize(
     flags: &crate::RunFlags,
     json: bool,
 ) -> anyhow::Result<()> {
+    if store.config().online_store.kind == "memory" {
+        // The values would vanish when this process exits while the registry's
+        // watermarks advance, so a later incremental run would skip them.
+        anyhow::bail!(
+            "online_store type memory keeps values inside one process; a materialize command would write them and \
+             exit, losing them while advancing the views' watermarks. Use sqlite, lmdb or redis for the command line \
+             (memory is for tests and for programs that materialize and read in the same process)"
+        );
+    }
     let mut options = MaterializeOptions::default().with_stop_on_validation_failure(flags.stop_on_failure);
     if !views.is_empty() {
         options = options.with_views(views);
@@ -204,9 +213,15 @@ async fn entity_rows(store: &FeatureStore, args: &[String]) -> anyhow::Result<Re
     Ok(RecordBatch::try_from_iter(columns)?)
 }
 
-pub(crate) async fn online(store: &FeatureStore, features: &Features, entities: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn online(
+    store: &FeatureStore,
+    features: &Features,
+    entities: &[String],
+    full_feature_names: bool,
+) -> anyhow::Result<()> {
     let batch = entity_rows(store, entities).await?;
-    let response = store.get_online_features(features, &batch, &OnlineOptions::default()).await?;
+    let options = OnlineOptions::default().with_full_feature_names(full_feature_names);
+    let response = store.get_online_features(features, &batch, &options).await?;
     println!("{}", serde_json::to_string_pretty(&response.to_feast_json())?);
     Ok(())
 }

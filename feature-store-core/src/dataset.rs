@@ -541,6 +541,23 @@ impl FeatureStore {
         Ok(None)
     }
 
+    /// Refuses to write `output` (a path or URL) inside a data source of the
+    /// registry: the file would replace a source's data or be read as more
+    /// of it. Callers writing a retrieval's result somewhere call it first.
+    pub async fn check_output_outside_sources(&self, output: &str) -> Result<()> {
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
+        let url = self.offline_store().location_url(output)?;
+        if let Some(s) = self.source_containing(&url, &sources)? {
+            return Err(Error::InvalidArgument(format!(
+                "output {output} is inside data source \"{}\" ({}): writing it would replace or add to that source's data; choose a path outside it",
+                s.name, s.path
+            )));
+        }
+        Ok(())
+    }
+
     /// An explicit output must be new Parquet outside every source, so that
     /// saving never overwrites data, another dataset, or adds a file a source would read.
     async fn check_output(&self, output: &str, sources: &[DataSource]) -> Result<()> {

@@ -253,10 +253,15 @@ impl FeatureStore {
         match &options.views {
             Some(v) if v.is_empty() => Err(Error::InvalidArgument("no feature views named".into())),
             Some(v) => {
+                // A view named twice runs once (in its first position).
+                let mut names: Vec<String> = Vec::with_capacity(v.len());
                 for name in v {
                     project.feature_view(name)?;
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
                 }
-                Ok(v.clone())
+                Ok(names)
             }
             None => {
                 let all: Vec<String> = project

@@ -276,6 +276,12 @@ impl Store {
         json(&manifest)
     }
 
+    /// Refuses an output path inside a registered data source.
+    fn check_output(&self, py: Python<'_>, path: &str) -> PyResult<()> {
+        let store = self.store()?;
+        py.detach(|| block_on(store.check_output_outside_sources(path))).map_err(to_py)
+    }
+
     /// The stored rows of dataset `name`.
     fn read_dataset(&self, py: Python<'_>, name: &str) -> PyResult<HistoricalResult> {
         let store = self.store()?;

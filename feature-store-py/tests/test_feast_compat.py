@@ -16,8 +16,14 @@ from conftest import END, definitions, make_repo
 def test_feast_yaml_keys_are_accepted(tmp_path):
     repo = make_repo(tmp_path / "r")
     text = (repo / "feature_store.yaml").read_text()
-    (repo / "feature_store.yaml").write_text(text + "provider: local\nentity_key_serialization_version: 3\n")
+    # What `feast init` writes, auth block included.
+    (repo / "feature_store.yaml").write_text(
+        text + "provider: local\nentity_key_serialization_version: 3\nauth:\n  type: no_auth\n"
+    )
     assert fs.FeatureStore(repo_path=str(repo)).project == "quickstart"
+    (repo / "feature_store.yaml").write_text(text + "auth:\n  type: oidc\n")
+    with pytest.raises(fs.ConfigError, match="auth type \"oidc\" is not supported"):
+        fs.FeatureStore(repo_path=str(repo))
     (repo / "feature_store.yaml").write_text(text + "provider: gcp\n")
     with pytest.raises(fs.ConfigError, match="provider"):
         fs.FeatureStore(repo_path=str(repo))

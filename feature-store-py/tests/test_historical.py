@@ -180,6 +180,14 @@ def test_streaming_batches_and_parquet_output(store, tmp_path):
     assert written.column("driver_id").to_pylist() == entity["driver_id"].tolist()
 
 
+def test_parquet_output_inside_a_source_is_refused(store, repo):
+    source = repo / "data" / "driver_stats.parquet"
+    before = source.read_bytes()
+    with pytest.raises(fs.InvalidArgumentError, match='inside data source "driver_stats_source"'):
+        store.get_historical_features(entity_df(), FEATURES).to_parquet(source)
+    assert source.read_bytes() == before
+
+
 def test_full_feature_names_and_feature_service(store):
     driver, source, view, service = __import__("conftest").definitions()
     df = store.get_historical_features(entity_df(), FEATURES, full_feature_names=True).to_df()

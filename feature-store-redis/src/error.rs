@@ -41,10 +41,14 @@ pub enum Error {
 }
 
 impl From<Error> for CoreError {
+    /// The store's name goes into the core error once; its source is the
+    /// client's error, so a printed chain does not repeat the name.
     fn from(e: Error) -> Self {
-        match &e {
-            Error::Config(m) => CoreError::Config { location: "online_store".into(), message: m.clone() },
-            Error::Timeout { store, .. } => CoreError::StoreUnavailable { store: store.clone(), source: Box::new(e) },
+        match e {
+            Error::Config(m) => CoreError::Config { location: "online_store".into(), message: m },
+            Error::Timeout { ref store, .. } => {
+                CoreError::StoreUnavailable { store: store.clone(), source: Box::new(e) }
+            }
             Error::Redis { store, source }
                 if source.is_io_error()
                     || source.is_connection_refusal()
@@ -52,11 +56,10 @@ impl From<Error> for CoreError {
                     || source.is_connection_dropped()
                     || source.is_unrecoverable_error() =>
             {
-                CoreError::StoreUnavailable { store: store.clone(), source: Box::new(e) }
+                CoreError::StoreUnavailable { store, source: Box::new(source) }
             }
-            Error::Redis { store, .. } | Error::Layout { store, .. } => {
-                CoreError::Backend { context: store.clone(), source: Box::new(e) }
-            }
+            Error::Redis { store, source } => CoreError::Backend { context: store, source: Box::new(source) },
+            Error::Layout { ref store, .. } => CoreError::Backend { context: store.clone(), source: Box::new(e) },
         }
     }
 }

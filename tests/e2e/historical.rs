@@ -888,7 +888,8 @@ feature_views:
 }
 
 /// Files of one source may store event times in different units and zones:
-/// they are read as the same instants. Other type differences name the files.
+/// they are read as the same instants; integers and floats of different
+/// widths widen. Other type differences name the files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_with_different_timestamp_types_read_as_instants() {
     let dir = tempfile::tempdir().unwrap();
@@ -923,10 +924,19 @@ async fn files_with_different_timestamp_types_read_as_instants() {
             ),
             None => ts,
         };
-        write_parquet(
-            &dir.path().join(format!("data/mixed/part-{part}.parquet")),
-            &batch(ids.clone(), ts, rate.clone()),
-        );
+        let mut file = batch(ids.clone(), ts, rate.clone());
+        if part == 1 {
+            // Narrower key and feature types in one file widen losslessly.
+            let narrow = |c: usize, t: &DataType| arrow::compute::cast(file.column(c), t).unwrap();
+            let (key, rate) = (narrow(0, &DataType::Int32), narrow(2, &DataType::Float32));
+            file = RecordBatch::try_from_iter([
+                ("driver_id", key),
+                ("event_timestamp", Arc::clone(file.column(1))),
+                ("rate", rate),
+            ])
+            .unwrap();
+        }
+        write_parquet(&dir.path().join(format!("data/mixed/part-{part}.parquet")), &file);
         uniform.push(batch(ids, ts_array(TimeUnit::Microsecond, Some("UTC"), &opt), rate));
     }
     let uniform = concat_batches(&uniform[0].schema(), &uniform).unwrap();
@@ -979,4 +989,58 @@ feature_views:
     write_parquet(&dir.path().join("data/mixed/part-3.parquet"), &odd);
     let e = store.profile("mixed_v", None, end, false).await.unwrap_err().to_string();
     assert!(e.contains("column \"rate\" is Float64") && e.contains("part-3.parquet"), "{e}");
+}
+
+/// Parquet writers leave NaN out of float min/max statistics; a row group
+/// holding [NaN, 1.0] has min = max = 1.0, which DataFusion 55 would take for
+/// a constant column. NaN must come back as NaN, and rank above every number
+/// when it breaks a tie (IEEE total order), whatever the file layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_feature_values_are_read_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z in ms
+    let source = |ids: Vec<i64>, ms: Vec<i64>, x: Vec<f64>| {
+        let ms: Vec<Option<i64>> = ms.into_iter().map(Some).collect();
+        RecordBatch::try_from_iter([
+            ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("event_timestamp", ts_array(TimeUnit::Millisecond, Some("UTC"), &ms)),
+            ("x", Arc::new(Float64Array::from(x)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    // Driver 1: NaN at +0, 1.0 at +1 min. Driver 2: NaN and 1.0 tied at +0.
+    write_parquet(
+        &dir.path().join("data/one/all.parquet"),
+        &source(vec![1, 1, 2, 2], vec![base, base + 60_000, base, base], vec![f64::NAN, 1.0, f64::NAN, 1.0]),
+    );
+    // The tie again, split over two files.
+    write_parquet(&dir.path().join("data/two/a.parquet"), &source(vec![2], vec![base], vec![1.0]));
+    write_parquet(&dir.path().join("data/two/b.parquet"), &source(vec![2], vec![base], vec![f64::NAN]));
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: nan\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources:
+  - {name: one, path: data/one/, timestamp_field: event_timestamp}
+  - {name: two, path: data/two/, timestamp_field: event_timestamp}
+feature_views:
+  - {name: one_v, entities: [driver], source: one, schema: [{name: x, dtype: float64}]}
+  - {name: two_v, entities: [driver], source: two, schema: [{name: x, dtype: float64}]}
+",
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+    let times = [at(base), at(base + 60_000), at(base)];
+    let entities = entity_rows(&[Some(1), Some(1), Some(2)], &times.iter().map(String::as_str).collect::<Vec<_>>());
+    let got = retrieve(&store, entities.clone(), &["one_v:x"], false).await;
+    let x = got.column(got.num_columns() - 1).as_primitive::<Float64Type>();
+    assert!(x.value(0).is_nan(), "{}", table(&got));
+    assert_eq!(x.value(1), 1.0, "{}", table(&got));
+    assert!(x.value(2).is_nan(), "the tie goes to NaN: {}", table(&got));
+    let split = retrieve(&store, entities, &["two_v:x"], false).await;
+    let y = split.column(split.num_columns() - 1).as_primitive::<Float64Type>();
+    assert!(y.value(2).is_nan(), "the same tie over two files: {}", table(&split));
 }

@@ -113,6 +113,21 @@ fn not_a_repo_is_a_clear_error() {
     assert!(err.contains("is not a feature repo") && err.contains("feature-store init"), "{err}");
 }
 
+#[test]
+fn materializing_into_a_per_process_memory_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    let config = repo.join("feature_store.yaml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("  type: sqlite\n  path: data/online.db\n", "  type: memory\n");
+    std::fs::write(&config, text).unwrap();
+    ok(&cli(&repo, &["apply"]));
+    let err = fail(&cli(&repo, &["materialize-incremental"]));
+    assert!(err.contains("type memory keeps values inside one process"), "{err}");
+}
+
 /// Eight processes apply eight projects to one registry file at once; every
 /// project lands and the version counts every write.
 #[test]
@@ -213,6 +228,15 @@ fn historical_to_files_and_terminal() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(text.lines().count(), 13);
+    // An output inside a data source would replace its data: refused, the source untouched.
+    let source = repo.join("data/driver_stats.parquet");
+    let before = std::fs::read(&source).unwrap();
+    let err = fail(&cli(
+        &repo,
+        &["historical", "--entities", entities, "--service", "driver_activity", "--output", source.to_str().unwrap()],
+    ));
+    assert!(err.contains("inside data source \"driver_stats\""), "{err}");
+    assert_eq!(std::fs::read(&source).unwrap(), before);
 
     // SQL entity query over the sources, printed as a table.
     let sql = "SELECT driver_id, max(event_timestamp) AS event_timestamp FROM driver_stats GROUP BY driver_id ORDER BY driver_id";
@@ -289,6 +313,18 @@ fn materialize_and_read_online() {
     assert_eq!(out["metadata"]["feature_names"], serde_json::json!(["driver_id", "conv_rate", "avg_daily_trips"]));
     assert_eq!(out["results"][0]["values"], serde_json::json!([1001, 9999, 1001]));
     assert_eq!(out["results"][1]["statuses"], serde_json::json!(["PRESENT", "NOT_FOUND", "PRESENT"]));
+    let full = json(&cli(
+        &repo,
+        &[
+            "online",
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--entity",
+            "driver_id=1001",
+            "--full-feature-names",
+        ],
+    ));
+    assert_eq!(full["metadata"]["feature_names"], serde_json::json!(["driver_id", "driver_hourly_stats__conv_rate"]));
     assert!(out["results"][2]["values"][0].is_i64());
     assert_eq!(out["results"][2]["values"][0], out["results"][2]["values"][2]);
 

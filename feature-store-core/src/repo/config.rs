@@ -35,6 +35,11 @@ pub struct RepoConfig {
     /// Feast's key encoding version: accepted and ignored (keys here are width-free text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_key_serialization_version: Option<u32>,
+    /// Feast's feature-server `auth` block (`feast init` writes `type: no_auth`):
+    /// accepted so Feast configs load; there is no server here to protect, so
+    /// any other type is refused rather than silently unenforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<serde_json::Value>,
     /// Folder that relative paths are resolved against; the repo root. Not read from the file.
     #[serde(skip)]
     pub repo_path: PathBuf,
@@ -185,6 +190,7 @@ impl RepoConfig {
             online_store: OnlineStoreConfig::default(),
             provider: None,
             entity_key_serialization_version: None,
+            auth: None,
             repo_path: PathBuf::from("."),
         }
     }
@@ -228,6 +234,18 @@ impl RepoConfig {
                 "provider \"{p}\" is not supported; this library runs in-process (provider: local), \
                  reaching object stores by URL (s3://, file://) and Redis by its connection string"
             ));
+        }
+        if let Some(auth) = &self.auth {
+            match auth.get("type").and_then(|t| t.as_str()) {
+                Some("no_auth") => {}
+                Some(other) => {
+                    return Err(format!(
+                        "auth type \"{other}\" is not supported: this library runs in-process and has no feature \
+                         server to authenticate; use `auth: {{type: no_auth}}` or leave auth out"
+                    ));
+                }
+                None => return Err("auth: expected a mapping with `type` (only no_auth is supported)".into()),
+            }
         }
         if self.registry.path.trim().is_empty() {
             return Err("registry: path is empty".into());

@@ -239,9 +239,13 @@ class RetrievalJob:
         return pl.from_arrow(self.to_arrow())
 
     def to_parquet(self, path: Union[str, os.PathLike], **writer_kwargs: Any) -> int:
-        """Streams the result into a Parquet file; returns the number of rows written."""
+        """Streams the result into a Parquet file; returns the number of rows written.
+
+        A path inside a registered data source is refused: the file would
+        replace or add to that source's data."""
         import pyarrow.parquet as pq
 
+        self._store.check_output(os.path.abspath(os.fspath(path)))
         reader = self.to_batches()
         rows = 0
         with pq.ParquetWriter(str(path), reader.schema, **writer_kwargs) as writer:

@@ -366,7 +366,17 @@ fn merged_schema(
                         let zone = if z1.is_none() && z2.is_none() { None } else { Some("UTC".into()) };
                         *x = x.clone().with_data_type(DataType::Timestamp(unit, zone));
                     }
+                    (a, b) if wider(a, b).is_some() => {
+                        let t = wider(a, b).expect("checked");
+                        *x = x.clone().with_data_type(t);
+                    }
                     (a, b) => {
+                        // Name the first file's own type, not the one merged so far.
+                        let a = schemas
+                            .iter()
+                            .find(|(j, _)| j == first)
+                            .and_then(|(_, s)| s.field_with_name(f.name()).ok())
+                            .map_or(a, |f| f.data_type());
                         return Err(CoreError::data(
                             context,
                             format!(
@@ -385,6 +395,46 @@ fn merged_schema(
         }
     }
     Ok(Schema::new(fields.into_iter().map(|(f, _)| f).collect::<Vec<_>>()))
+}
+
+/// The type both `a` and `b` widen to without loss, for files of one source
+/// written with different integer or float widths (or string encodings).
+fn wider(a: &DataType, b: &DataType) -> Option<DataType> {
+    use DataType::*;
+    fn rank(t: &DataType) -> Option<(u8, u8)> {
+        // (family, width): 0 signed, 1 unsigned, 2 float, 3 string.
+        Some(match t {
+            Int8 => (0, 8),
+            Int16 => (0, 16),
+            Int32 => (0, 32),
+            Int64 => (0, 64),
+            UInt8 => (1, 8),
+            UInt16 => (1, 16),
+            UInt32 => (1, 32),
+            UInt64 => (1, 64),
+            Float16 => (2, 16),
+            Float32 => (2, 32),
+            Float64 => (2, 64),
+            Utf8 | LargeUtf8 | Utf8View => (3, 0),
+            _ => return None,
+        })
+    }
+    let ((fa, wa), (fb, wb)) = (rank(a)?, rank(b)?);
+    let signed = |w: u8| match w {
+        8 => Int8,
+        16 => Int16,
+        32 => Int32,
+        _ => Int64,
+    };
+    match (fa, fb) {
+        (3, 3) => Some(Utf8),
+        (x, y) if x == y => Some(if wa >= wb { a.clone() } else { b.clone() }),
+        // Unsigned into a strictly wider signed type is lossless.
+        (0, 1) if wa > wb => Some(a.clone()),
+        (1, 0) if wb > wa => Some(b.clone()),
+        (0, 1) | (1, 0) if wa.max(wb) < 64 => Some(signed(wa.max(wb) * 2)),
+        _ => None,
+    }
 }
 
 /// Whether partition `value` may hold rows in `window` (unparsable values may).
