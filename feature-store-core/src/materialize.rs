@@ -594,6 +594,10 @@ impl FeatureStore {
         let mut features = Vec::new();
         for f in &target.view.schema {
             let col = get(&f.name, "feature")?;
+            if let Some(narrowed) = narrow_for_push(col, &f.dtype, &f.name, &context)? {
+                features.push(narrowed);
+                continue;
+            }
             if !f.dtype.accepts_arrow(col.data_type()) {
                 return Err(Error::data(
                     &context,
@@ -649,6 +653,34 @@ impl FeatureStore {
     }
 }
 
+/// pandas and most Python code only make 64-bit numbers, so a push of
+/// float64 values to a float32 feature rounds them to float32 (as
+/// `astype("float32")` would), and int64 values to an int32 feature are
+/// taken when every value fits; a value that does not is an error naming
+/// its row. `None`: no narrowing applies.
+fn narrow_for_push(col: &ArrayRef, declared: &ValueType, feature: &str, context: &str) -> Result<Option<ArrayRef>> {
+    match (declared, col.data_type()) {
+        (ValueType::Float32, DataType::Float64) => {
+            Ok(Some(arrow_cast::cast(col, &DataType::Float32).map_err(|e| Error::data(context, e.to_string()))?))
+        }
+        (ValueType::Int32, DataType::Int64) => {
+            let values = col.as_primitive::<arrow_array::types::Int64Type>();
+            if let Some(i) = (0..values.len()).find(|&i| values.is_valid(i) && i32::try_from(values.value(i)).is_err())
+            {
+                return Err(Error::data(
+                    context,
+                    format!(
+                        "feature \"{feature}\" is declared int32 but row {i} holds {}, outside the int32 range",
+                        values.value(i)
+                    ),
+                ));
+            }
+            Ok(Some(arrow_cast::cast(col, &DataType::Int32).map_err(|e| Error::data(context, e.to_string()))?))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The pushed rows in the source's column names and the view's types.
 fn to_source_columns(
     batch: &RecordBatch,
@@ -681,4 +713,27 @@ fn to_source_columns(
     }
     RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
         .map_err(|e| Error::data("push", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{Float64Array, Int64Array};
+
+    use super::*;
+
+    #[test]
+    fn push_narrows_64_bit_numbers_only_when_declared_and_in_range() {
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![Some(0.1), None]));
+        let got = narrow_for_push(&floats, &ValueType::Float32, "f", "push").unwrap().unwrap();
+        assert_eq!(got.data_type(), &DataType::Float32);
+        assert!(got.is_null(1));
+        assert!(narrow_for_push(&floats, &ValueType::Float64, "f", "push").unwrap().is_none());
+
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None, Some(-(1 << 31))]));
+        let got = narrow_for_push(&ints, &ValueType::Int32, "n", "push").unwrap().unwrap();
+        assert_eq!(got.as_primitive::<arrow_array::types::Int32Type>().value(2), i32::MIN);
+        let big: ArrayRef = Arc::new(Int64Array::from(vec![1, 1 << 40]));
+        let e = narrow_for_push(&big, &ValueType::Int32, "n", "push").unwrap_err().to_string();
+        assert!(e.contains("row 1 holds 1099511627776, outside the int32 range"), "{e}");
+    }
 }

@@ -96,6 +96,17 @@ def test_push_then_read_present_values(store):
     assert resp.event_timestamps_arrow().num_rows == 2
 
 
+def test_push_rounds_pandas_float64_to_float32_features(store):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    rows = pd.DataFrame(  # pandas makes float64: Feast code pushes frames like this
+        {"driver_id": [1001], "event_timestamp": [now], "conv_rate": [0.1], "acc_rate": [0.7], "avg_daily_trips": [3]}
+    )
+    assert store.push("driver_hourly_stats", rows) == 1
+    d = store.get_online_features(["driver_hourly_stats:conv_rate"], {"driver_id": [1001]}).to_dict()
+    assert d["conv_rate"] == [pytest.approx(0.1)]
+    assert d["conv_rate"][0] != 0.1  # stored as float32, as declared
+
+
 def test_push_validation_errors_name_the_problem(store):
     now = datetime.now(timezone.utc)
     bad_type = pd.DataFrame(
