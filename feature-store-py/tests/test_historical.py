@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import feature_store as fs
-from conftest import DRIVERS, END, driver_stats_table
+from conftest import DRIVERS, END, driver_stats_table, make_repo
 
 FEATURES = [
     "driver_hourly_stats:conv_rate",
@@ -281,3 +281,35 @@ def test_gil_is_released_while_joining(store):
     # Held for the whole join, the GIL would let the spinner run only at switch
     # points; released, it shares the interpreter for the whole join.
     assert during > 0.2 * rate * seconds, (during, rate, seconds)
+
+
+def test_csv_entity_file_is_read_with_the_registry_key_types(tmp_path):
+    repo = make_repo(tmp_path / "zips", project="zips")
+    pq.write_table(
+        pa.table(
+            {
+                "zip": ["001", "1"],
+                "event_timestamp": pa.array([END - timedelta(hours=1)] * 2, pa.timestamp("us", "UTC")),
+                "population": pa.array([10, 20], pa.int64()),
+            }
+        ),
+        repo / "data" / "zips.parquet",
+    )
+    zone = fs.Entity(name="zone", join_keys=["zip"])
+    source = fs.FileSource(name="zips_source", path="data/zips.parquet", timestamp_field="event_timestamp")
+    view = fs.FeatureView(
+        name="zips", entities=[zone], source=source,
+        schema=[fs.Field(name="zip", dtype=fs.String), fs.Field(name="population", dtype=fs.Int64)],
+    )
+    store = fs.FeatureStore(repo_path=str(repo))
+    store.apply([zone, source, view])
+    entities = tmp_path / "entities.csv"
+    at = END.strftime("%Y-%m-%d %H:%M:%S")  # naive: taken as UTC
+    entities.write_text(f"zip,event_timestamp\n001,{at}\n1,{at}\n")
+    out = store.get_historical_features(str(entities), ["zips:population"]).to_arrow()
+    assert out.column("zip").to_pylist() == ["001", "1"]
+    assert out.column("population").to_pylist() == [10, 20]
+    assert out.schema.field("event_timestamp").type == pa.timestamp("us", "UTC")
+    entities.write_text(f"zip,event_timestamp\n001,{at}\n1,not a time\n")
+    with pytest.raises(fs.FeatureStoreError, match="not a time"):
+        store.get_historical_features(str(entities), ["zips:population"]).to_arrow()

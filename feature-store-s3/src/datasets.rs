@@ -39,7 +39,7 @@ pub(crate) async fn read_entities(
 ) -> CoreResult<BatchStream> {
     // One partition, as retrieval reads entity rows: the rows keep their order.
     let ctx = session(store.memory_limit, 1)?;
-    let (plan, _) = entity_plan(store, &ctx, entities, timestamp_column, sources).await?;
+    let (plan, _) = entity_plan(store, &ctx, entities, timestamp_column, sources, &[]).await?;
     let schema = plan.schema();
     let stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
         .map_err(|e| df_error("reading the entity table", e))?;

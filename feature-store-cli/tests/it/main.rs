@@ -256,7 +256,7 @@ fn historical_to_files_and_terminal() {
     // All three instants are equal, long after the data: ttl 1d leaves every value null.
     for line in table.lines().filter(|l| l.starts_with("| 100")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        assert_eq!(cells[2], "2030-01-01T00:00:00", "{table}");
+        assert_eq!(cells[2], "2030-01-01T00:00:00Z", "{table}");
         assert_eq!(cells[3], "", "{table}");
     }
 

@@ -43,7 +43,8 @@ pub(crate) async fn get_historical_features(
     let entity_ctx =
         SessionContext::new_with_config_rt(ctx.copied_config().with_target_partitions(1), ctx.runtime_env());
     let ts_col = req.timestamp_column.clone();
-    let (entity_plan, bounds) = entity_plan(store, &entity_ctx, req.entities, &ts_col, &req.sources).await?;
+    let keys: Vec<&feature_store_core::model::JoinKey> = req.views.iter().flat_map(|v| &v.join_keys).collect();
+    let (entity_plan, bounds) = entity_plan(store, &entity_ctx, req.entities, &ts_col, &req.sources, &keys).await?;
     let schema = entity_plan.schema();
     let entity_columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let left_ts = entity_timestamp(&schema, &ts_col)?;
@@ -504,6 +505,7 @@ pub(crate) async fn entity_plan(
     input: EntityInput,
     ts_col: &str,
     sources: &[DataSource],
+    keys: &[&feature_store_core::model::JoinKey],
 ) -> CoreResult<(Arc<dyn ExecutionPlan>, Option<Bounds>)> {
     match input {
         EntityInput::Batches { schema, batches } => {
@@ -545,7 +547,7 @@ pub(crate) async fn entity_plan(
             let df = if path.to_ascii_lowercase().trim_end_matches('/').ends_with(".csv")
                 || urls.iter().all(|u| u.to_ascii_lowercase().ends_with(".csv"))
             {
-                ctx.read_csv(urls, CsvReadOptions::new().file_extension("")).await
+                read_entity_csv(ctx, urls, ts_col, keys).await
             } else {
                 ctx.read_parquet(urls, ParquetReadOptions::default().file_extension("")).await
             }
@@ -564,6 +566,39 @@ pub(crate) async fn entity_plan(
             Err(CoreError::Unsupported(format!("entity input {other:?} is not supported by the Parquet offline store")))
         }
     }
+}
+
+/// A CSV file has no types, so its columns are not left to guessing where the
+/// registry knows better: join keys are read as their declared types (a
+/// string key `001` stays `001`), and the timestamp column as UTC instants
+/// (naive values taken as UTC, offsets honored), so a value that does not
+/// parse is an error naming its line.
+async fn read_entity_csv(
+    ctx: &SessionContext,
+    urls: Vec<String>,
+    ts_col: &str,
+    keys: &[&feature_store_core::model::JoinKey],
+) -> datafusion::error::Result<DataFrame> {
+    let inferred = ctx.read_csv(urls.clone(), CsvReadOptions::new().file_extension("")).await?;
+    let fields: Vec<Field> = inferred
+        .schema()
+        .as_arrow()
+        .fields()
+        .iter()
+        .map(|f| {
+            let declared = keys.iter().find(|k| k.name == *f.name()).and_then(|k| k.dtype.as_ref());
+            let t = if f.name() == ts_col {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(feature_store_core::UTC.into()))
+            } else if let Some(t) = declared {
+                t.to_arrow()
+            } else {
+                f.data_type().clone()
+            };
+            Field::new(f.name(), t, true)
+        })
+        .collect();
+    let schema = datafusion::arrow::datatypes::Schema::new(fields);
+    ctx.read_csv(urls, CsvReadOptions::new().file_extension("").schema(&schema)).await
 }
 
 async fn dataframe_plan(
