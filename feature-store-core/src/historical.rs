@@ -167,7 +167,13 @@ impl HistoricalOptions {
 }
 
 /// Checks that output names are unique; a clash is an error naming both sources.
+/// Two entity columns of one name are an error too: which one is the key or
+/// the time would be a guess.
 pub fn check_output_names(entity_columns: &[String], views: &[ViewRequest]) -> Result<()> {
+    let mut names = std::collections::HashSet::with_capacity(entity_columns.len());
+    if let Some(twice) = entity_columns.iter().find(|c| !names.insert(c.as_str())) {
+        return Err(Error::data("entity table", format!("more than one column is named \"{twice}\"")));
+    }
     // Sources are (view index, feature index); `None` is the entity table. Formatted only on a clash.
     let mut seen: std::collections::HashMap<&str, Option<(usize, usize)>> =
         entity_columns.iter().map(|c| (c.as_str(), None)).collect();

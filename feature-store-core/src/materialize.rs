@@ -231,9 +231,19 @@ impl WriteTarget {
 
 impl FeatureStore {
     fn online_target(&self, doc: &crate::registry::RegistryDocument, name: &str) -> Result<(WriteTarget, DataSource)> {
+        self.write_target(doc, name, true)
+    }
+
+    /// The view's write target; `online` refuses views not served online.
+    fn write_target(
+        &self,
+        doc: &crate::registry::RegistryDocument,
+        name: &str,
+        online: bool,
+    ) -> Result<(WriteTarget, DataSource)> {
         let project = doc.project(self.project());
         let view = project.feature_view(name)?.clone();
-        if !view.online {
+        if online && !view.online {
             return Err(Error::InvalidArgument(format!(
                 "feature view \"{name}\" is not served online (online: false); set online: true to materialize or push it"
             )));
@@ -564,7 +574,8 @@ impl FeatureStore {
     /// match the registry (lossless widenings accepted), unknown columns are errors.
     pub async fn push(&self, view: &str, batch: &RecordBatch, mode: PushMode) -> Result<WriteStats> {
         let doc = self.document().await?;
-        let (target, source) = self.online_target(&doc, view)?;
+        // An offline-only push needs no online serving.
+        let (target, source) = self.write_target(&doc, view, mode != PushMode::Offline)?;
         let context = format!("push to feature view \"{view}\"");
         let schema = batch.schema();
         let get = |name: &str, what: &str| {
@@ -611,11 +622,66 @@ impl FeatureStore {
             }
             features.push(conform(col, &f.dtype)?);
         }
+        // An offline push adds rows of the source, which every view reading
+        // it sees: a column another view needs, left out, would read as a
+        // null newer than that view's real values. So such a push carries
+        // those columns too, checked against their views' types.
+        let mut shared: Vec<(String, ArrayRef)> = Vec::new();
+        if mode != PushMode::Online {
+            let mut lacking: Vec<String> = Vec::new();
+            let project = doc.project(self.project());
+            for other in project.registry().feature_views.values().map(|r| &r.spec) {
+                if other.name == target.view.name || other.source != source.name {
+                    continue;
+                }
+                for f in &other.schema {
+                    if target.view.feature(&f.name).is_some() || shared.iter().any(|(n, _)| *n == f.name) {
+                        continue;
+                    }
+                    let Ok(i) = schema.index_of(&f.name) else {
+                        if !lacking.iter().any(|l| l.ends_with(&format!(":{}", f.name))) {
+                            lacking.push(format!("{}:{}", other.name, f.name));
+                        }
+                        continue;
+                    };
+                    let col = batch.column(i);
+                    let col = match narrow_for_push(col, &f.dtype, &f.name, &context)? {
+                        Some(c) => c,
+                        None if f.dtype.accepts_arrow(col.data_type()) => conform(col, &f.dtype)?,
+                        None => {
+                            return Err(Error::data(
+                                &context,
+                                format!(
+                                    "column \"{}\" is {} but feature view \"{}\" declares {}",
+                                    f.name,
+                                    describe_arrow(col.data_type()),
+                                    other.name,
+                                    f.dtype
+                                ),
+                            ));
+                        }
+                    };
+                    shared.push((f.name.clone(), col));
+                }
+            }
+            if !lacking.is_empty() {
+                return Err(Error::data(
+                    &context,
+                    format!(
+                        "data source \"{}\" is also read by other feature views; an offline push adds rows for all \
+                         of them, so it needs their columns too: {}",
+                        source.name,
+                        lacking.join(", ")
+                    ),
+                ));
+            }
+        }
         let known = |n: &str| {
             target.join_keys.iter().any(|k| k.name == n)
                 || n == source.timestamp_field
                 || source.created_timestamp_field.as_deref() == Some(n)
                 || target.view.feature(n).is_some()
+                || shared.iter().any(|(s, _)| s == n)
         };
         if let Some(extra) = schema.fields().iter().find(|f| !known(f.name())) {
             return Err(Error::data(
@@ -646,8 +712,12 @@ impl FeatureStore {
             stats = online.write(self.project(), &target.online, &rows).await?;
         }
         if mode != PushMode::Online {
-            let renamed = to_source_columns(batch, &source, &target, &ts, &features)?;
+            let renamed = to_source_columns(batch, &source, &target, &ts, &features, &shared)?;
             self.offline_store().append(&source, renamed).await?;
+            if mode == PushMode::Offline {
+                // Every row went into the new file.
+                stats = WriteStats::new(batch.num_rows() as u64, 0);
+            }
         }
         Ok(stats)
     }
@@ -688,6 +758,7 @@ fn to_source_columns(
     target: &WriteTarget,
     ts: &ArrayRef,
     features: &[ArrayRef],
+    shared: &[(String, ArrayRef)],
 ) -> Result<RecordBatch> {
     let mut fields = Vec::new();
     let mut columns = Vec::new();
@@ -709,6 +780,10 @@ fn to_source_columns(
     }
     for (f, col) in target.view.schema.iter().zip(features) {
         fields.push(arrow_schema::Field::new(source.source_column(&f.name), col.data_type().clone(), true));
+        columns.push(Arc::clone(col));
+    }
+    for (name, col) in shared {
+        fields.push(arrow_schema::Field::new(source.source_column(name), col.data_type().clone(), true));
         columns.push(Arc::clone(col));
     }
     RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)

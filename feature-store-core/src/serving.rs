@@ -119,7 +119,10 @@ impl FeatureStore {
         let rows = entities.num_rows();
         let schema = entities.schema();
         // Feature names were checked against each other when resolved; here only against entity columns.
-        for field in schema.fields() {
+        for (i, field) in schema.fields().iter().enumerate() {
+            if schema.fields()[..i].iter().any(|f| f.name() == field.name()) {
+                return Err(Error::data("entity rows", format!("more than one column is named \"{}\"", field.name())));
+            }
             if let Some(v) = views.iter().find(|v| v.request.output_names.iter().any(|o| o == field.name())) {
                 return Err(Error::InvalidArgument(format!(
                     "output column \"{}\" would come from both the entity rows and feature view \"{}\"; use full feature names (view__feature)",

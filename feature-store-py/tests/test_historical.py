@@ -313,3 +313,30 @@ def test_csv_entity_file_is_read_with_the_registry_key_types(tmp_path):
     entities.write_text(f"zip,event_timestamp\n001,{at}\n1,not a time\n")
     with pytest.raises(fs.FeatureStoreError, match="not a time"):
         store.get_historical_features(str(entities), ["zips:population"]).to_arrow()
+
+
+def test_categorical_keys_and_duplicate_columns(store):
+    plain = store.get_historical_features(entity_df(), FEATURES).to_df()
+    categorical = entity_df().astype({"driver_id": "category"})
+    got = store.get_historical_features(categorical, FEATURES).to_df()
+    assert got["conv_rate"].equals(plain["conv_rate"])
+    store.materialize(END - timedelta(days=1), END)
+    online = store.get_online_features(FEATURES, pd.DataFrame({"driver_id": [1001, 1002]}).astype("category"))
+    assert online.to_dict()["conv_rate"] == store.get_online_features(FEATURES, {"driver_id": [1001, 1002]}).to_dict()["conv_rate"]
+    twice = pd.concat([entity_df(), entity_df()[["driver_id"]]], axis=1)
+    with pytest.raises(fs.DataError, match="more than one column named 'driver_id'"):
+        store.get_historical_features(twice, FEATURES)
+    table = pa.Table.from_pandas(entity_df(), preserve_index=False)
+    table = table.append_column("driver_id", pa.array([1] * table.num_rows, pa.int64()))
+    with pytest.raises(fs.DataError, match='more than one column is named "driver_id"'):
+        store.get_historical_features(table, FEATURES).to_arrow()
+    with pytest.raises(fs.DataError, match='more than one column is named "driver_id"'):
+        store.get_online_features(FEATURES, pa.table({"driver_id": [1001]}).append_column("driver_id", pa.array([2])))
+
+
+def test_materialize_takes_one_view_name_and_numpy_times(store):
+    import numpy as np
+
+    end = np.datetime64(END.replace(tzinfo=None))  # numpy times are naive: UTC
+    report = store.materialize(end - np.timedelta64(1, "D"), end, feature_views="driver_hourly_stats")
+    assert [v["view"] for v in report.views] == ["driver_hourly_stats"]

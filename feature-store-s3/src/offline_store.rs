@@ -120,6 +120,16 @@ impl OfflineStore for ParquetOfflineStore {
         if !files.partition_columns.is_empty() {
             return refuse("the source is hive-partitioned");
         }
+        // Other views may read other columns of this source: the new file
+        // carries every column the existing files have (nulls where the push
+        // has none), so no view finds a file without its columns.
+        let batch = match files.files.len() {
+            0 => batch,
+            _ => {
+                let existing = parquet_schema(&files, 0).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+                with_missing_columns(batch, &existing).map_err(|e| CoreError::data(&context, e.to_string()))?
+            }
+        };
         let mut buf = Vec::new();
         let mut writer = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None)
             .map_err(|e| CoreError::data(&context, e.to_string()))?;
@@ -206,4 +216,23 @@ impl OfflineStore for ParquetOfflineStore {
     ) -> CoreResult<feature_store_core::quality::profile::Profile> {
         crate::datafusion::profile(self, request).await
     }
+}
+
+/// `batch` plus a null column for every field of `existing` it lacks.
+fn with_missing_columns(
+    batch: arrow_array::RecordBatch,
+    existing: &Schema,
+) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+    let missing: Vec<_> =
+        existing.fields().iter().filter(|f| batch.schema().field_with_name(f.name()).is_err()).collect();
+    if missing.is_empty() {
+        return Ok(batch);
+    }
+    let mut fields: Vec<arrow_schema::FieldRef> = batch.schema().fields().iter().cloned().collect();
+    let mut columns = batch.columns().to_vec();
+    for f in missing {
+        fields.push(Arc::new(f.as_ref().clone().with_nullable(true)));
+        columns.push(arrow_array::new_null_array(f.data_type(), batch.num_rows()));
+    }
+    arrow_array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

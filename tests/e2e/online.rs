@@ -256,7 +256,19 @@ async fn scenario(online_yaml: &str) {
         ])
         .unwrap()
     };
-    let w = store.push("stats_v", &push(2, now, 0.42), PushMode::OnlineAndOffline).await.unwrap();
+    // Offline, the pushed rows are rows of the source for every view reading
+    // it: city_v's column is required (it would read as null otherwise).
+    let err = store.push("stats_v", &push(2, now, 0.42), PushMode::OnlineAndOffline).await.unwrap_err();
+    assert!(err.to_string().contains("needs their columns too: city_v:city"), "{err}");
+    let plus = |batch: RecordBatch, name: &str, col: ArrayRef| {
+        let mut fields: Vec<arrow::datatypes::FieldRef> = batch.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow::datatypes::Field::new(name, col.data_type().clone(), true)));
+        let mut columns = batch.columns().to_vec();
+        columns.push(col);
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap()
+    };
+    let with_city = plus(push(2, now, 0.42), "city", Arc::new(StringArray::from(vec!["pushed"])));
+    let w = store.push("stats_v", &with_city, PushMode::OnlineAndOffline).await.unwrap();
     assert_eq!(w.written, 1);
     let w = store.push("stats_v", &push(2, now - HOUR, 0.01), PushMode::Online).await.unwrap();
     assert_eq!((w.written, w.skipped_older), (0, 1), "an older push is skipped");
@@ -288,6 +300,25 @@ async fn scenario(online_yaml: &str) {
     store.materialize(at(t - 4 * HOUR), at(now), &opts).await.unwrap();
     let r = read(&store, &[Some(2)], now).await;
     assert_eq!(cell(&r, 0, "conv_rate"), (f(0.42), Present));
+    // The other view of the source materializes the pushed file too.
+    let city = MaterializeOptions::default().with_views(["city_v"]);
+    store.materialize(at(t - 4 * HOUR), at(now), &city).await.unwrap();
+    let r = store
+        .get_online_features(&Features::refs(["city_v:city"]), &drivers(&[Some(2)]), &OnlineOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.value(0, "city").unwrap(), FeatureValue::String("pushed".into()));
+    // An offline-only push reaches a view that is not served online, and counts its rows.
+    let only = push(3, now, 0.1).project(&[0, 1, 3]).unwrap();
+    let err = store.push("offline_only", &only, PushMode::Online).await.unwrap_err();
+    assert!(err.to_string().contains("not served online"), "{err}");
+    let full = plus(
+        plus(only, "conv_rate", Arc::new(Float32Array::from(vec![0.1f32]))),
+        "city",
+        Arc::new(StringArray::from(vec!["x"])),
+    );
+    let w = store.push("offline_only", &full, PushMode::Offline).await.unwrap();
+    assert_eq!(w.written, 1);
     online.drop_view("online_e2e", "stats_v").await.unwrap();
     online.drop_view("online_e2e", "city_v").await.unwrap();
 }

@@ -107,6 +107,8 @@ def _micros(value: Union[datetime, date, str, Any], what: str) -> int:
             value = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidArgumentError(f"{what}: {value!r} is not an ISO 8601 time") from None
+    if type(value).__name__ == "datetime64":  # numpy.datetime64: via its µs count, naive (UTC)
+        value = _EPOCH.replace(tzinfo=None) + timedelta(microseconds=int(value.astype("datetime64[us]").astype("int64")))
     if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
         value = value.to_pydatetime()
     if isinstance(value, date) and not isinstance(value, datetime):
@@ -116,6 +118,15 @@ def _micros(value: Union[datetime, date, str, Any], what: str) -> int:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         value = value.replace(tzinfo=timezone.utc)
     return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _view_names(feature_views: Any) -> Optional[List[str]]:
+    """View names from names or FeatureView objects; one name alone is one view, not its letters."""
+    if feature_views is None:
+        return None
+    if isinstance(feature_views, (str, FeatureView)):
+        feature_views = [feature_views]
+    return [v.name if isinstance(v, FeatureView) else v for v in feature_views]
 
 
 def _feature_args(features: Any, feature_service: Any = None) -> Dict[str, Any]:
@@ -133,18 +144,29 @@ def _feature_args(features: Any, feature_service: Any = None) -> Dict[str, Any]:
     return {"features": _refs(features, "features")}
 
 
-def _pandas_to_arrow(df: Any) -> pa.Table:
+def _pandas_to_arrow(df: Any, what: str = "entity_df") -> pa.Table:
+    duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if duplicated:
+        raise DataError(f"{what} has more than one column named {', '.join(map(repr, duplicated))}")
     try:
-        return pa.Table.from_pandas(df, preserve_index=False)
+        table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as whole:
         for name in df.columns:
             try:
                 pa.Table.from_pandas(df[[name]], preserve_index=False)
             except Exception as e:  # noqa: BLE001 - report the first bad column
                 raise DataError(
-                    f"entity_df column {name!r} (pandas dtype {df[name].dtype}) cannot be converted to Arrow: {e}"
+                    f"{what} column {name!r} (pandas dtype {df[name].dtype}) cannot be converted to Arrow: {e}"
                 ) from e
-        raise DataError(f"entity_df cannot be converted to Arrow: {whole}") from whole
+        raise DataError(f"{what} cannot be converted to Arrow: {whole}") from whole
+    # A categorical of numbers is its numbers (a join key compares by value);
+    # categoricals of strings stay dictionary-encoded, which keys accept.
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type) and not (
+            pa.types.is_string(field.type.value_type) or pa.types.is_large_string(field.type.value_type)
+        ):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
 
 
 def _is_pandas(obj: Any) -> bool:
@@ -158,7 +180,7 @@ def _is_polars(obj: Any) -> bool:
 def _to_arrow_input(data: Any, what: str) -> Any:
     """An object the native layer reads through the Arrow C stream interface."""
     if _is_pandas(data):
-        return _pandas_to_arrow(data)
+        return _pandas_to_arrow(data, what)
     if _is_polars(data):
         if hasattr(data, "collect") and not hasattr(data, "to_arrow"):  # LazyFrame
             data = data.collect()
@@ -493,7 +515,7 @@ class FeatureStore:
     ) -> MaterializeReport:
         """Writes the newest value per entity with event time in ``[start_date, end_date]``
         (both inclusive) to the online store and advances the views' watermarks."""
-        views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
+        views = _view_names(feature_views)
         out = json.loads(self._store.materialize(_micros(start_date, "start_date"), _micros(end_date, "end_date"), views))
         return MaterializeReport(out["views"], out["seconds"], out["run_id"])._raise_on_failure()
 
@@ -504,7 +526,7 @@ class FeatureStore:
     ) -> MaterializeReport:
         """Materializes each view from its watermark (first run: ``end_date - ttl``) to ``end_date`` (default now)."""
         end = datetime.now(timezone.utc) if end_date is None else end_date
-        views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
+        views = _view_names(feature_views)
         out = json.loads(self._store.materialize_incremental(_micros(end, "end_date"), views))
         return MaterializeReport(out["views"], out["seconds"], out["run_id"])._raise_on_failure()
 
@@ -518,7 +540,7 @@ class FeatureStore:
         up to now) against their validation rules, writing nothing. One report
         dict per view: ``results`` (rule, feature, observed, threshold, passed,
         samples) and ``warnings``."""
-        views = None if feature_views is None else [v.name if isinstance(v, FeatureView) else v for v in feature_views]
+        views = _view_names(feature_views)
         start = None if start_date is None else _micros(start_date, "start_date")
         end = _micros(datetime.now(timezone.utc) if end_date is None else end_date, "end_date")
         return json.loads(self._store.validate(views, start, end))
