@@ -604,23 +604,7 @@ impl FeatureStore {
         };
         let mut features = Vec::new();
         for f in &target.view.schema {
-            let col = get(&f.name, "feature")?;
-            if let Some(narrowed) = narrow_for_push(col, &f.dtype, &f.name, &context)? {
-                features.push(narrowed);
-                continue;
-            }
-            if !f.dtype.accepts_arrow(col.data_type()) {
-                return Err(Error::data(
-                    &context,
-                    format!(
-                        "feature \"{}\" is {} but the view declares {}",
-                        f.name,
-                        describe_arrow(col.data_type()),
-                        f.dtype
-                    ),
-                ));
-            }
-            features.push(conform(col, &f.dtype)?);
+            features.push(push_column(get(&f.name, "feature")?, f, &target.view.name, &context)?);
         }
         // An offline push adds rows of the source, which every view reading
         // it sees: a column another view needs, left out, would read as a
@@ -644,24 +628,7 @@ impl FeatureStore {
                         }
                         continue;
                     };
-                    let col = batch.column(i);
-                    let col = match narrow_for_push(col, &f.dtype, &f.name, &context)? {
-                        Some(c) => c,
-                        None if f.dtype.accepts_arrow(col.data_type()) => conform(col, &f.dtype)?,
-                        None => {
-                            return Err(Error::data(
-                                &context,
-                                format!(
-                                    "column \"{}\" is {} but feature view \"{}\" declares {}",
-                                    f.name,
-                                    describe_arrow(col.data_type()),
-                                    other.name,
-                                    f.dtype
-                                ),
-                            ));
-                        }
-                    };
-                    shared.push((f.name.clone(), col));
+                    shared.push((f.name.clone(), push_column(batch.column(i), f, &other.name, &context)?));
                 }
             }
             if !lacking.is_empty() {
@@ -721,6 +688,25 @@ impl FeatureStore {
         }
         Ok(stats)
     }
+}
+
+/// A pushed feature column in the declared type of `feature` (of `view`).
+fn push_column(col: &ArrayRef, feature: &crate::model::Field, view: &str, context: &str) -> Result<ArrayRef> {
+    if let Some(narrowed) = narrow_for_push(col, &feature.dtype, &feature.name, context)? {
+        return Ok(narrowed);
+    }
+    if !feature.dtype.accepts_arrow(col.data_type()) {
+        return Err(Error::data(
+            context,
+            format!(
+                "feature \"{}\" is {} but feature view \"{view}\" declares {}",
+                feature.name,
+                describe_arrow(col.data_type()),
+                feature.dtype
+            ),
+        ));
+    }
+    conform(col, &feature.dtype)
 }
 
 /// pandas and most Python code only make 64-bit numbers, so a push of
