@@ -548,8 +548,12 @@ impl FeatureStore {
         let doc = self.document().await?;
         let project = doc.project(self.project());
         let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
+        self.refuse_inside_sources(output, &sources)
+    }
+
+    fn refuse_inside_sources(&self, output: &str, sources: &[DataSource]) -> Result<()> {
         let url = self.offline_store().location_url(output)?;
-        if let Some(s) = self.source_containing(&url, &sources)? {
+        if let Some(s) = self.source_containing(&url, sources)? {
             return Err(Error::InvalidArgument(format!(
                 "output {output} is inside data source \"{}\" ({}): writing it would replace or add to that source's data; choose a path outside it",
                 s.name, s.path
@@ -567,14 +571,9 @@ impl FeatureStore {
                 "output {output}: a saved dataset is written as Parquet; use a .parquet file name"
             )));
         }
+        self.refuse_inside_sources(output, sources)?;
         let offline = self.offline_store();
         let url = offline.location_url(output)?;
-        if let Some(s) = self.source_containing(&url, sources)? {
-            return Err(Error::InvalidArgument(format!(
-                "output {output} is inside data source \"{}\" ({}); the source would read it as data, choose a path outside it",
-                s.name, s.path
-            )));
-        }
         if offline.object_info(output).await?.is_some() {
             return Err(Error::InvalidArgument(format!(
                 "output {url} already exists; a saved dataset never overwrites a file, choose a new path"

@@ -612,7 +612,8 @@ impl FeatureStore {
         // those columns too, checked against their views' types.
         let mut shared: Vec<(String, ArrayRef)> = Vec::new();
         if mode != PushMode::Online {
-            let mut lacking: Vec<String> = Vec::new();
+            // (view, feature) of each required column the push lacks, each feature once.
+            let mut lacking: Vec<(&str, &str)> = Vec::new();
             let project = doc.project(self.project());
             for other in project.registry().feature_views.values().map(|r| &r.spec) {
                 if other.name == target.view.name || other.source != source.name {
@@ -623,8 +624,8 @@ impl FeatureStore {
                         continue;
                     }
                     let Ok(i) = schema.index_of(&f.name) else {
-                        if !lacking.iter().any(|l| l.ends_with(&format!(":{}", f.name))) {
-                            lacking.push(format!("{}:{}", other.name, f.name));
+                        if !lacking.iter().any(|(_, l)| *l == f.name) {
+                            lacking.push((&other.name, &f.name));
                         }
                         continue;
                     };
@@ -638,7 +639,7 @@ impl FeatureStore {
                         "data source \"{}\" is also read by other feature views; an offline push adds rows for all \
                          of them, so it needs their columns too: {}",
                         source.name,
-                        lacking.join(", ")
+                        lacking.iter().map(|(v, f)| format!("{v}:{f}")).collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
