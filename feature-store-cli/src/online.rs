@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use feature_store::registry::RunOutcome;
 use feature_store::{FeatureStore, Features, MaterializeOptions, MaterializeReport, OnlineOptions, ValueType};
 
 /// Parses an ISO 8601 instant: with an offset, naive (taken as UTC), a date, or `now`.
@@ -126,6 +127,10 @@ fn print_report(report: &MaterializeReport) {
         }
         let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         let start = v.start.as_ref().map_or_else(|| "beginning".to_owned(), fmt);
+        if v.outcome == RunOutcome::UpToDate {
+            println!("{}: up to date (materialized to {start}, after the end {}): nothing to do", v.view, fmt(&v.end));
+            continue;
+        }
         println!(
             "{}: [{start}, {}] rows read {}, entities written {}{}, {:.2} s",
             v.view,

@@ -215,8 +215,8 @@ pub(crate) async fn write_metrics(store: &FeatureStore, report: &MaterializeRepo
     family(
         "feature_store_materialize_success",
         "gauge",
-        "1 if the view's window was written and its watermark advanced, else 0.",
-        per_view(&|v| f64::from(u8::from(v.outcome == RunOutcome::Succeeded))),
+        "1 if the view's window was written and its watermark advanced (or it was already up to date), else 0.",
+        per_view(&|v| f64::from(u8::from(matches!(v.outcome, RunOutcome::Succeeded | RunOutcome::UpToDate)))),
     );
     family(
         "feature_store_validation_passed",

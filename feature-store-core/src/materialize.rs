@@ -164,7 +164,7 @@ impl MaterializeReport {
 
     /// Views whose window failed validation (nothing written, watermark unchanged).
     pub fn failed_views(&self) -> Vec<&ViewMaterialization> {
-        self.views.iter().filter(|v| v.outcome != RunOutcome::Succeeded).collect()
+        self.views.iter().filter(|v| matches!(v.outcome, RunOutcome::ValidationFailed | RunOutcome::Failed)).collect()
     }
 }
 
@@ -338,18 +338,19 @@ impl FeatureStore {
         for (index, name) in names.iter().enumerate() {
             let (target, source) = self.online_target(&doc, name)?;
             let state = doc.project(self.project()).registry().view_state.get(name);
-            let start = start_of(&target.view, state).filter(|s| *s <= end);
-            if start_of(&target.view, state).is_some_and(|s| s > end) {
-                // Already materialized past `end`: nothing to read.
+            let start = start_of(&target.view, state);
+            if start.is_some_and(|s| s > end) {
+                // Already materialized past `end`: nothing to read. (Only an
+                // incremental run gets here: `materialize` refuses such windows.)
                 report.views.push(ViewMaterialization {
                     view: name.clone(),
-                    start: start_of(&target.view, state),
+                    start,
                     end,
                     rows_read: 0,
                     entities_written: 0,
                     skipped_older: 0,
                     seconds: 0.0,
-                    outcome: RunOutcome::Succeeded,
+                    outcome: RunOutcome::UpToDate,
                     validation: None,
                 });
                 continue;

@@ -293,7 +293,9 @@ enum Column {
 enum Found {
     Missing,
     Stale(i64),
-    Fresh(i64),
+    /// Event time, and whether the record lists every feature it was written
+    /// with (so an absent one is `NOT_FOUND`, not a null).
+    Fresh(i64, bool),
 }
 
 fn decode_view(
@@ -315,7 +317,7 @@ fn decode_view(
             None => Found::Missing,
             Some(r) if oldest.is_some_and(|o| r.event_ts < o) => Found::Stale(r.event_ts),
             Some(r) => {
-                record_spans(&r.record, &v.features, &mut spans[u * nf..(u + 1) * nf]).map_err(|e| {
+                let complete = record_spans(&r.record, &v.features, &mut spans[u * nf..(u + 1) * nf]).map_err(|e| {
                     Error::data(
                         format!("online record of feature view \"{view}\" for entity {}", read.keys[u]),
                         match e {
@@ -324,7 +326,7 @@ fn decode_view(
                         },
                     )
                 })?;
-                Found::Fresh(r.event_ts)
+                Found::Fresh(r.event_ts, complete)
             }
         });
     }
@@ -335,10 +337,12 @@ fn decode_view(
             let (status, t) = match slot.map_or(Found::Missing, |u| state[u]) {
                 Found::Missing => (FeatureStatus::NotFound, None),
                 Found::Stale(t) => (FeatureStatus::OutsideMaxAge, Some(t)),
-                Found::Fresh(t) => {
+                Found::Fresh(t, complete) => {
                     let u = slot.expect("found rows have a slot");
                     match spans[u * nf + fi] {
+                        None if complete => (FeatureStatus::NotFound, None),
                         None => (FeatureStatus::NullValue, Some(t)),
+                        Some((a, b)) if a == b => (FeatureStatus::NullValue, Some(t)),
                         Some((a, b)) => {
                             let record = &found[u].as_ref().expect("fresh rows exist").record;
                             let bytes = &record[a as usize..b as usize];

@@ -15,7 +15,7 @@
 //! for LMDB's key limit (511 bytes with the prefix) is replaced by `\x01` and
 //! its SHA-256, which no text key can start with. Value = the event time (i64
 //! microseconds, little-endian, 8 bytes) followed by the row's
-//! [record](feature_store_core::online::codec::encode_record).
+//! [record](feature_store_core::online::codec::encode_full_record).
 //!
 //! Concurrency: any number of readers, in any number of processes, and one
 //! writer at a time (LMDB serializes write transactions through the lock

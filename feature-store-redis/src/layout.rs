@@ -7,8 +7,8 @@
 //!   [`feature_store_core::online::codec::entity_keys`] (`}` is escaped there).
 //! * Value: a string: the event time in microseconds since the epoch as 20
 //!   characters of signed decimal text (`+0001700000000000000`), then the
-//!   row's non-null feature values as one name-prefixed record of tagged bytes
-//!   ([`feature_store_core::online::codec::encode_record`]). A plain string
+//!   row's feature values (nulls as empty values) as one name-prefixed record of
+//!   tagged bytes ([`feature_store_core::online::codec::encode_full_record`]). A plain string
 //!   lets a read of any number of keys be one `MGET` (per slot in a cluster),
 //!   which measured faster than one `HMGET` per key of a hash layout.
 //! * Expiry: with the view's ttl, the key expires at event time + ttl

@@ -13,6 +13,7 @@ mod datasets;
 mod error;
 pub mod files;
 pub mod location;
+mod mapped_files;
 mod offline_store;
 pub mod registry_store;
 

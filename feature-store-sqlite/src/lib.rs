@@ -3,9 +3,9 @@
 //!
 //! Layout: one table, `online_values(project, view, entity_key, event_ts,
 //! record)`, primary key `(project, view, entity_key)`, `WITHOUT ROWID` so a
-//! lookup is one B-tree descent. `record` holds the row's non-null values as a
-//! name-prefixed [record](feature_store_core::online::codec::encode_record), so
-//! views can gain features without rewriting rows. The file runs in WAL mode:
+//! lookup is one B-tree descent. `record` holds the row's values as a
+//! name-prefixed [record](feature_store_core::online::codec::encode_full_record), so
+//! views can gain features without rewriting rows (the new ones read `NOT_FOUND`). The file runs in WAL mode:
 //! readers never wait for a writer.
 //!
 //! Writes never regress: an upsert whose `WHERE excluded.event_ts >=

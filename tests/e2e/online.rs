@@ -12,7 +12,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, TimeZone, Utc};
 use feature_store::online::{FeatureStatus, FeatureValue, OnlineResponse};
-use feature_store::registry::ApplyMode;
+use feature_store::registry::{ApplyMode, RunOutcome};
 use feature_store::{Error, FeatureStore, Features, MaterializeOptions, OnlineOptions, PushMode};
 use feature_store_tests::redis::{RedisCluster, RedisServer};
 use feature_store_tests::write_parquet;
@@ -228,6 +228,11 @@ async fn scenario(online_yaml: &str) {
     let state = store.describe("stats_v").await.unwrap();
     let json = serde_json::to_value(&state).unwrap();
     assert_eq!(json[0]["state"]["watermark"], serde_json::json!(at(e2)));
+    // An end before the watermark has nothing to do, and says so.
+    let report = store.materialize_incremental(at(t), &MaterializeOptions::default()).await.unwrap();
+    let stats = report.views.iter().find(|v| v.view == "stats_v").unwrap();
+    assert_eq!((stats.outcome, stats.start, stats.rows_read), (RunOutcome::UpToDate, Some(at(e2)), 0));
+    assert!(report.failed_views().is_empty());
     let r = read(&store, &[Some(1), Some(4), Some(3)], e2).await;
     assert_eq!(cell(&r, 0, "conv_rate"), (f(0.95), Present));
     assert_eq!(cell(&r, 1, "trips"), (FeatureValue::Int(11), Present));
@@ -319,6 +324,24 @@ async fn scenario(online_yaml: &str) {
     );
     let w = store.push("offline_only", &full, PushMode::Offline).await.unwrap();
     assert_eq!(w.written, 1);
+
+    // A feature added to a view reads NOT_FOUND (not NULL_VALUE) until the
+    // view is materialized again: its stored rows were written without it.
+    let grown =
+        DEFS.replacen("{name: trips, dtype: int64}]}", "{name: trips, dtype: int64}, {name: city, dtype: string}]}", 1);
+    std::fs::write(dir.path().join("features.yaml"), grown).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let grown_read = || async {
+        let refs = Features::refs(["stats_v:trips", "stats_v:city"]);
+        store.get_online_features(&refs, &drivers(&[Some(2)]), &OnlineOptions::default()).await.unwrap()
+    };
+    let r = grown_read().await;
+    assert_eq!(cell(&r, 0, "trips"), (FeatureValue::Int(42), Present));
+    assert_eq!(cell(&r, 0, "city"), (FeatureValue::Null, NotFound));
+    assert_eq!(r.event_timestamp(0, "city").unwrap(), None);
+    store.materialize(at(t - 4 * HOUR), at(now), &opts).await.unwrap();
+    let r = grown_read().await;
+    assert_eq!(cell(&r, 0, "city"), (FeatureValue::String("pushed".into()), Present));
     online.drop_view("online_e2e", "stats_v").await.unwrap();
     online.drop_view("online_e2e", "city_v").await.unwrap();
 }

@@ -573,11 +573,29 @@ fn hex(b: &[u8], out: &mut String) {
     }
 }
 
-/// A set of named encoded values, the payload embedded stores keep per key:
-/// `u16` count, then per value a `u16`-prefixed name and a `u32`-prefixed value.
+/// Set in a record's count when it lists every feature of its view, nulls
+/// included (as empty values), so a name it lacks was not written at all.
+/// Records without it (written before nulls were kept) omit their nulls.
+const COMPLETE: u16 = 0x8000;
+
+/// A set of named encoded values, the payload stores keep per key: `u16`
+/// count, then per value a `u16`-prefixed name and a `u32`-prefixed value.
 pub fn encode_record<'v>(fields: impl ExactSizeIterator<Item = (&'v str, &'v [u8])>, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(fields.len() as u16).to_le_bytes());
+    write_record(fields.len() as u16, fields.map(|(n, v)| (n, Some(v))), out);
+}
+
+/// A record of every feature of a row, nulls as empty values (no encoded
+/// value is empty: each has its tag byte). A reader can then tell a null
+/// value from a feature the row was written without (one added to the view
+/// later), which is `NOT_FOUND`, not `NULL_VALUE`.
+pub fn encode_full_record<'v>(fields: impl ExactSizeIterator<Item = (&'v str, Option<&'v [u8]>)>, out: &mut Vec<u8>) {
+    write_record(COMPLETE | fields.len() as u16, fields, out);
+}
+
+fn write_record<'v>(count: u16, fields: impl Iterator<Item = (&'v str, Option<&'v [u8]>)>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&count.to_le_bytes());
     for (name, value) in fields {
+        let value = value.unwrap_or_default();
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
@@ -585,23 +603,30 @@ pub fn encode_record<'v>(fields: impl ExactSizeIterator<Item = (&'v str, &'v [u8
     }
 }
 
-/// Looks up `wanted` names in a record; `None` where a name is absent.
+/// Looks up `wanted` names in a record; `None` where a name is absent or its value null.
 pub fn decode_record(record: &[u8], wanted: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     let mut spans = vec![None; wanted.len()];
     record_spans(record, wanted, &mut spans)?;
-    Ok(spans.into_iter().map(|s| s.map(|(a, b)| record[a as usize..b as usize].to_vec())).collect())
+    Ok(spans
+        .into_iter()
+        .map(|s| s.filter(|(a, b)| a < b).map(|(a, b)| record[a as usize..b as usize].to_vec()))
+        .collect())
 }
 
 /// Finds `wanted` names in a record without copying: `out[i]` becomes the
-/// byte range of `wanted[i]`'s value, or stays `None` when absent.
+/// byte range of `wanted[i]`'s value (empty for a stored null), or stays
+/// `None` when absent. Returns whether the record is complete
+/// ([`encode_full_record`]): then an absent name was never written, else it
+/// may also be a null.
 ///
 /// Records are usually written in the order the features are requested in,
 /// so the name at the same position is tried first.
-pub fn record_spans(record: &[u8], wanted: &[String], out: &mut [Option<(u32, u32)>]) -> Result<()> {
+pub fn record_spans(record: &[u8], wanted: &[String], out: &mut [Option<(u32, u32)>]) -> Result<bool> {
     let corrupt = || Error::data("online record", "stored record is truncated or corrupt");
     let (count, mut rest) = record.split_at_checked(2).ok_or_else(corrupt)?;
+    let count = u16::from_le_bytes([count[0], count[1]]);
     let mut at = 2usize;
-    for n in 0..u16::from_le_bytes([count[0], count[1]]) as usize {
+    for n in 0..(count & !COMPLETE) as usize {
         let (len, r) = rest.split_at_checked(2).ok_or_else(corrupt)?;
         let name_len = u16::from_le_bytes([len[0], len[1]]) as usize;
         let (name, r) = r.split_at_checked(name_len).ok_or_else(corrupt)?;
@@ -619,7 +644,7 @@ pub fn record_spans(record: &[u8], wanted: &[String], out: &mut [Option<(u32, u3
         at = value_at + len;
         rest = r;
     }
-    Ok(())
+    Ok(count & COMPLETE != 0)
 }
 
 #[cfg(test)]
@@ -726,5 +751,21 @@ mod tests {
         let got = decode_record(&rec, &["b".into(), "c".into(), "a".into()]).unwrap();
         assert_eq!(got, vec![Some(b"\x06".to_vec()), None, Some(b"\x03xx".to_vec())]);
         assert!(decode_record(&rec[..rec.len() - 1], &["a".into()]).is_err());
+        let mut spans = [None; 2];
+        assert!(!record_spans(&rec, &["a".into(), "c".into()], &mut spans).unwrap());
+    }
+
+    #[test]
+    fn full_records_tell_nulls_from_unwritten_features() {
+        let mut rec = Vec::new();
+        encode_full_record([("a", Some(&b"\x03xx"[..])), ("b", None)].into_iter(), &mut rec);
+        let mut spans = [None; 3];
+        assert!(record_spans(&rec, &["a".into(), "b".into(), "c".into()], &mut spans).unwrap());
+        let [a, b, c] = spans;
+        assert!(a.is_some_and(|(x, y)| y - x == 3));
+        assert!(b.is_some_and(|(x, y)| x == y), "a stored null is an empty span");
+        assert_eq!(c, None, "a feature the row was written without");
+        let got = decode_record(&rec, &["b".into(), "a".into()]).unwrap();
+        assert_eq!(got, vec![None, Some(b"\x03xx".to_vec())]);
     }
 }

@@ -114,16 +114,11 @@ impl OnlineRows {
         self.valid[at].then(|| &self.data[self.offsets[at] as usize..self.offsets[at + 1] as usize])
     }
 
-    /// Appends row `i`'s non-null values as a name-prefixed record
-    /// ([`codec::encode_record`]), the payload stores keep per key.
+    /// Appends row `i` as a name-prefixed record of every feature, nulls
+    /// included ([`codec::encode_full_record`]), the payload stores keep per key.
     pub fn encode_record(&self, i: usize, out: &mut Vec<u8>) {
-        let present: Vec<(&str, &[u8])> = self
-            .features
-            .iter()
-            .enumerate()
-            .filter_map(|(f, name)| self.value(i, f).map(|v| (name.as_str(), v)))
-            .collect();
-        codec::encode_record(present.into_iter(), out);
+        let fields = self.features.iter().enumerate().map(|(f, name)| (name.as_str(), self.value(i, f)));
+        codec::encode_full_record(fields, out);
     }
 }
 
@@ -155,7 +150,7 @@ impl ViewRead {
 pub struct StoredRow {
     /// Event time, microseconds since the epoch.
     pub event_ts: i64,
-    /// The row's non-null values by name.
+    /// The row's values by name ([`codec::encode_full_record`]).
     pub record: Bytes,
 }
 

@@ -24,7 +24,8 @@ pub enum FeatureStatus {
     Present,
     /// The entity's row exists but this feature is null.
     NullValue,
-    /// Nothing is stored for the entity (or its key is null).
+    /// Nothing is stored for the entity (or its key is null), or its stored
+    /// row predates the feature (added to the view after the last write).
     NotFound,
     /// The stored row is older than the view's ttl allows; its value is withheld.
     OutsideMaxAge,

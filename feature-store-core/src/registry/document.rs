@@ -116,6 +116,9 @@ pub enum RunOutcome {
     ValidationFailed,
     /// An error stopped it (store unreachable, bad data); the watermark is unchanged.
     Failed,
+    /// Nothing to do: an incremental run whose end is not after the view's
+    /// watermark (reported, not recorded).
+    UpToDate,
 }
 
 /// One project's objects.

@@ -75,7 +75,7 @@ class MaterializeReport:
     @property
     def failed_views(self) -> List[Dict[str, Any]]:
         """Views whose window failed validation (nothing written, watermark unchanged)."""
-        return [v for v in self.views if v.get("outcome") != "succeeded"]
+        return [v for v in self.views if v.get("outcome") in ("validation_failed", "failed")]
 
     def _raise_on_failure(self) -> "MaterializeReport":
         if self.failed_views:

@@ -68,7 +68,10 @@ pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> 
         // (apache/datafusion#24804). Row-group pruning on the time column
         // still reads statistics; planning from them is not needed here.
         .set_bool("datafusion.execution.collect_statistics", false);
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let local = url::Url::parse("file://").expect("a valid URL");
+    ctx.register_object_store(&local, crate::mapped_files::MappedLocalFiles::new());
+    Ok(ctx)
 }
 
 /// Maps engine errors to the core error, keeping unreachable stores apart.
