@@ -9,9 +9,9 @@
 //!
 //! A map reflects the file as it is: a file truncated by another program
 //! while it is read makes the process fault (`SIGBUS`), as with any memory
-//! map (Polars and LMDB share this). Feature sources are written once and
-//! replaced by renames, never truncated in place, so ranged reads use maps;
-//! everything else (listing, whole reads, writes) goes to `LocalFileSystem`.
+//! map (Polars and LMDB share this; the README tells users to replace source
+//! files by renaming). Only ranged reads use maps; everything else (listing,
+//! whole reads, writes) goes to `LocalFileSystem`.
 
 use std::fs::File;
 use std::ops::Range;
