@@ -459,7 +459,8 @@ impl FeatureStore {
         if let Some(out) = output {
             self.check_output(out, &sources).await?;
         }
-        let entity_stream = offline.read_entities(entities, &options.timestamp_column, &sources).await?;
+        let keys: Vec<JoinKey> = views.iter().flat_map(|v| v.join_keys.iter().cloned()).collect();
+        let entity_stream = offline.read_entities(entities, &options.timestamp_column, &sources, &keys).await?;
         let (entity_stream, entity_hash) = hashing(entity_stream)?;
         let entity_file = offline.write_parquet(&format!("{folder}/entities.parquet"), entity_stream).await?;
         let (entity_rows, entity_content) = take(&entity_hash);
@@ -658,7 +659,7 @@ impl FeatureStore {
     /// The rows of dataset `name`, read from its stored output.
     pub async fn read_dataset(&self, name: &str) -> Result<BatchStream> {
         let m = self.get_dataset(name).await?;
-        self.offline_store().read_entities(EntityInput::Path(m.output.file.location), "", &[]).await
+        self.offline_store().read_entities(EntityInput::Path(m.output.file.location), "", &[], &[]).await
     }
 
     /// Compares dataset `name` with the present: source files, definitions,
@@ -774,7 +775,8 @@ impl FeatureStore {
                 Ok(Some(now)) if now.sha256 != table.file.sha256 => {
                     // Same rows re-encoded, or other rows?
                     let same_rows =
-                        match offline.read_entities(EntityInput::Path(table.file.location.clone()), "", &[]).await {
+                        match offline.read_entities(EntityInput::Path(table.file.location.clone()), "", &[], &[]).await
+                        {
                             Ok(stream) => content_hash(stream).await.ok().map(|(_, h)| h == table.content_hash),
                             Err(_) => None,
                         };

@@ -65,14 +65,17 @@ pub trait OfflineStore: Send + Sync + Debug {
         Err(Error::Unsupported(format!("{self:?} cannot list the files of data source \"{}\"", source.name)))
     }
 
-    /// Reads an entity input (a file, SQL, batches) into a stream, as retrieval would.
+    /// Reads an entity input (a file, SQL, batches) into a stream, as
+    /// retrieval would: a CSV file's `keys` columns are read as their
+    /// registry types (pass none for a file of another kind).
     async fn read_entities(
         &self,
         entities: crate::historical::EntityInput,
         timestamp_column: &str,
         sources: &[DataSource],
+        keys: &[JoinKey],
     ) -> Result<BatchStream> {
-        let _ = (timestamp_column, sources);
+        let _ = (timestamp_column, sources, keys);
         Err(Error::Unsupported(format!("{self:?} cannot read entity input {entities:?}")))
     }
 

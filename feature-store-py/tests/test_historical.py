@@ -310,6 +310,10 @@ def test_csv_entity_file_is_read_with_the_registry_key_types(tmp_path):
     assert out.column("zip").to_pylist() == ["001", "1"]
     assert out.column("population").to_pylist() == [10, 20]
     assert out.schema.field("event_timestamp").type == pa.timestamp("us", "UTC")
+    # A saved dataset keeps the entity rows as read: "001" stays a string.
+    saved = store.get_historical_features(str(entities), ["zips:population"], save_as="zips_set").to_arrow()
+    assert saved.column("zip").to_pylist() == ["001", "1"]
+    assert saved.column("population").to_pylist() == [10, 20]
     entities.write_text(f"zip,event_timestamp\n001,{at}\n1,not a time\n")
     with pytest.raises(fs.FeatureStoreError, match="not a time"):
         store.get_historical_features(str(entities), ["zips:population"]).to_arrow()

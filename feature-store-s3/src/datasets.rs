@@ -36,10 +36,12 @@ pub(crate) async fn read_entities(
     entities: EntityInput,
     timestamp_column: &str,
     sources: &[DataSource],
+    keys: &[feature_store_core::model::JoinKey],
 ) -> CoreResult<BatchStream> {
     // One partition, as retrieval reads entity rows: the rows keep their order.
     let ctx = session(store.memory_limit, 1)?;
-    let (plan, _) = entity_plan(store, &ctx, entities, timestamp_column, sources, &[]).await?;
+    let keys: Vec<&feature_store_core::model::JoinKey> = keys.iter().collect();
+    let (plan, _) = entity_plan(store, &ctx, entities, timestamp_column, sources, &keys).await?;
     let schema = plan.schema();
     let stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
         .map_err(|e| df_error("reading the entity table", e))?;

@@ -173,8 +173,9 @@ impl OfflineStore for ParquetOfflineStore {
         entities: feature_store_core::historical::EntityInput,
         timestamp_column: &str,
         sources: &[DataSource],
+        keys: &[feature_store_core::model::JoinKey],
     ) -> CoreResult<BatchStream> {
-        crate::datasets::read_entities(self, entities, timestamp_column, sources).await
+        crate::datasets::read_entities(self, entities, timestamp_column, sources, keys).await
     }
 
     async fn write_parquet(
