@@ -178,6 +178,17 @@ def test_streaming_batches_and_parquet_output(store, tmp_path):
     written = pq.read_table(tmp_path / "out.parquet")
     assert written.num_rows == 5000
     assert written.column("driver_id").to_pylist() == entity["driver_id"].tolist()
+    # The output may replace the entity file it is computed from, and a
+    # failed write leaves the previous file whole, with no partial file.
+    entities = tmp_path / "entities.parquet"
+    pq.write_table(pa.Table.from_pandas(entity, preserve_index=False), entities)
+    assert store.get_historical_features(str(entities), FEATURES).to_parquet(entities) == 5000
+    assert pq.read_table(entities).column("conv_rate").to_pylist() == written.column("conv_rate").to_pylist()
+    before = (tmp_path / "out.parquet").read_bytes()
+    with pytest.raises(Exception):
+        job.to_parquet(tmp_path / "out.parquet", compression="no-such-codec")
+    assert (tmp_path / "out.parquet").read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
 def test_parquet_output_inside_a_source_is_refused(store, repo):

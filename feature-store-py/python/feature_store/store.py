@@ -264,16 +264,31 @@ class RetrievalJob:
         """Streams the result into a Parquet file; returns the number of rows written.
 
         A path inside a registered data source is refused: the file would
-        replace or add to that source's data."""
+        replace or add to that source's data. A local file is written beside
+        the target and renamed over it at the end, so a failed run leaves any
+        previous file whole, and the target may be the entity file being read."""
         import pyarrow.parquet as pq
 
-        self._store.check_output(os.path.abspath(os.fspath(path)))
+        target = os.fspath(path)
+        self._store.check_output(os.path.abspath(target))
+        local = "://" not in str(target)
+        partial = f"{target}.partial-{os.getpid()}" if local else str(target)
         reader = self.to_batches()
         rows = 0
-        with pq.ParquetWriter(str(path), reader.schema, **writer_kwargs) as writer:
-            for batch in reader:
-                writer.write_batch(batch)
-                rows += batch.num_rows
+        try:
+            with pq.ParquetWriter(partial, reader.schema, **writer_kwargs) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            if local:
+                os.replace(partial, target)
+        except BaseException:
+            if local:
+                try:
+                    os.remove(partial)
+                except OSError:
+                    pass
+            raise
         return rows
 
     def schema(self) -> pa.Schema:
