@@ -145,13 +145,22 @@ fn print_report(report: &MaterializeReport) {
             v.seconds
         );
     }
-    eprintln!(
-        "Materialized {} view(s): {} rows read, {} entities written in {:.2} s",
-        report.views.len(),
+    let count = |o: RunOutcome| report.views.iter().filter(|v| v.outcome == o).count();
+    let (done, current, failed) =
+        (count(RunOutcome::Succeeded), count(RunOutcome::UpToDate), report.failed_views().len());
+    let mut summary = format!(
+        "Materialized {done} view(s): {} rows read, {} entities written in {:.2} s",
         report.rows_read(),
         report.entities_written(),
         report.seconds
     );
+    if current > 0 {
+        summary.push_str(&format!("; {current} already up to date"));
+    }
+    if failed > 0 {
+        summary.push_str(&format!("; {failed} failed validation (nothing written for them)"));
+    }
+    eprintln!("{summary}");
 }
 
 /// Builds entity rows from `key=value[,key=value]` arguments, typed by the registry.

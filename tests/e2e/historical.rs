@@ -624,6 +624,28 @@ async fn errors_name_the_problem() {
         e.contains("join key column \"driver_id\" is Utf8 (string) but feature view \"stats_v\" joins on it as int64"),
         "{e}"
     );
+    // Source files changed after apply: a feature column of a type the
+    // declared one cannot take losslessly, or no column at all, is an error
+    // (not a silent cast), as in materialization's schema contract.
+    let stats = &case.stats;
+    let trips = stats.schema().index_of("trips").unwrap();
+    let mut columns = stats.columns().to_vec();
+    columns[trips] = arrow::compute::cast(&columns[trips], &DataType::Float64).unwrap();
+    let mut fields: Vec<Field> = stats.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[trips] = Field::new("trips", DataType::Float64, true);
+    let floats = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    write_parquet(&dir.path().join("data/stats.parquet"), &floats);
+    let e = run(case.entities.clone(), vec!["stats_v:trips"], "event_timestamp").await;
+    assert!(
+        e.contains("feature view \"stats_v\"")
+            && e.contains("feature \"trips\" is declared int64 but its column \"trips\" holds Float64 (float64)"),
+        "{e}"
+    );
+    let conv = floats.schema().index_of("conv").unwrap();
+    let keep: Vec<usize> = (0..floats.num_columns()).filter(|i| *i != conv).collect();
+    write_parquet(&dir.path().join("data/stats.parquet"), &floats.project(&keep).unwrap());
+    let e = run(case.entities.clone(), vec!["stats_v:conv"], "event_timestamp").await;
+    assert!(e.contains("feature \"conv\" has no column \"conv\" in the source's files (they have: driver_id"), "{e}");
 }
 
 /// Every entity input kind gives the same rows: batches, a stream, a Parquet

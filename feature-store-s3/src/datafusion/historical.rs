@@ -152,8 +152,31 @@ async fn view_plan(
             name: format!("{name}:{f}"),
             hint: None,
         })?;
+        // The same contract as materialization: the declared type or a
+        // lossless widening of it, never a silent lossy cast (float to int,
+        // text to numbers) that training would see and serving refuse.
+        let column = source.source_column(f);
+        let found = source_schema.field_with_name(column).map_err(|_| {
+            CoreError::data(
+                &context,
+                format!(
+                    "feature \"{f}\" has no column \"{column}\" in the source's files (they have: {})",
+                    source_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        if !field.dtype.accepts_arrow(found.data_type()) {
+            return Err(CoreError::data(
+                &context,
+                format!(
+                    "feature \"{f}\" is declared {} but its column \"{column}\" holds {}; declare the type the files have, or rewrite them (only lossless widenings such as int32 to int64 are read)",
+                    field.dtype,
+                    describe_arrow(found.data_type())
+                ),
+            ));
+        }
         let dt = field.dtype.to_arrow();
-        select.push(cast(ident(source.source_column(f)), dt.clone()).alias(out));
+        select.push(cast(ident(column), dt.clone()).alias(out));
         features.push(Field::new(out, dt, true));
     }
 
