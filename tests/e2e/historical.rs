@@ -646,6 +646,30 @@ async fn errors_name_the_problem() {
     write_parquet(&dir.path().join("data/stats.parquet"), &floats.project(&keep).unwrap());
     let e = run(case.entities.clone(), vec!["stats_v:conv"], "event_timestamp").await;
     assert!(e.contains("feature \"conv\" has no column \"conv\" in the source's files (they have: driver_id"), "{e}");
+    // A damaged page (the footer intact) fails while rows are read; the
+    // error names the view and source being read. The entity rows are the
+    // source's own keys and times, so no row group is pruned.
+    let path = dir.path().join("data/stats.parquet");
+    write_parquet(&path, stats);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+    bytes[4..n - 8 - footer].fill(0xff);
+    std::fs::write(&path, bytes).unwrap();
+    let schema = stats.schema();
+    let own = stats.project(&[schema.index_of("driver_id").unwrap(), schema.index_of("event_timestamp").unwrap()]);
+    let stream = store
+        .get_historical_features(
+            EntityInput::batch(own.unwrap()),
+            &Features::refs(["stats_v:conv"]),
+            &HistoricalOptions::default(),
+        )
+        .await;
+    let e = match stream {
+        Err(e) => e.to_string(),
+        Ok(s) => s.collect().await.map(|_| ()).unwrap_err().to_string(),
+    };
+    assert!(e.contains("reading the rows of feature view \"stats_v\" (source \"stats\""), "{e}");
 }
 
 /// Every entity input kind gives the same rows: batches, a stream, a Parquet

@@ -46,6 +46,8 @@ use super::timestamps::scaled;
 pub(crate) struct AsOfSpec {
     /// View name, for messages and plan display.
     pub view: String,
+    /// The view and its source, for errors met while reading its rows.
+    pub context: String,
     /// Positions of the join keys in the left schema.
     pub left_keys: Vec<usize>,
     /// Position of the entity timestamp in the left schema.
@@ -389,7 +391,8 @@ impl BuildSide {
         let mut spill: Option<Vec<SpillWriter>> = None;
         let keys = right_keys(&spec);
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
+            // A damaged file surfaces here; say whose rows were being read.
+            let batch = batch.map_err(|e| e.context(format!("reading the rows of {}", spec.context)))?;
             if spill.is_none() {
                 match reservation.try_grow(get_record_batch_memory_size(&batch)) {
                     Ok(()) => {

@@ -208,6 +208,7 @@ async fn view_plan(
     let right = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
     let spec = AsOfSpec {
         view: name.clone(),
+        context: format!("{context}, one of its files"),
         left_keys,
         left_ts,
         key_types,
