@@ -169,11 +169,16 @@ impl fmt::Display for ValidationReport {
             None => format!("up to {}", self.end.to_rfc3339()),
         };
         let failed = self.failures().count();
+        // Only rules over rows count them; the schema contract alone reads no rows.
+        let rows = if self.results.iter().all(|r| r.rule == "schema") {
+            "schema checked".to_owned()
+        } else {
+            format!("{} rows", self.rows)
+        };
         writeln!(
             f,
-            "feature view \"{}\", window {window}, {} rows: {}",
+            "feature view \"{}\", window {window}, {rows}: {}",
             self.view,
-            self.rows,
             if failed == 0 { "passed".to_owned() } else { format!("{failed} rule(s) failed") }
         )?;
         for r in &self.results {
@@ -616,4 +621,37 @@ pub(crate) fn previous_run(
         .rev()
         .find(|r| r.outcome == crate::registry::RunOutcome::Succeeded && r.start.map(|s| r.end - s) == Some(len))
         .map(|r| PreviousRun { rows: r.rows_read })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(results: Vec<RuleResult>, rows: u64) -> String {
+        let end = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let r = ValidationReport {
+            view: "v".into(),
+            start: None,
+            end,
+            rows,
+            max_event_ts: None,
+            results,
+            warnings: vec!["columns not in the registry: x".into()],
+        };
+        r.to_string()
+    }
+
+    #[test]
+    fn a_report_counts_rows_only_when_a_rule_read_them() {
+        assert!(report(vec![], 0).contains(", schema checked: passed"), "{}", report(vec![], 0));
+        let nulls = RuleResult {
+            rule: "max_null_fraction".into(),
+            feature: Some("f".into()),
+            observed: "0 (0 of 12 rows)".into(),
+            threshold: "<= 0.1".into(),
+            passed: true,
+            samples: vec![],
+        };
+        assert!(report(vec![nulls], 12).contains(", 12 rows: passed"));
+    }
 }
