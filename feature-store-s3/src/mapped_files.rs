@@ -122,6 +122,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    #[allow(clippy::single_range_in_vec_init)] // a list of one range is the point
     async fn ranges_come_from_the_file_and_bad_ranges_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.bin");

@@ -629,7 +629,7 @@ impl Indexed {
     fn new(batch: RecordBatch, spec: &AsOfSpec) -> Result<Self> {
         let nk = spec.key_types.len();
         let keys = cast_keys(&batch.columns()[..nk], &spec.key_types)?;
-        let (index, groups, group_count) = KeyIndex::build(&keys, &spec.key_types)?;
+        let (mut index, groups, group_count) = KeyIndex::build(&keys, &spec.key_types)?;
         let ts = scaled(batch.column(nk), spec.ts_unit)?;
         // Created times only compare with each other, so their own unit is fine.
         let created = if spec.has_created {
@@ -672,7 +672,6 @@ impl Indexed {
             entries[offsets[g]..offsets[g + 1]].sort_unstable();
         }
         resolve_ties(&mut entries, &batch, feature_start)?;
-        let mut index = index;
         let ranges = match &mut index {
             KeyIndex::Int(map) => {
                 for v in map.values_mut() {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::TaskContext;
@@ -60,8 +60,13 @@ pub(crate) async fn get_historical_features(
     Ok(BatchStream::new(out_schema, Box::pin(stream.map_err(|e| df_error("historical retrieval", e)))))
 }
 
+/// A schema's column names, for messages.
+fn column_names(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
 fn entity_timestamp(schema: &SchemaRef, column: &str) -> CoreResult<usize> {
-    let columns = || schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+    let columns = || column_names(schema);
     let (i, field) = schema.column_with_name(column).ok_or_else(|| {
         CoreError::data(
             "entity table",
@@ -161,7 +166,7 @@ async fn view_plan(
                 &context,
                 format!(
                     "feature \"{f}\" has no column \"{column}\" in the source's files (they have: {})",
-                    source_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                    column_names(&source_schema)
                 ),
             )
         })?;
