@@ -233,12 +233,19 @@ fn any_null(columns: &[ArrayRef], i: usize) -> bool {
     columns.iter().any(|c| c.is_null(i))
 }
 
+/// Group of a row whose key is null: it joins nothing.
+const NO_GROUP: u32 = u32::MAX;
+
 impl KeyIndex {
-    fn build(keys: &[ArrayRef], types: &[DataType]) -> Result<(Self, Vec<Option<u32>>, u32)> {
+    /// The index, each row's group ([`NO_GROUP`] for a null key; empty when
+    /// unkeyed) and the number of groups.
+    fn build(keys: &[ArrayRef], types: &[DataType]) -> Result<(Self, Vec<u32>, u32)> {
         let n = keys.first().map_or(0, |k| k.len());
         if keys.is_empty() {
             return Ok((Self::Unkeyed, Vec::new(), 1));
         }
+        let too_many =
+            || DataFusionError::ResourcesExhausted("more than 4,294,967,294 distinct keys in one view".into());
         let mut groups = Vec::with_capacity(n);
         let mut next = 0u32;
         if types.len() == 1 && types[0] == DataType::Int64 {
@@ -246,13 +253,16 @@ impl KeyIndex {
             let mut map = IntMap::default();
             for i in 0..n {
                 groups.push(if a.is_null(i) {
-                    None
+                    NO_GROUP
                 } else {
-                    Some(*map.entry(a.value(i)).or_insert_with(|| {
+                    *map.entry(a.value(i)).or_insert_with(|| {
                         next += 1;
                         u64::from(next - 1)
-                    }) as u32)
+                    }) as u32
                 });
+            }
+            if next == NO_GROUP {
+                return Err(too_many());
             }
             return Ok((Self::Int(map), groups, next));
         }
@@ -261,18 +271,21 @@ impl KeyIndex {
         let mut map: HashMap<Box<[u8]>, u32> = HashMap::new();
         for i in 0..n {
             groups.push(if any_null(keys, i) {
-                None
+                NO_GROUP
             } else {
                 let key = rows.row(i);
-                Some(match map.get(key.as_ref()) {
+                match map.get(key.as_ref()) {
                     Some(g) => *g,
                     None => {
                         map.insert(key.as_ref().into(), next);
                         next += 1;
                         next - 1
                     }
-                })
+                }
             });
+        }
+        if next == NO_GROUP {
+            return Err(too_many());
         }
         Ok((Self::Rows { converter, map }, groups, next))
     }
@@ -630,6 +643,7 @@ impl Indexed {
         let nk = spec.key_types.len();
         let keys = cast_keys(&batch.columns()[..nk], &spec.key_types)?;
         let (mut index, groups, group_count) = KeyIndex::build(&keys, &spec.key_types)?;
+        drop(keys);
         let ts = scaled(batch.column(nk), spec.ts_unit)?;
         // Created times only compare with each other, so their own unit is fine.
         let created = if spec.has_created {
@@ -642,36 +656,61 @@ impl Indexed {
             None
         };
         let feature_start = nk + 1 + usize::from(spec.has_created);
+        // A row takes part when its key and event time are not null.
+        let group = |i: usize| -> Option<usize> {
+            let g = if nk == 0 { 0 } else { groups[i] };
+            (g != NO_GROUP && ts.get(i).is_some()).then_some(g as usize)
+        };
 
-        let entries: Vec<(u32, i64, i64, u32)> = (0..batch.num_rows())
-            .filter_map(|i| {
-                let g = if nk == 0 { 0 } else { groups[i]? };
-                let t = ts.get(i)?;
-                let c = created.as_ref().and_then(|c| c.get(i)).unwrap_or(i64::MIN);
-                Some((g, t, c, i as u32))
-            })
-            .collect();
-        // Counting sort by group, then each (small) group by time: linear
-        // where one big comparison sort would be O(n log n).
-        let mut offsets = vec![0usize; group_count as usize + 1];
-        for e in &entries {
-            offsets[e.0 as usize + 1] += 1;
+        // Counting sort by group straight into the index's own arrays (time
+        // and row side by side), then each (small) group by time: linear
+        // where one big comparison sort would be O(n log n), and with no
+        // intermediate copy of the rows (fresh memory costs page faults).
+        let groups_len = group_count as usize;
+        let mut offsets = vec![0usize; groups_len + 1];
+        for i in 0..batch.num_rows() {
+            if let Some(g) = group(i) {
+                offsets[g + 1] += 1;
+            }
         }
-        for g in 0..group_count as usize {
+        for g in 0..groups_len {
             offsets[g + 1] += offsets[g];
         }
-        let mut next = offsets.clone();
-        let mut grouped = vec![(0u32, 0i64, 0i64, 0u32); entries.len()];
-        for e in entries {
-            let slot = &mut next[e.0 as usize];
-            grouped[*slot] = e;
-            *slot += 1;
+        let mut next = offsets[..groups_len].to_vec();
+        let mut sorted_ts = vec![0i64; offsets[groups_len]];
+        let mut rows = vec![0u32; offsets[groups_len]];
+        for i in 0..batch.num_rows() {
+            if let Some(g) = group(i) {
+                let slot = next[g];
+                sorted_ts[slot] = ts.values[i];
+                rows[slot] = i as u32;
+                next[g] = slot + 1;
+            }
         }
-        let mut entries = grouped;
-        for g in 0..group_count as usize {
-            entries[offsets[g]..offsets[g + 1]].sort_unstable();
+        drop(next);
+        drop(groups);
+        // Rows of a group arrive in collected order, usually already by time.
+        let created_of = |row: u32| created.as_ref().and_then(|c| c.get(row as usize)).unwrap_or(i64::MIN);
+        let mut scratch: Vec<(i64, i64, u32)> = Vec::new();
+        for g in 0..groups_len {
+            let (s, e) = (offsets[g], offsets[g + 1]);
+            let in_order = (s + 1..e).all(|i| {
+                let (a, b) = (sorted_ts[i - 1], sorted_ts[i]);
+                a < b || (a == b && (created_of(rows[i - 1]), rows[i - 1]) < (created_of(rows[i]), rows[i]))
+            });
+            if in_order {
+                continue;
+            }
+            scratch.clear();
+            scratch.extend((s..e).map(|i| (sorted_ts[i], created_of(rows[i]), rows[i])));
+            scratch.sort_unstable();
+            for (i, (t, _, r)) in (s..e).zip(&scratch) {
+                sorted_ts[i] = *t;
+                rows[i] = *r;
+            }
         }
-        resolve_ties(&mut entries, &batch, feature_start)?;
+        let features = batch.columns()[feature_start..].to_vec();
+        resolve_ties(&offsets, &sorted_ts, &mut rows, &created_of, &features)?;
         let ranges = match &mut index {
             KeyIndex::Int(map) => {
                 for v in map.values_mut() {
@@ -681,13 +720,7 @@ impl Indexed {
             }
             _ => offsets.windows(2).map(|w| pack(w[0], w[1])).collect(),
         };
-        Ok(Self {
-            index,
-            ranges,
-            ts: entries.iter().map(|e| e.1).collect(),
-            rows: entries.iter().map(|e| e.3).collect(),
-            features: batch.columns()[feature_start..].to_vec(),
-        })
+        Ok(Self { index, ranges, ts: sorted_ts, rows, features })
     }
 
     /// Row of `features` to use for a group's packed `range` at time `t`, if any.
@@ -720,35 +753,41 @@ impl Indexed {
 /// Within each run of equal (key, event time, created time), moves the row
 /// with the greatest feature values (row-format order, nulls lowest) to the
 /// end, where the probe picks it. Only tied rows are converted.
-fn resolve_ties(entries: &mut [(u32, i64, i64, u32)], batch: &RecordBatch, feature_start: usize) -> Result<()> {
+fn resolve_ties(
+    offsets: &[usize],
+    ts: &[i64],
+    rows: &mut [u32],
+    created_of: &dyn Fn(u32) -> i64,
+    features: &[ArrayRef],
+) -> Result<()> {
     let mut runs = Vec::new();
-    let mut start = 0;
-    for i in 1..=entries.len() {
-        let same = i < entries.len()
-            && entries[i].0 == entries[start].0
-            && entries[i].1 == entries[start].1
-            && entries[i].2 == entries[start].2;
-        if !same {
-            if i - start > 1 {
-                runs.push(start..i);
+    for w in offsets.windows(2) {
+        let (s, e) = (w[0], w[1]);
+        let mut start = s;
+        for i in s + 1..=e {
+            let same = i < e && ts[i] == ts[start] && created_of(rows[i]) == created_of(rows[start]);
+            if !same {
+                if i - start > 1 {
+                    runs.push(start..i);
+                }
+                start = i;
             }
-            start = i;
         }
     }
     if runs.is_empty() {
         return Ok(());
     }
-    let tied: Vec<u32> = runs.iter().flat_map(|r| entries[r.clone()].iter().map(|e| e.3)).collect();
+    let tied: Vec<u32> = runs.iter().flat_map(|r| rows[r.clone()].iter().copied()).collect();
     let indices = datafusion::arrow::array::UInt32Array::from(tied);
     let features: Vec<ArrayRef> =
-        batch.columns()[feature_start..].iter().map(|c| take(c.as_ref(), &indices, None)).collect::<Result<_, _>>()?;
+        features.iter().map(|c| take(c.as_ref(), &indices, None)).collect::<Result<_, _>>()?;
     let converter = RowConverter::new(features.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
-    let rows = converter.convert_columns(&features)?;
+    let converted = converter.convert_columns(&features)?;
     let mut k = 0;
     for run in runs {
         let len = run.len();
-        let best = (0..len).max_by(|a, b| rows.row(k + a).cmp(&rows.row(k + b)).then(a.cmp(b))).unwrap_or(0);
-        entries.swap(run.start + best, run.end - 1);
+        let best = (0..len).max_by(|a, b| converted.row(k + a).cmp(&converted.row(k + b)).then(a.cmp(b))).unwrap_or(0);
+        rows.swap(run.start + best, run.end - 1);
         k += len;
     }
     Ok(())
