@@ -14,9 +14,9 @@
 //! * Expiry: with the view's ttl, the key expires at event time + ttl
 //!   (`SET … PXAT`); a value past its ttl is withheld at read time anyway.
 //!   Without a ttl, or with `expire: false`, keys persist.
-//! * Writes go through [`WRITE_SCRIPT`], which reads the stored event time
-//!   (`GETRANGE 0 19`) and replaces the value only when the new event time is
-//!   not older, atomically per key.
+//! * Writes go through [`WRITE_SCRIPT`], which keeps whichever of the stored
+//!   and the new value has the newer event time (the new one on a tie),
+//!   atomically per key.
 
 /// Length of the event-time prefix of every value.
 pub const TS_LEN: usize = 20;
@@ -66,23 +66,40 @@ fn glob_escape(s: &str) -> String {
 
 /// Writes rows, skipping any whose event time is older than the stored one.
 ///
-/// `KEYS`: one per row. `ARGV`: per row its event time (µs), its expiry (ms
-/// since the epoch, `0` for none) and its value ([`value`]). Returns the number written.
+/// `KEYS`: one per row. `ARGV`: the view's ttl in milliseconds (`0`: keys do
+/// not expire), then per row its expiry (ms since the epoch, `0` for none)
+/// and its value ([`value`], which starts with the event time). Returns the
+/// number written.
+///
+/// One command per row in the usual case: `SET … GET` writes and returns the
+/// row it replaced; only when that row was newer (an out-of-order write) is
+/// it put back, with the expiry its own event time gives. Checking first
+/// (`GETRANGE`, then `SET`) costs the server a second command for every row,
+/// and the server is what limits materialization. Needs Redis 6.2 or later.
 pub const WRITE_SCRIPT: &str = r"
+local ttl = tonumber(ARGV[1])
 local written = 0
-local p = 1
+local p = 2
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local cur = redis.call('GETRANGE', key, 0, 19)
-  if cur == '' or tonumber(cur) <= tonumber(ARGV[p]) then
-    if ARGV[p + 1] ~= '0' then
-      redis.call('SET', key, ARGV[p + 2], 'PXAT', ARGV[p + 1])
+  local value = ARGV[p + 1]
+  local old
+  if ARGV[p] ~= '0' then
+    old = redis.call('SET', key, value, 'PXAT', ARGV[p], 'GET')
+  else
+    old = redis.call('SET', key, value, 'GET')
+  end
+  local kept = old and tonumber(string.sub(old, 1, 20))
+  if kept and kept > tonumber(string.sub(value, 1, 20)) then
+    if ttl > 0 then
+      redis.call('SET', key, old, 'PXAT', math.max(1, math.floor(kept / 1000) + ttl))
     else
-      redis.call('SET', key, ARGV[p + 2])
+      redis.call('SET', key, old)
     end
+  else
     written = written + 1
   end
-  p = p + 3
+  p = p + 2
 end
 return written
 ";

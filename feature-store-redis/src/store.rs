@@ -199,10 +199,10 @@ impl Inner {
             // Rows for one key stay in order within one call, so they apply in order.
             for chunk in group.chunks(c.rows_per_script) {
                 let mut inv = self.script.prepare_invoke();
+                inv.arg(ttl_ms.unwrap_or(0));
                 for &i in chunk {
                     inv.key(&keys[i]);
                     let ts = rows.event_ts(i);
-                    inv.arg(ts);
                     inv.arg(ttl_ms.map_or(0, |t| ts.div_euclid(1000).saturating_add(t).max(1)));
                     record.clear();
                     rows.encode_record(i, &mut record);

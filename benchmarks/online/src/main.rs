@@ -1,4 +1,4 @@
-//! `online-bench REPO --online TYPE [--redis URL] [--sqlite PATH] [--lmdb PATH]`: materializes
+//! `online-bench REPO --online TYPE [--redis URL] [--sqlite PATH] [--lmdb PATH] [--option K=V]...`: materializes
 //! the generated benchmark repo into one online store, then measures
 //! `get_online_features` latency in-process for 1, 10, 100 and 1000 entities
 //! × every feature of every view. Prints one JSON object on stdout.
@@ -63,6 +63,15 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
         "memory" => {}
         other => anyhow::bail!("unknown --online {other}"),
+    }
+    // `--option key=value` sets any other online store option (numbers as numbers).
+    for (i, a) in args.iter().enumerate() {
+        if a == "--option" {
+            let kv = args.get(i + 1).context("--option takes key=value")?;
+            let (k, v) = kv.split_once('=').context("--option takes key=value")?;
+            let v = v.parse::<u64>().map_or_else(|_| serde_json::Value::String(v.into()), serde_json::Value::from);
+            online.options.insert(k.into(), v);
+        }
     }
     config.online_store = online;
     let store = feature_store::from_config(config)?;
