@@ -77,7 +77,7 @@ pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> 
 
 /// Rows per batch. Without a memory limit, 8x DataFusion's default: Parquet
 /// decoding and the as-of join do less per-batch work (workload 1 from
-/// Python: 0.52 s against 0.60-0.69 s with 8,192 rows). Under a limit, the
+/// Python, best of five: 0.52-0.53 s against 0.60-0.69 s). Under a limit, the
 /// default keeps each operator's working set small enough to spill in steps.
 fn batch_rows(memory_limit: Option<usize>) -> usize {
     if memory_limit.is_some() { 8192 } else { 65_536 }
