@@ -52,7 +52,9 @@ fn is_data_file(meta: &ObjectMeta) -> bool {
         || name.ends_with(".crc")
         || name.ends_with(".tmp")
         || NOT_DATA.iter().any(|ext| lower.ends_with(ext));
-    !skipped && meta.size > 0
+    // An empty file is no data, except one named as Parquet: that one is a
+    // broken file (an interrupted write?), and reading it says so.
+    !skipped && (meta.size > 0 || lower.ends_with(".parquet"))
 }
 
 /// Lists the data files at `location` (file, folder or glob).
@@ -113,4 +115,23 @@ pub async fn list_source_files(
     let order: Vec<String> = sf.files[0].location.parts().map(|p| p.as_ref().to_owned()).collect();
     sf.partition_columns.sort_by_key(|k| order.iter().position(|p| p.starts_with(&format!("{k}="))));
     Ok(sf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn an_empty_parquet_file_is_listed_and_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("part-0.parquet"), b"not checked by listing").unwrap();
+        std::fs::write(dir.path().join("part-1.parquet"), b"").unwrap();
+        std::fs::write(dir.path().join("marker"), b"").unwrap();
+        let files =
+            super::list_source_files(&dir.path().display().to_string(), dir.path(), &BTreeMap::new()).await.unwrap();
+        let names: Vec<&str> = files.files.iter().map(|m| m.location.filename().unwrap()).collect();
+        assert_eq!(names, ["part-0.parquet", "part-1.parquet"]);
+        let e = crate::offline_store::parquet_schema(&files, 1).await.unwrap_err().to_string();
+        assert!(e.contains("part-1.parquet") && e.contains("file is 0 bytes, too small to be Parquet"), "{e}");
+    }
 }
