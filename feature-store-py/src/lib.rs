@@ -9,6 +9,7 @@
 
 mod convert;
 mod error;
+mod pandas;
 mod runtime;
 
 use std::path::PathBuf;
@@ -497,6 +498,33 @@ impl HistoricalResult {
         arrow_pyarrow::Table::try_new(batches, schema)
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
             .into_pyarrow(py)
+    }
+
+    /// Runs the retrieval to the end (GIL released) for a pandas DataFrame:
+    /// the column names, a filled writable numpy array for each float column
+    /// (`None` for the others) and a `pyarrow.Table` of the other columns.
+    #[allow(clippy::type_complexity)]
+    fn to_pandas_parts<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Vec<String>, Vec<Option<Bound<'py, PyAny>>>, Bound<'py, PyAny>)> {
+        let stream = self.take()?;
+        let schema = stream.schema();
+        let batches: Vec<RecordBatch> = py.detach(|| block_on(stream.collect())).map_err(to_py)?;
+        let floats = pandas::float_columns(py, &schema, &batches)?;
+        let rest: Vec<usize> = (0..floats.len()).filter(|&i| floats[i].is_none()).collect();
+        let rest_schema = Arc::new(schema.project(&rest).map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
+        let rest_batches = batches
+            .iter()
+            .map(|b| b.project(&rest))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        drop(batches);
+        let table = arrow_pyarrow::Table::try_new(rest_batches, rest_schema)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+            .into_pyarrow(py)?;
+        let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+        Ok((names, floats, table))
     }
 }
 

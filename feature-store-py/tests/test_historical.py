@@ -355,3 +355,72 @@ def test_materialize_takes_one_view_name_and_numpy_times(store):
     end = np.datetime64(END.replace(tzinfo=None))  # numpy times are naive: UTC
     report = store.materialize(end - np.timedelta64(1, "D"), end, feature_views="driver_hourly_stats")
     assert [v["view"] for v in report.views] == ["driver_hourly_stats"]
+
+
+def test_to_df_equals_pyarrow_conversion_for_every_type(tmp_path):
+    """to_df() fills float columns in Rust; the frame must be the one pyarrow
+    gives (values, NaN where null, dtypes, column order) and stay writable."""
+    repo = make_repo(tmp_path / "typed", project="typed")
+    t0 = END - timedelta(hours=5)
+    n = 3
+    pq.write_table(
+        pa.table(
+            {
+                "k": pa.array([1, 2, 3], pa.int64()),
+                "event_timestamp": pa.array([t0] * n, pa.timestamp("us", "UTC")),
+                # Null feature values in the source, beside rows with no match at all.
+                "f32": pa.array([1.5, None, -0.0], pa.float32()),
+                "f64": pa.array([None, 2.25, float("nan")], pa.float64()),
+                "i64": pa.array([7, None, 9], pa.int64()),
+                "i32": pa.array([1, 2, 3], pa.int32()),
+                "b": pa.array([True, None, False]),
+                "s": pa.array(["x", None, "z"]),
+                "raw": pa.array([b"a", b"", None], pa.binary()),
+                "at": pa.array([t0, None, t0], pa.timestamp("us", "UTC")),
+                "v": pa.array([[1.0, 2.0], None, []], pa.list_(pa.float32())),
+            }
+        ),
+        repo / "data" / "typed.parquet",
+    )
+    key = fs.Entity(name="key", join_keys=["k"])
+    source = fs.FileSource(name="typed_source", path="data/typed.parquet", timestamp_field="event_timestamp")
+    schema = [
+        fs.Field(name="f32", dtype=fs.Float32), fs.Field(name="f64", dtype=fs.Float64),
+        fs.Field(name="i64", dtype=fs.Int64), fs.Field(name="i32", dtype=fs.Int32),
+        fs.Field(name="b", dtype=fs.Bool), fs.Field(name="s", dtype=fs.String),
+        fs.Field(name="raw", dtype=fs.Bytes), fs.Field(name="at", dtype=fs.UnixTimestamp),
+        fs.Field(name="v", dtype=fs.Array(fs.Float32)),
+    ]
+    view = fs.FeatureView(name="typed", entities=[key], source=source, schema=schema)
+    store = fs.FeatureStore(repo_path=str(repo))
+    store.apply([key, source, view])
+    refs = [f"typed:{f.name}" for f in schema]
+    # A float feature between entity columns: order must be kept.
+    entity = pd.DataFrame({
+        "k": [1, 2, 3, 4, 1, 2, 3, 1] * 40_000,
+        "weight": [0.5, None, 0.25] * 106_666 + [1.0, 2.0],
+        "event_timestamp": [END, END, END, END, t0 - timedelta(hours=1), END, END, END] * 40_000,
+    })
+    # Chunks that are slices at odd offsets: several batches, null bitmaps not word-aligned.
+    whole = pa.Table.from_pandas(entity, preserve_index=False)
+    chunked = pa.concat_tables([whole.slice(i, 100_003) for i in range(0, len(entity), 100_003)])
+    assert chunked.column("weight").num_chunks == 4 and chunked.column("weight").null_count > 0
+    job = lambda: store.get_historical_features(chunked, refs)  # noqa: E731
+    fast = job().to_df()
+    slow = job().to_arrow().to_pandas()
+    pd.testing.assert_frame_equal(fast, slow)
+    assert list(fast.columns) == ["k", "weight", "event_timestamp"] + [f.name for f in schema]
+    assert fast["weight"].isna().tolist()[:4] == [False, True, False, False]
+    assert str(fast["f32"].dtype) == "float32" and str(fast["f64"].dtype) == "float64"
+    assert fast["f32"].isna().tolist()[:8] == [False, True, False, True, True, True, False, False]
+    assert fast["f64"].isna().tolist()[:8] == [True, False, True, True, True, False, True, True]
+    assert str(fast["f32"].iloc[2]) == "-0.0"
+    fast.loc[0, "f32"] = 5.0
+    fast.loc[1, "weight"] = 2.0
+    assert fast["f32"].iloc[0] == 5.0 and fast["weight"].iloc[1] == 2.0 and fast["f32"].iloc[8] == 1.5
+    # Keyword arguments are pyarrow's.
+    mapped = job().to_df(types_mapper=pd.ArrowDtype)
+    assert str(mapped["f32"].dtype) == "float[pyarrow]"
+    # No rows at all.
+    empty = store.get_historical_features(entity.head(0), refs)
+    pd.testing.assert_frame_equal(empty.to_df(), store.get_historical_features(entity.head(0), refs).to_arrow().to_pandas())

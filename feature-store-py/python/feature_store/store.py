@@ -249,8 +249,24 @@ class RetrievalJob:
         return self._run().to_table()
 
     def to_df(self, **to_pandas_kwargs: Any) -> Any:
-        """The whole result as a pandas DataFrame (one row per entity row, in input order)."""
-        return self.to_arrow().to_pandas(**to_pandas_kwargs)
+        """The whole result as a pandas DataFrame (one row per entity row, in input order).
+
+        Keyword arguments go to ``pyarrow.Table.to_pandas``. Without them,
+        float columns are filled in Rust straight into writable numpy arrays
+        (NaN where null, as pyarrow gives them) and pyarrow converts the rest:
+        the same frame as ``to_arrow().to_pandas()``, one block per float
+        column instead of one consolidated block."""
+        if to_pandas_kwargs:
+            return self.to_arrow().to_pandas(**to_pandas_kwargs)
+        names, floats, rest = self._run().to_pandas_parts()
+        if all(a is None for a in floats):
+            return rest.to_pandas()
+        import pandas as pd
+
+        other = rest.to_pandas() if rest.num_columns else None
+        return pd.DataFrame(
+            {name: other[name] if array is None else array for name, array in zip(names, floats)}, copy=False
+        )
 
     to_pandas = to_df
 

@@ -20,7 +20,7 @@ use feature_store_core::{Error as CoreError, Result as CoreResult, ValueType, de
 use futures::{StreamExt, TryStreamExt};
 
 use super::asof_join::{AsOfJoinExec, AsOfSpec};
-use super::timestamps::{finer, instants, unit_nanos};
+use super::timestamps::{finer, instant_range, unit_nanos};
 use super::{df_error, session};
 use crate::ParquetOfflineStore;
 
@@ -539,18 +539,11 @@ pub(crate) async fn entity_plan(
     match input {
         EntityInput::Batches { schema, batches } => {
             let bounds = match schema.index_of(ts_col) {
-                Ok(i) if matches!(schema.field(i).data_type(), DataType::Timestamp(_, _)) => {
-                    let mut b: Option<Bounds> = None;
-                    for batch in &batches {
-                        for t in instants(batch.column(i)).into_iter().flatten() {
-                            b = Some(match b {
-                                None => Bounds { min: t, max: t },
-                                Some(b) => Bounds { min: b.min.min(t), max: b.max.max(t) },
-                            });
-                        }
-                    }
-                    b
-                }
+                Ok(i) if matches!(schema.field(i).data_type(), DataType::Timestamp(_, _)) => batches
+                    .iter()
+                    .filter_map(|b| instant_range(b.column(i)))
+                    .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+                    .map(|(min, max)| Bounds { min, max }),
                 _ => None,
             };
             let plan =
@@ -649,8 +642,8 @@ async fn dataframe_plan(
             .await
             .map_err(|e| df_error(context, e))?;
         agg.first().filter(|b| b.num_rows() == 1).and_then(|b| {
-            let lo = instants(b.column(0))[0]?;
-            let hi = instants(b.column(1))[0]?;
+            let (lo, _) = instant_range(b.column(0))?;
+            let (_, hi) = instant_range(b.column(1))?;
             Some(Bounds { min: lo, max: hi })
         })
     } else {

@@ -19,32 +19,31 @@ pub(crate) fn unit_nanos(unit: TimeUnit) -> i128 {
     }
 }
 
-/// The instants of a timestamp column; `None` for nulls. Panics if the
-/// column is not a timestamp (callers check types when planning).
-pub(crate) fn instants(array: &ArrayRef) -> Vec<Option<i128>> {
-    fn conv<T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>>(
-        a: &ArrayRef,
-        mul: i128,
-    ) -> Vec<Option<i128>> {
+/// The earliest and latest instants of a timestamp column, `None` if all are
+/// null; compares the stored values without converting each one.
+pub(crate) fn instant_range(array: &ArrayRef) -> Option<(i128, i128)> {
+    fn range<T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>>(a: &ArrayRef) -> Option<(i64, i64)> {
         let p = a.as_primitive::<T>();
         if p.null_count() == 0 {
-            p.values().iter().map(|v| Some(i128::from(*v) * mul)).collect()
+            let values = p.values();
+            Some((*values.iter().min()?, *values.iter().max()?))
         } else {
-            p.iter().map(|v| v.map(|v| i128::from(v) * mul)).collect()
+            p.iter()
+                .flatten()
+                .fold(None, |acc, v| Some(acc.map_or((v, v), |(lo, hi): (i64, i64)| (lo.min(v), hi.max(v)))))
         }
     }
-    match array.data_type() {
-        DataType::Timestamp(unit, _) => {
-            let mul = unit_nanos(*unit);
-            match unit {
-                TimeUnit::Second => conv::<TimestampSecondType>(array, mul),
-                TimeUnit::Millisecond => conv::<TimestampMillisecondType>(array, mul),
-                TimeUnit::Microsecond => conv::<TimestampMicrosecondType>(array, mul),
-                TimeUnit::Nanosecond => conv::<TimestampNanosecondType>(array, mul),
-            }
-        }
-        other => panic!("instants() called on {other}"),
-    }
+    let DataType::Timestamp(unit, _) = array.data_type() else {
+        panic!("instant_range() called on {}", array.data_type());
+    };
+    let (lo, hi) = match unit {
+        TimeUnit::Second => range::<TimestampSecondType>(array),
+        TimeUnit::Millisecond => range::<TimestampMillisecondType>(array),
+        TimeUnit::Microsecond => range::<TimestampMicrosecondType>(array),
+        TimeUnit::Nanosecond => range::<TimestampNanosecondType>(array),
+    }?;
+    let mul = unit_nanos(*unit);
+    Some((i128::from(lo) * mul, i128::from(hi) * mul))
 }
 
 /// A timestamp column as i64 values in a chosen unit: borrowed when the
