@@ -397,8 +397,12 @@ impl Store {
         let batch = convert::entity_rows(py, entity_rows)?;
         let store = self.store()?;
         let options = OnlineOptions::default().with_full_feature_names(full_feature_names);
-        let response = py.detach(|| block_on(store.get_online_features(&features, &batch, &options))).map_err(to_py)?;
-        Ok(OnlineResult { response })
+        let (response, store_seconds) = py.detach(|| {
+            let started = std::time::Instant::now();
+            let response = block_on(store.get_online_features(&features, &batch, &options));
+            (response, started.elapsed().as_secs_f64())
+        });
+        Ok(OnlineResult { response: response.map_err(to_py)?, store_seconds })
     }
 }
 
@@ -532,6 +536,9 @@ impl HistoricalResult {
 #[pyclass(module = "feature_store._internal", name = "OnlineResponse", frozen)]
 struct OnlineResult {
     response: OnlineResponse,
+    /// Time inside the Rust store call (GIL released), so the Python
+    /// layer's own cost of a request can be told apart in the same request.
+    store_seconds: f64,
 }
 
 impl OnlineResult {
@@ -542,6 +549,13 @@ impl OnlineResult {
 
 #[pymethods]
 impl OnlineResult {
+    /// Seconds the Rust store call took for this request (lookup and
+    /// decoding, without converting the entity rows or this response).
+    #[getter]
+    fn store_seconds(&self) -> f64 {
+        self.store_seconds
+    }
+
     fn __len__(&self) -> usize {
         self.response.num_rows()
     }

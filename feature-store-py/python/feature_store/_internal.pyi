@@ -80,6 +80,10 @@ class OnlineResponse:
 
     def __len__(self) -> int: ...
     @property
+    def store_seconds(self) -> float:
+        """Seconds the Rust store call took for this request (lookup and decoding,
+        without converting entity rows or this response): diagnostics."""
+    @property
     def column_names(self) -> List[str]: ...
     @property
     def feature_names(self) -> List[str]: ...
