@@ -515,15 +515,15 @@ impl HistoricalResult {
         let stream = self.take()?;
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = py.detach(|| block_on(stream.collect())).map_err(to_py)?;
-        let floats = pandas::float_columns(py, &schema, &batches)?;
-        let rest: Vec<usize> = (0..floats.len()).filter(|&i| floats[i].is_none()).collect();
+        let rest: Vec<usize> =
+            (0..schema.fields().len()).filter(|&i| !pandas::is_float(schema.field(i).data_type())).collect();
         let rest_schema = Arc::new(schema.project(&rest).map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
         let rest_batches = batches
             .iter()
             .map(|b| b.project(&rest))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        drop(batches);
+        let floats = pandas::float_columns(py, &schema, batches)?;
         let table = arrow_pyarrow::Table::try_new(rest_batches, rest_schema)
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
             .into_pyarrow(py)?;
@@ -695,5 +695,6 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_class::<HistoricalResult>()?;
     m.add_class::<OnlineResult>()?;
+    m.add_class::<pandas::FloatValues>()?;
     Ok(())
 }

@@ -1,118 +1,194 @@
-//! `to_df()` without pyarrow's float conversion: float columns are copied
-//! straight from the collected batches into numpy arrays, NaN where null,
-//! on all cores and with the GIL released. pyarrow converts the other
+//! `to_df()` without pyarrow's float conversion. pyarrow converts the other
 //! columns (timestamps, strings, lists, integers with nulls...), so their
 //! pandas types are exactly what `Table.to_pandas()` gives.
 //!
-//! Float columns are the bulk of a training set. pyarrow writes each value
-//! through a null check into a new block; here a batch's values are copied
-//! as one slice and only the null slots are then overwritten.
+//! Float columns are the bulk of a training set, and pyarrow copies each
+//! value through a null check into a new block. Here:
+//! - a column that is one buffer nobody else holds (a join output of one
+//!   batch: entity tables up to the retrieval's batch size, 64Ki-512Ki rows)
+//!   becomes the numpy array itself: NaN is written
+//!   into its null slots in place and numpy sees the memory through the
+//!   array interface protocol, writable, with no copy;
+//! - any other column (several batches, shared or sliced buffers) is copied
+//!   as whole slices into a new numpy array, with the GIL released, and only
+//!   its null slots are then overwritten.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type};
-use arrow_array::{Array, ArrowPrimitiveType, RecordBatch};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, PrimitiveArray, RecordBatch};
+use arrow_buffer::{MutableBuffer, NullBuffer};
 use arrow_schema::DataType;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-/// One float column and where its numpy values start.
-pub(crate) struct Target {
-    column: usize,
-    /// Address of `rows` values of the column's type, owned by a numpy array
-    /// that nothing but this call has seen yet.
-    address: usize,
-    wide: bool,
+/// Whether `to_df()` converts a column of this type itself.
+pub(crate) fn is_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float32 | DataType::Float64)
 }
 
-/// The numpy dtype a column becomes here, or `None` for pyarrow's conversion.
-fn numpy_dtype(t: &DataType) -> Option<&'static str> {
-    match t {
-        DataType::Float32 => Some("float32"),
-        DataType::Float64 => Some("float64"),
-        _ => None,
+/// Float values owned by this object and shown to numpy without a copy
+/// (`numpy.asarray` keeps the object alive as the array's base). Writable:
+/// nothing else refers to the memory.
+#[pyclass(module = "feature_store._internal", name = "FloatValues", frozen)]
+pub(crate) struct FloatValues {
+    buffer: MutableBuffer,
+    len: usize,
+    typestr: &'static str,
+}
+
+#[pymethods]
+impl FloatValues {
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("shape", (self.len,))?;
+        d.set_item("typestr", self.typestr)?;
+        d.set_item("data", (self.buffer.as_ptr() as usize, false))?;
+        Ok(d)
     }
 }
 
-/// Writable numpy arrays for the float columns of `batches` (one 2-D
-/// allocation per dtype, so large ones get huge pages from numpy), filled;
-/// `None` for the other columns.
+/// A writable numpy array for each float column of `batches` (`None` for
+/// the others), NaN where null.
 pub(crate) fn float_columns<'py>(
     py: Python<'py>,
     schema: &arrow_schema::Schema,
-    batches: &[RecordBatch],
+    mut batches: Vec<RecordBatch>,
 ) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let numpy = py.import("numpy")?;
-    let mut columns: Vec<Option<Bound<'py, PyAny>>> = vec![None; schema.fields().len()];
-    let mut targets = Vec::new();
-    for dtype in ["float32", "float64"] {
-        let chosen: Vec<usize> =
-            (0..schema.fields().len()).filter(|&i| numpy_dtype(schema.field(i).data_type()) == Some(dtype)).collect();
-        if chosen.is_empty() {
-            continue;
-        }
-        let block = numpy.call_method1("empty", ((chosen.len(), rows), dtype))?;
-        for (j, &column) in chosen.iter().enumerate() {
-            let row = block.get_item(j)?;
-            let (address, readonly): (usize, bool) = row.getattr("__array_interface__")?.get_item("data")?.extract()?;
-            if readonly || (address == 0 && rows > 0) {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err("numpy.empty returned an unusable array"));
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut out: Vec<Option<Bound<'py, PyAny>>> = vec![None; schema.fields().len()];
+    let mut copies = Vec::new();
+    if batches.len() == 1 {
+        // The batch's own references go first, so a column's buffer is unique if nothing else holds it.
+        let mut columns: Vec<Option<ArrayRef>> =
+            batches.pop().expect("one batch").columns().iter().cloned().map(Some).collect();
+        for (i, slot) in columns.iter_mut().enumerate() {
+            let Some(column) = slot.take().filter(|c| is_float(c.data_type())) else { continue };
+            let owned = py.detach(|| match column.data_type() {
+                DataType::Float32 => owned::<Float32Type>(column, f32::NAN, "<f4"),
+                _ => owned::<Float64Type>(column, f64::NAN, "<f8"),
+            });
+            match owned {
+                Ok(values) => out[i] = Some(numpy.call_method1("asarray", (Bound::new(py, values)?,))?),
+                Err(column) => copies.push((i, vec![column])),
             }
-            targets.push(Target { column, address, wide: dtype == "float64" });
-            columns[column] = Some(row);
+        }
+    } else {
+        for (i, field) in schema.fields().iter().enumerate() {
+            if is_float(field.data_type()) {
+                copies.push((i, batches.iter().map(|b| std::sync::Arc::clone(b.column(i))).collect()));
+            }
         }
     }
-    py.detach(|| fill(batches, &targets, rows));
-    Ok(columns)
+    drop(batches);
+    let mut targets = Vec::with_capacity(copies.len());
+    for (i, chunks) in copies {
+        let wide = matches!(schema.field(i).data_type(), DataType::Float64);
+        let array = numpy.call_method1("empty", (rows, if wide { "float64" } else { "float32" }))?;
+        let (address, readonly): (usize, bool) = array.getattr("__array_interface__")?.get_item("data")?.extract()?;
+        if readonly || (address == 0 && rows > 0) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("numpy.empty returned an unusable array"));
+        }
+        targets.push(Target { chunks, address, rows, wide });
+        out[i] = Some(array);
+    }
+    py.detach(|| fill(&targets));
+    Ok(out)
+}
+
+/// The column's values as a uniquely owned buffer with NaN in null slots,
+/// or the column back when its buffer is shared or sliced.
+fn owned<T: ArrowPrimitiveType>(
+    column: ArrayRef,
+    nan: T::Native,
+    typestr: &'static str,
+) -> Result<FloatValues, ArrayRef> {
+    let array: PrimitiveArray<T> = column.as_primitive::<T>().clone();
+    drop(column);
+    let len = array.len();
+    let (data_type, values, nulls) = array.into_parts();
+    match values.into_inner().into_mutable() {
+        Ok(mut buffer) => {
+            let slots = &mut buffer.typed_data_mut::<T::Native>()[..len];
+            if let Some(nulls) = &nulls {
+                write_nan(slots, nulls, nan);
+            }
+            Ok(FloatValues { buffer, len, typestr })
+        }
+        Err(shared) => {
+            let values = arrow_buffer::ScalarBuffer::<T::Native>::new(shared, 0, len);
+            Err(std::sync::Arc::new(PrimitiveArray::<T>::new(values, nulls).with_data_type(data_type)))
+        }
+    }
+}
+
+/// One float column to copy and where its numpy values start.
+struct Target {
+    chunks: Vec<ArrayRef>,
+    /// Address of `rows` values of the column's type, owned by a numpy array
+    /// that nothing but this call has seen yet.
+    address: usize,
+    rows: usize,
+    wide: bool,
 }
 
 /// Copies every target column, on up to as many threads as there are cores.
-fn fill(batches: &[RecordBatch], targets: &[Target], rows: usize) {
+fn fill(targets: &[Target]) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(targets.len());
     if threads <= 1 {
-        targets.iter().for_each(|t| fill_one(batches, t, rows));
+        targets.iter().for_each(fill_one);
         return;
     }
     std::thread::scope(|s| {
         for k in 0..threads {
-            s.spawn(move || targets.iter().skip(k).step_by(threads).for_each(|t| fill_one(batches, t, rows)));
+            s.spawn(move || targets.iter().skip(k).step_by(threads).for_each(fill_one));
         }
     });
 }
 
-fn fill_one(batches: &[RecordBatch], target: &Target, rows: usize) {
+fn fill_one(target: &Target) {
     if target.wide {
-        copy_column::<Float64Type>(batches, target, rows, f64::NAN);
+        copy_column::<Float64Type>(target, f64::NAN);
     } else {
-        copy_column::<Float32Type>(batches, target, rows, f32::NAN);
+        copy_column::<Float32Type>(target, f32::NAN);
     }
 }
 
-fn copy_column<T: ArrowPrimitiveType>(batches: &[RecordBatch], target: &Target, rows: usize, nan: T::Native) {
+fn copy_column<T: ArrowPrimitiveType>(target: &Target, nan: T::Native) {
     // SAFETY: `address` starts `rows` aligned, writable values of this type
-    // (a row of a fresh C-contiguous numpy array of the matching dtype). The
-    // array is referenced only by the caller, which holds it until this
-    // returns, and each target is written by one thread.
+    // (a fresh C-contiguous numpy array of the matching dtype). The array is
+    // referenced only by the caller, which holds it until this returns, and
+    // each target is written by one thread.
     #[allow(unsafe_code)]
-    let out = unsafe { std::slice::from_raw_parts_mut(target.address as *mut T::Native, rows) };
+    let out = unsafe { std::slice::from_raw_parts_mut(target.address as *mut T::Native, target.rows) };
     let mut at = 0;
-    for batch in batches {
-        let column = batch.column(target.column).as_primitive::<T>();
-        let n = column.len();
-        let dst = &mut out[at..at + n];
+    for chunk in &target.chunks {
+        let column = chunk.as_primitive::<T>();
+        let dst = &mut out[at..at + column.len()];
         dst.copy_from_slice(column.values());
-        if let Some(nulls) = column.nulls().filter(|n| n.null_count() > 0) {
-            for (word, chunk) in nulls.inner().bit_chunks().iter_padded().enumerate() {
-                let mut missing = !chunk;
-                while missing != 0 {
-                    let i = word * 64 + missing.trailing_zeros() as usize;
-                    if i >= n {
-                        break;
-                    }
-                    dst[i] = nan;
-                    missing &= missing - 1;
-                }
-            }
+        if let Some(nulls) = column.nulls() {
+            write_nan(dst, nulls, nan);
         }
-        at += n;
+        at += column.len();
+    }
+}
+
+/// Writes `nan` into the slots `nulls` marks null.
+fn write_nan<V: Copy>(slots: &mut [V], nulls: &NullBuffer, nan: V) {
+    if nulls.null_count() == 0 {
+        return;
+    }
+    for (word, chunk) in nulls.inner().bit_chunks().iter_padded().enumerate() {
+        let mut missing = !chunk;
+        while missing != 0 {
+            let i = word * 64 + missing.trailing_zeros() as usize;
+            if i >= slots.len() {
+                break;
+            }
+            slots[i] = nan;
+            missing &= missing - 1;
+        }
     }
 }

@@ -405,8 +405,18 @@ def test_to_df_equals_pyarrow_conversion_for_every_type(tmp_path):
     whole = pa.Table.from_pandas(entity, preserve_index=False)
     chunked = pa.concat_tables([whole.slice(i, 100_003) for i in range(0, len(entity), 100_003)])
     assert chunked.column("weight").num_chunks == 4 and chunked.column("weight").null_count > 0
+    # One output batch: the join's float outputs become the numpy arrays (no
+    # copy); the entity's own float column (pyarrow's memory) is copied.
+    small = whole.slice(3, 5000)
+    single = store.get_historical_features(small, refs).to_df()
+    assert type(single["f32"].to_numpy().base.base).__name__ == "FloatValues"
+    assert type(single["weight"].to_numpy().base).__name__ == "ndarray"
+    pd.testing.assert_frame_equal(single, store.get_historical_features(small, refs).to_arrow().to_pandas())
+    single.loc[0, "f64"] = 3.0
+    assert single["f64"].iloc[0] == 3.0 and pd.isna(single["f64"].iloc[5])
     job = lambda: store.get_historical_features(chunked, refs)  # noqa: E731
     fast = job().to_df()
+    assert type(fast["f32"].to_numpy().base).__name__ == "ndarray"
     slow = job().to_arrow().to_pandas()
     pd.testing.assert_frame_equal(fast, slow)
     assert list(fast.columns) == ["k", "weight", "event_timestamp"] + [f.name for f in schema]

@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::asof_join::{AsOfJoinExec, AsOfSpec};
 use super::timestamps::{finer, instant_range, unit_nanos};
-use super::{df_error, session};
+use super::{df_error, retrieval_batch_rows, session};
 use crate::ParquetOfflineStore;
 
 /// Entity time range, for pruning feature rows.
@@ -39,6 +39,8 @@ pub(crate) async fn get_historical_features(
         return Err(CoreError::InvalidArgument("no features requested".into()));
     }
     let ctx = session(store.memory_limit, store.target_partitions)?;
+    let rows = retrieval_batch_rows(store.memory_limit, output_row_bytes(&req.views));
+    let ctx = SessionContext::new_with_config_rt(ctx.copied_config().with_batch_size(rows), ctx.runtime_env());
     // The entity side is scanned in one partition so its row order is the input order.
     let entity_ctx =
         SessionContext::new_with_config_rt(ctx.copied_config().with_target_partitions(1), ctx.runtime_env());
@@ -58,6 +60,21 @@ pub(crate) async fn get_historical_features(
     let out_schema = plan.schema();
     let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error("historical retrieval", e))?;
     Ok(BatchStream::new(out_schema, Box::pin(stream.map_err(|e| df_error("historical retrieval", e)))))
+}
+
+/// About how many bytes an output row takes: the features' values (32 for
+/// strings, bytes and lists) plus 32 for the entity columns.
+fn output_row_bytes(views: &[ViewRequest]) -> usize {
+    let width = |t: &ValueType| match t {
+        ValueType::Bool => 1,
+        ValueType::Int32 | ValueType::Float32 => 4,
+        ValueType::Int64 | ValueType::Float64 | ValueType::Timestamp => 8,
+        _ => 32,
+    };
+    32 + views
+        .iter()
+        .flat_map(|v| v.features.iter().map(move |f| v.view.feature(f).map_or(32, |field| width(&field.dtype))))
+        .sum::<usize>()
 }
 
 /// A schema's column names, for messages.
