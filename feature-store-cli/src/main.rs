@@ -164,7 +164,6 @@ enum Command {
     },
 }
 
-/// Flags of the materialize commands.
 /// Rust ignores SIGPIPE, so `feature-store ... | head` would panic on the
 /// closed pipe; a command-line tool should end quietly instead, as others do.
 #[allow(unsafe_code)]
@@ -200,6 +199,7 @@ enum DatasetAction {
     },
 }
 
+/// Flags of the materialize commands.
 #[derive(Debug, clap::Args)]
 struct RunFlags {
     /// Stop at the first view whose validation fails (default: other views proceed).
