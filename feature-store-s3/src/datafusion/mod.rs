@@ -87,17 +87,18 @@ fn batch_rows(memory_limit: Option<usize>) -> usize {
 const RETRIEVAL_BATCH_BYTES: usize = 64 << 20;
 
 /// Rows per batch of a historical retrieval whose output rows take about
-/// `row_bytes`: batches of [`RETRIEVAL_BATCH_BYTES`], between 64Ki and
-/// 512Ki rows. Fewer, larger batches mean fewer probe and gather rounds per
-/// view (workload 1 from Python, 50 float features, alternating in one
-/// process: 0.46-0.52 s best at 256Ki-512Ki rows against 0.64 s at 64Ki).
-/// The byte budget keeps wide rows from making batches of gigabytes; under
-/// a memory limit the session's small batches stay.
+/// `row_bytes`: batches of about [`RETRIEVAL_BATCH_BYTES`], between 8Ki
+/// (DataFusion's default) and 512Ki rows. Fewer, larger batches mean fewer
+/// probe and gather rounds per view (workload 1 from Python, 50 float
+/// features, alternating in one process: 0.46-0.52 s best at 256Ki-512Ki
+/// rows against 0.64 s at 64Ki). The byte budget keeps rows of thousands of
+/// features from making batches of gigabytes; under a memory limit the
+/// session's small batches stay.
 pub(crate) fn retrieval_batch_rows(memory_limit: Option<usize>, row_bytes: usize) -> usize {
     if memory_limit.is_some() {
         return batch_rows(memory_limit);
     }
-    (RETRIEVAL_BATCH_BYTES / row_bytes.max(1)).clamp(65_536, 512 << 10)
+    (RETRIEVAL_BATCH_BYTES / row_bytes.max(1)).clamp(8192, 512 << 10)
 }
 
 /// Maps engine errors to the core error, keeping unreachable stores apart.
@@ -130,6 +131,16 @@ pub(crate) fn df_error(context: &str, e: DataFusionError) -> CoreError {
 #[cfg(test)]
 mod tests {
     use super::parse_size;
+
+    #[test]
+    fn retrieval_batches_follow_row_width() {
+        use super::retrieval_batch_rows;
+        // Workload 1: 50 float32 features plus the entity columns.
+        assert_eq!(retrieval_batch_rows(None, 232), (64 << 20) / 232);
+        assert_eq!(retrieval_batch_rows(None, 8), 512 << 10);
+        assert_eq!(retrieval_batch_rows(None, 40_000), 8192);
+        assert_eq!(retrieval_batch_rows(Some(1 << 30), 232), 8192);
+    }
 
     #[test]
     fn sizes() {
