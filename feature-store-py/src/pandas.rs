@@ -5,7 +5,7 @@
 //! Float columns are the bulk of a training set, and pyarrow copies each
 //! value through a null check into a new block. Here:
 //! - a column that is one buffer nobody else holds (a join output of one
-//!   batch: entity tables up to the retrieval's batch size, 64Ki-512Ki rows)
+//!   batch: entity tables up to the retrieval's batch size, 8Ki-512Ki rows)
 //!   becomes the numpy array itself: NaN is written
 //!   into its null slots in place and numpy sees the memory through the
 //!   array interface protocol, writable, with no copy;
