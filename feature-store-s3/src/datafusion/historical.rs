@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::asof_join::{AsOfJoinExec, AsOfSpec};
 use super::timestamps::{finer, instant_range, unit_nanos};
-use super::{df_error, retrieval_batch_rows, session};
+use super::{df_error, retrieval_batch_rows, session_with_batch_rows};
 use crate::ParquetOfflineStore;
 
 /// Entity time range, for pruning feature rows.
@@ -38,9 +38,8 @@ pub(crate) async fn get_historical_features(
     if req.views.is_empty() {
         return Err(CoreError::InvalidArgument("no features requested".into()));
     }
-    let ctx = session(store.memory_limit, store.target_partitions)?;
     let rows = retrieval_batch_rows(store.memory_limit, output_row_bytes(&req.views));
-    let ctx = SessionContext::new_with_config_rt(ctx.copied_config().with_batch_size(rows), ctx.runtime_env());
+    let ctx = session_with_batch_rows(store.memory_limit, store.target_partitions, rows)?;
     // The entity side is scanned in one partition so its row order is the input order.
     let entity_ctx =
         SessionContext::new_with_config_rt(ctx.copied_config().with_target_partitions(1), ctx.runtime_env());

@@ -47,6 +47,15 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// A session for one retrieval: all cores, and the memory limit (if any)
 /// as a fair spill pool so operators that can spill do.
 pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> Result<SessionContext, CoreError> {
+    session_with_batch_rows(memory_limit, target_partitions, batch_rows(memory_limit))
+}
+
+/// [`session`] with batches of `rows` rows.
+pub(crate) fn session_with_batch_rows(
+    memory_limit: Option<usize>,
+    target_partitions: usize,
+    rows: usize,
+) -> Result<SessionContext, CoreError> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
@@ -60,7 +69,7 @@ pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> 
     }
     let config = config
         .with_target_partitions(target_partitions.max(1))
-        .with_batch_size(batch_rows(memory_limit))
+        .with_batch_size(rows)
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         // Parquet writers leave NaN out of float min/max statistics, and
