@@ -44,27 +44,26 @@
 pub mod dataset;
 pub mod duration;
 mod error;
+mod facade;
 pub mod historical;
-mod materialize;
 pub mod model;
 pub mod offline;
 pub mod online;
 pub mod quality;
 pub mod registry;
 pub mod repo;
-mod serving;
-mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod value_type;
 
 pub use error::{BoxError, Error, Problem, Result};
-pub use historical::{BatchStream, EntityInput, HistoricalOptions};
-pub use materialize::{
+pub use facade::materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ProgressFn, PushMode, ViewMaterialization,
 };
+pub use facade::serving::OnlineOptions;
+pub use facade::{Described, FeatureStore, FeatureStoreBuilder, Features};
+pub use historical::{BatchStream, EntityInput, HistoricalOptions};
 pub use repo::{Definitions, RepoConfig};
-pub use serving::OnlineOptions;
-pub use store::{Described, FeatureStore, FeatureStoreBuilder, Features};
 pub use value_type::{UTC, ValueType, describe_arrow, timestamp_type};
 /// The Arrow crates this library's API uses, so callers need no version match.
 pub use {arrow_array, arrow_schema};

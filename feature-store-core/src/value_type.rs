@@ -115,6 +115,17 @@ impl ValueType {
     pub fn is_list(&self) -> bool {
         matches!(self, Self::List(_))
     }
+
+    /// How drift rules bin values of this type.
+    pub fn binning(&self) -> Binning {
+        if self.is_numeric() {
+            Binning::Numeric
+        } else if matches!(self, Self::String | Self::Bool) {
+            Binning::Categorical
+        } else {
+            Binning::None
+        }
+    }
 }
 
 /// The Arrow type of every timestamp this library writes: microseconds, UTC.
@@ -252,5 +263,29 @@ mod tests {
             ValueType::String.accepts_arrow(&DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
         );
         assert!(ValueType::Timestamp.accepts_arrow(&DataType::Timestamp(TimeUnit::Nanosecond, None)));
+    }
+}
+
+/// How a feature is binned for drift, from its type (see `crate::offline::profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Binning {
+    /// Decile bins.
+    Numeric,
+    /// Top values.
+    Categorical,
+    /// Not binned (lists, bytes, timestamps).
+    None,
+}
+
+impl Binning {
+    /// Decile bins.
+    pub fn is_numeric(self) -> bool {
+        self == Self::Numeric
+    }
+
+    /// Top values.
+    pub fn is_categorical(self) -> bool {
+        self == Self::Categorical
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use feature_store_core::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
+use feature_store_core::repo::BackendOptions;
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use futures::StreamExt;
 use futures::future::try_join_all;
@@ -101,9 +102,16 @@ impl RedisOnlineStore {
         Ok(Self { inner: Arc::new(Inner { config, name, conn: OnceCell::new(), script: Script::new(WRITE_SCRIPT) }) })
     }
 
-    /// A store from `online_store` options (see [`RedisConfig::from_options`]).
-    pub fn from_options(options: &BTreeMap<String, serde_json::Value>) -> Result<Self, Error> {
-        Self::new(RedisConfig::from_options(options)?)
+    /// A store from an `online_store:` section with `type: redis` (see
+    /// [`RedisConfig::from_options`]); a relative `tls_ca_cert` is a file in the repo.
+    pub fn from_options(options: &BackendOptions<'_>) -> feature_store_core::Result<Self> {
+        let mut raw = options.raw().clone();
+        if let Some(serde_json::Value::String(p)) = raw.get_mut("tls_ca_cert")
+            && std::path::Path::new(p.as_str()).is_relative()
+        {
+            *p = options.base().join(p.as_str()).display().to_string();
+        }
+        Ok(Self::new(RedisConfig::from_options(&raw)?)?)
     }
 
     /// The configuration.

@@ -21,8 +21,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use feature_store_core::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
+use feature_store_core::online::{BlockingOnlineStore, OnlineRows, StoredRow, ViewRead, WriteStats};
+use feature_store_core::repo::BackendOptions;
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -134,6 +134,13 @@ impl SqliteOnlineStore {
                 exists: Default::default(),
             }),
         })
+    }
+
+    /// A store from an `online_store:` section with `type: sqlite`; its one
+    /// option, `path`, defaults to `data/online.db` in the repo.
+    pub fn from_options(options: &BackendOptions<'_>) -> CoreResult<Self> {
+        options.check_known(&["path"])?;
+        Ok(Self::open(options.path("path", "data/online.db"))?)
     }
 
     /// The database file.
@@ -311,49 +318,34 @@ impl Inner {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    inner: &Arc<Inner>,
-    f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
-) -> CoreResult<T> {
-    let inner = Arc::clone(inner);
-    tokio::task::spawn_blocking(move || f(&inner))
-        .await
-        .map_err(|e| CoreError::backend("SQLite online store task", e))?
-        .map_err(Into::into)
-}
+impl BlockingOnlineStore for SqliteOnlineStore {
+    const INLINE_READ_KEYS: usize = INLINE_READ_KEYS;
 
-#[async_trait]
-impl OnlineStore for SqliteOnlineStore {
-    fn describe(&self) -> String {
+    fn describe_store(&self) -> String {
         format!("SQLite online store {}", self.inner.path.display())
     }
 
-    async fn write(&self, project: &str, view: &OnlineView, rows: &OnlineRows) -> CoreResult<WriteStats> {
-        let (project, name, rows) = (project.to_owned(), view.name.clone(), rows.clone());
-        blocking(&self.inner, move |i| i.write(&project, &name, &rows)).await
+    fn write_blocking(&self, project: &str, view: &str, rows: &OnlineRows) -> CoreResult<WriteStats> {
+        Ok(self.inner.write(project, view, rows)?)
     }
 
-    async fn read(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
-        if reads.iter().map(|r| r.keys.len()).sum::<usize>() <= INLINE_READ_KEYS {
-            return self.inner.read(project, reads).map_err(Into::into);
-        }
-        let (project, reads) = (project.to_owned(), reads.to_vec());
-        blocking(&self.inner, move |i| i.read(&project, &reads)).await
+    fn read_blocking(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
+        Ok(self.inner.read(project, reads)?)
     }
 
-    async fn delete(&self, project: &str, view: &str, keys: &[String]) -> CoreResult<u64> {
-        let (project, view, keys) = (project.to_owned(), view.to_owned(), keys.to_vec());
-        blocking(&self.inner, move |i| i.delete(&project, &view, &keys)).await
+    fn delete_blocking(&self, project: &str, view: &str, keys: &[String]) -> CoreResult<u64> {
+        Ok(self.inner.delete(project, view, keys)?)
     }
 
-    async fn drop_view(&self, project: &str, view: &str) -> CoreResult<()> {
-        let (project, view) = (project.to_owned(), view.to_owned());
-        blocking(&self.inner, move |i| i.drop_view(&project, &view)).await
+    fn drop_view_blocking(&self, project: &str, view: &str) -> CoreResult<()> {
+        Ok(self.inner.drop_view(project, view)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use feature_store_core::online::{OnlineStore, OnlineView};
+
     use super::*;
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,83 +1,118 @@
 //! The explicit table from config type names to backend constructors.
+//!
+//! Each backend crate parses its own options (`from_options`); this file only
+//! says which name opens which backend and which cargo feature compiles it,
+//! side by side, so the list of names cannot drift from the constructors.
+//! Adding an online backend: its crate, its feature in `Cargo.toml`, one
+//! line in [`ONLINE_BACKENDS`].
 
 use std::path::Path;
 use std::sync::Arc;
 
 use feature_store_core::offline::OfflineStore;
 use feature_store_core::online::{MemoryOnlineStore, OnlineStore};
-use feature_store_core::repo::OnlineStoreConfig;
+use feature_store_core::repo::{BackendOptions, OnlineStoreConfig};
 use feature_store_core::{Error, FeatureStore, RepoConfig, Result};
-use feature_store_s3::datafusion::parse_size;
-use feature_store_s3::{ParquetOfflineStore, open_registry_store};
+use feature_store_object_store::open_registry_store;
 
-/// Offline store types accepted in `offline_store.type`.
-pub const OFFLINE_STORE_TYPES: &[&str] = &["file"];
+/// Opens a backend from its config section.
+type Open<T> = fn(&BackendOptions<'_>) -> Result<Arc<T>>;
 
-/// Online store types accepted in `online_store.type`.
-pub const ONLINE_STORE_TYPES: &[&str] = &["sqlite", "lmdb", "redis", "memory"];
+/// One row of a backend table.
+struct Backend<T: ?Sized + 'static> {
+    /// The `type:` name (and its aliases) in `feature_store.yaml`.
+    names: &'static [&'static str],
+    /// The cargo feature of this crate that compiles it.
+    feature: &'static str,
+    /// The constructor; `None` when the feature is off in this build.
+    open: Option<Open<T>>,
+}
+
+/// `Some(constructor)` when `feature` is on, `None` otherwise.
+macro_rules! when {
+    ($feature:literal, $store:ty, $open:expr) => {{
+        #[cfg(feature = $feature)]
+        let open: Option<Open<$store>> = Some($open);
+        #[cfg(not(feature = $feature))]
+        let open: Option<Open<$store>> = None;
+        open
+    }};
+}
+
+/// Online stores, by `online_store.type`.
+const ONLINE_BACKENDS: &[Backend<dyn OnlineStore>] = &[
+    Backend {
+        names: &["sqlite"],
+        feature: "sqlite",
+        open: when!("sqlite", dyn OnlineStore, |o| Ok(Arc::new(
+            feature_store_sqlite::SqliteOnlineStore::from_options(o)?
+        ))),
+    },
+    Backend {
+        names: &["lmdb"],
+        feature: "lmdb",
+        open: when!("lmdb", dyn OnlineStore, |o| Ok(Arc::new(feature_store_lmdb::LmdbOnlineStore::from_options(o)?))),
+    },
+    Backend {
+        names: &["redis"],
+        feature: "redis",
+        open: when!("redis", dyn OnlineStore, |o| Ok(Arc::new(feature_store_redis::RedisOnlineStore::from_options(
+            o
+        )?))),
+    },
+    Backend { names: &["memory"], feature: "", open: Some(open_memory_online) },
+];
+
+/// Offline stores, by `offline_store.type` (default `file`).
+const OFFLINE_BACKENDS: &[Backend<dyn OfflineStore>] = &[Backend {
+    names: &["file", "parquet", "s3"],
+    feature: "parquet",
+    open: when!("parquet", dyn OfflineStore, open_parquet),
+}];
+
+fn open_memory_online(options: &BackendOptions<'_>) -> Result<Arc<dyn OnlineStore>> {
+    options.check_known(&[])?;
+    Ok(Arc::new(MemoryOnlineStore::new()))
+}
+
+#[cfg(feature = "parquet")]
+fn open_parquet(options: &BackendOptions<'_>) -> Result<Arc<dyn OfflineStore>> {
+    Ok(Arc::new(feature_store_parquet::ParquetOfflineStore::from_options(options)?))
+}
+
+/// The names compiled into this build, in table order.
+fn compiled<T: ?Sized>(table: &[Backend<T>]) -> Vec<&'static str> {
+    table.iter().filter(|b| b.open.is_some()).flat_map(|b| b.names.iter().copied()).collect()
+}
+
+/// Online store types this build accepts in `online_store.type`.
+pub fn online_store_types() -> Vec<&'static str> {
+    compiled(ONLINE_BACKENDS)
+}
+
+/// Offline store types this build accepts in `offline_store.type`.
+pub fn offline_store_types() -> Vec<&'static str> {
+    compiled(OFFLINE_BACKENDS)
+}
+
+/// Finds `kind` in `table`: its constructor, or an error naming the cargo
+/// feature that compiles it, or the names this build knows.
+fn lookup<T: ?Sized>(table: &[Backend<T>], section: &str, kind: &str) -> Result<Open<T>> {
+    let config = |message: String| Error::Config { location: format!("{section}.type"), message };
+    match table.iter().find(|b| b.names.contains(&kind)) {
+        Some(Backend { open: Some(open), .. }) => Ok(*open),
+        Some(b) => Err(config(format!(
+            "\"{kind}\" is not compiled into this build; build feature-store with the cargo feature \"{}\"",
+            b.feature
+        ))),
+        None => Err(config(format!("unknown type \"{kind}\"; supported: {}", compiled(table).join(", ")))),
+    }
+}
 
 /// The online store `config` names; relative paths resolve against `base`.
 pub fn online_store(config: &OnlineStoreConfig, base: &Path) -> Result<Arc<dyn OnlineStore>> {
-    let unknown = |allowed: &[&str]| -> Result<()> {
-        match config.options.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(Error::Config {
-                location: format!("online_store.{k}"),
-                message: format!("unknown option for type {}; known: {}", config.kind, allowed.join(", ")),
-            }),
-            None => Ok(()),
-        }
-    };
-    Ok(match config.kind.as_str() {
-        "sqlite" => {
-            unknown(&["path"])?;
-            let path = config.option_str("path").unwrap_or_else(|| "data/online.db".into());
-            let path = if std::path::Path::new(&path).is_absolute() { path.into() } else { base.join(path) };
-            Arc::new(feature_store_sqlite::SqliteOnlineStore::open(path)?)
-        }
-        "lmdb" => {
-            unknown(&["path", "map_size", "preload"])?;
-            let path = config.option_str("path").unwrap_or_else(|| "data/online.lmdb".into());
-            let path = if std::path::Path::new(&path).is_absolute() { path.into() } else { base.join(path) };
-            let map_size = match config.option_str("map_size") {
-                None => None,
-                Some(text) => Some(
-                    parse_size(&text)
-                        .map_err(|message| Error::Config { location: "online_store.map_size".into(), message })?,
-                ),
-            };
-            let preload = match config.options.get("preload") {
-                None => false,
-                Some(serde_json::Value::Bool(b)) => *b,
-                Some(other) => {
-                    return Err(Error::Config {
-                        location: "online_store.preload".into(),
-                        message: format!("expected true or false, got {other}"),
-                    });
-                }
-            };
-            Arc::new(feature_store_lmdb::LmdbOnlineStore::open(path, map_size)?.with_preload(preload)?)
-        }
-        "memory" => {
-            unknown(&[])?;
-            Arc::new(MemoryOnlineStore::new())
-        }
-        "redis" => {
-            let mut options = config.options.clone();
-            // A CA file named in the repo config is relative to the repo.
-            if let Some(serde_json::Value::String(p)) = options.get_mut("tls_ca_cert")
-                && std::path::Path::new(p.as_str()).is_relative()
-            {
-                *p = base.join(p.as_str()).display().to_string();
-            }
-            Arc::new(feature_store_redis::RedisOnlineStore::from_options(&options)?)
-        }
-        other => {
-            return Err(Error::Config {
-                location: "online_store.type".into(),
-                message: format!("unknown type \"{other}\"; supported: {}", ONLINE_STORE_TYPES.join(", ")),
-            });
-        }
-    })
+    let open = lookup(ONLINE_BACKENDS, "online_store", &config.kind)?;
+    open(&BackendOptions::new("online_store", &config.kind, &config.options, base))
 }
 
 /// Opens the repo folder `repo`: reads `feature_store.yaml` and wires the backends.
@@ -86,34 +121,50 @@ pub fn open(repo: impl AsRef<Path>) -> Result<FeatureStore> {
 }
 
 /// Wires the backends a config names; relative paths resolve against `config.repo_path`.
+///
+/// A build without an offline backend (no `parquet` feature) opens any repo
+/// for online reads; offline calls then say which feature they need.
 pub fn from_config(config: RepoConfig) -> Result<FeatureStore> {
     let base = config.repo_path.clone();
     let registry = open_registry_store(&config.registry.path, &base, config.registry_storage_options())?;
-    let offline: Arc<dyn OfflineStore> = match config.offline_store.kind.as_deref().unwrap_or("file") {
-        "file" | "parquet" | "s3" => {
-            let limit = match &config.offline_store.memory_limit {
-                None => None,
-                Some(text) => Some(
-                    parse_size(text)
-                        .map_err(|message| Error::Config { location: "offline_store.memory_limit".into(), message })?,
-                ),
-            };
-            Arc::new(
-                ParquetOfflineStore::new(base.clone(), config.offline_store.storage_options.clone())
-                    .with_memory_limit(limit),
-            )
+    let kind = config.offline_store.kind.clone().unwrap_or_else(|| "file".into());
+    let offline = match lookup(OFFLINE_BACKENDS, "offline_store", &kind) {
+        Ok(open) => {
+            let options = config.offline_store.backend_options();
+            Some(open(&BackendOptions::new("offline_store", &kind, &options, &base))?)
         }
-        other => {
-            return Err(Error::Config {
-                location: "offline_store.type".into(),
-                message: format!("unknown type \"{other}\"; supported: {}", OFFLINE_STORE_TYPES.join(", ")),
-            });
-        }
+        // Only the default may be absent silently; a type the user chose must exist.
+        Err(_) if config.offline_store.kind.is_none() && offline_store_types().is_empty() => None,
+        Err(e) => return Err(e),
     };
     let online = online_store(&config.online_store, &base)?;
-    FeatureStore::builder(config)
-        .with_registry_store(registry)
-        .with_offline_store(offline)
-        .with_online_store(online)
-        .build()
+    let mut builder = FeatureStore::builder(config).with_registry_store(registry).with_online_store(online);
+    if let Some(offline) = offline {
+        builder = builder.with_offline_store(offline);
+    }
+    builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_types_list_exactly_the_compiled_backends() {
+        let err = lookup(ONLINE_BACKENDS, "online_store", "cassandra").unwrap_err().to_string();
+        let compiled = online_store_types();
+        assert!(err.contains(&format!("supported: {}", compiled.join(", "))), "{err}");
+        assert!(compiled.contains(&"memory"));
+        assert_eq!(compiled.contains(&"redis"), cfg!(feature = "redis"));
+        assert_eq!(compiled.contains(&"lmdb"), cfg!(feature = "lmdb"));
+        assert_eq!(compiled.contains(&"sqlite"), cfg!(feature = "sqlite"));
+        assert_eq!(offline_store_types().contains(&"file"), cfg!(feature = "parquet"));
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn a_backend_left_out_of_the_build_names_its_feature() {
+        let err = lookup(ONLINE_BACKENDS, "online_store", "redis").unwrap_err().to_string();
+        assert!(err.contains("cargo feature \"redis\""), "{err}");
+    }
 }

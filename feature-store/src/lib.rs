@@ -2,10 +2,18 @@
 //! [`FeatureStore`] wired to the backends its `feature_store.yaml` names.
 //!
 //! This crate only chooses backends; the model, registry and facade live in
-//! `feature-store-core`, the Parquet offline store and object-store plumbing
-//! in `feature-store-s3`, the online stores in `feature-store-sqlite`
+//! `feature-store-core`, locations and registry storage in
+//! `feature-store-object-store`, the Parquet offline store (DataFusion) in
+//! `feature-store-parquet`, the online stores in `feature-store-sqlite`
 //! (embedded default), `feature-store-lmdb` (embedded, fastest reads) and
 //! `feature-store-redis`.
+//!
+//! Backends are cargo features: `sqlite` and `parquet` by default, `lmdb`,
+//! `redis` and `s3` on request, `full` for all. An inference service that
+//! only reads online features can build with
+//! `default-features = false, features = ["redis"]` and compiles no query
+//! engine; a config naming a backend left out of the build is an error that
+//! names the feature to enable.
 //!
 //! ```no_run
 //! # async fn demo() -> feature_store::Result<()> {
@@ -19,14 +27,19 @@
 
 mod backends;
 
-pub use backends::{OFFLINE_STORE_TYPES, ONLINE_STORE_TYPES, from_config, online_store, open};
+pub use backends::{from_config, offline_store_types, online_store, online_store_types, open};
 pub use feature_store_core::*;
+#[cfg(feature = "lmdb")]
 pub use feature_store_lmdb as lmdb;
+pub use feature_store_object_store as object_store;
+#[cfg(feature = "parquet")]
+pub use feature_store_parquet as parquet;
+#[cfg(feature = "redis")]
 pub use feature_store_redis as redis;
-pub use feature_store_s3 as s3;
+#[cfg(feature = "sqlite")]
 pub use feature_store_sqlite as sqlite;
 
 /// The README's Rust snippets, compiled as doc tests so they stay true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../../README.md")]
 mod readme {}

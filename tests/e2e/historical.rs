@@ -777,12 +777,12 @@ async fn spills_under_a_memory_limit_with_identical_results() {
         let mut config = store.config().clone();
         config.offline_store.memory_limit = Some("48KiB".into());
         let limited = feature_store::from_config(config).unwrap();
-        let spilled_before = feature_store::s3::datafusion::spilled_joins();
+        let spilled_before = feature_store::parquet::datafusion::spilled_joins();
         let out =
             retrieve(&limited, case.entities.clone(), &["stats_v:conv", "stats_v:trips", "shops_v:rating"], false)
                 .await;
         // Narrow entity time ranges can prune a view below the limit; most seeds spill.
-        spilled_seeds += usize::from(feature_store::s3::datafusion::spilled_joins() > spilled_before);
+        spilled_seeds += usize::from(feature_store::parquet::datafusion::spilled_joins() > spilled_before);
         let views = [
             RefView {
                 source: &case.stats,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use feature_store::object_store::open_registry_store;
 use feature_store::registry::ApplyMode;
-use feature_store::s3::open_registry_store;
 use feature_store::testing::registry_store_conformance;
 use feature_store::{Definitions, FeatureStore, RepoConfig};
 use feature_store_tests::moto::MotoServer;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use feature_store::object_store::location::resolve;
 use feature_store::registry::ApplyMode;
-use feature_store::s3::location::resolve;
 use feature_store::{Definitions, RepoConfig};
 use feature_store_tests::moto::MotoServer;
 use feature_store_tests::put_parquet;

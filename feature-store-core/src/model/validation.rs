@@ -56,7 +56,7 @@ pub struct ValidationRules {
 
 /// `drift: {method: psi, threshold: 0.2, features: [...]}`: fails a feature
 /// whose distribution moved further than `threshold` from the reference
-/// profile (see `crate::quality::profile`). Without `features`, every
+/// profile (see `crate::offline::profile`). Without `features`, every
 /// numeric, string and bool feature is checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,7 +210,7 @@ impl ValidationRules {
             for name in &d.features {
                 match feature(name) {
                     None => out.push(unknown("drift.features", name)),
-                    Some(f) if crate::quality::profile::binning(&f.dtype) == crate::quality::profile::Binning::None => {
+                    Some(f) if f.dtype.binning() == crate::value_type::Binning::None => {
                         out.push(format!(
                             "validation.drift.features: \"{name}\" is {}; drift is measured on numbers, strings and bools",
                             f.dtype

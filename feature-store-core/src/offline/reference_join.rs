@@ -178,3 +178,86 @@ fn join_view(
         .collect();
     Ok((picked, features))
 }
+
+/// The newest row per key of `req.view` in `[start, end]`, as
+/// [`super::LatestRows`] describes, from all of its source `rows`: the plain
+/// reference for materialization reads. Rows are ordered by key.
+pub(super) fn latest(req: &super::LatestRequest, rows: &RecordBatch) -> Result<(RecordBatch, u64)> {
+    let src = &req.source;
+    let what = format!("feature view \"{}\" (source \"{}\", {})", req.view.name, src.name, src.path);
+    let event = instants(column(rows, &src.timestamp_field, &what)?, &what)?;
+    let created = match &src.created_timestamp_field {
+        Some(c) => instants(column(rows, c, &what)?, &what)?,
+        None => vec![None; rows.num_rows()],
+    };
+    let mut keys = Vec::new();
+    for key in &req.join_keys {
+        let col = column(rows, src.source_column(&key.name), &what)?;
+        let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(col.data_type())).ok_or_else(|| {
+            Error::data(&what, format!("join key \"{}\" has unsupported type {}", key.name, col.data_type()))
+        })?;
+        keys.push(cast(col, &key_type(&declared), &what)?);
+    }
+    let mut features = Vec::new();
+    for f in &req.view.schema {
+        features.push(cast(column(rows, src.source_column(&f.name), &what)?, &f.dtype.to_arrow(), &what)?);
+    }
+    let (start, end) =
+        (req.start.map(|t| i128::from(t.timestamp_micros()) * 1000), i128::from(req.end.timestamp_micros()) * 1000);
+    let in_window: Vec<usize> = (0..rows.num_rows())
+        .filter(|&i| event[i].is_some_and(|t| t <= end && start.is_none_or(|s| t >= s)))
+        .filter(|&i| keys.iter().all(|k| k.is_valid(i)))
+        .collect();
+    let rows_read = in_window.len() as u64;
+    let convert = |cols: &[ArrayRef]| -> Result<Option<arrow_row::Rows>> {
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+            .map_err(|e| Error::data(&what, e.to_string()))?;
+        converter.convert_columns(cols).map(Some).map_err(|e| Error::data(&what, e.to_string()))
+    };
+    let key_rows = convert(&keys)?;
+    // List features do not take part in tie-breaking, as in retrieval's sort.
+    let ranked: Vec<ArrayRef> =
+        req.view.schema.iter().zip(&features).filter(|(f, _)| !f.dtype.is_list()).map(|(_, c)| Arc::clone(c)).collect();
+    let tie = convert(&ranked)?;
+    let mut best: std::collections::BTreeMap<Vec<u8>, usize> = std::collections::BTreeMap::new();
+    for i in in_window {
+        let k = key_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
+        let newer = |j: usize| {
+            event[i]
+                .cmp(&event[j])
+                .then(created[i].cmp(&created[j]))
+                .then_with(|| tie.as_ref().map_or(std::cmp::Ordering::Equal, |t| t.row(i).cmp(&t.row(j))))
+                .is_gt()
+        };
+        match best.get(&k) {
+            Some(&j) if !newer(j) => {}
+            _ => {
+                best.insert(k, i);
+            }
+        }
+    }
+    let picked: UInt32Array = best.values().map(|&i| i as u32).collect();
+    let take = |c: &ArrayRef| {
+        arrow_select::take::take(c.as_ref(), &picked, None).map_err(|e| Error::data(&what, e.to_string()))
+    };
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (key, col) in req.join_keys.iter().zip(&keys) {
+        fields.push(Field::new(&key.name, col.data_type().clone(), true));
+        columns.push(take(col)?);
+    }
+    let micros: arrow_array::TimestampMicrosecondArray =
+        picked.values().iter().map(|&i| event[i as usize].map(|t| (t / 1000) as i64)).collect();
+    fields.push(Field::new(super::LATEST_EVENT_TS, crate::timestamp_type(), true));
+    columns.push(Arc::new(micros.with_timezone(crate::UTC)));
+    for (f, col) in req.view.schema.iter().zip(&features) {
+        fields.push(Field::new(&f.name, col.data_type().clone(), true));
+        columns.push(take(col)?);
+    }
+    let out =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| Error::data(&what, e.to_string()))?;
+    Ok((out, rows_read))
+}

@@ -6,6 +6,7 @@
 //! ([`crate::FeatureStore::get_online_features`]) decodes them into Arrow and
 //! applies statuses and the ttl.
 
+mod blocking;
 pub mod codec;
 mod memory;
 mod response;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use blocking::BlockingOnlineStore;
 pub use memory::MemoryOnlineStore;
 pub use response::{FeatureStatus, FeatureValue, OnlineResponse};
 

@@ -68,7 +68,7 @@ pub struct ViewState {
     pub runs: Vec<RunRecord>,
     /// The reference profile drift rules compare with (`feature-store profile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<crate::quality::profile::Profile>,
+    pub profile: Option<crate::offline::profile::Profile>,
 }
 
 /// Materialization runs remembered per view.

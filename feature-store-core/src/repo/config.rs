@@ -141,6 +141,22 @@ pub struct OfflineStoreConfig {
     pub memory_limit: Option<String>,
 }
 
+impl OfflineStoreConfig {
+    /// The section as backend options (`storage_options`, `memory_limit`),
+    /// for the offline backend to parse.
+    pub fn backend_options(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut out = BTreeMap::new();
+        if !self.storage_options.is_empty() {
+            let map = self.storage_options.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())));
+            out.insert("storage_options".into(), serde_json::Value::Object(map.collect()));
+        }
+        if let Some(limit) = &self.memory_limit {
+            out.insert("memory_limit".into(), serde_json::Value::String(limit.clone()));
+        }
+        out
+    }
+}
+
 /// Online store settings: a `type` and that backend's own options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -2,9 +2,11 @@
 
 mod config;
 mod definitions;
+mod options;
 
 pub use config::{CONFIG_FILE, OfflineStoreConfig, OnlineStoreConfig, RegistryConfig, RepoConfig};
 pub use definitions::{Defined, Definitions, load_definitions};
+pub use options::{BackendOptions, parse_size};
 
 use std::path::Path;
 

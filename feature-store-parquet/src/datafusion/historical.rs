@@ -532,8 +532,11 @@ async fn read_listed(
     read.map_err(|e| df_error(context, e))
 }
 
-fn register_store(ctx: &SessionContext, root: &crate::location::ResolvedLocation) -> CoreResult<()> {
-    if matches!(root.kind, crate::location::StoreKind::Local(_)) {
+fn register_store(
+    ctx: &SessionContext,
+    root: &feature_store_object_store::location::ResolvedLocation,
+) -> CoreResult<()> {
+    if matches!(root.kind, feature_store_object_store::location::StoreKind::Local(_)) {
         return Ok(());
     }
     let url = url::Url::parse(&root.store_url())

@@ -10,11 +10,12 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, FieldRef, Schema};
 use chrono::{DateTime, Utc};
 
+use super::{FeatureStore, Features};
 use crate::historical::ViewRequest;
 use crate::model::JoinKey;
 use crate::online::codec::{FixedArena, FixedColumn, ValueDecoder, entity_keys, record_spans};
 use crate::online::{FeatureStatus, OnlineResponse, StoredRow, ViewRead};
-use crate::{Error, FeatureStore, Features, Result, ValueType, describe_arrow};
+use crate::{Error, Result, ValueType, describe_arrow};
 
 /// A resolved view with everything a read needs prepared once per registry
 /// version, so a request allocates no names, fields or types of its own.

@@ -23,14 +23,15 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use super::FeatureStore;
+use super::serving::{check_key_column, column_list};
 use crate::model::{DataSource, FeatureView, JoinKey};
 use crate::offline::{LATEST_EVENT_TS, LatestRequest};
 use crate::online::codec::{ValueEncoder, conform, entity_keys};
 use crate::online::{OnlineRows, OnlineStore, OnlineView, WriteStats};
 use crate::quality::ValidationReport;
 use crate::registry::{RUNS_KEPT, RunOutcome, RunRecord, ViewState};
-use crate::serving::{check_key_column, column_list};
-use crate::{Error, FeatureStore, Result, UTC, ValueType, describe_arrow};
+use crate::{Error, Result, UTC, ValueType, describe_arrow};
 
 /// Progress of a materialization, reported after every completed write.
 #[derive(Debug, Clone)]
@@ -476,7 +477,7 @@ impl FeatureStore {
         options: &MaterializeOptions,
     ) -> Result<(u64, WriteStats, Option<DateTime<Utc>>)> {
         let request = LatestRequest::new(target.view.clone(), source, target.join_keys.clone(), start, end);
-        let latest = self.offline_store().latest_rows(request).await?;
+        let latest = self.offline_store()?.latest_rows(request).await?;
         let mut stream = latest.stream;
         let project = self.project().to_owned();
         let mut stats = WriteStats::default();
@@ -682,7 +683,7 @@ impl FeatureStore {
         }
         if mode != PushMode::Online {
             let renamed = to_source_columns(batch, &source, &target, &ts, &features, &shared)?;
-            self.offline_store().append(&source, renamed).await?;
+            self.offline_writer()?.append(&source, renamed).await?;
             if mode == PushMode::Offline {
                 // Every row went into the new file.
                 stats = WriteStats::new(batch.num_rows() as u64, 0);

@@ -5,7 +5,7 @@ use feature_store_core::Error as CoreError;
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Errors raised while resolving stores and reading Parquet.
+/// Errors raised while resolving locations and reading or writing objects.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -46,16 +46,6 @@ pub enum Error {
         source: object_store::Error,
     },
 
-    /// A Parquet file could not be read.
-    #[error("{location}: not a readable Parquet file: {source}")]
-    Parquet {
-        /// The file.
-        location: String,
-        /// The parquet error.
-        #[source]
-        source: parquet::errors::ParquetError,
-    },
-
     /// Local file I/O failed.
     #[error("{location}: {source}")]
     Io {
@@ -68,7 +58,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn object_store(location: impl Into<String>, source: object_store::Error) -> Self {
+    /// An object_store failure at `location`.
+    pub fn object_store(location: impl Into<String>, source: object_store::Error) -> Self {
         Self::ObjectStore { location: location.into(), source }
     }
 }
@@ -87,7 +78,6 @@ impl From<Error> for CoreError {
                 }
                 other => CoreError::backend(location, other),
             },
-            Error::Parquet { .. } => CoreError::data("parquet", e.to_string()),
             Error::Io { location, source } => CoreError::backend(location, source),
         }
     }

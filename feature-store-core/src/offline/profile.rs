@@ -131,39 +131,11 @@ impl Histogram {
     }
 }
 
-/// How a feature is binned for drift, from its type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Binning {
-    /// Decile bins.
-    Numeric,
-    /// Top values.
-    Categorical,
-    /// Not binned (lists, bytes, timestamps).
-    None,
-}
-
-impl Binning {
-    /// Decile bins.
-    pub fn is_numeric(self) -> bool {
-        self == Self::Numeric
-    }
-
-    /// Top values.
-    pub fn is_categorical(self) -> bool {
-        self == Self::Categorical
-    }
-}
+pub use crate::value_type::Binning;
 
 /// How a feature of type `dtype` is binned.
 pub fn binning(dtype: &ValueType) -> Binning {
-    if dtype.is_numeric() {
-        Binning::Numeric
-    } else if matches!(dtype, ValueType::String | ValueType::Bool) {
-        Binning::Categorical
-    } else {
-        Binning::None
-    }
+    dtype.binning()
 }
 
 /// The drift of one feature: PSI and the bin that moved most.

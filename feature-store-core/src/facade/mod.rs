@@ -1,5 +1,16 @@
 //! The [`FeatureStore`] facade: one handle owning the config, the registry and
 //! the stores, shared by the CLI, the Python package and Rust services.
+//!
+//! Every public method of the facade is in this folder, grouped by
+//! capability: definitions and the registry here, then [`serving`] (online
+//! reads), [`materialize`] (materialization and push), [`quality`]
+//! (validation and profiles) and [`datasets`] (saved training sets).
+//! Modules below the facade never import it.
+
+mod datasets;
+pub(crate) mod materialize;
+mod quality;
+pub(crate) mod serving;
 
 use std::sync::Arc;
 
@@ -13,8 +24,8 @@ use crate::registry::{
     ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState,
 };
 use crate::repo::{Definitions, RepoConfig, load_definitions};
-use crate::serving::ServedView;
 use crate::{Error, Result};
+use serving::ServedView;
 
 /// An opened feature store.
 #[derive(Debug, Clone)]
@@ -26,7 +37,7 @@ pub struct FeatureStore {
 struct Inner {
     config: RepoConfig,
     registry: Registry,
-    offline: Arc<dyn OfflineStore>,
+    offline: Option<Arc<dyn OfflineStore>>,
     online: Option<Arc<dyn OnlineStore>>,
     /// Resolutions of feature lists, valid for one registry version; saves
     /// re-resolving (and re-cloning definitions) on every online request.
@@ -120,7 +131,9 @@ impl FeatureStoreBuilder {
         self
     }
 
-    /// Sets the offline store.
+    /// Sets the offline store; without one, retrieval, `apply`'s checks
+    /// against the data, materialization and validation are errors (an
+    /// inference service that only reads online features needs none).
     pub fn with_offline_store(mut self, store: Arc<dyn OfflineStore>) -> Self {
         self.offline = Some(store);
         self
@@ -130,7 +143,7 @@ impl FeatureStoreBuilder {
     pub fn build(self) -> Result<FeatureStore> {
         let missing = |what: &str| Error::InvalidArgument(format!("FeatureStoreBuilder: no {what} was set"));
         let store = self.registry_store.ok_or_else(|| missing("registry store"))?;
-        let offline = self.offline.ok_or_else(|| missing("offline store"))?;
+        let offline = self.offline;
         let registry = Registry::new(store, self.config.registry.cache_ttl);
         Ok(FeatureStore {
             inner: Arc::new(Inner {
@@ -165,9 +178,41 @@ impl FeatureStore {
         &self.inner.registry
     }
 
-    /// The offline store.
-    pub fn offline_store(&self) -> &Arc<dyn OfflineStore> {
-        &self.inner.offline
+    /// The offline store, or an error saying none is available.
+    pub fn offline_store(&self) -> Result<&Arc<dyn OfflineStore>> {
+        self.inner.offline.as_ref().ok_or_else(|| Error::Config {
+            location: "offline_store".into(),
+            message: "no offline store is available: this build of feature-store has none (enable the cargo \
+                      feature \"parquet\") or none was given to FeatureStoreBuilder"
+                .into(),
+        })
+    }
+
+    /// The offline store's statistics (for validation and profiles), or an error saying it has none.
+    pub(crate) fn statistics(&self) -> Result<&dyn crate::offline::OfflineStatistics> {
+        self.offline_store()?.statistics().ok_or_else(|| {
+            Error::Unsupported(
+                "the configured offline store does not compute window statistics, which validation and profiles need; \
+                 the Parquet offline store does"
+                    .into(),
+            )
+        })
+    }
+
+    /// The offline store's writer (for offline pushes), or an error saying it has none.
+    pub(crate) fn offline_writer(&self) -> Result<&dyn crate::offline::OfflineWriter> {
+        self.offline_store()?.writer().ok_or_else(|| {
+            Error::Unsupported("the configured offline store cannot append pushed rows to its sources".into())
+        })
+    }
+
+    /// The offline store's dataset storage (for saved datasets), or an error saying it has none.
+    pub(crate) fn dataset_storage(&self) -> Result<&dyn crate::offline::DatasetStorage> {
+        self.offline_store()?.datasets().ok_or_else(|| {
+            Error::Unsupported(
+                "the configured offline store cannot store saved datasets; the Parquet offline store can".into(),
+            )
+        })
     }
 
     /// The online store, or an error saying none is configured.
@@ -185,7 +230,7 @@ impl FeatureStore {
 
     /// What applying `defs` would change.
     pub async fn plan(&self, defs: &Definitions, mode: ApplyMode) -> Result<Plan> {
-        self.inner.registry.plan(self.project(), defs, mode, self.inner.offline.as_ref()).await
+        self.inner.registry.plan(self.project(), defs, mode, self.offline_store()?.as_ref()).await
     }
 
     /// Validates and writes `defs` atomically, then clears the online data of
@@ -193,7 +238,7 @@ impl FeatureStore {
     /// watermarks were reset in the same write, so the next incremental run
     /// rewrites them (a value still in an old type reads as a clear error).
     pub async fn apply(&self, defs: &Definitions, mode: ApplyMode) -> Result<ApplyOutcome> {
-        let outcome = self.inner.registry.apply(self.project(), defs, mode, self.inner.offline.as_ref()).await?;
+        let outcome = self.inner.registry.apply(self.project(), defs, mode, self.offline_store()?.as_ref()).await?;
         if let (true, Some(online)) = (outcome.written, &self.inner.online) {
             for view in outcome.plan.removed_views() {
                 online.drop_view(self.project(), &view).await.map_err(|e| Error::Backend {
@@ -299,7 +344,7 @@ impl FeatureStore {
         let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
         let request =
             HistoricalRequest { entities, views, timestamp_column: options.timestamp_column.clone(), sources };
-        self.inner.offline.get_historical_features(request).await
+        self.offline_store()?.get_historical_features(request).await
     }
 
     /// The latest registry document (cached for the configured ttl).

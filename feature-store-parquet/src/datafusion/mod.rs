@@ -23,27 +23,6 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use feature_store_core::Error as CoreError;
 
-/// Parses a byte size such as `2GiB`, `512MB`, `1.5G` or `1048576`.
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size \"{text}\": expected e.g. 2GiB or 512MB"))?;
-    let mul: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        other => return Err(format!("invalid size \"{text}\": unknown unit \"{other}\"")),
-    };
-    Ok((n * mul) as usize)
-}
-
 /// A session for one retrieval: all cores, and the memory limit (if any)
 /// as a fair spill pool so operators that can spill do.
 pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> Result<SessionContext, CoreError> {
@@ -139,8 +118,6 @@ pub(crate) fn df_error(context: &str, e: DataFusionError) -> CoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
-
     #[test]
     fn retrieval_batches_follow_row_width() {
         use super::retrieval_batch_rows;
@@ -149,14 +126,5 @@ mod tests {
         assert_eq!(retrieval_batch_rows(None, 8), 512 << 10);
         assert_eq!(retrieval_batch_rows(None, 40_000), 8192);
         assert_eq!(retrieval_batch_rows(Some(1 << 30), 232), 8192);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("512MB").unwrap(), 512_000_000);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("2 parsecs").is_err());
     }
 }

@@ -8,11 +8,18 @@ use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use feature_store_core::historical::{BatchStream, HistoricalRequest};
 use feature_store_core::model::DataSource;
-use feature_store_core::offline::{LatestRequest, LatestRows, OfflineStore, SourceSchema};
+use feature_store_core::offline::profile::Profile;
+use feature_store_core::offline::{
+    DatasetStorage, LatestRequest, LatestRows, OfflineStatistics, OfflineStore, OfflineWriter, SourceSchema,
+    StatsRequest, WindowStats,
+};
+use feature_store_core::repo::BackendOptions;
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use object_store::ObjectStoreExt;
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaDataReader;
+
+use feature_store_object_store::blobs::Blobs;
 
 use crate::error::Error;
 use crate::files::{SourceFiles, list_source_files};
@@ -24,13 +31,34 @@ pub struct ParquetOfflineStore {
     pub(crate) options: BTreeMap<String, String>,
     pub(crate) memory_limit: Option<usize>,
     pub(crate) target_partitions: usize,
+    pub(crate) blobs: Blobs,
 }
 
 impl ParquetOfflineStore {
     /// A store resolving relative source paths against `base_dir` (the repo root).
     pub fn new(base_dir: impl Into<PathBuf>, options: BTreeMap<String, String>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self { base_dir: base_dir.into(), options, memory_limit: None, target_partitions: cores }
+        let base_dir = base_dir.into();
+        let blobs = Blobs::new(base_dir.clone(), options.clone());
+        Self { base_dir, options, memory_limit: None, target_partitions: cores, blobs }
+    }
+
+    /// A store from an `offline_store:` section: `storage_options` (for
+    /// object_store) and `memory_limit` (e.g. `2GiB`).
+    pub fn from_options(options: &BackendOptions<'_>) -> CoreResult<Self> {
+        options.check_known(&["storage_options", "memory_limit"])?;
+        let storage = match options.raw().get("storage_options") {
+            None => BTreeMap::new(),
+            Some(serde_json::Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => (k.clone(), s.clone()),
+                    other => (k.clone(), other.to_string()),
+                })
+                .collect(),
+            Some(other) => return Err(options.error("storage_options", format!("expected a mapping, got {other}"))),
+        };
+        Ok(Self::new(options.base(), storage).with_memory_limit(options.size("memory_limit")?))
     }
 
     /// Caps query memory; beyond it, operators that can spill to disk do.
@@ -100,6 +128,36 @@ impl OfflineStore for ParquetOfflineStore {
         crate::datafusion::get_historical_features(self, request).await
     }
 
+    async fn latest_rows(&self, request: LatestRequest) -> CoreResult<LatestRows> {
+        crate::datafusion::latest_rows(self, request).await
+    }
+
+    fn statistics(&self) -> Option<&dyn OfflineStatistics> {
+        Some(self)
+    }
+
+    fn writer(&self) -> Option<&dyn OfflineWriter> {
+        Some(self)
+    }
+
+    fn datasets(&self) -> Option<&dyn DatasetStorage> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl OfflineStatistics for ParquetOfflineStore {
+    async fn window_stats(&self, request: StatsRequest) -> CoreResult<WindowStats> {
+        crate::datafusion::window_stats(self, request).await
+    }
+
+    async fn profile(&self, request: StatsRequest) -> CoreResult<Profile> {
+        crate::datafusion::profile(self, request).await
+    }
+}
+
+#[async_trait]
+impl OfflineWriter for ParquetOfflineStore {
     /// Writes `batch` as a new Parquet file in the source's folder; single-file,
     /// glob and hive-partitioned sources are refused, as a new file there
     /// would not be read or would lack partition values.
@@ -151,71 +209,6 @@ impl OfflineStore for ParquetOfflineStore {
             .map_err(|e| Error::object_store(&files.root.url, e))
             .map_err(|e| CoreError::StoreUnavailable { store: context.clone(), source: Box::new(e) })?;
         Ok(format!("{}/{}", files.root.store_url(), path))
-    }
-
-    async fn latest_rows(&self, request: LatestRequest) -> CoreResult<LatestRows> {
-        crate::datafusion::latest_rows(self, request).await
-    }
-
-    async fn window_stats(
-        &self,
-        request: feature_store_core::quality::StatsRequest,
-    ) -> CoreResult<feature_store_core::quality::WindowStats> {
-        crate::datafusion::window_stats(self, request).await
-    }
-
-    async fn source_files(&self, source: &DataSource) -> CoreResult<Vec<feature_store_core::dataset::ObjectInfo>> {
-        crate::datasets::source_files(self, source).await
-    }
-
-    async fn read_entities(
-        &self,
-        entities: feature_store_core::historical::EntityInput,
-        timestamp_column: &str,
-        sources: &[DataSource],
-        keys: &[feature_store_core::model::JoinKey],
-    ) -> CoreResult<BatchStream> {
-        crate::datasets::read_entities(self, entities, timestamp_column, sources, keys).await
-    }
-
-    async fn write_parquet(
-        &self,
-        location: &str,
-        stream: BatchStream,
-    ) -> CoreResult<feature_store_core::dataset::ObjectInfo> {
-        crate::datasets::write_parquet(self, location, stream).await
-    }
-
-    async fn put_object(
-        &self,
-        location: &str,
-        bytes: bytes::Bytes,
-    ) -> CoreResult<feature_store_core::dataset::ObjectInfo> {
-        crate::datasets::put_object(self, location, bytes).await
-    }
-
-    async fn get_object(&self, location: &str) -> CoreResult<Option<bytes::Bytes>> {
-        crate::datasets::get_object(self, location).await
-    }
-
-    async fn delete_object(&self, location: &str) -> CoreResult<bool> {
-        crate::datasets::delete_object(self, location).await
-    }
-
-    fn location_url(&self, location: &str) -> CoreResult<String> {
-        let loc = crate::location::resolve(location, &self.base_dir, &self.options).map_err(CoreError::from)?;
-        Ok(format!("{}/{}", loc.store_url(), loc.path))
-    }
-
-    async fn object_info(&self, location: &str) -> CoreResult<Option<feature_store_core::dataset::ObjectInfo>> {
-        crate::datasets::object_info(self, location).await
-    }
-
-    async fn profile(
-        &self,
-        request: feature_store_core::quality::StatsRequest,
-    ) -> CoreResult<feature_store_core::quality::profile::Profile> {
-        crate::datafusion::profile(self, request).await
     }
 }
 

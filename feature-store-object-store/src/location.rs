@@ -11,13 +11,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+#[cfg(feature = "s3")]
 use std::time::Duration;
 
+use object_store::ObjectStore;
+#[cfg(feature = "s3")]
+use object_store::RetryConfig;
+#[cfg(feature = "s3")]
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, RetryConfig};
 
 use crate::error::{Error, Result};
 
@@ -73,6 +77,7 @@ pub fn memory_store(name: &str) -> Arc<InMemory> {
     Arc::clone(memory_stores().lock().expect("poisoned").entry(name.to_owned()).or_default())
 }
 
+#[cfg(feature = "s3")]
 fn s3_stores() -> &'static Mutex<HashMap<String, Arc<dyn ObjectStore>>> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
     STORES.get_or_init(Default::default)
@@ -158,8 +163,17 @@ fn normalize(p: &FsPath) -> PathBuf {
     out
 }
 
+#[cfg(not(feature = "s3"))]
+fn s3_store(bucket: &str, _options: &BTreeMap<String, String>) -> Result<Arc<dyn ObjectStore>> {
+    Err(Error::InvalidLocation {
+        location: format!("s3://{bucket}"),
+        message: "this build has no S3 support; build feature-store with the cargo feature \"s3\"".into(),
+    })
+}
+
 /// Builds (once per bucket and options) an S3 store: environment first
 /// (`AWS_*` variables), then `options`, which win.
+#[cfg(feature = "s3")]
 fn s3_store(bucket: &str, options: &BTreeMap<String, String>) -> Result<Arc<dyn ObjectStore>> {
     let cache_key = format!("{bucket}\u{0}{options:?}");
     if let Some(s) = s3_stores().lock().expect("poisoned").get(&cache_key) {
@@ -211,8 +225,13 @@ mod tests {
         assert_eq!(r.path.as_ref(), "a/b.json");
         assert_eq!(r.store_url(), "memory://m1");
         assert!(resolve("gs://b/x", FsPath::new("/"), &opts).unwrap_err().to_string().contains("unsupported scheme"));
-        let mut bad = BTreeMap::new();
-        bad.insert("aws_endpoit".to_string(), "x".to_string());
-        assert!(resolve("s3://b/k", FsPath::new("/"), &bad).unwrap_err().to_string().contains("aws_endpoit"));
+        #[cfg(feature = "s3")]
+        {
+            let mut bad = BTreeMap::new();
+            bad.insert("aws_endpoit".to_string(), "x".to_string());
+            assert!(resolve("s3://b/k", FsPath::new("/"), &bad).unwrap_err().to_string().contains("aws_endpoit"));
+        }
+        #[cfg(not(feature = "s3"))]
+        assert!(resolve("s3://b/k", FsPath::new("/"), &opts).unwrap_err().to_string().contains("cargo feature \"s3\""));
     }
 }

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::error::{Error, Result};
-use crate::location::{ResolvedLocation, is_url, resolve};
+use feature_store_object_store::location::{ResolvedLocation, is_url, resolve};
 
 /// The files behind one source location.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ pub async fn list_source_files(
     };
     let fixed = if fixed.is_empty() && !is_url(location) { "." } else { fixed };
     let root = resolve(fixed, base_dir, options)?;
-    let not_found = |message: String| Error::NotFound { location: location.to_owned(), message };
+    let not_found = |message: String| Error::not_found(location, message);
 
     if pattern.is_none() {
         match root.store.head(&root.path).await {
@@ -82,7 +82,8 @@ pub async fn list_source_files(
             }
             Err(object_store::Error::NotFound { .. }) => {}
             // Local stores report a folder given as a file path this way.
-            Err(object_store::Error::Generic { .. }) if matches!(root.kind, crate::location::StoreKind::Local(_)) => {}
+            Err(object_store::Error::Generic { .. })
+                if matches!(root.kind, feature_store_object_store::location::StoreKind::Local(_)) => {}
             Err(e) => return Err(Error::object_store(&root.url, e)),
         }
     }
@@ -94,7 +95,7 @@ pub async fn list_source_files(
         let glob = globset::GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
-            .map_err(|e| Error::InvalidLocation { location: location.to_owned(), message: e.to_string() })?
+            .map_err(|e| Error::invalid_location(location, e.to_string()))?
             .compile_matcher();
         let skip = root.path.parts().count();
         files.retain(|m| {

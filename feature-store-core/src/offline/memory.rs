@@ -1,0 +1,122 @@
+//! [`MemoryOfflineStore`]: the reference offline backend, plain and
+//! single-threaded, that the Parquet store's results are checked against.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+
+use super::{LatestRequest, LatestRows, OfflineStore, OfflineWriter, SourceSchema, reference_join};
+use crate::historical::{BatchStream, HistoricalRequest};
+use crate::model::DataSource;
+use crate::{Error, Result};
+
+/// Offline data held in memory, keyed by source path; the reference implementation.
+#[derive(Debug, Default)]
+pub struct MemoryOfflineStore {
+    tables: RwLock<HashMap<String, (SchemaRef, Vec<RecordBatch>)>>,
+}
+
+impl MemoryOfflineStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the rows a source with this `path` reads.
+    pub fn insert(&self, path: impl Into<String>, schema: SchemaRef, batches: Vec<RecordBatch>) {
+        self.tables.write().expect("poisoned").insert(path.into(), (schema, batches));
+    }
+
+    /// The rows registered at `path`.
+    pub fn batches(&self, path: &str) -> Option<Vec<RecordBatch>> {
+        self.tables.read().expect("poisoned").get(path).map(|(_, b)| b.clone())
+    }
+
+    /// All rows of `source` as one batch.
+    fn rows(&self, source: &DataSource) -> Result<RecordBatch> {
+        let tables = self.tables.read().expect("poisoned");
+        let (schema, batches) = tables.get(&source.path).ok_or_else(|| missing(source))?;
+        arrow_select::concat::concat_batches(schema, batches)
+            .map_err(|e| Error::data(format!("data source \"{}\"", source.name), e.to_string()))
+    }
+}
+
+fn missing(source: &DataSource) -> Error {
+    Error::data(
+        format!("data source \"{}\"", source.name),
+        format!("no data at \"{}\" in the memory offline store", source.path),
+    )
+}
+
+#[async_trait]
+impl OfflineStore for MemoryOfflineStore {
+    async fn source_schema(&self, source: &DataSource) -> Result<SourceSchema> {
+        let tables = self.tables.read().expect("poisoned");
+        let (schema, _) = tables.get(&source.path).ok_or_else(|| missing(source))?;
+        Ok(SourceSchema { schema: Arc::clone(schema), partition_columns: Vec::new(), location: source.path.clone() })
+    }
+
+    /// A plain single-threaded join (see `reference_join`): meant for tests
+    /// and small data, and as the reference the Parquet store is checked
+    /// against. Entity rows come as batches or a stream; paths and SQL need
+    /// the Parquet store.
+    async fn get_historical_features(&self, request: HistoricalRequest) -> Result<BatchStream> {
+        use crate::historical::EntityInput;
+        let (schema, batches) = match request.entities {
+            EntityInput::Batches { schema, batches } => (schema, batches),
+            EntityInput::Stream(s) => (s.schema(), s.collect().await?),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "the memory offline store reads entity rows from Arrow batches or streams, not {other:?}; use the Parquet offline store for files and SQL"
+                )));
+            }
+        };
+        let entities = arrow_select::concat::concat_batches(&schema, &batches)
+            .map_err(|e| Error::data("entity table", e.to_string()))?;
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        crate::historical::check_output_names(&columns, &request.views)?;
+        let out = reference_join::join(&entities, &request.views, &request.timestamp_column, |v| self.rows(&v.source))?;
+        Ok(BatchStream::from_batches(out.schema(), vec![out]))
+    }
+
+    /// The plain reference for materialization reads (see `reference_join::latest`).
+    async fn latest_rows(&self, request: LatestRequest) -> Result<LatestRows> {
+        let (rows, read) = reference_join::latest(&request, &self.rows(&request.source)?)?;
+        Ok(LatestRows::new(BatchStream::from_batches(rows.schema(), vec![rows]), Arc::new(AtomicU64::new(read))))
+    }
+
+    fn writer(&self) -> Option<&dyn OfflineWriter> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl OfflineWriter for MemoryOfflineStore {
+    /// Adds `batch` to the source's rows; it must have the source's columns
+    /// (in any order; missing nullable columns read as nulls).
+    async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String> {
+        let context = format!("data source \"{}\"", source.name);
+        let mut tables = self.tables.write().expect("poisoned");
+        let (schema, batches) = tables.get_mut(&source.path).ok_or_else(|| missing(source))?;
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            columns.push(match batch.column_by_name(f.name()) {
+                Some(c) => arrow_cast::cast(c, f.data_type()).map_err(|e| {
+                    Error::data(
+                        &context,
+                        format!("pushed column \"{}\" cannot be stored as {}: {e}", f.name(), f.data_type()),
+                    )
+                })?,
+                None => arrow_array::new_null_array(f.data_type(), batch.num_rows()),
+            });
+        }
+        let part =
+            RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::data(&context, e.to_string()))?;
+        batches.push(part);
+        Ok(format!("memory offline store {}#{}", source.path, batches.len() - 1))
+    }
+}

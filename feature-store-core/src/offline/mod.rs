@@ -1,0 +1,136 @@
+//! The offline store contract, its optional capabilities, and the in-memory
+//! reference implementation.
+//!
+//! [`OfflineStore`] is what every offline backend must do: a source's schema,
+//! point-in-time retrieval, and the latest rows for materialization. What
+//! only some backends can do is a capability the backend hands out
+//! ([`OfflineStore::statistics`], [`OfflineStore::writer`],
+//! [`OfflineStore::datasets`]); the facade asks for it and says which
+//! capability is missing, instead of each method failing on its own.
+
+mod datasets;
+mod memory;
+pub mod profile;
+mod reference_join;
+pub mod statistics;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use datasets::{DatasetStorage, ObjectInfo, hex};
+pub use memory::MemoryOfflineStore;
+pub use statistics::{FeatureStats, OfflineStatistics, StatsRequest, WindowStats};
+
+use crate::Result;
+use crate::historical::{BatchStream, HistoricalRequest};
+use crate::model::{DataSource, FeatureView, JoinKey};
+
+/// What an offline store knows about a source's columns before reading rows.
+#[derive(Debug, Clone)]
+pub struct SourceSchema {
+    /// Columns as stored (before `field_mapping`), partition columns last.
+    pub schema: SchemaRef,
+    /// Columns that come from hive-style `key=value/` folder names.
+    pub partition_columns: Vec<String>,
+    /// Where the schema was read from (a file), for messages.
+    pub location: String,
+}
+
+/// Historical data access. Backends: Parquet on object stores
+/// (`feature-store-parquet`) and [`MemoryOfflineStore`].
+#[async_trait]
+pub trait OfflineStore: Send + Sync + Debug {
+    /// The columns a source provides; errors name the source and its path.
+    async fn source_schema(&self, source: &DataSource) -> Result<SourceSchema>;
+
+    /// Point-in-time correct retrieval: one output row per entity row, in
+    /// input order, with each view's features as of the row's timestamp.
+    /// Semantics are those of [`crate::historical`].
+    async fn get_historical_features(&self, request: HistoricalRequest) -> Result<BatchStream>;
+
+    /// For materialization: the newest row per entity key with event time in
+    /// `[start, end]`, ties broken as in historical retrieval, streamed with
+    /// memory bounded independently of the row count.
+    async fn latest_rows(&self, request: LatestRequest) -> Result<LatestRows>;
+
+    /// Window statistics and profiles for data-quality gates; `None` when
+    /// this backend cannot compute them.
+    fn statistics(&self) -> Option<&dyn OfflineStatistics> {
+        None
+    }
+
+    /// Appending pushed rows to a source; `None` when this backend's sources are read-only.
+    fn writer(&self) -> Option<&dyn OfflineWriter> {
+        None
+    }
+
+    /// Storage for saved datasets; `None` when this backend cannot store them.
+    fn datasets(&self) -> Option<&dyn DatasetStorage> {
+        None
+    }
+}
+
+/// Appends pushed rows to a source's data; see [`OfflineStore::writer`].
+#[async_trait]
+pub trait OfflineWriter: Send + Sync + Debug {
+    /// Appends `batch` (columns named as in the source) to the source's data
+    /// as a new file or part; returns where it was written.
+    async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String>;
+}
+
+/// Name of the event-time column in [`LatestRows`] batches.
+pub const LATEST_EVENT_TS: &str = "__event_ts";
+
+/// A request for the newest row per entity key of a view within a time window.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LatestRequest {
+    /// The view.
+    pub view: FeatureView,
+    /// Its source.
+    pub source: DataSource,
+    /// Its join keys.
+    pub join_keys: Vec<JoinKey>,
+    /// Inclusive lower bound on event time; `None` reads all history.
+    pub start: Option<DateTime<Utc>>,
+    /// Inclusive upper bound on event time.
+    pub end: DateTime<Utc>,
+}
+
+impl LatestRequest {
+    /// A request for `view` over `[start, end]`.
+    pub fn new(
+        view: FeatureView,
+        source: DataSource,
+        join_keys: Vec<JoinKey>,
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+    ) -> Self {
+        Self { view, source, join_keys, start, end }
+    }
+}
+
+/// The newest row per entity key: batches with the join-key columns (named
+/// by join key; integers as `int64`), [`LATEST_EVENT_TS`] (µs, UTC) and the
+/// view's features in their declared types. Rows with a null key are left out.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LatestRows {
+    /// The rows, streamed.
+    pub stream: BatchStream,
+    /// Source rows in the window, known once the stream has ended.
+    pub rows_read: Arc<AtomicU64>,
+}
+
+impl LatestRows {
+    /// Wraps a stream and its row counter.
+    pub fn new(stream: BatchStream, rows_read: Arc<AtomicU64>) -> Self {
+        Self { stream, rows_read }
+    }
+}
