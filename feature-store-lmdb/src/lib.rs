@@ -551,3 +551,13 @@ mod tests {
         assert!(matches!(err, CoreError::StoreUnavailable { .. }), "{err}");
     }
 }
+
+/// The online conformance suite, one test per behaviour, each on a new file.
+#[cfg(test)]
+mod suite {
+    feature_store_core::online_store_suite!(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::LmdbOnlineStore::open(dir.path().join("online.lmdb"), None).expect("open");
+        (std::sync::Arc::new(store) as std::sync::Arc<dyn feature_store_core::online::OnlineStore>, dir)
+    });
+}

@@ -14,6 +14,8 @@ mod error;
 pub mod files;
 mod mapped_files;
 mod offline_store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use offline_store::ParquetOfflineStore;

@@ -7,6 +7,7 @@ mod online;
 mod quality;
 mod registry_stores;
 mod s3;
+mod suites;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,263 @@
+//! The online store contract, one behaviour per function. Each takes a store
+//! and a project name and touches only that project's views, so a store may
+//! be shared; [`online_store_suite!`](crate::online_store_suite) makes one
+//! test per behaviour for a backend.
+
+use std::sync::Arc;
+
+use crate::online::{OnlineRows, OnlineStore, OnlineView, ViewRead};
+
+/// The behaviours, in the order [`online_store_conformance`] runs them.
+pub const BEHAVIOURS: &[&str] = &[
+    "empty_store_returns_nothing",
+    "round_trip",
+    "never_regress",
+    "multi_view_read",
+    "project_isolation",
+    "bulk_write",
+    "delete_counts_existing_keys",
+    "drop_view_removes_only_that_view",
+];
+
+/// A stored row with the requested values picked out of its record.
+#[derive(Debug, PartialEq)]
+struct Got {
+    event_ts: i64,
+    values: Vec<Option<Vec<u8>>>,
+}
+
+type Item<'a> = (&'a str, i64, Option<&'a [u8]>, Option<&'a [u8]>);
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Rows of features `a` and `b`.
+fn rows(items: &[Item<'_>]) -> OnlineRows {
+    let mut r = OnlineRows::new(names(&["a", "b"]));
+    for (k, ts, a, b) in items {
+        r.begin_row((*k).to_owned(), *ts);
+        r.push_value(*a);
+        r.push_value(*b);
+    }
+    r
+}
+
+fn read(view: &str, features: &[&str], keys: &[&str]) -> ViewRead {
+    ViewRead::new(view, names(features), names(keys))
+}
+
+fn stats() -> OnlineView {
+    OnlineView::new("stats", None)
+}
+
+async fn one(store: &dyn OnlineStore, project: &str, r: ViewRead) -> Vec<Option<Got>> {
+    let rows = store.read(project, std::slice::from_ref(&r)).await.expect("read").remove(0);
+    assert_eq!(rows.len(), r.keys.len(), "one result per requested key");
+    rows.into_iter()
+        .map(|row| {
+            row.map(|row| Got { event_ts: row.event_ts, values: row.values(&r.features).expect("a valid record") })
+        })
+        .collect()
+}
+
+/// A key that needs escaping in some layouts.
+const ODD: &str = "name=a%2Cb {x}:y";
+
+/// Reads from a store (or view) that holds nothing find nothing.
+pub async fn empty_store_returns_nothing(store: Arc<dyn OnlineStore>, project: &str) {
+    let got = one(store.as_ref(), project, read("stats", &["a"], &["k=1", "k=2"])).await;
+    assert_eq!(got, vec![None, None], "an empty store must return no rows");
+    let got = store.read(project, &[]).await.expect("an empty read");
+    assert!(got.is_empty(), "no reads, no results");
+}
+
+/// Values come back by name, nulls as `None`, odd keys intact, unknown keys not found.
+pub async fn round_trip(store: Arc<dyn OnlineStore>, project: &str) {
+    let w = store
+        .write(
+            project,
+            &stats(),
+            &rows(&[("k=1", 100, Some(b"\x03one"), None), (ODD, 50, Some(b"\x06"), Some(b"\x07b"))]),
+        )
+        .await
+        .expect("write");
+    assert_eq!(w.written, 2, "both rows are new");
+    let got = one(store.as_ref(), project, read("stats", &["b", "a", "missing"], &["k=1", ODD, "k=9"])).await;
+    let k1 = got[0].as_ref().expect("k=1 stored");
+    assert_eq!(k1.event_ts, 100);
+    assert_eq!(k1.values, vec![None, Some(b"\x03one".to_vec()), None], "values come back by name, nulls as None");
+    let k2 = got[1].as_ref().expect("odd key stored");
+    assert_eq!((k2.event_ts, k2.values.clone()), (50, vec![Some(b"\x07b".to_vec()), Some(b"\x06".to_vec()), None]));
+    assert!(got[2].is_none(), "an unknown key is not found");
+}
+
+/// Older event times are skipped, equal ones overwrite, rows of one call
+/// apply in order, and a newer row replaces the whole row.
+pub async fn never_regress(store: Arc<dyn OnlineStore>, project: &str) {
+    let w = store.write(project, &stats(), &rows(&[("k=1", 100, Some(b"\x03one"), None)])).await.expect("write");
+    assert_eq!((w.written, w.skipped_older), (1, 0));
+    let w = store.write(project, &stats(), &rows(&[("k=1", 99, Some(b"\x03old"), None)])).await.expect("write");
+    assert_eq!((w.written, w.skipped_older), (0, 1), "an older event time must be skipped");
+    let w = store
+        .write(project, &stats(), &rows(&[("k=1", 100, Some(b"\x03same"), Some(b"\x03b")), ("k=1", 90, None, None)]))
+        .await
+        .expect("write");
+    assert_eq!(
+        (w.written, w.skipped_older),
+        (1, 1),
+        "an equal time overwrites; a later older row in the call is skipped"
+    );
+    let got = one(store.as_ref(), project, read("stats", &["a", "b"], &["k=1"])).await;
+    assert_eq!(
+        got[0].as_ref().map(|r| r.values.clone()),
+        Some(vec![Some(b"\x03same".to_vec()), Some(b"\x03b".to_vec())])
+    );
+    let w = store.write(project, &stats(), &rows(&[("k=1", 200, None, Some(b"\x03new"))])).await.expect("write");
+    assert_eq!(w.written, 1);
+    let got = one(store.as_ref(), project, read("stats", &["a", "b"], &["k=1"])).await;
+    let r = got[0].as_ref().expect("stored");
+    assert_eq!(
+        (r.event_ts, r.values.clone()),
+        (200, vec![None, Some(b"\x03new".to_vec())]),
+        "a newer row replaces the whole row"
+    );
+}
+
+/// Several views in one read call, each with its keys in order, a view
+/// with a ttl included.
+pub async fn multi_view_read(store: Arc<dyn OnlineStore>, project: &str) {
+    store.write(project, &stats(), &rows(&[("k=1", 200, Some(b"\x03s"), None)])).await.expect("write");
+    let ttl_view = OnlineView::new("profile", Some(std::time::Duration::from_secs(3600)));
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut p = OnlineRows::new(names(&["a"]));
+    p.begin_row("k=1".into(), now);
+    p.push_value(Some(b"\x05profile"));
+    store.write(project, &ttl_view, &p).await.expect("write view with ttl");
+    let got = store
+        .read(project, &[read("profile", &["a"], &["k=1", "k=2"]), read("stats", &["a"], &["k=2", "k=1"])])
+        .await
+        .expect("multi-view read");
+    assert_eq!(got.len(), 2, "one result per read");
+    assert_eq!(got[0][0].as_ref().map(|r| r.event_ts), Some(now), "a fresh value in a view with a ttl is readable");
+    assert!(got[0][1].is_none());
+    assert!(got[1][0].is_none());
+    assert_eq!(got[1][1].as_ref().map(|r| r.event_ts), Some(200), "keys keep their order within a read");
+}
+
+/// A write in one project is invisible in another.
+pub async fn project_isolation(store: Arc<dyn OnlineStore>, project: &str) {
+    let other = format!("{project}_other");
+    store.write(project, &stats(), &rows(&[("k=1", 200, Some(b"\x03mine"), None)])).await.expect("write");
+    let mut o = OnlineRows::new(names(&["a"]));
+    o.begin_row("k=1".into(), 1);
+    o.push_value(Some(b"\x05other"));
+    store.write(&other, &stats(), &o).await.expect("write other project");
+    o.begin_row("k=2".into(), 1);
+    o.push_value(Some(b"\x05other"));
+    store.write(&other, &stats(), &o).await.expect("write other project");
+    let got = one(store.as_ref(), project, read("stats", &["a"], &["k=1", "k=2"])).await;
+    assert_eq!(got[0].as_ref().map(|r| r.event_ts), Some(200), "another project's write must not be visible");
+    assert!(got[1].is_none(), "another project's keys must not be visible");
+    let got = one(store.as_ref(), &other, read("stats", &["a"], &["k=1"])).await;
+    assert_eq!(got[0].as_ref().map(|r| r.event_ts), Some(1));
+}
+
+/// Thousands of rows in one call are all stored and read back.
+pub async fn bulk_write(store: Arc<dyn OnlineStore>, project: &str) {
+    let mut big = OnlineRows::new(names(&["a", "b"]));
+    let keys: Vec<String> = (0..3000).map(|i| format!("k={}", 1000 + i)).collect();
+    for (i, k) in keys.iter().enumerate() {
+        big.begin_row(k.clone(), i as i64);
+        big.push_value(Some(format!("\x06{i}").as_bytes()));
+        big.push_value(None);
+    }
+    let w = store.write(project, &stats(), &big).await.expect("big write");
+    assert_eq!(w.written, 3000);
+    let got = one(store.as_ref(), project, ViewRead::new("stats", names(&["a"]), keys.clone())).await;
+    for (i, r) in got.iter().enumerate() {
+        let r = r.as_ref().unwrap_or_else(|| panic!("key {} missing after a big write", keys[i]));
+        assert_eq!(r.values[0].as_deref(), Some(format!("\x06{i}").as_bytes()));
+    }
+}
+
+/// `delete` removes the given keys only and counts those that existed.
+pub async fn delete_counts_existing_keys(store: Arc<dyn OnlineStore>, project: &str) {
+    store
+        .write(project, &stats(), &rows(&[("k=1", 1, Some(b"\x03a"), None), (ODD, 1, Some(b"\x03b"), None)]))
+        .await
+        .expect("write");
+    let n = store.delete(project, "stats", &names(&["k=1", "k=nope"])).await.expect("delete");
+    assert_eq!(n, 1, "delete counts keys that existed");
+    let got = one(store.as_ref(), project, read("stats", &["a"], &["k=1", ODD])).await;
+    assert!(got[0].is_none() && got[1].is_some(), "only the deleted key is gone");
+    let n = store.delete(project, "stats", &names(&["k=1"])).await.expect("delete again");
+    assert_eq!(n, 0, "deleting a missing key counts nothing");
+}
+
+/// `drop_view` removes every key of the view and nothing of other views or projects.
+pub async fn drop_view_removes_only_that_view(store: Arc<dyn OnlineStore>, project: &str) {
+    let other = format!("{project}_other");
+    let mut big = OnlineRows::new(names(&["a", "b"]));
+    for i in 0..500 {
+        big.begin_row(format!("k={i}"), 1);
+        big.push_value(Some(b"\x03x"));
+        big.push_value(None);
+    }
+    store.write(project, &stats(), &big).await.expect("write");
+    store
+        .write(project, &OnlineView::new("profile", None), &rows(&[("k=1", 1, Some(b"\x03p"), None)]))
+        .await
+        .expect("write");
+    store.write(&other, &stats(), &rows(&[("k=1", 1, Some(b"\x03o"), None)])).await.expect("write");
+    store.drop_view(project, "stats").await.expect("drop");
+    let got = one(store.as_ref(), project, read("stats", &["a"], &["k=0", "k=1", "k=499"])).await;
+    assert_eq!(got, vec![None, None, None], "drop_view removes every key of the view");
+    let got = one(store.as_ref(), project, read("profile", &["a"], &["k=1"])).await;
+    assert!(got[0].is_some(), "drop_view leaves other views alone");
+    let got = one(store.as_ref(), &other, read("stats", &["a"], &["k=1"])).await;
+    assert!(got[0].is_some(), "drop_view leaves other projects alone");
+    store.drop_view(project, "stats").await.expect("dropping a dropped view succeeds");
+    store.drop_view(project, "never_written").await.expect("dropping an unknown view succeeds");
+}
+
+/// Every behaviour in turn on one store, each under its own project derived
+/// from `project`, so the store may already hold other data.
+///
+/// Panics with a description of the first broken rule.
+pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str) {
+    empty_store_returns_nothing(Arc::clone(&store), &format!("{project}_empty")).await;
+    round_trip(Arc::clone(&store), &format!("{project}_round_trip")).await;
+    never_regress(Arc::clone(&store), &format!("{project}_never_regress")).await;
+    multi_view_read(Arc::clone(&store), &format!("{project}_multi_view")).await;
+    project_isolation(Arc::clone(&store), &format!("{project}_isolation")).await;
+    bulk_write(Arc::clone(&store), &format!("{project}_bulk")).await;
+    delete_counts_existing_keys(Arc::clone(&store), &format!("{project}_delete")).await;
+    drop_view_removes_only_that_view(store, &format!("{project}_drop")).await;
+}
+
+/// One `#[tokio::test]` per online-store behaviour for a backend.
+///
+/// `$make` is an async expression giving `(Arc<dyn OnlineStore>, guard)`;
+/// the guard (a temp dir, a server) lives until the test ends. The calling
+/// crate needs `tokio` with the `macros` and `rt-multi-thread` features.
+///
+/// See `feature-store-sqlite` (a temp file per test) and the workspace
+/// tests' `suites.rs` (a Redis server per test) for uses.
+#[macro_export]
+macro_rules! online_store_suite {
+    ($make:expr) => {
+        $crate::online_store_suite!(@each $make;
+            empty_store_returns_nothing, round_trip, never_regress, multi_view_read, project_isolation,
+            bulk_write, delete_counts_existing_keys, drop_view_removes_only_that_view);
+    };
+    (@each $make:expr; $($behaviour:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $behaviour() {
+                let (store, _guard): (::std::sync::Arc<dyn $crate::online::OnlineStore>, _) = $make.await;
+                $crate::testing::online::$behaviour(store, "suite").await;
+            }
+        )+
+    };
+}
