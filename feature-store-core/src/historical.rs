@@ -136,6 +136,19 @@ pub struct HistoricalRequest {
     pub sources: Vec<DataSource>,
 }
 
+impl HistoricalRequest {
+    /// A request joining `views` onto `entities` (see
+    /// [`crate::FeatureStore::historical_request`] to resolve one from feature references).
+    pub fn new(
+        entities: EntityInput,
+        views: Vec<ViewRequest>,
+        timestamp_column: impl Into<String>,
+        sources: Vec<DataSource>,
+    ) -> Self {
+        Self { entities, views, timestamp_column: timestamp_column.into(), sources }
+    }
+}
+
 /// Options of [`crate::FeatureStore::get_historical_features`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -67,6 +67,13 @@ impl ParquetOfflineStore {
         self
     }
 
+    /// Plans a retrieval without running it: the plan can be executed, and
+    /// afterwards shows each operator's metrics (rows in and out per view,
+    /// build and probe time, spilling), as `EXPLAIN ANALYZE` would.
+    pub async fn plan_historical(&self, request: HistoricalRequest) -> CoreResult<crate::datafusion::RetrievalPlan> {
+        crate::datafusion::plan_historical(self, request).await
+    }
+
     /// The files a source reads.
     pub async fn source_files(&self, source: &DataSource) -> Result<SourceFiles, Error> {
         list_source_files(&source.path, &self.base_dir, &self.options).await
@@ -125,7 +132,7 @@ impl OfflineStore for ParquetOfflineStore {
     }
 
     async fn get_historical_features(&self, request: HistoricalRequest) -> CoreResult<BatchStream> {
-        crate::datafusion::get_historical_features(self, request).await
+        self.plan_historical(request).await?.execute()
     }
 
     async fn latest_rows(&self, request: LatestRequest) -> CoreResult<LatestRows> {

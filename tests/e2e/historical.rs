@@ -777,12 +777,35 @@ async fn spills_under_a_memory_limit_with_identical_results() {
         let mut config = store.config().clone();
         config.offline_store.memory_limit = Some("48KiB".into());
         let limited = feature_store::from_config(config).unwrap();
-        let spilled_before = feature_store::parquet::datafusion::spilled_joins();
-        let out =
+        // Planned on the Parquet store directly, so the join's metrics can be read afterwards.
+        let parquet = feature_store::parquet::ParquetOfflineStore::new(dir.path(), Default::default())
+            .with_memory_limit(Some(48 << 10));
+        let features = Features::refs(["stats_v:conv", "stats_v:trips", "shops_v:rating"]);
+        let request = limited
+            .historical_request(EntityInput::batch(case.entities.clone()), &features, &HistoricalOptions::default())
+            .await
+            .unwrap();
+        let plan = parquet.plan_historical(request).await.unwrap();
+        let stream = plan.execute().unwrap();
+        let schema = stream.schema();
+        let out = concat_batches(&schema, &stream.collect().await.unwrap()).unwrap();
+        let spilled = plan.asof_metric("spill_count");
+        assert_eq!(spilled > 0, plan.asof_metric("spilled_bytes") > 0, "spill files have bytes");
+        assert_eq!(
+            plan.asof_metric("entity_rows"),
+            2 * case.entities.num_rows(),
+            "each of 2 joins reads every entity row"
+        );
+        assert_eq!(plan.asof_metric("output_rows"), 2 * case.entities.num_rows(), "{}", plan.display_with_metrics());
+        let shown = plan.display_with_metrics();
+        assert!(shown.contains("AsOfJoinExec: view=stats_v") && shown.contains("spill_count="), "{shown}");
+        // Narrow entity time ranges can prune a view below the limit; most seeds spill.
+        spilled_seeds += usize::from(spilled > 0);
+        // The facade, with the same limit from the config, gives the same rows.
+        let via_store =
             retrieve(&limited, case.entities.clone(), &["stats_v:conv", "stats_v:trips", "shops_v:rating"], false)
                 .await;
-        // Narrow entity time ranges can prune a view below the limit; most seeds spill.
-        spilled_seeds += usize::from(feature_store::parquet::datafusion::spilled_joins() > spilled_before);
+        assert_eq!(via_store, out, "seed {seed}: planned and facade retrievals differ");
         let views = [
             RefView {
                 source: &case.stats,

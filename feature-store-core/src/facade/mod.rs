@@ -340,11 +340,23 @@ impl FeatureStore {
         features: &Features,
         options: &HistoricalOptions,
     ) -> Result<BatchStream> {
+        let request = self.historical_request(entities, features, options).await?;
+        self.offline_store()?.get_historical_features(request).await
+    }
+
+    /// The request [`Self::get_historical_features`] hands the offline store:
+    /// features resolved against the registry, with every source of the
+    /// project (for SQL entity queries). For running it another way, e.g.
+    /// planning it to read the operators' metrics.
+    pub async fn historical_request(
+        &self,
+        entities: EntityInput,
+        features: &Features,
+        options: &HistoricalOptions,
+    ) -> Result<HistoricalRequest> {
         let views = self.resolve_views(features, options.full_feature_names).await?;
         let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
-        let request =
-            HistoricalRequest { entities, views, timestamp_column: options.timestamp_column.clone(), sources };
-        self.offline_store()?.get_historical_features(request).await
+        Ok(HistoricalRequest::new(entities, views, options.timestamp_column.clone(), sources))
     }
 
     /// The latest registry document (cached for the configured ttl).

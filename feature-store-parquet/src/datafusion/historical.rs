@@ -31,10 +31,58 @@ pub(crate) struct Bounds {
     max: i128,
 }
 
-pub(crate) async fn get_historical_features(
-    store: &ParquetOfflineStore,
-    req: HistoricalRequest,
-) -> CoreResult<BatchStream> {
+/// A planned retrieval: the physical plan and the task context it runs in.
+/// Executing it gives the retrieval's rows; afterwards its operators'
+/// metrics say where time and memory went (see [`Self::display_with_metrics`]).
+pub struct RetrievalPlan {
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+}
+
+impl fmt::Debug for RetrievalPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetrievalPlan").field("plan", &self.plan.name()).finish_non_exhaustive()
+    }
+}
+
+impl RetrievalPlan {
+    /// The physical plan: the entity scan under a chain of [`AsOfJoinExec`]s, one per view.
+    pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
+
+    /// Runs the plan; the rows stream in entity-row order.
+    pub fn execute(&self) -> CoreResult<BatchStream> {
+        let schema = self.plan.schema();
+        let stream = execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
+            .map_err(|e| df_error("historical retrieval", e))?;
+        Ok(BatchStream::new(schema, Box::pin(stream.map_err(|e| df_error("historical retrieval", e)))))
+    }
+
+    /// The plan with each operator's metrics as they stand: after the stream
+    /// has ended, what `EXPLAIN ANALYZE` shows.
+    pub fn display_with_metrics(&self) -> String {
+        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(self.plan.as_ref())
+            .indent(true)
+            .to_string()
+    }
+
+    /// Metric `name` (see [`super::ASOF_METRIC_NAMES`]) summed over the plan's as-of joins.
+    pub fn asof_metric(&self, name: &str) -> usize {
+        fn walk(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+            let own = if plan.name() == "AsOfJoinExec" {
+                let metrics = plan.metrics().map(|m| m.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                metrics.iter().filter(|m| m.value().name() == name).map(|m| m.value().as_usize()).sum()
+            } else {
+                0
+            };
+            own + plan.children().into_iter().map(|c| walk(c, name)).sum::<usize>()
+        }
+        walk(&self.plan, name)
+    }
+}
+
+pub(crate) async fn plan_historical(store: &ParquetOfflineStore, req: HistoricalRequest) -> CoreResult<RetrievalPlan> {
     if req.views.is_empty() {
         return Err(CoreError::InvalidArgument("no features requested".into()));
     }
@@ -56,9 +104,7 @@ pub(crate) async fn get_historical_features(
         let (right, spec) = view_plan(store, &ctx, view, &schema, left_ts, bounds).await?;
         plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
     }
-    let out_schema = plan.schema();
-    let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error("historical retrieval", e))?;
-    Ok(BatchStream::new(out_schema, Box::pin(stream.map_err(|e| df_error("historical retrieval", e)))))
+    Ok(RetrievalPlan { plan, task: ctx.task_ctx() })
 }
 
 /// About how many bytes an output row takes: the features' values (32 for

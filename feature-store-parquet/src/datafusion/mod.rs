@@ -5,12 +5,12 @@
 mod asof_join;
 mod historical;
 mod latest;
-mod spill;
 mod stats;
 mod timestamps;
 
-pub use asof_join::{AsOfJoinExec, spilled_joins};
-pub(crate) use historical::{entity_plan, get_historical_features};
+pub use asof_join::{AsOfJoinExec, METRIC_NAMES as ASOF_METRIC_NAMES};
+pub use historical::RetrievalPlan;
+pub(crate) use historical::{entity_plan, plan_historical};
 pub use latest::DEFAULT_MATERIALIZE_MEMORY;
 pub(crate) use latest::latest_rows;
 pub(crate) use stats::{profile, window_stats};

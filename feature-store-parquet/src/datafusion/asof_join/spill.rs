@@ -1,4 +1,4 @@
-//! Disk spilling for [`super::AsOfJoinExec`]: when a view's feature rows do
+//! Spill files for the grace join ([`super::grace`]): when a view's feature rows do
 //! not fit in the memory limit, both sides are hash-partitioned by join key
 //! into Arrow IPC files (a grace hash join), each partition is joined in
 //! memory, and the per-partition outputs, each already in entity-row order,
@@ -41,6 +41,8 @@ const COALESCE_ROWS: usize = 4096;
 pub(crate) struct SpillFile {
     file: File,
     pub(crate) rows: usize,
+    /// Size on disk.
+    pub(crate) bytes: usize,
 }
 
 impl SpillWriter {
@@ -81,8 +83,9 @@ impl SpillWriter {
         self.flush()?;
         self.writer.finish()?;
         let mut file = self.writer.into_inner()?.into_inner().map_err(|e| io(e.into_error()))?;
+        let bytes = file.stream_position().map_err(io)? as usize;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        Ok(SpillFile { file, rows: self.rows })
+        Ok(SpillFile { file, rows: self.rows, bytes })
     }
 }
 

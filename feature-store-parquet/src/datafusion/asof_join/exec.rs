@@ -1,0 +1,179 @@
+//! The execution node: two children (entity rows, a view's feature rows),
+//! one output partition in entity-row order.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use super::AsOfSpec;
+use super::build::{BuildSide, Collected};
+use super::grace::grace_join;
+use super::metrics::AsOfMetrics;
+use super::probe::probe;
+
+/// Point-in-time join of a left (entity) plan with a right (feature rows) plan.
+#[derive(Debug)]
+pub struct AsOfJoinExec {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    spec: Arc<AsOfSpec>,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl AsOfJoinExec {
+    pub(crate) fn new(left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, spec: AsOfSpec) -> Self {
+        let left_schema = left.schema();
+        let fields: Vec<Arc<Field>> = left_schema
+            .fields()
+            .iter()
+            .cloned()
+            .chain(spec.features.iter().map(|f| Arc::new(f.clone().with_nullable(true))))
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(fields, left_schema.metadata().clone()));
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self { left, right, spec: Arc::new(spec), schema, cache, metrics: ExecutionPlanMetricsSet::new() }
+    }
+}
+
+impl DisplayAs for AsOfJoinExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AsOfJoinExec: view={}, keys={}, features={}, ttl={:?} {:?}",
+            self.spec.view,
+            self.spec.left_keys.len(),
+            self.spec.features.len(),
+            self.spec.ttl,
+            self.spec.ts_unit
+        )
+    }
+}
+
+impl ExecutionPlan for AsOfJoinExec {
+    fn name(&self) -> &str {
+        "AsOfJoinExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.left, &self.right]
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true, false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [left, right]: [Arc<dyn ExecutionPlan>; 2] =
+            children.try_into().map_err(|_| DataFusionError::Internal("AsOfJoinExec takes two children".into()))?;
+        Ok(Arc::new(Self::new(left, right, (*self.spec).clone())))
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("AsOfJoinExec has one partition, asked for {partition}")));
+        }
+        // Left partitions are read one after another, so input order is kept.
+        let left_parts = self.left.output_partitioning().partition_count();
+        let left_streams =
+            (0..left_parts).map(|p| self.left.execute(p, Arc::clone(&context))).collect::<Result<Vec<_>>>()?;
+        let metrics = AsOfMetrics::new(&self.metrics, partition);
+        let counted = metrics.clone();
+        let left = futures::stream::iter(left_streams).flatten().inspect(move |b| {
+            if let Ok(b) = b {
+                counted.entity_rows.add(b.num_rows());
+            }
+        });
+        let right = Arc::clone(&self.right);
+        let spec = Arc::clone(&self.spec);
+        let schema = Arc::clone(&self.schema);
+        let out_schema = Arc::clone(&schema);
+        // The build side starts now, as its own task: every view of a chain
+        // reads and indexes its rows at once instead of one after another
+        // (the task is aborted if the stream is dropped).
+        let build =
+            SpawnedTask::spawn(BuildSide::collect(right, Arc::clone(&context), Arc::clone(&spec), metrics.clone()));
+        let output = metrics.clone();
+        let joined = futures::stream::once(async move {
+            let collected = build.join().await.map_err(|e| DataFusionError::External(Box::new(e)))??;
+            Ok::<_, DataFusionError>(match collected {
+                Collected::Memory(build) => {
+                    // Batches are probed on blocking threads, several at once,
+                    // and handed on in their input order.
+                    let build = Arc::new(build);
+                    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+                    left.map(move |batch| {
+                        let (build, spec, schema) = (Arc::clone(&build), Arc::clone(&spec), Arc::clone(&out_schema));
+                        let probe_time = metrics.probe_time.clone();
+                        async move {
+                            let batch = batch?;
+                            tokio::task::spawn_blocking(move || {
+                                let _timer = probe_time.timer();
+                                probe(&build, &spec, batch, &schema)
+                            })
+                            .await
+                            .map_err(|e| DataFusionError::External(Box::new(e)))?
+                        }
+                    })
+                    .buffered(parallel)
+                    .boxed()
+                }
+                Collected::Spilled(parts) => {
+                    grace_join(left.boxed(), parts, spec, out_schema, context, metrics).await?
+                }
+            })
+        })
+        .try_flatten()
+        .inspect(move |b| {
+            if let Ok(b) = b {
+                output.output_rows.add(b.num_rows());
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, joined)))
+    }
+}

@@ -1,0 +1,247 @@
+//! The out-of-core as-of join (a grace hash join): when a view's feature
+//! rows exceed the memory limit, both sides are hash-partitioned by join key
+//! into spill files ([`super::spill`]), each partition is joined in memory
+//! (split again when still too large), and the outputs are merged back into
+//! entity-row order.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::utils::memory::get_record_batch_memory_size;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use futures::StreamExt;
+
+use super::AsOfSpec;
+use super::build::{BuildSide, cast_keys, working_memory};
+use super::metrics::AsOfMetrics;
+use super::probe::probe;
+use super::spill::{Merger, SpillFile, SpillWriter, partition_of, scatter};
+
+/// Number of partitions a spilled join uses; each must fit in memory.
+const SPILL_PARTITIONS: usize = 32;
+
+fn over_limit(e: DataFusionError, view: &str, what: &str) -> DataFusionError {
+    DataFusionError::ResourcesExhausted(format!(
+        "{what} of view \"{view}\" do not fit in the memory limit ({e}); raise offline_store.memory_limit / --memory-limit or narrow the entity time range"
+    ))
+}
+
+/// Feature rows over the limit: move those collected so far into spill
+/// partitions and release their memory. A view without entities cannot be
+/// split by key, so for it the limit is an error.
+pub(super) fn start_spill(
+    e: DataFusionError,
+    batches: &mut Vec<RecordBatch>,
+    schema: &SchemaRef,
+    spec: &AsOfSpec,
+    reservation: &MemoryReservation,
+) -> Result<Vec<SpillWriter>> {
+    if spec.key_types.is_empty() {
+        return Err(over_limit(e, &spec.view, "the feature rows"));
+    }
+    let mut writers = spill_writers(schema, SPILL_PARTITIONS)?;
+    let keys = right_keys(spec);
+    for b in batches.drain(..) {
+        scatter_by_key(&b, &keys, &spec.key_types, 0, &mut writers, false)?;
+    }
+    reservation.free();
+    Ok(writers)
+}
+
+fn spill_writers(schema: &SchemaRef, partitions: usize) -> Result<Vec<SpillWriter>> {
+    (0..partitions).map(|_| SpillWriter::new(schema)).collect()
+}
+
+/// Positions of the keys in the right layout (they come first).
+pub(super) fn right_keys(spec: &AsOfSpec) -> Vec<usize> {
+    (0..spec.key_types.len()).collect()
+}
+
+/// Partitions a spilled join splits an oversized partition into.
+const SUB_PARTITIONS: usize = 8;
+/// How often a partition may be split again before the join gives up.
+const MAX_SPLIT_LEVEL: u32 = 4;
+
+/// Hash-partitions a batch by the key columns at `key_columns`.
+pub(super) fn scatter_by_key(
+    batch: &RecordBatch,
+    key_columns: &[usize],
+    key_types: &[DataType],
+    level: u32,
+    writers: &mut [SpillWriter],
+    entity_side: bool,
+) -> Result<()> {
+    let columns: Vec<ArrayRef> = key_columns.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+    let keys = cast_keys(&columns, key_types)?;
+    let parts = partition_of(&keys, key_types, writers.len(), level)?;
+    scatter(batch, &parts, writers, entity_side)
+}
+
+/// What joining one spilled partition produced.
+enum PartitionOutcome {
+    /// The joined rows, in entity-row order.
+    Joined(SpillFile),
+    /// Too large for memory: these sub-partitions (right, left, level) instead.
+    Split(Vec<(SpillFile, SpillFile, u32)>),
+    /// No entity rows fell into the partition.
+    Empty,
+}
+
+/// Everything a partition join needs, owned so partitions can run concurrently.
+struct Partition {
+    spec: Arc<AsOfSpec>,
+    metrics: AsOfMetrics,
+    row_schema: SchemaRef,
+    probe_schema: SchemaRef,
+    context: Arc<TaskContext>,
+}
+
+impl Partition {
+    async fn join(self, right: SpillFile, left: SpillFile, level: u32) -> Result<PartitionOutcome> {
+        let spec = &self.spec;
+        if left.rows == 0 {
+            return Ok(PartitionOutcome::Empty);
+        }
+        let reservation =
+            MemoryConsumer::new(format!("AsOfJoin[{}] partition", spec.view)).register(self.context.memory_pool());
+        let mut batches = Vec::new();
+        let mut fits = true;
+        let reader = right.read()?;
+        let right_schema = reader.schema();
+        for b in reader {
+            let b = b?;
+            if reservation.try_grow(get_record_batch_memory_size(&b)).is_err() {
+                fits = false;
+                break;
+            }
+            batches.push(b);
+        }
+        fits = fits && reservation.try_grow(working_memory(&batches)).is_ok();
+        if !fits {
+            drop(batches);
+            reservation.free();
+            if level >= MAX_SPLIT_LEVEL {
+                return Err(over_limit(
+                    DataFusionError::ResourcesExhausted(format!(
+                        "{} feature rows in one partition after {level} splits",
+                        right.rows
+                    )),
+                    &spec.view,
+                    "the feature rows of one join key (a very frequent key?)",
+                ));
+            }
+            let split =
+                |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
+                    let mut w = spill_writers(schema, SUB_PARTITIONS)?;
+                    for b in file.read()? {
+                        scatter_by_key(&b?, keys, &spec.key_types, level + 1, &mut w, entity_side)?;
+                    }
+                    w.into_iter().map(SpillWriter::finish).collect()
+                };
+            let rights = split(&right, &right_schema, &right_keys(spec), false)?;
+            let lefts = split(&left, &self.row_schema, &spec.left_keys, true)?;
+            self.metrics.spilled(&rights);
+            self.metrics.spilled(&lefts);
+            return Ok(PartitionOutcome::Split(
+                rights.into_iter().zip(lefts).map(|(r, l)| (r, l, level + 1)).collect(),
+            ));
+        }
+        let build = BuildSide::index(batches, &right_schema, spec, reservation, &self.metrics).await?;
+        let (spec2, schema2) = (Arc::clone(spec), Arc::clone(&self.probe_schema));
+        let probe_time = self.metrics.probe_time.clone();
+        let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
+            let _timer = probe_time.timer();
+            let mut w = SpillWriter::new(&schema2)?;
+            for b in left.read()? {
+                w.write(&probe(&build, &spec2, b?, &schema2)?)?;
+            }
+            w.finish()
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        self.metrics.spilled(std::slice::from_ref(&out));
+        Ok(PartitionOutcome::Joined(out))
+    }
+}
+
+/// The spilled (grace hash) join: partition the entity rows by key with their
+/// row numbers, join partition by partition in memory, merge by row number.
+pub(super) async fn grace_join(
+    mut left: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    right_parts: Vec<SpillFile>,
+    spec: Arc<AsOfSpec>,
+    out_schema: SchemaRef,
+    context: Arc<TaskContext>,
+    metrics: AsOfMetrics,
+) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+    let left_fields = out_schema.fields().len() - spec.features.len();
+    let left_schema = Arc::new(Schema::new(out_schema.fields()[..left_fields].to_vec()));
+    let mut row_fields: Vec<Arc<Field>> = left_schema.fields().iter().cloned().collect();
+    row_fields.push(Arc::new(Field::new("__asof_row", DataType::UInt64, false)));
+    let row_schema = Arc::new(Schema::new(row_fields.clone()));
+    let row_col = left_fields;
+
+    // 1. Entity rows, numbered, into partitions.
+    let mut writers = spill_writers(&row_schema, right_parts.len())?;
+    let mut next_row = 0u64;
+    while let Some(batch) = left.next().await {
+        let batch = batch?;
+        let n = batch.num_rows() as u64;
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(next_row..next_row + n)));
+        next_row += n;
+        let numbered = RecordBatch::try_new(Arc::clone(&row_schema), columns)?;
+        scatter_by_key(&numbered, &spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
+    }
+    let left_parts = writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?;
+    metrics.spilled(&left_parts);
+
+    // 2. Each partition joined in memory, in entity-row order within the
+    //    partition; a partition too large for memory is split again.
+    let mut probe_fields = row_fields;
+    probe_fields.extend(out_schema.fields()[left_fields..].iter().cloned());
+    let probe_schema = Arc::new(Schema::new(probe_fields));
+    let mut outputs = Vec::new();
+    // Partitions run concurrently, one per core; splits go back on the queue.
+    let mut pending: Vec<(SpillFile, SpillFile, u32)> =
+        right_parts.into_iter().zip(left_parts).map(|(r, l)| (r, l, 0)).collect();
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        while running.len() < parallel {
+            let Some((right, left, level)) = pending.pop() else { break };
+            let part = Partition {
+                spec: Arc::clone(&spec),
+                metrics: metrics.clone(),
+                row_schema: Arc::clone(&row_schema),
+                probe_schema: Arc::clone(&probe_schema),
+                context: Arc::clone(&context),
+            };
+            running.push(futures::FutureExt::boxed(part.join(right, left, level)));
+        }
+        match running.next().await {
+            None => break,
+            Some(outcome) => match outcome? {
+                PartitionOutcome::Joined(file) => outputs.push(file),
+                PartitionOutcome::Split(parts) => pending.extend(parts),
+                PartitionOutcome::Empty => {}
+            },
+        }
+    }
+
+    // 3. Back into input order.
+    let batch_size = context.session_config().batch_size();
+    let merger = Merger::new(outputs, row_col, out_schema, batch_size)?;
+    Ok(futures::stream::unfold(Some(merger), |state| async move {
+        let mut m = state?;
+        match m.next_batch() {
+            Ok(Some(b)) => Some((Ok(b), Some(m))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+    .boxed())
+}

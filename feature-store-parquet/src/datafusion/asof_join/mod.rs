@@ -1,0 +1,55 @@
+//! `AsOfJoinExec`: the point-in-time join as a DataFusion physical operator.
+//!
+//! - [`exec`]: the execution node and how a partition runs.
+//! - [`build`]: the build side: feature rows collected, grouped by key,
+//!   sorted by time, ties resolved.
+//! - [`probe`]: entity batches searching the index.
+//! - [`grace`] and [`spill`]: the out-of-core (grace hash) join under a memory limit.
+//! - [`metrics`]: what the node reports to DataFusion (`EXPLAIN ANALYZE`).
+//!
+//! Algorithm: a hash as-of join. The right (feature) side is collected once,
+//! grouped by join key, and each group sorted by (event time, created time,
+//! tie-break); the left (entity) side streams through in order and each row
+//! binary-searches its key's group for the last event time `<=` its own.
+//! Cost is O(m log m) to build and O(n log k) to probe (k = rows per key),
+//! the complexity of a sort-merge as-of join, without sorting the entity
+//! side and without a final sort to restore input order: output rows leave
+//! in input order by construction.
+//!
+//! Right input layout (made by the planner): `[keys..., event_ts, created_ts?, features...]`,
+//! keys already cast to the canonical key types and features to their output types.
+
+mod build;
+mod exec;
+mod grace;
+mod metrics;
+mod probe;
+mod spill;
+
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+
+pub use exec::AsOfJoinExec;
+pub use metrics::METRIC_NAMES;
+
+/// What one as-of join node joins.
+#[derive(Debug, Clone)]
+pub(crate) struct AsOfSpec {
+    /// View name, for messages and plan display.
+    pub view: String,
+    /// The view and its source, for errors met while reading its rows.
+    pub context: String,
+    /// Positions of the join keys in the left schema.
+    pub left_keys: Vec<usize>,
+    /// Position of the entity timestamp in the left schema.
+    pub left_ts: usize,
+    /// Canonical type of each key; both sides are cast to it.
+    pub key_types: Vec<DataType>,
+    /// Whether the right side carries a created-timestamp column.
+    pub has_created: bool,
+    /// The features appended to the output (right layout order).
+    pub features: Vec<Field>,
+    /// Unit both sides' event times are compared in (the finer of the two).
+    pub ts_unit: TimeUnit,
+    /// Ttl in `ts_unit`; `None` is unlimited.
+    pub ttl: Option<i64>,
+}

@@ -1,0 +1,73 @@
+//! The probe: each entity row finds its key's group and binary-searches it
+//! for the last event time at or before its own (within the ttl).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Builder};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::common::Result;
+
+use super::AsOfSpec;
+use super::build::{BuildSide, KeyIndex, PREFETCH_AHEAD, any_null, cast_keys};
+use crate::datafusion::timestamps::scaled;
+
+pub(super) fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let build = &build.data;
+    let n = left.num_rows();
+    let ts = scaled(left.column(spec.left_ts), spec.ts_unit)?;
+    let mut idx = UInt32Builder::with_capacity(n);
+    if build.ts.is_empty() {
+        idx.append_nulls(n);
+    } else {
+        let key_columns: Vec<ArrayRef> = spec.left_keys.iter().map(|i| Arc::clone(left.column(*i))).collect();
+        let keys = cast_keys(&key_columns, &spec.key_types)?;
+        match &build.index {
+            KeyIndex::Unkeyed => {
+                for i in 0..n {
+                    idx.append_option(ts.get(i).and_then(|t| build.find(build.ranges[0], t, spec.ttl)));
+                }
+            }
+            KeyIndex::Int(map) => {
+                let k = keys[0].as_primitive::<Int64Type>();
+                // Two passes: independent hash lookups first, then the
+                // searches, each prefetching the rows a few searches ahead,
+                // so the CPU overlaps cache misses instead of chaining them.
+                const NONE: u64 = u64::MAX;
+                let ranges: Vec<u64> = (0..n)
+                    .map(|i| if k.is_valid(i) { map.get(&k.value(i)).copied().unwrap_or(NONE) } else { NONE })
+                    .collect();
+                for (i, r) in ranges.iter().enumerate() {
+                    if let Some(&ahead) = ranges.get(i + PREFETCH_AHEAD)
+                        && ahead != NONE
+                    {
+                        build.prefetch(ahead);
+                    }
+                    let found = match ts.get(i) {
+                        Some(t) if *r != NONE => build.find(*r, t, spec.ttl),
+                        _ => None,
+                    };
+                    idx.append_option(found);
+                }
+            }
+            KeyIndex::Rows { converter, map } => {
+                let rows = converter.convert_columns(&keys)?;
+                for i in 0..n {
+                    let found = match ts.get(i) {
+                        Some(t) if !any_null(&keys, i) => map
+                            .get(rows.row(i).as_ref())
+                            .and_then(|g| build.find(build.ranges[*g as usize], t, spec.ttl)),
+                        _ => None,
+                    };
+                    idx.append_option(found);
+                }
+            }
+        }
+    }
+    let indices = idx.finish();
+    let mut columns = left.columns().to_vec();
+    for c in &build.features {
+        columns.push(take(c.as_ref(), &indices, None)?);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
