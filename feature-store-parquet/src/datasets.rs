@@ -38,7 +38,8 @@ impl DatasetStorage for ParquetOfflineStore {
         // One partition, as retrieval reads entity rows: the rows keep their order.
         let ctx = session(self.memory_limit, 1)?;
         let keys: Vec<&JoinKey> = keys.iter().collect();
-        let (plan, _) = entity_plan(self, &ctx, entities, timestamp_column, sources, &keys).await?;
+        let entities = self.resolve_entities(entities, sources).await?;
+        let (plan, _) = entity_plan(&ctx, entities, timestamp_column, &keys).await?;
         let schema = plan.schema();
         let stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
             .map_err(|e| df_error("reading the entity table", e))?;

@@ -10,6 +10,16 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use crate::error::{Error, Result};
 use feature_store_object_store::location::{ResolvedLocation, is_url, resolve};
 
+/// A data source with its files listed: what the planner reads, so that
+/// planning works on plain descriptions and never lists on its own.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    /// The source's definition.
+    pub source: feature_store_core::model::DataSource,
+    /// Its files now.
+    pub files: SourceFiles,
+}
+
 /// The files behind one source location.
 #[derive(Debug, Clone)]
 pub struct SourceFiles {

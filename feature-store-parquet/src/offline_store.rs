@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
-use feature_store_core::historical::{BatchStream, HistoricalRequest};
+use feature_store_core::historical::{BatchStream, EntityInput, HistoricalRequest};
 use feature_store_core::model::DataSource;
 use feature_store_core::offline::profile::Profile;
 use feature_store_core::offline::{
@@ -21,8 +21,9 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use feature_store_object_store::blobs::Blobs;
 
+use crate::datafusion::{Engine, ResolvedEntities};
 use crate::error::Error;
-use crate::files::{SourceFiles, list_source_files};
+use crate::files::{ResolvedSource, SourceFiles, list_source_files};
 
 /// Offline store over Parquet files on local disk, S3 or memory.
 #[derive(Debug, Clone)]
@@ -71,7 +72,55 @@ impl ParquetOfflineStore {
     /// afterwards shows each operator's metrics (rows in and out per view,
     /// build and probe time, spilling), as `EXPLAIN ANALYZE` would.
     pub async fn plan_historical(&self, request: HistoricalRequest) -> CoreResult<crate::datafusion::RetrievalPlan> {
-        crate::datafusion::plan_historical(self, request).await
+        if request.views.is_empty() {
+            return Err(CoreError::InvalidArgument("no features requested".into()));
+        }
+        // Every listing happens here, concurrently; the planner gets descriptions.
+        let sources = futures::future::try_join_all(request.views.iter().map(|v| {
+            let context = format!("data source \"{}\" ({})", v.source.name, v.source.path);
+            self.resolve_source(&v.source, context)
+        }));
+        let entities = self.resolve_entities(request.entities, &request.sources);
+        let (sources, entities) = futures::future::try_join(sources, entities).await?;
+        crate::datafusion::plan_historical(self.engine(), entities, &request.views, &sources, &request.timestamp_column)
+            .await
+    }
+
+    /// The planner's view of this store's settings.
+    pub(crate) fn engine(&self) -> Engine {
+        Engine { memory_limit: self.memory_limit, target_partitions: self.target_partitions }
+    }
+
+    /// Lists `source`'s files; errors say `context`.
+    pub(crate) async fn resolve_source(&self, source: &DataSource, context: String) -> CoreResult<ResolvedSource> {
+        let files = self.source_files(source).await.map_err(|e| CoreError::data(context, e.to_string()))?;
+        Ok(ResolvedSource { source: source.clone(), files })
+    }
+
+    /// Lists what an entity input reads: its files, or for SQL every source of the project.
+    pub(crate) async fn resolve_entities(
+        &self,
+        input: EntityInput,
+        sources: &[DataSource],
+    ) -> CoreResult<ResolvedEntities> {
+        Ok(match input {
+            EntityInput::Path(path) => {
+                // This crate's listing is sorted by path, so a folder of files
+                // reads in file-name order and rows keep their order.
+                let files = list_source_files(&path, &self.base_dir, &self.options)
+                    .await
+                    .map_err(|e| CoreError::data(format!("entity table {path}"), e.to_string()))?;
+                ResolvedEntities::Files { path, files }
+            }
+            EntityInput::Sql(query) => {
+                let listed = sources.iter().map(|s| {
+                    let context = format!("data source \"{}\" ({})", s.name, s.path);
+                    self.resolve_source(s, context)
+                });
+                ResolvedEntities::Sql { query, sources: futures::future::try_join_all(listed).await? }
+            }
+            other => ResolvedEntities::Input(other),
+        })
     }
 
     /// The files a source reads.
@@ -136,7 +185,10 @@ impl OfflineStore for ParquetOfflineStore {
     }
 
     async fn latest_rows(&self, request: LatestRequest) -> CoreResult<LatestRows> {
-        crate::datafusion::latest_rows(self, request).await
+        let source = &request.source;
+        let context = format!("data source \"{}\" ({})", source.name, source.path);
+        let resolved = self.resolve_source(source, context).await?;
+        crate::datafusion::latest_rows(self.engine(), request, &resolved).await
     }
 
     fn statistics(&self) -> Option<&dyn OfflineStatistics> {
@@ -155,11 +207,18 @@ impl OfflineStore for ParquetOfflineStore {
 #[async_trait]
 impl OfflineStatistics for ParquetOfflineStore {
     async fn window_stats(&self, request: StatsRequest) -> CoreResult<WindowStats> {
-        crate::datafusion::window_stats(self, request).await
+        let (view, source) = (&request.view, &request.source);
+        let context =
+            format!("validating feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
+        let resolved = self.resolve_source(source, context).await?;
+        crate::datafusion::window_stats(self.engine(), request, &resolved).await
     }
 
     async fn profile(&self, request: StatsRequest) -> CoreResult<Profile> {
-        crate::datafusion::profile(self, request).await
+        let source = &request.source;
+        let context = format!("data source \"{}\" ({})", source.name, source.path);
+        let resolved = self.resolve_source(source, context).await?;
+        crate::datafusion::profile(self.engine(), request, &resolved).await
     }
 }
 

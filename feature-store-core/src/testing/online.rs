@@ -222,18 +222,32 @@ pub async fn drop_view_removes_only_that_view(store: Arc<dyn OnlineStore>, proje
 }
 
 /// Every behaviour in turn on one store, each under its own project derived
-/// from `project`, so the store may already hold other data.
+/// from `project`, so the store may already hold other data; the suite's
+/// views are dropped at the end.
 ///
 /// Panics with a description of the first broken rule.
 pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str) {
-    empty_store_returns_nothing(Arc::clone(&store), &format!("{project}_empty")).await;
-    round_trip(Arc::clone(&store), &format!("{project}_round_trip")).await;
-    never_regress(Arc::clone(&store), &format!("{project}_never_regress")).await;
-    multi_view_read(Arc::clone(&store), &format!("{project}_multi_view")).await;
-    project_isolation(Arc::clone(&store), &format!("{project}_isolation")).await;
-    bulk_write(Arc::clone(&store), &format!("{project}_bulk")).await;
-    delete_counts_existing_keys(Arc::clone(&store), &format!("{project}_delete")).await;
-    drop_view_removes_only_that_view(store, &format!("{project}_drop")).await;
+    let projects: Vec<String> =
+        ["empty", "round_trip", "never_regress", "multi_view", "isolation", "bulk", "delete", "drop"]
+            .iter()
+            .map(|b| format!("{project}_{b}"))
+            .collect();
+    empty_store_returns_nothing(Arc::clone(&store), &projects[0]).await;
+    round_trip(Arc::clone(&store), &projects[1]).await;
+    never_regress(Arc::clone(&store), &projects[2]).await;
+    multi_view_read(Arc::clone(&store), &projects[3]).await;
+    project_isolation(Arc::clone(&store), &projects[4]).await;
+    bulk_write(Arc::clone(&store), &projects[5]).await;
+    delete_counts_existing_keys(Arc::clone(&store), &projects[6]).await;
+    drop_view_removes_only_that_view(Arc::clone(&store), &projects[7]).await;
+    // Leave the store as it was found.
+    for p in &projects {
+        for project in [p.clone(), format!("{p}_other")] {
+            for view in ["stats", "profile"] {
+                store.drop_view(&project, view).await.expect("drop the suite's views");
+            }
+        }
+    }
 }
 
 /// One `#[tokio::test]` per online-store behaviour for a backend.

@@ -14,7 +14,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext};
-use feature_store_core::historical::{BatchStream, EntityInput, HistoricalRequest, ViewRequest, check_output_names};
+use feature_store_core::historical::{BatchStream, EntityInput, ViewRequest, check_output_names};
 use feature_store_core::model::DataSource;
 use feature_store_core::{Error as CoreError, Result as CoreResult, ValueType, describe_arrow};
 use futures::{StreamExt, TryStreamExt};
@@ -22,7 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::asof_join::{AsOfJoinExec, AsOfSpec};
 use super::timestamps::{finer, instant_range, unit_nanos};
 use super::{df_error, retrieval_batch_rows, session_with_batch_rows};
-use crate::ParquetOfflineStore;
+use crate::files::ResolvedSource;
 
 /// Entity time range, for pruning feature rows.
 #[derive(Debug, Clone, Copy)]
@@ -82,26 +82,46 @@ impl RetrievalPlan {
     }
 }
 
-pub(crate) async fn plan_historical(store: &ParquetOfflineStore, req: HistoricalRequest) -> CoreResult<RetrievalPlan> {
-    if req.views.is_empty() {
-        return Err(CoreError::InvalidArgument("no features requested".into()));
-    }
-    let rows = retrieval_batch_rows(store.memory_limit, output_row_bytes(&req.views));
-    let ctx = session_with_batch_rows(store.memory_limit, store.target_partitions, rows)?;
+/// What the planner needs of the store's settings, as plain values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Engine {
+    pub(crate) memory_limit: Option<usize>,
+    pub(crate) target_partitions: usize,
+}
+
+/// Entity rows with any files or sources they read already listed.
+pub(crate) enum ResolvedEntities {
+    /// Batches or a stream, as given.
+    Input(EntityInput),
+    /// A Parquet or CSV file, folder or glob, listed.
+    Files { path: String, files: crate::files::SourceFiles },
+    /// A SQL query over the project's sources, each listed.
+    Sql { query: String, sources: Vec<ResolvedSource> },
+}
+
+/// Plans a retrieval over resolved inputs: `views[i]` reads `sources[i]`.
+pub(crate) async fn plan_historical(
+    engine: Engine,
+    entities: ResolvedEntities,
+    views: &[ViewRequest],
+    sources: &[ResolvedSource],
+    ts_col: &str,
+) -> CoreResult<RetrievalPlan> {
+    let rows = retrieval_batch_rows(engine.memory_limit, output_row_bytes(views));
+    let ctx = session_with_batch_rows(engine.memory_limit, engine.target_partitions, rows)?;
     // The entity side is scanned in one partition so its row order is the input order.
     let entity_ctx =
         SessionContext::new_with_config_rt(ctx.copied_config().with_target_partitions(1), ctx.runtime_env());
-    let ts_col = req.timestamp_column.clone();
-    let keys: Vec<&feature_store_core::model::JoinKey> = req.views.iter().flat_map(|v| &v.join_keys).collect();
-    let (entity_plan, bounds) = entity_plan(store, &entity_ctx, req.entities, &ts_col, &req.sources, &keys).await?;
+    let keys: Vec<&feature_store_core::model::JoinKey> = views.iter().flat_map(|v| &v.join_keys).collect();
+    let (entity_plan, bounds) = entity_plan(&entity_ctx, entities, ts_col, &keys).await?;
     let schema = entity_plan.schema();
     let entity_columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let left_ts = entity_timestamp(&schema, &ts_col)?;
-    check_output_names(&entity_columns, &req.views)?;
+    let left_ts = entity_timestamp(&schema, ts_col)?;
+    check_output_names(&entity_columns, views)?;
 
     let mut plan: Arc<dyn ExecutionPlan> = entity_plan;
-    for view in &req.views {
-        let (right, spec) = view_plan(store, &ctx, view, &schema, left_ts, bounds).await?;
+    for (view, source) in views.iter().zip(sources) {
+        let (right, spec) = view_plan(&ctx, view, source, &schema, left_ts, bounds).await?;
         plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
     }
     Ok(RetrievalPlan { plan, task: ctx.task_ctx() })
@@ -159,9 +179,9 @@ pub(super) fn key_type(t: &ValueType) -> DataType {
 }
 
 async fn view_plan(
-    store: &ParquetOfflineStore,
     ctx: &SessionContext,
     view: &ViewRequest,
+    resolved: &ResolvedSource,
     entity_schema: &SchemaRef,
     left_ts: usize,
     bounds: Option<Bounds>,
@@ -170,7 +190,7 @@ async fn view_plan(
     let source = &view.source;
     let context = format!("feature view \"{name}\" (source \"{}\", {})", source.name, source.path);
     let window = bounds.map(|b| (view.view.ttl.map(|t| b.min - t.as_nanos() as i128), Some(b.max)));
-    let df = read_source_in(store, ctx, source, window).await?;
+    let df = read_source_in(ctx, resolved, window).await?;
     let source_schema = df.schema().as_arrow().clone();
 
     let mut left_keys = Vec::new();
@@ -323,12 +343,8 @@ impl TimestampLike for ScalarValue {
 }
 
 /// Reads a source's Parquet files (file, hive folder or glob) as a DataFrame.
-pub(super) async fn read_source(
-    store: &ParquetOfflineStore,
-    ctx: &SessionContext,
-    source: &DataSource,
-) -> CoreResult<DataFrame> {
-    read_source_in(store, ctx, source, None).await
+pub(super) async fn read_source(ctx: &SessionContext, resolved: &ResolvedSource) -> CoreResult<DataFrame> {
+    read_source_in(ctx, resolved, None).await
 }
 
 /// Event-time window of a read, inclusive, as UTC nanoseconds; `None` ends are open.
@@ -350,13 +366,13 @@ pub(crate) fn window_of(
 /// DataFusion applies when listing, so their files are never opened. Rows
 /// are not filtered here; callers apply their exact time predicates.
 pub(crate) async fn read_source_in(
-    store: &ParquetOfflineStore,
     ctx: &SessionContext,
-    source: &DataSource,
+    resolved: &ResolvedSource,
     window: Option<Window>,
 ) -> CoreResult<DataFrame> {
+    let source = &resolved.source;
     let context = format!("data source \"{}\" ({})", source.name, source.path);
-    let planned = plan_source_read(store, source, window, &context).await?;
+    let planned = plan_source_read(resolved, window, &context).await?;
     read_planned(ctx, source, &planned, &context).await
 }
 
@@ -371,15 +387,15 @@ pub(crate) struct SourceRead {
     prune: Option<Expr>,
 }
 
-/// Lists `source` and reads the footers of the files `window` needs, once,
-/// for callers that check them before reading rows.
+/// Keeps the files of a listed source that `window` needs and reads their
+/// footers, once, for callers that check them before reading rows.
 pub(crate) async fn plan_source_read(
-    store: &ParquetOfflineStore,
-    source: &DataSource,
+    resolved: &ResolvedSource,
     window: Option<Window>,
     context: &str,
 ) -> CoreResult<SourceRead> {
-    let files = store.source_files(source).await.map_err(|e| CoreError::data(context, e.to_string()))?;
+    let source = &resolved.source;
+    let files = resolved.files.clone();
     let prune = match (&source.timestamp_partition, window) {
         (Some(p), Some((lo, hi))) if files.partition_columns.contains(&p.column) => {
             let mut all = std::collections::BTreeSet::new();
@@ -594,13 +610,36 @@ fn register_store(
 /// The entity side as a single-partition plan, and its time range when known
 /// without consuming it.
 pub(crate) async fn entity_plan(
-    store: &ParquetOfflineStore,
     ctx: &SessionContext,
-    input: EntityInput,
+    input: ResolvedEntities,
     ts_col: &str,
-    sources: &[DataSource],
     keys: &[&feature_store_core::model::JoinKey],
 ) -> CoreResult<(Arc<dyn ExecutionPlan>, Option<Bounds>)> {
+    let input = match input {
+        ResolvedEntities::Input(input) => input,
+        ResolvedEntities::Files { path, files } => {
+            let context = format!("entity table {path}");
+            register_store(ctx, &files.root)?;
+            let urls: Vec<String> = files.files.iter().map(|m| files.file_url(m)).collect();
+            let df = if path.to_ascii_lowercase().trim_end_matches('/').ends_with(".csv")
+                || urls.iter().all(|u| u.to_ascii_lowercase().ends_with(".csv"))
+            {
+                read_entity_csv(ctx, urls, ts_col, keys).await
+            } else {
+                ctx.read_parquet(urls, ParquetReadOptions::default().file_extension("")).await
+            }
+            .map_err(|e| df_error(&context, e))?;
+            return dataframe_plan(df, ts_col, &context).await;
+        }
+        ResolvedEntities::Sql { query, sources } => {
+            for s in &sources {
+                let df = read_source(ctx, s).await?;
+                ctx.register_table(s.source.name.as_str(), df.into_view()).map_err(|e| df_error("entity query", e))?;
+            }
+            let df = ctx.sql(&query).await.map_err(|e| df_error("entity query", e))?;
+            return dataframe_plan(df, ts_col, "entity query").await;
+        }
+    };
     match input {
         EntityInput::Batches { schema, batches } => {
             let bounds = match schema.index_of(ts_col) {
@@ -621,33 +660,6 @@ pub(crate) async fn entity_plan(
             let plan = StreamingTableExec::try_new(schema, vec![part], None, Vec::new(), false, None)
                 .map_err(|e| df_error("entity stream", e))?;
             Ok((Arc::new(plan), None))
-        }
-        EntityInput::Path(path) => {
-            let context = format!("entity table {path}");
-            // This crate's listing is sorted by path, so a folder of files
-            // reads in file-name order and rows keep their order.
-            let files = crate::files::list_source_files(&path, &store.base_dir, &store.options)
-                .await
-                .map_err(|e| CoreError::data(&context, e.to_string()))?;
-            register_store(ctx, &files.root)?;
-            let urls: Vec<String> = files.files.iter().map(|m| files.file_url(m)).collect();
-            let df = if path.to_ascii_lowercase().trim_end_matches('/').ends_with(".csv")
-                || urls.iter().all(|u| u.to_ascii_lowercase().ends_with(".csv"))
-            {
-                read_entity_csv(ctx, urls, ts_col, keys).await
-            } else {
-                ctx.read_parquet(urls, ParquetReadOptions::default().file_extension("")).await
-            }
-            .map_err(|e| df_error(&context, e))?;
-            dataframe_plan(df, ts_col, &context).await
-        }
-        EntityInput::Sql(query) => {
-            for s in sources {
-                let df = read_source(store, ctx, s).await?;
-                ctx.register_table(s.name.as_str(), df.into_view()).map_err(|e| df_error("entity query", e))?;
-            }
-            let df = ctx.sql(&query).await.map_err(|e| df_error("entity query", e))?;
-            dataframe_plan(df, ts_col, "entity query").await
         }
         other => {
             Err(CoreError::Unsupported(format!("entity input {other:?} is not supported by the Parquet offline store")))

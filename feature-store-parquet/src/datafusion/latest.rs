@@ -21,9 +21,9 @@ use feature_store_core::offline::{LATEST_EVENT_TS, LatestRequest, LatestRows};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC, ValueType};
 use futures::{StreamExt, TryStreamExt};
 
-use super::historical::{TimestampLike, key_type, read_source_in, source_timestamp, window_of};
+use super::historical::{Engine, TimestampLike, key_type, read_source_in, source_timestamp, window_of};
 use super::{df_error, session};
-use crate::ParquetOfflineStore;
+use crate::files::ResolvedSource;
 
 const CREATED: &str = "__created_ts";
 
@@ -31,12 +31,16 @@ const CREATED: &str = "__created_ts";
 /// sort spills, so materializing any number of rows stays bounded.
 pub const DEFAULT_MATERIALIZE_MEMORY: usize = 1 << 30;
 
-pub(crate) async fn latest_rows(store: &ParquetOfflineStore, req: LatestRequest) -> CoreResult<LatestRows> {
-    let ctx = session(Some(store.memory_limit.unwrap_or(DEFAULT_MATERIALIZE_MEMORY)), store.target_partitions)?;
+pub(crate) async fn latest_rows(
+    engine: Engine,
+    req: LatestRequest,
+    resolved: &ResolvedSource,
+) -> CoreResult<LatestRows> {
+    let ctx = session(Some(engine.memory_limit.unwrap_or(DEFAULT_MATERIALIZE_MEMORY)), engine.target_partitions)?;
     let source = &req.source;
     let view = &req.view;
     let context = format!("feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
-    let df = read_source_in(store, &ctx, source, Some(window_of(req.start, Some(req.end)))).await?;
+    let df = read_source_in(&ctx, resolved, Some(window_of(req.start, Some(req.end)))).await?;
     let schema = df.schema().as_arrow().clone();
     let mut predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let ts = ident(&source.timestamp_field);

@@ -13,10 +13,10 @@ use feature_store_core::quality::profile::{
 use feature_store_core::quality::{FeatureStats, StatsRequest, WindowStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC};
 
-use super::historical::{plan_source_read, read_planned, read_source_in, window_of};
+use super::historical::{Engine, plan_source_read, read_planned, read_source_in, window_of};
 use super::latest::window_predicate;
 use super::{df_error, session};
-use crate::ParquetOfflineStore;
+use crate::files::ResolvedSource;
 
 const ROWS: &str = "__rows";
 const MAX_TS: &str = "__max_ts";
@@ -25,8 +25,12 @@ fn one_if(condition: Expr) -> Expr {
     sum(when(condition, lit(1i64)).otherwise(lit(0i64)).expect("when/otherwise"))
 }
 
-pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest) -> CoreResult<WindowStats> {
-    let ctx = session(store.memory_limit, store.target_partitions)?;
+pub(crate) async fn window_stats(
+    engine: Engine,
+    req: StatsRequest,
+    resolved: &ResolvedSource,
+) -> CoreResult<WindowStats> {
+    let ctx = session(engine.memory_limit, engine.target_partitions)?;
     let source = &req.source;
     let view = &req.view;
     let rules = &view.validation;
@@ -34,7 +38,7 @@ pub(crate) async fn window_stats(store: &ParquetOfflineStore, req: StatsRequest)
     // The contract per file first: a file with a changed type would otherwise
     // fail the query with a merge error that names no file.
     let window = window_of(req.start, Some(req.end));
-    let planned = plan_source_read(store, source, Some(window), &context).await?;
+    let planned = plan_source_read(resolved, Some(window), &context).await?;
     let files = &planned.files;
     let mut contract = WindowStats::default();
     // Partitions the window skips are not read, so not checked either.
@@ -229,14 +233,14 @@ fn quantile_name(q: f64) -> String {
 /// A reference profile: one aggregate pass (counts, moments, approximate
 /// quantiles), one more counting each numeric feature's decile bins, and a
 /// grouped count per string or bool feature for its top values.
-pub(crate) async fn profile(store: &ParquetOfflineStore, req: StatsRequest) -> CoreResult<Profile> {
+pub(crate) async fn profile(engine: Engine, req: StatsRequest, resolved: &ResolvedSource) -> CoreResult<Profile> {
     // One partition: the t-digest quantiles then see rows in file order, so
     // the same data gives the same profile.
-    let ctx = session(store.memory_limit, 1)?;
+    let ctx = session(engine.memory_limit, 1)?;
     let source = &req.source;
     let view = &req.view;
     let context = format!("profiling feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
-    let df = read_source_in(store, &ctx, source, Some(window_of(req.start, Some(req.end)))).await?;
+    let df = read_source_in(&ctx, resolved, Some(window_of(req.start, Some(req.end)))).await?;
     let schema = df.schema().as_arrow().clone();
     let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let window = df.filter(predicate).map_err(|e| df_error(&context, e))?;
