@@ -7,6 +7,7 @@ mod output;
 mod parquet_out;
 mod quality;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +25,11 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Log what the library does on stderr: -v for each step (registry writes,
+    /// views materialized, retrievals), -vv for detail (per-view join metrics).
+    /// RUST_LOG, when set, takes precedence.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -221,6 +227,7 @@ enum Kind {
 fn main() -> ExitCode {
     restore_sigpipe();
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -235,6 +242,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The library logs through `tracing`; this binary chooses where it goes:
+/// stderr, nothing unless asked (-v, -vv or RUST_LOG), never on stdout,
+/// which carries the command's output (and JSON).
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
+        _ => EnvFilter::new(match verbose {
+            0 => "off",
+            1 => "feature_store=info",
+            _ => "feature_store=debug",
+        }),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }
 
 /// The error and its causes, each cause once: the library's errors already
@@ -387,7 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 output::json(&found)
             } else {
                 for d in found {
-                    print!("{}", serde_yaml::to_string(&d)?);
+                    print!("{}", yaml_serde::to_string(&d)?);
                 }
                 Ok(())
             }

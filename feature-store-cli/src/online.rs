@@ -1,7 +1,7 @@
 //! `materialize`, `materialize-incremental` and `online`: load the online
 //! store and read it back in the shape of Feast's feature server.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,45 +31,32 @@ pub(crate) fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
     bail!("invalid time \"{text}\": use ISO 8601, e.g. 2024-05-01T12:00:00Z, 2024-05-01 (UTC midnight) or now")
 }
 
-/// Progress on stderr: a redrawn line on a terminal, nothing otherwise.
-fn progress() -> feature_store::ProgressFn {
-    let tty = std::io::stderr().is_terminal();
-    let state = Arc::new(Mutex::new((Instant::now(), Instant::now(), String::new())));
-    Arc::new(move |p: &feature_store::MaterializeProgress| {
-        if !tty {
-            return;
+/// A progress bar on stderr while views are materialized: drawn only on a
+/// terminal (indicatif hides it otherwise) and never with `--json`.
+fn progress(json: bool) -> (feature_store::ProgressFn, indicatif::ProgressBar) {
+    let bar = if json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr_with_hz(10))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{bar:30}] view {pos}/{len} {msg} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let handle = bar.clone();
+    let started = Arc::new(Mutex::new((String::new(), Instant::now())));
+    let callback: feature_store::ProgressFn = Arc::new(move |p: &feature_store::MaterializeProgress| {
+        let mut s = started.lock().expect("poisoned");
+        if s.0 != p.view {
+            *s = (p.view.clone(), Instant::now());
         }
-        let mut s = state.lock().expect("poisoned");
-        if s.2 != p.view {
-            s.2 = p.view.clone();
-            s.0 = Instant::now();
-        } else if s.1.elapsed().as_millis() < 100 {
-            return;
-        }
-        s.1 = Instant::now();
-        let done = p.view_index * 30 / p.view_count.max(1);
-        let bar: String = (0..30)
-            .map(|i| {
-                if i < done {
-                    '='
-                } else if i == done {
-                    '>'
-                } else {
-                    ' '
-                }
-            })
-            .collect();
-        let rate = p.entities_written as f64 / s.0.elapsed().as_secs_f64().max(1e-3);
-        eprint!(
-            "\r[{bar}] view {}/{} {}: {} entities ({:.0}/s)\x1b[K",
-            p.view_index + 1,
-            p.view_count,
-            p.view,
-            p.entities_written,
-            rate
-        );
-        let _ = std::io::stderr().flush();
-    })
+        let rate = p.entities_written as f64 / s.1.elapsed().as_secs_f64().max(1e-3);
+        handle.set_length(p.view_count as u64);
+        handle.set_position(p.view_index as u64 + 1);
+        handle.set_message(format!("{}: {} entities ({rate:.0}/s)", p.view, p.entities_written));
+    });
+    (callback, bar)
 }
 
 pub(crate) async fn materialize(
@@ -93,14 +80,13 @@ pub(crate) async fn materialize(
     if !views.is_empty() {
         options = options.with_views(views);
     }
-    options.progress = Some(progress());
+    let (callback, bar) = progress(json);
+    options.progress = Some(callback);
     let report = match start {
         Some(start) => store.materialize(start, end, &options).await,
         None => store.materialize_incremental(end, &options).await,
     };
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[K");
-    }
+    bar.finish_and_clear();
     let report = report?;
     if let Some(path) = &flags.metrics_file {
         crate::quality::write_metrics(store, &report, path).await?;

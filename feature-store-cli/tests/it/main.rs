@@ -544,3 +544,30 @@ fn lmdb_store_is_shared_between_processes() {
     ok(&cli(&repo, &["materialize", "2020-01-01", "now"]));
     assert_eq!(read().value(0, "avg_daily_trips").unwrap(), mine, "rewriting the same rows changes nothing");
 }
+
+/// The library's logs reach stderr only when asked for (-v, -vv), and never
+/// stdout, which keeps carrying the JSON.
+#[test]
+fn verbose_logs_go_to_stderr_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    let quiet = cli(&repo, &["apply"]);
+    ok(&quiet);
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("registry: applied"), "silent without -v");
+    let run = cli(&repo, &["--json", "-v", "materialize-incremental"]);
+    let report: serde_json::Value = serde_json::from_str(&ok(&run)).expect("stdout is still JSON");
+    assert_eq!(report["views"][0]["view"], "driver_hourly_stats");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("materialize: view written") && stderr.contains("view=driver_hourly_stats"), "{stderr}");
+    assert!(!stderr.contains('\r') && !stderr.contains("=>"), "no progress bar off a terminal: {stderr:?}");
+    let entities = repo.join("data/driver_orders.parquet");
+    let retrieval = cli(
+        &repo,
+        &["-vv", "historical", "--entities", entities.to_str().unwrap(), "--features", "driver_hourly_stats:conv_rate"],
+    );
+    ok(&retrieval);
+    let stderr = String::from_utf8_lossy(&retrieval.stderr);
+    assert!(stderr.contains("historical: view joined") && stderr.contains("feature_rows="), "{stderr}");
+    assert!(stderr.contains("historical: retrieval finished"), "{stderr}");
+}

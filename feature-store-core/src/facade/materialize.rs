@@ -394,6 +394,12 @@ impl FeatureStore {
                     .collect();
             }
             if !validation.passed() {
+                tracing::warn!(
+                    project = self.project(),
+                    view = %name,
+                    failed = ?run.failed_rules,
+                    "materialize: validation failed; nothing written for this view"
+                );
                 run.rows_read = validation.rows;
                 run.outcome = RunOutcome::ValidationFailed;
                 run.seconds = view_began.elapsed().as_secs_f64();
@@ -419,6 +425,7 @@ impl FeatureStore {
             let (rows_read, stats, newest) = match written {
                 Ok(w) => w,
                 Err(e) => {
+                    tracing::warn!(project = self.project(), view = %name, error = %e, "materialize: view failed");
                     run.error = Some(e.to_string());
                     run.seconds = view_began.elapsed().as_secs_f64();
                     self.record_run(name, run).await;
@@ -429,6 +436,17 @@ impl FeatureStore {
             run.entities_written = stats.written;
             run.outcome = RunOutcome::Succeeded;
             run.seconds = view_began.elapsed().as_secs_f64();
+            tracing::info!(
+                project = self.project(),
+                view = %name,
+                start = ?start,
+                %end,
+                rows_read,
+                entities_written = stats.written,
+                skipped_older = stats.skipped_older,
+                seconds = run.seconds,
+                "materialize: view written"
+            );
             self.advance_watermark(name, end, run, newest).await?;
             report.views.push(ViewMaterialization {
                 view: name.clone(),
@@ -444,6 +462,15 @@ impl FeatureStore {
             });
         }
         report.seconds = began.elapsed().as_secs_f64();
+        tracing::info!(
+            project = self.project(),
+            run_id = %report.run_id,
+            views = report.views.len(),
+            rows_read = report.rows_read(),
+            entities_written = report.entities_written(),
+            seconds = report.seconds,
+            "materialize: run finished"
+        );
         Ok(report)
     }
 

@@ -341,6 +341,12 @@ impl FeatureStore {
         options: &HistoricalOptions,
     ) -> Result<BatchStream> {
         let request = self.historical_request(entities, features, options).await?;
+        tracing::debug!(
+            project = self.project(),
+            views = ?request.views.iter().map(|v| v.view.name.as_str()).collect::<Vec<_>>(),
+            entities = ?request.entities,
+            "historical: retrieving"
+        );
         self.offline_store()?.get_historical_features(request).await
     }
 

@@ -140,11 +140,17 @@ impl Registry {
             let mut new_doc = (*doc).clone();
             new_doc.projects.insert(project.to_owned(), next);
             match self.write(new_doc, token.as_ref()).await? {
-                Some(version) => return Ok(ApplyOutcome { plan, version, written: true, attempts }),
+                Some(version) => {
+                    tracing::info!(project, version, attempts, changes = plan.changes.len(), "registry: applied");
+                    return Ok(ApplyOutcome { plan, version, written: true, attempts });
+                }
                 None if attempts >= self.max_attempts => {
                     return Err(Error::Conflict { location: self.location(), attempts });
                 }
-                None => backoff(attempts).await,
+                None => {
+                    tracing::debug!(project, attempts, "registry: another writer was first; re-reading");
+                    backoff(attempts).await
+                }
             }
         }
     }
@@ -182,9 +188,16 @@ impl Registry {
         doc.version += 1;
         doc.updated_at = Some(Utc::now());
         doc.format_version = FORMAT_VERSION;
+        let began = Instant::now();
         match self.store.write(Bytes::from(doc.to_json()), token).await? {
             WriteOutcome::Written(_) => {
                 let version = doc.version;
+                tracing::debug!(
+                    location = %self.store.location(),
+                    version,
+                    seconds = began.elapsed().as_secs_f64(),
+                    "registry: document written"
+                );
                 *self.cache.lock().await = Some(Cached { doc: Arc::new(doc), fetched: Instant::now() });
                 Ok(Some(version))
             }

@@ -236,7 +236,7 @@ impl RepoConfig {
     pub fn from_yaml(text: &str, location: &str) -> Result<Self> {
         let err = |message: String| Error::Config { location: location.to_owned(), message };
         let text = expand_env(text).map_err(err)?;
-        let config: RepoConfig = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let config: RepoConfig = yaml_serde::from_str(&text).map_err(|e| err(e.to_string()))?;
         config.check().map_err(err)?;
         Ok(config)
     }

@@ -114,7 +114,7 @@ impl Definitions {
             feature_views: self.feature_views.iter().map(|d| &d.value).collect(),
             feature_services: self.feature_services.iter().map(|d| &d.value).collect(),
         };
-        serde_yaml::to_string(&file).expect("definitions always serialize")
+        yaml_serde::to_string(&file).expect("definitions always serialize")
     }
 }
 
@@ -178,7 +178,7 @@ fn collect_yaml(root: &Path, dir: &Path, ignore: &globset::GlobSet, out: &mut Ve
 
 fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definitions {
     let mut defs = Definitions::new();
-    let doc: serde_yaml::Value = match serde_yaml::from_str(text) {
+    let doc: yaml_serde::Value = match yaml_serde::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             problems.push(Problem::new(Some(file), "", format!("YAML syntax error: {e}")));
@@ -186,8 +186,8 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
         }
     };
     let map = match doc {
-        serde_yaml::Value::Null => return defs,
-        serde_yaml::Value::Mapping(m) => m,
+        yaml_serde::Value::Null => return defs,
+        yaml_serde::Value::Mapping(m) => m,
         _ => {
             problems.push(Problem::new(Some(file), "", format!("expected a mapping with some of the keys {SECTIONS}")));
             return defs;
@@ -224,7 +224,7 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
 }
 
 fn parse_items<T: DeserializeOwned>(
-    value: &serde_yaml::Value,
+    value: &yaml_serde::Value,
     file: &str,
     kind: &str,
     section: &str,
@@ -232,8 +232,8 @@ fn parse_items<T: DeserializeOwned>(
     problems: &mut Vec<Problem>,
 ) {
     let items = match value {
-        serde_yaml::Value::Sequence(items) => items.as_slice(),
-        serde_yaml::Value::Null => &[],
+        yaml_serde::Value::Sequence(items) => items.as_slice(),
+        yaml_serde::Value::Null => &[],
         _ => {
             problems.push(Problem::new(Some(file), "", format!("\"{section}\" must be a list")));
             return;
@@ -244,9 +244,29 @@ fn parse_items<T: DeserializeOwned>(
             Some(name) => format!("{kind} \"{name}\""),
             None => format!("{section}[{i}]"),
         };
-        match serde_yaml::from_value::<T>(item.clone()) {
+        match yaml_serde::from_value::<T>(item.clone()) {
             Ok(v) => out.push(Defined { value: v, file: Some(file.to_owned()) }),
             Err(e) => problems.push(Problem::new(Some(file), label, e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A "billion laughs" file (nine levels of nine aliases, 9^9 leaves once
+    /// expanded) is refused quickly with a clear error, not expanded.
+    #[test]
+    fn alias_expansion_is_bounded() {
+        let mut yaml = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..=9 {
+            let p = format!("*a{}", i - 1);
+            yaml.push_str(&format!("a{i}: &a{i} [{}]\n", vec![p; 9].join(", ")));
+        }
+        yaml.push_str("entities: *a9\n");
+        let started = std::time::Instant::now();
+        let err = crate::Definitions::from_yaml(&yaml, "bomb.yaml").unwrap_err().to_string();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(err.contains("bomb.yaml") && err.contains("YAML syntax error"), "{err}");
+        assert!(err.contains("repetition limit"), "the error says why: {err}");
     }
 }

@@ -51,12 +51,25 @@ impl RetrievalPlan {
         &self.plan
     }
 
-    /// Runs the plan; the rows stream in entity-row order.
+    /// Runs the plan; the rows stream in entity-row order. When the stream
+    /// ends, each view's join metrics go to `tracing` (debug) and the totals
+    /// (info), so a subscriber sees where a retrieval spent its time.
     pub fn execute(&self) -> CoreResult<BatchStream> {
         let schema = self.plan.schema();
         let stream = execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
             .map_err(|e| df_error("historical retrieval", e))?;
-        Ok(BatchStream::new(schema, Box::pin(stream.map_err(|e| df_error("historical retrieval", e)))))
+        let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&rows);
+        let stream = stream.map_err(|e| df_error("historical retrieval", e)).inspect_ok(move |b| {
+            counter.fetch_add(b.num_rows(), std::sync::atomic::Ordering::Relaxed);
+        });
+        let plan = Arc::clone(&self.plan);
+        let began = std::time::Instant::now();
+        let finished = futures::stream::once(async move {
+            log_finished(&plan, rows.load(std::sync::atomic::Ordering::Relaxed), began.elapsed().as_secs_f64());
+        })
+        .filter_map(|()| futures::future::ready(None));
+        Ok(BatchStream::new(schema, Box::pin(stream.chain(finished))))
     }
 
     /// The plan with each operator's metrics as they stand: after the stream
@@ -100,6 +113,39 @@ pub(crate) enum ResolvedEntities {
 }
 
 /// Plans a retrieval over resolved inputs: `views[i]` reads `sources[i]`.
+/// Reports a finished retrieval's join metrics through `tracing`.
+fn log_finished(plan: &Arc<dyn ExecutionPlan>, rows: usize, seconds: f64) {
+    fn joins(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
+        if plan.is::<AsOfJoinExec>() {
+            out.push(Arc::clone(plan));
+        }
+        plan.children().into_iter().for_each(|c| joins(c, out));
+    }
+    let mut found = Vec::new();
+    joins(plan, &mut found);
+    let mut spilled = 0;
+    for node in found.iter().rev() {
+        let metrics = node.metrics().map(|m| m.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let get = |name: &str| -> usize {
+            metrics.iter().filter(|m| m.value().name() == name).map(|m| m.value().as_usize()).sum()
+        };
+        spilled += get("spill_count");
+        let view = node.downcast_ref::<AsOfJoinExec>().map_or("?", AsOfJoinExec::view);
+        tracing::debug!(
+            view,
+            entity_rows = get("entity_rows"),
+            feature_rows = get("feature_rows"),
+            build_seconds = get("build_time") as f64 / 1e9,
+            probe_seconds = get("probe_time") as f64 / 1e9,
+            build_bytes = get("build_mem_used"),
+            spill_files = get("spill_count"),
+            spilled_bytes = get("spilled_bytes"),
+            "historical: view joined"
+        );
+    }
+    tracing::info!(rows, views = found.len(), spill_files = spilled, seconds, "historical: retrieval finished");
+}
+
 pub(crate) async fn plan_historical(
     engine: Engine,
     entities: ResolvedEntities,

@@ -58,6 +58,13 @@ impl AsOfJoinExec {
     }
 }
 
+impl AsOfJoinExec {
+    /// The feature view this node joins.
+    pub fn view(&self) -> &str {
+        &self.spec.view
+    }
+}
+
 impl DisplayAs for AsOfJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
