@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="${1:-demo_repo}"
 
-cargo build --quiet --locked -p feature-store-cli
+if [ ! -x target/debug/feature-store ]; then
+  echo "==> Building the feature-store CLI (debug; the first build compiles Apache DataFusion and"
+  echo "    takes about 10-15 minutes on 2 cores; later builds, and scripts/test.sh, reuse it)"
+fi
+cargo build --locked -p feature-store-cli
 BIN="$PWD/target/debug/feature-store"
 fs() { "$BIN" --repo "$REPO" "$@"; }
 
