@@ -9,7 +9,7 @@ REPO="${1:-demo_repo}"
 
 if [ ! -x target/debug/feature-store ]; then
   echo "==> Building the feature-store CLI (debug; the first build compiles Apache DataFusion and"
-  echo "    takes about 10-15 minutes on 2 cores; later builds, and scripts/test.sh, reuse it)"
+  echo "    took about 9 minutes on a 2-core machine; later builds, and scripts/test.sh, reuse it)"
 fi
 cargo build --locked -p feature-store-cli
 BIN="$PWD/target/debug/feature-store"

@@ -41,6 +41,7 @@ export PYO3_PYTHON="$PWD/.venv/bin/python" PYO3_BUILD_EXTENSION_MODULE=1
 
 step "One dependency feature set for the demo's build and this one (so neither recompiles the other's crates)"
 .venv/bin/python scripts/check-feature-sets.py
+.venv/bin/python scripts/check-core-layers.py
 
 step "Rust build (every workspace target, the Python extension included; after scripts/demo.sh only the workspace's own crates compile, a few minutes on 2 cores; from nothing about 15-20 minutes)"
 cargo build --workspace --locked --all-targets

@@ -14,7 +14,6 @@
 //! are SHA-256 of the stored bytes. `verify_dataset` compares all of it with
 //! the present and recomputes the output from the recorded definitions.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -297,47 +296,6 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         Err(Error::InvalidArgument(format!(
             "dataset name \"{name}\" is invalid: use letters, digits, '_', '-' and '.' (not first), at most 128 characters"
         )))
-    }
-}
-
-/// A finding when a recorded definition was removed or changed since.
-pub(crate) fn definition_change<T: Serialize>(
-    kind: &str,
-    name: &str,
-    then: &T,
-    now: Option<&crate::registry::Record<T>>,
-) -> Option<Finding> {
-    let detail = match now {
-        None => "removed".to_owned(),
-        Some(r) => {
-            let fields = changed_fields(then, &r.spec);
-            if fields.is_empty() {
-                return None;
-            }
-            format!("changed: {}", fields.join(", "))
-        }
-    };
-    Some(Finding { kind: "definition".into(), subject: format!("{kind} {name}"), detail })
-}
-
-/// Top-level fields whose values differ between two serialized definitions,
-/// with `old -> new` when both are short.
-pub(crate) fn changed_fields<T: Serialize>(then: &T, now: &T) -> Vec<String> {
-    let (a, b) = (serde_json::to_value(then).unwrap_or_default(), serde_json::to_value(now).unwrap_or_default());
-    let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "(none)".to_owned(), |v| v.to_string());
-    match (a, b) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            keys.into_iter()
-                .filter(|k| a.get(*k) != b.get(*k))
-                .map(|k| {
-                    let (old, new) = (show(a.get(k)), show(b.get(k)));
-                    if old.len() + new.len() <= 80 { format!("{k} {old} -> {new}") } else { k.clone() }
-                })
-                .collect()
-        }
-        (a, b) if a != b => vec!["definition".into()],
-        _ => vec![],
     }
 }
 

@@ -7,6 +7,7 @@ use super::{FeatureStore, Features};
 use crate::dataset::*;
 use crate::historical::{BatchStream, EntityInput, HistoricalOptions, HistoricalRequest};
 use chrono::Utc;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::historical::ViewRequest;
@@ -472,5 +473,46 @@ impl FeatureStore {
         }
         let reproducible = recomputed_hash.as_ref().map(|h| *h == m.output.content_hash);
         Ok(Verification { name: m.name, recomputed_hash, reproducible, files_checked, findings })
+    }
+}
+
+/// A finding when a recorded definition was removed or changed since.
+fn definition_change<T: Serialize>(
+    kind: &str,
+    name: &str,
+    then: &T,
+    now: Option<&crate::registry::Record<T>>,
+) -> Option<Finding> {
+    let detail = match now {
+        None => "removed".to_owned(),
+        Some(r) => {
+            let fields = changed_fields(then, &r.spec);
+            if fields.is_empty() {
+                return None;
+            }
+            format!("changed: {}", fields.join(", "))
+        }
+    };
+    Some(Finding { kind: "definition".into(), subject: format!("{kind} {name}"), detail })
+}
+
+/// Top-level fields whose values differ between two serialized definitions,
+/// with `old -> new` when both are short.
+fn changed_fields<T: Serialize>(then: &T, now: &T) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(then).unwrap_or_default(), serde_json::to_value(now).unwrap_or_default());
+    let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "(none)".to_owned(), |v| v.to_string());
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| {
+                    let (old, new) = (show(a.get(k)), show(b.get(k)));
+                    if old.len() + new.len() <= 80 { format!("{k} {old} -> {new}") } else { k.clone() }
+                })
+                .collect()
+        }
+        (a, b) if a != b => vec!["definition".into()],
+        _ => vec![],
     }
 }
