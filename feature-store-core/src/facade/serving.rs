@@ -299,6 +299,72 @@ enum Found {
     Fresh(i64, bool),
 }
 
+/// One requested feature of one entity row, classified.
+enum Cell {
+    /// A value: the stored row, the value's byte range in its record, its event time.
+    Value { row: usize, range: (u32, u32), event_ts: i64 },
+    /// No value, with the status saying why (and the row's event time when there was a row).
+    Absent { status: FeatureStatus, event_ts: Option<i64> },
+}
+
+/// What a feature of a requested row is: `found` is the row's distinct-key
+/// state and index (`None` when the key was not read), `span` the feature's
+/// byte range in that row's record.
+#[inline]
+fn cell(found: Option<(Found, usize)>, span: impl Fn(usize) -> Option<(u32, u32)>) -> Cell {
+    let absent = |status, event_ts| Cell::Absent { status, event_ts };
+    match found {
+        None | Some((Found::Missing, _)) => absent(FeatureStatus::NotFound, None),
+        Some((Found::Stale(t), _)) => absent(FeatureStatus::OutsideMaxAge, Some(t)),
+        Some((Found::Fresh(t, complete), row)) => match span(row) {
+            // A complete record without the feature: it was added after the row was written.
+            None if complete => absent(FeatureStatus::NotFound, None),
+            None => absent(FeatureStatus::NullValue, Some(t)),
+            Some((a, b)) if a == b => absent(FeatureStatus::NullValue, Some(t)),
+            Some(range) => Cell::Value { row, range, event_ts: t },
+        },
+    }
+}
+
+/// The decoder of one output column: fixed-width values go to the shared
+/// arena, others to a typed builder.
+enum ColumnDecoder {
+    Fixed(FixedColumn),
+    General(ValueDecoder),
+}
+
+impl ColumnDecoder {
+    fn new(arena: &mut FixedArena, dtype: &ValueType, rows: usize) -> Self {
+        match arena.column(dtype, rows) {
+            Some(c) => Self::Fixed(c),
+            None => Self::General(ValueDecoder::new(dtype, rows)),
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, arena: &mut FixedArena, bytes: &[u8], feature: &str) -> Result<()> {
+        match self {
+            Self::Fixed(c) => arena.append(c, bytes, feature),
+            Self::General(d) => d.append(bytes, feature),
+        }
+    }
+
+    #[inline]
+    fn append_null(&mut self, arena: &mut FixedArena) {
+        match self {
+            Self::Fixed(c) => arena.append_null(c),
+            Self::General(d) => d.append_null(),
+        }
+    }
+
+    fn finish(self) -> Column {
+        match self {
+            Self::Fixed(c) => Column::Fixed(c),
+            Self::General(mut d) => Column::Done(d.finish()),
+        }
+    }
+}
+
 fn decode_view(
     v: &ServedView,
     slots: &[Option<usize>],
@@ -332,52 +398,29 @@ fn decode_view(
         });
     }
     for (fi, (feature, dtype)) in v.features.iter().zip(&v.dtypes).enumerate() {
-        let mut fixed = out.arena.column(dtype, slots.len());
-        let mut general = if fixed.is_none() { Some(ValueDecoder::new(dtype, slots.len())) } else { None };
+        let mut column = ColumnDecoder::new(out.arena, dtype, slots.len());
         for slot in slots {
-            let (status, t) = match slot.map_or(Found::Missing, |u| state[u]) {
-                Found::Missing => (FeatureStatus::NotFound, None),
-                Found::Stale(t) => (FeatureStatus::OutsideMaxAge, Some(t)),
-                Found::Fresh(t, complete) => {
-                    let u = slot.expect("found rows have a slot");
-                    match spans[u * nf + fi] {
-                        None if complete => (FeatureStatus::NotFound, None),
-                        None => (FeatureStatus::NullValue, Some(t)),
-                        Some((a, b)) if a == b => (FeatureStatus::NullValue, Some(t)),
-                        Some((a, b)) => {
-                            let record = &found[u].as_ref().expect("fresh rows exist").record;
-                            let bytes = &record[a as usize..b as usize];
-                            match (&mut fixed, &mut general) {
-                                (Some(c), _) => out.arena.append(c, bytes, feature),
-                                (None, Some(d)) => d.append(bytes, feature),
-                                (None, None) => unreachable!("one decoder per column"),
-                            }
-                            .map_err(|e| match e {
-                                Error::Data { message, .. } => {
-                                    Error::data(format!("online value of feature \"{view}:{feature}\""), message)
-                                }
-                                other => other,
-                            })?;
-                            out.statuses.push(FeatureStatus::Present);
-                            out.times.push(Some(t));
-                            continue;
+            let found_at = |u: usize| (state[u], u);
+            match cell(slot.map(found_at), |u| spans[u * nf + fi]) {
+                Cell::Value { row, range: (a, b), event_ts } => {
+                    let record = &found[row].as_ref().expect("fresh rows exist").record;
+                    column.append(out.arena, &record[a as usize..b as usize], feature).map_err(|e| match e {
+                        Error::Data { message, .. } => {
+                            Error::data(format!("online value of feature \"{view}:{feature}\""), message)
                         }
-                    }
+                        other => other,
+                    })?;
+                    out.statuses.push(FeatureStatus::Present);
+                    out.times.push(Some(event_ts));
                 }
-            };
-            match (&mut fixed, &mut general) {
-                (Some(c), _) => out.arena.append_null(c),
-                (None, Some(d)) => d.append_null(),
-                (None, None) => unreachable!("one decoder per column"),
+                Cell::Absent { status, event_ts } => {
+                    column.append_null(out.arena);
+                    out.statuses.push(status);
+                    out.times.push(event_ts);
+                }
             }
-            out.statuses.push(status);
-            out.times.push(t);
         }
-        out.columns.push(match (fixed, general) {
-            (Some(c), _) => Column::Fixed(c),
-            (None, Some(mut d)) => Column::Done(d.finish()),
-            (None, None) => unreachable!("one decoder per column"),
-        });
+        out.columns.push(column.finish());
     }
     Ok(())
 }
