@@ -64,12 +64,45 @@ fn duplicates<T>(ctx: &mut Ctx, kind: &str, items: &[Defined<T>], name: impl Fn(
     }
 }
 
+/// Join-key types seen per (entity, key): the type and where it was seen.
+type KeyTypes = BTreeMap<(String, String), Vec<(ValueType, String)>>;
+
+/// Each source's columns after `field_mapping`, with its schema.
+type SourceColumns<'a> = HashMap<&'a str, (BTreeMap<String, DataType>, &'a SourceSchema)>;
+
 /// Validates `defs` as a complete project and returns them resolved: empty
 /// schemas inferred from sources, join-key types filled in.
 pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache: &SchemaCache) -> Result<Definitions> {
     let mut ctx = Ctx { problems: Vec::new() };
     let mut out = defs.clone();
+    check_objects(&mut ctx, defs);
 
+    let entities: HashMap<&str, &Defined<crate::model::Entity>> =
+        defs.entities.iter().map(|d| (d.value.name.as_str(), d)).collect();
+    let sources: HashMap<&str, &DataSource> = defs.sources.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
+
+    // Read every source's schema concurrently.
+    let unique: Vec<&DataSource> = {
+        let mut seen = std::collections::BTreeSet::new();
+        defs.sources.iter().map(|d| &d.value).filter(|s| seen.insert(s.name.as_str())).collect()
+    };
+    let schemas = cache.fetch(store, &unique).await;
+    let columns = check_sources(&mut ctx, defs, &schemas);
+
+    let mut key_types = KeyTypes::new();
+    for (vi, d) in defs.feature_views.iter().enumerate() {
+        if let Some(schema) = check_view(&mut ctx, d, &entities, &sources, &columns, &mut key_types) {
+            out.feature_views[vi].value.schema = schema;
+        }
+    }
+    resolve_key_types(&mut ctx, defs, &key_types, &mut out);
+    check_services(&mut ctx, defs, &out);
+
+    if ctx.problems.is_empty() { Ok(out) } else { Err(Error::Invalid { problems: ctx.problems }) }
+}
+
+/// Each object's own checks, and names defined twice.
+fn check_objects(ctx: &mut Ctx, defs: &Definitions) {
     for d in &defs.entities {
         for m in d.value.check() {
             ctx.add(&d.file, label("entity", &d.value.name), m);
@@ -90,24 +123,21 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
             ctx.add(&d.file, label("feature service", &d.value.name), m);
         }
     }
-    duplicates(&mut ctx, "entity", &defs.entities, |e| &e.name);
-    duplicates(&mut ctx, "data source", &defs.sources, |e| &e.name);
-    duplicates(&mut ctx, "feature view", &defs.feature_views, |e| &e.name);
-    duplicates(&mut ctx, "feature service", &defs.feature_services, |e| &e.name);
+    duplicates(ctx, "entity", &defs.entities, |e| &e.name);
+    duplicates(ctx, "data source", &defs.sources, |e| &e.name);
+    duplicates(ctx, "feature view", &defs.feature_views, |e| &e.name);
+    duplicates(ctx, "feature service", &defs.feature_services, |e| &e.name);
+}
 
-    let entities: HashMap<&str, &Defined<crate::model::Entity>> =
-        defs.entities.iter().map(|d| (d.value.name.as_str(), d)).collect();
-    let sources: HashMap<&str, &DataSource> = defs.sources.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
-
-    // Read every source's schema concurrently.
-    let unique: Vec<&DataSource> = {
-        let mut seen = std::collections::BTreeSet::new();
-        defs.sources.iter().map(|d| &d.value).filter(|s| seen.insert(s.name.as_str())).collect()
-    };
-    let schemas = cache.fetch(store, &unique).await;
-
-    // Source-level checks; `columns` maps each source to its columns after field_mapping.
-    let mut columns: HashMap<&str, (BTreeMap<String, DataType>, &SourceSchema)> = HashMap::new();
+/// Source-level checks against the data: the source is readable, its
+/// timestamp and mapped columns exist with the right types. Returns each
+/// readable source's columns after `field_mapping`.
+fn check_sources<'a>(
+    ctx: &mut Ctx,
+    defs: &'a Definitions,
+    schemas: &'a HashMap<String, std::result::Result<SourceSchema, String>>,
+) -> SourceColumns<'a> {
+    let mut columns: SourceColumns<'a> = HashMap::new();
     for d in &defs.sources {
         let s = &d.value;
         let obj = label("data source", &s.name);
@@ -184,175 +214,219 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
         let mapped = raw.iter().map(|(c, t)| (s.mapped_name(c).to_owned(), (*t).clone())).collect();
         columns.insert(s.name.as_str(), (mapped, schema));
     }
+    columns
+}
 
-    // Join-key types seen per entity key: (type, where) pairs.
-    let mut key_types: BTreeMap<(String, String), Vec<(ValueType, String)>> = BTreeMap::new();
-
-    for (vi, d) in defs.feature_views.iter().enumerate() {
-        let v = &d.value;
-        let obj = label("feature view", &v.name);
-        let mut ok_entities = true;
-        for e in &v.entities {
-            if !entities.contains_key(e.as_str()) {
-                ok_entities = false;
-                ctx.add(&d.file, obj.clone(), format!("unknown entity \"{e}\"{}", known("entities", entities.keys())));
-            }
+/// One view against its entities and source: join keys present (their types
+/// recorded in `key_types`), declared features present with accepted types,
+/// or the schema inferred. Returns the view's resolved schema; `None` when
+/// its source is unknown or unreadable (already reported).
+fn check_view(
+    ctx: &mut Ctx,
+    d: &Defined<crate::model::FeatureView>,
+    entities: &HashMap<&str, &Defined<crate::model::Entity>>,
+    sources: &HashMap<&str, &DataSource>,
+    columns: &SourceColumns<'_>,
+    key_types: &mut KeyTypes,
+) -> Option<Vec<Field>> {
+    let v = &d.value;
+    let obj = label("feature view", &v.name);
+    let mut ok_entities = true;
+    for e in &v.entities {
+        if !entities.contains_key(e.as_str()) {
+            ok_entities = false;
+            ctx.add(&d.file, obj.clone(), format!("unknown entity \"{e}\"{}", known("entities", entities.keys())));
         }
-        let Some(source) = sources.get(v.source.as_str()) else {
-            ctx.add(&d.file, obj, format!("unknown source \"{}\"{}", v.source, known("sources", sources.keys())));
-            continue;
-        };
-        let Some((cols, schema)) = columns.get(source.name.as_str()) else { continue };
-        let join_keys: Vec<String> = if ok_entities {
-            v.entities.iter().flat_map(|e| entities[e.as_str()].value.join_key_names().map(str::to_owned)).collect()
-        } else {
-            Vec::new()
-        };
-        let mut reserved: Vec<&str> = vec![source.mapped_name(&source.timestamp_field)];
-        if let Some(c) = &source.created_timestamp_field {
-            reserved.push(source.mapped_name(c));
-        }
-        for e in v.entities.iter().filter(|_| ok_entities) {
-            for key in &entities[e.as_str()].value.join_keys {
-                match cols.get(&key.name) {
-                    None => ctx.add(
-                        &d.file,
-                        obj.clone(),
-                        format!(
-                            "join key \"{}\" of entity \"{e}\" is not a column of source \"{}\" ({}); add the column or map it with field_mapping",
-                            key.name, source.name, schema.location
-                        ),
-                    ),
-                    Some(dt) => match ValueType::from_arrow(dt) {
-                        Some(t) => key_types
-                            .entry((e.clone(), key.name.clone()))
-                            .or_default()
-                            .push((t, format!("source \"{}\" (view \"{}\")", source.name, v.name))),
-                        None => ctx.add(
-                            &d.file,
-                            obj.clone(),
-                            format!("join key \"{}\" has unsupported type {dt} in {}", key.name, schema.location),
-                        ),
-                    },
-                }
-            }
-        }
-        let is_reserved = |n: &str| join_keys.iter().any(|k| k == n) || reserved.contains(&n);
-        if v.schema.is_empty() {
-            let mut inferred = Vec::new();
-            for (name, dt) in cols.iter() {
-                if is_reserved(name) || schema.partition_columns.iter().any(|p| source.mapped_name(p) == name) {
-                    continue;
-                }
-                if let Err(why) = crate::model::check_name(name) {
-                    ctx.add(
-                        &d.file,
-                        obj.clone(),
-                        format!(
-                            "cannot infer the schema: column \"{name}\" of {} is not a feature name ({why}); \
-                             rename it with the source's field_mapping or declare the schema without it",
-                            schema.location
-                        ),
-                    );
-                    continue;
-                }
-                match ValueType::from_arrow(dt) {
-                    Some(t) => inferred.push(Field::new(name.clone(), t)),
-                    None => ctx.add(
-                        &d.file,
-                        obj.clone(),
-                        format!(
-                            "cannot infer the schema: column \"{name}\" has unsupported type {dt} in {}; declare the schema to leave it out",
-                            schema.location
-                        ),
-                    ),
-                }
-            }
-            // Keep the file's column order rather than alphabetical.
-            let order: Vec<&str> = schema.schema.fields().iter().map(|f| source.mapped_name(f.name())).collect();
-            inferred.sort_by_key(|f| order.iter().position(|c| *c == f.name));
-            if inferred.is_empty() {
-                ctx.add(
+    }
+    let Some(source) = sources.get(v.source.as_str()) else {
+        ctx.add(&d.file, obj, format!("unknown source \"{}\"{}", v.source, known("sources", sources.keys())));
+        return None;
+    };
+    let (cols, schema) = columns.get(source.name.as_str())?;
+    let join_keys: Vec<String> = if ok_entities {
+        v.entities.iter().flat_map(|e| entities[e.as_str()].value.join_key_names().map(str::to_owned)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut reserved: Vec<&str> = vec![source.mapped_name(&source.timestamp_field)];
+    if let Some(c) = &source.created_timestamp_field {
+        reserved.push(source.mapped_name(c));
+    }
+    for e in v.entities.iter().filter(|_| ok_entities) {
+        for key in &entities[e.as_str()].value.join_keys {
+            match cols.get(&key.name) {
+                None => ctx.add(
                     &d.file,
                     obj.clone(),
-                    format!("source \"{}\" has no feature columns besides keys and timestamps", source.name),
-                );
-            }
-            for m in v.validation.check(&inferred) {
-                ctx.add(&d.file, obj.clone(), m);
-            }
-            out.feature_views[vi].value.schema = inferred;
-        } else {
-            for f in &v.schema {
-                if join_keys.contains(&f.name) {
-                    // Feast-style: a schema field naming a join key declares the key, it is not a feature.
-                    if let Some(dt) = cols.get(&f.name)
-                        && !f.dtype.accepts_arrow(dt)
-                    {
-                        ctx.add(
-                            &d.file,
-                            obj.clone(),
-                            format!(
-                                "join key \"{}\" is {} in {} but the schema declares {}",
-                                f.name,
-                                describe_arrow(dt),
-                                schema.location,
-                                f.dtype
-                            ),
-                        );
-                    }
-                    continue;
-                }
-                if is_reserved(&f.name) {
-                    ctx.add(
-                        &d.file,
-                        obj.clone(),
-                        format!("feature \"{}\" is the source's timestamp column; remove it from the schema", f.name),
-                    );
-                    continue;
-                }
-                let column = source.source_column(&f.name);
-                match cols.get(&f.name) {
+                    format!(
+                        "join key \"{}\" of entity \"{e}\" is not a column of source \"{}\" ({}); add the column or map it with field_mapping",
+                        key.name, source.name, schema.location
+                    ),
+                ),
+                Some(dt) => match ValueType::from_arrow(dt) {
+                    Some(t) => key_types
+                        .entry((e.clone(), key.name.clone()))
+                        .or_default()
+                        .push((t, format!("source \"{}\" (view \"{}\")", source.name, v.name))),
                     None => ctx.add(
                         &d.file,
                         obj.clone(),
-                        format!(
-                            "feature \"{}\" is not a column of {} (source \"{}\"); available: {}",
-                            f.name,
-                            schema.location,
-                            source.name,
-                            schema
-                                .schema
-                                .fields()
-                                .iter()
-                                .map(|f| source.mapped_name(f.name()))
-                                .filter(|c| !is_reserved(c))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
+                        format!("join key \"{}\" has unsupported type {dt} in {}", key.name, schema.location),
                     ),
-                    Some(dt) if !f.dtype.accepts_arrow(dt) => ctx.add(
-                        &d.file,
-                        obj.clone(),
-                        format!(
-                            "column \"{column}\" is {} in {} but the view declares {}; change the declared dtype or the data",
-                            describe_arrow(dt),
-                            schema.location,
-                            f.dtype
-                        ),
-                    ),
-                    Some(_) => {}
-                }
-            }
-            let features = &mut out.feature_views[vi].value.schema;
-            features.retain(|f| !join_keys.contains(&f.name));
-            if features.is_empty() {
-                ctx.add(&d.file, obj.clone(), "the schema declares no features besides join keys".to_owned());
+                },
             }
         }
     }
+    let view = ViewColumns { d, obj: &obj, source, cols, schema, join_keys: &join_keys, reserved: &reserved };
+    Some(if v.schema.is_empty() { infer_schema(ctx, &view) } else { check_declared_schema(ctx, &view) })
+}
 
-    // Join-key types must agree across sources (integers widen) and with declarations.
+/// What a view's schema is checked against: its source's columns and the
+/// names that are keys or timestamps, not features.
+struct ViewColumns<'a> {
+    d: &'a Defined<crate::model::FeatureView>,
+    obj: &'a str,
+    source: &'a DataSource,
+    cols: &'a BTreeMap<String, DataType>,
+    schema: &'a SourceSchema,
+    join_keys: &'a [String],
+    reserved: &'a [&'a str],
+}
+
+impl ViewColumns<'_> {
+    fn is_reserved(&self, n: &str) -> bool {
+        self.join_keys.iter().any(|k| k == n) || self.reserved.contains(&n)
+    }
+}
+
+/// A view without a declared schema: every source column that is not a
+/// key, a timestamp or a partition column, in the file's order.
+fn infer_schema(ctx: &mut Ctx, view: &ViewColumns<'_>) -> Vec<Field> {
+    let ViewColumns { d, source, cols, schema, .. } = *view;
+    let (v, obj) = (&d.value, view.obj.to_owned());
+    let is_reserved = |n: &str| view.is_reserved(n);
+    let mut inferred = Vec::new();
+    for (name, dt) in cols.iter() {
+        if is_reserved(name) || schema.partition_columns.iter().any(|p| source.mapped_name(p) == name) {
+            continue;
+        }
+        if let Err(why) = crate::model::check_name(name) {
+            ctx.add(
+                &d.file,
+                obj.clone(),
+                format!(
+                    "cannot infer the schema: column \"{name}\" of {} is not a feature name ({why}); \
+                     rename it with the source's field_mapping or declare the schema without it",
+                    schema.location
+                ),
+            );
+            continue;
+        }
+        match ValueType::from_arrow(dt) {
+            Some(t) => inferred.push(Field::new(name.clone(), t)),
+            None => ctx.add(
+                &d.file,
+                obj.clone(),
+                format!(
+                    "cannot infer the schema: column \"{name}\" has unsupported type {dt} in {}; declare the schema to leave it out",
+                    schema.location
+                ),
+            ),
+        }
+    }
+    // Keep the file's column order rather than alphabetical.
+    let order: Vec<&str> = schema.schema.fields().iter().map(|f| source.mapped_name(f.name())).collect();
+    inferred.sort_by_key(|f| order.iter().position(|c| *c == f.name));
+    if inferred.is_empty() {
+        ctx.add(
+            &d.file,
+            obj.clone(),
+            format!("source \"{}\" has no feature columns besides keys and timestamps", source.name),
+        );
+    }
+    for m in v.validation.check(&inferred) {
+        ctx.add(&d.file, obj.clone(), m);
+    }
+    inferred
+}
+
+/// A declared schema: every feature a column of the source with an
+/// accepted type; schema fields naming join keys declare the keys.
+fn check_declared_schema(ctx: &mut Ctx, view: &ViewColumns<'_>) -> Vec<Field> {
+    let ViewColumns { d, source, cols, schema, join_keys, .. } = *view;
+    let (v, obj) = (&d.value, view.obj.to_owned());
+    let is_reserved = |n: &str| view.is_reserved(n);
+    for f in &v.schema {
+        if join_keys.contains(&f.name) {
+            // Feast-style: a schema field naming a join key declares the key, it is not a feature.
+            if let Some(dt) = cols.get(&f.name)
+                && !f.dtype.accepts_arrow(dt)
+            {
+                ctx.add(
+                    &d.file,
+                    obj.clone(),
+                    format!(
+                        "join key \"{}\" is {} in {} but the schema declares {}",
+                        f.name,
+                        describe_arrow(dt),
+                        schema.location,
+                        f.dtype
+                    ),
+                );
+            }
+            continue;
+        }
+        if is_reserved(&f.name) {
+            ctx.add(
+                &d.file,
+                obj.clone(),
+                format!("feature \"{}\" is the source's timestamp column; remove it from the schema", f.name),
+            );
+            continue;
+        }
+        let column = source.source_column(&f.name);
+        match cols.get(&f.name) {
+            None => ctx.add(
+                &d.file,
+                obj.clone(),
+                format!(
+                    "feature \"{}\" is not a column of {} (source \"{}\"); available: {}",
+                    f.name,
+                    schema.location,
+                    source.name,
+                    schema
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| source.mapped_name(f.name()))
+                        .filter(|c| !is_reserved(c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(dt) if !f.dtype.accepts_arrow(dt) => ctx.add(
+                &d.file,
+                obj.clone(),
+                format!(
+                    "column \"{column}\" is {} in {} but the view declares {}; change the declared dtype or the data",
+                    describe_arrow(dt),
+                    schema.location,
+                    f.dtype
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let features: Vec<Field> = v.schema.iter().filter(|f| !join_keys.contains(&f.name)).cloned().collect();
+    if features.is_empty() {
+        ctx.add(&d.file, obj.clone(), "the schema declares no features besides join keys".to_owned());
+    }
+    features
+}
+
+/// Join-key types must agree across sources (integers widen) and with
+/// declarations; undeclared key types are filled in from the data.
+fn resolve_key_types(ctx: &mut Ctx, defs: &Definitions, key_types: &KeyTypes, out: &mut Definitions) {
     for (ei, d) in defs.entities.iter().enumerate() {
         let e = &d.value;
         for (ki, key) in e.join_keys.iter().enumerate() {
@@ -391,8 +465,10 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
             }
         }
     }
+}
 
-    // Services refer to resolved views and features.
+/// Services refer to resolved views and their features.
+fn check_services(ctx: &mut Ctx, defs: &Definitions, out: &Definitions) {
     let views: HashMap<&str, &crate::model::FeatureView> =
         out.feature_views.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
     for d in &defs.feature_services {
@@ -428,8 +504,6 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
             }
         }
     }
-
-    if ctx.problems.is_empty() { Ok(out) } else { Err(Error::Invalid { problems: ctx.problems }) }
 }
 
 fn known<'a>(what: &str, names: impl Iterator<Item = &'a &'a str>) -> String {
