@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::historical::ViewRequest;
 use crate::model::{DataSource, Entity, JoinKey};
-use crate::offline::{ObjectInfo, hex};
+use crate::offline::{DatasetStorage, ObjectInfo, hex};
 use crate::{Error, Result};
 
 impl FeatureStore {
@@ -299,181 +299,199 @@ impl FeatureStore {
     pub async fn verify_dataset(&self, name: &str) -> Result<Verification> {
         let m = self.get_dataset(name).await?;
         let doc = self.registry().refresh().await?;
-        let project = doc.project(self.project());
-        let reg = project.registry();
+        let reg = doc.project(self.project()).registry();
         let offline = self.dataset_storage()?;
         let mut findings = Vec::new();
-        let mut finding = |kind: &str, subject: String, detail: String| {
-            findings.push(Finding { kind: kind.to_owned(), subject, detail });
-        };
-
-        // Source files: added, removed, or a different size or version.
-        let mut files_checked = 0;
-        let mut seen = BTreeSet::new();
-        for v in &m.views {
-            if !seen.insert(v.source.name.clone()) {
-                continue;
-            }
-            let then: BTreeMap<&str, &ObjectInfo> = m
-                .source_files
-                .iter()
-                .filter(|f| f.source == v.source.name)
-                .map(|f| (f.object.location.as_str(), &f.object))
-                .collect();
-            let now = match offline.source_files(&v.source).await {
-                Ok(files) => files,
-                Err(e) => {
-                    finding("source_file", format!("data source {}", v.source.name), format!("cannot list: {e}"));
-                    continue;
-                }
-            };
-            let now_by: BTreeMap<&str, &ObjectInfo> = now.iter().map(|o| (o.location.as_str(), o)).collect();
-            for (loc, old) in &then {
-                files_checked += 1;
-                match now_by.get(loc) {
-                    None => finding("source_file", (*loc).to_owned(), "removed".into()),
-                    Some(new) => {
-                        let mut what = Vec::new();
-                        if new.size != old.size {
-                            what.push(format!("size {} -> {}", old.size, new.size));
-                        }
-                        if new.e_tag != old.e_tag {
-                            what.push(format!(
-                                "etag {} -> {}{}",
-                                old.e_tag.as_deref().unwrap_or("-"),
-                                new.e_tag.as_deref().unwrap_or("-"),
-                                if new.size == old.size {
-                                    " (same size: the file was rewritten, maybe with the same bytes)"
-                                } else {
-                                    ""
-                                }
-                            ));
-                        }
-                        if what.is_empty() && new.last_modified != old.last_modified {
-                            what.push("modification time changed".into());
-                        }
-                        if !what.is_empty() {
-                            finding("source_file", (*loc).to_owned(), format!("changed: {}", what.join(", ")));
-                        }
-                    }
-                }
-            }
-            for (loc, new) in &now_by {
-                if !then.contains_key(loc) {
-                    finding("source_file", (*loc).to_owned(), format!("added ({} bytes)", new.size));
-                }
-            }
-        }
-
-        // Definitions: the registry now against the recorded ones.
-        let mut changed = Vec::new();
-        let mut sources_seen = BTreeSet::new();
-        for v in &m.views {
-            changed.extend(definition_change(
-                "feature_view",
-                &v.view.name,
-                &v.view,
-                reg.feature_views.get(&v.view.name),
-            ));
-            if sources_seen.insert(v.source.name.clone()) {
-                changed.extend(definition_change(
-                    "data_source",
-                    &v.source.name,
-                    &v.source,
-                    reg.data_sources.get(&v.source.name),
-                ));
-            }
-        }
-        for e in &m.entities {
-            changed.extend(definition_change("entity", &e.name, e, reg.entities.get(&e.name)));
-        }
-        for f in changed {
-            finding(&f.kind, f.subject, f.detail);
-        }
-
-        // Stored files: present with the bytes written.
-        let mut entity_ok = true;
-        for (kind, table) in [("entity_table", &m.entity_table), ("output", &m.output)] {
-            match offline.object_info(&table.file.location).await {
-                Err(e) => {
-                    entity_ok &= kind != "entity_table";
-                    finding(kind, table.file.location.clone(), format!("cannot read: {e}"));
-                }
-                Ok(None) => {
-                    entity_ok &= kind != "entity_table";
-                    finding(kind, table.file.location.clone(), "missing".into());
-                }
-                Ok(Some(now)) if now.sha256 != table.file.sha256 => {
-                    // Same rows re-encoded, or other rows?
-                    let same_rows =
-                        match offline.read_entities(EntityInput::Path(table.file.location.clone()), "", &[], &[]).await
-                        {
-                            Ok(stream) => content_hash(stream).await.ok().map(|(_, h)| h == table.content_hash),
-                            Err(_) => None,
-                        };
-                    let detail = match same_rows {
-                        Some(true) => format!(
-                            "rewritten: the bytes differ (sha256 {} -> {}) but the rows are identical (content hash matches)",
-                            short(&table.file.sha256),
-                            short(&now.sha256)
-                        ),
-                        _ => {
-                            entity_ok &= kind != "entity_table";
-                            format!(
-                                "modified: sha256 {} -> {} ({} -> {} bytes), rows differ",
-                                short(&table.file.sha256),
-                                short(&now.sha256),
-                                table.file.size,
-                                now.size
-                            )
-                        }
-                    };
-                    finding(kind, table.file.location.clone(), detail);
-                }
-                Ok(Some(_)) => {}
-            }
-        }
-
-        // Recompute from the recorded inputs.
-        let mut recomputed_hash = None;
-        if entity_ok {
-            let request = HistoricalRequest {
-                entities: EntityInput::Path(m.entity_table.file.location.clone()),
-                views: m.views.iter().cloned().map(ViewRequest::from).collect(),
-                timestamp_column: m.timestamp_column.clone(),
-                sources: m.views.iter().map(|v| v.source.clone()).collect(),
-            };
-            match self.offline_store()?.get_historical_features(request).await {
-                Err(e) => finding("recomputed", "output".into(), format!("recomputation failed: {e}")),
-                Ok(stream) => match content_hash(stream).await {
-                    Err(e) => finding("recomputed", "output".into(), format!("recomputation failed: {e}")),
-                    Ok((rows, hash)) => {
-                        if hash != m.output.content_hash {
-                            finding(
-                                "recomputed",
-                                "output".into(),
-                                format!(
-                                    "differs from the recorded output: content hash {} -> {} ({} -> {rows} rows)",
-                                    &m.output.content_hash[..16],
-                                    &hash[..16],
-                                    m.output.rows
-                                ),
-                            );
-                        }
-                        recomputed_hash = Some(hash);
-                    }
-                },
-            }
+        let files_checked = source_file_findings(offline, &m, &mut findings).await;
+        definition_findings(&m, reg, &mut findings);
+        let entity_ok = stored_file_findings(offline, &m, &mut findings).await;
+        let recomputed_hash = if entity_ok {
+            self.recompute(&m, &mut findings).await?
         } else {
-            finding(
+            findings.push(finding(
                 "recomputed",
                 "output".into(),
                 "not recomputed: the stored entity table is missing or modified".into(),
-            );
-        }
+            ));
+            None
+        };
         let reproducible = recomputed_hash.as_ref().map(|h| *h == m.output.content_hash);
         Ok(Verification { name: m.name, recomputed_hash, reproducible, files_checked, findings })
     }
+
+    /// Recomputes the output from the recorded inputs; its content hash, or
+    /// `None` (with a finding) when the recomputation failed.
+    async fn recompute(&self, m: &DatasetManifest, findings: &mut Vec<Finding>) -> Result<Option<String>> {
+        let request = HistoricalRequest {
+            entities: EntityInput::Path(m.entity_table.file.location.clone()),
+            views: m.views.iter().cloned().map(ViewRequest::from).collect(),
+            timestamp_column: m.timestamp_column.clone(),
+            sources: m.views.iter().map(|v| v.source.clone()).collect(),
+        };
+        match self.offline_store()?.get_historical_features(request).await {
+            Err(e) => findings.push(finding("recomputed", "output".into(), format!("recomputation failed: {e}"))),
+            Ok(stream) => match content_hash(stream).await {
+                Err(e) => findings.push(finding("recomputed", "output".into(), format!("recomputation failed: {e}"))),
+                Ok((rows, hash)) => {
+                    if hash != m.output.content_hash {
+                        findings.push(finding(
+                            "recomputed",
+                            "output".into(),
+                            format!(
+                                "differs from the recorded output: content hash {} -> {} ({} -> {rows} rows)",
+                                &m.output.content_hash[..16],
+                                &hash[..16],
+                                m.output.rows
+                            ),
+                        ));
+                    }
+                    return Ok(Some(hash));
+                }
+            },
+        }
+        Ok(None)
+    }
+}
+
+/// Source files listed again: added, removed, or another size or version.
+/// Returns how many recorded files were checked.
+async fn source_file_findings(offline: &dyn DatasetStorage, m: &DatasetManifest, findings: &mut Vec<Finding>) -> usize {
+    let mut files_checked = 0;
+    let mut seen = BTreeSet::new();
+    for v in &m.views {
+        if !seen.insert(v.source.name.clone()) {
+            continue;
+        }
+        let then: BTreeMap<&str, &ObjectInfo> = m
+            .source_files
+            .iter()
+            .filter(|f| f.source == v.source.name)
+            .map(|f| (f.object.location.as_str(), &f.object))
+            .collect();
+        let now = match offline.source_files(&v.source).await {
+            Ok(files) => files,
+            Err(e) => {
+                findings.push(finding(
+                    "source_file",
+                    format!("data source {}", v.source.name),
+                    format!("cannot list: {e}"),
+                ));
+                continue;
+            }
+        };
+        let now_by: BTreeMap<&str, &ObjectInfo> = now.iter().map(|o| (o.location.as_str(), o)).collect();
+        for (loc, old) in &then {
+            files_checked += 1;
+            match now_by.get(loc) {
+                None => findings.push(finding("source_file", (*loc).to_owned(), "removed".into())),
+                Some(new) => {
+                    let mut what = Vec::new();
+                    if new.size != old.size {
+                        what.push(format!("size {} -> {}", old.size, new.size));
+                    }
+                    if new.e_tag != old.e_tag {
+                        what.push(format!(
+                            "etag {} -> {}{}",
+                            old.e_tag.as_deref().unwrap_or("-"),
+                            new.e_tag.as_deref().unwrap_or("-"),
+                            if new.size == old.size {
+                                " (same size: the file was rewritten, maybe with the same bytes)"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                    if what.is_empty() && new.last_modified != old.last_modified {
+                        what.push("modification time changed".into());
+                    }
+                    if !what.is_empty() {
+                        findings.push(finding(
+                            "source_file",
+                            (*loc).to_owned(),
+                            format!("changed: {}", what.join(", ")),
+                        ));
+                    }
+                }
+            }
+        }
+        for (loc, new) in &now_by {
+            if !then.contains_key(loc) {
+                findings.push(finding("source_file", (*loc).to_owned(), format!("added ({} bytes)", new.size)));
+            }
+        }
+    }
+    files_checked
+}
+
+/// The registry's definitions now against the recorded ones.
+fn definition_findings(m: &DatasetManifest, reg: &crate::registry::ProjectRegistry, findings: &mut Vec<Finding>) {
+    let mut changed = Vec::new();
+    let mut sources_seen = BTreeSet::new();
+    for v in &m.views {
+        changed.extend(definition_change("feature_view", &v.view.name, &v.view, reg.feature_views.get(&v.view.name)));
+        if sources_seen.insert(v.source.name.clone()) {
+            changed.extend(definition_change(
+                "data_source",
+                &v.source.name,
+                &v.source,
+                reg.data_sources.get(&v.source.name),
+            ));
+        }
+    }
+    for e in &m.entities {
+        changed.extend(definition_change("entity", &e.name, e, reg.entities.get(&e.name)));
+    }
+    findings.extend(changed);
+}
+
+/// The stored entity copy and output: present, with the bytes written (or
+/// at least the rows). Returns whether the entity copy can be replayed.
+async fn stored_file_findings(offline: &dyn DatasetStorage, m: &DatasetManifest, findings: &mut Vec<Finding>) -> bool {
+    let mut entity_ok = true;
+    for (kind, table) in [("entity_table", &m.entity_table), ("output", &m.output)] {
+        match offline.object_info(&table.file.location).await {
+            Err(e) => {
+                entity_ok &= kind != "entity_table";
+                findings.push(finding(kind, table.file.location.clone(), format!("cannot read: {e}")));
+            }
+            Ok(None) => {
+                entity_ok &= kind != "entity_table";
+                findings.push(finding(kind, table.file.location.clone(), "missing".into()));
+            }
+            Ok(Some(now)) if now.sha256 != table.file.sha256 => {
+                // Same rows re-encoded, or other rows?
+                let same_rows =
+                    match offline.read_entities(EntityInput::Path(table.file.location.clone()), "", &[], &[]).await {
+                        Ok(stream) => content_hash(stream).await.ok().map(|(_, h)| h == table.content_hash),
+                        Err(_) => None,
+                    };
+                let detail = match same_rows {
+                    Some(true) => format!(
+                        "rewritten: the bytes differ (sha256 {} -> {}) but the rows are identical (content hash matches)",
+                        short(&table.file.sha256),
+                        short(&now.sha256)
+                    ),
+                    _ => {
+                        entity_ok &= kind != "entity_table";
+                        format!(
+                            "modified: sha256 {} -> {} ({} -> {} bytes), rows differ",
+                            short(&table.file.sha256),
+                            short(&now.sha256),
+                            table.file.size,
+                            now.size
+                        )
+                    }
+                };
+                findings.push(finding(kind, table.file.location.clone(), detail));
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+    entity_ok
+}
+
+fn finding(kind: &str, subject: String, detail: String) -> Finding {
+    Finding { kind: kind.to_owned(), subject, detail }
 }
 
 /// A finding when a recorded definition was removed or changed since.
