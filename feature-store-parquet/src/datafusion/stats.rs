@@ -13,10 +13,11 @@ use feature_store_core::quality::profile::{
 use feature_store_core::quality::{FeatureStats, StatsRequest, WindowStats};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC};
 
-use super::historical::{Engine, plan_source_read, read_planned, read_source_in, window_of};
+use super::historical::{Engine, SourceRead, plan_source_read, read_planned, read_source_in, window_of};
 use super::latest::window_predicate;
 use super::{df_error, session};
 use crate::files::ResolvedSource;
+use datafusion::prelude::DataFrame;
 
 const ROWS: &str = "__rows";
 const MAX_TS: &str = "__max_ts";
@@ -33,12 +34,33 @@ pub(crate) async fn window_stats(
     let ctx = session(engine.memory_limit, engine.target_partitions)?;
     let source = &req.source;
     let view = &req.view;
-    let rules = &view.validation;
     let context = format!("validating feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
     // The contract per file first: a file with a changed type would otherwise
     // fail the query with a merge error that names no file.
     let window = window_of(req.start, Some(req.end));
     let planned = plan_source_read(resolved, Some(window), &context).await?;
+    let contract = schema_contract(&req, &planned);
+    // Without rules only the contract is asked for: no pass over the rows.
+    if !contract.schema_issues.is_empty() || view.validation.is_empty() {
+        return Ok(contract);
+    }
+    let df = read_planned(&ctx, source, &planned, &context).await?;
+    let schema = df.schema().as_arrow().clone();
+    let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
+    let (aggregates, offending) = rule_aggregates(&req);
+    let batch =
+        one_row(df.clone().filter(predicate.clone()).and_then(|d| d.aggregate(vec![], aggregates)), &context).await?;
+    let mut out = read_stats(&req, &batch, contract);
+    if req.samples > 0 {
+        add_samples(&req, &df, &predicate, offending, &mut out, &context).await?;
+    }
+    Ok(out)
+}
+
+/// Every file the window reads against the view: features present with an
+/// accepted type, and columns the registry does not know.
+fn schema_contract(req: &StatsRequest, planned: &SourceRead) -> WindowStats {
+    let (source, view) = (&req.source, &req.view);
     let files = &planned.files;
     let mut contract = WindowStats::default();
     // Partitions the window skips are not read, so not checked either.
@@ -67,15 +89,17 @@ pub(crate) async fn window_stats(
             }
         }
     }
-    // Without rules only the contract is asked for: no pass over the rows.
-    if !contract.schema_issues.is_empty() || rules.is_empty() {
-        return Ok(contract);
-    }
-    let df = read_planned(&ctx, source, &planned, &context).await?;
-    let schema = df.schema().as_arrow().clone();
-    let predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
-    let ts_micros = cast(ident(&source.timestamp_field), DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())));
+    contract
+}
 
+/// Conditions marking a row that breaks a rule: (feature, rule, condition).
+type Offending = Vec<(String, &'static str, Expr)>;
+
+/// The one aggregate pass: row count, newest event time, and per feature
+/// nulls, min/max/mean, rule violations and drift bins.
+fn rule_aggregates(req: &StatsRequest) -> (Vec<Expr>, Offending) {
+    let (source, view, rules) = (&req.source, &req.view, &req.view.validation);
+    let ts_micros = cast(ident(&source.timestamp_field), DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())));
     // Per feature: which conditions mark an offending row, by rule.
     let mut offending: Vec<(String, &'static str, Expr)> = Vec::new();
     let mut aggregates = vec![count(lit(1i64)).alias(ROWS), max(ts_micros).alias(MAX_TS)];
@@ -116,14 +140,17 @@ pub(crate) async fn window_stats(
             offending.push((f.name.clone(), "max_null_fraction", c.is_null()));
         }
     }
-    let drift = req.drift_features();
-    for (f, p) in &drift {
+    for (f, p) in &req.drift_features() {
         aggregates.extend(bin_counts(&f.name, ident(source.source_column(&f.name)), p));
     }
-    let batch =
-        one_row(df.clone().filter(predicate.clone()).and_then(|d| d.aggregate(vec![], aggregates)), &context).await?;
-    let int = |name: &str| int_of(&batch, name);
-    let float = |name: &str| float_of(&batch, name);
+    (aggregates, offending)
+}
+
+/// The aggregate pass's one row as statistics, added to the contract's.
+fn read_stats(req: &StatsRequest, batch: &RecordBatch, contract: WindowStats) -> WindowStats {
+    let drift = req.drift_features();
+    let int = |name: &str| int_of(batch, name);
+    let float = |name: &str| float_of(batch, name);
     let max_event_ts = batch.column_by_name(MAX_TS).and_then(|a| {
         let a = a.as_primitive_opt::<TimestampMicrosecondType>()?;
         (!a.is_null(0)).then(|| a.value(0)).and_then(chrono::DateTime::from_timestamp_micros)
@@ -131,7 +158,7 @@ pub(crate) async fn window_stats(
     let mut out = contract;
     out.rows = int(ROWS);
     out.max_event_ts = max_event_ts;
-    for f in &view.schema {
+    for f in &req.view.schema {
         let mut s = FeatureStats::default();
         s.nulls = int(&format!("{}__nulls", f.name));
         s.min = float(&format!("{}__min", f.name));
@@ -144,45 +171,53 @@ pub(crate) async fn window_stats(
         }
         out.features.insert(f.name.clone(), s);
     }
+    out
+}
 
-    // Sample rows, only where a rule found something.
-    if req.samples > 0 {
-        let mut shown: Vec<Expr> = req.join_keys.iter().map(|k| ident(source.source_column(&k.name))).collect();
-        shown.push(ident(&source.timestamp_field));
-        for (feature, rule, condition) in offending {
-            let stats = out.features.get(&feature).expect("inserted above");
-            let found = match rule {
-                "ranges" => stats.out_of_range,
-                "allowed_values" => stats.not_allowed,
-                _ => stats.nulls,
-            };
-            if found == 0 {
-                continue;
-            }
-            let mut columns = shown.clone();
-            let column = ident(source.source_column(&feature));
-            if !columns.contains(&column) {
-                columns.push(column);
-            }
-            // The first rows by key and time (a top-k, not a full sort), so
-            // the same data always shows the same samples.
-            let order: Vec<datafusion::logical_expr::SortExpr> =
-                shown.iter().map(|c| c.clone().sort(true, true)).collect();
-            let rows = df
-                .clone()
-                .filter(predicate.clone().and(condition))
-                .and_then(|d| d.select(columns))
-                .and_then(|d| d.sort(order))
-                .and_then(|d| d.limit(0, Some(req.samples)))
-                .map_err(|e| df_error(&context, e))?
-                .collect()
-                .await
-                .map_err(|e| df_error(&context, e))?;
-            let samples = rows_as_json(&rows);
-            out.features.get_mut(&feature).expect("inserted above").samples.insert(rule.to_owned(), samples);
+/// Sample rows where a rule found offending rows: the first by key and time.
+async fn add_samples(
+    req: &StatsRequest,
+    df: &DataFrame,
+    predicate: &Expr,
+    offending: Offending,
+    out: &mut WindowStats,
+    context: &str,
+) -> CoreResult<()> {
+    let source = &req.source;
+    let mut shown: Vec<Expr> = req.join_keys.iter().map(|k| ident(source.source_column(&k.name))).collect();
+    shown.push(ident(&source.timestamp_field));
+    for (feature, rule, condition) in offending {
+        let stats = out.features.get(&feature).expect("inserted above");
+        let found = match rule {
+            "ranges" => stats.out_of_range,
+            "allowed_values" => stats.not_allowed,
+            _ => stats.nulls,
+        };
+        if found == 0 {
+            continue;
         }
+        let mut columns = shown.clone();
+        let column = ident(source.source_column(&feature));
+        if !columns.contains(&column) {
+            columns.push(column);
+        }
+        // The first rows by key and time (a top-k, not a full sort), so
+        // the same data always shows the same samples.
+        let order: Vec<datafusion::logical_expr::SortExpr> = shown.iter().map(|c| c.clone().sort(true, true)).collect();
+        let rows = df
+            .clone()
+            .filter(predicate.clone().and(condition))
+            .and_then(|d| d.select(columns))
+            .and_then(|d| d.sort(order))
+            .and_then(|d| d.limit(0, Some(req.samples)))
+            .map_err(|e| df_error(context, e))?
+            .collect()
+            .await
+            .map_err(|e| df_error(context, e))?;
+        let samples = rows_as_json(&rows);
+        out.features.get_mut(&feature).expect("inserted above").samples.insert(rule.to_owned(), samples);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Aggregates counting a feature's non-null values per reference bin
