@@ -50,6 +50,14 @@ step "Rust tests (workspace)"
 cargo test --workspace --locked --all-targets
 cargo test --workspace --locked --doc
 
+step "An online-only build: feature-store with SQLite alone compiles no DataFusion, Redis or LMDB, and serves"
+if cargo tree -p feature-store -e normal --no-default-features --features sqlite --locked --prefix none \
+    | grep -E '^(datafusion|redis|heed) v'; then
+  echo "error: the sqlite-only build of feature-store pulls in the crates above" >&2
+  exit 1
+fi
+cargo test -p feature-store --no-default-features --features sqlite --locked --lib
+
 step "Python tests (pytest against the extension just built)"
 scripts/py-develop.sh --no-build
 .venv/bin/python -m pytest feature-store-py/tests -q

@@ -168,3 +168,68 @@ mod tests {
         assert!(err.contains("cargo feature \"redis\""), "{err}");
     }
 }
+
+/// A build without the Parquet offline store (`--no-default-features
+/// --features sqlite`) serves online features from a repo another process
+/// applied, and says which feature offline calls need.
+#[cfg(all(test, feature = "sqlite", not(feature = "parquet")))]
+mod online_only {
+    use std::sync::Arc;
+
+    use feature_store_core::arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    use feature_store_core::arrow_schema::{DataType, Field, Schema};
+    use feature_store_core::model::{DataSource, Entity, FeatureView};
+    use feature_store_core::offline::MemoryOfflineStore;
+    use feature_store_core::online::FeatureStatus;
+    use feature_store_core::registry::ApplyMode;
+    use feature_store_core::{Definitions, EntityInput, Features, HistoricalOptions, OnlineOptions, ValueType};
+
+    #[tokio::test]
+    async fn serves_online_and_names_the_missing_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("feature_store.yaml"), "project: p\nregistry: data/registry.json\n").unwrap();
+        // The pipeline's apply, with an offline store of its own.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, true),
+            Field::new("event_timestamp", feature_store_core::timestamp_type(), true),
+            Field::new("conv_rate", DataType::Float32, true),
+        ]));
+        let offline = Arc::new(MemoryOfflineStore::new());
+        offline.insert("stats", schema, vec![]);
+        let config = feature_store_core::RepoConfig::load(dir.path()).unwrap();
+        let registry = super::open_registry_store(&config.registry.path, dir.path(), &Default::default()).unwrap();
+        let pipeline = feature_store_core::FeatureStore::builder(config)
+            .with_registry_store(registry)
+            .with_offline_store(offline)
+            .build()
+            .unwrap();
+        let defs = Definitions::new()
+            .entity(Entity::builder("driver").join_key("driver_id").build().unwrap())
+            .source(DataSource::builder("stats", "stats", "event_timestamp").build().unwrap())
+            .feature_view(
+                FeatureView::builder("v", "stats")
+                    .entity("driver")
+                    .feature("conv_rate", ValueType::Float32)
+                    .build()
+                    .unwrap(),
+            );
+        pipeline.apply(&defs, ApplyMode::Sync).await.unwrap();
+
+        // The service: this build, no query engine.
+        let service = super::open(dir.path()).unwrap();
+        let rows =
+            RecordBatch::try_from_iter([("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
+        let got = service.get_online_features(&Features::refs(["v:conv_rate"]), &rows, &OnlineOptions::default()).await;
+        assert_eq!(got.unwrap().status(0, "conv_rate").unwrap(), FeatureStatus::NotFound);
+        let err = service
+            .get_historical_features(
+                EntityInput::batch(rows),
+                &Features::refs(["v:conv_rate"]),
+                &HistoricalOptions::default(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cargo feature \"parquet\""), "{err}");
+    }
+}
