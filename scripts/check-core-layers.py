@@ -14,6 +14,13 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "feature-s
 TOP = ["model", "repo", "registry", "offline", "online", "quality", "dataset", "historical",
        "facade", "testing", "value_type", "duration", "error"]
 
+# Items the crate root re-exports from the facade (`crate::FeatureStore`)
+# count as imports of the facade.
+lib = open(os.path.join(ROOT, "lib.rs"), encoding="utf-8").read()
+FACADE_ITEMS = set()
+for group in re.findall(r"pub use facade::([^;]*);", lib, re.S):
+    FACADE_ITEMS |= set(re.findall(r"\b([A-Z]\w*)\b", group))
+
 deps = collections.defaultdict(lambda: collections.defaultdict(set))
 for root, _, files in os.walk(ROOT):
     for name in files:
@@ -31,6 +38,8 @@ for root, _, files in os.walk(ROOT):
         used = set(re.findall(r"crate::(\w+)", code))
         for group in re.findall(r"use crate::\{([^}]*)\}", code, re.S):
             used |= set(re.findall(r"\b(\w+)\b", group))
+        if used & FACADE_ITEMS:
+            used.add("facade")
         for target in used & set(TOP) - {module}:
             deps[module][target].add(os.path.relpath(path, ROOT))
 

@@ -76,13 +76,13 @@ impl ParquetOfflineStore {
             return Err(CoreError::InvalidArgument("no features requested".into()));
         }
         // Every listing happens here, concurrently; the planner gets descriptions.
-        let sources = futures::future::try_join_all(request.views.iter().map(|v| {
+        let sources = futures::future::join_all(request.views.iter().map(|v| {
             let context = format!("data source \"{}\" ({})", v.source.name, v.source.path);
             self.resolve_source(&v.source, context)
         }));
         let entities = self.resolve_entities(request.entities, &request.sources);
-        let (sources, entities) = futures::future::try_join(sources, entities).await?;
-        crate::datafusion::plan_historical(self.engine(), entities, &request.views, &sources, &request.timestamp_column)
+        let (sources, entities) = futures::future::join(sources, entities).await;
+        crate::datafusion::plan_historical(self.engine(), entities?, &request.views, sources, &request.timestamp_column)
             .await
     }
 

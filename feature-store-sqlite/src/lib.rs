@@ -320,9 +320,10 @@ impl Inner {
 
 impl BlockingOnlineStore for SqliteOnlineStore {
     const INLINE_READ_KEYS: usize = INLINE_READ_KEYS;
+    const KIND: &'static str = "SQLite online store";
 
     fn describe_store(&self) -> String {
-        format!("SQLite online store {}", self.inner.path.display())
+        format!("{} {}", Self::KIND, self.inner.path.display())
     }
 
     fn write_blocking(&self, project: &str, view: &str, rows: &OnlineRows) -> CoreResult<WriteStats> {

@@ -175,6 +175,17 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not answer on port {} within 30 s", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The free port may have been taken by another test's server in the
+        // meantime: the one answering must be this child.
+        if !self.tls {
+            let pid = self.child.as_ref().map(Child::id).unwrap_or_default();
+            let info = self.command(&["INFO", "server"]).unwrap_or_default();
+            assert!(
+                info.contains(&format!("process_id:{pid}\r\n")),
+                "port {} answered by another redis-server than the one just started (pid {pid})",
+                self.port
+            );
+        }
     }
 
     /// The port.

@@ -158,13 +158,16 @@ impl FeatureStore {
 
     /// The source whose files `url` would be among, if any.
     fn source_containing<'a>(&self, url: &str, sources: &'a [DataSource]) -> Result<Option<&'a DataSource>> {
-        let offline = self.dataset_storage()?;
+        let storage = self.offline_store()?.datasets();
         for s in sources {
             let root = match s.path.find(['*', '?', '[']) {
                 Some(i) => &s.path[..s.path[..i].rfind('/').map_or(0, |j| j + 1)],
                 None => s.path.as_str(),
             };
-            let root = offline.location_url(root)?;
+            let root = match storage {
+                Some(storage) => storage.location_url(root)?,
+                None => root.to_owned(),
+            };
             let root = root.trim_end_matches('/');
             if url == root || url.starts_with(&format!("{root}/")) {
                 return Ok(Some(s));
@@ -184,7 +187,11 @@ impl FeatureStore {
     }
 
     fn refuse_inside_sources(&self, output: &str, sources: &[DataSource]) -> Result<()> {
-        let url = self.dataset_storage()?.location_url(output)?;
+        // Without dataset storage, locations are compared as written.
+        let url = match self.offline_store()?.datasets() {
+            Some(storage) => storage.location_url(output)?,
+            None => output.to_owned(),
+        };
         if let Some(s) = self.source_containing(&url, sources)? {
             return Err(Error::InvalidArgument(format!(
                 "output {output} is inside data source \"{}\" ({}): writing it would replace or add to that source's data; choose a path outside it",

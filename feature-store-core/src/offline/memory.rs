@@ -96,16 +96,24 @@ impl OfflineStore for MemoryOfflineStore {
 
 #[async_trait]
 impl OfflineWriter for MemoryOfflineStore {
-    /// Adds `batch` to the source's rows; it must have the source's columns
-    /// (in any order; missing nullable columns read as nulls).
+    /// Adds `batch` to the source's rows: its columns are the source's (in
+    /// any order; missing nullable ones read as nulls), each cast to the
+    /// stored type only where every value converts; other columns are refused.
     async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String> {
         let context = format!("data source \"{}\"", source.name);
         let mut tables = self.tables.write().expect("poisoned");
         let (schema, batches) = tables.get_mut(&source.path).ok_or_else(|| missing(source))?;
+        if let Some(extra) = batch.schema().fields().iter().find(|f| schema.field_with_name(f.name()).is_err()) {
+            return Err(Error::data(
+                &context,
+                format!("pushed column \"{}\" is not a column of the memory table", extra.name()),
+            ));
+        }
+        let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
         let mut columns = Vec::with_capacity(schema.fields().len());
         for f in schema.fields() {
             columns.push(match batch.column_by_name(f.name()) {
-                Some(c) => arrow_cast::cast(c, f.data_type()).map_err(|e| {
+                Some(c) => arrow_cast::cast_with_options(c, f.data_type(), &strict).map_err(|e| {
                     Error::data(
                         &context,
                         format!("pushed column \"{}\" cannot be stored as {}: {e}", f.name(), f.data_type()),

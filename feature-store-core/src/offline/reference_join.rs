@@ -218,6 +218,9 @@ pub(super) fn latest(req: &super::LatestRequest, rows: &RecordBatch) -> Result<(
         converter.convert_columns(cols).map(Some).map_err(|e| Error::data(&what, e.to_string()))
     };
     let key_rows = convert(&keys)?;
+    // Rows are ranked by their event time in microseconds, the unit of
+    // `LATEST_EVENT_TS` (nanoseconds apart within one microsecond tie).
+    let micros_of = |i: usize| event[i].map(|t| t / 1000);
     // List features do not take part in tie-breaking, as in retrieval's sort.
     let ranked: Vec<ArrayRef> =
         req.view.schema.iter().zip(&features).filter(|(f, _)| !f.dtype.is_list()).map(|(_, c)| Arc::clone(c)).collect();
@@ -226,8 +229,8 @@ pub(super) fn latest(req: &super::LatestRequest, rows: &RecordBatch) -> Result<(
     for i in in_window {
         let k = key_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
         let newer = |j: usize| {
-            event[i]
-                .cmp(&event[j])
+            micros_of(i)
+                .cmp(&micros_of(j))
                 .then(created[i].cmp(&created[j]))
                 .then_with(|| tie.as_ref().map_or(std::cmp::Ordering::Equal, |t| t.row(i).cmp(&t.row(j))))
                 .is_gt()

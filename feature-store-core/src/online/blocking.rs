@@ -18,6 +18,9 @@ pub trait BlockingOnlineStore: Clone + Send + Sync + Debug + 'static {
     /// Reads of at most this many keys in all run on the caller's thread.
     const INLINE_READ_KEYS: usize = 0;
 
+    /// What the store is, for errors of its tasks (`SQLite online store`).
+    const KIND: &'static str;
+
     /// Short description with the location, for messages.
     fn describe_store(&self) -> String;
 
@@ -39,8 +42,7 @@ async fn on_blocking_pool<S: BlockingOnlineStore, T: Send + 'static>(
     f: impl FnOnce(&S) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let store = store.clone();
-    let what = store.describe_store();
-    tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| Error::backend(format!("{what} task"), e))?
+    tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| Error::backend(format!("{} task", S::KIND), e))?
 }
 
 #[async_trait]

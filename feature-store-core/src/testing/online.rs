@@ -270,7 +270,9 @@ macro_rules! online_store_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $behaviour() {
                 let (store, _guard): (::std::sync::Arc<dyn $crate::online::OnlineStore>, _) = $make.await;
-                $crate::testing::online::$behaviour(store, "suite").await;
+                // Each behaviour its own project, so two tests that reached one
+                // server by accident would still not see each other's keys.
+                $crate::testing::online::$behaviour(store, stringify!($behaviour)).await;
             }
         )+
     };

@@ -112,7 +112,6 @@ pub(crate) enum ResolvedEntities {
     Sql { query: String, sources: Vec<ResolvedSource> },
 }
 
-/// Plans a retrieval over resolved inputs: `views[i]` reads `sources[i]`.
 /// Reports a finished retrieval's join metrics through `tracing`.
 fn log_finished(plan: &Arc<dyn ExecutionPlan>, rows: usize, seconds: f64) {
     fn joins(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
@@ -146,11 +145,15 @@ fn log_finished(plan: &Arc<dyn ExecutionPlan>, rows: usize, seconds: f64) {
     tracing::info!(rows, views = found.len(), spill_files = spilled, seconds, "historical: retrieval finished");
 }
 
+/// Plans a retrieval over resolved inputs: `views[i]` reads `sources[i]`.
+/// A source whose listing failed fails the plan when its view is planned,
+/// after the entity side and the views before it, so the first problem
+/// reported is the same whatever order the listings finished in.
 pub(crate) async fn plan_historical(
     engine: Engine,
     entities: ResolvedEntities,
     views: &[ViewRequest],
-    sources: &[ResolvedSource],
+    sources: Vec<CoreResult<ResolvedSource>>,
     ts_col: &str,
 ) -> CoreResult<RetrievalPlan> {
     let rows = retrieval_batch_rows(engine.memory_limit, output_row_bytes(views));
@@ -167,7 +170,7 @@ pub(crate) async fn plan_historical(
 
     let mut plan: Arc<dyn ExecutionPlan> = entity_plan;
     for (view, source) in views.iter().zip(sources) {
-        let (right, spec) = view_plan(&ctx, view, source, &schema, left_ts, bounds).await?;
+        let (right, spec) = view_plan(&ctx, view, &source?, &schema, left_ts, bounds).await?;
         plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
     }
     Ok(RetrievalPlan { plan, task: ctx.task_ctx() })

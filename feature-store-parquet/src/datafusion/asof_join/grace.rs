@@ -120,6 +120,9 @@ impl Partition {
             batches.push(b);
         }
         fits = fits && reservation.try_grow(working_memory(&batches)).is_ok();
+        if fits {
+            self.metrics.build_mem_used.set_max(reservation.size());
+        }
         if !fits {
             drop(batches);
             reservation.free();
