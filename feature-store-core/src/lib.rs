@@ -64,6 +64,6 @@ pub use facade::serving::OnlineOptions;
 pub use facade::{Described, FeatureStore, FeatureStoreBuilder, Features};
 pub use historical::{BatchStream, EntityInput, HistoricalOptions};
 pub use repo::{Definitions, RepoConfig};
-pub use value_type::{UTC, ValueType, describe_arrow, timestamp_type};
+pub use value_type::{SCALAR_TYPES, ScalarTypeInfo, UTC, ValueType, describe_arrow, timestamp_type};
 /// The Arrow crates this library's API uses, so callers need no version match.
 pub use {arrow_array, arrow_schema};

@@ -75,6 +75,7 @@ impl ParquetOfflineStore {
         if request.views.is_empty() {
             return Err(CoreError::InvalidArgument("no features requested".into()));
         }
+        let began = std::time::Instant::now();
         // Every listing happens here, concurrently; the planner gets descriptions.
         let sources = futures::future::join_all(request.views.iter().map(|v| {
             let context = format!("data source \"{}\" ({})", v.source.name, v.source.path);
@@ -82,8 +83,10 @@ impl ParquetOfflineStore {
         }));
         let entities = self.resolve_entities(request.entities, &request.sources);
         let (sources, entities) = futures::future::join(sources, entities).await;
-        crate::datafusion::plan_historical(self.engine(), entities?, &request.views, sources, &request.timestamp_column)
-            .await
+        let plan =
+            crate::datafusion::plan_historical(self.engine(), entities?, &request.views, sources, &request.timestamp_column)
+                .await?;
+        Ok(plan.started_at(began))
     }
 
     /// The planner's view of this store's settings.

@@ -689,9 +689,17 @@ fn table(py: Python<'_>, batch: RecordBatch) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// The native module behind `feature_store`.
+/// The library's scalar value types as `(registry name, Feast name)` pairs,
+/// read from its one type table, so `feature_store.types` cannot drift from it.
+#[pyfunction]
+fn scalar_types() -> Vec<(&'static str, &'static str)> {
+    feature_store::SCALAR_TYPES.iter().map(|t| (t.name, t.feast_name)).collect()
+}
+
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(scalar_types, m)?)?;
     m.add_class::<Store>()?;
     m.add_class::<HistoricalResult>()?;
     m.add_class::<OnlineResult>()?;

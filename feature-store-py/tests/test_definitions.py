@@ -114,6 +114,14 @@ def test_config_dict_and_types(tmp_path):
     e = fs.Entity(name="user", value_type=fs.ValueType.STRING)
     assert e.join_keys == ["user"] and e.value_type == fs.String
     assert str(fs.Array(fs.Int64)) == "list<int64>"
+    # Python's type names come from the library's one type table.
+    from feature_store import _internal, types
+
+    assert len(_internal.scalar_types()) == 8
+    for name, feast_name in _internal.scalar_types():
+        assert str(getattr(types, feast_name)) == name
+        assert types.from_name(name) is getattr(types, feast_name)
+        assert types.from_name(f"list<{name}>") == fs.Array(getattr(types, feast_name))
     with pytest.raises(TypeError):
         fs.Array(fs.Array(fs.Int64))
     with pytest.raises(TypeError):

@@ -45,6 +45,7 @@ impl FeatureStore {
         if project.registry().datasets.contains_key(name) {
             return Err(Error::InvalidArgument(format!("dataset \"{name}\" already exists; save under another name")));
         }
+        let offline = self.dataset_storage(&format!("saving dataset \"{name}\""))?;
         let views = self.resolve_views(features, options.full_feature_names).await?;
         let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
         let mut entity_defs: BTreeMap<String, Entity> = BTreeMap::new();
@@ -55,7 +56,6 @@ impl FeatureStore {
                 }
             }
         }
-        let offline = self.dataset_storage()?;
         let mut source_files = Vec::new();
         let mut listed = BTreeSet::new();
         for v in &views {
@@ -81,7 +81,7 @@ impl FeatureStore {
             std::process::id(),
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        if let Some(s) = self.source_containing(&self.dataset_storage()?.location_url(&folder)?, &sources)? {
+        if let Some(s) = self.source_containing(&offline.location_url(&folder)?, &sources)? {
             return Err(Error::InvalidArgument(format!(
                 "datasets are stored beside the registry, in {folder}, which is inside data source \"{}\" ({}): its files would be read as source data; move the registry or the source's files to separate folders",
                 s.name, s.path
@@ -211,7 +211,7 @@ impl FeatureStore {
             )));
         }
         self.refuse_inside_sources(output, sources)?;
-        let offline = self.dataset_storage()?;
+        let offline = self.dataset_storage(&format!("checking output {output}"))?;
         let url = offline.location_url(output)?;
         if offline.object_info(output).await?.is_some() {
             return Err(Error::InvalidArgument(format!(
@@ -249,7 +249,7 @@ impl FeatureStore {
         let record = self.dataset_record(&*self.document().await?, name)?;
         let context = format!("dataset \"{name}\" manifest {}", record.manifest.location);
         let bytes = self
-            .dataset_storage()?
+            .dataset_storage(&format!("reading dataset \"{name}\""))?
             .get_object(&record.manifest.location)
             .await?
             .ok_or_else(|| Error::data(&context, "missing; the dataset cannot be read or verified"))?;
@@ -266,6 +266,9 @@ impl FeatureStore {
     /// Removes dataset `name` from the registry, then deletes the files of its
     /// save folder; an explicit output elsewhere is kept (it is the caller's).
     pub async fn delete_dataset(&self, name: &str) -> Result<Deleted> {
+        // Checked before the registry changes, so a store without dataset
+        // storage refuses instead of dropping the record and keeping the files.
+        let offline = self.dataset_storage(&format!("deleting dataset \"{name}\""))?;
         let doc = self.registry().refresh().await?;
         let record = self.dataset_record(&doc, name)?;
         let manifest = self.get_dataset(name).await.ok();
@@ -276,7 +279,6 @@ impl FeatureStore {
                 Ok(p.datasets.remove(name).is_some())
             })
             .await?;
-        let offline = self.dataset_storage()?;
         let mut files = vec![record.manifest.location.clone()];
         if let Some(m) = &manifest {
             files.push(m.entity_table.file.location.clone());
@@ -297,7 +299,7 @@ impl FeatureStore {
     /// The rows of dataset `name`, read from its stored output.
     pub async fn read_dataset(&self, name: &str) -> Result<BatchStream> {
         let m = self.get_dataset(name).await?;
-        self.dataset_storage()?.read_entities(EntityInput::Path(m.output.file.location), "", &[], &[]).await
+        self.dataset_storage(&format!("reading dataset \"{name}\""))?.read_entities(EntityInput::Path(m.output.file.location), "", &[], &[]).await
     }
 
     /// Compares dataset `name` with the present: source files, definitions,
@@ -307,7 +309,7 @@ impl FeatureStore {
         let m = self.get_dataset(name).await?;
         let doc = self.registry().refresh().await?;
         let reg = doc.project(self.project()).registry();
-        let offline = self.dataset_storage()?;
+        let offline = self.dataset_storage(&format!("verifying dataset \"{name}\""))?;
         let mut findings = Vec::new();
         let files_checked = source_file_findings(offline, &m, &mut findings).await;
         definition_findings(&m, reg, &mut findings);

@@ -606,6 +606,9 @@ impl FeatureStore {
         // An offline-only push needs no online serving.
         let (target, source) = self.write_target(&doc, view, mode != PushMode::Offline)?;
         let context = format!("push to feature view \"{view}\"");
+        // Checked before anything is written, so a store that cannot take
+        // the offline part refuses the push instead of leaving it online only.
+        let offline_writer = if mode == PushMode::Online { None } else { Some(self.offline_writer(&context)?) };
         let schema = batch.schema();
         let get = |name: &str, what: &str| {
             schema.index_of(name).map(|i| batch.column(i)).map_err(|_| {
@@ -710,7 +713,7 @@ impl FeatureStore {
         }
         if mode != PushMode::Online {
             let renamed = to_source_columns(batch, &source, &target, &ts, &features, &shared)?;
-            self.offline_writer()?.append(&source, renamed).await?;
+            offline_writer.expect("taken above for offline pushes").append(&source, renamed).await?;
             if mode == PushMode::Offline {
                 // Every row went into the new file.
                 stats = WriteStats::new(batch.num_rows() as u64, 0);

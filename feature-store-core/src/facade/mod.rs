@@ -188,30 +188,31 @@ impl FeatureStore {
         })
     }
 
-    /// The offline store's statistics (for validation and profiles), or an error saying it has none.
-    pub(crate) fn statistics(&self) -> Result<&dyn crate::offline::OfflineStatistics> {
+    /// The offline store's statistics (for validation and profiles), or an
+    /// error saying, for `what`, that it has none.
+    pub(crate) fn statistics(&self, what: &str) -> Result<&dyn crate::offline::OfflineStatistics> {
         self.offline_store()?.statistics().ok_or_else(|| {
-            Error::Unsupported(
-                "the configured offline store does not compute window statistics, which validation and profiles need; \
-                 the Parquet offline store does"
-                    .into(),
-            )
+            Error::Unsupported(format!(
+                "{what}: the configured offline store does not compute window statistics, which validation and \
+                 profiles need; the Parquet offline store does"
+            ))
         })
     }
 
-    /// The offline store's writer (for offline pushes), or an error saying it has none.
-    pub(crate) fn offline_writer(&self) -> Result<&dyn crate::offline::OfflineWriter> {
+    /// The offline store's writer (for offline pushes), or an error saying, for `what`, that it has none.
+    pub(crate) fn offline_writer(&self, what: &str) -> Result<&dyn crate::offline::OfflineWriter> {
         self.offline_store()?.writer().ok_or_else(|| {
-            Error::Unsupported("the configured offline store cannot append pushed rows to its sources".into())
+            Error::Unsupported(format!("{what}: the configured offline store cannot append pushed rows to its sources"))
         })
     }
 
-    /// The offline store's dataset storage (for saved datasets), or an error saying it has none.
-    pub(crate) fn dataset_storage(&self) -> Result<&dyn crate::offline::DatasetStorage> {
+    /// The offline store's dataset storage (for saved datasets), or an error
+    /// saying, for `what`, that it has none.
+    pub(crate) fn dataset_storage(&self, what: &str) -> Result<&dyn crate::offline::DatasetStorage> {
         self.offline_store()?.datasets().ok_or_else(|| {
-            Error::Unsupported(
-                "the configured offline store cannot store saved datasets; the Parquet offline store can".into(),
-            )
+            Error::Unsupported(format!(
+                "{what}: the configured offline store cannot store saved datasets; the Parquet offline store can"
+            ))
         })
     }
 

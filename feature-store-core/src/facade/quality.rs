@@ -65,7 +65,7 @@ impl FeatureStore {
         let stats = if results.is_empty() {
             let mut request = StatsRequest::new(view.clone(), source.clone(), join_keys.to_vec(), start, end);
             request.reference = reference.cloned();
-            self.statistics()?.window_stats(request).await?
+            self.statistics(&format!("validating feature view \"{}\"", view.name))?.window_stats(request).await?
         } else {
             WindowStats::default()
         };
@@ -155,7 +155,7 @@ impl FeatureStore {
             ));
         }
         let request = StatsRequest::new(spec.clone(), source, join_keys, start, end);
-        let profile = self.statistics()?.profile(request).await?;
+        let profile = self.statistics(&format!("profiling feature view \"{view}\""))?.profile(request).await?;
         if profile.rows == 0 {
             let window = start.map_or_else(|| format!("up to {end}"), |s| format!("[{s}, {end}]"));
             return Err(Error::InvalidArgument(format!(

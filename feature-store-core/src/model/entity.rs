@@ -99,7 +99,7 @@ impl Entity {
                 out.push(format!("join key \"{}\" is listed twice", k.name));
             }
             if let Some(t) = &k.dtype
-                && matches!(t, ValueType::Float32 | ValueType::Float64 | ValueType::List(_))
+                && !t.can_be_join_key()
             {
                 out.push(format!(
                     "join key \"{}\" has type {t}; join keys must be bool, integer, string, bytes or timestamp",

@@ -24,45 +24,19 @@ use arrow_buffer::{
 };
 use arrow_schema::{DataType, Field};
 
+use crate::value_type::ScalarTypeInfo;
+use crate::value_type::codec_tag::{BOOL, BYTES, FLOAT32, FLOAT64, INT32, INT64, LIST, STRING, TIMESTAMP};
 use crate::{Error, Result, UTC, ValueType};
 
-const BOOL: u8 = 1;
-const INT32: u8 = 2;
-const INT64: u8 = 3;
-const FLOAT32: u8 = 4;
-const FLOAT64: u8 = 5;
-const STRING: u8 = 6;
-const BYTES: u8 = 7;
-const TIMESTAMP: u8 = 8;
-const LIST: u8 = 0x80;
-
+/// The tag a value of `t` is stored under (from the value type table).
 fn scalar_tag(t: &ValueType) -> u8 {
-    match t {
-        ValueType::Bool => BOOL,
-        ValueType::Int32 => INT32,
-        ValueType::Int64 => INT64,
-        ValueType::Float32 => FLOAT32,
-        ValueType::Float64 => FLOAT64,
-        ValueType::String => STRING,
-        ValueType::Bytes => BYTES,
-        ValueType::Timestamp => TIMESTAMP,
-        ValueType::List(inner) => LIST | scalar_tag(inner),
-    }
+    let tag = t.scalar_info().codec_tag;
+    if t.is_list() { LIST | tag } else { tag }
 }
 
 fn tag_name(tag: u8) -> String {
-    let scalar = |t: u8| match t {
-        BOOL => "bool",
-        INT32 => "int32",
-        INT64 => "int64",
-        FLOAT32 => "float32",
-        FLOAT64 => "float64",
-        STRING => "string",
-        BYTES => "bytes",
-        TIMESTAMP => "timestamp",
-        _ => "unknown",
-    };
-    if tag & LIST != 0 { format!("list<{}>", scalar(tag & !LIST)) } else { scalar(tag).to_owned() }
+    let scalar = ScalarTypeInfo::by_codec_tag(tag & !LIST).map_or("unknown", |s| s.name);
+    if tag & LIST != 0 { format!("list<{scalar}>") } else { scalar.to_owned() }
 }
 
 /// Casts `column` to the Arrow type of `dtype` (lossless widenings, unit and
@@ -385,6 +359,7 @@ pub struct FixedArena {
 #[derive(Debug)]
 pub struct FixedColumn {
     tag: u8,
+    width: usize,
     offset: usize,
     len: usize,
     nulls: NullBufferBuilder,
@@ -398,17 +373,13 @@ impl FixedArena {
 
     /// Starts a column of `dtype`, or `None` when the type is not fixed-width.
     pub fn column(&mut self, dtype: &ValueType, rows: usize) -> Option<FixedColumn> {
-        let tag = match dtype {
-            ValueType::Int32 | ValueType::Int64 | ValueType::Float32 | ValueType::Float64 | ValueType::Timestamp => {
-                scalar_tag(dtype)
-            }
-            _ => return None,
-        };
+        let width = dtype.fixed_width()?;
+        let tag = scalar_tag(dtype);
         // Every column starts 8-aligned (the buffer itself is 64-aligned).
         let pad = self.buf.len().next_multiple_of(8) - self.buf.len();
         self.buf.extend_zeros(pad);
         self.buf.reserve(rows * 8);
-        Some(FixedColumn { tag, offset: self.buf.len(), len: 0, nulls: NullBufferBuilder::new(rows) })
+        Some(FixedColumn { tag, width, offset: self.buf.len(), len: 0, nulls: NullBufferBuilder::new(rows) })
     }
 
     /// Appends a stored value to `col`, the column being decoded; another
@@ -439,14 +410,8 @@ impl FixedArena {
         };
         if !ok {
             // The general decoder words the error the same way for every type.
-            let dtype = match col.tag {
-                INT32 => ValueType::Int32,
-                INT64 => ValueType::Int64,
-                FLOAT32 => ValueType::Float32,
-                FLOAT64 => ValueType::Float64,
-                _ => ValueType::Timestamp,
-            };
-            ValueDecoder::new(&dtype, 1).append(bytes, feature)?;
+            let dtype = &ScalarTypeInfo::by_codec_tag(col.tag).expect("a column's tag is in the table").value_type;
+            ValueDecoder::new(dtype, 1).append(bytes, feature)?;
             return Err(Error::data(format!("online value of feature \"{feature}\""), "malformed stored value"));
         }
         col.len += 1;
@@ -456,8 +421,7 @@ impl FixedArena {
 
     /// Appends a null to `col`.
     pub fn append_null(&mut self, col: &mut FixedColumn) {
-        let width = if matches!(col.tag, INT32 | FLOAT32) { 4 } else { 8 };
-        self.buf.extend_zeros(width);
+        self.buf.extend_zeros(col.width);
         col.len += 1;
         col.nulls.append_null();
     }

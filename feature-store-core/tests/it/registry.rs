@@ -223,3 +223,28 @@ async fn yaml_to_registry_to_yaml_round_trip() {
     assert_eq!(reparsed.sources.iter().map(|d| d.value.clone()).collect::<Vec<_>>().len(), 2);
     assert_eq!(reparsed.sources.iter().find(|d| d.value.name == "drivers").unwrap().value, original.sources[0].value);
 }
+
+/// The memory reference store has no statistics or dataset storage: calls
+/// that need them say which call and which capability, and change nothing.
+#[tokio::test]
+async fn missing_capabilities_name_the_call_and_change_nothing() {
+    use feature_store_core::{EntityInput, Features, HistoricalOptions};
+    let store = memory_store(Arc::new(MemoryRegistryStore::new()));
+    store.apply(&repo(), ApplyMode::Sync).await.unwrap();
+    let before = store.registry().refresh().await.unwrap().version;
+
+    let err = store.profile("driver_stats", None, chrono::Utc::now(), true).await.unwrap_err().to_string();
+    assert!(err.contains("profiling feature view \"driver_stats\"") && err.contains("window statistics"), "{err}");
+
+    let entities = EntityInput::Path("entities.parquet".into());
+    let features = Features::refs(["driver_stats:trips"]);
+    let err = store
+        .save_dataset("s1", entities, &features, &HistoricalOptions::default(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("saving dataset \"s1\"") && err.contains("cannot store saved datasets"), "{err}");
+    let err = store.delete_dataset("s1").await.unwrap_err().to_string();
+    assert!(err.contains("deleting dataset \"s1\""), "{err}");
+    assert_eq!(store.registry().refresh().await.unwrap().version, before, "nothing was written");
+}

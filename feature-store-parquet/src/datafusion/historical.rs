@@ -34,9 +34,13 @@ pub(crate) struct Bounds {
 /// A planned retrieval: the physical plan and the task context it runs in.
 /// Executing it gives the retrieval's rows; afterwards its operators'
 /// metrics say where time and memory went (see [`Self::display_with_metrics`]).
+/// A plan runs once, so its metrics describe one run.
 pub struct RetrievalPlan {
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
+    /// When planning began: the logged duration covers listing and planning too.
+    began: std::time::Instant,
+    executed: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RetrievalPlan {
@@ -53,23 +57,46 @@ impl RetrievalPlan {
 
     /// Runs the plan; the rows stream in entity-row order. When the stream
     /// ends, each view's join metrics go to `tracing` (debug) and the totals
-    /// (info), so a subscriber sees where a retrieval spent its time.
+    /// (info), so a subscriber sees where a retrieval spent its time; a
+    /// stream that fails logs the failure instead. A second call is an
+    /// error: plan the retrieval again.
     pub fn execute(&self) -> CoreResult<BatchStream> {
+        use std::sync::atomic::Ordering;
+        if self.executed.swap(true, Ordering::SeqCst) {
+            return Err(CoreError::InvalidArgument(
+                "this retrieval plan has already run (its metrics describe that run); plan the retrieval again".into(),
+            ));
+        }
         let schema = self.plan.schema();
         let stream = execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
             .map_err(|e| df_error("historical retrieval", e))?;
         let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = Arc::clone(&rows);
-        let stream = stream.map_err(|e| df_error("historical retrieval", e)).inspect_ok(move |b| {
-            counter.fetch_add(b.num_rows(), std::sync::atomic::Ordering::Relaxed);
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (counter, fail_flag) = (Arc::clone(&rows), Arc::clone(&failed));
+        let stream = stream.map_err(|e| df_error("historical retrieval", e)).inspect(move |b| match b {
+            Ok(b) => {
+                counter.fetch_add(b.num_rows(), Ordering::Relaxed);
+            }
+            Err(_) => fail_flag.store(true, Ordering::Relaxed),
         });
         let plan = Arc::clone(&self.plan);
-        let began = std::time::Instant::now();
+        let began = self.began;
         let finished = futures::stream::once(async move {
-            log_finished(&plan, rows.load(std::sync::atomic::Ordering::Relaxed), began.elapsed().as_secs_f64());
+            let seconds = began.elapsed().as_secs_f64();
+            if failed.load(Ordering::Relaxed) {
+                tracing::warn!(rows = rows.load(Ordering::Relaxed), seconds, "historical: retrieval failed");
+            } else {
+                log_finished(&plan, rows.load(Ordering::Relaxed), seconds);
+            }
         })
         .filter_map(|()| futures::future::ready(None));
         Ok(BatchStream::new(schema, Box::pin(stream.chain(finished))))
+    }
+
+    /// Counts the run's time from `began` (before the sources were listed).
+    pub(crate) fn started_at(mut self, began: std::time::Instant) -> Self {
+        self.began = began;
+        self
     }
 
     /// The plan with each operator's metrics as they stand: after the stream
@@ -136,6 +163,7 @@ fn log_finished(plan: &Arc<dyn ExecutionPlan>, rows: usize, seconds: f64) {
             feature_rows = get("feature_rows"),
             build_seconds = get("build_time") as f64 / 1e9,
             probe_seconds = get("probe_time") as f64 / 1e9,
+            spill_seconds = get("spill_time") as f64 / 1e9,
             build_bytes = get("build_mem_used"),
             spill_files = get("spill_count"),
             spilled_bytes = get("spilled_bytes"),
@@ -156,6 +184,7 @@ pub(crate) async fn plan_historical(
     sources: Vec<CoreResult<ResolvedSource>>,
     ts_col: &str,
 ) -> CoreResult<RetrievalPlan> {
+    let began = std::time::Instant::now();
     let rows = retrieval_batch_rows(engine.memory_limit, output_row_bytes(views));
     let ctx = session_with_batch_rows(engine.memory_limit, engine.target_partitions, rows)?;
     // The entity side is scanned in one partition so its row order is the input order.
@@ -173,17 +202,16 @@ pub(crate) async fn plan_historical(
         let (right, spec) = view_plan(&ctx, view, &source?, &schema, left_ts, bounds).await?;
         plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
     }
-    Ok(RetrievalPlan { plan, task: ctx.task_ctx() })
+    Ok(RetrievalPlan { plan, task: ctx.task_ctx(), began, executed: Default::default() })
 }
 
-/// About how many bytes an output row takes: the features' values (32 for
-/// strings, bytes and lists) plus 32 for the entity columns.
+/// About how many bytes an output row takes: the features' values (1 for
+/// bools, 32 for strings, bytes and lists) plus 32 for the entity columns.
 fn output_row_bytes(views: &[ViewRequest]) -> usize {
-    let width = |t: &ValueType| match t {
-        ValueType::Bool => 1,
-        ValueType::Int32 | ValueType::Float32 => 4,
-        ValueType::Int64 | ValueType::Float64 | ValueType::Timestamp => 8,
-        _ => 32,
+    let width = |t: &ValueType| match t.fixed_width() {
+        Some(w) => w,
+        None if *t == ValueType::Bool => 1,
+        None => 32,
     };
     32 + views
         .iter()

@@ -8,6 +8,8 @@ import pyarrow as pa
 
 __version__: str
 
+def scalar_types() -> List[Tuple[str, str]]: ...
+
 class Store:
     @staticmethod
     def open(repo_path: str) -> "Store": ...

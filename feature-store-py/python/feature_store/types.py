@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from . import _internal
+
 __all__ = [
     "FeastType",
     "PrimitiveFeastType",
@@ -68,7 +70,9 @@ String = PrimitiveFeastType("string")
 Bytes = PrimitiveFeastType("bytes")
 UnixTimestamp = PrimitiveFeastType("timestamp")
 
-_SCALARS = {t._name: t for t in (Bool, Int32, Int64, Float32, Float64, String, Bytes, UnixTimestamp)}
+# Keyed by the library's own type table: a type added there without a
+# constant here fails at import, in the tests, not in a user's notebook.
+_SCALARS = {name: globals()[feast_name] for name, feast_name in _internal.scalar_types()}
 
 
 def from_name(name: str) -> FeastType:

@@ -203,10 +203,14 @@ impl BuildSide {
                         batches.push(batch);
                         continue;
                     }
-                    Err(e) => spill = Some(start_spill(e, &mut batches, &schema, &spec, &reservation)?),
+                    Err(e) => {
+                        let _timer = metrics.spill_time.timer();
+                        spill = Some(start_spill(e, &mut batches, &schema, &spec, &reservation)?);
+                    }
                 }
             }
             let writers = spill.as_mut().expect("spilling");
+            let _timer = metrics.spill_time.timer();
             scatter_by_key(&batch, &keys, &spec.key_types, 0, writers, false)?;
         }
         let writers = match spill {
@@ -217,9 +221,13 @@ impl BuildSide {
                     metrics.build_mem_used.set_max(reservation.size());
                     return Ok(Collected::Memory(Self::index(batches, &schema, &spec, reservation, &metrics).await?));
                 }
-                Err(e) => start_spill(e, &mut batches, &schema, &spec, &reservation)?,
+                Err(e) => {
+                    let _timer = metrics.spill_time.timer();
+                    start_spill(e, &mut batches, &schema, &spec, &reservation)?
+                }
             },
         };
+        let _timer = metrics.spill_time.timer();
         let files: Vec<SpillFile> = writers.into_iter().map(SpillWriter::finish).collect::<Result<_>>()?;
         metrics.spilled(&files);
         Ok(Collected::Spilled(files))

@@ -138,6 +138,7 @@ impl Partition {
             }
             let split =
                 |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
+                    let _timer = self.metrics.spill_time.timer();
                     let mut w = spill_writers(schema, SUB_PARTITIONS)?;
                     for b in file.read()? {
                         scatter_by_key(&b?, keys, &spec.key_types, level + 1, &mut w, entity_side)?;
@@ -154,13 +155,23 @@ impl Partition {
         }
         let build = BuildSide::index(batches, &right_schema, spec, reservation, &self.metrics).await?;
         let (spec2, schema2) = (Arc::clone(spec), Arc::clone(&self.probe_schema));
-        let probe_time = self.metrics.probe_time.clone();
+        let (probe_time, spill_time) = (self.metrics.probe_time.clone(), self.metrics.spill_time.clone());
         let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
-            let _timer = probe_time.timer();
             let mut w = SpillWriter::new(&schema2)?;
-            for b in left.read()? {
-                w.write(&probe(&build, &spec2, b?, &schema2)?)?;
+            let mut reader = left.read()?;
+            loop {
+                let spill_timer = spill_time.timer();
+                let Some(b) = reader.next() else { break };
+                let b = b?;
+                spill_timer.done();
+                let joined = {
+                    let _timer = probe_time.timer();
+                    probe(&build, &spec2, b, &schema2)?
+                };
+                let _timer = spill_time.timer();
+                w.write(&joined)?;
             }
+            let _timer = spill_time.timer();
             w.finish()
         })
         .await
@@ -197,9 +208,13 @@ pub(super) async fn grace_join(
         columns.push(Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(next_row..next_row + n)));
         next_row += n;
         let numbered = RecordBatch::try_new(Arc::clone(&row_schema), columns)?;
+        let _timer = metrics.spill_time.timer();
         scatter_by_key(&numbered, &spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
     }
-    let left_parts = writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?;
+    let left_parts = {
+        let _timer = metrics.spill_time.timer();
+        writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?
+    };
     metrics.spilled(&left_parts);
 
     // 2. Each partition joined in memory, in entity-row order within the

@@ -13,6 +13,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "feature_rows",
     "build_time",
     "probe_time",
+    "spill_time",
     "build_mem_used",
     "spill_count",
     "spilled_bytes",
@@ -32,6 +33,9 @@ pub(crate) struct AsOfMetrics {
     pub(crate) build_time: Time,
     /// Time probing entity rows against the index.
     pub(crate) probe_time: Time,
+    /// Time partitioning rows into spill files, writing and reading them
+    /// (the grace join only).
+    pub(crate) spill_time: Time,
     /// Memory reserved for the in-memory build side, at its largest.
     pub(crate) build_mem_used: Gauge,
     /// Spill files written (grace partitions of both sides and their outputs).
@@ -52,6 +56,7 @@ impl AsOfMetrics {
             feature_rows: rows("feature_rows"),
             build_time: MetricBuilder::new(set).subset_time("build_time", partition),
             probe_time: MetricBuilder::new(set).subset_time("probe_time", partition),
+            spill_time: MetricBuilder::new(set).subset_time("spill_time", partition),
             build_mem_used: MetricBuilder::new(set).peak_memory_usage("build_mem_used", partition),
             spill_count: MetricBuilder::new(set).spill_count(partition),
             spilled_bytes: MetricBuilder::new(set).spilled_bytes(partition),
