@@ -5,6 +5,7 @@ mod init;
 mod online;
 mod output;
 mod parquet_out;
+mod push;
 mod quality;
 
 use std::io::IsTerminal;
@@ -161,6 +162,21 @@ enum Command {
         #[arg(long)]
         full_feature_names: bool,
     },
+    /// Push rows of fresh values for one view from a file: to the online
+    /// store (a stored newer value is never replaced), to its source's
+    /// offline data (a new Parquet file), or both. Columns: the view's join
+    /// keys, its source's timestamp field and its features.
+    Push {
+        /// The feature view.
+        view: String,
+        /// The rows: .parquet, .csv (with a header row; timestamps in ISO
+        /// 8601, naive ones read as UTC) or .jsonl (one JSON object per line).
+        #[arg(long)]
+        file: PathBuf,
+        /// Where the rows go.
+        #[arg(long, value_enum, default_value = "online")]
+        to: PushTo,
+    },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
     /// Show every registered object with this name.
@@ -214,6 +230,15 @@ struct RunFlags {
     /// Write the run's metrics here in the Prometheus text format.
     #[arg(long)]
     metrics_file: Option<PathBuf>,
+}
+
+/// `push --to`: Feast's names for where pushed rows go.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum PushTo {
+    Online,
+    Offline,
+    OnlineAndOffline,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -397,6 +422,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => feature_store::Features::refs(features),
             };
             online::online(&store, &features, &entities, full_feature_names).await
+        }
+        Command::Push { view, file, to } => {
+            let store = feature_store::open(&cli.repo)?;
+            let mode = match to {
+                PushTo::Online => feature_store::PushMode::Online,
+                PushTo::Offline => feature_store::PushMode::Offline,
+                PushTo::OnlineAndOffline => feature_store::PushMode::OnlineAndOffline,
+            };
+            push::push(&store, &view, &file, mode, cli.json).await
         }
         Command::Export => {
             let store = feature_store::open(&cli.repo)?;

@@ -309,7 +309,6 @@ impl ValueType {
     }
 }
 
-
 /// The Arrow type of every timestamp this library writes: microseconds, UTC.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))

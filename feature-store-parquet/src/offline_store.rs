@@ -83,9 +83,14 @@ impl ParquetOfflineStore {
         }));
         let entities = self.resolve_entities(request.entities, &request.sources);
         let (sources, entities) = futures::future::join(sources, entities).await;
-        let plan =
-            crate::datafusion::plan_historical(self.engine(), entities?, &request.views, sources, &request.timestamp_column)
-                .await?;
+        let plan = crate::datafusion::plan_historical(
+            self.engine(),
+            entities?,
+            &request.views,
+            sources,
+            &request.timestamp_column,
+        )
+        .await?;
         Ok(plan.started_at(began))
     }
 

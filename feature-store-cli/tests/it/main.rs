@@ -571,3 +571,74 @@ fn verbose_logs_go_to_stderr_only() {
     assert!(stderr.contains("historical: view joined") && stderr.contains("feature_rows="), "{stderr}");
     assert!(stderr.contains("historical: retrieval finished"), "{stderr}");
 }
+
+fn fails(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure, stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `push` reads CSV and JSON lines with the registry's types, never
+/// replaces a newer online value, and names the column and file it refuses.
+#[test]
+fn push_from_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    let trips = |repo: &Path| -> serde_json::Value {
+        let out = ok(&cli(
+            repo,
+            &["online", "--features", "driver_hourly_stats:avg_daily_trips", "--entity", "driver_id=1001"],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["results"][1]["values"][0].clone()
+    };
+
+    let csv = tmp.path().join("fresh.csv");
+    std::fs::write(
+        &csv,
+        "driver_id,event_timestamp,conv_rate,acc_rate,avg_daily_trips\n1001,2030-01-01T00:00:00Z,0.5,0.25,7\n",
+    )
+    .unwrap();
+    let out = ok(&cli(&repo, &["push", "driver_hourly_stats", "--file", csv.to_str().unwrap()]));
+    assert!(out.contains("Pushed 1 row from") && out.contains("1 stored online"), "{out}");
+    assert_eq!(trips(&repo), 7);
+
+    // An older row, as JSON lines with a naive time (UTC): skipped, the value stays.
+    let jsonl = tmp.path().join("late.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"driver_id\": 1001, \"event_timestamp\": \"2029-12-31T23:00:00\", \"conv_rate\": 0.1, \"acc_rate\": 0.1, \"avg_daily_trips\": 3}\n",
+    )
+    .unwrap();
+    let out = ok(&cli(&repo, &["--json", "push", "driver_hourly_stats", "--file", jsonl.to_str().unwrap()]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((report["written"].as_u64(), report["skipped_older"].as_u64()), (Some(0), Some(1)), "{report}");
+    assert_eq!(trips(&repo), 7, "never regress");
+
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "driver_id,event_timestamp,conv_rate,acc_rate,avg_daily_trips\n1001,2031-01-01T00:00:00Z,0.5,0.25,many\n",
+    )
+    .unwrap();
+    let err = fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", bad.to_str().unwrap()]));
+    assert!(err.contains("bad.csv") && err.contains("column \"avg_daily_trips\""), "{err}");
+
+    let extra = tmp.path().join("extra.csv");
+    std::fs::write(
+        &extra,
+        "driver_id,event_timestamp,conv_rate,acc_rate,avg_daily_trips,mood\n1001,2031-01-01T00:00:00Z,0.5,0.25,9,happy\n",
+    )
+    .unwrap();
+    let err = fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", extra.to_str().unwrap()]));
+    assert!(err.contains("\"mood\"") && err.contains("not a join key, timestamp or feature"), "{err}");
+    assert_eq!(trips(&repo), 7, "a refused push writes nothing");
+
+    // The demo's source is one file: an offline push cannot add to it, and says so.
+    let err = fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", csv.to_str().unwrap(), "--to", "offline"]));
+    assert!(err.contains("cannot append pushed rows") && err.contains("point the source at a folder"), "{err}");
+    let err =
+        fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", tmp.path().join("rows.txt").to_str().unwrap()]));
+    assert!(err.contains(".parquet, .csv") && err.contains("rows.txt"), "{err}");
+}

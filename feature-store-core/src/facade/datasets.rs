@@ -299,7 +299,9 @@ impl FeatureStore {
     /// The rows of dataset `name`, read from its stored output.
     pub async fn read_dataset(&self, name: &str) -> Result<BatchStream> {
         let m = self.get_dataset(name).await?;
-        self.dataset_storage(&format!("reading dataset \"{name}\""))?.read_entities(EntityInput::Path(m.output.file.location), "", &[], &[]).await
+        self.dataset_storage(&format!("reading dataset \"{name}\""))?
+            .read_entities(EntityInput::Path(m.output.file.location), "", &[], &[])
+            .await
     }
 
     /// Compares dataset `name` with the present: source files, definitions,
