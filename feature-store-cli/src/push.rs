@@ -145,9 +145,10 @@ fn read_csv(
     let schema = typed_schema(&found, types);
     file.seek(SeekFrom::Start(0))?;
     let reader = arrow::csv::ReaderBuilder::new(Arc::clone(&schema)).with_format(format).build(file)?;
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), name_columns(&e.to_string(), &schema)))?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| {
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        anyhow::anyhow!("{}: {}", path.display(), feature_store::readable_csv_error(&e.to_string(), &columns))
+    })?;
     Ok((schema, batches))
 }
 
@@ -165,43 +166,4 @@ fn read_json_lines(
     let reader = arrow::json::ReaderBuilder::new(Arc::clone(&schema)).build(BufReader::new(reader))?;
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((schema, batches))
-}
-
-/// Arrow's CSV errors number columns from 0 ("for column 3 at line 7");
-/// a person reads names.
-fn name_columns(message: &str, schema: &Schema) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(at) = rest.find("column ") {
-        let (head, tail) = rest.split_at(at + "column ".len());
-        out.push_str(head);
-        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
-        match digits.parse::<usize>().ok().and_then(|i| schema.fields().get(i)) {
-            Some(f) => {
-                out.push_str(&format!("\"{}\"", f.name()));
-                rest = &tail[digits.len()..];
-            }
-            None => rest = tail,
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_errors_name_columns() {
-        let schema = Schema::new(vec![
-            Field::new("driver_id", DataType::Int64, true),
-            Field::new("trips", DataType::Int64, true),
-        ]);
-        assert_eq!(
-            name_columns("Parser error: Error while parsing value 'x' as type Int64 for column 1 at line 3", &schema),
-            "Parser error: Error while parsing value 'x' as type Int64 for column \"trips\" at line 3"
-        );
-        assert_eq!(name_columns("column 9 is odd", &schema), "column 9 is odd");
-    }
 }

@@ -179,3 +179,46 @@ impl fmt::Display for Problems<'_> {
         Ok(())
     }
 }
+
+/// Arrow's CSV reader numbers columns from 0, counts data rows as "lines"
+/// and nests its "Parser error: " prefix; with the file's `columns` in
+/// order, this names the column and the file line (header included) instead.
+pub fn readable_csv_error(message: &str, columns: &[&str]) -> String {
+    let message = message.replace("Parser error: ", "");
+    let mut out = String::new();
+    let mut rest = message.as_str();
+    loop {
+        let next = ["column ", "line "].iter().filter_map(|w| rest.find(w).map(|at| (at, *w))).min();
+        let Some((at, word)) = next else { break };
+        let (head, tail) = rest.split_at(at + word.len());
+        out.push_str(head);
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        let n = digits.parse::<usize>().ok();
+        match (word, n) {
+            ("column ", Some(i)) if i < columns.len() => out.push_str(&format!("\"{}\"", columns[i])),
+            ("line ", Some(row)) => out.push_str(&format!("{} (data row {row})", row + 1)),
+            _ => out.push_str(&digits),
+        }
+        rest = &tail[digits.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_csv_error;
+
+    #[test]
+    fn csv_errors_name_the_column_and_the_file_line() {
+        let columns = ["driver_id", "event_timestamp"];
+        assert_eq!(
+            readable_csv_error(
+                "Parser error: Error parsing column 1 at line 2: Parser error: Error parsing timestamp from 'x'",
+                &columns
+            ),
+            "Error parsing column \"event_timestamp\" at line 3 (data row 2): Error parsing timestamp from 'x'"
+        );
+        assert_eq!(readable_csv_error("column 9 of 2", &columns), "column 9 of 2");
+    }
+}

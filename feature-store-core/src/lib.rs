@@ -56,7 +56,7 @@ pub mod repo;
 pub mod testing;
 mod value_type;
 
-pub use error::{BoxError, Error, Problem, Result};
+pub use error::{BoxError, Error, Problem, Result, readable_csv_error};
 pub use facade::materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ProgressFn, PushMode, ViewMaterialization,
 };

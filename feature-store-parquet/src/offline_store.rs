@@ -117,7 +117,8 @@ impl ParquetOfflineStore {
                 // reads in file-name order and rows keep their order.
                 let files = list_source_files(&path, &self.base_dir, &self.options)
                     .await
-                    .map_err(|e| CoreError::data(format!("entity table {path}"), e.to_string()))?;
+                    // The listing's message names the resolved location already.
+                    .map_err(|e| CoreError::data("entity table", e.to_string()))?;
                 ResolvedEntities::Files { path, files }
             }
             EntityInput::Sql(query) => {

@@ -642,3 +642,29 @@ fn push_from_files() {
         fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", tmp.path().join("rows.txt").to_str().unwrap()]));
     assert!(err.contains(".parquet, .csv") && err.contains("rows.txt"), "{err}");
 }
+
+/// A bad CSV value names its column and file line; a missing entity file
+/// is named once; a bare feature name says whose feature it is.
+#[test]
+fn entity_file_errors_are_precise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    let csv = tmp.path().join("entities.csv");
+    std::fs::write(&csv, "driver_id,event_timestamp\n1001,2024-05-01T00:00:00Z\n1002,yesterday\n").unwrap();
+    let historical =
+        |entities: &str, features: &str| cli(&repo, &["historical", "--entities", entities, "--features", features]);
+    let err = fails(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
+    assert!(err.contains("column \"event_timestamp\" at line 3 (data row 2)") && err.contains("'yesterday'"), "{err}");
+    assert!(!err.contains("Parser error"), "{err}");
+
+    let missing = tmp.path().join("nothere.parquet");
+    let err = fails(&historical(missing.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
+    assert_eq!(err.matches("nothere.parquet").count(), 1, "{err}");
+
+    let err = fails(&historical(csv.to_str().unwrap(), "conv_rate"));
+    assert!(err.contains("write \"driver_hourly_stats:conv_rate\""), "{err}");
+    let err = fails(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rat"));
+    assert!(err.contains("did you mean \"driver_hourly_stats:conv_rate\"?") && !err.contains("?;"), "{err}");
+}

@@ -309,11 +309,31 @@ impl FeatureStore {
             Features::Service(name) => project.service_selections(name)?,
         };
         let resolved = project.resolve(&selections).map_err(|e| match (e, features) {
-            // "score" alone names a whole view; say so when no view has that name.
-            (Error::NotFound { kind, name, hint }, Features::Refs(refs)) if refs.contains(&name) => {
-                let form = "a reference is \"view:feature\", or a view's name for all its features";
-                let hint = Some(hint.map_or_else(|| form.to_owned(), |h| format!("{h}; {form}")));
-                Error::NotFound { kind, name, hint }
+            // "score" alone names a whole view: when no view has that name,
+            // say which views have such a feature, or how references look.
+            (Error::NotFound { kind, name, hint }, Features::Refs(refs))
+                if kind == "feature view" && refs.contains(&name) =>
+            {
+                let owners: Vec<&str> = project
+                    .registry()
+                    .feature_views
+                    .values()
+                    .filter(|r| r.spec.feature(&name).is_some())
+                    .map(|r| r.spec.name.as_str())
+                    .collect();
+                let hint = if owners.is_empty() {
+                    let form = "a reference is \"view:feature\", or a view's name for all its features";
+                    hint.map_or_else(|| form.to_owned(), |h| format!("{h}; {form}"))
+                } else {
+                    let quoted = |f: &dyn Fn(&str) -> String| owners.iter().map(|v| f(v)).collect::<Vec<_>>();
+                    format!(
+                        "\"{name}\" is a feature of {} {}: write {}",
+                        if owners.len() == 1 { "view" } else { "views" },
+                        quoted(&|v| format!("\"{v}\"")).join(" and "),
+                        quoted(&|v| format!("\"{v}:{name}\"")).join(" or ")
+                    )
+                };
+                Error::NotFound { kind, name, hint: Some(hint) }
             }
             (e, _) => e,
         })?;

@@ -297,7 +297,11 @@ impl<'a> ProjectView<'a> {
                 FeatureSelection::View(_) => view.feature_names().map(str::to_owned).collect(),
                 FeatureSelection::Feature(FeatureRef { feature, .. }) => {
                     if view.feature(feature).is_none() {
-                        let close: Vec<&str> = view.feature_names().filter(|n| similar(n, feature)).collect();
+                        let close: Vec<String> = view
+                            .feature_names()
+                            .filter(|n| similar(n, feature))
+                            .map(|n| format!("\"{}:{n}\"", view.name))
+                            .collect();
                         let hint = if close.is_empty() {
                             format!("its features are: {}", view.feature_names().collect::<Vec<_>>().join(", "))
                         } else {

@@ -198,7 +198,18 @@ async fn resolve_and_lookup_errors_are_helpful() {
     assert_eq!(resolved[0].features, ["conv_rate", "trips"]);
     assert_eq!(resolved[1].features, ["ltv"]);
     let err = p.resolve(&["driver_stats:conv_rat".parse().unwrap()]).unwrap_err();
-    assert!(err.to_string().contains("did you mean conv_rate"), "{err}");
+    assert!(err.to_string().contains("did you mean \"driver_stats:conv_rate\"?"), "{err}");
+    // A bare feature name is a view reference; the error says whose feature it is.
+    let bare = feature_store_core::Features::refs(["conv_rate"]);
+    let err = store.resolve_views(&bare, false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("\"conv_rate\" is a feature of view \"driver_stats\": write \"driver_stats:conv_rate\""),
+        "{err}"
+    );
+    let err = store.resolve_views(&feature_store_core::Features::refs(["nonsense"]), false).await.unwrap_err();
+    assert!(err.to_string().contains("a reference is \"view:feature\""), "{err}");
+    let err = store.resolve_views(&feature_store_core::Features::refs(["driver_stats:conv_rat"]), false).await;
+    assert!(!err.unwrap_err().to_string().contains("a reference is"), "a view:feature reference needs no lesson");
 }
 
 #[tokio::test]

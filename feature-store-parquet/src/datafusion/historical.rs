@@ -698,15 +698,15 @@ pub(crate) async fn entity_plan(
             let context = format!("entity table {path}");
             register_store(ctx, &files.root)?;
             let urls: Vec<String> = files.files.iter().map(|m| files.file_url(m)).collect();
-            let df = if path.to_ascii_lowercase().trim_end_matches('/').ends_with(".csv")
-                || urls.iter().all(|u| u.to_ascii_lowercase().ends_with(".csv"))
-            {
+            let is_csv = path.to_ascii_lowercase().trim_end_matches('/').ends_with(".csv")
+                || urls.iter().all(|u| u.to_ascii_lowercase().ends_with(".csv"));
+            let df = if is_csv {
                 read_entity_csv(ctx, urls, ts_col, keys).await
             } else {
                 ctx.read_parquet(urls, ParquetReadOptions::default().file_extension("")).await
             }
             .map_err(|e| df_error(&context, e))?;
-            return dataframe_plan(df, ts_col, &context).await;
+            return dataframe_plan(df, ts_col, &context, is_csv).await;
         }
         ResolvedEntities::Sql { query, sources } => {
             for s in &sources {
@@ -714,7 +714,7 @@ pub(crate) async fn entity_plan(
                 ctx.register_table(s.source.name.as_str(), df.into_view()).map_err(|e| df_error("entity query", e))?;
             }
             let df = ctx.sql(&query).await.map_err(|e| df_error("entity query", e))?;
-            return dataframe_plan(df, ts_col, "entity query").await;
+            return dataframe_plan(df, ts_col, "entity query", false).await;
         }
     };
     match input {
@@ -781,7 +781,17 @@ async fn dataframe_plan(
     df: DataFrame,
     ts_col: &str,
     context: &str,
+    csv: bool,
 ) -> CoreResult<(Arc<dyn ExecutionPlan>, Option<Bounds>)> {
+    // Reading the time bounds parses every row, so a CSV's bad value surfaces here.
+    let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let failed = |e| match df_error(context, e) {
+        CoreError::Data { context, message } if csv => {
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            CoreError::data(context, feature_store_core::readable_csv_error(&message, &columns))
+        }
+        other => other,
+    };
     let is_ts = df
         .schema()
         .as_arrow()
@@ -794,7 +804,7 @@ async fn dataframe_plan(
             .map_err(|e| df_error(context, e))?
             .collect()
             .await
-            .map_err(|e| df_error(context, e))?;
+            .map_err(failed)?;
         agg.first().filter(|b| b.num_rows() == 1).and_then(|b| {
             let (lo, _) = instant_range(b.column(0))?;
             let (_, hi) = instant_range(b.column(1))?;
