@@ -180,6 +180,27 @@ impl fmt::Display for Problems<'_> {
     }
 }
 
+/// Loose similarity for "did you mean" hints: same letters ignoring case and
+/// separators, or an edit distance of at most two.
+pub(crate) fn similar(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
+    norm(a) == norm(b) || edit_distance(a, b) <= 2.min(a.len().max(b.len()) / 3)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Arrow's CSV reader numbers columns from 0, counts data rows as "lines"
 /// and nests its "Parser error: " prefix; with the file's `columns` in
 /// order, this names the column and the file line (header included) instead.

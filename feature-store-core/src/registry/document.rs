@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::error::similar;
 use crate::model::{DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView};
 use crate::{Error, Result};
 
@@ -336,27 +337,6 @@ impl<'a> ProjectView<'a> {
     pub fn service_selections(&self, service: &str) -> Result<Vec<FeatureSelection>> {
         self.feature_service(service)?.features.iter().map(|f| f.parse()).collect()
     }
-}
-
-/// Loose similarity for "did you mean" hints: same letters ignoring case and
-/// separators, or an edit distance of at most two.
-pub(crate) fn similar(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
-    norm(a) == norm(b) || edit_distance(a, b) <= 2.min(a.len().max(b.len()) / 3)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

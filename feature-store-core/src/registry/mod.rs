@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::Mutex;
 
-pub(crate) use document::similar;
+pub(crate) use crate::error::similar;
 pub use document::{
     FORMAT_VERSION, ProjectRegistry, ProjectView, RUNS_KEPT, Record, RegistryDocument, RunOutcome, RunRecord,
     ViewFeatures, ViewState,

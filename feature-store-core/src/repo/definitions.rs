@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::config::CONFIG_FILE;
+use crate::error::similar;
 use crate::model::{DataSource, Entity, FeatureService, FeatureView};
 use crate::{Error, Problem, Result};
 
@@ -181,7 +182,8 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
     let doc: yaml_serde::Value = match yaml_serde::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            problems.push(Problem::new(Some(file), "", format!("YAML syntax error: {e}")));
+            let hint = syntax_hint(text, &e.to_string());
+            problems.push(Problem::new(Some(file), "", format!("YAML syntax error: {e}{hint}")));
             return defs;
         }
     };
@@ -196,15 +198,15 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
     for (key, value) in map {
         let key = key.as_str().unwrap_or_default().to_owned();
         match key.as_str() {
-            "entities" => parse_items(&value, file, "entity", &key, &mut defs.entities, problems),
+            "entities" => parse_items(&value, text, file, "entity", &key, &mut defs.entities, problems),
             "sources" | "data_sources" => {
-                parse_items(&value, file, "data source", &key, &mut defs.sources, problems)
+                parse_items(&value, text, file, "data source", &key, &mut defs.sources, problems)
             }
             "feature_views" => {
-                parse_items(&value, file, "feature view", &key, &mut defs.feature_views, problems)
+                parse_items(&value, text, file, "feature view", &key, &mut defs.feature_views, problems)
             }
             "feature_services" => {
-                parse_items(&value, file, "feature service", &key, &mut defs.feature_services, problems)
+                parse_items(&value, text, file, "feature service", &key, &mut defs.feature_services, problems)
             }
             "project" | "registry" | "online_store" | "offline_store" => problems.push(Problem::new(
                 Some(file),
@@ -225,6 +227,7 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
 
 fn parse_items<T: DeserializeOwned>(
     value: &yaml_serde::Value,
+    text: &str,
     file: &str,
     kind: &str,
     section: &str,
@@ -240,15 +243,98 @@ fn parse_items<T: DeserializeOwned>(
         }
     };
     for (i, item) in items.iter().enumerate() {
-        let label = match item.get("name").and_then(|n| n.as_str()) {
+        let name = item.get("name").and_then(|n| n.as_str());
+        let label = match name {
             Some(name) => format!("{kind} \"{name}\""),
             None => format!("{section}[{i}]"),
         };
-        match yaml_serde::from_value::<T>(item.clone()) {
+        match serde_path_to_error::deserialize::<_, T>(item.clone()) {
             Ok(v) => out.push(Defined { value: v, file: Some(file.to_owned()) }),
-            Err(e) => problems.push(Problem::new(Some(file), label, e.to_string())),
+            Err(e) => {
+                let path = e.path().to_string();
+                let message = item_error(text, name, &path, &e.into_inner().to_string());
+                problems.push(Problem::new(Some(file), label, message));
+            }
         }
     }
+}
+
+/// A definition's error with the field it is about (`ttl: invalid
+/// duration ...`), the line of the file where that is when it can be found,
+/// and for an unknown key the known key it is closest to.
+fn item_error(text: &str, item: Option<&str>, path: &str, message: &str) -> String {
+    let unknown = message.strip_prefix("unknown field `").and_then(|r| r.split_once('`'));
+    let mut hint = String::new();
+    let key = match unknown {
+        Some((key, rest)) => {
+            let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+            let close: Vec<String> = known.iter().filter(|k| similar(k, key)).map(|k| format!("`{k}`")).collect();
+            if !close.is_empty() {
+                hint = format!("; did you mean {}?", close.join(" or "));
+            }
+            Some(key)
+        }
+        None if message.starts_with("missing field") => None,
+        None => path.rsplit('.').next().map(|k| k.split('[').next().unwrap_or(k)).filter(|k| !k.is_empty()),
+    };
+    let field = if path == "." || unknown.is_some() { String::new() } else { format!("{path}: ") };
+    let line = locate(text, item, key).map_or_else(String::new, |n| format!("line {n}: "));
+    format!("{line}{field}{message}{hint}")
+}
+
+/// The 1-based line of `key` inside the list item named `item` (or of the
+/// item itself without a key), found in the text; `None` when unsure.
+fn locate(text: &str, item: Option<&str>, key: Option<&str>) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_key = |line: &str, key: &str| {
+        line.match_indices(&format!("{key}:"))
+            .any(|(at, _)| line[..at].chars().last().is_none_or(|c| c == ' ' || c == '{' || c == '-' || c == ','))
+    };
+    let (start, column) = match item {
+        Some(name) => {
+            let at = lines.iter().position(|l| {
+                let t = l.trim_start().trim_start_matches("- ").trim_start();
+                t.strip_prefix("name:").is_some_and(|v| v.trim().trim_matches(['"', '\'']) == name)
+            })?;
+            (at, lines[at].find("name:")?)
+        }
+        None => return None,
+    };
+    let Some(key) = key else { return Some(start + 1) };
+    // The item's own lines: up to the next line indented less than its keys.
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| {
+            let indent = l.len() - l.trim_start().len();
+            !l.trim().is_empty() && !l.trim_start().starts_with('#') && indent < column
+        })
+        .map_or(lines.len(), |n| start + 1 + n);
+    (start..end).find(|&i| is_key(lines[i], key)).map(|i| i + 1)
+}
+
+/// What usually causes a YAML syntax error at the line it names: a tab, or
+/// keys of one mapping that do not line up.
+fn syntax_hint(text: &str, message: &str) -> String {
+    let line: Option<usize> = message
+        .split("at line ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    let Some(n) = line.filter(|n| *n >= 1) else { return String::new() };
+    let lines: Vec<&str> = text.lines().collect();
+    let tabbed = (n.saturating_sub(1)..=n)
+        .filter(|&i| i >= 1)
+        .find(|&i| lines.get(i - 1).is_some_and(|l| l[..l.len() - l.trim_start().len()].contains('\t')));
+    if let Some(i) = tabbed {
+        return format!("; line {i} is indented with a tab: YAML indents with spaces only");
+    }
+    let indentation = ["did not find expected key", "mapping values are not allowed", "did not find expected '-'"];
+    if indentation.iter().any(|m| message.contains(m)) {
+        return format!(
+            "; check the indentation of line {n} and the lines above it: the keys of one mapping start in the same column"
+        );
+    }
+    String::new()
 }
 
 #[cfg(test)]
@@ -268,5 +354,48 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
         assert!(err.contains("bomb.yaml") && err.contains("YAML syntax error"), "{err}");
         assert!(err.contains("repetition limit"), "the error says why: {err}");
+    }
+
+    const VIEWS: &str = "feature_views:
+  - name: first
+    entities: [driver]
+    source: stats
+    ttl: 1d
+  - name: driver_hourly_stats
+    entities: [driver]
+    source: stats
+    ttl: TTL
+    schema:
+      - {name: conv_rate, dtype: DTYPE}
+    OWNER: a@example.com
+";
+
+    fn problems(yaml: &str) -> String {
+        crate::Definitions::from_yaml(yaml, "features.yaml").unwrap_err().to_string()
+    }
+
+    fn views(ttl: &str, dtype: &str, owner: &str) -> String {
+        VIEWS.replace("TTL", ttl).replace("DTYPE", dtype).replace("OWNER", owner)
+    }
+
+    #[test]
+    fn definition_errors_name_the_field_and_the_line() {
+        let err = problems(&views("1fortnightz", "float32", "owner"));
+        assert!(
+            err.contains("feature view \"driver_hourly_stats\": line 9: ttl: invalid duration \"1fortnightz\""),
+            "{err}"
+        );
+        let err = problems(&views("1d", "float32", "ownr"));
+        assert!(err.contains("line 12: unknown field `ownr`") && err.contains("did you mean `owner`?"), "{err}");
+        let err = problems(&views("1d", "flaot32", "owner"));
+        assert!(err.contains("line 11: schema[0].dtype: unknown type \"flaot32\""), "{err}");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_hint_at_tabs_and_indentation() {
+        let err = problems(&views("1d", "float32", "owner").replace("    owner", "\towner"));
+        assert!(err.contains("indented with a tab"), "{err}");
+        let err = problems("feature_views:\n  - name: v\n    source: s\n   ttl: 1d\n");
+        assert!(err.contains("check the indentation of line"), "{err}");
     }
 }
