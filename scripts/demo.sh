@@ -13,29 +13,36 @@ if [ ! -x target/debug/feature-store ]; then
 fi
 cargo build --locked -p feature-store-cli
 BIN="$PWD/target/debug/feature-store"
-fs() { "$BIN" --repo "$REPO" "$@"; }
+# Commands run inside the repo, as a user would type them there: the CLI finds
+# feature_store.yaml in the current folder or the nearest one above it.
+fs() { (cd "$REPO" && "$BIN" "$@"); }
+say() { printf '\n$ %s\n' "$*"; }
 
 if [ ! -f "$REPO/feature_store.yaml" ]; then
+  say "feature-store init $REPO"
   "$BIN" init "$REPO"
 fi
-echo; echo "\$ feature-store plan";            fs plan
-echo; echo "\$ feature-store apply";           fs apply
-echo; echo "\$ feature-store list views";      fs list views
-echo; echo "\$ feature-store list services";   fs list services
-echo; echo "\$ feature-store describe driver_hourly_stats"; fs describe driver_hourly_stats
-echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet"
-(cd "$REPO" && "$BIN" historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet)
-echo; echo "\$ feature-store historical --entities data/driver_orders.parquet --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate"
-fs historical --entities "$REPO/data/driver_orders.parquet" --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate
-echo; echo "\$ feature-store historical ... --save train_v1   # a reproducible training set with a manifest"
+say "cd $REPO"
+say "feature-store plan";                        fs plan
+say "feature-store apply";                       fs apply
+say "feature-store list views";                  fs list views
+say "feature-store list services";               fs list services
+say "feature-store describe driver_hourly_stats"; fs describe driver_hourly_stats
+say "feature-store historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet"
+fs historical --entities data/driver_orders.parquet --service driver_activity --output training.parquet
+say "feature-store historical --entities data/driver_orders.parquet --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate"
+fs historical --entities data/driver_orders.parquet --features driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate
+say "feature-store historical --entities data/driver_orders.parquet --service driver_activity --save train_v1   # a reproducible training set with a manifest"
 if ! fs dataset show train_v1 >/dev/null 2>&1; then
-  fs historical --entities "$REPO/data/driver_orders.parquet" --service driver_activity --save train_v1
+  fs historical --entities data/driver_orders.parquet --service driver_activity --save train_v1
+else
+  echo "(dataset train_v1 exists from an earlier run; delete it with: feature-store dataset delete train_v1)"
 fi
-echo; echo "\$ feature-store dataset verify train_v1"
+say "feature-store dataset verify train_v1"
 fs dataset verify train_v1
-echo; echo "\$ feature-store materialize-incremental   # into the embedded SQLite online store"
+say "feature-store materialize-incremental   # into the embedded SQLite online store"
 fs materialize-incremental
-echo; echo "\$ feature-store online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999"
-fs online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999
-echo; echo "\$ feature-store status   # freshness and the last run per view"
+say "feature-store online --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999"
+fs online --table --service driver_activity --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=9999
+say "feature-store status   # freshness and the last run per view"
 fs status

@@ -49,7 +49,9 @@ pub(crate) async fn run(
         store.check_output_outside_sources(&absolute.display().to_string()).await?;
     }
     let partial = output.map(partial_path);
-    let result = write(store, entities, features, options, output, partial.as_deref(), started).await;
+    let views = store.resolve_views(features, options.full_feature_names).await?;
+    let mut empty = EmptyRows::new(&views);
+    let result = write(store, entities, features, options, output, partial.as_deref(), started, &mut empty).await;
     let rows = match (result, output, &partial) {
         (Ok(rows), Some(out), Some(tmp)) => {
             std::fs::rename(tmp, out)
@@ -66,14 +68,69 @@ pub(crate) async fn run(
     };
     let secs = started.elapsed().as_secs_f64();
     if json {
-        eprintln!("{}", serde_json::json!({ "rows": rows, "seconds": secs, "output": output }));
+        let empty: serde_json::Map<String, serde_json::Value> =
+            empty.views.iter().map(|v| (v.name.clone(), v.rows.into())).collect();
+        eprintln!("{}", serde_json::json!({ "rows": rows, "seconds": secs, "output": output, "rows_without_values": empty }));
     } else {
         eprintln!(
-            "historical: {rows} rows{} in {secs:.2}s",
-            output.map(|p| format!(" written to {}", p.display())).unwrap_or_default()
+            "historical: {rows} rows{} in {secs:.1}s",
+            output
+                .map(|p| format!(" written to {}", std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display()))
+                .unwrap_or_default()
         );
+        for v in empty.views.iter().filter(|v| v.rows > 0) {
+            let within = v.ttl.map(|t| format!(" within its ttl of {t}")).unwrap_or_default();
+            eprintln!(
+                "  {} of {rows} rows have no value from view \"{}\": it has no row for their keys at or before \
+                 their timestamp{within} (or that row's values are null)",
+                v.rows, v.name
+            );
+        }
     }
     Ok(())
+}
+
+/// Per view, how many output rows got no value at all from it: the rows a
+/// newcomer would otherwise puzzle over in a training set.
+struct EmptyRows {
+    views: Vec<EmptyView>,
+}
+
+struct EmptyView {
+    name: String,
+    ttl: Option<String>,
+    columns: Vec<String>,
+    rows: u64,
+}
+
+impl EmptyRows {
+    fn new(views: &[feature_store::historical::ViewRequest]) -> Self {
+        let views = views
+            .iter()
+            .map(|v| EmptyView {
+                name: v.view.name.clone(),
+                ttl: v.view.ttl.filter(|t| !t.is_zero()).map(feature_store::duration::format_duration),
+                columns: v.output_names.clone(),
+                rows: 0,
+            })
+            .collect();
+        Self { views }
+    }
+
+    fn count(&mut self, batch: &RecordBatch) {
+        for view in &mut self.views {
+            let mut all_null: Option<arrow::array::BooleanArray> = None;
+            for name in &view.columns {
+                let Some(column) = batch.column_by_name(name) else { continue };
+                let nulls = arrow::compute::is_null(column.as_ref()).expect("is_null works on every type");
+                all_null = Some(match all_null {
+                    None => nulls,
+                    Some(acc) => arrow::compute::and(&acc, &nulls).expect("equal lengths"),
+                });
+            }
+            view.rows += all_null.map_or(0, |a| a.true_count() as u64);
+        }
+    }
 }
 
 /// Runs the retrieval into `create_at` (the partial file) or the terminal; returns the rows.
@@ -85,6 +142,7 @@ async fn write(
     output: Option<&Path>,
     create_at: Option<&Path>,
     started: Instant,
+    empty: &mut EmptyRows,
 ) -> anyhow::Result<usize> {
     let mut stream = store.get_historical_features(entity_input(entities), features, options).await?;
     let schema = stream.schema();
@@ -120,6 +178,7 @@ async fn write(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows += batch.num_rows();
+        empty.count(&batch);
         if tx.send(batch).is_err() {
             break; // the writer failed; its error is reported below
         }
@@ -186,10 +245,10 @@ pub(crate) async fn save(
         );
     } else {
         eprintln!(
-            "historical: {} rows written to {} in {secs:.2}s; saved as dataset \"{name}\" (output sha256 {})",
+            "historical: {} rows written to {} in {secs:.1}s; saved as dataset \"{name}\" (content hash {})",
             m.output.rows,
             m.output.file.location,
-            m.output.file.sha256.as_deref().unwrap_or("-")
+            &m.output.content_hash[..16.min(m.output.content_hash.len())]
         );
     }
     Ok(())
@@ -237,7 +296,7 @@ pub(crate) async fn dataset_show(store: &FeatureStore, name: &str, json: bool) -
         return crate::output::json(&m);
     }
     println!("dataset:           {}", m.name);
-    println!("created:           {}", m.created_at.to_rfc3339());
+    println!("created:           {}", m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     println!("registry version:  {}", m.registry_version);
     if let Some(s) = &m.feature_service {
         println!("feature service:   {s}");

@@ -12,6 +12,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use feature_store::registry::ApplyMode;
 
@@ -20,9 +21,10 @@ use feature_store::registry::ApplyMode;
 #[derive(Debug, Parser)]
 #[command(name = "feature-store", version, about)]
 struct Cli {
-    /// Repo folder holding feature_store.yaml.
-    #[arg(long, global = true, default_value = ".", env = "FEATURE_STORE_REPO")]
-    repo: PathBuf,
+    /// Repo folder holding feature_store.yaml; default the current folder or
+    /// the nearest one above it that holds one (not past a git repository's root).
+    #[arg(long, global = true, env = "FEATURE_STORE_REPO")]
+    repo: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -146,8 +148,9 @@ enum Command {
     },
     /// Per view: newest event time online, watermark, freshness lag, last run.
     Status,
-    /// Read online features for entities; prints JSON shaped like Feast's
-    /// feature server /get-online-features response.
+    /// Read online features for entities: a table on a terminal (keys, then
+    /// each value with its status and age); with --json or when piped, JSON
+    /// shaped like Feast's feature server /get-online-features response.
     Online {
         /// Feature references, comma-separated: view:feature or whole views.
         #[arg(long, value_delimiter = ',', conflicts_with = "service", required_unless_present = "service")]
@@ -161,6 +164,9 @@ enum Command {
         /// Name features view__feature (needed when two views share a feature name).
         #[arg(long)]
         full_feature_names: bool,
+        /// Print the table even when stdout is not a terminal.
+        #[arg(long, conflicts_with = "json")]
+        table: bool,
     },
     /// Push rows of fresh values for one view from a file: to the online
     /// store (a stored newer value is never replaced), to its source's
@@ -304,6 +310,40 @@ fn message(e: &anyhow::Error) -> String {
     text
 }
 
+/// The repo folder: `--repo` as given, or else the current folder or the
+/// nearest folder above it holding `feature_store.yaml`, as `git` and `feast`
+/// look for theirs; the search stops at a git repository's root.
+fn repo_dir(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    const CONFIG: &str = "feature_store.yaml";
+    let advice = "run `feature-store init DIR` to create one, or pass --repo DIR";
+    if let Some(dir) = given {
+        if !dir.join(CONFIG).is_file() && dir.is_dir() {
+            anyhow::bail!(
+                "{} not found; {} is not a feature repo ({advice})",
+                dir.join(CONFIG).display(),
+                dir.display()
+            );
+        }
+        return Ok(dir.to_path_buf());
+    }
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    for dir in cwd.ancestors() {
+        if dir.join(CONFIG).is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        if dir.join(".git").exists() {
+            anyhow::bail!(
+                "no {CONFIG} in {} or the folders above it up to the git repository's root {}; \
+                 {} is not in a feature repo ({advice})",
+                cwd.display(),
+                dir.display(),
+                cwd.display()
+            );
+        }
+    }
+    anyhow::bail!("no {CONFIG} in {} or any folder above it; it is not in a feature repo ({advice})", cwd.display())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { dir, project } => {
@@ -312,12 +352,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 output::json(&serde_json::json!({ "created": dir, "project": project }))
             } else {
                 println!("Created demo repo {} (project {project}).", dir.display());
-                println!("Next: feature-store --repo {} apply", dir.display());
+                println!(
+                    "Next: cd {} && feature-store plan   (then feature-store apply to register it)",
+                    dir.display()
+                );
                 Ok(())
             }
         }
         Command::Apply | Command::Plan => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let defs = store.repo_definitions()?;
             if matches!(cli.command, Command::Plan) {
                 let plan = store.plan(&defs, ApplyMode::Sync).await?;
@@ -346,7 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::List { kind } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             match kind {
                 Kind::Entities => output::entities(&store.list_entities().await?, cli.json),
                 Kind::Sources => output::sources(&store.list_data_sources().await?, cli.json),
@@ -364,7 +407,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             memory_limit,
             save,
         } => {
-            let mut config = feature_store::RepoConfig::load(&cli.repo)?;
+            let mut config = feature_store::RepoConfig::load(&repo_dir(cli.repo.as_deref())?)?;
             if memory_limit.is_some() {
                 config.offline_store.memory_limit = memory_limit;
             }
@@ -384,7 +427,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Dataset { action } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             match action {
                 DatasetAction::List => historical::dataset_list(&store, cli.json).await,
                 DatasetAction::Show { name } => historical::dataset_show(&store, &name, cli.json).await,
@@ -393,38 +436,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Materialize { start, end, views, run } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let (start, end) = (online::parse_time(&start)?, online::parse_time(&end)?);
             online::materialize(&store, Some(start), end, views, &run, cli.json).await
         }
         Command::MaterializeIncremental { end, views, run } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             online::materialize(&store, None, online::parse_time(&end)?, views, &run, cli.json).await
         }
         Command::Validate { views, start, end } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let start = start.as_deref().map(online::parse_time).transpose()?;
             quality::validate(&store, &views, start, online::parse_time(&end)?, cli.json).await
         }
         Command::Profile { view, start, end, dry_run } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let start = start.as_deref().map(online::parse_time).transpose()?;
             quality::profile(&store, &view, start, online::parse_time(&end)?, !dry_run, cli.json).await
         }
         Command::Status => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             quality::status(&store, cli.json).await
         }
-        Command::Online { features, service, entities, full_feature_names } => {
-            let store = feature_store::open(&cli.repo)?;
+        Command::Online { features, service, entities, full_feature_names, table } => {
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let features = match service {
                 Some(s) => feature_store::Features::service(s),
                 None => feature_store::Features::refs(features),
             };
-            online::online(&store, &features, &entities, full_feature_names).await
+            online::online(&store, &features, &entities, full_feature_names, cli.json, table).await
         }
         Command::Push { view, file, to } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let mode = match to {
                 PushTo::Online => feature_store::PushMode::Online,
                 PushTo::Offline => feature_store::PushMode::Offline,
@@ -433,7 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             push::push(&store, &view, &file, mode, cli.json).await
         }
         Command::Export => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let doc = store.document().await?;
             let project = doc.project(store.project());
             if !project.exists() {
@@ -443,7 +486,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Describe { name } => {
-            let store = feature_store::open(&cli.repo)?;
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let found = store.describe(&name).await?;
             if cli.json {
                 output::json(&found)

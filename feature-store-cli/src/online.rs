@@ -218,17 +218,89 @@ pub(crate) async fn online(
     features: &Features,
     entities: &[String],
     full_feature_names: bool,
+    json: bool,
+    table: bool,
 ) -> anyhow::Result<()> {
     let batch = entity_rows(store, entities).await?;
     let options = OnlineOptions::default().with_full_feature_names(full_feature_names);
     let response = store.get_online_features(features, &batch, &options).await?;
-    println!("{}", serde_json::to_string_pretty(&response.to_feast_json())?);
+    if json || !(table || std::io::stdout().is_terminal()) {
+        println!("{}", serde_json::to_string_pretty(&response.to_feast_json())?);
+    } else {
+        print!("{}", online_table(&response, Utc::now()));
+    }
     Ok(())
+}
+
+/// The response for people: one line per entity row, its keys, then each
+/// feature's value with, where it is not simply present, its status, and the
+/// age of the stored row.
+fn online_table(response: &feature_store::online::OnlineResponse, now: DateTime<Utc>) -> String {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let names = response.column_names();
+    let keys = response.key_column_count();
+    let values = response.values();
+    let options = FormatOptions::default().with_null("null");
+    let mut rows: Vec<Vec<String>> = vec![names.iter().map(|n| (*n).to_owned()).collect()];
+    for r in 0..response.num_rows() {
+        let mut row = Vec::new();
+        for (c, column) in values.columns().iter().enumerate() {
+            let value = ArrayFormatter::try_new(column.as_ref(), &options)
+                .map_or_else(|_| "?".to_owned(), |f| f.value(r).to_string());
+            if c < keys {
+                row.push(value);
+                continue;
+            }
+            let status = response.feature_statuses(c - keys)[r];
+            let age = response.feature_event_micros(c - keys)[r]
+                .and_then(DateTime::from_timestamp_micros)
+                .map(|t| format_age(now - t));
+            row.push(match (status.as_str(), age) {
+                ("NOT_FOUND", _) => "not found".to_owned(),
+                ("PRESENT", Some(age)) => format!("{value} ({age})"),
+                ("PRESENT", None) => value,
+                (other, Some(age)) => format!("{value} ({other}, {age})"),
+                (other, None) => format!("{value} ({other})"),
+            });
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> =
+        (0..names.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// An age to the second, in its two largest units: `42s old`, `5m 3s old`,
+/// `2h 13m old`, `3d 4h old`; an event time ahead of the clock says so.
+fn format_age(age: chrono::TimeDelta) -> String {
+    let s = age.num_seconds();
+    if s < 0 {
+        return "event time in the future".to_owned();
+    }
+    let age = match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    };
+    format!("{age} old")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_time;
+    use super::{format_age, parse_time};
+
+    #[test]
+    fn ages_read_in_two_units() {
+        let age = |s| format_age(chrono::TimeDelta::seconds(s));
+        assert_eq!([age(42), age(303), age(7980), age(360_000), age(-5)], ["42s old", "5m 3s old", "2h 13m old", "4d 4h old", "event time in the future"]);
+    }
 
     #[test]
     fn times() {

@@ -202,7 +202,7 @@ impl fmt::Display for Verification {
         if self.identical() {
             return write!(
                 f,
-                "dataset \"{}\": bit-identical ({} source files unchanged, definitions unchanged, output intact, recomputed output hash {})",
+                "dataset \"{}\": bit-identical ({} source files unchanged, definitions unchanged, output intact; content hash {} recomputed and equal)",
                 self.name,
                 self.files_checked,
                 self.recomputed_hash.as_deref().map_or("-", |h| &h[..16.min(h.len())])

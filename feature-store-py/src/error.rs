@@ -51,9 +51,10 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             exc.setattr("problems", PyList::new(py, items)?)?;
         }
         Error::Config { location, .. } => exc.setattr("location", location)?,
-        Error::NotFound { kind, name, .. } => {
+        Error::NotFound { kind, name, hint } => {
             exc.setattr("kind", *kind)?;
             exc.setattr("name", name)?;
+            exc.setattr("hint", hint.as_deref())?;
         }
         Error::Data { context, .. } => exc.setattr("context", context)?,
         _ => {}

@@ -31,8 +31,10 @@ def test_config_errors_name_the_key(tmp_path):
         fs.FeatureStore(repo_path=str(repo), config={"project": "p", "registry": "r.json", "online_store": {"type": "nosql"}})
     with pytest.raises(fs.ConfigError):
         fs.FeatureStore(repo_path=str(repo), config={"project": "p", "registry": "r.json", "onlin_store": {}})
-    with pytest.raises(fs.FeatureStoreError, match="feature_store.yaml"):
+    with pytest.raises(fs.FeatureStoreError, match="feature_store.yaml") as e:
         fs.FeatureStore(repo_path=str(tmp_path / "missing"))
+    # Python users get no command-line advice.
+    assert "--repo" not in str(e.value) and "feature-store init" not in str(e.value)
 
 
 def test_corrupt_registry(store, repo):
@@ -50,3 +52,6 @@ def test_not_found_has_kind_and_name(store):
         )
     assert e.value.name == "no_service"
     assert "feature service" in e.value.kind
+    with pytest.raises(fs.NotFoundError) as e:
+        store.get_feature_view("driver_hourly_stat")
+    assert e.value.hint == 'did you mean "driver_hourly_stats"?', e.value.hint

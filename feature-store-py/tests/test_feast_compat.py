@@ -112,8 +112,10 @@ def test_small_conveniences(store):
 
 
 def test_reference_without_colon_hints_at_the_format(store):
-    with pytest.raises(fs.NotFoundError, match="view:feature"):
+    with pytest.raises(fs.NotFoundError, match='write "driver_hourly_stats:conv_rate"'):
         store.get_historical_features(pd.DataFrame({"driver_id": [1001], "event_timestamp": [END]}), ["conv_rate"])
+    with pytest.raises(fs.NotFoundError, match="view:feature"):
+        store.get_historical_features(pd.DataFrame({"driver_id": [1001], "event_timestamp": [END]}), ["no_such_thing"])
 
 
 def test_push_refuses_null_keys_and_times(store):

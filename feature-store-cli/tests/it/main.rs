@@ -313,6 +313,21 @@ fn materialize_and_read_online() {
     assert_eq!(out["metadata"]["feature_names"], serde_json::json!(["driver_id", "conv_rate", "avg_daily_trips"]));
     assert_eq!(out["results"][0]["values"], serde_json::json!([1001, 9999, 1001]));
     assert_eq!(out["results"][1]["statuses"], serde_json::json!(["PRESENT", "NOT_FOUND", "PRESENT"]));
+    // Piped output above is JSON; --table prints the table for people.
+    let table = ok(&cli(
+        &repo,
+        &["online", "--table", "--service", "driver_activity", "--entity", "driver_id=1001", "--entity", "driver_id=9999"],
+    ));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("driver_id") && lines[0].contains("conv_rate") && lines[0].contains("avg_daily_trips"));
+    assert!(lines[1].starts_with("1001") && lines[1].contains(" old)"), "{table}");
+    assert!(lines[2].starts_with("9999") && lines[2].matches("not found").count() == 2, "{table}");
+    assert!(!table.contains("1970"), "{table}");
+    let usage = cli(&repo, &["--json", "online", "--table", "--service", "driver_activity", "--entity", "driver_id=1"]);
+    let err = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("--table") && err.contains("--json"), "{err}");
     let full = json(&cli(
         &repo,
         &[
@@ -572,11 +587,6 @@ fn verbose_logs_go_to_stderr_only() {
     assert!(stderr.contains("historical: retrieval finished"), "{stderr}");
 }
 
-fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, stdout:\n{}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `push` reads CSV and JSON lines with the registry's types, never
 /// replaces a newer online value, and names the column and file it refuses.
 #[test]
@@ -622,7 +632,7 @@ fn push_from_files() {
         "driver_id,event_timestamp,conv_rate,acc_rate,avg_daily_trips\n1001,2031-01-01T00:00:00Z,0.5,0.25,many\n",
     )
     .unwrap();
-    let err = fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", bad.to_str().unwrap()]));
+    let err = fail(&cli(&repo, &["push", "driver_hourly_stats", "--file", bad.to_str().unwrap()]));
     assert!(err.contains("bad.csv") && err.contains("column \"avg_daily_trips\""), "{err}");
 
     let extra = tmp.path().join("extra.csv");
@@ -631,15 +641,15 @@ fn push_from_files() {
         "driver_id,event_timestamp,conv_rate,acc_rate,avg_daily_trips,mood\n1001,2031-01-01T00:00:00Z,0.5,0.25,9,happy\n",
     )
     .unwrap();
-    let err = fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", extra.to_str().unwrap()]));
+    let err = fail(&cli(&repo, &["push", "driver_hourly_stats", "--file", extra.to_str().unwrap()]));
     assert!(err.contains("\"mood\"") && err.contains("not a join key, timestamp or feature"), "{err}");
     assert_eq!(trips(&repo), 7, "a refused push writes nothing");
 
     // The demo's source is one file: an offline push cannot add to it, and says so.
-    let err = fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", csv.to_str().unwrap(), "--to", "offline"]));
+    let err = fail(&cli(&repo, &["push", "driver_hourly_stats", "--file", csv.to_str().unwrap(), "--to", "offline"]));
     assert!(err.contains("cannot append pushed rows") && err.contains("point the source at a folder"), "{err}");
     let err =
-        fails(&cli(&repo, &["push", "driver_hourly_stats", "--file", tmp.path().join("rows.txt").to_str().unwrap()]));
+        fail(&cli(&repo, &["push", "driver_hourly_stats", "--file", tmp.path().join("rows.txt").to_str().unwrap()]));
     assert!(err.contains(".parquet, .csv") && err.contains("rows.txt"), "{err}");
 }
 
@@ -655,16 +665,43 @@ fn entity_file_errors_are_precise() {
     std::fs::write(&csv, "driver_id,event_timestamp\n1001,2024-05-01T00:00:00Z\n1002,yesterday\n").unwrap();
     let historical =
         |entities: &str, features: &str| cli(&repo, &["historical", "--entities", entities, "--features", features]);
-    let err = fails(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
+    let err = fail(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
     assert!(err.contains("column \"event_timestamp\" at line 3 (data row 2)") && err.contains("'yesterday'"), "{err}");
     assert!(!err.contains("Parser error"), "{err}");
 
     let missing = tmp.path().join("nothere.parquet");
-    let err = fails(&historical(missing.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
+    let err = fail(&historical(missing.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
     assert_eq!(err.matches("nothere.parquet").count(), 1, "{err}");
 
-    let err = fails(&historical(csv.to_str().unwrap(), "conv_rate"));
+    let err = fail(&historical(csv.to_str().unwrap(), "conv_rate"));
     assert!(err.contains("write \"driver_hourly_stats:conv_rate\""), "{err}");
-    let err = fails(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rat"));
+    let err = fail(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rat"));
     assert!(err.contains("did you mean \"driver_hourly_stats:conv_rate\"?") && !err.contains("?;"), "{err}");
+}
+
+/// Without --repo the CLI uses the nearest folder holding feature_store.yaml,
+/// from the current one upwards, and stops at a git repository's root.
+#[test]
+fn the_repo_is_found_in_a_parent_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    let from = |dir: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_feature-store"))
+            .current_dir(dir)
+            .env_remove("FEATURE_STORE_REPO")
+            .args(args)
+            .output()
+            .expect("run feature-store")
+    };
+    let views = json(&from(&repo.join("data"), &["--json", "list", "views"]));
+    assert_eq!(views[0]["spec"]["name"], "driver_hourly_stats", "{views}");
+
+    let project = tmp.path().join("project");
+    std::fs::create_dir_all(project.join(".git")).unwrap();
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    let err = fail(&from(&project.join("src"), &["list", "views"]));
+    assert!(err.contains("no feature_store.yaml in") && err.contains("git repository's root"), "{err}");
+    assert!(err.contains("feature-store init") && err.contains("--repo"), "{err}");
 }

@@ -284,7 +284,7 @@ impl FeatureStore {
                     .collect();
                 if all.is_empty() {
                     return Err(Error::InvalidArgument(format!(
-                        "project \"{}\" has no online feature views; run `feature-store apply` first",
+                        "project \"{}\" has no online feature views; run `feature-store apply` (`store.apply()` in Python) first",
                         self.project()
                     )));
                 }

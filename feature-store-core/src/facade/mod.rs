@@ -448,7 +448,10 @@ impl FeatureStore {
                 all.filter(|n| crate::registry::similar(n, name)).map(|n| format!("\"{n}\"")).collect();
             close.dedup();
             let hint = if !project.exists() {
-                Some(format!("project \"{}\" has nothing applied; run `feature-store apply`", self.project()))
+                Some(format!(
+                    "project \"{}\" has nothing applied; run `feature-store apply` (`store.apply()` in Python)",
+                    self.project()
+                ))
             } else if close.is_empty() {
                 None
             } else {

@@ -276,7 +276,7 @@ fn drift_results(
     let threshold = format!("psi <= {}", rule.threshold.0);
     let Some(reference) = reference else {
         warnings.push(format!(
-            "drift: feature view \"{}\" has no reference profile, so drift was not checked; run `feature-store profile {}` over a window you trust",
+            "drift: feature view \"{}\" has no reference profile, so drift was not checked; run `feature-store profile {}` (`store.profile(...)` in Python) over a window you trust",
             view.name, view.name
         ));
         return;
@@ -298,14 +298,14 @@ fn drift_results(
         }
         let Some(p) = reference.features.get(&f.name) else {
             warnings.push(format!(
-                "drift: feature \"{}\" is not in the reference profile of {when}; rerun `feature-store profile {}`",
+                "drift: feature \"{}\" is not in the reference profile of {when}; rerun `feature-store profile {}` (`store.profile(...)` in Python)",
                 f.name, view.name
             ));
             continue;
         };
         if p.dtype != f.dtype.to_string() {
             warnings.push(format!(
-                "drift: feature \"{}\" was {} when profiled ({when}) and is {} now; rerun `feature-store profile {}`",
+                "drift: feature \"{}\" was {} when profiled ({when}) and is {} now; rerun `feature-store profile {}` (`store.profile(...)` in Python)",
                 f.name, p.dtype, f.dtype, view.name
             ));
             continue;

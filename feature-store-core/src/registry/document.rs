@@ -226,7 +226,10 @@ impl<'a> ProjectView<'a> {
 
     fn not_found(&self, kind: &'static str, name: &str, names: impl Iterator<Item = &'a String>) -> Error {
         let hint = if !self.exists {
-            Some(format!("project \"{}\" has nothing applied; run `feature-store apply`", self.name))
+            Some(format!(
+                "project \"{}\" has nothing applied; run `feature-store apply` (`store.apply()` in Python)",
+                self.name
+            ))
         } else {
             let close: Vec<&String> = names.filter(|n| similar(n, name)).collect();
             if close.is_empty() {

@@ -219,7 +219,7 @@ impl RepoConfig {
                 Error::Config {
                     location: path.display().to_string(),
                     message: format!(
-                        "not found; {} is not a feature repo (run `feature-store init DIR` to create one, or pass --repo)",
+                        "not found; {} is not a feature repo (a repo folder holds {CONFIG_FILE} and the definitions)",
                         dir.display()
                     ),
                 }

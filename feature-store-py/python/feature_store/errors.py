@@ -8,6 +8,8 @@ say what was wrong and where.
 
 from __future__ import annotations
 
+from typing import Optional
+
 __all__ = [
     "FeatureStoreError",
     "DefinitionError",
@@ -48,10 +50,12 @@ class ConfigError(FeatureStoreError, ValueError):
 
 
 class NotFoundError(FeatureStoreError, LookupError):
-    """A named object does not exist; ``kind`` and ``name`` say which."""
+    """A named object does not exist; ``kind`` and ``name`` say which, and
+    ``hint`` the close names or the fix (``did you mean "driver_stats"?``)."""
 
     kind: str = ""
     name: str = ""
+    hint: Optional[str] = None
 
 
 class InvalidArgumentError(FeatureStoreError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -439,9 +440,14 @@ class FeatureStore:
         for o in objects:
             if o.name == name:
                 return o
-        known = ", ".join(sorted(o.name for o in objects)) or "none"
-        err = NotFoundError(f"{kind} {name!r} not found; registered: {known}")
-        err.kind, err.name = kind, name
+        names = sorted(o.name for o in objects)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+        if close:
+            hint = "did you mean " + " or ".join(f'"{c}"' for c in close) + "?"
+        else:
+            hint = "registered: " + (", ".join(names) or "none")
+        err = NotFoundError(f'{kind} "{name}" not found; {hint}')
+        err.kind, err.name, err.hint = kind, name, hint
         raise err
 
     def get_entity(self, name: str) -> Entity:

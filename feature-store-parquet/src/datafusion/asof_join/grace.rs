@@ -25,7 +25,7 @@ const SPILL_PARTITIONS: usize = 32;
 
 fn over_limit(e: DataFusionError, view: &str, what: &str) -> DataFusionError {
     DataFusionError::ResourcesExhausted(format!(
-        "{what} of view \"{view}\" do not fit in the memory limit ({e}); raise offline_store.memory_limit / --memory-limit or narrow the entity time range"
+        "{what} of view \"{view}\" do not fit in the memory limit ({e}); raise offline_store.memory_limit in the config (--memory-limit in the CLI) or narrow the entity time range"
     ))
 }
 
