@@ -79,7 +79,7 @@ pub(crate) async fn run(
                 .unwrap_or_default()
         );
         for v in empty.views.iter().filter(|v| v.rows > 0) {
-            let within = v.ttl.map(|t| format!(" within its ttl of {t}")).unwrap_or_default();
+            let within = v.ttl.as_ref().map(|t| format!(" within its ttl of {t}")).unwrap_or_default();
             eprintln!(
                 "  {} of {rows} rows have no value from view \"{}\": it has no row for their keys at or before \
                  their timestamp{within} (or that row's values are null)",

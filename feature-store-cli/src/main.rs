@@ -165,7 +165,7 @@ enum Command {
         #[arg(long)]
         full_feature_names: bool,
         /// Print the table even when stdout is not a terminal.
-        #[arg(long, conflicts_with = "json")]
+        #[arg(long)]
         table: bool,
     },
     /// Push rows of fresh values for one view from a file: to the online
@@ -459,6 +459,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quality::status(&store, cli.json).await
         }
         Command::Online { features, service, entities, full_feature_names, table } => {
+            if table && cli.json {
+                anyhow::bail!("--table and --json ask for two different outputs; give one of them");
+            }
             let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             let features = match service {
                 Some(s) => feature_store::Features::service(s),

@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod dataset;
+pub mod aggregation;
 pub mod duration;
 mod error;
 mod facade;

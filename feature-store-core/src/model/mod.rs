@@ -1,6 +1,7 @@
 //! The objects users define: entities, data sources, feature views, feature
 //! services, and the feature references that select from them.
 
+mod aggregation;
 mod data_source;
 mod entity;
 mod feature_ref;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use aggregation::{AggregateFunction, Aggregation, MAX_LAST_N};
 pub use data_source::{DataSource, DataSourceBuilder, TimePartition};
 pub use entity::{Entity, EntityBuilder, JoinKey};
 pub use feature_ref::{FeatureRef, FeatureSelection};

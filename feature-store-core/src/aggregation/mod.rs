@@ -1,0 +1,24 @@
+//! Time-window aggregation: the arithmetic behind aggregation views.
+//!
+//! For an entity row at time `t` and an aggregation over window `w`, the
+//! aggregate covers the key's events with `t - w < e <= t` (continuous), or
+//! `b - w < e <= b` with `b` = `t` floored to the `aggregation_interval`
+//! (hopping). [`state`] defines each function once (partial states that
+//! update, merge and finish); [`window`] answers many entity times of one
+//! key fast; [`tiles`] is the interval grid and its coarser blocks that
+//! online serving stores; [`reference`] is the brute-force definition the
+//! others are tested against.
+
+mod hll;
+pub mod reference;
+pub mod state;
+pub mod tiles;
+pub mod value;
+pub mod window;
+
+pub use state::{AggState, Order, Output};
+pub use value::{Value, ValueReader};
+pub use window::{KeyEvents, WindowSpec, aggregate_key};
+
+#[cfg(test)]
+mod tests;
