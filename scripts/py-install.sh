@@ -2,7 +2,8 @@
 # Installs the feature_store Python package into a virtualenv, for notebooks:
 # builds the wheel once with maturin into dist/ (profile `dist`: optimized,
 # stripped, thin LTO; it compiles the dependency tree in that profile, about
-# 30-40 minutes on a 2-core machine the first time, minutes after a change),
+# half an hour or more on a 2-core machine the first time (a clean release build of
+# the CLI took 27 minutes there), minutes after a change),
 # then installs it with the pandas and polars extras.
 #
 #   scripts/py-install.sh [ENV_DIR]     (default .venv; created if absent)

@@ -70,12 +70,18 @@ pub(crate) async fn run(
     if json {
         let empty: serde_json::Map<String, serde_json::Value> =
             empty.views.iter().map(|v| (v.name.clone(), v.rows.into())).collect();
-        eprintln!("{}", serde_json::json!({ "rows": rows, "seconds": secs, "output": output, "rows_without_values": empty }));
+        eprintln!(
+            "{}",
+            serde_json::json!({ "rows": rows, "seconds": secs, "output": output, "rows_without_values": empty })
+        );
     } else {
         eprintln!(
             "historical: {rows} rows{} in {secs:.1}s",
             output
-                .map(|p| format!(" written to {}", std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display()))
+                .map(|p| format!(
+                    " written to {}",
+                    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display()
+                ))
                 .unwrap_or_default()
         );
         for v in empty.views.iter().filter(|v| v.rows > 0) {
@@ -134,6 +140,7 @@ impl EmptyRows {
 }
 
 /// Runs the retrieval into `create_at` (the partial file) or the terminal; returns the rows.
+#[allow(clippy::too_many_arguments)] // one call site; a struct of borrowed arguments buys nothing
 async fn write(
     store: &FeatureStore,
     entities: &str,

@@ -299,7 +299,10 @@ mod tests {
     #[test]
     fn ages_read_in_two_units() {
         let age = |s| format_age(chrono::TimeDelta::seconds(s));
-        assert_eq!([age(42), age(303), age(7980), age(360_000), age(-5)], ["42s old", "5m 3s old", "2h 13m old", "4d 4h old", "event time in the future"]);
+        assert_eq!(
+            [age(42), age(303), age(7980), age(360_000), age(-5)],
+            ["42s old", "5m 3s old", "2h 13m old", "4d 4h old", "event time in the future"]
+        );
     }
 
     #[test]

@@ -41,8 +41,8 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod dataset;
 pub mod aggregation;
+pub mod dataset;
 pub mod duration;
 mod error;
 mod facade;

@@ -56,6 +56,15 @@ impl ParquetFixture {
         }
     }
 
+    /// Sources in a new temporary folder, read under a memory limit of
+    /// `bytes`, so that joins and aggregations spill.
+    pub fn spilling(bytes: usize) -> Self {
+        let mut fixture = Self::local();
+        let store = ParquetOfflineStore::new(std::env::temp_dir(), BTreeMap::new()).with_memory_limit(Some(bytes));
+        fixture.store = Arc::new(store);
+        fixture
+    }
+
     /// Keeps `guard` (a server, a folder) alive as long as the fixture.
     pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
         self._guards.push(Box::new(guard));
@@ -91,4 +100,15 @@ mod local_files {
 #[cfg(test)]
 mod memory_urls {
     feature_store_core::offline_store_suite!(async { super::ParquetFixture::memory() });
+}
+
+/// Aggregations under a memory limit small enough that every view spills
+/// (checked through the spill metrics in the e2e tests): results must not change.
+#[cfg(test)]
+mod spilled {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn random_aggregations_match_the_definition() {
+        let fixture = super::ParquetFixture::spilling(256 * 1024);
+        feature_store_core::testing::offline::random_aggregations_match_the_definition(&fixture).await;
+    }
 }

@@ -165,7 +165,9 @@ async fn malformed_ttl() {
     let e = apply_err(&[("ttl: 1d", "ttl: 1 fortnight")], &[]).await;
     has(
         &e,
-        &["features.yaml: feature view \"driver_stats\": line 10: ttl: invalid duration \"1 fortnight\": unknown unit \"fortnight\""],
+        &[
+            "features.yaml: feature view \"driver_stats\": line 10: ttl: invalid duration \"1 fortnight\": unknown unit \"fortnight\"",
+        ],
     );
 }
 

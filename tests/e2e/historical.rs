@@ -792,7 +792,8 @@ async fn spills_under_a_memory_limit_with_identical_results() {
         let spilled = plan.asof_metric("spill_count");
         assert_eq!(spilled > 0, plan.asof_metric("spilled_bytes") > 0, "spill files have bytes");
         assert_eq!(spilled > 0, plan.asof_metric("spill_time") > 0, "spilling takes time, and only spilling");
-        let again = plan.execute().err().expect("a plan runs once").to_string();
+        let Err(again) = plan.execute() else { panic!("a plan runs once") };
+        let again = again.to_string();
         assert!(again.contains("already run"), "{again}");
         assert_eq!(
             plan.asof_metric("entity_rows"),

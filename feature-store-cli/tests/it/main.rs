@@ -316,15 +316,27 @@ fn materialize_and_read_online() {
     // Piped output above is JSON; --table prints the table for people.
     let table = ok(&cli(
         &repo,
-        &["online", "--table", "--service", "driver_activity", "--entity", "driver_id=1001", "--entity", "driver_id=9999"],
+        &[
+            "online",
+            "--table",
+            "--service",
+            "driver_activity",
+            "--entity",
+            "driver_id=1001",
+            "--entity",
+            "driver_id=9999",
+        ],
     ));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    assert!(lines[0].starts_with("driver_id") && lines[0].contains("conv_rate") && lines[0].contains("avg_daily_trips"));
+    assert!(
+        lines[0].starts_with("driver_id") && lines[0].contains("conv_rate") && lines[0].contains("avg_daily_trips")
+    );
     assert!(lines[1].starts_with("1001") && lines[1].contains(" old)"), "{table}");
     assert!(lines[2].starts_with("9999") && lines[2].matches("not found").count() == 2, "{table}");
     assert!(!table.contains("1970"), "{table}");
-    let err = fail(&cli(&repo, &["--json", "online", "--table", "--service", "driver_activity", "--entity", "driver_id=1"]));
+    let err =
+        fail(&cli(&repo, &["--json", "online", "--table", "--service", "driver_activity", "--entity", "driver_id=1"]));
     assert!(err.contains("--table and --json"), "{err}");
     let full = json(&cli(
         &repo,

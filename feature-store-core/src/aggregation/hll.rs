@@ -100,10 +100,9 @@ impl Hll {
                 let set: f64 = list.iter().map(|(_, r)| 2f64.powi(-i32::from(*r))).sum();
                 (set + (M - list.len()) as f64, M - list.len())
             }
-            Self::Dense(regs) => (
-                regs.iter().map(|r| 2f64.powi(-i32::from(*r))).sum(),
-                regs.iter().filter(|r| **r == 0).count(),
-            ),
+            Self::Dense(regs) => {
+                (regs.iter().map(|r| 2f64.powi(-i32::from(*r))).sum(), regs.iter().filter(|r| **r == 0).count())
+            }
         };
         let alpha = 0.7213 / (1.0 + 1.079 / m);
         let raw = alpha * m * m / sum;

@@ -9,16 +9,20 @@
 //! online serving stores; [`reference`] is the brute-force definition the
 //! others are tested against.
 
+pub mod columns;
 mod hll;
+pub mod index;
 pub mod reference;
 pub mod state;
 pub mod tiles;
 pub mod value;
 pub mod window;
 
+pub use columns::outputs_to_array;
+pub use index::RangeIndex;
 pub use state::{AggState, Order, Output};
 pub use value::{Value, ValueReader};
-pub use window::{KeyEvents, WindowSpec, aggregate_key};
+pub use window::{KeyEvents, WindowSpec, aggregate_key, sort_ties};
 
 #[cfg(test)]
 mod tests;

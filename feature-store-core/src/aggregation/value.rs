@@ -44,7 +44,7 @@ impl Value {
     /// `0.0` and every NaN one NaN, as SQL's `COUNT(DISTINCT)` counts them.
     pub(crate) fn canonical(self) -> Self {
         match self {
-            Self::Float(f) if f == 0.0 => Self::Float(0.0),
+            Self::Float(0.0) => Self::Float(0.0),
             Self::Float(f) if f.is_nan() => Self::Float(f64::NAN),
             v => v,
         }

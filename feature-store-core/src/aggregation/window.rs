@@ -1,12 +1,13 @@
 //! The aggregates of one key at many entity times, in O((events + rows) ·
 //! log events): the key's events are sorted once, each entity time is a
 //! range of them found by binary search, and the range's aggregate comes
-//! from a structure built once per key and function (a merge tree, a
-//! distinct-count sweep, tiles and blocks for hopping windows). Every path
-//! is compared with [`super::reference`] on random data in the tests.
+//! from a structure built once per key and function ([`RangeIndex`], or
+//! tiles and blocks for hopping windows as online serving merges them).
+//! Every path is compared with [`super::reference`] on random data in the tests.
 
 use std::collections::HashMap;
 
+use super::index::RangeIndex;
 use super::state::{AggState, Order, Output};
 use super::tiles::{self, Block};
 use super::value::Value;
@@ -29,7 +30,7 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
-    fn empty(&self) -> AggState {
+    pub(crate) fn empty(&self) -> AggState {
         AggState::new(self.function, self.input.as_ref(), self.n)
     }
 
@@ -56,157 +57,46 @@ impl KeyEvents<'_> {
     }
 
     /// Events `lo < e <= hi` as an index range.
-    fn range(&self, lo: i64, hi: i64) -> (usize, usize) {
+    pub fn range(&self, lo: i64, hi: i64) -> (usize, usize) {
         let start = self.orders.partition_point(|o| o.time <= lo);
         let end = self.orders.partition_point(|o| o.time <= hi);
         (start, end.max(start))
     }
 }
 
-/// The aggregate of `events` for each entity time in `times`, in `times`' order.
+/// Orders each run of events with equal [`Order`] by value (nulls first), so
+/// that `rows` (a key's rows sorted by order) gives a sequence that depends
+/// on the events only, never on file layout: float sums then round the same
+/// way on every run.
+pub fn sort_ties(orders: &[Order], values: &mut [Option<Value>]) {
+    let mut start = 0;
+    for i in 1..=orders.len() {
+        if i == orders.len() || orders[i] != orders[start] {
+            if i - start > 1 {
+                values[start..i].sort_unstable();
+            }
+            start = i;
+        }
+    }
+}
+
+/// The aggregate of `events` for each entity time in `times`, in `times`'
+/// order: hopping windows from tiles and blocks (as online serving merges
+/// them), continuous ones from a [`RangeIndex`].
 pub fn aggregate_key(events: &KeyEvents<'_>, spec: &WindowSpec, times: &[i64]) -> Result<Vec<Output>> {
     debug_assert!(events.orders.is_sorted());
     if let Some(interval) = spec.interval {
         return hopping(events, spec, interval, times);
     }
-    let rows = spec.input.is_none();
-    let ranges: Vec<(usize, usize)> = times
+    let index = RangeIndex::new(spec, events.orders.into(), events.values.into(), &[0, events.orders.len()])?;
+    times
         .iter()
         .map(|t| {
             let (lo, hi) = spec.bounds(*t);
-            events.range(lo, hi)
+            let (a, b) = events.range(lo, hi);
+            index.query(a, b)
         })
-        .collect();
-    match spec.function {
-        AggregateFunction::Count if rows => Ok(ranges.iter().map(|(a, b)| Output::Int((b - a) as i64)).collect()),
-        AggregateFunction::CountDistinct => Ok(distinct_counts(events, &ranges)),
-        AggregateFunction::LastN => ranges.iter().map(|r| last_n(events, spec, *r)).collect(),
-        AggregateFunction::ApproxCountDistinct => ranges
-            .iter()
-            .map(|(a, b)| {
-                let mut s = spec.empty();
-                (*a..*b).for_each(|i| s.update(events.value(i), events.orders[i], false));
-                s.finish()
-            })
-            .collect(),
-        _ => {
-            let tree = MergeTree::new(events, spec, rows);
-            ranges.iter().map(|(a, b)| tree.query(*a, *b).finish()).collect()
-        }
-    }
-}
-
-/// A bottom-up segment tree of states; a range's state merges its nodes
-/// oldest first, so results depend only on the key's events.
-struct MergeTree {
-    size: usize,
-    nodes: Vec<AggState>,
-    empty: AggState,
-}
-
-impl MergeTree {
-    fn new(events: &KeyEvents<'_>, spec: &WindowSpec, rows: bool) -> Self {
-        let n = events.orders.len();
-        let size = n.next_power_of_two().max(1);
-        let empty = spec.empty();
-        let mut nodes = vec![empty.clone(); 2 * size];
-        for i in 0..n {
-            nodes[size + i].update(events.value(i), events.orders[i], rows);
-        }
-        for i in (1..size).rev() {
-            let mut s = nodes[2 * i].clone();
-            s.merge(&nodes[2 * i + 1]);
-            nodes[i] = s;
-        }
-        Self { size, nodes, empty }
-    }
-
-    fn query(&self, lo: usize, hi: usize) -> AggState {
-        let (mut l, mut r) = (lo + self.size, hi + self.size);
-        let mut left = self.empty.clone();
-        let mut right: Vec<usize> = Vec::new();
-        while l < r {
-            if l & 1 == 1 {
-                left.merge(&self.nodes[l]);
-                l += 1;
-            }
-            if r & 1 == 1 {
-                r -= 1;
-                right.push(r);
-            }
-            l >>= 1;
-            r >>= 1;
-        }
-        for i in right.iter().rev() {
-            left.merge(&self.nodes[*i]);
-        }
-        left
-    }
-}
-
-/// Exact distinct counts of many ranges in one sweep: ranges sorted by end;
-/// a Fenwick tree marks each value's latest position so far, so a range's
-/// count is the marks at or after its start.
-fn distinct_counts(events: &KeyEvents<'_>, ranges: &[(usize, usize)]) -> Vec<Output> {
-    let n = events.orders.len();
-    let mut order: Vec<usize> = (0..ranges.len()).collect();
-    order.sort_by_key(|q| ranges[*q].1);
-    let mut fenwick = vec![0i64; n + 1];
-    let add = |f: &mut Vec<i64>, i: usize, d: i64| {
-        let mut i = i + 1;
-        while i <= n {
-            f[i] += d;
-            i += i & i.wrapping_neg();
-        }
-    };
-    let prefix = |f: &Vec<i64>, i: usize| {
-        let (mut i, mut s) = (i, 0);
-        while i > 0 {
-            s += f[i];
-            i -= i & i.wrapping_neg();
-        }
-        s
-    };
-    let mut latest: HashMap<Value, usize> = HashMap::new();
-    let mut out = vec![Output::Int(0); ranges.len()];
-    let mut at = 0usize;
-    for q in order {
-        let (lo, hi) = ranges[q];
-        while at < hi {
-            if let Some(v) = events.value(at) {
-                if let Some(prev) = latest.insert(v.clone().canonical(), at) {
-                    add(&mut fenwick, prev, -1);
-                }
-                add(&mut fenwick, at, 1);
-            }
-            at += 1;
-        }
-        out[q] = Output::Int(prefix(&fenwick, hi) - prefix(&fenwick, lo));
-    }
-    out
-}
-
-/// `last_n` of a range: walks back over its newest values. Events with the
-/// same order as the n-th are all candidates, since the tie goes by value.
-fn last_n(events: &KeyEvents<'_>, spec: &WindowSpec, (lo, hi): (usize, usize)) -> Result<Output> {
-    let n = spec.n.unwrap_or(1) as usize;
-    let mut s = spec.empty();
-    let mut taken = 0usize;
-    let mut boundary: Option<Order> = None;
-    for i in (lo..hi).rev() {
-        let Some(v) = events.value(i) else { continue };
-        if let Some(b) = boundary
-            && events.orders[i] != b
-        {
-            break;
-        }
-        s.update(Some(v), events.orders[i], false);
-        taken += 1;
-        if taken == n {
-            boundary = Some(events.orders[i]);
-        }
-    }
-    s.finish()
+        .collect()
 }
 
 /// Hopping windows: states per tile, blocks merged from their halves on

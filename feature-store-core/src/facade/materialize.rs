@@ -244,6 +244,11 @@ impl FeatureStore {
     ) -> Result<(WriteTarget, DataSource)> {
         let project = doc.project(self.project());
         let view = project.feature_view(name)?.clone();
+        if view.is_aggregation() {
+            return Err(Error::Unsupported(format!(
+                "feature view \"{name}\" aggregates events; writing its online tiles (materialize, push) is not available in this version, only historical retrieval"
+            )));
+        }
         if online && !view.online {
             return Err(Error::InvalidArgument(format!(
                 "feature view \"{name}\" is not served online (online: false); set online: true to materialize or push it"

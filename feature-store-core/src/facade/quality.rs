@@ -39,6 +39,7 @@ impl FeatureStore {
         let mut out = Vec::new();
         for name in names {
             let view = project.feature_view(&name)?.clone();
+            not_aggregation(&view, "validation")?;
             let source = project.data_source(&view.source)?.clone();
             let join_keys = project.join_keys(&view)?;
             let state = project.registry().view_state.get(&name);
@@ -138,6 +139,7 @@ impl FeatureStore {
         let doc = self.document().await?;
         let project = doc.project(self.project());
         let spec = project.feature_view(view)?.clone();
+        not_aggregation(&spec, "a profile")?;
         let source = project.data_source(&spec.source)?.clone();
         let join_keys = project.join_keys(&spec)?;
         let schema = self.offline_store()?.source_schema(&source).await?;
@@ -190,4 +192,15 @@ impl FeatureStore {
         project.feature_view(view)?;
         Ok(project.registry().view_state.get(view).and_then(|s| s.profile.clone()))
     }
+}
+
+/// Quality checks read a view's rows as served; an aggregation view has none to read.
+fn not_aggregation(view: &FeatureView, what: &str) -> Result<()> {
+    if view.is_aggregation() {
+        return Err(Error::Unsupported(format!(
+            "feature view \"{}\" aggregates events; {what} of an aggregation view is not available in this version",
+            view.name
+        )));
+    }
+    Ok(())
 }

@@ -141,6 +141,12 @@ impl FeatureStore {
         let mut view_set = Vec::with_capacity(views.len());
         for v in views.iter() {
             let r = &v.request;
+            if r.view.is_aggregation() {
+                return Err(Error::Unsupported(format!(
+                    "feature view \"{}\" aggregates events; serving it online is not available in this version, only historical retrieval",
+                    r.view.name
+                )));
+            }
             if !r.view.online {
                 return Err(Error::InvalidArgument(format!(
                     "feature view \"{}\" is not served online (online: false)",

@@ -89,7 +89,8 @@ impl Aggregation {
                 | ValueType::Timestamp
                 | ValueType::Bool
         );
-        let not_for = |what: &str| Err(format!("{} of a {input} column: {} takes {what}", self.function, self.function));
+        let not_for =
+            |what: &str| Err(format!("{} of a {input} column: {} takes {what}", self.function, self.function));
         if input.is_list() && !matches!(self.function, F::Count) {
             return Err(format!(
                 "{} of a {input} column: lists are only counted (count); aggregate a scalar column",
@@ -124,7 +125,7 @@ impl Aggregation {
             out.push(format!("{label}: window {} is not a whole number of seconds", format_duration(self.window)));
         }
         if let Some(i) = interval.filter(|i| !i.is_zero() && i.subsec_nanos() == 0)
-            && self.window.as_secs() % i.as_secs() != 0
+            && !self.window.as_secs().is_multiple_of(i.as_secs())
         {
             out.push(format!(
                 "{label}: window {} is not a multiple of aggregation_interval {}; use a window of a whole number of intervals",
@@ -160,9 +161,9 @@ fn window_label(window: Duration) -> String {
     let s = window.as_secs();
     match s {
         0 => format_duration(window),
-        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
 }
@@ -243,6 +244,25 @@ impl fmt::Display for AggregateFunction {
     }
 }
 
+/// Serde adapter for `aggregation_interval`: a duration string or seconds;
+/// zero stays zero so that the check reports it.
+pub(crate) mod interval_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&crate::duration::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<super::window_serde::Raw>::deserialize(d)?.map(super::window_serde::Raw::duration).transpose()
+    }
+}
+
 mod window_serde {
     use std::time::Duration;
 
@@ -252,17 +272,24 @@ mod window_serde {
         s.serialize_str(&crate::duration::format_duration(*v))
     }
 
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+
+    impl Raw {
+        pub(super) fn duration<E: serde::de::Error>(self) -> Result<Duration, E> {
+            match self {
+                Raw::Secs(n) => Ok(Duration::from_secs(n)),
+                Raw::Text(t) => crate::duration::parse_duration(&t).map_err(E::custom),
+            }
+        }
+    }
+
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Duration::from_secs(n)),
-            Raw::Text(t) => crate::duration::parse_duration(&t).map_err(serde::de::Error::custom),
-        }
+        Raw::deserialize(d)?.duration()
     }
 }
 

@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Tags, ValidationRules, built, check_name};
+use super::{Aggregation, Field, Tags, ValidationRules, built, check_name};
+use crate::duration::format_duration;
 use crate::{Result, ValueType};
 
 /// A named group of features read from one source and keyed by zero or more
@@ -40,6 +41,15 @@ pub struct FeatureView {
     /// Data-quality rules checked before each window is materialized.
     #[serde(default, skip_serializing_if = "ValidationRules::is_empty")]
     pub validation: ValidationRules,
+    /// Time-window aggregations of the source's events; when present they
+    /// define the features (the schema follows from them at apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregations: Vec<Aggregation>,
+    /// The hop of the aggregations' windows: each window ends at the entity
+    /// time floored to a multiple of it. `None` is a continuous window,
+    /// ending at the entity time itself (offline only).
+    #[serde(default, with = "super::aggregation::interval_serde", skip_serializing_if = "Option::is_none")]
+    pub aggregation_interval: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -65,8 +75,15 @@ impl FeatureView {
                 description: String::new(),
                 owner: String::new(),
                 tags: Tags::new(),
+                aggregations: Vec::new(),
+                aggregation_interval: None,
             },
         }
+    }
+
+    /// Whether the view aggregates events (`aggregations:`) rather than serving rows as they are.
+    pub fn is_aggregation(&self) -> bool {
+        !self.aggregations.is_empty()
     }
 
     /// The feature named `name`, if the view has it.
@@ -108,9 +125,68 @@ impl FeatureView {
                 out.push(format!("feature \"{}\": lists of lists are not supported", f.name));
             }
         }
-        // With a schema still to be inferred, the rules are checked after inference.
-        if !self.schema.is_empty() {
+        if self.is_aggregation() {
+            out.extend(self.check_aggregations());
+        } else if let Some(i) = self.aggregation_interval {
+            out.push(format!(
+                "aggregation_interval {} applies to views with aggregations only; add aggregations or remove it",
+                format_duration(i)
+            ));
+        } else if !self.schema.is_empty() {
+            // With a schema still to be inferred, the rules are checked after inference.
             out.extend(self.validation.check(&self.schema));
+        }
+        out
+    }
+
+    fn check_aggregations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let interval = self.aggregation_interval;
+        if let Some(i) = interval {
+            if i.is_zero() {
+                out.push("aggregation_interval must be longer than zero; remove it for continuous windows".into());
+            } else if i.subsec_nanos() != 0 {
+                out.push(format!("aggregation_interval {} is not a whole number of seconds", format_duration(i)));
+            }
+        }
+        if let Some(ttl) = self.ttl {
+            out.push(format!(
+                "ttl {} does not apply to an aggregation view: each aggregation's window bounds the events it covers; remove ttl",
+                format_duration(ttl)
+            ));
+        }
+        if self.online && interval.is_none() {
+            out.push(
+                "an aggregation view served online (online: true, the default) needs aggregation_interval (e.g. 5m): \
+                 served values are tiles of that interval, and training uses the same hopping windows so both agree; \
+                 add aggregation_interval, or set online: false to train on continuous windows"
+                    .into(),
+            );
+        }
+        if !self.validation.is_empty() {
+            out.push(
+                "validation rules are not supported on aggregation views yet (they check materialized rows, and an aggregation view materializes tiles); remove validation"
+                    .into(),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for a in &self.aggregations {
+            out.extend(a.check(interval));
+            let name = a.output_name();
+            if !seen.insert(name.clone()) {
+                out.push(format!(
+                    "aggregation \"{name}\" is declared twice; give one of them another name (name: ...)"
+                ));
+            }
+        }
+        // A stored view carries the schema derived from its aggregations.
+        for f in &self.schema {
+            if !seen.contains(&f.name) {
+                out.push(format!(
+                    "feature \"{}\" in the schema is not one of the aggregations; an aggregation view's schema follows from its aggregations, so remove the schema",
+                    f.name
+                ));
+            }
         }
         out
     }
@@ -174,6 +250,18 @@ impl FeatureViewBuilder {
     /// Sets the data-quality rules.
     pub fn validation(mut self, rules: ValidationRules) -> Self {
         self.view.validation = rules;
+        self
+    }
+
+    /// Adds a time-window aggregation; its output is a feature of the view.
+    pub fn aggregation(mut self, aggregation: Aggregation) -> Self {
+        self.view.aggregations.push(aggregation);
+        self
+    }
+
+    /// Sets the hop of the aggregations' windows (see [`FeatureView::aggregation_interval`]).
+    pub fn aggregation_interval(mut self, interval: Duration) -> Self {
+        self.view.aggregation_interval = Some(interval);
         self
     }
 

@@ -62,6 +62,13 @@ pub(super) fn join(
     let mut fields: Vec<Arc<Field>> = entities.schema().fields().iter().cloned().collect();
     let mut columns: Vec<ArrayRef> = entities.columns().to_vec();
     for v in views {
+        if v.view.is_aggregation() {
+            for (out, values) in v.output_names.iter().zip(aggregate_view(entities, &entity_ts, v, &source_rows(v)?)?) {
+                fields.push(Arc::new(Field::new(out, values.data_type().clone(), true)));
+                columns.push(values);
+            }
+            continue;
+        }
         let (picked, features) = join_view(entities, &entity_ts, v, &source_rows(v)?)?;
         for ((out, f), values) in v.output_names.iter().zip(&v.features).zip(features) {
             let dtype = v.view.feature(f).map(|x| x.dtype.to_arrow()).unwrap_or_else(|| values.data_type().clone());
@@ -75,22 +82,20 @@ pub(super) fn join(
         .map_err(|e| Error::data("historical retrieval", e.to_string()))
 }
 
-/// For one view: the chosen source row per entity row, and the feature columns to take from.
-fn join_view(
+/// The join keys of entity rows and source rows, cast to their canonical types.
+fn key_columns(
     entities: &RecordBatch,
-    entity_ts: &[Option<i128>],
     v: &ViewRequest,
     rows: &RecordBatch,
-) -> Result<(UInt32Array, Vec<ArrayRef>)> {
+    what: &str,
+) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>)> {
     let name = &v.view.name;
     let src = &v.source;
-    let what = format!("feature view \"{name}\" (source \"{}\", {})", src.name, src.path);
-    // Canonical key columns on both sides.
     let (mut left, mut right) = (Vec::new(), Vec::new());
     for key in &v.join_keys {
-        let src_col = column(rows, src.source_column(&key.name), &what)?;
+        let src_col = column(rows, src.source_column(&key.name), what)?;
         let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(src_col.data_type())).ok_or_else(|| {
-            Error::data(&what, format!("join key \"{}\" has unsupported type {}", key.name, src_col.data_type()))
+            Error::data(what, format!("join key \"{}\" has unsupported type {}", key.name, src_col.data_type()))
         })?;
         let target = key_type(&declared);
         let ent_col = column(entities, &key.name, "entity table")?;
@@ -105,8 +110,22 @@ fn join_view(
             ));
         }
         left.push(cast(ent_col, &target, "entity table")?);
-        right.push(cast(src_col, &target, &what)?);
+        right.push(cast(src_col, &target, what)?);
     }
+    Ok((left, right))
+}
+
+/// For one view: the chosen source row per entity row, and the feature columns to take from.
+fn join_view(
+    entities: &RecordBatch,
+    entity_ts: &[Option<i128>],
+    v: &ViewRequest,
+    rows: &RecordBatch,
+) -> Result<(UInt32Array, Vec<ArrayRef>)> {
+    let name = &v.view.name;
+    let src = &v.source;
+    let what = format!("feature view \"{name}\" (source \"{}\", {})", src.name, src.path);
+    let (left, right) = key_columns(entities, v, rows, &what)?;
     let event = instants(column(rows, &src.timestamp_field, &what)?, &what)?;
     let created = match &src.created_timestamp_field {
         Some(c) => instants(column(rows, c, &what)?, &what)?,
@@ -177,6 +196,112 @@ fn join_view(
         })
         .collect();
     Ok((picked, features))
+}
+
+/// For an aggregation view: each requested aggregate at each entity row,
+/// by brute force over the key's events (see `crate::aggregation::reference`).
+fn aggregate_view(
+    entities: &RecordBatch,
+    entity_ts: &[Option<i128>],
+    v: &ViewRequest,
+    rows: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    use crate::aggregation::{
+        KeyEvents, Order, Output, ValueReader, WindowSpec, outputs_to_array, reference, sort_ties,
+    };
+
+    let name = &v.view.name;
+    let src = &v.source;
+    let what = format!("feature view \"{name}\" (source \"{}\", {})", src.name, src.path);
+    let (left, right) = key_columns(entities, v, rows, &what)?;
+    let nanos = |t: i128| i64::try_from(t).map_err(|_| Error::data(&what, format!("time {t} ns is out of range")));
+    let event = instants(column(rows, &src.timestamp_field, &what)?, &what)?;
+    let created = match &src.created_timestamp_field {
+        Some(c) => instants(column(rows, c, &what)?, &what)?,
+        None => vec![None; rows.num_rows()],
+    };
+    let key_rows = |cols: &[ArrayRef]| -> Result<Option<arrow_row::Rows>> {
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+            .map_err(|e| Error::data(&what, e.to_string()))?;
+        converter.convert_columns(cols).map(Some).map_err(|e| Error::data(&what, e.to_string()))
+    };
+    let valid = |cols: &[ArrayRef], i: usize| cols.iter().all(|c| c.is_valid(i));
+    let right_rows = key_rows(&right)?;
+    let mut groups: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for (i, t) in event.iter().enumerate() {
+        if t.is_some() && valid(&right, i) {
+            let k = right_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
+            groups.entry(k).or_default().push(i);
+        }
+    }
+    let order_of = |i: usize| -> Result<Order> {
+        Ok(Order { time: nanos(event[i].expect("filtered"))?, created: created[i].map(nanos).transpose()? })
+    };
+    let left_rows = key_rows(&left)?;
+    let ns = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    for f in &v.features {
+        let field = v.view.feature(f).ok_or_else(|| Error::NotFound {
+            kind: "feature",
+            name: format!("{name}:{f}"),
+            hint: None,
+        })?;
+        let agg = v.view.aggregations.iter().find(|a| a.output_name() == *f).ok_or_else(|| {
+            Error::data(&what, format!("feature \"{f}\" is not one of the view's aggregations; re-run apply"))
+        })?;
+        let (input, reader) = match &agg.column {
+            None => (None, None),
+            Some(c) => {
+                let col = column(rows, src.source_column(c), &what)?;
+                let t = ValueType::from_arrow(col.data_type()).ok_or_else(|| {
+                    Error::data(
+                        &what,
+                        format!("column \"{c}\" has unsupported type {}", describe_arrow(col.data_type())),
+                    )
+                })?;
+                let reader = ValueReader::new(cast(col, &t.to_arrow(), &what)?, &what)?;
+                (Some(t), Some(reader))
+            }
+        };
+        let spec = WindowSpec {
+            function: agg.function,
+            input: input.clone(),
+            n: agg.n,
+            window: ns(agg.window),
+            interval: v.view.aggregation_interval.map(ns),
+        };
+        // Each key's events sorted by (order, value), built once per feature.
+        let mut keyed: HashMap<&[u8], (Vec<Order>, Vec<Option<crate::aggregation::Value>>)> = HashMap::new();
+        for (k, idx) in &groups {
+            let mut items: Vec<(Order, Option<crate::aggregation::Value>)> = idx
+                .iter()
+                .map(|i| Ok((order_of(*i)?, reader.as_ref().and_then(|r| r.get(*i)))))
+                .collect::<Result<_>>()?;
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            let (orders, mut values): (Vec<Order>, Vec<_>) = items.into_iter().unzip();
+            sort_ties(&orders, &mut values);
+            keyed.insert(k.as_slice(), (orders, values));
+        }
+        let outputs: Vec<Output> = (0..entities.num_rows())
+            .map(|i| {
+                let Some(t) = entity_ts[i] else { return Ok(Output::Null) };
+                if !valid(&left, i) {
+                    return Ok(Output::Null);
+                }
+                let k = left_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
+                let empty = (Vec::new(), Vec::new());
+                let (orders, values) = keyed.get(k.as_slice()).unwrap_or(&empty);
+                let values: &[Option<crate::aggregation::Value>] = if input.is_some() { values } else { &[] };
+                reference::aggregate_at(&KeyEvents { orders, values }, &spec, nanos(t)?)
+                    .map_err(|e| Error::data(&what, format!("aggregation \"{f}\": {e}")))
+            })
+            .collect::<Result<_>>()?;
+        out.push(outputs_to_array(&outputs, &field.dtype)?);
+    }
+    Ok(out)
 }
 
 /// The newest row per key of `req.view` in `[start, end]`, as

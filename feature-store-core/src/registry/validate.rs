@@ -278,7 +278,103 @@ fn check_view(
         }
     }
     let view = ViewColumns { d, obj: &obj, source, cols, schema, join_keys: &join_keys, reserved: &reserved };
-    Some(if v.schema.is_empty() { infer_schema(ctx, &view) } else { check_declared_schema(ctx, &view) })
+    Some(if v.is_aggregation() {
+        aggregate_schema(ctx, &view)
+    } else if v.schema.is_empty() {
+        infer_schema(ctx, &view)
+    } else {
+        check_declared_schema(ctx, &view)
+    })
+}
+
+/// An aggregation view's schema: one feature per aggregation, typed by its
+/// function and column. A declared schema must be exactly that one (as a
+/// view read back from the registry carries it).
+fn aggregate_schema(ctx: &mut Ctx, view: &ViewColumns<'_>) -> Vec<Field> {
+    let ViewColumns { d, source, cols, schema, join_keys, .. } = *view;
+    let (v, obj) = (&d.value, view.obj.to_owned());
+    let mut derived = Vec::new();
+    for a in &v.aggregations {
+        let name = a.output_name();
+        let what = format!("aggregation \"{name}\"");
+        if join_keys.contains(&name) {
+            ctx.add(
+                &d.file,
+                obj.clone(),
+                format!("{what}: its name is a join key of the view; name it otherwise (name: ...)"),
+            );
+        }
+        let input = match &a.column {
+            None => None,
+            Some(c) => match cols.get(c) {
+                None => {
+                    let available: Vec<&str> =
+                        schema.schema.fields().iter().map(|f| source.mapped_name(f.name())).collect();
+                    ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!(
+                            "{what}: column \"{c}\" is not a column of {} (source \"{}\"){}; its columns are: {}",
+                            schema.location,
+                            source.name,
+                            available
+                                .iter()
+                                .find(|x| crate::error::similar(c, x))
+                                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                                .unwrap_or_default(),
+                            available.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                Some(dt) => match ValueType::from_arrow(dt) {
+                    Some(t) => Some(t),
+                    None => {
+                        ctx.add(
+                            &d.file,
+                            obj.clone(),
+                            format!(
+                                "{what}: column \"{c}\" has unsupported type {} in {}",
+                                describe_arrow(dt),
+                                schema.location
+                            ),
+                        );
+                        continue;
+                    }
+                },
+            },
+        };
+        match a.output_type(input.as_ref()) {
+            Ok(t) => derived.push(Field::new(name, t).with_description(describe(a))),
+            Err(why) => ctx.add(&d.file, obj.clone(), format!("{what}: {why}")),
+        }
+    }
+    if !v.schema.is_empty() {
+        for f in &v.schema {
+            match derived.iter().find(|x| x.name == f.name) {
+                Some(x) if x.dtype != f.dtype => ctx.add(
+                    &d.file,
+                    obj.clone(),
+                    format!(
+                        "feature \"{}\" is declared {} but its aggregation gives {}; remove the schema, an aggregation view's types follow from its aggregations",
+                        f.name, f.dtype, x.dtype
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+    derived
+}
+
+/// A derived feature's description: what it computes.
+fn describe(a: &crate::model::Aggregation) -> String {
+    let window = crate::duration::format_duration(a.window);
+    match (&a.column, a.n) {
+        (None, _) => format!("count of events in the last {window}"),
+        (Some(c), Some(n)) => format!("{} (n = {n}) of {c} over the last {window}", a.function),
+        (Some(c), None) => format!("{} of {c} over the last {window}", a.function),
+    }
 }
 
 /// What a view's schema is checked against: its source's columns and the

@@ -533,6 +533,237 @@ pub async fn random_data_matches_the_reference(fixture: &dyn OfflineFixture) {
     }
 }
 
+/// An aggregation view over `source` with its schema derived from `inputs`
+/// (column name to type), as apply derives it.
+pub fn aggregation_view(
+    name: &str,
+    source: &str,
+    aggregations: Vec<crate::model::Aggregation>,
+    interval: Option<std::time::Duration>,
+    inputs: &[(&str, ValueType)],
+) -> FeatureView {
+    let mut b = FeatureView::builder(name, source).entity("driver").online(interval.is_some());
+    for a in aggregations {
+        b = b.aggregation(a);
+    }
+    if let Some(i) = interval {
+        b = b.aggregation_interval(i);
+    }
+    let mut v = b.build().expect("valid aggregation view");
+    v.schema = v
+        .aggregations
+        .iter()
+        .map(|a| {
+            let input = a.column.as_ref().map(|c| inputs.iter().find(|(n, _)| n == c).expect("input column").1.clone());
+            crate::model::Field::new(a.output_name(), a.output_type(input.as_ref()).expect("valid aggregation"))
+        })
+        .collect();
+    v
+}
+
+/// Event rows `(driver_id, event µs, created µs, amount, qty, merchant)`.
+type EventRow = (Option<i64>, Option<i64>, Option<i64>, Option<f64>, Option<i64>, Option<&'static str>);
+
+fn event_rows(rows: &[EventRow]) -> RecordBatch {
+    batch(
+        vec![
+            Field::new("driver_id", DataType::Int64, true),
+            ts_field("event_timestamp"),
+            ts_field("created"),
+            Field::new("amount", DataType::Float64, true),
+            Field::new("qty", DataType::Int64, true),
+            Field::new("merchant", DataType::Utf8, true),
+        ],
+        vec![
+            Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|r| r.1).collect::<TimestampMicrosecondArray>().with_timezone("UTC")),
+            Arc::new(rows.iter().map(|r| r.2).collect::<TimestampMicrosecondArray>().with_timezone("UTC")),
+            Arc::new(rows.iter().map(|r| r.3).collect::<arrow_array::Float64Array>()),
+            Arc::new(rows.iter().map(|r| r.4).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|r| r.5).collect::<StringArray>()),
+        ],
+    )
+}
+
+const EVENT_INPUTS: [(&str, ValueType); 3] =
+    [("amount", ValueType::Float64), ("qty", ValueType::Int64), ("merchant", ValueType::String)];
+
+/// Every function over the event columns, with windows of 10 s, 30 s and 60 s.
+fn every_aggregation() -> Vec<crate::model::Aggregation> {
+    use crate::model::{AggregateFunction as F, Aggregation};
+    let w = std::time::Duration::from_secs;
+    vec![
+        Aggregation::count_rows(w(30)),
+        Aggregation::new("amount", F::Count, w(10)),
+        Aggregation::new("amount", F::Sum, w(30)),
+        Aggregation::new("qty", F::Sum, w(60)),
+        Aggregation::new("amount", F::Mean, w(60)),
+        Aggregation::new("qty", F::Mean, w(10)),
+        Aggregation::new("amount", F::Min, w(30)),
+        Aggregation::new("merchant", F::Max, w(60)),
+        Aggregation::new("amount", F::Stddev, w(60)),
+        Aggregation::new("qty", F::Variance, w(30)),
+        Aggregation::new("merchant", F::First, w(30)),
+        Aggregation::new("amount", F::Last, w(10)),
+        Aggregation::new("qty", F::LastN, w(60)).with_n(3),
+        Aggregation::new("merchant", F::CountDistinct, w(60)),
+        Aggregation::new("qty", F::ApproxCountDistinct, w(30)),
+    ]
+}
+
+/// The aggregates of `view` at each entity row by the definition: a scan of
+/// every event (see [`crate::aggregation::reference`]), independent of any store.
+fn aggregates_by_definition(view: &FeatureView, events: &[RecordBatch], entities: &RecordBatch) -> Vec<ArrayRef> {
+    use arrow_array::Array;
+
+    use crate::aggregation::{KeyEvents, Order, Output, ValueReader, WindowSpec, outputs_to_array, reference};
+    let all = arrow_select::concat::concat_batches(&events[0].schema(), events).expect("concat");
+    let ints = |c: &ArrayRef| c.as_any().downcast_ref::<Int64Array>().expect("int64").clone();
+    let times = |c: &ArrayRef| c.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("µs").clone();
+    let (keys, event_ts, created) = (ints(all.column(0)), times(all.column(1)), times(all.column(2)));
+    let (entity_keys, entity_ts) = (ints(entities.column(0)), times(entities.column(1)));
+    let us = |d: std::time::Duration| d.as_micros() as i64;
+    view.aggregations
+        .iter()
+        .map(|a| {
+            let reader = a
+                .column
+                .as_ref()
+                .map(|c| ValueReader::new(Arc::clone(all.column_by_name(c).expect("column")), c).expect("reader"));
+            let input = a.column.as_ref().map(|c| EVENT_INPUTS.iter().find(|(n, _)| n == c).expect("input").1.clone());
+            let spec = WindowSpec {
+                function: a.function,
+                input: input.clone(),
+                n: a.n,
+                window: us(a.window),
+                interval: view.aggregation_interval.map(us),
+            };
+            let outputs: Vec<Output> = (0..entities.num_rows())
+                .map(|i| {
+                    if entity_keys.is_null(i) || entity_ts.is_null(i) {
+                        return Output::Null;
+                    }
+                    let mut mine: Vec<(Order, Option<crate::aggregation::Value>)> = (0..all.num_rows())
+                        .filter(|j| {
+                            keys.is_valid(*j) && event_ts.is_valid(*j) && keys.value(*j) == entity_keys.value(i)
+                        })
+                        .map(|j| {
+                            let order = Order {
+                                time: event_ts.value(j),
+                                created: created.is_valid(j).then(|| created.value(j)),
+                            };
+                            (order, reader.as_ref().and_then(|r| r.get(j)))
+                        })
+                        .collect();
+                    mine.sort();
+                    let (orders, values): (Vec<Order>, Vec<_>) = mine.into_iter().unzip();
+                    let values: &[Option<crate::aggregation::Value>] = if input.is_some() { &values } else { &[] };
+                    reference::aggregate_at(&KeyEvents { orders: &orders, values }, &spec, entity_ts.value(i))
+                        .expect("aggregate")
+                })
+                .collect();
+            let dtype = a.output_type(input.as_ref()).expect("type");
+            outputs_to_array(&outputs, &dtype).expect("column")
+        })
+        .collect()
+}
+
+/// Compares float columns within 1e-9 relative (NaN equal to NaN), others exactly.
+fn assert_columns_close(what: &str, name: &str, got: &ArrayRef, want: &ArrayRef) {
+    use arrow_array::Array;
+    assert_eq!(got.data_type(), want.data_type(), "{what}: column {name} type");
+    if let (Some(g), Some(w)) = (
+        got.as_any().downcast_ref::<arrow_array::Float64Array>(),
+        want.as_any().downcast_ref::<arrow_array::Float64Array>(),
+    ) {
+        for i in 0..g.len() {
+            let (a, b) = (g.is_valid(i).then(|| g.value(i)), w.is_valid(i).then(|| w.value(i)));
+            let ok = match (a, b) {
+                (Some(x), Some(y)) => {
+                    x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * y.abs().max(1e-300)
+                }
+                (x, y) => x.is_none() && y.is_none(),
+            };
+            assert!(ok, "{what}: column {name}, row {i}: got {a:?}, want {b:?}");
+        }
+        return;
+    }
+    assert_eq!(got.as_ref(), want.as_ref(), "{what}: column {name}");
+}
+
+/// Aggregation views, continuous and hopping, on random events split over
+/// several files (keys, times and created times with nulls and ties, values
+/// with nulls), at random entity times and on window bounds: every function
+/// equals its definition, computed here by a scan of every event.
+pub async fn random_aggregations_match_the_definition(fixture: &dyn OfflineFixture) {
+    const MERCHANTS: [&str; 5] = ["a", "b", "c", "d", "é"];
+    for seed in 1..=4u64 {
+        let mut rng = Lcg(seed * 7919);
+        let mut parts = Vec::new();
+        let mut event_times = Vec::new();
+        for _ in 0..3 {
+            let rows: Vec<EventRow> = (0..300)
+                .map(|_| {
+                    let key = (rng.next(25) != 0).then(|| rng.next(12) as i64);
+                    let t = (rng.next(30) != 0)
+                        .then(|| micros(rng.next(150) as i64) + [0, 1, 500_000][rng.next(3) as usize]);
+                    let created = (rng.next(2) == 0).then(|| micros(rng.next(4) as i64));
+                    let amount = (rng.next(8) != 0).then(|| match rng.next(50) {
+                        0 => f64::NAN,
+                        1 => 1e6 + rng.next(4) as f64,
+                        _ => rng.next(16) as f64 * 0.25 - 1.0,
+                    });
+                    let qty = (rng.next(8) != 0).then(|| rng.next(7) as i64 - 2);
+                    let merchant = (rng.next(8) != 0).then(|| MERCHANTS[rng.next(5) as usize]);
+                    if let Some(t) = t {
+                        event_times.push(t);
+                    }
+                    (key, t, created, amount, qty, merchant)
+                })
+                .collect();
+            parts.push(event_rows(&rows));
+        }
+        let name = format!("events_{seed}");
+        let path = fixture.put_source(&name, parts.clone()).await;
+        let src = DataSource::builder(&name, &path, "event_timestamp")
+            .created_timestamp_field("created")
+            .build()
+            .expect("source");
+        let interval = (seed % 2 == 0).then(|| std::time::Duration::from_secs(5));
+        let v = aggregation_view("txn", &name, every_aggregation(), interval, &EVENT_INPUTS);
+        // Entity times at random, on event times and on window bounds (10 s, 30 s, 60 s).
+        let mut entities: Vec<(Option<i64>, Option<i64>)> = (0..300)
+            .map(|_| {
+                let key = (rng.next(25) != 0).then(|| rng.next(14) as i64);
+                (key, (rng.next(25) != 0).then(|| micros(rng.next(220) as i64 - 20)))
+            })
+            .collect();
+        for t in event_times.iter().step_by(7) {
+            let key = Some(rng.next(12) as i64);
+            for d in [0, micros(10), micros(30), micros(60), micros(10) - 1, micros(60) + 1] {
+                entities.push((key, Some(t + d)));
+            }
+        }
+        let entities = batch(
+            vec![Field::new("driver_id", DataType::Int64, true), ts_field("event_timestamp")],
+            vec![
+                Arc::new(entities.iter().map(|r| r.0).collect::<Int64Array>()),
+                Arc::new(entities.iter().map(|r| r.1).collect::<TimestampMicrosecondArray>().with_timezone("UTC")),
+            ],
+        );
+        let want = aggregates_by_definition(&v, &parts, &entities);
+        let got =
+            retrieve(fixture.store().as_ref(), entities.clone(), vec![request(&v, &src, &["driver_id"], false)]).await;
+        let got = arrow_select::concat::concat_batches(&got[0].schema(), &got).expect("concat");
+        assert_eq!(got.num_rows(), entities.num_rows(), "seed {seed}: one row per entity row");
+        assert_eq!(got.column(0).as_ref(), entities.column(0).as_ref(), "seed {seed}: entity rows in input order");
+        for (i, f) in v.schema.iter().enumerate() {
+            let what = format!("seed {seed}, interval {interval:?}");
+            assert_columns_close(&what, &f.name, got.column(2 + i), &want[i]);
+        }
+    }
+}
+
 fn at(s: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(s, 0).expect("in range")
 }
@@ -685,7 +916,8 @@ macro_rules! offline_store_suite {
             output_keeps_entity_rows_order_and_columns, null_keys_and_times_match_nothing,
             instants_compare_across_units_and_zones, several_views_and_a_view_without_entities,
             composite_keys_match_on_every_column, random_data_matches_the_reference,
-            latest_rows_are_the_newest_per_key_in_the_window, random_latest_rows_match_the_reference);
+            latest_rows_are_the_newest_per_key_in_the_window, random_latest_rows_match_the_reference,
+            random_aggregations_match_the_definition);
     };
     (@each $make:expr; $($behaviour:ident),+) => {
         $(

@@ -19,7 +19,7 @@ use feature_store_core::model::DataSource;
 use feature_store_core::{Error as CoreError, Result as CoreResult, ValueType, describe_arrow};
 use futures::{StreamExt, TryStreamExt};
 
-use super::asof_join::{AsOfJoinExec, AsOfSpec};
+use super::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
 use super::timestamps::{finer, instant_range, unit_nanos};
 use super::{df_error, retrieval_batch_rows, session_with_batch_rows};
 use crate::files::ResolvedSource;
@@ -266,7 +266,16 @@ async fn view_plan(
     let name = &view.view.name;
     let source = &view.source;
     let context = format!("feature view \"{name}\" (source \"{}\", {})", source.name, source.path);
-    let window = bounds.map(|b| (view.view.ttl.map(|t| b.min - t.as_nanos() as i128), Some(b.max)));
+    // How far before the earliest entity time rows can matter: the ttl, or
+    // for an aggregation view its longest window (plus an interval, as
+    // hopping windows end at the time floored to it).
+    let lookback = if view.view.is_aggregation() {
+        let longest = view.view.aggregations.iter().map(|a| a.window).max().unwrap_or_default();
+        Some(longest + view.view.aggregation_interval.unwrap_or_default())
+    } else {
+        view.view.ttl
+    };
+    let window = bounds.map(|b| (lookback.map(|t| b.min - t.as_nanos() as i128), Some(b.max)));
     let df = read_source_in(ctx, resolved, window).await?;
     let source_schema = df.schema().as_arrow().clone();
 
@@ -310,7 +319,75 @@ async fn view_plan(
         select.push(ident(c).alias("__created_ts"));
     }
     let mut features = Vec::new();
-    for (f, out) in view.features.iter().zip(&view.output_names) {
+    let mut aggregations = Vec::new();
+    let DataType::Timestamp(entity_unit, _) = entity_schema.field(left_ts).data_type() else {
+        return Err(CoreError::data("entity table", "the timestamp column is not a timestamp"));
+    };
+    let ts_unit = finer(*entity_unit, *unit);
+    if view.view.is_aggregation() {
+        let in_unit =
+            |d: std::time::Duration| (d.as_nanos() / unit_nanos(ts_unit) as u128).min(i64::MAX as u128) as i64;
+        let mut inputs: Vec<&str> = Vec::new();
+        for (f, out) in view.features.iter().zip(&view.output_names) {
+            let field = view.view.feature(f).ok_or_else(|| CoreError::NotFound {
+                kind: "feature",
+                name: format!("{name}:{f}"),
+                hint: None,
+            })?;
+            let agg = view.view.aggregations.iter().find(|a| a.output_name() == *f).ok_or_else(|| {
+                CoreError::data(
+                    &context,
+                    format!("feature \"{f}\" is not one of the view's aggregations; re-run apply"),
+                )
+            })?;
+            let (input, column) = match &agg.column {
+                None => (None, None),
+                Some(c) => {
+                    let column = source.source_column(c);
+                    let found = source_schema.field_with_name(column).map_err(|_| {
+                        CoreError::data(
+                            &context,
+                            format!(
+                                "aggregation \"{f}\" reads column \"{column}\", which the source's files do not have (they have: {})",
+                                column_names(&source_schema)
+                            ),
+                        )
+                    })?;
+                    let t = ValueType::from_arrow(found.data_type()).ok_or_else(|| {
+                        CoreError::data(
+                            &context,
+                            format!(
+                                "aggregation \"{f}\": column \"{column}\" has unsupported type {}",
+                                describe_arrow(found.data_type())
+                            ),
+                        )
+                    })?;
+                    if let Err(why) = agg.output_type(Some(&t)) {
+                        return Err(CoreError::data(&context, format!("aggregation \"{f}\": {why}; re-run apply")));
+                    }
+                    let at = match inputs.iter().position(|c| *c == column) {
+                        Some(at) => at,
+                        None => {
+                            select.push(cast(ident(column), t.to_arrow()).alias(format!("__agg{}", inputs.len())));
+                            inputs.push(column);
+                            inputs.len() - 1
+                        }
+                    };
+                    (Some(t), Some(at))
+                }
+            };
+            let window = feature_store_core::aggregation::WindowSpec {
+                function: agg.function,
+                input,
+                n: agg.n,
+                window: in_unit(agg.window),
+                interval: view.view.aggregation_interval.map(in_unit),
+            };
+            aggregations.push(AggColumn { window, column, dtype: field.dtype.clone() });
+            features.push(Field::new(out, field.dtype.to_arrow(), true));
+        }
+    }
+    for (f, out) in view.features.iter().zip(&view.output_names).filter(|_| !view.view.is_aggregation()) {
         let field = view.view.feature(f).ok_or_else(|| CoreError::NotFound {
             kind: "feature",
             name: format!("{name}:{f}"),
@@ -345,12 +422,9 @@ async fn view_plan(
     }
 
     let ttl_nanos = view.view.ttl.map(|d| d.as_nanos() as i128);
-    let DataType::Timestamp(entity_unit, _) = entity_schema.field(left_ts).data_type() else {
-        return Err(CoreError::data("entity table", "the timestamp column is not a timestamp"));
-    };
-    let ts_unit = finer(*entity_unit, *unit);
     // Times are whole units, so flooring the ttl keeps `ts >= t - ttl` exact.
     let ttl = ttl_nanos.map(|n| (n / unit_nanos(ts_unit)).min(i128::from(i64::MAX)) as i64);
+    let lookback_nanos = lookback.map(|d| d.as_nanos() as i128);
     let mut df = df;
     if let Some(b) = bounds {
         // Conservative bounds in the column's unit; the join applies the exact ones.
@@ -358,8 +432,8 @@ async fn view_plan(
         let upper = b.max.div_euclid(u) + 1;
         let upper = ScalarValue::new_timestamp_like(*unit, tz.clone(), clamp(upper));
         let mut predicate = ident(&source.timestamp_field).lt_eq(lit(upper));
-        if let Some(ttl) = ttl_nanos {
-            let lower = (b.min - ttl).div_euclid(u) - 1;
+        if let Some(back) = lookback_nanos {
+            let lower = (b.min - back).div_euclid(u) - 1;
             predicate = predicate.and(ident(&source.timestamp_field).gt_eq(lit(ScalarValue::new_timestamp_like(
                 *unit,
                 tz.clone(),
@@ -380,6 +454,7 @@ async fn view_plan(
         features,
         ts_unit,
         ttl,
+        aggregations,
     };
     Ok((right, spec))
 }

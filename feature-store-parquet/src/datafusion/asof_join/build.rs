@@ -17,6 +17,8 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 
+use feature_store_core::aggregation::{Order, RangeIndex, Value, ValueReader, sort_ties};
+
 use super::AsOfSpec;
 use super::grace::{right_keys, scatter_by_key, start_spill};
 use super::metrics::AsOfMetrics;
@@ -144,6 +146,8 @@ pub(super) struct Indexed {
     pub(super) rows: Vec<u32>,
     /// Feature columns in collected order.
     pub(super) features: Vec<ArrayRef>,
+    /// An aggregation view's range structures, one per aggregation.
+    pub(super) aggregates: Vec<RangeIndex>,
 }
 
 /// A group's `start..end` in one word (the rows of one build side fit in `u32`).
@@ -216,7 +220,7 @@ impl BuildSide {
         let writers = match spill {
             Some(writers) => writers,
             // Concatenating copies the rows once more and the index adds ~40 bytes a row.
-            None => match reservation.try_grow(working_memory(&batches)) {
+            None => match reservation.try_grow(working_memory(&batches, &spec)) {
                 Ok(()) => {
                     metrics.build_mem_used.set_max(reservation.size());
                     return Ok(Collected::Memory(Self::index(batches, &schema, &spec, reservation, &metrics).await?));
@@ -258,10 +262,18 @@ impl BuildSide {
     }
 }
 
-/// Memory needed beyond the batches themselves to build the index.
-pub(super) fn working_memory(batches: &[RecordBatch]) -> usize {
+/// Memory needed beyond the batches themselves to build the index: ~40
+/// bytes a row, and for an aggregation view its orders, each input column's
+/// values and each aggregation's structure.
+pub(super) fn working_memory(batches: &[RecordBatch], spec: &AsOfSpec) -> usize {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    batches.iter().map(get_record_batch_memory_size).sum::<usize>() + rows * 40
+    let per_row = if spec.aggregations.is_empty() {
+        40
+    } else {
+        let columns = spec.features.len().min(spec.aggregations.len());
+        40 + 24 + 32 * columns + 40 * spec.aggregations.len()
+    };
+    batches.iter().map(get_record_batch_memory_size).sum::<usize>() + rows * per_row
 }
 
 impl Indexed {
@@ -336,7 +348,12 @@ impl Indexed {
             }
         }
         let features = batch.columns()[feature_start..].to_vec();
-        resolve_ties(&offsets, &sorted_ts, &mut rows, &created_of, &features)?;
+        let aggregates = if spec.aggregations.is_empty() {
+            resolve_ties(&offsets, &sorted_ts, &mut rows, &created_of, &features)?;
+            Vec::new()
+        } else {
+            aggregate_index(spec, &offsets, &sorted_ts, &rows, &created_of, &features)?
+        };
         let ranges = match &mut index {
             KeyIndex::Int(map) => {
                 for v in map.values_mut() {
@@ -346,7 +363,18 @@ impl Indexed {
             }
             _ => offsets.windows(2).map(|w| pack(w[0], w[1])).collect(),
         };
-        Ok(Self { index, ranges, ts: sorted_ts, rows, features })
+        Ok(Self { index, ranges, ts: sorted_ts, rows, features, aggregates })
+    }
+
+    /// The events of a group's packed `range` in the window `lo < e <= hi`,
+    /// as positions in the sorted order.
+    #[inline]
+    pub(super) fn window(&self, range: u64, lo: i64, hi: i64) -> (usize, usize) {
+        let (s, e) = unpack(range);
+        let ts = &self.ts[s..e];
+        let a = ts.partition_point(|x| *x <= lo);
+        let b = ts.partition_point(|x| *x <= hi).max(a);
+        (s + a, s + b)
     }
 
     /// Row of `features` to use for a group's packed `range` at time `t`, if any.
@@ -374,6 +402,51 @@ impl Indexed {
             prefetch(self.rows[e - 1..].as_ptr());
         }
     }
+}
+
+/// An aggregation view's structures over the sorted events: their orders,
+/// each input column's values in that order (ties by value, so the result
+/// never depends on file layout), and one [`RangeIndex`] per aggregation.
+fn aggregate_index(
+    spec: &AsOfSpec,
+    offsets: &[usize],
+    ts: &[i64],
+    rows: &[u32],
+    created_of: &dyn Fn(u32) -> i64,
+    inputs: &[ArrayRef],
+) -> Result<Vec<RangeIndex>> {
+    let has_created = spec.has_created;
+    let orders: Arc<[Order]> = ts
+        .iter()
+        .zip(rows)
+        .map(|(t, r)| Order { time: *t, created: has_created.then(|| created_of(*r)).filter(|c| *c != i64::MIN) })
+        .collect();
+    let mut columns: Vec<Option<Arc<[Option<Value>]>>> = vec![None; inputs.len()];
+    let mut out = Vec::with_capacity(spec.aggregations.len());
+    for agg in &spec.aggregations {
+        let values = match agg.column {
+            None => Arc::from(Vec::new()),
+            Some(c) => match &columns[c] {
+                Some(v) => Arc::clone(v),
+                None => {
+                    let reader = ValueReader::new(Arc::clone(&inputs[c]), &spec.context)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    let mut values: Vec<Option<Value>> = rows.iter().map(|r| reader.get(*r as usize)).collect();
+                    for w in offsets.windows(2) {
+                        sort_ties(&orders[w[0]..w[1]], &mut values[w[0]..w[1]]);
+                    }
+                    let values: Arc<[Option<Value>]> = values.into();
+                    columns[c] = Some(Arc::clone(&values));
+                    values
+                }
+            },
+        };
+        out.push(
+            RangeIndex::new(&agg.window, Arc::clone(&orders), values, offsets)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Within each run of equal (key, event time, created time), moves the row

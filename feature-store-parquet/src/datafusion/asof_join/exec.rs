@@ -67,6 +67,18 @@ impl AsOfJoinExec {
 
 impl DisplayAs for AsOfJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.spec.aggregations.is_empty() {
+            let interval = self.spec.aggregations[0].window.interval;
+            return write!(
+                f,
+                "AsOfJoinExec: view={}, keys={}, aggregations={}, interval={:?} {:?}",
+                self.spec.view,
+                self.spec.left_keys.len(),
+                self.spec.aggregations.len(),
+                interval,
+                self.spec.ts_unit
+            );
+        }
         write!(
             f,
             "AsOfJoinExec: view={}, keys={}, features={}, ttl={:?} {:?}",

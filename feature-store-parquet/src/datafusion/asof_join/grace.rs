@@ -119,7 +119,7 @@ impl Partition {
             }
             batches.push(b);
         }
-        fits = fits && reservation.try_grow(working_memory(&batches)).is_ok();
+        fits = fits && reservation.try_grow(working_memory(&batches, spec)).is_ok();
         if fits {
             self.metrics.build_mem_used.set_max(reservation.size());
         }

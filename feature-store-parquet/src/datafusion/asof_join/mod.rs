@@ -18,6 +18,13 @@
 //!
 //! Right input layout (made by the planner): `[keys..., event_ts, created_ts?, features...]`,
 //! keys already cast to the canonical key types and features to their output types.
+//!
+//! Aggregation views ([`AsOfSpec::aggregations`] not empty) use the same
+//! node: the right side's columns are then the aggregations' inputs, the
+//! build also indexes each key's events for range queries
+//! ([`feature_store_core::aggregation::RangeIndex`]), and each entity row,
+//! instead of taking one row, aggregates the range of its key's events in
+//! its window. Spilling, metrics and the output order are shared.
 
 mod build;
 mod exec;
@@ -52,4 +59,17 @@ pub(crate) struct AsOfSpec {
     pub ts_unit: TimeUnit,
     /// Ttl in `ts_unit`; `None` is unlimited.
     pub ttl: Option<i64>,
+    /// For an aggregation view: one per output feature, in `features` order.
+    pub aggregations: Vec<AggColumn>,
+}
+
+/// One aggregate feature of an aggregation view.
+#[derive(Debug, Clone)]
+pub(crate) struct AggColumn {
+    /// Function, input type, window and interval (both in the spec's `ts_unit`).
+    pub window: feature_store_core::aggregation::WindowSpec,
+    /// Which right-side input column it reads (after keys and times); `None` counts rows.
+    pub column: Option<usize>,
+    /// The output feature's type.
+    pub dtype: feature_store_core::ValueType,
 }

@@ -6,13 +6,17 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Builder};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
+use feature_store_core::aggregation::{Output, outputs_to_array};
 
 use super::AsOfSpec;
 use super::build::{BuildSide, KeyIndex, PREFETCH_AHEAD, any_null, cast_keys};
 use crate::datafusion::timestamps::scaled;
 
 pub(super) fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if !spec.aggregations.is_empty() {
+        return aggregate(build, spec, left, schema);
+    }
     let build = &build.data;
     let n = left.num_rows();
     let ts = scaled(left.column(spec.left_ts), spec.ts_unit)?;
@@ -68,6 +72,55 @@ pub(super) fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schem
     let mut columns = left.columns().to_vec();
     for c in &build.features {
         columns.push(take(c.as_ref(), &indices, None)?);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// An aggregation view: each entity row's key range, cut to its window, is
+/// aggregated by each aggregation's range structure. A null key or time
+/// gives nulls (counts included); a key without events an empty window.
+fn aggregate(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let build = &build.data;
+    let n = left.num_rows();
+    let ts = scaled(left.column(spec.left_ts), spec.ts_unit)?;
+    let key_columns: Vec<ArrayRef> = spec.left_keys.iter().map(|i| Arc::clone(left.column(*i))).collect();
+    let keys = cast_keys(&key_columns, &spec.key_types)?;
+    // Each row's packed key range; `EMPTY` for a key without events, `None` for a null key.
+    const EMPTY: u64 = 0;
+    let ranges: Vec<Option<u64>> = match &build.index {
+        KeyIndex::Unkeyed => (0..n).map(|_| Some(build.ranges.first().copied().unwrap_or(EMPTY))).collect(),
+        KeyIndex::Int(map) => {
+            let k = keys[0].as_primitive::<Int64Type>();
+            (0..n).map(|i| k.is_valid(i).then(|| map.get(&k.value(i)).copied().unwrap_or(EMPTY))).collect()
+        }
+        KeyIndex::Rows { converter, map } => {
+            let rows = converter.convert_columns(&keys)?;
+            (0..n)
+                .map(|i| {
+                    (!any_null(&keys, i))
+                        .then(|| map.get(rows.row(i).as_ref()).map_or(EMPTY, |g| build.ranges[*g as usize]))
+                })
+                .collect()
+        }
+    };
+    let mut columns = left.columns().to_vec();
+    for (agg, index) in spec.aggregations.iter().zip(&build.aggregates) {
+        let outputs = (0..n)
+            .map(|i| match (ranges[i], ts.get(i)) {
+                (Some(range), Some(t)) => {
+                    let (lo, hi) = agg.window.bounds(t);
+                    let (a, b) = build.window(range, lo, hi);
+                    index.query(a, b)
+                }
+                _ => Ok(Output::Null),
+            })
+            .collect::<feature_store_core::Result<Vec<Output>>>()
+            .and_then(|o| outputs_to_array(&o, &agg.dtype))
+            .map_err(|e| {
+                let view = format!("feature view \"{}\"", spec.view);
+                DataFusionError::External(Box::new(feature_store_core::Error::data(view, e.to_string())))
+            })?;
+        columns.push(outputs);
     }
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
