@@ -1,5 +1,6 @@
 //! Workspace-level end-to-end tests, in one binary.
 
+mod aggregation;
 mod bad_repos;
 mod dataset;
 mod historical;
