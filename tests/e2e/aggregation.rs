@@ -226,16 +226,236 @@ async fn bad_definitions_name_the_view_the_aggregation_and_the_fix() {
     has(&e, &["median"]);
 }
 
-#[tokio::test]
-async fn serving_an_aggregation_view_online_says_it_is_not_available_yet() {
-    let dir = aggregation_repo(DEFS);
+const PARITY_DEFS: &str = r#"
+entities:
+  - {name: user, join_keys: [user_id]}
+sources:
+  - {name: events, path: data/events/, timestamp_field: event_timestamp, created_timestamp_field: created}
+feature_views:
+  - name: user_agg
+    entities: [user]
+    source: events
+    aggregation_interval: 5m
+    aggregations:
+      - {column: amount, function: sum, window: 10m}
+      - {function: count, window: 1h}
+      - {column: qty, function: mean, window: 1h}
+      - {column: qty, function: sum, window: 1d}
+      - {column: merchant, function: max, window: 1d}
+      - {column: amount, function: min, window: 1d}
+      - {column: amount, function: stddev, window: 1h}
+      - {column: qty, function: variance, window: 1d}
+      - {column: merchant, function: first, window: 10m}
+      - {column: amount, function: last, window: 1h}
+      - {column: qty, function: last_n, n: 3, window: 1h}
+      - {column: merchant, function: count_distinct, window: 1d}
+      - {column: merchant, function: approx_count_distinct, window: 1h}
+"#;
+
+/// Random events over a day from `base` (µs): 8 users, ties, nulls, created times.
+fn random_events(base: i64, seed: u64) -> RecordBatch {
+    let mut state = seed;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let merchants = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    let n = 600;
+    let mut cols: (Vec<i64>, Vec<i64>, Vec<Option<i64>>, Vec<Option<f64>>, Vec<Option<i64>>, Vec<Option<&str>>) =
+        Default::default();
+    for _ in 0..n {
+        cols.0.push(next(8) as i64);
+        // Minutes, so many events share a time, some exactly on tile bounds.
+        cols.1.push(base + next(24 * 60) as i64 * 60_000_000 + [0, 1, 30_000_000][next(3) as usize]);
+        cols.2.push((next(2) == 0).then(|| next(3) as i64));
+        cols.3.push((next(8) != 0).then(|| next(40) as f64 * 0.5 - 3.0));
+        cols.4.push((next(8) != 0).then(|| next(9) as i64 - 2));
+        cols.5.push((next(8) != 0).then(|| merchants[next(6) as usize]));
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts_type(), false),
+        Field::new("created", ts_type(), true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("qty", DataType::Int64, true),
+        Field::new("merchant", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(cols.0)),
+        Arc::new(TimestampMicrosecondArray::from(cols.1).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(cols.2).with_timezone("UTC")),
+        Arc::new(Float64Array::from(cols.3)),
+        Arc::new(Int64Array::from(cols.4)),
+        Arc::new(StringArray::from(cols.5)),
+    ];
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// Materialize, then read online at several times and compare with
+/// historical retrieval at those times: values equal (floats within 1e-9
+/// relative), statuses and event times as documented.
+async fn online_equals_historical(online_yaml: &str) {
+    use feature_store::online::FeatureStatus;
+    use feature_store::{MaterializeOptions, OnlineOptions};
+
+    let day = 86_400_000_000i64;
+    let base = 1_767_225_600_000_000i64; // 2026-01-01T00:00:00Z
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("feature_store.yaml"),
+        format!("project: agg_parity\nregistry: data/registry.json\n{online_yaml}"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("features.yaml"), PARITY_DEFS).unwrap();
+    write_parquet(&dir.path().join("data/events/part-0.parquet"), &random_events(base, 11));
+    write_parquet(&dir.path().join("data/events/part-1.parquet"), &random_events(base, 12));
     let store = feature_store::open(dir.path()).unwrap();
     store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
-    let end = chrono::DateTime::from_timestamp(B + 4000, 0).unwrap();
-    let err = store
-        .materialize_incremental(end, &feature_store::MaterializeOptions::default().with_views(["user_txn_hopping"]))
+    let at = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap();
+    // Two runs: a window, then incrementally on (blocks met by both are rewritten whole).
+    let report = store.materialize(at(base - day), at(base + day / 2), &MaterializeOptions::default()).await.unwrap();
+    assert!(report.entities_written() > 0, "tiles written");
+    store.materialize_incremental(at(base + day + day / 4), &MaterializeOptions::default()).await.unwrap();
+    let view = store.get_feature_view("user_agg").await.unwrap();
+    let refs: Vec<String> = view.schema.iter().map(|f| format!("user_agg:{}", f.name)).collect();
+    let features = Features::refs(refs.iter().map(String::as_str));
+    let users: Vec<Option<i64>> = (0..10).map(Some).collect(); // 8 and 9 have no events
+    let five = 300_000_000i64;
+    for now in [
+        base + 3_600_000_000 + 7_000_000,
+        base + day / 4,
+        base + day / 2 + five - 1,
+        base + day - 1,
+        base + day + 2 * five,
+    ] {
+        let entities = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(users.clone()))],
+        )
+        .unwrap();
+        let online =
+            store.get_online_features(&features, &entities, &OnlineOptions::default().with_now(at(now))).await.unwrap();
+        let entity_rows = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("user_id", DataType::Int64, true),
+                Field::new("event_timestamp", ts_type(), false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(users.clone())),
+                Arc::new(TimestampMicrosecondArray::from(vec![now; users.len()]).with_timezone("UTC")),
+            ],
+        )
+        .unwrap();
+        let hist = store
+            .get_historical_features(EntityInput::batch(entity_rows), &features, &HistoricalOptions::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let hist = arrow::compute::concat_batches(&hist[0].schema(), &hist).unwrap();
+        let b = now - now.rem_euclid(five);
+        for (i, f) in view.schema.iter().enumerate() {
+            let got = online.values().column(1 + i);
+            let want = hist.column(2 + i);
+            crate::aggregation::assert_close(&format!("{online_yaml} now {now}, {}", f.name), got, want);
+            for (row, user) in users.iter().enumerate() {
+                let status = online.status(row, &f.name).unwrap();
+                let ts = online.event_timestamp(row, &f.name).unwrap().map(|t| t.timestamp_micros());
+                if user.unwrap() >= 8 {
+                    assert_eq!(status, FeatureStatus::NotFound, "user {user:?} {}", f.name);
+                    continue;
+                }
+                if status == FeatureStatus::NotFound {
+                    // No block in the window: the empty window's value.
+                    continue;
+                }
+                assert_eq!(ts, Some(b), "{} event time is the window's end", f.name);
+                let complete = now <= base + day + day / 4;
+                let expected = match (complete, want.is_null(row)) {
+                    (false, _) => FeatureStatus::OutsideMaxAge,
+                    (true, true) => FeatureStatus::NullValue,
+                    (true, false) => FeatureStatus::Present,
+                };
+                assert_eq!(status, expected, "user {user:?}, {} at {now}", f.name);
+            }
+        }
+    }
+    // Rewriting a window is idempotent.
+    let before = store
+        .get_online_features(
+            &features,
+            &RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
+                vec![Arc::new(Int64Array::from(users.clone()))],
+            )
+            .unwrap(),
+            &OnlineOptions::default().with_now(at(base + day / 2)),
+        )
         .await
-        .unwrap_err()
-        .to_string();
-    has(&err, &["feature view \"user_txn_hopping\" aggregates events"]);
+        .unwrap();
+    store.materialize(at(base), at(base + day), &MaterializeOptions::default()).await.unwrap();
+    let after = store
+        .get_online_features(
+            &features,
+            &RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
+                vec![Arc::new(Int64Array::from(users.clone()))],
+            )
+            .unwrap(),
+            &OnlineOptions::default().with_now(at(base + day / 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(before.values(), after.values(), "rewriting a window changes nothing");
+}
+
+/// Float columns within 1e-9 relative (NaN equals NaN), others exactly.
+pub(crate) fn assert_close(what: &str, got: &ArrayRef, want: &ArrayRef) {
+    use arrow_array::Array;
+    assert_eq!(got.data_type(), want.data_type(), "{what}: types");
+    if let (Some(g), Some(w)) =
+        (got.as_any().downcast_ref::<Float64Array>(), want.as_any().downcast_ref::<Float64Array>())
+    {
+        for i in 0..g.len() {
+            let (a, b) = (g.is_valid(i).then(|| g.value(i)), w.is_valid(i).then(|| w.value(i)));
+            let ok = match (a, b) {
+                (Some(x), Some(y)) => {
+                    x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * y.abs().max(1e-300)
+                }
+                (x, y) => x.is_none() && y.is_none(),
+            };
+            assert!(ok, "{what}, row {i}: online {a:?}, historical {b:?}");
+        }
+        return;
+    }
+    assert_eq!(got.as_ref(), want.as_ref(), "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn online_equals_historical_memory() {
+    online_equals_historical("online_store: {type: memory}\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn online_equals_historical_sqlite() {
+    online_equals_historical("online_store: {type: sqlite, path: data/online.db}\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn online_equals_historical_lmdb() {
+    online_equals_historical("online_store: {type: lmdb, path: data/online.lmdb, map_size: 1GiB}\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn online_equals_historical_redis_and_cluster() {
+    let server = feature_store_tests::redis::RedisServer::start();
+    online_equals_historical(&format!("online_store: {{type: redis, connection_string: \"{}\"}}\n", server.url()))
+        .await;
+    let cluster = feature_store_tests::redis::RedisCluster::start(3);
+    let urls = cluster.urls().join(",");
+    online_equals_historical(&format!(
+        "online_store: {{type: redis, redis_type: redis_cluster, connection_string: \"{urls}\"}}\n"
+    ))
+    .await;
 }

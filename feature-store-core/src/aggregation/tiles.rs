@@ -4,11 +4,14 @@
 //!
 //! Tile `k` holds the events with `k·I < e <= (k+1)·I` (times in
 //! microseconds since the Unix epoch, UTC). A block of level `L` and index
-//! `j` holds tiles `j·2^L .. (j+1)·2^L`, and is the merge of its two
-//! level-`L-1` halves, older first. A window ending at the boundary `b` is
+//! `j` holds tiles `j·4^L .. (j+1)·4^L`, and is the merge of its four
+//! level-`L-1` parts, oldest first. A window ending at the boundary `b` is
 //! the tile range `[b/I - w/I, b/I)`, cut into the fewest aligned blocks
 //! ([`blocks`]) and merged oldest first, offline and online alike, so both
-//! compute the same merges in the same order.
+//! compute the same merges in the same order. A fan-out of 4 keeps both
+//! costs small: an event is in one block per level (7 levels for 30 days of
+//! 5-minute tiles), and a window is at most 6 blocks per level (a 30-day
+//! window: at most 42 records read).
 
 use std::ops::Range;
 
@@ -33,16 +36,19 @@ pub fn window_tiles(b: i64, window: i64, interval: i64) -> Range<i64> {
     end - window / interval..end
 }
 
+/// Tiles in a block of one level more: 4.
+pub const FANOUT_BITS: u8 = 2;
+
 /// The highest block level a window of `tiles` tiles can use.
 pub fn max_level(tiles: i64) -> u8 {
     let mut level = 0u8;
-    while level < 62 && (1i64 << (level + 1)) <= tiles {
+    while level < 30 && (1i64 << ((level + 1) * FANOUT_BITS)) <= tiles {
         level += 1;
     }
     level
 }
 
-/// One block: `level` and `index`, holding tiles `index·2^level .. (index+1)·2^level`.
+/// One block: `level` and `index`, holding tiles `index·4^level .. (index+1)·4^level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Block {
     /// 0 for a tile.
@@ -54,15 +60,22 @@ pub struct Block {
 impl Block {
     /// The tiles it covers.
     pub fn tiles(&self) -> Range<i64> {
-        self.index << self.level..(self.index + 1) << self.level
+        let shift = self.level * FANOUT_BITS;
+        self.index << shift..(self.index + 1) << shift
     }
 
-    /// Its two halves, older first; `None` for a tile.
-    pub fn halves(&self) -> Option<[Block; 2]> {
+    /// Its four parts one level down, oldest first; `None` for a tile.
+    pub fn parts(&self) -> Option<[Block; 4]> {
         (self.level > 0).then(|| {
             let level = self.level - 1;
-            [Block { level, index: self.index * 2 }, Block { level, index: self.index * 2 + 1 }]
+            let first = self.index << FANOUT_BITS;
+            [0, 1, 2, 3].map(|k| Block { level, index: first + k })
         })
+    }
+
+    /// The block of `level` holding `tile`.
+    pub fn holding(tile: i64, level: u8) -> Self {
+        Self { level, index: tile >> (level * FANOUT_BITS) }
     }
 }
 
@@ -73,14 +86,14 @@ pub fn blocks(tiles: Range<i64>, max_level: u8) -> Vec<Block> {
     while at < tiles.end {
         let mut level = 0u8;
         while level < max_level {
-            let size = 1i64 << (level + 1);
+            let size = 1i64 << ((level + 1) * FANOUT_BITS);
             if at.rem_euclid(size) != 0 || at + size > tiles.end {
                 break;
             }
             level += 1;
         }
-        out.push(Block { level, index: at >> level });
-        at += 1 << level;
+        out.push(Block { level, index: at >> (level * FANOUT_BITS) });
+        at += 1 << (level * FANOUT_BITS);
     }
     out
 }
@@ -117,15 +130,18 @@ mod tests {
                     at = b.tiles().end;
                 }
                 assert_eq!(at, range.end);
-                assert!(bs.len() as u32 <= 2 * (u32::from(max) + 1), "{range:?}: {} blocks", bs.len());
+                assert!(bs.len() as u32 <= 6 * (u32::from(max) + 1), "{range:?}: {} blocks", bs.len());
             }
         }
         // 30 days of 5-minute tiles: at most a few dozen blocks.
         let tiles = 30 * 288;
         let worst = (0..tiles).map(|s| blocks(s..s + tiles, max_level(tiles)).len()).max().unwrap();
-        assert!(worst <= 30, "{worst}");
+        assert!(worst <= 42, "{worst}");
         let b = Block { level: 3, index: 5 };
-        let [lo, hi] = b.halves().unwrap();
-        assert_eq!((lo.tiles().start, hi.tiles().end), (b.tiles().start, b.tiles().end));
+        let parts = b.parts().unwrap();
+        assert_eq!((parts[0].tiles().start, parts[3].tiles().end), (b.tiles().start, b.tiles().end));
+        assert!(parts.windows(2).all(|w| w[0].tiles().end == w[1].tiles().start));
+        assert_eq!(Block::holding(b.tiles().end - 1, 3), b);
+        assert_eq!(Block::holding(-1, 2), Block { level: 2, index: -1 });
     }
 }

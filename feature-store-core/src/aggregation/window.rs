@@ -99,7 +99,7 @@ pub fn aggregate_key(events: &KeyEvents<'_>, spec: &WindowSpec, times: &[i64]) -
         .collect()
 }
 
-/// Hopping windows: states per tile, blocks merged from their halves on
+/// Hopping windows: states per tile, blocks merged from their parts on
 /// demand (memoized), each window the merge of its blocks oldest first.
 fn hopping(events: &KeyEvents<'_>, spec: &WindowSpec, interval: i64, times: &[i64]) -> Result<Vec<Output>> {
     let rows = spec.input.is_none();
@@ -131,7 +131,7 @@ fn hopping(events: &KeyEvents<'_>, spec: &WindowSpec, interval: i64, times: &[i6
         .collect()
 }
 
-/// The state of `block`, from its occupied halves when not yet known.
+/// The state of `block`, from its occupied parts when not yet known.
 pub(crate) fn block_state(
     known: &mut HashMap<Block, AggState>,
     block: Block,
@@ -142,8 +142,8 @@ pub(crate) fn block_state(
         return s.clone();
     }
     let mut state = empty.clone();
-    for half in block.halves().into_iter().flatten().filter(|h| occupied(h)) {
-        state.merge(&block_state(known, half, empty, occupied));
+    for part in block.parts().into_iter().flatten().filter(|p| occupied(p)) {
+        state.merge(&block_state(known, part, empty, occupied));
     }
     known.insert(block, state.clone());
     state

@@ -244,11 +244,6 @@ impl FeatureStore {
     ) -> Result<(WriteTarget, DataSource)> {
         let project = doc.project(self.project());
         let view = project.feature_view(name)?.clone();
-        if view.is_aggregation() {
-            return Err(Error::Unsupported(format!(
-                "feature view \"{name}\" aggregates events; writing its online tiles (materialize, push) is not available in this version, only historical retrieval"
-            )));
-        }
         if online && !view.online {
             return Err(Error::InvalidArgument(format!(
                 "feature view \"{name}\" is not served online (online: false); set online: true to materialize or push it"
@@ -314,7 +309,8 @@ impl FeatureStore {
     }
 
     /// Materializes each view from its watermark to `end`; a view never
-    /// materialized starts at `end - ttl`, or reads all history without a ttl.
+    /// materialized starts at `end - ttl`, or reads all history without a ttl
+    /// (an aggregation view: its longest window plus an interval).
     pub async fn materialize_incremental(
         &self,
         end: DateTime<Utc>,
@@ -322,6 +318,12 @@ impl FeatureStore {
     ) -> Result<MaterializeReport> {
         self.run_materialization(end, options, |view, state| match state.and_then(|s| s.watermark) {
             Some(w) => Some(w),
+            // An aggregation view needs the tiles of its longest window only.
+            None if view.is_aggregation() => {
+                let longest = view.aggregations.iter().map(|a| a.window).max().unwrap_or_default();
+                let back = longest + view.aggregation_interval.unwrap_or_default();
+                chrono::Duration::from_std(back).ok().and_then(|t| end.checked_sub_signed(t))
+            }
             None => {
                 view.ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).and_then(|t| end.checked_sub_signed(t))
             }
@@ -376,6 +378,47 @@ impl FeatureStore {
                 outcome: RunOutcome::Failed,
                 error: None,
             };
+            if target.view.is_aggregation() {
+                let written =
+                    self.materialize_tiles(&online, &target.view, source, &target.join_keys, start, end).await;
+                let (rows_read, stats, newest) = match written {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!(project = self.project(), view = %name, error = %e, "materialize: view failed");
+                        run.error = Some(e.to_string());
+                        run.seconds = view_began.elapsed().as_secs_f64();
+                        self.record_run(name, run).await;
+                        return Err(e);
+                    }
+                };
+                run.rows_read = rows_read;
+                run.entities_written = stats.written;
+                run.outcome = RunOutcome::Succeeded;
+                run.seconds = view_began.elapsed().as_secs_f64();
+                tracing::info!(
+                    project = self.project(),
+                    view = %name,
+                    start = ?start,
+                    %end,
+                    rows_read,
+                    tiles_written = stats.written,
+                    seconds = run.seconds,
+                    "materialize: aggregation tiles written"
+                );
+                self.advance_watermark(name, end, run, newest).await?;
+                report.views.push(ViewMaterialization {
+                    view: name.clone(),
+                    start,
+                    end,
+                    rows_read,
+                    entities_written: stats.written,
+                    skipped_older: stats.skipped_older,
+                    seconds: view_began.elapsed().as_secs_f64(),
+                    outcome: RunOutcome::Succeeded,
+                    validation: None,
+                });
+                continue;
+            }
             // The gate: the schema contract always, the view's rules when it has any.
             let previous = state.and_then(|s| crate::quality::previous_run(&s.runs, start, end));
             let reference = state.and_then(|s| s.profile.as_ref());
@@ -610,6 +653,11 @@ impl FeatureStore {
         let doc = self.document().await?;
         // An offline-only push needs no online serving.
         let (target, source) = self.write_target(&doc, view, mode != PushMode::Offline)?;
+        if target.view.is_aggregation() {
+            return Err(Error::Unsupported(format!(
+                "feature view \"{view}\" aggregates events; pushing events into its online tiles is not available in this version: append them to its source and run materialize-incremental"
+            )));
+        }
         let context = format!("push to feature view \"{view}\"");
         // Checked before anything is written, so a store that cannot take
         // the offline part refuses the push instead of leaving it online only.

@@ -11,6 +11,7 @@ mod datasets;
 pub(crate) mod materialize;
 mod quality;
 pub(crate) mod serving;
+mod tiles;
 
 use std::sync::Arc;
 

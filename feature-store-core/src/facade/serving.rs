@@ -139,14 +139,10 @@ impl FeatureStore {
         let mut reads = Vec::with_capacity(views.len());
         let mut key_sets: Vec<KeySet<'_>> = Vec::new();
         let mut view_set = Vec::with_capacity(views.len());
+        let mut plans: Vec<Option<super::tiles::ReadPlan>> = Vec::with_capacity(views.len());
+        let now = options.now.unwrap_or_else(Utc::now).timestamp_micros();
         for v in views.iter() {
             let r = &v.request;
-            if r.view.is_aggregation() {
-                return Err(Error::Unsupported(format!(
-                    "feature view \"{}\" aggregates events; serving it online is not available in this version, only historical retrieval",
-                    r.view.name
-                )));
-            }
             if !r.view.online {
                 return Err(Error::InvalidArgument(format!(
                     "feature view \"{}\" is not served online (online: false)",
@@ -182,6 +178,14 @@ impl FeatureStore {
                 }
             };
             view_set.push(set);
+            if r.view.is_aggregation() {
+                let plan = super::tiles::ReadPlan::new(&r.view, &v.features, now)?;
+                let keys = plan.keys(&key_sets[set].unique);
+                reads.push(ViewRead::new(r.view.name.clone(), Arc::clone(&v.features), keys));
+                plans.push(Some(plan));
+                continue;
+            }
+            plans.push(None);
             reads.push(ViewRead::new(r.view.name.clone(), Arc::clone(&v.features), key_sets[set].unique.clone()));
         }
         if let Some(extra) = schema.fields().iter().zip(&used).find(|(_, u)| !**u) {
@@ -206,7 +210,13 @@ impl FeatureStore {
                 std::io::Error::other("the store returned a different number of rows than keys asked for"),
             ));
         }
-        let now = options.now.unwrap_or_else(Utc::now).timestamp_micros();
+        let watermarks = if plans.iter().any(Option::is_some) {
+            let doc = self.document().await?;
+            let state = &doc.project(self.project()).registry().view_state;
+            views.iter().map(|v| state.get(&v.request.view.name).and_then(|s| s.watermark)).collect()
+        } else {
+            vec![None; views.len()]
+        };
 
         let feature_count: usize = views.iter().map(|v| v.fields.len()).sum();
         let mut fields: Vec<FieldRef> = Vec::with_capacity(schema.fields().len() + feature_count);
@@ -217,7 +227,16 @@ impl FeatureStore {
         let mut times = Vec::with_capacity(feature_count * rows);
         let mut arena = FixedArena::with_capacity(feature_count * (rows * 8 + 8));
         let mut pending = Vec::with_capacity(feature_count);
-        for ((v, set), (found, read)) in views.iter().zip(&view_set).zip(stored.iter().zip(&reads)) {
+        for (i, ((v, set), (found, read))) in views.iter().zip(&view_set).zip(stored.iter().zip(&reads)).enumerate() {
+            if let Some(plan) = &plans[i] {
+                let (columns, st, tm) =
+                    plan.decode(&v.request.view, &v.features, &v.dtypes, &key_sets[*set].slots, found, watermarks[i])?;
+                pending.extend(columns.into_iter().map(Column::Done));
+                statuses.extend(st);
+                times.extend(tm);
+                fields.extend(v.fields.iter().cloned());
+                continue;
+            }
             let out = Decoded { arena: &mut arena, columns: &mut pending, statuses: &mut statuses, times: &mut times };
             decode_view(v, &key_sets[*set].slots, found, read, now, out)?;
             fields.extend(v.fields.iter().cloned());

@@ -9,7 +9,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 
-use super::{LatestRequest, LatestRows, OfflineStore, OfflineWriter, SourceSchema, reference_join};
+use super::{EventsRequest, LatestRequest, LatestRows, OfflineStore, OfflineWriter, SourceSchema, reference_join};
 use crate::historical::{BatchStream, HistoricalRequest};
 use crate::model::DataSource;
 use crate::{Error, Result};
@@ -81,6 +81,12 @@ impl OfflineStore for MemoryOfflineStore {
         crate::historical::check_output_names(&columns, &request.views)?;
         let out = reference_join::join(&entities, &request.views, &request.timestamp_column, |v| self.rows(&v.source))?;
         Ok(BatchStream::from_batches(out.schema(), vec![out]))
+    }
+
+    /// Every event in the window (see `reference_join::events`).
+    async fn events(&self, request: EventsRequest) -> Result<LatestRows> {
+        let (rows, read) = reference_join::events(&request, &self.rows(&request.source)?)?;
+        Ok(LatestRows::new(BatchStream::from_batches(rows.schema(), vec![rows]), Arc::new(AtomicU64::new(read))))
     }
 
     /// The plain reference for materialization reads (see `reference_join::latest`).

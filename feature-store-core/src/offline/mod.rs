@@ -59,6 +59,11 @@ pub trait OfflineStore: Send + Sync + Debug {
     /// memory bounded independently of the row count.
     async fn latest_rows(&self, request: LatestRequest) -> Result<LatestRows>;
 
+    /// For materializing aggregation views: every event of `request.view`'s
+    /// source with event time in `[start, end]` and non-null keys, as
+    /// [`EventsRequest`] lays them out, in no particular order.
+    async fn events(&self, request: EventsRequest) -> Result<LatestRows>;
+
     /// Window statistics and profiles for data-quality gates; `None` when
     /// this backend cannot compute them.
     fn statistics(&self) -> Option<&dyn OfflineStatistics> {
@@ -113,6 +118,54 @@ impl LatestRequest {
         end: DateTime<Utc>,
     ) -> Self {
         Self { view, source, join_keys, start, end }
+    }
+}
+
+/// Name of the created-time column in [`OfflineStore::events`] batches.
+pub const EVENT_CREATED_TS: &str = "__created_ts";
+
+/// A request for the events of an aggregation view in a time window. The
+/// answer's batches hold the join-key columns (named by join key; integers
+/// as `int64`), [`LATEST_EVENT_TS`] (µs, UTC), [`EVENT_CREATED_TS`] (µs, UTC)
+/// when the source has a created-timestamp field, then each distinct column
+/// the aggregations read, named as in the view and cast to the type its
+/// values have ([`crate::ValueType::from_arrow`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EventsRequest {
+    /// The aggregation view.
+    pub view: FeatureView,
+    /// Its source.
+    pub source: DataSource,
+    /// Its join keys.
+    pub join_keys: Vec<JoinKey>,
+    /// Inclusive lower bound on event time; `None` reads all history.
+    pub start: Option<DateTime<Utc>>,
+    /// Inclusive upper bound on event time.
+    pub end: DateTime<Utc>,
+}
+
+impl EventsRequest {
+    /// A request for `view`'s events in `[start, end]`.
+    pub fn new(
+        view: FeatureView,
+        source: DataSource,
+        join_keys: Vec<JoinKey>,
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+    ) -> Self {
+        Self { view, source, join_keys, start, end }
+    }
+
+    /// The distinct columns the aggregations read, in first-use order.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for c in self.view.aggregations.iter().filter_map(|a| a.column.as_deref()) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
     }
 }
 

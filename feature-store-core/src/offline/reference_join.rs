@@ -304,6 +304,53 @@ fn aggregate_view(
     Ok(out)
 }
 
+/// Every event of `req.view` in `[start, end]` with non-null keys, laid out
+/// as [`super::EventsRequest`] says.
+pub(super) fn events(req: &super::EventsRequest, rows: &RecordBatch) -> Result<(RecordBatch, u64)> {
+    let src = &req.source;
+    let what = format!("feature view \"{}\" (source \"{}\", {})", req.view.name, src.name, src.path);
+    let event = instants(column(rows, &src.timestamp_field, &what)?, &what)?;
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some(crate::UTC.into()));
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for key in &req.join_keys {
+        let col = column(rows, src.source_column(&key.name), &what)?;
+        let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(col.data_type())).ok_or_else(|| {
+            Error::data(&what, format!("join key \"{}\" has unsupported type {}", key.name, col.data_type()))
+        })?;
+        let t = key_type(&declared);
+        fields.push(Field::new(&key.name, t.clone(), true));
+        columns.push(cast(col, &t, &what)?);
+    }
+    fields.push(Field::new(super::LATEST_EVENT_TS, ts.clone(), true));
+    columns.push(cast(column(rows, &src.timestamp_field, &what)?, &ts, &what)?);
+    if let Some(c) = &src.created_timestamp_field {
+        fields.push(Field::new(super::EVENT_CREATED_TS, ts.clone(), true));
+        columns.push(cast(column(rows, c, &what)?, &ts, &what)?);
+    }
+    for c in req.columns() {
+        let col = column(rows, src.source_column(c), &what)?;
+        let t = ValueType::from_arrow(col.data_type()).ok_or_else(|| {
+            Error::data(&what, format!("column \"{c}\" has unsupported type {}", describe_arrow(col.data_type())))
+        })?;
+        fields.push(Field::new(c, t.to_arrow(), true));
+        columns.push(cast(col, &t.to_arrow(), &what)?);
+    }
+    let (start, end) =
+        (req.start.map(|t| i128::from(t.timestamp_micros()) * 1000), i128::from(req.end.timestamp_micros()) * 1000);
+    let keep: arrow_array::BooleanArray = (0..rows.num_rows())
+        .map(|i| {
+            let in_window = event[i].is_some_and(|t| t <= end && start.is_none_or(|s| t >= s));
+            Some(in_window && columns[..req.join_keys.len()].iter().all(|k| k.is_valid(i)))
+        })
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .and_then(|b| arrow_select::filter::filter_record_batch(&b, &keep))
+        .map_err(|e| Error::data(&what, e.to_string()))?;
+    let read = batch.num_rows() as u64;
+    Ok((batch, read))
+}
+
 /// The newest row per key of `req.view` in `[start, end]`, as
 /// [`super::LatestRows`] describes, from all of its source `rows`: the plain
 /// reference for materialization reads. Rows are ordered by key.

@@ -122,6 +122,10 @@ mod broken_backends {
         async fn latest_rows(&self, request: LatestRequest) -> Result<LatestRows> {
             self.0.latest_rows(request).await
         }
+
+        async fn events(&self, request: crate::offline::EventsRequest) -> Result<LatestRows> {
+            self.0.events(request).await
+        }
     }
 
     struct BrokenFixture(MemoryFixture);

@@ -17,7 +17,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, cast, ident, lit};
 use datafusion::physical_plan::execute_stream;
 use feature_store_core::historical::BatchStream;
-use feature_store_core::offline::{LATEST_EVENT_TS, LatestRequest, LatestRows};
+use feature_store_core::offline::{EVENT_CREATED_TS, EventsRequest, LATEST_EVENT_TS, LatestRequest, LatestRows};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC, ValueType};
 use futures::{StreamExt, TryStreamExt};
 
@@ -99,6 +99,58 @@ pub(crate) async fn latest_rows(
         first.keep(&batch).map_err(|e| CoreError::data(&context, e.to_string()))
     });
     let stream = stream.try_filter(|b| futures::future::ready(b.num_rows() > 0));
+    Ok(LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read))
+}
+
+/// Every event of an aggregation view in `[start, end]` with non-null keys,
+/// for materializing its tiles (see [`feature_store_core::offline::EventsRequest`]).
+pub(crate) async fn events(engine: Engine, req: EventsRequest, resolved: &ResolvedSource) -> CoreResult<LatestRows> {
+    let ctx = session(Some(engine.memory_limit.unwrap_or(DEFAULT_MATERIALIZE_MEMORY)), engine.target_partitions)?;
+    let source = &req.source;
+    let view = &req.view;
+    let context = format!("feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
+    let df = read_source_in(&ctx, resolved, Some(window_of(req.start, Some(req.end)))).await?;
+    let schema = df.schema().as_arrow().clone();
+    let mut predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
+    let micros = DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()));
+    let mut select: Vec<Expr> = Vec::new();
+    for key in &req.join_keys {
+        let src = source.source_column(&key.name);
+        let src_type = schema
+            .field_with_name(src)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| CoreError::data(&context, format!("join key column \"{src}\" is missing")))?;
+        let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(&src_type)).ok_or_else(|| {
+            CoreError::data(&context, format!("join key \"{}\" has unsupported type {src_type}", key.name))
+        })?;
+        predicate = predicate.and(ident(src).is_not_null());
+        select.push(cast(ident(src), key_type(&declared)).alias(&key.name));
+    }
+    select.push(cast(ident(&source.timestamp_field), micros.clone()).alias(LATEST_EVENT_TS));
+    if let Some(c) = &source.created_timestamp_field {
+        select.push(cast(ident(c), micros.clone()).alias(EVENT_CREATED_TS));
+    }
+    for c in req.columns() {
+        let src = source.source_column(c);
+        let found = schema
+            .field_with_name(src)
+            .map_err(|_| CoreError::data(&context, format!("column \"{src}\" of the aggregations is missing")))?;
+        let t = ValueType::from_arrow(found.data_type()).ok_or_else(|| {
+            CoreError::data(&context, format!("column \"{src}\" has unsupported type {}", found.data_type()))
+        })?;
+        select.push(cast(ident(src), t.to_arrow()).alias(c));
+    }
+    let df = df.filter(predicate).and_then(|df| df.select(select)).map_err(|e| df_error(&context, e))?;
+    let plan = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
+    let out_schema = plan.schema();
+    let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
+    let rows_read = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&rows_read);
+    let stream = stream.map(move |batch| {
+        let batch = batch.map_err(|e| df_error(&context, e))?;
+        counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        Ok(batch)
+    });
     Ok(LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read))
 }
 

@@ -12,7 +12,7 @@ pub use asof_join::{AsOfJoinExec, METRIC_NAMES as ASOF_METRIC_NAMES};
 pub use historical::RetrievalPlan;
 pub(crate) use historical::{Engine, ResolvedEntities, entity_plan, plan_historical};
 pub use latest::DEFAULT_MATERIALIZE_MEMORY;
-pub(crate) use latest::latest_rows;
+pub(crate) use latest::{events, latest_rows};
 pub(crate) use stats::{profile, window_stats};
 
 use std::sync::Arc;
