@@ -261,8 +261,9 @@ fn random_events(base: i64, seed: u64) -> RecordBatch {
     };
     let merchants = ["m1", "m2", "m3", "m4", "m5", "m6"];
     let n = 600;
-    let mut cols: (Vec<i64>, Vec<i64>, Vec<Option<i64>>, Vec<Option<f64>>, Vec<Option<i64>>, Vec<Option<&str>>) =
-        Default::default();
+    type Columns =
+        (Vec<i64>, Vec<i64>, Vec<Option<i64>>, Vec<Option<f64>>, Vec<Option<i64>>, Vec<Option<&'static str>>);
+    let mut cols: Columns = Default::default();
     for _ in 0..n {
         cols.0.push(next(8) as i64);
         // Minutes, so many events share a time, some exactly on tile bounds.
@@ -458,4 +459,71 @@ async fn online_equals_historical_redis_and_cluster() {
         "online_store: {{type: redis, redis_type: redis_cluster, connection_string: \"{urls}\"}}\n"
     ))
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_interval_or_function_never_serves_old_tiles() {
+    use feature_store::online::FeatureStatus;
+    use feature_store::{MaterializeOptions, OnlineOptions};
+
+    let base = 1_767_225_600_000_000i64;
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        "project: agg_change\nregistry: data/registry.json\nonline_store: {type: sqlite, path: data/online.db}\n";
+    std::fs::write(dir.path().join("feature_store.yaml"), config).unwrap();
+    std::fs::write(dir.path().join("features.yaml"), PARITY_DEFS).unwrap();
+    write_parquet(&dir.path().join("data/events/part-0.parquet"), &random_events(base, 5));
+    let at = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap();
+    let now = at(base + 86_400_000_000);
+    let users = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    let read = |store: feature_store::FeatureStore, feature: &'static str| {
+        let users = users.clone();
+        async move {
+            let r = store
+                .get_online_features(&Features::refs([feature]), &users, &OnlineOptions::default().with_now(now))
+                .await
+                .unwrap();
+            (0..3).map(|i| r.status(i, feature.split(':').nth(1).unwrap()).unwrap()).collect::<Vec<_>>()
+        }
+    };
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    store.materialize(at(base - 86_400_000_000), now, &MaterializeOptions::default()).await.unwrap();
+    assert!(read(store.clone(), "user_agg:amount_sum_10m").await.contains(&FeatureStatus::Present));
+
+    // sum becomes mean under the same name: the old states are not read.
+    let changed = PARITY_DEFS.replace(
+        "{column: amount, function: sum, window: 10m}",
+        "{column: amount, function: mean, window: 10m, name: amount_sum_10m}",
+    );
+    std::fs::write(dir.path().join("features.yaml"), &changed).unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    let plan = store.plan(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.contains("aggregation \"amount_sum_10m\" now computes mean of amount") && text.contains("NOT_FOUND until"),
+        "{text}"
+    );
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    assert_eq!(read(store.clone(), "user_agg:amount_sum_10m").await, vec![FeatureStatus::NotFound; 3]);
+    // Other aggregations keep being served (as possibly stale: the breaking
+    // change reset the view's watermark).
+    let other = read(store.clone(), "user_agg:count_1h").await;
+    assert!(other.iter().any(|s| matches!(s, FeatureStatus::Present | FeatureStatus::OutsideMaxAge)), "{other:?}");
+
+    // A new interval: no tile of the old grid is read.
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        changed.replace("aggregation_interval: 5m", "aggregation_interval: 10m"),
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    assert_eq!(read(store.clone(), "user_agg:count_1h").await, vec![FeatureStatus::NotFound; 3]);
+    store.materialize(at(base - 86_400_000_000), now, &MaterializeOptions::default()).await.unwrap();
+    assert!(read(store.clone(), "user_agg:count_1h").await.contains(&FeatureStatus::Present));
 }

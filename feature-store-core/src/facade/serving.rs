@@ -181,7 +181,7 @@ impl FeatureStore {
             if r.view.is_aggregation() {
                 let plan = super::tiles::ReadPlan::new(&r.view, &v.features, now)?;
                 let keys = plan.keys(&key_sets[set].unique);
-                reads.push(ViewRead::new(r.view.name.clone(), Arc::clone(&v.features), keys));
+                reads.push(ViewRead::new(r.view.name.clone(), plan.states(), keys));
                 plans.push(Some(plan));
                 continue;
             }

@@ -2,11 +2,15 @@
 //! where a read merges them.
 //!
 //! An aggregation view is stored in the online store under its own name,
-//! one row per (entity key, block): the key is `{entity key}#{level}:{index}`
-//! (the last `#` separates, block ids hold none) and the row holds, per
-//! aggregation, its encoded partial state over the block's events
+//! one row per (entity key, block): the key is
+//! `{entity key}#{interval seconds}/{level}:{index}` (the last `#`
+//! separates, block ids hold none) and the row holds, per distinct
+//! partial state (function, column and n: aggregations differing only in
+//! their window share one), its encoding over the block's events
 //! ([`crate::aggregation::AggState::encode`]); the row's event time is the
-//! block's end. Only blocks holding events are written. A block is always
+//! block's end. A changed interval or function therefore never reads
+//! tiles written for another: they are simply not found until the next
+//! materialization writes them. Only blocks holding events are written. A block is always
 //! rewritten whole from its events, so rewriting a window is idempotent and
 //! late events land in the blocks a later run recomputes.
 //!
@@ -36,8 +40,18 @@ use crate::{Error, Result};
 const WRITE_BATCH: usize = 2048;
 
 /// The online key of one block of an entity.
-pub(crate) fn tile_key(entity: &str, block: Block) -> String {
-    format!("{entity}#{}:{}", block.level, block.index)
+pub(crate) fn tile_key(entity: &str, interval: i64, block: Block) -> String {
+    format!("{entity}#{}/{}:{}", interval / 1_000_000, block.level, block.index)
+}
+
+/// The name a partial state is stored under: what the state depends on.
+pub(crate) fn state_name(a: &crate::model::Aggregation) -> String {
+    format!(
+        "{}({}){}",
+        a.function,
+        a.column.as_deref().unwrap_or("*"),
+        a.n.map(|n| format!("/{n}")).unwrap_or_default()
+    )
 }
 
 /// The interval of an online aggregation view, in µs.
@@ -149,7 +163,16 @@ impl FeatureStore {
             }
         }
 
-        let features: Vec<String> = view.aggregations.iter().map(|a| a.output_name()).collect();
+        // One stored state per distinct (function, column, n).
+        let mut features: Vec<String> = Vec::new();
+        let mut state_specs: Vec<(&WindowSpec, &crate::model::Aggregation)> = Vec::new();
+        for (spec, agg) in specs.iter().zip(&view.aggregations) {
+            let name = state_name(agg);
+            if !features.contains(&name) {
+                features.push(name);
+                state_specs.push((spec, agg));
+            }
+        }
         let target = OnlineView::new(view.name.clone(), None);
         let project = self.project().to_owned();
         let mut rows = OnlineRows::new(features.clone());
@@ -172,7 +195,7 @@ impl FeatureStore {
                 .filter(|b| touches(b))
                 .collect();
             let mut states: Vec<HashMap<Block, AggState>> = Vec::with_capacity(specs.len());
-            for (spec, agg) in specs.iter().zip(&view.aggregations) {
+            for (spec, agg) in &state_specs {
                 let mut values: Vec<Option<Value>> = match agg.column.as_ref() {
                     Some(c) => idx.iter().map(|i| readers[c].get(*i)).collect(),
                     None => Vec::new(),
@@ -184,7 +207,7 @@ impl FeatureStore {
                 states.push(block_states(&events, spec, interval, &blocks));
             }
             for b in &blocks {
-                rows.begin_row(tile_key(key, *b), b.tiles().end.saturating_mul(interval));
+                rows.begin_row(tile_key(key, interval, *b), b.tiles().end.saturating_mul(interval));
                 for s in &states {
                     buf.clear();
                     s[b].encode(&mut buf);
@@ -241,11 +264,14 @@ fn block_states(
 pub(crate) struct ReadPlan {
     /// Every block read, in order.
     blocks: Vec<Block>,
-    /// Per requested feature: its spec and its blocks (positions in
-    /// `blocks`), oldest first.
-    features: Vec<(WindowSpec, Vec<usize>)>,
+    /// Per requested feature: its spec, its stored state (position in
+    /// `states`) and its blocks (positions in `blocks`), oldest first.
+    features: Vec<(WindowSpec, usize, Vec<usize>)>,
+    /// The stored states to read.
+    states: Arc<[String]>,
     /// The windows' end `b`: `now` floored to the interval, µs.
     end: i64,
+    interval: i64,
 }
 
 impl ReadPlan {
@@ -254,6 +280,7 @@ impl ReadPlan {
         let end = tiles::floor_to(now, interval);
         let mut per_feature = Vec::with_capacity(features.len());
         let mut all = BTreeSet::new();
+        let mut states: Vec<String> = Vec::new();
         for f in features {
             let agg = view.aggregations.iter().find(|a| a.output_name() == *f).ok_or_else(|| Error::NotFound {
                 kind: "feature",
@@ -264,22 +291,32 @@ impl ReadPlan {
             let spec = WindowSpec { function: agg.function, input: None, n: agg.n, window, interval: Some(interval) };
             let blocks = tiles::blocks(tiles::window_tiles(end, window, interval), tiles::max_level(window / interval));
             all.extend(blocks.iter().copied());
-            per_feature.push((spec, blocks));
+            let name = state_name(agg);
+            let state = states.iter().position(|s| *s == name).unwrap_or_else(|| {
+                states.push(name);
+                states.len() - 1
+            });
+            per_feature.push((spec, state, blocks));
         }
         let blocks: Vec<Block> = all.into_iter().collect();
         let features = per_feature
             .into_iter()
-            .map(|(spec, bs)| {
+            .map(|(spec, state, bs)| {
                 let at = bs.iter().map(|b| blocks.binary_search(b).expect("in the union")).collect();
-                (spec, at)
+                (spec, state, at)
             })
             .collect();
-        Ok(Self { blocks, features, end })
+        Ok(Self { blocks, features, states: states.into(), end, interval })
     }
 
     /// The online keys to read for `entities`: entity-major, then block.
     pub(crate) fn keys(&self, entities: &[String]) -> Vec<String> {
-        entities.iter().flat_map(|e| self.blocks.iter().map(move |b| tile_key(e, *b))).collect()
+        entities.iter().flat_map(|e| self.blocks.iter().map(move |b| tile_key(e, self.interval, *b))).collect()
+    }
+
+    /// The stored states a read asks for.
+    pub(crate) fn states(&self) -> Arc<[String]> {
+        Arc::clone(&self.states)
     }
 
     /// Each requested feature's column, and the statuses and event times of
@@ -302,11 +339,11 @@ impl ReadPlan {
         let nb = self.blocks.len();
         let complete = watermark.is_some_and(|w| w.timestamp_micros() >= self.end);
         let decoded: Vec<Option<Vec<Option<Vec<u8>>>>> =
-            found.iter().map(|r| r.as_ref().map(|r| r.values(features)).transpose()).collect::<Result<_>>()?;
+            found.iter().map(|r| r.as_ref().map(|r| r.values(&self.states)).transpose()).collect::<Result<_>>()?;
         let mut columns = Vec::with_capacity(features.len());
         let mut statuses = Vec::with_capacity(features.len() * slots.len());
         let mut times = Vec::with_capacity(features.len() * slots.len());
-        for (fi, ((spec, blocks), dtype)) in self.features.iter().zip(dtypes).enumerate() {
+        for (fi, ((spec, state_at, blocks), dtype)) in self.features.iter().zip(dtypes).enumerate() {
             let mut outputs = Vec::with_capacity(slots.len());
             for slot in slots {
                 let Some(u) = slot else {
@@ -319,7 +356,7 @@ impl ReadPlan {
                 // the first stored one starts the merge.
                 let mut state: Option<AggState> = None;
                 for j in blocks {
-                    let Some(Some(bytes)) = decoded[u * nb + j].as_ref().map(|v| &v[fi]) else { continue };
+                    let Some(Some(bytes)) = decoded[u * nb + j].as_ref().map(|v| &v[*state_at]) else { continue };
                     let s = AggState::decode(bytes).map_err(|e| {
                         Error::data(
                             format!("online tile of feature \"{}:{}\"", view.name, features[fi]),

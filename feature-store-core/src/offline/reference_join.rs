@@ -274,13 +274,14 @@ fn aggregate_view(
             interval: v.view.aggregation_interval.map(ns),
         };
         // Each key's events sorted by (order, value), built once per feature.
-        let mut keyed: HashMap<&[u8], (Vec<Order>, Vec<Option<crate::aggregation::Value>>)> = HashMap::new();
+        type Events = (Vec<Order>, Vec<Option<crate::aggregation::Value>>);
+        let mut keyed: HashMap<&[u8], Events> = HashMap::new();
         for (k, idx) in &groups {
             let mut items: Vec<(Order, Option<crate::aggregation::Value>)> = idx
                 .iter()
                 .map(|i| Ok((order_of(*i)?, reader.as_ref().and_then(|r| r.get(*i)))))
                 .collect::<Result<_>>()?;
-            items.sort_by(|a, b| a.0.cmp(&b.0));
+            items.sort_by_key(|a| a.0);
             let (orders, mut values): (Vec<Order>, Vec<_>) = items.into_iter().unzip();
             sort_ties(&orders, &mut values);
             keyed.insert(k.as_slice(), (orders, values));

@@ -332,6 +332,29 @@ fn view_breaks(old: &FeatureView, new: &FeatureView) -> Vec<String> {
             Some(_) => {}
         }
     }
+    // Online tiles hold partial states of one interval grid and one function.
+    let rebuild =
+        "its online values are NOT_FOUND until `feature-store materialize` rewrites the tiles of the longest window";
+    if old.is_aggregation() && new.is_aggregation() && old.aggregation_interval != new.aggregation_interval {
+        let show = |d: Option<std::time::Duration>| d.map_or("(none)".into(), crate::duration::format_duration);
+        out.push(format!(
+            "aggregation_interval changed from {} to {}; {rebuild}",
+            show(old.aggregation_interval),
+            show(new.aggregation_interval)
+        ));
+    }
+    for a in &old.aggregations {
+        let name = a.output_name();
+        if let Some(b) = new.aggregations.iter().find(|b| b.output_name() == name)
+            && (a.function, &a.column, a.n) != (b.function, &b.column, b.n)
+        {
+            out.push(format!(
+                "aggregation \"{name}\" now computes {} of {}; {rebuild}",
+                b.function,
+                b.column.as_deref().unwrap_or("rows")
+            ));
+        }
+    }
     out
 }
 
