@@ -7,7 +7,7 @@ low-latency online features, with Feast's API, computed in Rust.
 """
 
 from ._internal import HistoricalResult, OnlineResponse, __version__
-from .definitions import Entity, FeatureService, FeatureView, FeatureViewProjection, Field, FileSource
+from .definitions import Aggregation, Entity, FeatureService, FeatureView, FeatureViewProjection, Field, FileSource
 from .errors import (
     BackendError,
     ConfigError,
@@ -36,6 +36,7 @@ __all__ = [
     "MaterializeReport",
     "ApplyResult",
     "Plan",
+    "Aggregation",
     "Entity",
     "Field",
     "FileSource",

@@ -249,6 +249,81 @@ def _parse_ttl(text: Optional[str]) -> Optional[timedelta]:
     return total
 
 
+def _seconds_text(d: Optional[timedelta], what: str) -> Optional[str]:
+    """A window or interval as whole seconds (``"3600s"``)."""
+    if d is None:
+        return None
+    if not isinstance(d, timedelta):
+        raise TypeError(f"{what} must be a datetime.timedelta, got {type(d).__name__}")
+    if d <= timedelta(0) or d % timedelta(seconds=1):
+        raise ValueError(f"{what} must be a positive whole number of seconds, got {d}")
+    return f"{d // timedelta(seconds=1)}s"
+
+
+AGGREGATE_FUNCTIONS = (
+    "count", "sum", "mean", "min", "max", "stddev", "variance",
+    "first", "last", "last_n", "count_distinct", "approx_count_distinct",
+)
+
+
+class Aggregation:
+    """A time-window aggregate feature, as Feast declares it: ``function`` of
+    ``column`` over the events of the last ``time_window``.
+
+    ``function`` is one of ``AGGREGATE_FUNCTIONS`` (``avg`` is taken as
+    ``mean``); ``count`` without a column counts events; ``last_n`` needs
+    ``n``. ``name`` defaults to ``{column}_{function}_{window}``.
+    ``slide_interval`` is the view's ``aggregation_interval`` (one per view
+    here: give it on the view, or the same on every aggregation).
+    """
+
+    def __init__(
+        self,
+        column: Optional[str] = None,
+        function: str = "",
+        time_window: Optional[timedelta] = None,
+        slide_interval: Optional[timedelta] = None,
+        name: Optional[str] = None,
+        n: Optional[int] = None,
+    ) -> None:
+        function = "mean" if function == "avg" else function
+        if function not in AGGREGATE_FUNCTIONS:
+            raise ValueError(f"aggregation function {function!r} is not one of: {', '.join(AGGREGATE_FUNCTIONS)}")
+        if time_window is None:
+            raise ValueError(f"aggregation {function} of {column or 'events'}: time_window is required")
+        _seconds_text(time_window, f"aggregation {function} of {column or 'events'}: time_window")
+        _seconds_text(slide_interval, f"aggregation {function} of {column or 'events'}: slide_interval")
+        self.column = column or None
+        self.function = function
+        self.time_window = time_window
+        self.slide_interval = slide_interval
+        self.name = name
+        self.n = n
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"function": self.function, "window": _seconds_text(self.time_window, "time_window")}
+        if self.column:
+            out["column"] = self.column
+        if self.n is not None:
+            out["n"] = self.n
+        if self.name:
+            out["name"] = self.name
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Aggregation":
+        return cls(d.get("column"), d["function"], _parse_ttl(d["window"]), None, d.get("name"), d.get("n"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Aggregation) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.to_dict().items())))
+
+    def __repr__(self) -> str:
+        return f"Aggregation({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+
 class FeatureView(_Stored):
     """Features computed from one source, keyed by entities, with an optional ttl.
 
@@ -267,9 +342,15 @@ class FeatureView(_Stored):
         owner: str = "",
         tags: Optional[Dict[str, str]] = None,
         validation: Optional[Dict[str, Any]] = None,
+        aggregations: Optional[Sequence[Aggregation]] = None,
+        aggregation_interval: Optional[timedelta] = None,
     ) -> None:
         """``validation`` takes the YAML ``validation:`` rules as a dict, e.g.
-        ``{"ranges": {"conv_rate": [0.0, 1.0]}, "max_staleness": "4h"}``."""
+        ``{"ranges": {"conv_rate": [0.0, 1.0]}, "max_staleness": "4h"}``.
+
+        ``aggregations`` makes the view compute its features from the
+        source's events (its schema then follows from them); windows hop by
+        ``aggregation_interval``, which a view served online needs."""
         if not isinstance(source, FileSource):
             raise TypeError(f"feature view {name!r}: source must be a FileSource, got {type(source).__name__}")
         self.name = name
@@ -286,6 +367,20 @@ class FeatureView(_Stored):
         self.owner = owner
         self.tags = dict(tags or {})
         self.validation: Dict[str, Any] = dict(validation or {})
+        self.aggregations: List[Aggregation] = list(aggregations or [])
+        for a in self.aggregations:
+            if not isinstance(a, Aggregation):
+                raise TypeError(f"feature view {name!r}: aggregations must be Aggregation objects, got {a!r}")
+        slides = {a.slide_interval for a in self.aggregations if a.slide_interval is not None}
+        if aggregation_interval is not None:
+            slides.add(aggregation_interval)
+        if len(slides) > 1:
+            raise ValueError(
+                f"feature view {name!r}: aggregations slide by different intervals ({sorted(slides)}); "
+                "a view has one aggregation_interval"
+            )
+        self.aggregation_interval: Optional[timedelta] = next(iter(slides), None)
+        _seconds_text(self.aggregation_interval, f"feature view {name!r}: aggregation_interval")
 
     @property
     def features(self) -> List[Field]:
@@ -328,13 +423,19 @@ class FeatureView(_Stored):
             out["online"] = False
         if self.validation:
             out["validation"] = dict(self.validation)
+        if self.aggregations:
+            out["aggregations"] = [a.to_dict() for a in self.aggregations]
+        if self.aggregation_interval is not None:
+            out["aggregation_interval"] = _seconds_text(self.aggregation_interval, "aggregation_interval")
         return _meta(self, out)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], source: FileSource) -> "FeatureView":
         return cls(d["name"], source, [Field.from_dict(f) for f in d.get("schema", [])], d.get("entities", []),
                    _parse_ttl(d.get("ttl")), d.get("online", True), d.get("description", ""), d.get("owner", ""),
-                   d.get("tags"), d.get("validation"))
+                   d.get("tags"), d.get("validation"),
+                   [Aggregation.from_dict(a) for a in d.get("aggregations", [])],
+                   _parse_ttl(d.get("aggregation_interval")))
 
 
 class FeatureViewProjection:
