@@ -117,12 +117,15 @@ fn print_report(report: &MaterializeReport) {
             println!("{}: up to date (materialized to {start}, after the end {}): nothing to do", v.view, fmt(&v.end));
             continue;
         }
+        let written = match v.tiles_written {
+            Some(n) => format!("aggregation tiles written {n}"),
+            None => format!("entities written {}", v.entities_written),
+        };
         println!(
-            "{}: [{start}, {}] rows read {}, entities written {}{}, {:.2} s",
+            "{}: [{start}, {}] rows read {}, {written}{}, {:.2} s",
             v.view,
             fmt(&v.end),
             v.rows_read,
-            v.entities_written,
             if v.skipped_older > 0 {
                 format!(" ({} skipped: newer value online)", v.skipped_older)
             } else {

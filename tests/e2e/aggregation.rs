@@ -527,3 +527,67 @@ async fn a_changed_interval_or_function_never_serves_old_tiles() {
     store.materialize(at(base - 86_400_000_000), now, &MaterializeOptions::default()).await.unwrap();
     assert!(read(store.clone(), "user_agg:count_1h").await.contains(&FeatureStatus::Present));
 }
+
+/// Under a small memory limit the aggregation spills (grace partitions by
+/// key), reports it in its metrics, and gives the same bits as in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregations_spill_under_a_memory_limit_with_identical_results() {
+    let base = 1_767_225_600_000_000i64;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: agg_spill\nregistry: data/registry.json\n")
+        .unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        PARITY_DEFS.replace("    aggregation_interval: 5m\n", "    online: false\n"),
+    )
+    .unwrap();
+    for seed in 0..4 {
+        write_parquet(&dir.path().join(format!("data/events/part-{seed}.parquet")), &random_events(base, 100 + seed));
+    }
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let view = store.get_feature_view("user_agg").await.unwrap();
+    let refs: Vec<String> = view.schema.iter().map(|f| format!("user_agg:{}", f.name)).collect();
+    let features = Features::refs(refs.iter().map(String::as_str));
+    let n = 3000usize;
+    let entities = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Int64, true),
+            Field::new("event_timestamp", ts_type(), false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n as i64).map(|i| i % 9).collect::<Vec<_>>())),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    (0..n as i64).map(|i| base + (i * 7_919_000_003) % 86_400_000_000).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let run = |limit: Option<usize>| {
+        let (store, entities, features, dir) =
+            (store.clone(), entities.clone(), features.clone(), dir.path().to_owned());
+        async move {
+            let parquet =
+                feature_store::parquet::ParquetOfflineStore::new(&dir, Default::default()).with_memory_limit(limit);
+            let request = store
+                .historical_request(EntityInput::batch(entities), &features, &HistoricalOptions::default())
+                .await
+                .unwrap();
+            let plan = parquet.plan_historical(request).await.unwrap();
+            let stream = plan.execute().unwrap();
+            let schema = stream.schema();
+            let out = arrow::compute::concat_batches(&schema, &stream.collect().await.unwrap()).unwrap();
+            (out, plan.asof_metric("spill_count"), plan.asof_metric("output_rows"), plan.display_with_metrics())
+        }
+    };
+    let (in_memory, spills, rows, _) = run(None).await;
+    assert_eq!((spills, rows), (0, n));
+    let (spilled, spills, rows, shown) = run(Some(64 << 10)).await;
+    assert!(spills > 0, "the aggregation spilled:\n{shown}");
+    assert_eq!(rows, n);
+    assert!(shown.contains("AsOfJoinExec: view=user_agg") && shown.contains("aggregations=13"), "{shown}");
+    assert_eq!(spilled, in_memory, "spilled and in-memory results are identical");
+}

@@ -5,7 +5,8 @@
 //!
 //! - row counts: the range's length;
 //! - `count`, `sum`, `mean`: prefix counts and prefix sums (exact `i128` for
-//!   integers, double-double for floats, with infinities and NaN counted apart);
+//!   integers, double-double for floats restarting at each key, with
+//!   infinities and NaN counted apart);
 //! - `variance`, `stddev`: prefix sums of the values and their squares,
 //!   shifted by the key's first value and kept in double-double;
 //! - `min`, `max`: a segment tree of positions;
@@ -40,16 +41,58 @@ pub struct RangeIndex {
 enum Kind {
     Rows,
     Counts(Vec<u32>),
-    IntSums { counts: Vec<u32>, sums: Vec<i128> },
-    FloatSums { counts: Vec<u32>, sums: Vec<Dd>, special: Vec<[u32; 3]> },
-    Moments { counts: Vec<u32>, s1: Vec<Dd>, s2: Vec<Dd>, special: Vec<u32> },
-    Extreme { max: bool, size: usize, tree: Vec<u32>, values: Arc<[Option<Value>]> },
-    Ends { n: usize, next: Vec<u32>, prev: Vec<u32>, values: Arc<[Option<Value>]> },
-    Distinct(Wavelet),
-    Scan { spec: WindowSpec, orders: Arc<[Order]>, values: Arc<[Option<Value>]> },
+    IntSums {
+        counts: Vec<u32>,
+        sums: Vec<i128>,
+    },
+    /// Float prefix sums restart at each key (so a key's results never depend
+    /// on the other keys in the build): key `g`'s sums sit at `i + g`,
+    /// `group_of[i]` giving `g` for position `i`.
+    FloatSums {
+        counts: Vec<u32>,
+        group_of: Vec<u32>,
+        sums: Vec<Dd>,
+        /// Prefix counts of +inf, -inf and NaN, kept only when the column has any.
+        special: Option<Vec<[u32; 3]>>,
+    },
+    Moments {
+        counts: Vec<u32>,
+        group_of: Vec<u32>,
+        s1: Vec<Dd>,
+        s2: Vec<Dd>,
+        special: Option<Vec<u32>>,
+    },
+    Extreme {
+        max: bool,
+        size: usize,
+        tree: Vec<u32>,
+        values: Arc<[Option<Value>]>,
+    },
+    Ends {
+        n: usize,
+        next: Vec<u32>,
+        prev: Vec<u32>,
+        values: Arc<[Option<Value>]>,
+    },
+    /// Each position's previous occurrence (see `new`), and the wavelet
+    /// matrix over it for long ranges.
+    Distinct {
+        previous: Vec<u32>,
+        wavelet: Wavelet,
+    },
+    Scan {
+        spec: WindowSpec,
+        orders: Arc<[Order]>,
+        values: Arc<[Option<Value>]>,
+    },
 }
 
 const NONE: u32 = u32::MAX;
+
+/// Ranges up to this many events are scanned rather than looked up in a
+/// tree: contiguous memory is faster than a tree's scattered nodes.
+/// (Small in tests, so that random data reaches both paths.)
+const SCAN: usize = if cfg!(test) { 4 } else { 64 };
 
 impl RangeIndex {
     /// The structure for `spec` over `values` (one per event, empty when
@@ -99,53 +142,63 @@ impl RangeIndex {
                 Kind::IntSums { counts: counts(), sums }
             }
             F::Sum | F::Mean => {
-                let mut sums = Vec::with_capacity(n + 1);
+                let group_of = group_of(groups, n);
+                let mut sums = Vec::with_capacity(n + groups.len());
                 let mut special = Vec::with_capacity(n + 1);
-                let (mut s, mut sp) = (Dd::ZERO, [0u32; 3]);
-                sums.push(s);
+                let mut sp = [0u32; 3];
                 special.push(sp);
-                for v in values.iter() {
-                    match v.as_ref().and_then(float) {
-                        Some(x) if x.is_finite() => s = s.add(x),
-                        Some(x) if x.is_nan() => sp[2] += 1,
-                        Some(x) if x > 0.0 => sp[0] += 1,
-                        Some(_) => sp[1] += 1,
-                        None => {}
-                    }
+                for g in groups.windows(2) {
+                    let mut s = Dd::ZERO;
                     sums.push(s);
-                    special.push(sp);
+                    for v in &values[g[0]..g[1]] {
+                        match v.as_ref().and_then(float) {
+                            Some(x) if x.is_finite() => s = s.add(x),
+                            Some(x) if x.is_nan() => sp[2] += 1,
+                            Some(x) if x > 0.0 => sp[0] += 1,
+                            Some(_) => sp[1] += 1,
+                            None => {}
+                        }
+                        sums.push(s);
+                        special.push(sp);
+                    }
                 }
-                Kind::FloatSums { counts: counts(), sums, special }
+                let special = (sp != [0; 3]).then_some(special);
+                Kind::FloatSums { counts: counts(), group_of, sums, special }
             }
             F::Variance | F::Stddev => {
-                // Shifting by the key's first value keeps the sums small, so
-                // the variance does not cancel away.
-                let mut shift = vec![0.0; n];
-                for g in groups.windows(2) {
-                    let c = values[g[0]..g[1]].iter().flatten().find_map(|v| float(v).filter(|x| x.is_finite()));
-                    shift[g[0]..g[1]].fill(c.unwrap_or(0.0));
-                }
-                let (mut s1, mut s2) = (Vec::with_capacity(n + 1), Vec::with_capacity(n + 1));
+                let group_of = group_of(groups, n);
+                let (mut s1, mut s2) = (Vec::with_capacity(n + groups.len()), Vec::with_capacity(n + groups.len()));
                 let mut special = Vec::with_capacity(n + 1);
-                let (mut a, mut b, mut sp) = (Dd::ZERO, Dd::ZERO, 0u32);
-                s1.push(a);
-                s2.push(b);
+                let mut sp = 0u32;
                 special.push(sp);
-                for (i, v) in values.iter().enumerate() {
-                    match v.as_ref().and_then(float) {
-                        Some(x) if x.is_finite() => {
-                            let d = Dd::from(x).add(-shift[i]);
-                            a = a.add_dd(d);
-                            b = b.add_dd(d.mul(d));
-                        }
-                        Some(_) => sp += 1,
-                        None => {}
-                    }
+                for g in groups.windows(2) {
+                    // Shifting by the key's first value keeps the sums small,
+                    // so the variance does not cancel away.
+                    let shift = values[g[0]..g[1]]
+                        .iter()
+                        .flatten()
+                        .find_map(|v| float(v).filter(|x| x.is_finite()))
+                        .unwrap_or(0.0);
+                    let (mut a, mut b) = (Dd::ZERO, Dd::ZERO);
                     s1.push(a);
                     s2.push(b);
-                    special.push(sp);
+                    for v in &values[g[0]..g[1]] {
+                        match v.as_ref().and_then(float) {
+                            Some(x) if x.is_finite() => {
+                                let d = Dd::from(x).add(-shift);
+                                a = a.add_dd(d);
+                                b = b.add_dd(d.mul(d));
+                            }
+                            Some(_) => sp += 1,
+                            None => {}
+                        }
+                        s1.push(a);
+                        s2.push(b);
+                        special.push(sp);
+                    }
                 }
-                Kind::Moments { counts: counts(), s1, s2, special }
+                let special = (sp != 0).then_some(special);
+                Kind::Moments { counts: counts(), group_of, s1, s2, special }
             }
             F::Min | F::Max => {
                 let max = spec.function == F::Max;
@@ -187,7 +240,7 @@ impl RangeIndex {
                         }
                     }
                 }
-                Kind::Distinct(Wavelet::new(p))
+                Kind::Distinct { wavelet: Wavelet::new(p.clone()), previous: p }
             }
             F::ApproxCountDistinct => Kind::Scan { spec: spec.clone(), orders, values },
         };
@@ -212,18 +265,21 @@ impl RangeIndex {
                     ),
                 }
             }
-            Kind::FloatSums { counts, sums, special } => {
+            Kind::FloatSums { counts, group_of, sums, special } => {
                 let count = counts[b] - counts[a];
                 if count == 0 {
                     return Ok(Output::Null);
                 }
-                let sp = |k: usize| special[b][k] - special[a][k];
+                let sp = |k: usize| special.as_ref().map_or(0, |s| s[b][k] - s[a][k]);
                 let sum = match (sp(0), sp(1), sp(2)) {
                     (_, _, 1..) => f64::NAN,
                     (1.., 1.., _) => f64::NAN,
                     (1.., 0, _) => f64::INFINITY,
                     (0, 1.., _) => f64::NEG_INFINITY,
-                    (0, 0, 0) => sums[b].sub(sums[a]).value(),
+                    (0, 0, 0) => {
+                        let g = group_of[a] as usize;
+                        sums[b + g].sub(sums[a + g]).value()
+                    }
                 };
                 if self.function == AggregateFunction::Mean {
                     Output::Float(sum / f64::from(count))
@@ -231,20 +287,28 @@ impl RangeIndex {
                     Output::Float(sum)
                 }
             }
-            Kind::Moments { counts, s1, s2, special } => {
+            Kind::Moments { counts, group_of, s1, s2, special } => {
                 let count = counts[b] - counts[a];
                 if count < 2 {
                     return Ok(Output::Null);
                 }
-                if special[b] - special[a] > 0 {
+                if special.as_ref().is_some_and(|s| s[b] - s[a] > 0) {
                     return Ok(Output::Float(f64::NAN));
                 }
                 let n = f64::from(count);
-                let (x, xx) = (s1[b].sub(s1[a]), s2[b].sub(s2[a]));
+                let g = group_of[a] as usize;
+                let (x, xx) = (s1[b + g].sub(s1[a + g]), s2[b + g].sub(s2[a + g]));
                 // (Σd² − (Σd)²/n) / (n − 1), d = x − shift: the same for any shift.
                 let m2 = xx.sub(x.mul(x).div(n)).value().max(0.0);
                 let var = m2 / (n - 1.0);
                 Output::Float(if self.function == AggregateFunction::Stddev { var.sqrt() } else { var })
+            }
+            Kind::Extreme { max, values, .. } if b - a <= SCAN => {
+                let best = (a..b).fold(NONE, |best, i| pick(values, *max, best, i as u32));
+                match values.get(best as usize).and_then(Option::as_ref) {
+                    Some(v) => Output::Value(v.clone()),
+                    None => Output::Null,
+                }
             }
             Kind::Extreme { max, size, tree, values } => {
                 let (mut l, mut r) = (a + size, b + size);
@@ -288,7 +352,12 @@ impl RangeIndex {
                     }
                 }
             }
-            Kind::Distinct(w) => Output::Int(w.count_below(a, b, a as u32 + 1) as i64),
+            // Short ranges are counted directly: a sequential scan beats the
+            // wavelet's cache misses.
+            Kind::Distinct { previous, .. } if b - a <= SCAN => {
+                Output::Int(previous[a..b].iter().filter(|p| **p <= a as u32).count() as i64)
+            }
+            Kind::Distinct { wavelet, .. } => Output::Int(wavelet.count_below(a, b, a as u32 + 1) as i64),
             Kind::Scan { spec, orders, values } => {
                 let mut s = AggState::new(spec.function, spec.input.as_ref(), spec.n);
                 for i in a..b {
@@ -298,6 +367,15 @@ impl RangeIndex {
             }
         })
     }
+}
+
+/// The key (group number) of each position.
+fn group_of(groups: &[usize], n: usize) -> Vec<u32> {
+    let mut out = vec![0u32; n];
+    for (g, w) in groups.windows(2).enumerate() {
+        out[w[0]..w[1]].fill(g as u32);
+    }
+    out
 }
 
 /// The position holding the smaller (or larger) value; ties keep `x`, the older.
@@ -452,6 +530,51 @@ impl Wavelet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key's results are the same to the bit whatever other keys share the
+    /// index (so partitioned and spilled retrievals equal in-memory ones).
+    #[test]
+    fn results_do_not_depend_on_the_other_keys() {
+        let mut x = 0x2545_f491u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let sizes = [37usize, 1, 0, 64];
+        let mut orders = Vec::new();
+        let mut values = Vec::new();
+        let mut groups = vec![0];
+        for size in sizes {
+            for i in 0..size {
+                orders.push(Order { time: i as i64, created: None });
+                values.push((next(5) != 0).then(|| Value::Float((next(1000) as f64 - 300.0) * 1.37e5 + 0.1)));
+            }
+            groups.push(orders.len());
+        }
+        for function in [AggregateFunction::Sum, AggregateFunction::Mean, AggregateFunction::Stddev] {
+            let spec =
+                WindowSpec { function, input: Some(crate::ValueType::Float64), n: None, window: 10, interval: None };
+            let all = RangeIndex::new(&spec, orders.clone().into(), values.clone().into(), &groups).unwrap();
+            for g in groups.windows(2) {
+                let (s, e) = (g[0], g[1]);
+                let alone =
+                    RangeIndex::new(&spec, orders[s..e].to_vec().into(), values[s..e].to_vec().into(), &[0, e - s])
+                        .unwrap();
+                for a in s..=e {
+                    for b in a..=e {
+                        let (x, y) = (all.query(a, b).unwrap(), alone.query(a - s, b - s).unwrap());
+                        let same = match (&x, &y) {
+                            (Output::Float(p), Output::Float(q)) => p.to_bits() == q.to_bits(),
+                            _ => x == y,
+                        };
+                        assert!(same, "{function} {a}..{b}: {x:?} in the shared index, {y:?} alone");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn wavelet_counts_values_below() {

@@ -107,11 +107,17 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
+/// Consistent with `Eq`: floats are equal when their bits are (total order).
 impl std::hash::Hash for Value {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let mut bytes = Vec::new();
-        self.encode(&mut bytes);
-        bytes.hash(state);
+        state.write_u8(self.rank());
+        match self {
+            Self::Bool(b) => b.hash(state),
+            Self::Int(i) | Self::Time(i) => i.hash(state),
+            Self::Float(f) => f.to_bits().hash(state),
+            Self::Str(s) => s.hash(state),
+            Self::Bytes(b) => b.hash(state),
+        }
     }
 }
 
@@ -163,6 +169,31 @@ impl ValueReader {
                 "{what}: cannot aggregate a column of type {}",
                 crate::describe_arrow(other)
             ))),
+        }
+    }
+
+    /// The values of `rows`, in that order: one type dispatch for all of them.
+    pub fn take(&self, rows: &[u32]) -> Vec<Option<Value>> {
+        fn each<T>(
+            c: &T,
+            rows: &[u32],
+            valid: impl Fn(usize) -> bool,
+            f: impl Fn(&T, usize) -> Value,
+        ) -> Vec<Option<Value>> {
+            rows.iter().map(|r| valid(*r as usize).then(|| f(c, *r as usize))).collect()
+        }
+        let c = &self.column;
+        let valid = |i: usize| c.is_valid(i);
+        match c.data_type() {
+            DataType::Int64 => each(c.as_primitive::<Int64Type>(), rows, valid, |a, i| Value::Int(a.value(i))),
+            DataType::Float64 => each(c.as_primitive::<Float64Type>(), rows, valid, |a, i| Value::Float(a.value(i))),
+            DataType::Int32 => {
+                each(c.as_primitive::<Int32Type>(), rows, valid, |a, i| Value::Int(i64::from(a.value(i))))
+            }
+            DataType::Float32 => {
+                each(c.as_primitive::<Float32Type>(), rows, valid, |a, i| Value::Float(f64::from(a.value(i))))
+            }
+            _ => rows.iter().map(|r| self.get(*r as usize)).collect(),
         }
     }
 

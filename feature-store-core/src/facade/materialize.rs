@@ -138,6 +138,10 @@ pub struct ViewMaterialization {
     /// The quality gate's report (schema contract and rules).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationReport>,
+    /// For an aggregation view, the online tiles written (`entities_written`
+    /// counts them too); `None` for a plain view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiles_written: Option<u64>,
 }
 
 /// What a materialization run did, per view.
@@ -360,6 +364,7 @@ impl FeatureStore {
                     seconds: 0.0,
                     outcome: RunOutcome::UpToDate,
                     validation: None,
+                    tiles_written: None,
                 });
                 continue;
             }
@@ -416,6 +421,7 @@ impl FeatureStore {
                     seconds: view_began.elapsed().as_secs_f64(),
                     outcome: RunOutcome::Succeeded,
                     validation: None,
+                    tiles_written: Some(stats.written),
                 });
                 continue;
             }
@@ -462,6 +468,7 @@ impl FeatureStore {
                     seconds: view_began.elapsed().as_secs_f64(),
                     outcome: RunOutcome::ValidationFailed,
                     validation: Some(validation),
+                    tiles_written: None,
                 });
                 if options.stop_on_validation_failure {
                     break;
@@ -507,6 +514,7 @@ impl FeatureStore {
                 outcome: RunOutcome::Succeeded,
                 validation: (!target.view.validation.is_empty() || !validation.warnings.is_empty())
                     .then_some(validation),
+                tiles_written: None,
             });
         }
         report.seconds = began.elapsed().as_secs_f64();

@@ -431,7 +431,7 @@ fn aggregate_index(
                 None => {
                     let reader = ValueReader::new(Arc::clone(&inputs[c]), &spec.context)
                         .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    let mut values: Vec<Option<Value>> = rows.iter().map(|r| reader.get(*r as usize)).collect();
+                    let mut values: Vec<Option<Value>> = reader.take(rows);
                     for w in offsets.windows(2) {
                         sort_ties(&orders[w[0]..w[1]], &mut values[w[0]..w[1]]);
                     }

@@ -103,16 +103,38 @@ fn aggregate(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &Sch
                 .collect()
         }
     };
+    // Each distinct window's event range per row, searched once for all
+    // the aggregations over it.
+    let mut windows: Vec<(i64, Option<i64>)> = Vec::new();
+    for agg in &spec.aggregations {
+        let w = (agg.window.window, agg.window.interval);
+        if !windows.contains(&w) {
+            windows.push(w);
+        }
+    }
+    let spans: Vec<Vec<Option<(usize, usize)>>> = windows
+        .iter()
+        .map(|w| {
+            let agg = spec.aggregations.iter().find(|a| (a.window.window, a.window.interval) == *w).expect("listed");
+            (0..n)
+                .map(|i| match (ranges[i], ts.get(i)) {
+                    (Some(range), Some(t)) => {
+                        let (lo, hi) = agg.window.bounds(t);
+                        Some(build.window(range, lo, hi))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
     let mut columns = left.columns().to_vec();
     for (agg, index) in spec.aggregations.iter().zip(&build.aggregates) {
-        let outputs = (0..n)
-            .map(|i| match (ranges[i], ts.get(i)) {
-                (Some(range), Some(t)) => {
-                    let (lo, hi) = agg.window.bounds(t);
-                    let (a, b) = build.window(range, lo, hi);
-                    index.query(a, b)
-                }
-                _ => Ok(Output::Null),
+        let w = windows.iter().position(|w| *w == (agg.window.window, agg.window.interval)).expect("listed");
+        let outputs = spans[w]
+            .iter()
+            .map(|span| match span {
+                Some((a, b)) => index.query(*a, *b),
+                None => Ok(Output::Null),
             })
             .collect::<feature_store_core::Result<Vec<Output>>>()
             .and_then(|o| outputs_to_array(&o, &agg.dtype))
