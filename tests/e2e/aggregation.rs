@@ -322,6 +322,11 @@ async fn online_equals_historical(online_yaml: &str) {
     let features = Features::refs(refs.iter().map(String::as_str));
     let users: Vec<Option<i64>> = (0..10).map(Some).collect(); // 8 and 9 have no events
     let five = 300_000_000i64;
+    let user_rows = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(users.clone()))],
+    )
+    .unwrap();
     for now in [
         base + 3_600_000_000 + 7_000_000,
         base + day / 4,
@@ -329,13 +334,10 @@ async fn online_equals_historical(online_yaml: &str) {
         base + day - 1,
         base + day + 2 * five,
     ] {
-        let entities = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
-            vec![Arc::new(Int64Array::from(users.clone()))],
-        )
-        .unwrap();
-        let online =
-            store.get_online_features(&features, &entities, &OnlineOptions::default().with_now(at(now))).await.unwrap();
+        let online = store
+            .get_online_features(&features, &user_rows, &OnlineOptions::default().with_now(at(now)))
+            .await
+            .unwrap();
         let entity_rows = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
                 Field::new("user_id", DataType::Int64, true),
@@ -359,7 +361,8 @@ async fn online_equals_historical(online_yaml: &str) {
         for (i, f) in view.schema.iter().enumerate() {
             let got = online.values().column(1 + i);
             let want = hist.column(2 + i);
-            crate::aggregation::assert_close(&format!("{online_yaml} now {now}, {}", f.name), got, want);
+            let what = format!("{online_yaml} now {now}, online against historical");
+            feature_store::testing::offline::assert_columns_close(&what, &f.name, got, want);
             for (row, user) in users.iter().enumerate() {
                 let status = online.status(row, &f.name).unwrap();
                 let ts = online.event_timestamp(row, &f.name).unwrap().map(|t| t.timestamp_micros());
@@ -384,53 +387,15 @@ async fn online_equals_historical(online_yaml: &str) {
     }
     // Rewriting a window is idempotent.
     let before = store
-        .get_online_features(
-            &features,
-            &RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
-                vec![Arc::new(Int64Array::from(users.clone()))],
-            )
-            .unwrap(),
-            &OnlineOptions::default().with_now(at(base + day / 2)),
-        )
+        .get_online_features(&features, &user_rows, &OnlineOptions::default().with_now(at(base + day / 2)))
         .await
         .unwrap();
     store.materialize(at(base), at(base + day), &MaterializeOptions::default()).await.unwrap();
     let after = store
-        .get_online_features(
-            &features,
-            &RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
-                vec![Arc::new(Int64Array::from(users.clone()))],
-            )
-            .unwrap(),
-            &OnlineOptions::default().with_now(at(base + day / 2)),
-        )
+        .get_online_features(&features, &user_rows, &OnlineOptions::default().with_now(at(base + day / 2)))
         .await
         .unwrap();
     assert_eq!(before.values(), after.values(), "rewriting a window changes nothing");
-}
-
-/// Float columns within 1e-9 relative (NaN equals NaN), others exactly.
-pub(crate) fn assert_close(what: &str, got: &ArrayRef, want: &ArrayRef) {
-    use arrow_array::Array;
-    assert_eq!(got.data_type(), want.data_type(), "{what}: types");
-    if let (Some(g), Some(w)) =
-        (got.as_any().downcast_ref::<Float64Array>(), want.as_any().downcast_ref::<Float64Array>())
-    {
-        for i in 0..g.len() {
-            let (a, b) = (g.is_valid(i).then(|| g.value(i)), w.is_valid(i).then(|| w.value(i)));
-            let ok = match (a, b) {
-                (Some(x), Some(y)) => {
-                    x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * y.abs().max(1e-300)
-                }
-                (x, y) => x.is_none() && y.is_none(),
-            };
-            assert!(ok, "{what}, row {i}: online {a:?}, historical {b:?}");
-        }
-        return;
-    }
-    assert_eq!(got.as_ref(), want.as_ref(), "{what}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

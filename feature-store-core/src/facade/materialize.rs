@@ -383,100 +383,69 @@ impl FeatureStore {
                 outcome: RunOutcome::Failed,
                 error: None,
             };
-            if target.view.is_aggregation() {
-                let written =
-                    self.materialize_tiles(&online, &target.view, source, &target.join_keys, start, end).await;
-                let (rows_read, stats, newest) = match written {
-                    Ok(w) => w,
+            // An aggregation view's tiles are computed from its events and
+            // have no gate; a plain view passes the gate first.
+            let aggregation = target.view.is_aggregation();
+            let validation = if aggregation {
+                None
+            } else {
+                // The gate: the schema contract always, the view's rules when it has any.
+                let previous = state.and_then(|s| crate::quality::previous_run(&s.runs, start, end));
+                let reference = state.and_then(|s| s.profile.as_ref());
+                let validation = match self
+                    .check_window(&target.view, &source, &target.join_keys, start, end, previous, reference)
+                    .await
+                {
+                    Ok(v) => v,
                     Err(e) => {
-                        tracing::warn!(project = self.project(), view = %name, error = %e, "materialize: view failed");
                         run.error = Some(e.to_string());
                         run.seconds = view_began.elapsed().as_secs_f64();
                         self.record_run(name, run).await;
                         return Err(e);
                     }
                 };
-                run.rows_read = rows_read;
-                run.entities_written = stats.written;
-                run.outcome = RunOutcome::Succeeded;
-                run.seconds = view_began.elapsed().as_secs_f64();
-                tracing::info!(
-                    project = self.project(),
-                    view = %name,
-                    start = ?start,
-                    %end,
-                    rows_read,
-                    tiles_written = stats.written,
-                    seconds = run.seconds,
-                    "materialize: aggregation tiles written"
-                );
-                self.advance_watermark(name, end, run, newest).await?;
-                report.views.push(ViewMaterialization {
-                    view: name.clone(),
-                    start,
-                    end,
-                    rows_read,
-                    entities_written: stats.written,
-                    skipped_older: stats.skipped_older,
-                    seconds: view_began.elapsed().as_secs_f64(),
-                    outcome: RunOutcome::Succeeded,
-                    validation: None,
-                    tiles_written: Some(stats.written),
-                });
-                continue;
-            }
-            // The gate: the schema contract always, the view's rules when it has any.
-            let previous = state.and_then(|s| crate::quality::previous_run(&s.runs, start, end));
-            let reference = state.and_then(|s| s.profile.as_ref());
-            let validation = match self
-                .check_window(&target.view, &source, &target.join_keys, start, end, previous, reference)
-                .await
-            {
-                Ok(v) => v,
-                Err(e) => {
-                    run.error = Some(e.to_string());
+                if !target.view.validation.is_empty() || !validation.passed() {
+                    run.validation_passed = Some(validation.passed());
+                    run.failed_rules = validation
+                        .failures()
+                        .map(|r| r.feature.as_ref().map_or_else(|| r.rule.clone(), |f| format!("{} {f}", r.rule)))
+                        .collect();
+                }
+                if !validation.passed() {
+                    tracing::warn!(
+                        project = self.project(),
+                        view = %name,
+                        failed = ?run.failed_rules,
+                        "materialize: validation failed; nothing written for this view"
+                    );
+                    run.rows_read = validation.rows;
+                    run.outcome = RunOutcome::ValidationFailed;
                     run.seconds = view_began.elapsed().as_secs_f64();
                     self.record_run(name, run).await;
-                    return Err(e);
+                    report.views.push(ViewMaterialization {
+                        view: name.clone(),
+                        start,
+                        end,
+                        rows_read: validation.rows,
+                        entities_written: 0,
+                        skipped_older: 0,
+                        seconds: view_began.elapsed().as_secs_f64(),
+                        outcome: RunOutcome::ValidationFailed,
+                        validation: Some(validation),
+                        tiles_written: None,
+                    });
+                    if options.stop_on_validation_failure {
+                        break;
+                    }
+                    continue;
                 }
+                Some(validation)
             };
-            if !target.view.validation.is_empty() || !validation.passed() {
-                run.validation_passed = Some(validation.passed());
-                run.failed_rules = validation
-                    .failures()
-                    .map(|r| r.feature.as_ref().map_or_else(|| r.rule.clone(), |f| format!("{} {f}", r.rule)))
-                    .collect();
-            }
-            if !validation.passed() {
-                tracing::warn!(
-                    project = self.project(),
-                    view = %name,
-                    failed = ?run.failed_rules,
-                    "materialize: validation failed; nothing written for this view"
-                );
-                run.rows_read = validation.rows;
-                run.outcome = RunOutcome::ValidationFailed;
-                run.seconds = view_began.elapsed().as_secs_f64();
-                self.record_run(name, run).await;
-                report.views.push(ViewMaterialization {
-                    view: name.clone(),
-                    start,
-                    end,
-                    rows_read: validation.rows,
-                    entities_written: 0,
-                    skipped_older: 0,
-                    seconds: view_began.elapsed().as_secs_f64(),
-                    outcome: RunOutcome::ValidationFailed,
-                    validation: Some(validation),
-                    tiles_written: None,
-                });
-                if options.stop_on_validation_failure {
-                    break;
-                }
-                continue;
-            }
-            let written =
-                self.materialize_view(&online, &target, source, start, end, index, names.len(), options).await;
+            let written = if aggregation {
+                self.materialize_tiles(&online, &target.view, source, &target.join_keys, start, end).await
+            } else {
+                self.materialize_view(&online, &target, source, start, end, index, names.len(), options).await
+            };
             let (rows_read, stats, newest) = match written {
                 Ok(w) => w,
                 Err(e) => {
@@ -499,6 +468,7 @@ impl FeatureStore {
                 rows_read,
                 entities_written = stats.written,
                 skipped_older = stats.skipped_older,
+                aggregation,
                 seconds = run.seconds,
                 "materialize: view written"
             );
@@ -512,9 +482,8 @@ impl FeatureStore {
                 skipped_older: stats.skipped_older,
                 seconds: view_began.elapsed().as_secs_f64(),
                 outcome: RunOutcome::Succeeded,
-                validation: (!target.view.validation.is_empty() || !validation.warnings.is_empty())
-                    .then_some(validation),
-                tiles_written: None,
+                validation: validation.filter(|v| !target.view.validation.is_empty() || !v.warnings.is_empty()),
+                tiles_written: aggregation.then_some(stats.written),
             });
         }
         report.seconds = began.elapsed().as_secs_f64();

@@ -82,6 +82,21 @@ pub(super) fn join(
         .map_err(|e| Error::data("historical retrieval", e.to_string()))
 }
 
+/// `cols` in Arrow's row format, for grouping and ordering; `None` for no columns.
+fn rows_of(cols: &[ArrayRef], what: &str) -> Result<Option<arrow_row::Rows>> {
+    if cols.is_empty() {
+        return Ok(None);
+    }
+    let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+        .map_err(|e| Error::data(what, e.to_string()))?;
+    converter.convert_columns(cols).map(Some).map_err(|e| Error::data(what, e.to_string()))
+}
+
+/// Whether row `i` is non-null in every one of `cols`.
+fn all_valid(cols: &[ArrayRef], i: usize) -> bool {
+    cols.iter().all(|c| c.is_valid(i))
+}
+
 /// The join keys of entity rows and source rows, cast to their canonical types.
 fn key_columns(
     entities: &RecordBatch,
@@ -142,19 +157,11 @@ fn join_view(
     }
 
     // Group source rows by key; rows with a null key or time never match.
-    let key_of = |cols: &[ArrayRef]| -> Result<Option<arrow_row::Rows>> {
-        if cols.is_empty() {
-            return Ok(None);
-        }
-        let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())
-            .map_err(|e| Error::data(&what, e.to_string()))?;
-        converter.convert_columns(cols).map(Some).map_err(|e| Error::data(&what, e.to_string()))
-    };
-    let valid = |cols: &[ArrayRef], i: usize| cols.iter().all(|c| c.is_valid(i));
+    let key_of = |cols: &[ArrayRef]| rows_of(cols, &what);
     let right_rows = key_of(&right)?;
     let mut groups: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
     for (i, t) in event.iter().enumerate() {
-        if t.is_none() || !valid(&right, i) {
+        if t.is_none() || !all_valid(&right, i) {
             continue;
         }
         let k = right_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
@@ -182,7 +189,7 @@ fn join_view(
     let picked: UInt32Array = (0..entities.num_rows())
         .map(|i| {
             let t = entity_ts[i]?;
-            if !valid(&left, i) {
+            if !all_valid(&left, i) {
                 return None;
             }
             let k = left_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
@@ -220,19 +227,11 @@ fn aggregate_view(
         Some(c) => instants(column(rows, c, &what)?, &what)?,
         None => vec![None; rows.num_rows()],
     };
-    let key_rows = |cols: &[ArrayRef]| -> Result<Option<arrow_row::Rows>> {
-        if cols.is_empty() {
-            return Ok(None);
-        }
-        let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())
-            .map_err(|e| Error::data(&what, e.to_string()))?;
-        converter.convert_columns(cols).map(Some).map_err(|e| Error::data(&what, e.to_string()))
-    };
-    let valid = |cols: &[ArrayRef], i: usize| cols.iter().all(|c| c.is_valid(i));
+    let key_rows = |cols: &[ArrayRef]| rows_of(cols, &what);
     let right_rows = key_rows(&right)?;
     let mut groups: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
     for (i, t) in event.iter().enumerate() {
-        if t.is_some() && valid(&right, i) {
+        if t.is_some() && all_valid(&right, i) {
             let k = right_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
             groups.entry(k).or_default().push(i);
         }
@@ -289,7 +288,7 @@ fn aggregate_view(
         let outputs: Vec<Output> = (0..entities.num_rows())
             .map(|i| {
                 let Some(t) = entity_ts[i] else { return Ok(Output::Null) };
-                if !valid(&left, i) {
+                if !all_valid(&left, i) {
                     return Ok(Output::Null);
                 }
                 let k = left_rows.as_ref().map(|r| r.row(i).as_ref().to_vec()).unwrap_or_default();
@@ -342,7 +341,7 @@ pub(super) fn events(req: &super::EventsRequest, rows: &RecordBatch) -> Result<(
     let keep: arrow_array::BooleanArray = (0..rows.num_rows())
         .map(|i| {
             let in_window = event[i].is_some_and(|t| t <= end && start.is_none_or(|s| t >= s));
-            Some(in_window && columns[..req.join_keys.len()].iter().all(|k| k.is_valid(i)))
+            Some(in_window && all_valid(&columns[..req.join_keys.len()], i))
         })
         .collect();
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
@@ -379,17 +378,10 @@ pub(super) fn latest(req: &super::LatestRequest, rows: &RecordBatch) -> Result<(
         (req.start.map(|t| i128::from(t.timestamp_micros()) * 1000), i128::from(req.end.timestamp_micros()) * 1000);
     let in_window: Vec<usize> = (0..rows.num_rows())
         .filter(|&i| event[i].is_some_and(|t| t <= end && start.is_none_or(|s| t >= s)))
-        .filter(|&i| keys.iter().all(|k| k.is_valid(i)))
+        .filter(|&i| all_valid(&keys, i))
         .collect();
     let rows_read = in_window.len() as u64;
-    let convert = |cols: &[ArrayRef]| -> Result<Option<arrow_row::Rows>> {
-        if cols.is_empty() {
-            return Ok(None);
-        }
-        let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())
-            .map_err(|e| Error::data(&what, e.to_string()))?;
-        converter.convert_columns(cols).map(Some).map_err(|e| Error::data(&what, e.to_string()))
-    };
+    let convert = |cols: &[ArrayRef]| rows_of(cols, &what);
     let key_rows = convert(&keys)?;
     // Rows are ranked by their event time in microseconds, the unit of
     // `LATEST_EVENT_TS` (nanoseconds apart within one microsecond tie).

@@ -668,8 +668,9 @@ fn aggregates_by_definition(view: &FeatureView, events: &[RecordBatch], entities
         .collect()
 }
 
-/// Compares float columns within 1e-9 relative (NaN equal to NaN), others exactly.
-fn assert_columns_close(what: &str, name: &str, got: &ArrayRef, want: &ArrayRef) {
+/// Compares float columns within 1e-9 relative (NaN equal to NaN), others
+/// exactly: how aggregates from different paths are compared.
+pub fn assert_columns_close(what: &str, name: &str, got: &ArrayRef, want: &ArrayRef) {
     use arrow_array::Array;
     assert_eq!(got.data_type(), want.data_type(), "{what}: column {name} type");
     if let (Some(g), Some(w)) = (

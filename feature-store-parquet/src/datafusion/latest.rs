@@ -46,17 +46,9 @@ pub(crate) async fn latest_rows(
     let ts = ident(&source.timestamp_field);
     let mut select: Vec<Expr> = Vec::new();
     let mut order: Vec<datafusion::logical_expr::SortExpr> = Vec::new();
-    for key in &req.join_keys {
-        let src = source.source_column(&key.name);
-        let src_type = schema
-            .field_with_name(src)
-            .map(|f| f.data_type().clone())
-            .map_err(|_| CoreError::data(&context, format!("join key column \"{src}\" is missing")))?;
-        let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(&src_type)).ok_or_else(|| {
-            CoreError::data(&context, format!("join key \"{}\" has unsupported type {src_type}", key.name))
-        })?;
+    for (key, src, column) in key_columns(&schema, source, &req.join_keys, &context)? {
         predicate = predicate.and(ident(src).is_not_null());
-        select.push(cast(ident(src), key_type(&declared)).alias(&key.name));
+        select.push(column);
         order.push(ident(&key.name).sort(true, true));
     }
     select.push(cast(ts, DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))).alias(LATEST_EVENT_TS));
@@ -102,6 +94,29 @@ pub(crate) async fn latest_rows(
     Ok(LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read))
 }
 
+/// Each join key with its source column and that column cast to the key's
+/// canonical type, named by the key.
+fn key_columns<'a>(
+    schema: &datafusion::arrow::datatypes::Schema,
+    source: &'a feature_store_core::model::DataSource,
+    keys: &'a [feature_store_core::model::JoinKey],
+    context: &str,
+) -> CoreResult<Vec<(&'a feature_store_core::model::JoinKey, &'a str, Expr)>> {
+    keys.iter()
+        .map(|key| {
+            let src = source.source_column(&key.name);
+            let src_type = schema
+                .field_with_name(src)
+                .map(|f| f.data_type().clone())
+                .map_err(|_| CoreError::data(context, format!("join key column \"{src}\" is missing")))?;
+            let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(&src_type)).ok_or_else(|| {
+                CoreError::data(context, format!("join key \"{}\" has unsupported type {src_type}", key.name))
+            })?;
+            Ok((key, src, cast(ident(src), key_type(&declared)).alias(&key.name)))
+        })
+        .collect()
+}
+
 /// Every event of an aggregation view in `[start, end]` with non-null keys,
 /// for materializing its tiles (see [`feature_store_core::offline::EventsRequest`]).
 pub(crate) async fn events(engine: Engine, req: EventsRequest, resolved: &ResolvedSource) -> CoreResult<LatestRows> {
@@ -114,17 +129,9 @@ pub(crate) async fn events(engine: Engine, req: EventsRequest, resolved: &Resolv
     let mut predicate = window_predicate(&schema, source, req.start, req.end, &context)?;
     let micros = DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()));
     let mut select: Vec<Expr> = Vec::new();
-    for key in &req.join_keys {
-        let src = source.source_column(&key.name);
-        let src_type = schema
-            .field_with_name(src)
-            .map(|f| f.data_type().clone())
-            .map_err(|_| CoreError::data(&context, format!("join key column \"{src}\" is missing")))?;
-        let declared = key.dtype.clone().or_else(|| ValueType::from_arrow(&src_type)).ok_or_else(|| {
-            CoreError::data(&context, format!("join key \"{}\" has unsupported type {src_type}", key.name))
-        })?;
+    for (_, src, column) in key_columns(&schema, source, &req.join_keys, &context)? {
         predicate = predicate.and(ident(src).is_not_null());
-        select.push(cast(ident(src), key_type(&declared)).alias(&key.name));
+        select.push(column);
     }
     select.push(cast(ident(&source.timestamp_field), micros.clone()).alias(LATEST_EVENT_TS));
     if let Some(c) = &source.created_timestamp_field {
