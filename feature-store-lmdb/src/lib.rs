@@ -424,6 +424,43 @@ impl Inner {
         Ok(stats)
     }
 
+    fn compare_and_swap(
+        &self,
+        project: &str,
+        view: &str,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> Result<Vec<bool>, Error> {
+        let h = self.handle(true)?.expect("created on write");
+        // One write transaction: LMDB serializes writers, across processes too.
+        let mut txn = h.env.write_txn().map_err(|e| self.lmdb(e))?;
+        let mut key = Vec::with_capacity(128);
+        self.prefix(&h, project, view, &mut key)?;
+        let prefix = key.len();
+        let mut value = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, want) in expected.iter().enumerate() {
+            key.truncate(prefix);
+            Self::push_entity(&h, rows.key(i), &mut key);
+            let same = match (h.db.get(&txn, &key).map_err(|e| self.lmdb(e))?, want) {
+                (None, None) => true,
+                (Some(stored), Some(w)) => stored
+                    .split_first_chunk::<8>()
+                    .is_some_and(|(ts, record)| i64::from_le_bytes(*ts) == w.event_ts && record == &w.record[..]),
+                _ => false,
+            };
+            if same {
+                value.clear();
+                value.extend_from_slice(&rows.event_ts(i).to_le_bytes());
+                rows.encode_record(i, &mut value);
+                h.db.put(&mut txn, &key, &value).map_err(|e| self.lmdb(e))?;
+            }
+            out.push(same);
+        }
+        txn.commit().map_err(|e| self.lmdb(e))?;
+        Ok(out)
+    }
+
     fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64, Error> {
         let Some(h) = self.handle(false)? else { return Ok(0) };
         let mut txn = h.env.write_txn().map_err(|e| self.lmdb(e))?;
@@ -469,6 +506,17 @@ impl BlockingOnlineStore for LmdbOnlineStore {
 
     fn read_blocking(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
         Ok(self.inner.read(project, reads)?)
+    }
+
+    fn compare_and_swap_blocking(
+        &self,
+        project: &str,
+        view: &str,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> CoreResult<Vec<bool>> {
+        feature_store_core::online::check_expected(rows, expected)?;
+        Ok(self.inner.compare_and_swap(project, view, rows, expected)?)
     }
 
     fn delete_blocking(&self, project: &str, view: &str, keys: &[String]) -> CoreResult<u64> {

@@ -105,6 +105,44 @@ def test_online_values_equal_training_at_the_same_time(agg_store):
     assert online["conv_mean_1d"] == pytest.approx(training["conv_mean_1d"].tolist(), rel=1e-9)
 
 
+def test_pushed_events_update_the_online_tiles(agg_store):
+    agg_store.materialize_incremental(end_date=datetime.now(timezone.utc))
+    features = ["driver_activity:count_6h", "driver_activity:avg_daily_trips_sum_3h"]
+
+    def read():
+        return agg_store.get_online_features(features=features, entity_rows=[{"driver_id": 1001}]).to_dict()
+
+    for _ in range(2):
+        now = datetime.now(timezone.utc)
+        b = now.replace(minute=0, second=0, microsecond=0)  # the windows' end: now floored to the interval
+        before = read()
+        events = pd.DataFrame(
+            {
+                "driver_id": [1001, 1001],
+                "event_timestamp": [b, b - timedelta(minutes=30)],
+                "created": [b, b],
+                "conv_rate": pd.Series([0.5, 0.25], dtype="float32"),
+                "avg_daily_trips": [7, 8],
+            }
+        )
+        # The source is one file, so the offline part is refused before anything is written.
+        with pytest.raises(fs.UnsupportedError, match="single file"):
+            shared = events.assign(acc_rate=pd.Series([0.9, 0.8], dtype="float32"))  # another view reads it
+            agg_store.push("driver_activity", shared, to="online_and_offline")
+        assert read() == before
+        assert agg_store.push("driver_activity", events) == 2
+        after = read()
+        if datetime.now(timezone.utc).hour == now.hour:
+            break
+    assert after["count_6h"] == [before["count_6h"][0] + 2]
+    assert after["avg_daily_trips_sum_3h"] == [(before["avg_daily_trips_sum_3h"][0] or 0) + 15]
+    with pytest.raises(fs.DataError, match="avg_daily_trips"):
+        agg_store.push("driver_activity", events.assign(avg_daily_trips=["seven", "eight"]))
+    with pytest.raises(fs.DataError, match='"acc_rate" is not a join key, timestamp or aggregated column'):
+        agg_store.push("driver_activity", events.assign(acc_rate=[0.1, 0.2]))
+    assert read() == after
+
+
 def test_bad_aggregations_are_clear_errors(store):
     driver, source, _, _ = definitions()
     with pytest.raises(ValueError, match="median"):

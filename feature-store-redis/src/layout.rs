@@ -104,6 +104,39 @@ end
 return written
 ";
 
+/// Swaps rows that are still the expected ones.
+///
+/// `KEYS`: one per row. `ARGV`: per row the expected value (`0` for no key,
+/// or `1` followed by the stored value [`value`]), the new value, and its
+/// expiry (ms since the epoch, `0` for none). Returns per row 1 if swapped.
+pub const SWAP_SCRIPT: &str = r"
+local out = {}
+local p = 1
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local want = ARGV[p]
+  local cur = redis.call('GET', key)
+  local same
+  if want == '0' then
+    same = not cur
+  else
+    same = cur and cur == string.sub(want, 2)
+  end
+  if same then
+    if ARGV[p + 2] ~= '0' then
+      redis.call('SET', key, ARGV[p + 1], 'PXAT', ARGV[p + 2])
+    else
+      redis.call('SET', key, ARGV[p + 1])
+    end
+    out[k] = 1
+  else
+    out[k] = 0
+  end
+  p = p + 3
+end
+return out
+";
+
 /// The Redis Cluster slot of `key` (CRC16/XMODEM of the hash tag, mod 16384).
 pub fn slot(key: &str) -> u16 {
     let b = key.as_bytes();

@@ -18,7 +18,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
-use crate::layout::{self, WRITE_SCRIPT};
+use crate::layout::{self, SWAP_SCRIPT, WRITE_SCRIPT};
 use crate::{Error, RedisConfig};
 
 /// Online store on Redis or Redis Cluster. See the crate docs for the layout.
@@ -36,6 +36,7 @@ struct Inner {
     name: String,
     conn: OnceCell<Conn>,
     script: Script,
+    swap: Script,
 }
 
 impl std::fmt::Debug for Inner {
@@ -99,7 +100,15 @@ impl RedisOnlineStore {
         let kind = if config.cluster { "Redis Cluster" } else { "Redis" };
         let name =
             format!("{kind} online store {}", config.nodes.iter().map(|n| redact(n)).collect::<Vec<_>>().join(","));
-        Ok(Self { inner: Arc::new(Inner { config, name, conn: OnceCell::new(), script: Script::new(WRITE_SCRIPT) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                name,
+                conn: OnceCell::new(),
+                script: Script::new(WRITE_SCRIPT),
+                swap: Script::new(SWAP_SCRIPT),
+            }),
+        })
     }
 
     /// A store from an `online_store:` section with `type: redis` (see
@@ -284,6 +293,63 @@ impl Inner {
         Ok(out)
     }
 
+    async fn compare_and_swap(
+        &self,
+        project: &str,
+        view: &OnlineView,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> Result<Vec<bool>, Error> {
+        let mut out = vec![false; rows.len()];
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let conn = self.conn().await?;
+        let c = &self.config;
+        let keys: Vec<String> =
+            (0..rows.len()).map(|i| layout::key(&c.key_prefix, project, rows.key(i), &view.name)).collect();
+        let ttl_ms = view.ttl.filter(|_| c.expire).map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+        let mut calls = Vec::new();
+        let (mut record, mut stored, mut want) = (Vec::new(), Vec::new(), Vec::new());
+        for group in self.groups(&keys) {
+            for chunk in group.chunks(c.rows_per_script) {
+                let mut inv = self.swap.prepare_invoke();
+                for &i in chunk {
+                    inv.key(&keys[i]);
+                    want.clear();
+                    match &expected[i] {
+                        None => want.push(b'0'),
+                        Some(row) => {
+                            want.push(b'1');
+                            layout::value(row.event_ts, &row.record, &mut stored);
+                            want.extend_from_slice(&stored);
+                        }
+                    }
+                    inv.arg(&want[..]);
+                    let ts = rows.event_ts(i);
+                    record.clear();
+                    rows.encode_record(i, &mut record);
+                    layout::value(ts, &record, &mut stored);
+                    inv.arg(&stored[..]);
+                    inv.arg(ttl_ms.map_or(0, |t| ts.div_euclid(1000).saturating_add(t).max(1)));
+                }
+                calls.push((chunk.to_vec(), inv));
+            }
+        }
+        let replies = try_join_all(calls.into_iter().map(|(chunk, inv)| {
+            let mut conn = conn.clone();
+            async move { inv.invoke_async::<Vec<i64>>(&mut conn).await.map(|r| (chunk, r)) }
+        }))
+        .await
+        .map_err(|e| self.err(e))?;
+        for (chunk, reply) in replies {
+            for (i, swapped) in chunk.into_iter().zip(reply) {
+                out[i] = swapped == 1;
+            }
+        }
+        Ok(out)
+    }
+
     async fn delete(&self, project: &str, view: &str, entity_keys: &[String]) -> Result<u64, Error> {
         let conn = self.conn().await?;
         let keys: Vec<String> =
@@ -383,6 +449,18 @@ impl OnlineStore for RedisOnlineStore {
     async fn read(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
         let i = &self.inner;
         i.bounded(i.read(project, reads)).await.map_err(CoreError::from)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        project: &str,
+        view: &OnlineView,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> CoreResult<Vec<bool>> {
+        feature_store_core::online::check_expected(rows, expected)?;
+        let i = &self.inner;
+        i.bounded(i.compare_and_swap(project, view, rows, expected)).await.map_err(CoreError::from)
     }
 
     async fn delete(&self, project: &str, view: &str, keys: &[String]) -> CoreResult<u64> {

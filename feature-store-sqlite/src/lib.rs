@@ -44,6 +44,9 @@ const UPSERT: &str = "INSERT INTO online_values (project, view, entity_key, even
     SET event_ts = excluded.event_ts, record = excluded.record
     WHERE excluded.event_ts >= online_values.event_ts";
 
+const REPLACE: &str = "INSERT OR REPLACE INTO online_values (project, view, entity_key, event_ts, record)
+    VALUES (?1, ?2, ?3, ?4, ?5)";
+
 const SELECT: &str = "SELECT event_ts, record FROM online_values WHERE project = ?1 AND view = ?2 AND entity_key = ?3";
 
 /// Errors of this crate; mapped into the core error at the trait boundary.
@@ -284,6 +287,51 @@ impl Inner {
         Ok(stats)
     }
 
+    fn compare_and_swap(
+        &self,
+        project: &str,
+        view: &str,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> Result<Vec<bool>, Error> {
+        self.with_writer(|conn| {
+            // IMMEDIATE takes the write lock before the reads, so another
+            // process cannot change a row between its check and its write.
+            let tx =
+                rusqlite::Transaction::new(conn, rusqlite::TransactionBehavior::Immediate).map_err(|e| self.sql(e))?;
+            let mut out = Vec::with_capacity(rows.len());
+            {
+                let mut select = tx.prepare_cached(SELECT).map_err(|e| self.sql(e))?;
+                let mut replace = tx.prepare_cached(REPLACE).map_err(|e| self.sql(e))?;
+                let mut record = Vec::new();
+                for (i, want) in expected.iter().enumerate() {
+                    let mut q = select.query(params![project, view, rows.key(i)]).map_err(|e| self.sql(e))?;
+                    let same = match (q.next().map_err(|e| self.sql(e))?, want) {
+                        (None, None) => true,
+                        (Some(row), Some(w)) => {
+                            let ts: i64 = row.get(0).map_err(|e| self.sql(e))?;
+                            let stored =
+                                row.get_ref(1).map_err(|e| self.sql(e))?.as_blob().map_err(|e| self.sql(e.into()))?;
+                            ts == w.event_ts && stored == &w.record[..]
+                        }
+                        _ => false,
+                    };
+                    drop(q);
+                    if same {
+                        record.clear();
+                        rows.encode_record(i, &mut record);
+                        replace
+                            .execute(params![project, view, rows.key(i), rows.event_ts(i), record])
+                            .map_err(|e| self.sql(e))?;
+                    }
+                    out.push(same);
+                }
+            }
+            tx.commit().map_err(|e| self.sql(e))?;
+            Ok(out)
+        })
+    }
+
     fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64, Error> {
         if !self.exists() {
             return Ok(0);
@@ -332,6 +380,17 @@ impl BlockingOnlineStore for SqliteOnlineStore {
 
     fn read_blocking(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
         Ok(self.inner.read(project, reads)?)
+    }
+
+    fn compare_and_swap_blocking(
+        &self,
+        project: &str,
+        view: &str,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> CoreResult<Vec<bool>> {
+        feature_store_core::online::check_expected(rows, expected)?;
+        Ok(self.inner.compare_and_swap(project, view, rows, expected)?)
     }
 
     fn delete_blocking(&self, project: &str, view: &str, keys: &[String]) -> CoreResult<u64> {

@@ -396,6 +396,119 @@ async fn online_equals_historical(online_yaml: &str) {
         .await
         .unwrap();
     assert_eq!(before.values(), after.values(), "rewriting a window changes nothing");
+
+    // A second day of events pushed in four concurrent pushes (to the source
+    // and the tiles): online still equals historical, which reads the
+    // appended source, and a materialization of the range agrees.
+    let more = random_events(base + day, 13);
+    let quarter = more.num_rows() / 4;
+    let pushes = (0..4).map(|i| {
+        let part = more.slice(i * quarter, if i == 3 { more.num_rows() - 3 * quarter } else { quarter });
+        let store = &store;
+        async move { store.push("user_agg", &part, feature_store::PushMode::OnlineAndOffline).await }
+    });
+    for pushed in futures::future::join_all(pushes).await {
+        assert!(pushed.unwrap().written > 0, "{online_yaml}: pushed");
+    }
+    let times = [base + day + day / 2, base + 2 * day - 1, base + 2 * day + 3 * five];
+    let mut served = Vec::new();
+    for now in times {
+        let online = store
+            .get_online_features(&features, &user_rows, &OnlineOptions::default().with_now(at(now)))
+            .await
+            .unwrap();
+        let entity_rows = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("user_id", DataType::Int64, true),
+                Field::new("event_timestamp", ts_type(), false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(users.clone())),
+                Arc::new(TimestampMicrosecondArray::from(vec![now; users.len()]).with_timezone("UTC")),
+            ],
+        )
+        .unwrap();
+        let hist = store
+            .get_historical_features(EntityInput::batch(entity_rows), &features, &HistoricalOptions::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let hist = arrow::compute::concat_batches(&hist[0].schema(), &hist).unwrap();
+        for (i, f) in view.schema.iter().enumerate() {
+            let what = format!("{online_yaml} now {now}, pushed tiles against historical");
+            feature_store::testing::offline::assert_columns_close(
+                &what,
+                &f.name,
+                online.values().column(1 + i),
+                hist.column(2 + i),
+            );
+        }
+        served.push(online);
+    }
+    store.materialize(at(base), at(base + 2 * day), &MaterializeOptions::default()).await.unwrap();
+    let rebuilt_at = times;
+    for (now, pushed) in rebuilt_at.iter().zip(&served) {
+        let rebuilt = store
+            .get_online_features(&features, &user_rows, &OnlineOptions::default().with_now(at(*now)))
+            .await
+            .unwrap();
+        for (i, f) in view.schema.iter().enumerate() {
+            let what = format!("{online_yaml} now {now}, materialized against pushed tiles");
+            feature_store::testing::offline::assert_columns_close(
+                &what,
+                &f.name,
+                rebuilt.values().column(1 + i),
+                pushed.values().column(1 + i),
+            );
+        }
+    }
+
+    // Racing pushes into one tile, online only, from tasks on several
+    // threads: every event is counted once.
+    let t0 = base + 3 * day + 60_000_000;
+    let one_user = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![3]))],
+    )
+    .unwrap();
+    let count = Features::refs(["user_agg:count_1h", "user_agg:amount_sum_10m"]);
+    let (tasks, each) = (6, 8);
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..each {
+                let event = RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![
+                        Field::new("user_id", DataType::Int64, false),
+                        Field::new("event_timestamp", ts_type(), false),
+                        Field::new("amount", DataType::Float64, true),
+                        Field::new("qty", DataType::Int64, true),
+                        Field::new("merchant", DataType::Utf8, true),
+                    ])),
+                    vec![
+                        Arc::new(Int64Array::from(vec![3])),
+                        Arc::new(TimestampMicrosecondArray::from(vec![t0 + task * 1000 + i]).with_timezone("UTC")),
+                        Arc::new(Float64Array::from(vec![1.0])),
+                        Arc::new(Int64Array::from(vec![1])),
+                        Arc::new(StringArray::from(vec!["m1"])),
+                    ],
+                )
+                .unwrap();
+                store.push("user_agg", &event, feature_store::PushMode::Online).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let got =
+        store.get_online_features(&count, &one_user, &OnlineOptions::default().with_now(at(t0 + five))).await.unwrap();
+    let counted = got.values().column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    let summed = got.values().column(2).as_any().downcast_ref::<Float64Array>().unwrap().value(0);
+    assert_eq!((counted, summed), (tasks * each, (tasks * each) as f64), "{online_yaml}: racing pushes lost events");
 }
 
 #[tokio::test(flavor = "multi_thread")]

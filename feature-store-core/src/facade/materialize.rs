@@ -9,6 +9,7 @@
 //! converges to the contents of one clean run. A view's watermark advances
 //! only after all its writes succeeded.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,7 +27,7 @@ use serde::Serialize;
 use super::FeatureStore;
 use super::serving::{check_key_column, column_list};
 use crate::model::{DataSource, FeatureView, JoinKey};
-use crate::offline::{LATEST_EVENT_TS, LatestRequest};
+use crate::offline::{EVENT_CREATED_TS, LATEST_EVENT_TS, LatestRequest};
 use crate::online::codec::{ValueEncoder, conform, entity_keys};
 use crate::online::{OnlineRows, OnlineStore, OnlineView, WriteStats};
 use crate::quality::ValidationReport;
@@ -195,7 +196,9 @@ pub enum PushMode {
     Online,
     /// The offline store only (a new Parquet file under the source's folder).
     Offline,
-    /// Both: online first, then offline; a rerun after a failure repairs both.
+    /// Both: offline first, then online; when the online write fails, a
+    /// materialization of the rows' time range serves them (a second push
+    /// would add them to the source twice).
     OnlineAndOffline,
 }
 
@@ -630,11 +633,6 @@ impl FeatureStore {
         let doc = self.document().await?;
         // An offline-only push needs no online serving.
         let (target, source) = self.write_target(&doc, view, mode != PushMode::Offline)?;
-        if target.view.is_aggregation() {
-            return Err(Error::Unsupported(format!(
-                "feature view \"{view}\" aggregates events; pushing events into its online tiles is not available in this version: append them to its source and run materialize-incremental"
-            )));
-        }
         let context = format!("push to feature view \"{view}\"");
         // Checked before anything is written, so a store that cannot take
         // the offline part refuses the push instead of leaving it online only.
@@ -664,9 +662,29 @@ impl FeatureStore {
                 ));
             }
         };
+        // Aggregation views take their input columns, in the source's types.
+        let project = doc.project(self.project());
+        let readers: Vec<&FeatureView> = if mode == PushMode::Online {
+            vec![&target.view]
+        } else {
+            project.registry().feature_views.values().map(|r| &r.spec).filter(|v| v.source == source.name).collect()
+        };
+        let source_types = if readers.iter().any(|v| v.is_aggregation()) {
+            let schema = self.offline_store()?.source_schema(&source).await?;
+            schema
+                .schema
+                .fields()
+                .iter()
+                .filter_map(|f| Some((source.mapped_name(f.name()).to_owned(), ValueType::from_arrow(f.data_type())?)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let pushed = pushed_fields(&target.view, &source_types);
         let mut features = Vec::new();
-        for f in &target.view.schema {
-            features.push(push_column(get(&f.name, "feature")?, f, &target.view.name, &context)?);
+        for f in &pushed {
+            let what = if target.view.is_aggregation() { "aggregated" } else { "feature" };
+            features.push(push_column(get(&f.name, what)?, f, &target.view.name, &context)?);
         }
         // An offline push adds rows of the source, which every view reading
         // it sees: a column another view needs, left out, would read as a
@@ -675,19 +693,18 @@ impl FeatureStore {
         let mut shared: Vec<(String, ArrayRef)> = Vec::new();
         if mode != PushMode::Online {
             // (view, feature) of each required column the push lacks, each feature once.
-            let mut lacking: Vec<(&str, &str)> = Vec::new();
-            let project = doc.project(self.project());
-            for other in project.registry().feature_views.values().map(|r| &r.spec) {
-                if other.name == target.view.name || other.source != source.name {
+            let mut lacking: Vec<(&str, String)> = Vec::new();
+            for other in &readers {
+                if other.name == target.view.name {
                     continue;
                 }
-                for f in &other.schema {
-                    if target.view.feature(&f.name).is_some() || shared.iter().any(|(n, _)| *n == f.name) {
+                for f in &pushed_fields(other, &source_types) {
+                    if pushed.iter().any(|p| p.name == f.name) || shared.iter().any(|(n, _)| *n == f.name) {
                         continue;
                     }
                     let Ok(i) = schema.index_of(&f.name) else {
                         if !lacking.iter().any(|(_, l)| *l == f.name) {
-                            lacking.push((&other.name, &f.name));
+                            lacking.push((&other.name, f.name.clone()));
                         }
                         continue;
                     };
@@ -710,16 +727,17 @@ impl FeatureStore {
             target.join_keys.iter().any(|k| k.name == n)
                 || n == source.timestamp_field
                 || source.created_timestamp_field.as_deref() == Some(n)
-                || target.view.feature(n).is_some()
+                || pushed.iter().any(|p| p.name == n)
                 || shared.iter().any(|(s, _)| s == n)
         };
         if let Some(extra) = schema.fields().iter().find(|f| !known(f.name())) {
             return Err(Error::data(
                 &context,
                 format!(
-                    "column \"{}\" is not a join key, timestamp or feature of the view (features: {})",
+                    "column \"{}\" is not a join key, timestamp or {} of the view ({})",
                     extra.name(),
-                    target.features().join(", ")
+                    if target.view.is_aggregation() { "aggregated column" } else { "feature" },
+                    pushed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             ));
         }
@@ -735,22 +753,99 @@ impl FeatureStore {
                 format!("row {i} has a null event timestamp (column \"{}\")", source.timestamp_field),
             ));
         }
-        let mut stats = WriteStats::default();
-        if mode != PushMode::Offline {
-            let online = self.online_store()?;
-            let rows = target.encode(&keys, ts.as_ref(), &features)?;
-            stats = online.write(self.project(), &target.online, &rows).await?;
-        }
+        // Offline first: the source is the record every view is rebuilt
+        // from, so an online write that fails after it is repaired by
+        // materializing, while the reverse order could serve values the
+        // source never got.
+        let rows = batch.num_rows() as u64;
         if mode != PushMode::Online {
-            let renamed = to_source_columns(batch, &source, &target, &ts, &features, &shared)?;
+            let renamed = to_source_columns(batch, &source, &target, &ts, &pushed, &features, &shared)?;
             offline_writer.expect("taken above for offline pushes").append(&source, renamed).await?;
-            if mode == PushMode::Offline {
-                // Every row went into the new file.
-                stats = WriteStats::new(batch.num_rows() as u64, 0);
-            }
         }
-        Ok(stats)
+        let online = match mode {
+            PushMode::Offline => return Ok(WriteStats::new(rows, 0)),
+            _ => self.online_store()?,
+        };
+        let written = if target.view.is_aggregation() {
+            let events = events_batch(&keys, &ts, created_column(batch, &source)?, &pushed, &features)?;
+            self.push_tiles(online, &target.view, &target.join_keys, &events).await.map(|_| WriteStats::new(rows, 0))
+        } else {
+            let encoded = target.encode(&keys, ts.as_ref(), &features)?;
+            online.write(self.project(), &target.online, &encoded).await
+        };
+        written.map_err(|e| match mode {
+            PushMode::OnlineAndOffline => Error::backend(
+                format!(
+                    "push to feature view \"{view}\": the rows were appended to data source \"{}\", but the \
+                     online write failed; do not push them again (the source would hold them twice): \
+                     materialize their time range to serve them",
+                    source.name
+                ),
+                e,
+            ),
+            _ => e,
+        })
     }
+}
+
+/// The value columns a push into `view` carries: a plain view's features,
+/// or an aggregation view's input columns typed as in its source (`types`).
+fn pushed_fields(view: &FeatureView, types: &HashMap<String, ValueType>) -> Vec<crate::model::Field> {
+    if !view.is_aggregation() {
+        return view.schema.clone();
+    }
+    let mut out: Vec<crate::model::Field> = Vec::new();
+    for c in view.aggregations.iter().filter_map(|a| a.column.as_ref()) {
+        if let Some(t) = types.get(c)
+            && !out.iter().any(|f| f.name == *c)
+        {
+            out.push(crate::model::Field::new(c.clone(), t.clone()));
+        }
+    }
+    out
+}
+
+/// The created-timestamp column of a push, if given, in µs UTC.
+fn created_column(batch: &RecordBatch, source: &DataSource) -> Result<Option<ArrayRef>> {
+    let Some(name) = source.created_timestamp_field.as_deref() else { return Ok(None) };
+    let Some(col) = batch.column_by_name(name) else { return Ok(None) };
+    match col.data_type() {
+        DataType::Timestamp(_, _) => {
+            arrow_cast::cast(col, &DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())))
+                .map(Some)
+                .map_err(|e| Error::data("push", e.to_string()))
+        }
+        other => Err(Error::data("push", format!("column \"{name}\" is {}, not a timestamp", describe_arrow(other)))),
+    }
+}
+
+/// Pushed events in the columns tiles are built from: join keys, event and
+/// created times, inputs.
+fn events_batch(
+    keys: &[(&str, &ArrayRef)],
+    ts: &ArrayRef,
+    created: Option<ArrayRef>,
+    pushed: &[crate::model::Field],
+    inputs: &[ArrayRef],
+) -> Result<RecordBatch> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (name, col) in keys {
+        fields.push(arrow_schema::Field::new(*name, col.data_type().clone(), true));
+        columns.push(Arc::clone(col));
+    }
+    fields.push(arrow_schema::Field::new(LATEST_EVENT_TS, ts.data_type().clone(), true));
+    columns.push(Arc::clone(ts));
+    if let Some(c) = created {
+        fields.push(arrow_schema::Field::new(EVENT_CREATED_TS, c.data_type().clone(), true));
+        columns.push(c);
+    }
+    for (f, col) in pushed.iter().zip(inputs) {
+        fields.push(arrow_schema::Field::new(&f.name, col.data_type().clone(), true));
+        columns.push(Arc::clone(col));
+    }
+    RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
+        .map_err(|e| Error::data("push", e.to_string()))
 }
 
 /// A pushed feature column in the declared type of `feature` (of `view`).
@@ -806,6 +901,7 @@ fn to_source_columns(
     source: &DataSource,
     target: &WriteTarget,
     ts: &ArrayRef,
+    pushed: &[crate::model::Field],
     features: &[ArrayRef],
     shared: &[(String, ArrayRef)],
 ) -> Result<RecordBatch> {
@@ -827,7 +923,7 @@ fn to_source_columns(
         fields.push(arrow_schema::Field::new(name, c.data_type().clone(), true));
         columns.push(Arc::clone(c));
     }
-    for (f, col) in target.view.schema.iter().zip(features) {
+    for (f, col) in pushed.iter().zip(features) {
         fields.push(arrow_schema::Field::new(source.source_column(&f.name), col.data_type().clone(), true));
         columns.push(Arc::clone(col));
     }

@@ -33,7 +33,7 @@ use crate::aggregation::{AggState, KeyEvents, Order, Value, ValueReader, WindowS
 use crate::model::{DataSource, FeatureView, JoinKey};
 use crate::offline::{EVENT_CREATED_TS, EventsRequest, LATEST_EVENT_TS};
 use crate::online::codec::entity_keys;
-use crate::online::{OnlineRows, OnlineStore, OnlineView, WriteStats};
+use crate::online::{OnlineRows, OnlineStore, OnlineView, ViewRead, WriteStats};
 use crate::{Error, Result};
 
 /// Rows written per store call.
@@ -84,6 +84,125 @@ pub(crate) fn top_level(view: &FeatureView, interval: i64) -> u8 {
     view.aggregations.iter().map(|a| tiles::max_level(tiles::micros(a.window) / interval)).max().unwrap_or(0)
 }
 
+/// Per-block partial states from a batch of events (columns: the join keys,
+/// [`LATEST_EVENT_TS`], optionally [`EVENT_CREATED_TS`], and the inputs),
+/// as both `materialize` and `push` compute them.
+struct TileBuilder<'a> {
+    /// The stored states: names, and the spec and aggregation of each.
+    features: Vec<String>,
+    specs: Vec<(WindowSpec, &'a crate::model::Aggregation)>,
+    readers: HashMap<String, ValueReader>,
+    keys: Vec<Option<String>>,
+    ts: arrow_array::TimestampMicrosecondArray,
+    created: Option<arrow_array::TimestampMicrosecondArray>,
+    interval: i64,
+    top: u8,
+}
+
+impl<'a> TileBuilder<'a> {
+    fn new(view: &'a FeatureView, join_keys: &[JoinKey], events: &RecordBatch) -> Result<Self> {
+        let interval = interval_micros(view)?;
+        let context = format!("feature view \"{}\"", view.name);
+        let mut input_types = HashMap::new();
+        let mut readers: HashMap<String, ValueReader> = HashMap::new();
+        for c in view.aggregations.iter().filter_map(|a| a.column.as_ref()) {
+            if readers.contains_key(c) {
+                continue;
+            }
+            let col = events.column_by_name(c).ok_or_else(|| Error::data(&context, format!("no column \"{c}\"")))?;
+            let t = crate::ValueType::from_arrow(col.data_type())
+                .ok_or_else(|| Error::data(&context, format!("column \"{c}\" has an unsupported type")))?;
+            input_types.insert(c.clone(), t);
+            readers.insert(c.clone(), ValueReader::new(Arc::clone(col), &context)?);
+        }
+        let mut features: Vec<String> = Vec::new();
+        let mut specs = Vec::new();
+        for (spec, agg) in window_specs(view, &input_types).into_iter().zip(&view.aggregations) {
+            let name = state_name(agg);
+            if !features.contains(&name) {
+                features.push(name);
+                specs.push((spec, agg));
+            }
+        }
+        let key_columns: Vec<(&str, &ArrayRef)> = join_keys
+            .iter()
+            .map(|k| {
+                events
+                    .column_by_name(&k.name)
+                    .map(|c| (k.name.as_str(), c))
+                    .ok_or_else(|| Error::data(&context, format!("no join key column \"{}\"", k.name)))
+            })
+            .collect::<Result<_>>()?;
+        let keys = entity_keys(&key_columns, events.num_rows())?;
+        let ts = events
+            .column_by_name(LATEST_EVENT_TS)
+            .ok_or_else(|| Error::data(&context, "no event time column"))?
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
+        let created =
+            events.column_by_name(EVENT_CREATED_TS).map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+        Ok(Self { features, specs, readers, keys, ts, created, interval, top: top_level(view, interval) })
+    }
+
+    fn order(&self, i: usize) -> Order {
+        Order { time: self.ts.value(i), created: self.created.as_ref().and_then(|c| c.is_valid(i).then(|| c.value(i))) }
+    }
+
+    /// The rows of each entity key (rows without a key or time left out)
+    /// that `keep` accepts, and the newest event time among them.
+    fn by_key(&self, keep: impl Fn(i64) -> bool) -> (HashMap<&str, Vec<usize>>, Option<i64>) {
+        let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut newest: Option<i64> = None;
+        for (i, k) in self.keys.iter().enumerate() {
+            if let Some(k) = k
+                && self.ts.is_valid(i)
+                && keep(self.ts.value(i))
+            {
+                by_key.entry(k.as_str()).or_default().push(i);
+                newest = newest.max(Some(self.ts.value(i)));
+            }
+        }
+        (by_key, newest)
+    }
+
+    /// The states of every block holding one of a key's events (`idx`),
+    /// at every level, that `touches` accepts; per block, one state per
+    /// stored name.
+    fn key_states(&self, mut idx: Vec<usize>, touches: impl Fn(&Block) -> bool) -> Vec<(Block, Vec<AggState>)> {
+        idx.sort_by_key(|i| self.order(*i));
+        let orders: Vec<Order> = idx.iter().map(|i| self.order(*i)).collect();
+        let blocks: BTreeSet<Block> = orders
+            .iter()
+            .flat_map(|o| {
+                let tile = tiles::tile_of(o.time, self.interval);
+                (0..=self.top).map(move |level| Block::holding(tile, level))
+            })
+            .filter(|b| touches(b))
+            .collect();
+        let mut states: Vec<HashMap<Block, AggState>> = Vec::with_capacity(self.specs.len());
+        for (spec, agg) in &self.specs {
+            let mut values: Vec<Option<Value>> = match agg.column.as_ref() {
+                Some(c) => idx.iter().map(|i| self.readers[c].get(*i)).collect(),
+                None => Vec::new(),
+            };
+            if !values.is_empty() {
+                sort_ties(&orders, &mut values);
+            }
+            let events = KeyEvents { orders: &orders, values: &values };
+            states.push(block_states(&events, spec, self.interval, &blocks));
+        }
+        blocks
+            .into_iter()
+            .map(|b| (b, states.iter_mut().map(|s| s.remove(&b).expect("every block")).collect()))
+            .collect()
+    }
+
+    /// The online key and event time (the block's end) of a block.
+    fn row(&self, key: &str, block: Block) -> (String, i64) {
+        (tile_key(key, self.interval, block), block.tiles().end.saturating_mul(self.interval))
+    }
+}
+
 impl FeatureStore {
     /// Writes the blocks of `view` that hold events and meet the tiles of
     /// `[start, end]`, each recomputed from all of its events. Returns the
@@ -114,108 +233,29 @@ impl FeatureStore {
             .map_err(|e| Error::data(format!("feature view \"{}\"", view.name), e.to_string()))?;
         drop(batches);
         let rows_read = events.num_rows() as u64;
-        let context = format!("feature view \"{}\"", view.name);
-
-        // Inputs by column name, and each row's entity key and order.
-        let mut input_types = HashMap::new();
-        let mut readers: HashMap<String, ValueReader> = HashMap::new();
-        for c in view.aggregations.iter().filter_map(|a| a.column.as_ref()) {
-            if readers.contains_key(c) {
-                continue;
-            }
-            let col = events.column_by_name(c).ok_or_else(|| Error::data(&context, format!("no column \"{c}\"")))?;
-            let t = crate::ValueType::from_arrow(col.data_type())
-                .ok_or_else(|| Error::data(&context, format!("column \"{c}\" has an unsupported type")))?;
-            input_types.insert(c.clone(), t);
-            readers.insert(c.clone(), ValueReader::new(Arc::clone(col), &context)?);
-        }
-        let specs = window_specs(view, &input_types);
-        let key_columns: Vec<(&str, &ArrayRef)> = join_keys
-            .iter()
-            .map(|k| {
-                events
-                    .column_by_name(&k.name)
-                    .map(|c| (k.name.as_str(), c))
-                    .ok_or_else(|| Error::data(&context, format!("no join key column \"{}\"", k.name)))
-            })
-            .collect::<Result<_>>()?;
-        let keys = entity_keys(&key_columns, events.num_rows())?;
-        let ts = events
-            .column_by_name(LATEST_EVENT_TS)
-            .ok_or_else(|| Error::data(&context, "no event time column"))?
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone();
-        let created =
-            events.column_by_name(EVENT_CREATED_TS).map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-        let order_of = |i: usize| Order {
-            time: ts.value(i),
-            created: created.as_ref().and_then(|c| c.is_valid(i).then(|| c.value(i))),
-        };
-        let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut newest: Option<i64> = None;
-        for (i, k) in keys.iter().enumerate() {
-            if let Some(k) = k
-                && ts.is_valid(i)
-                && read_from.is_none_or(|f| tiles::tile_of(ts.value(i), interval) >= f)
-            {
-                by_key.entry(k.as_str()).or_default().push(i);
-                newest = newest.max(Some(ts.value(i)));
-            }
-        }
-
-        // One stored state per distinct (function, column, n).
-        let mut features: Vec<String> = Vec::new();
-        let mut state_specs: Vec<(&WindowSpec, &crate::model::Aggregation)> = Vec::new();
-        for (spec, agg) in specs.iter().zip(&view.aggregations) {
-            let name = state_name(agg);
-            if !features.contains(&name) {
-                features.push(name);
-                state_specs.push((spec, agg));
-            }
-        }
+        let builder = TileBuilder::new(view, join_keys, &events)?;
+        let (by_key, newest) = builder.by_key(|t| read_from.is_none_or(|f| tiles::tile_of(t, interval) >= f));
         let target = OnlineView::new(view.name.clone(), None);
         let project = self.project().to_owned();
-        let mut rows = OnlineRows::new(features.clone());
+        let mut rows = OnlineRows::new(builder.features.clone());
         let mut stats = WriteStats::default();
         let touches = |b: &Block| {
             let t = b.tiles();
             t.end > first_tile.unwrap_or(i64::MIN) && t.start <= last_tile
         };
         let mut buf = Vec::new();
-        for (key, mut idx) in by_key {
-            idx.sort_by_key(|i| order_of(*i));
-            let orders: Vec<Order> = idx.iter().map(|i| order_of(*i)).collect();
-            // Every block holding one of the key's events, at every level.
-            let blocks: BTreeSet<Block> = orders
-                .iter()
-                .flat_map(|o| {
-                    let tile = tiles::tile_of(o.time, interval);
-                    (0..=top).map(move |level| Block::holding(tile, level))
-                })
-                .filter(|b| touches(b))
-                .collect();
-            let mut states: Vec<HashMap<Block, AggState>> = Vec::with_capacity(specs.len());
-            for (spec, agg) in &state_specs {
-                let mut values: Vec<Option<Value>> = match agg.column.as_ref() {
-                    Some(c) => idx.iter().map(|i| readers[c].get(*i)).collect(),
-                    None => Vec::new(),
-                };
-                if !values.is_empty() {
-                    sort_ties(&orders, &mut values);
-                }
-                let events = KeyEvents { orders: &orders, values: &values };
-                states.push(block_states(&events, spec, interval, &blocks));
-            }
-            for b in &blocks {
-                rows.begin_row(tile_key(key, interval, *b), b.tiles().end.saturating_mul(interval));
+        for (key, idx) in by_key {
+            for (b, states) in builder.key_states(idx, touches) {
+                let (k, ts) = builder.row(key, b);
+                rows.begin_row(k, ts);
                 for s in &states {
                     buf.clear();
-                    s[b].encode(&mut buf);
+                    s.encode(&mut buf);
                     rows.push_value(Some(&buf));
                 }
                 if rows.len() >= WRITE_BATCH {
                     stats += online.write(&project, &target, &rows).await?;
-                    rows = OnlineRows::new(features.clone());
+                    rows = OnlineRows::new(builder.features.clone());
                 }
             }
         }
@@ -223,6 +263,85 @@ impl FeatureStore {
             stats += online.write(&project, &target, &rows).await?;
         }
         Ok((rows_read, stats, newest.and_then(DateTime::from_timestamp_micros)))
+    }
+
+    /// Adds pushed `events` (columns as [`TileBuilder`] reads them, inputs in
+    /// the source's types) to the tiles of `view` holding them, at every
+    /// level: each block's stored state merged with the events' state and
+    /// swapped in only if the block is unchanged since it was read, else
+    /// read and merged again. So concurrent pushes, from any process, lose no
+    /// event. Returns how many blocks were updated.
+    pub(crate) async fn push_tiles(
+        &self,
+        online: &Arc<dyn OnlineStore>,
+        view: &FeatureView,
+        join_keys: &[JoinKey],
+        events: &RecordBatch,
+    ) -> Result<u64> {
+        /// Rounds of lost races after which a push gives up (each round, at
+        /// least one competing push has succeeded on every key that lost).
+        const ROUNDS: usize = 1000;
+        let builder = TileBuilder::new(view, join_keys, events)?;
+        let (by_key, _) = builder.by_key(|_| true);
+        let mut pending: Vec<(String, i64, Vec<AggState>)> = Vec::new();
+        for (key, idx) in by_key {
+            for (b, states) in builder.key_states(idx, |_| true) {
+                let (k, ts) = builder.row(key, b);
+                pending.push((k, ts, states));
+            }
+        }
+        let target = OnlineView::new(view.name.clone(), None);
+        let project = self.project();
+        let names: Arc<[String]> = builder.features.clone().into();
+        let mut updated = 0;
+        let mut buf = Vec::new();
+        for chunk in pending.chunks(WRITE_BATCH) {
+            let mut left: Vec<&(String, i64, Vec<AggState>)> = chunk.iter().collect();
+            let mut round = 0;
+            while !left.is_empty() {
+                round += 1;
+                if round > ROUNDS {
+                    return Err(Error::backend(
+                        format!("push to the online tiles of feature view \"{}\"", view.name),
+                        format!(
+                            "{} blocks were still being changed by other writers after {ROUNDS} attempts (the \
+                             other blocks of the push were updated); materialize the push's time range to rebuild them",
+                            left.len()
+                        ),
+                    ));
+                }
+                let read =
+                    ViewRead::new(view.name.clone(), Arc::clone(&names), left.iter().map(|p| p.0.clone()).collect());
+                let found = online.read(project, &[read]).await?.remove(0);
+                let mut rows = OnlineRows::new(builder.features.clone());
+                for ((key, ts, states), stored) in left.iter().map(|p| (&p.0, p.1, &p.2)).zip(&found) {
+                    let stored = stored.as_ref().map(|r| r.values(&builder.features)).transpose()?;
+                    rows.begin_row(key.clone(), ts);
+                    for (s, state) in states.iter().enumerate() {
+                        let mut merged = match stored.as_ref().and_then(|v| v[s].as_ref()) {
+                            Some(bytes) => AggState::decode(bytes).map_err(|e| {
+                                Error::data(
+                                    format!("online tile \"{key}\" of feature view \"{}\"", view.name),
+                                    e.to_string(),
+                                )
+                            })?,
+                            None => builder.specs[s].0.empty(),
+                        };
+                        merged.merge(state);
+                        buf.clear();
+                        merged.encode(&mut buf);
+                        rows.push_value(Some(&buf));
+                    }
+                }
+                let swapped = online.compare_and_swap(project, &target, &rows, &found).await?;
+                updated += swapped.iter().filter(|s| **s).count() as u64;
+                left = left.into_iter().zip(&swapped).filter(|(_, ok)| !**ok).map(|(p, _)| p).collect();
+                if !left.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        Ok(updated)
     }
 }
 

@@ -30,6 +30,15 @@ pub trait BlockingOnlineStore: Clone + Send + Sync + Debug + 'static {
     /// [`OnlineStore::read`], blocking.
     fn read_blocking(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>>;
 
+    /// [`OnlineStore::compare_and_swap`], blocking.
+    fn compare_and_swap_blocking(
+        &self,
+        project: &str,
+        view: &str,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> Result<Vec<bool>>;
+
     /// [`OnlineStore::delete`], blocking.
     fn delete_blocking(&self, project: &str, view: &str, keys: &[String]) -> Result<u64>;
 
@@ -62,6 +71,17 @@ impl<S: BlockingOnlineStore> OnlineStore for S {
         }
         let (project, reads) = (project.to_owned(), reads.to_vec());
         on_blocking_pool(self, move |s| s.read_blocking(&project, &reads)).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        project: &str,
+        view: &OnlineView,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> Result<Vec<bool>> {
+        let (project, name, rows, expected) = (project.to_owned(), view.name.clone(), rows.clone(), expected.to_vec());
+        on_blocking_pool(self, move |s| s.compare_and_swap_blocking(&project, &name, &rows, &expected)).await
     }
 
     async fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64> {

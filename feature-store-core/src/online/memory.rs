@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead, WriteStats};
 use crate::Result;
+use crate::online::check_expected;
 
 type Rows = HashMap<String, (i64, Bytes)>;
 
@@ -59,6 +60,34 @@ impl OnlineStore for MemoryOnlineStore {
                 rows.push(table.and_then(|t| t.get(k)).map(|(ts, record)| StoredRow::new(*ts, record.clone())));
             }
             out.push(rows);
+        }
+        Ok(out)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        project: &str,
+        view: &OnlineView,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> Result<Vec<bool>> {
+        check_expected(rows, expected)?;
+        let mut views = self.views.write().expect("poisoned");
+        let table = views.entry((project.to_owned(), view.name.clone())).or_default();
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, want) in expected.iter().enumerate() {
+            let now = table.get(rows.key(i));
+            let same = match (now, want) {
+                (None, None) => true,
+                (Some((ts, record)), Some(w)) => *ts == w.event_ts && *record == w.record,
+                _ => false,
+            };
+            if same {
+                let mut record = Vec::new();
+                rows.encode_record(i, &mut record);
+                table.insert(rows.key(i).to_owned(), (rows.event_ts(i), Bytes::from(record)));
+            }
+            out.push(same);
         }
         Ok(out)
     }

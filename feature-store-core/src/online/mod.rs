@@ -193,6 +193,26 @@ impl std::ops::AddAssign for WriteStats {
     }
 }
 
+/// Checks the arguments of [`OnlineStore::compare_and_swap`]: one expected
+/// row per row, distinct keys. Backends call it first.
+pub fn check_expected(rows: &OnlineRows, expected: &[Option<StoredRow>]) -> Result<()> {
+    if rows.len() != expected.len() {
+        return Err(crate::Error::InvalidArgument(format!(
+            "compare_and_swap: {} rows but {} expected rows",
+            rows.len(),
+            expected.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    if let Some(i) = (0..rows.len()).find(|i| !seen.insert(rows.key(*i))) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "compare_and_swap: key \"{}\" appears twice in one call",
+            rows.key(i)
+        )));
+    }
+    Ok(())
+}
+
 /// Latest feature values per entity for serving. Backends: memory
 /// ([`MemoryOnlineStore`]), SQLite (`feature-store-sqlite`), Redis (`feature-store-redis`).
 ///
@@ -211,6 +231,20 @@ pub trait OnlineStore: Send + Sync + Debug {
     /// Reads every [`ViewRead`] in one call; the result has, per read and per
     /// key in its order, the stored row or `None`.
     async fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>>;
+
+    /// Replaces the stored row of each row's key with that row if the stored
+    /// row is still `expected[i]` (`None`: no row), atomically per key, and
+    /// says per row whether it did. Event times are not compared: the caller
+    /// has decided. This is a read-modify-write without lost updates, which
+    /// pushes into aggregation tiles need: read, merge, swap, and retry the
+    /// keys that lost a race. Rows of one call have distinct keys.
+    async fn compare_and_swap(
+        &self,
+        project: &str,
+        view: &OnlineView,
+        rows: &OnlineRows,
+        expected: &[Option<StoredRow>],
+    ) -> Result<Vec<bool>>;
 
     /// Deletes `keys` of `view`; returns how many existed.
     async fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64>;

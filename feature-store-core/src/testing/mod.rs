@@ -167,6 +167,16 @@ mod broken_backends {
             self.0.read(project, reads).await
         }
 
+        async fn compare_and_swap(
+            &self,
+            project: &str,
+            view: &OnlineView,
+            rows: &OnlineRows,
+            expected: &[Option<StoredRow>],
+        ) -> Result<Vec<bool>> {
+            self.0.compare_and_swap(project, view, rows, expected).await
+        }
+
         async fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64> {
             self.0.delete(project, view, keys).await
         }
@@ -180,5 +190,65 @@ mod broken_backends {
     #[should_panic(expected = "an older event time must be skipped")]
     async fn an_online_store_that_regresses_fails_the_suite() {
         super::online::never_regress(Arc::new(Regresses::default()), "p").await;
+    }
+
+    /// Swaps that check the expected row, then write after a pause: the
+    /// check and the write are not one step.
+    #[derive(Debug, Default)]
+    struct RacySwaps(MemoryOnlineStore);
+
+    #[async_trait]
+    impl OnlineStore for RacySwaps {
+        fn describe(&self) -> String {
+            "racy store".into()
+        }
+
+        async fn write(&self, project: &str, view: &OnlineView, rows: &OnlineRows) -> Result<WriteStats> {
+            self.0.write(project, view, rows).await
+        }
+
+        async fn read(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>> {
+            self.0.read(project, reads).await
+        }
+
+        async fn compare_and_swap(
+            &self,
+            project: &str,
+            view: &OnlineView,
+            rows: &OnlineRows,
+            expected: &[Option<StoredRow>],
+        ) -> Result<Vec<bool>> {
+            crate::online::check_expected(rows, expected)?;
+            let keys: Vec<String> = (0..rows.len()).map(|i| rows.key(i).to_owned()).collect();
+            let read = [ViewRead::new(view.name.clone(), Vec::<String>::new(), keys.clone())];
+            let before = self.0.read(project, &read).await?.remove(0);
+            let ok: Vec<bool> = before.iter().zip(expected).map(|(b, e)| b == e).collect();
+            tokio::task::yield_now().await;
+            let mut chosen = OnlineRows::new(rows.features().to_vec());
+            for i in (0..rows.len()).filter(|i| ok[*i]) {
+                chosen.begin_row(rows.key(i).to_owned(), rows.event_ts(i));
+                for f in 0..rows.features().len() {
+                    chosen.push_value(rows.value(i, f));
+                }
+            }
+            let chosen_keys: Vec<String> = (0..chosen.len()).map(|i| chosen.key(i).to_owned()).collect();
+            self.0.delete(project, &view.name, &chosen_keys).await?;
+            self.0.write(project, view, &chosen).await?;
+            Ok(ok)
+        }
+
+        async fn delete(&self, project: &str, view: &str, keys: &[String]) -> Result<u64> {
+            self.0.delete(project, view, keys).await
+        }
+
+        async fn drop_view(&self, project: &str, view: &str) -> Result<()> {
+            self.0.drop_view(project, view).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[should_panic(expected = "concurrent swaps lost updates")]
+    async fn an_online_store_with_racy_swaps_fails_the_suite() {
+        super::online::compare_and_swap_is_atomic_per_key(Arc::new(RacySwaps::default()), "p").await;
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::online::{OnlineRows, OnlineStore, OnlineView, ViewRead};
+use crate::online::{OnlineRows, OnlineStore, OnlineView, StoredRow, ViewRead};
 
 /// The behaviours, in the order [`online_store_conformance`] runs them.
 pub const BEHAVIOURS: &[&str] = &[
@@ -17,6 +17,7 @@ pub const BEHAVIOURS: &[&str] = &[
     "bulk_write",
     "delete_counts_existing_keys",
     "drop_view_removes_only_that_view",
+    "compare_and_swap_is_atomic_per_key",
 ];
 
 /// A stored row with the requested values picked out of its record.
@@ -221,6 +222,100 @@ pub async fn drop_view_removes_only_that_view(store: Arc<dyn OnlineStore>, proje
     store.drop_view(project, "never_written").await.expect("dropping an unknown view succeeds");
 }
 
+/// `compare_and_swap` replaces a row only while the stored row is the
+/// expected one (absence included), per key and regardless of event times,
+/// and concurrent read-modify-swap loops lose no update.
+pub async fn compare_and_swap_is_atomic_per_key(store: Arc<dyn OnlineStore>, project: &str) {
+    let view = stats();
+    let cas = |rows: OnlineRows, expected: Vec<Option<StoredRow>>| {
+        let store = Arc::clone(&store);
+        async move { store.compare_and_swap(project, &stats(), &rows, &expected).await.expect("compare_and_swap") }
+    };
+    let get = |key: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.read(project, &[read("stats", &["a"], &[key])]).await.expect("read").remove(0).remove(0) }
+    };
+    let first = rows(&[("k=1", 5, Some(b"\x03a"), None)]);
+    assert_eq!(cas(first.clone(), vec![None]).await, vec![true], "a swap expecting no row creates the key");
+    assert_eq!(cas(first, vec![None]).await, vec![false], "a swap expecting no row fails once the key exists");
+    let now = get("k=1").await.expect("swapped in");
+    assert_eq!(now.values(&names(&["a"])).expect("record"), vec![Some(b"\x03a".to_vec())]);
+    let other_value = StoredRow::new(now.event_ts, {
+        let mut r = Vec::new();
+        rows(&[("k=1", 5, Some(b"\x03z"), None)]).encode_record(0, &mut r);
+        r
+    });
+    let other_time = StoredRow::new(now.event_ts + 1, now.record.clone());
+    let stale = rows(&[("k=1", 9, Some(b"\x03s"), None)]);
+    assert_eq!(
+        cas(stale.clone(), vec![Some(other_value)]).await,
+        vec![false],
+        "another record is not the expected row"
+    );
+    assert_eq!(cas(stale, vec![Some(other_time)]).await, vec![false], "another event time is not the expected row");
+    // An older event time replaces a row when the row is the expected one;
+    // a key expected to exist that does not is left absent.
+    let both = rows(&[("k=1", 3, Some(b"\x03b"), None), ("k=2", 1, Some(b"\x03c"), None)]);
+    assert_eq!(cas(both, vec![Some(now.clone()), Some(now)]).await, vec![true, false], "each key on its own");
+    let got = one(store.as_ref(), project, read("stats", &["a"], &["k=1", "k=2"])).await;
+    assert_eq!(got, vec![Some(Got { event_ts: 3, values: vec![Some(b"\x03b".to_vec())] }), None]);
+    let twice = rows(&[("k=3", 1, None, None), ("k=3", 2, None, None)]);
+    assert!(
+        store.compare_and_swap(project, &view, &twice, &[None, None]).await.is_err(),
+        "one key twice in one call is refused"
+    );
+    assert!(
+        store.compare_and_swap(project, &view, &rows(&[("k=3", 1, None, None)]), &[]).await.is_err(),
+        "a missing expected row is refused"
+    );
+
+    // Tasks incrementing two shared counters: every increment lands once.
+    const TASKS: usize = 4;
+    const ROUNDS: usize = 25;
+    let counters = ["n=a", "n=b"];
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (store, project) = (Arc::clone(&store), project.to_owned());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                let mut pending: Vec<&str> = counters.to_vec();
+                while !pending.is_empty() {
+                    let r = read("stats", &["a"], &pending);
+                    let found = store.read(&project, &[r]).await.expect("read").remove(0);
+                    let mut next = OnlineRows::new(names(&["a", "b"]));
+                    for (key, row) in pending.iter().zip(&found) {
+                        let n: u64 = match row {
+                            None => 0,
+                            Some(row) => {
+                                let v = row.values(&names(&["a"])).expect("record").remove(0).expect("a value");
+                                std::str::from_utf8(&v).expect("digits").parse().expect("a count")
+                            }
+                        };
+                        next.begin_row((*key).to_owned(), 1);
+                        next.push_value(Some((n + 1).to_string().as_bytes()));
+                        next.push_value(None);
+                    }
+                    let done = store.compare_and_swap(&project, &stats(), &next, &found).await.expect("swap");
+                    pending = pending.iter().zip(&done).filter(|(_, ok)| !**ok).map(|(k, _)| *k).collect();
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let got = one(store.as_ref(), project, read("stats", &["a"], &counters)).await;
+    for (key, row) in counters.iter().zip(got) {
+        let v = row.expect("a counter").values.remove(0).expect("a value");
+        assert_eq!(
+            std::str::from_utf8(&v).expect("digits"),
+            (TASKS * ROUNDS).to_string(),
+            "counter {key}: concurrent swaps lost updates"
+        );
+    }
+}
+
 /// Every behaviour in turn on one store, each under its own project derived
 /// from `project`, so the store may already hold other data; the suite's
 /// views are dropped at the end.
@@ -228,7 +323,7 @@ pub async fn drop_view_removes_only_that_view(store: Arc<dyn OnlineStore>, proje
 /// Panics with a description of the first broken rule.
 pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str) {
     let projects: Vec<String> =
-        ["empty", "round_trip", "never_regress", "multi_view", "isolation", "bulk", "delete", "drop"]
+        ["empty", "round_trip", "never_regress", "multi_view", "isolation", "bulk", "delete", "drop", "swap"]
             .iter()
             .map(|b| format!("{project}_{b}"))
             .collect();
@@ -240,6 +335,7 @@ pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str
     bulk_write(Arc::clone(&store), &projects[5]).await;
     delete_counts_existing_keys(Arc::clone(&store), &projects[6]).await;
     drop_view_removes_only_that_view(Arc::clone(&store), &projects[7]).await;
+    compare_and_swap_is_atomic_per_key(Arc::clone(&store), &projects[8]).await;
     // Leave the store as it was found.
     for p in &projects {
         for project in [p.clone(), format!("{p}_other")] {
@@ -263,7 +359,8 @@ macro_rules! online_store_suite {
     ($make:expr) => {
         $crate::online_store_suite!(@each $make;
             empty_store_returns_nothing, round_trip, never_regress, multi_view_read, project_isolation,
-            bulk_write, delete_counts_existing_keys, drop_view_removes_only_that_view);
+            bulk_write, delete_counts_existing_keys, drop_view_removes_only_that_view,
+            compare_and_swap_is_atomic_per_key);
     };
     (@each $make:expr; $($behaviour:ident),+) => {
         $(
