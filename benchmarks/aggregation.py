@@ -149,7 +149,7 @@ def generate_online(d, events, keys, seed=9):
     with open(f"{d}/feature_store.yaml", "w") as f:
         f.write("project: a1_online\nregistry: data/registry.json\n")
     with open(f"{d}/features.yaml", "w") as f:
-        f.write(ONLINE_DEFS.replace("name: user\n", "name: driver\n").replace("entities: [user]", "entities: [driver]"))
+        f.write(ONLINE_DEFS.replace("{name: user,", "{name: driver,").replace("entities: [user]", "entities: [driver]"))
 
 
 def compare(d, names):

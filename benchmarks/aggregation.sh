@@ -10,13 +10,13 @@ KEYS="${2:-100000}"
 ROWS="${3:-1000000}"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
-cargo build --release --locked -p feature-store-cli
+cargo build --release --locked -p feature-store-cli -p feature-store-benchmarks  # one build, one feature set
 cd benchmarks
 ../.venv/bin/python aggregation.py "data/a1_${EVENTS}_${KEYS}_${ROWS}" --binary ../target/release/feature-store \
   --events "$EVENTS" --keys "$KEYS" --rows "$ROWS" --repeat "${REPEAT:-3}" ${SKIP:+--skip "$SKIP"}
 if [ -n "${ONLINE:-}" ]; then
   cd ..
-  cargo build --release --locked -p feature-store-benchmarks
+
   OD="benchmarks/data/a1_online"
   [ -f "$OD/data/events.parquet" ] || .venv/bin/python benchmarks/aggregation.py "$OD" --binary none --events 200000 --keys 2000 --online-repo
   for store in lmdb sqlite; do

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 KEYS="${1:-1000000}"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
-cargo build --release --locked -p feature-store-benchmarks
+cargo build --release --locked -p feature-store-cli -p feature-store-benchmarks  # one build, one feature set
 DIR="benchmarks/data/online_${KEYS}"
 if [ ! -f "$DIR/data/view_0.parquet" ]; then
   .venv/bin/python benchmarks/generate.py "$DIR" --entity-rows 1000 --keys "$KEYS" --updates 1

@@ -7,7 +7,7 @@ ROWS="${1:-1000000}"
 KEYS="${2:-100000}"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
-cargo build --release --locked -p feature-store-cli
+cargo build --release --locked -p feature-store-cli -p feature-store-benchmarks  # one build, one feature set
 DIR="benchmarks/data/w1_${ROWS}_${KEYS}"
 if [ ! -f "$DIR/data/entities.parquet" ]; then
   .venv/bin/python benchmarks/generate.py "$DIR" --entity-rows "$ROWS" --keys "$KEYS"

@@ -34,7 +34,9 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct RangeIndex {
     function: AggregateFunction,
-    kind: Kind,
+    /// Shared between aggregations of one column that need the same
+    /// structure ([`RangeIndex::shares`]), e.g. `sum` and `mean`.
+    kind: Arc<Kind>,
 }
 
 #[derive(Debug)]
@@ -244,13 +246,36 @@ impl RangeIndex {
             }
             F::ApproxCountDistinct => Kind::Scan { spec: spec.clone(), orders, values },
         };
-        Ok(Self { function: spec.function, kind })
+        Ok(Self { function: spec.function, kind: Arc::new(kind) })
+    }
+
+    /// Whether an index built for `a` answers `b` too (over the same values):
+    /// they differ only in windows, or in what they make of one structure.
+    pub fn shares(a: &WindowSpec, b: &WindowSpec) -> bool {
+        use AggregateFunction as F;
+        a.input == b.input
+            && match (a.function, b.function) {
+                (F::Sum | F::Mean, F::Sum | F::Mean)
+                | (F::Variance | F::Stddev, F::Variance | F::Stddev)
+                | (F::First | F::Last, F::First | F::Last)
+                | (F::Min, F::Min)
+                | (F::Max, F::Max)
+                | (F::Count, F::Count)
+                | (F::CountDistinct, F::CountDistinct) => true,
+                (F::LastN, F::LastN) => a.n == b.n,
+                _ => false,
+            }
+    }
+
+    /// This index's structure answering `spec`, which it [`RangeIndex::shares`].
+    pub fn sharing(&self, spec: &WindowSpec) -> Self {
+        Self { function: spec.function, kind: Arc::clone(&self.kind) }
     }
 
     /// The aggregate of events `a..b` (all of one key).
     pub fn query(&self, a: usize, b: usize) -> Result<Output> {
         debug_assert!(a <= b);
-        Ok(match &self.kind {
+        Ok(match self.kind.as_ref() {
             Kind::Rows => Output::Int((b - a) as i64),
             Kind::Counts(c) => Output::Int(i64::from(c[b] - c[a])),
             Kind::IntSums { counts, sums } => {

@@ -421,32 +421,71 @@ fn aggregate_index(
         .zip(rows)
         .map(|(t, r)| Order { time: *t, created: has_created.then(|| created_of(*r)).filter(|c| *c != i64::MIN) })
         .collect();
-    let mut columns: Vec<Option<Arc<[Option<Value>]>>> = vec![None; inputs.len()];
-    let mut out = Vec::with_capacity(spec.aggregations.len());
-    for agg in &spec.aggregations {
+    // Each input column once (values in index order, ties sorted), then
+    // each aggregation's structure: independent work, spread over the cores.
+    let mut wanted: Vec<usize> = spec.aggregations.iter().filter_map(|a| a.column).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let values: Vec<Arc<[Option<Value>]>> = parallel(wanted.len(), |k| {
+        let reader = ValueReader::new(Arc::clone(&inputs[wanted[k]]), &spec.context)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut values: Vec<Option<Value>> = reader.take(rows);
+        for w in offsets.windows(2) {
+            sort_ties(&orders[w[0]..w[1]], &mut values[w[0]..w[1]]);
+        }
+        Ok(values.into())
+    })?;
+    let none: Arc<[Option<Value>]> = Arc::from(Vec::new());
+    // Aggregations of one column needing the same structure build it once.
+    let aggs = &spec.aggregations;
+    let owner: Vec<usize> = (0..aggs.len())
+        .map(|k| {
+            (0..k)
+                .find(|&j| aggs[j].column == aggs[k].column && RangeIndex::shares(&aggs[j].window, &aggs[k].window))
+                .unwrap_or(k)
+        })
+        .collect();
+    let built: Vec<usize> = (0..aggs.len()).filter(|&k| owner[k] == k).collect();
+    let indexes = parallel(built.len(), |i| {
+        let agg = &aggs[built[i]];
         let values = match agg.column {
-            None => Arc::from(Vec::new()),
-            Some(c) => match &columns[c] {
-                Some(v) => Arc::clone(v),
-                None => {
-                    let reader = ValueReader::new(Arc::clone(&inputs[c]), &spec.context)
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    let mut values: Vec<Option<Value>> = reader.take(rows);
-                    for w in offsets.windows(2) {
-                        sort_ties(&orders[w[0]..w[1]], &mut values[w[0]..w[1]]);
-                    }
-                    let values: Arc<[Option<Value>]> = values.into();
-                    columns[c] = Some(Arc::clone(&values));
-                    values
-                }
-            },
+            None => Arc::clone(&none),
+            Some(c) => Arc::clone(&values[wanted.binary_search(&c).expect("listed")]),
         };
-        out.push(
-            RangeIndex::new(&agg.window, Arc::clone(&orders), values, offsets)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?,
-        );
+        RangeIndex::new(&agg.window, Arc::clone(&orders), values, offsets)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    })?;
+    Ok((0..aggs.len())
+        .map(|k| indexes[built.binary_search(&owner[k]).expect("built")].sharing(&aggs[k].window))
+        .collect())
+}
+
+/// `f(0..n)` on up to as many threads as there are cores, results in order.
+fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n);
+    if threads <= 1 {
+        return (0..n).map(f).collect();
     }
-    Ok(out)
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Result<T>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= n {
+                            return out;
+                        }
+                        out.push((k, f(k)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("index builder panicked")).collect()
+    });
+    done.sort_by_key(|(k, _)| *k);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Within each run of equal (key, event time, created time), moves the row
