@@ -49,6 +49,13 @@ pub(crate) async fn run(
         store.check_output_outside_sources(&absolute.display().to_string()).await?;
     }
     let partial = output.map(partial_path);
+    if let Some(out) = output {
+        let swept = crate::interrupt::sweep_stale(out);
+        if swept > 0 {
+            tracing::info!(swept, "removed partial output files of interrupted runs");
+        }
+    }
+    let _interrupt = partial.as_deref().map(crate::interrupt::PartialFile::register);
     let views = store.resolve_views(features, options.full_feature_names).await?;
     let mut empty = EmptyRows::new(&views);
     let result = write(store, entities, features, options, output, partial.as_deref(), started, &mut empty).await;
@@ -170,11 +177,15 @@ async fn write(
     };
     // Encoding runs on its own thread so the join keeps producing meanwhile.
     let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(8);
+    // I/O errors (a full disk, a file size limit) name the file being written.
+    let target = output.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string());
+    let writing = move || format!("cannot write the output {}", target.as_deref().unwrap_or("-"));
+    let writing2 = writing.clone();
     let writer = std::thread::spawn(move || -> anyhow::Result<Sink> {
         for batch in rx {
             match &mut sink {
-                Sink::Parquet(w) => w.write(batch)?,
-                Sink::Csv(w) => w.write(&batch)?,
+                Sink::Parquet(w) => w.write(batch).with_context(&writing)?,
+                Sink::Csv(w) => w.write(&batch).with_context(&writing)?,
                 Sink::Terminal(all) => all.push(batch),
             }
         }
@@ -198,7 +209,7 @@ async fn write(
     let sink = writer.join().map_err(|_| anyhow::anyhow!("the output writer panicked"))??;
     match sink {
         Sink::Parquet(w) => {
-            w.close()?;
+            w.close().with_context(writing2)?;
         }
         Sink::Csv(w) => drop(w),
         Sink::Terminal(all) => {

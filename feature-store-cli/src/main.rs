@@ -2,6 +2,7 @@
 
 mod historical;
 mod init;
+mod interrupt;
 mod online;
 mod output;
 mod parquet_out;
@@ -257,6 +258,7 @@ enum Kind {
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    interrupt::install();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

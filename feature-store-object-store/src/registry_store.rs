@@ -141,11 +141,20 @@ impl LocalFileRegistryStore {
         if current.as_ref() != expected {
             return Ok(WriteOutcome::Conflict);
         }
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            std::process::id()
-        ));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // Every writer holds the lock from its temp file's creation to its
+        // rename, so while this one holds it, any temp file left is a killed
+        // writer's: sweep them.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let prefix = format!(".{name}.");
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if file.starts_with(&prefix) && file.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         {
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
             f.write_all(data).map_err(io)?;

@@ -53,6 +53,12 @@ impl SourceFiles {
 const NOT_DATA: [&str; 12] =
     [".json", ".yaml", ".yml", ".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".md", ".txt", ".log", ".lock"];
 
+/// A file `object_store` writes before renaming it to its name (`name#3`),
+/// left behind when a writer is killed.
+fn is_staging(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn is_data_file(meta: &ObjectMeta) -> bool {
     let name = meta.location.filename().unwrap_or_default();
     let lower = name.to_ascii_lowercase();
@@ -61,6 +67,7 @@ fn is_data_file(meta: &ObjectMeta) -> bool {
         || name.starts_with('.')
         || name.ends_with(".crc")
         || name.ends_with(".tmp")
+        || is_staging(name)
         || NOT_DATA.iter().any(|ext| lower.ends_with(ext));
     // An empty file is no data, except one named as Parquet: that one is a
     // broken file (an interrupted write?), and reading it says so.
@@ -138,6 +145,8 @@ mod tests {
         std::fs::write(dir.path().join("part-0.parquet"), b"not checked by listing").unwrap();
         std::fs::write(dir.path().join("part-1.parquet"), b"").unwrap();
         std::fs::write(dir.path().join("marker"), b"").unwrap();
+        // What a killed `object_store` writer leaves: never read as data.
+        std::fs::write(dir.path().join("push-1.parquet#7"), b"half a file").unwrap();
         let files =
             super::list_source_files(&dir.path().display().to_string(), dir.path(), &BTreeMap::new()).await.unwrap();
         let names: Vec<&str> = files.files.iter().map(|m| m.location.filename().unwrap()).collect();

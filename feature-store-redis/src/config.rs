@@ -176,9 +176,11 @@ fn parse_connection_string(text: &str) -> Result<Vec<String>, Error> {
             if h.contains("://") {
                 return h;
             }
+            // Feast's form takes the password as written; a URL needs
+            // `@`, `/`, `#`, `%`... percent-encoded.
             let auth = match (&username, &password) {
-                (Some(u), Some(p)) => format!("{u}:{p}@"),
-                (None, Some(p)) => format!(":{p}@"),
+                (Some(u), Some(p)) => format!("{}:{}@", userinfo(u), userinfo(p)),
+                (None, Some(p)) => format!(":{}@", userinfo(p)),
                 _ => String::new(),
             };
             let scheme = if tls { "rediss" } else { "redis" };
@@ -186,6 +188,20 @@ fn parse_connection_string(text: &str) -> Result<Vec<String>, Error> {
             format!("{scheme}://{auth}{h}{db}")
         })
         .collect())
+}
+
+/// `text` percent-encoded for a URL's user or password: all but unreserved characters.
+fn userinfo(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 #[cfg(test)]

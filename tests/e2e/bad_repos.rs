@@ -316,3 +316,14 @@ async fn ignore_file_excludes_other_yaml() {
     let store = feature_store::open(dir.path()).unwrap();
     store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
 }
+
+/// A file of 200,000 nested brackets (the YAML scanner's time grows with the
+/// square of the depth: minutes) is refused at once, naming the file and place.
+#[tokio::test]
+async fn deeply_nested_yaml_is_refused_quickly() {
+    let deep = "feature_views: ".to_owned() + &"[".repeat(200_000);
+    let started = std::time::Instant::now();
+    let err = apply_err(&[], &[("deep.yaml", &deep)]).await;
+    has(&err, &["deep.yaml", "nesting deeper than 64 levels at line 1, column 79"]);
+    assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
+}

@@ -381,6 +381,19 @@ async fn scenario_and_conformance_redis_with_auth() {
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
 
+/// Feast's `host:port,password=...` form takes the password as written,
+/// characters that mean something in a URL included.
+#[tokio::test(flavor = "multi_thread")]
+async fn feast_style_password_with_url_characters() {
+    let password = "p@ss/w#rd%x:y?z";
+    let server = RedisServer::start_with_password(password);
+    let yaml = format!(
+        "online_store: {{type: redis, connection_string: \"127.0.0.1:{},password={password}\"}}\n",
+        server.port()
+    );
+    scenario(&yaml).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scenario_and_conformance_redis_cluster() {
     let cluster = RedisCluster::start(3);

@@ -20,6 +20,21 @@ async fn local_file_store_conforms() {
     registry_store_conformance(store).await;
 }
 
+/// A writer killed between creating its temp file and renaming it leaves the
+/// temp file; the next write (holding the lock) sweeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_writers_temp_file_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_registry_store("registry.json", dir.path(), &BTreeMap::new()).unwrap();
+    let stale = dir.path().join(".registry.json.4242.tmp");
+    std::fs::write(&stale, vec![b'x'; 1 << 20]).unwrap();
+    let other = dir.path().join(".other.json.4242.tmp");
+    std::fs::write(&other, b"not ours").unwrap();
+    store.write(bytes::Bytes::from_static(b"{}"), None).await.unwrap();
+    assert!(!stale.exists(), "the stale temp file is swept");
+    assert!(other.exists(), "only this registry's temp files are touched");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_url_store_conforms() {
     let store = open_registry_store("memory://conformance/registry.json", Path::new("/"), &BTreeMap::new()).unwrap();

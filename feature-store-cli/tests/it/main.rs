@@ -715,3 +715,86 @@ fn the_repo_is_found_in_a_parent_folder() {
     assert!(err.contains("no feature_store.yaml in") && err.contains("git repository's root"), "{err}");
     assert!(err.contains("feature-store init") && err.contains("--repo"), "{err}");
 }
+
+/// SIGTERM or SIGINT while `historical --output` writes removes the hidden
+/// partial file; one left by a killed run (SIGKILL) is swept by the next run.
+#[cfg(unix)]
+#[test]
+fn interrupted_output_leaves_no_partial_file() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    // Enough entity rows that writing takes a while, even in a release build.
+    let entities = repo.join("entities.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&entities).unwrap());
+    writeln!(f, "driver_id,event_timestamp").unwrap();
+    for i in 0..3_000_000u64 {
+        writeln!(f, "{},2026-01-0{}T0{}:00:00Z", 1001 + i % 5, 1 + i % 9, i % 10).unwrap();
+    }
+    drop(f);
+    let partials = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(".partial"))
+            .collect()
+    };
+    for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
+        let child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
+            .arg("--repo")
+            .arg(&repo)
+            .args(["historical", "--entities", "entities.csv", "--features", "driver_hourly_stats:conv_rate"])
+            .args(["--output", "out.parquet"])
+            .current_dir(&repo)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while partials(&repo).is_empty() {
+            assert!(started.elapsed().as_secs() < 120, "no partial file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let kill = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // The run finished between the check and the signal: nothing to test this round.
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("interrupted; the partial output file was removed"), "{stderr}");
+        assert_eq!(partials(&repo), Vec::<String>::new(), "{signal} left a partial file");
+        assert!(!repo.join("out.parquet").exists(), "no output from an interrupted run");
+    }
+    // Past a file size limit (as on a full disk), the error names the output
+    // and nothing is left behind.
+    let limited = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 64 && exec '{}' --repo '{}' historical --entities entities.csv \
+             --features driver_hourly_stats:conv_rate --output out.parquet",
+            env!("CARGO_BIN_EXE_feature-store"),
+            repo.display()
+        ))
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let stderr = fail(&limited);
+    let out = repo.join("out.parquet");
+    assert!(stderr.contains(&format!("cannot write the output {}", out.display())), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert_eq!(partials(&repo), Vec::<String>::new(), "a failed write left a partial file");
+    assert!(!out.exists());
+    // A partial file of a process that no longer exists is swept by the next run.
+    let stale = repo.join(".small.parquet.999999999.partial");
+    std::fs::write(&stale, b"half a file").unwrap();
+    std::fs::write(repo.join("few.csv"), "driver_id,event_timestamp\n1001,2026-01-01T00:00:00Z\n").unwrap();
+    let (few, small) = (repo.join("few.csv"), repo.join("small.parquet"));
+    let args = ["--entities", few.to_str().unwrap(), "--features", "driver_hourly_stats:conv_rate"];
+    ok(&cli(&repo, &[&["historical"][..], &args, &["--output", small.to_str().unwrap()]].concat()));
+    assert!(!stale.exists(), "the stale partial file was swept");
+}

@@ -60,7 +60,10 @@ pub enum FeatureValue {
     Bool(bool),
     /// Any integer.
     Int(i64),
-    /// Any float.
+    /// Any float. In JSON, NaN and the infinities are the strings `"NaN"`,
+    /// `"Infinity"` and `"-Infinity"` (the protobuf JSON mapping's
+    /// convention), since JSON numbers cannot hold them.
+    #[serde(serialize_with = "float_json")]
     Float(f64),
     /// A string.
     String(String),
@@ -70,6 +73,15 @@ pub enum FeatureValue {
     Timestamp(DateTime<Utc>),
     /// A list.
     List(Vec<FeatureValue>),
+}
+
+fn float_json<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match *v {
+        v if v.is_nan() => s.serialize_str("NaN"),
+        f64::INFINITY => s.serialize_str("Infinity"),
+        f64::NEG_INFINITY => s.serialize_str("-Infinity"),
+        v => s.serialize_f64(v),
+    }
 }
 
 impl FeatureValue {
@@ -337,5 +349,24 @@ impl OnlineResponse {
             })
             .collect();
         serde_json::json!({ "metadata": { "feature_names": self.column_names() }, "results": results })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::Float64Array;
+
+    use super::FeatureValue;
+
+    /// JSON numbers cannot hold NaN or the infinities; they must not turn into
+    /// null (which reads as a missing value beside a PRESENT status).
+    #[test]
+    fn non_finite_floats_survive_json() {
+        let col = Float64Array::from(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5]);
+        let values: Vec<FeatureValue> = (0..col.len()).map(|i| FeatureValue::from_array(&col, i)).collect();
+        let json = serde_json::to_string(&values).unwrap();
+        assert_eq!(json, r#"["NaN","Infinity","-Infinity",-0.5]"#);
+        let list = FeatureValue::List(vec![FeatureValue::Float(f64::NAN), FeatureValue::Null]);
+        assert_eq!(serde_json::to_string(&list).unwrap(), r#"["NaN",null]"#);
     }
 }

@@ -235,6 +235,7 @@ impl RepoConfig {
     /// Parses config text; `location` names it in errors.
     pub fn from_yaml(text: &str, location: &str) -> Result<Self> {
         let err = |message: String| Error::Config { location: location.to_owned(), message };
+        super::yaml_limits::check(text).map_err(err)?;
         let text = expand_env(text).map_err(err)?;
         let config: RepoConfig = yaml_serde::from_str(&text).map_err(|e| err(e.to_string()))?;
         config.check().map_err(err)?;

@@ -179,6 +179,10 @@ fn collect_yaml(root: &Path, dir: &Path, ignore: &globset::GlobSet, out: &mut Ve
 
 fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definitions {
     let mut defs = Definitions::new();
+    if let Err(e) = super::yaml_limits::check(text) {
+        problems.push(Problem::new(Some(file), "", e));
+        return defs;
+    }
     let doc: yaml_serde::Value = match yaml_serde::from_str(text) {
         Ok(v) => v,
         Err(e) => {

@@ -3,6 +3,7 @@
 mod config;
 mod definitions;
 mod options;
+pub mod yaml_limits;
 
 pub use config::{CONFIG_FILE, OfflineStoreConfig, OnlineStoreConfig, RegistryConfig, RepoConfig};
 pub use definitions::{Defined, Definitions, load_definitions};
