@@ -299,7 +299,9 @@ async fn scenario(online_yaml: &str) {
 
     // The pushed offline row is seen by a later materialization of a fresh store.
     let online = store.online_store().unwrap();
-    online.drop_view("online_e2e", "stats_v").await.unwrap();
+    let table = store.document().await.unwrap().project("online_e2e").online_table("stats_v");
+    assert!(table.starts_with("stats_v@"), "stored under the view's generation: {table}");
+    online.drop_view("online_e2e", &table).await.unwrap();
     let r = read(&store, &[Some(2)], now).await;
     assert_eq!(r.status(0, "conv_rate").unwrap(), NotFound, "drop_view empties the view");
     store.materialize(at(t - 4 * HOUR), at(now), &opts).await.unwrap();
@@ -342,8 +344,10 @@ async fn scenario(online_yaml: &str) {
     store.materialize(at(t - 4 * HOUR), at(now), &opts).await.unwrap();
     let r = grown_read().await;
     assert_eq!(cell(&r, 0, "city"), (FeatureValue::String("pushed".into()), Present));
-    online.drop_view("online_e2e", "stats_v").await.unwrap();
-    online.drop_view("online_e2e", "city_v").await.unwrap();
+    let doc = store.document().await.unwrap();
+    for view in ["stats_v", "city_v"] {
+        online.drop_view("online_e2e", &doc.project("online_e2e").online_table(view)).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -379,6 +383,60 @@ async fn scenario_and_conformance_redis_with_auth() {
     assert!(err.is_ok(), "an empty read needs no connection");
     let err = feature_store::online::OnlineStore::delete(&bad, "p", "v", &["k".into()]).await.unwrap_err();
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
+}
+
+/// A view removed while the online store is down, then defined again once it
+/// is back (its data persisted), must not serve the old view's values: the
+/// new view's data lives apart, and the next apply clears the old data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_views_online_data_never_comes_back() {
+    use FeatureStatus::*;
+    let mut server = RedisServer::start();
+    let t = base();
+    let yaml = format!("online_store: {{type: redis, connection_string: \"{}\", timeout: 2s}}\n", server.url());
+    let (dir, store) = open_repo(&yaml, t).await;
+    store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
+    assert_eq!(cell(&read(&store, &[Some(3)], t).await, 0, "trips"), (FeatureValue::Int(7), Present));
+
+    // Redis goes down (its data saved); city_v is removed meanwhile.
+    assert!(server.command(&["SAVE"]).unwrap().contains("OK"));
+    server.stop();
+    let without = DEFS
+        .replace("  - {name: city_v, entities: [driver], source: stats, schema: [{name: city, dtype: string}]}\n", "");
+    std::fs::write(dir.path().join("features.yaml"), &without).unwrap();
+    let err = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    assert!(
+        err.contains("clearing the online data of removed feature view \"city_v\" failed")
+            && err.contains("the next `feature-store apply` clears it"),
+        "{err}"
+    );
+
+    // Redis is back with the old data; the view is defined again.
+    server.restart();
+    assert!(server.command(&["DBSIZE"]).unwrap().trim_start_matches(':').trim() != "0", "the data persisted");
+    std::fs::write(dir.path().join("features.yaml"), DEFS).unwrap();
+    let outcome = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    assert!(outcome.written);
+    // The first call on the restarted server may meet the broken connection.
+    let features = Features::refs(["stats_v:conv_rate", "stats_v:trips", "city_v:city"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let options = OnlineOptions::default().with_now(at(t));
+        match store.get_online_features(&features, &drivers(&[Some(1), Some(3)]), &options).await {
+            Ok(r) => break r,
+            Err(e) => assert!(Instant::now() < deadline, "no recovery after restart: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(cell(&r, 0, "city"), (FeatureValue::Null, NotFound), "the re-created view was never materialized");
+    assert_eq!(cell(&r, 1, "trips"), (FeatureValue::Int(7), Present), "other views keep serving");
+    let doc = store.document().await.unwrap();
+    assert!(doc.project("online_e2e").registry().orphaned_online.is_empty(), "the old data was cleared");
+    let keys = server.command(&["KEYS", "*city_v*"]).unwrap();
+    assert!(keys.starts_with("*0"), "no key of the old city_v is left: {keys}");
+    // Materializing the new view serves its values again.
+    store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
+    assert_eq!(cell(&read(&store, &[Some(1)], t).await, 0, "city"), (FeatureValue::String("b".into()), Present));
 }
 
 /// Feast's `host:port,password=...` form takes the password as written,
@@ -621,8 +679,11 @@ async fn removing_a_view_clears_its_online_data() {
     let t = base();
     let (dir, store) = open_repo("online_store: {type: sqlite}\n", t).await;
     store.materialize(at(t - 4 * HOUR), at(t), &MaterializeOptions::default()).await.unwrap();
+    let doc = store.document().await.unwrap();
+    let tables = doc.project("online_e2e");
     let raw = |view: &str| {
-        feature_store::online::ViewRead::new(view, vec!["city".into(), "trips".into()], vec!["driver_id=2".into()])
+        let table = tables.online_table(view);
+        feature_store::online::ViewRead::new(table, vec!["city".into(), "trips".into()], vec!["driver_id=2".into()])
     };
     let online = Arc::clone(store.online_store().unwrap());
     let got = online.read("online_e2e", &[raw("city_v"), raw("stats_v")]).await.unwrap();

@@ -203,10 +203,11 @@ pub enum PushMode {
 }
 
 /// A view prepared for writing: names and types resolved once.
-struct WriteTarget {
-    view: FeatureView,
-    join_keys: Vec<JoinKey>,
-    online: OnlineView,
+pub(crate) struct WriteTarget {
+    pub(crate) view: FeatureView,
+    pub(crate) join_keys: Vec<JoinKey>,
+    /// The view's online table and ttl.
+    pub(crate) online: OnlineView,
 }
 
 impl WriteTarget {
@@ -258,7 +259,7 @@ impl FeatureStore {
         }
         let source = project.data_source(&view.source)?.clone();
         let join_keys = project.join_keys(&view)?;
-        let online = OnlineView::new(view.name.clone(), view.ttl);
+        let online = OnlineView::new(project.online_table(&view.name), view.ttl);
         Ok((WriteTarget { view, join_keys, online }, source))
     }
 
@@ -445,7 +446,7 @@ impl FeatureStore {
                 Some(validation)
             };
             let written = if aggregation {
-                self.materialize_tiles(&online, &target.view, source, &target.join_keys, start, end).await
+                self.materialize_tiles(&online, &target, source, start, end).await
             } else {
                 self.materialize_view(&online, &target, source, start, end, index, names.len(), options).await
             };
@@ -768,7 +769,7 @@ impl FeatureStore {
         };
         let written = if target.view.is_aggregation() {
             let events = events_batch(&keys, &ts, created_column(batch, &source)?, &pushed, &features)?;
-            self.push_tiles(online, &target.view, &target.join_keys, &events).await.map(|_| WriteStats::new(rows, 0))
+            self.push_tiles(online, &target, &events).await.map(|_| WriteStats::new(rows, 0))
         } else {
             let encoded = target.encode(&keys, ts.as_ref(), &features)?;
             online.write(self.project(), &target.online, &encoded).await

@@ -241,19 +241,63 @@ impl FeatureStore {
     /// rewrites them (a value still in an old type reads as a clear error).
     pub async fn apply(&self, defs: &Definitions, mode: ApplyMode) -> Result<ApplyOutcome> {
         let outcome = self.inner.registry.apply(self.project(), defs, mode, self.offline_store()?.as_ref()).await?;
-        if let (true, Some(online)) = (outcome.written, &self.inner.online) {
-            for view in outcome.plan.removed_views() {
-                online.drop_view(self.project(), &view).await.map_err(|e| Error::Backend {
-                    context: format!(
-                        "registry version {} was written, but clearing the online data of feature view \"{view}\" failed; \
-                         run `feature-store materialize` for it once the online store is reachable",
-                        outcome.version
-                    ),
-                    source: Box::new(e),
-                })?;
+        self.clear_orphaned_online(&outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Clears the online tables of removed views (listed in the registry by
+    /// the write that removed them) and unlists the cleared ones. A failure
+    /// leaves them listed for the next apply; they are never read meanwhile,
+    /// since a view created again under the same name gets a new table.
+    async fn clear_orphaned_online(&self, outcome: &ApplyOutcome) -> Result<()> {
+        let Some(online) = &self.inner.online else { return Ok(()) };
+        let doc = self.document().await?;
+        let orphaned = doc.project(self.project()).registry().orphaned_online.clone();
+        if orphaned.is_empty() {
+            return Ok(());
+        }
+        let mut cleared = Vec::new();
+        let mut failed = None;
+        for table in &orphaned {
+            match online.drop_view(self.project(), table).await {
+                Ok(()) => cleared.push(table.clone()),
+                Err(e) => {
+                    failed = Some((table.clone(), e));
+                    break;
+                }
             }
         }
-        Ok(outcome)
+        if !cleared.is_empty() {
+            let project = self.project().to_owned();
+            self.inner
+                .registry
+                .update(|doc| {
+                    let Some(p) = doc.projects.get_mut(&project) else { return Ok(false) };
+                    let before = p.orphaned_online.len();
+                    p.orphaned_online.retain(|t| !cleared.contains(t));
+                    Ok(p.orphaned_online.len() != before)
+                })
+                .await?;
+        }
+        match failed {
+            None => Ok(()),
+            Some((table, e)) => {
+                let view = table.split('@').next().unwrap_or(&table).to_owned();
+                let written = if outcome.written {
+                    format!("registry version {} was written, but ", outcome.version)
+                } else {
+                    String::new()
+                };
+                Err(Error::Backend {
+                    context: format!(
+                        "{written}clearing the online data of removed feature view \"{view}\" failed; it is never \
+                         served (a view created again under that name is stored apart), and the next \
+                         `feature-store apply` clears it once the online store is reachable"
+                    ),
+                    source: Box::new(e),
+                })
+            }
+        }
     }
 
     /// [`FeatureStore::resolve_views`], remembered per registry version.
@@ -275,7 +319,16 @@ impl FeatureStore {
         let views = self.resolve_in(&doc, features, full_feature_names)?;
         // Output names clash among themselves or never: checked once here.
         crate::historical::check_output_names(&[], &views)?;
-        let views = Arc::new(views.into_iter().map(ServedView::new).collect::<Result<Vec<_>>>()?);
+        let project = doc.project(self.project());
+        let views = Arc::new(
+            views
+                .into_iter()
+                .map(|v| {
+                    let table = project.online_table(&v.view.name);
+                    ServedView::new(v, table)
+                })
+                .collect::<Result<Vec<_>>>()?,
+        );
         let mut cache = self.inner.resolved.lock().expect("poisoned");
         if cache.version != doc.version {
             cache.version = doc.version;

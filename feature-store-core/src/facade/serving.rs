@@ -30,10 +30,12 @@ pub(crate) struct ServedView {
     dtypes: Vec<ValueType>,
     /// The view's ttl in microseconds; `None` is unlimited.
     ttl_micros: Option<i64>,
+    /// Where the online store keeps the view ([`crate::registry::online_table`]).
+    table: String,
 }
 
 impl ServedView {
-    pub(crate) fn new(request: ViewRequest) -> Result<Self> {
+    pub(crate) fn new(request: ViewRequest, table: String) -> Result<Self> {
         let dtypes = request
             .features
             .iter()
@@ -52,7 +54,7 @@ impl ServedView {
             .map(|(name, t)| Arc::new(Field::new(name, t.to_arrow(), true)))
             .collect();
         let ttl_micros = request.view.ttl.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX));
-        Ok(Self { features: request.features.clone().into(), fields, dtypes, ttl_micros, request })
+        Ok(Self { features: request.features.clone().into(), fields, dtypes, ttl_micros, request, table })
     }
 }
 
@@ -181,12 +183,12 @@ impl FeatureStore {
             if r.view.is_aggregation() {
                 let plan = super::tiles::ReadPlan::new(&r.view, &v.features, now)?;
                 let keys = plan.keys(&key_sets[set].unique);
-                reads.push(ViewRead::new(r.view.name.clone(), plan.states(), keys));
+                reads.push(ViewRead::new(v.table.clone(), plan.states(), keys));
                 plans.push(Some(plan));
                 continue;
             }
             plans.push(None);
-            reads.push(ViewRead::new(r.view.name.clone(), Arc::clone(&v.features), key_sets[set].unique.clone()));
+            reads.push(ViewRead::new(v.table.clone(), Arc::clone(&v.features), key_sets[set].unique.clone()));
         }
         if let Some(extra) = schema.fields().iter().zip(&used).find(|(_, u)| !**u) {
             let keys: Vec<&str> =

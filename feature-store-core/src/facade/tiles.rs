@@ -210,12 +210,12 @@ impl FeatureStore {
     pub(crate) async fn materialize_tiles(
         &self,
         online: &Arc<dyn OnlineStore>,
-        view: &FeatureView,
+        target: &super::materialize::WriteTarget,
         source: DataSource,
-        join_keys: &[JoinKey],
         start: Option<DateTime<Utc>>,
         end: DateTime<Utc>,
     ) -> Result<(u64, WriteStats, Option<DateTime<Utc>>)> {
+        let (view, join_keys) = (&target.view, &target.join_keys[..]);
         let interval = interval_micros(view)?;
         let top = top_level(view, interval);
         let end_us = end.timestamp_micros();
@@ -235,7 +235,7 @@ impl FeatureStore {
         let rows_read = events.num_rows() as u64;
         let builder = TileBuilder::new(view, join_keys, &events)?;
         let (by_key, newest) = builder.by_key(|t| read_from.is_none_or(|f| tiles::tile_of(t, interval) >= f));
-        let target = OnlineView::new(view.name.clone(), None);
+        let table = OnlineView::new(target.online.name.clone(), None);
         let project = self.project().to_owned();
         let mut rows = OnlineRows::new(builder.features.clone());
         let mut stats = WriteStats::default();
@@ -254,13 +254,13 @@ impl FeatureStore {
                     rows.push_value(Some(&buf));
                 }
                 if rows.len() >= WRITE_BATCH {
-                    stats += online.write(&project, &target, &rows).await?;
+                    stats += online.write(&project, &table, &rows).await?;
                     rows = OnlineRows::new(builder.features.clone());
                 }
             }
         }
         if !rows.is_empty() {
-            stats += online.write(&project, &target, &rows).await?;
+            stats += online.write(&project, &table, &rows).await?;
         }
         Ok((rows_read, stats, newest.and_then(DateTime::from_timestamp_micros)))
     }
@@ -274,10 +274,10 @@ impl FeatureStore {
     pub(crate) async fn push_tiles(
         &self,
         online: &Arc<dyn OnlineStore>,
-        view: &FeatureView,
-        join_keys: &[JoinKey],
+        target: &super::materialize::WriteTarget,
         events: &RecordBatch,
     ) -> Result<u64> {
+        let (view, join_keys) = (&target.view, &target.join_keys[..]);
         /// Rounds of lost races after which a push gives up (each round, at
         /// least one competing push has succeeded on every key that lost).
         const ROUNDS: usize = 1000;
@@ -290,7 +290,7 @@ impl FeatureStore {
                 pending.push((k, ts, states));
             }
         }
-        let target = OnlineView::new(view.name.clone(), None);
+        let table = OnlineView::new(target.online.name.clone(), None);
         let project = self.project();
         let names: Arc<[String]> = builder.features.clone().into();
         let mut updated = 0;
@@ -311,7 +311,7 @@ impl FeatureStore {
                     ));
                 }
                 let read =
-                    ViewRead::new(view.name.clone(), Arc::clone(&names), left.iter().map(|p| p.0.clone()).collect());
+                    ViewRead::new(table.name.clone(), Arc::clone(&names), left.iter().map(|p| p.0.clone()).collect());
                 let found = online.read(project, &[read]).await?.remove(0);
                 let mut rows = OnlineRows::new(builder.features.clone());
                 for ((key, ts, states), stored) in left.iter().map(|p| (&p.0, p.1, &p.2)).zip(&found) {
@@ -333,7 +333,7 @@ impl FeatureStore {
                         rows.push_value(Some(&buf));
                     }
                 }
-                let swapped = online.compare_and_swap(project, &target, &rows, &found).await?;
+                let swapped = online.compare_and_swap(project, &table, &rows, &found).await?;
                 updated += swapped.iter().filter(|s| **s).count() as u64;
                 left = left.into_iter().zip(&swapped).filter(|(_, ok)| !**ok).map(|(p, _)| p).collect();
                 if !left.is_empty() {

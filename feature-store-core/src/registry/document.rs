@@ -43,12 +43,30 @@ pub struct Record<T> {
     pub created_at: DateTime<Utc>,
     /// When the object last changed.
     pub updated_at: DateTime<Utc>,
+    /// The registry version that created the object: a feature view's online
+    /// data is stored under its name and generation ([`online_table`]), so a
+    /// view removed and created again never serves what the old one left
+    /// online, whatever failed in between. 0 for records written before
+    /// generations existed (their data is under the plain name).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl<T> Record<T> {
-    pub(crate) fn new(spec: T, at: DateTime<Utc>) -> Self {
-        Self { spec, created_at: at, updated_at: at }
+    pub(crate) fn new(spec: T, at: DateTime<Utc>, generation: u64) -> Self {
+        Self { spec, created_at: at, updated_at: at, generation }
     }
+}
+
+/// Where the online store keeps the data of view `name` created at
+/// `generation`: `name@generation` (the plain name for generation 0). View
+/// names hold no `@`, so tables of two views never meet.
+pub fn online_table(name: &str, generation: u64) -> String {
+    if generation == 0 { name.to_owned() } else { format!("{name}@{generation}") }
 }
 
 /// Per-view state that later runs read and advance.
@@ -144,6 +162,10 @@ pub struct ProjectRegistry {
     /// Saved datasets by name (their manifests are stored beside their files).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub datasets: BTreeMap<String, crate::dataset::DatasetRecord>,
+    /// Online tables of removed views not yet cleared (the online store was
+    /// unreachable): never read, cleared by the next `apply` that reaches the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphaned_online: Vec<String>,
 }
 
 impl RegistryDocument {
@@ -201,6 +223,12 @@ pub struct ViewFeatures {
 }
 
 impl<'a> ProjectView<'a> {
+    /// The online table of feature view `view` ([`online_table`]); its plain
+    /// name if the project has no such view.
+    pub fn online_table(&self, view: &str) -> String {
+        online_table(view, self.registry.feature_views.get(view).map_or(0, |r| r.generation))
+    }
+
     /// The underlying records.
     pub fn registry(&self) -> &'a ProjectRegistry {
         self.registry

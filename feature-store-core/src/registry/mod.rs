@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 pub(crate) use crate::error::similar;
 pub use document::{
     FORMAT_VERSION, ProjectRegistry, ProjectView, RUNS_KEPT, Record, RegistryDocument, RunOutcome, RunRecord,
-    ViewFeatures, ViewState,
+    ViewFeatures, ViewState, online_table,
 };
 pub use plan::{ApplyMode, Change, ChangeAction, ObjectKind, Plan};
 pub use storage::{MemoryRegistryStore, RegistryStore, StoreVersion, WriteOutcome};
@@ -111,7 +111,7 @@ impl Registry {
         let (doc, _) = self.read_fresh().await?;
         let current = doc.project(project).registry().clone();
         let resolved = validate::validate(&plan::merged(&current, defs, mode), offline, &Default::default()).await?;
-        Ok(plan::build(&current, &resolved, Utc::now()).1)
+        Ok(plan::build(&current, &resolved, Utc::now(), doc.version + 1).1)
     }
 
     /// Validates `defs` and writes them to `project` in one atomic step.
@@ -133,7 +133,7 @@ impl Registry {
             let current = doc.project(project).registry().clone();
             let resolved = validate::validate(&plan::merged(&current, defs, mode), offline, &cache).await?;
             let now = Utc::now();
-            let (next, plan) = plan::build(&current, &resolved, now);
+            let (next, plan) = plan::build(&current, &resolved, now, doc.version + 1);
             if plan.is_empty() && doc.projects.contains_key(project) {
                 return Ok(ApplyOutcome { plan, version: doc.version, written: false, attempts });
             }

@@ -188,7 +188,14 @@ pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyM
 /// Builds the new project state from resolved definitions, keeping creation
 /// times and view state of unchanged names, and the plan that leads there.
 #[allow(clippy::field_reassign_with_default)] // each field is computed in turn, feeding the plan
-pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: DateTime<Utc>) -> (ProjectRegistry, Plan) {
+/// The next registry of a project and the plan that leads there; objects
+/// created now get `generation` (the version being written).
+pub(crate) fn build(
+    current: &ProjectRegistry,
+    resolved: &Definitions,
+    now: DateTime<Utc>,
+    generation: u64,
+) -> (ProjectRegistry, Plan) {
     let mut plan = Plan::default();
     let mut next = ProjectRegistry::default();
     next.entities = diff_kind(
@@ -197,7 +204,7 @@ pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: Date
         &resolved.entities,
         |e| &e.name,
         entity_breaks,
-        now,
+        (now, generation),
         &mut plan,
     );
     next.data_sources = diff_kind(
@@ -206,7 +213,7 @@ pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: Date
         &resolved.sources,
         |e| &e.name,
         source_breaks,
-        now,
+        (now, generation),
         &mut plan,
     );
     next.feature_views = diff_kind(
@@ -215,7 +222,7 @@ pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: Date
         &resolved.feature_views,
         |e| &e.name,
         view_breaks,
-        now,
+        (now, generation),
         &mut plan,
     );
     next.feature_services = diff_kind(
@@ -224,7 +231,7 @@ pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: Date
         &resolved.feature_services,
         |e| &e.name,
         service_breaks,
-        now,
+        (now, generation),
         &mut plan,
     );
     // A breaking view change (keys, types) invalidates what is online, so its
@@ -238,6 +245,17 @@ pub(crate) fn build(current: &ProjectRegistry, resolved: &Definitions, now: Date
         .collect();
     // Saved datasets carry their own copies of the definitions they used.
     next.datasets = current.datasets.clone();
+    // Removed views' online data is cleared after the write; until that
+    // succeeds their tables are listed, so a later apply clears them.
+    next.orphaned_online = current.orphaned_online.clone();
+    for (name, record) in &current.feature_views {
+        if !next.feature_views.contains_key(name) {
+            let table = crate::registry::online_table(name, record.generation);
+            if !next.orphaned_online.contains(&table) {
+                next.orphaned_online.push(table);
+            }
+        }
+    }
     plan.changes.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     (next, plan)
 }
@@ -248,7 +266,7 @@ fn diff_kind<T: Clone + PartialEq + Serialize>(
     new: &[Defined<T>],
     name: impl Fn(&T) -> &str,
     breaks: fn(&T, &T) -> Vec<String>,
-    now: DateTime<Utc>,
+    (now, generation): (DateTime<Utc>, u64),
     plan: &mut Plan,
 ) -> BTreeMap<String, Record<T>> {
     let mut out = BTreeMap::new();
@@ -263,7 +281,7 @@ fn diff_kind<T: Clone + PartialEq + Serialize>(
                     details: vec![],
                     breaking: vec![],
                 });
-                Record::new(d.value.clone(), now)
+                Record::new(d.value.clone(), now, generation)
             }
             Some(old) if old.spec == d.value => old.clone(),
             Some(old) => {
@@ -274,7 +292,12 @@ fn diff_kind<T: Clone + PartialEq + Serialize>(
                     details: property_diff(&old.spec, &d.value),
                     breaking: breaks(&old.spec, &d.value),
                 });
-                Record { spec: d.value.clone(), created_at: old.created_at, updated_at: now }
+                Record {
+                    spec: d.value.clone(),
+                    created_at: old.created_at,
+                    updated_at: now,
+                    generation: old.generation,
+                }
             }
         };
         out.insert(n, record);
@@ -364,4 +387,40 @@ fn service_breaks(old: &FeatureService, new: &FeatureService) -> Vec<String> {
         .filter(|f| !new.features.contains(f))
         .map(|f| format!("feature \"{f}\" removed from the service"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::build;
+    use crate::ValueType;
+    use crate::model::{FeatureView, Field};
+    use crate::registry::ProjectRegistry;
+    use crate::repo::Definitions;
+
+    fn view(name: &str, feature: &str) -> FeatureView {
+        FeatureView::builder(name, "src").field(Field::new(feature, ValueType::Int64)).build().unwrap()
+    }
+
+    /// A view keeps its generation while it exists; removed and created
+    /// again, it gets another, so its online table differs from the old one,
+    /// which is listed until cleared.
+    #[test]
+    fn generations_separate_a_recreated_views_online_data() {
+        let now = Utc::now();
+        let defs = Definitions::new().feature_view(view("v", "a"));
+        let (one, _) = build(&ProjectRegistry::default(), &defs, now, 3);
+        assert_eq!(one.feature_views["v"].generation, 3);
+        let changed = Definitions::new().feature_view(view("v", "b"));
+        let (two, _) = build(&one, &changed, now, 4);
+        assert_eq!(two.feature_views["v"].generation, 3, "a change keeps the generation");
+        let (gone, _) = build(&two, &Definitions::new(), now, 5);
+        assert_eq!(gone.orphaned_online, ["v@3"]);
+        let (back, _) = build(&gone, &defs, now, 6);
+        assert_eq!(back.feature_views["v"].generation, 6);
+        assert_eq!(crate::registry::online_table("v", back.feature_views["v"].generation), "v@6");
+        assert_eq!(back.orphaned_online, ["v@3"], "still listed until an apply clears it");
+        assert_eq!(crate::registry::online_table("v", 0), "v", "records from before generations");
+    }
 }
