@@ -47,6 +47,15 @@ pub(crate) async fn run(
     if let Some(out) = output {
         let absolute = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
         store.check_output_outside_sources(&absolute.display().to_string()).await?;
+        // Writing over the entity table would replace the rows being read.
+        if let (Ok(a), Ok(b)) = (std::fs::canonicalize(out), std::fs::canonicalize(entities))
+            && a == b
+        {
+            anyhow::bail!(
+                "--output {} is the entity table being read; write the training set to another file",
+                out.display()
+            );
+        }
     }
     let partial = output.map(partial_path);
     if let Some(out) = output {

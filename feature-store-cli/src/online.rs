@@ -133,6 +133,13 @@ fn print_report(report: &MaterializeReport) {
             },
             v.seconds
         );
+        if let Some(w) = &v.watermark_kept {
+            println!(
+                "  watermark kept at {}: this window starts after it, and the gap between was never loaded \
+                 (materialize-incremental fills it)",
+                fmt(w)
+            );
+        }
     }
     let count = |o: RunOutcome| report.views.iter().filter(|v| v.outcome == o).count();
     let (done, current, failed) =

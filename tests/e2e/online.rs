@@ -249,6 +249,17 @@ async fn scenario(online_yaml: &str) {
         serde_json::json!(at(e2)),
         "an old window does not move the watermark back"
     );
+    // A window starting after the watermark leaves a gap never loaded: the
+    // watermark stays, and the report says so.
+    let later = store.materialize(at(e2 + 2 * HOUR), at(e2 + 3 * HOUR), &opts).await.unwrap();
+    assert_eq!(later.views[0].watermark_kept, Some(at(e2)), "{later:?}");
+    let json = serde_json::to_value(store.describe("stats_v").await.unwrap()).unwrap();
+    assert_eq!(json[0]["state"]["watermark"], serde_json::json!(at(e2)), "a gap never moves the watermark");
+    // A contiguous window moves it.
+    let next = store.materialize(at(e2), at(e2 + HOUR), &opts).await.unwrap();
+    assert_eq!(next.views[0].watermark_kept, None);
+    let json = serde_json::to_value(store.describe("stats_v").await.unwrap()).unwrap();
+    assert_eq!(json[0]["state"]["watermark"], serde_json::json!(at(e2 + HOUR)));
 
     // Push: fresh values online and, optionally, offline.
     let now = Utc::now().timestamp_micros();

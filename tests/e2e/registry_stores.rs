@@ -20,6 +20,38 @@ async fn local_file_store_conforms() {
     registry_store_conformance(store).await;
 }
 
+/// A registry holding a field this version does not know (a newer writer's)
+/// is read as usual, and writing it is refused instead of dropping the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newer_writers_fields_are_never_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = format!("{BASE}feature_views:\n  - {{name: v, entities: [driver], source: drivers}}\n");
+    write_repo(dir.path(), &[("features.yaml", &defs)]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let path = dir.path().join("data/registry.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let project = doc["projects"].as_object().unwrap().keys().next().unwrap().clone();
+    let views = doc["projects"][&project]["feature_views"].as_object_mut().unwrap();
+    let view = views.keys().next().unwrap().clone();
+    // (A new key inside a definition is refused on read, since definitions
+    // deny unknown keys; around them, a newer writer's key is kept this way.)
+    views[&view]["lineage"] = serde_json::json!({"job": "nightly"});
+    let edited = serde_json::to_vec_pretty(&doc).unwrap();
+    std::fs::write(&path, &edited).unwrap();
+
+    let store = feature_store::open(dir.path()).unwrap();
+    if let Err(e) = store.get_feature_view(&view).await {
+        panic!("reading works: {e}");
+    }
+    let mut defs = store.repo_definitions().unwrap();
+    defs.feature_views.pop();
+    let err = store.apply(&defs, ApplyMode::Sync).await.unwrap_err().to_string();
+    let field = format!("projects.{project}.feature_views.{view}.lineage");
+    assert!(err.contains(&field) && err.contains("writing would drop it"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), edited, "the registry is untouched");
+}
+
 /// A writer killed between creating its temp file and renaming it leaves the
 /// temp file; the next write (holding the lock) sweeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -789,12 +789,16 @@ fn interrupted_output_leaves_no_partial_file() {
     assert!(stderr.contains("File too large"), "{stderr}");
     assert_eq!(partials(&repo), Vec::<String>::new(), "a failed write left a partial file");
     assert!(!out.exists());
-    // A partial file of a process that no longer exists is swept by the next run.
-    let stale = repo.join(".small.parquet.999999999.partial");
-    std::fs::write(&stale, b"half a file").unwrap();
     std::fs::write(repo.join("few.csv"), "driver_id,event_timestamp\n1001,2026-01-01T00:00:00Z\n").unwrap();
     let (few, small) = (repo.join("few.csv"), repo.join("small.parquet"));
     let args = ["--entities", few.to_str().unwrap(), "--features", "driver_hourly_stats:conv_rate"];
+    // The entity table is never overwritten by the output.
+    let err = fail(&cli(&repo, &[&["historical"][..], &args, &["--output", few.to_str().unwrap()]].concat()));
+    assert!(err.contains("is the entity table being read"), "{err}");
+    assert!(std::fs::read_to_string(&few).unwrap().contains("1001,"), "the entity file is intact");
+    // A partial file of a process that no longer exists is swept by the next run.
+    let stale = repo.join(".small.parquet.999999999.partial");
+    std::fs::write(&stale, b"half a file").unwrap();
     ok(&cli(&repo, &[&["historical"][..], &args, &["--output", small.to_str().unwrap()]].concat()));
     assert!(!stale.exists(), "the stale partial file was swept");
 }

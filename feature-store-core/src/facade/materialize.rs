@@ -143,6 +143,11 @@ pub struct ViewMaterialization {
     /// counts them too); `None` for a plain view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiles_written: Option<u64>,
+    /// The view's watermark when the window started after it: the watermark
+    /// stays there, since the gap between was never loaded (an incremental
+    /// run fills it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark_kept: Option<DateTime<Utc>>,
 }
 
 /// What a materialization run did, per view.
@@ -369,6 +374,7 @@ impl FeatureStore {
                     outcome: RunOutcome::UpToDate,
                     validation: None,
                     tiles_written: None,
+                    watermark_kept: None,
                 });
                 continue;
             }
@@ -437,6 +443,7 @@ impl FeatureStore {
                         outcome: RunOutcome::ValidationFailed,
                         validation: Some(validation),
                         tiles_written: None,
+                        watermark_kept: None,
                     });
                     if options.stop_on_validation_failure {
                         break;
@@ -476,7 +483,7 @@ impl FeatureStore {
                 seconds = run.seconds,
                 "materialize: view written"
             );
-            self.advance_watermark(name, end, run, newest).await?;
+            let watermark_kept = self.advance_watermark(name, start, end, run, newest).await?;
             report.views.push(ViewMaterialization {
                 view: name.clone(),
                 start,
@@ -488,6 +495,7 @@ impl FeatureStore {
                 outcome: RunOutcome::Succeeded,
                 validation: validation.filter(|v| !target.view.validation.is_empty() || !v.warnings.is_empty()),
                 tiles_written: aggregation.then_some(stats.written),
+                watermark_kept,
             });
         }
         report.seconds = began.elapsed().as_secs_f64();
@@ -592,15 +600,19 @@ impl FeatureStore {
         Ok((latest.rows_read.load(Ordering::Relaxed), stats, newest_us.and_then(DateTime::from_timestamp_micros)))
     }
 
+    /// Moves the view's watermark to `end`, unless the window started after
+    /// it (a gap never loaded): then returns the kept watermark.
     async fn advance_watermark(
         &self,
         view: &str,
+        start: Option<DateTime<Utc>>,
         end: DateTime<Utc>,
         run: RunRecord,
         newest: Option<DateTime<Utc>>,
-    ) -> Result<()> {
+    ) -> Result<Option<DateTime<Utc>>> {
         let project = self.project().to_owned();
         let now = Utc::now();
+        let mut kept = None;
         self.registry()
             .update(|doc| {
                 let p = doc.projects.entry(project.clone()).or_default();
@@ -612,8 +624,13 @@ impl FeatureStore {
                     });
                 }
                 let state = p.view_state.entry(view.to_owned()).or_default();
-                if state.watermark.is_none_or(|w| w < end) {
-                    state.watermark = Some(end);
+                kept = None;
+                match state.watermark {
+                    // Windows are inclusive: one starting a microsecond
+                    // after the watermark continues it.
+                    Some(w) if start.is_some_and(|s| s > w + chrono::Duration::microseconds(1)) => kept = Some(w),
+                    Some(w) if w >= end => {}
+                    _ => state.watermark = Some(end),
                 }
                 if newest.is_some() && state.newest_event_ts < newest {
                     state.newest_event_ts = newest;
@@ -623,7 +640,15 @@ impl FeatureStore {
                 Ok(true)
             })
             .await?;
-        Ok(())
+        if let Some(w) = kept {
+            tracing::warn!(
+                project = self.project(),
+                view,
+                watermark = %w,
+                "materialize: the window starts after the watermark; kept it (run materialize-incremental to fill the gap)"
+            );
+        }
+        Ok(kept)
     }
 
     /// Writes `batch` of fresh values to the view's online store and/or offline

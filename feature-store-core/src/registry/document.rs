@@ -25,11 +25,69 @@ pub struct RegistryDocument {
     pub updated_at: Option<DateTime<Utc>>,
     /// Objects by project.
     pub projects: BTreeMap<String, ProjectRegistry>,
+    /// A field of the stored document this version does not know (its
+    /// path), as a newer writer may add: reading works, writing is refused,
+    /// since it would drop the field.
+    #[serde(skip)]
+    pub unknown_field: Option<String>,
 }
 
 impl Default for RegistryDocument {
     fn default() -> Self {
-        Self { format_version: FORMAT_VERSION, version: 0, updated_at: None, projects: BTreeMap::new() }
+        Self {
+            format_version: FORMAT_VERSION,
+            version: 0,
+            updated_at: None,
+            projects: BTreeMap::new(),
+            unknown_field: None,
+        }
+    }
+}
+
+/// A value the writer leaves out (`skip_serializing_if`): dropping it loses nothing.
+fn is_default(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// The path of the first object key of `stored` that `known` lacks.
+fn first_unknown(stored: &serde_json::Value, known: &serde_json::Value, path: &mut String) -> bool {
+    use serde_json::Value;
+    match (stored, known) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let at = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                match b.get(k) {
+                    // A null or empty value the writer skips is no loss.
+                    None if !is_default(v) => return true,
+                    Some(w) if first_unknown(v, w, path) => return true,
+                    _ => {}
+                }
+                path.truncate(at);
+            }
+            false
+        }
+        (Value::Array(a), Value::Array(b)) => a.iter().zip(b).enumerate().any(|(i, (v, w))| {
+            let at = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = first_unknown(v, w, path);
+            if !found {
+                path.truncate(at);
+            }
+            found
+        }),
+        _ => false,
     }
 }
 
@@ -183,7 +241,14 @@ impl RegistryDocument {
                 head.format_version
             )));
         }
-        serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
+        let stored: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let mut doc: Self = serde_json::from_value(stored.clone()).map_err(|e| corrupt(e.to_string()))?;
+        let known = serde_json::to_value(&doc).map_err(|e| corrupt(e.to_string()))?;
+        let mut path = String::new();
+        if first_unknown(&stored, &known, &mut path) {
+            doc.unknown_field = Some(path);
+        }
+        Ok(doc)
     }
 
     /// Serializes the document.

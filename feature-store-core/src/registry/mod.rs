@@ -185,6 +185,14 @@ impl Registry {
 
     /// Writes `doc` as the next version if the store is still at `token`; `None` on conflict.
     async fn write(&self, mut doc: RegistryDocument, token: Option<&StoreVersion>) -> Result<Option<u64>> {
+        if let Some(field) = &doc.unknown_field {
+            return Err(Error::Unsupported(format!(
+                "registry {}: it holds \"{field}\", a field this version of feature-store does not know (written \
+                 by a newer version?); writing would drop it, so this version only reads this registry: upgrade \
+                 feature-store to change it",
+                self.location()
+            )));
+        }
         doc.version += 1;
         doc.updated_at = Some(Utc::now());
         doc.format_version = FORMAT_VERSION;
