@@ -1,0 +1,188 @@
+//! Crash tests: the CLI killed (SIGKILL) at random points of its write paths.
+//! After each kill the stores open, nothing half-written is served (every
+//! value present online is the value a clean run writes), and a rerun
+//! converges to exactly a clean run's contents, with no temp files left.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+use crate::{cli, json, ok};
+
+const DRIVERS: i64 = 100_000;
+const HOURS: i64 = 3;
+const BASE: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+/// The demo repo with `DRIVERS` drivers x `HOURS` hourly rows, values derived
+/// from (driver, hour), and `online` as its online store.
+fn repo(root: &Path, online: &str) -> std::path::PathBuf {
+    let repo = root.join("demo");
+    ok(&cli(root, &["init", repo.to_str().unwrap()]));
+    let config = std::fs::read_to_string(repo.join("feature_store.yaml")).unwrap();
+    let config = config.replace("online_store:\n  type: sqlite\n  path: data/online.db\n", online);
+    assert!(config.contains(online), "test bug: the demo config changed");
+    std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
+    let n = (DRIVERS * HOURS) as usize;
+    let (mut ids, mut ts, mut conv, mut trips) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for h in 0..HOURS {
+        for d in 0..DRIVERS {
+            ids.push(1000 + d);
+            ts.push(BASE + h * 3_600_000_000);
+            conv.push(((d * 7 + h) % 1000) as f32 / 1000.0);
+            trips.push(d * 100 + h);
+        }
+    }
+    let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts_type.clone(), false),
+        Field::new("created", ts_type, false),
+        Field::new("conv_rate", DataType::Float32, true),
+        Field::new("acc_rate", DataType::Float32, true),
+        Field::new("avg_daily_trips", DataType::Int64, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids)),
+        Arc::new(TimestampMicrosecondArray::from(ts.clone()).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        Arc::new(Float32Array::from(conv.clone())),
+        Arc::new(Float32Array::from(conv)),
+        Arc::new(Int64Array::from(trips)),
+    ];
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let file = std::fs::File::create(repo.join("data/driver_stats.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    ok(&cli(&repo, &["apply"]));
+    repo
+}
+
+const WINDOW: [&str; 2] = ["2025-12-31T00:00:00Z", "2026-01-02T00:00:00Z"];
+
+/// `online --json` for a fixed sample of drivers.
+fn sample(repo: &Path) -> serde_json::Value {
+    let mut args = vec!["online".to_owned(), "--service".into(), "driver_activity".into()];
+    for d in (0..DRIVERS).step_by(487) {
+        args.push("--entity".into());
+        args.push(format!("driver_id={}", 1000 + d));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    json(&cli(repo, &args))
+}
+
+/// Runs `args` and kills it `after` the file `started` exists (at once
+/// without one); returns whether it was killed while running.
+fn run_and_kill(repo: &Path, args: &[&str], started: Option<&Path>, after: Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(path) = started {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !path.exists() && matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    std::thread::sleep(after);
+    let killed = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
+
+/// `written` is the file the online store creates on its first write.
+fn converges_after_kills(online: &str, written: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    // The clean run: what every crashed run must converge to.
+    let clean = repo(&tmp.path().join("clean"), online);
+    let started = Instant::now();
+    ok(&cli(&clean, &[&["materialize"][..], &WINDOW].concat()));
+    let took = started.elapsed();
+    let expected = sample(&clean);
+
+    let crashed = repo(&tmp.path().join("crashed"), online);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut killed = 0;
+    for _ in 0..6 {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        // Once the writes began: the first run creates the store's file,
+        // later ones find it, so they are killed anywhere.
+        let after = took.mul_f64(0.5 * (rng >> 33) as f64 / (1u64 << 31) as f64);
+        let args = [&["materialize"][..], &WINDOW].concat();
+        killed += usize::from(run_and_kill(&crashed, &args, Some(&crashed.join(written)), after));
+        // The stores open, and whatever is served is a clean run's value.
+        ok(&cli(&crashed, &["status"]));
+        let got = sample(&crashed);
+        for (col, want) in got["results"].as_array().unwrap().iter().zip(expected["results"].as_array().unwrap()) {
+            for (i, status) in col["statuses"].as_array().unwrap().iter().enumerate() {
+                if status != "NOT_FOUND" {
+                    assert_eq!(col["values"][i], want["values"][i], "{online}: a half-written value is served");
+                    assert_eq!(col["event_timestamps"][i], want["event_timestamps"][i]);
+                }
+            }
+        }
+    }
+    assert!(killed >= 3, "{online}: most runs were killed mid-way ({killed} of 6)");
+    ok(&cli(&crashed, &[&["materialize"][..], &WINDOW].concat()));
+    assert_eq!(sample(&crashed), expected, "{online}: a rerun converges to the clean run");
+    let leftovers: Vec<String> = std::fs::read_dir(crashed.join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".tmp") || n.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn materialize_into_sqlite_killed_anywhere_converges() {
+    converges_after_kills("online_store:\n  type: sqlite\n  path: data/online.db\n", "data/online.db");
+}
+
+#[cfg(unix)]
+#[test]
+fn materialize_into_lmdb_killed_anywhere_converges() {
+    converges_after_kills(
+        "online_store:\n  type: lmdb\n  path: data/online.lmdb\n  map_size: 1GiB\n",
+        "data/online.lmdb",
+    );
+}
+
+/// `apply` killed at random points while the definitions alternate: the
+/// registry always reads, and the next apply leaves no temp file.
+#[cfg(unix)]
+#[test]
+fn apply_killed_anywhere_leaves_a_readable_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    let changed = defs.replacen("description: A driver on the platform", "description: Someone who drives", 1);
+    assert_ne!(defs, changed, "test bug: the demo definitions changed");
+    let started = Instant::now();
+    ok(&cli(&repo, &["apply"]));
+    let took = started.elapsed();
+    for i in 0..12u32 {
+        std::fs::write(repo.join("features.yaml"), if i % 2 == 0 { &changed } else { &defs }).unwrap();
+        run_and_kill(&repo, &["apply"], None, took.mul_f64(f64::from(i % 6) / 5.0));
+        ok(&cli(&repo, &["plan"]));
+    }
+    ok(&cli(&repo, &["apply"]));
+    assert!(ok(&cli(&repo, &["plan"])).contains("No changes."));
+    let temps: Vec<String> = std::fs::read_dir(repo.join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
