@@ -53,6 +53,8 @@ pub mod online;
 pub mod quality;
 pub mod registry;
 pub mod repo;
+#[cfg(test)]
+mod robustness;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod value_type;

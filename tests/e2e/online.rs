@@ -455,12 +455,22 @@ async fn a_removed_views_online_data_never_comes_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn feast_style_password_with_url_characters() {
     let password = "p@ss/w#rd%x:y?z";
-    let server = RedisServer::start_with_password(password);
+    let mut server = RedisServer::start_with_password(password);
     let yaml = format!(
-        "online_store: {{type: redis, connection_string: \"127.0.0.1:{},password={password}\"}}\n",
+        "online_store: {{type: redis, connection_string: \"127.0.0.1:{},password={password}\", timeout: 2s}}\n",
         server.port()
     );
     scenario(&yaml).await;
+    // Errors name the server but never the password, in either spelling.
+    let (_dir, store) = open_repo(&yaml, base()).await;
+    server.stop();
+    let err = store
+        .get_online_features(&Features::refs(["stats_v:trips"]), &drivers(&[Some(1)]), &OnlineOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains("p@ss") && !err.contains("p%40ss"), "the password leaked: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
