@@ -112,7 +112,7 @@ fn iterations(default: usize) -> usize {
 /// Runs `target` on mutations of `corpus`; panics with the input that
 /// panicked or took longer than `slow`.
 fn fuzz(name: &str, corpus: &[&[u8]], runs: usize, slow: Duration, target: impl Fn(&[u8])) {
-    let mut rng = Rng(0x5eed ^ name.len() as u64 * 0x9e37_79b9);
+    let mut rng = Rng(0x5eed ^ (name.len() as u64 * 0x9e37_79b9));
     let began = Instant::now();
     for i in 0..runs {
         let seed = corpus[i % corpus.len()];
@@ -238,11 +238,7 @@ fn online_records_and_values() {
 
 #[test]
 fn registry_documents() {
-    let doc = {
-        let mut d = crate::registry::RegistryDocument::default();
-        d.version = 7;
-        d.to_json()
-    };
+    let doc = crate::registry::RegistryDocument { version: 7, ..Default::default() }.to_json();
     let full = br#"{"format_version":1,"version":3,"updated_at":"2026-01-01T00:00:00Z","projects":{"demo":{"entities":{"driver":{"spec":{"name":"driver","join_keys":["driver_id"]},"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","generation":2}},"view_state":{"v":{"watermark":"2026-01-01T00:00:00Z","runs":[]}},"orphaned_online":["v@1"]}}}"#;
     fuzz("registry documents", &[&doc, full], iterations(30_000), Duration::from_secs(1), |b| {
         let _ = crate::registry::RegistryDocument::from_json(b, "fuzz.json");
