@@ -212,3 +212,27 @@ def test_unreachable_redis_is_store_unavailable(tmp_path):
         store.materialize_incremental(END)
     state = [d for d in store.describe("driver_hourly_stats") if d["kind"] == "feature_view"][0]["state"]
     assert state.get("watermark") is None
+
+
+def test_nan_and_infinities_keep_their_meaning(store):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    import pyarrow as pa
+
+    # Arrow keeps NaN as a value (pandas would read it as missing).
+    rows = pa.table(
+        {
+            "driver_id": pa.array([1001, 1002, 1003], pa.int64()),
+            "event_timestamp": pa.array([now] * 3, pa.timestamp("us", tz="UTC")),
+            "created": pa.array([now] * 3, pa.timestamp("us", tz="UTC")),
+            "conv_rate": pa.array([float("nan"), float("inf"), float("-inf")], pa.float32()),
+            "acc_rate": pa.array([0.1, 0.2, 0.3], pa.float32()),
+            "avg_daily_trips": pa.array([1, 2, 3], pa.int64()),
+        }
+    )
+    store.push("driver_hourly_stats", rows)
+    resp = store.get_online_features(["driver_hourly_stats:conv_rate"], {"driver_id": [1001, 1002, 1003]})
+    d = resp.to_dict()["conv_rate"]
+    assert d[0] != d[0] and d[1] == float("inf") and d[2] == float("-inf")
+    assert resp.statuses()["conv_rate"] == ["PRESENT"] * 3
+    body = json.loads(resp.to_json())  # strict JSON: no bare NaN
+    assert body["results"][1]["values"] == ["NaN", "Infinity", "-Infinity"]

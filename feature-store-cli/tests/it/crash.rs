@@ -54,13 +54,95 @@ fn repo(root: &Path, online: &str) -> std::path::PathBuf {
         Arc::new(Float32Array::from(conv)),
         Arc::new(Int64Array::from(trips)),
     ];
-    let batch = RecordBatch::try_new(schema, columns).unwrap();
-    let file = std::fs::File::create(repo.join("data/driver_stats.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_parquet(&repo.join("data/driver_stats.parquet"), &RecordBatch::try_new(schema, columns).unwrap());
     ok(&cli(&repo, &["apply"]));
     repo
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn read_parquet(path: &Path) -> RecordBatch {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// `push --to offline` killed at random points: the source stays readable
+/// (a killed writer's staging file is not data), and each push is wholly
+/// in it or not at all.
+#[cfg(unix)]
+#[test]
+fn offline_push_killed_anywhere_leaves_a_readable_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
+    // The source as a folder, so pushes can add files to it.
+    let folder = repo.join("data/driver_stats");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::rename(repo.join("data/driver_stats.parquet"), folder.join("part-0.parquet")).unwrap();
+    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    std::fs::write(
+        repo.join("features.yaml"),
+        defs.replace("path: data/driver_stats.parquet", "path: data/driver_stats/"),
+    )
+    .unwrap();
+    ok(&cli(&repo, &["apply"]));
+    let rows = read_parquet(&folder.join("part-0.parquet"));
+    let push_file = tmp.path().join("push.parquet");
+    write_parquet(&push_file, &rows);
+    let push = ["push", "driver_hourly_stats", "--file", push_file.to_str().unwrap(), "--to", "offline"];
+    ok(&cli(&repo, &push));
+    let count = |repo: &Path| -> usize {
+        let files = std::fs::read_dir(repo.join("data/driver_stats"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+            .count();
+        // Every data file reads whole: a retrieval over the source succeeds.
+        let entities = repo.join("one.csv");
+        std::fs::write(&entities, "driver_id,event_timestamp\n1000,2026-01-01T05:00:00Z\n").unwrap();
+        let out = repo.join("one.parquet");
+        ok(&cli(
+            repo,
+            &[
+                "historical",
+                "--entities",
+                entities.to_str().unwrap(),
+                "--features",
+                "driver_hourly_stats:conv_rate",
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        ));
+        files
+    };
+    assert_eq!(count(&repo), 2);
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    for _ in 0..6 {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        // Once the staging file exists, i.e. while the file is being written.
+        let after = Duration::from_micros((rng >> 33) % 3000);
+        let writing = |repo: &Path| {
+            std::fs::read_dir(repo.join("data/driver_stats"))
+                .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains('#')))
+                .unwrap_or(false)
+        };
+        run_and_kill_when(&repo, &push, writing, after);
+        count(&repo);
+    }
+    // Each complete file holds the whole push.
+    for e in std::fs::read_dir(&folder).unwrap().filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".parquet") {
+            assert_eq!(read_parquet(&e.path()).num_rows(), rows.num_rows(), "{name} holds part of a push");
+        }
+    }
 }
 
 const WINDOW: [&str; 2] = ["2025-12-31T00:00:00Z", "2026-01-02T00:00:00Z"];
@@ -79,6 +161,12 @@ fn sample(repo: &Path) -> serde_json::Value {
 /// Runs `args` and kills it `after` the file `started` exists (at once
 /// without one); returns whether it was killed while running.
 fn run_and_kill(repo: &Path, args: &[&str], started: Option<&Path>, after: Duration) -> bool {
+    run_and_kill_when(repo, args, |_| started.is_none_or(Path::exists), after)
+}
+
+/// Runs `args` and kills it `after` `began` holds (polled); returns whether
+/// it was killed while running.
+fn run_and_kill_when(repo: &Path, args: &[&str], began: impl Fn(&Path) -> bool, after: Duration) -> bool {
     let mut child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
         .arg("--repo")
         .arg(repo)
@@ -87,11 +175,9 @@ fn run_and_kill(repo: &Path, args: &[&str], started: Option<&Path>, after: Durat
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    if let Some(path) = started {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !path.exists() && matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(200));
-        }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !began(repo) && matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
     }
     std::thread::sleep(after);
     let killed = matches!(child.try_wait(), Ok(None));
