@@ -121,14 +121,20 @@ pub enum Error {
 }
 
 impl From<Error> for CoreError {
+    /// The core error names the store and its file once; the operation and
+    /// the cause follow.
     fn from(e: Error) -> Self {
+        let store = |path: &std::path::Path| format!("LMDB online store {}", path.display());
         match e {
-            Error::Open { ref path, .. } | Error::CreateDir { ref path, .. } | Error::Forked { ref path } => {
-                CoreError::StoreUnavailable {
-                    store: format!("LMDB online store {}", path.display()),
-                    source: Box::new(e),
-                }
+            Error::Open { path, source } => {
+                CoreError::StoreUnavailable { store: store(&path), source: format!("cannot open it: {source}").into() }
             }
+            Error::CreateDir { path, source } => CoreError::StoreUnavailable {
+                store: store(&path),
+                source: format!("cannot create its folder: {source}").into(),
+            },
+            Error::Forked { ref path } => CoreError::StoreUnavailable { store: store(path), source: Box::new(e) },
+            Error::Lmdb { path, source } => CoreError::backend(store(&path), source),
             other => CoreError::backend("LMDB online store", other),
         }
     }

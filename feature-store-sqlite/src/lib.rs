@@ -83,21 +83,24 @@ pub enum Error {
 }
 
 impl From<Error> for CoreError {
+    /// The core error names the store and its file once; the operation and
+    /// the cause follow.
     fn from(e: Error) -> Self {
+        let store = |path: &std::path::Path| format!("SQLite online store {}", path.display());
         match e {
-            Error::Open { ref path, .. } | Error::CreateDir { ref path, .. } => CoreError::StoreUnavailable {
-                store: format!("SQLite online store {}", path.display()),
-                source: Box::new(e),
+            Error::Open { path, source } => {
+                CoreError::StoreUnavailable { store: store(&path), source: format!("cannot open it: {source}").into() }
+            }
+            Error::CreateDir { path, source } => CoreError::StoreUnavailable {
+                store: store(&path),
+                source: format!("cannot create its folder: {source}").into(),
             },
-            Error::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), ref path }
+            Error::Sqlite { source: source @ rusqlite::Error::SqliteFailure(f, _), path }
                 if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
             {
-                CoreError::StoreUnavailable {
-                    store: format!("SQLite online store {}", path.display()),
-                    source: Box::new(e),
-                }
+                CoreError::StoreUnavailable { store: store(&path), source: Box::new(source) }
             }
-            other => CoreError::backend("SQLite online store", other),
+            Error::Sqlite { source, path } => CoreError::backend(store(&path), source),
         }
     }
 }

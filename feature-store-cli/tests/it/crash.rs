@@ -244,6 +244,59 @@ fn materialize_into_lmdb_killed_anywhere_converges() {
     );
 }
 
+/// The online store's file hits a size limit mid-write (as on a full disk):
+/// a clear error naming it, only clean-run values served, and a rerun
+/// converges.
+fn full_disk_converges(online: &str, file: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = repo(&tmp.path().join("clean"), online);
+    ok(&cli(&clean, &[&["materialize"][..], &WINDOW].concat()));
+    let expected = sample(&clean);
+    let full = repo(&tmp.path().join("full"), online);
+    // 2048 blocks of 512 bytes (sh's unit): past the start, before the end.
+    let limited = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 2048 && exec '{}' --repo '{}' materialize {} {}",
+            env!("CARGO_BIN_EXE_feature-store"),
+            full.display(),
+            WINDOW[0],
+            WINDOW[1]
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(!limited.status.success(), "{online}: the limit was not reached");
+    let path = full.join(file).display().to_string();
+    assert!(stderr.contains(&path), "{online}: the error names the file: {stderr}");
+    assert_eq!(stderr.matches(&path).count(), 1, "{online}: named once: {stderr}");
+    let got = sample(&full);
+    for (col, want) in got["results"].as_array().unwrap().iter().zip(expected["results"].as_array().unwrap()) {
+        for (i, status) in col["statuses"].as_array().unwrap().iter().enumerate() {
+            if status != "NOT_FOUND" {
+                assert_eq!(col["values"][i], want["values"][i], "{online}: a half-written value is served");
+            }
+        }
+    }
+    ok(&cli(&full, &[&["materialize"][..], &WINDOW].concat()));
+    assert_eq!(sample(&full), expected, "{online}: a rerun converges to the clean run");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_under_sqlite_is_a_clear_error_and_a_rerun_converges() {
+    full_disk_converges("online_store:\n  type: sqlite\n  path: data/online.db\n", "data/online.db");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_under_lmdb_is_a_clear_error_and_a_rerun_converges() {
+    full_disk_converges(
+        "online_store:\n  type: lmdb\n  path: data/online.lmdb\n  map_size: 1GiB\n",
+        "data/online.lmdb",
+    );
+}
+
 /// `apply` killed at random points while the definitions alternate: the
 /// registry always reads, and the next apply leaves no temp file.
 #[cfg(unix)]
