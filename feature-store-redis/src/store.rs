@@ -448,7 +448,19 @@ impl OnlineStore for RedisOnlineStore {
 
     async fn read(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
         let i = &self.inner;
-        i.bounded(i.read(project, reads)).await.map_err(CoreError::from)
+        // A read is idempotent: when the connection was dropped (the server
+        // restarted), the manager reconnects and the read runs once more,
+        // within the same timeout, instead of failing the first request.
+        let once_more = async {
+            match i.read(project, reads).await {
+                Err(Error::Redis { source, .. }) if source.is_connection_dropped() || source.is_io_error() => {
+                    tracing::debug!(store = %i.name, error = %source, "redis: connection dropped; reading again");
+                    i.read(project, reads).await
+                }
+                other => other,
+            }
+        };
+        i.bounded(once_more).await.map_err(CoreError::from)
     }
 
     async fn compare_and_swap(
