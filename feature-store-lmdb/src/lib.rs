@@ -521,7 +521,6 @@ impl BlockingOnlineStore for LmdbOnlineStore {
         rows: &OnlineRows,
         expected: &[Option<StoredRow>],
     ) -> CoreResult<Vec<bool>> {
-        feature_store_core::online::check_expected(rows, expected)?;
         Ok(self.inner.compare_and_swap(project, view, rows, expected)?)
     }
 

@@ -392,7 +392,6 @@ impl BlockingOnlineStore for SqliteOnlineStore {
         rows: &OnlineRows,
         expected: &[Option<StoredRow>],
     ) -> CoreResult<Vec<bool>> {
-        feature_store_core::online::check_expected(rows, expected)?;
         Ok(self.inner.compare_and_swap(project, view, rows, expected)?)
     }
 

@@ -9,7 +9,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use feature_store::registry::ApplyMode;
-use feature_store::{EntityInput, Features, HistoricalOptions};
+use feature_store::{EntityInput, FeatureStore, Features, HistoricalOptions};
 use feature_store_tests::write_parquet;
 
 use crate::ts_type;
@@ -292,6 +292,29 @@ fn random_events(base: i64, seed: u64) -> RecordBatch {
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
+/// Historical retrieval of `features` for `users`, every row at `now`, as one batch.
+async fn historical_at(store: &FeatureStore, features: &Features, users: &[Option<i64>], now: i64) -> RecordBatch {
+    let entity_rows = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Int64, true),
+            Field::new("event_timestamp", ts_type(), false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(users.to_vec())),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; users.len()]).with_timezone("UTC")),
+        ],
+    )
+    .unwrap();
+    let hist = store
+        .get_historical_features(EntityInput::batch(entity_rows), features, &HistoricalOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    arrow::compute::concat_batches(&hist[0].schema(), &hist).unwrap()
+}
+
 /// Materialize, then read online at several times and compare with
 /// historical retrieval at those times: values equal (floats within 1e-9
 /// relative), statuses and event times as documented.
@@ -338,25 +361,7 @@ async fn online_equals_historical(online_yaml: &str) {
             .get_online_features(&features, &user_rows, &OnlineOptions::default().with_now(at(now)))
             .await
             .unwrap();
-        let entity_rows = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("user_id", DataType::Int64, true),
-                Field::new("event_timestamp", ts_type(), false),
-            ])),
-            vec![
-                Arc::new(Int64Array::from(users.clone())),
-                Arc::new(TimestampMicrosecondArray::from(vec![now; users.len()]).with_timezone("UTC")),
-            ],
-        )
-        .unwrap();
-        let hist = store
-            .get_historical_features(EntityInput::batch(entity_rows), &features, &HistoricalOptions::default())
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let hist = arrow::compute::concat_batches(&hist[0].schema(), &hist).unwrap();
+        let hist = historical_at(&store, &features, &users, now).await;
         let b = now - now.rem_euclid(five);
         for (i, f) in view.schema.iter().enumerate() {
             let got = online.values().column(1 + i);
@@ -417,25 +422,7 @@ async fn online_equals_historical(online_yaml: &str) {
             .get_online_features(&features, &user_rows, &OnlineOptions::default().with_now(at(now)))
             .await
             .unwrap();
-        let entity_rows = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("user_id", DataType::Int64, true),
-                Field::new("event_timestamp", ts_type(), false),
-            ])),
-            vec![
-                Arc::new(Int64Array::from(users.clone())),
-                Arc::new(TimestampMicrosecondArray::from(vec![now; users.len()]).with_timezone("UTC")),
-            ],
-        )
-        .unwrap();
-        let hist = store
-            .get_historical_features(EntityInput::batch(entity_rows), &features, &HistoricalOptions::default())
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let hist = arrow::compute::concat_batches(&hist[0].schema(), &hist).unwrap();
+        let hist = historical_at(&store, &features, &users, now).await;
         for (i, f) in view.schema.iter().enumerate() {
             let what = format!("{online_yaml} now {now}, pushed tiles against historical");
             feature_store::testing::offline::assert_columns_close(

@@ -676,18 +676,7 @@ impl FeatureStore {
             keys.push((k.name.as_str(), col));
         }
         let ts_col = get(&source.timestamp_field, "timestamp")?;
-        let ts = match ts_col.data_type() {
-            DataType::Timestamp(_, _) => {
-                arrow_cast::cast(ts_col, &DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())))
-                    .map_err(|e| Error::data(&context, e.to_string()))?
-            }
-            other => {
-                return Err(Error::data(
-                    &context,
-                    format!("column \"{}\" is {}, not a timestamp", source.timestamp_field, describe_arrow(other)),
-                ));
-            }
-        };
+        let ts = micros_utc(ts_col, &source.timestamp_field, &context)?;
         // Aggregation views take their input columns, in the source's types.
         let project = doc.project(self.project());
         let readers: Vec<&FeatureView> = if mode == PushMode::Online {
@@ -793,7 +782,12 @@ impl FeatureStore {
             _ => self.online_store()?,
         };
         let written = if target.view.is_aggregation() {
-            let events = events_batch(&keys, &ts, created_column(batch, &source)?, &pushed, &features)?;
+            let created = source
+                .created_timestamp_field
+                .as_deref()
+                .and_then(|name| batch.column_by_name(name).map(|c| micros_utc(c, name, &context)))
+                .transpose()?;
+            let events = events_batch(&keys, &ts, created, &pushed, &features)?;
             self.push_tiles(online, &target, &events).await.map(|_| WriteStats::new(rows, 0))
         } else {
             let encoded = target.encode(&keys, ts.as_ref(), &features)?;
@@ -831,17 +825,14 @@ fn pushed_fields(view: &FeatureView, types: &HashMap<String, ValueType>) -> Vec<
     out
 }
 
-/// The created-timestamp column of a push, if given, in µs UTC.
-fn created_column(batch: &RecordBatch, source: &DataSource) -> Result<Option<ArrayRef>> {
-    let Some(name) = source.created_timestamp_field.as_deref() else { return Ok(None) };
-    let Some(col) = batch.column_by_name(name) else { return Ok(None) };
+/// A pushed time column in µs UTC, or an error naming it.
+fn micros_utc(col: &ArrayRef, name: &str, context: &str) -> Result<ArrayRef> {
     match col.data_type() {
         DataType::Timestamp(_, _) => {
             arrow_cast::cast(col, &DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())))
-                .map(Some)
-                .map_err(|e| Error::data("push", e.to_string()))
+                .map_err(|e| Error::data(context, e.to_string()))
         }
-        other => Err(Error::data("push", format!("column \"{name}\" is {}, not a timestamp", describe_arrow(other)))),
+        other => Err(Error::data(context, format!("column \"{name}\" is {}, not a timestamp", describe_arrow(other)))),
     }
 }
 

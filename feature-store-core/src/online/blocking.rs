@@ -30,7 +30,8 @@ pub trait BlockingOnlineStore: Clone + Send + Sync + Debug + 'static {
     /// [`OnlineStore::read`], blocking.
     fn read_blocking(&self, project: &str, reads: &[ViewRead]) -> Result<Vec<Vec<Option<StoredRow>>>>;
 
-    /// [`OnlineStore::compare_and_swap`], blocking.
+    /// [`OnlineStore::compare_and_swap`], blocking; the adapter has checked
+    /// the arguments ([`super::check_expected`]).
     fn compare_and_swap_blocking(
         &self,
         project: &str,
@@ -80,6 +81,7 @@ impl<S: BlockingOnlineStore> OnlineStore for S {
         rows: &OnlineRows,
         expected: &[Option<StoredRow>],
     ) -> Result<Vec<bool>> {
+        super::check_expected(rows, expected)?;
         let (project, name, rows, expected) = (project.to_owned(), view.name.clone(), rows.clone(), expected.to_vec());
         on_blocking_pool(self, move |s| s.compare_and_swap_blocking(&project, &name, &rows, &expected)).await
     }
