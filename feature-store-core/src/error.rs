@@ -182,7 +182,7 @@ impl fmt::Display for Problems<'_> {
 
 /// Loose similarity for "did you mean" hints: same letters ignoring case and
 /// separators, or an edit distance of at most two.
-pub(crate) fn similar(a: &str, b: &str) -> bool {
+pub fn similar(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
     norm(a) == norm(b) || edit_distance(a, b) <= 2.min(a.len().max(b.len()) / 3)
 }

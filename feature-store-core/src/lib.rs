@@ -49,6 +49,7 @@ mod facade;
 pub mod historical;
 pub mod model;
 pub mod offline;
+pub mod on_demand;
 pub mod online;
 pub mod quality;
 pub mod registry;
@@ -59,7 +60,7 @@ mod robustness;
 pub mod testing;
 mod value_type;
 
-pub use error::{BoxError, Error, Problem, Result, readable_csv_error};
+pub use error::{BoxError, Error, Problem, Result, readable_csv_error, similar};
 pub use facade::materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ProgressFn, PushMode, ViewMaterialization,
 };

@@ -142,6 +142,10 @@ pub fn from_config(config: RepoConfig) -> Result<FeatureStore> {
     if let Some(offline) = offline {
         builder = builder.with_offline_store(offline);
     }
+    #[cfg(feature = "on-demand")]
+    {
+        builder = builder.with_expression_engine(Arc::new(feature_store_on_demand::DataFusionEngine::new()));
+    }
     builder.build()
 }
 

@@ -32,12 +32,40 @@ pub use feature_store_core::*;
 #[cfg(feature = "lmdb")]
 pub use feature_store_lmdb as lmdb;
 pub use feature_store_object_store as object_store;
+#[cfg(feature = "on-demand")]
+pub use feature_store_on_demand as expressions;
 #[cfg(feature = "parquet")]
 pub use feature_store_parquet as parquet;
 #[cfg(feature = "redis")]
 pub use feature_store_redis as redis;
 #[cfg(feature = "sqlite")]
 pub use feature_store_sqlite as sqlite;
+
+/// Registering user-defined functions for on-demand features on an opened store.
+#[cfg(feature = "on-demand")]
+pub trait RegisterUdf {
+    /// Registers `udf` (a DataFusion scalar function, immutable) so that
+    /// on-demand expressions can call it by name; see
+    /// [`expressions::DataFusionEngine::register_udf`].
+    fn register_udf(&self, udf: feature_store_on_demand::datafusion::logical_expr::ScalarUDF) -> Result<()>;
+}
+
+#[cfg(feature = "on-demand")]
+impl RegisterUdf for FeatureStore {
+    fn register_udf(&self, udf: feature_store_on_demand::datafusion::logical_expr::ScalarUDF) -> Result<()> {
+        let engine = self
+            .expression_engine()
+            .and_then(|e| e.as_any().downcast_ref::<feature_store_on_demand::DataFusionEngine>())
+            .ok_or_else(|| {
+                Error::Unsupported(
+                    "this store was built without the DataFusion expression engine; give \
+                     FeatureStoreBuilder::with_expression_engine a feature_store::expressions::DataFusionEngine"
+                        .into(),
+                )
+            })?;
+        Ok(engine.register_udf(udf)?)
+    }
+}
 
 /// The README's Rust snippets, compiled as doc tests so they stay true.
 #[cfg(all(doctest, feature = "full"))]

@@ -4,6 +4,7 @@ mod aggregation;
 mod bad_repos;
 mod dataset;
 mod historical;
+mod on_demand;
 mod online;
 mod quality;
 mod registry_stores;

@@ -46,7 +46,8 @@ impl FeatureStore {
             return Err(Error::InvalidArgument(format!("dataset \"{name}\" already exists; save under another name")));
         }
         let offline = self.dataset_storage(&format!("saving dataset \"{name}\""))?;
-        let views = self.resolve_views(features, options.full_feature_names).await?;
+        let resolution = self.resolve(features, options.full_feature_names).await?;
+        let views = resolution.views.clone();
         let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
         let mut entity_defs: BTreeMap<String, Entity> = BTreeMap::new();
         for v in &views {
@@ -102,7 +103,8 @@ impl FeatureStore {
             timestamp_column: options.timestamp_column.clone(),
             sources: sources.clone(),
         };
-        let (out_stream, out_hash) = hashing(self.offline_store()?.get_historical_features(request).await?)?;
+        let retrieved = self.offline_store()?.get_historical_features(request).await?;
+        let (out_stream, out_hash) = hashing(super::on_demand::evaluate_stream(retrieved, &resolution)?)?;
         let output_location = output.map_or_else(|| format!("{folder}/data.parquet"), str::to_owned);
         let output_file = offline.write_parquet(&output_location, out_stream).await?;
         let (out_rows, out_content) = take(&out_hash);

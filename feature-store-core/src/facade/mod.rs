@@ -9,6 +9,7 @@
 
 mod datasets;
 pub(crate) mod materialize;
+pub(crate) mod on_demand;
 mod quality;
 pub(crate) mod serving;
 mod tiles;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use crate::historical::{BatchStream, EntityInput, HistoricalOptions, HistoricalRequest, ViewRequest};
 use crate::model::{DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView};
 use crate::offline::OfflineStore;
+use crate::on_demand::ExpressionEngine;
 use crate::online::OnlineStore;
 use crate::registry::{
     ApplyMode, ApplyOutcome, ObjectKind, Plan, Record, Registry, RegistryDocument, RegistryStore, ViewState,
@@ -40,16 +42,50 @@ struct Inner {
     registry: Registry,
     offline: Option<Arc<dyn OfflineStore>>,
     online: Option<Arc<dyn OnlineStore>>,
+    /// Computes on-demand features; without one, on-demand views are refused.
+    engine: Option<Arc<dyn ExpressionEngine>>,
     /// Resolutions of feature lists, valid for one registry version; saves
     /// re-resolving (and re-cloning definitions) on every online request.
     resolved: std::sync::Mutex<ResolvedCache>,
+    /// On-demand views compiled for one registry version.
+    compiled: std::sync::Mutex<on_demand::CompiledCache>,
 }
 
 #[derive(Debug, Default)]
 struct ResolvedCache {
-    version: u64,
+    /// Registry version and expression engine generation.
+    key: (u64, u64),
     /// Indexed by `full_feature_names`, then the features (looked up by reference).
-    entries: [std::collections::HashMap<Features, Arc<Vec<ServedView>>>; 2],
+    entries: [std::collections::HashMap<Features, Arc<Served>>; 2],
+}
+
+/// A feature list resolved for online reads.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) views: Vec<ServedView>,
+    pub(crate) on_demand: Vec<on_demand::OnDemandRequest>,
+}
+
+/// On-demand output names clash neither with each other nor with retrieved features.
+fn check_on_demand_names(resolution: &on_demand::Resolution) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for v in &resolution.views {
+        for (f, o) in v.features.iter().zip(&v.output_names) {
+            seen.insert(o, format!("{}:{f}", v.view.name));
+        }
+    }
+    for r in &resolution.on_demand {
+        for (&f, o) in r.features.iter().zip(&r.output_names) {
+            let this = format!("{}:{}", r.view.name, r.compiled.features[f].name);
+            if let Some(first) = seen.insert(o, this.clone()) {
+                return Err(Error::InvalidArgument(format!(
+                    "output column \"{o}\" would come from both {first} and {this}; use full feature names \
+                     (view__feature) or drop one"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A registry object found by [`FeatureStore::describe`].
@@ -117,9 +153,17 @@ pub struct FeatureStoreBuilder {
     registry_store: Option<Arc<dyn RegistryStore>>,
     offline: Option<Arc<dyn OfflineStore>>,
     online: Option<Arc<dyn OnlineStore>>,
+    engine: Option<Arc<dyn ExpressionEngine>>,
 }
 
 impl FeatureStoreBuilder {
+    /// Sets the engine that compiles and evaluates on-demand features;
+    /// without one, definitions with on-demand views are refused.
+    pub fn with_expression_engine(mut self, engine: Arc<dyn ExpressionEngine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
     /// Sets the online store; without one, online reads, materialization and push are errors.
     pub fn with_online_store(mut self, store: Arc<dyn OnlineStore>) -> Self {
         self.online = Some(store);
@@ -152,7 +196,9 @@ impl FeatureStoreBuilder {
                 registry,
                 offline,
                 online: self.online,
+                engine: self.engine,
                 resolved: Default::default(),
+                compiled: Default::default(),
             }),
         })
     }
@@ -161,7 +207,7 @@ impl FeatureStoreBuilder {
 impl FeatureStore {
     /// Starts building a store for `config`.
     pub fn builder(config: RepoConfig) -> FeatureStoreBuilder {
-        FeatureStoreBuilder { config, registry_store: None, offline: None, online: None }
+        FeatureStoreBuilder { config, registry_store: None, offline: None, online: None, engine: None }
     }
 
     /// The configuration.
@@ -177,6 +223,11 @@ impl FeatureStore {
     /// The registry handle.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The engine computing on-demand features, if this store has one.
+    pub fn expression_engine(&self) -> Option<&Arc<dyn ExpressionEngine>> {
+        self.inner.engine.as_ref()
     }
 
     /// The offline store, or an error saying none is available.
@@ -232,7 +283,8 @@ impl FeatureStore {
 
     /// What applying `defs` would change.
     pub async fn plan(&self, defs: &Definitions, mode: ApplyMode) -> Result<Plan> {
-        self.inner.registry.plan(self.project(), defs, mode, self.offline_store()?.as_ref()).await
+        let engine = self.inner.engine.as_deref();
+        self.inner.registry.plan(self.project(), defs, mode, self.offline_store()?.as_ref(), engine).await
     }
 
     /// Validates and writes `defs` atomically, then clears the online data of
@@ -240,7 +292,8 @@ impl FeatureStore {
     /// watermarks were reset in the same write, so the next incremental run
     /// rewrites them (a value still in an old type reads as a clear error).
     pub async fn apply(&self, defs: &Definitions, mode: ApplyMode) -> Result<ApplyOutcome> {
-        let outcome = self.inner.registry.apply(self.project(), defs, mode, self.offline_store()?.as_ref()).await?;
+        let engine = self.inner.engine.as_deref();
+        let outcome = self.inner.registry.apply(self.project(), defs, mode, self.offline_store()?.as_ref(), engine).await?;
         self.clear_orphaned_online(&outcome).await?;
         Ok(outcome)
     }
@@ -300,50 +353,56 @@ impl FeatureStore {
         }
     }
 
-    /// [`FeatureStore::resolve_views`], remembered per registry version.
-    pub(crate) async fn resolve_views_cached(
-        &self,
-        features: &Features,
-        full_feature_names: bool,
-    ) -> Result<Arc<Vec<ServedView>>> {
+    /// [`FeatureStore::resolve_views`] for online reads, remembered per registry version.
+    pub(crate) async fn resolve_served(&self, features: &Features, full_feature_names: bool) -> Result<Arc<Served>> {
         let doc = self.document().await?;
         let slot = usize::from(full_feature_names);
+        let key = (doc.version, self.inner.engine.as_ref().map_or(0, |e| e.generation()));
         {
             let cache = self.inner.resolved.lock().expect("poisoned");
-            if cache.version == doc.version
+            if cache.key == key
                 && let Some(hit) = cache.entries[slot].get(features)
             {
                 return Ok(Arc::clone(hit));
             }
         }
-        let views = self.resolve_in(&doc, features, full_feature_names)?;
+        let resolution = self.resolve_in(&doc, features, full_feature_names)?;
         // Output names clash among themselves or never: checked once here.
-        crate::historical::check_output_names(&[], &views)?;
+        crate::historical::check_output_names(&[], &resolution.views)?;
+        check_on_demand_names(&resolution)?;
         let project = doc.project(self.project());
-        let views = Arc::new(
-            views
-                .into_iter()
-                .map(|v| {
-                    let table = project.online_table(&v.view.name);
-                    ServedView::new(v, table)
-                })
-                .collect::<Result<Vec<_>>>()?,
-        );
+        let views = resolution
+            .views
+            .into_iter()
+            .map(|v| {
+                let table = project.online_table(&v.view.name);
+                ServedView::new(v, table)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let served = Arc::new(Served { views, on_demand: resolution.on_demand });
         let mut cache = self.inner.resolved.lock().expect("poisoned");
-        if cache.version != doc.version {
-            cache.version = doc.version;
+        if cache.key != key {
+            cache.key = key;
             cache.entries.iter_mut().for_each(std::collections::HashMap::clear);
         }
         if cache.entries[slot].len() < 1024 {
-            cache.entries[slot].insert(features.clone(), Arc::clone(&views));
+            cache.entries[slot].insert(features.clone(), Arc::clone(&served));
         }
-        Ok(views)
+        Ok(served)
     }
 
-    /// Resolves features against the registry into per-view requests.
+    /// Resolves features against the registry into per-view requests; on-demand
+    /// features contribute the inputs they read (under hidden output names).
     pub async fn resolve_views(&self, features: &Features, full_feature_names: bool) -> Result<Vec<ViewRequest>> {
         let doc = self.document().await?;
-        self.resolve_in(&doc, features, full_feature_names)
+        Ok(self.resolve_in(&doc, features, full_feature_names)?.views)
+    }
+
+    pub(crate) async fn resolve(&self, features: &Features, full_feature_names: bool) -> Result<on_demand::Resolution> {
+        let doc = self.document().await?;
+        let resolution = self.resolve_in(&doc, features, full_feature_names)?;
+        check_on_demand_names(&resolution)?;
+        Ok(resolution)
     }
 
     fn resolve_in(
@@ -351,7 +410,7 @@ impl FeatureStore {
         doc: &RegistryDocument,
         features: &Features,
         full_feature_names: bool,
-    ) -> Result<Vec<ViewRequest>> {
+    ) -> Result<on_demand::Resolution> {
         let project = doc.project(self.project());
         let selections: Vec<FeatureSelection> = match features {
             Features::Refs(refs) => {
@@ -362,7 +421,10 @@ impl FeatureStore {
             }
             Features::Service(name) => project.service_selections(name)?,
         };
-        let resolved = project.resolve(&selections).map_err(|e| match (e, features) {
+        let on_demand_views = &project.registry().on_demand_feature_views;
+        let (on_demand, plain): (Vec<FeatureSelection>, Vec<FeatureSelection>) =
+            selections.into_iter().partition(|s| on_demand_views.contains_key(s.view()));
+        let resolved = project.resolve(&plain).map_err(|e| match (e, features) {
             // "score" alone names a whole view: when no view has that name,
             // say which views have such a feature, or how references look.
             (Error::NotFound { kind, name, hint }, Features::Refs(refs))
@@ -374,6 +436,9 @@ impl FeatureStore {
                     .values()
                     .filter(|r| r.spec.feature(&name).is_some())
                     .map(|r| r.spec.name.as_str())
+                    .chain(
+                        on_demand_views.values().filter(|r| r.spec.feature(&name).is_some()).map(|r| r.spec.name.as_str()),
+                    )
                     .collect();
                 let hint = if owners.is_empty() {
                     let form = "a reference is \"view:feature\", or a view's name for all its features";
@@ -391,7 +456,7 @@ impl FeatureStore {
             }
             (e, _) => e,
         })?;
-        let mut out = Vec::new();
+        let mut views = Vec::new();
         for vf in resolved {
             let source = project.data_source(&vf.view.source)?.clone();
             let join_keys = project.join_keys(&vf.view)?;
@@ -400,9 +465,14 @@ impl FeatureStore {
                 .iter()
                 .map(|f| FeatureRef::new(vf.view.name.clone(), f.clone()).output_name(full_feature_names))
                 .collect();
-            out.push(ViewRequest { view: vf.view, source, join_keys, features: vf.features, output_names });
+            views.push(ViewRequest { view: vf.view, source, join_keys, features: vf.features, output_names });
         }
-        Ok(out)
+        let on_demand = if on_demand.is_empty() {
+            Vec::new()
+        } else {
+            self.resolve_on_demand(doc.version, &project, &on_demand, full_feature_names, &mut views)?
+        };
+        Ok(on_demand::Resolution { views, on_demand })
     }
 
     /// Point-in-time correct training data: for every entity row, each
@@ -415,14 +485,19 @@ impl FeatureStore {
         features: &Features,
         options: &HistoricalOptions,
     ) -> Result<BatchStream> {
-        let request = self.historical_request(entities, features, options).await?;
+        let resolution = self.resolve(features, options.full_feature_names).await?;
+        let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
+        let request =
+            HistoricalRequest::new(entities, resolution.views.clone(), options.timestamp_column.clone(), sources);
         tracing::debug!(
             project = self.project(),
             views = ?request.views.iter().map(|v| v.view.name.as_str()).collect::<Vec<_>>(),
+            on_demand = ?resolution.on_demand.iter().map(|v| v.view.name.as_str()).collect::<Vec<_>>(),
             entities = ?request.entities,
             "historical: retrieving"
         );
-        self.offline_store()?.get_historical_features(request).await
+        let stream = self.offline_store()?.get_historical_features(request).await?;
+        on_demand::evaluate_stream(stream, &resolution)
     }
 
     /// The request [`Self::get_historical_features`] hands the offline store:

@@ -117,10 +117,19 @@ impl FeatureStore {
         entities: &RecordBatch,
         options: &OnlineOptions,
     ) -> Result<OnlineResponse> {
-        let views = self.resolve_views_cached(features, options.full_feature_names).await?;
+        let served = self.resolve_served(features, options.full_feature_names).await?;
+        let views = &served.views;
         let online = self.online_store()?;
         let rows = entities.num_rows();
         let schema = entities.schema();
+        let request_fields: Vec<&str> = served
+            .on_demand
+            .iter()
+            .flat_map(|r| r.used_inputs.iter().filter_map(|&i| match &r.inputs.inputs[i].source {
+                crate::on_demand::InputSource::Request { field, .. } => Some(field.as_str()),
+                crate::on_demand::InputSource::Feature(_) => None,
+            }))
+            .collect();
         // Feature names were checked against each other when resolved; here only against entity columns.
         for (i, field) in schema.fields().iter().enumerate() {
             if schema.fields()[..i].iter().any(|f| f.name() == field.name()) {
@@ -138,6 +147,8 @@ impl FeatureStore {
         // Key columns every view needs, checked once; views over the same
         // join keys (the common case) share one key list.
         let mut used = vec![false; schema.fields().len()];
+        // Request data rides beside the keys and is not returned.
+        let request_only: Vec<bool> = schema.fields().iter().map(|f| request_fields.contains(&f.name().as_str())).collect();
         let mut reads = Vec::with_capacity(views.len());
         let mut key_sets: Vec<KeySet<'_>> = Vec::new();
         let mut view_set = Vec::with_capacity(views.len());
@@ -190,7 +201,7 @@ impl FeatureStore {
             plans.push(None);
             reads.push(ViewRead::new(v.table.clone(), Arc::clone(&v.features), key_sets[set].unique.clone()));
         }
-        if let Some(extra) = schema.fields().iter().zip(&used).find(|(_, u)| !**u) {
+        if let Some(extra) = schema.fields().iter().zip(used.iter().zip(&request_only)).find(|(_, (u, r))| !**u && !**r) {
             let keys: Vec<&str> =
                 views.iter().flat_map(|v| v.request.join_keys.iter().map(|k| k.name.as_str())).collect();
             let keys = if keys.is_empty() {
@@ -250,8 +261,63 @@ impl FeatureStore {
         }));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| Error::data("online response", e.to_string()))?;
-        Ok(OnlineResponse::new(batch, schema.fields().len(), statuses, times))
+        if served.on_demand.is_empty() {
+            return Ok(OnlineResponse::new(batch, schema.fields().len(), statuses, times));
+        }
+        with_on_demand(&served.on_demand, batch, &used, statuses, times)
     }
+}
+
+/// Adds the on-demand features to a decoded response and drops what only
+/// they needed: hidden inputs and request columns that are not keys.
+fn with_on_demand(
+    on_demand: &[super::on_demand::OnDemandRequest],
+    batch: RecordBatch,
+    key_used: &[bool],
+    statuses: Vec<FeatureStatus>,
+    times: Vec<Option<i64>>,
+) -> Result<OnlineResponse> {
+    use super::on_demand::{Resolution, evaluate, online_statuses, output_fields};
+    let rows = batch.num_rows();
+    let entity_columns = key_used.len();
+    let computed = evaluate(on_demand, &batch, "request data")?;
+    let schema = batch.schema();
+    let span = |c: usize| (c - entity_columns) * rows..(c - entity_columns + 1) * rows;
+    let input = |name: &str| {
+        let c = schema.index_of(name).ok().filter(|&c| c >= entity_columns)?;
+        Some((&statuses[span(c)], &times[span(c)]))
+    };
+    let mut new_statuses = Vec::with_capacity(statuses.len());
+    let mut new_times = Vec::with_capacity(times.len());
+    let mut fields: Vec<FieldRef> = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut keys = 0;
+    for (c, field) in schema.fields().iter().enumerate() {
+        if c < entity_columns {
+            if key_used[c] {
+                fields.push(Arc::clone(field));
+                columns.push(Arc::clone(batch.column(c)));
+                keys += 1;
+            }
+        } else if !Resolution::is_hidden(field.name()) {
+            fields.push(Arc::clone(field));
+            columns.push(Arc::clone(batch.column(c)));
+            new_statuses.extend_from_slice(&statuses[span(c)]);
+            new_times.extend_from_slice(&times[span(c)]);
+        }
+    }
+    let mut computed = computed.into_iter();
+    for r in on_demand {
+        for &f in &r.features {
+            let value = computed.next().expect("one column per requested feature");
+            online_statuses(r, f, value.as_ref(), input, &mut new_statuses, &mut new_times);
+            columns.push(value);
+        }
+    }
+    fields.extend(output_fields(on_demand));
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::data("online response", e.to_string()))?;
+    Ok(OnlineResponse::new(batch, keys, new_statuses, new_times))
 }
 
 /// The entity keys of one set of join-key columns.

@@ -7,6 +7,7 @@ mod entity;
 mod feature_ref;
 mod feature_service;
 mod feature_view;
+mod on_demand;
 mod validation;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ pub use entity::{Entity, EntityBuilder, JoinKey};
 pub use feature_ref::{FeatureRef, FeatureSelection};
 pub use feature_service::{FeatureService, FeatureServiceBuilder};
 pub use feature_view::{FeatureView, FeatureViewBuilder};
+pub use on_demand::{OnDemandFeature, OnDemandFeatureView, OnDemandFeatureViewBuilder, RequestSource, UdfSignature};
 pub use validation::{DriftMethod, DriftRule, NewColumns, Number, ValidationRules};
 
 use crate::ValueType;

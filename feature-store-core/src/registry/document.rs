@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::similar;
-use crate::model::{DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView};
+use crate::model::{
+    DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView, OnDemandFeatureView, RequestSource,
+};
 use crate::{Error, Result};
 
 /// Format of the document this version writes.
@@ -214,6 +216,12 @@ pub struct ProjectRegistry {
     /// Feature services by name.
     #[serde(default)]
     pub feature_services: BTreeMap<String, Record<FeatureService>>,
+    /// Request sources by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_sources: BTreeMap<String, Record<RequestSource>>,
+    /// On-demand feature views by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub on_demand_feature_views: BTreeMap<String, Record<OnDemandFeatureView>>,
     /// Materialization state by view name.
     #[serde(default)]
     pub view_state: BTreeMap<String, ViewState>,
@@ -309,6 +317,12 @@ impl<'a> ProjectView<'a> {
             sources: r.data_sources.values().map(|x| Defined::new(x.spec.clone())).collect(),
             feature_views: r.feature_views.values().map(|x| Defined::new(x.spec.clone())).collect(),
             feature_services: r.feature_services.values().map(|x| Defined::new(x.spec.clone())).collect(),
+            request_sources: r.request_sources.values().map(|x| Defined::new(x.spec.clone())).collect(),
+            on_demand_feature_views: r
+                .on_demand_feature_views
+                .values()
+                .map(|x| Defined::new(x.spec.clone()))
+                .collect(),
         }
     }
 
@@ -362,6 +376,34 @@ impl<'a> ProjectView<'a> {
             .get(name)
             .map(|r| &r.spec)
             .ok_or_else(|| self.not_found("feature view", name, self.registry.feature_views.keys()))
+    }
+
+    /// The on-demand feature view named `name`.
+    pub fn on_demand_feature_view(&self, name: &str) -> Result<&'a OnDemandFeatureView> {
+        self.registry
+            .on_demand_feature_views
+            .get(name)
+            .map(|r| &r.spec)
+            .ok_or_else(|| self.not_found("on-demand feature view", name, self.registry.on_demand_feature_views.keys()))
+    }
+
+    /// The request source named `name`.
+    pub fn request_source(&self, name: &str) -> Result<&'a RequestSource> {
+        self.registry
+            .request_sources
+            .get(name)
+            .map(|r| &r.spec)
+            .ok_or_else(|| self.not_found("request source", name, self.registry.request_sources.keys()))
+    }
+
+    /// The inputs of on-demand view `view` as stored.
+    pub fn on_demand_inputs(&self, view: &OnDemandFeatureView) -> crate::on_demand::OnDemandInputs {
+        let r = self.registry;
+        crate::on_demand::OnDemandInputs::of(
+            view,
+            |n| r.feature_views.get(n).map(|x| x.spec.clone()),
+            |n| r.request_sources.get(n).map(|x| x.spec.clone()),
+        )
     }
 
     /// The feature service named `name`.

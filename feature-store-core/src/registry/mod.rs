@@ -23,6 +23,7 @@ pub use plan::{ApplyMode, Change, ChangeAction, ObjectKind, Plan};
 pub use storage::{MemoryRegistryStore, RegistryStore, StoreVersion, WriteOutcome};
 
 use crate::offline::OfflineStore;
+use crate::on_demand::ExpressionEngine;
 use crate::repo::Definitions;
 use crate::{Error, Result};
 
@@ -107,10 +108,12 @@ impl Registry {
         defs: &Definitions,
         mode: ApplyMode,
         offline: &dyn OfflineStore,
+        engine: Option<&dyn ExpressionEngine>,
     ) -> Result<Plan> {
         let (doc, _) = self.read_fresh().await?;
         let current = doc.project(project).registry().clone();
-        let resolved = validate::validate(&plan::merged(&current, defs, mode), offline, &Default::default()).await?;
+        let merged = plan::merged(&current, defs, mode);
+        let resolved = validate::validate(&merged, offline, &Default::default(), engine).await?;
         Ok(plan::build(&current, &resolved, Utc::now(), doc.version + 1).1)
     }
 
@@ -124,6 +127,7 @@ impl Registry {
         defs: &Definitions,
         mode: ApplyMode,
         offline: &dyn OfflineStore,
+        engine: Option<&dyn ExpressionEngine>,
     ) -> Result<ApplyOutcome> {
         let cache = validate::SchemaCache::default();
         let mut attempts = 0;
@@ -131,7 +135,7 @@ impl Registry {
             attempts += 1;
             let (doc, token) = self.read_fresh().await?;
             let current = doc.project(project).registry().clone();
-            let resolved = validate::validate(&plan::merged(&current, defs, mode), offline, &cache).await?;
+            let resolved = validate::validate(&plan::merged(&current, defs, mode), offline, &cache, engine).await?;
             let now = Utc::now();
             let (next, plan) = plan::build(&current, &resolved, now, doc.version + 1);
             if plan.is_empty() && doc.projects.contains_key(project) {

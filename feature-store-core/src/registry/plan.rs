@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::document::{ProjectRegistry, Record};
-use crate::model::{DataSource, Entity, FeatureService, FeatureView};
+use crate::model::{DataSource, Entity, FeatureService, FeatureView, OnDemandFeatureView, RequestSource};
 use crate::repo::{Defined, Definitions};
 
 /// How `apply` treats registry objects missing from the definitions.
@@ -34,6 +34,10 @@ pub enum ObjectKind {
     FeatureView,
     /// A feature service.
     FeatureService,
+    /// A request source.
+    RequestSource,
+    /// An on-demand feature view.
+    OnDemandFeatureView,
 }
 
 impl fmt::Display for ObjectKind {
@@ -43,6 +47,8 @@ impl fmt::Display for ObjectKind {
             Self::DataSource => "data source",
             Self::FeatureView => "feature view",
             Self::FeatureService => "feature service",
+            Self::RequestSource => "request source",
+            Self::OnDemandFeatureView => "on-demand feature view",
         })
     }
 }
@@ -182,6 +188,10 @@ pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyM
         sources: overlay(&current.data_sources, &defs.sources, |e| &e.name),
         feature_views: overlay(&current.feature_views, &defs.feature_views, |e| &e.name),
         feature_services: overlay(&current.feature_services, &defs.feature_services, |e| &e.name),
+        request_sources: overlay(&current.request_sources, &defs.request_sources, |e| &e.name),
+        on_demand_feature_views: overlay(&current.on_demand_feature_views, &defs.on_demand_feature_views, |e| {
+            &e.name
+        }),
     }
 }
 
@@ -231,6 +241,24 @@ pub(crate) fn build(
         &resolved.feature_services,
         |e| &e.name,
         service_breaks,
+        (now, generation),
+        &mut plan,
+    );
+    next.request_sources = diff_kind(
+        ObjectKind::RequestSource,
+        &current.request_sources,
+        &resolved.request_sources,
+        |e| &e.name,
+        request_source_breaks,
+        (now, generation),
+        &mut plan,
+    );
+    next.on_demand_feature_views = diff_kind(
+        ObjectKind::OnDemandFeatureView,
+        &current.on_demand_feature_views,
+        &resolved.on_demand_feature_views,
+        |e| &e.name,
+        on_demand_breaks,
         (now, generation),
         &mut plan,
     );
@@ -376,6 +404,43 @@ fn view_breaks(old: &FeatureView, new: &FeatureView) -> Vec<String> {
                 b.function,
                 b.column.as_deref().unwrap_or("rows")
             ));
+        }
+    }
+    out
+}
+
+fn request_source_breaks(old: &RequestSource, new: &RequestSource) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &old.schema {
+        match new.field(&f.name) {
+            None => out.push(format!("field \"{}\" removed; requests and entity tables must no longer carry it", f.name)),
+            Some(n) if n.dtype != f.dtype => {
+                out.push(format!("field \"{}\" changes type {} -> {}", f.name, f.dtype, n.dtype))
+            }
+            Some(_) => {}
+        }
+    }
+    for f in &new.schema {
+        if old.field(&f.name).is_none() {
+            out.push(format!("field \"{}\" added; callers must pass it", f.name));
+        }
+    }
+    out
+}
+
+fn on_demand_breaks(old: &OnDemandFeatureView, new: &OnDemandFeatureView) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &old.features {
+        match new.feature(&f.name) {
+            None => out.push(format!("feature \"{}\" removed; consumers that read it will fail", f.name)),
+            Some(n) if n.dtype != f.dtype => {
+                out.push(format!("feature \"{}\" changes type {} -> {}", f.name, f.dtype, n.dtype))
+            }
+            Some(n) if n.expression != f.expression => out.push(format!(
+                "feature \"{}\" changes expression \"{}\" -> \"{}\": models trained on it see other values",
+                f.name, f.expression, n.expression
+            )),
+            Some(_) => {}
         }
     }
     out

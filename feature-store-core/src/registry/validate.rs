@@ -7,6 +7,7 @@ use futures::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::model::{DataSource, FeatureSelection, Field};
+use crate::on_demand::{ExpressionEngine, OnDemandInputs};
 use crate::offline::{OfflineStore, SourceSchema};
 use crate::repo::{Defined, Definitions};
 use crate::value_type::describe_arrow;
@@ -72,7 +73,12 @@ type SourceColumns<'a> = HashMap<&'a str, (BTreeMap<String, DataType>, &'a Sourc
 
 /// Validates `defs` as a complete project and returns them resolved: empty
 /// schemas inferred from sources, join-key types filled in.
-pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache: &SchemaCache) -> Result<Definitions> {
+pub(crate) async fn validate(
+    defs: &Definitions,
+    store: &dyn OfflineStore,
+    cache: &SchemaCache,
+    engine: Option<&dyn ExpressionEngine>,
+) -> Result<Definitions> {
     let mut ctx = Ctx { problems: Vec::new() };
     let mut out = defs.clone();
     check_objects(&mut ctx, defs);
@@ -96,6 +102,7 @@ pub(crate) async fn validate(defs: &Definitions, store: &dyn OfflineStore, cache
         }
     }
     resolve_key_types(&mut ctx, defs, &key_types, &mut out);
+    check_on_demand(&mut ctx, &mut out, engine);
     check_services(&mut ctx, defs, &out);
 
     if ctx.problems.is_empty() { Ok(out) } else { Err(Error::Invalid { problems: ctx.problems }) }
@@ -127,6 +134,100 @@ fn check_objects(ctx: &mut Ctx, defs: &Definitions) {
     duplicates(ctx, "data source", &defs.sources, |e| &e.name);
     duplicates(ctx, "feature view", &defs.feature_views, |e| &e.name);
     duplicates(ctx, "feature service", &defs.feature_services, |e| &e.name);
+    for d in &defs.request_sources {
+        for m in d.value.check() {
+            ctx.add(&d.file, label("request source", &d.value.name), m);
+        }
+    }
+    for d in &defs.on_demand_feature_views {
+        for m in d.value.check() {
+            ctx.add(&d.file, label("on-demand feature view", &d.value.name), m);
+        }
+    }
+    duplicates(ctx, "request source", &defs.request_sources, |e| &e.name);
+    duplicates(ctx, "on-demand feature view", &defs.on_demand_feature_views, |e| &e.name);
+    // References name views and sources without their kind, so names are unique across kinds.
+    for d in &defs.on_demand_feature_views {
+        if defs.feature_views.iter().any(|v| v.value.name == d.value.name) {
+            ctx.add(
+                &d.file,
+                label("on-demand feature view", &d.value.name),
+                "a feature view has the same name; feature references (view:feature) need view names to be unique",
+            );
+        }
+    }
+    for d in &defs.request_sources {
+        let n = &d.value.name;
+        if defs.sources.iter().any(|s| &s.value.name == n) || defs.feature_views.iter().any(|v| &v.value.name == n) {
+            ctx.add(
+                &d.file,
+                label("request source", n),
+                "a data source or feature view has the same name; on-demand views name their sources without a kind, \
+                 so the names must differ",
+            );
+        }
+    }
+}
+
+/// On-demand views: their sources exist, and every expression compiles
+/// against the inputs' resolved types; records the functions they call.
+fn check_on_demand(ctx: &mut Ctx, out: &mut Definitions, engine: Option<&dyn ExpressionEngine>) {
+    let views: HashMap<String, crate::model::FeatureView> =
+        out.feature_views.iter().map(|d| (d.value.name.clone(), d.value.clone())).collect();
+    let requests: HashMap<String, crate::model::RequestSource> =
+        out.request_sources.iter().map(|d| (d.value.name.clone(), d.value.clone())).collect();
+    let on_demand: Vec<String> = out.on_demand_feature_views.iter().map(|d| d.value.name.clone()).collect();
+    for d in out.on_demand_feature_views.iter_mut() {
+        let obj = label("on-demand feature view", &d.value.name);
+        let mut sources_ok = true;
+        for s in &d.value.sources {
+            if views.contains_key(s) {
+                if views[s].schema.is_empty() {
+                    sources_ok = false;
+                }
+                continue;
+            }
+            if requests.contains_key(s) {
+                continue;
+            }
+            sources_ok = false;
+            let message = if on_demand.contains(s) {
+                format!("source \"{s}\" is an on-demand feature view; on-demand views read feature views and request sources only")
+            } else {
+                let all: Vec<&str> = views.keys().chain(requests.keys()).map(String::as_str).collect();
+                let close: Vec<String> =
+                    all.iter().filter(|n| super::similar(n, s)).map(|n| format!("\"{n}\"")).collect();
+                let hint = if close.is_empty() {
+                    known("feature views or request sources", all.iter())
+                } else {
+                    format!("; did you mean {}?", close.join(" or "))
+                };
+                format!("unknown source \"{s}\" (sources are feature views and request sources){hint}")
+            };
+            ctx.add(&d.file, obj.clone(), message);
+        }
+        if !sources_ok {
+            continue;
+        }
+        let Some(engine) = engine else {
+            ctx.add(
+                &d.file,
+                obj,
+                "on-demand feature views need the expression engine, which this build lacks; build feature-store \
+                 with the cargo feature \"on-demand\"",
+            );
+            continue;
+        };
+        let inputs = OnDemandInputs::of(&d.value, |n| views.get(n).cloned(), |n| requests.get(n).cloned());
+        match engine.compile(&d.value, &inputs) {
+            Ok(compiled) => d.value.udfs = compiled.udfs,
+            Err(messages) => {
+                for m in messages {
+                    ctx.add(&d.file, obj.clone(), m);
+                }
+            }
+        }
+    }
 }
 
 /// Source-level checks against the data: the source is readable, its
@@ -567,9 +668,28 @@ fn resolve_key_types(ctx: &mut Ctx, defs: &Definitions, key_types: &KeyTypes, ou
 fn check_services(ctx: &mut Ctx, defs: &Definitions, out: &Definitions) {
     let views: HashMap<&str, &crate::model::FeatureView> =
         out.feature_views.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
+    let on_demand: HashMap<&str, &crate::model::OnDemandFeatureView> =
+        out.on_demand_feature_views.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
     for d in &defs.feature_services {
         let obj = label("feature service", &d.value.name);
         for sel in d.value.selections() {
+            if let Some(v) = on_demand.get(sel.view()) {
+                if let FeatureSelection::Feature(r) = &sel
+                    && v.feature(&r.feature).is_none()
+                {
+                    ctx.add(
+                        &d.file,
+                        obj.clone(),
+                        format!(
+                            "on-demand feature view \"{}\" has no feature \"{}\"; its features are: {}",
+                            v.name,
+                            r.feature,
+                            v.feature_names().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                }
+                continue;
+            }
             match views.get(sel.view()) {
                 None => ctx.add(
                     &d.file,

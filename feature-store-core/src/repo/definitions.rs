@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 
 use super::config::CONFIG_FILE;
 use crate::error::similar;
-use crate::model::{DataSource, Entity, FeatureService, FeatureView};
+use crate::model::{DataSource, Entity, FeatureService, FeatureView, OnDemandFeatureView, RequestSource};
 use crate::{Error, Problem, Result};
 
 /// An object together with the file it was defined in (repo-relative), if any.
@@ -35,6 +35,10 @@ pub struct Definitions {
     pub feature_views: Vec<Defined<FeatureView>>,
     /// Feature services.
     pub feature_services: Vec<Defined<FeatureService>>,
+    /// Request sources.
+    pub request_sources: Vec<Defined<RequestSource>>,
+    /// On-demand feature views.
+    pub on_demand_feature_views: Vec<Defined<OnDemandFeatureView>>,
 }
 
 /// The YAML shape of one definition file.
@@ -48,9 +52,14 @@ struct DefinitionFile<'a> {
     feature_views: Vec<&'a FeatureView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     feature_services: Vec<&'a FeatureService>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    request_sources: Vec<&'a RequestSource>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    on_demand_feature_views: Vec<&'a OnDemandFeatureView>,
 }
 
-const SECTIONS: &str = "entities, sources, feature_views, feature_services";
+const SECTIONS: &str =
+    "entities, sources, feature_views, feature_services, request_sources, on_demand_feature_views";
 
 impl Definitions {
     /// No definitions.
@@ -82,17 +91,36 @@ impl Definitions {
         self
     }
 
+    /// Adds a request source.
+    pub fn request_source(mut self, s: RequestSource) -> Self {
+        self.request_sources.push(Defined::new(s));
+        self
+    }
+
+    /// Adds an on-demand feature view.
+    pub fn on_demand_feature_view(mut self, v: OnDemandFeatureView) -> Self {
+        self.on_demand_feature_views.push(Defined::new(v));
+        self
+    }
+
     /// Appends all of `other`.
     pub fn extend(&mut self, other: Definitions) {
         self.entities.extend(other.entities);
         self.sources.extend(other.sources);
         self.feature_views.extend(other.feature_views);
         self.feature_services.extend(other.feature_services);
+        self.request_sources.extend(other.request_sources);
+        self.on_demand_feature_views.extend(other.on_demand_feature_views);
     }
 
     /// Number of objects.
     pub fn len(&self) -> usize {
-        self.entities.len() + self.sources.len() + self.feature_views.len() + self.feature_services.len()
+        self.entities.len()
+            + self.sources.len()
+            + self.feature_views.len()
+            + self.feature_services.len()
+            + self.request_sources.len()
+            + self.on_demand_feature_views.len()
     }
 
     /// True when there are no objects.
@@ -114,6 +142,8 @@ impl Definitions {
             sources: self.sources.iter().map(|d| &d.value).collect(),
             feature_views: self.feature_views.iter().map(|d| &d.value).collect(),
             feature_services: self.feature_services.iter().map(|d| &d.value).collect(),
+            request_sources: self.request_sources.iter().map(|d| &d.value).collect(),
+            on_demand_feature_views: self.on_demand_feature_views.iter().map(|d| &d.value).collect(),
         };
         yaml_serde::to_string(&file).expect("definitions always serialize")
     }
@@ -212,6 +242,18 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
             "feature_services" => {
                 parse_items(&value, text, file, "feature service", &key, &mut defs.feature_services, problems)
             }
+            "request_sources" => {
+                parse_items(&value, text, file, "request source", &key, &mut defs.request_sources, problems)
+            }
+            "on_demand_feature_views" => parse_items(
+                &value,
+                text,
+                file,
+                "on-demand feature view",
+                &key,
+                &mut defs.on_demand_feature_views,
+                problems,
+            ),
             "project" | "registry" | "online_store" | "offline_store" => problems.push(Problem::new(
                 Some(file),
                 "",

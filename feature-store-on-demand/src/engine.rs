@@ -1,0 +1,338 @@
+//! [`DataFusionEngine`]: parse, check and compile expressions; evaluate them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, DataFusionError, SchemaError};
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Expr, ExprSchemable, ScalarUDF, Volatility};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionConfig;
+use feature_store_core::model::{OnDemandFeatureView, UdfSignature};
+use feature_store_core::on_demand::{CompiledFeature, CompiledView, ExpressionEngine, FeatureExpr, OnDemandInputs};
+use feature_store_core::{ValueType, describe_arrow, similar};
+
+use crate::{Error, Result};
+
+/// Compiles on-demand expressions with DataFusion's SQL planner and built-in
+/// functions, plus the functions the process registers.
+///
+/// Cheap to clone: clones share registered functions.
+#[derive(Debug, Clone)]
+pub struct DataFusionEngine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RwLock<SessionState>,
+    /// User-defined functions by name, with the hash of their source (Python).
+    udfs: RwLock<BTreeMap<String, Option<String>>>,
+    generation: AtomicU64,
+}
+
+impl Default for DataFusionEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DataFusionEngine {
+    /// An engine with DataFusion's built-in scalar functions.
+    pub fn new() -> Self {
+        // Names are matched exactly: `avgDailyTrips` is not `avgdailytrips`.
+        let config = SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        Self {
+            inner: Arc::new(Inner {
+                state: RwLock::new(state),
+                udfs: RwLock::new(BTreeMap::new()),
+                generation: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Registers a scalar function expressions may call by its name.
+    ///
+    /// It must be immutable (the same inputs always give the same output),
+    /// may not take the name of a built-in function, and replaces a function
+    /// registered before under its name. Views compiled before are compiled again.
+    pub fn register_udf(&self, udf: ScalarUDF) -> Result<()> {
+        self.register(udf, None)
+    }
+
+    /// [`Self::register_udf`] for a function whose source hashes to
+    /// `source_hash` (Python functions): the registry records the hash, so a
+    /// process with other source refuses the views that call it.
+    pub fn register_udf_with_source(&self, udf: ScalarUDF, source_hash: String) -> Result<()> {
+        self.register(udf, Some(source_hash))
+    }
+
+    fn register(&self, udf: ScalarUDF, source_hash: Option<String>) -> Result<()> {
+        let name = udf.name().to_owned();
+        let refuse = |message: String| Err(Error::Registration { name: name.clone(), message });
+        if feature_store_core::model::check_name(&name).is_err() {
+            return refuse("use ASCII letters, digits and underscores, not starting with a digit".into());
+        }
+        if udf.signature().volatility != Volatility::Immutable {
+            return refuse(
+                "it is not immutable (Volatility::Immutable): on-demand features must be pure functions of their \
+                 inputs"
+                    .into(),
+            );
+        }
+        let mut udfs = self.inner.udfs.write().expect("poisoned");
+        let mut state = self.inner.state.write().expect("poisoned");
+        let builtin = state.scalar_functions().contains_key(&name) || state.udf(&name).is_ok();
+        if builtin && !udfs.contains_key(&name) {
+            return refuse("a built-in function has that name; choose another".into());
+        }
+        state.register_udf(Arc::new(udf)).map_err(|e| Error::Registration { name: name.clone(), message: e.to_string() })?;
+        udfs.insert(name, source_hash);
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The names of the registered user-defined functions.
+    pub fn udf_names(&self) -> Vec<String> {
+        self.inner.udfs.read().expect("poisoned").keys().cloned().collect()
+    }
+
+    fn compile_feature(
+        &self,
+        state: &SessionState,
+        schema: &DFSchema,
+        inputs: &OnDemandInputs,
+        name: &str,
+        dtype: &ValueType,
+        sql: &str,
+        udfs: &mut BTreeMap<String, UdfSignature>,
+    ) -> std::result::Result<CompiledFeature, String> {
+        let at = |m: String| format!("feature \"{name}\": {m}");
+        let expr = state.create_logical_expr(sql, schema).map_err(|e| at(explain(&e, inputs, sql)))?;
+        // Columns in first-use order, and what the expression may not do.
+        let mut columns: Vec<String> = Vec::new();
+        let mut problem: Option<String> = None;
+        let user = self.inner.udfs.read().expect("poisoned");
+        expr.apply(|e| {
+            match e {
+                Expr::Column(c) => {
+                    if !columns.contains(&c.name) {
+                        columns.push(c.name.clone());
+                    }
+                }
+                Expr::AggregateFunction(f) => {
+                    problem = Some(format!(
+                        "{}() is an aggregate function; an on-demand feature is computed from one row's values \
+                         (aggregate over time with an aggregation view)",
+                        f.func.name()
+                    ));
+                }
+                Expr::WindowFunction(_) => {
+                    problem = Some("window functions are not allowed: an on-demand feature is computed from one row's values".into());
+                }
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_) => {
+                    problem = Some("subqueries are not allowed in an on-demand feature".into());
+                }
+                Expr::Placeholder(_) => {
+                    problem = Some("placeholders ($1) are not allowed; read request fields by name".into());
+                }
+                Expr::ScalarFunction(f) => {
+                    if f.func.signature().volatility != Volatility::Immutable {
+                        problem = Some(format!(
+                            "{}() is not a pure function (its result changes between calls); an on-demand feature \
+                             must be a pure function of its inputs (pass the time as a request field)",
+                            f.func.name()
+                        ));
+                    } else if let Some(hash) = user.get(f.func.name()) {
+                        let args = f
+                            .args
+                            .iter()
+                            .map(|a| a.get_type(schema).map(|t| t.to_string()))
+                            .collect::<std::result::Result<Vec<_>, _>>();
+                        let returns = e.get_type(schema).map(|t| t.to_string());
+                        if let (Ok(args), Ok(returns)) = (args, returns) {
+                            udfs.insert(
+                                f.func.name().to_owned(),
+                                UdfSignature::new(f.func.name(), args, returns, hash.clone()),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Ok(if problem.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        })
+        .map_err(|e| at(e.message().into_owned()))?;
+        drop(user);
+        if let Some(p) = problem {
+            return Err(at(p));
+        }
+        let mut input_indexes = Vec::with_capacity(columns.len());
+        let mut fields = Vec::with_capacity(columns.len());
+        for c in &columns {
+            let i = inputs.names[c];
+            input_indexes.push(i);
+            fields.push(Field::new(c, inputs.inputs[i].dtype.to_arrow(), true));
+        }
+        let arrow_schema: SchemaRef = Arc::new(Schema::new(fields));
+        let reduced = DFSchema::try_from(Arc::clone(&arrow_schema)).map_err(|e| at(e.message().into_owned()))?;
+        // Coerced and simplified as DataFusion's planner does before it
+        // creates physical expressions (some functions exist only until then).
+        let reduced = Arc::new(reduced);
+        let context = SimplifyContext::builder()
+            .with_schema(Arc::clone(&reduced))
+            .with_config_options(Arc::clone(state.config_options()))
+            .build();
+        let simplifier = ExprSimplifier::new(context);
+        let expr = simplifier
+            .coerce(expr, &reduced)
+            .and_then(|e| simplifier.simplify(e))
+            .map_err(|e| at(explain(&e, inputs, sql)))?;
+        let physical = state.create_physical_expr(expr, &reduced).map_err(|e| at(explain(&e, inputs, sql)))?;
+        let found = physical.data_type(&arrow_schema).map_err(|e| at(e.message().into_owned()))?;
+        let want = dtype.to_arrow();
+        let fits = found == want
+            || found == DataType::Null
+            || ValueType::from_arrow(&found).is_some_and(|t| dtype.accepts(&t));
+        if !fits {
+            return Err(at(format!(
+                "the expression is {} but the feature is declared {dtype}; declare dtype: {} or CAST the expression \
+                 (CAST(... AS {}))",
+                describe_arrow(&found),
+                ValueType::from_arrow(&found).map_or_else(|| describe_arrow(&found), |t| t.to_string()),
+                sql_type(dtype)
+            )));
+        }
+        let cast = (found != want).then_some(want);
+        Ok(CompiledFeature::new(
+            name.to_owned(),
+            dtype.clone(),
+            input_indexes,
+            Arc::new(Compiled { expr: physical, schema: arrow_schema, cast }),
+        ))
+    }
+}
+
+/// The SQL type name of a value type, for CAST hints.
+fn sql_type(t: &ValueType) -> String {
+    match t {
+        ValueType::Bool => "BOOLEAN".into(),
+        ValueType::Int32 => "INT".into(),
+        ValueType::Int64 => "BIGINT".into(),
+        ValueType::Float32 => "FLOAT".into(),
+        ValueType::Float64 => "DOUBLE".into(),
+        ValueType::String => "VARCHAR".into(),
+        ValueType::Bytes => "BYTEA".into(),
+        ValueType::Timestamp => "TIMESTAMP".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A DataFusion planning error in the user's terms: unknown and ambiguous
+/// columns with the close names, everything else without DataFusion's prefixes.
+fn explain(e: &DataFusionError, inputs: &OnDemandInputs, sql: &str) -> String {
+    if let DataFusionError::SchemaError(inner, _) = e.find_root()
+        && let SchemaError::FieldNotFound { field, .. } = inner.as_ref()
+    {
+        let name = field.name();
+        if let Some(options) = inputs.ambiguous.get(name) {
+            return format!(
+                "column \"{name}\" is ambiguous: more than one input has it; write {}",
+                options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(" or ")
+            );
+        }
+        let close: Vec<String> =
+            inputs.names.keys().filter(|n| similar(n, name)).map(|n| format!("\"{n}\"")).collect();
+        let hint = if close.is_empty() {
+            let mut all: Vec<&str> = inputs.names.keys().map(String::as_str).filter(|n| !n.contains("__")).collect();
+            all.extend(inputs.ambiguous.values().flatten().map(String::as_str));
+            format!("; the inputs are: {}", all.join(", "))
+        } else {
+            format!("; did you mean {}?", close.join(" or "))
+        };
+        return format!("unknown column \"{name}\"{hint}");
+    }
+    let message = e.find_root().message().into_owned();
+    let message = message.strip_prefix("Error during planning: ").unwrap_or(&message).to_owned();
+    match e.find_root() {
+        DataFusionError::SQL(..) => format!("syntax error in \"{sql}\": {message}"),
+        _ => message,
+    }
+}
+
+impl ExpressionEngine for DataFusionEngine {
+    fn compile(
+        &self,
+        view: &OnDemandFeatureView,
+        inputs: &OnDemandInputs,
+    ) -> std::result::Result<CompiledView, Vec<String>> {
+        let fields: Vec<Field> =
+            inputs.names.iter().map(|(n, &i)| Field::new(n, inputs.inputs[i].dtype.to_arrow(), true)).collect();
+        let schema = DFSchema::try_from(Schema::new(fields)).map_err(|e| vec![e.message().into_owned()])?;
+        let state = self.inner.state.read().expect("poisoned").clone();
+        let mut features = Vec::with_capacity(view.features.len());
+        let mut problems = Vec::new();
+        let mut udfs = BTreeMap::new();
+        for f in &view.features {
+            match self.compile_feature(&state, &schema, inputs, &f.name, &f.dtype, &f.expression, &mut udfs) {
+                Ok(c) => features.push(c),
+                Err(p) => problems.push(p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(CompiledView::new(features, udfs.into_values().collect()))
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn has_udf(&self, name: &str) -> bool {
+        self.inner.udfs.read().expect("poisoned").contains_key(name)
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Relaxed)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// One compiled feature: a physical expression over its inputs' columns.
+#[derive(Debug)]
+struct Compiled {
+    expr: Arc<dyn PhysicalExpr>,
+    schema: SchemaRef,
+    /// The declared type, when the expression's differs (a lossless widening).
+    cast: Option<DataType>,
+}
+
+impl FeatureExpr for Compiled {
+    fn evaluate(&self, columns: &[ArrayRef], rows: usize) -> feature_store_core::Result<ArrayRef> {
+        let failed = |m: String| feature_store_core::Error::data("on-demand expression", m);
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns.to_vec(),
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        let value = self
+            .expr
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(rows))
+            .map_err(|e| failed(e.find_root().message().into_owned()))?;
+        match &self.cast {
+            None => Ok(value),
+            Some(t) => arrow_cast::cast(&value, t).map_err(|e| failed(e.to_string())),
+        }
+    }
+}
