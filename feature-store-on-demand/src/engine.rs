@@ -203,11 +203,14 @@ impl DataFusionEngine {
             || found == DataType::Null
             || ValueType::from_arrow(&found).is_some_and(|t| dtype.accepts(&t));
         if !fits {
+            let (found_name, declare) = match ValueType::from_arrow(&found) {
+                Some(t) if t.to_arrow() == found => (t.to_string(), format!("declare dtype: {t} or ")),
+                Some(t) => (describe_arrow(&found), format!("declare dtype: {t} or ")),
+                None => (describe_arrow(&found), String::new()),
+            };
             return Err(at(format!(
-                "the expression is {} but the feature is declared {dtype}; declare dtype: {} or CAST the expression \
+                "the expression is {found_name} but the feature is declared {dtype}; {declare}CAST the expression \
                  (CAST(... AS {}))",
-                describe_arrow(&found),
-                ValueType::from_arrow(&found).map_or_else(|| describe_arrow(&found), |t| t.to_string()),
                 sql_type(dtype)
             )));
         }

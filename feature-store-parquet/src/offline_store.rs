@@ -72,9 +72,7 @@ impl ParquetOfflineStore {
     /// afterwards shows each operator's metrics (rows in and out per view,
     /// build and probe time, spilling), as `EXPLAIN ANALYZE` would.
     pub async fn plan_historical(&self, request: HistoricalRequest) -> CoreResult<crate::datafusion::RetrievalPlan> {
-        if request.views.is_empty() {
-            return Err(CoreError::InvalidArgument("no features requested".into()));
-        }
+        // No views is a retrieval of on-demand features over request fields only: the entity rows come back.
         let began = std::time::Instant::now();
         // Every listing happens here, concurrently; the planner gets descriptions.
         let sources = futures::future::join_all(request.views.iter().map(|v| {

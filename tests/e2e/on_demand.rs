@@ -277,3 +277,288 @@ async fn parity_catalogue_redis() {
     let server = RedisServer::start();
     parity_on(&format!("online_store: {{type: redis, connection_string: \"{}\"}}\n", server.url()), 4).await;
 }
+
+const ORDER_DEFS: &str = "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources: [{name: drivers_src, path: data/drivers.parquet, timestamp_field: event_timestamp}]
+feature_views:
+  - name: driver_hourly_stats
+    entities: [driver]
+    source: drivers_src
+    schema: [{name: conv_rate, dtype: float32}, {name: trips, dtype: int64}, {name: city, dtype: string}]
+request_sources:
+  - name: order_request
+    schema:
+      - {name: order_amount, dtype: float64}
+      - {name: order_lat, dtype: float64}
+on_demand_feature_views:
+  - name: order_features
+    sources: [driver_hourly_stats, order_request]
+    features:
+      - {name: amount_x_conv, dtype: float64, expression: \"order_amount * conv_rate\"}
+      - {name: big_order, dtype: bool, expression: \"order_amount > 100 AND trips < 15\"}
+      - {name: trips_or_zero, dtype: int64, expression: \"COALESCE(trips, 0)\"}
+    description: order features
+    tags: {team: risk}
+  - name: request_only
+    sources: [order_request]
+    features:
+      - {name: north, dtype: bool, expression: \"order_lat > 0\"}
+feature_services:
+  - name: scoring
+    features: [order_features:amount_x_conv, driver_hourly_stats:city]
+";
+
+async fn orders_repo(extra: &str) -> (tempfile::TempDir, FeatureStore) {
+    let dir = crate::repo(&[("features.yaml", &format!("{ORDER_DEFS}{extra}"))]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    (dir, store)
+}
+
+/// The apply error for `defs` added to the order repo's definitions.
+async fn apply_error(feature: &str) -> String {
+    let defs = ORDER_DEFS.replace(
+        "      - {name: trips_or_zero, dtype: int64, expression: \"COALESCE(trips, 0)\"}",
+        &format!("      - {feature}"),
+    );
+    let dir = crate::repo(&[("features.yaml", &defs)]);
+    let store = feature_store::open(dir.path()).unwrap();
+    let plan = store.plan(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    let apply = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    assert_eq!(plan, apply);
+    apply
+}
+
+#[tokio::test]
+async fn definition_errors_name_the_feature_and_what_is_wrong() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "{name: f, dtype: float64, expression: \"conv_rat * 2\"}",
+            &["features.yaml", "on-demand feature view \"order_features\"", "feature \"f\"", "unknown column \"conv_rat\"", "did you mean \"conv_rate\""],
+        ),
+        (
+            "{name: f, dtype: int32, expression: \"order_amount * conv_rate\"}",
+            &["feature \"f\"", "the expression is float64", "declared int32"],
+        ),
+        ("{name: f, dtype: float32, expression: \"order_amount\"}", &["the expression is float64", "declared float32"]),
+        ("{name: f, dtype: float64, expression: \"sum(conv_rate)\"}", &["feature \"f\"", "sum() is an aggregate function"]),
+        ("{name: f, dtype: float64, expression: \"random()\"}", &["random() is not a pure function"]),
+        ("{name: f, dtype: timestamp, expression: \"now()\"}", &["now() is not a pure function"]),
+        ("{name: f, dtype: float64, expression: \"conv_rate +\"}", &["feature \"f\"", "syntax error"]),
+        ("{name: f, dtype: float64, expression: \"no_such_fn(conv_rate)\"}", &["feature \"f\"", "no_such_fn"]),
+        ("{name: f, dtype: float64, expression: \"\"}", &["feature \"f\": the expression is empty"]),
+        ("{name: f, dtype: float64, expression: \"row_number() OVER ()\"}", &["feature \"f\"", "window"]),
+    ];
+    for (feature, wanted) in cases {
+        let err = apply_error(feature).await;
+        for w in *wanted {
+            assert!(err.contains(w), "{feature}: expected {w:?} in: {err}");
+        }
+    }
+    // Widening to the declared type is fine (int32 expression, int64 feature).
+    let dir = crate::repo(&[("features.yaml", &ORDER_DEFS.replace("COALESCE(trips, 0)", "character_length(city)"))]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+}
+
+#[tokio::test]
+async fn source_errors_are_named() {
+    let check = |defs: String, wanted: &'static [&'static str]| async move {
+        let dir = crate::repo(&[("features.yaml", &defs)]);
+        let store = feature_store::open(dir.path()).unwrap();
+        let err = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+        for w in wanted {
+            assert!(err.contains(w), "expected {w:?} in: {err}");
+        }
+    };
+    check(
+        ORDER_DEFS.replace("sources: [driver_hourly_stats, order_request]", "sources: [driver_hourly_stat, order_request]"),
+        &["unknown source \"driver_hourly_stat\"", "did you mean \"driver_hourly_stats\""],
+    )
+    .await;
+    check(
+        ORDER_DEFS.replace("sources: [order_request]", "sources: [order_features]"),
+        &["\"order_features\" is an on-demand feature view"],
+    )
+    .await;
+    check(ORDER_DEFS.replace("- name: request_only", "- name: driver_hourly_stats"), &["a feature view has the same name"])
+        .await;
+    // Two inputs with one name: the plain name is ambiguous, the qualified ones work.
+    let twice = ORDER_DEFS.replace(
+        "request_sources:",
+        "  - name: more_stats\n    entities: [driver]\n    source: drivers_src\n    schema: [{name: conv_rate, dtype: float32}]\nrequest_sources:",
+    );
+    check(
+        twice.replace("sources: [driver_hourly_stats, order_request]", "sources: [driver_hourly_stats, more_stats, order_request]"),
+        &["column \"conv_rate\" is ambiguous", "\"driver_hourly_stats__conv_rate\" or \"more_stats__conv_rate\""],
+    )
+    .await;
+    let dir = crate::repo(&[(
+        "features.yaml",
+        &twice
+            .replace("sources: [driver_hourly_stats, order_request]", "sources: [driver_hourly_stats, more_stats, order_request]")
+            .replace("order_amount * conv_rate", "driver_hourly_stats__conv_rate - more_stats__conv_rate"),
+    )]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+}
+
+fn f64s(a: &ArrayRef) -> Vec<Option<f64>> {
+    a.as_any().downcast_ref::<Float64Array>().unwrap().iter().collect()
+}
+
+#[tokio::test]
+async fn training_reads_request_fields_from_the_entity_table() {
+    let (dir, store) = orders_repo("").await;
+    let t = 1_700_000_000_000_000i64 + HOUR;
+    let entity_rows = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![t; 3]).with_timezone("UTC")) as ArrayRef),
+        ("order_amount", Arc::new(Float64Array::from(vec![Some(200.0), None, Some(50.0)])) as ArrayRef),
+    ])
+    .unwrap();
+    let get = |features: Features, rows: RecordBatch, full: bool| {
+        let store = store.clone();
+        async move {
+            let opts = HistoricalOptions::default().with_full_feature_names(full);
+            let batches = store.get_historical_features(EntityInput::batch(rows), &features, &opts).await?.collect().await?;
+            Ok::<_, feature_store::Error>(arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap())
+        }
+    };
+    let out = get(Features::refs(["order_features:amount_x_conv", "order_features:big_order"]), entity_rows.clone(), false)
+        .await
+        .unwrap();
+    let names: Vec<&str> = out.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["driver_id", "event_timestamp", "order_amount", "amount_x_conv", "big_order"]);
+    // conv_rate is 0.5 and 0.25 for drivers 1 and 2 (float32, widened exactly); driver 3 is unknown.
+    assert_eq!(f64s(out.column_by_name("amount_x_conv").unwrap()), [Some(100.0), None, None]);
+    let big = out.column_by_name("big_order").unwrap().as_any().downcast_ref::<BooleanArray>().unwrap();
+    // SQL's three-valued logic: NULL AND FALSE is FALSE.
+    assert_eq!(big.iter().collect::<Vec<_>>(), [Some(true), Some(false), Some(false)]);
+
+    // An input also requested comes once, under its own name; full names for both kinds.
+    let out = get(Features::refs(["driver_hourly_stats:conv_rate", "order_features"]), entity_rows.clone(), true)
+        .await
+        .unwrap();
+    let names: Vec<&str> = out.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "driver_id",
+            "event_timestamp",
+            "order_amount",
+            "driver_hourly_stats__conv_rate",
+            "order_features__amount_x_conv",
+            "order_features__big_order",
+            "order_features__trips_or_zero"
+        ]
+    );
+    // A feature service mixing both kinds.
+    let out = get(Features::service("scoring"), entity_rows.clone(), false).await.unwrap();
+    let names: Vec<&str> = out.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["driver_id", "event_timestamp", "order_amount", "city", "amount_x_conv"]);
+
+    // A view of request fields only, no feature view read.
+    let out = get(
+        Features::refs(["request_only:north"]),
+        RecordBatch::try_from_iter([
+            ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![t; 2]).with_timezone("UTC")) as ArrayRef),
+            ("order_lat", Arc::new(Int32Array::from(vec![3, -3])) as ArrayRef),
+        ])
+        .unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    let north = out.column_by_name("north").unwrap().as_any().downcast_ref::<BooleanArray>().unwrap();
+    assert_eq!(north.iter().collect::<Vec<_>>(), [Some(true), Some(false)], "an int32 column widens to float64");
+
+    // The request column is missing, or of a type that does not convert losslessly.
+    let no_amount = entity_rows.project(&[0, 1]).unwrap();
+    let err = get(Features::refs(["order_features:amount_x_conv"]), no_amount, false).await.unwrap_err().to_string();
+    assert!(err.contains("no column \"order_amount\"") && err.contains("request field"), "{err}");
+    let text_amount = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC")) as ArrayRef),
+        ("order_amount", Arc::new(StringArray::from(vec!["12"])) as ArrayRef),
+    ])
+    .unwrap();
+    let err = get(Features::refs(["order_features:amount_x_conv"]), text_amount, false).await.unwrap_err().to_string();
+    assert!(err.contains("\"order_amount\" is Utf8 (string)") && err.contains("declares it float64"), "{err}");
+    // Unknown on-demand features say what exists.
+    let err = get(Features::refs(["order_features:amount_x_con"]), entity_rows.clone(), false).await.unwrap_err().to_string();
+    assert!(err.contains("did you mean \"order_features:amount_x_conv\""), "{err}");
+    // A Parquet entity file carries the request fields too.
+    write_parquet(&dir.path().join("entities.parquet"), &entity_rows);
+    let batches = store
+        .get_historical_features(
+            EntityInput::Path(dir.path().join("entities.parquet").display().to_string()),
+            &Features::refs(["order_features:amount_x_conv"]),
+            &HistoricalOptions::default(),
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(f64s(batches[0].column_by_name("amount_x_conv").unwrap()), [Some(100.0), None, None]);
+}
+
+#[tokio::test]
+async fn serving_takes_request_data_beside_the_keys() {
+    let (_dir, store) = orders_repo("").await;
+    let t = 1_700_000_000_000_000i64;
+    store.materialize_incremental(Utc.timestamp_micros(t + HOUR).unwrap(), &MaterializeOptions::default()).await.unwrap();
+    let rows = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1, 2, 9])) as ArrayRef),
+        ("order_amount", Arc::new(Float64Array::from(vec![Some(200.0), None, Some(5.0)])) as ArrayRef),
+    ])
+    .unwrap();
+    let features = Features::refs(["order_features:amount_x_conv", "order_features:trips_or_zero"]);
+    let out = store.get_online_features(&features, &rows, &OnlineOptions::default()).await.unwrap();
+    assert_eq!(out.column_names(), ["driver_id", "amount_x_conv", "trips_or_zero"]);
+    assert_eq!(f64s(out.values().column_by_name("amount_x_conv").unwrap()), [Some(100.0), None, None]);
+    use FeatureStatus::*;
+    let statuses: Vec<_> = (0..3).map(|r| out.status(r, "amount_x_conv").unwrap()).collect();
+    assert_eq!(statuses, [Present, NullValue, NullValue]);
+    // COALESCE gives a value for the unknown driver, with its input's status.
+    let statuses: Vec<_> = (0..3).map(|r| out.status(r, "trips_or_zero").unwrap()).collect();
+    assert_eq!(statuses, [Present, Present, NotFound]);
+    assert_eq!(out.value(2, "trips_or_zero").unwrap(), feature_store::online::FeatureValue::Int(0));
+    assert_eq!(out.event_timestamp(0, "trips_or_zero").unwrap(), Some(Utc.timestamp_micros(t).unwrap()));
+
+    let err = store
+        .get_online_features(&features, &rows.project(&[0]).unwrap(), &OnlineOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no column \"order_amount\""), "{err}");
+    // Request data for features not requested is still an unknown column.
+    let err = store
+        .get_online_features(&Features::refs(["order_features:trips_or_zero"]), &rows, &OnlineOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("column \"order_amount\" that is not a join key"), "{err}");
+}
+
+#[tokio::test]
+async fn definitions_round_trip_through_the_registry() {
+    let (_dir, store) = orders_repo("").await;
+    let doc = store.document().await.unwrap();
+    let defs = doc.project("demo").to_definitions();
+    assert_eq!(defs.on_demand_feature_views.len(), 2);
+    assert_eq!(defs.request_sources.len(), 1);
+    let yaml = defs.to_yaml();
+    let back = feature_store::Definitions::from_yaml(&yaml, "round.yaml").unwrap();
+    assert_eq!(
+        back.on_demand_feature_views.iter().map(|d| &d.value).collect::<Vec<_>>(),
+        defs.on_demand_feature_views.iter().map(|d| &d.value).collect::<Vec<_>>()
+    );
+    // Applying the registry's own definitions changes nothing.
+    let outcome = store.apply(&back, ApplyMode::Sync).await.unwrap();
+    assert!(!outcome.written, "{}", outcome.plan);
+    let described = store.describe("order_features").await.unwrap();
+    assert_eq!(described.len(), 1);
+}

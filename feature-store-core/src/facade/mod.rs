@@ -19,7 +19,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::historical::{BatchStream, EntityInput, HistoricalOptions, HistoricalRequest, ViewRequest};
-use crate::model::{DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView};
+use crate::model::{
+    DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView, OnDemandFeatureView, RequestSource,
+};
 use crate::offline::OfflineStore;
 use crate::on_demand::ExpressionEngine;
 use crate::online::OnlineStore;
@@ -107,6 +109,10 @@ pub enum Described {
     },
     /// A feature service.
     FeatureService(Record<FeatureService>),
+    /// A request source.
+    RequestSource(Record<RequestSource>),
+    /// An on-demand feature view.
+    OnDemandFeatureView(Record<OnDemandFeatureView>),
 }
 
 impl Described {
@@ -117,6 +123,8 @@ impl Described {
             Self::DataSource(_) => ObjectKind::DataSource,
             Self::FeatureView { .. } => ObjectKind::FeatureView,
             Self::FeatureService(_) => ObjectKind::FeatureService,
+            Self::RequestSource(_) => ObjectKind::RequestSource,
+            Self::OnDemandFeatureView(_) => ObjectKind::OnDemandFeatureView,
         }
     }
 }
@@ -535,6 +543,16 @@ impl FeatureStore {
         Ok(self.document().await?.project(self.project()).registry().feature_views.values().cloned().collect())
     }
 
+    /// Request sources of the project, by name.
+    pub async fn list_request_sources(&self) -> Result<Vec<Record<RequestSource>>> {
+        Ok(self.document().await?.project(self.project()).registry().request_sources.values().cloned().collect())
+    }
+
+    /// On-demand feature views of the project, by name.
+    pub async fn list_on_demand_feature_views(&self) -> Result<Vec<Record<OnDemandFeatureView>>> {
+        Ok(self.document().await?.project(self.project()).registry().on_demand_feature_views.values().cloned().collect())
+    }
+
     /// Feature services of the project, by name.
     pub async fn list_feature_services(&self) -> Result<Vec<Record<FeatureService>>> {
         Ok(self.document().await?.project(self.project()).registry().feature_services.values().cloned().collect())
@@ -566,13 +584,21 @@ impl FeatureStore {
         if let Some(r) = p.feature_services.get(name) {
             out.push(Described::FeatureService(r.clone()));
         }
+        if let Some(r) = p.request_sources.get(name) {
+            out.push(Described::RequestSource(r.clone()));
+        }
+        if let Some(r) = p.on_demand_feature_views.get(name) {
+            out.push(Described::OnDemandFeatureView(r.clone()));
+        }
         if out.is_empty() {
             let all = p
                 .entities
                 .keys()
                 .chain(p.data_sources.keys())
                 .chain(p.feature_views.keys())
-                .chain(p.feature_services.keys());
+                .chain(p.feature_services.keys())
+                .chain(p.request_sources.keys())
+                .chain(p.on_demand_feature_views.keys());
             let mut close: Vec<String> =
                 all.filter(|n| crate::registry::similar(n, name)).map(|n| format!("\"{n}\"")).collect();
             close.dedup();

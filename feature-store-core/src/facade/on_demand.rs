@@ -244,8 +244,26 @@ fn request_column(batch: &RecordBatch, name: &str, dtype: &ValueType, context: &
     if column.data_type() == &want {
         return Ok(Arc::clone(column));
     }
+    let cast = |c: &ArrayRef| arrow_cast::cast(c, &want).map_err(|e| Error::data(context, e.to_string()));
     if column.null_count() == column.len() || dtype.accepts_arrow(column.data_type()) {
-        return arrow_cast::cast(column, &want).map_err(|e| Error::data(context, e.to_string()));
+        return cast(column);
+    }
+    // Whole numbers for a float field (pandas makes int64 columns of whole
+    // amounts): taken when every value converts exactly.
+    if matches!(dtype, ValueType::Float32 | ValueType::Float64) && column.data_type().is_integer() {
+        let converted = cast(column)?;
+        let back = arrow_cast::cast(&converted, column.data_type()).map_err(|e| Error::data(context, e.to_string()))?;
+        if back.to_data() == column.to_data() {
+            return Ok(converted);
+        }
+        let row = (0..column.len()).find(|&i| back.slice(i, 1).to_data() != column.slice(i, 1).to_data()).unwrap_or(0);
+        return Err(Error::data(
+            context,
+            format!(
+                "request field \"{name}\" row {row}: {} has no exact {dtype} value; pass {dtype} values",
+                crate::online::FeatureValue::from_array(column.as_ref(), row).as_i64().unwrap_or_default()
+            ),
+        ));
     }
     Err(Error::data(
         context,
