@@ -46,6 +46,20 @@ feature_views:
     owner: ranking@example.com
     tags: {team: ranking}
 
+# Values a caller passes with each request (entity-table columns in training).
+request_sources:
+  - name: order_request
+    schema:
+      - {name: order_amount, dtype: float64}
+
+# Features computed at request time: SQL expressions over views and request data.
+on_demand_feature_views:
+  - name: order_features
+    sources: [driver_hourly_stats, order_request]
+    features:
+      - {name: amount_x_conv, dtype: float64, expression: \"order_amount * conv_rate\"}
+      - {name: big_order, dtype: bool, expression: \"order_amount > 100 AND avg_daily_trips < 10\"}
+
 feature_services:
   - name: driver_activity
     features: [driver_hourly_stats:conv_rate, driver_hourly_stats:avg_daily_trips]

@@ -160,8 +160,12 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
         /// One entity row: key=value, composite keys as k1=v1,k2=v2; repeat for more rows.
-        #[arg(long = "entity", required = true)]
+        #[arg(long = "entity", required_unless_present = "requests")]
         entities: Vec<String>,
+        /// Request data of on-demand features for one entity row:
+        /// field=value[,field=value]; one per --entity, in the same order.
+        #[arg(long = "request", id = "requests")]
+        requests: Vec<String>,
         /// Name features view__feature (needed when two views share a feature name).
         #[arg(long)]
         full_feature_names: bool,
@@ -254,6 +258,8 @@ enum Kind {
     Sources,
     Views,
     Services,
+    RequestSources,
+    OnDemandViews,
 }
 
 fn main() -> ExitCode {
@@ -397,6 +403,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Kind::Sources => output::sources(&store.list_data_sources().await?, cli.json),
                 Kind::Views => output::views(&store.list_feature_views().await?, cli.json),
                 Kind::Services => output::services(&store.list_feature_services().await?, cli.json),
+                Kind::RequestSources => output::request_sources(&store.list_request_sources().await?, cli.json),
+                Kind::OnDemandViews => output::on_demand_views(&store.list_on_demand_feature_views().await?, cli.json),
             }
         }
         Command::Historical {
@@ -460,7 +468,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
             quality::status(&store, cli.json).await
         }
-        Command::Online { features, service, entities, full_feature_names, table } => {
+        Command::Online { features, service, entities, requests, full_feature_names, table } => {
             if table && cli.json {
                 anyhow::bail!("--table and --json ask for two different outputs; give one of them");
             }
@@ -469,7 +477,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(s) => feature_store::Features::service(s),
                 None => feature_store::Features::refs(features),
             };
-            online::online(&store, &features, &entities, full_feature_names, cli.json, table).await
+            online::online(&store, &features, &entities, &requests, full_feature_names, cli.json, table).await
         }
         Command::Push { view, file, to } => {
             let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;

@@ -164,31 +164,9 @@ async fn entity_rows(store: &FeatureStore, args: &[String]) -> anyhow::Result<Re
     if args.is_empty() {
         bail!("give at least one --entity key=value");
     }
-    let rows: Vec<Vec<(String, String)>> = args
-        .iter()
-        .map(|a| {
-            a.split(',')
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                        .with_context(|| format!("--entity \"{a}\": expected key=value (composite keys: k1=v1,k2=v2)"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let rows = key_values("--entity", args)?;
     let mut names: Vec<String> = rows[0].iter().map(|(k, _)| k.clone()).collect();
     names.sort();
-    for (a, r) in args.iter().zip(&rows) {
-        let mut these: Vec<String> = r.iter().map(|(k, _)| k.clone()).collect();
-        these.sort();
-        if these != names {
-            bail!(
-                "--entity \"{a}\" has keys {} but the first has {}; give every row the same keys",
-                these.join(","),
-                names.join(",")
-            );
-        }
-    }
     let entities = store.list_entities().await?;
     let key_type = |name: &str| {
         entities.iter().flat_map(|e| e.spec.join_keys.iter()).find(|k| k.name == name).and_then(|k| k.dtype.clone())
@@ -223,15 +201,143 @@ async fn entity_rows(store: &FeatureStore, args: &[String]) -> anyhow::Result<Re
     Ok(RecordBatch::try_from_iter(columns)?)
 }
 
+/// Splits `k=v[,k=v]` arguments of `flag` into rows of pairs, every row with the same keys.
+fn key_values(flag: &str, args: &[String]) -> anyhow::Result<Vec<Vec<(String, String)>>> {
+    let rows: Vec<Vec<(String, String)>> = args
+        .iter()
+        .map(|a| {
+            a.split(',')
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .with_context(|| format!("{flag} \"{a}\": expected key=value (several: k1=v1,k2=v2)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let names = |r: &[(String, String)]| {
+        let mut n: Vec<String> = r.iter().map(|(k, _)| k.clone()).collect();
+        n.sort();
+        n
+    };
+    for (a, r) in args.iter().zip(&rows) {
+        if names(r) != names(&rows[0]) {
+            bail!(
+                "{flag} \"{a}\" has keys {} but the first has {}; give every row the same keys",
+                names(r).join(","),
+                names(&rows[0]).join(",")
+            );
+        }
+    }
+    Ok(rows)
+}
+
+/// Request data columns from `field=value` arguments, typed by the project's request sources.
+async fn request_columns(store: &FeatureStore, args: &[String]) -> anyhow::Result<Vec<(String, ArrayRef)>> {
+    use arrow::array::{Float32Array, Float64Array, Int32Array, TimestampMicrosecondArray};
+    let rows = key_values("--request", args)?;
+    let sources = store.list_request_sources().await?;
+    let mut out: Vec<(String, ArrayRef)> = Vec::new();
+    for (name, _) in &rows[0] {
+        let dtype = sources
+            .iter()
+            .flat_map(|s| s.spec.schema.iter())
+            .find(|f| &f.name == name)
+            .map(|f| f.dtype.clone())
+            .with_context(|| {
+                let known: Vec<String> =
+                    sources.iter().flat_map(|s| s.spec.schema.iter().map(|f| f.name.clone())).collect();
+                format!("--request field \"{name}\" is in no request source; request fields: {}", known.join(", "))
+            })?;
+        let values: Vec<Option<&str>> = rows
+            .iter()
+            .map(|r| {
+                let v = r.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).expect("same fields");
+                (!v.is_empty() && v != "null").then_some(v)
+            })
+            .collect();
+        let bad = |v: &str, what: &str| format!("--request field \"{name}\" is {what}; \"{v}\" is not (null or an empty value is a null)");
+        let col: ArrayRef = match dtype {
+            ValueType::Float64 | ValueType::Float32 => {
+                let parsed = values
+                    .iter()
+                    .map(|v| v.map(|v| v.parse::<f64>().with_context(|| bad(v, "a number"))).transpose())
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if dtype == ValueType::Float32 {
+                    Arc::new(parsed.iter().map(|v| v.map(|v| v as f32)).collect::<Float32Array>())
+                } else {
+                    Arc::new(Float64Array::from(parsed))
+                }
+            }
+            ValueType::Int64 | ValueType::Int32 => {
+                let parsed = values
+                    .iter()
+                    .map(|v| v.map(|v| v.parse::<i64>().with_context(|| bad(v, "an integer"))).transpose())
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if dtype == ValueType::Int32 {
+                    let narrow = parsed
+                        .iter()
+                        .map(|v| v.map(i32::try_from).transpose().map_err(|_| anyhow::anyhow!("--request field \"{name}\" is int32; {v:?} is out of range", v = v)))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    Arc::new(Int32Array::from(narrow))
+                } else {
+                    Arc::new(Int64Array::from(parsed))
+                }
+            }
+            ValueType::Bool => Arc::new(
+                values
+                    .iter()
+                    .map(|v| v.map(|v| v.parse::<bool>().with_context(|| bad(v, "a bool (true/false)"))).transpose())
+                    .collect::<anyhow::Result<BooleanArray>>()?,
+            ),
+            ValueType::Timestamp => Arc::new(
+                TimestampMicrosecondArray::from(
+                    values
+                        .iter()
+                        .map(|v| v.map(|v| parse_time(v).map(|t| t.timestamp_micros())).transpose())
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+                .with_timezone("UTC"),
+            ),
+            ValueType::String => Arc::new(StringArray::from(values)),
+            other => bail!("--request field \"{name}\" is {other}, which the command line cannot give; use the library or Python"),
+        };
+        out.push((name.clone(), col));
+    }
+    Ok(out)
+}
+
 pub(crate) async fn online(
     store: &FeatureStore,
     features: &Features,
     entities: &[String],
+    requests: &[String],
     full_feature_names: bool,
     json: bool,
     table: bool,
 ) -> anyhow::Result<()> {
-    let batch = entity_rows(store, entities).await?;
+    if !entities.is_empty() && !requests.is_empty() && entities.len() != requests.len() {
+        bail!(
+            "{} --entity rows but {} --request rows; give one --request per --entity, in the same order",
+            entities.len(),
+            requests.len()
+        );
+    }
+    let mut columns: Vec<(String, ArrayRef)> = if entities.is_empty() {
+        Vec::new()
+    } else {
+        let keys = entity_rows(store, entities).await?;
+        keys.schema().fields().iter().map(|f| f.name().clone()).zip(keys.columns().iter().cloned()).collect()
+    };
+    if !requests.is_empty() {
+        for (name, col) in request_columns(store, requests).await? {
+            if columns.iter().any(|(n, _)| n == &name) {
+                bail!("\"{name}\" is given both as an entity key and as request data");
+            }
+            columns.push((name, col));
+        }
+    }
+    let batch = RecordBatch::try_from_iter(columns)?;
     let options = OnlineOptions::default().with_full_feature_names(full_feature_names);
     let response = store.get_online_features(features, &batch, &options).await?;
     if json || !(table || std::io::stdout().is_terminal()) {

@@ -1,7 +1,7 @@
 //! Text tables and JSON for list commands.
 
 use feature_store::duration::format_duration;
-use feature_store::model::{DataSource, Entity, FeatureService, FeatureView};
+use feature_store::model::{DataSource, Entity, FeatureService, FeatureView, OnDemandFeatureView, RequestSource};
 use feature_store::registry::Record;
 use serde::Serialize;
 
@@ -110,6 +110,40 @@ pub(crate) fn services(items: &[Record<FeatureService>], as_json: bool) -> anyho
     table(
         &["NAME", "FEATURES", "UPDATED"],
         items.iter().map(|r| vec![r.spec.name.clone(), r.spec.features.join(","), when(&r.updated_at)]).collect(),
+    );
+    Ok(())
+}
+
+pub(crate) fn request_sources(items: &[Record<RequestSource>], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(items);
+    }
+    table(
+        &["NAME", "FIELDS", "UPDATED"],
+        items
+            .iter()
+            .map(|r| {
+                let fields: Vec<String> = r.spec.schema.iter().map(|f| format!("{}:{}", f.name, f.dtype)).collect();
+                vec![r.spec.name.clone(), fields.join(","), when(&r.updated_at)]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub(crate) fn on_demand_views(items: &[Record<OnDemandFeatureView>], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(items);
+    }
+    table(
+        &["NAME", "SOURCES", "FEATURES", "UPDATED"],
+        items
+            .iter()
+            .map(|r| {
+                let features: Vec<String> = r.spec.features.iter().map(|f| format!("{}:{}", f.name, f.dtype)).collect();
+                vec![r.spec.name.clone(), r.spec.sources.join(","), features.join(","), when(&r.updated_at)]
+            })
+            .collect(),
     );
     Ok(())
 }

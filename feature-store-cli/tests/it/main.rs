@@ -47,13 +47,13 @@ fn demo_repo_end_to_end() {
     assert!(fail(&cli(tmp.path(), &["init", repo.to_str().unwrap()])).contains("already exists"));
 
     let plan = ok(&cli(&repo, &["plan"]));
-    assert!(plan.contains("+ feature view driver_hourly_stats") && plan.contains("4 to add"), "{plan}");
+    assert!(plan.contains("+ feature view driver_hourly_stats") && plan.contains("6 to add"), "{plan}");
     assert!(!repo.join("data/registry.json").exists(), "plan must not write");
 
     let applied = json(&cli(&repo, &["--json", "apply"]));
     assert_eq!(applied["version"], 1);
     assert_eq!(applied["written"], true);
-    assert_eq!(applied["plan"]["changes"].as_array().unwrap().len(), 4);
+    assert_eq!(applied["plan"]["changes"].as_array().unwrap().len(), 6);
 
     // Registry -> YAML -> repo round trip: the export, used as the repo, plans no change.
     let exported = ok(&cli(&repo, &["export"]));
@@ -83,6 +83,7 @@ fn demo_repo_end_to_end() {
     let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
     let edited = defs
         .replace("      - {name: avg_daily_trips, dtype: int64}\n", "")
+        .replace("      - {name: big_order, dtype: bool, expression: \"order_amount > 100 AND avg_daily_trips < 10\"}\n", "")
         .replace(
             "    features: [driver_hourly_stats:conv_rate, driver_hourly_stats:avg_daily_trips]\n",
             "    features: [driver_hourly_stats:conv_rate]\n",
@@ -354,6 +355,41 @@ fn materialize_and_read_online() {
     assert_eq!(full["metadata"]["feature_names"], serde_json::json!(["driver_id", "driver_hourly_stats__conv_rate"]));
     assert!(out["results"][2]["values"][0].is_i64());
     assert_eq!(out["results"][2]["values"][0], out["results"][2]["values"][2]);
+
+    // On-demand features with request data, one --request per --entity.
+    let od = json(&cli(
+        &repo,
+        &[
+            "online",
+            "--features",
+            "order_features:amount_x_conv,driver_hourly_stats:conv_rate",
+            "--entity",
+            "driver_id=1001",
+            "--request",
+            "order_amount=2",
+            "--entity",
+            "driver_id=9999",
+            "--request",
+            "order_amount=3",
+        ],
+    ));
+    assert_eq!(od["metadata"]["feature_names"], serde_json::json!(["driver_id", "conv_rate", "amount_x_conv"]));
+    let conv = od["results"][1]["values"][0].as_f64().unwrap();
+    let product = od["results"][2]["values"][0].as_f64().unwrap();
+    assert!((product - 2.0 * conv).abs() < 1e-6, "{od}");
+    assert_eq!(od["results"][2]["statuses"], serde_json::json!(["PRESENT", "NULL_VALUE"]));
+    let err = fail(&cli(&repo, &["online", "--features", "order_features", "--entity", "driver_id=1001"]));
+    assert!(err.contains("no column \"order_amount\"") && err.contains("given: driver_id"), "{err}");
+    let err = fail(&cli(
+        &repo,
+        &["online", "--features", "order_features", "--entity", "driver_id=1001", "--request", "order_amount=x"],
+    ));
+    assert!(err.contains("--request field \"order_amount\" is a number; \"x\" is not"), "{err}");
+    let err = fail(&cli(
+        &repo,
+        &["online", "--features", "order_features", "--entity", "driver_id=1", "--entity", "driver_id=2", "--request", "order_amount=1"],
+    ));
+    assert!(err.contains("2 --entity rows but 1 --request rows"), "{err}");
 
     // A window given explicitly, with a text summary on stderr.
     let done = cli(&repo, &["materialize", "2020-01-01", "now", "--views", "driver_hourly_stats"]);

@@ -234,12 +234,7 @@ fn input_column(project: &ProjectView<'_>, views: &mut Vec<ViewRequest>, f: &Fea
 /// come in any type that converts losslessly (an `int32` column for an
 /// `int64` field); anything else is an error naming the field and both types.
 fn request_column(batch: &RecordBatch, name: &str, dtype: &ValueType, context: &str) -> Result<ArrayRef> {
-    let column = batch.column_by_name(name).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "{context} have no column \"{name}\", a request field the requested on-demand features read; given: {}",
-            super::serving::column_list(batch.schema_ref())
-        ))
-    })?;
+    let column = batch.column_by_name(name).ok_or_else(|| missing_request_field(name, batch.schema_ref(), context))?;
     let want = dtype.to_arrow();
     if column.data_type() == &want {
         return Ok(Arc::clone(column));
@@ -271,6 +266,16 @@ fn request_column(batch: &RecordBatch, name: &str, dtype: &ValueType, context: &
             "request field \"{name}\" is {} but its request source declares it {dtype}; pass {dtype} values",
             describe_arrow(column.data_type())
         ),
+    ))
+}
+
+/// The error for request field `name` absent from `schema` (of `context`).
+pub(crate) fn missing_request_field(name: &str, schema: &Schema, context: &str) -> Error {
+    let given: Vec<&str> =
+        schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !Resolution::is_hidden(n)).collect();
+    Error::InvalidArgument(format!(
+        "{context} have no column \"{name}\", a request field the requested on-demand features read; given: {}",
+        given.join(", ")
     ))
 }
 

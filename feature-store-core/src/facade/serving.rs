@@ -146,6 +146,10 @@ impl FeatureStore {
 
         // Key columns every view needs, checked once; views over the same
         // join keys (the common case) share one key list.
+        // Request data is checked before the store is read.
+        if let Some(missing) = request_fields.iter().find(|f| schema.index_of(f).is_err()) {
+            return Err(super::on_demand::missing_request_field(missing, &schema, "request data (entity rows)"));
+        }
         let mut used = vec![false; schema.fields().len()];
         // Request data rides beside the keys and is not returned.
         let request_only: Vec<bool> = schema.fields().iter().map(|f| request_fields.contains(&f.name().as_str())).collect();
