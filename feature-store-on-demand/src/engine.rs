@@ -120,7 +120,6 @@ impl DataFusionEngine {
         // Columns in first-use order, and what the expression may not do.
         let mut columns: Vec<String> = Vec::new();
         let mut problem: Option<String> = None;
-        let user = self.inner.udfs.read().expect("poisoned");
         expr.apply(|e| {
             match e {
                 Expr::Column(c) => {
@@ -151,19 +150,6 @@ impl DataFusionEngine {
                              must be a pure function of its inputs (pass the time as a request field)",
                             f.func.name()
                         ));
-                    } else if let Some(hash) = user.get(f.func.name()) {
-                        let args = f
-                            .args
-                            .iter()
-                            .map(|a| a.get_type(schema).map(|t| t.to_string()))
-                            .collect::<std::result::Result<Vec<_>, _>>();
-                        let returns = e.get_type(schema).map(|t| t.to_string());
-                        if let (Ok(args), Ok(returns)) = (args, returns) {
-                            udfs.insert(
-                                f.func.name().to_owned(),
-                                UdfSignature::new(f.func.name(), args, returns, hash.clone()),
-                            );
-                        }
                     }
                 }
                 _ => {}
@@ -171,7 +157,6 @@ impl DataFusionEngine {
             Ok(if problem.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
         })
         .map_err(|e| at(e.message().into_owned()))?;
-        drop(user);
         if let Some(p) = problem {
             return Err(at(p));
         }
@@ -192,10 +177,22 @@ impl DataFusionEngine {
             .with_config_options(Arc::clone(state.config_options()))
             .build();
         let simplifier = ExprSimplifier::new(context);
-        let expr = simplifier
-            .coerce(expr, &reduced)
-            .and_then(|e| simplifier.simplify(e))
-            .map_err(|e| at(explain(&e, inputs, sql)))?;
+        let expr = simplifier.coerce(expr, &reduced).map_err(|e| at(explain(&e, inputs, sql)))?;
+        // User functions as called after coercion (the types they receive), before simplification could fold them away.
+        let user = self.inner.udfs.read().expect("poisoned");
+        expr.apply(|e| {
+            if let Expr::ScalarFunction(f) = e
+                && let Some(hash) = user.get(f.func.name())
+            {
+                let args = f.args.iter().map(|a| a.get_type(&reduced).map(|t| t.to_string())).collect::<std::result::Result<Vec<_>, _>>()?;
+                let returns = e.get_type(&reduced)?.to_string();
+                udfs.insert(f.func.name().to_owned(), UdfSignature::new(f.func.name(), args, returns, hash.clone()));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| at(e.message().into_owned()))?;
+        drop(user);
+        let expr = simplifier.simplify(expr).map_err(|e| at(explain(&e, inputs, sql)))?;
         let physical = state.create_physical_expr(expr, &reduced).map_err(|e| at(explain(&e, inputs, sql)))?;
         let found = physical.data_type(&arrow_schema).map_err(|e| at(e.message().into_owned()))?;
         let want = dtype.to_arrow();

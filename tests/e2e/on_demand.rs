@@ -562,3 +562,81 @@ async fn definitions_round_trip_through_the_registry() {
     let described = store.describe("order_features").await.unwrap();
     assert_eq!(described.len(), 1);
 }
+
+/// `times_two(x float64)`: a user function returning float64 (or, for "another build", int64).
+fn times_two(out: DataType) -> feature_store::expressions::datafusion::logical_expr::ScalarUDF {
+    use feature_store::expressions::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let int = out == DataType::Int64;
+    create_udf(
+        "times_two",
+        vec![DataType::Float64],
+        out,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let a = args[0].to_array(1)?;
+            let a = a.as_any().downcast_ref::<Float64Array>().unwrap();
+            let doubled: ArrayRef = if int {
+                Arc::new(a.iter().map(|v| v.map(|v| (v * 2.0) as i64)).collect::<Int64Array>())
+            } else {
+                Arc::new(a.iter().map(|v| v.map(|v| v * 2.0)).collect::<Float64Array>())
+            };
+            Ok(ColumnarValue::Array(doubled))
+        }),
+    )
+}
+
+#[tokio::test]
+async fn user_functions_are_recorded_and_required() {
+    use feature_store::RegisterUdf;
+    let defs = ORDER_DEFS.replace("COALESCE(trips, 0)", "CAST(times_two(order_amount) AS BIGINT)");
+    let dir = crate::repo(&[("features.yaml", &defs)]);
+    let store = feature_store::open(dir.path()).unwrap();
+    // Without the function, apply says which one is missing.
+    let err = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    assert!(err.contains("feature \"trips_or_zero\"") && err.contains("times_two"), "{err}");
+    store.register_udf(times_two(DataType::Float64)).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let view = store.list_on_demand_feature_views().await.unwrap().into_iter().find(|r| r.spec.name == "order_features").unwrap();
+    assert_eq!(view.spec.udfs.len(), 1);
+    assert_eq!(view.spec.udfs[0].to_string(), "times_two(Float64) -> Float64");
+
+    let rows = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("order_amount", Arc::new(Float64Array::from(vec![21.0])) as ArrayRef),
+    ])
+    .unwrap();
+    let features = Features::refs(["order_features:trips_or_zero"]);
+    let out = store.get_online_features(&features, &rows, &OnlineOptions::default()).await.unwrap();
+    assert_eq!(out.value(0, "trips_or_zero").unwrap(), feature_store::online::FeatureValue::Int(42));
+
+    // Another process without the function: a clear error, for this view only.
+    let other = feature_store::open(dir.path()).unwrap();
+    let err = other.get_online_features(&features, &rows, &OnlineOptions::default()).await.unwrap_err().to_string();
+    assert!(err.contains("calls times_two(Float64) -> Float64, which this process did not register"), "{err}");
+    let plain = Features::refs(["driver_hourly_stats:conv_rate"]);
+    other.get_online_features(&plain, &rows.project(&[0]).unwrap(), &OnlineOptions::default()).await.unwrap();
+    // ... or with a different one.
+    other.register_udf(times_two(DataType::Int64)).unwrap();
+    let err = other.get_online_features(&features, &rows, &OnlineOptions::default()).await.unwrap_err().to_string();
+    assert!(err.contains("was applied with the function times_two(Float64) -> Float64"), "{err}");
+    assert!(err.contains("registers times_two(Float64) -> Int64"), "{err}");
+    // Registering the right one later fixes it (compiled views are rebuilt).
+    other.register_udf(times_two(DataType::Float64)).unwrap();
+    let out = other.get_online_features(&features, &rows, &OnlineOptions::default()).await.unwrap();
+    assert_eq!(out.value(0, "trips_or_zero").unwrap(), feature_store::online::FeatureValue::Int(42));
+
+    // Built-in names and functions that are not pure are refused.
+    let err = store.register_udf(abs_like()).unwrap_err().to_string();
+    assert!(err.contains("a built-in function has that name"), "{err}");
+}
+
+fn abs_like() -> feature_store::expressions::datafusion::logical_expr::ScalarUDF {
+    use feature_store::expressions::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    create_udf(
+        "abs",
+        vec![DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
+    )
+}

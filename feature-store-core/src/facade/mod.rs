@@ -66,6 +66,9 @@ struct ResolvedCache {
 pub(crate) struct Served {
     pub(crate) views: Vec<ServedView>,
     pub(crate) on_demand: Vec<on_demand::OnDemandRequest>,
+    /// Join keys of the on-demand views' source views: accepted (and
+    /// returned) in entity rows even when no requested feature reads them.
+    pub(crate) source_keys: Vec<String>,
 }
 
 /// On-demand output names clash neither with each other nor with retrieved features.
@@ -387,7 +390,19 @@ impl FeatureStore {
                 ServedView::new(v, table)
             })
             .collect::<Result<Vec<_>>>()?;
-        let served = Arc::new(Served { views, on_demand: resolution.on_demand });
+        let mut source_keys = Vec::new();
+        for r in &resolution.on_demand {
+            for s in &r.view.sources {
+                if let Ok(v) = project.feature_view(s) {
+                    for k in project.join_keys(v)? {
+                        if !source_keys.contains(&k.name) {
+                            source_keys.push(k.name);
+                        }
+                    }
+                }
+            }
+        }
+        let served = Arc::new(Served { views, on_demand: resolution.on_demand, source_keys });
         let mut cache = self.inner.resolved.lock().expect("poisoned");
         if cache.key != key {
             cache.key = key;

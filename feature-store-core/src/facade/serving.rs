@@ -205,6 +205,11 @@ impl FeatureStore {
             plans.push(None);
             reads.push(ViewRead::new(v.table.clone(), Arc::clone(&v.features), key_sets[set].unique.clone()));
         }
+        for (i, f) in schema.fields().iter().enumerate() {
+            if served.source_keys.contains(f.name()) {
+                used[i] = true;
+            }
+        }
         if let Some(extra) = schema.fields().iter().zip(used.iter().zip(&request_only)).find(|(_, (u, r))| !**u && !**r) {
             let keys: Vec<&str> =
                 views.iter().flat_map(|v| v.request.join_keys.iter().map(|k| k.name.as_str())).collect();
