@@ -640,3 +640,76 @@ fn abs_like() -> feature_store::expressions::datafusion::logical_expr::ScalarUDF
         Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
     )
 }
+
+/// An on-demand view over an aggregation view: training and serving agree at the same instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_an_aggregation_view_training_equals_serving() {
+    let defs = "
+entities: [{name: user, join_keys: [user_id]}]
+sources: [{name: txns, path: data/txns.parquet, timestamp_field: event_timestamp}]
+feature_views:
+  - name: user_agg
+    entities: [user]
+    source: txns
+    aggregation_interval: 5m
+    aggregations:
+      - {column: amount, function: sum, window: 1h}
+      - {function: count, window: 1h}
+request_sources:
+  - name: req
+    schema: [{name: amount, dtype: float64}]
+on_demand_feature_views:
+  - name: vs_history
+    sources: [user_agg, req]
+    features:
+      - {name: share, dtype: float64, expression: \"req__amount / NULLIF(amount_sum_1h + req__amount, 0)\"}
+      - {name: busy, dtype: bool, expression: \"count_1h >= 3\"}
+";
+    let minute = 60_000_000i64;
+    let base = 1_767_225_600_000_000i64;
+    let mut rng = StdRng::seed_from_u64(7);
+    let n = 400;
+    let users: Vec<i64> = (0..n).map(|_| rng.random_range(1..20)).collect();
+    let times: Vec<i64> = (0..n).map(|_| base + rng.random_range(0..180) * minute + rng.random_range(0..60_000_000)).collect();
+    let amounts: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..100.0)).collect();
+    let data = RecordBatch::try_from_iter([
+        ("user_id", Arc::new(Int64Array::from(users)) as ArrayRef),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")) as ArrayRef),
+        ("amount", Arc::new(Float64Array::from(amounts)) as ArrayRef),
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: od\nregistry: data/registry.json\nonline_store: {type: sqlite, path: data/online.db}\n").unwrap();
+    std::fs::write(dir.path().join("features.yaml"), defs).unwrap();
+    write_parquet(&dir.path().join("data/txns.parquet"), &data);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let now = Utc.timestamp_micros(base + 150 * minute).unwrap();
+    store.materialize(Utc.timestamp_micros(base - 60 * minute).unwrap(), now, &MaterializeOptions::default()).await.unwrap();
+
+    let ids: ArrayRef = Arc::new(Int64Array::from((1..=25).collect::<Vec<_>>()));
+    let amount: ArrayRef = Arc::new(Float64Array::from((1..=25).map(|i| i as f64 * 1.5).collect::<Vec<_>>()));
+    let features = Features::refs(["vs_history"]);
+    let online_rows = RecordBatch::try_from_iter([("user_id", Arc::clone(&ids)), ("amount", Arc::clone(&amount))]).unwrap();
+    let online = store.get_online_features(&features, &online_rows, &OnlineOptions::default().with_now(now)).await.unwrap();
+    let entity_rows = RecordBatch::try_from_iter([
+        ("user_id", ids),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); 25]).with_timezone("UTC")) as ArrayRef),
+        ("amount", amount),
+    ])
+    .unwrap();
+    let offline = store
+        .get_historical_features(EntityInput::batch(entity_rows), &features, &HistoricalOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    for name in ["share", "busy"] {
+        let on = online.values().column_by_name(name).unwrap();
+        let off = offline[0].column_by_name(name).unwrap();
+        assert_same(name, on.as_ref(), off.as_ref());
+    }
+    let share = online.values().column_by_name("share").unwrap();
+    assert!(share.null_count() < 10, "most users have events in the window");
+}
