@@ -713,3 +713,22 @@ on_demand_feature_views:
     let share = online.values().column_by_name("share").unwrap();
     assert!(share.null_count() < 10, "most users have events in the window");
 }
+
+#[tokio::test]
+async fn saved_datasets_refuse_on_demand_features_clearly() {
+    let (_dir, store) = orders_repo("").await;
+    let t = 1_700_000_000_000_000i64 + HOUR;
+    let rows = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC")) as ArrayRef),
+        ("order_amount", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+    ])
+    .unwrap();
+    let err = store
+        .save_dataset("d", EntityInput::batch(rows), &Features::refs(["order_features"]), &HistoricalOptions::default(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("on-demand feature view \"order_features\"") && err.contains("do not record on-demand views"), "{err}");
+    assert!(store.list_datasets().await.unwrap().is_empty());
+}

@@ -47,6 +47,15 @@ impl FeatureStore {
         }
         let offline = self.dataset_storage(&format!("saving dataset \"{name}\""))?;
         let resolution = self.resolve(features, options.full_feature_names).await?;
+        if let Some(r) = resolution.on_demand.first() {
+            // The manifest records feature views only: verifying would recompute without the expressions.
+            return Err(Error::Unsupported(format!(
+                "saving dataset \"{name}\": on-demand feature view \"{}\" is requested, and saved datasets do not \
+                 record on-demand views yet; save the inputs and compute the expressions after reading the dataset, \
+                 or retrieve without --save",
+                r.view.name
+            )));
+        }
         let views = resolution.views.clone();
         let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
         let mut entity_defs: BTreeMap<String, Entity> = BTreeMap::new();
@@ -103,8 +112,7 @@ impl FeatureStore {
             timestamp_column: options.timestamp_column.clone(),
             sources: sources.clone(),
         };
-        let retrieved = self.offline_store()?.get_historical_features(request).await?;
-        let (out_stream, out_hash) = hashing(super::on_demand::evaluate_stream(retrieved, &resolution)?)?;
+        let (out_stream, out_hash) = hashing(self.offline_store()?.get_historical_features(request).await?)?;
         let output_location = output.map_or_else(|| format!("{folder}/data.parquet"), str::to_owned);
         let output_file = offline.write_parquet(&output_location, out_stream).await?;
         let (out_rows, out_content) = take(&out_hash);

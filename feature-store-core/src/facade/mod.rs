@@ -69,6 +69,11 @@ pub(crate) struct Served {
     /// Join keys of the on-demand views' source views: accepted (and
     /// returned) in entity rows even when no requested feature reads them.
     pub(crate) source_keys: Vec<String>,
+    /// Request fields the on-demand features read, each once.
+    pub(crate) request_fields: Vec<String>,
+    /// Per on-demand request and input, the input's position among the
+    /// decoded feature columns (retrieved inputs only).
+    pub(crate) positions: Vec<Vec<Option<usize>>>,
 }
 
 /// On-demand output names clash neither with each other nor with retrieved features.
@@ -378,6 +383,7 @@ impl FeatureStore {
             }
         }
         let resolution = self.resolve_in(&doc, features, full_feature_names)?;
+        let request_fields: Vec<String> = resolution.request_fields().into_iter().map(|(n, _)| n).collect();
         // Output names clash among themselves or never: checked once here.
         crate::historical::check_output_names(&[], &resolution.views)?;
         check_on_demand_names(&resolution)?;
@@ -402,7 +408,22 @@ impl FeatureStore {
                 }
             }
         }
-        let served = Arc::new(Served { views, on_demand: resolution.on_demand, source_keys });
+        let decoded: Vec<&String> = views.iter().flat_map(|v| v.request.output_names.iter()).collect();
+        let positions = resolution
+            .on_demand
+            .iter()
+            .map(|r| {
+                (0..r.inputs.inputs.len())
+                    .map(|i| {
+                        let retrieved = matches!(r.inputs.inputs[i].source, crate::on_demand::InputSource::Feature(_));
+                        let used = r.used_inputs.contains(&i);
+                        (retrieved && used).then(|| decoded.iter().position(|n| **n == r.columns[i])).flatten()
+                    })
+                    .collect()
+            })
+            .collect();
+        let served =
+            Arc::new(Served { views, on_demand: resolution.on_demand, source_keys, request_fields, positions });
         let mut cache = self.inner.resolved.lock().expect("poisoned");
         if cache.key != key {
             cache.key = key;

@@ -67,6 +67,8 @@ pub(crate) struct OnDemandRequest {
     /// Requested features: indexes into `compiled.features`.
     pub(crate) features: Vec<usize>,
     pub(crate) output_names: Vec<String>,
+    /// The output field of each requested feature.
+    pub(crate) fields: Vec<Arc<Field>>,
     /// Per input index, the column holding it: a retrieved feature's output
     /// name, or a request field's name in the entity rows.
     pub(crate) columns: Vec<String>,
@@ -176,6 +178,7 @@ impl FeatureStore {
                         inputs,
                         features: Vec::new(),
                         output_names: Vec::new(),
+                        fields: Vec::new(),
                         used_inputs: Vec::new(),
                     });
                     out.len() - 1
@@ -185,8 +188,10 @@ impl FeatureStore {
             for i in wanted {
                 if !r.features.contains(&i) {
                     r.features.push(i);
-                    let name = &compiled.features[i].name;
-                    r.output_names.push(FeatureRef::new(&view.name, name).output_name(full_feature_names));
+                    let feature = &compiled.features[i];
+                    let output = FeatureRef::new(&view.name, &feature.name).output_name(full_feature_names);
+                    r.fields.push(Arc::new(Field::new(&output, feature.dtype.to_arrow(), true)));
+                    r.output_names.push(output);
                 }
             }
         }
@@ -233,7 +238,7 @@ fn input_column(project: &ProjectView<'_>, views: &mut Vec<ViewRequest>, f: &Fea
 /// The column of `batch` named `name` as type `dtype`: request fields may
 /// come in any type that converts losslessly (an `int32` column for an
 /// `int64` field); anything else is an error naming the field and both types.
-fn request_column(batch: &RecordBatch, name: &str, dtype: &ValueType, context: &str) -> Result<ArrayRef> {
+pub(crate) fn request_column(batch: &RecordBatch, name: &str, dtype: &ValueType, context: &str) -> Result<ArrayRef> {
     let column = batch.column_by_name(name).ok_or_else(|| missing_request_field(name, batch.schema_ref(), context))?;
     let want = dtype.to_arrow();
     if column.data_type() == &want {
@@ -283,23 +288,36 @@ pub(crate) fn missing_request_field(name: &str, schema: &Schema, context: &str) 
 /// (retrieved features under their output names, request fields under
 /// theirs): one column per requested feature, in request order.
 pub(crate) fn evaluate(on_demand: &[OnDemandRequest], batch: &RecordBatch, context: &str) -> Result<Vec<ArrayRef>> {
-    let rows = batch.num_rows();
-    let mut out = Vec::new();
-    for r in on_demand {
-        let mut columns: Vec<Option<ArrayRef>> = vec![None; r.inputs.inputs.len()];
+    evaluate_with(on_demand, batch.num_rows(), |r, _, i| {
+        let input = &r.inputs.inputs[i];
+        match &input.source {
+            InputSource::Request { .. } => request_column(batch, &r.columns[i], &input.dtype, context),
+            InputSource::Feature(_) => batch.column_by_name(&r.columns[i]).cloned().ok_or_else(|| {
+                Error::data(context, format!("the retrieved rows lack input column \"{}\"", r.columns[i]))
+            }),
+        }
+    })
+}
+
+/// [`evaluate`] with the input columns from `column(request, request index, input index)`.
+pub(crate) fn evaluate_with(
+    on_demand: &[OnDemandRequest],
+    rows: usize,
+    mut column: impl FnMut(&OnDemandRequest, usize, usize) -> Result<ArrayRef>,
+) -> Result<Vec<ArrayRef>> {
+    let mut out = Vec::with_capacity(on_demand.iter().map(|r| r.features.len()).sum());
+    let mut columns: Vec<Option<ArrayRef>> = Vec::new();
+    let mut args: Vec<ArrayRef> = Vec::new();
+    for (ri, r) in on_demand.iter().enumerate() {
+        columns.clear();
+        columns.resize(r.inputs.inputs.len(), None);
         for &i in &r.used_inputs {
-            let input = &r.inputs.inputs[i];
-            columns[i] = Some(match &input.source {
-                InputSource::Request { .. } => request_column(batch, &r.columns[i], &input.dtype, context)?,
-                InputSource::Feature(_) => Arc::clone(batch.column_by_name(&r.columns[i]).ok_or_else(|| {
-                    Error::data(context, format!("the retrieved rows lack input column \"{}\"", r.columns[i]))
-                })?),
-            });
+            columns[i] = Some(column(r, ri, i)?);
         }
         for &f in &r.features {
             let feature = &r.compiled.features[f];
-            let args: Vec<ArrayRef> =
-                feature.inputs.iter().map(|&i| Arc::clone(columns[i].as_ref().expect("used input"))).collect();
+            args.clear();
+            args.extend(feature.inputs.iter().map(|&i| Arc::clone(columns[i].as_ref().expect("used input"))));
             let value = feature.expr.evaluate(&args, rows).map_err(|e| match e {
                 Error::Data { message, .. } => {
                     Error::data(format!("on-demand feature \"{}:{}\"", r.view.name, feature.name), message)
@@ -314,15 +332,7 @@ pub(crate) fn evaluate(on_demand: &[OnDemandRequest], batch: &RecordBatch, conte
 
 /// The fields of the on-demand outputs.
 pub(crate) fn output_fields(on_demand: &[OnDemandRequest]) -> Vec<Arc<Field>> {
-    on_demand
-        .iter()
-        .flat_map(|r| {
-            r.features
-                .iter()
-                .zip(&r.output_names)
-                .map(|(&f, name)| Arc::new(Field::new(name, r.compiled.features[f].dtype.to_arrow(), true)))
-        })
-        .collect()
+    on_demand.iter().flat_map(|r| r.fields.iter().cloned()).collect()
 }
 
 /// Wraps a retrieval's stream: each batch gains the on-demand columns and loses the hidden inputs.
@@ -378,13 +388,13 @@ pub(crate) fn online_statuses<'a>(
     r: &OnDemandRequest,
     feature: usize,
     value: &dyn Array,
-    input: impl Fn(&str) -> Option<(&'a [FeatureStatus], &'a [Option<i64>])>,
+    input: impl Fn(usize) -> Option<(&'a [FeatureStatus], &'a [Option<i64>])>,
     statuses: &mut Vec<FeatureStatus>,
     times: &mut Vec<Option<i64>>,
 ) {
     let rows = value.len();
     let sources: Vec<(&[FeatureStatus], &[Option<i64>])> =
-        r.compiled.features[feature].inputs.iter().filter_map(|&i| input(&r.columns[i])).collect();
+        r.compiled.features[feature].inputs.iter().filter_map(|&i| input(i)).collect();
     for row in 0..rows {
         let mut worst = FeatureStatus::Present;
         let mut oldest: Option<i64> = None;

@@ -122,14 +122,7 @@ impl FeatureStore {
         let online = self.online_store()?;
         let rows = entities.num_rows();
         let schema = entities.schema();
-        let request_fields: Vec<&str> = served
-            .on_demand
-            .iter()
-            .flat_map(|r| r.used_inputs.iter().filter_map(|&i| match &r.inputs.inputs[i].source {
-                crate::on_demand::InputSource::Request { field, .. } => Some(field.as_str()),
-                crate::on_demand::InputSource::Feature(_) => None,
-            }))
-            .collect();
+        let request_fields = &served.request_fields;
         // Feature names were checked against each other when resolved; here only against entity columns.
         for (i, field) in schema.fields().iter().enumerate() {
             if schema.fields()[..i].iter().any(|f| f.name() == field.name()) {
@@ -152,7 +145,7 @@ impl FeatureStore {
         }
         let mut used = vec![false; schema.fields().len()];
         // Request data rides beside the keys and is not returned.
-        let request_only: Vec<bool> = schema.fields().iter().map(|f| request_fields.contains(&f.name().as_str())).collect();
+        let request_only: Vec<bool> = schema.fields().iter().map(|f| request_fields.contains(f.name())).collect();
         let mut reads = Vec::with_capacity(views.len());
         let mut key_sets: Vec<KeySet<'_>> = Vec::new();
         let mut view_set = Vec::with_capacity(views.len());
@@ -273,57 +266,70 @@ impl FeatureStore {
         if served.on_demand.is_empty() {
             return Ok(OnlineResponse::new(batch, schema.fields().len(), statuses, times));
         }
-        with_on_demand(&served.on_demand, batch, &used, statuses, times)
+        with_on_demand(&served, entities, batch, &used, statuses, times)
     }
 }
 
 /// Adds the on-demand features to a decoded response and drops what only
 /// they needed: hidden inputs and request columns that are not keys.
 fn with_on_demand(
-    on_demand: &[super::on_demand::OnDemandRequest],
+    served: &super::Served,
+    entities: &RecordBatch,
     batch: RecordBatch,
     key_used: &[bool],
     statuses: Vec<FeatureStatus>,
     times: Vec<Option<i64>>,
 ) -> Result<OnlineResponse> {
-    use super::on_demand::{Resolution, evaluate, online_statuses, output_fields};
+    use super::on_demand::{Resolution, evaluate_with, online_statuses, request_column};
+    use crate::on_demand::InputSource;
     let rows = batch.num_rows();
     let entity_columns = key_used.len();
-    let computed = evaluate(on_demand, &batch, "request data")?;
-    let schema = batch.schema();
-    let span = |c: usize| (c - entity_columns) * rows..(c - entity_columns + 1) * rows;
-    let input = |name: &str| {
-        let c = schema.index_of(name).ok().filter(|&c| c >= entity_columns)?;
-        Some((&statuses[span(c)], &times[span(c)]))
-    };
-    let mut new_statuses = Vec::with_capacity(statuses.len());
-    let mut new_times = Vec::with_capacity(times.len());
-    let mut fields: Vec<FieldRef> = Vec::with_capacity(schema.fields().len());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    let mut keys = 0;
-    for (c, field) in schema.fields().iter().enumerate() {
-        if c < entity_columns {
-            if key_used[c] {
-                fields.push(Arc::clone(field));
-                columns.push(Arc::clone(batch.column(c)));
-                keys += 1;
+    let computed = evaluate_with(&served.on_demand, rows, |r, ri, i| {
+        let input = &r.inputs.inputs[i];
+        match (&input.source, served.positions[ri][i]) {
+            (InputSource::Request { .. }, _) => request_column(entities, &r.columns[i], &input.dtype, "request data"),
+            (InputSource::Feature(_), Some(p)) => Ok(Arc::clone(batch.column(entity_columns + p))),
+            (InputSource::Feature(f), None) => {
+                Err(Error::data("online response", format!("on-demand input {f} was not read")))
             }
-        } else if !Resolution::is_hidden(field.name()) {
+        }
+    })?;
+    let schema = batch.schema();
+    let span = |p: usize| p * rows..(p + 1) * rows;
+    let feature_columns = schema.fields().len() - entity_columns;
+    let kept = schema.fields().iter().skip(entity_columns).filter(|f| !Resolution::is_hidden(f.name())).count();
+    let added: usize = served.on_demand.iter().map(|r| r.features.len()).sum();
+    let mut new_statuses = Vec::with_capacity((kept + added) * rows);
+    let mut new_times = Vec::with_capacity((kept + added) * rows);
+    let mut fields: Vec<FieldRef> = Vec::with_capacity(entity_columns + kept + added);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.capacity());
+    let mut keys = 0;
+    for (c, field) in schema.fields().iter().enumerate().take(entity_columns) {
+        if key_used[c] {
             fields.push(Arc::clone(field));
             columns.push(Arc::clone(batch.column(c)));
-            new_statuses.extend_from_slice(&statuses[span(c)]);
-            new_times.extend_from_slice(&times[span(c)]);
+            keys += 1;
+        }
+    }
+    for p in 0..feature_columns {
+        let field = schema.field(entity_columns + p);
+        if !Resolution::is_hidden(field.name()) {
+            fields.push(Arc::clone(&schema.fields()[entity_columns + p]));
+            columns.push(Arc::clone(batch.column(entity_columns + p)));
+            new_statuses.extend_from_slice(&statuses[span(p)]);
+            new_times.extend_from_slice(&times[span(p)]);
         }
     }
     let mut computed = computed.into_iter();
-    for r in on_demand {
-        for &f in &r.features {
+    for (ri, r) in served.on_demand.iter().enumerate() {
+        let input = |i: usize| served.positions[ri][i].map(|p| (&statuses[span(p)], &times[span(p)]));
+        for (&f, field) in r.features.iter().zip(&r.fields) {
             let value = computed.next().expect("one column per requested feature");
             online_statuses(r, f, value.as_ref(), input, &mut new_statuses, &mut new_times);
+            fields.push(Arc::clone(field));
             columns.push(value);
         }
     }
-    fields.extend(output_fields(on_demand));
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| Error::data("online response", e.to_string()))?;
     Ok(OnlineResponse::new(batch, keys, new_statuses, new_times))
