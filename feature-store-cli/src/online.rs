@@ -256,7 +256,9 @@ async fn request_columns(store: &FeatureStore, args: &[String]) -> anyhow::Resul
                 (!v.is_empty() && v != "null").then_some(v)
             })
             .collect();
-        let bad = |v: &str, what: &str| format!("--request field \"{name}\" is {what}; \"{v}\" is not (null or an empty value is a null)");
+        let bad = |v: &str, what: &str| {
+            format!("--request field \"{name}\" is {what}; \"{v}\" is not (null or an empty value is a null)")
+        };
         let col: ArrayRef = match dtype {
             ValueType::Float64 | ValueType::Float32 => {
                 let parsed = values
@@ -277,7 +279,11 @@ async fn request_columns(store: &FeatureStore, args: &[String]) -> anyhow::Resul
                 if dtype == ValueType::Int32 {
                     let narrow = parsed
                         .iter()
-                        .map(|v| v.map(i32::try_from).transpose().map_err(|_| anyhow::anyhow!("--request field \"{name}\" is int32; {v:?} is out of range", v = v)))
+                        .map(|v| {
+                            v.map(i32::try_from).transpose().map_err(|_| {
+                                anyhow::anyhow!("--request field \"{name}\" is int32; {v:?} is out of range", v = v)
+                            })
+                        })
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     Arc::new(Int32Array::from(narrow))
                 } else {
@@ -300,7 +306,9 @@ async fn request_columns(store: &FeatureStore, args: &[String]) -> anyhow::Resul
                 .with_timezone("UTC"),
             ),
             ValueType::String => Arc::new(StringArray::from(values)),
-            other => bail!("--request field \"{name}\" is {other}, which the command line cannot give; use the library or Python"),
+            other => bail!(
+                "--request field \"{name}\" is {other}, which the command line cannot give; use the library or Python"
+            ),
         };
         out.push((name.clone(), col));
     }

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{Expr, ExprSchemable, ScalarUDF, Volatility};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionConfig;
-use feature_store_core::model::{OnDemandFeatureView, UdfSignature};
+use feature_store_core::model::{OnDemandFeature, OnDemandFeatureView, UdfSignature};
 use feature_store_core::on_demand::{CompiledFeature, CompiledView, ExpressionEngine, FeatureExpr, OnDemandInputs};
 use feature_store_core::{ValueType, describe_arrow, similar};
 
@@ -94,7 +94,9 @@ impl DataFusionEngine {
         if builtin && !udfs.contains_key(&name) {
             return refuse("a built-in function has that name; choose another".into());
         }
-        state.register_udf(Arc::new(udf)).map_err(|e| Error::Registration { name: name.clone(), message: e.to_string() })?;
+        state
+            .register_udf(Arc::new(udf))
+            .map_err(|e| Error::Registration { name: name.clone(), message: e.to_string() })?;
         udfs.insert(name, source_hash);
         self.inner.generation.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -110,11 +112,10 @@ impl DataFusionEngine {
         state: &SessionState,
         schema: &DFSchema,
         inputs: &OnDemandInputs,
-        name: &str,
-        dtype: &ValueType,
-        sql: &str,
+        feature: &OnDemandFeature,
         udfs: &mut BTreeMap<String, UdfSignature>,
     ) -> std::result::Result<CompiledFeature, String> {
+        let (name, dtype, sql) = (feature.name.as_str(), &feature.dtype, feature.expression.as_str());
         let at = |m: String| format!("feature \"{name}\": {m}");
         let expr = state.create_logical_expr(sql, schema).map_err(|e| at(explain(&e, inputs, sql)))?;
         // Columns in first-use order, and what the expression may not do.
@@ -122,11 +123,7 @@ impl DataFusionEngine {
         let mut problem: Option<String> = None;
         expr.apply(|e| {
             match e {
-                Expr::Column(c) => {
-                    if !columns.contains(&c.name) {
-                        columns.push(c.name.clone());
-                    }
-                }
+                Expr::Column(c) if !columns.contains(&c.name) => columns.push(c.name.clone()),
                 Expr::AggregateFunction(f) => {
                     problem = Some(format!(
                         "{}() is an aggregate function; an on-demand feature is computed from one row's values \
@@ -135,7 +132,10 @@ impl DataFusionEngine {
                     ));
                 }
                 Expr::WindowFunction(_) => {
-                    problem = Some("window functions are not allowed: an on-demand feature is computed from one row's values".into());
+                    problem = Some(
+                        "window functions are not allowed: an on-demand feature is computed from one row's values"
+                            .into(),
+                    );
                 }
                 Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_) => {
                     problem = Some("subqueries are not allowed in an on-demand feature".into());
@@ -143,14 +143,12 @@ impl DataFusionEngine {
                 Expr::Placeholder(_) => {
                     problem = Some("placeholders ($1) are not allowed; read request fields by name".into());
                 }
-                Expr::ScalarFunction(f) => {
-                    if f.func.signature().volatility != Volatility::Immutable {
-                        problem = Some(format!(
-                            "{}() is not a pure function (its result changes between calls); an on-demand feature \
-                             must be a pure function of its inputs (pass the time as a request field)",
-                            f.func.name()
-                        ));
-                    }
+                Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable => {
+                    problem = Some(format!(
+                        "{}() is not a pure function (its result changes between calls); an on-demand feature \
+                         must be a pure function of its inputs (pass the time as a request field)",
+                        f.func.name()
+                    ));
                 }
                 _ => {}
             }
@@ -184,7 +182,11 @@ impl DataFusionEngine {
             if let Expr::ScalarFunction(f) = e
                 && let Some(hash) = user.get(f.func.name())
             {
-                let args = f.args.iter().map(|a| a.get_type(&reduced).map(|t| t.to_string())).collect::<std::result::Result<Vec<_>, _>>()?;
+                let args = f
+                    .args
+                    .iter()
+                    .map(|a| a.get_type(&reduced).map(|t| t.to_string()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 let returns = e.get_type(&reduced)?.to_string();
                 udfs.insert(f.func.name().to_owned(), UdfSignature::new(f.func.name(), args, returns, hash.clone()));
             }
@@ -249,8 +251,7 @@ fn explain(e: &DataFusionError, inputs: &OnDemandInputs, sql: &str) -> String {
                 options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(" or ")
             );
         }
-        let close: Vec<String> =
-            inputs.names.keys().filter(|n| similar(n, name)).map(|n| format!("\"{n}\"")).collect();
+        let close: Vec<String> = inputs.names.keys().filter(|n| similar(n, name)).map(|n| format!("\"{n}\"")).collect();
         let hint = if close.is_empty() {
             let mut all: Vec<&str> = inputs.names.keys().map(String::as_str).filter(|n| !n.contains("__")).collect();
             all.extend(inputs.ambiguous.values().flatten().map(String::as_str));
@@ -282,16 +283,12 @@ impl ExpressionEngine for DataFusionEngine {
         let mut problems = Vec::new();
         let mut udfs = BTreeMap::new();
         for f in &view.features {
-            match self.compile_feature(&state, &schema, inputs, &f.name, &f.dtype, &f.expression, &mut udfs) {
+            match self.compile_feature(&state, &schema, inputs, f, &mut udfs) {
                 Ok(c) => features.push(c),
                 Err(p) => problems.push(p),
             }
         }
-        if problems.is_empty() {
-            Ok(CompiledView::new(features, udfs.into_values().collect()))
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(CompiledView::new(features, udfs.into_values().collect())) } else { Err(problems) }
     }
 
     fn has_udf(&self, name: &str) -> bool {

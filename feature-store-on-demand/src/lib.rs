@@ -30,7 +30,7 @@
 mod engine;
 mod error;
 
-pub use engine::DataFusionEngine;
-pub use error::{Error, Result};
 /// The DataFusion crate UDFs are written against, so callers need no version match.
 pub use datafusion;
+pub use engine::DataFusionEngine;
+pub use error::{Error, Result};

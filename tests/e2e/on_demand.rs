@@ -100,8 +100,10 @@ fn random_inputs(rng: &mut StdRng, drivers: i64) -> RecordBatch {
     let floats32 = [f32::NAN, f32::INFINITY, -0.0, 0.0, f32::MAX, -1.0];
     let x: Float64Array = (0..n).map(|_| pick(rng, &floats, |r| r.random_range(-1e3..1e3))).collect();
     let y: Float32Array = (0..n).map(|_| pick(rng, &floats32, |r| r.random_range(-1e3f32..1e3))).collect();
-    let ints: Int64Array = (0..n).map(|_| pick(rng, &[0i64, -1, 1, 1 << 40], |r| r.random_range(-1000..1000))).collect();
-    let m: Int32Array = (0..n).map(|_| pick(rng, &[0i32, -1, i32::MAX, i32::MIN], |r| r.random_range(-50..50))).collect();
+    let ints: Int64Array =
+        (0..n).map(|_| pick(rng, &[0i64, -1, 1, 1 << 40], |r| r.random_range(-1000..1000))).collect();
+    let m: Int32Array =
+        (0..n).map(|_| pick(rng, &[0i32, -1, i32::MAX, i32::MIN], |r| r.random_range(-50..50))).collect();
     let words = ["apple", "Banana", "cherry", "", "δέλτα", "a%b"];
     let s: StringArray = (0..n).map(|_| pick(rng, &words, |r| words[r.random_range(0..words.len())])).collect();
     let b: BooleanArray = (0..n).map(|_| pick(rng, &[true, false], |r| r.random_bool(0.5))).collect();
@@ -173,8 +175,11 @@ on_demand_feature_views:
 
 async fn repo_with(online_yaml: &str, defs: &str, data: &RecordBatch) -> (tempfile::TempDir, FeatureStore) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("feature_store.yaml"), format!("project: od\nregistry: data/registry.json\n{online_yaml}"))
-        .unwrap();
+    std::fs::write(
+        dir.path().join("feature_store.yaml"),
+        format!("project: od\nregistry: data/registry.json\n{online_yaml}"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("features.yaml"), defs).unwrap();
     write_parquet(&dir.path().join("data/inputs.parquet"), data);
     let store = feature_store::open(dir.path()).unwrap();
@@ -191,9 +196,18 @@ fn assert_same(name: &str, a: &dyn Array, b: &dyn Array) {
     }
     match a.data_type() {
         DataType::Float64 => {
-            let (a, b) = (a.as_any().downcast_ref::<Float64Array>().unwrap(), b.as_any().downcast_ref::<Float64Array>().unwrap());
+            let (a, b) = (
+                a.as_any().downcast_ref::<Float64Array>().unwrap(),
+                b.as_any().downcast_ref::<Float64Array>().unwrap(),
+            );
             for i in (0..a.len()).filter(|&i| a.is_valid(i)) {
-                assert_eq!(a.value(i).to_bits(), b.value(i).to_bits(), "{name}: row {i}: {} vs {}", a.value(i), b.value(i));
+                assert_eq!(
+                    a.value(i).to_bits(),
+                    b.value(i).to_bits(),
+                    "{name}: row {i}: {} vs {}",
+                    a.value(i),
+                    b.value(i)
+                );
             }
         }
         _ => assert_eq!(a.to_data(), b.to_data(), "{name}"),
@@ -208,7 +222,10 @@ async fn parity_on(online_yaml: &str, seed: u64) {
     let drivers = 300;
     let data = random_inputs(&mut rng, drivers);
     let (_dir, store) = repo_with(online_yaml, &catalogue_yaml(), &data).await;
-    store.materialize_incremental(Utc.timestamp_micros(T0 + HOUR).unwrap(), &MaterializeOptions::default()).await.unwrap();
+    store
+        .materialize_incremental(Utc.timestamp_micros(T0 + HOUR).unwrap(), &MaterializeOptions::default())
+        .await
+        .unwrap();
 
     // 300 known drivers and 20 unknown ones.
     let rows = drivers + 20;
@@ -223,12 +240,19 @@ async fn parity_on(online_yaml: &str, seed: u64) {
     ])
     .unwrap();
     let online = store
-        .get_online_features(&features, &online_rows, &OnlineOptions::default().with_now(Utc.timestamp_micros(T0 + HOUR).unwrap()))
+        .get_online_features(
+            &features,
+            &online_rows,
+            &OnlineOptions::default().with_now(Utc.timestamp_micros(T0 + HOUR).unwrap()),
+        )
         .await
         .unwrap();
     let entity_rows = RecordBatch::try_from_iter([
         ("driver_id", Arc::clone(&ids)),
-        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![T0 + HOUR; rows as usize]).with_timezone("UTC")) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(vec![T0 + HOUR; rows as usize]).with_timezone("UTC")) as ArrayRef,
+        ),
         ("amount", amount),
         ("text", text),
         ("at", at),
@@ -335,14 +359,23 @@ async fn definition_errors_name_the_feature_and_what_is_wrong() {
     let cases: &[(&str, &[&str])] = &[
         (
             "{name: f, dtype: float64, expression: \"conv_rat * 2\"}",
-            &["features.yaml", "on-demand feature view \"order_features\"", "feature \"f\"", "unknown column \"conv_rat\"", "did you mean \"conv_rate\""],
+            &[
+                "features.yaml",
+                "on-demand feature view \"order_features\"",
+                "feature \"f\"",
+                "unknown column \"conv_rat\"",
+                "did you mean \"conv_rate\"",
+            ],
         ),
         (
             "{name: f, dtype: int32, expression: \"order_amount * conv_rate\"}",
             &["feature \"f\"", "the expression is float64", "declared int32"],
         ),
         ("{name: f, dtype: float32, expression: \"order_amount\"}", &["the expression is float64", "declared float32"]),
-        ("{name: f, dtype: float64, expression: \"sum(conv_rate)\"}", &["feature \"f\"", "sum() is an aggregate function"]),
+        (
+            "{name: f, dtype: float64, expression: \"sum(conv_rate)\"}",
+            &["feature \"f\"", "sum() is an aggregate function"],
+        ),
         ("{name: f, dtype: float64, expression: \"random()\"}", &["random() is not a pure function"]),
         ("{name: f, dtype: timestamp, expression: \"now()\"}", &["now() is not a pure function"]),
         ("{name: f, dtype: float64, expression: \"conv_rate +\"}", &["feature \"f\"", "syntax error"]),
@@ -373,7 +406,8 @@ async fn source_errors_are_named() {
         }
     };
     check(
-        ORDER_DEFS.replace("sources: [driver_hourly_stats, order_request]", "sources: [driver_hourly_stat, order_request]"),
+        ORDER_DEFS
+            .replace("sources: [driver_hourly_stats, order_request]", "sources: [driver_hourly_stat, order_request]"),
         &["unknown source \"driver_hourly_stat\"", "did you mean \"driver_hourly_stats\""],
     )
     .await;
@@ -382,22 +416,31 @@ async fn source_errors_are_named() {
         &["\"order_features\" is an on-demand feature view"],
     )
     .await;
-    check(ORDER_DEFS.replace("- name: request_only", "- name: driver_hourly_stats"), &["a feature view has the same name"])
-        .await;
+    check(
+        ORDER_DEFS.replace("- name: request_only", "- name: driver_hourly_stats"),
+        &["a feature view has the same name"],
+    )
+    .await;
     // Two inputs with one name: the plain name is ambiguous, the qualified ones work.
     let twice = ORDER_DEFS.replace(
         "request_sources:",
         "  - name: more_stats\n    entities: [driver]\n    source: drivers_src\n    schema: [{name: conv_rate, dtype: float32}]\nrequest_sources:",
     );
     check(
-        twice.replace("sources: [driver_hourly_stats, order_request]", "sources: [driver_hourly_stats, more_stats, order_request]"),
+        twice.replace(
+            "sources: [driver_hourly_stats, order_request]",
+            "sources: [driver_hourly_stats, more_stats, order_request]",
+        ),
         &["column \"conv_rate\" is ambiguous", "\"driver_hourly_stats__conv_rate\" or \"more_stats__conv_rate\""],
     )
     .await;
     let dir = crate::repo(&[(
         "features.yaml",
         &twice
-            .replace("sources: [driver_hourly_stats, order_request]", "sources: [driver_hourly_stats, more_stats, order_request]")
+            .replace(
+                "sources: [driver_hourly_stats, order_request]",
+                "sources: [driver_hourly_stats, more_stats, order_request]",
+            )
             .replace("order_amount * conv_rate", "driver_hourly_stats__conv_rate - more_stats__conv_rate"),
     )]);
     let store = feature_store::open(dir.path()).unwrap();
@@ -422,13 +465,15 @@ async fn training_reads_request_fields_from_the_entity_table() {
         let store = store.clone();
         async move {
             let opts = HistoricalOptions::default().with_full_feature_names(full);
-            let batches = store.get_historical_features(EntityInput::batch(rows), &features, &opts).await?.collect().await?;
+            let batches =
+                store.get_historical_features(EntityInput::batch(rows), &features, &opts).await?.collect().await?;
             Ok::<_, feature_store::Error>(arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap())
         }
     };
-    let out = get(Features::refs(["order_features:amount_x_conv", "order_features:big_order"]), entity_rows.clone(), false)
-        .await
-        .unwrap();
+    let out =
+        get(Features::refs(["order_features:amount_x_conv", "order_features:big_order"]), entity_rows.clone(), false)
+            .await
+            .unwrap();
     let names: Vec<&str> = out.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, ["driver_id", "event_timestamp", "order_amount", "amount_x_conv", "big_order"]);
     // conv_rate is 0.5 and 0.25 for drivers 1 and 2 (float32, widened exactly); driver 3 is unknown.
@@ -487,7 +532,8 @@ async fn training_reads_request_fields_from_the_entity_table() {
     let err = get(Features::refs(["order_features:amount_x_conv"]), text_amount, false).await.unwrap_err().to_string();
     assert!(err.contains("\"order_amount\" is Utf8 (string)") && err.contains("declares it float64"), "{err}");
     // Unknown on-demand features say what exists.
-    let err = get(Features::refs(["order_features:amount_x_con"]), entity_rows.clone(), false).await.unwrap_err().to_string();
+    let err =
+        get(Features::refs(["order_features:amount_x_con"]), entity_rows.clone(), false).await.unwrap_err().to_string();
     assert!(err.contains("did you mean \"order_features:amount_x_conv\""), "{err}");
     // A Parquet entity file carries the request fields too.
     write_parquet(&dir.path().join("entities.parquet"), &entity_rows);
@@ -509,7 +555,10 @@ async fn training_reads_request_fields_from_the_entity_table() {
 async fn serving_takes_request_data_beside_the_keys() {
     let (_dir, store) = orders_repo("").await;
     let t = 1_700_000_000_000_000i64;
-    store.materialize_incremental(Utc.timestamp_micros(t + HOUR).unwrap(), &MaterializeOptions::default()).await.unwrap();
+    store
+        .materialize_incremental(Utc.timestamp_micros(t + HOUR).unwrap(), &MaterializeOptions::default())
+        .await
+        .unwrap();
     let rows = RecordBatch::try_from_iter([
         ("driver_id", Arc::new(Int64Array::from(vec![1, 2, 9])) as ArrayRef),
         ("order_amount", Arc::new(Float64Array::from(vec![Some(200.0), None, Some(5.0)])) as ArrayRef),
@@ -596,7 +645,13 @@ async fn user_functions_are_recorded_and_required() {
     assert!(err.contains("feature \"trips_or_zero\"") && err.contains("times_two"), "{err}");
     store.register_udf(times_two(DataType::Float64)).unwrap();
     store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
-    let view = store.list_on_demand_feature_views().await.unwrap().into_iter().find(|r| r.spec.name == "order_features").unwrap();
+    let view = store
+        .list_on_demand_feature_views()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.spec.name == "order_features")
+        .unwrap();
     assert_eq!(view.spec.udfs.len(), 1);
     assert_eq!(view.spec.udfs[0].to_string(), "times_two(Float64) -> Float64");
 
@@ -670,7 +725,8 @@ on_demand_feature_views:
     let mut rng = StdRng::seed_from_u64(7);
     let n = 400;
     let users: Vec<i64> = (0..n).map(|_| rng.random_range(1..20)).collect();
-    let times: Vec<i64> = (0..n).map(|_| base + rng.random_range(0..180) * minute + rng.random_range(0..60_000_000)).collect();
+    let times: Vec<i64> =
+        (0..n).map(|_| base + rng.random_range(0..180) * minute + rng.random_range(0..60_000_000)).collect();
     let amounts: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..100.0)).collect();
     let data = RecordBatch::try_from_iter([
         ("user_id", Arc::new(Int64Array::from(users)) as ArrayRef),
@@ -679,22 +735,35 @@ on_demand_feature_views:
     ])
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("feature_store.yaml"), "project: od\nregistry: data/registry.json\nonline_store: {type: sqlite, path: data/online.db}\n").unwrap();
+    std::fs::write(
+        dir.path().join("feature_store.yaml"),
+        "project: od\nregistry: data/registry.json\nonline_store: {type: sqlite, path: data/online.db}\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("features.yaml"), defs).unwrap();
     write_parquet(&dir.path().join("data/txns.parquet"), &data);
     let store = feature_store::open(dir.path()).unwrap();
     store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
     let now = Utc.timestamp_micros(base + 150 * minute).unwrap();
-    store.materialize(Utc.timestamp_micros(base - 60 * minute).unwrap(), now, &MaterializeOptions::default()).await.unwrap();
+    store
+        .materialize(Utc.timestamp_micros(base - 60 * minute).unwrap(), now, &MaterializeOptions::default())
+        .await
+        .unwrap();
 
     let ids: ArrayRef = Arc::new(Int64Array::from((1..=25).collect::<Vec<_>>()));
     let amount: ArrayRef = Arc::new(Float64Array::from((1..=25).map(|i| i as f64 * 1.5).collect::<Vec<_>>()));
     let features = Features::refs(["vs_history"]);
-    let online_rows = RecordBatch::try_from_iter([("user_id", Arc::clone(&ids)), ("amount", Arc::clone(&amount))]).unwrap();
-    let online = store.get_online_features(&features, &online_rows, &OnlineOptions::default().with_now(now)).await.unwrap();
+    let online_rows =
+        RecordBatch::try_from_iter([("user_id", Arc::clone(&ids)), ("amount", Arc::clone(&amount))]).unwrap();
+    let online =
+        store.get_online_features(&features, &online_rows, &OnlineOptions::default().with_now(now)).await.unwrap();
     let entity_rows = RecordBatch::try_from_iter([
         ("user_id", ids),
-        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); 25]).with_timezone("UTC")) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); 25]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
         ("amount", amount),
     ])
     .unwrap();
@@ -725,10 +794,19 @@ async fn saved_datasets_refuse_on_demand_features_clearly() {
     ])
     .unwrap();
     let err = store
-        .save_dataset("d", EntityInput::batch(rows), &Features::refs(["order_features"]), &HistoricalOptions::default(), None)
+        .save_dataset(
+            "d",
+            EntityInput::batch(rows),
+            &Features::refs(["order_features"]),
+            &HistoricalOptions::default(),
+            None,
+        )
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("on-demand feature view \"order_features\"") && err.contains("do not record on-demand views"), "{err}");
+    assert!(
+        err.contains("on-demand feature view \"order_features\"") && err.contains("do not record on-demand views"),
+        "{err}"
+    );
     assert!(store.list_datasets().await.unwrap().is_empty());
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{TimeZone, Utc};
-use feature_store::arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use feature_store::arrow_array::{
+    ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+};
 use feature_store::registry::ApplyMode;
 use feature_store::{Features, MaterializeOptions, OnlineOptions};
 use rand::{Rng, SeedableRng};
@@ -86,7 +88,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Vec<String>) -> anyhow::Result<()> {
-    let dir = std::path::PathBuf::from(args.get(1).context("usage: ondemand-bench DIR [--online memory|sqlite|lmdb] [--keys N] [--rounds N]")?);
+    let dir = std::path::PathBuf::from(
+        args.get(1).context("usage: ondemand-bench DIR [--online memory|sqlite|lmdb] [--keys N] [--rounds N]")?,
+    );
     let kind = arg(&args, "--online").unwrap_or_else(|| "lmdb".into());
     let keys: i64 = arg(&args, "--keys").map_or(Ok(10_000), |k| k.parse())?;
     let rounds: usize = arg(&args, "--rounds").map_or(Ok(20_000), |k| k.parse())?;
@@ -107,7 +111,13 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     write_parquet(&dir.join("data/b.parquet"), &view_data(&mut rng, keys, "b", true)?)?;
     let store = feature_store::open(&dir)?;
     store.apply(&store.repo_definitions()?, ApplyMode::Sync).await?;
-    store.materialize(Utc.timestamp_micros(T0 - 1).unwrap(), Utc.timestamp_micros(T0 + 1).unwrap(), &MaterializeOptions::default()).await?;
+    store
+        .materialize(
+            Utc.timestamp_micros(T0 - 1).unwrap(),
+            Utc.timestamp_micros(T0 + 1).unwrap(),
+            &MaterializeOptions::default(),
+        )
+        .await?;
 
     let plain = Features::refs(INPUTS);
     let od = Features::refs(["od"]);
@@ -124,7 +134,8 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             let ids: Vec<i64> = (0..entities).map(|_| rng.random_range(0..keys)).collect();
             let amount: Vec<f64> = (0..entities).map(|_| rng.random_range(0.0..200.0)).collect();
             let lat: Vec<f64> = (0..entities).map(|_| rng.random_range(0.0..200.0)).collect();
-            let keys_only = RecordBatch::try_from_iter([("driver_id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef)])?;
+            let keys_only =
+                RecordBatch::try_from_iter([("driver_id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef)])?;
             let with_request = RecordBatch::try_from_iter([
                 ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
                 ("amount", Arc::new(Float64Array::from(amount)) as ArrayRef),

@@ -83,7 +83,10 @@ fn demo_repo_end_to_end() {
     let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
     let edited = defs
         .replace("      - {name: avg_daily_trips, dtype: int64}\n", "")
-        .replace("      - {name: big_order, dtype: bool, expression: \"order_amount > 100 AND avg_daily_trips < 10\"}\n", "")
+        .replace(
+            "      - {name: big_order, dtype: bool, expression: \"order_amount > 100 AND avg_daily_trips < 10\"}\n",
+            "",
+        )
         .replace(
             "    features: [driver_hourly_stats:conv_rate, driver_hourly_stats:avg_daily_trips]\n",
             "    features: [driver_hourly_stats:conv_rate]\n",
@@ -387,7 +390,17 @@ fn materialize_and_read_online() {
     assert!(err.contains("--request field \"order_amount\" is a number; \"x\" is not"), "{err}");
     let err = fail(&cli(
         &repo,
-        &["online", "--features", "order_features", "--entity", "driver_id=1", "--entity", "driver_id=2", "--request", "order_amount=1"],
+        &[
+            "online",
+            "--features",
+            "order_features",
+            "--entity",
+            "driver_id=1",
+            "--entity",
+            "driver_id=2",
+            "--request",
+            "order_amount=1",
+        ],
     ));
     assert!(err.contains("2 --entity rows but 1 --request rows"), "{err}");
 

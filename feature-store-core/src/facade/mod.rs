@@ -309,7 +309,8 @@ impl FeatureStore {
     /// rewrites them (a value still in an old type reads as a clear error).
     pub async fn apply(&self, defs: &Definitions, mode: ApplyMode) -> Result<ApplyOutcome> {
         let engine = self.inner.engine.as_deref();
-        let outcome = self.inner.registry.apply(self.project(), defs, mode, self.offline_store()?.as_ref(), engine).await?;
+        let outcome =
+            self.inner.registry.apply(self.project(), defs, mode, self.offline_store()?.as_ref(), engine).await?;
         self.clear_orphaned_online(&outcome).await?;
         Ok(outcome)
     }
@@ -481,7 +482,10 @@ impl FeatureStore {
                     .filter(|r| r.spec.feature(&name).is_some())
                     .map(|r| r.spec.name.as_str())
                     .chain(
-                        on_demand_views.values().filter(|r| r.spec.feature(&name).is_some()).map(|r| r.spec.name.as_str()),
+                        on_demand_views
+                            .values()
+                            .filter(|r| r.spec.feature(&name).is_some())
+                            .map(|r| r.spec.name.as_str()),
                     )
                     .collect();
                 let hint = if owners.is_empty() {
@@ -586,7 +590,15 @@ impl FeatureStore {
 
     /// On-demand feature views of the project, by name.
     pub async fn list_on_demand_feature_views(&self) -> Result<Vec<Record<OnDemandFeatureView>>> {
-        Ok(self.document().await?.project(self.project()).registry().on_demand_feature_views.values().cloned().collect())
+        Ok(self
+            .document()
+            .await?
+            .project(self.project())
+            .registry()
+            .on_demand_feature_views
+            .values()
+            .cloned()
+            .collect())
     }
 
     /// Feature services of the project, by name.

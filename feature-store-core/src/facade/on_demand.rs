@@ -347,14 +347,15 @@ pub(crate) fn evaluate_stream(stream: BatchStream, resolution: &Resolution) -> R
         request_column(&empty, &field, &dtype, "entity rows")?;
     }
     for name in resolution.on_demand_outputs() {
-        if input.field_with_name(name).is_ok_and(|_| true) {
+        if input.field_with_name(name).is_ok() {
             return Err(Error::InvalidArgument(format!(
                 "output column \"{name}\" would come from both the entity table (or a feature view) and an on-demand \
                  feature view; use full feature names (view__feature) or rename the column"
             )));
         }
     }
-    let keep: Vec<usize> = (0..input.fields().len()).filter(|&i| !Resolution::is_hidden(input.field(i).name())).collect();
+    let keep: Vec<usize> =
+        (0..input.fields().len()).filter(|&i| !Resolution::is_hidden(input.field(i).name())).collect();
     let mut fields: Vec<Arc<Field>> = keep.iter().map(|&i| Arc::new(input.field(i).clone())).collect();
     fields.extend(output_fields(&resolution.on_demand));
     let schema: SchemaRef = Arc::new(Schema::new(fields));

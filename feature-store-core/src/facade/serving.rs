@@ -203,7 +203,8 @@ impl FeatureStore {
                 used[i] = true;
             }
         }
-        if let Some(extra) = schema.fields().iter().zip(used.iter().zip(&request_only)).find(|(_, (u, r))| !**u && !**r) {
+        if let Some(extra) = schema.fields().iter().zip(used.iter().zip(&request_only)).find(|(_, (u, r))| !**u && !**r)
+        {
             let keys: Vec<&str> =
                 views.iter().flat_map(|v| v.request.join_keys.iter().map(|k| k.name.as_str())).collect();
             let keys = if keys.is_empty() {

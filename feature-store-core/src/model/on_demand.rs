@@ -84,13 +84,7 @@ pub struct OnDemandFeature {
 impl OnDemandFeature {
     /// A feature computed by `expression`.
     pub fn new(name: impl Into<String>, dtype: ValueType, expression: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            dtype,
-            expression: expression.into(),
-            description: String::new(),
-            tags: Tags::new(),
-        }
+        Self { name: name.into(), dtype, expression: expression.into(), description: String::new(), tags: Tags::new() }
     }
 }
 
@@ -114,7 +108,12 @@ pub struct UdfSignature {
 
 impl UdfSignature {
     /// A signature: argument and return types as Arrow type names.
-    pub fn new(name: impl Into<String>, args: Vec<String>, returns: impl Into<String>, source_hash: Option<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        args: Vec<String>,
+        returns: impl Into<String>,
+        source_hash: Option<String>,
+    ) -> Self {
         Self { name: name.into(), args, returns: returns.into(), source_hash }
     }
 }
@@ -198,7 +197,9 @@ impl OnDemandFeatureView {
             }
         }
         if self.features.is_empty() {
-            out.push("an on-demand feature view needs at least one feature (features: [{name, dtype, expression}])".into());
+            out.push(
+                "an on-demand feature view needs at least one feature (features: [{name, dtype, expression}])".into(),
+            );
         }
         let mut seen = BTreeSet::new();
         for f in &self.features {

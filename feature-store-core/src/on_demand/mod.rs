@@ -171,8 +171,11 @@ pub trait ExpressionEngine: Send + Sync + fmt::Debug {
     /// syntax error, an unknown column, a type that does not match the
     /// declared one, an aggregate or volatile function) is one message
     /// naming the feature; all are returned together.
-    fn compile(&self, view: &OnDemandFeatureView, inputs: &OnDemandInputs)
-    -> std::result::Result<CompiledView, Vec<String>>;
+    fn compile(
+        &self,
+        view: &OnDemandFeatureView,
+        inputs: &OnDemandInputs,
+    ) -> std::result::Result<CompiledView, Vec<String>>;
 
     /// Whether a user-defined function named `name` is registered.
     fn has_udf(&self, name: &str) -> bool;

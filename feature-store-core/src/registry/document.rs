@@ -318,11 +318,7 @@ impl<'a> ProjectView<'a> {
             feature_views: r.feature_views.values().map(|x| Defined::new(x.spec.clone())).collect(),
             feature_services: r.feature_services.values().map(|x| Defined::new(x.spec.clone())).collect(),
             request_sources: r.request_sources.values().map(|x| Defined::new(x.spec.clone())).collect(),
-            on_demand_feature_views: r
-                .on_demand_feature_views
-                .values()
-                .map(|x| Defined::new(x.spec.clone()))
-                .collect(),
+            on_demand_feature_views: r.on_demand_feature_views.values().map(|x| Defined::new(x.spec.clone())).collect(),
         }
     }
 

@@ -189,9 +189,7 @@ pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyM
         feature_views: overlay(&current.feature_views, &defs.feature_views, |e| &e.name),
         feature_services: overlay(&current.feature_services, &defs.feature_services, |e| &e.name),
         request_sources: overlay(&current.request_sources, &defs.request_sources, |e| &e.name),
-        on_demand_feature_views: overlay(&current.on_demand_feature_views, &defs.on_demand_feature_views, |e| {
-            &e.name
-        }),
+        on_demand_feature_views: overlay(&current.on_demand_feature_views, &defs.on_demand_feature_views, |e| &e.name),
     }
 }
 
@@ -413,7 +411,9 @@ fn request_source_breaks(old: &RequestSource, new: &RequestSource) -> Vec<String
     let mut out = Vec::new();
     for f in &old.schema {
         match new.field(&f.name) {
-            None => out.push(format!("field \"{}\" removed; requests and entity tables must no longer carry it", f.name)),
+            None => {
+                out.push(format!("field \"{}\" removed; requests and entity tables must no longer carry it", f.name))
+            }
             Some(n) if n.dtype != f.dtype => {
                 out.push(format!("field \"{}\" changes type {} -> {}", f.name, f.dtype, n.dtype))
             }

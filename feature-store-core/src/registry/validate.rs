@@ -7,8 +7,8 @@ use futures::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::model::{DataSource, FeatureSelection, Field};
-use crate::on_demand::{ExpressionEngine, OnDemandInputs};
 use crate::offline::{OfflineStore, SourceSchema};
+use crate::on_demand::{ExpressionEngine, OnDemandInputs};
 use crate::repo::{Defined, Definitions};
 use crate::value_type::describe_arrow;
 use crate::{Error, Problem, Result, ValueType};
@@ -192,7 +192,9 @@ fn check_on_demand(ctx: &mut Ctx, out: &mut Definitions, engine: Option<&dyn Exp
             }
             sources_ok = false;
             let message = if on_demand.contains(s) {
-                format!("source \"{s}\" is an on-demand feature view; on-demand views read feature views and request sources only")
+                format!(
+                    "source \"{s}\" is an on-demand feature view; on-demand views read feature views and request sources only"
+                )
             } else {
                 let all: Vec<&str> = views.keys().chain(requests.keys()).map(String::as_str).collect();
                 let close: Vec<String> =

@@ -58,8 +58,7 @@ struct DefinitionFile<'a> {
     on_demand_feature_views: Vec<&'a OnDemandFeatureView>,
 }
 
-const SECTIONS: &str =
-    "entities, sources, feature_views, feature_services, request_sources, on_demand_feature_views";
+const SECTIONS: &str = "entities, sources, feature_views, feature_services, request_sources, on_demand_feature_views";
 
 impl Definitions {
     /// No definitions.
