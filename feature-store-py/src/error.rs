@@ -41,7 +41,12 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         _ => "FeatureStoreError",
     };
     let cls = py.import("feature_store.errors")?.getattr(class)?;
-    let exc = cls.call1((message(err),))?;
+    let text = message(err);
+    let exc = cls.call1((text.as_str(),))?;
+    if let Some(cause) = crate::udf::take_cause(py, &text) {
+        // What a Python function raised, with its traceback, stays visible.
+        exc.setattr("__cause__", cause)?;
+    }
     match err {
         Error::Invalid { problems } => {
             let items = problems

@@ -5,12 +5,14 @@
 //! Every call that does I/O or heavy work releases the GIL and blocks on the
 //! one process-wide runtime (`runtime.rs`); Arrow data crosses through the C
 //! data interface (`convert.rs`); errors become the exception classes of
-//! `feature_store.errors` (`error.rs`).
+//! `feature_store.errors` (`error.rs`); Python functions become DataFusion
+//! functions for on-demand features (`udf.rs`).
 
 mod convert;
 mod error;
 mod pandas;
 mod runtime;
+mod udf;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,26 +57,38 @@ impl Opener {
 #[pyclass(module = "feature_store._internal", name = "Store", frozen)]
 struct Store {
     opener: Opener,
-    /// The store and the process it was opened in. Connections and file
-    /// handles must not be shared with a forked child, so a child reopens.
-    state: Mutex<(u32, FeatureStore)>,
+    state: Mutex<Opened>,
+}
+
+/// The store and the process it was opened in. Connections and file
+/// handles must not be shared with a forked child, so a child reopens.
+struct Opened {
+    pid: u32,
+    store: FeatureStore,
+    /// The Python functions registered with its engine (`udf::sync`).
+    udfs_seen: u64,
 }
 
 impl Store {
     fn new(py: Python<'_>, opener: Opener) -> PyResult<Self> {
         let store = py.detach(|| opener.open()).map_err(to_py)?;
-        Ok(Self { opener, state: Mutex::new((std::process::id(), store)) })
+        let mut udfs_seen = 0;
+        udf::sync(&store, &mut udfs_seen).map_err(to_py)?;
+        Ok(Self { opener, state: Mutex::new(Opened { pid: std::process::id(), store, udfs_seen }) })
     }
 
+    /// The store of this process, with every Python function registered so far.
     fn store(&self) -> PyResult<FeatureStore> {
         let pid = std::process::id();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.0 != pid {
+        if state.pid != pid {
             let fresh = self.opener.open().map_err(to_py)?;
             // The parent's connections are not ours to close (SQLite would drop its locks).
-            std::mem::forget(std::mem::replace(&mut *state, (pid, fresh)));
+            std::mem::forget(std::mem::replace(&mut *state, Opened { pid, store: fresh, udfs_seen: 0 }));
         }
-        Ok(state.1.clone())
+        let Opened { store, udfs_seen, .. } = &mut *state;
+        udf::sync(store, udfs_seen).map_err(to_py)?;
+        Ok(store.clone())
     }
 }
 
@@ -180,7 +194,8 @@ impl Store {
         Ok(())
     }
 
-    /// Registry objects of one kind (`entity`, `data_source`, `feature_view`, `feature_service`) as JSON.
+    /// Registry objects of one kind (`entity`, `data_source`, `feature_view`, `feature_service`,
+    /// `request_source`, `on_demand_feature_view`) as JSON.
     fn list(&self, py: Python<'_>, kind: &str) -> PyResult<String> {
         let store = self.store()?;
         let text = py.detach(|| {
@@ -190,9 +205,12 @@ impl Store {
                     "data_source" => serde_json::to_string(&store.list_data_sources().await?),
                     "feature_view" => serde_json::to_string(&store.list_feature_views().await?),
                     "feature_service" => serde_json::to_string(&store.list_feature_services().await?),
+                    "request_source" => serde_json::to_string(&store.list_request_sources().await?),
+                    "on_demand_feature_view" => serde_json::to_string(&store.list_on_demand_feature_views().await?),
                     other => {
                         return Err(feature_store::Error::InvalidArgument(format!(
-                            "unknown object kind \"{other}\"; use entity, data_source, feature_view or feature_service"
+                            "unknown object kind \"{other}\"; use entity, data_source, feature_view, \
+                             feature_service, request_source or on_demand_feature_view"
                         )));
                     }
                 })
@@ -700,6 +718,7 @@ fn scalar_types() -> Vec<(&'static str, &'static str)> {
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(scalar_types, m)?)?;
+    m.add_function(wrap_pyfunction!(udf::register_udf, m)?)?;
     m.add_class::<Store>()?;
     m.add_class::<HistoricalResult>()?;
     m.add_class::<OnlineResult>()?;

@@ -14,7 +14,7 @@ use chrono::{TimeZone, Utc};
 use feature_store::online::FeatureStatus;
 use feature_store::registry::ApplyMode;
 use feature_store::{EntityInput, FeatureStore, Features, HistoricalOptions, MaterializeOptions, OnlineOptions};
-use feature_store_tests::redis::RedisServer;
+use feature_store_tests::redis::{RedisCluster, RedisServer};
 use feature_store_tests::write_parquet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -297,9 +297,13 @@ async fn parity_catalogue_memory_sqlite_lmdb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parity_catalogue_redis() {
+async fn parity_catalogue_redis_and_redis_cluster() {
     let server = RedisServer::start();
     parity_on(&format!("online_store: {{type: redis, connection_string: \"{}\"}}\n", server.url()), 4).await;
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls().join(",");
+    parity_on(&format!("online_store: {{type: redis, redis_type: redis_cluster, connection_string: \"{urls}\"}}\n"), 5)
+        .await;
 }
 
 const ORDER_DEFS: &str = "
