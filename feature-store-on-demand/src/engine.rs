@@ -196,6 +196,7 @@ impl DataFusionEngine {
         drop(user);
         let expr = simplifier.simplify(expr).map_err(|e| at(explain(&e, inputs, sql)))?;
         let physical = state.create_physical_expr(expr, &reduced).map_err(|e| at(explain(&e, inputs, sql)))?;
+        let physical = checked_arithmetic(physical).map_err(|e| at(e.message().into_owned()))?;
         let found = physical.data_type(&arrow_schema).map_err(|e| at(e.message().into_owned()))?;
         let want = dtype.to_arrow();
         let fits = found == want
@@ -221,6 +222,20 @@ impl DataFusionEngine {
             Arc::new(Compiled { expr: physical, schema: arrow_schema, cast }),
         ))
     }
+}
+
+/// Integer arithmetic that overflows is an error rather than a wrapped
+/// value (DataFusion wraps by default): a feature never silently turns
+/// 2^31 into a negative number.
+fn checked_arithmetic(expr: Arc<dyn PhysicalExpr>) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::physical_expr::expressions::BinaryExpr;
+    expr.transform_up(|e| {
+        let Some(b) = e.downcast_ref::<BinaryExpr>() else { return Ok(Transformed::no(e)) };
+        let checked = BinaryExpr::new(Arc::clone(b.left()), *b.op(), Arc::clone(b.right())).with_fail_on_overflow(true);
+        Ok(Transformed::yes(Arc::new(checked) as Arc<dyn PhysicalExpr>))
+    })
+    .map(|t| t.data)
 }
 
 /// The SQL type name of a value type, for CAST hints.
@@ -331,5 +346,81 @@ impl FeatureExpr for Compiled {
             None => Ok(value),
             Some(t) => arrow_cast::cast(&value, t).map_err(|e| failed(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array};
+    use feature_store_core::ValueType;
+    use feature_store_core::model::{FeatureView, OnDemandFeatureView};
+    use feature_store_core::on_demand::{ExpressionEngine, OnDemandInputs};
+
+    use super::DataFusionEngine;
+
+    /// Compiles `expression` over `x float64, n int32` and evaluates it on the given columns.
+    fn eval(dtype: ValueType, expression: &str, x: Vec<Option<f64>>, n: Vec<Option<i32>>) -> ArrayRef {
+        let view = FeatureView::builder("v", "s")
+            .feature("x", ValueType::Float64)
+            .feature("n", ValueType::Int32)
+            .build()
+            .unwrap();
+        let od = OnDemandFeatureView::builder("od").source("v").feature("f", dtype, expression).build().unwrap();
+        let inputs = OnDemandInputs::of(&od, |_| Some(view.clone()), |_| None);
+        let compiled = DataFusionEngine::new().compile(&od, &inputs).unwrap_or_else(|e| panic!("{expression}: {e:?}"));
+        let f = &compiled.features[0];
+        let rows = x.len();
+        let all: [ArrayRef; 2] = [Arc::new(Float64Array::from(x)), Arc::new(Int32Array::from(n))];
+        let args: Vec<ArrayRef> = f.inputs.iter().map(|&i| Arc::clone(&all[i])).collect();
+        f.expr.evaluate(&args, rows).unwrap()
+    }
+
+    fn bools(a: &ArrayRef) -> Vec<Option<bool>> {
+        a.as_any().downcast_ref::<BooleanArray>().unwrap().iter().collect()
+    }
+
+    #[test]
+    fn nan_is_equal_to_itself_and_above_every_number() {
+        let x = vec![Some(f64::NAN), Some(f64::INFINITY), Some(1.0), None];
+        let n = vec![Some(0); 4];
+        assert_eq!(bools(&eval(ValueType::Bool, "x = x", x.clone(), n.clone())), [Some(true), Some(true), Some(true), None]);
+        let above = eval(ValueType::Bool, "x > 1e308", x, n);
+        assert_eq!(bools(&above), [Some(true), Some(true), Some(false), None]);
+    }
+
+    #[test]
+    fn nulls_propagate_as_in_sql() {
+        let x = vec![None, Some(2.0)];
+        let n = vec![Some(1), None];
+        let sum = eval(ValueType::Float64, "x + n", x.clone(), n.clone());
+        assert_eq!(sum.null_count(), 2);
+        assert_eq!(bools(&eval(ValueType::Bool, "x > 0 AND n > 0", x.clone(), n.clone())), [None, None]);
+        assert_eq!(bools(&eval(ValueType::Bool, "x IS NULL OR n IS NULL", x, n)), [Some(true), Some(true)]);
+    }
+
+    #[test]
+    fn integer_overflow_is_an_error_not_a_wrapped_value() {
+        let (view, od) = (
+            FeatureView::builder("v", "s").feature("x", ValueType::Float64).feature("n", ValueType::Int32).build().unwrap(),
+            OnDemandFeatureView::builder("od").source("v").feature("f", ValueType::Int64, "n + n").build().unwrap(),
+        );
+        let inputs = OnDemandInputs::of(&od, |_| Some(view.clone()), |_| None);
+        let compiled = DataFusionEngine::new().compile(&od, &inputs).unwrap();
+        let n: ArrayRef = Arc::new(Int32Array::from(vec![i32::MAX]));
+        let err = compiled.features[0].expr.evaluate(&[n], 1).unwrap_err().to_string();
+        assert!(err.contains("Overflow"), "{err}");
+    }
+
+    #[test]
+    fn results_widen_to_the_declared_type() {
+        // int32 + int32 is int32 in DataFusion; the feature is int64.
+        let out = eval(ValueType::Int64, "n + n", vec![Some(0.0)], vec![Some(1 << 20)]);
+        assert_eq!(out.as_any().downcast_ref::<Int64Array>().unwrap().value(0), 1 << 21);
+        // A literal NULL takes the declared type.
+        let out = eval(ValueType::Float64, "NULL", vec![Some(0.0)], vec![Some(1)]);
+        assert_eq!(out.data_type(), &arrow_schema::DataType::Float64);
+        assert!(out.is_null(0));
     }
 }
