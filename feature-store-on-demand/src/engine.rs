@@ -117,6 +117,12 @@ impl DataFusionEngine {
     ) -> std::result::Result<CompiledFeature, String> {
         let (name, dtype, sql) = (feature.name.as_str(), &feature.dtype, feature.expression.as_str());
         let at = |m: String| format!("feature \"{name}\": {m}");
+        if sql.len() > MAX_EXPRESSION_BYTES {
+            return Err(at(format!(
+                "the expression is {} bytes long; at most {MAX_EXPRESSION_BYTES} are accepted (split it into several features)",
+                sql.len()
+            )));
+        }
         let expr = state.create_logical_expr(sql, schema).map_err(|e| at(explain(&e, inputs, sql)))?;
         // Columns in first-use order, and what the expression may not do.
         let mut columns: Vec<String> = Vec::new();
@@ -157,6 +163,14 @@ impl DataFusionEngine {
         .map_err(|e| at(e.message().into_owned()))?;
         if let Some(p) = problem {
             return Err(at(p));
+        }
+        let depth = depth(&expr);
+        if depth > MAX_DEPTH {
+            return Err(at(format!(
+                "the expression nests {depth} levels deep (operators and calls within each other); at most \
+                 {MAX_DEPTH} are accepted, so that serving threads evaluate it within their stack (split it into \
+                 several features)"
+            )));
         }
         let mut input_indexes = Vec::with_capacity(columns.len());
         let mut fields = Vec::with_capacity(columns.len());
@@ -222,6 +236,26 @@ impl DataFusionEngine {
             Arc::new(Compiled { expr: physical, schema: arrow_schema, cast }),
         ))
     }
+}
+
+/// Longest expression text accepted.
+const MAX_EXPRESSION_BYTES: usize = 4096;
+/// Deepest expression tree accepted: evaluation recurses once per level on
+/// the serving thread.
+const MAX_DEPTH: usize = 64;
+/// Stack of the compiling thread: room for [`MAX_EXPRESSION_BYTES`] of
+/// nested operators in DataFusion's recursive parser and planner, even
+/// unoptimized (virtual memory: pages are used only as deep as it goes).
+const COMPILE_STACK: usize = 256 << 20;
+
+/// Levels of an expression tree (on the compiling thread's large stack).
+fn depth(expr: &Expr) -> usize {
+    let mut deepest = 0;
+    let _ = expr.apply_children(|child| {
+        deepest = deepest.max(depth(child));
+        Ok(TreeNodeRecursion::Continue)
+    });
+    deepest + 1
 }
 
 /// Integer arithmetic that overflows is an error rather than a wrapped
@@ -294,15 +328,31 @@ impl ExpressionEngine for DataFusionEngine {
             inputs.names.iter().map(|(n, &i)| Field::new(n, inputs.inputs[i].dtype.to_arrow(), true)).collect();
         let schema = DFSchema::try_from(Schema::new(fields)).map_err(|e| vec![e.message().into_owned()])?;
         let state = self.inner.state.read().expect("poisoned").clone();
-        let mut features = Vec::with_capacity(view.features.len());
-        let mut problems = Vec::new();
-        let mut udfs = BTreeMap::new();
-        for f in &view.features {
-            match self.compile_feature(&state, &schema, inputs, f, &mut udfs) {
-                Ok(c) => features.push(c),
-                Err(p) => problems.push(p),
+        // DataFusion's parser and planner recurse once per level of an
+        // expression: compiling runs on a thread with room for the largest
+        // expression accepted, so a long definition is an error, never a
+        // stack overflow of the caller's (a tokio worker's 2 MiB) stack.
+        let (features, problems, udfs) = std::thread::scope(|scope| {
+            let compiled = std::thread::Builder::new().stack_size(COMPILE_STACK).spawn_scoped(scope, || {
+                let mut features = Vec::with_capacity(view.features.len());
+                let mut problems = Vec::new();
+                let mut udfs = BTreeMap::new();
+                for f in &view.features {
+                    match self.compile_feature(&state, &schema, inputs, f, &mut udfs) {
+                        Ok(c) => features.push(c),
+                        Err(p) => problems.push(p),
+                    }
+                }
+                (features, problems, udfs)
+            });
+            let failed = |m: String| (Vec::new(), vec![m], BTreeMap::new());
+            match compiled {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    failed("the expression engine failed while compiling (a bug: please report it)".into())
+                }),
+                Err(e) => failed(format!("cannot start the compiling thread: {e}")),
             }
-        }
+        });
         if problems.is_empty() { Ok(CompiledView::new(features, udfs.into_values().collect())) } else { Err(problems) }
     }
 
@@ -422,5 +472,50 @@ mod tests {
         let out = eval(ValueType::Float64, "NULL", vec![Some(0.0)], vec![Some(1)]);
         assert_eq!(out.data_type(), &arrow_schema::DataType::Float64);
         assert!(out.is_null(0));
+    }
+}
+
+#[cfg(test)]
+mod deep {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array};
+    use feature_store_core::ValueType;
+    use feature_store_core::model::{FeatureView, OnDemandFeatureView};
+    use feature_store_core::on_demand::{ExpressionEngine, OnDemandInputs};
+
+    /// Compiles and evaluates `expression` on a thread with a tokio worker's 2 MiB stack.
+    fn on_small_stack(expression: String) -> Result<(), String> {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let view = FeatureView::builder("v", "s").feature("x", ValueType::Float64).build().unwrap();
+                let od = OnDemandFeatureView::builder("od")
+                    .source("v")
+                    .feature("f", ValueType::Float64, expression)
+                    .build()
+                    .unwrap();
+                let inputs = OnDemandInputs::of(&od, |_| Some(view.clone()), |_| None);
+                let compiled = super::DataFusionEngine::new().compile(&od, &inputs).map_err(|e| e.join("; "))?;
+                let x: ArrayRef = Arc::new(Float64Array::from(vec![1.0; 3]));
+                compiled.features[0].expr.evaluate(&[x], 3).map(|_| ()).map_err(|e| e.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// Long and deep expressions are errors, never a stack overflow of the caller's thread.
+    #[test]
+    fn long_and_deep_expressions_are_bounded() {
+        on_small_stack(vec!["x"; 63].join(" + ")).unwrap();
+        let err = on_small_stack(vec!["x"; 2048].join("+")).unwrap_err();
+        assert!(err.contains("nests 2048 levels deep") && err.contains("at most 64"), "{err}");
+        let err = on_small_stack(vec!["x"; 2049].join("+")).unwrap_err();
+        assert!(err.contains("4097 bytes long"), "{err}");
+        let err = on_small_stack(format!("{}x{}", "(".repeat(1000), ")".repeat(1000))).unwrap_err();
+        assert!(err.contains("feature \"f\""), "{err}");
+        let err = on_small_stack(format!("{}x{}", "abs(".repeat(500), ")".repeat(500))).unwrap_err();
+        assert!(err.contains("feature \"f\""), "{err}");
     }
 }
