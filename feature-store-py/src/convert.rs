@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::ffi_stream::ArrowArrayStreamReader;
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow_pyarrow::FromPyArrow;
@@ -156,10 +158,11 @@ enum Kind {
     Float,
     Str,
     Bytes,
+    Timestamp,
 }
 
-fn kind_of(v: &Bound<'_, PyAny>) -> Option<Kind> {
-    Some(if v.is_instance_of::<PyBool>() {
+fn kind_of(v: &Bound<'_, PyAny>) -> PyResult<Option<Kind>> {
+    Ok(Some(if v.is_instance_of::<PyBool>() {
         Kind::Bool
     } else if v.is_instance_of::<PyInt>() {
         Kind::Int
@@ -172,9 +175,19 @@ fn kind_of(v: &Bound<'_, PyAny>) -> Option<Kind> {
     } else if v.extract::<i64>().is_ok() {
         // numpy integers and anything else with __index__.
         Kind::Int
+    } else if is_datetime(v)? {
+        // Request fields of type timestamp (datetime and pandas.Timestamp).
+        Kind::Timestamp
+    } else if type_name(v).starts_with("numpy.") && v.extract::<f64>().is_ok() {
+        Kind::Float
     } else {
-        return None;
-    })
+        return Ok(None);
+    }))
+}
+
+fn is_datetime(v: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = v.py();
+    v.is_instance(&py.import(pyo3::intern!(py, "datetime"))?.getattr(pyo3::intern!(py, "datetime"))?)
 }
 
 fn kind_name(k: Kind) -> &'static str {
@@ -184,27 +197,38 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Float => "float",
         Kind::Str => "str",
         Kind::Bytes => "bytes",
+        Kind::Timestamp => "datetime",
     }
 }
 
-/// One Arrow column from Python values of one kind; `None` is null.
+/// Integers up to 2^53 are exact as float64.
+const EXACT_IN_F64: i64 = 1 << 53;
+
+/// One Arrow column from Python values of one kind; `None` is null. Ints
+/// among floats (request values such as `120` and `99.5`) are floats when exact.
 fn python_column(name: &str, values: &[Bound<'_, PyAny>]) -> PyResult<ArrayRef> {
     let mut kind = None;
     for (i, v) in values.iter().enumerate() {
         if v.is_none() {
             continue;
         }
-        let k = kind_of(v).ok_or_else(|| {
+        let k = kind_of(v)?.ok_or_else(|| {
             py_error(
                 "DataError",
                 format!(
-                    "entity_rows: column \"{name}\" row {i}: {} is not a supported key value (int, str, bytes, bool)",
+                    "entity_rows: column \"{name}\" row {i}: {} is not a supported value (int, float, str, bytes, \
+                     bool, datetime; pass other types as an Arrow table)",
                     type_name(v)
                 ),
             )
         })?;
         match kind {
             None => kind = Some(k),
+            Some(Kind::Int | Kind::Float) if matches!(k, Kind::Int | Kind::Float) => {
+                if k == Kind::Float {
+                    kind = Some(Kind::Float);
+                }
+            }
             Some(prev) if prev != k => {
                 return Err(py_error(
                     "DataError",
@@ -268,12 +292,53 @@ fn python_column(name: &str, values: &[Bound<'_, PyAny>]) -> PyResult<ArrayRef> 
         }
         Kind::Float => {
             let mut b = Float64Builder::with_capacity(n);
-            for v in values {
-                if v.is_none() { b.append_null() } else { b.append_value(v.extract::<f64>()?) }
+            for (i, v) in values.iter().enumerate() {
+                if v.is_none() {
+                    b.append_null();
+                } else if !v.is_instance_of::<PyFloat>()
+                    && let Ok(int) = v.extract::<i64>()
+                {
+                    if int.unsigned_abs() > EXACT_IN_F64.unsigned_abs() {
+                        return Err(py_error(
+                            "DataError",
+                            format!(
+                                "entity_rows: column \"{name}\" row {i}: the int {int} among floats is not exact as \
+                                 a float; pass it as a float or the column as an Arrow table"
+                            ),
+                        ));
+                    }
+                    b.append_value(int as f64);
+                } else {
+                    b.append_value(v.extract::<f64>().map_err(|_| {
+                        py_error("DataError", format!("entity_rows: column \"{name}\" row {i}: {v} is not a float"))
+                    })?);
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Kind::Timestamp => {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            for (i, v) in values.iter().enumerate() {
+                if v.is_none() {
+                    b.append_null();
+                } else {
+                    b.append_value(datetime_micros(v).map_err(|e| {
+                        py_error("DataError", format!("entity_rows: column \"{name}\" row {i}: {v}: {e}"))
+                    })?);
+                }
             }
             Arc::new(b.finish())
         }
     })
+}
+
+/// µs since the epoch of a datetime; a naive one is UTC, as everywhere in this library.
+fn datetime_micros(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if v.getattr(pyo3::intern!(v.py(), "tzinfo"))?.is_none() {
+        Ok(v.extract::<chrono::NaiveDateTime>()?.and_utc().timestamp_micros())
+    } else {
+        Ok(v.extract::<chrono::DateTime<chrono::FixedOffset>>()?.timestamp_micros())
+    }
 }
 
 /// A Python list of a column's values. Plain types go straight from the

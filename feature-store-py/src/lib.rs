@@ -487,7 +487,11 @@ impl Iterator for BlockingReader {
     type Item = Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let next = self.runtime.block_on(self.stream.next())?;
+        // pyarrow reads with the GIL released, but not every consumer of the
+        // stream does; a Python function in an on-demand feature needs the
+        // GIL on whichever runtime thread evaluates it, so never block holding it.
+        let (runtime, stream) = (&self.runtime, &mut self.stream);
+        let next = Python::attach(|py| py.detach(|| runtime.block_on(stream.next())))?;
         Some(next.map_err(|e| ArrowError::ExternalError(Box::new(e))))
     }
 }

@@ -204,7 +204,8 @@ pub fn check_udfs(view: &str, recorded: &[UdfSignature], compiled: &[UdfSignatur
             None => {
                 return Err(format!(
                     "on-demand feature view \"{view}\" calls {want}, which this process did not register; register \
-                     it before reading the view (Rust: store.register_udf, Python: @feature_store.udf)"
+                     it before reading the view (Rust: store.register_udf; Python: import the module whose \
+                     @feature_store.udf or @on_demand_feature_view defines it)"
                 ));
             }
         }

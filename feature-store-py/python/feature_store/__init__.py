@@ -7,7 +7,18 @@ low-latency online features, with Feast's API, computed in Rust.
 """
 
 from ._internal import HistoricalResult, OnlineResponse, __version__
-from .definitions import Aggregation, Entity, FeatureService, FeatureView, FeatureViewProjection, Field, FileSource
+from .definitions import (
+    Aggregation,
+    Entity,
+    FeatureService,
+    FeatureView,
+    FeatureViewProjection,
+    Field,
+    FileSource,
+    OnDemandFeature,
+    OnDemandFeatureView,
+    RequestSource,
+)
 from .errors import (
     BackendError,
     ConfigError,
@@ -22,6 +33,7 @@ from .errors import (
     UnsupportedError,
     ValidationError,
 )
+from .on_demand import UserFunction, on_demand_feature_view, registered_udfs, udf
 from .store import ApplyResult, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob, SavedDataset
 from .types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp, ValueType
 
@@ -43,6 +55,13 @@ __all__ = [
     "FeatureView",
     "FeatureViewProjection",
     "FeatureService",
+    "RequestSource",
+    "OnDemandFeature",
+    "OnDemandFeatureView",
+    "on_demand_feature_view",
+    "udf",
+    "UserFunction",
+    "registered_udfs",
     "Array",
     "Bool",
     "Bytes",

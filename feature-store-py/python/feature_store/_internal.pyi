@@ -2,13 +2,24 @@
 classes of :mod:`feature_store` rather than these directly."""
 
 import datetime
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
 __version__: str
 
 def scalar_types() -> List[Tuple[str, str]]: ...
+def register_udf(
+    name: str,
+    function: Callable[..., Any],
+    input_types: Optional[List[str]],
+    return_type: str,
+    source_hash: str,
+    label: str,
+) -> None:
+    """Registers ``function`` (pyarrow arrays in, one value per row out) process-wide
+    as the SQL function ``name``; every store registers it with its engine before
+    its next call. ``input_types=None`` takes any arguments."""
 
 class Store:
     @staticmethod
@@ -23,7 +34,9 @@ class Store:
     def refresh_registry(self) -> None: ...
     def apply(self, definitions: Optional[str] = None, partial: bool = True) -> str: ...
     def plan(self, definitions: Optional[str] = None, partial: bool = True) -> str: ...
-    def list(self, kind: str) -> str: ...
+    def list(self, kind: str) -> str:
+        """JSON records of one kind: entity, data_source, feature_view, feature_service,
+        request_source or on_demand_feature_view."""
     def describe(self, name: str) -> str: ...
     def resolve(
         self, features: Optional[List[str]] = None, service: Optional[str] = None, full_feature_names: bool = False

@@ -12,9 +12,20 @@ import re
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
+from .errors import UnsupportedError
 from .types import FeastType, from_name
 
-__all__ = ["Entity", "Field", "FileSource", "FeatureView", "FeatureViewProjection", "FeatureService"]
+__all__ = [
+    "Entity",
+    "Field",
+    "FileSource",
+    "FeatureView",
+    "FeatureViewProjection",
+    "FeatureService",
+    "RequestSource",
+    "OnDemandFeature",
+    "OnDemandFeatureView",
+]
 
 
 def _meta(obj: Any, out: Dict[str, Any]) -> Dict[str, Any]:
@@ -408,7 +419,7 @@ class FeatureView(_Stored):
     def __getitem__(self, features: Union[str, Sequence[str]]) -> "FeatureViewProjection":
         if isinstance(features, str):
             features = [features]
-        return FeatureViewProjection(self.name, list(features))
+        return FeatureViewProjection(self.name, list(features), self)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name, "source": self.source.name}
@@ -439,11 +450,15 @@ class FeatureView(_Stored):
 
 
 class FeatureViewProjection:
-    """Some features of a view: ``driver_stats[["conv_rate"]]``."""
+    """Some features of a view: ``driver_stats[["conv_rate"]]``.
 
-    def __init__(self, name: str, features: List[str]) -> None:
+    ``view`` is the view selected from (``None`` when only its name is
+    known); applying an on-demand view over a projection applies it too."""
+
+    def __init__(self, name: str, features: List[str], view: Optional[Any] = None) -> None:
         self.name = name
         self.features = features
+        self.view = view
 
     def refs(self) -> List[str]:
         return [f"{self.name}:{f}" for f in self.features]
@@ -486,14 +501,201 @@ def _refs(features: Iterable[Any], where: str) -> List[str]:
     for f in features:
         if isinstance(f, str):
             out.append(f)
-        elif isinstance(f, FeatureView):
+        elif isinstance(f, (FeatureView, OnDemandFeatureView)):
             out.append(f.name)
         elif isinstance(f, FeatureViewProjection):
             out.extend(f.refs())
         else:
-            raise TypeError(f"{where}: features must be 'view:feature' strings, feature views or view[[...]] "
-                            f"selections, got {type(f).__name__}")
+            raise TypeError(f"{where}: features must be 'view:feature' strings, feature views, on-demand feature "
+                            f"views or view[[...]] selections, got {type(f).__name__}")
     return out
+
+
+class RequestSource(_Stored):
+    """Values a caller passes with each request, for on-demand features.
+
+    Training reads them from the entity table's columns; serving from the
+    entity rows, beside the join keys (``{"driver_id": 1001, "val_to_add": 5}``
+    or DataFrame columns). Request values are not returned in the response.
+
+    >>> RequestSource(name="vals_to_add", schema=[Field(name="val_to_add", dtype=Int64)])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        name: str,
+        schema: Sequence[Field],
+        description: str = "",
+        tags: Optional[Dict[str, str]] = None,
+        owner: str = "",
+    ) -> None:
+        if owner:
+            raise UnsupportedError(f"request source {name!r}: owner is not kept for request sources; "
+                                   "put it on the on-demand views that read it")
+        self.name = name
+        self.schema: List[Field] = list(schema)
+        for f in self.schema:
+            if not isinstance(f, Field):
+                raise TypeError(f"request source {name!r}: schema must be Field objects, got {f!r}")
+        self.description = description
+        self.owner = ""
+        self.tags = dict(tags or {})
+
+    @property
+    def features(self) -> List[Field]:
+        """The request fields (the schema)."""
+        return self.schema
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _meta(self, {"name": self.name, "schema": [f.to_dict() for f in self.schema]})
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "RequestSource":
+        return cls(d["name"], [Field.from_dict(f) for f in d["schema"]], d.get("description", ""), d.get("tags"))
+
+
+class OnDemandFeature(Field):
+    """A feature of an on-demand view: its name, type and the expression computing it.
+
+    ``expression`` is a SQL scalar expression (DataFusion's dialect:
+    arithmetic, ``CASE``, ``COALESCE``, comparisons, math, string, date/time
+    and list functions, and functions registered with :func:`feature_store.udf`)
+    over the view's inputs: each feature of its feature views and each field
+    of its request sources, by name, or as ``source__name`` where two inputs
+    share a name. Its type must equal ``dtype`` or widen to it losslessly
+    (otherwise ``CAST(... AS DOUBLE)``); nulls propagate as in SQL.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dtype: FeastType,
+        expression: str,
+        description: str = "",
+        tags: Optional[Dict[str, str]] = None,
+    ) -> None:
+        super().__init__(name, dtype, description, tags)
+        if not isinstance(expression, str) or not expression.strip():
+            raise ValueError(f"on-demand feature {name!r}: expression must be a non-empty SQL expression string, "
+                             f"got {expression!r}")
+        self.expression = expression
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name, "dtype": str(self.dtype), "expression": self.expression}
+        if self.description:
+            out["description"] = self.description
+        if self.tags:
+            out["tags"] = dict(self.tags)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "OnDemandFeature":
+        return cls(d["name"], from_name(d["dtype"]), d["expression"], d.get("description", ""), d.get("tags"))
+
+    def __repr__(self) -> str:
+        return f"OnDemandFeature(name={self.name!r}, dtype={self.dtype}, expression={self.expression!r})"
+
+
+OnDemandSource = Union[FeatureView, FeatureViewProjection, RequestSource, str]
+
+
+class OnDemandFeatureView(_Stored):
+    """Features computed at request time from feature views and request sources.
+
+    Each feature is an :class:`OnDemandFeature`: a SQL expression the same
+    engine evaluates in training (inside the retrieval's plan) and in serving
+    (on the online row), so the two cannot disagree::
+
+        order_request = RequestSource(name="order_request", schema=[Field(name="order_amount", dtype=Float64)])
+        order_features = OnDemandFeatureView(
+            name="order_features",
+            sources=[driver_hourly_stats, order_request],
+            features=[
+                OnDemandFeature("amount_x_conv", Float64, "order_amount * conv_rate"),
+                OnDemandFeature("big_order", Bool, "order_amount > 100 AND avg_daily_trips < 10"),
+            ],
+        )
+        store.apply([order_features])  # applies the views and request sources it reads, too
+        store.get_online_features(["order_features:amount_x_conv"],
+                                  [{"driver_id": 1001, "order_amount": 120.5}])
+
+    ``sources`` are feature views (or ``view[[...]]`` selections, or names of
+    registered views) and request sources (objects or names). Reference the
+    features like any others (``"order_features:amount_x_conv"``,
+    ``order_features[["big_order"]]``, in feature services too); the inputs
+    are read but not returned unless requested. Feast's function-based
+    views: :func:`feature_store.on_demand_feature_view`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sources: Sequence[OnDemandSource],
+        features: Sequence[OnDemandFeature],
+        description: str = "",
+        owner: str = "",
+        tags: Optional[Dict[str, str]] = None,
+        **feast_options: Any,
+    ) -> None:
+        if feast_options:
+            raise UnsupportedError(
+                f"on-demand feature view {name!r}: {', '.join(sorted(feast_options))} not supported; write each "
+                "feature as OnDemandFeature(name, dtype, expression), or decorate a function with "
+                "@on_demand_feature_view(sources=..., schema=...) as in Feast"
+            )
+        if isinstance(sources, (str, FeatureView, FeatureViewProjection, RequestSource)):
+            sources = [sources]
+        self.name = name
+        self.sources: List[OnDemandSource] = list(sources)
+        for s in self.sources:
+            if not isinstance(s, (FeatureView, FeatureViewProjection, RequestSource, str)):
+                raise TypeError(f"on-demand feature view {name!r}: sources must be feature views, view[[...]] "
+                                f"selections, request sources or their names, got {type(s).__name__}")
+        self.features: List[OnDemandFeature] = list(features)
+        for f in self.features:
+            if not isinstance(f, OnDemandFeature):
+                raise TypeError(f"on-demand feature view {name!r}: features must be OnDemandFeature(name, dtype, "
+                                f"expression) objects, got {f!r}")
+        self.description = description
+        self.owner = owner
+        self.tags = dict(tags or {})
+        # Functions the expressions call, as the registry recorded them at apply.
+        self.udfs: List[Dict[str, Any]] = []
+        # Set by @on_demand_feature_view: the Python function and how it is called.
+        self.function: Optional[Any] = None
+        self.mode: Optional[str] = None
+
+    @property
+    def schema(self) -> List[OnDemandFeature]:
+        """The features (Feast's name for them)."""
+        return self.features
+
+    @property
+    def source_names(self) -> List[str]:
+        return [s if isinstance(s, str) else s.name for s in self.sources]
+
+    def __getitem__(self, features: Union[str, Sequence[str]]) -> FeatureViewProjection:
+        if isinstance(features, str):
+            features = [features]
+        return FeatureViewProjection(self.name, list(features), self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
+            "name": self.name,
+            "sources": self.source_names,
+            "features": [f.to_dict() for f in self.features],
+        }
+        return _meta(self, out)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], sources: Optional[Dict[str, Any]] = None) -> "OnDemandFeatureView":
+        """``sources`` maps names to registered objects, used in place of the names where present."""
+        known = sources or {}
+        view = cls(d["name"], [known.get(s, s) for s in d["sources"]],
+                   [OnDemandFeature.from_dict(f) for f in d["features"]], d.get("description", ""),
+                   d.get("owner", ""), d.get("tags"))
+        view.udfs = list(d.get("udfs", []))
+        return view
 
 
 def to_definitions(objects: Iterable[Any]) -> Dict[str, List[Dict[str, Any]]]:
@@ -502,6 +704,8 @@ def to_definitions(objects: Iterable[Any]) -> Dict[str, List[Dict[str, Any]]]:
     sources: Dict[str, FileSource] = {}
     views: Dict[str, FeatureView] = {}
     services: Dict[str, FeatureService] = {}
+    request_sources: Dict[str, RequestSource] = {}
+    on_demand_views: Dict[str, OnDemandFeatureView] = {}
 
     def add(table: Dict[str, Any], obj: Any, kind: str) -> None:
         prev = table.get(obj.name)
@@ -509,7 +713,14 @@ def to_definitions(objects: Iterable[Any]) -> Dict[str, List[Dict[str, Any]]]:
             raise ValueError(f"two different {kind}s are named {obj.name!r}")
         table[obj.name] = obj
 
-    if isinstance(objects, (Entity, FileSource, FeatureView, FeatureService)):
+    def add_view(view: FeatureView) -> None:
+        add(views, view, "feature view")
+        add(sources, view.source, "data source")
+        for e in view.entities:
+            if isinstance(e, Entity):
+                add(entities, e, "entity")
+
+    if isinstance(objects, (Entity, FileSource, FeatureView, FeatureService, RequestSource, OnDemandFeatureView)):
         objects = [objects]
     for obj in objects:
         if isinstance(obj, Entity):
@@ -517,20 +728,29 @@ def to_definitions(objects: Iterable[Any]) -> Dict[str, List[Dict[str, Any]]]:
         elif isinstance(obj, FileSource):
             add(sources, obj, "data source")
         elif isinstance(obj, FeatureView):
-            add(views, obj, "feature view")
-            add(sources, obj.source, "data source")
-            for e in obj.entities:
-                if isinstance(e, Entity):
-                    add(entities, e, "entity")
+            add_view(obj)
         elif isinstance(obj, FeatureService):
             add(services, obj, "feature service")
+        elif isinstance(obj, RequestSource):
+            add(request_sources, obj, "request source")
+        elif isinstance(obj, OnDemandFeatureView):
+            add(on_demand_views, obj, "on-demand feature view")
+            for s in obj.sources:
+                if isinstance(s, FeatureViewProjection):
+                    s = s.view
+                if isinstance(s, FeatureView):
+                    add_view(s)
+                elif isinstance(s, RequestSource):
+                    add(request_sources, s, "request source")
         else:
             raise TypeError(
-                f"cannot apply {type(obj).__name__}: expected Entity, FileSource, FeatureView or FeatureService"
+                f"cannot apply {type(obj).__name__}: expected Entity, FileSource, FeatureView, FeatureService, "
+                "RequestSource or OnDemandFeatureView"
             )
     out: Dict[str, List[Dict[str, Any]]] = {}
     for key, table in (("entities", entities), ("sources", sources), ("feature_views", views),
-                       ("feature_services", services)):
+                       ("feature_services", services), ("request_sources", request_sources),
+                       ("on_demand_feature_views", on_demand_views)):
         if table:
             out[key] = [o.to_dict() for o in table.values()]
     return out

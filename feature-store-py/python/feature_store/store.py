@@ -21,6 +21,8 @@ from .definitions import (
     FeatureView,
     FeatureViewProjection,
     FileSource,
+    OnDemandFeatureView,
+    RequestSource,
     _refs,
     to_definitions,
 )
@@ -436,6 +438,22 @@ class FeatureStore:
     def list_feature_services(self) -> List[FeatureService]:
         return [FeatureService.from_dict(r["spec"])._stamp(r) for r in self._records("feature_service")]  # type: ignore[misc]
 
+    def list_request_sources(self) -> List[RequestSource]:
+        return [RequestSource.from_dict(r["spec"])._stamp(r) for r in self._records("request_source")]  # type: ignore[misc]
+
+    def list_on_demand_feature_views(self, tags: Optional[Dict[str, str]] = None) -> List[OnDemandFeatureView]:
+        """Registered on-demand views, their sources as registered objects; with
+        ``tags``, only views carrying all of them. ``udfs`` lists the functions
+        each view's expressions call, as recorded at apply."""
+        records = self._records("on_demand_feature_view")
+        if tags:
+            records = [r for r in records if all((r["spec"].get("tags") or {}).get(k) == v for k, v in tags.items())]
+        if not records:
+            return []
+        known: Dict[str, Any] = {v.name: v for v in self.list_feature_views()}
+        known.update({s.name: s for s in self.list_request_sources()})
+        return [OnDemandFeatureView.from_dict(r["spec"], known)._stamp(r) for r in records]  # type: ignore[misc]
+
     def _get(self, objects: List[Any], kind: str, name: str) -> Any:
         for o in objects:
             if o.name == name:
@@ -462,6 +480,12 @@ class FeatureStore:
     def get_feature_service(self, name: str) -> FeatureService:
         return self._get(self.list_feature_services(), "feature service", name)
 
+    def get_request_source(self, name: str) -> RequestSource:
+        return self._get(self.list_request_sources(), "request source", name)
+
+    def get_on_demand_feature_view(self, name: str) -> OnDemandFeatureView:
+        return self._get(self.list_on_demand_feature_views(), "on-demand feature view", name)
+
     def describe(self, name: str) -> List[Dict[str, Any]]:
         """Every registered object named ``name``, with a view's watermark, as dicts."""
         return json.loads(self._store.describe(name))
@@ -485,7 +509,8 @@ class FeatureStore:
         RecordBatchReader, any object with ``__arrow_c_stream__``, a Parquet or
         CSV path or URL, or a SQL query over the registered sources. Naive
         timestamps are taken as UTC. The result has exactly one row per entity
-        row, in input order.
+        row, in input order. On-demand features read their request fields
+        from the entity table's columns of the same names.
 
         With ``save_as="name"`` the join runs now: its output is written as
         Parquet (to ``save_to``, default the dataset's folder beside the
@@ -609,9 +634,18 @@ class FeatureStore:
         """Latest features for entity rows: a list of dicts (``[{"driver_id": 1001}]``),
         a dict of lists, or a DataFrame/Arrow table of join keys.
 
+        On-demand features take their request fields from the same rows,
+        beside the keys (``[{"driver_id": 1001, "order_amount": 120.5}]``);
+        an int is accepted for a float field when it converts exactly. Give
+        only the fields the requested features read: any other column is an
+        error, so a misspelt field is never silently ignored. Request values
+        are not returned.
+
         The response has one row per entity row, in order; ``.statuses()``
         tells PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE (a value older
-        than the view's ttl is withheld).
+        than the view's ttl is withheld). An on-demand feature is NULL_VALUE
+        where its result is null, and otherwise has the worst status of its
+        inputs.
         """
         fargs = _feature_args(features)
         if not isinstance(entity_rows, (list, dict)):
