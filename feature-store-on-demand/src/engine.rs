@@ -210,7 +210,9 @@ impl DataFusionEngine {
         drop(user);
         let expr = simplifier.simplify(expr).map_err(|e| at(explain(&e, inputs, sql)))?;
         let physical = state.create_physical_expr(expr, &reduced).map_err(|e| at(explain(&e, inputs, sql)))?;
-        let physical = checked_arithmetic(physical).map_err(|e| at(e.message().into_owned()))?;
+        let physical = checked_arithmetic(physical)
+            .and_then(|e| typed(e, &arrow_schema))
+            .map_err(|e| at(e.message().into_owned()))?;
         let found = physical.data_type(&arrow_schema).map_err(|e| at(e.message().into_owned()))?;
         let want = dtype.to_arrow();
         let fits = found == want
@@ -270,6 +272,85 @@ fn checked_arithmetic(expr: Arc<dyn PhysicalExpr>) -> datafusion::common::Result
         Ok(Transformed::yes(Arc::new(checked) as Arc<dyn PhysicalExpr>))
     })
     .map(|t| t.data)
+}
+
+/// Gives every inner node of a compiled expression its output field, found
+/// once here: DataFusion's operators otherwise derive their children's types
+/// on every evaluation, and a function call names its arguments by printing
+/// them, which on a one-row serving request costs more than the arithmetic.
+fn typed(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::physical_expr::expressions::{Column, Literal};
+    expr.transform_up(|e| {
+        if e.downcast_ref::<Column>().is_some() || e.downcast_ref::<Literal>().is_some() {
+            return Ok(Transformed::no(e));
+        }
+        let field = e.return_field(schema)?;
+        Ok(Transformed::yes(Arc::new(Typed { inner: e, field }) as Arc<dyn PhysicalExpr>))
+    })
+    .map(|t| t.data)
+}
+
+/// A node with its output field computed at compile time ([`typed`]).
+#[derive(Debug)]
+struct Typed {
+    inner: Arc<dyn PhysicalExpr>,
+    field: arrow_schema::FieldRef,
+}
+
+impl PartialEq for Typed {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.as_ref() == other.inner.as_ref() && self.field == other.field
+    }
+}
+
+impl Eq for Typed {}
+
+impl std::hash::Hash for Typed {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.as_ref().hash(state);
+        self.field.hash(state);
+    }
+}
+
+impl std::fmt::Display for Typed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl PhysicalExpr for Typed {
+    fn data_type(&self, _: &Schema) -> datafusion::common::Result<DataType> {
+        Ok(self.field.data_type().clone())
+    }
+
+    fn nullable(&self, _: &Schema) -> datafusion::common::Result<bool> {
+        Ok(self.field.is_nullable())
+    }
+
+    fn return_field(&self, _: &Schema) -> datafusion::common::Result<arrow_schema::FieldRef> {
+        Ok(Arc::clone(&self.field))
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        self.inner.evaluate(batch)
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.inner]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+        let inner = children.into_iter().next().unwrap_or_else(|| Arc::clone(&self.inner));
+        Ok(Arc::new(Typed { inner, field: Arc::clone(&self.field) }))
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt_sql(f)
+    }
 }
 
 /// The SQL type name of a value type, for CAST hints.
@@ -435,7 +516,10 @@ mod tests {
     fn nan_is_equal_to_itself_and_above_every_number() {
         let x = vec![Some(f64::NAN), Some(f64::INFINITY), Some(1.0), None];
         let n = vec![Some(0); 4];
-        assert_eq!(bools(&eval(ValueType::Bool, "x = x", x.clone(), n.clone())), [Some(true), Some(true), Some(true), None]);
+        assert_eq!(
+            bools(&eval(ValueType::Bool, "x = x", x.clone(), n.clone())),
+            [Some(true), Some(true), Some(true), None]
+        );
         let above = eval(ValueType::Bool, "x > 1e308", x, n);
         assert_eq!(bools(&above), [Some(true), Some(true), Some(false), None]);
     }
@@ -453,7 +537,11 @@ mod tests {
     #[test]
     fn integer_overflow_is_an_error_not_a_wrapped_value() {
         let (view, od) = (
-            FeatureView::builder("v", "s").feature("x", ValueType::Float64).feature("n", ValueType::Int32).build().unwrap(),
+            FeatureView::builder("v", "s")
+                .feature("x", ValueType::Float64)
+                .feature("n", ValueType::Int32)
+                .build()
+                .unwrap(),
             OnDemandFeatureView::builder("od").source("v").feature("f", ValueType::Int64, "n + n").build().unwrap(),
         );
         let inputs = OnDemandInputs::of(&od, |_| Some(view.clone()), |_| None);
