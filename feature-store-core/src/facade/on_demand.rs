@@ -19,9 +19,7 @@ use crate::online::FeatureStatus;
 use crate::registry::{ProjectView, similar};
 use crate::{Error, Result, ValueType, describe_arrow};
 
-/// Prefix of the output names of inputs fetched only for on-demand views
-/// (dropped before results are returned); view names cannot start with it.
-const HIDDEN: &str = "__on_demand_input__";
+use crate::model::HIDDEN_INPUT_PREFIX as HIDDEN;
 
 /// Features resolved against the registry: the views to read (with the
 /// inputs on-demand views need) and the on-demand views to evaluate.

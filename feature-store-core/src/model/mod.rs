@@ -64,6 +64,10 @@ impl Field {
     }
 }
 
+/// Prefix of the output columns of inputs fetched only for on-demand
+/// features (dropped before results are returned); no name may start with it.
+pub(crate) const HIDDEN_INPUT_PREFIX: &str = "__on_demand_input__";
+
 /// Checks a name used for an object, a feature or a column.
 ///
 /// Names become column names, Redis key parts and SQL identifiers, so they
@@ -75,6 +79,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     if name.len() > 255 {
         return Err(format!("name \"{name}\" is longer than 255 characters"));
+    }
+    if name.starts_with(HIDDEN_INPUT_PREFIX) {
+        return Err(format!(
+            "name \"{name}\" starts with \"{HIDDEN_INPUT_PREFIX}\", which retrieval reserves for the inputs of \
+             on-demand features"
+        ));
     }
     let mut chars = name.chars();
     let first = chars.next().unwrap_or('_');
@@ -105,7 +115,7 @@ mod tests {
     fn names() {
         assert!(check_name("driver_stats_2").is_ok());
         assert!(check_name("_x").is_ok());
-        for bad in ["", "2fast", "conv rate", "a:b", "a-b", "é"] {
+        for bad in ["", "2fast", "conv rate", "a:b", "a-b", "é", "__on_demand_input__x"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }
