@@ -177,6 +177,35 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             }),
         );
     }
+    // The engine's share: the five compiled expressions alone over one row.
+    let doc = store.document().await?;
+    let project = doc.project(store.project());
+    let view = project.on_demand_feature_view("od")?;
+    let inputs = project.on_demand_inputs(view);
+    let engine = store.expression_engine().context("no expression engine")?;
+    let compiled = engine.compile(view, &inputs).map_err(|p| anyhow::anyhow!(p.join("; ")))?;
+    let row: Vec<ArrayRef> = inputs
+        .inputs
+        .iter()
+        .map(|i| match i.dtype {
+            feature_store::ValueType::Float32 => Arc::new(Float32Array::from(vec![5.0f32])) as ArrayRef,
+            _ => Arc::new(Float64Array::from(vec![150.0])) as ArrayRef,
+        })
+        .collect();
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for f in &compiled.features {
+            let args: Vec<ArrayRef> = f.inputs.iter().map(|&i| Arc::clone(&row[i])).collect();
+            std::hint::black_box(f.expr.evaluate(&args, 1)?);
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    out.insert(
+        "engine_only_1_row".into(),
+        serde_json::json!({"p50_us": percentile(&times, 0.5), "p99_us": percentile(&times, 0.99)}),
+    );
     println!("{}", serde_json::Value::Object(out));
     Ok(())
 }
