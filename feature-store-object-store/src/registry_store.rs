@@ -155,12 +155,21 @@ impl LocalFileRegistryStore {
             }
         }
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(data).map_err(io)?;
-            f.sync_all().map_err(io)?;
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            // A full disk or a size limit: the document is unchanged, and no
+            // partial temp file is left for the next writer to sweep.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Io {
+                location: path.display().to_string(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!("{e}; the registry was not changed (the previous version is intact)"),
+                ),
+            });
         }
-        std::fs::rename(&tmp, path).map_err(io)?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }

@@ -325,3 +325,40 @@ fn apply_killed_anywhere_leaves_a_readable_registry() {
         .collect();
     assert!(temps.is_empty(), "{temps:?}");
 }
+
+/// The registry's file hits a size limit (as on a full disk) during `apply`:
+/// an error naming the registry, the previous version intact and readable,
+/// no temp file left, and the next `apply` succeeds.
+#[cfg(unix)]
+#[test]
+fn a_full_disk_under_the_registry_keeps_the_previous_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    let before = std::fs::read(repo.join("data/registry.json")).unwrap();
+    assert!(before.len() > 2048, "test bug: the registry fits under the limit");
+    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    std::fs::write(repo.join("features.yaml"), defs.replacen("A driver on the platform", "Someone who drives", 1))
+        .unwrap();
+    // 4 blocks of 512 bytes: the new document does not fit.
+    let limited = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f 4 && exec '{}' --repo '{}' apply", env!("CARGO_BIN_EXE_feature-store"), repo.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(1), "{stderr}");
+    let registry = repo.join("data/registry.json").display().to_string();
+    assert!(stderr.contains(&registry) && stderr.contains("the registry was not changed"), "{stderr}");
+    assert_eq!(std::fs::read(repo.join("data/registry.json")).unwrap(), before, "the previous version is intact");
+    let left: Vec<String> = std::fs::read_dir(repo.join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "the failed writer removed its temp file: {left:?}");
+    assert!(ok(&cli(&repo, &["plan"])).contains("Someone who drives"));
+    ok(&cli(&repo, &["apply"]));
+    assert!(ok(&cli(&repo, &["plan"])).contains("No changes."));
+}
