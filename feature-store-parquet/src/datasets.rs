@@ -51,8 +51,9 @@ impl DatasetStorage for ParquetOfflineStore {
     async fn write_parquet(&self, location: &str, mut stream: BatchStream) -> CoreResult<ObjectInfo> {
         let loc = self.blobs.resolve(location)?;
         let url = feature_store_object_store::blobs::url_of(&loc);
-        let fail =
-            |e: parquet::errors::ParquetError| CoreError::from(Error::Parquet { location: url.clone(), source: e });
+        let fail = |e: parquet::errors::ParquetError| {
+            CoreError::from(Error::ParquetWrite { location: url.clone(), source: e })
+        };
         let object = object_store::buffered::BufWriter::new(Arc::clone(&loc.store), loc.path.clone());
         let mut writer = AsyncArrowWriter::try_new(object, stream.schema(), None).map_err(fail)?;
         let mut result = Ok(());

@@ -23,6 +23,17 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+
+    /// Writing a Parquet file failed (a full disk, a lost connection); the
+    /// partial upload was aborted.
+    #[error("{location}: writing failed, nothing was kept there: {source}")]
+    ParquetWrite {
+        /// The file.
+        location: String,
+        /// The parquet error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
 }
 
 impl Error {
@@ -43,7 +54,7 @@ impl From<Error> for CoreError {
     fn from(e: Error) -> Self {
         match e {
             Error::Storage(e) => e.into(),
-            Error::Parquet { .. } => CoreError::data("parquet", e.to_string()),
+            Error::Parquet { .. } | Error::ParquetWrite { .. } => CoreError::data("parquet", e.to_string()),
         }
     }
 }

@@ -362,3 +362,58 @@ fn a_full_disk_under_the_registry_keeps_the_previous_version() {
     ok(&cli(&repo, &["apply"]));
     assert!(ok(&cli(&repo, &["plan"])).contains("No changes."));
 }
+
+/// A saved dataset whose files hit a size limit (as on a full disk): an
+/// error naming the file, no dataset registered, no file of it left, and a
+/// rerun saves it.
+#[cfg(unix)]
+#[test]
+fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
+    let n = 200_000usize;
+    let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let entities = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("event_timestamp", ts_type, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n as i64).map(|i| 1000 + i % DRIVERS).collect::<Vec<_>>())) as ArrayRef,
+            Arc::new(TimestampMicrosecondArray::from(vec![BASE + 7_200_000_000; n]).with_timezone("UTC")),
+        ],
+    )
+    .unwrap();
+    write_parquet(&repo.join("entities.parquet"), &entities);
+    let args = "historical --entities entities.parquet --features driver_hourly_stats --save train";
+    // 100 blocks of 512 bytes: less than the dataset's files.
+    let limited = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && ulimit -f 100 && exec '{}' {args}",
+            repo.display(),
+            env!("CARGO_BIN_EXE_feature-store")
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing failed, nothing was kept there") && stderr.contains(".parquet"), "{stderr}");
+    assert_eq!(json(&cli(&repo, &["--json", "dataset", "list"])), serde_json::json!([]));
+    let mut files = Vec::new();
+    let mut dirs = vec![repo.join("data")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else if e.path().to_string_lossy().contains("/train/") {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(files.is_empty(), "files of the failed save were left: {files:?}");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_feature-store")).current_dir(&repo).args(args.split(' ')).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&cli(&repo, &["--json", "dataset", "list"])).as_array().unwrap().len(), 1);
+}
