@@ -541,36 +541,28 @@ async fn training_reads_request_fields_from_the_entity_table() {
     assert!(err.contains("did you mean \"order_features:amount_x_conv\""), "{err}");
     // A Parquet entity file carries the request fields too.
     write_parquet(&dir.path().join("entities.parquet"), &entity_rows);
-    let batches = store
-        .get_historical_features(
-            EntityInput::Path(dir.path().join("entities.parquet").display().to_string()),
-            &Features::refs(["order_features:amount_x_conv"]),
-            &HistoricalOptions::default(),
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(f64s(batches[0].column_by_name("amount_x_conv").unwrap()), [Some(100.0), None, None]);
+    let from_file = |name: &str| {
+        let (store, path) = (store.clone(), dir.path().join(name).display().to_string());
+        async move {
+            let features = Features::refs(["order_features:amount_x_conv"]);
+            let batches = store
+                .get_historical_features(EntityInput::Path(path), &features, &HistoricalOptions::default())
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            f64s(batches[0].column_by_name("amount_x_conv").unwrap())
+        }
+    };
+    assert_eq!(from_file("entities.parquet").await, [Some(100.0), None, None]);
     // ... and a CSV one (whole numbers read as int64 are exact float64 values).
     std::fs::write(
         dir.path().join("entities.csv"),
         "driver_id,event_timestamp,order_amount\n1,2023-11-14T23:13:20Z,200\n2,2023-11-14T23:13:20Z,\n",
     )
     .unwrap();
-    let batches = store
-        .get_historical_features(
-            EntityInput::Path(dir.path().join("entities.csv").display().to_string()),
-            &Features::refs(["order_features:amount_x_conv"]),
-            &HistoricalOptions::default(),
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(f64s(batches[0].column_by_name("amount_x_conv").unwrap()), [Some(100.0), None]);
+    assert_eq!(from_file("entities.csv").await, [Some(100.0), None]);
 }
 
 #[tokio::test]

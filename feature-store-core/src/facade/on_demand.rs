@@ -340,8 +340,8 @@ pub(crate) fn evaluate_stream(stream: BatchStream, resolution: &Resolution) -> R
     }
     let input = stream.schema();
     // Request fields and name clashes are checked before any row is read.
+    let empty = RecordBatch::new_empty(Arc::clone(&input));
     for (field, dtype) in resolution.request_fields() {
-        let empty = RecordBatch::new_empty(Arc::clone(&input));
         request_column(&empty, &field, &dtype, "entity rows")?;
     }
     for name in resolution.on_demand_outputs() {
