@@ -28,6 +28,17 @@ pub(crate) fn install() {
     }
 }
 
+/// Gives SIGINT and SIGTERM back to their default action, for a command
+/// (`serve`) that handles them itself through tokio to shut down gracefully.
+pub(crate) fn uninstall() {
+    #[cfg(unix)]
+    // SAFETY: only resets two signal dispositions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
+}
+
 #[cfg(unix)]
 extern "C" fn on_signal(signal: libc::c_int) {
     let path = PARTIAL.swap(std::ptr::null_mut(), Ordering::SeqCst);

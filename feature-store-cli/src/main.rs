@@ -8,6 +8,7 @@ mod output;
 mod parquet_out;
 mod push;
 mod quality;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -188,6 +189,49 @@ enum Command {
         #[arg(long, value_enum, default_value = "online")]
         to: PushTo,
     },
+    /// Serve features over HTTP and gRPC, Feast-compatible: POST
+    /// /get-online-features, /push, /write-to-online-store, /materialize,
+    /// /materialize-incremental; GET /health, /ready, /metrics; gRPC
+    /// feast.serving.ServingService (with health and reflection) on the same
+    /// port. Settings also come from feature_store.yaml's feature_server
+    /// section; flags override it. Stops on SIGTERM/SIGINT after finishing
+    /// requests in flight.
+    Serve {
+        /// Listen address; default 127.0.0.1 (other addresses need API keys
+        /// or --allow-unauthenticated).
+        #[arg(long)]
+        host: Option<String>,
+        /// HTTP port (gRPC is served on it too); default 6566, 0 picks a free one.
+        #[arg(long)]
+        port: Option<u16>,
+        /// A second port serving gRPC only.
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        /// PEM certificate chain: serve HTTPS (and gRPC over TLS).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Runtime worker threads; default one per core.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Largest request body, e.g. 16MiB.
+        #[arg(long)]
+        max_body: Option<String>,
+        /// Per-request timeout, e.g. 30s; slower requests are answered 503.
+        #[arg(long)]
+        request_timeout: Option<String>,
+        /// Requests served at once; more are answered 503 at once.
+        #[arg(long)]
+        max_concurrency: Option<usize>,
+        /// How long shutdown waits for requests in flight, e.g. 30s.
+        #[arg(long)]
+        shutdown_timeout: Option<String>,
+        /// Serve a non-loopback address without API keys.
+        #[arg(long)]
+        allow_unauthenticated: bool,
+    },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
     /// Show every registered object with this name.
@@ -267,7 +311,19 @@ fn main() -> ExitCode {
     interrupt::install();
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve { workers, .. } = &cli.command {
+        // The flag, else the repo's feature_server.workers (read again, and checked, by the command).
+        let workers = workers.or_else(|| {
+            let dir = repo_dir(cli.repo.as_deref()).ok()?;
+            let config = feature_store::RepoConfig::load(&dir).ok()?;
+            config.feature_server.as_ref()?.get("workers")?.as_u64().and_then(|n| usize::try_from(n).ok())
+        });
+        if let Some(n) = workers.filter(|n| *n > 0) {
+            builder.worker_threads(n);
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -487,6 +543,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 PushTo::OnlineAndOffline => feature_store::PushMode::OnlineAndOffline,
             };
             push::push(&store, &view, &file, mode, cli.json).await
+        }
+        Command::Serve {
+            host,
+            port,
+            grpc_port,
+            tls_cert,
+            tls_key,
+            workers,
+            max_body,
+            request_timeout,
+            max_concurrency,
+            shutdown_timeout,
+            allow_unauthenticated,
+        } => {
+            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let flags = serve::Flags {
+                host,
+                port,
+                grpc_port,
+                tls: tls_cert.zip(tls_key),
+                workers,
+                max_body,
+                request_timeout,
+                max_concurrency,
+                shutdown_timeout,
+                allow_unauthenticated,
+            };
+            serve::serve(store, flags, cli.json).await
         }
         Command::Export => {
             let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;

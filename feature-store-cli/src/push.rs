@@ -22,7 +22,7 @@ pub(crate) async fn push(
     mode: PushMode,
     json: bool,
 ) -> anyhow::Result<()> {
-    let types = column_types(store, view).await?;
+    let types = store.push_column_types(view).await?;
     let batch = read_rows(path, &types)?;
     let rows = batch.num_rows();
     let stats = store.push(view, &batch, mode).await?;
@@ -57,33 +57,6 @@ pub(crate) async fn push(
         }
     }
     Ok(())
-}
-
-/// The registry's type of every column a push to `view` may carry: join
-/// keys, the source's timestamps, and the features of every view reading the
-/// same source (an offline push carries those too). Text formats are read
-/// with these types, so `1001` is an int64 key and not a float.
-async fn column_types(store: &FeatureStore, view: &str) -> anyhow::Result<HashMap<String, DataType>> {
-    let doc = store.document().await?;
-    let project = doc.project(store.project());
-    let spec = project.feature_view(view)?;
-    let source = project.data_source(&spec.source)?;
-    let mut types = HashMap::new();
-    for k in project.join_keys(spec)? {
-        if let Some(t) = &k.dtype {
-            types.insert(k.name.clone(), t.to_arrow());
-        }
-    }
-    types.insert(source.timestamp_field.clone(), feature_store::timestamp_type());
-    if let Some(created) = &source.created_timestamp_field {
-        types.insert(created.clone(), feature_store::timestamp_type());
-    }
-    for other in project.registry().feature_views.values().map(|r| &r.spec).filter(|v| v.source == spec.source) {
-        for f in &other.schema {
-            types.entry(f.name.clone()).or_insert_with(|| f.dtype.to_arrow());
-        }
-    }
-    Ok(types)
 }
 
 /// Reads a Parquet, CSV (with a header) or JSON-lines file into one batch.

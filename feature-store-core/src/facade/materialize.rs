@@ -651,6 +651,33 @@ impl FeatureStore {
         Ok(kept)
     }
 
+    /// The registry's type of every column a push to `view` may carry: join
+    /// keys, the source's timestamps, and the features of every view reading
+    /// the same source (an offline push carries those too). Readers of text
+    /// (CSV, JSON) use it so `1001` is an int64 key and not a float.
+    pub async fn push_column_types(&self, view: &str) -> Result<HashMap<String, DataType>> {
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        let spec = project.feature_view(view)?;
+        let source = project.data_source(&spec.source)?;
+        let mut types = HashMap::new();
+        for k in project.join_keys(spec)? {
+            if let Some(t) = &k.dtype {
+                types.insert(k.name.clone(), t.to_arrow());
+            }
+        }
+        types.insert(source.timestamp_field.clone(), crate::timestamp_type());
+        if let Some(created) = &source.created_timestamp_field {
+            types.insert(created.clone(), crate::timestamp_type());
+        }
+        for other in project.registry().feature_views.values().map(|r| &r.spec).filter(|v| v.source == spec.source) {
+            for f in &other.schema {
+                types.entry(f.name.clone()).or_insert_with(|| f.dtype.to_arrow());
+            }
+        }
+        Ok(types)
+    }
+
     /// Writes `batch` of fresh values to the view's online store and/or offline
     /// source. Columns are the view's join keys, its source's timestamp field
     /// (optionally the created-timestamp field) and every feature; types must

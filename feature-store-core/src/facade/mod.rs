@@ -74,6 +74,8 @@ pub(crate) struct Served {
     /// Per on-demand request and input, the input's position among the
     /// decoded feature columns (retrieved inputs only).
     pub(crate) positions: Vec<Vec<Option<usize>>>,
+    /// The feature view (plain or on-demand) of each response feature column, in order.
+    pub(crate) column_views: Arc<[Arc<str>]>,
 }
 
 /// On-demand output names clash neither with each other nor with retrieved features.
@@ -423,8 +425,27 @@ impl FeatureStore {
                     .collect()
             })
             .collect();
-        let served =
-            Arc::new(Served { views, on_demand: resolution.on_demand, source_keys, request_fields, positions });
+        let mut column_views: Vec<Arc<str>> = Vec::new();
+        for v in &views {
+            let name: Arc<str> = Arc::from(v.request.view.name.as_str());
+            for o in &v.request.output_names {
+                if !on_demand::Resolution::is_hidden(o) {
+                    column_views.push(Arc::clone(&name));
+                }
+            }
+        }
+        for r in &resolution.on_demand {
+            let name: Arc<str> = Arc::from(r.view.name.as_str());
+            column_views.extend(r.features.iter().map(|_| Arc::clone(&name)));
+        }
+        let served = Arc::new(Served {
+            views,
+            on_demand: resolution.on_demand,
+            source_keys,
+            request_fields,
+            positions,
+            column_views: column_views.into(),
+        });
         let mut cache = self.inner.resolved.lock().expect("poisoned");
         if cache.key != key {
             cache.key = key;

@@ -265,9 +265,11 @@ impl FeatureStore {
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| Error::data("online response", e.to_string()))?;
         if served.on_demand.is_empty() {
-            return Ok(OnlineResponse::new(batch, schema.fields().len(), statuses, times));
+            return Ok(OnlineResponse::new(batch, schema.fields().len(), statuses, times)
+                .with_feature_views(Arc::clone(&served.column_views)));
         }
-        with_on_demand(&served, entities, batch, &used, statuses, times)
+        Ok(with_on_demand(&served, entities, batch, &used, statuses, times)?
+            .with_feature_views(Arc::clone(&served.column_views)))
     }
 }
 

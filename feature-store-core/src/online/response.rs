@@ -198,6 +198,8 @@ pub struct OnlineResponse {
     statuses: Vec<FeatureStatus>,
     /// The stored row's event time of each value, laid out as `statuses`.
     event_ts: Vec<Option<i64>>,
+    /// The feature view of each feature column, when the response came from the facade.
+    views: Option<Arc<[Arc<str>]>>,
 }
 
 impl OnlineResponse {
@@ -209,7 +211,19 @@ impl OnlineResponse {
     ) -> Self {
         debug_assert_eq!(statuses.len(), (values.num_columns() - key_columns) * values.num_rows());
         debug_assert_eq!(event_ts.len(), statuses.len());
-        Self { values, key_columns, statuses, event_ts }
+        Self { values, key_columns, statuses, event_ts, views: None }
+    }
+
+    pub(crate) fn with_feature_views(mut self, views: Arc<[Arc<str>]>) -> Self {
+        debug_assert_eq!(views.len(), self.values.num_columns() - self.key_columns);
+        self.views = Some(views);
+        self
+    }
+
+    /// The feature view (plain or on-demand) feature column `i` comes from
+    /// (0 = the first column after the keys), for per-view accounting.
+    pub fn feature_view(&self, i: usize) -> Option<&str> {
+        self.views.as_ref().and_then(|v| v.get(i)).map(|v| &**v)
     }
 
     fn span(&self, feature: usize) -> std::ops::Range<usize> {

@@ -8,7 +8,8 @@ mod storage;
 mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -47,6 +48,21 @@ struct Cached {
     fetched: Instant,
 }
 
+/// How the last re-read of the registry went, for health checks of
+/// long-running readers (the feature server).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RegistryHealth {
+    /// Version of the document readers are given, when one was read.
+    pub version: Option<u64>,
+    /// When that document was read.
+    pub fetched_at: Option<SystemTime>,
+    /// The error of the last failed re-read, cleared by the next good one.
+    pub last_error: Option<String>,
+    /// When the last re-read failed.
+    pub failed_at: Option<SystemTime>,
+}
+
 /// A handle on the registry document behind a [`RegistryStore`].
 #[derive(Debug)]
 pub struct Registry {
@@ -54,12 +70,27 @@ pub struct Registry {
     cache_ttl: Duration,
     max_attempts: u32,
     cache: Mutex<Option<Cached>>,
+    /// Serve the last good document when a re-read fails (long-running servers).
+    keep_last_good: AtomicBool,
+    health: std::sync::Mutex<RegistryHealth>,
 }
 
 impl Registry {
     /// A registry over `store`; readers reuse a copy for `cache_ttl`.
     pub fn new(store: Arc<dyn RegistryStore>, cache_ttl: Duration) -> Self {
-        Self { store, cache_ttl, max_attempts: 64, cache: Mutex::new(None) }
+        Self {
+            store,
+            cache_ttl,
+            max_attempts: 64,
+            cache: Mutex::new(None),
+            keep_last_good: AtomicBool::new(false),
+            health: std::sync::Mutex::new(RegistryHealth {
+                version: None,
+                fetched_at: None,
+                last_error: None,
+                failed_at: None,
+            }),
+        }
     }
 
     /// Sets how many times a write is attempted before a [`Error::Conflict`].
@@ -83,12 +114,45 @@ impl Registry {
                 return Ok(Arc::clone(&c.doc));
             }
         }
-        Ok(self.read_fresh().await?.0)
+        self.refresh().await
     }
 
-    /// Re-reads the document, bypassing the cache.
+    /// Re-reads the document, bypassing the cache. With
+    /// [`Registry::keep_last_good`] on, a failed read (store down, corrupt
+    /// document) returns the cached document and is reported by
+    /// [`Registry::health`]; the next attempt waits a cache ttl.
     pub async fn refresh(&self) -> Result<Arc<RegistryDocument>> {
-        Ok(self.read_fresh().await?.0)
+        match self.read_fresh().await {
+            Ok((doc, _)) => Ok(doc),
+            Err(e) if self.keep_last_good.load(Ordering::Relaxed) => {
+                let mut cache = self.cache.lock().await;
+                let Some(c) = cache.as_mut() else { return Err(e) };
+                c.fetched = Instant::now();
+                let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                health.last_error = Some(e.to_string());
+                health.failed_at = Some(SystemTime::now());
+                tracing::warn!(registry = %self.location(), error = %e, "registry re-read failed; serving the last good version");
+                Ok(Arc::clone(&c.doc))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes failed re-reads serve the last good document instead of
+    /// failing (the first read still fails). For servers, where an `apply`
+    /// that broke the registry must not take serving down with it.
+    pub fn keep_last_good(&self, yes: bool) {
+        self.keep_last_good.store(yes, Ordering::Relaxed);
+    }
+
+    /// The version readers are given and how the last re-read went.
+    pub fn health(&self) -> RegistryHealth {
+        self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The cache ttl: how long readers reuse a document.
+    pub fn cache_ttl(&self) -> Duration {
+        self.cache_ttl
     }
 
     async fn read_fresh(&self) -> Result<(Arc<RegistryDocument>, Option<StoreVersion>)> {
@@ -98,6 +162,13 @@ impl Registry {
         };
         let doc = Arc::new(doc);
         *self.cache.lock().await = Some(Cached { doc: Arc::clone(&doc), fetched: Instant::now() });
+        {
+            let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            health.version = Some(doc.version);
+            health.fetched_at = Some(SystemTime::now());
+            health.last_error = None;
+            health.failed_at = None;
+        }
         Ok((doc, token))
     }
 

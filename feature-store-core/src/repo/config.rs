@@ -35,11 +35,16 @@ pub struct RepoConfig {
     /// Feast's key encoding version: accepted and ignored (keys here are width-free text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_key_serialization_version: Option<u32>,
-    /// Feast's feature-server `auth` block (`feast init` writes `type: no_auth`):
-    /// accepted so Feast configs load; there is no server here to protect, so
-    /// any other type is refused rather than silently unenforced.
+    /// Feast's `auth` block (`feast init` writes `type: no_auth`): accepted so
+    /// Feast configs load. Feast's other types (OIDC, Kubernetes) are refused
+    /// rather than silently unenforced; the feature server's own API keys
+    /// are set under `feature_server.auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<serde_json::Value>,
+    /// The `feature_server:` section, read by the feature server
+    /// (`feature-store-server`), which owns its keys and checks them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_server: Option<serde_json::Value>,
     /// Folder that relative paths are resolved against; the repo root. Not read from the file.
     #[serde(skip)]
     pub repo_path: PathBuf,
@@ -207,6 +212,7 @@ impl RepoConfig {
             provider: None,
             entity_key_serialization_version: None,
             auth: None,
+            feature_server: None,
             repo_path: PathBuf::from("."),
         }
     }
@@ -257,8 +263,8 @@ impl RepoConfig {
                 Some("no_auth") => {}
                 Some(other) => {
                     return Err(format!(
-                        "auth type \"{other}\" is not supported: this library runs in-process and has no feature \
-                         server to authenticate; use `auth: {{type: no_auth}}` or leave auth out"
+                        "auth type \"{other}\" is not supported; use `auth: {{type: no_auth}}` or leave auth out, \
+                         and protect the feature server with API keys (`feature_server.auth.api_keys`)"
                     ));
                 }
                 None => return Err("auth: expected a mapping with `type` (only no_auth is supported)".into()),
