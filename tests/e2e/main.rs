@@ -9,6 +9,7 @@ mod online;
 mod quality;
 mod registry_stores;
 mod s3;
+mod server;
 mod suites;
 
 use std::path::Path;
