@@ -401,6 +401,64 @@ impl Store {
         Ok((stats.written, stats.skipped_older))
     }
 
+    /// Starts the feature server (HTTP and gRPC) over this store on the
+    /// process runtime and returns its handle; `feature_server:` settings of
+    /// the config apply, the arguments override them.
+    #[pyo3(signature = (host=None, port=None, grpc_port=None, tls_cert=None, tls_key=None, api_keys=None, allow_unauthenticated=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        host: Option<String>,
+        port: Option<u16>,
+        grpc_port: Option<u16>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        api_keys: Option<Vec<String>>,
+        allow_unauthenticated: bool,
+    ) -> PyResult<ServerHandle> {
+        use feature_store_server::{Server, ServerConfig};
+        let store = self.store()?;
+        let server_error = |e: feature_store_server::Error| match e {
+            feature_store_server::Error::Store(e) => to_py(e),
+            other => PyValueError::new_err(other.to_string()),
+        };
+        let mut b = ServerConfig::from_repo(store.config()).map_err(server_error)?.keys_from_env(true);
+        if let Some(h) = host {
+            b = b.host(h);
+        }
+        if let Some(p) = port {
+            b = b.port(p);
+        }
+        if let Some(p) = grpc_port {
+            b = b.grpc_port(p);
+        }
+        if let Some(c) = tls_cert {
+            b = b.tls_cert(c);
+        }
+        if let Some(k) = tls_key {
+            b = b.tls_key(k);
+        }
+        for k in api_keys.unwrap_or_default() {
+            b = b.api_key(k);
+        }
+        let config = b.allow_unauthenticated(allow_unauthenticated).build().map_err(server_error)?;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let server = py.detach(|| block_on(Server::bind(Arc::new(store), config))).map_err(server_error)?;
+        let addr = server.local_addr();
+        let grpc_port = server.grpc_local_addr().map(|a| a.port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime().spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Ok(ServerHandle {
+            url: format!("{scheme}://{addr}"),
+            port: addr.port(),
+            grpc_port,
+            running: Mutex::new(Some((tx, task))),
+        })
+    }
+
     /// Latest values for entity rows (dict of lists, list of dicts or Arrow).
     #[pyo3(signature = (entity_rows, features=None, service=None, full_feature_names=false))]
     fn get_online_features(
@@ -421,6 +479,57 @@ impl Store {
             (response, started.elapsed().as_secs_f64())
         });
         Ok(OnlineResult { response: response.map_err(to_py)?, store_seconds })
+    }
+}
+
+type Running = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), feature_store_server::Error>>);
+
+/// A feature server started by `Store.serve`.
+#[pyclass(module = "feature_store._internal", name = "ServerHandle", frozen)]
+struct ServerHandle {
+    url: String,
+    port: u16,
+    grpc_port: Option<u16>,
+    running: Mutex<Option<Running>>,
+}
+
+#[pymethods]
+impl ServerHandle {
+    /// `http://host:port` (https with TLS).
+    #[getter]
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The HTTP (and gRPC) port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The gRPC-only port, when one was asked for.
+    #[getter]
+    fn grpc_port(&self) -> Option<u16> {
+        self.grpc_port
+    }
+
+    /// True until `stop` (or a failure) ends the server.
+    fn running(&self) -> bool {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|(_, t)| !t.is_finished())
+    }
+
+    /// Stops accepting, finishes requests in flight (within the shutdown
+    /// timeout) and returns; a second call does nothing.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let Some((tx, task)) = self.running.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return Ok(());
+        };
+        let _ = tx.send(());
+        match py.detach(|| block_on(task)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PyRuntimeError::new_err(e.to_string())),
+            Err(e) => Err(PyRuntimeError::new_err(format!("the server task failed: {e}"))),
+        }
     }
 }
 
@@ -724,6 +833,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scalar_types, m)?)?;
     m.add_function(wrap_pyfunction!(udf::register_udf, m)?)?;
     m.add_class::<Store>()?;
+    m.add_class::<ServerHandle>()?;
     m.add_class::<HistoricalResult>()?;
     m.add_class::<OnlineResult>()?;
     m.add_class::<pandas::FloatValues>()?;

@@ -34,12 +34,13 @@ from .errors import (
     ValidationError,
 )
 from .on_demand import UserFunction, on_demand_feature_view, registered_udfs, udf
-from .store import ApplyResult, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob, SavedDataset
+from .store import ApplyResult, FeatureServer, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob, SavedDataset
 from .types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp, ValueType
 
 __all__ = [
     "__version__",
     "FeatureStore",
+    "FeatureServer",
     "RetrievalJob",
     "SavedDataset",
     "OnlineResponse",

@@ -21,7 +21,27 @@ def register_udf(
     as the SQL function ``name``; every store registers it with its engine before
     its next call. ``input_types=None`` takes any arguments."""
 
+class ServerHandle:
+    @property
+    def url(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def grpc_port(self) -> Optional[int]: ...
+    def running(self) -> bool: ...
+    def stop(self) -> None: ...
+
 class Store:
+    def serve(
+        self,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        grpc_port: Optional[int] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        api_keys: Optional[List[str]] = None,
+        allow_unauthenticated: bool = False,
+    ) -> ServerHandle: ...
     @staticmethod
     def open(repo_path: str) -> "Store": ...
     @staticmethod

@@ -344,6 +344,42 @@ class SavedDataset(RetrievalJob):
         return f"SavedDataset({self.name!r}, rows={self.manifest['output']['rows']}, location={self.location!r})"
 
 
+class FeatureServer:
+    """A running feature server (:meth:`FeatureStore.serve`)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (``https`` with TLS)."""
+        return self._handle.url
+
+    @property
+    def port(self) -> int:
+        return self._handle.port
+
+    @property
+    def grpc_port(self) -> Optional[int]:
+        return self._handle.grpc_port
+
+    def running(self) -> bool:
+        return self._handle.running()
+
+    def stop(self) -> None:
+        """Stops accepting, finishes requests in flight, and returns."""
+        self._handle.stop()
+
+    def __enter__(self) -> "FeatureServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"FeatureServer({self.url!r}, running={self.running()})"
+
+
 class FeatureStore:
     """An opened feature store.
 
@@ -624,6 +660,60 @@ class FeatureStore:
     def write_to_offline_store(self, feature_view_name: str, df: Any) -> int:
         """Feast's name for ``push(view, df, to=PushMode.OFFLINE)``: a new Parquet file in the source's folder."""
         return self.push(feature_view_name, df, to=PushMode.OFFLINE)
+
+    def serve(
+        self,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        grpc_port: Optional[int] = None,
+        tls_cert: Optional[Union[str, os.PathLike]] = None,
+        tls_key: Optional[Union[str, os.PathLike]] = None,
+        api_keys: Optional[List[str]] = None,
+        allow_unauthenticated: bool = False,
+        background: bool = False,
+    ) -> "FeatureServer":
+        """Serves this store over HTTP and gRPC (Feast's endpoints) from the Rust server.
+
+        With ``background=False`` (Feast's ``serve``) this blocks until
+        Ctrl-C or SIGTERM, then finishes requests in flight. With
+        ``background=True`` it returns at once; call ``stop()`` on the
+        result (or use it as a context manager). Settings of the config's
+        ``feature_server:`` section apply; arguments override them; port 0
+        picks a free port (read it from ``.port``).
+        """
+        handle = self._store.serve(
+            host=host,
+            port=port,
+            grpc_port=grpc_port,
+            tls_cert=None if tls_cert is None else os.fspath(tls_cert),
+            tls_key=None if tls_key is None else os.fspath(tls_key),
+            api_keys=api_keys,
+            allow_unauthenticated=allow_unauthenticated,
+        )
+        server = FeatureServer(handle)
+        if background:
+            return server
+        import signal
+        import time
+
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = None
+        try:
+            previous = signal.signal(signal.SIGTERM, _term)
+        except ValueError:  # not the main thread: Ctrl-C only
+            pass
+        try:
+            while handle.running():
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return server
 
     def get_online_features(
         self,
