@@ -632,3 +632,109 @@ fn the_feature_server_section_is_read_and_checked() {
     let e = ServerConfig::from_repo(&c).unwrap().build().unwrap_err().to_string();
     assert!(e.contains("request_timeout"), "{e}");
 }
+
+/// Feast 0.67's own server answered `tests/golden/requests.json` over
+/// `tests/golden/driver_stats.parquet` (recorded by
+/// `tests/golden/feast_server.py`); this server must answer the same, field
+/// by field. Known, documented differences: a stored null is `NULL_VALUE`
+/// here (Feast says `PRESENT` beside the null), float32 values are written
+/// in their shortest decimal form (Feast widens them to float64 digits; both
+/// parse to the same float32), columns follow the request's order (Feast
+/// reorders them; clients read them by `feature_names`), and an unknown
+/// feature is a 400 here (a 500 in Feast).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_match_feasts_own_server_field_by_field() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden");
+    let requests: Json = serde_json::from_str(&std::fs::read_to_string(golden.join("requests.json")).unwrap()).unwrap();
+    let answers: Json =
+        serde_json::from_str(&std::fs::read_to_string(golden.join("feast_server_responses.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(golden.join("driver_stats.parquet"), dir.path().join("data/driver_stats.parquet")).unwrap();
+    std::fs::write(
+        dir.path().join("feature_store.yaml"),
+        "project: golden\nregistry: data/registry.json\nonline_store: {type: sqlite, path: data/online.db}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        r#"
+entities:
+  - {name: driver, join_keys: [{name: driver_id, dtype: int64}]}
+sources:
+  - {name: driver_stats_source, path: data/driver_stats.parquet, timestamp_field: event_timestamp, created_timestamp_field: created}
+feature_views:
+  - name: driver_stats
+    entities: [driver]
+    source: driver_stats_source
+    schema:
+      - {name: conv_rate, dtype: float32}
+      - {name: acc_rate, dtype: float64}
+      - {name: avg_daily_trips, dtype: int64}
+      - {name: name, dtype: string}
+feature_services:
+  - {name: driver_activity, features: ["driver_stats:conv_rate", "driver_stats:avg_daily_trips"]}
+"#,
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let (start, end) =
+        (Utc.with_ymd_and_hms(2023, 12, 31, 0, 0, 0).unwrap(), Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap());
+    store.materialize(start, end, &MaterializeOptions::default()).await.unwrap();
+    let server = Server::bind(Arc::new(store), ServerConfig::builder().port(0).build().unwrap()).await.unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    for (request, feast) in requests.as_array().unwrap().iter().zip(answers.as_array().unwrap()) {
+        let name = request["name"].as_str().unwrap();
+        assert_eq!(feast["name"], request["name"], "answers recorded in request order");
+        let (status, text) =
+            http1(addr, "POST", request["path"].as_str().unwrap(), Some(&request["body"].to_string()), &[]).await;
+        let ours: Json = serde_json::from_str(&text).unwrap();
+        let feast_status = feast["status"].as_u64().unwrap();
+        if feast_status != 200 {
+            assert!((400..500).contains(&status), "{name}: Feast {feast_status}, here {status}: {text}");
+            assert!(ours["error"].is_string(), "{name}: {text}");
+            continue;
+        }
+        assert_eq!(status, 200, "{name}: {text}");
+        let columns = |body: &Json| -> std::collections::BTreeMap<String, Json> {
+            let names = body["metadata"]["feature_names"].as_array().unwrap();
+            names
+                .iter()
+                .zip(body["results"].as_array().unwrap())
+                .map(|(n, r)| (n.as_str().unwrap().to_owned(), r.clone()))
+                .collect()
+        };
+        let (mine, theirs) = (columns(&ours), columns(&feast["body"]));
+        assert_eq!(mine.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>(), "{name}: feature names");
+        assert_eq!(
+            ours["metadata"]["feature_names"][0], feast["body"]["metadata"]["feature_names"][0],
+            "{name}: keys first"
+        );
+        for (column, t) in &theirs {
+            let m = &mine[column];
+            assert_eq!(m["event_timestamps"], t["event_timestamps"], "{name}/{column}: event times");
+            let (mv, tv) = (m["values"].as_array().unwrap(), t["values"].as_array().unwrap());
+            let (ms, ts) = (m["statuses"].as_array().unwrap(), t["statuses"].as_array().unwrap());
+            assert_eq!(mv.len(), tv.len(), "{name}/{column}");
+            for i in 0..tv.len() {
+                match (&mv[i], &tv[i]) {
+                    (Json::Number(a), Json::Number(b)) if a.is_f64() || b.is_f64() => {
+                        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+                        assert!(a == b || (a as f32) == (b as f32), "{name}/{column}[{i}]: {a} vs Feast {b}");
+                    }
+                    (a, b) => assert_eq!(a, b, "{name}/{column}[{i}]"),
+                }
+                let feast_status =
+                    if tv[i].is_null() && ts[i] == "PRESENT" { json!("NULL_VALUE") } else { ts[i].clone() };
+                assert_eq!(ms[i], feast_status, "{name}/{column}[{i}]: status");
+            }
+        }
+    }
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}
