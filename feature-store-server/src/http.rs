@@ -310,7 +310,9 @@ struct OnlineRequest {
 async fn get_online_features(State(state): State<Arc<AppState>>, Body(req): Body<OnlineRequest>) -> Response {
     match online(&state, req).await {
         Ok((body, n)) => {
-            let mut r = Json(body).into_response();
+            let mut r =
+                ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], axum::body::Body::from(body))
+                    .into_response();
             r.extensions_mut().insert(EntityCount(n));
             r
         }
@@ -318,7 +320,7 @@ async fn get_online_features(State(state): State<Arc<AppState>>, Body(req): Body
     }
 }
 
-async fn online(state: &AppState, req: OnlineRequest) -> Result<(Value, usize), ApiError> {
+async fn online(state: &AppState, req: OnlineRequest) -> Result<(Vec<u8>, usize), ApiError> {
     if req.include_feature_view_version_metadata {
         return Err(ApiError::bad_request(
             "include_feature_view_version_metadata is not supported: feature views here are not versioned by @v suffixes",
@@ -345,7 +347,9 @@ async fn online(state: &AppState, req: OnlineRequest) -> Result<(Value, usize), 
         .await
         .map_err(|e| state.store_error(StoreKind::Online, e))?;
     state.metrics.statuses(&response);
-    Ok((response.to_feast_json(), rows))
+    let mut body = Vec::with_capacity(256 + response.values().num_columns() * rows * 48);
+    response.write_feast_json(&mut body);
+    Ok((body, rows))
 }
 
 #[derive(Deserialize)]

@@ -101,15 +101,22 @@ impl Metrics {
         self.store_errors[store as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts the statuses of one response, per feature view.
+    /// Counts the statuses of one response, per feature view: a view's
+    /// columns are adjacent, so each view takes one map lookup.
     pub(crate) fn statuses(&self, response: &feature_store_core::online::OnlineResponse) {
         let features = response.values().num_columns() - response.key_column_count();
-        // Counted locally first: one map lookup per column, not per value.
-        for i in 0..features {
-            let Some(view) = response.feature_view(i) else { continue };
+        let mut i = 0;
+        while i < features {
+            let Some(view) = response.feature_view(i) else {
+                i += 1;
+                continue;
+            };
             let mut counts = [0u64; 4];
-            for s in response.feature_statuses(i) {
-                counts[STATUSES.iter().position(|x| x == s).unwrap_or(0)] += 1;
+            while i < features && response.feature_view(i) == Some(view) {
+                for s in response.feature_statuses(i) {
+                    counts[STATUSES.iter().position(|x| x == s).unwrap_or(0)] += 1;
+                }
+                i += 1;
             }
             let add = |series: &[AtomicU64; 4]| {
                 for (a, n) in series.iter().zip(counts) {

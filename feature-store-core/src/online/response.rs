@@ -340,37 +340,168 @@ impl OnlineResponse {
     /// (`/get-online-features`): `metadata.feature_names` and, per column,
     /// `values`, `statuses` and `event_timestamps` over the rows.
     pub fn to_feast_json(&self) -> serde_json::Value {
+        let mut out = Vec::new();
+        self.write_feast_json(&mut out);
+        serde_json::from_slice(&out).expect("the writer produces valid JSON")
+    }
+
+    /// [`OnlineResponse::to_feast_json`] written straight into `out`, for
+    /// servers: no intermediate JSON tree, each event time formatted once
+    /// per run of equal times (a view's features share their row's time).
+    pub fn write_feast_json(&self, out: &mut Vec<u8>) {
+        const EPOCH: &[u8] = b"\"1970-01-01T00:00:00Z\"";
         let rows = self.num_rows();
-        let epoch = "1970-01-01T00:00:00Z".to_owned();
-        let results: Vec<serde_json::Value> = (0..self.values.num_columns())
-            .map(|c| {
-                let col = self.values.column(c);
-                let values: Vec<FeatureValue> = (0..rows).map(|r| FeatureValue::from_array(col.as_ref(), r)).collect();
-                let (statuses, times): (Vec<&str>, Vec<String>) = (0..rows)
-                    .map(|r| {
-                        if c < self.key_columns {
-                            ("PRESENT", epoch.clone())
-                        } else {
-                            let k = c - self.key_columns;
-                            let t = self.feature_event_micros(k)[r]
-                                .and_then(micros_to_datetime)
-                                .map_or_else(|| epoch.clone(), |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
-                            (self.feature_statuses(k)[r].as_str(), t)
+        out.extend_from_slice(b"{\"metadata\":{\"feature_names\":");
+        serde_json::to_writer(&mut *out, &self.column_names()).expect("strings serialize");
+        out.extend_from_slice(b"},\"results\":[");
+        let mut last_time: Option<(i64, Vec<u8>)> = None;
+        for c in 0..self.values.num_columns() {
+            if c > 0 {
+                out.push(b',');
+            }
+            let feature = c.checked_sub(self.key_columns);
+            out.extend_from_slice(b"{\"event_timestamps\":[");
+            for r in 0..rows {
+                if r > 0 {
+                    out.push(b',');
+                }
+                let micros = feature.and_then(|k| self.feature_event_micros(k)[r]);
+                match micros.and_then(|us| micros_to_datetime(us).map(|t| (us, t))) {
+                    None => out.extend_from_slice(EPOCH),
+                    Some((us, t)) => {
+                        if last_time.as_ref().is_none_or(|(l, _)| *l != us) {
+                            let text = format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+                            last_time = Some((us, text.into_bytes()));
                         }
-                    })
-                    .unzip();
-                serde_json::json!({ "values": values, "statuses": statuses, "event_timestamps": times })
-            })
-            .collect();
-        serde_json::json!({ "metadata": { "feature_names": self.column_names() }, "results": results })
+                        out.extend_from_slice(&last_time.as_ref().expect("set above").1);
+                    }
+                }
+            }
+            out.extend_from_slice(b"],\"statuses\":[");
+            for r in 0..rows {
+                if r > 0 {
+                    out.push(b',');
+                }
+                let status = feature.map_or(FeatureStatus::Present, |k| self.feature_statuses(k)[r]);
+                out.push(b'"');
+                out.extend_from_slice(status.as_str().as_bytes());
+                out.push(b'"');
+            }
+            out.extend_from_slice(b"],\"values\":[");
+            write_json_values(self.values.column(c).as_ref(), out);
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"]}");
+    }
+}
+
+/// The values of `col`, comma-separated, as [`FeatureValue`] serializes them;
+/// 64-bit numbers without building a value first.
+fn write_json_values(col: &dyn Array, out: &mut Vec<u8>) {
+    fn each(col: &dyn Array, out: &mut Vec<u8>, mut write: impl FnMut(usize, &mut Vec<u8>)) {
+        for r in 0..col.len() {
+            if r > 0 {
+                out.push(b',');
+            }
+            if col.is_null(r) {
+                out.extend_from_slice(b"null");
+            } else {
+                write(r, out);
+            }
+        }
+    }
+    match col.data_type() {
+        DataType::Int64 => {
+            let a = col.as_primitive::<Int64Type>();
+            each(col, out, |r, out| serde_json::to_writer(out, &a.value(r)).expect("integers serialize"));
+        }
+        DataType::Float64 => {
+            let a = col.as_primitive::<Float64Type>();
+            each(col, out, |r, out| {
+                serde_json::to_writer(out, &FeatureValue::Float(a.value(r))).expect("floats serialize")
+            });
+        }
+        _ => each(col, out, |r, out| {
+            serde_json::to_writer(out, &FeatureValue::from_array(col, r)).expect("values serialize")
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use arrow_array::Float64Array;
+    use chrono::SecondsFormat;
 
-    use super::FeatureValue;
+    use super::{FeatureValue, OnlineResponse, micros_to_datetime};
+
+    /// The straightforward rendering (a JSON tree), the oracle of the writer.
+    fn reference_json(response: &OnlineResponse) -> serde_json::Value {
+        let this = response;
+        let rows = this.num_rows();
+        let epoch = "1970-01-01T00:00:00Z".to_owned();
+        let results: Vec<serde_json::Value> = (0..this.values.num_columns())
+            .map(|c| {
+                let col = this.values.column(c);
+                let values: Vec<FeatureValue> = (0..rows).map(|r| FeatureValue::from_array(col.as_ref(), r)).collect();
+                let (statuses, times): (Vec<&str>, Vec<String>) = (0..rows)
+                    .map(|r| {
+                        if c < this.key_columns {
+                            ("PRESENT", epoch.clone())
+                        } else {
+                            let k = c - this.key_columns;
+                            let t = this.feature_event_micros(k)[r]
+                                .and_then(micros_to_datetime)
+                                .map_or_else(|| epoch.clone(), |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+                            (this.feature_statuses(k)[r].as_str(), t)
+                        }
+                    })
+                    .unzip();
+                serde_json::json!({ "values": values, "statuses": statuses, "event_timestamps": times })
+            })
+            .collect();
+        serde_json::json!({ "metadata": { "feature_names": this.column_names() }, "results": results })
+    }
+
+    #[test]
+    fn the_json_writer_writes_what_the_json_tree_writes() {
+        use std::sync::Arc;
+
+        use arrow_array::types::Int64Type;
+        use arrow_array::{
+            ArrayRef, BooleanArray, Float32Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray,
+            TimestampMicrosecondArray,
+        };
+
+        use super::FeatureStatus;
+        let t = 1_700_000_000_123_456i64;
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2, 3]))),
+            ("name \"q\"", Arc::new(StringArray::from(vec![Some("a\"b"), None, Some("é")]))),
+            ("f32", Arc::new(Float32Array::from(vec![Some(0.1), Some(f32::NAN), None]))),
+            ("f64", Arc::new(Float64Array::from(vec![Some(-0.0), Some(f64::INFINITY), Some(1e300)]))),
+            ("i32", Arc::new(Int32Array::from(vec![Some(-7), None, Some(i32::MAX)]))),
+            ("b", Arc::new(BooleanArray::from(vec![Some(true), Some(false), None]))),
+            ("ts", Arc::new(TimestampMicrosecondArray::from(vec![Some(t), None, Some(0)]).with_timezone("UTC"))),
+            (
+                "l",
+                Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+                    Some(vec![Some(1), None]),
+                    None,
+                    Some(vec![]),
+                ])),
+            ),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let features = batch.num_columns() - 1;
+        let statuses =
+            [FeatureStatus::Present, FeatureStatus::NullValue, FeatureStatus::OutsideMaxAge].repeat(features);
+        let times: Vec<Option<i64>> = [Some(t), None, Some(t + 1)].repeat(features);
+        let response = OnlineResponse::new(batch, 1, statuses, times);
+        let mut written = Vec::new();
+        response.write_feast_json(&mut written);
+        let expected = serde_json::to_vec(&reference_json(&response)).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(expected).unwrap());
+    }
 
     /// JSON numbers cannot hold NaN or the infinities; they must not turn into
     /// null (which reads as a missing value beside a PRESENT status).
