@@ -442,25 +442,16 @@ impl OnlineStore for RedisOnlineStore {
     }
 
     async fn write(&self, project: &str, view: &OnlineView, rows: &OnlineRows) -> CoreResult<WriteStats> {
+        // Idempotent (never-regress writes of the same rows), so a dropped
+        // connection is retried once; the counts may then include rows the
+        // lost attempt had already stored.
         let i = &self.inner;
-        i.bounded(i.write(project, view, rows)).await.map_err(CoreError::from)
+        i.bounded(once_more(&i.name, "writing", || i.write(project, view, rows))).await.map_err(CoreError::from)
     }
 
     async fn read(&self, project: &str, reads: &[ViewRead]) -> CoreResult<Vec<Vec<Option<StoredRow>>>> {
         let i = &self.inner;
-        // A read is idempotent: when the connection was dropped (the server
-        // restarted), the manager reconnects and the read runs once more,
-        // within the same timeout, instead of failing the first request.
-        let once_more = async {
-            match i.read(project, reads).await {
-                Err(Error::Redis { source, .. }) if source.is_connection_dropped() || source.is_io_error() => {
-                    tracing::debug!(store = %i.name, error = %source, "redis: connection dropped; reading again");
-                    i.read(project, reads).await
-                }
-                other => other,
-            }
-        };
-        i.bounded(once_more).await.map_err(CoreError::from)
+        i.bounded(once_more(&i.name, "reading", || i.read(project, reads))).await.map_err(CoreError::from)
     }
 
     async fn compare_and_swap(
@@ -477,11 +468,30 @@ impl OnlineStore for RedisOnlineStore {
 
     async fn delete(&self, project: &str, view: &str, keys: &[String]) -> CoreResult<u64> {
         let i = &self.inner;
-        i.bounded(i.delete(project, view, keys)).await.map_err(CoreError::from)
+        i.bounded(once_more(&i.name, "deleting", || i.delete(project, view, keys))).await.map_err(CoreError::from)
     }
 
     async fn drop_view(&self, project: &str, view: &str) -> CoreResult<()> {
         // A scan of a large database can outlast one call's timeout; it is not bounded.
         self.inner.drop_view(project, view).await.map_err(CoreError::from)
+    }
+}
+
+/// Runs an idempotent call once more when its connection was dropped (a
+/// restarted server, a cut connection): the manager has reconnected by then,
+/// so the first call after an outage does not fail. Within the caller's
+/// timeout. Compare-and-swap is not retried: its first attempt may have
+/// applied, and only the caller can tell.
+async fn once_more<T, F, Fut>(store: &str, what: &str, call: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    match call().await {
+        Err(Error::Redis { source, .. }) if source.is_connection_dropped() || source.is_io_error() => {
+            tracing::debug!(store, error = %source, "redis: connection dropped; {what} again");
+            call().await
+        }
+        other => other,
     }
 }

@@ -3,6 +3,7 @@
 mod aggregation;
 mod bad_repos;
 mod dataset;
+mod faults;
 mod historical;
 mod on_demand;
 mod online;

@@ -2,6 +2,7 @@
 //! tests themselves) and small data helpers.
 
 pub mod moto;
+pub mod proxy;
 pub mod redis;
 
 use std::net::TcpListener;

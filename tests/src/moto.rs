@@ -47,6 +47,11 @@ impl MotoServer {
     }
 
     /// `http://127.0.0.1:PORT`.
+    /// The server's port (to put a [`crate::proxy::FaultProxy`] in front of it).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
