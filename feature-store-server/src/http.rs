@@ -655,3 +655,91 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 pub(crate) fn body_limit(state: &AppState) -> usize {
     state.max_body_bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use arrow_schema::DataType;
+
+    use super::{OnlineRequest, PushRequest};
+    use crate::json::columns_to_batch;
+
+    /// Valid bodies, mutated: the request parsing and the JSON-to-Arrow
+    /// conversion return a value or an error, never panic, and stay fast.
+    /// Seeded and repeatable; `FS_FUZZ_ITERATIONS` runs more.
+    #[test]
+    fn mutated_request_bodies_never_panic() {
+        let seeds: [&[u8]; 4] = [
+            br#"{"features": ["v:a", "v:b"], "entities": {"driver_id": [1001, 1002], "amount": [1.5, null]}, "full_feature_names": true}"#,
+            br#"{"feature_service": "s", "entities": {"k": ["a", "b"], "t": ["2024-01-01T00:00:00Z", 1700000000]}}"#,
+            br#"{"push_source_name": "src", "df": {"driver_id": [1], "event_timestamp": ["2024-01-01 00:00:00"], "l": [[1, 2, null]]}, "to": "online"}"#,
+            br#"{"feature_view": "v", "df": {"x": [true, false], "f": ["NaN", "Infinity", -1e308]}}"#,
+        ];
+        let tokens: [&[u8]; 16] = [
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b",",
+            b":",
+            b"\"",
+            b"null",
+            b"1e309",
+            b"-0",
+            b"9223372036854775808",
+            b"\\u0000",
+            b"\xff",
+            b"[[[[[[[[",
+            b"\"NaN\"",
+            b"2024-13-40T25:61:61Z",
+        ];
+        let mut types = HashMap::new();
+        types.insert("driver_id".to_owned(), DataType::Int64);
+        types.insert("event_timestamp".to_owned(), feature_store_core::timestamp_type());
+        types.insert("amount".to_owned(), DataType::Float64);
+        types.insert(
+            "l".to_owned(),
+            DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::Int64, true))),
+        );
+        let iterations: usize = std::env::var("FS_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let started = Instant::now();
+        let mut parsed = 0;
+        for i in 0..iterations {
+            let mut body = seeds[i % seeds.len()].to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % (body.len() + 1);
+                match next() % 3 {
+                    0 => body.insert(at, next() as u8),
+                    1 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => {
+                        let t = tokens[(next() as usize) % tokens.len()];
+                        body.splice(at..at, t.iter().copied());
+                    }
+                }
+            }
+            let one = Instant::now();
+            if let Ok(r) = serde_json::from_slice::<OnlineRequest>(&body) {
+                parsed += 1;
+                let _ = columns_to_batch(&r.entities, &types, "entities");
+            }
+            if let Ok(r) = serde_json::from_slice::<PushRequest>(&body) {
+                parsed += 1;
+                let _ = columns_to_batch(&r.df, &types, "df");
+            }
+            assert!(one.elapsed() < Duration::from_secs(1), "slow input: {}", String::from_utf8_lossy(&body));
+        }
+        eprintln!("{iterations} mutated bodies ({parsed} parsed) in {:?}", started.elapsed());
+        assert!(parsed > iterations / 20, "the mutations should keep some bodies valid ({parsed})");
+    }
+}
