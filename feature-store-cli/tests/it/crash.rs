@@ -417,3 +417,143 @@ fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json(&cli(&repo, &["--json", "dataset", "list"])).as_array().unwrap().len(), 1);
 }
+
+/// Rows one hour after the data's last: every driver, new values.
+fn newer_rows(repo: &Path) -> RecordBatch {
+    let rows = read_parquet(&repo.join("data/driver_stats.parquet"));
+    let n = DRIVERS as usize;
+    let last = BASE + HOURS * 3_600_000_000;
+    let schema = rows.schema();
+    let ids: Vec<i64> = (0..DRIVERS).map(|d| 1000 + d).collect();
+    let conv: Vec<f32> = (0..DRIVERS).map(|d| ((d * 13) % 1000) as f32 / 999.0).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids)),
+        Arc::new(TimestampMicrosecondArray::from(vec![last; n]).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(vec![last; n]).with_timezone("UTC")),
+        Arc::new(Float32Array::from(conv.clone())),
+        Arc::new(Float32Array::from(conv)),
+        Arc::new(Int64Array::from((0..DRIVERS).map(|d| -d).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// An online push killed at random points: every row served is either the
+/// materialized value or the pushed one, whole (never a mixture of the two
+/// within a row), and a rerun of the push converges to a clean push.
+#[cfg(unix)]
+#[test]
+fn online_push_killed_anywhere_converges() {
+    let online = "online_store:\n  type: sqlite\n  path: data/online.db\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = repo(&tmp.path().join("clean"), online);
+    ok(&cli(&clean, &[&["materialize"][..], &WINDOW].concat()));
+    let before = sample(&clean);
+    let push_file = tmp.path().join("newer.parquet");
+    write_parquet(&push_file, &newer_rows(&clean));
+    let push = ["push", "driver_hourly_stats", "--file", push_file.to_str().unwrap()];
+    let started = Instant::now();
+    ok(&cli(&clean, &push));
+    let took = started.elapsed();
+    let after = sample(&clean);
+    assert_ne!(before, after, "test bug: the push changes nothing");
+
+    let crashed = repo(&tmp.path().join("crashed"), online);
+    ok(&cli(&crashed, &[&["materialize"][..], &WINDOW].concat()));
+    let mut rng = 0x0ddb_a11c_afe0_0001u64;
+    let mut killed = 0;
+    for _ in 0..5 {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let at = took.mul_f64(0.8 * (rng >> 33) as f64 / (1u64 << 31) as f64);
+        killed += usize::from(run_and_kill(&crashed, &push, None, at));
+        let got = sample(&crashed);
+        let rows = got["results"][0]["values"].as_array().unwrap().len();
+        for row in 0..rows {
+            let whole = |want: &serde_json::Value| {
+                got["results"].as_array().unwrap().iter().zip(want["results"].as_array().unwrap()).all(|(g, w)| {
+                    g["values"][row] == w["values"][row] && g["event_timestamps"][row] == w["event_timestamps"][row]
+                })
+            };
+            assert!(whole(&before) || whole(&after), "row {row} is neither the old value nor the pushed one");
+        }
+    }
+    assert!(killed >= 2, "most pushes were killed mid-way ({killed} of 5)");
+    ok(&cli(&crashed, &push));
+    assert_eq!(sample(&crashed), after, "a rerun of the push converges to a clean push");
+}
+
+/// An offline push whose new file hits a size limit (as on a full disk): an
+/// error, no new data file visible to readers, retrieval still works, and a
+/// rerun adds the push once.
+#[cfg(unix)]
+#[test]
+fn an_offline_push_on_a_full_disk_adds_nothing_and_a_rerun_lands_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
+    let folder = repo.join("data/driver_stats");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::rename(repo.join("data/driver_stats.parquet"), folder.join("part-0.parquet")).unwrap();
+    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    std::fs::write(
+        repo.join("features.yaml"),
+        defs.replace("path: data/driver_stats.parquet", "path: data/driver_stats/"),
+    )
+    .unwrap();
+    ok(&cli(&repo, &["apply"]));
+    let push_file = tmp.path().join("newer.parquet");
+    write_parquet(
+        &push_file,
+        &newer_rows(&{
+            // newer_rows reads the source's first file.
+            let view = tmp.path().join("view");
+            std::fs::create_dir_all(view.join("data")).unwrap();
+            std::fs::copy(folder.join("part-0.parquet"), view.join("data/driver_stats.parquet")).unwrap();
+            view
+        }),
+    );
+    let data_files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(".parquet"))
+            .collect();
+        names.sort();
+        names
+    };
+    // 200 blocks of 512 bytes: less than the pushed file (100,000 rows).
+    let limited = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 200 && exec '{}' --repo '{}' push driver_hourly_stats --file '{}' --to offline",
+            env!("CARGO_BIN_EXE_feature-store"),
+            repo.display(),
+            push_file.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(1), "the push must fail: {stderr}");
+    assert!(stderr.contains("driver_stats"), "the error names where it was writing: {stderr}");
+    assert_eq!(data_files(), ["part-0.parquet"], "no new data file is visible after the failed push");
+    let entities = repo.join("one.csv");
+    std::fs::write(&entities, "driver_id,event_timestamp\n1000,2026-01-01T05:00:00Z\n").unwrap();
+    let historical = |out: &str| {
+        let out = repo.join(out);
+        let args = [
+            "historical",
+            "--entities",
+            entities.to_str().unwrap(),
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        ok(&cli(&repo, &args));
+        read_parquet(&out)
+    };
+    assert_eq!(historical("before.parquet").num_rows(), 1);
+    ok(&cli(&repo, &["push", "driver_hourly_stats", "--file", push_file.to_str().unwrap(), "--to", "offline"]));
+    assert_eq!(data_files().len(), 2, "the rerun adds one file: {:?}", data_files());
+    let added: Vec<String> = data_files().into_iter().filter(|n| n != "part-0.parquet").collect();
+    assert_eq!(read_parquet(&folder.join(&added[0])).num_rows(), DRIVERS as usize);
+    assert_eq!(historical("after.parquet").num_rows(), 1);
+}
