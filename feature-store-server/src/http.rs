@@ -703,7 +703,8 @@ mod tests {
             "l".to_owned(),
             DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::Int64, true))),
         );
-        let iterations: usize = std::env::var("FS_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+        let iterations: usize =
+            std::env::var("FS_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             state ^= state >> 12;
