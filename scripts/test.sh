@@ -58,6 +58,9 @@ if cargo tree -p feature-store -e normal --no-default-features --features sqlite
 fi
 cargo test -p feature-store --no-default-features --features sqlite --locked --lib
 
+step "Coverage-guided fuzzing: each cargo fuzz target for a few seconds (scripts/fuzz.sh; installs cargo-fuzz if absent)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-8}"
+
 step "Python tests (pytest against the extension just built)"
 scripts/py-develop.sh --no-build
 .venv/bin/python -m pytest feature-store-py/tests -q

@@ -32,7 +32,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         let secs_per = match unit {
             "ms" => {
-                total += Duration::from_millis(n);
+                total = total.checked_add(Duration::from_millis(n)).ok_or_else(|| bad("too large"))?;
                 continue;
             }
             "s" | "sec" | "secs" => 1,
@@ -106,6 +106,19 @@ pub(crate) mod ttl_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `cargo fuzz` (durations_and_sizes): a sum of durations past
+    /// the largest `Duration` panicked in the `ms` branch instead of erring.
+    #[test]
+    fn sums_past_the_largest_duration_are_errors() {
+        for text in ["18446744073709551615s1000ms", "18446744073709551615s500ms500ms"] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains("too large"), "{text}: {e}");
+        }
+        let found =
+            std::str::from_utf8(&[b'0'; 64]).unwrap().to_owned() + "18446744073709551615s500ms500ms007d7d70ms1ms";
+        assert!(parse_duration(&found).is_err());
+    }
 
     #[test]
     fn parses_units_and_combinations() {
