@@ -192,6 +192,12 @@ mod broken_backends {
         super::online::never_regress(Arc::new(Regresses::default()), "p").await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[should_panic(expected = "regressed")]
+    async fn an_online_store_that_regresses_fails_the_interleaving_property() {
+        super::online::random_interleavings_never_regress(Arc::new(Regresses::default()), "p").await;
+    }
+
     /// Swaps that check the expected row, then write after a pause: the
     /// check and the write are not one step.
     #[derive(Debug, Default)]

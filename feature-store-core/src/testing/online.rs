@@ -18,6 +18,7 @@ pub const BEHAVIOURS: &[&str] = &[
     "delete_counts_existing_keys",
     "drop_view_removes_only_that_view",
     "compare_and_swap_is_atomic_per_key",
+    "random_interleavings_never_regress",
 ];
 
 /// A stored row with the requested values picked out of its record.
@@ -323,7 +324,7 @@ pub async fn compare_and_swap_is_atomic_per_key(store: Arc<dyn OnlineStore>, pro
 /// Panics with a description of the first broken rule.
 pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str) {
     let projects: Vec<String> =
-        ["empty", "round_trip", "never_regress", "multi_view", "isolation", "bulk", "delete", "drop", "swap"]
+        ["empty", "round_trip", "never_regress", "multi_view", "isolation", "bulk", "delete", "drop", "swap", "race"]
             .iter()
             .map(|b| format!("{project}_{b}"))
             .collect();
@@ -336,6 +337,7 @@ pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str
     delete_counts_existing_keys(Arc::clone(&store), &projects[6]).await;
     drop_view_removes_only_that_view(Arc::clone(&store), &projects[7]).await;
     compare_and_swap_is_atomic_per_key(Arc::clone(&store), &projects[8]).await;
+    random_interleavings_never_regress(Arc::clone(&store), &projects[9]).await;
     // Leave the store as it was found.
     for p in &projects {
         for project in [p.clone(), format!("{p}_other")] {
@@ -343,6 +345,79 @@ pub async fn online_store_conformance(store: Arc<dyn OnlineStore>, project: &str
                 store.drop_view(&project, view).await.expect("drop the suite's views");
             }
         }
+    }
+}
+
+/// Property: four writers race seeded random writes (keys, event times with
+/// ties, batches of any size) at the store. Every key ends at its greatest
+/// event time, holding one whole row written with that time (both features
+/// from the same write), whatever the interleaving.
+pub async fn random_interleavings_never_regress(store: Arc<dyn OnlineStore>, project: &str) {
+    const KEYS: u64 = 24;
+    const WRITERS: u64 = 4;
+    const WRITES: u64 = 60;
+    for round in 0..3u64 {
+        let view = OnlineView::new(format!("race{round}"), None);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ (round + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        // (key, event time, value) per writer, in its batches.
+        let mut plans: Vec<Vec<Vec<(u64, i64, Vec<u8>)>>> = Vec::new();
+        for w in 0..WRITERS {
+            let mut batches = vec![Vec::new()];
+            for i in 0..WRITES {
+                let value = format!("w{w}i{i}").into_bytes();
+                batches.last_mut().expect("one batch").push((next(KEYS), next(20) as i64, value));
+                if next(5) == 0 {
+                    batches.push(Vec::new());
+                }
+            }
+            plans.push(batches);
+        }
+        let tasks: Vec<_> = plans
+            .iter()
+            .cloned()
+            .map(|batches| {
+                let (store, project, view) = (Arc::clone(&store), project.to_owned(), view.clone());
+                tokio::spawn(async move {
+                    for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+                        let mut r = OnlineRows::new(names(&["a", "b"]));
+                        for (k, ts, v) in &batch {
+                            r.begin_row(format!("k={k}"), *ts);
+                            r.push_value(Some(v));
+                            r.push_value(Some(v));
+                        }
+                        store.write(&project, &view, &r).await.expect("write");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("a writer panicked");
+        }
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("k={k}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let got = one(store.as_ref(), project, read(&view.name, &["a", "b"], &keys)).await;
+        for k in 0..KEYS {
+            let writes: Vec<&(u64, i64, Vec<u8>)> = plans.iter().flatten().flatten().filter(|w| w.0 == k).collect();
+            let Some(max) = writes.iter().map(|w| w.1).max() else {
+                assert!(got[k as usize].is_none(), "key {k} was never written but is stored");
+                continue;
+            };
+            let row = got[k as usize].as_ref().unwrap_or_else(|| panic!("key {k} was written but is not stored"));
+            assert_eq!(row.event_ts, max, "key {k} regressed (round {round})");
+            let a = row.values[0].clone().expect("a stored");
+            assert_eq!(row.values[1].as_ref(), Some(&a), "key {k}: the row mixes two writes");
+            assert!(
+                writes.iter().any(|w| w.1 == max && w.2 == a),
+                "key {k}: the stored value was not written at the key's greatest event time"
+            );
+        }
+        store.drop_view(project, &view.name).await.expect("drop");
     }
 }
 
@@ -360,7 +435,7 @@ macro_rules! online_store_suite {
         $crate::online_store_suite!(@each $make;
             empty_store_returns_nothing, round_trip, never_regress, multi_view_read, project_isolation,
             bulk_write, delete_counts_existing_keys, drop_view_removes_only_that_view,
-            compare_and_swap_is_atomic_per_key);
+            compare_and_swap_is_atomic_per_key, random_interleavings_never_regress);
     };
     (@each $make:expr; $($behaviour:ident),+) => {
         $(
