@@ -211,3 +211,36 @@ async fn s3_server_errors_are_retried_and_a_hung_s3_is_a_prompt_clear_error() {
     let store = feature_store::from_config(s3_config(&moto, &proxy, "flaky")).unwrap();
     assert_eq!(store.document().await.unwrap().version, outcome.version);
 }
+
+/// Redis at its `maxmemory` (no eviction): materialization fails naming the
+/// store and the cause, the watermark stays, reads keep working, and once
+/// memory is raised a rerun writes every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_is_a_clear_error_and_a_rerun_converges() {
+    let users = 30_000;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (_dir, store) = redis_repo(users, &format!("connection_string: \"{url}\"")).await;
+    let (start, end) = window();
+    redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]).unwrap();
+    redis.command(&["CONFIG", "SET", "maxmemory", "2mb"]).unwrap();
+    let outcome = store.materialize(start, end, &MaterializeOptions::default()).await;
+    let message = match &outcome {
+        Err(e) => e.to_string(),
+        Ok(report) => format!("{report:?}"),
+    };
+    assert!(outcome.is_err() || !outcome.as_ref().unwrap().failed_views().is_empty(), "{message}");
+    assert!(message.contains("OOM") || message.contains("maxmemory"), "the cause is named: {message}");
+    assert!(message.contains(&url), "the store is named: {message}");
+    let doc = store.document().await.unwrap();
+    assert_eq!(doc.project("faults").registry().view_state.get("stats").and_then(|s| s.watermark), None);
+    read(&store, vec![1]).await.expect("reads work while Redis is full");
+
+    redis.command(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    store.materialize(start, end, &MaterializeOptions::default()).await.unwrap();
+    let ids: Vec<i64> = (0..users).collect();
+    let r = read(&store, ids.clone()).await.unwrap();
+    for (row, id) in ids.iter().enumerate() {
+        assert_eq!(r.value(row, "score").unwrap().as_i64(), Some(id * 3), "user {id}");
+    }
+}
