@@ -366,7 +366,8 @@ pub async fn random_interleavings_never_regress(store: Arc<dyn OnlineStore>, pro
             state % n
         };
         // (key, event time, value) per writer, in its batches.
-        let mut plans: Vec<Vec<Vec<(u64, i64, Vec<u8>)>>> = Vec::new();
+        type Batches = Vec<Vec<(u64, i64, Vec<u8>)>>;
+        let mut plans: Vec<Batches> = Vec::new();
         for w in 0..WRITERS {
             let mut batches = vec![Vec::new()];
             for i in 0..WRITES {
