@@ -354,28 +354,31 @@ impl OnlineResponse {
         out.extend_from_slice(b"{\"metadata\":{\"feature_names\":");
         serde_json::to_writer(&mut *out, &self.column_names()).expect("strings serialize");
         out.extend_from_slice(b"},\"results\":[");
-        let mut last_time: Option<(i64, Vec<u8>)> = None;
+        // Features of one view share their row's event time: formatted once
+        // per row (and again only when a row's time changes between views).
+        let mut row_times: Vec<Option<(i64, Vec<u8>)>> = vec![None; rows];
         for c in 0..self.values.num_columns() {
             if c > 0 {
                 out.push(b',');
             }
             let feature = c.checked_sub(self.key_columns);
             out.extend_from_slice(b"{\"event_timestamps\":[");
-            for r in 0..rows {
+            for (r, cached) in row_times.iter_mut().enumerate() {
                 if r > 0 {
                     out.push(b',');
                 }
-                let micros = feature.and_then(|k| self.feature_event_micros(k)[r]);
-                match micros.and_then(|us| micros_to_datetime(us).map(|t| (us, t))) {
-                    None => out.extend_from_slice(EPOCH),
-                    Some((us, t)) => {
-                        if last_time.as_ref().is_none_or(|(l, _)| *l != us) {
-                            let text = format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
-                            last_time = Some((us, text.into_bytes()));
-                        }
-                        out.extend_from_slice(&last_time.as_ref().expect("set above").1);
-                    }
+                let Some(us) = feature.and_then(|k| self.feature_event_micros(k)[r]) else {
+                    out.extend_from_slice(EPOCH);
+                    continue;
+                };
+                if cached.as_ref().is_none_or(|(l, _)| *l != us) {
+                    let text = micros_to_datetime(us).map_or_else(
+                        || EPOCH.to_vec(),
+                        |t| format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true)).into_bytes(),
+                    );
+                    *cached = Some((us, text));
                 }
+                out.extend_from_slice(&cached.as_ref().expect("set above").1);
             }
             out.extend_from_slice(b"],\"statuses\":[");
             for r in 0..rows {
@@ -497,6 +500,41 @@ mod tests {
             [FeatureStatus::Present, FeatureStatus::NullValue, FeatureStatus::OutsideMaxAge].repeat(features);
         let times: Vec<Option<i64>> = [Some(t), None, Some(t + 1)].repeat(features);
         let response = OnlineResponse::new(batch, 1, statuses, times);
+        let mut written = Vec::new();
+        response.write_feast_json(&mut written);
+        let expected = serde_json::to_vec(&reference_json(&response)).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(expected).unwrap());
+
+        // Float32 takes its own path: the digits must be the tree's, at every magnitude.
+        let mut floats = vec![
+            1e-7f32,
+            3.402_823_5e38,
+            1e21,
+            1e20,
+            123_456.79,
+            16_777_217.0,
+            -1.175_494_4e-38,
+            1e-45,
+            0.3,
+            2.5e-5,
+            f32::NEG_INFINITY,
+            -0.0,
+            7.0,
+        ];
+        let mut state = 0x1234_5678u32;
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            floats.push(f32::from_bits(state));
+        }
+        let n = floats.len();
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())) as ArrayRef),
+            ("f", Arc::new(Float32Array::from(floats)) as ArrayRef),
+        ])
+        .unwrap();
+        let response = OnlineResponse::new(batch, 1, vec![FeatureStatus::Present; n], vec![Some(t); n]);
         let mut written = Vec::new();
         response.write_feast_json(&mut written);
         let expected = serde_json::to_vec(&reference_json(&response)).unwrap();
