@@ -1,7 +1,7 @@
 //! `server-load`: a closed-loop load generator for a Feast-compatible feature
 //! server on loopback. Each of C workers holds one keep-alive connection
-//! (HTTP/1.1 through hyper's connection API, or one HTTP/2 connection per
-//! worker for gRPC through tonic's generated `ServingServiceClient`) and sends
+//! (HTTP/1.1 through hyper's connection API, or for gRPC one HTTP/2
+//! connection driven by tonic's generated `ServingServiceClient`) and sends
 //! its next `get-online-features` request as soon as the previous one is
 //! answered. Every cell is bounded by time and by a request count.
 //!
@@ -9,7 +9,25 @@
 //! server-load --url http://127.0.0.1:6566 --protocol http|grpc --features v:f0,v:f1,...
 //!     [--keys 100000] [--entities 1,100] [--concurrency 1,16,64] [--seconds 3]
 //!     [--warmup 0.5] [--max-requests 200000] [--timeout 30] [--threads 2] [--label NAME]
+//!     [--server-pid PID] [--redis-pid PID] [--grpc-client generated|raw] [--grpc-transport h2|channel]
 //! ```
+//!
+//! HTTP requests are serialized before the clock starts and responses are
+//! read in full but not parsed. gRPC goes through tonic's generated
+//! `ServingServiceClient` by default, which encodes each request and
+//! decodes each response into Feast's messages as a real client does;
+//! `--grpc-client raw` sends pre-encoded requests through tonic's
+//! `client::Grpc` on the same connection and reads each response's bytes
+//! without decoding them, as the HTTP side does, so less of the two cores
+//! goes to the load generator. The HTTP/2 connection is hyper's, called
+//! directly (`--grpc-transport h2`, the default), or tonic's `Channel`,
+//! which puts a buffer task between caller and connection (in one trial at
+//! one entity and concurrency 16, 61 against 45 µs of client CPU a request).
+//!
+//! With `--server-pid` (and `--redis-pid`), each cell also reports the CPU
+//! time that process and its descendants (Feast's gunicorn workers) used
+//! over the measured window, per successful request, from `/proc` (Linux;
+//! 100 clock ticks a second assumed), and the load generator's own.
 //!
 //! Before the cells, one request for keys 0, 1 and 2 checks the response's
 //! shape (one column per key and feature, three values each, features
@@ -18,11 +36,15 @@
 //! errors by kind (HTTP status, gRPC code, transport, client timeout).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::{Buf, BufMut};
 use feature_store_server::proto::serving::get_online_features_request::Kind;
 use feature_store_server::proto::serving::serving_service_client::ServingServiceClient;
 use feature_store_server::proto::serving::{FeatureList, FieldStatus, GetOnlineFeaturesRequest};
@@ -31,11 +53,16 @@ use feature_store_server::proto::types::{RepeatedValue, Value};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
 use rand::{Rng, SeedableRng};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::Service;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 const PATH: &str = "/get-online-features";
+const GRPC_PATH: &str = "/feast.serving.ServingService/GetOnlineFeatures";
 /// Distinct requests prepared per cell, cycled through by the workers.
 const POOL: usize = 4096;
 
@@ -55,12 +82,15 @@ where
 enum Protocol {
     Http,
     Grpc,
+    /// gRPC with pre-encoded requests and responses read but not decoded.
+    GrpcRaw,
 }
 
+#[derive(Clone)]
 struct Settings {
     url: String,
+    /// `host:port`, for connecting and the HTTP/1.1 Host header.
     authority: String,
-    addr: String,
     protocol: Protocol,
     features: Vec<String>,
     keys: i64,
@@ -68,6 +98,9 @@ struct Settings {
     seconds: Duration,
     max_requests: u64,
     timeout: Duration,
+    server_pid: Option<u32>,
+    redis_pid: Option<u32>,
+    grpc_h2: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,7 +118,11 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         .to_owned();
     let protocol = match arg(&args, "--protocol").as_deref() {
         None | Some("http") => Protocol::Http,
-        Some("grpc") => Protocol::Grpc,
+        Some("grpc") => match arg(&args, "--grpc-client").as_deref() {
+            None | Some("generated") => Protocol::Grpc,
+            Some("raw") => Protocol::GrpcRaw,
+            Some(c) => bail!("--grpc-client {c}: use generated or raw"),
+        },
         Some(p) => bail!("--protocol {p}: use http or grpc"),
     };
     let features: Vec<String> = arg(&args, "--features")
@@ -98,7 +135,6 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     };
     let settings = Arc::new(Settings {
         url: url.trim_end_matches('/').to_owned(),
-        addr: authority.clone(),
         authority,
         protocol,
         features,
@@ -107,6 +143,13 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         seconds: secs("--seconds", 3.0)?,
         max_requests: arg(&args, "--max-requests").map_or(Ok(200_000), |s| s.parse())?,
         timeout: secs("--timeout", 30.0)?,
+        server_pid: arg(&args, "--server-pid").map(|s| s.parse()).transpose()?,
+        redis_pid: arg(&args, "--redis-pid").map(|s| s.parse()).transpose()?,
+        grpc_h2: match arg(&args, "--grpc-transport").as_deref() {
+            None | Some("h2") => true,
+            Some("channel") => false,
+            Some(t) => bail!("--grpc-transport {t}: use h2 or channel"),
+        },
     });
     let label = arg(&args, "--label").unwrap_or_default();
     let entities: Vec<usize> = list(&args, "--entities", "1,100")?;
@@ -126,6 +169,11 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             let mut out = serde_json::json!({
                 "label": label,
                 "protocol": if protocol == Protocol::Http { "http" } else { "grpc" },
+                "grpc_client": match protocol {
+                    Protocol::Http => None,
+                    Protocol::Grpc => Some("generated"),
+                    Protocol::GrpcRaw => Some("raw"),
+                },
                 "entities": n,
                 "features": settings.features.len(),
                 "concurrency": c,
@@ -143,14 +191,53 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
 /// One connection of a worker.
 enum Conn {
     Http(SendRequest<Full<Bytes>>),
-    Grpc(ServingServiceClient<Channel>),
+    Grpc(ServingServiceClient<GrpcConn>),
+    GrpcRaw(tonic::client::Grpc<GrpcConn>),
+}
+
+/// One HTTP/2 connection for tonic's clients: tonic's own `Channel`, or
+/// hyper's HTTP/2 connection called directly (no buffer task between the
+/// caller and the connection, so fewer thread hand-offs per request).
+#[derive(Clone)]
+enum GrpcConn {
+    Channel(Channel),
+    H2(hyper::client::conn::http2::SendRequest<tonic::body::Body>),
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Service<tonic::codegen::http::Request<tonic::body::Body>> for GrpcConn {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::codegen::StdError;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            GrpcConn::Channel(c) => Service::poll_ready(c, cx).map_err(Into::into),
+            GrpcConn::H2(h) => h.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            GrpcConn::Channel(c) => {
+                let f = Service::call(c, req);
+                Box::pin(async move { f.await.map(|r| r.map(tonic::body::Body::new)).map_err(Into::into) })
+            }
+            GrpcConn::H2(h) => {
+                let f = h.send_request(req);
+                Box::pin(async move { f.await.map(|r| r.map(tonic::body::Body::new)).map_err(Into::into) })
+            }
+        }
+    }
 }
 
 async fn connect(s: &Settings) -> anyhow::Result<Conn> {
     Ok(match s.protocol {
         Protocol::Http => {
-            let stream =
-                tokio::net::TcpStream::connect(&s.addr).await.with_context(|| format!("connecting to {}", s.addr))?;
+            let stream = tokio::net::TcpStream::connect(&s.authority)
+                .await
+                .with_context(|| format!("connecting to {}", s.authority))?;
             stream.set_nodelay(true)?;
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(async move {
@@ -158,13 +245,67 @@ async fn connect(s: &Settings) -> anyhow::Result<Conn> {
             });
             Conn::Http(sender)
         }
-        Protocol::Grpc => {
-            let channel = Channel::from_shared(s.url.clone())?.tcp_nodelay(true).connect().await?;
-            // Feast's messages for 100 entities x 50 features are far below
-            // tonic's 4 MiB default, but do not let the client be the limit.
-            Conn::Grpc(ServingServiceClient::new(channel).max_decoding_message_size(usize::MAX))
+        Protocol::Grpc | Protocol::GrpcRaw => {
+            let channel = if s.grpc_h2 {
+                let stream = tokio::net::TcpStream::connect(&s.authority)
+                    .await
+                    .with_context(|| format!("connecting to {}", s.authority))?;
+                stream.set_nodelay(true)?;
+                let (sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                GrpcConn::H2(sender)
+            } else {
+                GrpcConn::Channel(Channel::from_shared(s.url.clone())?.tcp_nodelay(true).connect().await?)
+            };
+            let origin: tonic::codegen::http::Uri = s.url.parse()?;
+            // Responses for 100 entities x 50 features are far below tonic's
+            // 4 MiB default, but do not let the client be the limit.
+            if s.protocol == Protocol::Grpc {
+                Conn::Grpc(ServingServiceClient::with_origin(channel, origin).max_decoding_message_size(usize::MAX))
+            } else {
+                Conn::GrpcRaw(tonic::client::Grpc::with_origin(channel, origin).max_decoding_message_size(usize::MAX))
+            }
         }
     })
+}
+
+/// Sends pre-encoded messages and reads replies as bytes, undecoded.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = usize;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = usize;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<usize>, Self::Error> {
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(n))
+    }
 }
 
 fn http_body(s: &Settings, ids: &[i64]) -> Bytes {
@@ -183,8 +324,8 @@ fn grpc_request(s: &Settings, ids: &[i64]) -> GetOnlineFeaturesRequest {
     }
 }
 
-/// What one request did: the HTTP response body's size in bytes (0 for
-/// gRPC), or an error kind.
+/// What one request did: the response body's or message's size in bytes (0
+/// when decoded by the generated client), or an error kind.
 type Outcome = Result<usize, String>;
 
 /// Sends one request; `Err` also tells whether the connection is to be replaced.
@@ -212,12 +353,24 @@ async fn send(s: &Settings, conn: &mut Conn, ids: &[i64], body: &Bytes) -> (Outc
         }
         Conn::Grpc(client) => match client.get_online_features(grpc_request(s, ids)).await {
             Ok(_) => (Ok(0), false),
-            Err(st) if st.code() == tonic::Code::Unavailable || st.code() == tonic::Code::Unknown => {
-                (Err(format!("grpc_{:?}", st.code())), true)
-            }
-            Err(st) => (Err(format!("grpc_{:?}", st.code())), false),
+            Err(st) => grpc_error(&st),
         },
+        Conn::GrpcRaw(grpc) => {
+            if grpc.ready().await.is_err() {
+                return (Err("transport".into()), true);
+            }
+            let path = PathAndQuery::from_static(GRPC_PATH);
+            match grpc.unary(tonic::Request::new(body.clone()), path, RawCodec).await {
+                Ok(r) => (Ok(r.into_inner()), false),
+                Err(st) => grpc_error(&st),
+            }
+        }
     }
+}
+
+fn grpc_error(st: &tonic::Status) -> (Outcome, bool) {
+    let reconnect = matches!(st.code(), tonic::Code::Unavailable | tonic::Code::Unknown);
+    (Err(format!("grpc_{:?}", st.code())), reconnect)
 }
 
 /// One request for keys 0, 1 and 2: the response has a column per key and
@@ -225,7 +378,11 @@ async fn send(s: &Settings, conn: &mut Conn, ids: &[i64], body: &Bytes) -> (Outc
 async fn check(s: &Settings) -> anyhow::Result<()> {
     let ids = [0i64, 1, 2];
     let want_columns = s.features.len() + 1;
-    match connect(s).await? {
+    let conn = match connect(s).await? {
+        Conn::GrpcRaw(_) => connect(&Settings { protocol: Protocol::Grpc, ..s.clone() }).await?,
+        c => c,
+    };
+    match conn {
         Conn::Http(mut sender) => {
             let req = hyper::Request::post(PATH)
                 .header(hyper::header::HOST, &s.authority)
@@ -270,6 +427,7 @@ async fn check(s: &Settings) -> anyhow::Result<()> {
                 }
             }
         }
+        Conn::GrpcRaw(_) => unreachable!("checked with the generated client"),
     }
     Ok(())
 }
@@ -284,6 +442,7 @@ struct Worker {
 async fn cell(s: &Arc<Settings>, pool: &Arc<Vec<Vec<i64>>>, concurrency: usize) -> anyhow::Result<serde_json::Value> {
     let bodies: Arc<Vec<Bytes>> = Arc::new(match s.protocol {
         Protocol::Http => pool.iter().map(|ids| http_body(s, ids)).collect(),
+        Protocol::GrpcRaw => pool.iter().map(|ids| Bytes::from(grpc_request(s, ids).encode_to_vec())).collect(),
         Protocol::Grpc => Vec::new(),
     });
     // Every connection is open before the clock starts.
@@ -350,6 +509,8 @@ async fn cell(s: &Arc<Settings>, pool: &Arc<Vec<Vec<i64>>>, concurrency: usize) 
             out
         }));
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = cpu_seconds(s);
     let mut latencies = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut last = measure_from;
@@ -365,6 +526,7 @@ async fn cell(s: &Arc<Settings>, pool: &Arc<Vec<Vec<i64>>>, concurrency: usize) 
         }
         response_bytes += w.response_bytes;
     }
+    let cpu_after = cpu_seconds(s);
     latencies.sort_unstable();
     let window = (last - measure_from).as_secs_f64().max(1e-9);
     let pct = |p: f64| -> f64 {
@@ -378,7 +540,21 @@ async fn cell(s: &Arc<Settings>, pool: &Arc<Vec<Vec<i64>>>, concurrency: usize) 
     let ok = latencies.len() as u64;
     let measured_errors: u64 = errors.iter().filter(|(k, _)| !k.starts_with("warmup_")).map(|(_, n)| n).sum();
     let mean = if ok == 0 { f64::NAN } else { latencies.iter().sum::<u64>() as f64 / ok as f64 / 1e3 };
+    let per_request = |i: usize| -> Option<f64> {
+        let (a, b) = (cpu_before[i]?, cpu_after[i]?);
+        (ok > 0).then(|| (b - a) / ok as f64 * 1e6)
+    };
+    // Cores kept busy over the window: by this benchmark's processes, and by everything.
+    let busy = |idx: &[usize]| -> Option<f64> {
+        idx.iter().map(|&i| Some(cpu_after[i]? - cpu_before[i]?)).sum::<Option<f64>>().map(|c| c / window)
+    };
+    let (cores_benchmark, cores_machine) = (busy(&[0, 1, 2]), busy(&[3]));
     Ok(serde_json::json!({
+        "cores_busy_benchmark": cores_benchmark,
+        "cores_busy_machine": cores_machine,
+        "server_cpu_us_per_request": per_request(0),
+        "redis_cpu_us_per_request": per_request(1),
+        "client_cpu_us_per_request": per_request(2),
         "seconds": window,
         "ok": ok,
         "errors": measured_errors,
@@ -389,6 +565,54 @@ async fn cell(s: &Arc<Settings>, pool: &Arc<Vec<Vec<i64>>>, concurrency: usize) 
         "p999_us": pct(0.999),
         "max_us": latencies.last().map_or(f64::NAN, |&x| x as f64 / 1e3),
         "mean_us": mean,
-        "http_response_bytes": if ok == 0 || response_bytes == 0 { None } else { Some(response_bytes / ok) },
+        "response_bytes": if ok == 0 || response_bytes == 0 { None } else { Some(response_bytes / ok) },
     }))
+}
+
+/// CPU seconds (user + system) of the server and its descendants, of Redis,
+/// of this process, and of the whole machine (busy: not idle or waiting on
+/// I/O), as far as they are known.
+fn cpu_seconds(s: &Settings) -> [Option<f64>; 4] {
+    let procs = processes();
+    let tree = |root: Option<u32>| -> Option<f64> {
+        let root = root?;
+        let mut total = 0u64;
+        let mut found = false;
+        let mut stack = vec![root];
+        while let Some(p) = stack.pop() {
+            if let Some((_, ticks)) = procs.get(&p) {
+                found = true;
+                total += ticks;
+            }
+            stack.extend(procs.iter().filter(|(_, (ppid, _))| *ppid == p).map(|(pid, _)| *pid));
+        }
+        found.then(|| total as f64 / 100.0)
+    };
+    let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let line = stat.lines().next()?;
+        let t: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let all: u64 = t.iter().take(8).sum();
+        Some((all - t.get(3)? - t.get(4)?) as f64 / 100.0)
+    });
+    [tree(s.server_pid), tree(s.redis_pid), tree(Some(std::process::id())), machine]
+}
+
+/// Every process's parent and CPU clock ticks (utime + stime), from /proc.
+fn processes() -> HashMap<u32, (u32, u64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // rest[0] is the state (field 3); ppid is field 4, utime 14, stime 15.
+        let (Some(ppid), Some(ut), Some(st)) = (f.get(1), f.get(11), f.get(12)) else { continue };
+        if let (Ok(ppid), Ok(ut), Ok(st)) = (ppid.parse(), ut.parse::<u64>(), st.parse::<u64>()) {
+            out.insert(pid, (ppid, ut + st));
+        }
+    }
+    out
 }
