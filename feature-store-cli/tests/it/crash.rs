@@ -77,12 +77,9 @@ fn read_parquet(path: &Path) -> RecordBatch {
 /// `push --to offline` killed at random points: the source stays readable
 /// (a killed writer's staging file is not data), and each push is wholly
 /// in it or not at all.
-#[cfg(unix)]
-#[test]
-fn offline_push_killed_anywhere_leaves_a_readable_source() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
-    // The source as a folder, so pushes can add files to it.
+/// Moves the demo source into a folder (`data/driver_stats/part-0.parquet`),
+/// so offline pushes can add files to it, and applies; returns the folder.
+fn folder_source(repo: &Path) -> std::path::PathBuf {
     let folder = repo.join("data/driver_stats");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::rename(repo.join("data/driver_stats.parquet"), folder.join("part-0.parquet")).unwrap();
@@ -92,7 +89,35 @@ fn offline_push_killed_anywhere_leaves_a_readable_source() {
         defs.replace("path: data/driver_stats.parquet", "path: data/driver_stats/"),
     )
     .unwrap();
-    ok(&cli(&repo, &["apply"]));
+    ok(&cli(repo, &["apply"]));
+    folder
+}
+
+/// A retrieval of one entity row over the whole source, written to `out`
+/// in the repo: it succeeds only if every data file reads whole.
+fn retrieve_one(repo: &Path, out: &str) -> RecordBatch {
+    let entities = repo.join("one.csv");
+    std::fs::write(&entities, "driver_id,event_timestamp\n1000,2026-01-01T05:00:00Z\n").unwrap();
+    let out = repo.join(out);
+    let args = [
+        "historical",
+        "--entities",
+        entities.to_str().unwrap(),
+        "--features",
+        "driver_hourly_stats:conv_rate",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    ok(&cli(repo, &args));
+    read_parquet(&out)
+}
+
+#[cfg(unix)]
+#[test]
+fn offline_push_killed_anywhere_leaves_a_readable_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
+    let folder = folder_source(&repo);
     let rows = read_parquet(&folder.join("part-0.parquet"));
     let push_file = tmp.path().join("push.parquet");
     write_parquet(&push_file, &rows);
@@ -105,21 +130,7 @@ fn offline_push_killed_anywhere_leaves_a_readable_source() {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
             .count();
         // Every data file reads whole: a retrieval over the source succeeds.
-        let entities = repo.join("one.csv");
-        std::fs::write(&entities, "driver_id,event_timestamp\n1000,2026-01-01T05:00:00Z\n").unwrap();
-        let out = repo.join("one.parquet");
-        ok(&cli(
-            repo,
-            &[
-                "historical",
-                "--entities",
-                entities.to_str().unwrap(),
-                "--features",
-                "driver_hourly_stats:conv_rate",
-                "--output",
-                out.to_str().unwrap(),
-            ],
-        ));
+        retrieve_one(repo, "one.parquet");
         files
     };
     assert_eq!(count(&repo), 2);
@@ -419,8 +430,8 @@ fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
 }
 
 /// Rows one hour after the data's last: every driver, new values.
-fn newer_rows(repo: &Path) -> RecordBatch {
-    let rows = read_parquet(&repo.join("data/driver_stats.parquet"));
+fn newer_rows(source: &Path) -> RecordBatch {
+    let rows = read_parquet(source);
     let n = DRIVERS as usize;
     let last = BASE + HOURS * 3_600_000_000;
     let schema = rows.schema();
@@ -449,7 +460,7 @@ fn online_push_killed_anywhere_converges() {
     ok(&cli(&clean, &[&["materialize"][..], &WINDOW].concat()));
     let before = sample(&clean);
     let push_file = tmp.path().join("newer.parquet");
-    write_parquet(&push_file, &newer_rows(&clean));
+    write_parquet(&push_file, &newer_rows(&clean.join("data/driver_stats.parquet")));
     let push = ["push", "driver_hourly_stats", "--file", push_file.to_str().unwrap()];
     let started = Instant::now();
     ok(&cli(&clean, &push));
@@ -489,27 +500,9 @@ fn online_push_killed_anywhere_converges() {
 fn an_offline_push_on_a_full_disk_adds_nothing_and_a_rerun_lands_once() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
-    let folder = repo.join("data/driver_stats");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::rename(repo.join("data/driver_stats.parquet"), folder.join("part-0.parquet")).unwrap();
-    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
-    std::fs::write(
-        repo.join("features.yaml"),
-        defs.replace("path: data/driver_stats.parquet", "path: data/driver_stats/"),
-    )
-    .unwrap();
-    ok(&cli(&repo, &["apply"]));
+    let folder = folder_source(&repo);
     let push_file = tmp.path().join("newer.parquet");
-    write_parquet(
-        &push_file,
-        &newer_rows(&{
-            // newer_rows reads the source's first file.
-            let view = tmp.path().join("view");
-            std::fs::create_dir_all(view.join("data")).unwrap();
-            std::fs::copy(folder.join("part-0.parquet"), view.join("data/driver_stats.parquet")).unwrap();
-            view
-        }),
-    );
+    write_parquet(&push_file, &newer_rows(&folder.join("part-0.parquet")));
     let data_files = || -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&folder)
             .unwrap()
@@ -534,26 +527,10 @@ fn an_offline_push_on_a_full_disk_adds_nothing_and_a_rerun_lands_once() {
     assert_eq!(limited.status.code(), Some(1), "the push must fail: {stderr}");
     assert!(stderr.contains("driver_stats"), "the error names where it was writing: {stderr}");
     assert_eq!(data_files(), ["part-0.parquet"], "no new data file is visible after the failed push");
-    let entities = repo.join("one.csv");
-    std::fs::write(&entities, "driver_id,event_timestamp\n1000,2026-01-01T05:00:00Z\n").unwrap();
-    let historical = |out: &str| {
-        let out = repo.join(out);
-        let args = [
-            "historical",
-            "--entities",
-            entities.to_str().unwrap(),
-            "--features",
-            "driver_hourly_stats:conv_rate",
-            "--output",
-            out.to_str().unwrap(),
-        ];
-        ok(&cli(&repo, &args));
-        read_parquet(&out)
-    };
-    assert_eq!(historical("before.parquet").num_rows(), 1);
+    assert_eq!(retrieve_one(&repo, "before.parquet").num_rows(), 1);
     ok(&cli(&repo, &["push", "driver_hourly_stats", "--file", push_file.to_str().unwrap(), "--to", "offline"]));
     assert_eq!(data_files().len(), 2, "the rerun adds one file: {:?}", data_files());
     let added: Vec<String> = data_files().into_iter().filter(|n| n != "part-0.parquet").collect();
     assert_eq!(read_parquet(&folder.join(&added[0])).num_rows(), DRIVERS as usize);
-    assert_eq!(historical("after.parquet").num_rows(), 1);
+    assert_eq!(retrieve_one(&repo, "after.parquet").num_rows(), 1);
 }
