@@ -1,6 +1,7 @@
 //! `feature-store`: the command-line tool for pipelines and people.
 
 mod historical;
+mod ingest;
 mod init;
 mod interrupt;
 mod online;
@@ -231,6 +232,34 @@ enum Command {
         /// Serve a non-loopback address without API keys.
         #[arg(long)]
         allow_unauthenticated: bool,
+    },
+    /// Consume every stream source (kind kafka, nats or redis_stream) that
+    /// feature views read: each record is checked against the views' schema
+    /// (bad ones go to the source's dead-letter file), written online, and
+    /// appended to the source's batch_source; the broker is told only once
+    /// both are durable, so a restart after a crash neither loses nor
+    /// double-counts an event. Runs until SIGTERM/SIGINT, then flushes.
+    Ingest {
+        /// Only these views (and the stream sources they read).
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+        /// This process's name in the consumer group; default the host name.
+        /// Processes sharing a group need distinct names.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// How long events may wait before the batch source gets them; default
+        /// each source's offline_flush_interval (60s).
+        #[arg(long)]
+        offline_flush_interval: Option<String>,
+        /// Do not append to the batch sources (online only).
+        #[arg(long)]
+        no_offline_log: bool,
+        /// Stop once no message has arrived for this long, e.g. 10s.
+        #[arg(long)]
+        stop_when_idle: Option<String>,
+        /// Messages taken per poll (default 2000).
+        #[arg(long)]
+        batch_size: Option<usize>,
     },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
@@ -571,6 +600,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 allow_unauthenticated,
             };
             serve::serve(store, flags, cli.json).await
+        }
+        Command::Ingest { views, consumer, offline_flush_interval, no_offline_log, stop_when_idle, batch_size } => {
+            let dir = repo_dir(cli.repo.as_deref())?;
+            let store = feature_store::open(&dir)?;
+            let flags =
+                ingest::Flags { views, consumer, offline_flush_interval, no_offline_log, stop_when_idle, batch_size };
+            ingest::ingest(store, &dir, flags, cli.json).await
         }
         Command::Export => {
             let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;

@@ -103,6 +103,21 @@ pub(crate) mod ttl_serde {
     }
 }
 
+/// Serde adapter for required `Duration` fields: a duration string or a
+/// number of seconds; written as a duration string.
+pub(crate) mod duration_serde {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*v))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::ttl_serde::deserialize(d).map(Option::unwrap_or_default)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

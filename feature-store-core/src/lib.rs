@@ -47,6 +47,7 @@ pub mod duration;
 mod error;
 mod facade;
 pub mod historical;
+pub mod ingest;
 pub mod model;
 pub mod offline;
 pub mod on_demand;

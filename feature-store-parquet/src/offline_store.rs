@@ -242,10 +242,59 @@ impl OfflineWriter for ParquetOfflineStore {
     /// glob and hive-partitioned sources are refused, as a new file there
     /// would not be read or would lack partition values.
     async fn append(&self, source: &DataSource, batch: arrow_array::RecordBatch) -> CoreResult<String> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "push-{}-{}-{}.parquet",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%6fZ"),
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (_, at) = self.write_file(source, None, &name, batch, false).await?;
+        Ok(at)
+    }
+
+    async fn append_named(
+        &self,
+        source: &DataSource,
+        partition: Option<&str>,
+        name: &str,
+        batch: arrow_array::RecordBatch,
+    ) -> CoreResult<bool> {
+        Ok(self.write_file(source, partition, name, batch, true).await?.0)
+    }
+
+    async fn list_named(&self, source: &DataSource, prefix: &str) -> CoreResult<Vec<String>> {
+        let context = format!("data source \"{}\" ({})", source.name, source.path);
+        let files = self.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+        Ok(files
+            .files
+            .iter()
+            .filter_map(|f| f.location.filename())
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl ParquetOfflineStore {
+    /// Writes `batch` as file `name` in the source's folder (below hive
+    /// folder `partition` if given); with `skip_existing`, an existing file
+    /// of that name is left as it is (`false`). Single-file and glob
+    /// sources are refused, and so is a file outside the partition folders
+    /// of a hive-partitioned source, as such a file would not be read or
+    /// would lack partition values.
+    async fn write_file(
+        &self,
+        source: &DataSource,
+        partition: Option<&str>,
+        name: &str,
+        batch: arrow_array::RecordBatch,
+        skip_existing: bool,
+    ) -> CoreResult<(bool, String)> {
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let refuse = |why: &str| {
             Err(CoreError::Unsupported(format!(
-                "{context}: cannot append pushed rows: {why}; point the source at a folder"
+                "{context}: cannot append rows: {why}; point the source at a folder"
             )))
         };
         if source.is_glob() {
@@ -255,16 +304,52 @@ impl OfflineWriter for ParquetOfflineStore {
         if files.files.len() == 1 && files.files[0].location == files.root.path {
             return refuse("the source is a single file");
         }
-        if !files.partition_columns.is_empty() {
-            return refuse("the source is hive-partitioned");
+        let partition_column = partition.and_then(|p| p.split_once('=')).map(|(c, _)| c.to_owned());
+        match (&partition_column, files.partition_columns.as_slice()) {
+            (None, []) => {}
+            (None, _) => return refuse("the source is hive-partitioned"),
+            (Some(c), cols) if cols.is_empty() || cols == [c.clone()] => {}
+            (Some(c), cols) => {
+                return Err(CoreError::Unsupported(format!(
+                    "{context}: cannot append rows under {c}= folders: the source is partitioned by {}",
+                    cols.join(", ")
+                )));
+            }
+        }
+        let mut path = files.root.path.clone();
+        if let Some(p) = partition {
+            path = path.join(p);
+        }
+        let path = path.join(name);
+        let unavailable = |e: object_store::Error| CoreError::StoreUnavailable {
+            store: context.clone(),
+            source: Box::new(Error::object_store(&files.root.url, e)),
+        };
+        let url = format!("{}/{}", files.root.store_url(), path);
+        if skip_existing {
+            match files.root.store.head(&path).await {
+                Ok(_) => return Ok((false, url)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
         }
         // Other views may read other columns of this source: the new file
-        // carries every column the existing files have (nulls where the push
-        // has none), so no view finds a file without its columns.
+        // carries every column the existing files have (nulls where the
+        // batch has none), so no view finds a file without its columns.
         let batch = match files.files.len() {
             0 => batch,
             _ => {
-                let existing = parquet_schema(&files, 0).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+                let mut existing =
+                    parquet_schema(&files, 0).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+                if !files.partition_columns.is_empty() {
+                    let kept: Vec<_> = existing
+                        .fields()
+                        .iter()
+                        .filter(|f| !files.partition_columns.contains(f.name()))
+                        .cloned()
+                        .collect();
+                    existing = Arc::new(Schema::new(kept));
+                }
                 with_missing_columns(batch, &existing).map_err(|e| CoreError::data(&context, e.to_string()))?
             }
         };
@@ -273,22 +358,8 @@ impl OfflineWriter for ParquetOfflineStore {
             .map_err(|e| CoreError::data(&context, e.to_string()))?;
         writer.write(&batch).map_err(|e| CoreError::data(&context, e.to_string()))?;
         writer.close().map_err(|e| CoreError::data(&context, e.to_string()))?;
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let name = format!(
-            "push-{}-{}-{}.parquet",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%6fZ"),
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let path = files.root.path.clone().join(name.as_str());
-        files
-            .root
-            .store
-            .put(&path, bytes::Bytes::from(buf).into())
-            .await
-            .map_err(|e| Error::object_store(&files.root.url, e))
-            .map_err(|e| CoreError::StoreUnavailable { store: context.clone(), source: Box::new(e) })?;
-        Ok(format!("{}/{}", files.root.store_url(), path))
+        files.root.store.put(&path, bytes::Bytes::from(buf).into()).await.map_err(unavailable)?;
+        Ok((true, url))
     }
 }
 

@@ -149,6 +149,12 @@ impl RedisConfig {
     }
 }
 
+/// The server URLs of a connection string (`redis://...` URLs, or Feast's
+/// `host:port,password=x,ssl=true` form).
+pub(crate) fn connection_urls(text: &str) -> Result<Vec<String>, Error> {
+    parse_connection_string(text)
+}
+
 /// Turns `host:port,password=x,ssl=true` or URL lists into URLs.
 fn parse_connection_string(text: &str) -> Result<Vec<String>, Error> {
     let mut hosts = Vec::new();

@@ -21,7 +21,9 @@ mod config;
 mod error;
 pub mod layout;
 mod store;
+mod stream_consumer;
 
 pub use config::RedisConfig;
 pub use error::Error;
 pub use store::RedisOnlineStore;
+pub use stream_consumer::RedisStreamConsumer;

@@ -407,15 +407,16 @@ async fn views_of_source(state: &AppState, name: &str, mode: PushMode) -> Result
     let doc = state.store.document().await.map_err(|e| state.store_error(StoreKind::Registry, e))?;
     let project = doc.project(state.store.project());
     let registry = project.registry();
-    if !registry.data_sources.contains_key(name) {
-        let known: Vec<&str> = registry.data_sources.keys().map(String::as_str).collect();
+    if !registry.data_sources.contains_key(name) && !registry.stream_sources.contains_key(name) {
+        let known: Vec<&str> =
+            registry.data_sources.keys().chain(registry.stream_sources.keys()).map(String::as_str).collect();
         return Err(ApiError::not_found(format!(
             "push source \"{name}\" not found; the data sources are: {}",
             if known.is_empty() { "none (run feature-store apply)".to_owned() } else { known.join(", ") }
         )));
     }
     let readers: Vec<&feature_store_core::model::FeatureView> =
-        registry.feature_views.values().map(|r| &r.spec).filter(|v| v.source == name).collect();
+        registry.feature_views.values().map(|r| &r.spec).filter(|v| project.same_source(&v.source, name)).collect();
     let chosen: Vec<String> =
         readers.iter().filter(|v| mode == PushMode::Offline || v.online).map(|v| v.name.clone()).collect();
     if chosen.is_empty() {

@@ -27,6 +27,8 @@
 
 mod backends;
 
+mod streams;
+pub use streams::StreamConsumers;
 pub use backends::{from_config, offline_store_types, online_store, online_store_types, open};
 pub use feature_store_core::*;
 #[cfg(feature = "lmdb")]

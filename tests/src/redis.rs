@@ -30,6 +30,12 @@ impl RedisServer {
         Self::start_with(None, Vec::new())
     }
 
+    /// Starts a server with extra `redis-server` arguments (`--appendonly yes`
+    /// keeps data across [`RedisServer::restart`]).
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_with(None, args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
     /// Starts a server that requires `password` (AUTH).
     pub fn start_with_password(password: &str) -> Self {
         Self::start_with(Some(password.to_owned()), Vec::new())

@@ -1,6 +1,7 @@
 //! The `feature-store` binary end to end on the scaffolded demo repo.
 
 mod crash;
+mod streams;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -222,7 +222,7 @@ impl WriteTarget {
 
     /// Encodes rows whose key columns, event times and features are already
     /// in the view's types; rows with a null key or time are skipped.
-    fn encode(&self, keys: &[(&str, &ArrayRef)], event_ts: &dyn Array, features: &[ArrayRef]) -> Result<OnlineRows> {
+    pub(crate) fn encode(&self, keys: &[(&str, &ArrayRef)], event_ts: &dyn Array, features: &[ArrayRef]) -> Result<OnlineRows> {
         let rows = event_ts.len();
         let entity = entity_keys(keys, rows)?;
         let ts = event_ts.as_primitive::<TimestampMicrosecondType>();
@@ -249,7 +249,7 @@ impl FeatureStore {
     }
 
     /// The view's write target; `online` refuses views not served online.
-    fn write_target(
+    pub(crate) fn write_target(
         &self,
         doc: &crate::registry::RegistryDocument,
         name: &str,
@@ -670,7 +670,7 @@ impl FeatureStore {
         if let Some(created) = &source.created_timestamp_field {
             types.insert(created.clone(), crate::timestamp_type());
         }
-        for other in project.registry().feature_views.values().map(|r| &r.spec).filter(|v| v.source == spec.source) {
+        for other in project.registry().feature_views.values().map(|r| &r.spec).filter(|v| project.same_source(&v.source, &spec.source)) {
             for f in &other.schema {
                 types.entry(f.name.clone()).or_insert_with(|| f.dtype.to_arrow());
             }
@@ -709,7 +709,7 @@ impl FeatureStore {
         let readers: Vec<&FeatureView> = if mode == PushMode::Online {
             vec![&target.view]
         } else {
-            project.registry().feature_views.values().map(|r| &r.spec).filter(|v| v.source == source.name).collect()
+            project.registry().feature_views.values().map(|r| &r.spec).filter(|v| project.same_source(&v.source, &source.name)).collect()
         };
         let source_types = if readers.iter().any(|v| v.is_aggregation()) {
             let schema = self.offline_store()?.source_schema(&source).await?;
@@ -815,7 +815,7 @@ impl FeatureStore {
                 .and_then(|name| batch.column_by_name(name).map(|c| micros_utc(c, name, &context)))
                 .transpose()?;
             let events = events_batch(&keys, &ts, created, &pushed, &features)?;
-            self.push_tiles(online, &target, &events).await.map(|_| WriteStats::new(rows, 0))
+            self.push_tiles(online, &target, &events, None).await.map(|_| WriteStats::new(rows, 0))
         } else {
             let encoded = target.encode(&keys, ts.as_ref(), &features)?;
             online.write(self.project(), &target.online, &encoded).await
@@ -865,7 +865,7 @@ fn micros_utc(col: &ArrayRef, name: &str, context: &str) -> Result<ArrayRef> {
 
 /// Pushed events in the columns tiles are built from: join keys, event and
 /// created times, inputs.
-fn events_batch(
+pub(crate) fn events_batch(
     keys: &[(&str, &ArrayRef)],
     ts: &ArrayRef,
     created: Option<ArrayRef>,

@@ -8,6 +8,7 @@
 //! Modules below the facade never import it.
 
 mod datasets;
+mod ingest;
 pub(crate) mod materialize;
 pub(crate) mod on_demand;
 mod quality;
@@ -109,6 +110,8 @@ pub enum Described {
     Entity(Record<Entity>),
     /// A data source.
     DataSource(Record<DataSource>),
+    /// A stream source.
+    StreamSource(Record<crate::model::StreamSource>),
     /// A feature view and its materialization state.
     FeatureView {
         /// The stored view.
@@ -131,6 +134,7 @@ impl Described {
         match self {
             Self::Entity(_) => ObjectKind::Entity,
             Self::DataSource(_) => ObjectKind::DataSource,
+            Self::StreamSource(_) => ObjectKind::StreamSource,
             Self::FeatureView { .. } => ObjectKind::FeatureView,
             Self::FeatureService(_) => ObjectKind::FeatureService,
             Self::RequestSource(_) => ObjectKind::RequestSource,
@@ -604,6 +608,11 @@ impl FeatureStore {
         Ok(self.document().await?.project(self.project()).registry().feature_views.values().cloned().collect())
     }
 
+    /// Stream sources.
+    pub async fn list_stream_sources(&self) -> Result<Vec<Record<crate::model::StreamSource>>> {
+        Ok(self.document().await?.project(self.project()).registry().stream_sources.values().cloned().collect())
+    }
+
     /// Request sources of the project, by name.
     pub async fn list_request_sources(&self) -> Result<Vec<Record<RequestSource>>> {
         Ok(self.document().await?.project(self.project()).registry().request_sources.values().cloned().collect())
@@ -644,6 +653,9 @@ impl FeatureStore {
         if let Some(r) = p.data_sources.get(name) {
             out.push(Described::DataSource(r.clone()));
         }
+        if let Some(r) = p.stream_sources.get(name) {
+            out.push(Described::StreamSource(r.clone()));
+        }
         if let Some(r) = p.feature_views.get(name) {
             out.push(Described::FeatureView {
                 record: r.clone(),
@@ -664,6 +676,7 @@ impl FeatureStore {
                 .entities
                 .keys()
                 .chain(p.data_sources.keys())
+                .chain(p.stream_sources.keys())
                 .chain(p.feature_views.keys())
                 .chain(p.feature_services.keys())
                 .chain(p.request_sources.keys())

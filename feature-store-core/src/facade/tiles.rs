@@ -276,6 +276,7 @@ impl FeatureStore {
         online: &Arc<dyn OnlineStore>,
         target: &super::materialize::WriteTarget,
         events: &RecordBatch,
+        positions: Option<&EventPositions>,
     ) -> Result<u64> {
         let (view, join_keys) = (&target.view, &target.join_keys[..]);
         /// Rounds of lost races after which a push gives up (each round, at
@@ -283,20 +284,27 @@ impl FeatureStore {
         const ROUNDS: usize = 1000;
         let builder = TileBuilder::new(view, join_keys, events)?;
         let (by_key, _) = builder.by_key(|_| true);
-        let mut pending: Vec<(String, i64, Vec<AggState>)> = Vec::new();
+        let mut pending: Vec<PendingBlock> = Vec::new();
         for (key, idx) in by_key {
-            for (b, states) in builder.key_states(idx, |_| true) {
+            let idx = Arc::new(idx);
+            for (b, states) in builder.key_states(idx.to_vec(), |_| true) {
                 let (k, ts) = builder.row(key, b);
-                pending.push((k, ts, states));
+                pending.push((k, ts, b, states, Arc::clone(&idx)));
             }
         }
         let table = OnlineView::new(target.online.name.clone(), None);
         let project = self.project();
-        let names: Arc<[String]> = builder.features.clone().into();
+        // With positions, each block row also records what it has applied.
+        let mut stored_names = builder.features.clone();
+        if positions.is_some() {
+            stored_names.push(APPLIED.to_owned());
+        }
+        let names: Arc<[String]> = stored_names.clone().into();
+        let context = |key: &str| format!("online tile \"{key}\" of feature view \"{}\"", view.name);
         let mut updated = 0;
         let mut buf = Vec::new();
         for chunk in pending.chunks(WRITE_BATCH) {
-            let mut left: Vec<&(String, i64, Vec<AggState>)> = chunk.iter().collect();
+            let mut left: Vec<&PendingBlock> = chunk.iter().collect();
             let mut round = 0;
             while !left.is_empty() {
                 round += 1;
@@ -313,18 +321,43 @@ impl FeatureStore {
                 let read =
                     ViewRead::new(table.name.clone(), Arc::clone(&names), left.iter().map(|p| p.0.clone()).collect());
                 let found = online.read(project, &[read]).await?.remove(0);
-                let mut rows = OnlineRows::new(builder.features.clone());
-                for ((key, ts, states), stored) in left.iter().map(|p| (&p.0, p.1, &p.2)).zip(&found) {
-                    let stored = stored.as_ref().map(|r| r.values(&builder.features)).transpose()?;
+                let mut rows = OnlineRows::new(stored_names.clone());
+                // Rows written, by position in `left`; a block whose events were all applied is left as it is.
+                let mut written: Vec<usize> = Vec::with_capacity(left.len());
+                let mut expected = Vec::with_capacity(left.len());
+                for (li, ((key, ts, block, all_states, idx), stored)) in
+                    left.iter().map(|p| (&p.0, p.1, p.2, &p.3, &p.4)).zip(&found).enumerate()
+                {
+                    let stored_values = stored.as_ref().map(|r| r.values(&stored_names)).transpose()?;
+                    let mut fresh_states = None;
+                    let mut applied = Applied::default();
+                    if let Some(pos) = positions {
+                        if let Some(bytes) = stored_values.as_ref().and_then(|v| v[builder.features.len()].as_ref()) {
+                            applied = Applied::decode(bytes).map_err(|e| Error::data(context(key), e))?;
+                        }
+                        let fresh: Vec<usize> =
+                            idx.iter().copied().filter(|&i| !applied.contains(pos.partition(i), pos.position(i))).collect();
+                        if fresh.is_empty() {
+                            continue;
+                        }
+                        if fresh.len() < idx.len() {
+                            match builder.key_states(fresh.clone(), |b| b == &block).pop() {
+                                Some((_, s)) => fresh_states = Some(s),
+                                None => {
+                                    // No fresh event falls in this block.
+                                    continue;
+                                }
+                            }
+                        }
+                        for &i in &fresh {
+                            applied.advance(pos.partition(i), pos.position(i));
+                        }
+                    }
+                    let states = fresh_states.as_ref().unwrap_or(all_states);
                     rows.begin_row(key.clone(), ts);
                     for (s, state) in states.iter().enumerate() {
-                        let mut merged = match stored.as_ref().and_then(|v| v[s].as_ref()) {
-                            Some(bytes) => AggState::decode(bytes).map_err(|e| {
-                                Error::data(
-                                    format!("online tile \"{key}\" of feature view \"{}\"", view.name),
-                                    e.to_string(),
-                                )
-                            })?,
+                        let mut merged = match stored_values.as_ref().and_then(|v| v[s].as_ref()) {
+                            Some(bytes) => AggState::decode(bytes).map_err(|e| Error::data(context(key), e.to_string()))?,
                             None => builder.specs[s].0.empty(),
                         };
                         merged.merge(state);
@@ -332,16 +365,97 @@ impl FeatureStore {
                         merged.encode(&mut buf);
                         rows.push_value(Some(&buf));
                     }
+                    if positions.is_some() {
+                        buf.clear();
+                        applied.encode(&mut buf);
+                        rows.push_value(Some(&buf));
+                    }
+                    written.push(li);
+                    expected.push(stored.clone());
                 }
-                let swapped = online.compare_and_swap(project, &table, &rows, &found).await?;
+                let swapped = if rows.is_empty() {
+                    Vec::new()
+                } else {
+                    online.compare_and_swap(project, &table, &rows, &expected).await?
+                };
                 updated += swapped.iter().filter(|s| **s).count() as u64;
-                left = left.into_iter().zip(&swapped).filter(|(_, ok)| !**ok).map(|(p, _)| p).collect();
+                let lost: Vec<usize> = written.iter().zip(&swapped).filter(|(_, ok)| !**ok).map(|(li, _)| *li).collect();
+                left = lost.into_iter().map(|li| left[li]).collect();
                 if !left.is_empty() {
                     tokio::task::yield_now().await;
                 }
             }
         }
         Ok(updated)
+    }
+}
+
+/// A block a push updates: online key, event time, block, its states over
+/// all of the key's pushed events, and those events (rows of the push).
+type PendingBlock = (String, i64, Block, Vec<AggState>, Arc<Vec<usize>>);
+
+/// Name of the extra value in tile rows written by stream ingestion: per
+/// stream partition, the newest position whose event the block holds.
+pub(crate) const APPLIED: &str = "__applied";
+
+/// Where each event of a batch came from: its stream partition and its
+/// position there. Positions grow along a partition, so a block that
+/// records the newest position it holds per partition knows which replayed
+/// events it already counts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventPositions {
+    /// Partition names.
+    pub(crate) partitions: Vec<String>,
+    /// Per event row: (index into `partitions`, position).
+    pub(crate) rows: Vec<(u32, u128)>,
+}
+
+impl EventPositions {
+    fn partition(&self, row: usize) -> &str {
+        &self.partitions[self.rows[row].0 as usize]
+    }
+
+    fn position(&self, row: usize) -> u128 {
+        self.rows[row].1
+    }
+}
+
+/// Per partition, the newest position a block has applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Applied(Vec<(String, u128)>);
+
+impl Applied {
+    fn contains(&self, partition: &str, position: u128) -> bool {
+        self.0.iter().any(|(p, at)| p == partition && position <= *at)
+    }
+
+    fn advance(&mut self, partition: &str, position: u128) {
+        match self.0.iter_mut().find(|(p, _)| p == partition) {
+            Some((_, at)) => *at = (*at).max(position),
+            None => self.0.push((partition.to_owned(), position)),
+        }
+    }
+
+    /// `[u16 name length][name][u128 LE]` per partition.
+    fn encode(&self, out: &mut Vec<u8>) {
+        for (p, at) in &self.0 {
+            out.extend_from_slice(&(p.len() as u16).to_le_bytes());
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+    }
+
+    fn decode(mut bytes: &[u8]) -> std::result::Result<Self, String> {
+        let bad = || "corrupt record of applied stream positions".to_owned();
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let len = u16::from_le_bytes(bytes.get(..2).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+            let name = std::str::from_utf8(bytes.get(2..2 + len).ok_or_else(bad)?).map_err(|_| bad())?;
+            let at = u128::from_le_bytes(bytes.get(2 + len..18 + len).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+            out.push((name.to_owned(), at));
+            bytes = &bytes[18 + len..];
+        }
+        Ok(Self(out))
     }
 }
 

@@ -8,6 +8,7 @@ mod feature_ref;
 mod feature_service;
 mod feature_view;
 mod on_demand;
+mod stream_source;
 mod validation;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub use feature_ref::{FeatureRef, FeatureSelection};
 pub use feature_service::{FeatureService, FeatureServiceBuilder};
 pub use feature_view::{FeatureView, FeatureViewBuilder};
 pub use on_demand::{OnDemandFeature, OnDemandFeatureView, OnDemandFeatureViewBuilder, RequestSource, UdfSignature};
+pub use stream_source::{DEFAULT_OFFLINE_FLUSH, EpochUnit, StartPosition, StreamKind, StreamSource, StreamSourceBuilder};
 pub use validation::{DriftMethod, DriftRule, NewColumns, Number, ValidationRules};
 
 use crate::ValueType;

@@ -18,6 +18,8 @@ use crate::{Error, Result};
 #[derive(Debug, Default)]
 pub struct MemoryOfflineStore {
     tables: RwLock<HashMap<String, (SchemaRef, Vec<RecordBatch>)>>,
+    /// Names given to [`OfflineWriter::append_named`], by source path.
+    named: RwLock<HashMap<String, std::collections::BTreeSet<String>>>,
 }
 
 impl MemoryOfflineStore {
@@ -132,5 +134,28 @@ impl OfflineWriter for MemoryOfflineStore {
             RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::data(&context, e.to_string()))?;
         batches.push(part);
         Ok(format!("memory offline store {}#{}", source.path, batches.len() - 1))
+    }
+
+    async fn append_named(
+        &self,
+        source: &DataSource,
+        _partition: Option<&str>,
+        name: &str,
+        batch: RecordBatch,
+    ) -> Result<bool> {
+        if self.named.read().expect("poisoned").get(&source.path).is_some_and(|n| n.contains(name)) {
+            return Ok(false);
+        }
+        self.append(source, batch).await?;
+        self.named.write().expect("poisoned").entry(source.path.clone()).or_default().insert(name.to_owned());
+        Ok(true)
+    }
+
+    async fn list_named(&self, source: &DataSource, prefix: &str) -> Result<Vec<String>> {
+        let named = self.named.read().expect("poisoned");
+        Ok(named
+            .get(&source.path)
+            .map(|n| n.iter().filter(|x| x.starts_with(prefix)).cloned().collect())
+            .unwrap_or_default())
     }
 }

@@ -87,6 +87,23 @@ pub trait OfflineWriter: Send + Sync + Debug {
     /// Appends `batch` (columns named as in the source) to the source's data
     /// as a new file or part; returns where it was written.
     async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String>;
+
+    /// Writes `batch` as the file `name` in the source's folder, below the
+    /// hive partition folder `partition` (`date=2024-05-01`) when given,
+    /// atomically (readers see all of it or nothing). Returns `false`, and
+    /// writes nothing, when a file of that name is already there: a writer
+    /// that names files by what they hold can repeat a write after a crash.
+    async fn append_named(
+        &self,
+        source: &DataSource,
+        partition: Option<&str>,
+        name: &str,
+        batch: RecordBatch,
+    ) -> Result<bool>;
+
+    /// Names (without folders) of the source's files whose names start
+    /// with `prefix`, in any partition.
+    async fn list_named(&self, source: &DataSource, prefix: &str) -> Result<Vec<String>>;
 }
 
 /// Name of the event-time column in [`LatestRows`] batches.

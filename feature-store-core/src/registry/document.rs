@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::similar;
 use crate::model::{
     DataSource, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureView, OnDemandFeatureView, RequestSource,
+    StreamSource,
 };
 use crate::{Error, Result};
 
@@ -210,6 +211,9 @@ pub struct ProjectRegistry {
     /// Data sources by name.
     #[serde(default)]
     pub data_sources: BTreeMap<String, Record<DataSource>>,
+    /// Stream sources by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stream_sources: BTreeMap<String, Record<StreamSource>>,
     /// Feature views by name.
     #[serde(default)]
     pub feature_views: BTreeMap<String, Record<FeatureView>>,
@@ -315,6 +319,7 @@ impl<'a> ProjectView<'a> {
         crate::repo::Definitions {
             entities: r.entities.values().map(|x| Defined::new(x.spec.clone())).collect(),
             sources: r.data_sources.values().map(|x| Defined::new(x.spec.clone())).collect(),
+            stream_sources: r.stream_sources.values().map(|x| Defined::new(x.spec.clone())).collect(),
             feature_views: r.feature_views.values().map(|x| Defined::new(x.spec.clone())).collect(),
             feature_services: r.feature_services.values().map(|x| Defined::new(x.spec.clone())).collect(),
             request_sources: r.request_sources.values().map(|x| Defined::new(x.spec.clone())).collect(),
@@ -356,13 +361,35 @@ impl<'a> ProjectView<'a> {
             .ok_or_else(|| self.not_found("entity", name, self.registry.entities.keys()))
     }
 
-    /// The data source named `name`.
+    /// The data source named `name`; for a stream source, its batch
+    /// source (which retrieval, materialization and validation read).
     pub fn data_source(&self, name: &str) -> Result<&'a DataSource> {
+        let name = self.registry.stream_sources.get(name).map_or(name, |s| s.spec.batch_source.as_str());
+        self.registry.data_sources.get(name).map(|r| &r.spec).ok_or_else(|| {
+            self.not_found(
+                "data source",
+                name,
+                self.registry.data_sources.keys().chain(self.registry.stream_sources.keys()),
+            )
+        })
+    }
+
+    /// The stream source named `name`.
+    pub fn stream_source(&self, name: &str) -> Result<&'a StreamSource> {
         self.registry
-            .data_sources
+            .stream_sources
             .get(name)
             .map(|r| &r.spec)
-            .ok_or_else(|| self.not_found("data source", name, self.registry.data_sources.keys()))
+            .ok_or_else(|| self.not_found("stream source", name, self.registry.stream_sources.keys()))
+    }
+
+    /// Whether view source name `a` and `b` read the same data (a stream
+    /// source and its batch source do).
+    pub fn same_source(&self, a: &str, b: &str) -> bool {
+        let batch = |n: &str| {
+            self.registry.stream_sources.get(n).map_or_else(|| n.to_owned(), |s| s.spec.batch_source.clone())
+        };
+        a == b || batch(a) == batch(b)
     }
 
     /// The feature view named `name`.

@@ -30,6 +30,8 @@ pub enum ObjectKind {
     Entity,
     /// A data source.
     DataSource,
+    /// A stream source.
+    StreamSource,
     /// A feature view.
     FeatureView,
     /// A feature service.
@@ -45,6 +47,7 @@ impl fmt::Display for ObjectKind {
         f.write_str(match self {
             Self::Entity => "entity",
             Self::DataSource => "data source",
+            Self::StreamSource => "stream source",
             Self::FeatureView => "feature view",
             Self::FeatureService => "feature service",
             Self::RequestSource => "request source",
@@ -186,6 +189,7 @@ pub(crate) fn merged(current: &ProjectRegistry, defs: &Definitions, mode: ApplyM
     Definitions {
         entities: overlay(&current.entities, &defs.entities, |e| &e.name),
         sources: overlay(&current.data_sources, &defs.sources, |e| &e.name),
+        stream_sources: overlay(&current.stream_sources, &defs.stream_sources, |e| &e.name),
         feature_views: overlay(&current.feature_views, &defs.feature_views, |e| &e.name),
         feature_services: overlay(&current.feature_services, &defs.feature_services, |e| &e.name),
         request_sources: overlay(&current.request_sources, &defs.request_sources, |e| &e.name),
@@ -221,6 +225,15 @@ pub(crate) fn build(
         &resolved.sources,
         |e| &e.name,
         source_breaks,
+        (now, generation),
+        &mut plan,
+    );
+    next.stream_sources = diff_kind(
+        ObjectKind::StreamSource,
+        &current.stream_sources,
+        &resolved.stream_sources,
+        |e| &e.name,
+        |_, _| vec![],
         (now, generation),
         &mut plan,
     );
@@ -330,7 +343,7 @@ fn diff_kind<T: Clone + PartialEq + Serialize>(
     }
     for n in current.keys().filter(|n| !out.contains_key(*n)) {
         let breaking = match kind {
-            ObjectKind::DataSource => vec![],
+            ObjectKind::DataSource | ObjectKind::StreamSource => vec![],
             _ => vec![format!("{kind} removed; consumers that read it will fail")],
         };
         plan.changes.push(Change { kind, name: n.clone(), action: ChangeAction::Removed, details: vec![], breaking });

@@ -85,7 +85,32 @@ pub(crate) async fn validate(
 
     let entities: HashMap<&str, &Defined<crate::model::Entity>> =
         defs.entities.iter().map(|d| (d.value.name.as_str(), d)).collect();
-    let sources: HashMap<&str, &DataSource> = defs.sources.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
+    let mut sources: HashMap<&str, &DataSource> =
+        defs.sources.iter().map(|d| (d.value.name.as_str(), &d.value)).collect();
+    // A view over a stream source reads its batch source.
+    for d in &defs.stream_sources {
+        let s = &d.value;
+        match sources.get(s.batch_source.as_str()) {
+            Some(batch) if !sources.contains_key(s.name.as_str()) => {
+                let batch: &DataSource = batch;
+                sources.insert(s.name.as_str(), batch);
+            }
+            Some(_) => {}
+            None => {
+                let streams = defs.stream_sources.iter().any(|o| o.value.name == s.batch_source);
+                let hint = if streams {
+                    "; it is a stream source: name the Parquet data source holding the events".to_owned()
+                } else {
+                    known("data sources", defs.sources.iter().map(|d| d.value.name.as_str()).collect::<Vec<_>>().iter())
+                };
+                ctx.add(
+                    &d.file,
+                    label("stream source", &s.name),
+                    format!("unknown batch_source \"{}\"{hint}", s.batch_source),
+                );
+            }
+        }
+    }
 
     // Read every source's schema concurrently.
     let unique: Vec<&DataSource> = {
@@ -120,6 +145,18 @@ fn check_objects(ctx: &mut Ctx, defs: &Definitions) {
             ctx.add(&d.file, label("data source", &d.value.name), m);
         }
     }
+    for d in &defs.stream_sources {
+        for m in d.value.check() {
+            ctx.add(&d.file, label("stream source", &d.value.name), m);
+        }
+        if defs.sources.iter().any(|s| s.value.name == d.value.name) {
+            ctx.add(
+                &d.file,
+                label("stream source", &d.value.name),
+                "a data source has the same name; feature views name their source without a kind, so the names must differ",
+            );
+        }
+    }
     for d in &defs.feature_views {
         for m in d.value.check() {
             ctx.add(&d.file, label("feature view", &d.value.name), m);
@@ -132,6 +169,7 @@ fn check_objects(ctx: &mut Ctx, defs: &Definitions) {
     }
     duplicates(ctx, "entity", &defs.entities, |e| &e.name);
     duplicates(ctx, "data source", &defs.sources, |e| &e.name);
+    duplicates(ctx, "stream source", &defs.stream_sources, |e| &e.name);
     duplicates(ctx, "feature view", &defs.feature_views, |e| &e.name);
     duplicates(ctx, "feature service", &defs.feature_services, |e| &e.name);
     for d in &defs.request_sources {

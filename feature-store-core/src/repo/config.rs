@@ -290,7 +290,7 @@ impl RepoConfig {
 }
 
 /// Replaces `${NAME}` and `${NAME:-default}` with environment values.
-fn expand_env(text: &str) -> Result<String, String> {
+pub(crate) fn expand_env(text: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

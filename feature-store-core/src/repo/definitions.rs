@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 
 use super::config::CONFIG_FILE;
 use crate::error::similar;
-use crate::model::{DataSource, Entity, FeatureService, FeatureView, OnDemandFeatureView, RequestSource};
+use crate::model::{DataSource, Entity, FeatureService, FeatureView, OnDemandFeatureView, RequestSource, StreamKind, StreamSource};
 use crate::{Error, Problem, Result};
 
 /// An object together with the file it was defined in (repo-relative), if any.
@@ -31,6 +31,8 @@ pub struct Definitions {
     pub entities: Vec<Defined<Entity>>,
     /// Data sources.
     pub sources: Vec<Defined<DataSource>>,
+    /// Stream sources (`sources:` items with a stream `kind`).
+    pub stream_sources: Vec<Defined<StreamSource>>,
     /// Feature views.
     pub feature_views: Vec<Defined<FeatureView>>,
     /// Feature services.
@@ -47,7 +49,7 @@ struct DefinitionFile<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     entities: Vec<&'a Entity>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    sources: Vec<&'a DataSource>,
+    sources: Vec<SourceItem<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     feature_views: Vec<&'a FeatureView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -56,6 +58,14 @@ struct DefinitionFile<'a> {
     request_sources: Vec<&'a RequestSource>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     on_demand_feature_views: Vec<&'a OnDemandFeatureView>,
+}
+
+/// A `sources:` item: a data source or a stream source.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SourceItem<'a> {
+    Batch(&'a DataSource),
+    Stream(&'a StreamSource),
 }
 
 const SECTIONS: &str = "entities, sources, feature_views, feature_services, request_sources, on_demand_feature_views";
@@ -75,6 +85,12 @@ impl Definitions {
     /// Adds a data source.
     pub fn source(mut self, s: DataSource) -> Self {
         self.sources.push(Defined::new(s));
+        self
+    }
+
+    /// Adds a stream source.
+    pub fn stream_source(mut self, s: StreamSource) -> Self {
+        self.stream_sources.push(Defined::new(s));
         self
     }
 
@@ -106,6 +122,7 @@ impl Definitions {
     pub fn extend(&mut self, other: Definitions) {
         self.entities.extend(other.entities);
         self.sources.extend(other.sources);
+        self.stream_sources.extend(other.stream_sources);
         self.feature_views.extend(other.feature_views);
         self.feature_services.extend(other.feature_services);
         self.request_sources.extend(other.request_sources);
@@ -116,6 +133,7 @@ impl Definitions {
     pub fn len(&self) -> usize {
         self.entities.len()
             + self.sources.len()
+            + self.stream_sources.len()
             + self.feature_views.len()
             + self.feature_services.len()
             + self.request_sources.len()
@@ -138,7 +156,12 @@ impl Definitions {
     pub fn to_yaml(&self) -> String {
         let file = DefinitionFile {
             entities: self.entities.iter().map(|d| &d.value).collect(),
-            sources: self.sources.iter().map(|d| &d.value).collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|d| SourceItem::Batch(&d.value))
+                .chain(self.stream_sources.iter().map(|d| SourceItem::Stream(&d.value)))
+                .collect(),
             feature_views: self.feature_views.iter().map(|d| &d.value).collect(),
             feature_services: self.feature_services.iter().map(|d| &d.value).collect(),
             request_sources: self.request_sources.iter().map(|d| &d.value).collect(),
@@ -232,8 +255,45 @@ fn parse_file(text: &str, file: &str, problems: &mut Vec<Problem>) -> Definition
         let key = key.as_str().unwrap_or_default().to_owned();
         match key.as_str() {
             "entities" => parse_items(&value, text, file, "entity", &key, &mut defs.entities, problems),
-            "sources" | "data_sources" => {
-                parse_items(&value, text, file, "data source", &key, &mut defs.sources, problems)
+            "sources" | "data_sources" | "stream_sources" => {
+                // Items with a stream `kind` are stream sources, the rest
+                // (no kind, or kind parquet/file) data sources.
+                let (mut batch, mut stream) = (Vec::new(), Vec::new());
+                if let yaml_serde::Value::Sequence(items) = &value {
+                    for item in items {
+                        let kind = item.get("kind").and_then(|k| k.as_str()).map(str::to_owned);
+                        match kind.as_deref() {
+                            Some(k) if StreamKind::NAMES.contains(&k) || key == "stream_sources" => {
+                                stream.push(item.clone())
+                            }
+                            Some("parquet" | "file") => {
+                                let mut item = item.clone();
+                                if let yaml_serde::Value::Mapping(m) = &mut item {
+                                    m.remove("kind");
+                                }
+                                batch.push(item);
+                            }
+                            Some(other) => problems.push(Problem::new(
+                                Some(file),
+                                item.get("name").and_then(|n| n.as_str()).map_or_else(
+                                    || "data source".to_owned(),
+                                    |n| format!("data source \"{n}\""),
+                                ),
+                                format!(
+                                    "unknown kind \"{other}\"; expected parquet (the default) or a stream: {}",
+                                    StreamKind::NAMES.join(", ")
+                                ),
+                            )),
+                            None => batch.push(item.clone()),
+                        }
+                    }
+                    let batch = yaml_serde::Value::Sequence(batch);
+                    let stream = yaml_serde::Value::Sequence(stream);
+                    parse_items(&batch, text, file, "data source", &key, &mut defs.sources, problems);
+                    parse_items(&stream, text, file, "stream source", &key, &mut defs.stream_sources, problems);
+                } else {
+                    parse_items(&value, text, file, "data source", &key, &mut defs.sources, problems)
+                }
             }
             "feature_views" => {
                 parse_items(&value, text, file, "feature view", &key, &mut defs.feature_views, problems)

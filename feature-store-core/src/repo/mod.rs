@@ -1,6 +1,6 @@
 //! The declarative repo: `feature_store.yaml` plus any number of definition files.
 
-mod config;
+pub(crate) mod config;
 mod definitions;
 mod options;
 pub mod yaml_limits;

@@ -1,0 +1,542 @@
+//! `feature-store ingest` from a real `redis-server` stream: records in →
+//! online values, aggregates and the offline log equal to a reference
+//! computed here; bad records in the dead letters; kill -9 mid-stream,
+//! a Redis restart mid-stream and two processes in one group change
+//! nothing; the offline log read by `historical` equals what is served.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use feature_store_tests::redis::RedisServer;
+
+use super::{cli, ok};
+
+/// One event as produced: `bad` ones carry a string user id.
+#[derive(Debug, Clone)]
+struct Event {
+    user: i64,
+    ts: i64,
+    amount: f64,
+    merchant: String,
+    bad: bool,
+}
+
+/// `n` events over users 1..=20 with distinct times in [now-5h, now-2h),
+/// out of order; every 97th is bad.
+fn events(n: usize, seed: u64) -> Vec<Event> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let start = now - 5 * 3_600_000_000;
+    let span = 3 * 3_600_000_000i64;
+    (0..n)
+        .map(|i| {
+            let k = (i as u64).wrapping_mul(2_654_435_761).wrapping_add(seed) % (n as u64);
+            Event {
+                user: (k % 20) as i64 + 1,
+                ts: start + (k as i64) * (span / n as i64),
+                amount: (k % 89) as f64 * 0.25,
+                merchant: format!("m{}", k % 7),
+                bad: i % 97 == 13,
+            }
+        })
+        .collect()
+}
+
+fn json(e: &Event) -> String {
+    let t = chrono::DateTime::from_timestamp_micros(e.ts).unwrap().to_rfc3339();
+    if e.bad {
+        format!(r#"{{"user_id": "u{}", "event_timestamp": "{t}", "amount": {}}}"#, e.user, e.amount)
+    } else {
+        format!(
+            r#"{{"user_id": {}, "event_timestamp": "{t}", "amount": {}, "merchant": "{}"}}"#,
+            e.user, e.amount, e.merchant
+        )
+    }
+}
+
+/// XADDs every event over one connection; returns the entry ids.
+fn produce(redis: &RedisServer, key: &str, events: &[Event]) -> Vec<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    let mut req = Vec::new();
+    for e in events {
+        let body = json(e);
+        let parts = ["XADD", key, "*", "data", body.as_str()];
+        req.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
+        for p in parts {
+            req.extend_from_slice(format!("${}\r\n{p}\r\n", p.len()).as_bytes());
+        }
+    }
+    s.write_all(&req).unwrap();
+    let mut r = BufReader::new(s);
+    let mut ids = Vec::new();
+    for _ in events {
+        let mut len = String::new();
+        r.read_line(&mut len).unwrap();
+        assert!(len.starts_with('$'), "XADD answered {len}");
+        let mut id = String::new();
+        r.read_line(&mut id).unwrap();
+        ids.push(id.trim_end().to_owned());
+    }
+    ids
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// A repo whose stream source reads key `tx` of `redis`, with a plain view
+/// and an aggregation view over it; `online` is the online_store section.
+fn repo(root: &Path, redis: &RedisServer, online: &str) -> PathBuf {
+    repo_with(root, redis, online, false)
+}
+
+/// [`repo`], with the batch source in hourly hive folders (`hour=2026-12-04-10/`) when `hourly`.
+fn repo_with(root: &Path, redis: &RedisServer, online: &str, hourly: bool) -> PathBuf {
+    let repo = root.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("feature_store.yaml"), format!("project: shop\nregistry: data/registry.json\n{online}"))
+        .unwrap();
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts, false),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("merchant", DataType::Utf8, true),
+    ]));
+    // A user no stream event has, a year back: the seed the schema is read from.
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1000])),
+        Arc::new(TimestampMicrosecondArray::from(vec![1_700_000_000_000_000]).with_timezone("UTC")),
+        Arc::new(Float64Array::from(vec![1.0])),
+        Arc::new(StringArray::from(vec!["seed"])),
+    ];
+    let seed = if hourly { "data/tx/hour=2023-11-14-22/seed.parquet" } else { "data/tx/seed.parquet" };
+    write_parquet(&repo.join(seed), &RecordBatch::try_new(schema, columns).unwrap());
+    let partition = if hourly { "\n    timestamp_partition: {column: hour, format: \"%Y-%m-%d-%H\"}" } else { "" };
+    std::fs::write(
+        repo.join("definitions.yaml"),
+        format!(
+            r#"entities:
+  - {{name: user, join_keys: [user_id]}}
+sources:
+  - name: transactions
+    path: data/tx
+    timestamp_field: event_timestamp{}
+  - name: transactions_stream
+    kind: redis_stream
+    connection_string: {}
+    key: tx
+    timestamp_field: event_timestamp
+    batch_source: transactions
+feature_views:
+  - name: user_last
+    entities: [user]
+    source: transactions_stream
+    schema:
+      - {{name: amount, dtype: float64}}
+      - {{name: merchant, dtype: string}}
+  - name: user_stats
+    entities: [user]
+    source: transactions_stream
+    aggregation_interval: 1h
+    aggregations:
+      - {{function: sum, column: amount, window: 1d}}
+      - {{function: count, window: 1d}}
+"#,
+            partition,
+            redis.url()
+        ),
+    )
+    .unwrap();
+    ok(&cli(&repo, &["apply"]));
+    repo
+}
+
+fn ingest(repo: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_feature-store"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["ingest", "--batch-size", "37"])
+        .args(if extra.contains(&"--offline-flush-interval") { &[][..] } else { &["--offline-flush-interval", "200ms"][..] })
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run feature-store ingest")
+}
+
+/// Runs ingestion until the stream is quiet for 2 s.
+fn drain(repo: &Path, extra: &[&str]) {
+    let mut args = vec!["ingest", "--offline-flush-interval", "200ms", "--stop-when-idle", "2s"];
+    args.extend_from_slice(extra);
+    ok(&cli(repo, &args));
+}
+
+fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Online values and aggregates per user, as served.
+fn served(repo: &Path, users: &[i64]) -> BTreeMap<i64, (f64, String, f64, i64)> {
+    let mut args = vec![
+        "--json".to_owned(),
+        "online".to_owned(),
+        "--features".to_owned(),
+        "user_last:amount,user_last:merchant,user_stats:amount_sum_1d,user_stats:count_1d".to_owned(),
+    ];
+    for u in users {
+        args.push("--entity".into());
+        args.push(format!("user_id={u}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out: serde_json::Value = serde_json::from_str(&ok(&cli(repo, &args))).unwrap();
+    let results = out["results"].as_array().unwrap();
+    let column = |i: usize| (results[i]["values"].as_array().unwrap().clone(), results[i]["statuses"].clone());
+    let (amount, _) = column(1);
+    let (merchant, _) = column(2);
+    let (sum, sum_status) = column(3);
+    let (count, _) = column(4);
+    users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            assert_eq!(sum_status[i], "PRESENT", "user {u}: aggregation status in {out}");
+            (
+                *u,
+                (
+                    amount[i].as_f64().unwrap(),
+                    merchant[i].as_str().unwrap().to_owned(),
+                    sum[i].as_f64().unwrap(),
+                    count[i].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// What serving must show after every good event: the newest per user, and
+/// the sum and count of all of them (all lie in the 1-day window).
+fn reference(events: &[Event]) -> BTreeMap<i64, (f64, String, f64, i64)> {
+    let mut out: BTreeMap<i64, (i64, f64, String, f64, i64)> = BTreeMap::new();
+    for e in events.iter().filter(|e| !e.bad) {
+        let r = out.entry(e.user).or_insert((i64::MIN, 0.0, String::new(), 0.0, 0));
+        if e.ts > r.0 {
+            (r.0, r.1, r.2) = (e.ts, e.amount, e.merchant.clone());
+        }
+        r.3 += e.amount;
+        r.4 += 1;
+    }
+    out.into_iter().map(|(u, r)| (u, (r.1, r.2, r.3, r.4))).collect()
+}
+
+/// The offline log files (not the seed), in any partition folder.
+fn log_file_paths(repo: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![repo.join("data/tx")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.file_name().unwrap().to_string_lossy().starts_with("ingest-") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// Every row of the offline log files: (user, ts µs, amount bits), sorted.
+fn offline_log(repo: &Path) -> Vec<(i64, i64, u64)> {
+    let mut rows = Vec::new();
+    for f in log_file_paths(repo) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&f).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let user = b.column_by_name("user_id").unwrap().as_primitive::<arrow_array::types::Int64Type>();
+            let ts = b
+                .column_by_name("event_timestamp")
+                .unwrap()
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+            let amount = b.column_by_name("amount").unwrap().as_primitive::<arrow_array::types::Float64Type>();
+            for i in 0..b.num_rows() {
+                rows.push((user.value(i), ts.value(i), amount.value(i).to_bits()));
+            }
+        }
+    }
+    rows.sort_unstable();
+    rows
+}
+
+fn expected_log(events: &[Event]) -> Vec<(i64, i64, u64)> {
+    let mut rows: Vec<_> = events.iter().filter(|e| !e.bad).map(|e| (e.user, e.ts, e.amount.to_bits())).collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// The ids of the dead letters, and how many lines the file has.
+fn dead_letters(repo: &Path) -> (BTreeSet<String>, usize) {
+    let text = std::fs::read_to_string(repo.join("dead_letter/transactions_stream.jsonl")).unwrap_or_default();
+    let mut ids = BTreeSet::new();
+    let mut lines = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["source"], "transactions_stream");
+        assert!(v["reason"].as_str().unwrap().contains("\"user_id\""), "{v}");
+        assert!(v["received_at"].as_str().is_some() && v["record"].is_object(), "{v}");
+        ids.insert(v["id"].as_str().unwrap().to_owned());
+        lines += 1;
+    }
+    (ids, lines)
+}
+
+/// Everything the run must end with, checked against `events` (with `ids` their stream ids).
+fn check_all(repo: &Path, events: &[Event], ids: &[String]) {
+    let want = reference(events);
+    let users: Vec<i64> = want.keys().copied().collect();
+    let got = served(repo, &users);
+    for (u, w) in &want {
+        let g = &got[u];
+        assert_eq!((g.0, &g.1, g.3), (w.0, &w.1, w.3), "user {u}: served {g:?}, reference {w:?}");
+        assert!((g.2 - w.2).abs() < 1e-9, "user {u}: sum {} vs {}", g.2, w.2);
+    }
+    assert_eq!(offline_log(repo), expected_log(events), "offline log differs from the good events");
+    let bad: BTreeSet<String> = events.iter().zip(ids).filter(|(e, _)| e.bad).map(|(_, id)| id.clone()).collect();
+    let (dead, _) = dead_letters(repo);
+    assert_eq!(dead, bad, "dead letters");
+}
+
+/// Same as serving, from the offline log: `historical` at a time after the
+/// last event for every user.
+fn check_parity(repo: &Path, events: &[Event]) {
+    let want = reference(events);
+    let at = chrono::Utc::now().to_rfc3339();
+    let mut csv = String::from("user_id,event_timestamp\n");
+    for u in want.keys() {
+        csv.push_str(&format!("{u},{at}\n"));
+    }
+    std::fs::write(repo.join("entities.csv"), csv).unwrap();
+    let out = repo.join("training.parquet");
+    ok(&cli(
+        repo,
+        &[
+            "historical",
+            "--entities",
+            repo.join("entities.csv").to_str().unwrap(),
+            "--features",
+            "user_last:amount,user_last:merchant,user_stats:amount_sum_1d,user_stats:count_1d",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&out).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let served = served(repo, &want.keys().copied().collect::<Vec<_>>());
+    let mut seen = 0;
+    for b in reader {
+        let b = b.unwrap();
+        let user = b.column_by_name("user_id").unwrap().as_primitive::<arrow_array::types::Int64Type>();
+        let amount = b.column_by_name("amount").unwrap().as_primitive::<arrow_array::types::Float64Type>();
+        let sum = b.column_by_name("amount_sum_1d").unwrap().as_primitive::<arrow_array::types::Float64Type>();
+        let count = b.column_by_name("count_1d").unwrap();
+        let count = arrow_cast_i64(count);
+        for i in 0..b.num_rows() {
+            let s = &served[&user.value(i)];
+            assert_eq!(amount.value(i), s.0, "user {}: historical amount vs online", user.value(i));
+            assert!((sum.value(i) - s.2).abs() < 1e-9, "user {}: historical sum vs online", user.value(i));
+            assert_eq!(count[i], s.3, "user {}: historical count vs online", user.value(i));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, want.len());
+}
+
+fn arrow_cast_i64(a: &ArrayRef) -> Vec<i64> {
+    match a.data_type() {
+        DataType::Int64 => a.as_primitive::<arrow_array::types::Int64Type>().values().to_vec(),
+        DataType::UInt64 => a.as_primitive::<arrow_array::types::UInt64Type>().values().iter().map(|v| *v as i64).collect(),
+        other => panic!("count is {other}"),
+    }
+}
+
+/// Waits until `f` holds (or fails after 60 s).
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log_files(repo: &Path) -> usize {
+    log_file_paths(repo).len()
+}
+
+#[test]
+fn redis_stream_records_reach_online_offline_and_dead_letters() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo(root.path(), &redis, "online_store: {type: sqlite, path: data/online.db}\n");
+    let events = events(600, 1);
+    let ids = produce(&redis, "tx", &events);
+    drain(&repo, &[]);
+    check_all(&repo, &events, &ids);
+    check_parity(&repo, &events);
+    // Everything is committed: a second run finds nothing and changes nothing.
+    let before = offline_log(&repo);
+    drain(&repo, &[]);
+    assert_eq!(offline_log(&repo), before);
+    let pending = redis.command(&["XPENDING", "tx", "feature-store-shop"]).unwrap();
+    assert_eq!(pending, "*4", "XPENDING summary header: {pending}");
+}
+
+/// kill -9 at random points while events keep arriving, then one run to
+/// the end: nothing lost, nothing counted twice, online or offline.
+#[test]
+fn ingest_killed_anywhere_loses_and_doubles_nothing() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo(root.path(), &redis, "online_store: {type: sqlite, path: data/online.db}\n");
+    let all = events(3000, 7);
+    let mut ids = Vec::new();
+    let chunks: Vec<&[Event]> = all.chunks(500).collect();
+    let mut killed = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        ids.extend(produce(&redis, "tx", chunk));
+        // Dead letters are written as a batch is decoded, before its online
+        // writes, and commits wait for the next offline flush (1 s): killed
+        // soon after a new letter, the process has applied events online
+        // that it never committed, which the next run receives again.
+        let letters = dead_letters(&repo).1;
+        let child = ingest(&repo, &["--consumer", "worker", "--offline-flush-interval", "1s"]);
+        wait_for("a dead letter", || dead_letters(&repo).1 > letters);
+        std::thread::sleep(Duration::from_millis(15 * (i as u64 % 5)));
+        killed += 1;
+        kill(child);
+    }
+    drain(&repo, &["--consumer", "worker"]);
+    assert_eq!(killed, chunks.len());
+    // Replays did happen: some dead letters were written twice.
+    let (ids_dead, lines) = dead_letters(&repo);
+    assert!(lines > ids_dead.len(), "no batch was received twice; the kills came too late to test anything");
+    check_all(&repo, &all, &ids);
+    check_parity(&repo, &all);
+}
+
+/// Two processes in one group (distinct consumer names) share the stream:
+/// each event takes effect once.
+#[test]
+fn two_ingest_processes_in_one_group_share_without_double_effects() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo(root.path(), &redis, "online_store: {type: sqlite, path: data/online.db}\n");
+    let all = events(2000, 3);
+    let a = ingest(&repo, &["--consumer", "a", "--stop-when-idle", "3s"]);
+    let b = ingest(&repo, &["--consumer", "b", "--stop-when-idle", "3s"]);
+    let mut ids = Vec::new();
+    for chunk in all.chunks(250) {
+        ids.extend(produce(&redis, "tx", chunk));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    check_all(&repo, &all, &ids);
+    // Both took part, and a third process under a name in use is refused.
+    let consumers = redis.command(&["XINFO", "CONSUMERS", "tx", "feature-store-shop"]).unwrap();
+    assert_eq!(consumers, "*2", "{consumers}");
+    let holder = ingest(&repo, &["--consumer", "a"]);
+    wait_for("the lease", || redis.command(&["EXISTS", "tx:feature-store-shop:lease:a"]).unwrap() == ":1");
+    let refused = cli(&repo, &["ingest", "--consumer", "a", "--stop-when-idle", "1s"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("holds this consumer name"), "{err}");
+    kill(holder);
+}
+
+/// The broker, which is also the online store here, restarts mid-stream:
+/// ingestion backs off, resumes, and ends equal to the reference.
+#[test]
+fn a_redis_restart_mid_stream_loses_and_doubles_nothing() {
+    let mut redis = RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let root = tempfile::tempdir().unwrap();
+    let online = format!("online_store: {{type: redis, connection_string: \"{}\"}}\n", redis.url());
+    let repo = repo(root.path(), &redis, &online);
+    let all = events(1500, 11);
+    let mut ids = produce(&redis, "tx", &all[..700]);
+    let child = ingest(&repo, &["--consumer", "w"]);
+    wait_for("an offline log file", || log_files(&repo) > 0);
+    redis.restart();
+    ids.extend(produce(&redis, "tx", &all[700..]));
+    // It carries on by itself; then a graceful stop (SIGTERM) flushes and commits.
+    wait_for("the stream drained", || {
+        redis.command(&["XINFO", "GROUPS", "tx"]).is_ok_and(|_| offline_log(&repo).len() >= expected_log(&all).len())
+    });
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    check_all(&repo, &all, &ids);
+}
+
+/// Aborted (as by kill -9) right after a flush's log files are written and
+/// before the commit, and in the middle of a flush spanning several hourly
+/// folders: the next run writes no row twice and completes the cut flush.
+#[test]
+fn a_crash_between_the_offline_log_and_the_commit_writes_no_row_twice() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &redis, "online_store: {type: sqlite, path: data/online.db}\n", true);
+    let all = events(1200, 5);
+    let mut ids = Vec::new();
+    for (half, fault) in [(&all[..600], "ingest-mid-offline-flush"), (&all[600..], "ingest-after-offline-flush")] {
+        ids.extend(produce(&redis, "tx", half));
+        let mut aborted = 0;
+        for _ in 0..3 {
+            let out = Command::new(env!("CARGO_BIN_EXE_feature-store"))
+                .arg("--repo")
+                .arg(&repo)
+                .args(["ingest", "--consumer", "w", "--batch-size", "150", "--offline-flush-interval", "100ms"])
+                .args(["--stop-when-idle", "2s"])
+                .env("FEATURE_STORE_FAULT", fault)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains(&format!("aborting at {fault}")) {
+                assert!(!out.status.success());
+                aborted += 1;
+            } else {
+                assert!(out.status.success(), "{fault}: {err}");
+                break;
+            }
+        }
+        assert!(aborted >= 1, "{fault} was never reached");
+    }
+    drain(&repo, &["--consumer", "w"]);
+    let folders: BTreeSet<PathBuf> = log_file_paths(&repo).iter().map(|p| p.parent().unwrap().to_owned()).collect();
+    assert!(folders.len() >= 3, "events span several hourly folders: {folders:?}");
+    check_all(&repo, &all, &ids);
+    check_parity(&repo, &all);
+}

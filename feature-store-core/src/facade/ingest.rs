@@ -1,0 +1,809 @@
+//! `FeatureStore::ingest`: stream sources into the online store and the
+//! offline log, exactly once in effect (see [`crate::ingest`] for the rules).
+//!
+//! Per stream source, one loop: poll → decode (bad records to the dead
+//! letters) → write every view's online rows (plain views never regress;
+//! aggregation views merge into their tiles, skipping positions a block
+//! already holds) → buffer the rows for the offline log → when the buffer
+//! is old or large enough, write it to the batch source and commit every
+//! message it covers. A failed write is retried with backoff until it
+//! succeeds or ingestion stops; nothing is committed past it.
+//!
+//! Offline log files are named `ingest-<source>-<partition hex>-<first>-<last>.parquet`
+//! after the positions of the events they hold. On start the loop lists
+//! them: a partition's events up to the newest `last` are in the log, and
+//! those of its newest flush are written again only into the partition
+//! folders (hive `date=` folders) that lack its file, which completes a
+//! flush a crash cut short.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use chrono::{DateTime, Utc};
+
+use super::FeatureStore;
+use super::materialize::{WriteTarget, events_batch};
+use super::tiles::EventPositions;
+use crate::ingest::dead_letter::DeadLetterFile;
+use crate::ingest::decode::{RecordField, RecordSchema};
+use crate::ingest::{ConsumerFactory, IngestOptions, IngestStats, Message, StreamConsumer};
+use crate::model::{DataSource, StreamSource};
+use crate::offline::LATEST_EVENT_TS;
+use crate::{Error, Result, ValueType};
+
+/// Longest pause between retries of a failing write or poll.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What one stream source feeds, resolved against one registry version.
+struct SourcePlan {
+    version: u64,
+    stream: StreamSource,
+    batch: DataSource,
+    schema: RecordSchema,
+    views: Vec<WriteTarget>,
+}
+
+impl SourcePlan {
+    /// Whether `other` feeds the same views the same way.
+    fn same_as(&self, other: &SourcePlan) -> bool {
+        self.stream == other.stream
+            && self.batch == other.batch
+            && self.views.len() == other.views.len()
+            && self.views.iter().zip(&other.views).all(|(a, b)| a.view == b.view && a.online.name == b.online.name)
+    }
+}
+
+/// Events waiting for the offline log.
+#[derive(Default)]
+struct OfflineBuffer {
+    batches: Vec<RecordBatch>,
+    /// Per buffered row (across batches): (partition, position).
+    positions: Vec<(Arc<str>, u128)>,
+    /// Rows of a flush a crash cut short, per partition, with its range.
+    recovering: Vec<RecordBatch>,
+    recovering_positions: Vec<(Arc<str>, u128)>,
+    opened: Option<Instant>,
+}
+
+/// Per partition: the newest position in the offline log, and the range of
+/// the newest flush (which may lack some of its partition folders).
+#[derive(Debug, Default, Clone)]
+struct Flushed {
+    last: u128,
+    newest_flush: Option<(u128, u128)>,
+}
+
+impl FeatureStore {
+    /// Consumes every stream source (or those of `options.views`) until
+    /// `shutdown` completes (or every source is idle for
+    /// `options.stop_when_idle`), writing each record online to the views
+    /// over its source and appending it to the source's `batch_source`.
+    /// Returns each source's totals. On shutdown, buffered events are
+    /// flushed and committed first.
+    pub async fn ingest(
+        &self,
+        factory: &dyn ConsumerFactory,
+        options: IngestOptions,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<Vec<IngestStats>> {
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        let mut sources: Vec<StreamSource> = Vec::new();
+        match &options.views {
+            Some(views) => {
+                for v in views {
+                    let view = project.feature_view(v)?;
+                    let stream = project.registry().stream_sources.get(&view.source).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "feature view \"{v}\" reads data source \"{}\", not a stream source; only views over \
+                             stream sources can be ingested",
+                            view.source
+                        ))
+                    })?;
+                    if !sources.iter().any(|s| s.name == stream.spec.name) {
+                        sources.push(stream.spec.clone());
+                    }
+                }
+            }
+            None => {
+                for s in project.registry().stream_sources.values() {
+                    if project.registry().feature_views.values().any(|v| v.spec.source == s.spec.name) {
+                        sources.push(s.spec.clone());
+                    }
+                }
+            }
+        }
+        if sources.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "project \"{}\" has no feature view over a stream source; define a source with kind kafka, nats \
+                 or redis_stream, point a view at it, and apply",
+                self.project()
+            )));
+        }
+        let consumer = options.consumer.clone().unwrap_or_else(default_consumer_name);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let runs = sources.iter().map(|s| {
+            let mut stop = stop_rx.clone();
+            let consumer = consumer.clone();
+            let options = &options;
+            async move {
+                let result = self.ingest_source(factory, s, &consumer, options, &mut stop).await;
+                if let Err(e) = &result {
+                    tracing::error!(source = %s.name, error = %e, "ingest: stopped");
+                }
+                result
+            }
+        });
+        let all = futures::future::join_all(runs);
+        tokio::pin!(all);
+        tokio::pin!(shutdown);
+        let results = tokio::select! {
+            r = &mut all => r,
+            () = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                all.await
+            }
+        };
+        results.into_iter().collect()
+    }
+
+    /// Resolves what `stream` feeds at the current registry version.
+    async fn ingest_plan(&self, stream_name: &str, only: Option<&[String]>) -> Result<SourcePlan> {
+        let doc = self.document().await?;
+        let project = doc.project(self.project());
+        let stream = project.stream_source(stream_name)?.clone();
+        let batch = project.data_source(stream_name)?.clone();
+        let views: Vec<String> = project
+            .registry()
+            .feature_views
+            .values()
+            .filter(|v| v.spec.source == stream.name && only.is_none_or(|o| o.contains(&v.spec.name)))
+            .map(|v| v.spec.name.clone())
+            .collect();
+        let mut targets = Vec::new();
+        let mut keys: Vec<(String, ValueType)> = Vec::new();
+        let mut values: BTreeMap<String, ValueType> = BTreeMap::new();
+        let mut owner: HashMap<String, String> = HashMap::new();
+        let mut source_types: Option<HashMap<String, ValueType>> = None;
+        let mut add = |name: &str, dtype: &ValueType, view: &str, values: &mut BTreeMap<String, ValueType>| {
+            match values.get(name) {
+                Some(t) if t != dtype => Err(Error::InvalidArgument(format!(
+                    "stream source \"{}\": feature views \"{}\" and \"{view}\" read \"{name}\" as {t} and {dtype}; \
+                     records have one type per field",
+                    stream.name, owner[name]
+                ))),
+                Some(_) => Ok(()),
+                None => {
+                    values.insert(name.to_owned(), dtype.clone());
+                    owner.insert(name.to_owned(), view.to_owned());
+                    Ok(())
+                }
+            }
+        };
+        for name in &views {
+            let (target, _) = self.write_target(&doc, name, false)?;
+            for k in &target.join_keys {
+                let t = k.dtype.clone().ok_or_else(|| {
+                    Error::InvalidArgument(format!("join key \"{}\" has no type; run apply again", k.name))
+                })?;
+                match keys.iter().find(|(n, _)| *n == k.name) {
+                    Some((_, have)) if *have != t => {
+                        return Err(Error::InvalidArgument(format!(
+                            "stream source \"{}\": join key \"{}\" is {have} in one view and {t} in \"{name}\"",
+                            stream.name, k.name
+                        )));
+                    }
+                    Some(_) => {}
+                    None => keys.push((k.name.clone(), t)),
+                }
+            }
+            if target.view.is_aggregation() {
+                if source_types.is_none() {
+                    let schema = self.offline_store()?.source_schema(&batch).await?;
+                    source_types = Some(
+                        schema
+                            .schema
+                            .fields()
+                            .iter()
+                            .filter_map(|f| {
+                                Some((batch.mapped_name(f.name()).to_owned(), ValueType::from_arrow(f.data_type())?))
+                            })
+                            .collect(),
+                    );
+                }
+                let types = source_types.as_ref().expect("set above");
+                for c in target.view.aggregations.iter().filter_map(|a| a.column.as_ref()) {
+                    let t = types.get(c).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "feature view \"{name}\" aggregates \"{c}\", which batch source \"{}\" lacks",
+                            batch.name
+                        ))
+                    })?;
+                    add(c, t, name, &mut values)?;
+                }
+            } else {
+                for f in &target.view.schema {
+                    add(&f.name, &f.dtype, name, &mut values)?;
+                }
+            }
+            targets.push(target);
+        }
+        let fields = crate::ingest::decode::record_fields(&keys, &values);
+        let fields: Vec<RecordField> = fields.into_iter().filter(|f| !keys.is_empty() || !f.required).collect();
+        let schema = RecordSchema::new(&stream, fields, LATEST_EVENT_TS);
+        Ok(SourcePlan { version: doc.version, stream, batch, schema, views: targets })
+    }
+
+    async fn ingest_source(
+        &self,
+        factory: &dyn ConsumerFactory,
+        stream: &StreamSource,
+        consumer_name: &str,
+        options: &IngestOptions,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<IngestStats> {
+        let only = options.views.as_deref();
+        let mut plan = self.ingest_plan(&stream.name, only).await?;
+        let online = if plan.views.iter().any(|t| t.view.online) { Some(Arc::clone(self.online_store()?)) } else { None };
+        let writer = if options.offline_log {
+            Some(self.offline_writer(&format!("the offline log of stream source \"{}\"", stream.name))?)
+        } else {
+            None
+        };
+        let flush_every = options.offline_flush_interval.unwrap_or(stream.offline_flush_interval);
+        let expanded = expand_source(stream)?;
+        let group = expanded.group_or_default(self.project());
+        let mut consumer = factory.open(&expanded, &group, consumer_name).await?;
+        tracing::info!(source = %stream.name, consumer = %consumer.describe(), group, "ingest: consuming");
+        let dead_path = {
+            let p = std::path::PathBuf::from(stream.dead_letter_or_default());
+            if p.is_absolute() { p } else { options.base_dir.join(p) }
+        };
+        let mut dead = DeadLetterFile::new(dead_path);
+        let prefix = format!("ingest-{}-", stream.name);
+        let mut flushed: HashMap<Arc<str>, Flushed> = HashMap::new();
+        if let Some(w) = &writer {
+            for name in w.list_named(&plan.batch, &prefix).await? {
+                if let Some((partition, first, last)) = parse_log_name(&name, &prefix) {
+                    let f = flushed.entry(partition.into()).or_default();
+                    if last > f.last {
+                        f.last = last;
+                        f.newest_flush = Some((first, last));
+                    }
+                }
+            }
+        }
+        let mut stats = IngestStats { source: stream.name.clone(), ..Default::default() };
+        let mut buffer = OfflineBuffer::default();
+        let mut pending: Vec<Message> = Vec::new();
+        let mut idle_since = Instant::now();
+        let mut last_lag = Instant::now() - Duration::from_secs(60);
+        let mut backoff = Duration::from_millis(100);
+        // When the last poll that found the stream drained started: every
+        // event published before it has been read.
+        let mut caught_up: Option<DateTime<Utc>> = None;
+        let mut watermark_written = Instant::now() - Duration::from_secs(3600);
+        loop {
+            let stopping = *stop.borrow();
+            let idle = options.stop_when_idle.is_some_and(|d| idle_since.elapsed() >= d);
+            if stopping || idle {
+                break;
+            }
+            // A schema change is picked up at the registry's cache ttl; what
+            // is buffered was decoded for the old one, so it goes first.
+            let version = self.document().await?.version;
+            if version != plan.version {
+                let fresh = self.ingest_plan(&stream.name, only).await?;
+                if fresh.same_as(&plan) {
+                    // Another write (a watermark, a run record): nothing to re-read.
+                    plan.version = fresh.version;
+                } else {
+                    self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await?;
+                    commit(&mut *consumer, &mut pending, &mut stats).await?;
+                    plan = fresh;
+                    tracing::info!(source = %stream.name, version, "ingest: definitions changed; views re-read");
+                }
+            }
+            let polled_at = Utc::now();
+            let messages = tokio::select! {
+                r = consumer.poll(options.max_batch, options.poll_wait) => r,
+                _ = stop.changed() => continue,
+            };
+            let messages = match messages {
+                Ok(m) => {
+                    backoff = Duration::from_millis(100);
+                    caught_up = (m.len() < options.max_batch).then_some(polled_at);
+                    m
+                }
+                Err(e) => {
+                    stats.retries += 1;
+                    tracing::warn!(source = %stream.name, error = %e, "ingest: poll failed; retrying");
+                    if sleep_or_stop(backoff, stop).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if !messages.is_empty() {
+                idle_since = Instant::now();
+                stats.received += messages.len() as u64;
+                let decoded = plan.schema.decode(&messages);
+                let letters: Vec<(&Message, &str)> =
+                    decoded.rejected.iter().map(|(i, why)| (&messages[*i], why.as_str())).collect();
+                dead.write(&stream.name, &letters)?;
+                if !letters.is_empty() {
+                    tracing::warn!(
+                        source = %stream.name,
+                        count = letters.len(),
+                        first = letters[0].1,
+                        file = %dead.path().display(),
+                        "ingest: records sent to the dead letters"
+                    );
+                }
+                stats.dead_lettered += letters.len() as u64;
+                let positions = EventPositions::of(&messages, &decoded.rows);
+                if let Some(online) = &online
+                    && decoded.batch.num_rows() > 0
+                {
+                    let mut wait = Duration::from_millis(100);
+                    loop {
+                        match self.ingest_online(online, &plan, &decoded.batch, &positions).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                stats.retries += 1;
+                                tracing::warn!(source = %stream.name, error = %e, "ingest: online write failed; retrying");
+                                if sleep_or_stop(wait, stop).await {
+                                    // Nothing of this batch is committed: a restart replays it.
+                                    let _ = consumer.close().await;
+                                    return Ok(stats);
+                                }
+                                wait = (wait * 2).min(MAX_BACKOFF);
+                            }
+                        }
+                    }
+                    record_freshness(&decoded.batch, &mut stats);
+                }
+                stats.ingested += decoded.batch.num_rows() as u64;
+                if writer.is_some() {
+                    buffer.add(&decoded.batch, &messages, &decoded.rows, &flushed);
+                }
+                pending.extend(messages);
+            }
+            let due = buffer.opened.is_some_and(|t| t.elapsed() >= flush_every)
+                || buffer.positions.len() + buffer.recovering_positions.len() >= options.offline_flush_rows;
+            if writer.is_none() || due || (buffer.opened.is_none() && !pending.is_empty()) {
+                let files = stats.offline_files;
+                if let Err(e) = self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await {
+                    stats.retries += 1;
+                    tracing::warn!(source = %stream.name, error = %e, "ingest: offline log write failed; retrying");
+                    if sleep_or_stop(backoff, stop).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                if stats.offline_files > files {
+                    crate::ingest::fault_point("ingest-after-offline-flush");
+                }
+                let committed = commit(&mut *consumer, &mut pending, &mut stats).await.inspect_err(|e| {
+                    stats.retries += 1;
+                    tracing::warn!(source = %stream.name, error = %e, "ingest: commit failed; will retry");
+                });
+                // Caught up and committed: the online views hold every event
+                // published before `caught_up`, which their status reads as
+                // their watermark (aggregations are complete up to it).
+                if let (Ok(()), Some(at)) = (committed, caught_up)
+                    && online.is_some()
+                    && watermark_written.elapsed() >= flush_every.max(Duration::from_secs(5))
+                {
+                    watermark_written = Instant::now();
+                    if let Err(e) = self.advance_ingest_watermark(&plan, at, stats.newest_event).await {
+                        tracing::warn!(source = %stream.name, error = %e, "ingest: could not record the watermark");
+                    }
+                }
+                if let Some(p) = &options.progress {
+                    p(&stats);
+                }
+            }
+            if last_lag.elapsed() >= Duration::from_secs(5) {
+                last_lag = Instant::now();
+                if let Ok(lag) = consumer.lag().await {
+                    stats.lag = lag;
+                }
+            }
+        }
+        // Graceful stop: what was written online reaches the log and is committed.
+        self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await?;
+        commit(&mut *consumer, &mut pending, &mut stats).await?;
+        if let Ok(lag) = consumer.lag().await {
+            stats.lag = lag;
+        }
+        if let (Some(at), Some(_)) = (caught_up, &online) {
+            self.advance_ingest_watermark(&plan, at, stats.newest_event).await?;
+        }
+        consumer.close().await?;
+        tracing::info!(
+            source = %stream.name,
+            received = stats.received,
+            ingested = stats.ingested,
+            dead_lettered = stats.dead_lettered,
+            "ingest: stopped"
+        );
+        Ok(stats)
+    }
+
+    /// Moves the watermark of the plan's online views to `at` (never back).
+    async fn advance_ingest_watermark(
+        &self,
+        plan: &SourcePlan,
+        at: DateTime<Utc>,
+        newest: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let project = self.project().to_owned();
+        let views: Vec<String> = plan.views.iter().filter(|t| t.view.online).map(|t| t.view.name.clone()).collect();
+        self.registry()
+            .update(|doc| {
+                let p = doc.projects.entry(project.clone()).or_default();
+                let mut changed = false;
+                for v in views.iter().filter(|v| p.feature_views.contains_key(*v)) {
+                    let state = p.view_state.entry(v.clone()).or_default();
+                    if state.watermark.is_none_or(|w| w < at) {
+                        state.watermark = Some(at);
+                        changed = true;
+                    }
+                    if newest.is_some() && state.newest_event_ts < newest {
+                        state.newest_event_ts = newest;
+                        changed = true;
+                    }
+                }
+                Ok(changed)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Writes one decoded batch to every online view of the plan.
+    async fn ingest_online(
+        &self,
+        online: &Arc<dyn crate::online::OnlineStore>,
+        plan: &SourcePlan,
+        batch: &RecordBatch,
+        positions: &EventPositions,
+    ) -> Result<()> {
+        let ts = batch.column_by_name(LATEST_EVENT_TS).expect("decoded batches carry event times");
+        for target in plan.views.iter().filter(|t| t.view.online) {
+            let keys: Vec<(&str, &ArrayRef)> = target
+                .join_keys
+                .iter()
+                .map(|k| (k.name.as_str(), batch.column_by_name(&k.name).expect("decoded with the view's keys")))
+                .collect();
+            if target.view.is_aggregation() {
+                let mut inputs = Vec::new();
+                let mut fields = Vec::new();
+                for c in target.view.aggregations.iter().filter_map(|a| a.column.as_ref()) {
+                    if fields.iter().any(|f: &crate::model::Field| f.name == *c) {
+                        continue;
+                    }
+                    let col = batch.column_by_name(c).expect("decoded with the view's inputs");
+                    let t = ValueType::from_arrow(col.data_type()).expect("decoded as a value type");
+                    fields.push(crate::model::Field::new(c.clone(), t));
+                    inputs.push(Arc::clone(col));
+                }
+                let events = events_batch(&keys, ts, None, &fields, &inputs)?;
+                self.push_tiles(online, target, &events, Some(positions)).await?;
+            } else {
+                let features: Vec<ArrayRef> = target
+                    .view
+                    .schema
+                    .iter()
+                    .map(|f| Arc::clone(batch.column_by_name(&f.name).expect("decoded with the view's features")))
+                    .collect();
+                let rows = target.encode(&keys, ts.as_ref(), &features)?;
+                online.write(self.project(), &target.online, &rows).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered events to the batch source, one file per stream
+    /// partition (and per hive folder), the file holding the partition's
+    /// newest position last.
+    async fn flush_offline(
+        &self,
+        writer: Option<&dyn crate::offline::OfflineWriter>,
+        plan: &SourcePlan,
+        buffer: &mut OfflineBuffer,
+        flushed: &mut HashMap<Arc<str>, Flushed>,
+        stats: &mut IngestStats,
+        prefix: &str,
+    ) -> Result<()> {
+        let Some(writer) = writer else {
+            return Ok(());
+        };
+        if buffer.batches.is_empty() && buffer.recovering.is_empty() {
+            buffer.opened = None;
+            return Ok(());
+        }
+        let context = format!("the offline log of stream source \"{}\"", plan.stream.name);
+        let schema = plan.schema.arrow_schema();
+        // Rows of an interrupted flush go back under that flush's name.
+        if !buffer.recovering.is_empty() {
+            let rows = arrow_select::concat::concat_batches(&schema, &buffer.recovering)
+                .map_err(|e| Error::data(&context, e.to_string()))?;
+            let mut by_partition: BTreeMap<Arc<str>, Vec<u32>> = BTreeMap::new();
+            for (i, (p, _)) in buffer.recovering_positions.iter().enumerate() {
+                by_partition.entry(Arc::clone(p)).or_default().push(i as u32);
+            }
+            for (partition, idx) in by_partition {
+                let Some((first, last)) = flushed.get(&partition).and_then(|f| f.newest_flush) else { continue };
+                let name = log_name(prefix, &partition, first, last);
+                let part = take(&rows, &idx, &context)?;
+                self.write_log_file(writer, plan, &part, &name, &context, stats).await?;
+            }
+            buffer.recovering.clear();
+            buffer.recovering_positions.clear();
+        }
+        if !buffer.batches.is_empty() {
+            let rows = arrow_select::concat::concat_batches(&schema, &buffer.batches)
+                .map_err(|e| Error::data(&context, e.to_string()))?;
+            let mut by_partition: BTreeMap<Arc<str>, Vec<u32>> = BTreeMap::new();
+            for (i, (p, _)) in buffer.positions.iter().enumerate() {
+                by_partition.entry(Arc::clone(p)).or_default().push(i as u32);
+            }
+            for (partition, idx) in by_partition {
+                let first = idx.iter().map(|&i| buffer.positions[i as usize].1).min().expect("non-empty");
+                let last = idx.iter().map(|&i| buffer.positions[i as usize].1).max().expect("non-empty");
+                let name = log_name(prefix, &partition, first, last);
+                let part = take(&rows, &idx, &context)?;
+                self.write_log_file(writer, plan, &part, &name, &context, stats).await?;
+                let f = flushed.entry(partition).or_default();
+                f.last = f.last.max(last);
+                f.newest_flush = Some((first, last));
+            }
+            buffer.batches.clear();
+            buffer.positions.clear();
+        }
+        buffer.opened = None;
+        Ok(())
+    }
+
+    /// Writes `rows` (decoded columns) as log file `name`: in the batch
+    /// source's column names, split by its `timestamp_partition` folders,
+    /// the folder holding the newest event last.
+    async fn write_log_file(
+        &self,
+        writer: &dyn crate::offline::OfflineWriter,
+        plan: &SourcePlan,
+        rows: &RecordBatch,
+        name: &str,
+        context: &str,
+        stats: &mut IngestStats,
+    ) -> Result<()> {
+        let source = &plan.batch;
+        let renamed = to_source_names(rows, source, context)?;
+        let ts = rows.column_by_name(LATEST_EVENT_TS).expect("decoded").as_primitive::<TimestampMicrosecondType>();
+        let parts: Vec<(Option<String>, RecordBatch)> = match &source.timestamp_partition {
+            None => vec![(None, renamed)],
+            Some(p) => {
+                let mut by_folder: BTreeMap<String, (i64, Vec<u32>)> = BTreeMap::new();
+                for i in 0..ts.len() {
+                    let t = ts.value(i);
+                    let at = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
+                    let folder = format!("{}={}", p.column, at.format(&p.format));
+                    let e = by_folder.entry(folder).or_insert((i64::MIN, Vec::new()));
+                    e.0 = e.0.max(i as i64);
+                    e.1.push(i as u32);
+                }
+                // The folder holding the last row (the newest position) goes last.
+                let mut folders: Vec<(String, (i64, Vec<u32>))> = by_folder.into_iter().collect();
+                folders.sort_by_key(|(_, (last, _))| *last);
+                folders
+                    .into_iter()
+                    .map(|(f, (_, idx))| take(&renamed, &idx, context).map(|b| (Some(f), b)))
+                    .collect::<Result<_>>()?
+            }
+        };
+        let several = parts.len() > 1;
+        for (folder, batch) in parts {
+            let n = batch.num_rows() as u64;
+            if writer.append_named(source, folder.as_deref(), name, batch).await? {
+                stats.offline_rows += n;
+                stats.offline_files += 1;
+                if several {
+                    crate::ingest::fault_point("ingest-mid-offline-flush");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventPositions {
+    /// The positions of the decoded rows (`rows[i]`: the message of row i).
+    fn of(messages: &[Message], rows: &[usize]) -> Self {
+        let mut out = EventPositions::default();
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        for &m in rows {
+            let p = &messages[m].partition;
+            let i = *index.entry(p).or_insert_with(|| {
+                out.partitions.push(p.to_string());
+                (out.partitions.len() - 1) as u32
+            });
+            out.rows.push((i, messages[m].position));
+        }
+        out
+    }
+}
+
+impl OfflineBuffer {
+    /// Buffers the rows not yet in the log: those of a partition's newest
+    /// (maybe interrupted) flush apart, those already logged not at all.
+    fn add(&mut self, batch: &RecordBatch, messages: &[Message], rows: &[usize], flushed: &HashMap<Arc<str>, Flushed>) {
+        let mut fresh = Vec::new();
+        let mut again = Vec::new();
+        for (r, &m) in rows.iter().enumerate() {
+            let msg = &messages[m];
+            match flushed.get(&msg.partition) {
+                Some(f) if f.newest_flush.is_some_and(|(a, b)| (a..=b).contains(&msg.position)) => {
+                    again.push(r as u32);
+                }
+                Some(f) if msg.position <= f.last => {}
+                _ => fresh.push(r as u32),
+            }
+        }
+        let pick = |idx: &[u32]| {
+            let indices = UInt32Array::from(idx.to_vec());
+            let columns: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| arrow_select::take::take(c, &indices, None).expect("indices in range"))
+                .collect();
+            RecordBatch::try_new(batch.schema(), columns).expect("same schema")
+        };
+        if !fresh.is_empty() {
+            self.batches.push(pick(&fresh));
+            self.positions.extend(fresh.iter().map(|&r| {
+                let m = &messages[rows[r as usize]];
+                (Arc::clone(&m.partition), m.position)
+            }));
+        }
+        if !again.is_empty() {
+            self.recovering.push(pick(&again));
+            self.recovering_positions.extend(again.iter().map(|&r| {
+                let m = &messages[rows[r as usize]];
+                (Arc::clone(&m.partition), m.position)
+            }));
+        }
+        if self.opened.is_none() && (!self.batches.is_empty() || !self.recovering.is_empty()) {
+            self.opened = Some(Instant::now());
+        }
+    }
+}
+
+async fn commit(consumer: &mut dyn StreamConsumer, pending: &mut Vec<Message>, stats: &mut IngestStats) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    consumer.commit(pending).await?;
+    stats.committed += pending.len() as u64;
+    pending.clear();
+    Ok(())
+}
+
+/// Sleeps `d` unless ingestion is stopped first (then `true`).
+async fn sleep_or_stop(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+fn record_freshness(batch: &RecordBatch, stats: &mut IngestStats) {
+    let ts = batch.column_by_name(LATEST_EVENT_TS).expect("decoded").as_primitive::<TimestampMicrosecondType>();
+    let now = Utc::now().timestamp_micros();
+    let mut lags: Vec<f64> = ts.values().iter().map(|t| (now - t) as f64 / 1000.0).collect();
+    if lags.is_empty() {
+        return;
+    }
+    lags.sort_by(f64::total_cmp);
+    stats.freshness_ms = Some((lags[lags.len() / 2], lags[lags.len() - 1]));
+    let newest = ts.values().iter().max().copied().and_then(DateTime::from_timestamp_micros);
+    stats.newest_event = stats.newest_event.max(newest);
+}
+
+/// Rows `idx` of `batch`.
+fn take(batch: &RecordBatch, idx: &[u32], context: &str) -> Result<RecordBatch> {
+    let indices = UInt32Array::from(idx.to_vec());
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| arrow_select::take::take(c, &indices, None))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::data(context, e.to_string()))?;
+    RecordBatch::try_new(batch.schema(), columns).map_err(|e| Error::data(context, e.to_string()))
+}
+
+/// Decoded columns in the batch source's names: fields through its
+/// `field_mapping` backwards, the event time as its `timestamp_field`.
+fn to_source_names(rows: &RecordBatch, source: &DataSource, context: &str) -> Result<RecordBatch> {
+    let fields: Vec<arrow_schema::Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = if f.name() == LATEST_EVENT_TS {
+                source.timestamp_field.as_str()
+            } else {
+                source.source_column(f.name())
+            };
+            f.as_ref().clone().with_name(name).with_nullable(true)
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), rows.columns().to_vec())
+        .map_err(|e| Error::data(context, e.to_string()))
+}
+
+fn log_name(prefix: &str, partition: &str, first: u128, last: u128) -> String {
+    let hex: String = partition.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}-{first}-{last}.parquet")
+}
+
+/// (partition, first, last) of a log file's name.
+fn parse_log_name(name: &str, prefix: &str) -> Option<(String, u128, u128)> {
+    let rest = name.strip_prefix(prefix)?.strip_suffix(".parquet")?;
+    let mut parts = rest.split('-');
+    let (hex, first, last) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+    Some((String::from_utf8(bytes?).ok()?, first.parse().ok()?, last.parse().ok()?))
+}
+
+/// The source with `${VAR}` references in its connection fields expanded.
+fn expand_source(s: &StreamSource) -> Result<StreamSource> {
+    let mut out = s.clone();
+    for field in
+        [&mut out.brokers, &mut out.topic, &mut out.url, &mut out.stream, &mut out.subject, &mut out.connection_string, &mut out.key, &mut out.group]
+    {
+        if let Some(v) = field.as_mut() {
+            *v = crate::repo::config::expand_env(v)
+                .map_err(|e| Error::InvalidArgument(format!("stream source \"{}\": {e}", s.name)))?;
+        }
+    }
+    Ok(out)
+}
+
+/// This host's name, the default consumer name (a restarted process on the
+/// same host resumes what it had not committed).
+fn default_consumer_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "feature-store".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_names_round_trip() {
+        let name = log_name("ingest-tx-", "host-1/α", 5, u128::MAX);
+        assert!(!name.contains('/'));
+        assert_eq!(parse_log_name(&name, "ingest-tx-"), Some(("host-1/α".to_owned(), 5, u128::MAX)));
+        assert_eq!(parse_log_name("ingest-tx-zz-1-2.parquet", "ingest-tx-"), None);
+        assert_eq!(parse_log_name("push-1.parquet", "ingest-tx-"), None);
+    }
+}

@@ -1,0 +1,401 @@
+//! Stream records into typed rows: each record is checked on its own, so a
+//! bad one is rejected with its reason while the rest of the batch goes on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde_json::Value;
+
+use super::{Message, Payload};
+use crate::model::{EpochUnit, StreamSource};
+use crate::{UTC, ValueType};
+
+/// Microseconds since the epoch from ISO 8601 text: an offset, `Z`, or none
+/// (UTC); a space may replace the `T`; a date alone is midnight UTC.
+pub fn parse_instant(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc).timestamp_micros());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Some(t.with_timezone(&Utc).timestamp_micros());
+        }
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+/// One column a record may carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordField {
+    /// Name after the stream's `field_mapping` (a join key or feature).
+    pub name: String,
+    /// Its type.
+    pub dtype: ValueType,
+    /// A record without it (or with null) is rejected: join keys.
+    pub required: bool,
+}
+
+/// What records of one stream source hold.
+#[derive(Debug, Clone)]
+pub struct RecordSchema {
+    /// The columns, in output order.
+    pub fields: Vec<RecordField>,
+    /// Name of the event-time column in the output.
+    pub timestamp_column: String,
+    source: StreamSource,
+    /// Record field name → position in `fields`.
+    by_record_name: HashMap<String, usize>,
+}
+
+/// A decoded batch: good records as rows, the rest with the reason.
+#[derive(Debug)]
+pub struct Decoded {
+    /// `fields` then the event time (µs, UTC), one row per good record.
+    pub batch: RecordBatch,
+    /// For each row, the index of its message.
+    pub rows: Vec<usize>,
+    /// (message index, reason) of every rejected record.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// A value checked against its column's type.
+#[derive(Debug, Clone)]
+enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Time(i64),
+    List(Vec<Cell>),
+}
+
+impl RecordSchema {
+    /// Columns `fields` of records of `source`; event times go to `timestamp_column`.
+    pub fn new(source: &StreamSource, fields: Vec<RecordField>, timestamp_column: impl Into<String>) -> Self {
+        let mut by_record_name = HashMap::new();
+        for (i, f) in fields.iter().enumerate() {
+            let raw = source
+                .field_mapping
+                .iter()
+                .find(|(_, to)| **to == f.name)
+                .map(|(from, _)| from.clone())
+                .unwrap_or_else(|| f.name.clone());
+            by_record_name.insert(raw, i);
+        }
+        Self { fields, timestamp_column: timestamp_column.into(), source: source.clone(), by_record_name }
+    }
+
+    /// The output schema.
+    pub fn arrow_schema(&self) -> Arc<Schema> {
+        let mut fields: Vec<Field> =
+            self.fields.iter().map(|f| Field::new(&f.name, f.dtype.to_arrow(), !f.required)).collect();
+        fields.push(Field::new(&self.timestamp_column, crate::timestamp_type(), false));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Decodes `messages`.
+    pub fn decode(&self, messages: &[Message]) -> Decoded {
+        let mut good: Vec<(usize, Vec<Cell>, i64)> = Vec::with_capacity(messages.len());
+        let mut rejected = Vec::new();
+        for (m, message) in messages.iter().enumerate() {
+            match self.record(&message.payload) {
+                Ok((cells, ts)) => good.push((m, cells, ts)),
+                Err(reason) => rejected.push((m, reason)),
+            }
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.fields.len() + 1);
+        for (i, f) in self.fields.iter().enumerate() {
+            columns.push(build(&f.dtype, good.iter().map(|(_, cells, _)| &cells[i])));
+        }
+        let mut ts = TimestampMicrosecondBuilder::with_capacity(good.len()).with_timezone(UTC);
+        for (_, _, t) in &good {
+            ts.append_value(*t);
+        }
+        columns.push(Arc::new(ts.finish()));
+        let batch = RecordBatch::try_new(self.arrow_schema(), columns).expect("columns built to the schema");
+        Decoded { batch, rows: good.iter().map(|(m, _, _)| *m).collect(), rejected }
+    }
+
+    /// One record's cells and event time, or why it is refused.
+    fn record(&self, payload: &Payload) -> Result<(Vec<Cell>, i64), String> {
+        let (object, text) = match payload {
+            Payload::Json(bytes) => match serde_json::from_slice::<Value>(bytes) {
+                Ok(Value::Object(o)) => (o, false),
+                Ok(other) => return Err(format!("the record is a JSON {}, not an object", kind(&other))),
+                Err(e) => return Err(format!("malformed JSON: {e}")),
+            },
+            Payload::Fields(pairs) => {
+                (pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(), true)
+            }
+        };
+        let mut cells = vec![Cell::Null; self.fields.len()];
+        let mut ts = None;
+        let mut unknown: Vec<&str> = Vec::new();
+        for (key, value) in &object {
+            if *key == self.source.timestamp_field {
+                ts = Some(self.timestamp(value, text).map_err(|why| format!("field \"{key}\": {why}"))?);
+                continue;
+            }
+            let Some(&i) = self.by_record_name.get(key.as_str()) else {
+                unknown.push(key);
+                continue;
+            };
+            let f = &self.fields[i];
+            cells[i] = cell(&f.dtype, value, text, self.source.timestamp_unit).map_err(|why| {
+                let shown = if f.name == *key { String::new() } else { format!(" ({})", f.name) };
+                format!("field \"{key}\"{shown}: {why}")
+            })?;
+        }
+        let ts = ts.ok_or_else(|| format!("no event time: the record lacks field \"{}\"", self.source.timestamp_field))?;
+        if let Some(f) = self.fields.iter().zip(&cells).find(|(f, c)| f.required && matches!(c, Cell::Null)) {
+            return Err(format!("join key \"{}\" is missing or null", f.0.name));
+        }
+        if self.source.strict && !unknown.is_empty() {
+            return Err(format!(
+                "unknown field{} {} (the source is strict; known: {})",
+                if unknown.len() > 1 { "s" } else { "" },
+                unknown.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", "),
+                self.known()
+            ));
+        }
+        Ok((cells, ts))
+    }
+
+    fn known(&self) -> String {
+        let mut names: Vec<&str> = self.by_record_name.keys().map(String::as_str).collect();
+        names.push(&self.source.timestamp_field);
+        names.sort_unstable();
+        names.join(", ")
+    }
+
+    fn timestamp(&self, value: &Value, text: bool) -> Result<i64, String> {
+        match cell(&ValueType::Timestamp, value, text, self.source.timestamp_unit)? {
+            Cell::Time(t) => Ok(t),
+            _ => Err("is null; every record needs an event time".into()),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `value` as a cell of type `dtype`; `text`: numbers and booleans may be
+/// given as text (flat Redis entries).
+fn cell(dtype: &ValueType, value: &Value, text: bool, unit: EpochUnit) -> Result<Cell, String> {
+    let wrong = || format!("{} {value} is not {dtype}", kind(value));
+    if value.is_null() {
+        return Ok(Cell::Null);
+    }
+    // Flat entries carry text: read it as the JSON value it spells.
+    if text && let Value::String(s) = value {
+        match dtype {
+            ValueType::String | ValueType::Bytes => {}
+            ValueType::Timestamp if s.trim().parse::<f64>().is_err() => {}
+            ValueType::Float32 | ValueType::Float64 if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => {}
+            ValueType::List(_) => {
+                let parsed: Value = serde_json::from_str(s).map_err(|_| format!("text \"{s}\" is not a JSON list"))?;
+                return cell(dtype, &parsed, false, unit);
+            }
+            _ => {
+                let parsed: Value = serde_json::from_str(s.trim()).map_err(|_| format!("text \"{s}\" is not {dtype}"))?;
+                return cell(dtype, &parsed, false, unit);
+            }
+        }
+    }
+    Ok(match dtype {
+        ValueType::Bool => Cell::Bool(value.as_bool().ok_or_else(wrong)?),
+        ValueType::Int32 => {
+            let n = value.as_i64().ok_or_else(wrong)?;
+            i32::try_from(n).map_err(|_| format!("{n} is outside the int32 range"))?;
+            Cell::Int(n)
+        }
+        ValueType::Int64 => Cell::Int(value.as_i64().ok_or_else(wrong)?),
+        ValueType::Float32 | ValueType::Float64 => Cell::Float(match value {
+            Value::Number(n) => n.as_f64().ok_or_else(wrong)?,
+            Value::String(s) => match s.as_str() {
+                "NaN" => f64::NAN,
+                "Infinity" => f64::INFINITY,
+                "-Infinity" => f64::NEG_INFINITY,
+                _ => return Err(wrong()),
+            },
+            _ => return Err(wrong()),
+        }),
+        ValueType::String | ValueType::Bytes => Cell::Text(value.as_str().ok_or_else(wrong)?.to_owned()),
+        ValueType::Timestamp => Cell::Time(match value {
+            Value::Number(n) => {
+                let micros = n.as_f64().ok_or_else(wrong)? * unit.micros();
+                if !micros.is_finite() || micros.abs() > 9.2e18 {
+                    return Err(format!("{value} is out of range as a time"));
+                }
+                micros.round() as i64
+            }
+            Value::String(s) => parse_instant(s).ok_or_else(|| {
+                format!("\"{s}\" is not a time; give ISO 8601 text (with an offset, Z, or none for UTC) or an epoch number")
+            })?,
+            _ => return Err(wrong()),
+        }),
+        ValueType::List(inner) => match value {
+            Value::Array(items) => Cell::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| cell(inner, v, false, unit).map_err(|why| format!("item {j}: {why}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(wrong()),
+        },
+    })
+}
+
+/// A column of checked cells.
+fn build<'a>(dtype: &ValueType, cells: impl Iterator<Item = &'a Cell>) -> ArrayRef {
+    macro_rules! scalar {
+        ($b:expr, $pat:pat => $v:expr) => {{
+            let mut b = $b;
+            for c in cells {
+                match c {
+                    $pat => b.append_value($v),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    match dtype {
+        ValueType::Bool => scalar!(BooleanBuilder::new(), Cell::Bool(v) => *v),
+        ValueType::Int32 => scalar!(Int32Builder::new(), Cell::Int(v) => *v as i32),
+        ValueType::Int64 => scalar!(Int64Builder::new(), Cell::Int(v) => *v),
+        ValueType::Float32 => scalar!(Float32Builder::new(), Cell::Float(v) => *v as f32),
+        ValueType::Float64 => scalar!(Float64Builder::new(), Cell::Float(v) => *v),
+        ValueType::String => scalar!(StringBuilder::new(), Cell::Text(v) => v),
+        ValueType::Bytes => scalar!(BinaryBuilder::new(), Cell::Text(v) => v.as_bytes()),
+        ValueType::Timestamp => scalar!(TimestampMicrosecondBuilder::new().with_timezone(UTC), Cell::Time(v) => *v),
+        ValueType::List(inner) => {
+            let cells: Vec<&Cell> = cells.collect();
+            let items: Vec<&Cell> =
+                cells.iter().flat_map(|c| if let Cell::List(v) = c { v.iter().collect() } else { Vec::new() }).collect();
+            let values = build(inner, items.into_iter());
+            let mut offsets = vec![0i32];
+            let mut valid = Vec::with_capacity(cells.len());
+            for c in &cells {
+                let n = if let Cell::List(v) = c { v.len() } else { 0 };
+                offsets.push(offsets.last().copied().unwrap_or(0) + n as i32);
+                valid.push(matches!(c, Cell::List(_)));
+            }
+            let field = Arc::new(Field::new_list_field(inner.to_arrow(), true));
+            Arc::new(arrow_array::ListArray::new(
+                field,
+                arrow_buffer::OffsetBuffer::new(offsets.into()),
+                values,
+                Some(arrow_buffer::NullBuffer::from(valid)),
+            ))
+        }
+    }
+}
+
+/// The fields of `source`'s records each view over it reads, and which are
+/// required (join keys): `types` gives each column's type.
+pub fn record_fields(join_keys: &[(String, ValueType)], values: &BTreeMap<String, ValueType>) -> Vec<RecordField> {
+    let mut out: Vec<RecordField> = join_keys
+        .iter()
+        .map(|(n, t)| RecordField { name: n.clone(), dtype: t.clone(), required: true })
+        .collect();
+    for (n, t) in values {
+        if !out.iter().any(|f| f.name == *n) {
+            out.push(RecordField { name: n.clone(), dtype: t.clone(), required: false });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+
+    use super::*;
+    use crate::model::StreamKind;
+
+    fn schema(strict: bool) -> RecordSchema {
+        let source = StreamSource::builder("s", StreamKind::RedisStream, "ts", "b")
+            .redis("redis://x", "k")
+            .map_field("rate", "conv_rate")
+            .strict(strict)
+            .build()
+            .unwrap();
+        let fields = vec![
+            RecordField { name: "driver_id".into(), dtype: ValueType::Int64, required: true },
+            RecordField { name: "conv_rate".into(), dtype: ValueType::Float32, required: false },
+            RecordField { name: "tags".into(), dtype: ValueType::List(Box::new(ValueType::String)), required: false },
+        ];
+        RecordSchema::new(&source, fields, "event_timestamp")
+    }
+
+    fn json(s: &str) -> Message {
+        Message::new("p".into(), 1, "1", Payload::Json(bytes::Bytes::copy_from_slice(s.as_bytes())))
+    }
+
+    #[test]
+    fn good_records_become_rows_and_bad_ones_say_why() {
+        let messages = vec![
+            json(r#"{"driver_id": 1, "rate": 0.5, "ts": "2026-12-04T10:00:00+01:00", "tags": ["a"]}"#),
+            json(r#"{"driver_id": "x", "ts": 0}"#),
+            json(r#"{"driver_id": 2, "ts": 1780000000.5, "extra": 1}"#),
+            json(r#"{"rate": 1, "ts": 0}"#),
+            json(r#"[1]"#),
+            json(r#"{"driver_id": 3, "ts": "yesterday"}"#),
+            json(r#"{"driver_id": 3}"#),
+            json("{bad"),
+            Message::new(
+                "p".into(),
+                2,
+                "2",
+                Payload::Fields(vec![("driver_id".into(), "4".into()), ("rate".into(), "NaN".into()), ("ts".into(), "2026-12-04 09:00:00".into())]),
+            ),
+        ];
+        let d = schema(false).decode(&messages);
+        assert_eq!(d.rows, vec![0, 2, 8]);
+        let reasons: Vec<String> = d.rejected.iter().map(|(i, r)| format!("{i}: {r}")).collect();
+        assert_eq!(reasons.len(), 6, "{reasons:?}");
+        assert!(reasons[0].contains("1: field \"driver_id\": string \"x\" is not int64"), "{reasons:?}");
+        assert!(reasons[1].contains("join key \"driver_id\" is missing or null"), "{reasons:?}");
+        assert!(reasons[2].contains("JSON array, not an object"), "{reasons:?}");
+        assert!(reasons[3].contains("\"yesterday\" is not a time"), "{reasons:?}");
+        assert!(reasons[4].contains("lacks field \"ts\""), "{reasons:?}");
+        assert!(reasons[5].contains("malformed JSON"), "{reasons:?}");
+        let ts = d.batch.column(3).as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), parse_instant("2026-12-04T09:00:00Z").unwrap());
+        assert_eq!(ts.value(2), parse_instant("2026-12-04T09:00:00Z").unwrap());
+        assert_eq!(ts.value(1), 1_780_000_000_500_000);
+        let rate = d.batch.column(1).as_primitive::<arrow_array::types::Float32Type>();
+        assert!(rate.is_null(1) && rate.value(2).is_nan());
+        assert_eq!(d.batch.column(2).as_list::<i32>().value(0).as_string::<i32>().value(0), "a");
+        let strict = schema(true).decode(&messages[2..3]);
+        assert!(strict.rejected[0].1.contains("unknown field \"extra\""), "{:?}", strict.rejected);
+    }
+}

@@ -1,0 +1,245 @@
+//! Stream ingestion: the contract a broker client implements
+//! ([`StreamConsumer`]), how records become typed rows ([`decode`]) and
+//! where rejected ones go ([`dead_letter`]). The loop that writes online,
+//! appends the offline log and commits is `FeatureStore::ingest`
+//! (`facade/ingest.rs`); broker clients live in `feature-store-streams`.
+//!
+//! Exactly once in effect rests on three rules the loop keeps:
+//! - a message is committed only after its online write and its offline
+//!   log file are durable, so a crash replays, never skips;
+//! - each partition is consumed in position order by one consumer at a
+//!   time, so "position ≤ the newest applied" identifies a replay;
+//! - every write a replay repeats is idempotent: latest values never
+//!   regress, aggregation tiles record per partition the newest position
+//!   they hold ([`crate::facade`]'s `__applied`), and offline log files are
+//!   named by the positions they hold and skipped when present.
+
+pub mod dead_letter;
+pub mod decode;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::Result;
+use crate::model::StreamSource;
+
+/// Fault injection for the crash tests: with `FEATURE_STORE_FAULT` set to
+/// `name`, the process aborts here (as a kill -9 would stop it). Points:
+/// `ingest-after-offline-flush` (log files written, nothing committed),
+/// `ingest-mid-offline-flush` (the first of several log files of a flush
+/// written).
+pub(crate) fn fault_point(name: &str) {
+    if std::env::var_os("FEATURE_STORE_FAULT").is_some_and(|v| v == name) {
+        eprintln!("FEATURE_STORE_FAULT: aborting at {name}");
+        std::process::abort();
+    }
+}
+
+/// One message as the broker delivered it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Message {
+    /// The unit of ordering: a Kafka partition (`"3"`), a Redis consumer
+    /// name, a NATS consumer. Positions grow along it.
+    pub partition: Arc<str>,
+    /// Where the message is in its partition (offset, stream id, sequence).
+    pub position: u128,
+    /// The broker's own id of the message, for commits and dead letters.
+    pub id: String,
+    /// The record.
+    pub payload: Payload,
+    /// When the consumer received it.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// A message of `partition` at `position`.
+    pub fn new(partition: Arc<str>, position: u128, id: impl Into<String>, payload: Payload) -> Self {
+        Self { partition, position, id: id.into(), payload, received_at: Utc::now() }
+    }
+}
+
+/// How a message carries its record.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Payload {
+    /// One JSON object (a Kafka value, a NATS payload, a Redis `data` field).
+    Json(Bytes),
+    /// Field-value pairs whose values are text (a flat Redis Streams
+    /// entry): numbers and booleans are parsed from the text.
+    Fields(Vec<(String, String)>),
+}
+
+/// A broker client consuming one stream source in a consumer group.
+///
+/// `poll` returns each partition's messages in position order, starting
+/// after the last committed position (a restarted consumer sees again
+/// what it had not committed). `commit` marks messages done; the loop calls
+/// it only once their effects are durable.
+#[async_trait]
+pub trait StreamConsumer: Send + Debug {
+    /// What is consumed, for messages (no credentials).
+    fn describe(&self) -> String;
+
+    /// Up to `max` messages, waiting at most `wait` for the first one.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>>;
+
+    /// Marks `messages` (previously polled) as processed.
+    async fn commit(&mut self, messages: &[Message]) -> Result<()>;
+
+    /// Messages waiting per partition (published but not yet delivered to
+    /// this group), where the broker tells; empty otherwise.
+    async fn lag(&mut self) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+
+    /// Releases the consumer's claims (leases, group membership) on a
+    /// graceful stop.
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens consumers for stream sources; the umbrella crate's
+/// implementation knows the brokers compiled in.
+#[async_trait]
+pub trait ConsumerFactory: Send + Sync + Debug {
+    /// A consumer of `source` (connection fields already expanded) in
+    /// `group`, identifying itself as `consumer`.
+    async fn open(&self, source: &StreamSource, group: &str, consumer: &str) -> Result<Box<dyn StreamConsumer>>;
+}
+
+/// A callback of [`IngestOptions::progress`].
+pub type ProgressFn = Arc<dyn Fn(&IngestStats) + Send + Sync>;
+
+/// How `FeatureStore::ingest` runs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct IngestOptions {
+    /// Only the stream sources these views read (all by default), and only these views.
+    pub views: Option<Vec<String>>,
+    /// This process's name in the consumer groups (default: the host name).
+    pub consumer: Option<String>,
+    /// Messages taken per poll.
+    pub max_batch: usize,
+    /// How long a poll waits for a first message.
+    pub poll_wait: Duration,
+    /// Overrides each source's `offline_flush_interval`.
+    pub offline_flush_interval: Option<Duration>,
+    /// Events buffered for the offline log before a flush regardless of age.
+    pub offline_flush_rows: usize,
+    /// Append ingested events to the batch source (default true).
+    pub offline_log: bool,
+    /// Folder relative dead-letter paths are resolved against.
+    pub base_dir: std::path::PathBuf,
+    /// Stop once every source has been idle (no message) for this long.
+    pub stop_when_idle: Option<Duration>,
+    /// Called after every committed batch with the running totals.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            views: None,
+            consumer: None,
+            max_batch: 2000,
+            poll_wait: Duration::from_millis(200),
+            offline_flush_interval: None,
+            offline_flush_rows: 500_000,
+            offline_log: true,
+            base_dir: std::path::PathBuf::from("."),
+            stop_when_idle: None,
+            progress: None,
+        }
+    }
+}
+
+impl IngestOptions {
+    /// Only these views (and the sources they read).
+    pub fn with_views<S: Into<String>>(mut self, views: impl IntoIterator<Item = S>) -> Self {
+        self.views = Some(views.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// This process's consumer name.
+    pub fn with_consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = Some(name.into());
+        self
+    }
+
+    /// Folder for relative dead-letter paths.
+    pub fn with_base_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.base_dir = dir.into();
+        self
+    }
+
+    /// Stops after every source has been idle this long.
+    pub fn with_stop_when_idle(mut self, idle: Duration) -> Self {
+        self.stop_when_idle = Some(idle);
+        self
+    }
+
+    /// Overrides the sources' offline flush interval.
+    pub fn with_offline_flush_interval(mut self, every: Duration) -> Self {
+        self.offline_flush_interval = Some(every);
+        self
+    }
+
+    /// Whether to append to the batch sources.
+    pub fn with_offline_log(mut self, yes: bool) -> Self {
+        self.offline_log = yes;
+        self
+    }
+
+    /// Calls `f` after every committed batch.
+    pub fn with_progress(mut self, f: impl Fn(&IngestStats) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+}
+
+impl Debug for IngestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestOptions")
+            .field("views", &self.views)
+            .field("consumer", &self.consumer)
+            .field("max_batch", &self.max_batch)
+            .field("offline_flush_interval", &self.offline_flush_interval)
+            .field("offline_log", &self.offline_log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Running totals of one stream source's ingestion.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct IngestStats {
+    /// The stream source.
+    pub source: String,
+    /// Messages received (including replays after a restart).
+    pub received: u64,
+    /// Records written online.
+    pub ingested: u64,
+    /// Records sent to the dead letters.
+    pub dead_lettered: u64,
+    /// Records appended to the offline log.
+    pub offline_rows: u64,
+    /// Offline log files written.
+    pub offline_files: u64,
+    /// Messages committed.
+    pub committed: u64,
+    /// Online or broker errors retried.
+    pub retries: u64,
+    /// Newest event time written online.
+    pub newest_event: Option<DateTime<Utc>>,
+    /// Event time to visible online, of the last batch: median and worst, ms.
+    pub freshness_ms: Option<(f64, f64)>,
+    /// Messages waiting per partition, as of the last check.
+    pub lag: Vec<(String, u64)>,
+}
