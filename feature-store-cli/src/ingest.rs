@@ -59,18 +59,7 @@ pub(crate) async fn ingest(store: FeatureStore, repo: &std::path::Path, flags: F
     let stats =
         store.ingest(&feature_store::StreamConsumers, options, feature_store_server::shutdown_signal()).await?;
     if json {
-        let out: Vec<serde_json::Value> = stats
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "source": s.source, "received": s.received, "ingested": s.ingested,
-                    "dead_lettered": s.dead_lettered, "offline_rows": s.offline_rows,
-                    "offline_files": s.offline_files, "committed": s.committed, "retries": s.retries,
-                    "newest_event": s.newest_event.map(|t| t.to_rfc3339()),
-                    "lag": s.lag.iter().map(|(p, n)| serde_json::json!({"partition": p, "lag": n})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let out = serde_json::to_value(&stats)?;
         crate::output::json(&serde_json::json!({ "sources": out, "seconds": started.elapsed().as_secs_f64() }))?;
     } else {
         for s in &stats {

@@ -459,6 +459,57 @@ impl Store {
         })
     }
 
+    /// Starts ingesting the stream sources (of `views`, or all) in the
+    /// background; the handle stops it and returns each source's totals.
+    #[pyo3(signature = (views=None, consumer=None, stop_when_idle_s=None, offline_flush_interval_s=None, offline_log=true, batch_size=None))]
+    fn ingest(
+        &self,
+        views: Option<Vec<String>>,
+        consumer: Option<String>,
+        stop_when_idle_s: Option<f64>,
+        offline_flush_interval_s: Option<f64>,
+        offline_log: bool,
+        batch_size: Option<usize>,
+    ) -> PyResult<IngestHandle> {
+        use feature_store::ingest::IngestOptions;
+        let store = self.store()?;
+        let seconds = |s: f64, name: &str| {
+            if s.is_finite() && s > 0.0 {
+                Ok(std::time::Duration::from_secs_f64(s))
+            } else {
+                Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, not {s}")))
+            }
+        };
+        let mut options = IngestOptions::default().with_offline_log(offline_log);
+        if let Some(v) = views {
+            options = options.with_views(v);
+        }
+        if let Some(c) = consumer {
+            options = options.with_consumer(c);
+        }
+        if let Some(s) = stop_when_idle_s {
+            options = options.with_stop_when_idle(seconds(s, "stop_when_idle")?);
+        }
+        if let Some(s) = offline_flush_interval_s {
+            options = options.with_offline_flush_interval(seconds(s, "offline_flush_interval")?);
+        }
+        if let Some(n) = batch_size {
+            if n == 0 {
+                return Err(PyValueError::new_err("batch_size must be at least 1"));
+            }
+            options.max_batch = n;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime().spawn(async move {
+            store
+                .ingest(&feature_store::StreamConsumers, options, async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(IngestHandle { running: Mutex::new(Some((tx, task))) })
+    }
+
     /// Latest values for entity rows (dict of lists, list of dicts or Arrow).
     #[pyo3(signature = (entity_rows, features=None, service=None, full_feature_names=false))]
     fn get_online_features(
@@ -529,6 +580,39 @@ impl ServerHandle {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(PyRuntimeError::new_err(e.to_string())),
             Err(e) => Err(PyRuntimeError::new_err(format!("the server task failed: {e}"))),
+        }
+    }
+}
+
+type Ingesting = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<feature_store::Result<Vec<feature_store::ingest::IngestStats>>>,
+);
+
+/// Stream ingestion started by `Store.ingest`.
+#[pyclass(module = "feature_store._internal", name = "IngestHandle", frozen)]
+struct IngestHandle {
+    running: Mutex<Option<Ingesting>>,
+}
+
+#[pymethods]
+impl IngestHandle {
+    /// True until `stop`, idleness (`stop_when_idle`) or a failure ends it.
+    fn running(&self) -> bool {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|(_, t)| !t.is_finished())
+    }
+
+    /// Stops (buffered events are logged and committed first) and returns
+    /// each source's totals as JSON; raises what stopped ingestion, if it failed.
+    fn stop(&self, py: Python<'_>) -> PyResult<String> {
+        let Some((tx, task)) = self.running.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return Err(PyRuntimeError::new_err("ingestion was already stopped"));
+        };
+        let _ = tx.send(());
+        match py.detach(|| block_on(task)) {
+            Ok(Ok(stats)) => json(&stats),
+            Ok(Err(e)) => Err(to_py(e)),
+            Err(e) => Err(PyRuntimeError::new_err(format!("the ingest task failed: {e}"))),
         }
     }
 }
@@ -834,6 +918,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(udf::register_udf, m)?)?;
     m.add_class::<Store>()?;
     m.add_class::<ServerHandle>()?;
+    m.add_class::<IngestHandle>()?;
     m.add_class::<HistoricalResult>()?;
     m.add_class::<OnlineResult>()?;
     m.add_class::<pandas::FloatValues>()?;

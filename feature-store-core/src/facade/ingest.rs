@@ -261,7 +261,8 @@ impl FeatureStore {
         tracing::info!(source = %stream.name, consumer = %consumer.describe(), group, "ingest: consuming");
         let dead_path = {
             let p = std::path::PathBuf::from(stream.dead_letter_or_default());
-            if p.is_absolute() { p } else { options.base_dir.join(p) }
+            let base = options.base_dir.as_deref().unwrap_or(&self.config().repo_path);
+            if p.is_absolute() { p } else { base.join(p) }
         };
         let mut dead = DeadLetterFile::new(dead_path);
         let prefix = format!("ingest-{}-", stream.name);

@@ -135,8 +135,8 @@ pub struct IngestOptions {
     pub offline_flush_rows: usize,
     /// Append ingested events to the batch source (default true).
     pub offline_log: bool,
-    /// Folder relative dead-letter paths are resolved against.
-    pub base_dir: std::path::PathBuf,
+    /// Folder relative dead-letter paths are resolved against; default the repo's.
+    pub base_dir: Option<std::path::PathBuf>,
     /// Stop once every source has been idle (no message) for this long.
     pub stop_when_idle: Option<Duration>,
     /// Called after every committed batch with the running totals.
@@ -153,7 +153,7 @@ impl Default for IngestOptions {
             offline_flush_interval: None,
             offline_flush_rows: 500_000,
             offline_log: true,
-            base_dir: std::path::PathBuf::from("."),
+            base_dir: None,
             stop_when_idle: None,
             progress: None,
         }
@@ -175,7 +175,7 @@ impl IngestOptions {
 
     /// Folder for relative dead-letter paths.
     pub fn with_base_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.base_dir = dir.into();
+        self.base_dir = Some(dir.into());
         self
     }
 
@@ -217,7 +217,7 @@ impl Debug for IngestOptions {
 }
 
 /// Running totals of one stream source's ingestion.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct IngestStats {
     /// The stream source.

@@ -34,13 +34,14 @@ from .errors import (
     ValidationError,
 )
 from .on_demand import UserFunction, on_demand_feature_view, registered_udfs, udf
-from .store import ApplyResult, FeatureServer, FeatureStore, MaterializeReport, Plan, PushMode, RetrievalJob, SavedDataset
+from .store import ApplyResult, FeatureServer, FeatureStore, Ingestion, MaterializeReport, Plan, PushMode, RetrievalJob, SavedDataset
 from .types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp, ValueType
 
 __all__ = [
     "__version__",
     "FeatureStore",
     "FeatureServer",
+    "Ingestion",
     "RetrievalJob",
     "SavedDataset",
     "OnlineResponse",

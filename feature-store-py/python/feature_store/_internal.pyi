@@ -31,7 +31,20 @@ class ServerHandle:
     def running(self) -> bool: ...
     def stop(self) -> None: ...
 
+class IngestHandle:
+    def running(self) -> bool: ...
+    def stop(self) -> str: ...
+
 class Store:
+    def ingest(
+        self,
+        views: Optional[List[str]] = None,
+        consumer: Optional[str] = None,
+        stop_when_idle_s: Optional[float] = None,
+        offline_flush_interval_s: Optional[float] = None,
+        offline_log: bool = True,
+        batch_size: Optional[int] = None,
+    ) -> IngestHandle: ...
     def serve(
         self,
         host: Optional[str] = None,

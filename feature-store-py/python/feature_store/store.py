@@ -344,6 +344,29 @@ class SavedDataset(RetrievalJob):
         return f"SavedDataset({self.name!r}, rows={self.manifest['output']['rows']}, location={self.location!r})"
 
 
+class Ingestion:
+    """Stream ingestion running in the background (:meth:`FeatureStore.ingest`)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def running(self) -> bool:
+        return self._handle.running()
+
+    def stop(self) -> List[Dict[str, Any]]:
+        """Stops after logging and committing what was received; returns each
+        source's totals (``received``, ``ingested``, ``dead_lettered``,
+        ``offline_rows``, ``committed``, ...). Raises what stopped it, if it failed."""
+        return json.loads(self._handle.stop())
+
+    def __enter__(self) -> "Ingestion":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle.running():
+            self.stop()
+
+
 class FeatureServer:
     """A running feature server (:meth:`FeatureStore.serve`)."""
 
@@ -714,6 +737,63 @@ class FeatureStore:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         return server
+
+    def ingest(
+        self,
+        feature_views: Optional[Sequence[Union[str, FeatureView]]] = None,
+        consumer: Optional[str] = None,
+        stop_when_idle: Optional[Union[float, timedelta]] = None,
+        offline_flush_interval: Optional[Union[float, timedelta]] = None,
+        offline_log: bool = True,
+        batch_size: Optional[int] = None,
+        background: bool = False,
+    ) -> Union["Ingestion", List[Dict[str, Any]]]:
+        """Consumes the stream sources (kind ``kafka``, ``nats``, ``redis_stream``)
+        that feature views read: records are checked against the views' schema
+        (bad ones go to the source's dead-letter file), written online and
+        appended to the source's ``batch_source``; the broker is told only once
+        both are durable, so a restart neither loses nor double-counts an event.
+
+        With ``background=False`` this blocks until every stream has been idle
+        for ``stop_when_idle`` (seconds or a timedelta), or until Ctrl-C/SIGTERM,
+        and returns each source's totals. With ``background=True`` it returns an
+        :class:`Ingestion` at once; call ``stop()`` on it.
+        """
+
+        def secs(v: Optional[Union[float, timedelta]]) -> Optional[float]:
+            return v.total_seconds() if isinstance(v, timedelta) else (None if v is None else float(v))
+
+        handle = self._store.ingest(
+            _view_names(feature_views),
+            consumer,
+            secs(stop_when_idle),
+            secs(offline_flush_interval),
+            offline_log,
+            batch_size,
+        )
+        ingestion = Ingestion(handle)
+        if background:
+            return ingestion
+        import signal
+        import time
+
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = None
+        try:
+            previous = signal.signal(signal.SIGTERM, _term)
+        except ValueError:  # not the main thread: Ctrl-C only
+            pass
+        try:
+            while handle.running():
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return ingestion.stop()
 
     def get_online_features(
         self,
