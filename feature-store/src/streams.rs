@@ -26,6 +26,8 @@ impl ConsumerFactory for StreamConsumers {
             StreamKind::RedisStream => {
                 Ok(Box::new(feature_store_redis::RedisStreamConsumer::open(source, group, consumer).await?))
             }
+            #[cfg(feature = "nats")]
+            StreamKind::Nats => Ok(Box::new(feature_store_nats::NatsStreamConsumer::open(source, group, consumer).await?)),
             kind => {
                 let _ = (group, consumer);
                 Err(Error::Unsupported(format!(

@@ -2,6 +2,7 @@
 //! tests themselves) and small data helpers.
 
 pub mod moto;
+pub mod nats;
 pub mod proxy;
 pub mod redis;
 

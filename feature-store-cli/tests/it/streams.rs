@@ -21,17 +21,17 @@ use super::{cli, ok};
 
 /// One event as produced: `bad` ones carry a string user id.
 #[derive(Debug, Clone)]
-struct Event {
-    user: i64,
-    ts: i64,
-    amount: f64,
-    merchant: String,
-    bad: bool,
+pub(super) struct Event {
+    pub(super) user: i64,
+    pub(super) ts: i64,
+    pub(super) amount: f64,
+    pub(super) merchant: String,
+    pub(super) bad: bool,
 }
 
 /// `n` events over users 1..=20 with distinct times in [now-5h, now-2h),
 /// out of order; every 97th is bad.
-fn events(n: usize, seed: u64) -> Vec<Event> {
+pub(super) fn events(n: usize, seed: u64) -> Vec<Event> {
     let now = chrono::Utc::now().timestamp_micros();
     let start = now - 5 * 3_600_000_000;
     let span = 3 * 3_600_000_000i64;
@@ -49,7 +49,7 @@ fn events(n: usize, seed: u64) -> Vec<Event> {
         .collect()
 }
 
-fn json(e: &Event) -> String {
+pub(super) fn json(e: &Event) -> String {
     let t = chrono::DateTime::from_timestamp_micros(e.ts).unwrap().to_rfc3339();
     if e.bad {
         format!(r#"{{"user_id": "u{}", "event_timestamp": "{t}", "amount": {}}}"#, e.user, e.amount)
@@ -98,11 +98,18 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
 /// A repo whose stream source reads key `tx` of `redis`, with a plain view
 /// and an aggregation view over it; `online` is the online_store section.
 fn repo(root: &Path, redis: &RedisServer, online: &str) -> PathBuf {
-    repo_with(root, redis, online, false)
+    repo_with(root, &redis_source(redis), online, false)
 }
 
-/// [`repo`], with the batch source in hourly hive folders (`hour=2026-12-04-10/`) when `hourly`.
-fn repo_with(root: &Path, redis: &RedisServer, online: &str, hourly: bool) -> PathBuf {
+/// The connection fields of a stream source reading key `tx` of `redis`.
+fn redis_source(redis: &RedisServer) -> String {
+    format!("kind: redis_stream\n    connection_string: {}\n    key: tx", redis.url())
+}
+
+/// A repo whose stream source has the connection fields `stream` (YAML
+/// lines, indented for the source), with the batch source in hourly hive
+/// folders (`hour=2026-12-04-10/`) when `hourly`.
+pub(super) fn repo_with(root: &Path, stream: &str, online: &str, hourly: bool) -> PathBuf {
     let repo = root.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     std::fs::write(repo.join("feature_store.yaml"), format!("project: shop\nregistry: data/registry.json\n{online}"))
@@ -134,9 +141,7 @@ sources:
     path: data/tx
     timestamp_field: event_timestamp{}
   - name: transactions_stream
-    kind: redis_stream
-    connection_string: {}
-    key: tx
+    {}
     timestamp_field: event_timestamp
     batch_source: transactions
 feature_views:
@@ -155,7 +160,7 @@ feature_views:
       - {{function: count, window: 1d}}
 "#,
             partition,
-            redis.url()
+            stream
         ),
     )
     .unwrap();
@@ -163,7 +168,7 @@ feature_views:
     repo
 }
 
-fn ingest(repo: &Path, extra: &[&str]) -> Child {
+pub(super) fn ingest(repo: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_feature-store"))
         .arg("--repo")
         .arg(repo)
@@ -177,19 +182,19 @@ fn ingest(repo: &Path, extra: &[&str]) -> Child {
 }
 
 /// Runs ingestion until the stream is quiet for 2 s.
-fn drain(repo: &Path, extra: &[&str]) {
+pub(super) fn drain(repo: &Path, extra: &[&str]) {
     let mut args = vec!["ingest", "--offline-flush-interval", "200ms", "--stop-when-idle", "2s"];
     args.extend_from_slice(extra);
     ok(&cli(repo, &args));
 }
 
-fn kill(mut child: Child) {
+pub(super) fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
 /// Online values and aggregates per user, as served.
-fn served(repo: &Path, users: &[i64]) -> BTreeMap<i64, (f64, String, f64, i64)> {
+pub(super) fn served(repo: &Path, users: &[i64]) -> BTreeMap<i64, (f64, String, f64, i64)> {
     let mut args = vec![
         "--json".to_owned(),
         "online".to_owned(),
@@ -228,7 +233,7 @@ fn served(repo: &Path, users: &[i64]) -> BTreeMap<i64, (f64, String, f64, i64)> 
 
 /// What serving must show after every good event: the newest per user, and
 /// the sum and count of all of them (all lie in the 1-day window).
-fn reference(events: &[Event]) -> BTreeMap<i64, (f64, String, f64, i64)> {
+pub(super) fn reference(events: &[Event]) -> BTreeMap<i64, (f64, String, f64, i64)> {
     let mut out: BTreeMap<i64, (i64, f64, String, f64, i64)> = BTreeMap::new();
     for e in events.iter().filter(|e| !e.bad) {
         let r = out.entry(e.user).or_insert((i64::MIN, 0.0, String::new(), 0.0, 0));
@@ -242,7 +247,7 @@ fn reference(events: &[Event]) -> BTreeMap<i64, (f64, String, f64, i64)> {
 }
 
 /// The offline log files (not the seed), in any partition folder.
-fn log_file_paths(repo: &Path) -> Vec<PathBuf> {
+pub(super) fn log_file_paths(repo: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut dirs = vec![repo.join("data/tx")];
     while let Some(d) = dirs.pop() {
@@ -259,7 +264,7 @@ fn log_file_paths(repo: &Path) -> Vec<PathBuf> {
 }
 
 /// Every row of the offline log files: (user, ts µs, amount bits), sorted.
-fn offline_log(repo: &Path) -> Vec<(i64, i64, u64)> {
+pub(super) fn offline_log(repo: &Path) -> Vec<(i64, i64, u64)> {
     let mut rows = Vec::new();
     for f in log_file_paths(repo) {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
@@ -285,14 +290,14 @@ fn offline_log(repo: &Path) -> Vec<(i64, i64, u64)> {
     rows
 }
 
-fn expected_log(events: &[Event]) -> Vec<(i64, i64, u64)> {
+pub(super) fn expected_log(events: &[Event]) -> Vec<(i64, i64, u64)> {
     let mut rows: Vec<_> = events.iter().filter(|e| !e.bad).map(|e| (e.user, e.ts, e.amount.to_bits())).collect();
     rows.sort_unstable();
     rows
 }
 
 /// The ids of the dead letters, and how many lines the file has.
-fn dead_letters(repo: &Path) -> (BTreeSet<String>, usize) {
+pub(super) fn dead_letters(repo: &Path) -> (BTreeSet<String>, usize) {
     let text = std::fs::read_to_string(repo.join("dead_letter/transactions_stream.jsonl")).unwrap_or_default();
     let mut ids = BTreeSet::new();
     let mut lines = 0;
@@ -308,7 +313,7 @@ fn dead_letters(repo: &Path) -> (BTreeSet<String>, usize) {
 }
 
 /// Everything the run must end with, checked against `events` (with `ids` their stream ids).
-fn check_all(repo: &Path, events: &[Event], ids: &[String]) {
+pub(super) fn check_all(repo: &Path, events: &[Event], ids: &[String]) {
     let want = reference(events);
     let users: Vec<i64> = want.keys().copied().collect();
     let got = served(repo, &users);
@@ -325,7 +330,7 @@ fn check_all(repo: &Path, events: &[Event], ids: &[String]) {
 
 /// Same as serving, from the offline log: `historical` at a time after the
 /// last event for every user.
-fn check_parity(repo: &Path, events: &[Event]) {
+pub(super) fn check_parity(repo: &Path, events: &[Event]) {
     let want = reference(events);
     let at = chrono::Utc::now().to_rfc3339();
     let mut csv = String::from("user_id,event_timestamp\n");
@@ -381,7 +386,7 @@ fn arrow_cast_i64(a: &ArrayRef) -> Vec<i64> {
 }
 
 /// Waits until `f` holds (or fails after 60 s).
-fn wait_for(what: &str, f: impl Fn() -> bool) {
+pub(super) fn wait_for(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -389,7 +394,7 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-fn log_files(repo: &Path) -> usize {
+pub(super) fn log_files(repo: &Path) -> usize {
     log_file_paths(repo).len()
 }
 
@@ -508,7 +513,7 @@ fn a_redis_restart_mid_stream_loses_and_doubles_nothing() {
 fn a_crash_between_the_offline_log_and_the_commit_writes_no_row_twice() {
     let redis = RedisServer::start();
     let root = tempfile::tempdir().unwrap();
-    let repo = repo_with(root.path(), &redis, "online_store: {type: sqlite, path: data/online.db}\n", true);
+    let repo = repo_with(root.path(), &redis_source(&redis), "online_store: {type: sqlite, path: data/online.db}\n", true);
     let all = events(1200, 5);
     let mut ids = Vec::new();
     for (half, fault) in [(&all[..600], "ingest-mid-offline-flush"), (&all[600..], "ingest-after-offline-flush")] {

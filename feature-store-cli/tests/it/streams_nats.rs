@@ -1,0 +1,139 @@
+//! `feature-store ingest` from a real `nats-server` JetStream stream: the
+//! same reference checks as the Redis Streams tests (`streams.rs`), kill -9
+//! mid-stream, a second process standing by and taking over, and a server
+//! restart mid-stream.
+
+use std::process::Command;
+use std::time::Duration;
+
+use feature_store_tests::nats::NatsServer;
+
+use super::streams::{
+    Event, check_all, check_parity, dead_letters, drain, expected_log, ingest, json, kill, log_files, offline_log,
+    repo_with, wait_for,
+};
+
+const SQLITE: &str = "online_store: {type: sqlite, path: data/online.db}\n";
+
+fn source(nats: &NatsServer) -> String {
+    format!("kind: nats\n    url: {}\n    stream: TX\n    subject: tx.events", nats.url())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Creates stream TX (subjects `tx.>`, file storage).
+fn create_stream(nats: &NatsServer) {
+    runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "TX".into(),
+            subjects: vec!["tx.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Publishes every event (acknowledged by the stream); returns their sequences.
+fn produce(nats: &NatsServer, events: &[Event]) -> Vec<String> {
+    runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let mut acks = Vec::new();
+        for e in events {
+            acks.push(js.publish("tx.events", json(e).into()).await.unwrap());
+        }
+        let mut ids = Vec::new();
+        for a in acks {
+            ids.push(a.await.unwrap().sequence.to_string());
+        }
+        ids
+    })
+}
+
+#[test]
+fn nats_records_reach_online_offline_and_dead_letters() {
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &source(&nats), SQLITE, false);
+    let events = super::streams::events(600, 21);
+    let ids = produce(&nats, &events);
+    drain(&repo, &[]);
+    check_all(&repo, &events, &ids);
+    check_parity(&repo, &events);
+    let before = offline_log(&repo);
+    drain(&repo, &[]);
+    assert_eq!(offline_log(&repo), before, "a second run changed the offline log");
+}
+
+/// kill -9 right after a batch was decoded (its online writes under way,
+/// nothing committed), repeatedly, then one run to the end.
+#[test]
+fn nats_ingest_killed_anywhere_loses_and_doubles_nothing() {
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &source(&nats), SQLITE, false);
+    let all = super::streams::events(2500, 23);
+    let mut ids = Vec::new();
+    for (i, chunk) in all.chunks(500).enumerate() {
+        ids.extend(produce(&nats, chunk));
+        let letters = dead_letters(&repo).1;
+        let child = ingest(&repo, &["--offline-flush-interval", "1s"]);
+        wait_for("a dead letter", || dead_letters(&repo).1 > letters);
+        std::thread::sleep(Duration::from_millis(15 * (i as u64 % 5)));
+        kill(child);
+    }
+    drain(&repo, &[]);
+    let (unique, lines) = dead_letters(&repo);
+    assert!(lines > unique.len(), "no batch was received twice; the kills came too late to test anything");
+    check_all(&repo, &all, &ids);
+    check_parity(&repo, &all);
+}
+
+/// Two processes in one group: the second stands by while the first holds
+/// the group, and takes over when the first is killed; no event twice.
+#[test]
+fn a_second_nats_process_stands_by_and_takes_over() {
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &source(&nats), SQLITE, false);
+    let all = super::streams::events(2000, 29);
+    let mut ids = produce(&nats, &all[..1000]);
+    let first = ingest(&repo, &["--consumer", "a", "--offline-flush-interval", "1s"]);
+    wait_for("an offline log file", || log_files(&repo) > 0);
+    let second = ingest(&repo, &["--consumer", "b", "--stop-when-idle", "4s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    ids.extend(produce(&nats, &all[1000..]));
+    std::thread::sleep(Duration::from_millis(300));
+    kill(first);
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    check_all(&repo, &all, &ids);
+}
+
+/// The server restarts mid-stream: ingestion reconnects, resumes, and a
+/// graceful stop (SIGTERM) ends equal to the reference.
+#[test]
+fn a_nats_restart_mid_stream_loses_and_doubles_nothing() {
+    let mut nats = NatsServer::start();
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &source(&nats), SQLITE, false);
+    let all = super::streams::events(1500, 31);
+    let mut ids = produce(&nats, &all[..700]);
+    let child = ingest(&repo, &[]);
+    wait_for("an offline log file", || log_files(&repo) > 0);
+    nats.restart();
+    ids.extend(produce(&nats, &all[700..]));
+    wait_for("the whole stream in the offline log", || offline_log(&repo).len() >= expected_log(&all).len());
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_all(&repo, &all, &ids);
+}

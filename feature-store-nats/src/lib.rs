@@ -1,0 +1,255 @@
+//! A NATS JetStream stream consumed for `feature-store ingest`.
+//!
+//! JetStream has no partitions, and it redelivers unacknowledged messages
+//! after their ack wait, out of order. Ingestion's exactly-once rules need
+//! each partition read in order from the last commit, so here the stream is
+//! one partition read by one process of the group at a time:
+//! - the group's durable consumer acknowledges cumulatively (`AckPolicy::All`);
+//!   its ack floor is the group's committed position;
+//! - a process starting takes the group's lease (a key of the JetStream
+//!   key-value bucket `feature_store_ingest`, which lapses 15 s after its
+//!   holder stops renewing it), then re-creates the durable consumer at the
+//!   ack floor + 1, so what the previous holder had not committed comes
+//!   again, in order;
+//! - other processes of the group wait for the lease (standby), so a second
+//!   process never doubles an effect and takes over when the first stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, kv};
+use async_trait::async_trait;
+use feature_store_core::ingest::{Message, Payload, StreamConsumer};
+use feature_store_core::model::{StartPosition, StreamSource};
+use feature_store_core::{Error, Result};
+use futures::StreamExt;
+
+/// Bucket of the groups' leases.
+const LEASES: &str = "feature_store_ingest";
+/// A lease lapses this long after its last renewal.
+const LEASE: Duration = Duration::from_secs(15);
+/// Time a delivered message may stay unacknowledged before JetStream sends
+/// it again; far above any flush interval (commits come after flushes),
+/// since this consumer re-reads from the ack floor after a crash anyway.
+const ACK_WAIT: Duration = Duration::from_secs(3600);
+
+/// A consumer of one JetStream stream in one group.
+pub struct NatsStreamConsumer {
+    describe: String,
+    group: String,
+    name: Arc<str>,
+    consumer: consumer::PullConsumer,
+    leases: kv::Store,
+    lease_key: String,
+    token: String,
+    revision: u64,
+    renewed: Instant,
+    /// The newest message polled and not yet acknowledged: acknowledging it
+    /// acknowledges everything before it.
+    newest: Option<(u64, jetstream::Message)>,
+    /// The newest sequence polled: a redelivery at or below it is dropped.
+    polled: u64,
+}
+
+impl std::fmt::Debug for NatsStreamConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStreamConsumer").field("stream", &self.describe).field("group", &self.group).finish()
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::StoreUnavailable { store: what.to_owned(), source: e.to_string().into() }
+}
+
+/// KV keys allow letters, digits, `-`, `_`, `=` and `.`.
+fn kv_key(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=') { c } else { '_' }).collect()
+}
+
+impl NatsStreamConsumer {
+    /// Joins `group` of `source.stream` as `name`: waits for the group's
+    /// lease (logging once that another process holds it), then reads from
+    /// the group's ack floor.
+    pub async fn open(source: &StreamSource, group: &str, name: &str) -> Result<Self> {
+        let describe = source.describe();
+        let url = source.url.clone().unwrap_or_default();
+        let stream_name = source.stream.clone().unwrap_or_default();
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .name(format!("feature-store ingest {name}"))
+            .retry_on_initial_connect()
+            .connect(url.as_str())
+            .await
+            .map_err(|e| unavailable(&describe, e))?;
+        let js = jetstream::new(client);
+        let mut stream = js.get_stream(&stream_name).await.map_err(|e| {
+            unavailable(&describe, format!("stream \"{stream_name}\" cannot be read: {e}; create it (nats stream add)"))
+        })?;
+        let leases = match js.get_key_value(LEASES).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: LEASES.to_owned(),
+                    max_age: LEASE,
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable(&describe, format!("lease bucket {LEASES}: {e}")))?,
+        };
+        let lease_key = kv_key(&format!("{stream_name}.{group}"));
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let token = format!("{host}/{}/{name}", std::process::id());
+        let mut waited = false;
+        let revision = loop {
+            match leases.create(&lease_key, token.clone().into()).await {
+                Ok(rev) => break rev,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let entry = leases.entry(&lease_key).await.ok().flatten();
+                    let holder =
+                        entry.as_ref().map(|e| String::from_utf8_lossy(&e.value).into_owned()).unwrap_or_default();
+                    // A holder that died on this host (kill -9) is not waited for.
+                    let mut parts = holder.split('/');
+                    let (h, pid) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                    if !host.is_empty()
+                        && h == host
+                        && pid.parse::<u32>().is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                        && let Some(e) = &entry
+                    {
+                        if let Ok(rev) = leases.update(&lease_key, token.clone().into(), e.revision).await {
+                            tracing::info!(previous = holder, "ingest: took over the lease of a dead process");
+                            break rev;
+                        }
+                        continue;
+                    }
+                    if !waited {
+                        tracing::info!(
+                            stream = %describe,
+                            group,
+                            holder,
+                            "ingest: another process of the group is consuming; standing by until its lease lapses"
+                        );
+                        waited = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(unavailable(&describe, format!("lease: {e}"))),
+            }
+        };
+        let durable = kv_key(group);
+        let floor = match stream.get_consumer::<consumer::pull::Config>(&durable).await {
+            Ok(mut c) => {
+                let info = c.info().await.map_err(|e| unavailable(&describe, e))?;
+                Some(info.ack_floor.stream_sequence)
+            }
+            Err(_) => None,
+        };
+        let deliver_policy = match (floor, source.start) {
+            (Some(f), _) => consumer::DeliverPolicy::ByStartSequence { start_sequence: f + 1 },
+            (None, StartPosition::Latest) => consumer::DeliverPolicy::New,
+            (None, _) => consumer::DeliverPolicy::All,
+        };
+        if floor.is_some() {
+            stream.delete_consumer(&durable).await.map_err(|e| unavailable(&describe, e))?;
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(durable.clone()),
+                deliver_policy,
+                ack_policy: consumer::AckPolicy::All,
+                ack_wait: ACK_WAIT,
+                filter_subject: source.subject.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&describe, e))?;
+        let _ = &mut stream;
+        Ok(Self {
+            describe,
+            group: group.to_owned(),
+            name: Arc::from(stream_name.as_str()),
+            consumer,
+            leases,
+            lease_key,
+            token,
+            revision,
+            renewed: Instant::now(),
+            newest: None,
+            polled: floor.unwrap_or(0),
+        })
+    }
+
+    async fn renew(&mut self) -> Result<()> {
+        if self.renewed.elapsed() < LEASE / 3 {
+            return Ok(());
+        }
+        match self.leases.update(&self.lease_key, self.token.clone().into(), self.revision).await {
+            Ok(rev) => {
+                self.revision = rev;
+                self.renewed = Instant::now();
+                Ok(())
+            }
+            Err(e) => Err(Error::InvalidArgument(format!(
+                "{}: lost the group's lease ({e}); another process took over the group \"{}\"; stopping",
+                self.describe, self.group
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl StreamConsumer for NatsStreamConsumer {
+    fn describe(&self) -> String {
+        format!("{} in group \"{}\"", self.describe, self.group)
+    }
+
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>> {
+        self.renew().await?;
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(max)
+            .expires(wait.max(Duration::from_millis(10)))
+            .messages()
+            .await
+            .map_err(|e| unavailable(&self.describe, e))?;
+        let mut out = Vec::new();
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| unavailable(&self.describe, e))?;
+            let seq = m.info().map_err(|e| unavailable(&self.describe, e))?.stream_sequence;
+            if seq <= self.polled {
+                // Redelivered: it is already pending here.
+                continue;
+            }
+            self.polled = seq;
+            out.push(Message::new(Arc::clone(&self.name), u128::from(seq), seq.to_string(), Payload::Json(m.payload.clone())));
+            self.newest = Some((seq, m));
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, messages: &[Message]) -> Result<()> {
+        let Some(upto) = messages.iter().map(|m| m.position).max() else { return Ok(()) };
+        if let Some((seq, m)) = &self.newest
+            && u128::from(*seq) <= upto
+        {
+            m.double_ack().await.map_err(|e| unavailable(&self.describe, e))?;
+            self.newest = None;
+        }
+        Ok(())
+    }
+
+    async fn lag(&mut self) -> Result<Vec<(String, u64)>> {
+        let info = self.consumer.info().await.map_err(|e| unavailable(&self.describe, e))?;
+        Ok(vec![(self.group.clone(), info.num_pending)])
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        let _ = self.leases.delete_expect_revision(&self.lease_key, Some(self.revision)).await;
+        Ok(())
+    }
+}
