@@ -81,6 +81,8 @@ fn line(s: &IngestStats) -> String {
         s.offline_files,
         s.committed,
         if s.lag.is_empty() { String::new() } else { format!(", lag {lag}") },
-        s.freshness_ms.map(|(p50, max)| format!(", freshness p50 {p50:.0} ms max {max:.0} ms")).unwrap_or_default(),
+        s.freshness_ms
+            .map(|(p50, p99, max)| format!(", freshness p50 {p50:.0} ms p99 {p99:.0} ms max {max:.0} ms"))
+            .unwrap_or_default(),
     )
 }

@@ -287,6 +287,8 @@ impl FeatureStore {
         // When the last poll that found the stream drained started: every
         // event published before it has been read.
         let mut caught_up: Option<DateTime<Utc>> = None;
+        let mut freshness = Freshness::default();
+        let mut first_message: Option<Instant> = None;
         let mut watermark_written = Instant::now() - Duration::from_secs(3600);
         loop {
             let stopping = *stop.borrow();
@@ -332,6 +334,7 @@ impl FeatureStore {
             };
             if !messages.is_empty() {
                 idle_since = Instant::now();
+                first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
                 let decoded = plan.schema.decode(&messages);
                 let letters: Vec<(&Message, &str)> =
@@ -367,7 +370,7 @@ impl FeatureStore {
                             }
                         }
                     }
-                    record_freshness(&decoded.batch, &mut stats);
+                    freshness.record(&decoded.batch, &mut stats);
                 }
                 stats.ingested += decoded.batch.num_rows() as u64;
                 if writer.is_some() {
@@ -391,6 +394,7 @@ impl FeatureStore {
                 if stats.offline_files > files {
                     crate::ingest::fault_point("ingest-after-offline-flush");
                 }
+                let before = stats.committed;
                 let committed = commit(&mut *consumer, &mut pending, &mut stats).await.inspect_err(|e| {
                     stats.retries += 1;
                     tracing::warn!(source = %stream.name, error = %e, "ingest: commit failed; will retry");
@@ -398,6 +402,11 @@ impl FeatureStore {
                 // Caught up and committed: the online views hold every event
                 // published before `caught_up`, which their status reads as
                 // their watermark (aggregations are complete up to it).
+                if let Some(t) = first_message
+                    && stats.committed > before
+                {
+                    stats.busy_seconds = t.elapsed().as_secs_f64();
+                }
                 if let (Ok(()), Some(at)) = (committed, caught_up)
                     && online.is_some()
                     && watermark_written.elapsed() >= flush_every.max(Duration::from_secs(5))
@@ -420,7 +429,13 @@ impl FeatureStore {
         }
         // Graceful stop: what was written online reaches the log and is committed.
         self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await?;
+        let before = stats.committed;
         commit(&mut *consumer, &mut pending, &mut stats).await?;
+        if let Some(t) = first_message
+            && stats.committed > before
+        {
+            stats.busy_seconds = t.elapsed().as_secs_f64();
+        }
         if let Ok(lag) = consumer.lag().await {
             stats.lag = lag;
         }
@@ -707,17 +722,34 @@ async fn sleep_or_stop(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool
     }
 }
 
-fn record_freshness(batch: &RecordBatch, stats: &mut IngestStats) {
-    let ts = batch.column_by_name(LATEST_EVENT_TS).expect("decoded").as_primitive::<TimestampMicrosecondType>();
-    let now = Utc::now().timestamp_micros();
-    let mut lags: Vec<f64> = ts.values().iter().map(|t| (now - t) as f64 / 1000.0).collect();
-    if lags.is_empty() {
-        return;
+/// The latest per-event freshness samples (event time to visible online, ms).
+#[derive(Default)]
+struct Freshness {
+    samples: std::collections::VecDeque<f64>,
+}
+
+impl Freshness {
+    const KEPT: usize = 100_000;
+
+    fn record(&mut self, batch: &RecordBatch, stats: &mut IngestStats) {
+        let ts = batch.column_by_name(LATEST_EVENT_TS).expect("decoded").as_primitive::<TimestampMicrosecondType>();
+        let now = Utc::now().timestamp_micros();
+        for t in ts.values().iter() {
+            if self.samples.len() == Self::KEPT {
+                self.samples.pop_front();
+            }
+            self.samples.push_back((now - t) as f64 / 1000.0);
+        }
+        if self.samples.is_empty() {
+            return;
+        }
+        let mut sorted: Vec<f64> = self.samples.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        stats.freshness_ms = Some((at(0.5), at(0.99), at(1.0)));
+        let newest = ts.values().iter().max().copied().and_then(DateTime::from_timestamp_micros);
+        stats.newest_event = stats.newest_event.max(newest);
     }
-    lags.sort_by(f64::total_cmp);
-    stats.freshness_ms = Some((lags[lags.len() / 2], lags[lags.len() - 1]));
-    let newest = ts.values().iter().max().copied().and_then(DateTime::from_timestamp_micros);
-    stats.newest_event = stats.newest_event.max(newest);
 }
 
 /// Rows `idx` of `batch`.

@@ -238,8 +238,12 @@ pub struct IngestStats {
     pub retries: u64,
     /// Newest event time written online.
     pub newest_event: Option<DateTime<Utc>>,
-    /// Event time to visible online, of the last batch: median and worst, ms.
-    pub freshness_ms: Option<(f64, f64)>,
+    /// Event time to visible online over the latest events (up to
+    /// 100,000): median, 99th percentile and worst, ms.
+    pub freshness_ms: Option<(f64, f64, f64)>,
+    /// Seconds from the first message received to the last commit: the
+    /// time spent ingesting, without the idle wait before a stop.
+    pub busy_seconds: f64,
     /// Messages waiting per partition, as of the last check.
     pub lag: Vec<(String, u64)>,
 }
