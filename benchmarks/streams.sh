@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Stream ingestion from a Redis stream, in one run, on loopback with the
+# broker on this machine:
+#   ceiling   the broker's own delivery rate to a consumer that reads,
+#             acknowledges and discards (stream-load ceiling): the most any
+#             consumer gets;
+#   embedded  `feature-store ingest` into SQLite (and the offline log);
+#   redis     `feature-store ingest` into Redis (same server, own keys);
+#   fresh     event time to visible online at a fixed 10k events/s;
+#   feast     Feast 0.67's documented path, a consumer calling store.push
+#             (benchmarks/streams_feast.py), into the same Redis, when
+#             FEAST_PYTHON is set (python3 -m venv .venv-feast &&
+#             .venv-feast/bin/pip install "feast[redis]==0.67.0").
+# Events: JSON with a user key (100,000 users), an event time and 10 float
+# features, one per entry's `data` field; a plain view of the 10 features.
+# Usage: benchmarks/streams.sh [EVENTS]   (default 200,000)
+# Environment: RATE (default 10000), RATE_SECONDS (default 10), FEAST_PYTHON, BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS="${1:-200000}"
+RATE="${RATE:-10000}"
+RATE_SECONDS="${RATE_SECONDS:-10}"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv && .venv/bin/pip install --quiet -r scripts/requirements-test.txt
+fi
+export PYO3_PYTHON="$PWD/.venv/bin/python" PYO3_BUILD_EXTENSION_MODULE=1
+# The same package set as the other benchmarks, so features unify and nothing
+# is rebuilt. BIN=target/debug (a smoke run of this script) skips the build.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked -p feature-store-cli -p feature-store-benchmarks -p feature-store-py
+  BIN="${CARGO_TARGET_DIR:-target}/release"
+fi
+case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
+FS="$BIN/feature-store"
+LOAD="$BIN/stream-load"
+
+DIR="$(mktemp -d)"
+PORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" --daemonize yes --pidfile "$DIR/redis.pid" >/dev/null
+trap 'kill "$(cat "$DIR/redis.pid")" 2>/dev/null; rm -rf "$DIR"' EXIT
+URL="redis://127.0.0.1:$PORT"
+until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+
+.venv/bin/python - "$DIR" <<'PY'
+import sys, datetime as dt, pyarrow as pa, pyarrow.parquet as pq
+from pathlib import Path
+d = Path(sys.argv[1]) / "seed"
+d.mkdir()
+cols = {"user_id": pa.array([0], pa.int64()),
+        "event_timestamp": pa.array([dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))}
+cols.update({f"f{i}": pa.array([0.0]) for i in range(10)})
+pq.write_table(pa.table(cols), d / "seed.parquet")
+PY
+
+# A repo reading stream KEY in group GROUP, online store ONLINE.
+repo() {
+  local name=$1 key=$2 group=$3 online=$4
+  mkdir -p "$DIR/$name/data/tx"
+  cp "$DIR/seed/seed.parquet" "$DIR/$name/data/tx/"
+  printf 'project: bench\nregistry: data/registry.json\n%s\n' "$online" > "$DIR/$name/feature_store.yaml"
+  {
+    printf 'entities:\n  - {name: user, join_keys: [user_id]}\nsources:\n'
+    printf '  - {name: tx, path: data/tx, timestamp_field: event_timestamp}\n'
+    printf '  - {name: tx_stream, kind: redis_stream, connection_string: "%s", key: %s, group: %s, timestamp_field: event_timestamp, batch_source: tx}\n' "$URL" "$key" "$group"
+    printf 'feature_views:\n  - name: user_stream\n    entities: [user]\n    source: tx_stream\n    schema:\n'
+    for i in 0 1 2 3 4 5 6 7 8 9; do printf '      - {name: f%s, dtype: float64}\n' "$i"; done
+  } > "$DIR/$name/defs.yaml"
+  "$FS" --repo "$DIR/$name" apply >/dev/null
+}
+repo embedded tx g_embedded "online_store: {type: sqlite, path: data/online.db}"
+repo redis tx g_redis "online_store: {type: redis, connection_string: \"$URL\", key_prefix: bench}"
+repo fresh tx_rate g_fresh "online_store: {type: sqlite, path: data/online.db}"
+
+field() { .venv/bin/python -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+echo "producing $EVENTS events" >&2
+"$LOAD" produce "$URL" tx "$EVENTS" > "$DIR/produce.json"
+"$LOAD" ceiling "$URL" tx g_ceiling "$EVENTS" > "$DIR/ceiling.json"
+CEILING=$(field 'round(d["events_per_s"])' < "$DIR/ceiling.json")
+for r in embedded redis; do
+  "$FS" --repo "$DIR/$r" --json ingest --stop-when-idle 2s > "$DIR/$r.json"
+done
+rate() { field 'round(d["sources"][0]["ingested"] / d["sources"][0]["busy_seconds"])' < "$DIR/$1.json"; }
+EMB=$(rate embedded)
+RED=$(rate redis)
+
+"$FS" --repo "$DIR/fresh" --json ingest --stop-when-idle 3s --offline-flush-interval 1s > "$DIR/fresh.json" &
+ING=$!
+sleep 1
+"$LOAD" produce "$URL" tx_rate $((RATE * RATE_SECONDS)) "$RATE" > "$DIR/rate.json"
+wait "$ING"
+FRESH=$(field '"p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d events at %s/s)" % (*d["sources"][0]["freshness_ms"], d["sources"][0]["ingested"], '"$RATE"')' < "$DIR/fresh.json")
+
+FEAST="not run (set FEAST_PYTHON)"
+if [ -n "${FEAST_PYTHON:-}" ]; then
+  "$FEAST_PYTHON" benchmarks/streams_feast.py "$DIR/feast" "$PORT" tx "$EVENTS" "$DIR/seed/seed.parquet" > "$DIR/feast.json"
+  FEAST=$(field 'round(d["events_per_s"])' < "$DIR/feast.json")
+fi
+
+printf '\n%-34s %12s %10s\n' "path ($EVENTS events, 10 features)" "events/s" "x ceiling"
+printf '%-34s %12s %10s\n' "broker ceiling (read, ack, discard)" "$CEILING" "1.00"
+for pair in "ingest into SQLite + offline log:$EMB" "ingest into Redis + offline log:$RED" "Feast 0.67 push into Redis:$FEAST"; do
+  name=${pair%%:*}; v=${pair#*:}
+  case "$v" in ''|*[!0-9]*) printf '%-34s %12s\n' "$name" "$v" ;;
+    *) printf '%-34s %12s %10s\n' "$name" "$v" "$(.venv/bin/python -c "print(f'{$v/$CEILING:.2f}')")" ;; esac
+done
+if [ -n "${FEAST_PYTHON:-}" ]; then
+  printf 'ours into Redis / Feast: %sx\n' "$(.venv/bin/python -c "print(f'{$RED/$FEAST:.1f}')")"
+fi
+printf 'freshness at %s events/s into SQLite: %s\n' "$RATE" "$FRESH"
