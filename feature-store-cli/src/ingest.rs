@@ -2,6 +2,9 @@
 //! store and the offline log, until SIGTERM or Ctrl-C (or, with
 //! `--stop-when-idle`, until the streams go quiet).
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use feature_store::FeatureStore;
@@ -15,13 +18,19 @@ pub(crate) struct Flags {
     pub(crate) no_offline_log: bool,
     pub(crate) stop_when_idle: Option<String>,
     pub(crate) batch_size: Option<usize>,
+    pub(crate) metrics_port: Option<u16>,
 }
 
 fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
     feature_store::duration::parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
 }
 
-pub(crate) async fn ingest(store: FeatureStore, repo: &std::path::Path, flags: Flags, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn ingest(
+    store: FeatureStore,
+    repo: &std::path::Path,
+    flags: Flags,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut options = IngestOptions::default().with_base_dir(repo);
     if !flags.views.is_empty() {
         options = options.with_views(flags.views);
@@ -40,11 +49,28 @@ pub(crate) async fn ingest(store: FeatureStore, repo: &std::path::Path, flags: F
         options.max_batch = n;
     }
     options = options.with_offline_log(!flags.no_offline_log);
+    // The latest totals per source, for the status line and /metrics.
+    let latest: Arc<Mutex<BTreeMap<String, IngestStats>>> = Arc::default();
+    if let Some(port) = flags.metrics_port {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| anyhow::anyhow!("--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {e}"))?;
+        if !json {
+            eprintln!("Metrics on http://{}/metrics", listener.local_addr()?);
+        }
+        let latest = Arc::clone(&latest);
+        std::thread::spawn(move || serve_metrics(&listener, &latest));
+    }
+    let record = Arc::clone(&latest);
+    options = options.with_progress(move |s: &IngestStats| {
+        record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(s.source.clone(), s.clone());
+    });
     if !json {
         // One line per source every few seconds on stderr, so logs of a
         // long-running process show progress without -v.
         let last = std::sync::Mutex::new(Instant::now() - Duration::from_secs(60));
+        let record = Arc::clone(&latest);
         options = options.with_progress(move |s: &IngestStats| {
+            record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(s.source.clone(), s.clone());
             let mut last = last.lock().expect("poisoned");
             if last.elapsed() >= Duration::from_secs(5) {
                 *last = Instant::now();
@@ -56,8 +82,7 @@ pub(crate) async fn ingest(store: FeatureStore, repo: &std::path::Path, flags: F
     // logged and committed before the process exits.
     crate::interrupt::uninstall();
     let started = Instant::now();
-    let stats =
-        store.ingest(&feature_store::StreamConsumers, options, feature_store_server::shutdown_signal()).await?;
+    let stats = store.ingest(&feature_store::StreamConsumers, options, feature_store_server::shutdown_signal()).await?;
     if json {
         let out = serde_json::to_value(&stats)?;
         crate::output::json(&serde_json::json!({ "sources": out, "seconds": started.elapsed().as_secs_f64() }))?;
@@ -85,4 +110,70 @@ fn line(s: &IngestStats) -> String {
             .map(|(p50, p99, max)| format!(", freshness p50 {p50:.0} ms p99 {p99:.0} ms max {max:.0} ms"))
             .unwrap_or_default(),
     )
+}
+
+/// Answers every request on `listener` with the Prometheus text of the
+/// latest totals (one connection at a time: scrapes are rare and small).
+fn serve_metrics(listener: &std::net::TcpListener, latest: &Mutex<BTreeMap<String, IngestStats>>) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = [0u8; 2048];
+        let n = conn.read(&mut buf).unwrap_or(0);
+        let found = buf[..n].starts_with(b"GET /metrics");
+        let body = if found {
+            metrics(&latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        } else {
+            "not found; GET /metrics\n".to_owned()
+        };
+        let status = if found { "200 OK" } else { "404 Not Found" };
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
+/// The Prometheus text format of each source's totals.
+fn metrics(latest: &BTreeMap<String, IngestStats>) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&IngestStats) -> Vec<(String, f64)>| {
+        out.push_str(&format!(
+            "# HELP feature_store_ingest_{name} {help}\n# TYPE feature_store_ingest_{name} {kind}\n"
+        ));
+        for (source, s) in latest {
+            for (labels, v) in value(s) {
+                out.push_str(&format!("feature_store_ingest_{name}{{source=\"{source}\"{labels}}} {v}\n"));
+            }
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    family("received_total", "counter", "Messages received, replays included.", &|s| one(s.received as f64));
+    family("ingested_total", "counter", "Records written online.", &|s| one(s.ingested as f64));
+    family("dead_lettered_total", "counter", "Records sent to the dead letters.", &|s| one(s.dead_lettered as f64));
+    family("offline_rows_total", "counter", "Records appended to the offline log.", &|s| one(s.offline_rows as f64));
+    family("committed_total", "counter", "Messages acknowledged to the broker.", &|s| one(s.committed as f64));
+    family("retries_total", "counter", "Failed polls, writes and commits retried.", &|s| one(s.retries as f64));
+    family("lag", "gauge", "Messages not yet delivered to the group, per partition.", &|s| {
+        s.lag.iter().map(|(p, n)| (format!(",partition=\"{p}\""), *n as f64)).collect()
+    });
+    family("freshness_milliseconds", "gauge", "Event time to visible online over the latest events.", &|s| {
+        s.freshness_ms
+            .map(|(p50, p99, max)| {
+                vec![
+                    (",quantile=\"0.5\"".to_owned(), p50),
+                    (",quantile=\"0.99\"".to_owned(), p99),
+                    (",quantile=\"1\"".to_owned(), max),
+                ]
+            })
+            .unwrap_or_default()
+    });
+    family("newest_event_timestamp_seconds", "gauge", "Newest event time written online.", &|s| {
+        s.newest_event.map(|t| one(t.timestamp_micros() as f64 / 1e6)).unwrap_or_default()
+    });
+    family("events_per_second", "gauge", "Records written online per busy second.", &|s| {
+        if s.busy_seconds > 0.0 { one(s.ingested as f64 / s.busy_seconds) } else { Vec::new() }
+    });
+    out
 }

@@ -260,6 +260,10 @@ enum Command {
         /// Messages taken per poll (default 2000).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Serve Prometheus metrics (received, ingested, dead-lettered,
+        /// lag per partition, freshness quantiles) on 127.0.0.1:PORT/metrics.
+        #[arg(long)]
+        metrics_port: Option<u16>,
     },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
@@ -601,11 +605,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             serve::serve(store, flags, cli.json).await
         }
-        Command::Ingest { views, consumer, offline_flush_interval, no_offline_log, stop_when_idle, batch_size } => {
+        Command::Ingest {
+            views,
+            consumer,
+            offline_flush_interval,
+            no_offline_log,
+            stop_when_idle,
+            batch_size,
+            metrics_port,
+        } => {
             let dir = repo_dir(cli.repo.as_deref())?;
             let store = feature_store::open(&dir)?;
-            let flags =
-                ingest::Flags { views, consumer, offline_flush_interval, no_offline_log, stop_when_idle, batch_size };
+            let flags = ingest::Flags {
+                views,
+                consumer,
+                offline_flush_interval,
+                no_offline_log,
+                stop_when_idle,
+                batch_size,
+                metrics_port,
+            };
             ingest::ingest(store, &dir, flags, cli.json).await
         }
         Command::Export => {

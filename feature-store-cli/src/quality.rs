@@ -140,6 +140,7 @@ pub(crate) async fn status(store: &FeatureStore, as_json: bool) -> anyhow::Resul
             "watermark": state.watermark,
             "freshness_lag_seconds": lag,
             "last_run": last,
+            "ingest": state.ingest,
         }));
     }
     if as_json {
@@ -171,10 +172,22 @@ pub(crate) async fn status(store: &FeatureStore, as_json: bool) -> anyhow::Resul
                     run["entities_written"]
                 )
             };
-            vec![i["view"].as_str().unwrap_or("").to_owned(), t("newest_event_ts"), t("watermark"), lag, last]
+            let ing = &i["ingest"];
+            let ingest = if ing.is_null() {
+                "-".to_owned()
+            } else {
+                let lag: u64 = ing["lag"].as_array().map_or(0, |l| l.iter().filter_map(|p| p[1].as_u64()).sum());
+                let p99 = ing["freshness_ms"][1].as_f64().map_or(String::new(), |v| format!(", p99 {v:.0} ms"));
+                let at = ing["at"]
+                    .as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map_or(String::new(), |d| format!(" {}", when(&d.with_timezone(&Utc))));
+                format!("{}: lag {lag}{p99}{at}", ing["source"].as_str().unwrap_or(""))
+            };
+            vec![i["view"].as_str().unwrap_or("").to_owned(), t("newest_event_ts"), t("watermark"), lag, last, ingest]
         })
         .collect();
-    table(&["VIEW", "NEWEST ONLINE", "WATERMARK", "FRESHNESS LAG", "LAST RUN"], rows);
+    table(&["VIEW", "NEWEST ONLINE", "WATERMARK", "FRESHNESS LAG", "LAST RUN", "INGEST"], rows);
     Ok(())
 }
 

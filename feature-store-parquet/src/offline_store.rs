@@ -249,7 +249,7 @@ impl OfflineWriter for ParquetOfflineStore {
             std::process::id(),
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let (_, at) = self.write_file(source, None, &name, batch, false).await?;
+        let (_, at) = self.write_file(source, None, &name, batch, false, "pushed rows").await?;
         Ok(at)
     }
 
@@ -260,7 +260,7 @@ impl OfflineWriter for ParquetOfflineStore {
         name: &str,
         batch: arrow_array::RecordBatch,
     ) -> CoreResult<bool> {
-        Ok(self.write_file(source, partition, name, batch, true).await?.0)
+        Ok(self.write_file(source, partition, name, batch, true, "rows").await?.0)
     }
 
     async fn list_named(&self, source: &DataSource, prefix: &str) -> CoreResult<Vec<String>> {
@@ -290,12 +290,11 @@ impl ParquetOfflineStore {
         name: &str,
         batch: arrow_array::RecordBatch,
         skip_existing: bool,
+        what: &str,
     ) -> CoreResult<(bool, String)> {
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let refuse = |why: &str| {
-            Err(CoreError::Unsupported(format!(
-                "{context}: cannot append rows: {why}; point the source at a folder"
-            )))
+            Err(CoreError::Unsupported(format!("{context}: cannot append {what}: {why}; point the source at a folder")))
         };
         if source.is_glob() {
             return refuse("the source is a glob");
@@ -311,7 +310,7 @@ impl ParquetOfflineStore {
             (Some(c), cols) if cols.is_empty() || cols == [c.clone()] => {}
             (Some(c), cols) => {
                 return Err(CoreError::Unsupported(format!(
-                    "{context}: cannot append rows under {c}= folders: the source is partitioned by {}",
+                    "{context}: cannot append {what} under {c}= folders: the source is partitioned by {}",
                     cols.join(", ")
                 )));
             }

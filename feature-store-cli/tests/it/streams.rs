@@ -159,8 +159,7 @@ feature_views:
       - {{function: sum, column: amount, window: 1d}}
       - {{function: count, window: 1d}}
 "#,
-            partition,
-            stream
+            partition, stream
         ),
     )
     .unwrap();
@@ -173,7 +172,11 @@ pub(super) fn ingest(repo: &Path, extra: &[&str]) -> Child {
         .arg("--repo")
         .arg(repo)
         .args(["ingest", "--batch-size", "37"])
-        .args(if extra.contains(&"--offline-flush-interval") { &[][..] } else { &["--offline-flush-interval", "200ms"][..] })
+        .args(if extra.contains(&"--offline-flush-interval") {
+            &[][..]
+        } else {
+            &["--offline-flush-interval", "200ms"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -267,12 +270,11 @@ pub(super) fn log_file_paths(repo: &Path) -> Vec<PathBuf> {
 pub(super) fn offline_log(repo: &Path) -> Vec<(i64, i64, u64)> {
     let mut rows = Vec::new();
     for f in log_file_paths(repo) {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&f).unwrap(),
-        )
-        .unwrap()
-        .build()
-        .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
         for b in reader {
             let b = b.unwrap();
             let user = b.column_by_name("user_id").unwrap().as_primitive::<arrow_array::types::Int64Type>();
@@ -351,12 +353,11 @@ pub(super) fn check_parity(repo: &Path, events: &[Event]) {
             out.to_str().unwrap(),
         ],
     ));
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(&out).unwrap(),
-    )
-    .unwrap()
-    .build()
-    .unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
     let served = served(repo, &want.keys().copied().collect::<Vec<_>>());
     let mut seen = 0;
     for b in reader {
@@ -380,7 +381,9 @@ pub(super) fn check_parity(repo: &Path, events: &[Event]) {
 fn arrow_cast_i64(a: &ArrayRef) -> Vec<i64> {
     match a.data_type() {
         DataType::Int64 => a.as_primitive::<arrow_array::types::Int64Type>().values().to_vec(),
-        DataType::UInt64 => a.as_primitive::<arrow_array::types::UInt64Type>().values().iter().map(|v| *v as i64).collect(),
+        DataType::UInt64 => {
+            a.as_primitive::<arrow_array::types::UInt64Type>().values().iter().map(|v| *v as i64).collect()
+        }
         other => panic!("count is {other}"),
     }
 }
@@ -414,6 +417,35 @@ fn redis_stream_records_reach_online_offline_and_dead_letters() {
     assert_eq!(offline_log(&repo), before);
     let pending = redis.command(&["XPENDING", "tx", "feature-store-shop"]).unwrap();
     assert_eq!(pending, "*4", "XPENDING summary header: {pending}");
+    // `status` shows what ingestion recorded.
+    let status: serde_json::Value = serde_json::from_str(&ok(&cli(&repo, &["--json", "status"]))).unwrap();
+    let view = status.as_array().unwrap().iter().find(|v| v["view"] == "user_last").unwrap();
+    assert_eq!(view["ingest"]["source"], "transactions_stream", "{view}");
+    assert!(view["watermark"].is_string(), "{view}");
+    // Prometheus metrics while it runs.
+    let port = feature_store_tests::free_port();
+    let child = ingest(&repo, &["--metrics-port", &port.to_string()]);
+    let more = self::events(50, 99);
+    produce(&redis, "tx", &more);
+    let scrape = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).ok()?;
+        Some(text)
+    };
+    let good = more.iter().filter(|e| !e.bad).count();
+    let want = format!("feature_store_ingest_ingested_total{{source=\"transactions_stream\"}} {good}\n");
+    wait_for("the ingested count in /metrics", || scrape().is_some_and(|t| t.contains(&want)));
+    let text = scrape().unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK")
+            && text.contains(
+                "feature_store_ingest_freshness_milliseconds{source=\"transactions_stream\",quantile=\"0.99\"}"
+            ),
+        "{text}"
+    );
+    kill(child);
 }
 
 /// kill -9 at random points while events keep arriving, then one run to
@@ -513,7 +545,8 @@ fn a_redis_restart_mid_stream_loses_and_doubles_nothing() {
 fn a_crash_between_the_offline_log_and_the_commit_writes_no_row_twice() {
     let redis = RedisServer::start();
     let root = tempfile::tempdir().unwrap();
-    let repo = repo_with(root.path(), &redis_source(&redis), "online_store: {type: sqlite, path: data/online.db}\n", true);
+    let repo =
+        repo_with(root.path(), &redis_source(&redis), "online_store: {type: sqlite, path: data/online.db}\n", true);
     let all = events(1200, 5);
     let mut ids = Vec::new();
     for (half, fault) in [(&all[..600], "ingest-mid-offline-flush"), (&all[600..], "ingest-after-offline-flush")] {

@@ -169,19 +169,19 @@ impl FeatureStore {
         let mut values: BTreeMap<String, ValueType> = BTreeMap::new();
         let mut owner: HashMap<String, String> = HashMap::new();
         let mut source_types: Option<HashMap<String, ValueType>> = None;
-        let mut add = |name: &str, dtype: &ValueType, view: &str, values: &mut BTreeMap<String, ValueType>| {
-            match values.get(name) {
-                Some(t) if t != dtype => Err(Error::InvalidArgument(format!(
-                    "stream source \"{}\": feature views \"{}\" and \"{view}\" read \"{name}\" as {t} and {dtype}; \
+        let mut add = |name: &str, dtype: &ValueType, view: &str, values: &mut BTreeMap<String, ValueType>| match values
+            .get(name)
+        {
+            Some(t) if t != dtype => Err(Error::InvalidArgument(format!(
+                "stream source \"{}\": feature views \"{}\" and \"{view}\" read \"{name}\" as {t} and {dtype}; \
                      records have one type per field",
-                    stream.name, owner[name]
-                ))),
-                Some(_) => Ok(()),
-                None => {
-                    values.insert(name.to_owned(), dtype.clone());
-                    owner.insert(name.to_owned(), view.to_owned());
-                    Ok(())
-                }
+                stream.name, owner[name]
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                values.insert(name.to_owned(), dtype.clone());
+                owner.insert(name.to_owned(), view.to_owned());
+                Ok(())
             }
         };
         for name in &views {
@@ -248,7 +248,8 @@ impl FeatureStore {
     ) -> Result<IngestStats> {
         let only = options.views.as_deref();
         let mut plan = self.ingest_plan(&stream.name, only).await?;
-        let online = if plan.views.iter().any(|t| t.view.online) { Some(Arc::clone(self.online_store()?)) } else { None };
+        let online =
+            if plan.views.iter().any(|t| t.view.online) { Some(Arc::clone(self.online_store()?)) } else { None };
         let writer = if options.offline_log {
             Some(self.offline_writer(&format!("the offline log of stream source \"{}\"", stream.name))?)
         } else {
@@ -382,7 +383,8 @@ impl FeatureStore {
                 || buffer.positions.len() + buffer.recovering_positions.len() >= options.offline_flush_rows;
             if writer.is_none() || due || (buffer.opened.is_none() && !pending.is_empty()) {
                 let files = stats.offline_files;
-                if let Err(e) = self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await {
+                if let Err(e) = self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await
+                {
                     stats.retries += 1;
                     tracing::warn!(source = %stream.name, error = %e, "ingest: offline log write failed; retrying");
                     if sleep_or_stop(backoff, stop).await {
@@ -407,13 +409,13 @@ impl FeatureStore {
                 {
                     stats.busy_seconds = t.elapsed().as_secs_f64();
                 }
-                if let (Ok(()), Some(at)) = (committed, caught_up)
+                if committed.is_ok()
                     && online.is_some()
                     && watermark_written.elapsed() >= flush_every.max(Duration::from_secs(5))
                 {
                     watermark_written = Instant::now();
-                    if let Err(e) = self.advance_ingest_watermark(&plan, at, stats.newest_event).await {
-                        tracing::warn!(source = %stream.name, error = %e, "ingest: could not record the watermark");
+                    if let Err(e) = self.record_ingest_state(&plan, caught_up, &stats).await {
+                        tracing::warn!(source = %stream.name, error = %e, "ingest: could not record its state");
                     }
                 }
                 if let Some(p) = &options.progress {
@@ -439,8 +441,8 @@ impl FeatureStore {
         if let Ok(lag) = consumer.lag().await {
             stats.lag = lag;
         }
-        if let (Some(at), Some(_)) = (caught_up, &online) {
-            self.advance_ingest_watermark(&plan, at, stats.newest_event).await?;
+        if online.is_some() {
+            self.record_ingest_state(&plan, caught_up, &stats).await?;
         }
         consumer.close().await?;
         tracing::info!(
@@ -453,31 +455,41 @@ impl FeatureStore {
         Ok(stats)
     }
 
-    /// Moves the watermark of the plan's online views to `at` (never back).
-    async fn advance_ingest_watermark(
+    /// Records the ingestion state of the plan's online views and, when
+    /// ingestion has caught up at `caught_up`, moves their watermark there
+    /// (never back).
+    async fn record_ingest_state(
         &self,
         plan: &SourcePlan,
-        at: DateTime<Utc>,
-        newest: Option<DateTime<Utc>>,
+        caught_up: Option<DateTime<Utc>>,
+        stats: &IngestStats,
     ) -> Result<()> {
         let project = self.project().to_owned();
         let views: Vec<String> = plan.views.iter().filter(|t| t.view.online).map(|t| t.view.name.clone()).collect();
+        let recorded = crate::registry::IngestState {
+            source: plan.stream.name.clone(),
+            at: Some(Utc::now()),
+            ingested: stats.ingested,
+            dead_lettered: stats.dead_lettered,
+            lag: stats.lag.clone(),
+            freshness_ms: stats.freshness_ms.map(|(p50, p99, _)| (p50, p99)),
+        };
         self.registry()
             .update(|doc| {
                 let p = doc.projects.entry(project.clone()).or_default();
-                let mut changed = false;
                 for v in views.iter().filter(|v| p.feature_views.contains_key(*v)) {
                     let state = p.view_state.entry(v.clone()).or_default();
-                    if state.watermark.is_none_or(|w| w < at) {
+                    if let Some(at) = caught_up
+                        && state.watermark.is_none_or(|w| w < at)
+                    {
                         state.watermark = Some(at);
-                        changed = true;
                     }
-                    if newest.is_some() && state.newest_event_ts < newest {
-                        state.newest_event_ts = newest;
-                        changed = true;
+                    if stats.newest_event.is_some() && state.newest_event_ts < stats.newest_event {
+                        state.newest_event_ts = stats.newest_event;
                     }
+                    state.ingest = Some(recorded.clone());
                 }
-                Ok(changed)
+                Ok(true)
             })
             .await?;
         Ok(())
@@ -797,16 +809,24 @@ fn parse_log_name(name: &str, prefix: &str) -> Option<(String, u128, u128)> {
     if parts.next().is_some() || hex.len() % 2 != 0 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
     Some((String::from_utf8(bytes?).ok()?, first.parse().ok()?, last.parse().ok()?))
 }
 
 /// The source with `${VAR}` references in its connection fields expanded.
 fn expand_source(s: &StreamSource) -> Result<StreamSource> {
     let mut out = s.clone();
-    for field in
-        [&mut out.brokers, &mut out.topic, &mut out.url, &mut out.stream, &mut out.subject, &mut out.connection_string, &mut out.key, &mut out.group]
-    {
+    for field in [
+        &mut out.brokers,
+        &mut out.topic,
+        &mut out.url,
+        &mut out.stream,
+        &mut out.subject,
+        &mut out.connection_string,
+        &mut out.key,
+        &mut out.group,
+    ] {
         if let Some(v) = field.as_mut() {
             *v = crate::repo::config::expand_env(v)
                 .map_err(|e| Error::InvalidArgument(format!("stream source \"{}\": {e}", s.name)))?;

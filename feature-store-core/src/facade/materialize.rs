@@ -222,7 +222,12 @@ impl WriteTarget {
 
     /// Encodes rows whose key columns, event times and features are already
     /// in the view's types; rows with a null key or time are skipped.
-    pub(crate) fn encode(&self, keys: &[(&str, &ArrayRef)], event_ts: &dyn Array, features: &[ArrayRef]) -> Result<OnlineRows> {
+    pub(crate) fn encode(
+        &self,
+        keys: &[(&str, &ArrayRef)],
+        event_ts: &dyn Array,
+        features: &[ArrayRef],
+    ) -> Result<OnlineRows> {
         let rows = event_ts.len();
         let entity = entity_keys(keys, rows)?;
         let ts = event_ts.as_primitive::<TimestampMicrosecondType>();
@@ -670,7 +675,13 @@ impl FeatureStore {
         if let Some(created) = &source.created_timestamp_field {
             types.insert(created.clone(), crate::timestamp_type());
         }
-        for other in project.registry().feature_views.values().map(|r| &r.spec).filter(|v| project.same_source(&v.source, &spec.source)) {
+        for other in project
+            .registry()
+            .feature_views
+            .values()
+            .map(|r| &r.spec)
+            .filter(|v| project.same_source(&v.source, &spec.source))
+        {
             for f in &other.schema {
                 types.entry(f.name.clone()).or_insert_with(|| f.dtype.to_arrow());
             }
@@ -709,7 +720,13 @@ impl FeatureStore {
         let readers: Vec<&FeatureView> = if mode == PushMode::Online {
             vec![&target.view]
         } else {
-            project.registry().feature_views.values().map(|r| &r.spec).filter(|v| project.same_source(&v.source, &source.name)).collect()
+            project
+                .registry()
+                .feature_views
+                .values()
+                .map(|r| &r.spec)
+                .filter(|v| project.same_source(&v.source, &source.name))
+                .collect()
         };
         let source_types = if readers.iter().any(|v| v.is_aggregation()) {
             let schema = self.offline_store()?.source_schema(&source).await?;

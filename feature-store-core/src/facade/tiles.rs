@@ -335,8 +335,11 @@ impl FeatureStore {
                         if let Some(bytes) = stored_values.as_ref().and_then(|v| v[builder.features.len()].as_ref()) {
                             applied = Applied::decode(bytes).map_err(|e| Error::data(context(key), e))?;
                         }
-                        let fresh: Vec<usize> =
-                            idx.iter().copied().filter(|&i| !applied.contains(pos.partition(i), pos.position(i))).collect();
+                        let fresh: Vec<usize> = idx
+                            .iter()
+                            .copied()
+                            .filter(|&i| !applied.contains(pos.partition(i), pos.position(i)))
+                            .collect();
                         if fresh.is_empty() {
                             continue;
                         }
@@ -357,7 +360,9 @@ impl FeatureStore {
                     rows.begin_row(key.clone(), ts);
                     for (s, state) in states.iter().enumerate() {
                         let mut merged = match stored_values.as_ref().and_then(|v| v[s].as_ref()) {
-                            Some(bytes) => AggState::decode(bytes).map_err(|e| Error::data(context(key), e.to_string()))?,
+                            Some(bytes) => {
+                                AggState::decode(bytes).map_err(|e| Error::data(context(key), e.to_string()))?
+                            }
                             None => builder.specs[s].0.empty(),
                         };
                         merged.merge(state);
@@ -379,7 +384,8 @@ impl FeatureStore {
                     online.compare_and_swap(project, &table, &rows, &expected).await?
                 };
                 updated += swapped.iter().filter(|s| **s).count() as u64;
-                let lost: Vec<usize> = written.iter().zip(&swapped).filter(|(_, ok)| !**ok).map(|(li, _)| *li).collect();
+                let lost: Vec<usize> =
+                    written.iter().zip(&swapped).filter(|(_, ok)| !**ok).map(|(li, _)| *li).collect();
                 left = lost.into_iter().map(|li| left[li]).collect();
                 if !left.is_empty() {
                     tokio::task::yield_now().await;

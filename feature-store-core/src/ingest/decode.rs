@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
@@ -163,7 +163,8 @@ impl RecordSchema {
                 format!("field \"{key}\"{shown}: {why}")
             })?;
         }
-        let ts = ts.ok_or_else(|| format!("no event time: the record lacks field \"{}\"", self.source.timestamp_field))?;
+        let ts =
+            ts.ok_or_else(|| format!("no event time: the record lacks field \"{}\"", self.source.timestamp_field))?;
         if let Some(f) = self.fields.iter().zip(&cells).find(|(f, c)| f.required && matches!(c, Cell::Null)) {
             return Err(format!("join key \"{}\" is missing or null", f.0.name));
         }
@@ -222,7 +223,8 @@ fn cell(dtype: &ValueType, value: &Value, text: bool, unit: EpochUnit) -> Result
                 return cell(dtype, &parsed, false, unit);
             }
             _ => {
-                let parsed: Value = serde_json::from_str(s.trim()).map_err(|_| format!("text \"{s}\" is not {dtype}"))?;
+                let parsed: Value =
+                    serde_json::from_str(s.trim()).map_err(|_| format!("text \"{s}\" is not {dtype}"))?;
                 return cell(dtype, &parsed, false, unit);
             }
         }
@@ -255,7 +257,9 @@ fn cell(dtype: &ValueType, value: &Value, text: bool, unit: EpochUnit) -> Result
                 micros.round() as i64
             }
             Value::String(s) => parse_instant(s).ok_or_else(|| {
-                format!("\"{s}\" is not a time; give ISO 8601 text (with an offset, Z, or none for UTC) or an epoch number")
+                format!(
+                    "\"{s}\" is not a time; give ISO 8601 text (with an offset, Z, or none for UTC) or an epoch number"
+                )
             })?,
             _ => return Err(wrong()),
         }),
@@ -297,8 +301,10 @@ fn build<'a>(dtype: &ValueType, cells: impl Iterator<Item = &'a Cell>) -> ArrayR
         ValueType::Timestamp => scalar!(TimestampMicrosecondBuilder::new().with_timezone(UTC), Cell::Time(v) => *v),
         ValueType::List(inner) => {
             let cells: Vec<&Cell> = cells.collect();
-            let items: Vec<&Cell> =
-                cells.iter().flat_map(|c| if let Cell::List(v) = c { v.iter().collect() } else { Vec::new() }).collect();
+            let items: Vec<&Cell> = cells
+                .iter()
+                .flat_map(|c| if let Cell::List(v) = c { v.iter().collect() } else { Vec::new() })
+                .collect();
             let values = build(inner, items.into_iter());
             let mut offsets = vec![0i32];
             let mut valid = Vec::with_capacity(cells.len());
@@ -321,10 +327,8 @@ fn build<'a>(dtype: &ValueType, cells: impl Iterator<Item = &'a Cell>) -> ArrayR
 /// The fields of `source`'s records each view over it reads, and which are
 /// required (join keys): `types` gives each column's type.
 pub fn record_fields(join_keys: &[(String, ValueType)], values: &BTreeMap<String, ValueType>) -> Vec<RecordField> {
-    let mut out: Vec<RecordField> = join_keys
-        .iter()
-        .map(|(n, t)| RecordField { name: n.clone(), dtype: t.clone(), required: true })
-        .collect();
+    let mut out: Vec<RecordField> =
+        join_keys.iter().map(|(n, t)| RecordField { name: n.clone(), dtype: t.clone(), required: true }).collect();
     for (n, t) in values {
         if !out.iter().any(|f| f.name == *n) {
             out.push(RecordField { name: n.clone(), dtype: t.clone(), required: false });
@@ -375,7 +379,11 @@ mod tests {
                 "p".into(),
                 2,
                 "2",
-                Payload::Fields(vec![("driver_id".into(), "4".into()), ("rate".into(), "NaN".into()), ("ts".into(), "2026-12-04 09:00:00".into())]),
+                Payload::Fields(vec![
+                    ("driver_id".into(), "4".into()),
+                    ("rate".into(), "NaN".into()),
+                    ("ts".into(), "2026-12-04 09:00:00".into()),
+                ]),
             ),
         ];
         let d = schema(false).decode(&messages);

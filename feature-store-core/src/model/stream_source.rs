@@ -322,9 +322,20 @@ impl StreamSource {
                 }
             }
             StreamKind::RedisStream => {
-                need("connection_string", &self.connection_string, "the Redis server, as for the online store", &mut out);
+                need(
+                    "connection_string",
+                    &self.connection_string,
+                    "the Redis server, as for the online store",
+                    &mut out,
+                );
                 need("key", &self.key, "the stream's key", &mut out);
-                for (f, v) in [("brokers", &self.brokers), ("topic", &self.topic), ("url", &self.url), ("stream", &self.stream), ("subject", &self.subject)] {
+                for (f, v) in [
+                    ("brokers", &self.brokers),
+                    ("topic", &self.topic),
+                    ("url", &self.url),
+                    ("stream", &self.stream),
+                    ("subject", &self.subject),
+                ] {
                     refuse(f, v, &mut out);
                 }
             }

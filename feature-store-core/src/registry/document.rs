@@ -149,6 +149,30 @@ pub struct ViewState {
     /// The reference profile drift rules compare with (`feature-store profile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<crate::offline::profile::Profile>,
+    /// Stream ingestion into the view, as last recorded by `ingest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestState>,
+}
+
+/// What `ingest` last recorded about a view fed from a stream (every
+/// flush interval, at least 5 s apart).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct IngestState {
+    /// The stream source.
+    pub source: String,
+    /// When this was recorded.
+    pub at: Option<DateTime<Utc>>,
+    /// Records written online since that ingest process started.
+    pub ingested: u64,
+    /// Records sent to the dead letters since then.
+    pub dead_lettered: u64,
+    /// Messages not yet delivered to the group, per partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lag: Vec<(String, u64)>,
+    /// Event time to visible online over the latest events: p50, p99, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness_ms: Option<(f64, f64)>,
 }
 
 /// Materialization runs remembered per view.
@@ -386,9 +410,8 @@ impl<'a> ProjectView<'a> {
     /// Whether view source name `a` and `b` read the same data (a stream
     /// source and its batch source do).
     pub fn same_source(&self, a: &str, b: &str) -> bool {
-        let batch = |n: &str| {
-            self.registry.stream_sources.get(n).map_or_else(|| n.to_owned(), |s| s.spec.batch_source.clone())
-        };
+        let batch =
+            |n: &str| self.registry.stream_sources.get(n).map_or_else(|| n.to_owned(), |s| s.spec.batch_source.clone());
         a == b || batch(a) == batch(b)
     }
 

@@ -17,8 +17,8 @@ use tokio::sync::Mutex;
 
 pub(crate) use crate::error::similar;
 pub use document::{
-    FORMAT_VERSION, ProjectRegistry, ProjectView, RUNS_KEPT, Record, RegistryDocument, RunOutcome, RunRecord,
-    ViewFeatures, ViewState, online_table,
+    FORMAT_VERSION, IngestState, ProjectRegistry, ProjectView, RUNS_KEPT, Record, RegistryDocument, RunOutcome,
+    RunRecord, ViewFeatures, ViewState, online_table,
 };
 pub use plan::{ApplyMode, Change, ChangeAction, ObjectKind, Plan};
 pub use storage::{MemoryRegistryStore, RegistryStore, StoreVersion, WriteOutcome};

@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 
 use super::config::CONFIG_FILE;
 use crate::error::similar;
-use crate::model::{DataSource, Entity, FeatureService, FeatureView, OnDemandFeatureView, RequestSource, StreamKind, StreamSource};
+use crate::model::{
+    DataSource, Entity, FeatureService, FeatureView, OnDemandFeatureView, RequestSource, StreamKind, StreamSource,
+};
 use crate::{Error, Problem, Result};
 
 /// An object together with the file it was defined in (repo-relative), if any.
