@@ -226,7 +226,12 @@ impl StreamConsumer for NatsStreamConsumer {
                 continue;
             }
             self.polled = seq;
-            out.push(Message::new(Arc::clone(&self.name), u128::from(seq), seq.to_string(), Payload::Json(m.payload.clone())));
+            out.push(Message::new(
+                Arc::clone(&self.name),
+                u128::from(seq),
+                seq.to_string(),
+                Payload::Json(m.payload.clone()),
+            ));
             self.newest = Some((seq, m));
         }
         Ok(out)

@@ -114,7 +114,11 @@ impl RedisStreamConsumer {
             key,
             group: group.to_owned(),
             name: name.into(),
-            token: format!("{host}/{}/{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()),
+            token: format!(
+                "{host}/{}/{}",
+                std::process::id(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
+            ),
             renewed: Instant::now(),
             backlog: Some("0".into()),
             timeout,
@@ -155,8 +159,11 @@ impl RedisStreamConsumer {
         if set.is_some() {
             return Ok(());
         }
-        let holder: Option<String> =
-            redis::cmd("GET").arg(&self.lease_key).query_async(&mut self.conn).await.map_err(|e| unavailable(&self.describe, e))?;
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(&self.lease_key)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| unavailable(&self.describe, e))?;
         let holder = holder.unwrap_or_default();
         let mut parts = holder.split('/');
         let (h, pid) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());

@@ -28,7 +28,6 @@
 mod backends;
 
 mod streams;
-pub use streams::StreamConsumers;
 pub use backends::{from_config, offline_store_types, online_store, online_store_types, open};
 pub use feature_store_core::*;
 #[cfg(feature = "lmdb")]
@@ -42,6 +41,7 @@ pub use feature_store_parquet as parquet;
 pub use feature_store_redis as redis;
 #[cfg(feature = "sqlite")]
 pub use feature_store_sqlite as sqlite;
+pub use streams::StreamConsumers;
 
 /// Registering user-defined functions for on-demand features on an opened store.
 #[cfg(feature = "on-demand")]

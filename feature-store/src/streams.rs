@@ -26,7 +26,9 @@ impl ConsumerFactory for StreamConsumers {
                 Ok(Box::new(feature_store_redis::RedisStreamConsumer::open(source, group, consumer).await?))
             }
             #[cfg(feature = "nats")]
-            StreamKind::Nats => Ok(Box::new(feature_store_nats::NatsStreamConsumer::open(source, group, consumer).await?)),
+            StreamKind::Nats => {
+                Ok(Box::new(feature_store_nats::NatsStreamConsumer::open(source, group, consumer).await?))
+            }
             StreamKind::Kafka => Err(Error::Unsupported(format!(
                 "stream source \"{}\" is kafka, which ingestion does not read yet; redis_stream and nats are \
                  supported (views over it still train and materialize from its batch_source)",

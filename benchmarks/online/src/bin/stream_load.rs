@@ -21,7 +21,7 @@ fn event(i: u64, keys: u64, at: chrono::DateTime<chrono::Utc>) -> String {
         at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     );
     for f in 0..10 {
-        s.push_str(&format!(r#","f{f}":{}"#, (i * 31 + f) % 1000) );
+        s.push_str(&format!(r#","f{f}":{}"#, (i * 31 + f) % 1000));
         s.push_str(".5");
     }
     s.push('}');
