@@ -161,10 +161,19 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port.
+    /// Starts the server again on the same port, and waits until it has
+    /// loaded its data (with persistence on, it answers PING before that,
+    /// and other commands with `-LOADING`).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+        if !self.tls {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !self.command(&["INFO", "persistence"]).is_ok_and(|i| i.contains("loading:0")) {
+                assert!(Instant::now() < deadline, "redis-server on port {} still loading after 30 s", self.port);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// Sends one command and returns the raw RESP reply (first line for simple replies).

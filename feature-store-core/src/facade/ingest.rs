@@ -299,7 +299,14 @@ impl FeatureStore {
             }
             // A schema change is picked up at the registry's cache ttl; what
             // is buffered was decoded for the old one, so it goes first.
-            let version = self.document().await?.version;
+            // An unreachable registry only delays this check.
+            let version = match self.document().await {
+                Ok(doc) => doc.version,
+                Err(e) => {
+                    tracing::warn!(source = %stream.name, error = %e, "ingest: cannot read the registry; carrying on");
+                    plan.version
+                }
+            };
             if version != plan.version {
                 let fresh = self.ingest_plan(&stream.name, only).await?;
                 if fresh.same_as(&plan) {
