@@ -623,3 +623,29 @@ impl ReadPlan {
         Ok((columns, statuses, times))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Applied;
+
+    #[test]
+    fn applied_positions_round_trip_and_only_grow() {
+        let mut a = Applied::default();
+        a.advance("host-1", 7);
+        a.advance("3", u128::MAX);
+        a.advance("host-1", 5);
+        assert!(a.contains("host-1", 7) && a.contains("host-1", 0) && !a.contains("host-1", 8));
+        assert!(a.contains("3", u128::MAX) && !a.contains("4", 0));
+        let mut bytes = Vec::new();
+        a.encode(&mut bytes);
+        assert_eq!(Applied::decode(&bytes).unwrap(), a);
+        assert_eq!(Applied::decode(&[]).unwrap(), Applied::default());
+        // Any cut of a valid record is refused, never misread.
+        for cut in 1..bytes.len() {
+            if cut == 2 + 6 + 16 {
+                continue; // a whole first entry: a valid shorter record
+            }
+            assert!(Applied::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
