@@ -98,12 +98,7 @@ impl NatsStreamConsumer {
                 .map_err(|e| unavailable(&describe, format!("lease bucket {LEASES}: {e}")))?,
         };
         let lease_key = kv_key(&format!("{stream_name}.{group}"));
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
-        let token = format!("{host}/{}/{name}", std::process::id());
+        let token = feature_store_core::ingest::lease_token(name);
         let mut waited = false;
         let revision = loop {
             match leases.create(&lease_key, token.clone().into()).await {
@@ -113,11 +108,7 @@ impl NatsStreamConsumer {
                     let holder =
                         entry.as_ref().map(|e| String::from_utf8_lossy(&e.value).into_owned()).unwrap_or_default();
                     // A holder that died on this host (kill -9) is not waited for.
-                    let mut parts = holder.split('/');
-                    let (h, pid) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-                    if !host.is_empty()
-                        && h == host
-                        && pid.parse::<u32>().is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                    if feature_store_core::ingest::lease_holder_is_dead(&holder)
                         && let Some(e) = &entry
                     {
                         if let Ok(rev) = leases.update(&lease_key, token.clone().into(), e.revision).await {

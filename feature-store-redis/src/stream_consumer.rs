@@ -102,11 +102,6 @@ impl RedisStreamConsumer {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_with_config(client, cfg).await.map_err(|e| unavailable(&describe, e))?;
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
         let mut me = Self {
             conn,
             describe,
@@ -114,10 +109,12 @@ impl RedisStreamConsumer {
             key,
             group: group.to_owned(),
             name: name.into(),
-            token: format!(
-                "{host}/{}/{}",
-                std::process::id(),
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
+            token: feature_store_core::ingest::lease_token(
+                &std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_micros()
+                    .to_string(),
             ),
             renewed: Instant::now(),
             backlog: Some("0".into()),
@@ -140,12 +137,12 @@ impl RedisStreamConsumer {
             Err(e) if e.code() == Some("BUSYGROUP") => {}
             Err(e) => return Err(unavailable(&me.describe, e)),
         }
-        me.take_lease(&host).await?;
+        me.take_lease().await?;
         Ok(me)
     }
 
     /// Takes the name's lease: free, expired, or held by a dead process of this host.
-    async fn take_lease(&mut self, host: &str) -> CoreResult<()> {
+    async fn take_lease(&mut self) -> CoreResult<()> {
         let ms = LEASE.as_millis() as u64;
         let set: Option<String> = redis::cmd("SET")
             .arg(&self.lease_key)
@@ -165,12 +162,7 @@ impl RedisStreamConsumer {
             .await
             .map_err(|e| unavailable(&self.describe, e))?;
         let holder = holder.unwrap_or_default();
-        let mut parts = holder.split('/');
-        let (h, pid) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        let dead_here = !host.is_empty()
-            && h == host
-            && pid.parse::<u32>().is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
-        if dead_here {
+        if feature_store_core::ingest::lease_holder_is_dead(&holder) {
             let swapped: i64 = redis::Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0",
             )

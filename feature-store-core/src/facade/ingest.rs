@@ -691,15 +691,7 @@ impl OfflineBuffer {
                 _ => fresh.push(r as u32),
             }
         }
-        let pick = |idx: &[u32]| {
-            let indices = UInt32Array::from(idx.to_vec());
-            let columns: Vec<ArrayRef> = batch
-                .columns()
-                .iter()
-                .map(|c| arrow_select::take::take(c, &indices, None).expect("indices in range"))
-                .collect();
-            RecordBatch::try_new(batch.schema(), columns).expect("same schema")
-        };
+        let pick = |idx: &[u32]| take(batch, idx, "the offline log buffer").expect("indices in range");
         if !fresh.is_empty() {
             self.batches.push(pick(&fresh));
             self.positions.extend(fresh.iter().map(|&r| {
@@ -845,13 +837,7 @@ fn expand_source(s: &StreamSource) -> Result<StreamSource> {
 /// This host's name, the default consumer name (a restarted process on the
 /// same host resumes what it had not committed).
 fn default_consumer_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "feature-store".to_owned())
+    Some(crate::ingest::host_name()).filter(|h| !h.is_empty()).unwrap_or_else(|| "feature-store".to_owned())
 }
 
 #[cfg(test)]

@@ -40,6 +40,33 @@ pub(crate) fn fault_point(name: &str) {
     }
 }
 
+/// This host's name, empty when it cannot be told.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// A lease holder's token, `host/pid/...`: consumers that lease a name or
+/// a group write it, so another process can tell a holder that died.
+pub fn lease_token(tail: &str) -> String {
+    format!("{}/{}/{tail}", host_name(), std::process::id())
+}
+
+/// Whether the holder of `token` ([`lease_token`]) was a process of this
+/// host that no longer runs (killed): its lease may be taken over at once.
+pub fn lease_holder_is_dead(token: &str) -> bool {
+    let host = host_name();
+    let mut parts = token.split('/');
+    let (h, pid) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    !host.is_empty()
+        && h == host
+        && pid.parse::<u32>().is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+}
+
 /// One message as the broker delivered it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -344,6 +344,30 @@ class SavedDataset(RetrievalJob):
         return f"SavedDataset({self.name!r}, rows={self.manifest['output']['rows']}, location={self.location!r})"
 
 
+def _wait_for_interrupt(handle: Any) -> None:
+    """Waits while ``handle`` runs, until Ctrl-C or SIGTERM (SIGTERM only on
+    the main thread)."""
+    import signal
+    import time
+
+    def _term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _term)
+    except ValueError:  # not the main thread: Ctrl-C only
+        pass
+    try:
+        while handle.running():
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 class Ingestion:
     """Stream ingestion running in the background (:meth:`FeatureStore.ingest`)."""
 
@@ -716,26 +740,10 @@ class FeatureStore:
         server = FeatureServer(handle)
         if background:
             return server
-        import signal
-        import time
-
-        def _term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        previous = None
         try:
-            previous = signal.signal(signal.SIGTERM, _term)
-        except ValueError:  # not the main thread: Ctrl-C only
-            pass
-        try:
-            while handle.running():
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
+            _wait_for_interrupt(handle)
         finally:
             server.stop()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
         return server
 
     def ingest(
@@ -774,25 +782,7 @@ class FeatureStore:
         ingestion = Ingestion(handle)
         if background:
             return ingestion
-        import signal
-        import time
-
-        def _term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        previous = None
-        try:
-            previous = signal.signal(signal.SIGTERM, _term)
-        except ValueError:  # not the main thread: Ctrl-C only
-            pass
-        try:
-            while handle.running():
-                time.sleep(0.1)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        _wait_for_interrupt(handle)
         return ingestion.stop()
 
     def get_online_features(
