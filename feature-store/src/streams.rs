@@ -13,6 +13,7 @@ pub struct StreamConsumers;
 fn feature_of(kind: StreamKind) -> &'static str {
     match kind {
         StreamKind::RedisStream => "redis",
+        StreamKind::Kafka => "kafka",
         _ => "nats",
     }
 }
@@ -29,11 +30,8 @@ impl ConsumerFactory for StreamConsumers {
             StreamKind::Nats => {
                 Ok(Box::new(feature_store_nats::NatsStreamConsumer::open(source, group, consumer).await?))
             }
-            StreamKind::Kafka => Err(Error::Unsupported(format!(
-                "stream source \"{}\" is kafka, which ingestion does not read yet; redis_stream and nats are \
-                 supported (views over it still train and materialize from its batch_source)",
-                source.name
-            ))),
+            #[cfg(feature = "kafka")]
+            StreamKind::Kafka => Ok(Box::new(feature_store_kafka::KafkaStreamConsumer::open(source, group, consumer)?)),
             kind => {
                 let _ = (group, consumer);
                 Err(Error::Unsupported(format!(

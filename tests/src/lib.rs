@@ -1,6 +1,7 @@
 //! Test harness: real servers on free ports (started and stopped by the
 //! tests themselves) and small data helpers.
 
+pub mod kafka;
 pub mod moto;
 pub mod nats;
 pub mod proxy;

@@ -2,6 +2,7 @@
 
 mod crash;
 mod streams;
+mod streams_kafka;
 mod streams_nats;
 
 use std::path::Path;

@@ -324,7 +324,28 @@ pub(super) fn check_all(repo: &Path, events: &[Event], ids: &[String]) {
         assert_eq!((g.0, &g.1, g.3), (w.0, &w.1, w.3), "user {u}: served {g:?}, reference {w:?}");
         assert!((g.2 - w.2).abs() < 1e-9, "user {u}: sum {} vs {}", g.2, w.2);
     }
-    assert_eq!(offline_log(repo), expected_log(events), "offline log differs from the good events");
+    let (got, want) = (offline_log(repo), expected_log(events));
+    if got != want {
+        let mut extra = got.clone();
+        for w in &want {
+            if let Some(i) = extra.iter().position(|g| g == w) {
+                extra.swap_remove(i);
+            }
+        }
+        let mut missing = want.clone();
+        for g in &got {
+            if let Some(i) = missing.iter().position(|w| w == g) {
+                missing.swap_remove(i);
+            }
+        }
+        panic!(
+            "offline log differs from the good events: {} rows, want {}; extra (user, time, amount bits) {:?}; missing {:?}",
+            got.len(),
+            want.len(),
+            &extra[..extra.len().min(10)],
+            &missing[..missing.len().min(10)]
+        );
+    }
     let bad: BTreeSet<String> = events.iter().zip(ids).filter(|(e, _)| e.bad).map(|(_, id)| id.clone()).collect();
     let (dead, _) = dead_letters(repo);
     assert_eq!(dead, bad, "dead letters");

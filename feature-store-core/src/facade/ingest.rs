@@ -267,18 +267,10 @@ impl FeatureStore {
         };
         let mut dead = DeadLetterFile::new(dead_path);
         let prefix = format!("ingest-{}-", stream.name);
-        let mut flushed: HashMap<Arc<str>, Flushed> = HashMap::new();
-        if let Some(w) = &writer {
-            for name in w.list_named(&plan.batch, &prefix).await? {
-                if let Some((partition, first, last)) = parse_log_name(&name, &prefix) {
-                    let f = flushed.entry(partition.into()).or_default();
-                    if last > f.last {
-                        f.last = last;
-                        f.newest_flush = Some((first, last));
-                    }
-                }
-            }
-        }
+        let mut flushed: HashMap<Arc<str>, Flushed> = match &writer {
+            Some(w) => read_flushed(*w, &plan, &prefix, None).await?,
+            None => HashMap::new(),
+        };
         let mut stats = IngestStats { source: stream.name.clone(), ..Default::default() };
         let mut buffer = OfflineBuffer::default();
         let mut pending: Vec<Message> = Vec::new();
@@ -324,11 +316,62 @@ impl FeatureStore {
                 r = consumer.poll(options.max_batch, options.poll_wait) => r,
                 _ = stop.changed() => continue,
             };
+            if let Some(change) = consumer.take_reassignment() {
+                // A lost partition's uncommitted work is its new owner's to
+                // replay; a gained one's log may have grown meanwhile.
+                pending.retain(|m| !change.revoked.contains(&m.partition));
+                buffer.drop_partitions(&change.revoked);
+                for p in &change.revoked {
+                    flushed.remove(p);
+                }
+                if let Some(w) = writer
+                    && !change.assigned.is_empty()
+                {
+                    let mut relisted = None;
+                    let mut wait = Duration::from_millis(100);
+                    while relisted.is_none() {
+                        match read_flushed(w, &plan, &prefix, Some(&change.assigned)).await {
+                            Ok(f) => relisted = Some(f),
+                            Err(e) => {
+                                stats.retries += 1;
+                                tracing::warn!(source = %stream.name, error = %e, "ingest: cannot list the offline log; retrying");
+                                if sleep_or_stop(wait, stop).await {
+                                    let _ = consumer.close().await;
+                                    return Ok(stats);
+                                }
+                                wait = (wait * 2).min(MAX_BACKOFF);
+                            }
+                        }
+                    }
+                    // A partition without log files has no entry (offsets start at 0).
+                    for p in &change.assigned {
+                        flushed.remove(p);
+                    }
+                    flushed.extend(relisted.unwrap_or_default());
+                }
+                if !change.assigned.is_empty() {
+                    // New partitions to read: not idle.
+                    idle_since = Instant::now();
+                }
+                tracing::info!(
+                    source = %stream.name,
+                    revoked = ?change.revoked,
+                    assigned = ?change.assigned,
+                    "ingest: partitions reassigned"
+                );
+            }
             let messages = match messages {
                 Ok(m) => {
                     backoff = Duration::from_millis(100);
                     caught_up = (m.len() < options.max_batch).then_some(polled_at);
                     m
+                }
+                Err(e @ Error::InvalidArgument(_)) => {
+                    // The consumer lost its claim (another process took its
+                    // name or partitions): what is uncommitted is the new
+                    // holder's to replay, so nothing more is written here.
+                    let _ = consumer.close().await;
+                    return Err(e);
                 }
                 Err(e) => {
                     stats.retries += 1;
@@ -675,7 +718,58 @@ impl EventPositions {
     }
 }
 
+/// The offline log's state per partition (of `only`, or all), from the
+/// names of its files.
+async fn read_flushed(
+    writer: &dyn crate::offline::OfflineWriter,
+    plan: &SourcePlan,
+    prefix: &str,
+    only: Option<&[Arc<str>]>,
+) -> Result<HashMap<Arc<str>, Flushed>> {
+    let mut flushed: HashMap<Arc<str>, Flushed> = HashMap::new();
+    for name in writer.list_named(&plan.batch, prefix).await? {
+        if let Some((partition, first, last)) = parse_log_name(&name, prefix) {
+            if only.is_some_and(|o| !o.iter().any(|p| **p == *partition)) {
+                continue;
+            }
+            let f = flushed.entry(partition.into()).or_default();
+            if last > f.last {
+                f.last = last;
+                f.newest_flush = Some((first, last));
+            }
+        }
+    }
+    Ok(flushed)
+}
+
 impl OfflineBuffer {
+    /// Forgets the buffered rows of `partitions`.
+    fn drop_partitions(&mut self, partitions: &[Arc<str>]) {
+        if partitions.is_empty() {
+            return;
+        }
+        fn keep(batches: &mut Vec<RecordBatch>, positions: &mut Vec<(Arc<str>, u128)>, drop: &[Arc<str>]) {
+            if batches.is_empty() || !positions.iter().any(|(p, _)| drop.contains(p)) {
+                return;
+            }
+            let schema = batches[0].schema();
+            let rows = arrow_select::concat::concat_batches(&schema, batches.iter()).expect("same schema");
+            let idx: Vec<u32> =
+                (0..positions.len() as u32).filter(|&i| !drop.contains(&positions[i as usize].0)).collect();
+            let kept = take(&rows, &idx, "the offline log buffer").expect("indices in range");
+            positions.retain(|(p, _)| !drop.contains(p));
+            batches.clear();
+            if kept.num_rows() > 0 {
+                batches.push(kept);
+            }
+        }
+        keep(&mut self.batches, &mut self.positions, partitions);
+        keep(&mut self.recovering, &mut self.recovering_positions, partitions);
+        if self.batches.is_empty() && self.recovering.is_empty() {
+            self.opened = None;
+        }
+    }
+
     /// Buffers the rows not yet in the log: those of a partition's newest
     /// (maybe interrupted) flush apart, those already logged not at all.
     fn add(&mut self, batch: &RecordBatch, messages: &[Message], rows: &[usize], flushed: &HashMap<Arc<str>, Flushed>) {
@@ -830,6 +924,10 @@ fn expand_source(s: &StreamSource) -> Result<StreamSource> {
             *v = crate::repo::config::expand_env(v)
                 .map_err(|e| Error::InvalidArgument(format!("stream source \"{}\": {e}", s.name)))?;
         }
+    }
+    for (key, v) in out.properties.iter_mut() {
+        *v = crate::repo::config::expand_env(v)
+            .map_err(|e| Error::InvalidArgument(format!("stream source \"{}\", property {key}: {e}", s.name)))?;
     }
     Ok(out)
 }

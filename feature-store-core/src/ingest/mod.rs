@@ -125,10 +125,48 @@ pub trait StreamConsumer: Send + Debug {
         Ok(Vec::new())
     }
 
+    /// The partitions this consumer lost and gained since the last call
+    /// (a consumer-group rebalance), `None` when nothing changed. The loop
+    /// drops what it holds uncommitted of a lost partition (its new owner
+    /// replays it from the last commit) and re-reads the offline log of a
+    /// gained one. Messages of a lost partition are never returned after
+    /// the change is reported.
+    fn take_reassignment(&mut self) -> Option<Reassignment> {
+        None
+    }
+
     /// Releases the consumer's claims (leases, group membership) on a
     /// graceful stop.
     async fn close(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Partitions a consumer lost and gained in a rebalance, in that order (a
+/// partition may be in both: revoked, then assigned again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reassignment {
+    /// Partitions no longer read by this consumer.
+    pub revoked: Vec<Arc<str>>,
+    /// Partitions newly read by this consumer.
+    pub assigned: Vec<Arc<str>>,
+}
+
+impl Reassignment {
+    /// Records the loss of `partitions`.
+    pub fn revoke(&mut self, partitions: impl IntoIterator<Item = Arc<str>>) {
+        self.revoked.extend(partitions);
+    }
+
+    /// Records the gain of `partitions`.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = Arc<str>>) {
+        self.assigned.extend(partitions);
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.revoked.is_empty() && self.assigned.is_empty()
     }
 }
 

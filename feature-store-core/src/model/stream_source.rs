@@ -44,6 +44,12 @@ pub struct StreamSource {
     /// Redis Streams: the stream's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Kafka: client properties passed to librdkafka as written
+    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, ...;
+    /// values may hold `${VAR}`). Those ingestion manages itself (group,
+    /// offsets, commits) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
     /// How a message encodes one event; only `json`.
     #[serde(default = "json", skip_serializing_if = "is_json")]
     pub message_format: String,
@@ -227,6 +233,7 @@ impl StreamSource {
                 subject: None,
                 connection_string: None,
                 key: None,
+                properties: BTreeMap::new(),
                 message_format: json(),
                 group: None,
                 start: StartPosition::Earliest,
@@ -308,6 +315,11 @@ impl StreamSource {
                 ] {
                     refuse(f, v, &mut out);
                 }
+                for key in self.properties.keys() {
+                    if let Some(why) = managed_kafka_property(key) {
+                        out.push(format!("properties: `{key}` is set by ingestion ({why}); remove it"));
+                    }
+                }
             }
             StreamKind::Nats => {
                 need("url", &self.url, "the NATS server, nats://host:4222", &mut out);
@@ -340,6 +352,9 @@ impl StreamSource {
                 }
             }
         }
+        if self.kind != StreamKind::Kafka && !self.properties.is_empty() {
+            out.push(format!("`properties` (Kafka client properties) does not apply to a {} source", self.kind));
+        }
         if !self.message_format.eq_ignore_ascii_case("json") {
             out.push(format!("message_format \"{}\" is not supported; only json is", self.message_format));
         }
@@ -370,6 +385,21 @@ impl StreamSource {
             }
         }
         out
+    }
+}
+
+/// Why a Kafka client property cannot be set in `properties`: ingestion
+/// sets it, and exactly once in effect depends on its value.
+fn managed_kafka_property(key: &str) -> Option<&'static str> {
+    match key {
+        "group.id" => Some("use `group`"),
+        "bootstrap.servers" | "metadata.broker.list" => Some("use `brokers`"),
+        "auto.offset.reset" => Some("use `start`"),
+        "enable.auto.commit" | "enable.auto.offset.store" | "auto.commit.interval.ms" => {
+            Some("offsets are committed only after the writes they cover are durable")
+        }
+        "isolation.level" => Some("only committed records are read"),
+        _ => None,
     }
 }
 
@@ -441,6 +471,12 @@ impl StreamSourceBuilder {
     /// Sets how long events may wait before the batch source gets them.
     pub fn offline_flush_interval(mut self, every: Duration) -> Self {
         self.source.offline_flush_interval = every;
+        self
+    }
+
+    /// Kafka: a client property (`security.protocol`, `sasl.username`, ...).
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.source.properties.insert(key.into(), value.into());
         self
     }
 

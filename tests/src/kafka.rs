@@ -1,0 +1,165 @@
+//! A Kafka-protocol broker (`tansu`, in memory) on a free port, started by
+//! the tests and stopped on drop, with helpers to create topics and
+//! produce through librdkafka; and librdkafka's own mock cluster
+//! ([`KafkaMock`]) for what tansu 0.6 does not do: give a killed group
+//! member's partitions to the others.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::{find_executable, free_port};
+
+fn tansu() -> PathBuf {
+    find_executable("tansu", "TANSU").expect(
+        "tansu (a Kafka-protocol broker) not found: run ./scripts/test.sh (it installs it into .venv/bin) or \
+         cargo install tansu --locked --features dynostore",
+    )
+}
+
+/// A running `tansu broker` keeping its topics in memory.
+pub struct KafkaServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+impl KafkaServer {
+    /// Starts a broker.
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = tansu();
+        let log = dir.path().join("tansu.log");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut s = Self { child: Some(child), port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(Ok(Some(status))) = s.child.as_mut().map(Child::try_wait) {
+                panic!("tansu exited with {status}: {}", s.log());
+            }
+            assert!(Instant::now() < deadline, "tansu did not listen on port {port} within 30 s: {}", s.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// What the broker logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap());
+        c
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().expect("admin client");
+        let results = runtime()
+            .block_on(admin.create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            ))
+            .expect("create_topics");
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}\n{}", self.log()));
+        }
+    }
+
+    /// Produces `values` to `topic`, the i-th to partition `i % partitions`,
+    /// each acknowledged; returns their ids, `partition/offset`.
+    pub fn produce(&self, topic: &str, partitions: i32, values: &[String]) -> Vec<String> {
+        produce(&self.bootstrap(), topic, partitions, values)
+    }
+
+    /// Kills the broker.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for KafkaServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Produces `values` to `topic` at `bootstrap`, the i-th to partition
+/// `i % partitions`, each acknowledged; returns their ids, `partition/offset`.
+pub fn produce(bootstrap: &str, topic: &str, partitions: i32, values: &[String]) -> Vec<String> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    runtime().block_on(async {
+        let sends: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let record = FutureRecord::<(), String>::to(topic).payload(v).partition(i as i32 % partitions);
+                producer.send(record, Duration::from_secs(30))
+            })
+            .collect();
+        let mut ids = Vec::with_capacity(values.len());
+        for s in sends {
+            let delivery = s.await.unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+            ids.push(format!("{}/{}", delivery.partition, delivery.offset));
+        }
+        ids
+    })
+}
+
+/// librdkafka's mock Kafka cluster, in this process, listening on a local
+/// port: it implements consumer groups with session timeouts, so a killed
+/// member's partitions move to the next process, which tansu 0.6 does not
+/// do. Used only for that; everything else runs against tansu.
+pub struct KafkaMock {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl KafkaMock {
+    /// A one-broker cluster with `topic` of `partitions` partitions.
+    pub fn start(topic: &str, partitions: i32) -> Self {
+        let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
+        cluster.create_topic(topic, partitions, 1).expect("mock topic");
+        Self { cluster }
+    }
+
+    /// The cluster's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+}
