@@ -950,4 +950,34 @@ mod tests {
         assert_eq!(parse_log_name("ingest-tx-zz-1-2.parquet", "ingest-tx-"), None);
         assert_eq!(parse_log_name("push-1.parquet", "ingest-tx-"), None);
     }
+
+    /// A revoked partition's buffered rows, fresh or of a cut flush, go;
+    /// the others stay in order.
+    #[test]
+    fn dropping_partitions_keeps_the_others_rows() {
+        use arrow_array::Int64Array;
+        let batch = |v: Vec<i64>| {
+            RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(v)) as arrow_array::ArrayRef)]).unwrap()
+        };
+        let (p0, p1): (Arc<str>, Arc<str>) = (Arc::from("0"), Arc::from("1"));
+        let mut b = OfflineBuffer {
+            batches: vec![batch(vec![10, 11]), batch(vec![12])],
+            positions: vec![(Arc::clone(&p0), 5), (Arc::clone(&p1), 7), (Arc::clone(&p0), 6)],
+            recovering: vec![batch(vec![20])],
+            recovering_positions: vec![(Arc::clone(&p1), 3)],
+            opened: Some(Instant::now()),
+        };
+        b.drop_partitions(std::slice::from_ref(&p1));
+        let kept: Vec<i64> = b
+            .batches
+            .iter()
+            .flat_map(|x| x.column(0).as_primitive::<arrow_array::types::Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(kept, vec![10, 12]);
+        assert_eq!(b.positions, vec![(Arc::clone(&p0), 5), (Arc::clone(&p0), 6)]);
+        assert!(b.recovering.is_empty() && b.recovering_positions.is_empty());
+        assert!(b.opened.is_some());
+        b.drop_partitions(&[p0]);
+        assert!(b.batches.is_empty() && b.positions.is_empty() && b.opened.is_none());
+    }
 }

@@ -518,6 +518,28 @@ mod tests {
     }
 
     #[test]
+    fn kafka_properties_refuse_what_ingestion_manages() {
+        let bad = StreamSource::builder("s", StreamKind::Kafka, "ts", "events")
+            .kafka("localhost:9092", "t")
+            .property("enable.auto.commit", "true")
+            .property("group.id", "g")
+            .property("security.protocol", "SASL_SSL")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("`enable.auto.commit` is set by ingestion"), "{bad}");
+        assert!(bad.contains("`group.id` is set by ingestion (use `group`)"), "{bad}");
+        assert!(!bad.contains("security.protocol"), "{bad}");
+        let nats = StreamSource::builder("s", StreamKind::Nats, "ts", "events")
+            .nats("nats://localhost:4222", "EVENTS", None)
+            .property("sasl.username", "u")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(nats.contains("`properties` (Kafka client properties) does not apply to a nats source"), "{nats}");
+    }
+
+    #[test]
     fn yaml_round_trip_keeps_defaults_out() {
         let text = "name: tx\nkind: redis_stream\nconnection_string: ${REDIS}\nkey: tx\ntimestamp_field: ts\nbatch_source: transactions\ntimestamp_unit: ms\noffline_flush_interval: 5s\n";
         let s: StreamSource = yaml_serde::from_str(text).unwrap();
