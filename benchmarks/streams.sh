@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stream ingestion from a Redis stream, in one run, on loopback with the
-# broker on this machine:
+# Stream ingestion from a Redis stream and (when a tansu binary is found:
+# TANSU, or .venv/bin/tansu from scripts/test.sh) a Kafka topic of 4
+# partitions, in one run, on loopback with the broker on this machine:
 #   ceiling   the broker's own delivery rate to a consumer that reads,
 #             acknowledges and discards (stream-load ceiling): the most any
 #             consumer gets;
@@ -14,7 +15,9 @@
 # Events: JSON with a user key (100,000 users), an event time and 10 float
 # features, one per entry's `data` field; a plain view of the 10 features.
 # Usage: benchmarks/streams.sh [EVENTS]   (default 200,000)
-# Environment: RATE (default 10000), RATE_SECONDS (default 10), FEAST_PYTHON, BIN.
+# Environment: RATE (default 10000), RATE_SECONDS (default 10), FEAST_PYTHON, BIN, TANSU.
+# tansu for measuring: a release build (cargo install tansu --version 0.6.0
+# --locked --features dynostore); scripts/test.sh installs a debug one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-200000}"
@@ -52,16 +55,18 @@ cols.update({f"f{i}": pa.array([0.0]) for i in range(10)})
 pq.write_table(pa.table(cols), d / "seed.parquet")
 PY
 
-# A repo reading stream KEY in group GROUP, online store ONLINE.
+# A repo reading stream KEY in group GROUP, online store ONLINE (the stream
+# source's connection fields SOURCE, default a Redis stream).
 repo() {
   local name=$1 key=$2 group=$3 online=$4
+  local source=${5:-"kind: redis_stream, connection_string: \"$URL\", key: $key"}
   mkdir -p "$DIR/$name/data/tx"
   cp "$DIR/seed/seed.parquet" "$DIR/$name/data/tx/"
   printf 'project: bench\nregistry: data/registry.json\n%s\n' "$online" > "$DIR/$name/feature_store.yaml"
   {
     printf 'entities:\n  - {name: user, join_keys: [user_id]}\nsources:\n'
     printf '  - {name: tx, path: data/tx, timestamp_field: event_timestamp}\n'
-    printf '  - {name: tx_stream, kind: redis_stream, connection_string: "%s", key: %s, group: %s, timestamp_field: event_timestamp, batch_source: tx}\n' "$URL" "$key" "$group"
+    printf '  - {name: tx_stream, %s, group: %s, timestamp_field: event_timestamp, batch_source: tx}\n' "$source" "$group"
     printf 'feature_views:\n  - name: user_stream\n    entities: [user]\n    source: tx_stream\n    schema:\n'
     for i in 0 1 2 3 4 5 6 7 8 9; do printf '      - {name: f%s, dtype: float64}\n' "$i"; done
   } > "$DIR/$name/defs.yaml"
@@ -108,3 +113,44 @@ if [ -n "${FEAST_PYTHON:-}" ]; then
   printf 'ours into Redis / Feast: %sx\n' "$(.venv/bin/python -c "print(f'{$RED/$FEAST:.1f}')")"
 fi
 printf 'freshness at %s events/s into SQLite: %s\n' "$RATE" "$FRESH"
+
+TANSU="${TANSU:-$PWD/.venv/bin/tansu}"
+if [ ! -x "$TANSU" ]; then
+  echo "Kafka: skipped (no tansu at $TANSU)"
+  exit 0
+fi
+KPORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$TANSU" broker --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" \
+  --storage-engine memory://tansu/ > "$DIR/tansu.log" 2>&1 &
+TANSU_PID=$!
+trap 'kill "$TANSU_PID" 2>/dev/null; kill "$(cat "$DIR/redis.pid")" 2>/dev/null; rm -rf "$DIR"' EXIT
+until (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null; do sleep 0.05; done
+BROKERS="127.0.0.1:$KPORT"
+"$LOAD" kafka-topic "$BROKERS" tx 4 >/dev/null
+"$LOAD" kafka-topic "$BROKERS" tx_rate 4 >/dev/null
+KSRC="kind: kafka, brokers: \"$BROKERS\", topic:"
+repo k_embedded tx g_embedded "online_store: {type: sqlite, path: data/online.db}" "$KSRC tx"
+repo k_redis tx g_redis "online_store: {type: redis, connection_string: \"$URL\", key_prefix: kbench}" "$KSRC tx"
+repo k_fresh tx_rate g_fresh "online_store: {type: sqlite, path: data/online.db}" "$KSRC tx_rate"
+echo "producing $EVENTS events to Kafka" >&2
+"$LOAD" kafka-produce "$BROKERS" tx "$EVENTS" > "$DIR/kproduce.json"
+"$LOAD" kafka-ceiling "$BROKERS" tx g_ceiling "$EVENTS" > "$DIR/kceiling.json"
+KCEILING=$(field 'round(d["events_per_s"])' < "$DIR/kceiling.json")
+for r in k_embedded k_redis; do
+  "$FS" --repo "$DIR/$r" --json ingest --stop-when-idle 2s > "$DIR/$r.json"
+done
+KEMB=$(rate k_embedded)
+KRED=$(rate k_redis)
+"$FS" --repo "$DIR/k_fresh" --json ingest --stop-when-idle 10s --offline-flush-interval 1s > "$DIR/k_fresh.json" &
+ING=$!
+sleep 8  # the group's first join
+"$LOAD" kafka-produce "$BROKERS" tx_rate $((RATE * RATE_SECONDS)) "$RATE" > "$DIR/krate.json"
+wait "$ING"
+KFRESH=$(field '"p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d events at %s/s)" % (*d["sources"][0]["freshness_ms"], d["sources"][0]["ingested"], '"$RATE"')' < "$DIR/k_fresh.json")
+printf '\n%-34s %12s %10s\n' "Kafka ($EVENTS events, 4 partitions)" "events/s" "x ceiling"
+printf '%-34s %12s %10s\n' "broker ceiling (read, commit, discard)" "$KCEILING" "1.00"
+for pair in "ingest into SQLite + offline log:$KEMB" "ingest into Redis + offline log:$KRED"; do
+  name=${pair%%:*}; v=${pair#*:}
+  printf '%-34s %12s %10s\n' "$name" "$v" "$(.venv/bin/python -c "print(f'{$v/$KCEILING:.2f}')")"
+done
+printf 'freshness at %s events/s into SQLite: %s\n' "$RATE" "$KFRESH"

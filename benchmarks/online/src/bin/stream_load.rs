@@ -1,5 +1,5 @@
 //! Stream ingestion benchmark driver (`benchmarks/streams.sh`), against a
-//! Redis stream:
+//! Redis stream or a Kafka topic:
 //! - `produce URL KEY N [RATE]`: N events of 10 float features as JSON in
 //!   each entry's `data` field, pipelined 1,000 per round trip; with RATE
 //!   (events/s) paced in 10 ms slices. Each event's time is when it is sent,
@@ -7,6 +7,13 @@
 //! - `ceiling URL KEY GROUP N`: the broker's own delivery rate, a consumer
 //!   in a new group that reads (XREADGROUP, 2,000 per call), acknowledges
 //!   and discards N entries: the most any consumer of this stream gets.
+//! - `kafka-topic BROKERS TOPIC PARTITIONS`: creates the topic.
+//! - `kafka-produce BROKERS TOPIC N [RATE]`: the same events as message
+//!   values, keyed by user (so a user's events keep their order), acknowledged
+//!   by the broker; paced as above with RATE.
+//! - `kafka-ceiling BROKERS TOPIC GROUP N`: a librdkafka consumer in a new
+//!   group that reads N messages, committing every 2,000 (synchronously, as
+//!   ingestion does), and discards them.
 //!
 //! Prints one JSON line.
 
@@ -112,6 +119,98 @@ fn entry_ids(reply: &redis::Value) -> Vec<String> {
     out
 }
 
+fn kafka_config(brokers: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+async fn kafka_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<serde_json::Value> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka_config(brokers).create()?;
+    for r in admin
+        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await?
+    {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    Ok(serde_json::json!({"topic": topic, "partitions": partitions}))
+}
+
+async fn kafka_produce(brokers: &str, topic: &str, n: u64, rate: Option<f64>) -> anyhow::Result<serde_json::Value> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        kafka_config(brokers).set("acks", "all").set("linger.ms", "5").set("batch.num.messages", "10000").create()?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < n {
+        let chunk = match rate {
+            Some(r) => {
+                let due = ((started.elapsed().as_secs_f64() * r) as u64).min(n);
+                if due <= sent {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                (due - sent).min(1000)
+            }
+            None => (n - sent).min(5000),
+        };
+        let now = chrono::Utc::now();
+        let mut acks = Vec::with_capacity(chunk as usize);
+        for i in sent..sent + chunk {
+            let key = (i % 100_000 + 1).to_string();
+            let value = event(i, 100_000, now);
+            // Enqueued now (the record is copied), acknowledged later.
+            let ack = producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+                .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+            acks.push(ack);
+        }
+        for a in acks {
+            a.await?.map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        }
+        sent += chunk;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(serde_json::json!({"produced": n, "seconds": secs, "events_per_s": n as f64 / secs}))
+}
+
+fn kafka_ceiling(brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Result<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = kafka_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut read = 0u64;
+    let mut started: Option<Instant> = None;
+    let mut idle = Instant::now();
+    while read < n {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(m) => {
+                let m = m?;
+                started.get_or_insert_with(Instant::now);
+                idle = Instant::now();
+                std::hint::black_box(m.payload());
+                read += 1;
+                if read % 2000 == 0 {
+                    consumer.commit_consumer_state(CommitMode::Sync)?;
+                }
+            }
+            None if idle.elapsed() > Duration::from_secs(30) => bail!("the topic ran dry after {read} of {n} messages"),
+            None => {}
+        }
+    }
+    if read % 2000 != 0 {
+        consumer.commit_consumer_state(CommitMode::Sync)?;
+    }
+    // From the first message: the group's join is not the broker's delivery rate.
+    let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or_default();
+    Ok(serde_json::json!({"consumed": read, "seconds": secs, "events_per_s": read as f64 / secs}))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -123,7 +222,21 @@ async fn main() -> anyhow::Result<()> {
             produce(&arg(1, "URL")?, &arg(2, "KEY")?, n, rate).await?
         }
         Some("ceiling") => ceiling(&arg(1, "URL")?, &arg(2, "KEY")?, &arg(3, "GROUP")?, arg(4, "N")?.parse()?).await?,
-        _ => bail!("usage: stream-load produce URL KEY N [RATE] | ceiling URL KEY GROUP N"),
+        Some("kafka-topic") => {
+            kafka_topic(&arg(1, "BROKERS")?, &arg(2, "TOPIC")?, arg(3, "PARTITIONS")?.parse()?).await?
+        }
+        Some("kafka-produce") => {
+            let n = arg(3, "N")?.parse()?;
+            let rate = args.get(4).map(|r| r.parse()).transpose()?;
+            kafka_produce(&arg(1, "BROKERS")?, &arg(2, "TOPIC")?, n, rate).await?
+        }
+        Some("kafka-ceiling") => {
+            kafka_ceiling(&arg(1, "BROKERS")?, &arg(2, "TOPIC")?, &arg(3, "GROUP")?, arg(4, "N")?.parse()?)?
+        }
+        _ => bail!(
+            "usage: stream-load produce URL KEY N [RATE] | ceiling URL KEY GROUP N | kafka-topic BROKERS TOPIC \
+             PARTITIONS | kafka-produce BROKERS TOPIC N [RATE] | kafka-ceiling BROKERS TOPIC GROUP N"
+        ),
     };
     println!("{out}");
     Ok(())
