@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the parsers and decoders:
 # definition and config YAML, durations/sizes/feature references, online
-# records and value decoders, registry documents. Runs on the stable
+# records and value decoders, registry documents, stream records as ingestion
+# decodes them. Runs on the stable
 # toolchain (no sanitizer; panics and hangs are what is looked for).
 #
 #   scripts/fuzz.sh            each target for 10 s (what scripts/test.sh runs)
@@ -25,7 +26,7 @@ if [ "${1:-}" = "--save" ]; then
   shift
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(definitions_yaml config_yaml durations_and_sizes online_codec registry_document)
+[ ${#targets[@]} -gt 0 ] || targets=(definitions_yaml config_yaml durations_and_sizes online_codec registry_document stream_record)
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
