@@ -155,6 +155,9 @@ fn metrics(latest: &BTreeMap<String, IngestStats>) -> String {
     family("offline_rows_total", "counter", "Records appended to the offline log.", &|s| one(s.offline_rows as f64));
     family("committed_total", "counter", "Messages acknowledged to the broker.", &|s| one(s.committed as f64));
     family("retries_total", "counter", "Failed polls, writes and commits retried.", &|s| one(s.retries as f64));
+    family("reassignments_total", "counter", "Rebalances that gave this process partitions.", &|s| {
+        one(s.reassignments as f64)
+    });
     family("lag", "gauge", "Messages not yet delivered to the group, per partition.", &|s| {
         s.lag.iter().map(|(p, n)| (format!(",partition=\"{p}\""), *n as f64)).collect()
     });

@@ -50,6 +50,8 @@ pub struct KafkaStreamConsumer {
     consumer: Arc<BaseConsumer<GroupContext>>,
     /// Partition names, interned.
     names: BTreeMap<i32, Arc<str>>,
+    /// A lost assignment was reported; reset once partitions are assigned again.
+    lost_reported: bool,
 }
 
 impl std::fmt::Debug for KafkaStreamConsumer {
@@ -169,7 +171,14 @@ impl KafkaStreamConsumer {
             .create_with_context(context)
             .map_err(|e| Error::InvalidArgument(format!("{describe}: the Kafka client refused its settings: {e}")))?;
         consumer.subscribe(&[&topic]).map_err(|e| unavailable(&describe, e))?;
-        Ok(Self { describe, group: group.to_owned(), topic, consumer: Arc::new(consumer), names: BTreeMap::new() })
+        Ok(Self {
+            describe,
+            group: group.to_owned(),
+            topic,
+            consumer: Arc::new(consumer),
+            names: BTreeMap::new(),
+            lost_reported: false,
+        })
     }
 
     /// A poll's error: retried, unless librdkafka calls it fatal.
@@ -307,8 +316,21 @@ impl StreamConsumer for KafkaStreamConsumer {
     }
 
     fn take_reassignment(&mut self) -> Option<Reassignment> {
-        let mut changes = self.consumer.context().changes.lock().expect("not poisoned");
-        (!changes.is_empty()).then(|| std::mem::take(&mut *changes))
+        let mut changes = std::mem::take(&mut *self.consumer.context().changes.lock().expect("not poisoned"));
+        // Lost without a rebalance callback yet (the poll interval passed
+        // while the loop was retrying a write, or the session expired): the
+        // group may already have given these partitions to another process.
+        if self.consumer.assignment_lost() {
+            if !self.lost_reported {
+                self.lost_reported = true;
+                if let Ok(held) = self.consumer.assignment() {
+                    changes.revoke(held.elements().iter().map(|e| partition_name(e.partition())));
+                }
+            }
+        } else {
+            self.lost_reported = false;
+        }
+        (!changes.is_empty()).then_some(changes)
     }
 
     async fn lag(&mut self) -> Result<Vec<(String, u64)>> {

@@ -317,48 +317,27 @@ impl FeatureStore {
                 _ = stop.changed() => continue,
             };
             if let Some(change) = consumer.take_reassignment() {
-                // A lost partition's uncommitted work is its new owner's to
-                // replay; a gained one's log may have grown meanwhile.
-                pending.retain(|m| !change.revoked.contains(&m.partition));
-                buffer.drop_partitions(&change.revoked);
-                for p in &change.revoked {
-                    flushed.remove(p);
+                let gained = stats.reassignments;
+                let go_on = apply_reassignment(
+                    change,
+                    writer,
+                    &plan,
+                    &prefix,
+                    &mut pending,
+                    &mut buffer,
+                    &mut flushed,
+                    &mut stats,
+                    stop,
+                )
+                .await;
+                if !go_on {
+                    let _ = consumer.close().await;
+                    return Ok(stats);
                 }
-                if let Some(w) = writer
-                    && !change.assigned.is_empty()
-                {
-                    let mut relisted = None;
-                    let mut wait = Duration::from_millis(100);
-                    while relisted.is_none() {
-                        match read_flushed(w, &plan, &prefix, Some(&change.assigned)).await {
-                            Ok(f) => relisted = Some(f),
-                            Err(e) => {
-                                stats.retries += 1;
-                                tracing::warn!(source = %stream.name, error = %e, "ingest: cannot list the offline log; retrying");
-                                if sleep_or_stop(wait, stop).await {
-                                    let _ = consumer.close().await;
-                                    return Ok(stats);
-                                }
-                                wait = (wait * 2).min(MAX_BACKOFF);
-                            }
-                        }
-                    }
-                    // A partition without log files has no entry (offsets start at 0).
-                    for p in &change.assigned {
-                        flushed.remove(p);
-                    }
-                    flushed.extend(relisted.unwrap_or_default());
-                }
-                if !change.assigned.is_empty() {
+                if stats.reassignments > gained {
                     // New partitions to read: not idle.
                     idle_since = Instant::now();
                 }
-                tracing::info!(
-                    source = %stream.name,
-                    revoked = ?change.revoked,
-                    assigned = ?change.assigned,
-                    "ingest: partitions reassigned"
-                );
             }
             let messages = match messages {
                 Ok(m) => {
@@ -432,6 +411,26 @@ impl FeatureStore {
             let due = buffer.opened.is_some_and(|t| t.elapsed() >= flush_every)
                 || buffer.positions.len() + buffer.recovering_positions.len() >= options.offline_flush_rows;
             if writer.is_none() || due || (buffer.opened.is_none() && !pending.is_empty()) {
+                // Partitions lost while this loop was not polling (a long
+                // online outage outlasting the group's poll interval) are
+                // dropped before anything of them is flushed or committed.
+                if let Some(change) = consumer.take_reassignment()
+                    && !apply_reassignment(
+                        change,
+                        writer,
+                        &plan,
+                        &prefix,
+                        &mut pending,
+                        &mut buffer,
+                        &mut flushed,
+                        &mut stats,
+                        stop,
+                    )
+                    .await
+                {
+                    let _ = consumer.close().await;
+                    return Ok(stats);
+                }
                 let files = stats.offline_files;
                 if let Err(e) = self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await
                 {
@@ -716,6 +715,63 @@ impl EventPositions {
         }
         out
     }
+}
+
+/// Applies a rebalance to what the loop holds: a lost partition's
+/// uncommitted work (pending commits, buffered log rows) is dropped, as its
+/// new owner replays it from the last commit; a gained one's offline log is
+/// listed again (another process may have written to it). False when
+/// stopped while the log could not be listed.
+#[allow(clippy::too_many_arguments)]
+async fn apply_reassignment(
+    change: crate::ingest::Reassignment,
+    writer: Option<&dyn crate::offline::OfflineWriter>,
+    plan: &SourcePlan,
+    prefix: &str,
+    pending: &mut Vec<Message>,
+    buffer: &mut OfflineBuffer,
+    flushed: &mut HashMap<Arc<str>, Flushed>,
+    stats: &mut IngestStats,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    pending.retain(|m| !change.revoked.contains(&m.partition));
+    buffer.drop_partitions(&change.revoked);
+    for p in &change.revoked {
+        flushed.remove(p);
+    }
+    if let Some(w) = writer
+        && !change.assigned.is_empty()
+    {
+        let mut wait = Duration::from_millis(100);
+        let relisted = loop {
+            match read_flushed(w, plan, prefix, Some(&change.assigned)).await {
+                Ok(f) => break f,
+                Err(e) => {
+                    stats.retries += 1;
+                    tracing::warn!(source = %plan.stream.name, error = %e, "ingest: cannot list the offline log; retrying");
+                    if sleep_or_stop(wait, stop).await {
+                        return false;
+                    }
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        // A partition without log files has no entry (offsets start at 0).
+        for p in &change.assigned {
+            flushed.remove(p);
+        }
+        flushed.extend(relisted);
+    }
+    if !change.assigned.is_empty() {
+        stats.reassignments += 1;
+    }
+    tracing::info!(
+        source = %plan.stream.name,
+        revoked = ?change.revoked,
+        assigned = ?change.assigned,
+        "ingest: partitions reassigned"
+    );
+    true
 }
 
 /// The offline log's state per partition (of `only`, or all), from the

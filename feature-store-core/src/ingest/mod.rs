@@ -301,6 +301,8 @@ pub struct IngestStats {
     pub committed: u64,
     /// Online or broker errors retried.
     pub retries: u64,
+    /// Rebalances that gave this consumer partitions.
+    pub reassignments: u64,
     /// Newest event time written online.
     pub newest_event: Option<DateTime<Utc>>,
     /// Event time to visible online over the latest events (up to
