@@ -97,7 +97,7 @@ pub(crate) async fn ingest(
 fn line(s: &IngestStats) -> String {
     let lag: u64 = s.lag.iter().map(|(_, n)| n).sum();
     format!(
-        "{}: {} received, {} ingested, {} dead-lettered, {} rows in {} offline log files, {} committed{}{}",
+        "{}: {} received, {} ingested, {} dead-lettered, {} rows in {} offline log files, {} committed{}{}{}",
         s.source,
         s.received,
         s.ingested,
@@ -109,6 +109,10 @@ fn line(s: &IngestStats) -> String {
         s.freshness_ms
             .map(|(p50, p99, max)| format!(", freshness p50 {p50:.0} ms p99 {p99:.0} ms max {max:.0} ms"))
             .unwrap_or_default(),
+        match (&s.last_error, s.retries) {
+            (Some(e), n) if n > 0 => format!(", {n} retries (last: {e})"),
+            _ => String::new(),
+        },
     )
 }
 

@@ -266,6 +266,16 @@ impl StreamConsumer for KafkaStreamConsumer {
             })
             .await?
             .map_err(|e| self.poll_error(e))?;
+        let context = self.consumer.context();
+        if fetched.is_empty()
+            && !context.joined.load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(e) = context.last_error.lock().expect("not poisoned").take()
+        {
+            // librdkafka retries by itself and reports through its error
+            // callback only: without a join, say why (unreachable brokers,
+            // a refused login) so the loop counts and logs a retry.
+            return Err(unavailable(&self.describe, format!("cannot join the consumer group: {e}")));
+        }
         let mut out = Vec::with_capacity(fetched.len());
         for f in fetched {
             let partition = self.name_of(f.partition);

@@ -52,6 +52,24 @@ fn kafka_records_reach_online_offline_and_dead_letters() {
     assert_eq!(offline_log(&repo), before, "a second run changed the offline log");
 }
 
+/// An unreachable broker: a drain (`--stop-when-idle`) that never read
+/// anything fails and says why, instead of reporting success.
+#[test]
+fn an_unreachable_kafka_broker_is_an_error_that_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let port = feature_store_tests::free_port();
+    let source = format!("kind: kafka\n    brokers: 127.0.0.1:{port}\n    topic: tx");
+    let repo = repo_with(root.path(), &source, SQLITE, false);
+    let out = super::cli(&repo, &["ingest", "--stop-when-idle", "2s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("without ever reading from the broker"),
+        "{err}"
+    );
+    assert!(err.contains("retries (last: kafka stream"), "the status line names the failure: {err}");
+}
+
 /// kill -9 right after a batch was decoded (its online writes under way,
 /// nothing committed), repeatedly, then one run to the end. Against
 /// librdkafka's mock cluster, which expires a killed member after its

@@ -277,6 +277,8 @@ impl FeatureStore {
         let mut idle_since = Instant::now();
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut backoff = Duration::from_millis(100);
+        // Whether a poll ever succeeded: an idle stop without one is an error.
+        let mut reached = false;
         // When the last poll that found the stream drained started: every
         // event published before it has been read.
         let mut caught_up: Option<DateTime<Utc>> = None;
@@ -342,6 +344,7 @@ impl FeatureStore {
             let messages = match messages {
                 Ok(m) => {
                     backoff = Duration::from_millis(100);
+                    reached = true;
                     caught_up = (m.len() < options.max_batch).then_some(polled_at);
                     m
                 }
@@ -354,7 +357,11 @@ impl FeatureStore {
                 }
                 Err(e) => {
                     stats.retries += 1;
+                    stats.last_error = Some(e.to_string());
                     tracing::warn!(source = %stream.name, error = %e, "ingest: poll failed; retrying");
+                    if let Some(p) = &options.progress {
+                        p(&stats);
+                    }
                     if sleep_or_stop(backoff, stop).await {
                         break;
                     }
@@ -390,7 +397,11 @@ impl FeatureStore {
                             Ok(()) => break,
                             Err(e) => {
                                 stats.retries += 1;
+                                stats.last_error = Some(e.to_string());
                                 tracing::warn!(source = %stream.name, error = %e, "ingest: online write failed; retrying");
+                                if let Some(p) = &options.progress {
+                                    p(&stats);
+                                }
                                 if sleep_or_stop(wait, stop).await {
                                     // Nothing of this batch is committed: a restart replays it.
                                     let _ = consumer.close().await;
@@ -435,7 +446,11 @@ impl FeatureStore {
                 if let Err(e) = self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await
                 {
                     stats.retries += 1;
+                    stats.last_error = Some(e.to_string());
                     tracing::warn!(source = %stream.name, error = %e, "ingest: offline log write failed; retrying");
+                    if let Some(p) = &options.progress {
+                        p(&stats);
+                    }
                     if sleep_or_stop(backoff, stop).await {
                         break;
                     }
@@ -448,6 +463,7 @@ impl FeatureStore {
                 let before = stats.committed;
                 let committed = commit(&mut *consumer, &mut pending, &mut stats).await.inspect_err(|e| {
                     stats.retries += 1;
+                    stats.last_error = Some(e.to_string());
                     tracing::warn!(source = %stream.name, error = %e, "ingest: commit failed; will retry");
                 });
                 // Caught up and committed: the online views hold every event
@@ -494,6 +510,21 @@ impl FeatureStore {
             self.record_ingest_state(&plan, caught_up, &stats).await?;
         }
         consumer.close().await?;
+        if !reached
+            && !*stop.borrow()
+            && let Some(e) = &stats.last_error
+        {
+            // --stop-when-idle without ever reading: not "drained".
+            return Err(Error::StoreUnavailable {
+                store: consumer.describe(),
+                source: format!(
+                    "stopped after {:?} without ever reading from the broker ({} tries); last error: {e}",
+                    options.stop_when_idle.unwrap_or_default(),
+                    stats.retries
+                )
+                .into(),
+            });
+        }
         tracing::info!(
             source = %stream.name,
             received = stats.received,
@@ -748,6 +779,7 @@ async fn apply_reassignment(
                 Ok(f) => break f,
                 Err(e) => {
                     stats.retries += 1;
+                    stats.last_error = Some(e.to_string());
                     tracing::warn!(source = %plan.stream.name, error = %e, "ingest: cannot list the offline log; retrying");
                     if sleep_or_stop(wait, stop).await {
                         return false;

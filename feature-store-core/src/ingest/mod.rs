@@ -303,6 +303,8 @@ pub struct IngestStats {
     pub retries: u64,
     /// Rebalances that gave this consumer partitions.
     pub reassignments: u64,
+    /// The last error retried (unreachable broker or store, refused login).
+    pub last_error: Option<String>,
     /// Newest event time written online.
     pub newest_event: Option<DateTime<Utc>>,
     /// Event time to visible online over the latest events (up to
