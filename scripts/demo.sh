@@ -11,6 +11,7 @@ if [ ! -x target/debug/feature-store ]; then
   echo "==> Building the feature-store CLI (debug; the first build compiles Apache DataFusion and"
   echo "    took about 9 minutes on a 2-core machine; later builds, and scripts/test.sh, reuse it)"
 fi
+scripts/build-deps.sh
 cargo build --locked -p feature-store-cli
 BIN="$PWD/target/debug/feature-store"
 # Commands run inside the repo, as a user would type them there: the CLI finds

@@ -37,12 +37,7 @@ redis-server --version
 openssl version
 
 step "OpenSSL headers (librdkafka, the Kafka client, builds against them) and a Kafka-protocol broker (tansu) for the Kafka ingestion tests"
-if ! pkg-config --exists openssl 2>/dev/null && [ ! -f /usr/include/openssl/ssl.h ]; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libssl-dev pkg-config >/dev/null
-fi
+scripts/build-deps.sh
 # tansu is a Kafka-compatible broker in Rust (crates.io); a debug build is
 # plenty for tests and compiles in about half the time of a release one.
 if [ ! -x .venv/bin/tansu ] && [ -z "${TANSU:-}" ]; then

@@ -318,28 +318,19 @@ impl FeatureStore {
                 r = consumer.poll(options.max_batch, options.poll_wait) => r,
                 _ = stop.changed() => continue,
             };
-            if let Some(change) = consumer.take_reassignment() {
-                let gained = stats.reassignments;
-                let go_on = apply_reassignment(
+            if let Some(change) = consumer.take_reassignment()
+                && !apply_reassignment(
                     change,
                     writer,
                     &plan,
                     &prefix,
-                    &mut pending,
-                    &mut buffer,
-                    &mut flushed,
-                    &mut stats,
+                    (&mut pending, &mut buffer, &mut flushed, &mut stats, &mut idle_since),
                     stop,
                 )
-                .await;
-                if !go_on {
-                    let _ = consumer.close().await;
-                    return Ok(stats);
-                }
-                if stats.reassignments > gained {
-                    // New partitions to read: not idle.
-                    idle_since = Instant::now();
-                }
+                .await
+            {
+                let _ = consumer.close().await;
+                return Ok(stats);
             }
             let messages = match messages {
                 Ok(m) => {
@@ -431,10 +422,7 @@ impl FeatureStore {
                         writer,
                         &plan,
                         &prefix,
-                        &mut pending,
-                        &mut buffer,
-                        &mut flushed,
-                        &mut stats,
+                        (&mut pending, &mut buffer, &mut flushed, &mut stats, &mut idle_since),
                         stop,
                     )
                     .await
@@ -748,23 +736,30 @@ impl EventPositions {
     }
 }
 
+/// What the ingest loop holds that a rebalance changes: pending commits,
+/// buffered log rows, the log's state per partition, totals, the idle clock.
+type LoopState<'a> = (
+    &'a mut Vec<Message>,
+    &'a mut OfflineBuffer,
+    &'a mut HashMap<Arc<str>, Flushed>,
+    &'a mut IngestStats,
+    &'a mut Instant,
+);
+
 /// Applies a rebalance to what the loop holds: a lost partition's
 /// uncommitted work (pending commits, buffered log rows) is dropped, as its
 /// new owner replays it from the last commit; a gained one's offline log is
-/// listed again (another process may have written to it). False when
-/// stopped while the log could not be listed.
-#[allow(clippy::too_many_arguments)]
+/// listed again (another process may have written to it), and the idle
+/// clock restarts. False when stopped while the log could not be listed.
 async fn apply_reassignment(
     change: crate::ingest::Reassignment,
     writer: Option<&dyn crate::offline::OfflineWriter>,
     plan: &SourcePlan,
     prefix: &str,
-    pending: &mut Vec<Message>,
-    buffer: &mut OfflineBuffer,
-    flushed: &mut HashMap<Arc<str>, Flushed>,
-    stats: &mut IngestStats,
+    held: LoopState<'_>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
+    let (pending, buffer, flushed, stats, idle_since) = held;
     pending.retain(|m| !change.revoked.contains(&m.partition));
     buffer.drop_partitions(&change.revoked);
     for p in &change.revoked {
@@ -796,6 +791,8 @@ async fn apply_reassignment(
     }
     if !change.assigned.is_empty() {
         stats.reassignments += 1;
+        // New partitions to read: not idle.
+        *idle_since = Instant::now();
     }
     tracing::info!(
         source = %plan.stream.name,

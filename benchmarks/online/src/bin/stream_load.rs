@@ -35,23 +35,25 @@ fn event(i: u64, keys: u64, at: chrono::DateTime<chrono::Utc>) -> String {
     s
 }
 
+/// How many events to send next, at most `cap`: with a rate, whatever is
+/// due by now (None: nothing yet, wait a 10 ms slice); without, the rest.
+fn next_chunk(started: Instant, rate: Option<f64>, sent: u64, n: u64, cap: u64) -> Option<u64> {
+    let due = match rate {
+        Some(r) => ((started.elapsed().as_secs_f64() * r) as u64).min(n),
+        None => n,
+    };
+    (due > sent).then(|| (due - sent).min(cap))
+}
+
 async fn produce(url: &str, key: &str, n: u64, rate: Option<f64>) -> anyhow::Result<serde_json::Value> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let started = Instant::now();
     let mut sent = 0u64;
     while sent < n {
-        let chunk = match rate {
-            // Paced: whatever is due by now, in 10 ms slices.
-            Some(r) => {
-                let due = ((started.elapsed().as_secs_f64() * r) as u64).min(n);
-                if due <= sent {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                (due - sent).min(1000)
-            }
-            None => (n - sent).min(1000),
+        let Some(chunk) = next_chunk(started, rate, sent, n, 1000) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         };
         let now = chrono::Utc::now();
         let mut pipe = redis::pipe();
@@ -144,16 +146,9 @@ async fn kafka_produce(brokers: &str, topic: &str, n: u64, rate: Option<f64>) ->
     let started = Instant::now();
     let mut sent = 0u64;
     while sent < n {
-        let chunk = match rate {
-            Some(r) => {
-                let due = ((started.elapsed().as_secs_f64() * r) as u64).min(n);
-                if due <= sent {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                (due - sent).min(1000)
-            }
-            None => (n - sent).min(5000),
+        let Some(chunk) = next_chunk(started, rate, sent, n, if rate.is_some() { 1000 } else { 5000 }) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         };
         let now = chrono::Utc::now();
         let mut acks = Vec::with_capacity(chunk as usize);
@@ -195,7 +190,7 @@ fn kafka_ceiling(brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Res
                 idle = Instant::now();
                 std::hint::black_box(m.payload());
                 read += 1;
-                if read % 2000 == 0 {
+                if read.is_multiple_of(2000) {
                     consumer.commit_consumer_state(CommitMode::Sync)?;
                 }
             }
@@ -203,7 +198,7 @@ fn kafka_ceiling(brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Res
             None => {}
         }
     }
-    if read % 2000 != 0 {
+    if !read.is_multiple_of(2000) {
         consumer.commit_consumer_state(CommitMode::Sync)?;
     }
     // From the first message: the group's join is not the broker's delivery rate.
