@@ -16,7 +16,7 @@
 # features, one per entry's `data` field; a plain view of the 10 features.
 # Usage: benchmarks/streams.sh [EVENTS]   (default 200,000)
 # Environment: RATE (default 10000), RATE_SECONDS (default 10), FEAST_PYTHON, BIN, TANSU,
-# KAFKA_FETCH_WAIT_MS (the Kafka source's fetch.wait.max.ms; default librdkafka's 500).
+# KAFKA_FETCH_WAIT_MS (the Kafka source's fetch.wait.max.ms; default the store's 20).
 # tansu for measuring: a release build (cargo install tansu --version 0.6.0
 # --locked --features dynostore); scripts/test.sh installs a debug one.
 set -euo pipefail
@@ -129,7 +129,7 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null; do sleep 0.05; done
 BROKERS="127.0.0.1:$KPORT"
 "$LOAD" kafka-topic "$BROKERS" tx 4 >/dev/null
 "$LOAD" kafka-topic "$BROKERS" tx_rate 4 >/dev/null
-KSRC="kind: kafka, brokers: \"$BROKERS\", properties: {fetch.wait.max.ms: \"${KAFKA_FETCH_WAIT_MS:-500}\"}, topic:"
+KSRC="kind: kafka, brokers: \"$BROKERS\", properties: {fetch.wait.max.ms: \"${KAFKA_FETCH_WAIT_MS:-20}\"}, topic:"
 repo k_embedded tx g_embedded "online_store: {type: sqlite, path: data/online.db}" "$KSRC tx"
 repo k_redis tx g_redis "online_store: {type: redis, connection_string: \"$URL\", key_prefix: kbench}" "$KSRC tx"
 repo k_fresh tx_rate g_fresh "online_store: {type: sqlite, path: data/online.db}" "$KSRC tx_rate"

@@ -16,6 +16,7 @@ pub(crate) struct Flags {
     pub(crate) consumer: Option<String>,
     pub(crate) offline_flush_interval: Option<String>,
     pub(crate) no_offline_log: bool,
+    pub(crate) offline_compact_interval: Option<String>,
     pub(crate) stop_when_idle: Option<String>,
     pub(crate) batch_size: Option<usize>,
     pub(crate) metrics_port: Option<u16>,
@@ -49,6 +50,11 @@ pub(crate) async fn ingest(
         options.max_batch = n;
     }
     options = options.with_offline_log(!flags.no_offline_log);
+    match flags.offline_compact_interval.as_deref() {
+        None => {}
+        Some("off") => options.offline_compact_interval = None,
+        Some(t) => options.offline_compact_interval = Some(duration("offline-compact-interval", t)?),
+    }
     // The latest totals per source, for the status line and /metrics.
     let latest: Arc<Mutex<BTreeMap<String, IngestStats>>> = Arc::default();
     if let Some(port) = flags.metrics_port {

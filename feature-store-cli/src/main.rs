@@ -254,6 +254,11 @@ enum Command {
         /// Do not append to the batch sources (online only).
         #[arg(long)]
         no_offline_log: bool,
+        /// How often runs of small offline log files (under 16 MiB, 8 or
+        /// more adjacent in one folder) are merged into one file: at start,
+        /// then this often (default 5m); "off" never merges.
+        #[arg(long)]
+        offline_compact_interval: Option<String>,
         /// Stop once no message has arrived for this long, e.g. 10s.
         #[arg(long)]
         stop_when_idle: Option<String>,
@@ -610,6 +615,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             consumer,
             offline_flush_interval,
             no_offline_log,
+            offline_compact_interval,
             stop_when_idle,
             batch_size,
             metrics_port,
@@ -621,6 +627,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 consumer,
                 offline_flush_interval,
                 no_offline_log,
+                offline_compact_interval,
                 stop_when_idle,
                 batch_size,
                 metrics_port,

@@ -66,6 +66,76 @@ fn kv_key(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=') { c } else { '_' }).collect()
 }
 
+/// Dead letters published to a subject on the source's server, through
+/// JetStream (each acknowledged by the stream that captures the subject).
+pub struct NatsDeadLetters {
+    js: jetstream::Context,
+    subject: String,
+    describe: String,
+}
+
+impl std::fmt::Debug for NatsDeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsDeadLetters").field("to", &self.describe).finish()
+    }
+}
+
+impl NatsDeadLetters {
+    /// Letters of `source` to `subject` on its server.
+    pub async fn open(source: &StreamSource, subject: &str) -> Result<Self> {
+        let url = source.url.clone().unwrap_or_default();
+        let describe = format!("NATS subject \"{subject}\" on {url}");
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .name("feature-store ingest dead letters")
+            .retry_on_initial_connect()
+            .connect(url.as_str())
+            .await
+            .map_err(|e| unavailable(&describe, e))?;
+        let js = jetstream::new(client);
+        // Without a stream capturing it, a publish is lost: refuse at start.
+        js.stream_by_subject(subject).await.map_err(|e| {
+            Error::InvalidArgument(format!(
+                "{describe}: no JetStream stream captures it ({e}); create one for the dead letters \
+                 (nats stream add DEAD --subjects '{subject}')"
+            ))
+        })?;
+        Ok(Self { js, subject: subject.to_owned(), describe })
+    }
+}
+
+#[async_trait]
+impl feature_store_core::ingest::dead_letter::DeadLetterSink for NatsDeadLetters {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn send(&mut self, letters: &[bytes::Bytes]) -> Result<()> {
+        let mut acks = Vec::with_capacity(letters.len());
+        for l in letters {
+            acks.push(
+                self.js.publish(self.subject.clone(), l.clone()).await.map_err(|e| unavailable(&self.describe, e))?,
+            );
+        }
+        for ack in acks {
+            ack.await.map_err(|e| {
+                if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                    unavailable(
+                        &self.describe,
+                        format!(
+                            "no JetStream stream captures subject \"{}\"; create one (nats stream add)",
+                            self.subject
+                        ),
+                    )
+                } else {
+                    unavailable(&self.describe, e)
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl NatsStreamConsumer {
     /// Joins `group` of `source.stream` as `name`: waits for the group's
     /// lease (logging once that another process holds it), then reads from

@@ -130,6 +130,36 @@ impl LocalFileRegistryStore {
         }
     }
 
+    /// Removes killed writers' temp files. Every writer holds the lock from
+    /// its temp file's creation to its rename, so while the caller holds it,
+    /// any temp file left is a dead writer's.
+    fn sweep_temps(path: &FsPath) {
+        let dir = path.parent().unwrap_or(FsPath::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let prefix = format!(".{name}.");
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if file.starts_with(&prefix) && file.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Sweeps on a read too, when no writer holds the lock: a killed apply
+    /// followed only by applies with nothing to change would otherwise keep
+    /// its temp file forever. Never waits and never creates the lock file
+    /// (a read-only registry stays untouched).
+    fn sweep_if_idle(path: &FsPath) {
+        let Ok(lock) = std::fs::OpenOptions::new().write(true).open(path.with_extension("lock")) else {
+            return;
+        };
+        if lock.try_lock().is_ok() {
+            Self::sweep_temps(path);
+        }
+    }
+
     fn write_sync(path: &FsPath, data: &[u8], expected: Option<&StoreVersion>) -> Result<WriteOutcome, Error> {
         let io = |e: std::io::Error| Error::Io { location: path.display().to_string(), source: e };
         let dir = path.parent().unwrap_or(FsPath::new("."));
@@ -142,18 +172,7 @@ impl LocalFileRegistryStore {
             return Ok(WriteOutcome::Conflict);
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // Every writer holds the lock from its temp file's creation to its
-        // rename, so while this one holds it, any temp file left is a killed
-        // writer's: sweep them.
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let prefix = format!(".{name}.");
-            for e in entries.flatten() {
-                let file = e.file_name().to_string_lossy().into_owned();
-                if file.starts_with(&prefix) && file.ends_with(".tmp") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        Self::sweep_temps(path);
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let written = std::fs::File::create(&tmp)
             .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
@@ -186,9 +205,12 @@ impl RegistryStore for LocalFileRegistryStore {
 
     async fn read(&self) -> CoreResult<Option<(Bytes, StoreVersion)>> {
         let path = self.path.clone();
-        let bytes = tokio::task::spawn_blocking(move || Self::read_sync(&path))
-            .await
-            .map_err(|e| CoreError::backend("registry read", e))??;
+        let bytes = tokio::task::spawn_blocking(move || {
+            Self::sweep_if_idle(&path);
+            Self::read_sync(&path)
+        })
+        .await
+        .map_err(|e| CoreError::backend("registry read", e))??;
         Ok(bytes.map(|b| {
             let token = Self::token(&b);
             (Bytes::from(b), token)

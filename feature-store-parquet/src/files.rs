@@ -8,6 +8,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::error::{Error, Result};
+use feature_store_core::ingest::log_file::replaced;
 use feature_store_object_store::location::{ResolvedLocation, is_url, resolve};
 
 /// A data source with its files listed: what the planner reads, so that
@@ -29,6 +30,9 @@ pub struct SourceFiles {
     pub files: Vec<ObjectMeta>,
     /// Hive partition column names, from the folder names below the root.
     pub partition_columns: Vec<String>,
+    /// Offline log files a compacted file of their folder replaces: never
+    /// read, deleted by the next compaction (see `feature_store_core::ingest::log_file`).
+    pub replaced: Vec<ObjectMeta>,
 }
 
 impl SourceFiles {
@@ -95,7 +99,12 @@ pub async fn list_source_files(
     if pattern.is_none() {
         match root.store.head(&root.path).await {
             Ok(meta) => {
-                return Ok(SourceFiles { root, files: vec![meta], partition_columns: Vec::new() });
+                return Ok(SourceFiles {
+                    root,
+                    files: vec![meta],
+                    partition_columns: Vec::new(),
+                    replaced: Vec::new(),
+                });
             }
             Err(object_store::Error::NotFound { .. }) => {}
             // Local stores report a folder given as a file path this way.
@@ -127,7 +136,20 @@ pub async fn list_source_files(
             None => "no file or folder with data files exists there".into(),
         }));
     }
-    let mut sf = SourceFiles { root, files, partition_columns: Vec::new() };
+    let names: Vec<(String, String)> = files
+        .iter()
+        .map(|m| {
+            let name = m.location.filename().unwrap_or_default().to_owned();
+            let folder = m.location.as_ref().strip_suffix(name.as_str()).unwrap_or_default().to_owned();
+            (folder, name)
+        })
+        .collect();
+    let is_replaced = replaced(names.iter().map(|(f, n)| (f.as_str(), n.as_str())));
+    let (replaced, files): (Vec<(ObjectMeta, bool)>, Vec<(ObjectMeta, bool)>) =
+        files.into_iter().zip(is_replaced).partition(|(_, r)| *r);
+    let files: Vec<ObjectMeta> = files.into_iter().map(|(m, _)| m).collect();
+    let replaced = replaced.into_iter().map(|(m, _)| m).collect();
+    let mut sf = SourceFiles { root, files, partition_columns: Vec::new(), replaced };
     sf.partition_columns = sf.partition_values(&sf.files[0]).into_keys().collect();
     // Partition keys in folder order, not alphabetical.
     let order: Vec<String> = sf.files[0].location.parts().map(|p| p.as_ref().to_owned()).collect();

@@ -4,6 +4,7 @@
 //!
 //! - [`ParquetOfflineStore`]: the store and its option parsing.
 //! - [`files`]: which files of a folder or glob are a source's data.
+//! - `log_compaction`: merging ingestion's small offline log files.
 //! - [`datafusion`]: the point-in-time join operator, the retrieval planner,
 //!   latest rows for materialization, one-pass window statistics.
 #![warn(missing_docs)]
@@ -12,6 +13,7 @@ pub mod datafusion;
 mod datasets;
 mod error;
 pub mod files;
+mod log_compaction;
 mod mapped_files;
 mod offline_store;
 #[cfg(any(test, feature = "testing"))]

@@ -10,8 +10,8 @@ use feature_store_core::historical::{BatchStream, EntityInput, HistoricalRequest
 use feature_store_core::model::DataSource;
 use feature_store_core::offline::profile::Profile;
 use feature_store_core::offline::{
-    DatasetStorage, EventsRequest, LatestRequest, LatestRows, OfflineStatistics, OfflineStore, OfflineWriter,
-    SourceSchema, StatsRequest, WindowStats,
+    CompactRequest, Compacted, DatasetStorage, EventsRequest, LatestRequest, LatestRows, OfflineStatistics,
+    OfflineStore, OfflineWriter, SourceSchema, StatsRequest, WindowStats,
 };
 use feature_store_core::repo::BackendOptions;
 use feature_store_core::{Error as CoreError, Result as CoreResult};
@@ -133,6 +133,19 @@ impl ParquetOfflineStore {
     /// The files a source reads.
     pub async fn source_files(&self, source: &DataSource) -> Result<SourceFiles, Error> {
         list_source_files(&source.path, &self.base_dir, &self.options).await
+    }
+
+    /// The source's files for a writer: a folder that does not exist yet
+    /// (a new stream's batch source) is an empty one, which the first
+    /// write creates.
+    pub(crate) async fn source_files_to_write(&self, source: &DataSource) -> Result<SourceFiles, Error> {
+        match self.source_files(source).await {
+            Err(Error::Storage(feature_store_object_store::Error::NotFound { .. })) if !source.is_glob() => {
+                let root = feature_store_object_store::location::resolve(&source.path, &self.base_dir, &self.options)?;
+                Ok(SourceFiles { root, files: Vec::new(), partition_columns: Vec::new(), replaced: Vec::new() })
+            }
+            other => other,
+        }
     }
 }
 
@@ -265,7 +278,7 @@ impl OfflineWriter for ParquetOfflineStore {
 
     async fn list_named(&self, source: &DataSource, prefix: &str) -> CoreResult<Vec<String>> {
         let context = format!("data source \"{}\" ({})", source.name, source.path);
-        let files = self.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+        let files = self.source_files_to_write(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
         Ok(files
             .files
             .iter()
@@ -273,6 +286,10 @@ impl OfflineWriter for ParquetOfflineStore {
             .filter(|n| n.starts_with(prefix))
             .map(str::to_owned)
             .collect())
+    }
+
+    async fn compact_log(&self, source: &DataSource, request: &CompactRequest) -> CoreResult<Compacted> {
+        self.compact_log_files(source, request).await
     }
 }
 
@@ -299,7 +316,7 @@ impl ParquetOfflineStore {
         if source.is_glob() {
             return refuse("the source is a glob");
         }
-        let files = self.source_files(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
+        let files = self.source_files_to_write(source).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
         if files.files.len() == 1 && files.files[0].location == files.root.path {
             return refuse("the source is a single file");
         }

@@ -461,7 +461,8 @@ impl Store {
 
     /// Starts ingesting the stream sources (of `views`, or all) in the
     /// background; the handle stops it and returns each source's totals.
-    #[pyo3(signature = (views=None, consumer=None, stop_when_idle_s=None, offline_flush_interval_s=None, offline_log=true, batch_size=None))]
+    #[pyo3(signature = (views=None, consumer=None, stop_when_idle_s=None, offline_flush_interval_s=None, offline_log=true, batch_size=None, offline_compact_interval_s=Some(300.0)))]
+    #[allow(clippy::too_many_arguments)]
     fn ingest(
         &self,
         views: Option<Vec<String>>,
@@ -470,6 +471,7 @@ impl Store {
         offline_flush_interval_s: Option<f64>,
         offline_log: bool,
         batch_size: Option<usize>,
+        offline_compact_interval_s: Option<f64>,
     ) -> PyResult<IngestHandle> {
         use feature_store::ingest::IngestOptions;
         let store = self.store()?;
@@ -499,6 +501,8 @@ impl Store {
             }
             options.max_batch = n;
         }
+        options.offline_compact_interval =
+            offline_compact_interval_s.map(|s| seconds(s, "offline_compact_interval")).transpose()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = runtime().spawn(async move {
             store

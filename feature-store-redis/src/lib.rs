@@ -26,4 +26,4 @@ mod stream_consumer;
 pub use config::RedisConfig;
 pub use error::Error;
 pub use store::RedisOnlineStore;
-pub use stream_consumer::RedisStreamConsumer;
+pub use stream_consumer::{RedisStreamConsumer, RedisStreamDeadLetters};

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use feature_store_core::ingest::dead_letter::DeadLetterSink;
 use feature_store_core::ingest::{Message, Payload, StreamConsumer};
 use feature_store_core::model::{StartPosition, StreamSource};
 use feature_store_core::{Error as CoreError, Result as CoreResult};
@@ -75,33 +76,77 @@ fn bytes(v: &Value) -> Option<bytes::Bytes> {
     }
 }
 
+/// A connection to the one server of `source.connection_string`.
+async fn connect(source: &StreamSource, timeout: Duration) -> CoreResult<ConnectionManager> {
+    let conn_text = source.connection_string.as_deref().unwrap_or_default();
+    let urls = crate::config::connection_urls(conn_text).map_err(CoreError::from)?;
+    let [url] = urls.as_slice() else {
+        return Err(CoreError::Config {
+            location: format!("stream source \"{}\"", source.name),
+            message: "connection_string: give one Redis server (streams are not read from a cluster)".into(),
+        });
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = redis::Client::open(url.as_str()).map_err(|e| CoreError::Config {
+        location: format!("stream source \"{}\"", source.name),
+        message: format!("connection_string: {e}"),
+    })?;
+    // Replies to blocking reads take up to the poll's wait.
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(Duration::from_secs(30)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, cfg).await.map_err(|e| unavailable(&source.describe(), e))
+}
+
+/// Dead letters appended to a stream (`XADD <key> * data <letter>`) on the
+/// source's server.
+pub struct RedisStreamDeadLetters {
+    conn: ConnectionManager,
+    key: String,
+    describe: String,
+}
+
+impl std::fmt::Debug for RedisStreamDeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStreamDeadLetters").field("to", &self.describe).finish()
+    }
+}
+
+impl RedisStreamDeadLetters {
+    /// Letters of `source` to the stream `key` on its server.
+    pub async fn open(source: &StreamSource, key: &str) -> CoreResult<Self> {
+        let conn = connect(source, Duration::from_secs(5)).await?;
+        let host = source.describe();
+        Ok(Self { conn, key: key.to_owned(), describe: format!("Redis stream \"{key}\" (the server of {host})") })
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for RedisStreamDeadLetters {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn send(&mut self, letters: &[bytes::Bytes]) -> CoreResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for l in letters {
+            pipe.cmd("XADD").arg(&self.key).arg("*").arg("data").arg(l.as_ref()).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn).await.map_err(|e| unavailable(&self.describe, e))
+    }
+}
+
 impl RedisStreamConsumer {
     /// Joins `group` (created at `source.start` if absent) of the stream
     /// `source.key` as consumer `name`, taking the name's lease.
     pub async fn open(source: &StreamSource, group: &str, name: &str) -> CoreResult<Self> {
-        let conn_text = source.connection_string.as_deref().unwrap_or_default();
         let key = source.key.clone().unwrap_or_default();
-        let urls = crate::config::connection_urls(conn_text).map_err(CoreError::from)?;
-        let [url] = urls.as_slice() else {
-            return Err(CoreError::Config {
-                location: format!("stream source \"{}\"", source.name),
-                message: "connection_string: give one Redis server (streams are not read from a cluster)".into(),
-            });
-        };
         let describe = source.describe();
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(url.as_str()).map_err(|e| CoreError::Config {
-            location: format!("stream source \"{}\"", source.name),
-            message: format!("connection_string: {e}"),
-        })?;
         let timeout = Duration::from_secs(5);
-        // Replies to blocking reads take up to the poll's wait.
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(Duration::from_secs(30)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, cfg).await.map_err(|e| unavailable(&describe, e))?;
+        let conn = connect(source, timeout).await?;
         let mut me = Self {
             conn,
             describe,

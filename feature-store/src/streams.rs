@@ -1,8 +1,9 @@
 //! The brokers `feature-store ingest` can read, by stream source `kind`,
 //! each behind the cargo feature that compiles its client.
 
+use feature_store_core::ingest::dead_letter::DeadLetterSink;
 use feature_store_core::ingest::{ConsumerFactory, StreamConsumer};
-use feature_store_core::model::{StreamKind, StreamSource};
+use feature_store_core::model::{DeadLetterTarget, StreamKind, StreamSource};
 use feature_store_core::{Error, Result};
 
 /// Opens consumers for every broker compiled into this build.
@@ -34,13 +35,56 @@ impl ConsumerFactory for StreamConsumers {
             StreamKind::Kafka => Ok(Box::new(feature_store_kafka::KafkaStreamConsumer::open(source, group, consumer)?)),
             kind => {
                 let _ = (group, consumer);
-                Err(Error::Unsupported(format!(
-                    "stream source \"{}\" is {kind}, whose client this build lacks; build feature-store with the \
-                     cargo feature \"{}\"",
-                    source.name,
-                    feature_of(kind)
-                )))
+                Err(lacking(source, kind))
             }
         }
     }
+
+    async fn open_dead_letters(
+        &self,
+        source: &StreamSource,
+        target: &DeadLetterTarget,
+    ) -> Result<Box<dyn DeadLetterSink>> {
+        match (source.kind, target) {
+            (StreamKind::RedisStream, DeadLetterTarget::Stream(key)) => {
+                #[cfg(feature = "redis")]
+                return Ok(Box::new(feature_store_redis::RedisStreamDeadLetters::open(source, key).await?));
+                #[cfg(not(feature = "redis"))]
+                {
+                    let _ = key;
+                    Err(lacking(source, source.kind))
+                }
+            }
+            (StreamKind::Nats, DeadLetterTarget::Subject(subject)) => {
+                #[cfg(feature = "nats")]
+                return Ok(Box::new(feature_store_nats::NatsDeadLetters::open(source, subject).await?));
+                #[cfg(not(feature = "nats"))]
+                {
+                    let _ = subject;
+                    Err(lacking(source, source.kind))
+                }
+            }
+            (StreamKind::Kafka, DeadLetterTarget::Topic(topic)) => {
+                #[cfg(feature = "kafka")]
+                return Ok(Box::new(feature_store_kafka::KafkaDeadLetters::open(source, topic)?));
+                #[cfg(not(feature = "kafka"))]
+                {
+                    let _ = topic;
+                    Err(lacking(source, source.kind))
+                }
+            }
+            (kind, target) => Err(Error::InvalidArgument(format!(
+                "stream source \"{}\" ({kind}): dead_letter {target:?} is not on its broker (apply refuses this)",
+                source.name
+            ))),
+        }
+    }
+}
+
+fn lacking(source: &StreamSource, kind: StreamKind) -> Error {
+    Error::Unsupported(format!(
+        "stream source \"{}\" is {kind}, whose client this build lacks; build feature-store with the cargo feature \"{}\"",
+        source.name,
+        feature_of(kind)
+    ))
 }

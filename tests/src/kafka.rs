@@ -142,6 +142,33 @@ pub fn produce(bootstrap: &str, topic: &str, partitions: i32, values: &[String])
     })
 }
 
+/// Every message value of `topic` at `bootstrap` (all partitions, from
+/// the start), read until `expected` arrived and a second passed without
+/// another, or 30 s passed.
+pub fn consume_all(bootstrap: &str, topic: &str, expected: usize) -> Vec<Vec<u8>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-reader-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    // Past `expected`, one more quiet second: a duplicate would show.
+    while Instant::now() < deadline && (out.len() < expected || last.elapsed() < Duration::from_secs(1)) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+            last = Instant::now();
+        }
+    }
+    out
+}
+
 /// librdkafka's mock Kafka cluster, in this process, listening on a local
 /// port: it implements consumer groups with session timeouts, so a killed
 /// member's partitions move to the next process, which tansu 0.6 does not

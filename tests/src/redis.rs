@@ -212,6 +212,68 @@ impl RedisServer {
         }
         Ok(line.trim_end().to_owned())
     }
+
+    /// The values of `field` in every entry of stream `key`, in order
+    /// (`XRANGE key - +`).
+    pub fn stream_field(&self, key: &str, field: &str) -> std::io::Result<Vec<String>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = Vec::new();
+        let mut push = |parts: &[&str]| {
+            req.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
+            for a in parts {
+                req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        };
+        if let Some(p) = &self.password {
+            push(&["AUTH", p]);
+        }
+        push(&["XRANGE", key, "-", "+"]);
+        s.write_all(&req)?;
+        let mut r = BufReader::new(s);
+        if self.password.is_some() {
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+        }
+        // Every bulk string of the nested reply, flattened: id, then field/value pairs.
+        fn flat(r: &mut BufReader<TcpStream>, out: &mut Vec<String>) -> std::io::Result<()> {
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+            let (kind, rest) = line.split_at(1.min(line.len()));
+            let n: i64 = rest.trim().parse().unwrap_or(-1);
+            match kind {
+                "*" => {
+                    for _ in 0..n.max(0) {
+                        flat(r, out)?;
+                    }
+                }
+                "$" if n >= 0 => {
+                    let mut body = vec![0; n as usize + 2];
+                    r.read_exact(&mut body)?;
+                    out.push(String::from_utf8_lossy(&body[..n as usize]).into_owned());
+                }
+                "-" => return Err(std::io::Error::other(line.trim_end().to_owned())),
+                _ => {}
+            }
+            Ok(())
+        }
+        let mut header = String::new();
+        r.read_line(&mut header)?;
+        let entries: i64 =
+            header.trim().trim_start_matches('*').parse().map_err(|_| std::io::Error::other(header.clone()))?;
+        let mut values = Vec::new();
+        for _ in 0..entries {
+            let mut parts = Vec::new();
+            flat(&mut r, &mut parts)?;
+            // parts: id, f1, v1, f2, v2, ...
+            for pair in parts[1..].chunks(2) {
+                if pair.len() == 2 && pair[0] == field {
+                    values.push(pair[1].clone());
+                }
+            }
+        }
+        Ok(values)
+    }
 }
 
 impl Drop for RedisServer {

@@ -316,6 +316,32 @@ pub(super) fn dead_letters(repo: &Path) -> (BTreeSet<String>, usize) {
 
 /// Everything the run must end with, checked against `events` (with `ids` their stream ids).
 pub(super) fn check_all(repo: &Path, events: &[Event], ids: &[String]) {
+    check_values(repo, events);
+    let bad: BTreeSet<String> = events.iter().zip(ids).filter(|(e, _)| e.bad).map(|(_, id)| id.clone()).collect();
+    let (dead, _) = dead_letters(repo);
+    assert_eq!(dead, bad, "dead letters");
+}
+
+/// Dead letters published to a broker (`letters`, one JSON object each):
+/// one per bad event, each with its reason, and no dead-letter file.
+pub(super) fn check_broker_letters(repo: &Path, letters: &[String], events: &[Event], ids: &[String]) {
+    let mut got = BTreeSet::new();
+    for l in letters {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert_eq!(v["source"], "transactions_stream", "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("\"user_id\""), "{v}");
+        assert!(v["received_at"].as_str().is_some() && v["record"].is_object(), "{v}");
+        got.insert(v["id"].as_str().unwrap().to_owned());
+    }
+    let bad: BTreeSet<String> = events.iter().zip(ids).filter(|(e, _)| e.bad).map(|(_, id)| id.clone()).collect();
+    assert!(!bad.is_empty(), "test bug: no bad event");
+    assert_eq!(got, bad, "dead letters on the broker");
+    assert_eq!(letters.len(), bad.len(), "a letter was sent twice");
+    assert!(!repo.join("dead_letter").exists(), "a dead-letter file was written too");
+}
+
+/// Online values and the offline log, checked against `events`.
+pub(super) fn check_values(repo: &Path, events: &[Event]) {
     let want = reference(events);
     let users: Vec<i64> = want.keys().copied().collect();
     let got = served(repo, &users);
@@ -346,9 +372,6 @@ pub(super) fn check_all(repo: &Path, events: &[Event], ids: &[String]) {
             &missing[..missing.len().min(10)]
         );
     }
-    let bad: BTreeSet<String> = events.iter().zip(ids).filter(|(e, _)| e.bad).map(|(_, id)| id.clone()).collect();
-    let (dead, _) = dead_letters(repo);
-    assert_eq!(dead, bad, "dead letters");
 }
 
 /// Same as serving, from the offline log: `historical` at a time after the
@@ -598,4 +621,52 @@ fn a_crash_between_the_offline_log_and_the_commit_writes_no_row_twice() {
     assert!(folders.len() >= 3, "events span several hourly folders: {folders:?}");
     check_all(&repo, &all, &ids);
     check_parity(&repo, &all);
+}
+
+/// Small offline log files (here one flush per run, in hourly folders) are
+/// merged by the next run: the log holds the same rows, training equals
+/// serving, and the restart bookkeeping the file names carry still holds
+/// (events after the merge are logged once).
+#[test]
+fn small_offline_log_files_are_merged_and_nothing_changes() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let online = "online_store: {type: sqlite, path: data/online.db}\n";
+    let repo = repo_with(root.path(), &redis_source(&redis), online, true);
+    let (mut all, mut ids) = (Vec::new(), Vec::new());
+    for round in 0..10 {
+        let batch = events(60, round);
+        ids.extend(produce(&redis, "tx", &batch));
+        all.extend(batch);
+        drain(&repo, &["--offline-compact-interval", "off"]);
+    }
+    let before = log_files(&repo);
+    assert!(before >= 20, "test bug: only {before} log files");
+    check_all(&repo, &all, &ids);
+    drain(&repo, &[]);
+    let after = log_files(&repo);
+    assert!(after * 3 <= before, "{before} log files, {after} after compaction");
+    check_all(&repo, &all, &ids);
+    check_parity(&repo, &all);
+    let batch = events(60, 77);
+    ids.extend(produce(&redis, "tx", &batch));
+    all.extend(batch);
+    drain(&repo, &[]);
+    check_all(&repo, &all, &ids);
+    check_parity(&repo, &all);
+}
+
+/// `dead_letter: stream:<key>`: bad records are appended to a Redis stream
+/// on the source's server (field `data`), not to a file.
+#[test]
+fn dead_letters_go_to_a_redis_stream_when_configured() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let source = format!("{}\n    dead_letter: stream:tx-dead", redis_source(&redis));
+    let repo = repo_with(root.path(), &source, "online_store: {type: sqlite, path: data/online.db}\n", false);
+    let events = events(400, 5);
+    let ids = produce(&redis, "tx", &events);
+    drain(&repo, &[]);
+    check_values(&repo, &events);
+    check_broker_letters(&repo, &redis.stream_field("tx-dead", "data").unwrap(), &events, &ids);
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use feature_store_tests::kafka::{KafkaMock, KafkaServer};
 
 use super::streams::{
-    Event, check_all, check_parity, dead_letters, drain, ingest, json, kill, log_files, offline_log, repo_with,
-    wait_for,
+    Event, check_all, check_broker_letters, check_parity, check_values, dead_letters, drain, ingest, json, kill,
+    log_files, offline_log, repo_with, wait_for,
 };
 
 const SQLITE: &str = "online_store: {type: sqlite, path: data/online.db}\n";
@@ -144,4 +144,26 @@ fn kafka_partitions_move_between_processes_cooperatively() {
 #[test]
 fn kafka_partitions_move_between_processes_eagerly() {
     partitions_move_between_processes("range", 53);
+}
+
+/// `dead_letter: topic:<name>`: bad records are produced to a topic on the
+/// source's brokers, not written to a file.
+#[test]
+fn dead_letters_go_to_a_kafka_topic_when_configured() {
+    let kafka = KafkaServer::start();
+    kafka.create_topic("tx", 2);
+    kafka.create_topic("tx-dead", 1);
+    let root = tempfile::tempdir().unwrap();
+    let with_letters = format!("{}\n    dead_letter: topic:tx-dead", source(&kafka, ""));
+    let repo = repo_with(root.path(), &with_letters, SQLITE, false);
+    let events = super::streams::events(400, 43);
+    let ids = produce(&kafka, 2, &events);
+    drain(&repo, &[]);
+    check_values(&repo, &events);
+    let bad = events.iter().filter(|e| e.bad).count();
+    let letters: Vec<String> = feature_store_tests::kafka::consume_all(&kafka.bootstrap(), "tx-dead", bad)
+        .into_iter()
+        .map(|v| String::from_utf8(v).unwrap())
+        .collect();
+    check_broker_letters(&repo, &letters, &events, &ids);
 }

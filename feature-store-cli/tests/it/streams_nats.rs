@@ -9,8 +9,8 @@ use std::time::Duration;
 use feature_store_tests::nats::NatsServer;
 
 use super::streams::{
-    Event, check_all, check_parity, dead_letters, drain, expected_log, ingest, json, kill, log_files, offline_log,
-    repo_with, wait_for,
+    Event, check_all, check_broker_letters, check_parity, check_values, dead_letters, drain, expected_log, ingest,
+    json, kill, log_files, offline_log, repo_with, wait_for,
 };
 
 const SQLITE: &str = "online_store: {type: sqlite, path: data/online.db}\n";
@@ -136,4 +136,49 @@ fn a_nats_restart_mid_stream_loses_and_doubles_nothing() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     check_all(&repo, &all, &ids);
+}
+
+/// `dead_letter: subject:<name>`: bad records are published through
+/// JetStream to a subject a stream captures; one no stream captures is
+/// refused at start, naming it.
+#[test]
+fn dead_letters_go_to_a_nats_subject_when_configured() {
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let lost = format!("{}\n    dead_letter: subject:nowhere.dead", source(&nats));
+    let repo = repo_with(root.path(), &lost, SQLITE, false);
+    let out = super::cli(&repo, &["ingest", "--stop-when-idle", "2s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nowhere.dead") && err.contains("no JetStream stream"), "{err}");
+
+    let root = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "DEAD".into(),
+            subjects: vec!["dead.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let with_letters = format!("{}\n    dead_letter: subject:dead.tx", source(&nats));
+    let repo = repo_with(root.path(), &with_letters, SQLITE, false);
+    let events = super::streams::events(400, 25);
+    let ids = produce(&nats, &events);
+    drain(&repo, &[]);
+    check_values(&repo, &events);
+    let letters = runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let mut stream = js.get_stream("DEAD").await.unwrap();
+        let n = stream.info().await.unwrap().state.messages;
+        let mut out = Vec::new();
+        for seq in 1..=n {
+            let m = stream.get_raw_message(seq).await.unwrap();
+            out.push(String::from_utf8(m.payload.to_vec()).unwrap());
+        }
+        out
+    });
+    check_broker_letters(&repo, &letters, &events, &ids);
 }

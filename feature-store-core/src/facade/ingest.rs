@@ -14,7 +14,9 @@
 //! them: a partition's events up to the newest `last` are in the log, and
 //! those of its newest flush are written again only into the partition
 //! folders (hive `date=` folders) that lack its file, which completes a
-//! flush a crash cut short.
+//! flush a crash cut short. Runs of small files are merged at start and
+//! every `offline_compact_interval` (`OfflineWriter::compact_log`; each
+//! partition's newest file is never merged, so the rule above holds).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,10 +30,12 @@ use chrono::{DateTime, Utc};
 use super::FeatureStore;
 use super::materialize::{WriteTarget, events_batch};
 use super::tiles::EventPositions;
-use crate::ingest::dead_letter::DeadLetterFile;
+use crate::ingest::dead_letter::{DeadLetterFile, DeadLetterSink, encode as encode_letters};
 use crate::ingest::decode::{RecordField, RecordSchema};
+use crate::ingest::log_file::LogFileName;
 use crate::ingest::{ConsumerFactory, IngestOptions, IngestStats, Message, StreamConsumer};
-use crate::model::{DataSource, StreamSource};
+use crate::model::{DataSource, DeadLetterTarget, StreamSource};
+use crate::offline::CompactRequest;
 use crate::offline::LATEST_EVENT_TS;
 use crate::{Error, Result, ValueType};
 
@@ -260,18 +264,22 @@ impl FeatureStore {
         let group = expanded.group_or_default(self.project());
         let mut consumer = factory.open(&expanded, &group, consumer_name).await?;
         tracing::info!(source = %stream.name, consumer = %consumer.describe(), group, "ingest: consuming");
-        let dead_path = {
-            let p = std::path::PathBuf::from(stream.dead_letter_or_default());
-            let base = options.base_dir.as_deref().unwrap_or(&self.config().repo_path);
-            if p.is_absolute() { p } else { base.join(p) }
+        let mut dead: Box<dyn DeadLetterSink> = match expanded.dead_letter_target() {
+            DeadLetterTarget::File(p) => {
+                let p = std::path::PathBuf::from(p);
+                let base = options.base_dir.as_deref().unwrap_or(&self.config().repo_path);
+                Box::new(DeadLetterFile::new(if p.is_absolute() { p } else { base.join(p) }))
+            }
+            target => factory.open_dead_letters(&expanded, &target).await?,
         };
-        let mut dead = DeadLetterFile::new(dead_path);
         let prefix = format!("ingest-{}-", stream.name);
         let mut flushed: HashMap<Arc<str>, Flushed> = match &writer {
             Some(w) => read_flushed(*w, &plan, &prefix, None).await?,
             None => HashMap::new(),
         };
         let mut stats = IngestStats { source: stream.name.clone(), ..Default::default() };
+        let compact = CompactRequest::new(stream.name.clone()).with_min_files(options.offline_compact_min_files);
+        let mut compacted_at: Option<Instant> = None;
         let mut buffer = OfflineBuffer::default();
         let mut pending: Vec<Message> = Vec::new();
         let mut idle_since = Instant::now();
@@ -291,6 +299,29 @@ impl FeatureStore {
             if stopping || idle {
                 break;
             }
+            if let (Some(w), Some(every)) = (writer, options.offline_compact_interval)
+                && compacted_at.is_none_or(|t| t.elapsed() >= every)
+            {
+                compacted_at = Some(Instant::now());
+                match w.compact_log(&plan.batch, &compact).await {
+                    Ok(done) => {
+                        stats.offline_files_merged += done.removed;
+                        if done.written > 0 || done.removed > 0 {
+                            tracing::info!(
+                                source = %stream.name,
+                                merged = done.written,
+                                removed = done.removed,
+                                rows = done.rows,
+                                "ingest: offline log compacted"
+                            );
+                        }
+                    }
+                    // Small files cost readers time, not correctness: next time.
+                    Err(e) => {
+                        tracing::warn!(source = %stream.name, error = %e, "ingest: offline log compaction failed")
+                    }
+                }
+            }
             // A schema change is picked up at the registry's cache ttl; what
             // is buffered was decoded for the old one, so it goes first.
             // An unreachable registry only delays this check.
@@ -307,7 +338,7 @@ impl FeatureStore {
                     // Another write (a watermark, a run record): nothing to re-read.
                     plan.version = fresh.version;
                 } else {
-                    self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await?;
+                    self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats).await?;
                     commit(&mut *consumer, &mut pending, &mut stats).await?;
                     plan = fresh;
                     tracing::info!(source = %stream.name, version, "ingest: definitions changed; views re-read");
@@ -367,13 +398,28 @@ impl FeatureStore {
                 let decoded = plan.schema.decode(&messages);
                 let letters: Vec<(&Message, &str)> =
                     decoded.rejected.iter().map(|(i, why)| (&messages[*i], why.as_str())).collect();
-                dead.write(&stream.name, &letters)?;
                 if !letters.is_empty() {
+                    let encoded = encode_letters(&stream.name, &letters);
+                    let mut wait = Duration::from_millis(100);
+                    while let Err(e) = dead.send(&encoded).await {
+                        stats.retries += 1;
+                        stats.last_error = Some(format!("dead letters to {}: {e}", dead.describe()));
+                        tracing::warn!(source = %stream.name, error = %e, "ingest: dead letters not sent; retrying");
+                        if let Some(p) = &options.progress {
+                            p(&stats);
+                        }
+                        if sleep_or_stop(wait, stop).await {
+                            // Nothing of this batch is committed: a restart replays it.
+                            let _ = consumer.close().await;
+                            return Ok(stats);
+                        }
+                        wait = (wait * 2).min(MAX_BACKOFF);
+                    }
                     tracing::warn!(
                         source = %stream.name,
                         count = letters.len(),
                         first = letters[0].1,
-                        file = %dead.path().display(),
+                        to = %dead.describe(),
                         "ingest: records sent to the dead letters"
                     );
                 }
@@ -431,8 +477,7 @@ impl FeatureStore {
                     return Ok(stats);
                 }
                 let files = stats.offline_files;
-                if let Err(e) = self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await
-                {
+                if let Err(e) = self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats).await {
                     stats.retries += 1;
                     stats.last_error = Some(e.to_string());
                     tracing::warn!(source = %stream.name, error = %e, "ingest: offline log write failed; retrying");
@@ -483,7 +528,7 @@ impl FeatureStore {
             }
         }
         // Graceful stop: what was written online reaches the log and is committed.
-        self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats, &prefix).await?;
+        self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats).await?;
         let before = stats.committed;
         commit(&mut *consumer, &mut pending, &mut stats).await?;
         if let Some(t) = first_message
@@ -616,7 +661,6 @@ impl FeatureStore {
         buffer: &mut OfflineBuffer,
         flushed: &mut HashMap<Arc<str>, Flushed>,
         stats: &mut IngestStats,
-        prefix: &str,
     ) -> Result<()> {
         let Some(writer) = writer else {
             return Ok(());
@@ -637,7 +681,7 @@ impl FeatureStore {
             }
             for (partition, idx) in by_partition {
                 let Some((first, last)) = flushed.get(&partition).and_then(|f| f.newest_flush) else { continue };
-                let name = log_name(prefix, &partition, first, last);
+                let name = LogFileName::format(&plan.stream.name, &partition, first, last);
                 let part = take(&rows, &idx, &context)?;
                 self.write_log_file(writer, plan, &part, &name, &context, stats).await?;
             }
@@ -654,7 +698,7 @@ impl FeatureStore {
             for (partition, idx) in by_partition {
                 let first = idx.iter().map(|&i| buffer.positions[i as usize].1).min().expect("non-empty");
                 let last = idx.iter().map(|&i| buffer.positions[i as usize].1).max().expect("non-empty");
-                let name = log_name(prefix, &partition, first, last);
+                let name = LogFileName::format(&plan.stream.name, &partition, first, last);
                 let part = take(&rows, &idx, &context)?;
                 self.write_log_file(writer, plan, &part, &name, &context, stats).await?;
                 let f = flushed.entry(partition).or_default();
@@ -813,7 +857,9 @@ async fn read_flushed(
 ) -> Result<HashMap<Arc<str>, Flushed>> {
     let mut flushed: HashMap<Arc<str>, Flushed> = HashMap::new();
     for name in writer.list_named(&plan.batch, prefix).await? {
-        if let Some((partition, first, last)) = parse_log_name(&name, prefix) {
+        if let Some(LogFileName { partition, first, last, .. }) =
+            LogFileName::parse(&name).filter(|n| n.source == plan.stream.name)
+        {
             if only.is_some_and(|o| !o.iter().any(|p| **p == *partition)) {
                 continue;
             }
@@ -974,24 +1020,6 @@ fn to_source_names(rows: &RecordBatch, source: &DataSource, context: &str) -> Re
         .map_err(|e| Error::data(context, e.to_string()))
 }
 
-fn log_name(prefix: &str, partition: &str, first: u128, last: u128) -> String {
-    let hex: String = partition.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{hex}-{first}-{last}.parquet")
-}
-
-/// (partition, first, last) of a log file's name.
-fn parse_log_name(name: &str, prefix: &str) -> Option<(String, u128, u128)> {
-    let rest = name.strip_prefix(prefix)?.strip_suffix(".parquet")?;
-    let mut parts = rest.split('-');
-    let (hex, first, last) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
-    Some((String::from_utf8(bytes?).ok()?, first.parse().ok()?, last.parse().ok()?))
-}
-
 /// The source with `${VAR}` references in its connection fields expanded.
 fn expand_source(s: &StreamSource) -> Result<StreamSource> {
     let mut out = s.clone();
@@ -1026,15 +1054,6 @@ fn default_consumer_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_names_round_trip() {
-        let name = log_name("ingest-tx-", "host-1/α", 5, u128::MAX);
-        assert!(!name.contains('/'));
-        assert_eq!(parse_log_name(&name, "ingest-tx-"), Some(("host-1/α".to_owned(), 5, u128::MAX)));
-        assert_eq!(parse_log_name("ingest-tx-zz-1-2.parquet", "ingest-tx-"), None);
-        assert_eq!(parse_log_name("push-1.parquet", "ingest-tx-"), None);
-    }
 
     /// A revoked partition's buffered rows, fresh or of a cut flush, go;
     /// the others stay in order.

@@ -16,6 +16,7 @@
 
 pub mod dead_letter;
 pub mod decode;
+pub mod log_file;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::Result;
-use crate::model::StreamSource;
+use crate::model::{DeadLetterTarget, StreamSource};
 
 /// Fault injection for the crash tests: with `FEATURE_STORE_FAULT` set to
 /// `name`, the process aborts here (as a kill -9 would stop it). Points:
@@ -177,6 +178,14 @@ pub trait ConsumerFactory: Send + Sync + Debug {
     /// A consumer of `source` (connection fields already expanded) in
     /// `group`, identifying itself as `consumer`.
     async fn open(&self, source: &StreamSource, group: &str, consumer: &str) -> Result<Box<dyn StreamConsumer>>;
+
+    /// A publisher of dead letters to `target` (a topic, subject or stream
+    /// on `source`'s broker; files are the loop's own).
+    async fn open_dead_letters(
+        &self,
+        source: &StreamSource,
+        target: &DeadLetterTarget,
+    ) -> Result<Box<dyn dead_letter::DeadLetterSink>>;
 }
 
 /// A callback of [`IngestOptions::progress`].
@@ -200,6 +209,12 @@ pub struct IngestOptions {
     pub offline_flush_rows: usize,
     /// Append ingested events to the batch source (default true).
     pub offline_log: bool,
+    /// How often small offline log files are merged (at start, then after
+    /// a flush once this long has passed); `None` never merges.
+    pub offline_compact_interval: Option<Duration>,
+    /// Adjacent small files of one folder and partition merged at a time,
+    /// at least.
+    pub offline_compact_min_files: usize,
     /// Folder relative dead-letter paths are resolved against; default the repo's.
     pub base_dir: Option<std::path::PathBuf>,
     /// Stop once every source has been idle (no message) for this long.
@@ -218,6 +233,8 @@ impl Default for IngestOptions {
             offline_flush_interval: None,
             offline_flush_rows: 500_000,
             offline_log: true,
+            offline_compact_interval: Some(Duration::from_secs(300)),
+            offline_compact_min_files: 8,
             base_dir: None,
             stop_when_idle: None,
             progress: None,
@@ -262,6 +279,14 @@ impl IngestOptions {
         self
     }
 
+    /// Merges small offline log files this often (`None`: never), in runs
+    /// of at least `min_files`.
+    pub fn with_offline_compaction(mut self, every: Option<Duration>, min_files: usize) -> Self {
+        self.offline_compact_interval = every;
+        self.offline_compact_min_files = min_files.max(2);
+        self
+    }
+
     /// Calls `f` after every committed batch.
     pub fn with_progress(mut self, f: impl Fn(&IngestStats) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
@@ -297,6 +322,8 @@ pub struct IngestStats {
     pub offline_rows: u64,
     /// Offline log files written.
     pub offline_files: u64,
+    /// Offline log files merged away by compaction.
+    pub offline_files_merged: u64,
     /// Messages committed.
     pub committed: u64,
     /// Online or broker errors retried.

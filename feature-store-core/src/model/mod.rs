@@ -23,7 +23,7 @@ pub use feature_service::{FeatureService, FeatureServiceBuilder};
 pub use feature_view::{FeatureView, FeatureViewBuilder};
 pub use on_demand::{OnDemandFeature, OnDemandFeatureView, OnDemandFeatureViewBuilder, RequestSource, UdfSignature};
 pub use stream_source::{
-    DEFAULT_OFFLINE_FLUSH, EpochUnit, StartPosition, StreamKind, StreamSource, StreamSourceBuilder,
+    DEFAULT_OFFLINE_FLUSH, DeadLetterTarget, EpochUnit, StartPosition, StreamKind, StreamSource, StreamSourceBuilder,
 };
 pub use validation::{DriftMethod, DriftRule, NewColumns, Number, ValidationRules};
 

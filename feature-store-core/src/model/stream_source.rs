@@ -61,7 +61,10 @@ pub struct StreamSource {
     #[serde(default, skip_serializing_if = "StartPosition::is_earliest")]
     pub start: StartPosition,
     /// Where records that cannot be ingested go: a local JSON Lines file
-    /// (repo-relative or absolute); default `dead_letter/<name>.jsonl`.
+    /// (repo-relative or absolute; default `dead_letter/<name>.jsonl`), or
+    /// on the source's own broker `topic:<name>` (Kafka), `subject:<name>`
+    /// (NATS, a subject a JetStream stream captures) or `stream:<key>`
+    /// (Redis). See [`DeadLetterTarget`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<String>,
     /// Field of each record holding its event time.
@@ -213,6 +216,31 @@ fn is_default_flush(d: &Duration) -> bool {
     *d == DEFAULT_OFFLINE_FLUSH
 }
 
+/// Where a stream source's dead letters go ([`StreamSource::dead_letter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadLetterTarget {
+    /// A local JSON Lines file (repo-relative or absolute).
+    File(String),
+    /// A Kafka topic on the source's brokers.
+    Topic(String),
+    /// A NATS subject on the source's server (a JetStream stream must capture it).
+    Subject(String),
+    /// A Redis stream key on the source's server.
+    Stream(String),
+}
+
+impl DeadLetterTarget {
+    fn noun(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::Topic(_) => "topic",
+            Self::Subject(_) => "subject",
+            Self::Stream(_) => "stream",
+        }
+    }
+}
+
 impl StreamSource {
     /// Starts building a stream source of `kind` whose events carry their
     /// time in `timestamp_field` and are kept in `batch_source`.
@@ -261,9 +289,24 @@ impl StreamSource {
         self.group.clone().unwrap_or_else(|| format!("feature-store-{project}"))
     }
 
-    /// The dead-letter file, defaulted from the name.
+    /// The dead-letter destination as written, defaulted from the name.
     pub fn dead_letter_or_default(&self) -> String {
         self.dead_letter.clone().unwrap_or_else(|| format!("dead_letter/{}.jsonl", self.name))
+    }
+
+    /// Where dead letters go.
+    pub fn dead_letter_target(&self) -> DeadLetterTarget {
+        let text = self.dead_letter_or_default();
+        for (prefix, make) in [
+            ("topic:", DeadLetterTarget::Topic as fn(String) -> DeadLetterTarget),
+            ("subject:", DeadLetterTarget::Subject),
+            ("stream:", DeadLetterTarget::Stream),
+        ] {
+            if let Some(name) = text.strip_prefix(prefix) {
+                return make(name.trim().to_owned());
+            }
+        }
+        DeadLetterTarget::File(text)
     }
 
     /// What the stream is, for messages: `redis_stream events@redis://host:6379`.
@@ -351,6 +394,34 @@ impl StreamSource {
                     refuse(f, v, &mut out);
                 }
             }
+        }
+        match (self.dead_letter_target(), self.kind) {
+            (DeadLetterTarget::File(f), _) if f.trim().is_empty() => {
+                out.push("dead_letter is empty; give a file, or topic:/subject:/stream: and a name".into());
+            }
+            (DeadLetterTarget::File(_), _)
+            | (DeadLetterTarget::Topic(_), StreamKind::Kafka)
+            | (DeadLetterTarget::Subject(_), StreamKind::Nats)
+            | (DeadLetterTarget::Stream(_), StreamKind::RedisStream) => {}
+            (t, kind) => out.push(format!(
+                "dead_letter \"{}\" is a {} on the source's broker, which a {kind} source does not have; use {}",
+                self.dead_letter_or_default(),
+                t.noun(),
+                match kind {
+                    StreamKind::Kafka => "topic:<name>",
+                    StreamKind::Nats => "subject:<name>",
+                    StreamKind::RedisStream => "stream:<key>",
+                }
+            )),
+        }
+        if let DeadLetterTarget::Topic(n) | DeadLetterTarget::Subject(n) | DeadLetterTarget::Stream(n) =
+            self.dead_letter_target()
+            && (n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            out.push(format!(
+                "dead_letter \"{}\": the name after the colon must be non-empty, without spaces",
+                self.dead_letter_or_default()
+            ));
         }
         if self.kind != StreamKind::Kafka && !self.properties.is_empty() {
             out.push(format!("`properties` (Kafka client properties) does not apply to a {} source", self.kind));
@@ -537,6 +608,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(nats.contains("`properties` (Kafka client properties) does not apply to a nats source"), "{nats}");
+    }
+
+    #[test]
+    fn dead_letters_go_to_a_file_or_the_sources_own_broker() {
+        let kafka = |dl: &str| {
+            StreamSource::builder("s", StreamKind::Kafka, "ts", "events").kafka("localhost:9092", "t").dead_letter(dl)
+        };
+        assert_eq!(kafka("topic:dead").build().unwrap().dead_letter_target(), DeadLetterTarget::Topic("dead".into()));
+        assert_eq!(
+            kafka("out/dead.jsonl").build().unwrap().dead_letter_target(),
+            DeadLetterTarget::File("out/dead.jsonl".into())
+        );
+        let wrong = kafka("stream:dead").build().unwrap_err().to_string();
+        assert!(
+            wrong.contains("a stream on the source's broker, which a kafka source does not have; use topic:<name>"),
+            "{wrong}"
+        );
+        let empty = kafka("topic:").build().unwrap_err().to_string();
+        assert!(empty.contains("the name after the colon must be non-empty"), "{empty}");
+        let nats = StreamSource::builder("s", StreamKind::Nats, "ts", "events")
+            .nats("nats://localhost:4222", "EVENTS", None)
+            .dead_letter("subject:dead.s")
+            .build()
+            .unwrap();
+        assert_eq!(nats.dead_letter_target(), DeadLetterTarget::Subject("dead.s".into()));
     }
 
     #[test]

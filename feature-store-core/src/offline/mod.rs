@@ -104,6 +104,57 @@ pub trait OfflineWriter: Send + Sync + Debug {
     /// Names (without folders) of the source's files whose names start
     /// with `prefix`, in any partition.
     async fn list_named(&self, source: &DataSource, prefix: &str) -> Result<Vec<String>>;
+
+    /// Merges runs of small offline log files of `request.stream` (see
+    /// [`crate::ingest::log_file`]) into one file per run, and deletes files
+    /// a merged file replaces. Each partition's newest file is left as it
+    /// is (a restart may complete that flush in other folders). Safe beside
+    /// running ingestion and other compactions: readers skip replaced files
+    /// from the moment their merged file exists.
+    async fn compact_log(&self, source: &DataSource, request: &CompactRequest) -> Result<Compacted>;
+}
+
+/// What [`OfflineWriter::compact_log`] merges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactRequest {
+    /// The stream source whose log files are merged.
+    pub stream: String,
+    /// Files at least this large are left as they are.
+    pub small_bytes: u64,
+    /// A run of adjacent small files of one folder and partition is merged
+    /// once it holds this many.
+    pub min_files: usize,
+    /// A merged file's inputs add up to at most this many bytes (which
+    /// bounds the memory a merge holds).
+    pub max_bytes: u64,
+}
+
+impl CompactRequest {
+    /// Defaults: files under 16 MiB are small, runs of 8 are merged, into
+    /// files of at most 128 MiB of inputs.
+    pub fn new(stream: impl Into<String>) -> Self {
+        Self { stream: stream.into(), small_bytes: 16 << 20, min_files: 8, max_bytes: 128 << 20 }
+    }
+
+    /// Merges runs of at least `n` files (at least 2).
+    pub fn with_min_files(mut self, n: usize) -> Self {
+        self.min_files = n.max(2);
+        self
+    }
+}
+
+/// What one [`OfflineWriter::compact_log`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compacted {
+    /// Merged files written.
+    pub written: u64,
+    /// Files deleted (a merge's inputs, and replaced files a killed
+    /// compaction left).
+    pub removed: u64,
+    /// Rows in the merged files.
+    pub rows: u64,
 }
 
 /// Name of the event-time column in [`LatestRows`] batches.

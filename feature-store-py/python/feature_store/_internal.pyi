@@ -44,6 +44,7 @@ class Store:
         offline_flush_interval_s: Optional[float] = None,
         offline_log: bool = True,
         batch_size: Optional[int] = None,
+        offline_compact_interval_s: Optional[float] = 300.0,
     ) -> IngestHandle: ...
     def serve(
         self,

@@ -755,6 +755,7 @@ class FeatureStore:
         offline_log: bool = True,
         batch_size: Optional[int] = None,
         background: bool = False,
+        offline_compact_interval: Optional[Union[float, timedelta]] = 300.0,
     ) -> Union["Ingestion", List[Dict[str, Any]]]:
         """Consumes the stream sources (kind ``kafka``, ``nats``, ``redis_stream``)
         that feature views read: records are checked against the views' schema
@@ -766,6 +767,9 @@ class FeatureStore:
         for ``stop_when_idle`` (seconds or a timedelta), or until Ctrl-C/SIGTERM,
         and returns each source's totals. With ``background=True`` it returns an
         :class:`Ingestion` at once; call ``stop()`` on it.
+
+        Runs of small offline log files are merged at start and then every
+        ``offline_compact_interval`` (seconds or a timedelta; ``None`` never).
         """
 
         def secs(v: Optional[Union[float, timedelta]]) -> Optional[float]:
@@ -778,6 +782,7 @@ class FeatureStore:
             secs(offline_flush_interval),
             offline_log,
             batch_size,
+            secs(offline_compact_interval),
         )
         ingestion = Ingestion(handle)
         if background:
