@@ -85,7 +85,26 @@ impl Blobs {
         }
     }
 
-    /// Deletes the object at `location`; `false` when there was none.
+    /// URLs of every object below the folder `location` (none when it does not exist).
+    pub async fn list_objects(&self, location: &str) -> CoreResult<Vec<String>> {
+        let loc = self.resolve(location)?;
+        let url = url_of(&loc);
+        let prefix = if loc.path.as_ref().is_empty() { None } else { Some(&loc.path) };
+        let mut listing = loc.store.list(prefix);
+        let mut out = Vec::new();
+        while let Some(meta) = listing.next().await {
+            match meta {
+                Ok(m) => out.push(format!("{}/{}", loc.store_url(), m.location)),
+                // A local folder that does not exist yet.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(Error::object_store(&url, e).into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the object at `location`; `false` when there was none. On
+    /// local disk, its folder too once empty.
     pub async fn delete_object(&self, location: &str) -> CoreResult<bool> {
         let loc = self.resolve(location)?;
         let url = url_of(&loc);
@@ -96,7 +115,16 @@ impl Blobs {
             Ok(_) => {}
         }
         match loc.store.delete(&loc.path).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // On local disk a folder outlives its last file: a save
+                // folder emptied by a delete goes with it (fails if not empty).
+                if let crate::location::StoreKind::Local(path) = &loc.kind
+                    && let Some(parent) = path.parent()
+                {
+                    let _ = std::fs::remove_dir(parent);
+                }
+                Ok(true)
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(Error::object_store(&url, e).into()),
         }

@@ -95,6 +95,10 @@ impl DatasetStorage for ParquetOfflineStore {
         self.blobs.delete_object(location).await
     }
 
+    async fn list_objects(&self, location: &str) -> CoreResult<Vec<String>> {
+        self.blobs.list_objects(location).await
+    }
+
     fn location_url(&self, location: &str) -> CoreResult<String> {
         self.blobs.location_url(location)
     }

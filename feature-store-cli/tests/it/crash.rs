@@ -197,11 +197,18 @@ fn run_and_kill_when(repo: &Path, args: &[&str], began: impl Fn(&Path) -> bool, 
     killed
 }
 
-/// `written` is the file the online store creates on its first write.
-fn converges_after_kills(online: &str, written: &str) {
+/// `written` is the file the online store creates on its first write
+/// (none for a server: the kills then start with the process).
+fn converges_after_kills(online: &str, written: Option<&str>) {
+    converges_after_kills_between(online, online, written);
+}
+
+/// As [`converges_after_kills`], the clean run with online store
+/// `clean_online`, the killed runs with `online` (a server's other database).
+fn converges_after_kills_between(clean_online: &str, online: &str, written: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     // The clean run: what every crashed run must converge to.
-    let clean = repo(&tmp.path().join("clean"), online);
+    let clean = repo(&tmp.path().join("clean"), clean_online);
     let started = Instant::now();
     ok(&cli(&clean, &[&["materialize"][..], &WINDOW].concat()));
     let took = started.elapsed();
@@ -216,7 +223,8 @@ fn converges_after_kills(online: &str, written: &str) {
         // later ones find it, so they are killed anywhere.
         let after = took.mul_f64(0.5 * (rng >> 33) as f64 / (1u64 << 31) as f64);
         let args = [&["materialize"][..], &WINDOW].concat();
-        killed += usize::from(run_and_kill(&crashed, &args, Some(&crashed.join(written)), after));
+        let file = written.map(|w| crashed.join(w));
+        killed += usize::from(run_and_kill(&crashed, &args, file.as_deref(), after));
         // The stores open, and whatever is served is a clean run's value.
         ok(&cli(&crashed, &["status"]));
         let got = sample(&crashed);
@@ -243,7 +251,7 @@ fn converges_after_kills(online: &str, written: &str) {
 #[cfg(unix)]
 #[test]
 fn materialize_into_sqlite_killed_anywhere_converges() {
-    converges_after_kills("online_store:\n  type: sqlite\n  path: data/online.db\n", "data/online.db");
+    converges_after_kills("online_store:\n  type: sqlite\n  path: data/online.db\n", Some("data/online.db"));
 }
 
 #[cfg(unix)]
@@ -251,8 +259,21 @@ fn materialize_into_sqlite_killed_anywhere_converges() {
 fn materialize_into_lmdb_killed_anywhere_converges() {
     converges_after_kills(
         "online_store:\n  type: lmdb\n  path: data/online.lmdb\n  map_size: 1GiB\n",
-        "data/online.lmdb",
+        Some("data/online.lmdb"),
     );
+}
+
+/// Against a real `redis-server` (each test run starts its own): the clean
+/// run and the crashed one use separate databases of it.
+#[cfg(unix)]
+#[test]
+fn materialize_into_redis_killed_anywhere_converges() {
+    let redis = feature_store_tests::redis::RedisServer::start();
+    let url = redis.url();
+    let (clean, crashed) = (format!("{url}/1"), format!("{url}/2"));
+    let clean_cfg = format!("online_store:\n  type: redis\n  connection_string: \"{clean}\"\n");
+    let crashed_cfg = format!("online_store:\n  type: redis\n  connection_string: \"{crashed}\"\n");
+    converges_after_kills_between(&clean_cfg, &crashed_cfg, None);
 }
 
 /// The online store's file hits a size limit mid-write (as on a full disk):
@@ -430,6 +451,76 @@ fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
         Command::new(env!("CARGO_BIN_EXE_feature-store")).current_dir(&repo).args(args.split(' ')).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json(&cli(&repo, &["--json", "dataset", "list"])).as_array().unwrap().len(), 1);
+}
+
+/// `historical --save` killed at random points: every dataset listed
+/// afterwards verifies (none is registered half-saved), and the next save
+/// removes the files the killed saves left.
+#[cfg(unix)]
+#[test]
+fn dataset_saves_killed_anywhere_leave_nothing_half_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
+    let n = 200_000usize;
+    let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let entities = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("event_timestamp", ts_type, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n as i64).map(|i| 1000 + i % DRIVERS).collect::<Vec<_>>())) as ArrayRef,
+            Arc::new(TimestampMicrosecondArray::from(vec![BASE + 7_200_000_000; n]).with_timezone("UTC")),
+        ],
+    )
+    .unwrap();
+    write_parquet(&repo.join("entities.parquet"), &entities);
+    let entities = repo.join("entities.parquet");
+    let save = |name: &str| {
+        vec![
+            "historical".to_owned(),
+            "--entities".into(),
+            entities.display().to_string(),
+            "--features".into(),
+            "driver_hourly_stats".into(),
+            "--save".into(),
+            name.to_owned(),
+        ]
+    };
+    let started = Instant::now();
+    let args = save("clean");
+    ok(&cli(&repo, &args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let took = started.elapsed();
+    let folders = |repo: &Path| -> Vec<std::path::PathBuf> {
+        let root = repo.join("data/datasets/driver_ranking");
+        let mut out = Vec::new();
+        for name in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(name.path()).into_iter().flatten().flatten() {
+                out.push(f.path());
+            }
+        }
+        out
+    };
+    let mut killed = 0;
+    for i in 0..6u32 {
+        let args = save(&format!("killed{i}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        killed += usize::from(run_and_kill(&repo, &args, None, took.mul_f64(f64::from(i + 1) / 7.0)));
+        let listed = json(&cli(&repo, &["--json", "dataset", "list"]));
+        for d in listed.as_array().unwrap() {
+            let name = d["name"].as_str().unwrap();
+            let verified = json(&cli(&repo, &["--json", "dataset", "verify", name]));
+            assert_eq!(verified["reproducible"], true, "dataset {name} was registered half-saved: {verified}");
+        }
+    }
+    assert!(killed >= 3, "most saves were killed mid-way ({killed} of 6)");
+    let registered = json(&cli(&repo, &["--json", "dataset", "list"])).as_array().unwrap().len();
+    assert!(folders(&repo).len() > registered, "test bug: no killed save left files ({killed} killed)");
+    let args = save("after");
+    ok(&cli(&repo, &args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let registered = json(&cli(&repo, &["--json", "dataset", "list"])).as_array().unwrap().len();
+    let left = folders(&repo);
+    assert_eq!(left.len(), registered, "files of killed saves are left: {left:?}");
 }
 
 /// Rows one hour after the data's last: every driver, new values.

@@ -85,12 +85,18 @@ impl FeatureStore {
         // name (one of which the registry will refuse) never touches the winner's files.
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let folder = format!(
-            "{}/{}-{}-{}",
+            "{}/{}-{}-{}-{}",
             self.dataset_folder(name),
             Utc::now().format("%Y%m%dT%H%M%S%6fZ"),
+            save_host(),
             std::process::id(),
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        match self.sweep_killed_saves(offline, &doc).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "dataset save: removed the files of killed saves"),
+            Err(e) => tracing::warn!(error = %e, "dataset save: could not sweep the files of killed saves"),
+        }
         if let Some(s) = self.source_containing(&offline.location_url(&folder)?, &sources)? {
             return Err(Error::InvalidArgument(format!(
                 "datasets are stored beside the registry, in {folder}, which is inside data source \"{}\" ({}): its files would be read as source data; move the registry or the source's files to separate folders",
@@ -164,6 +170,33 @@ impl FeatureStore {
             })
             .await?;
         Ok(manifest)
+    }
+
+    /// Deletes the files of saves killed before they registered their
+    /// dataset: save folders of no registered dataset whose writer was a
+    /// process of this host that no longer runs. Returns the files deleted.
+    async fn sweep_killed_saves(&self, offline: &dyn DatasetStorage, doc: &crate::registry::RegistryDocument) -> Result<usize> {
+        let root = offline.location_url(self.dataset_folder("").trim_end_matches('/'))?;
+        let registered: BTreeSet<String> = doc
+            .project(self.project())
+            .registry()
+            .datasets
+            .values()
+            .map(|r| r.folder.trim_end_matches('/').to_owned())
+            .collect();
+        let mut deleted = 0;
+        for url in offline.list_objects(&root).await? {
+            let Some(rest) = url.strip_prefix(&format!("{root}/")) else { continue };
+            let mut parts = rest.splitn(3, '/');
+            let (Some(name), Some(folder), Some(_file)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            if registered.contains(&format!("{root}/{name}/{folder}")) || !killed_save(folder) {
+                continue;
+            }
+            if offline.delete_object(&url).await? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The source whose files `url` would be among, if any.
@@ -554,4 +587,24 @@ fn changed_fields<T: Serialize>(then: &T, now: &T) -> Vec<String> {
         (a, b) if a != b => vec!["definition".into()],
         _ => vec![],
     }
+}
+
+/// This host's name as a save folder carries it (no `-`, which separates
+/// the folder name's parts).
+fn save_host() -> String {
+    crate::ingest::host_name()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+/// Whether save folder `folder` (`<time>-<host>-<pid>-<seq>`) was written
+/// by a process of this host that no longer runs.
+fn killed_save(folder: &str) -> bool {
+    let parts: Vec<&str> = folder.split('-').collect();
+    let [_, host, pid, _] = parts.as_slice() else { return false };
+    let here = save_host();
+    !here.is_empty()
+        && *host == here
+        && pid.parse::<u32>().is_ok_and(|p| p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists())
 }

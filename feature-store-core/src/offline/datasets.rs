@@ -45,6 +45,10 @@ pub trait DatasetStorage: Send + Sync + Debug {
     /// Deletes the object at `location`; `false` when there was none.
     async fn delete_object(&self, location: &str) -> Result<bool>;
 
+    /// URLs of every object below the folder `location`; empty when it
+    /// does not exist.
+    async fn list_objects(&self, location: &str) -> Result<Vec<String>>;
+
     /// The normalized URL of `location` (a URL or a path relative to the repo), for comparing locations.
     fn location_url(&self, location: &str) -> Result<String>;
 
