@@ -171,8 +171,9 @@ async fn write(
     let schema = stream.schema();
     let mut sink = match (output, create_at) {
         (Some(path), Some(create_at)) => {
-            let file =
-                std::fs::File::create(create_at).with_context(|| format!("cannot create {}", create_at.display()))?;
+            let file = std::fs::File::create(create_at).with_context(|| {
+                format!("cannot write {} (creating its partial file {})", path.display(), create_at.display())
+            })?;
             match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
                 Some("parquet") | Some("pq") => {
                     let props = writer_properties(&schema);

@@ -89,7 +89,13 @@ impl From<Error> for CoreError {
         let store = |path: &std::path::Path| format!("SQLite online store {}", path.display());
         match e {
             Error::Open { path, source } => {
-                CoreError::StoreUnavailable { store: store(&path), source: format!("cannot open it: {source}").into() }
+                // SQLite says "unable to open database file" whatever the
+                // cause; the file system tells why (a permission, a missing folder).
+                let why = match os_reason(&path) {
+                    Some(os) => format!("cannot open it: {source} ({os})"),
+                    None => format!("cannot open it: {source}"),
+                };
+                CoreError::StoreUnavailable { store: store(&path), source: why.into() }
             }
             Error::CreateDir { path, source } => CoreError::StoreUnavailable {
                 store: store(&path),
@@ -103,6 +109,26 @@ impl From<Error> for CoreError {
             Error::Sqlite { source, path } => CoreError::backend(store(&path), source),
         }
     }
+}
+
+/// Why the file system would refuse to open `path` for writing (or to
+/// create it in its folder), if it would; probes without leaving anything.
+fn os_reason(path: &std::path::Path) -> Option<String> {
+    let probe = if path.exists() {
+        std::fs::OpenOptions::new().read(true).write(true).open(path).err()?
+    } else {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let probe = dir.join(format!(".{name}.probe-{}", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                return None;
+            }
+            Err(e) => e,
+        }
+    };
+    Some(probe.to_string())
 }
 
 /// Online store in one SQLite file.

@@ -1,6 +1,8 @@
 //! The `feature-store` binary end to end on the scaffolded demo repo.
 
 mod crash;
+#[cfg(unix)]
+mod permissions;
 mod streams;
 mod streams_kafka;
 mod streams_nats;
