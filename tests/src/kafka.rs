@@ -25,11 +25,14 @@ fn tansu() -> PathBuf {
     )
 }
 
-/// A running `tansu broker` keeping its topics in memory.
+/// A running `tansu broker` keeping its topics in memory, or in an S3
+/// bucket (then it survives a restart).
 pub struct KafkaServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `(storage engine URL, environment)` for restarts.
+    storage: (String, Vec<(String, String)>),
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -37,31 +40,65 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 impl KafkaServer {
-    /// Starts a broker.
+    /// Starts a broker keeping its topics in memory.
     pub fn start() -> Self {
+        Self::start_with("memory://tansu/".into(), Vec::new())
+    }
+
+    /// Starts a broker keeping its topics in bucket `bucket` of the S3
+    /// server `moto` (which must exist): a restart finds them again.
+    pub fn start_on_s3(moto: &crate::moto::MotoServer, bucket: &str) -> Self {
+        let env = [
+            ("AWS_ENDPOINT", moto.endpoint()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ];
+        Self::start_with(format!("s3://{bucket}/"), env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
+    fn start_with(storage: String, env: Vec<(String, String)>) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Self { child: None, port, dir, storage: (storage, env) };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
         let bin = tansu();
-        let log = dir.path().join("tansu.log");
-        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .expect("log file");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(&bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage.0])
+            .envs(self.storage.1.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut s = Self { child: Some(child), port, dir };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(Ok(Some(status))) = s.child.as_mut().map(Child::try_wait) {
-                panic!("tansu exited with {status}: {}", s.log());
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("tansu exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "tansu did not listen on port {port} within 30 s: {}", s.log());
+            assert!(Instant::now() < deadline, "tansu did not listen on port {} within 30 s: {}", self.port, self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
-        s
+    }
+
+    /// Kills the broker and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// What the broker logged.
