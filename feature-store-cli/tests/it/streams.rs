@@ -459,8 +459,8 @@ fn redis_stream_records_reach_online_offline_and_dead_letters() {
     let before = offline_log(&repo);
     drain(&repo, &[]);
     assert_eq!(offline_log(&repo), before);
-    let pending = redis.command(&["XPENDING", "tx", "feature-store-shop"]).unwrap();
-    assert_eq!(pending, "*4", "XPENDING summary header: {pending}");
+    let pending = redis.command(&["XPENDING", "tx", "feature-store-shop", "-", "+", "10"]).unwrap();
+    assert_eq!(pending, "*0", "messages left unacknowledged: {pending}");
     // `status` shows what ingestion recorded.
     let status: serde_json::Value = serde_json::from_str(&ok(&cli(&repo, &["--json", "status"]))).unwrap();
     let view = status.as_array().unwrap().iter().find(|v| v["view"] == "user_last").unwrap();
@@ -669,4 +669,72 @@ fn dead_letters_go_to_a_redis_stream_when_configured() {
     drain(&repo, &[]);
     check_values(&repo, &events);
     check_broker_letters(&repo, &redis.stream_field("tx-dead", "data").unwrap(), &events, &ids);
+}
+
+/// `start: latest`: a new group skips what the stream held before it was
+/// created, and takes everything after.
+#[test]
+fn a_group_starting_at_latest_takes_only_later_events() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let source = format!("{}\n    start: latest", redis_source(&redis));
+    let repo = repo_with(root.path(), &source, "online_store: {type: sqlite, path: data/online.db}\n", false);
+    let before = events(200, 61);
+    produce(&redis, "tx", &before);
+    let child = ingest(&repo, &[]);
+    wait_for("the consumer group", || redis.command(&["XINFO", "GROUPS", "tx"]).is_ok_and(|r| r == "*1"));
+    let after = events(200, 62);
+    let ids = produce(&redis, "tx", &after);
+    wait_for("the later events in the offline log", || offline_log(&repo).len() >= expected_log(&after).len());
+    std::thread::sleep(Duration::from_millis(500));
+    kill(child);
+    check_all(&repo, &after, &ids);
+}
+
+/// `--views`: only the named view is written online (the other view over
+/// the same stream stays empty); the offline log still gets every event.
+#[test]
+fn ingest_views_writes_only_those_views() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo(root.path(), &redis, "online_store: {type: sqlite, path: data/online.db}\n");
+    let events = events(300, 63);
+    produce(&redis, "tx", &events);
+    drain(&repo, &["--views", "user_last"]);
+    let want = reference(&events);
+    let mut args = vec!["--json", "online", "--features", "user_last:amount,user_stats:count_1d"];
+    let entities: Vec<String> = want.keys().map(|u| format!("user_id={u}")).collect();
+    for e in &entities {
+        args.extend(["--entity", e.as_str()]);
+    }
+    let out: serde_json::Value = serde_json::from_str(&ok(&cli(&repo, &args))).unwrap();
+    let results = out["results"].as_array().unwrap();
+    for (i, (u, w)) in want.iter().enumerate() {
+        assert_eq!(results[1]["values"][i].as_f64(), Some(w.0), "user {u}: {out}");
+        assert_eq!(results[2]["statuses"][i], "NOT_FOUND", "user {u}: a view not asked for was written: {out}");
+    }
+    assert_eq!(offline_log(&repo), expected_log(&events));
+}
+
+/// `--no-offline-log`: online only; no log file is written, and every
+/// message is still committed (a second run finds nothing).
+#[test]
+fn ingest_without_the_offline_log_writes_online_only() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo(root.path(), &redis, "online_store: {type: sqlite, path: data/online.db}\n");
+    let events = events(300, 65);
+    produce(&redis, "tx", &events);
+    drain(&repo, &["--no-offline-log"]);
+    assert_eq!(log_files(&repo), 0, "log files written with --no-offline-log");
+    let want = reference(&events);
+    let got = served(&repo, &want.keys().copied().collect::<Vec<_>>());
+    for (u, w) in &want {
+        let g = &got[u];
+        assert_eq!((g.0, &g.1, g.3), (w.0, &w.1, w.3), "user {u}");
+    }
+    let pending = redis.command(&["XPENDING", "tx", "feature-store-shop", "-", "+", "10"]).unwrap();
+    assert_eq!(pending, "*0", "messages left unacknowledged: {pending}");
+    drain(&repo, &[]);
+    assert_eq!(log_files(&repo), 0, "a second run found uncommitted messages");
 }
