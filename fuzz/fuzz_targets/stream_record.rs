@@ -1,7 +1,8 @@
 //! Stream records as `feature-store ingest` decodes them: a Kafka value, a
 //! NATS payload or a Redis entry may hold anything. Decoding must never
 //! panic, must account for every message (a row or a dead letter with its
-//! reason), and must give every row its join key and event time.
+//! reason), and must give every row its join key and event time. The
+//! one-pass fast path must decide exactly as the checked path does.
 #![no_main]
 use arrow_array::Array;
 use feature_store_core::ValueType;
@@ -53,6 +54,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let d = schema.decode(&messages);
+    // The one-pass fast path decides as the checked path does, to the value.
+    let checked = schema.decode_checked(&messages);
+    assert_eq!(d.rows, checked.rows, "fast and checked paths took different rows");
+    assert_eq!(d.rejected, checked.rejected, "fast and checked paths refused differently");
+    assert!(
+        d.batch.columns().iter().zip(checked.batch.columns()).all(|(a, b)| a.to_data() == b.to_data()),
+        "fast and checked paths decoded different values"
+    );
     assert_eq!(d.rows.len() + d.rejected.len(), messages.len(), "every message is a row or a dead letter");
     assert_eq!(d.batch.num_rows(), d.rows.len());
     assert!(d.rejected.iter().all(|(_, why)| !why.is_empty()), "every dead letter says why");

@@ -262,8 +262,9 @@ impl FeatureStore {
         let flush_every = options.offline_flush_interval.unwrap_or(stream.offline_flush_interval);
         let expanded = expand_source(stream)?;
         let group = expanded.group_or_default(self.project());
-        let mut consumer = factory.open(&expanded, &group, consumer_name).await?;
-        tracing::info!(source = %stream.name, consumer = %consumer.describe(), group, "ingest: consuming");
+        let opened = factory.open(&expanded, &group, consumer_name).await?;
+        tracing::info!(source = %stream.name, consumer = %opened.describe(), group, "ingest: consuming");
+        let mut src = Prefetching::new(opened);
         let mut dead: Box<dyn DeadLetterSink> = match expanded.dead_letter_target() {
             DeadLetterTarget::File(p) => {
                 let p = std::path::PathBuf::from(p);
@@ -292,6 +293,9 @@ impl FeatureStore {
         let mut caught_up: Option<DateTime<Utc>> = None;
         let mut freshness = Freshness::default();
         let mut first_message: Option<Instant> = None;
+        // Time since the first message spent in polls that found nothing:
+        // not ingesting (busy_seconds leaves it out).
+        let mut idle_polls = Duration::ZERO;
         let mut watermark_written = Instant::now() - Duration::from_secs(3600);
         loop {
             let stopping = *stop.borrow();
@@ -339,17 +343,17 @@ impl FeatureStore {
                     plan.version = fresh.version;
                 } else {
                     self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats).await?;
-                    commit(&mut *consumer, &mut pending, &mut stats).await?;
+                    commit(src.consumer().await?, &mut pending, &mut stats).await?;
                     plan = fresh;
                     tracing::info!(source = %stream.name, version, "ingest: definitions changed; views re-read");
                 }
             }
-            let polled_at = Utc::now();
-            let messages = tokio::select! {
-                r = consumer.poll(options.max_batch, options.poll_wait) => r,
-                _ = stop.changed() => continue,
+            let Some(Polled { at: polled_at, waited, messages }) =
+                src.next(options.max_batch, options.poll_wait, stop).await?
+            else {
+                continue;
             };
-            if let Some(change) = consumer.take_reassignment()
+            if let Some(change) = src.consumer().await?.take_reassignment()
                 && !apply_reassignment(
                     change,
                     writer,
@@ -360,7 +364,7 @@ impl FeatureStore {
                 )
                 .await
             {
-                let _ = consumer.close().await;
+                src.close().await;
                 return Ok(stats);
             }
             let messages = match messages {
@@ -368,13 +372,16 @@ impl FeatureStore {
                     backoff = Duration::from_millis(100);
                     reached = true;
                     caught_up = (m.len() < options.max_batch).then_some(polled_at);
+                    if m.is_empty() && first_message.is_some() {
+                        idle_polls += waited;
+                    }
                     m
                 }
                 Err(e @ Error::InvalidArgument(_)) => {
                     // The consumer lost its claim (another process took its
                     // name or partitions): what is uncommitted is the new
                     // holder's to replay, so nothing more is written here.
-                    let _ = consumer.close().await;
+                    src.close().await;
                     return Err(e);
                 }
                 Err(e) => {
@@ -392,6 +399,8 @@ impl FeatureStore {
                 }
             };
             if !messages.is_empty() {
+                // The next poll runs while this batch is decoded and written.
+                src.prefetch(options.max_batch, options.poll_wait);
                 idle_since = Instant::now();
                 first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
@@ -410,7 +419,7 @@ impl FeatureStore {
                         }
                         if sleep_or_stop(wait, stop).await {
                             // Nothing of this batch is committed: a restart replays it.
-                            let _ = consumer.close().await;
+                            src.close().await;
                             return Ok(stats);
                         }
                         wait = (wait * 2).min(MAX_BACKOFF);
@@ -441,7 +450,7 @@ impl FeatureStore {
                                 }
                                 if sleep_or_stop(wait, stop).await {
                                     // Nothing of this batch is committed: a restart replays it.
-                                    let _ = consumer.close().await;
+                                    src.close().await;
                                     return Ok(stats);
                                 }
                                 wait = (wait * 2).min(MAX_BACKOFF);
@@ -462,7 +471,7 @@ impl FeatureStore {
                 // Partitions lost while this loop was not polling (a long
                 // online outage outlasting the group's poll interval) are
                 // dropped before anything of them is flushed or committed.
-                if let Some(change) = consumer.take_reassignment()
+                if let Some(change) = src.consumer().await?.take_reassignment()
                     && !apply_reassignment(
                         change,
                         writer,
@@ -473,7 +482,7 @@ impl FeatureStore {
                     )
                     .await
                 {
-                    let _ = consumer.close().await;
+                    src.close().await;
                     return Ok(stats);
                 }
                 let files = stats.offline_files;
@@ -494,7 +503,7 @@ impl FeatureStore {
                     crate::ingest::fault_point("ingest-after-offline-flush");
                 }
                 let before = stats.committed;
-                let committed = commit(&mut *consumer, &mut pending, &mut stats).await.inspect_err(|e| {
+                let committed = commit(src.consumer().await?, &mut pending, &mut stats).await.inspect_err(|e| {
                     stats.retries += 1;
                     stats.last_error = Some(e.to_string());
                     tracing::warn!(source = %stream.name, error = %e, "ingest: commit failed; will retry");
@@ -505,7 +514,7 @@ impl FeatureStore {
                 if let Some(t) = first_message
                     && stats.committed > before
                 {
-                    stats.busy_seconds = t.elapsed().as_secs_f64();
+                    stats.busy_seconds = t.elapsed().saturating_sub(idle_polls).as_secs_f64();
                 }
                 if committed.is_ok()
                     && online.is_some()
@@ -522,7 +531,7 @@ impl FeatureStore {
             }
             if last_lag.elapsed() >= Duration::from_secs(5) {
                 last_lag = Instant::now();
-                if let Ok(lag) = consumer.lag().await {
+                if let Ok(lag) = src.consumer().await?.lag().await {
                     stats.lag = lag;
                 }
             }
@@ -530,11 +539,12 @@ impl FeatureStore {
         // Graceful stop: what was written online reaches the log and is committed.
         self.flush_offline(writer, &plan, &mut buffer, &mut flushed, &mut stats).await?;
         let before = stats.committed;
-        commit(&mut *consumer, &mut pending, &mut stats).await?;
+        let consumer = src.consumer().await?;
+        commit(consumer, &mut pending, &mut stats).await?;
         if let Some(t) = first_message
             && stats.committed > before
         {
-            stats.busy_seconds = t.elapsed().as_secs_f64();
+            stats.busy_seconds = t.elapsed().saturating_sub(idle_polls).as_secs_f64();
         }
         if let Ok(lag) = consumer.lag().await {
             stats.lag = lag;
@@ -777,6 +787,96 @@ impl EventPositions {
             out.rows.push((i, messages[m].position));
         }
         out
+    }
+}
+
+/// One poll's result: when it began, how long the loop waited for it
+/// (less than the poll took when it ran during the previous batch's work).
+struct Polled {
+    at: DateTime<Utc>,
+    waited: Duration,
+    messages: Result<Vec<Message>>,
+}
+
+type PollTask = tokio::task::JoinHandle<(Box<dyn StreamConsumer>, DateTime<Utc>, Result<Vec<Message>>)>;
+
+/// A consumer whose next poll can run while the loop decodes and writes
+/// the batch before (the broker round trip and the client's parsing then
+/// cost no time). The consumer moves into the poll's task and back; every
+/// other use waits for that poll first and keeps its result for
+/// [`Prefetching::next`]. A poll's messages are not processed before the
+/// batch ahead of them, so positions stay in order; rebalances it saw are
+/// reported (`take_reassignment`) once it is back, before any flush or commit.
+struct Prefetching {
+    consumer: Option<Box<dyn StreamConsumer>>,
+    inflight: Option<PollTask>,
+    ready: Option<Polled>,
+}
+
+impl Prefetching {
+    fn new(consumer: Box<dyn StreamConsumer>) -> Self {
+        Self { consumer: Some(consumer), inflight: None, ready: None }
+    }
+
+    /// Waits for a poll under way and keeps its result.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(task) = self.inflight.take() {
+            let began = Instant::now();
+            let (consumer, at, messages) =
+                task.await.map_err(|e| Error::backend("ingest: the stream poll task", e))?;
+            self.consumer = Some(consumer);
+            self.ready = Some(Polled { at, waited: began.elapsed(), messages });
+        }
+        Ok(())
+    }
+
+    /// The consumer, once any poll under way is back.
+    async fn consumer(&mut self) -> Result<&mut dyn StreamConsumer> {
+        self.settle().await?;
+        Ok(self.consumer.as_deref_mut().expect("back from its poll"))
+    }
+
+    /// Starts the next poll in the background.
+    fn prefetch(&mut self, max: usize, wait: Duration) {
+        if self.inflight.is_some() || self.ready.is_some() {
+            return;
+        }
+        let Some(mut consumer) = self.consumer.take() else { return };
+        self.inflight = Some(tokio::spawn(async move {
+            let at = Utc::now();
+            let messages = consumer.poll(max, wait).await;
+            (consumer, at, messages)
+        }));
+    }
+
+    /// The next poll's result: a prefetched one, or a poll now (`None`
+    /// when `stop` changed during it).
+    async fn next(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<Polled>> {
+        self.settle().await?;
+        if let Some(p) = self.ready.take() {
+            return Ok(Some(p));
+        }
+        let consumer = self.consumer.as_deref_mut().expect("back from its poll");
+        let at = Utc::now();
+        let began = Instant::now();
+        let messages = tokio::select! {
+            r = consumer.poll(max, wait) => r,
+            _ = stop.changed() => return Ok(None),
+        };
+        Ok(Some(Polled { at, waited: began.elapsed(), messages }))
+    }
+
+    /// Closes the consumer (after any poll under way), ignoring errors: for
+    /// stops that return at once.
+    async fn close(&mut self) {
+        if let Ok(c) = self.consumer().await {
+            let _ = c.close().await;
+        }
     }
 }
 

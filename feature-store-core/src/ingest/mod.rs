@@ -337,8 +337,9 @@ pub struct IngestStats {
     /// Event time to visible online over the latest events (up to
     /// 100,000): median, 99th percentile and worst, ms.
     pub freshness_ms: Option<(f64, f64, f64)>,
-    /// Seconds from the first message received to the last commit: the
-    /// time spent ingesting, without the idle wait before a stop.
+    /// Seconds from the first message received to the last commit, less
+    /// the polls in between that found nothing: the time spent ingesting,
+    /// without the idle wait before a stop (or between bursts).
     pub busy_seconds: f64,
     /// Messages waiting per partition, as of the last check.
     pub lag: Vec<(String, u64)>,
