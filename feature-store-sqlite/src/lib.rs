@@ -196,6 +196,13 @@ fn connect(path: &Path) -> Result<Connection, Error> {
     // Reads through a memory map skip a copy per page.
     conn.pragma_update(None, "mmap_size", 1i64 << 40).map_err(open)?;
     conn.pragma_update(None, "cache_size", -65536).map_err(open)?;
+    // Checkpoints copy each WAL page into the database once per checkpoint,
+    // so a page rewritten by many commits costs one copy, not many: every
+    // 10,000 pages (40 MB of WAL) rather than SQLite's 1,000. Ingestion's
+    // batches touch pages all over the table; with 1,000 the checkpoints
+    // were a third of its write path. The WAL is cut back to 64 MiB after.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000).map_err(open)?;
+    conn.pragma_update(None, "journal_size_limit", 64i64 << 20).map_err(open)?;
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
 }
