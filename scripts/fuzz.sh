@@ -2,10 +2,11 @@
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the parsers and decoders:
 # definition and config YAML, durations/sizes/feature references, online
 # records and value decoders, registry documents, stream records as ingestion
-# decodes them. Runs on the stable
+# decodes them, and the feature server's JSON request bodies as its HTTP
+# handlers parse them and turn their columns into Arrow. Runs on the stable
 # toolchain (no sanitizer; panics and hangs are what is looked for).
 #
-#   scripts/fuzz.sh            each target for 10 s (what scripts/test.sh runs)
+#   scripts/fuzz.sh            each target for 10 s (scripts/test.sh runs 8 s)
 #   scripts/fuzz.sh 600        each target for 10 minutes
 #   scripts/fuzz.sh 600 online_codec
 #   scripts/fuzz.sh 600 --save   (keep what the run found in the corpora)
@@ -26,7 +27,7 @@ if [ "${1:-}" = "--save" ]; then
   shift
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(definitions_yaml config_yaml durations_and_sizes online_codec registry_document stream_record)
+[ ${#targets[@]} -gt 0 ] || targets=(definitions_yaml config_yaml durations_and_sizes online_codec registry_document stream_record server_request)
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi

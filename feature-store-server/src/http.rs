@@ -246,7 +246,7 @@ fn grpc_as_http(headers: &HeaderMap) -> u16 {
 
 /// A JSON body read within the size limit and parsed with the path of
 /// what failed (`entities.driver_id`).
-pub(crate) struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
@@ -277,7 +277,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 }
 
 /// `features` or `feature_service`, as Feast takes them.
-fn features(features: Option<Vec<String>>, service: Option<String>) -> Result<Features, ApiError> {
+pub(crate) fn features(features: Option<Vec<String>>, service: Option<String>) -> Result<Features, ApiError> {
     match (features.filter(|f| !f.is_empty()), service) {
         (Some(_), Some(s)) => Err(ApiError::bad_request(format!(
             "give either features or feature_service, not both (feature_service \"{s}\" was given with a feature list)"
@@ -292,17 +292,17 @@ fn features(features: Option<Vec<String>>, service: Option<String>) -> Result<Fe
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OnlineRequest {
+pub(crate) struct OnlineRequest {
     #[serde(default)]
-    features: Option<Vec<String>>,
+    pub(crate) features: Option<Vec<String>>,
     #[serde(default)]
-    feature_service: Option<String>,
-    entities: Map<String, Value>,
+    pub(crate) feature_service: Option<String>,
+    pub(crate) entities: Map<String, Value>,
     #[serde(default)]
     full_feature_names: bool,
     /// Request data of on-demand features; may also ride in `entities`, as Feast sends it.
     #[serde(default)]
-    request_context: Option<Map<String, Value>>,
+    pub(crate) request_context: Option<Map<String, Value>>,
     #[serde(default)]
     include_feature_view_version_metadata: bool,
 }
@@ -354,14 +354,14 @@ async fn online(state: &AppState, req: OnlineRequest) -> Result<(Vec<u8>, usize)
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PushRequest {
+pub(crate) struct PushRequest {
     #[serde(default)]
-    push_source_name: Option<String>,
+    pub(crate) push_source_name: Option<String>,
     #[serde(default)]
-    feature_view: Option<String>,
-    df: Map<String, Value>,
+    pub(crate) feature_view: Option<String>,
+    pub(crate) df: Map<String, Value>,
     #[serde(default)]
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
     allow_registry_cache: Option<bool>,
@@ -472,9 +472,9 @@ async fn write_rows(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WriteRequest {
-    feature_view_name: String,
-    df: Map<String, Value>,
+pub(crate) struct WriteRequest {
+    pub(crate) feature_view_name: String,
+    pub(crate) df: Map<String, Value>,
     #[serde(default)]
     #[allow(dead_code)]
     allow_registry_cache: Option<bool>,
@@ -489,20 +489,20 @@ async fn write_to_online_store(State(state): State<Arc<AppState>>, Body(req): Bo
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MaterializeRequest {
+pub(crate) struct MaterializeRequest {
     #[serde(default)]
-    start_ts: Option<String>,
+    pub(crate) start_ts: Option<String>,
     #[serde(default)]
-    end_ts: Option<String>,
+    pub(crate) end_ts: Option<String>,
     #[serde(default)]
-    feature_views: Option<Vec<String>>,
+    pub(crate) feature_views: Option<Vec<String>>,
     #[serde(default)]
     disable_event_timestamp: bool,
     #[serde(default)]
     #[allow(dead_code)]
     full_feature_names: bool,
     #[serde(default)]
-    version: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 async fn materialize(State(state): State<Arc<AppState>>, Body(req): Body<MaterializeRequest>) -> Response {
@@ -532,15 +532,15 @@ async fn materialize(State(state): State<Arc<AppState>>, Body(req): Body<Materia
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MaterializeIncrementalRequest {
-    end_ts: String,
+pub(crate) struct MaterializeIncrementalRequest {
+    pub(crate) end_ts: String,
     #[serde(default)]
-    feature_views: Option<Vec<String>>,
+    pub(crate) feature_views: Option<Vec<String>>,
     #[serde(default)]
     #[allow(dead_code)]
     full_feature_names: bool,
     #[serde(default)]
-    version: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 async fn materialize_incremental(

@@ -20,6 +20,10 @@
 
 mod config;
 mod error;
+/// For the fuzz target `server_request` only (the fuzz crate can reach
+/// nothing private); not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod http;
 mod json;

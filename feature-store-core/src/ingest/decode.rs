@@ -76,6 +76,9 @@ pub struct Decoded {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// One record's cells and event time, or why it is refused.
+type RecordResult = Result<(Vec<Cell>, i64), String>;
+
 /// A value checked against its column's type.
 #[derive(Debug, Clone)]
 enum Cell {
@@ -128,7 +131,7 @@ impl RecordSchema {
     fn decode_with(
         &self,
         messages: &[Message],
-        record: fn(&Self, &Payload) -> Result<(Vec<Cell>, i64), String>,
+        record: fn(&Self, &Payload) -> RecordResult,
     ) -> Decoded {
         let mut good: Vec<(usize, Vec<Cell>, i64)> = Vec::with_capacity(messages.len());
         let mut rejected = Vec::new();
