@@ -90,7 +90,12 @@ impl KafkaServer {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("tansu exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "tansu did not listen on port {} within 30 s: {}", self.port, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on port {} within 30 s: {}",
+                self.port,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -87,8 +87,7 @@ fn unwritable_paths_are_named_and_a_rerun_succeeds_once_writable() {
     chmod(&out_dir, 0o555);
     std::fs::write(repo.join("entities.csv"), "driver_id,event_timestamp\n1001,2030-01-01T00:00:00Z\n").unwrap();
     let output = out_dir.join("train.parquet");
-    let args =
-        ["historical", "--entities", "entities.csv", "--features", "driver_hourly_stats:conv_rate", "--output"];
+    let args = ["historical", "--entities", "entities.csv", "--features", "driver_hourly_stats:conv_rate", "--output"];
     let mut with_output: Vec<&str> = args.to_vec();
     let output_text = output.display().to_string();
     with_output.push(&output_text);

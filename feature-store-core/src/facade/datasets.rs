@@ -175,7 +175,11 @@ impl FeatureStore {
     /// Deletes the files of saves killed before they registered their
     /// dataset: save folders of no registered dataset whose writer was a
     /// process of this host that no longer runs. Returns the files deleted.
-    async fn sweep_killed_saves(&self, offline: &dyn DatasetStorage, doc: &crate::registry::RegistryDocument) -> Result<usize> {
+    async fn sweep_killed_saves(
+        &self,
+        offline: &dyn DatasetStorage,
+        doc: &crate::registry::RegistryDocument,
+    ) -> Result<usize> {
         let root = offline.location_url(self.dataset_folder("").trim_end_matches('/'))?;
         let registered: BTreeSet<String> = doc
             .project(self.project())
@@ -606,5 +610,7 @@ fn killed_save(folder: &str) -> bool {
     let here = save_host();
     !here.is_empty()
         && *host == here
-        && pid.parse::<u32>().is_ok_and(|p| p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists())
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists())
 }

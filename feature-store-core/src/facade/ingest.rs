@@ -822,8 +822,7 @@ impl Prefetching {
     async fn settle(&mut self) -> Result<()> {
         if let Some(task) = self.inflight.take() {
             let began = Instant::now();
-            let (consumer, at, messages) =
-                task.await.map_err(|e| Error::backend("ingest: the stream poll task", e))?;
+            let (consumer, at, messages) = task.await.map_err(|e| Error::backend("ingest: the stream poll task", e))?;
             self.consumer = Some(consumer);
             self.ready = Some(Polled { at, waited: began.elapsed(), messages });
         }

@@ -128,11 +128,7 @@ impl RecordSchema {
         self.decode_with(messages, Self::checked_record)
     }
 
-    fn decode_with(
-        &self,
-        messages: &[Message],
-        record: fn(&Self, &Payload) -> RecordResult,
-    ) -> Decoded {
+    fn decode_with(&self, messages: &[Message], record: fn(&Self, &Payload) -> RecordResult) -> Decoded {
         let mut good: Vec<(usize, Vec<Cell>, i64)> = Vec::with_capacity(messages.len());
         let mut rejected = Vec::new();
         for (m, message) in messages.iter().enumerate() {
