@@ -167,7 +167,7 @@ impl RecordSchema {
     /// last value counts in both, and every value here must be valid, so a
     /// record accepted here is accepted there too.
     fn fast_record(&self, bytes: &[u8]) -> Option<(Vec<Cell>, i64)> {
-        use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+        use serde::de::{DeserializeSeed, MapAccess, Visitor};
 
         struct Key<'de>(std::borrow::Cow<'de, str>);
         impl<'de> serde::Deserialize<'de> for Key<'de> {
@@ -216,7 +216,9 @@ impl RecordSchema {
                     } else if schema.source.strict {
                         return Ok(None);
                     } else {
-                        map.next_value::<IgnoredAny>()?;
+                        // Parsed as the checked path parses it (`IgnoredAny`
+                        // would skip invalid UTF-8 that path refuses).
+                        map.next_value::<Value>()?;
                     }
                 }
                 let Some(ts) = ts else { return Ok(None) };
@@ -503,7 +505,12 @@ mod tests {
         ];
         for strict in [false, true] {
             let schema = schema(strict);
-            let messages: Vec<Message> = records.iter().map(|r| json(r)).collect();
+            let mut messages: Vec<Message> = records.iter().map(|r| json(r)).collect();
+            // Invalid UTF-8 in an unknown field's text (found by the fuzz target).
+            let mut bad = br#"{"driver_id": 1, "": "10"#.to_vec();
+            bad.extend_from_slice(&[0xc6, 0xcf, 0xcf]);
+            bad.extend_from_slice(br#"", "ts": 0}"#);
+            messages.push(Message::new("p".into(), 9, "9", Payload::Json(bytes::Bytes::from(bad))));
             let (fast, checked) = (schema.decode(&messages), schema.decode_checked(&messages));
             assert_eq!(fast.rows, checked.rows, "strict {strict}");
             assert_eq!(fast.rejected, checked.rejected, "strict {strict}");
