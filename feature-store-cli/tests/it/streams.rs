@@ -258,8 +258,12 @@ pub(super) fn log_file_paths(repo: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 dirs.push(p);
-            } else if p.file_name().unwrap().to_string_lossy().starts_with("ingest-") {
-                files.push(p);
+            } else {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                // Not object_store's staging copy (`name#N`) of a file being written.
+                if name.starts_with("ingest-") && name.ends_with(".parquet") {
+                    files.push(p);
+                }
             }
         }
     }
@@ -270,11 +274,10 @@ pub(super) fn log_file_paths(repo: &Path) -> Vec<PathBuf> {
 pub(super) fn offline_log(repo: &Path) -> Vec<(i64, i64, u64)> {
     let mut rows = Vec::new();
     for f in log_file_paths(repo) {
+        // A running ingestion's compaction may delete a file after the listing.
+        let Ok(file) = std::fs::File::open(&f) else { continue };
         let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
         for b in reader {
             let b = b.unwrap();
             let user = b.column_by_name("user_id").unwrap().as_primitive::<arrow_array::types::Int64Type>();
