@@ -398,14 +398,9 @@ fn a_full_disk_under_the_registry_keeps_the_previous_version() {
     assert!(ok(&cli(&repo, &["plan"])).contains("No changes."));
 }
 
-/// A saved dataset whose files hit a size limit (as on a full disk): an
-/// error naming the file, no dataset registered, no file of it left, and a
-/// rerun saves it.
-#[cfg(unix)]
-#[test]
-fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
+/// `entities.parquet` in `repo`: 200,000 rows over every driver, two hours
+/// after the data's first rows.
+fn write_entities(repo: &Path) {
     let n = 200_000usize;
     let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let entities = RecordBatch::try_new(
@@ -420,6 +415,17 @@ fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
     )
     .unwrap();
     write_parquet(&repo.join("entities.parquet"), &entities);
+}
+
+/// A saved dataset whose files hit a size limit (as on a full disk): an
+/// error naming the file, no dataset registered, no file of it left, and a
+/// rerun saves it.
+#[cfg(unix)]
+#[test]
+fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
+    write_entities(&repo);
     let args = "historical --entities entities.parquet --features driver_hourly_stats --save train";
     // 100 blocks of 512 bytes: less than the dataset's files.
     let limited = Command::new("sh")
@@ -461,20 +467,7 @@ fn a_full_disk_while_saving_a_dataset_leaves_nothing() {
 fn dataset_saves_killed_anywhere_leave_nothing_half_saved() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = repo(tmp.path(), "online_store:\n  type: sqlite\n  path: data/online.db\n");
-    let n = 200_000usize;
-    let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let entities = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("driver_id", DataType::Int64, false),
-            Field::new("event_timestamp", ts_type, false),
-        ])),
-        vec![
-            Arc::new(Int64Array::from((0..n as i64).map(|i| 1000 + i % DRIVERS).collect::<Vec<_>>())) as ArrayRef,
-            Arc::new(TimestampMicrosecondArray::from(vec![BASE + 7_200_000_000; n]).with_timezone("UTC")),
-        ],
-    )
-    .unwrap();
-    write_parquet(&repo.join("entities.parquet"), &entities);
+    write_entities(&repo);
     let entities = repo.join("entities.parquet");
     let save = |name: &str| {
         vec![
