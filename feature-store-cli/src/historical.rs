@@ -177,7 +177,8 @@ async fn write(
             match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
                 Some("parquet") | Some("pq") => {
                     let props = writer_properties(&schema);
-                    Sink::Parquet(crate::parquet_out::ParallelParquetWriter::try_new(file, schema, props)?)
+                    let max_bytes = crate::parquet_out::row_group_bytes(memory_limit(store));
+                    Sink::Parquet(crate::parquet_out::ParallelParquetWriter::try_new(file, schema, props, max_bytes)?)
                 }
                 Some("csv") => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
                 _ => bail!("output {}: use a .parquet or .csv file name", path.display()),
@@ -227,6 +228,13 @@ async fn write(
         }
     }
     Ok(rows)
+}
+
+/// The offline store's memory limit, when one is set (the config was
+/// validated when the store opened).
+fn memory_limit(store: &FeatureStore) -> Option<usize> {
+    let text = store.config().offline_store.memory_limit.as_deref()?;
+    feature_store::repo::parse_size(text).ok()
 }
 
 /// Snappy like most Parquet writers; no dictionaries for floats, which are

@@ -116,3 +116,12 @@ fn alive(pid: i32) -> bool {
         true
     }
 }
+
+/// The process's peak resident memory in KiB, from the kernel.
+pub(crate) fn peak_rss_kib() -> Option<u64> {
+    // SAFETY: rusage is plain integers (all zeros is valid) and getrusage
+    // fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    (rc == 0).then(|| u64::try_from(usage.ru_maxrss).unwrap_or(0))
+}

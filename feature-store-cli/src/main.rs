@@ -36,6 +36,12 @@ struct Cli {
     /// RUST_LOG, when set, takes precedence.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Memory the offline engine may use (retrieval, materialization,
+    /// validation, dataset save and verify), e.g. 1GiB; overrides
+    /// offline_store.memory_limit. The process stays within it plus a base
+    /// of 10% or 100 MiB, whichever is larger (README: memory limits).
+    #[arg(long, global = true, env = "FEATURE_STORE_MEMORY_LIMIT", value_name = "SIZE")]
+    memory_limit: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,9 +87,6 @@ enum Command {
         /// The entity table's timestamp column.
         #[arg(long, default_value = "event_timestamp")]
         timestamp_column: String,
-        /// Memory limit for the join, e.g. 2GiB (overrides offline_store.memory_limit).
-        #[arg(long)]
-        memory_limit: Option<String>,
         /// Save as a dataset: keep a copy of the entity table and record a
         /// manifest (definitions, source files, content hashes) under NAME,
         /// for `feature-store dataset verify`. Output is Parquet (default in
@@ -368,7 +371,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    drop(runtime);
+    // With -v: how much memory the run took, to set --memory-limit and a
+    // container's limit by (the process's high-water mark, mapped files included).
+    if let Some(kib) = interrupt::peak_rss_kib() {
+        tracing::info!(target: "feature_store::cli", peak_rss_mib = kib / 1024, "process finished");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", message(&e));
@@ -415,6 +425,16 @@ fn message(e: &anyhow::Error) -> String {
 /// The repo folder: `--repo` as given, or else the current folder or the
 /// nearest folder above it holding `feature_store.yaml`, as `git` and `feast`
 /// look for theirs; the search stops at a git repository's root.
+/// Opens the repo at `dir` with `--memory-limit`, when given, over the config's.
+fn open_store(memory_limit: Option<&str>, dir: &std::path::Path) -> anyhow::Result<feature_store::FeatureStore> {
+    let mut config = feature_store::RepoConfig::load(dir)?;
+    if let Some(limit) = memory_limit {
+        feature_store::repo::parse_size(limit).map_err(|e| anyhow::anyhow!("--memory-limit {limit}: {e}"))?;
+        config.offline_store.memory_limit = Some(limit.to_owned());
+    }
+    Ok(feature_store::from_config(config)?)
+}
+
 fn repo_dir(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
     const CONFIG: &str = "feature_store.yaml";
     let advice = "run `feature-store init DIR` to create one, or pass --repo DIR";
@@ -462,7 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Apply | Command::Plan => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let defs = store.repo_definitions()?;
             if matches!(cli.command, Command::Plan) {
                 let plan = store.plan(&defs, ApplyMode::Sync).await?;
@@ -491,7 +511,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::List { kind } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             match kind {
                 Kind::Entities => output::entities(&store.list_entities().await?, cli.json),
                 Kind::Sources => output::sources(&store.list_data_sources().await?, cli.json),
@@ -501,21 +521,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Kind::OnDemandViews => output::on_demand_views(&store.list_on_demand_feature_views().await?, cli.json),
             }
         }
-        Command::Historical {
-            entities,
-            features,
-            service,
-            output,
-            full_feature_names,
-            timestamp_column,
-            memory_limit,
-            save,
-        } => {
-            let mut config = feature_store::RepoConfig::load(&repo_dir(cli.repo.as_deref())?)?;
-            if memory_limit.is_some() {
-                config.offline_store.memory_limit = memory_limit;
-            }
-            let store = feature_store::from_config(config)?;
+        Command::Historical { entities, features, service, output, full_feature_names, timestamp_column, save } => {
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let features = match service {
                 Some(s) => feature_store::Features::service(s),
                 None => feature_store::Features::refs(features),
@@ -531,7 +538,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Dataset { action } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             match action {
                 DatasetAction::List => historical::dataset_list(&store, cli.json).await,
                 DatasetAction::Show { name } => historical::dataset_show(&store, &name, cli.json).await,
@@ -540,33 +547,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Materialize { start, end, views, run } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let (start, end) = (online::parse_time(&start)?, online::parse_time(&end)?);
             online::materialize(&store, Some(start), end, views, &run, cli.json).await
         }
         Command::MaterializeIncremental { end, views, run } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             online::materialize(&store, None, online::parse_time(&end)?, views, &run, cli.json).await
         }
         Command::Validate { views, start, end } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let start = start.as_deref().map(online::parse_time).transpose()?;
             quality::validate(&store, &views, start, online::parse_time(&end)?, cli.json).await
         }
         Command::Profile { view, start, end, dry_run } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let start = start.as_deref().map(online::parse_time).transpose()?;
             quality::profile(&store, &view, start, online::parse_time(&end)?, !dry_run, cli.json).await
         }
         Command::Status => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             quality::status(&store, cli.json).await
         }
         Command::Online { features, service, entities, requests, full_feature_names, table } => {
             if table && cli.json {
                 anyhow::bail!("--table and --json ask for two different outputs; give one of them");
             }
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let features = match service {
                 Some(s) => feature_store::Features::service(s),
                 None => feature_store::Features::refs(features),
@@ -574,7 +581,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             online::online(&store, &features, &entities, &requests, full_feature_names, cli.json, table).await
         }
         Command::Push { view, file, to } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let mode = match to {
                 PushTo::Online => feature_store::PushMode::Online,
                 PushTo::Offline => feature_store::PushMode::Offline,
@@ -595,7 +602,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_timeout,
             allow_unauthenticated,
         } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let flags = serve::Flags {
                 host,
                 port,
@@ -621,7 +628,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             metrics_port,
         } => {
             let dir = repo_dir(cli.repo.as_deref())?;
-            let store = feature_store::open(&dir)?;
+            let store = open_store(cli.memory_limit.as_deref(), &dir)?;
             let flags = ingest::Flags {
                 views,
                 consumer,
@@ -635,7 +642,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ingest::ingest(store, &dir, flags, cli.json).await
         }
         Command::Export => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let doc = store.document().await?;
             let project = doc.project(store.project());
             if !project.exists() {
@@ -645,7 +652,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Describe { name } => {
-            let store = feature_store::open(&repo_dir(cli.repo.as_deref())?)?;
+            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let found = store.describe(&name).await?;
             if cli.json {
                 output::json(&found)

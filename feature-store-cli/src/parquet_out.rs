@@ -14,27 +14,53 @@ use parquet::file::writer::SerializedFileWriter;
 /// Rows per row group; each group is buffered, then encoded column-parallel.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
+/// Under a memory limit the buffered rows and their encoded columns (about
+/// as large again) must fit beside the join: a row group is cut at 1/16 of
+/// the limit (at least 4 MiB), so the writer holds about 1/8 of it.
+pub(crate) fn row_group_bytes(memory_limit: Option<usize>) -> Option<usize> {
+    memory_limit.map(|m| (m / 16).max(4 << 20))
+}
+
 pub(crate) struct ParallelParquetWriter {
     file: SerializedFileWriter<File>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    pending_bytes: usize,
+    max_bytes: usize,
     row_groups: usize,
     threads: usize,
 }
 
 impl ParallelParquetWriter {
-    pub(crate) fn try_new(file: File, schema: SchemaRef, props: WriterProperties) -> anyhow::Result<Self> {
+    /// `max_bytes` cuts row groups by buffered size too ([`row_group_bytes`]).
+    pub(crate) fn try_new(
+        file: File,
+        schema: SchemaRef,
+        props: WriterProperties,
+        max_bytes: Option<usize>,
+    ) -> anyhow::Result<Self> {
         let (file, factory) = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?.into_serialized_writer()?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Self { file, factory, schema, pending: Vec::new(), pending_rows: 0, row_groups: 0, threads })
+        Ok(Self {
+            file,
+            factory,
+            schema,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            max_bytes: max_bytes.unwrap_or(usize::MAX),
+            row_groups: 0,
+            threads,
+        })
     }
 
     pub(crate) fn write(&mut self, batch: RecordBatch) -> anyhow::Result<()> {
         self.pending_rows += batch.num_rows();
+        self.pending_bytes += batch.get_array_memory_size();
         self.pending.push(batch);
-        if self.pending_rows >= ROW_GROUP_ROWS {
+        if self.pending_rows >= ROW_GROUP_ROWS || self.pending_bytes >= self.max_bytes {
             self.flush()?;
         }
         Ok(())
@@ -56,6 +82,7 @@ impl ParallelParquetWriter {
         }
         let batches = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
+        self.pending_bytes = 0;
         let schema = &self.schema;
         let threads = self.threads.max(1);
         // Fields dealt round-robin to threads; chunks come back in field order.

@@ -56,11 +56,18 @@ impl DatasetStorage for ParquetOfflineStore {
         };
         let object = object_store::buffered::BufWriter::new(Arc::clone(&loc.store), loc.path.clone());
         let mut writer = AsyncArrowWriter::try_new(object, stream.schema(), None).map_err(fail)?;
+        // Under a memory limit, row groups are cut at 1/16 of it: the writer
+        // buffers a whole row group's encoded columns.
+        let max_group_bytes = self.memory_limit.map_or(usize::MAX, |m| (m / 16).max(4 << 20));
         let mut result = Ok(());
         while let Some(batch) = stream.next().await {
             match batch {
                 Ok(b) => {
-                    if let Err(e) = writer.write(&b).await {
+                    let mut written = writer.write(&b).await;
+                    if written.is_ok() && writer.in_progress_size() >= max_group_bytes {
+                        written = writer.flush().await;
+                    }
+                    if let Err(e) = written {
                         result = Err(fail(e));
                         break;
                     }

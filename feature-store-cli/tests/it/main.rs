@@ -1,6 +1,8 @@
 //! The `feature-store` binary end to end on the scaffolded demo repo.
 
 mod crash;
+#[cfg(target_os = "linux")]
+mod memory_limits;
 #[cfg(unix)]
 mod permissions;
 mod streams;

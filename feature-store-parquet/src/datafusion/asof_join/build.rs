@@ -192,6 +192,7 @@ impl BuildSide {
         metrics: AsOfMetrics,
     ) -> Result<Collected> {
         let reservation = MemoryConsumer::new(format!("AsOfJoin[{}]", spec.view)).register(context.memory_pool());
+        let batch_bytes = super::spill::spill_batch_bytes(context.memory_pool().as_ref());
         let schema = right.schema();
         let mut stream = execute_stream(right, context)?;
         let mut batches = Vec::new();
@@ -209,7 +210,7 @@ impl BuildSide {
                     }
                     Err(e) => {
                         let _timer = metrics.spill_time.timer();
-                        spill = Some(start_spill(e, &mut batches, &schema, &spec, &reservation)?);
+                        spill = Some(start_spill(e, &mut batches, &schema, &spec, &reservation, batch_bytes)?);
                     }
                 }
             }
@@ -227,7 +228,7 @@ impl BuildSide {
                 }
                 Err(e) => {
                     let _timer = metrics.spill_time.timer();
-                    start_spill(e, &mut batches, &schema, &spec, &reservation)?
+                    start_spill(e, &mut batches, &schema, &spec, &reservation, batch_bytes)?
                 }
             },
         };

@@ -1,8 +1,8 @@
 //! The out-of-core as-of join (a grace hash join): when a view's feature
 //! rows exceed the memory limit, both sides are hash-partitioned by join key
 //! into spill files ([`super::spill`]), each partition is joined in memory
-//! (split again when still too large), and the outputs are merged back into
-//! entity-row order.
+//! (split again when still too large), and the outputs are put back into
+//! entity-row order by the route file (each entity row's partition).
 
 use std::sync::Arc;
 
@@ -11,14 +11,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::utils::memory::get_record_batch_memory_size;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation};
 use futures::StreamExt;
 
 use super::AsOfSpec;
 use super::build::{BuildSide, cast_keys, working_memory};
 use super::metrics::AsOfMetrics;
 use super::probe::probe;
-use super::spill::{Merger, SpillFile, SpillWriter, partition_of, scatter};
+use super::spill::{Reassembly, RouteWriter, Slot, SpillFile, SpillWriter, partition_of, scatter, spill_batch_bytes};
 
 /// Number of partitions a spilled join uses; each must fit in memory.
 const SPILL_PARTITIONS: usize = 32;
@@ -38,11 +38,12 @@ pub(super) fn start_spill(
     schema: &SchemaRef,
     spec: &AsOfSpec,
     reservation: &MemoryReservation,
+    batch_bytes: usize,
 ) -> Result<Vec<SpillWriter>> {
     if spec.key_types.is_empty() {
         return Err(over_limit(e, &spec.view, "the feature rows"));
     }
-    let mut writers = spill_writers(schema, SPILL_PARTITIONS)?;
+    let mut writers = spill_writers(schema, SPILL_PARTITIONS, batch_bytes)?;
     let keys = right_keys(spec);
     for b in batches.drain(..) {
         scatter_by_key(&b, &keys, &spec.key_types, 0, &mut writers, false)?;
@@ -51,8 +52,8 @@ pub(super) fn start_spill(
     Ok(writers)
 }
 
-fn spill_writers(schema: &SchemaRef, partitions: usize) -> Result<Vec<SpillWriter>> {
-    (0..partitions).map(|_| SpillWriter::new(schema)).collect()
+fn spill_writers(schema: &SchemaRef, partitions: usize, batch_bytes: usize) -> Result<Vec<SpillWriter>> {
+    (0..partitions).map(|_| SpillWriter::new(schema, batch_bytes)).collect()
 }
 
 /// Positions of the keys in the right layout (they come first).
@@ -60,12 +61,62 @@ pub(super) fn right_keys(spec: &AsOfSpec) -> Vec<usize> {
     (0..spec.key_types.len()).collect()
 }
 
+/// The key every row of `file` has, formatted, or `None` when they differ.
+fn single_key(file: &SpillFile, spec: &AsOfSpec) -> Result<Option<String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let converter = datafusion::arrow::row::RowConverter::new(
+        spec.key_types.iter().map(|t| datafusion::arrow::row::SortField::new(t.clone())).collect(),
+    )?;
+    let mut first: Option<(datafusion::arrow::row::OwnedRow, String)> = None;
+    for b in file.read()? {
+        let b = b?;
+        let keys = cast_keys(&b.columns()[..spec.key_types.len()], &spec.key_types)?;
+        let rows = converter.convert_columns(&keys)?;
+        for i in 0..b.num_rows() {
+            match &first {
+                None => {
+                    let options = FormatOptions::default();
+                    let shown = keys
+                        .iter()
+                        .map(|k| ArrayFormatter::try_new(k.as_ref(), &options).map(|f| f.value(i).to_string()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    first = Some((rows.row(i).owned(), shown.join(", ")));
+                }
+                Some((row, _)) if row.row() != rows.row(i) => return Ok(None),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(first.map(|(_, shown)| shown))
+}
+
+/// One key's feature rows alone exceed what a partition may use.
+fn one_key_too_large(spec: &AsOfSpec, key: &str, right: &SpillFile, pool: &dyn MemoryPool) -> DataFusionError {
+    let need = right.bytes + right.rows * 40;
+    let limit = match pool.memory_limit() {
+        MemoryLimit::Finite(l) => format!("{} MiB", l >> 20),
+        _ => "the memory limit".to_owned(),
+    };
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    DataFusionError::ResourcesExhausted(format!(
+        "view \"{}\": the {} feature rows of join key ({key}) need about {} MiB in memory at once, more than a \
+         partition of the as-of join may hold under a limit of {limit} (partitions run {parallel} at a time, \
+         beside the other views); raise offline_store.memory_limit (--memory-limit in the CLI) to at least about {} MiB, \
+         or leave that key's rows out of the source",
+        spec.view,
+        right.rows,
+        need.div_ceil(1 << 20),
+        (need * parallel * 2).div_ceil(1 << 20),
+    ))
+}
+
 /// Partitions a spilled join splits an oversized partition into.
 const SUB_PARTITIONS: usize = 8;
 /// How often a partition may be split again before the join gives up.
 const MAX_SPLIT_LEVEL: u32 = 4;
 
-/// Hash-partitions a batch by the key columns at `key_columns`.
+/// Hash-partitions a batch by the key columns at `key_columns`; returns
+/// each row's partition.
 pub(super) fn scatter_by_key(
     batch: &RecordBatch,
     key_columns: &[usize],
@@ -73,11 +124,12 @@ pub(super) fn scatter_by_key(
     level: u32,
     writers: &mut [SpillWriter],
     entity_side: bool,
-) -> Result<()> {
+) -> Result<Vec<u32>> {
     let columns: Vec<ArrayRef> = key_columns.iter().map(|i| Arc::clone(batch.column(*i))).collect();
     let keys = cast_keys(&columns, key_types)?;
     let parts = partition_of(&keys, key_types, writers.len(), level)?;
-    scatter(batch, &parts, writers, entity_side)
+    scatter(batch, &parts, writers, entity_side)?;
+    Ok(parts)
 }
 
 /// What joining one spilled partition produced.
@@ -97,6 +149,7 @@ struct Partition {
     row_schema: SchemaRef,
     probe_schema: SchemaRef,
     context: Arc<TaskContext>,
+    batch_bytes: usize,
 }
 
 impl Partition {
@@ -139,13 +192,20 @@ impl Partition {
             let split =
                 |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
                     let _timer = self.metrics.spill_time.timer();
-                    let mut w = spill_writers(schema, SUB_PARTITIONS)?;
+                    let mut w = spill_writers(schema, SUB_PARTITIONS, self.batch_bytes)?;
                     for b in file.read()? {
                         scatter_by_key(&b?, keys, &spec.key_types, level + 1, &mut w, entity_side)?;
                     }
                     w.into_iter().map(SpillWriter::finish).collect()
                 };
             let rights = split(&right, &right_schema, &right_keys(spec), false)?;
+            // All rows in one sub-partition: most likely one key, which no
+            // split can divide; say so now instead of after every level.
+            if rights.iter().any(|r| r.rows == right.rows)
+                && let Some(key) = single_key(&right, spec)?
+            {
+                return Err(one_key_too_large(spec, &key, &right, self.context.memory_pool().as_ref()));
+            }
             let lefts = split(&left, &self.row_schema, &spec.left_keys, true)?;
             self.metrics.spilled(&rights);
             self.metrics.spilled(&lefts);
@@ -156,8 +216,9 @@ impl Partition {
         let build = BuildSide::index(batches, &right_schema, spec, reservation, &self.metrics).await?;
         let (spec2, schema2) = (Arc::clone(spec), Arc::clone(&self.probe_schema));
         let (probe_time, spill_time) = (self.metrics.probe_time.clone(), self.metrics.spill_time.clone());
+        let batch_bytes = self.batch_bytes;
         let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
-            let mut w = SpillWriter::new(&schema2)?;
+            let mut w = SpillWriter::new(&schema2, batch_bytes)?;
             let mut reader = left.read()?;
             loop {
                 let spill_timer = spill_time.timer();
@@ -182,7 +243,7 @@ impl Partition {
 }
 
 /// The spilled (grace hash) join: partition the entity rows by key with their
-/// row numbers, join partition by partition in memory, merge by row number.
+/// row numbers, join partition by partition in memory, reassemble by route.
 pub(super) async fn grace_join(
     mut left: futures::stream::BoxStream<'static, Result<RecordBatch>>,
     right_parts: Vec<SpillFile>,
@@ -198,8 +259,10 @@ pub(super) async fn grace_join(
     let row_schema = Arc::new(Schema::new(row_fields.clone()));
     let row_col = left_fields;
 
-    // 1. Entity rows, numbered, into partitions.
-    let mut writers = spill_writers(&row_schema, right_parts.len())?;
+    // 1. Entity rows, numbered, into partitions; the route records each row's.
+    let batch_bytes = spill_batch_bytes(context.memory_pool().as_ref());
+    let mut writers = spill_writers(&row_schema, right_parts.len(), batch_bytes)?;
+    let mut route = RouteWriter::new()?;
     let mut next_row = 0u64;
     while let Some(batch) = left.next().await {
         let batch = batch?;
@@ -209,7 +272,8 @@ pub(super) async fn grace_join(
         next_row += n;
         let numbered = RecordBatch::try_new(Arc::clone(&row_schema), columns)?;
         let _timer = metrics.spill_time.timer();
-        scatter_by_key(&numbered, &spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
+        let parts = scatter_by_key(&numbered, &spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
+        route.write(&parts)?;
     }
     let left_parts = {
         let _timer = metrics.spill_time.timer();
@@ -222,37 +286,44 @@ pub(super) async fn grace_join(
     let mut probe_fields = row_fields;
     probe_fields.extend(out_schema.fields()[left_fields..].iter().cloned());
     let probe_schema = Arc::new(Schema::new(probe_fields));
-    let mut outputs = Vec::new();
-    // Partitions run concurrently, one per core; splits go back on the queue.
-    let mut pending: Vec<(SpillFile, SpillFile, u32)> =
-        right_parts.into_iter().zip(left_parts).map(|(r, l)| (r, l, 0)).collect();
+    let mut outputs: Vec<Vec<SpillFile>> = (0..right_parts.len()).map(|_| Vec::new()).collect();
+    // Partitions run concurrently, one per core; splits go back on the queue
+    // under their level-0 partition (`slot`).
+    let mut pending: Vec<(SpillFile, SpillFile, u32, usize)> =
+        right_parts.into_iter().zip(left_parts).enumerate().map(|(slot, (r, l))| (r, l, 0, slot)).collect();
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut running = futures::stream::FuturesUnordered::new();
     loop {
         while running.len() < parallel {
-            let Some((right, left, level)) = pending.pop() else { break };
+            let Some((right, left, level, slot)) = pending.pop() else { break };
             let part = Partition {
                 spec: Arc::clone(&spec),
                 metrics: metrics.clone(),
                 row_schema: Arc::clone(&row_schema),
                 probe_schema: Arc::clone(&probe_schema),
                 context: Arc::clone(&context),
+                batch_bytes,
             };
-            running.push(futures::FutureExt::boxed(part.join(right, left, level)));
+            let join = part.join(right, left, level);
+            running.push(futures::FutureExt::boxed(async move { (slot, join.await) }));
         }
         match running.next().await {
             None => break,
-            Some(outcome) => match outcome? {
-                PartitionOutcome::Joined(file) => outputs.push(file),
-                PartitionOutcome::Split(parts) => pending.extend(parts),
+            Some((slot, outcome)) => match outcome? {
+                PartitionOutcome::Joined(file) => outputs[slot].push(file),
+                PartitionOutcome::Split(parts) => pending.extend(parts.into_iter().map(|(r, l, lv)| (r, l, lv, slot))),
                 PartitionOutcome::Empty => {}
             },
         }
     }
 
-    // 3. Back into input order.
+    // 3. Back into input order, by the route.
     let batch_size = context.session_config().batch_size();
-    let merger = Merger::new(outputs, row_col, out_schema, batch_size)?;
+    let slots = outputs
+        .into_iter()
+        .map(|files| Slot::new(files, row_col, &out_schema, batch_size))
+        .collect::<Result<Vec<_>>>()?;
+    let merger = Reassembly::new(route.finish()?, slots, out_schema, batch_size);
     Ok(futures::stream::unfold(Some(merger), |state| async move {
         let mut m = state?;
         match m.next_batch() {

@@ -2,12 +2,14 @@
 //! not fit in the memory limit, both sides are hash-partitioned by join key
 //! into Arrow IPC files (a grace hash join), each partition is joined in
 //! memory, and the per-partition outputs, each already in entity-row order,
-//! are merged back into input order by row number.
+//! are put back into input order by the route file: each entity row's
+//! partition, written as the rows were partitioned, so reassembly takes the
+//! next row of the named partition (O(1) a row, no comparisons).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use std::sync::Arc;
@@ -18,24 +20,36 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, UInt64Type};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::utils::memory::get_record_batch_memory_size;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryLimit, MemoryPool};
 
 fn io(e: std::io::Error) -> DataFusionError {
     DataFusionError::Execution(format!("spilling the as-of join to disk failed: {e}"))
 }
 
-/// An Arrow IPC file in the temp folder, deleted when dropped. Small
-/// batches are coalesced so read-back batches carry little overhead.
+/// Bytes each spill file's batches aim at. Every spilling side keeps one
+/// pending batch per partition and the reassembly one current batch per
+/// partition, so the batch size, not the data, bounds that memory: about
+/// 1/2048 of the pool (256 KiB under 512 MiB), between 32 KiB and 4 MiB.
+pub(crate) fn spill_batch_bytes(pool: &dyn MemoryPool) -> usize {
+    match pool.memory_limit() {
+        MemoryLimit::Finite(limit) => (limit / 2048).clamp(32 << 10, 4 << 20),
+        _ => 4 << 20,
+    }
+}
+
+/// An Arrow IPC file in the temp folder, deleted when dropped. Rows are
+/// gathered into batches of about `batch_bytes`, so read-back batches carry
+/// little overhead and never hold more than that.
 pub(crate) struct SpillWriter {
     writer: FileWriter<BufWriter<File>>,
     schema: SchemaRef,
     pending: Vec<RecordBatch>,
-    pending_rows: usize,
+    pending_bytes: usize,
+    batch_bytes: usize,
     rows: usize,
 }
-
-/// Rows gathered before a spill file gets a batch.
-const COALESCE_ROWS: usize = 4096;
 
 /// A finished spill file.
 pub(crate) struct SpillFile {
@@ -46,13 +60,14 @@ pub(crate) struct SpillFile {
 }
 
 impl SpillWriter {
-    pub(crate) fn new(schema: &SchemaRef) -> Result<Self> {
+    pub(crate) fn new(schema: &SchemaRef, batch_bytes: usize) -> Result<Self> {
         let file = tempfile::tempfile().map_err(io)?;
         Ok(Self {
             writer: FileWriter::try_new(BufWriter::new(file), schema)?,
             schema: Arc::clone(schema),
             pending: Vec::new(),
-            pending_rows: 0,
+            pending_bytes: 0,
+            batch_bytes: batch_bytes.max(1),
             rows: 0,
         })
     }
@@ -60,9 +75,9 @@ impl SpillWriter {
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() > 0 {
             self.rows += batch.num_rows();
-            self.pending_rows += batch.num_rows();
+            self.pending_bytes += get_record_batch_memory_size(batch);
             self.pending.push(batch.clone());
-            if self.pending_rows >= COALESCE_ROWS {
+            if self.pending_bytes >= self.batch_bytes {
                 self.flush()?;
             }
         }
@@ -70,11 +85,21 @@ impl SpillWriter {
     }
 
     fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            let batch = concat_batches(&self.schema, &self.pending)?;
-            self.pending.clear();
-            self.pending_rows = 0;
-            self.writer.write(&batch)?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = concat_batches(&self.schema, &self.pending)?;
+        let bytes = self.pending_bytes;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        // A batch written whole would be read back whole: slice it to size.
+        let rows = batch.num_rows();
+        let step = (rows * self.batch_bytes / bytes.max(1)).clamp(1, rows);
+        let mut start = 0;
+        while start < rows {
+            let len = step.min(rows - start);
+            self.writer.write(&batch.slice(start, len))?;
+            start += len;
         }
         Ok(())
     }
@@ -95,6 +120,38 @@ impl SpillFile {
         let mut file = self.file.try_clone().map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         Ok(FileReader::try_new(BufReader::new(file), None)?)
+    }
+}
+
+/// Each entity row's level-0 partition, one byte a row, in row order.
+pub(crate) struct RouteWriter {
+    out: BufWriter<File>,
+    rows: usize,
+}
+
+impl RouteWriter {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self { out: BufWriter::new(tempfile::tempfile().map_err(io)?), rows: 0 })
+    }
+
+    /// Appends the partitions [`scatter`] sent these rows to.
+    pub(crate) fn write(&mut self, parts: &[u32]) -> Result<()> {
+        let bytes: Vec<u8> = parts
+            .iter()
+            .map(|p| match *p {
+                NO_PARTITION => 0,
+                p => u8::try_from(p).expect("at most 256 level-0 partitions"),
+            })
+            .collect();
+        self.rows += bytes.len();
+        self.out.write_all(&bytes).map_err(io)
+    }
+
+    pub(crate) fn finish(self) -> Result<(BufReader<File>, usize)> {
+        let rows = self.rows;
+        let mut file = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        Ok((BufReader::with_capacity(64 << 10, file), rows))
     }
 }
 
@@ -160,8 +217,9 @@ pub(crate) fn scatter(
     Ok(())
 }
 
-/// Merges partition outputs, each sorted by the row-number column `row_col`,
-/// back into one stream in row-number order, dropping that column.
+/// Merges outputs sorted by the row-number column `row_col` into one stream
+/// in row-number order, dropping that column: the sub-partitions of a
+/// partition that was split again.
 pub(crate) struct Merger {
     readers: Vec<FileReader<BufReader<File>>>,
     /// Per partition: its current batch, that batch's row numbers, the next row.
@@ -244,5 +302,121 @@ impl Merger {
             })
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         Ok(Some(RecordBatch::try_new(self.out_schema.clone(), columns)?))
+    }
+}
+
+/// One level-0 partition's joined rows, in entity-row order.
+pub(crate) enum Slot {
+    /// No entity row went there.
+    Empty,
+    /// One file (the row-number column is dropped as batches are read).
+    File { reader: FileReader<BufReader<File>>, keep: Vec<usize> },
+    /// A partition split again: its sub-partitions merged by row number.
+    Merged(Merger),
+}
+
+impl Slot {
+    pub(crate) fn new(
+        mut files: Vec<SpillFile>,
+        row_col: usize,
+        out_schema: &SchemaRef,
+        batch_size: usize,
+    ) -> Result<Self> {
+        Ok(match files.len() {
+            0 => Self::Empty,
+            1 => {
+                let file = files.pop().expect("one file");
+                let keep = (0..=out_schema.fields().len()).filter(|c| *c != row_col).collect();
+                Self::File { reader: file.read()?, keep }
+            }
+            _ => Self::Merged(Merger::new(files, row_col, Arc::clone(out_schema), batch_size)?),
+        })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        match self {
+            Self::Empty => Ok(None),
+            Self::File { reader, keep } => {
+                for b in reader.by_ref() {
+                    let b = b?;
+                    if b.num_rows() > 0 {
+                        return Ok(Some(b.project(keep)?));
+                    }
+                }
+                Ok(None)
+            }
+            Self::Merged(m) => m.next_batch(),
+        }
+    }
+}
+
+/// Puts the partitions' outputs back into entity-row order by the route.
+pub(crate) struct Reassembly {
+    route: BufReader<File>,
+    remaining: usize,
+    slots: Vec<Slot>,
+    /// Per slot: its current batch and the next row of it.
+    current: Vec<Option<(RecordBatch, usize)>>,
+    out_schema: SchemaRef,
+    batch_size: usize,
+    chunk: Vec<u8>,
+}
+
+impl Reassembly {
+    pub(crate) fn new(
+        route: (BufReader<File>, usize),
+        slots: Vec<Slot>,
+        out_schema: SchemaRef,
+        batch_size: usize,
+    ) -> Self {
+        let current = (0..slots.len()).map(|_| None).collect();
+        Self { route: route.0, remaining: route.1, slots, current, out_schema, batch_size, chunk: Vec::new() }
+    }
+
+    /// The next output batch, or `None` after the last entity row.
+    pub(crate) fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let n = self.batch_size.min(self.remaining);
+        if n == 0 {
+            return Ok(None);
+        }
+        self.chunk.resize(n, 0);
+        self.route.read_exact(&mut self.chunk).map_err(io)?;
+        self.remaining -= n;
+        let mut sources: Vec<RecordBatch> = Vec::new();
+        let mut source_of: Vec<Option<usize>> = vec![None; self.slots.len()];
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(n);
+        for &p in &self.chunk {
+            let p = usize::from(p);
+            if self.current[p].is_none() {
+                let Some(b) = self.slots[p].next_batch()? else {
+                    return Err(DataFusionError::Internal(format!(
+                        "as-of join: spill partition {p} ran out of rows before the entity rows did"
+                    )));
+                };
+                self.current[p] = Some((b, 0));
+                source_of[p] = None;
+            }
+            let (batch, i) = self.current[p].as_mut().expect("a current batch");
+            let s = match source_of[p] {
+                Some(s) => s,
+                None => {
+                    sources.push(batch.clone());
+                    source_of[p] = Some(sources.len() - 1);
+                    sources.len() - 1
+                }
+            };
+            picks.push((s, *i));
+            *i += 1;
+            if *i == batch.num_rows() {
+                self.current[p] = None;
+            }
+        }
+        let columns = (0..self.out_schema.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
+                interleave(&arrays, &picks)
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        Ok(Some(RecordBatch::try_new(Arc::clone(&self.out_schema), columns)?))
     }
 }
