@@ -90,24 +90,49 @@ fn single_key(file: &SpillFile, spec: &AsOfSpec) -> Result<Option<String>> {
     Ok(first.map(|(_, shown)| shown))
 }
 
+/// Memory a partition join of `right` takes: its rows plus the index.
+fn partition_need(right: &SpillFile) -> usize {
+    right.bytes + right.rows * 40
+}
+
+/// Partitions run two at a time beside other views' work: a partition may
+/// count on about a quarter of the pool.
+const PARALLEL_SHARE: usize = 4;
+
+fn pool_size(pool: &dyn MemoryPool) -> usize {
+    match pool.memory_limit() {
+        MemoryLimit::Finite(l) => l,
+        _ => usize::MAX,
+    }
+}
+
 /// One key's feature rows alone exceed what a partition may use.
 fn one_key_too_large(spec: &AsOfSpec, key: &str, right: &SpillFile, pool: &dyn MemoryPool) -> DataFusionError {
-    let need = right.bytes + right.rows * 40;
+    let need = partition_need(right);
     let limit = match pool.memory_limit() {
-        MemoryLimit::Finite(l) => format!("{} MiB", l >> 20),
+        MemoryLimit::Finite(l) => format!("{} (a pool of {})", size(l * 8 / 5), size(l)),
         _ => "the memory limit".to_owned(),
     };
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     DataFusionError::ResourcesExhausted(format!(
-        "view \"{}\": the {} feature rows of join key ({key}) need about {} MiB in memory at once, more than a \
+        "view \"{}\": the {} feature rows of join key ({key}) need about {} in memory at once, more than a \
          partition of the as-of join may hold under a limit of {limit} (partitions run {parallel} at a time, \
-         beside the other views); raise offline_store.memory_limit (--memory-limit in the CLI) to at least about {} MiB, \
+         beside the other views); raise offline_store.memory_limit (--memory-limit in the CLI) to at least about {}, \
          or leave that key's rows out of the source",
         spec.view,
         right.rows,
-        need.div_ceil(1 << 20),
-        (need * parallel * 2).div_ceil(1 << 20),
+        size(need),
+        size(need * PARALLEL_SHARE * 8 / 5),
     ))
+}
+
+/// Bytes for people: KiB under a MiB, MiB above.
+fn size(bytes: usize) -> String {
+    if bytes < 1 << 20 {
+        format!("{} KiB", bytes.div_ceil(1 << 10))
+    } else {
+        format!("{} MiB", bytes.div_ceil(1 << 20))
+    }
 }
 
 /// Partitions a spilled join splits an oversized partition into.
@@ -199,9 +224,12 @@ impl Partition {
                     w.into_iter().map(SpillWriter::finish).collect()
                 };
             let rights = split(&right, &right_schema, &right_keys(spec), false)?;
-            // All rows in one sub-partition: most likely one key, which no
-            // split can divide; say so now instead of after every level.
+            // All rows in one sub-partition and more than a partition's share
+            // of the pool: most likely one key, which no split can divide; say
+            // so now instead of after every level. (A partition that only met
+            // other partitions' reservations goes round again, smaller.)
             if rights.iter().any(|r| r.rows == right.rows)
+                && partition_need(&right) * PARALLEL_SHARE > pool_size(self.context.memory_pool().as_ref())
                 && let Some(key) = single_key(&right, spec)?
             {
                 return Err(one_key_too_large(spec, &key, &right, self.context.memory_pool().as_ref()));
