@@ -87,7 +87,9 @@ class Cgroup:
         oom = dict(line.split() for line in self._read("memory.oom_control").splitlines())
         return {
             "peak": int(self._read("memory.max_usage_in_bytes")),
-            "limit_hits": int(self._read("memory.failcnt")),
+            # With swap accounting the memsw counter is the one that trips.
+            "limit_hits": max(int(self._read(f)) for f in ("memory.failcnt", "memory.memsw.failcnt")
+                              if os.path.exists(os.path.join(self.path, f))),
             "oom_kills": int(oom.get("oom_kill", 0)),
         }
 

@@ -123,7 +123,12 @@ impl Cgroup {
             let text = std::fs::read_to_string(self.path.join("memory.events")).unwrap_or_default();
             return text.lines().find_map(|l| l.strip_prefix("max ").and_then(|n| n.trim().parse().ok())).unwrap_or(0);
         }
-        std::fs::read_to_string(self.path.join("memory.failcnt")).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+        // With swap accounting the memsw counter is the one that trips.
+        ["memory.failcnt", "memory.memsw.failcnt"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(self.path.join(f)).ok()?.trim().parse().ok())
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -188,7 +193,7 @@ fn repo(root: &Path, keys: i64, rows_per_key: i64, features: usize, entities: i6
     // so a file's layout, not its size, sets the least memory a read needs
     // (README: memory limits).
     let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_size((keys as usize).max(16_384))
+        .set_max_row_group_row_count(Some((keys as usize).max(16_384)))
         .build();
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).unwrap();
     // Written an hour at a time, so the generator itself stays small.
