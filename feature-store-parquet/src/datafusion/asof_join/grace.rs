@@ -169,10 +169,15 @@ enum PartitionOutcome {
 
 /// Everything a partition join needs, owned so partitions can run concurrently.
 struct Partition {
+    /// The view's spec with the entity side narrowed to keys, time and row number.
     spec: Arc<AsOfSpec>,
     metrics: AsOfMetrics,
+    /// Narrow entity rows: keys, entity time, row number.
     row_schema: SchemaRef,
+    /// What the probe returns on narrow rows: those columns and the features.
     probe_schema: SchemaRef,
+    /// What a partition keeps: the row number and the features.
+    part_schema: SchemaRef,
     context: Arc<TaskContext>,
     batch_bytes: usize,
 }
@@ -242,11 +247,15 @@ impl Partition {
             ));
         }
         let build = BuildSide::index(batches, &right_schema, spec, reservation, &self.metrics).await?;
-        let (spec2, schema2) = (Arc::clone(spec), Arc::clone(&self.probe_schema));
+        let (spec2, schema2, part_schema) =
+            (Arc::clone(spec), Arc::clone(&self.probe_schema), Arc::clone(&self.part_schema));
+        // Only the row number and the features are kept: the entity columns
+        // come back in order from the whole-row file at reassembly.
+        let keep: Vec<usize> = std::iter::once(spec.left_ts + 1).chain(spec.left_ts + 2..schema2.fields().len()).collect();
         let (probe_time, spill_time) = (self.metrics.probe_time.clone(), self.metrics.spill_time.clone());
         let batch_bytes = self.batch_bytes;
         let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
-            let mut w = SpillWriter::new(&schema2, batch_bytes)?;
+            let mut w = SpillWriter::new(&part_schema, batch_bytes)?;
             let mut reader = left.read()?;
             loop {
                 let spill_timer = spill_time.timer();
@@ -255,7 +264,8 @@ impl Partition {
                 spill_timer.done();
                 let joined = {
                     let _timer = probe_time.timer();
-                    probe(&build, &spec2, b, &schema2)?
+                    let joined = probe(&build, &spec2, b, &schema2)?.project(&keep)?;
+                    RecordBatch::try_new(Arc::clone(&part_schema), joined.columns().to_vec())?
                 };
                 let _timer = spill_time.timer();
                 w.write(&joined)?;
@@ -270,8 +280,14 @@ impl Partition {
     }
 }
 
-/// The spilled (grace hash) join: partition the entity rows by key with their
-/// row numbers, join partition by partition in memory, reassemble by route.
+/// The spilled (grace hash) join. The entity rows go once, whole and in
+/// order, to one sequential file; only their keys, time and row number are
+/// hash-partitioned (the route records each row's partition). Partitions
+/// are joined in memory, each keeping row numbers and features only, and the
+/// output reads the whole-row file in order beside each row's features taken
+/// from its partition by the route. A wide entity side (earlier views'
+/// features in a chain) is thus written and read once per view, not
+/// scattered, joined and merged back column by column.
 pub(super) async fn grace_join(
     mut left: futures::stream::BoxStream<'static, Result<RecordBatch>>,
     right_parts: Vec<SpillFile>,
@@ -282,31 +298,38 @@ pub(super) async fn grace_join(
 ) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
     let left_fields = out_schema.fields().len() - spec.features.len();
     let left_schema = Arc::new(Schema::new(out_schema.fields()[..left_fields].to_vec()));
-    let mut row_fields: Vec<Arc<Field>> = left_schema.fields().iter().cloned().collect();
+    // Narrow rows: keys, entity time, row number.
+    let narrow: Vec<usize> = spec.left_keys.iter().copied().chain([spec.left_ts]).collect();
+    let mut row_fields: Vec<Arc<Field>> = narrow.iter().map(|i| Arc::clone(&left_schema.fields()[*i])).collect();
     row_fields.push(Arc::new(Field::new("__asof_row", DataType::UInt64, false)));
     let row_schema = Arc::new(Schema::new(row_fields.clone()));
-    let row_col = left_fields;
+    let keys = spec.left_keys.len();
+    let narrow_spec = Arc::new(AsOfSpec { left_keys: (0..keys).collect(), left_ts: keys, ..(*spec).clone() });
 
-    // 1. Entity rows, numbered, into partitions; the route records each row's.
+    // 1. Entity rows whole into one file in order; their narrow rows,
+    //    numbered, into partitions; the route records each row's.
     let batch_bytes = spill_batch_bytes(context.memory_pool().as_ref());
+    let mut whole = SpillWriter::new(&left_schema, batch_bytes)?;
     let mut writers = spill_writers(&row_schema, right_parts.len(), batch_bytes)?;
     let mut route = RouteWriter::new()?;
     let mut next_row = 0u64;
     while let Some(batch) = left.next().await {
         let batch = batch?;
         let n = batch.num_rows() as u64;
-        let mut columns = batch.columns().to_vec();
+        let mut columns: Vec<ArrayRef> = narrow.iter().map(|i| Arc::clone(batch.column(*i))).collect();
         columns.push(Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(next_row..next_row + n)));
         next_row += n;
         let numbered = RecordBatch::try_new(Arc::clone(&row_schema), columns)?;
         let _timer = metrics.spill_time.timer();
-        let parts = scatter_by_key(&numbered, &spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
+        whole.write(&batch)?;
+        let parts = scatter_by_key(&numbered, &narrow_spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
         route.write(&parts)?;
     }
-    let left_parts = {
+    let (whole, left_parts) = {
         let _timer = metrics.spill_time.timer();
-        writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?
+        (whole.finish()?, writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?)
     };
+    metrics.spilled(std::slice::from_ref(&whole));
     metrics.spilled(&left_parts);
 
     // 2. Each partition joined in memory, in entity-row order within the
@@ -314,6 +337,12 @@ pub(super) async fn grace_join(
     let mut probe_fields = row_fields;
     probe_fields.extend(out_schema.fields()[left_fields..].iter().cloned());
     let probe_schema = Arc::new(Schema::new(probe_fields));
+    let part_schema = Arc::new(Schema::new(
+        std::iter::once(Arc::new(Field::new("__asof_row", DataType::UInt64, false)))
+            .chain(out_schema.fields()[left_fields..].iter().cloned())
+            .collect::<Vec<_>>(),
+    ));
+    let feature_schema = Arc::new(Schema::new(out_schema.fields()[left_fields..].to_vec()));
     let mut outputs: Vec<Vec<SpillFile>> = (0..right_parts.len()).map(|_| Vec::new()).collect();
     // Partitions run concurrently, one per core; splits go back on the queue
     // under their level-0 partition (`slot`).
@@ -325,10 +354,11 @@ pub(super) async fn grace_join(
         while running.len() < parallel {
             let Some((right, left, level, slot)) = pending.pop() else { break };
             let part = Partition {
-                spec: Arc::clone(&spec),
+                spec: Arc::clone(&narrow_spec),
                 metrics: metrics.clone(),
                 row_schema: Arc::clone(&row_schema),
                 probe_schema: Arc::clone(&probe_schema),
+                part_schema: Arc::clone(&part_schema),
                 context: Arc::clone(&context),
                 batch_bytes,
             };
@@ -345,13 +375,13 @@ pub(super) async fn grace_join(
         }
     }
 
-    // 3. Back into input order, by the route.
+    // 3. Back into input order: whole rows in order, features by the route.
     let batch_size = context.session_config().batch_size();
     let slots = outputs
         .into_iter()
-        .map(|files| Slot::new(files, row_col, &out_schema, batch_size))
+        .map(|files| Slot::new(files, 0, &feature_schema, batch_size))
         .collect::<Result<Vec<_>>>()?;
-    let merger = Reassembly::new(route.finish()?, slots, out_schema, batch_size);
+    let merger = Reassembly::new(route.finish()?, whole.read()?, slots, out_schema, batch_size);
     Ok(futures::stream::unfold(Some(merger), |state| async move {
         let mut m = state?;
         match m.next_batch() {

@@ -350,10 +350,53 @@ impl Slot {
     }
 }
 
-/// Puts the partitions' outputs back into entity-row order by the route.
+/// Reads a spill file's rows in order, `n` at a time.
+struct RowReader {
+    reader: FileReader<BufReader<File>>,
+    /// The current batch and its next row.
+    current: Option<(RecordBatch, usize)>,
+}
+
+impl RowReader {
+    /// The next `n` rows (a slice when one batch holds them all).
+    fn take(&mut self, n: usize, schema: &SchemaRef) -> Result<RecordBatch> {
+        let mut parts = Vec::new();
+        let mut want = n;
+        while want > 0 {
+            let (batch, i) = match self.current.take() {
+                Some(c) => c,
+                None => match self.reader.next() {
+                    Some(b) => (b?, 0),
+                    None => {
+                        return Err(DataFusionError::Internal(
+                            "as-of join: the entity rows file ran out before the route did".into(),
+                        ));
+                    }
+                },
+            };
+            let len = want.min(batch.num_rows() - i);
+            parts.push(batch.slice(i, len));
+            want -= len;
+            if i + len < batch.num_rows() {
+                self.current = Some((batch, i + len));
+            }
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => concat_batches(schema, &parts)?,
+        })
+    }
+}
+
+/// Puts the partitions' outputs back into entity-row order: the entity rows
+/// read whole and in order, each beside the features of the next row of the
+/// partition the route names.
 pub(crate) struct Reassembly {
     route: BufReader<File>,
     remaining: usize,
+    whole: RowReader,
+    whole_schema: SchemaRef,
+    /// Each level-0 partition's features (row numbers dropped), in row order.
     slots: Vec<Slot>,
     /// Per slot: its current batch and the next row of it.
     current: Vec<Option<(RecordBatch, usize)>>,
@@ -365,12 +408,24 @@ pub(crate) struct Reassembly {
 impl Reassembly {
     pub(crate) fn new(
         route: (BufReader<File>, usize),
+        whole: FileReader<BufReader<File>>,
         slots: Vec<Slot>,
         out_schema: SchemaRef,
         batch_size: usize,
     ) -> Self {
         let current = (0..slots.len()).map(|_| None).collect();
-        Self { route: route.0, remaining: route.1, slots, current, out_schema, batch_size, chunk: Vec::new() }
+        let whole_schema = whole.schema();
+        Self {
+            route: route.0,
+            remaining: route.1,
+            whole: RowReader { reader: whole, current: None },
+            whole_schema,
+            slots,
+            current,
+            out_schema,
+            batch_size,
+            chunk: Vec::new(),
+        }
     }
 
     /// The next output batch, or `None` after the last entity row.
@@ -411,12 +466,12 @@ impl Reassembly {
                 self.current[p] = None;
             }
         }
-        let columns = (0..self.out_schema.fields().len())
-            .map(|c| {
-                let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
-                interleave(&arrays, &picks)
-            })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        let mut columns = self.whole.take(n, &self.whole_schema)?.columns().to_vec();
+        let features = self.out_schema.fields().len() - columns.len();
+        for c in 0..features {
+            let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
+            columns.push(interleave(&arrays, &picks)?);
+        }
         Ok(Some(RecordBatch::try_new(Arc::clone(&self.out_schema), columns)?))
     }
 }
