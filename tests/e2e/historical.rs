@@ -810,6 +810,24 @@ async fn spills_under_a_memory_limit_with_identical_results() {
             retrieve(&limited, case.entities.clone(), &["stats_v:conv", "stats_v:trips", "shops_v:rating"], false)
                 .await;
         assert_eq!(via_store, out, "seed {seed}: planned and facade retrievals differ");
+        assert!(shown.contains("ZipExec"), "batches under a limit join the views side by side: {shown}");
+        // A one-shot stream cannot be read once per view: the views then
+        // form a chain, which spills the entity rows whole; same rows.
+        let batches: Vec<_> = (0..case.entities.num_rows())
+            .step_by(700)
+            .map(|s| case.entities.slice(s, 700.min(case.entities.num_rows() - s)))
+            .collect();
+        let stream = feature_store::BatchStream::from_batches(case.entities.schema(), batches);
+        let request = limited
+            .historical_request(EntityInput::Stream(stream), &features, &HistoricalOptions::default())
+            .await
+            .unwrap();
+        let chained = parquet.plan_historical(request).await.unwrap();
+        let rows = chained.execute().unwrap().collect().await.unwrap();
+        let chain_shown = chained.display_with_metrics();
+        assert!(!chain_shown.contains("ZipExec"), "{chain_shown}");
+        assert_eq!(chained.asof_metric("spill_count") > 0, spilled > 0, "{chain_shown}");
+        assert_eq!(concat_batches(&schema, &rows).unwrap(), out, "seed {seed}: chained and side-by-side differ");
         let views = [
             RefView {
                 source: &case.stats,

@@ -19,7 +19,7 @@ use feature_store_core::model::DataSource;
 use feature_store_core::{Error as CoreError, Result as CoreResult, ValueType, describe_arrow};
 use futures::{StreamExt, TryStreamExt};
 
-use super::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
+use super::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec, ZipExec};
 use super::timestamps::{finer, instant_range, unit_nanos};
 use super::{df_error, retrieval_batch_rows, session_with_batch_rows};
 use crate::files::ResolvedSource;
@@ -50,7 +50,9 @@ impl fmt::Debug for RetrievalPlan {
 }
 
 impl RetrievalPlan {
-    /// The physical plan: the entity scan under a chain of [`AsOfJoinExec`]s, one per view.
+    /// The physical plan: the entity scan under a chain of [`AsOfJoinExec`]s,
+    /// one per view; under a memory limit, when the entity rows can be read
+    /// again, the views side by side under a [`ZipExec`] instead.
     pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
         &self.plan
     }
@@ -141,16 +143,17 @@ pub(crate) enum ResolvedEntities {
 
 /// Reports a finished retrieval's join metrics through `tracing`.
 fn log_finished(plan: &Arc<dyn ExecutionPlan>, rows: usize, seconds: f64) {
+    // Views in request order: a chain's first view is its innermost node.
     fn joins(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
+        plan.children().into_iter().for_each(|c| joins(c, out));
         if plan.is::<AsOfJoinExec>() {
             out.push(Arc::clone(plan));
         }
-        plan.children().into_iter().for_each(|c| joins(c, out));
     }
     let mut found = Vec::new();
     joins(plan, &mut found);
     let mut spilled = 0;
-    for node in found.iter().rev() {
+    for node in &found {
         let metrics = node.metrics().map(|m| m.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
         let get = |name: &str| -> usize {
             metrics.iter().filter(|m| m.value().name() == name).map(|m| m.value().as_usize()).sum()
@@ -191,16 +194,30 @@ pub(crate) async fn plan_historical(
     let entity_ctx =
         SessionContext::new_with_config_rt(ctx.copied_config().with_target_partitions(1), ctx.runtime_env());
     let keys: Vec<&feature_store_core::model::JoinKey> = views.iter().flat_map(|v| &v.join_keys).collect();
+    // Side by side needs entity rows that read the same every time: files
+    // and batches do; a one-shot stream cannot be read twice, and a query's
+    // row order is not promised.
+    let side_by_side = engine.memory_limit.is_some()
+        && views.len() > 1
+        && matches!(entities, ResolvedEntities::Files { .. } | ResolvedEntities::Input(EntityInput::Batches { .. }));
     let (entity_plan, bounds) = entity_plan(&entity_ctx, entities, ts_col, &keys).await?;
     let schema = entity_plan.schema();
     let entity_columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let left_ts = entity_timestamp(&schema, ts_col)?;
     check_output_names(&entity_columns, views)?;
 
-    let mut plan: Arc<dyn ExecutionPlan> = entity_plan;
+    let mut plan: Arc<dyn ExecutionPlan> = Arc::clone(&entity_plan);
+    let mut zipped = vec![Arc::clone(&entity_plan)];
     for (view, source) in views.iter().zip(sources) {
         let (right, spec) = view_plan(&ctx, view, &source?, &schema, left_ts, bounds).await?;
-        plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
+        if side_by_side {
+            zipped.push(Arc::new(AsOfJoinExec::features_only(Arc::clone(&entity_plan), right, spec)));
+        } else {
+            plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
+        }
+    }
+    if side_by_side {
+        plan = Arc::new(ZipExec::new(zipped));
     }
     Ok(RetrievalPlan { plan, task: ctx.task_ctx(), began, executed: Default::default() })
 }

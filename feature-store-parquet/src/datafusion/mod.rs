@@ -8,7 +8,7 @@ mod latest;
 mod stats;
 mod timestamps;
 
-pub use asof_join::{AsOfJoinExec, METRIC_NAMES as ASOF_METRIC_NAMES};
+pub use asof_join::{AsOfJoinExec, METRIC_NAMES as ASOF_METRIC_NAMES, ZipExec};
 pub use historical::RetrievalPlan;
 pub(crate) use historical::{Engine, ResolvedEntities, entity_plan, plan_historical};
 pub use latest::DEFAULT_MATERIALIZE_MEMORY;

@@ -34,19 +34,35 @@ pub struct AsOfJoinExec {
     right: Arc<dyn ExecutionPlan>,
     spec: Arc<AsOfSpec>,
     schema: SchemaRef,
+    /// Output the features alone, not the entity columns beside them (a
+    /// view of a [`super::ZipExec`]).
+    features_only: bool,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl AsOfJoinExec {
+    /// The entity columns followed by the view's features (a link of a chain).
     pub(crate) fn new(left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, spec: AsOfSpec) -> Self {
+        Self::with_output(left, right, spec, false)
+    }
+
+    /// The view's features alone, for each entity row in order: the spilled
+    /// join then keeps no copy of the entity rows.
+    pub(crate) fn features_only(left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, spec: AsOfSpec) -> Self {
+        Self::with_output(left, right, spec, true)
+    }
+
+    fn with_output(
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        spec: AsOfSpec,
+        features_only: bool,
+    ) -> Self {
         let left_schema = left.schema();
-        let fields: Vec<Arc<Field>> = left_schema
-            .fields()
-            .iter()
-            .cloned()
-            .chain(spec.features.iter().map(|f| Arc::new(f.clone().with_nullable(true))))
-            .collect();
+        let kept: &[Arc<Field>] = if features_only { &[] } else { left_schema.fields() };
+        let fields: Vec<Arc<Field>> =
+            kept.iter().cloned().chain(spec.features.iter().map(|f| Arc::new(f.clone().with_nullable(true)))).collect();
         let schema = Arc::new(Schema::new_with_metadata(fields, left_schema.metadata().clone()));
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
@@ -54,7 +70,15 @@ impl AsOfJoinExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Self { left, right, spec: Arc::new(spec), schema, cache, metrics: ExecutionPlanMetricsSet::new() }
+        Self {
+            left,
+            right,
+            spec: Arc::new(spec),
+            schema,
+            features_only,
+            cache,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 }
 
@@ -126,7 +150,7 @@ impl ExecutionPlan for AsOfJoinExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let [left, right]: [Arc<dyn ExecutionPlan>; 2] =
             children.try_into().map_err(|_| DataFusionError::Internal("AsOfJoinExec takes two children".into()))?;
-        Ok(Arc::new(Self::new(left, right, (*self.spec).clone())))
+        Ok(Arc::new(Self::with_output(left, right, (*self.spec).clone(), self.features_only)))
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -152,6 +176,8 @@ impl ExecutionPlan for AsOfJoinExec {
         let spec = Arc::clone(&self.spec);
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&schema);
+        let left_schema = self.left.schema();
+        let features_only = self.features_only;
         // The build side starts now, as its own task: every view of a chain
         // reads and indexes its rows at once instead of one after another
         // (the task is aborted if the stream is dropped).
@@ -183,7 +209,8 @@ impl ExecutionPlan for AsOfJoinExec {
                     .boxed()
                 }
                 Collected::Spilled(parts) => {
-                    grace_join(left.boxed(), parts, spec, out_schema, context, metrics).await?
+                    let left = (left.boxed(), left_schema, features_only);
+                    grace_join(left, parts, spec, out_schema, context, metrics).await?
                 }
             })
         })

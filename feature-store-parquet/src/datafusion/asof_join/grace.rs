@@ -251,7 +251,8 @@ impl Partition {
             (Arc::clone(spec), Arc::clone(&self.probe_schema), Arc::clone(&self.part_schema));
         // Only the row number and the features are kept: the entity columns
         // come back in order from the whole-row file at reassembly.
-        let keep: Vec<usize> = std::iter::once(spec.left_ts + 1).chain(spec.left_ts + 2..schema2.fields().len()).collect();
+        let keep: Vec<usize> =
+            std::iter::once(spec.left_ts + 1).chain(spec.left_ts + 2..schema2.fields().len()).collect();
         let (probe_time, spill_time) = (self.metrics.probe_time.clone(), self.metrics.spill_time.clone());
         let batch_bytes = self.batch_bytes;
         let out = tokio::task::spawn_blocking(move || -> Result<SpillFile> {
@@ -289,7 +290,7 @@ impl Partition {
 /// features in a chain) is thus written and read once per view, not
 /// scattered, joined and merged back column by column.
 pub(super) async fn grace_join(
-    mut left: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    (mut left, left_schema, features_only): (futures::stream::BoxStream<'static, Result<RecordBatch>>, SchemaRef, bool),
     right_parts: Vec<SpillFile>,
     spec: Arc<AsOfSpec>,
     out_schema: SchemaRef,
@@ -297,7 +298,6 @@ pub(super) async fn grace_join(
     metrics: AsOfMetrics,
 ) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
     let left_fields = out_schema.fields().len() - spec.features.len();
-    let left_schema = Arc::new(Schema::new(out_schema.fields()[..left_fields].to_vec()));
     // Narrow rows: keys, entity time, row number.
     let narrow: Vec<usize> = spec.left_keys.iter().copied().chain([spec.left_ts]).collect();
     let mut row_fields: Vec<Arc<Field>> = narrow.iter().map(|i| Arc::clone(&left_schema.fields()[*i])).collect();
@@ -309,7 +309,8 @@ pub(super) async fn grace_join(
     // 1. Entity rows whole into one file in order; their narrow rows,
     //    numbered, into partitions; the route records each row's.
     let batch_bytes = spill_batch_bytes(context.memory_pool().as_ref());
-    let mut whole = SpillWriter::new(&left_schema, batch_bytes)?;
+    // A features-only join keeps no entity columns.
+    let mut whole = if features_only { None } else { Some(SpillWriter::new(&left_schema, batch_bytes)?) };
     let mut writers = spill_writers(&row_schema, right_parts.len(), batch_bytes)?;
     let mut route = RouteWriter::new()?;
     let mut next_row = 0u64;
@@ -321,15 +322,22 @@ pub(super) async fn grace_join(
         next_row += n;
         let numbered = RecordBatch::try_new(Arc::clone(&row_schema), columns)?;
         let _timer = metrics.spill_time.timer();
-        whole.write(&batch)?;
+        if let Some(whole) = &mut whole {
+            whole.write(&batch)?;
+        }
         let parts = scatter_by_key(&numbered, &narrow_spec.left_keys, &spec.key_types, 0, &mut writers, true)?;
         route.write(&parts)?;
     }
     let (whole, left_parts) = {
         let _timer = metrics.spill_time.timer();
-        (whole.finish()?, writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?)
+        (
+            whole.map(SpillWriter::finish).transpose()?,
+            writers.into_iter().map(SpillWriter::finish).collect::<Result<Vec<_>>>()?,
+        )
     };
-    metrics.spilled(std::slice::from_ref(&whole));
+    if let Some(whole) = &whole {
+        metrics.spilled(std::slice::from_ref(whole));
+    }
     metrics.spilled(&left_parts);
 
     // 2. Each partition joined in memory, in entity-row order within the
@@ -381,7 +389,8 @@ pub(super) async fn grace_join(
         .into_iter()
         .map(|files| Slot::new(files, 0, &feature_schema, batch_size))
         .collect::<Result<Vec<_>>>()?;
-    let merger = Reassembly::new(route.finish()?, whole.read()?, slots, out_schema, batch_size);
+    let whole = whole.as_ref().map(SpillFile::read).transpose()?;
+    let merger = Reassembly::new(route.finish()?, whole, slots, out_schema, batch_size);
     Ok(futures::stream::unfold(Some(merger), |state| async move {
         let mut m = state?;
         match m.next_batch() {

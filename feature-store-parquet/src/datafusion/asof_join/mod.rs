@@ -6,6 +6,8 @@
 //! - [`probe`]: entity batches searching the index.
 //! - [`grace`] and [`spill`]: the out-of-core (grace hash) join under a memory limit.
 //! - [`metrics`]: what the node reports to DataFusion (`EXPLAIN ANALYZE`).
+//! - [`zip`]: views joined side by side under a memory limit, each
+//!   reading the entity rows itself, their features put together row for row.
 //!
 //! Algorithm: a hash as-of join. The right (feature) side is collected once,
 //! grouped by join key, and each group sorted by (event time, created time,
@@ -32,11 +34,13 @@ mod grace;
 mod metrics;
 mod probe;
 mod spill;
+mod zip;
 
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 
 pub use exec::AsOfJoinExec;
 pub use metrics::METRIC_NAMES;
+pub use zip::ZipExec;
 
 /// What one as-of join node joins.
 #[derive(Debug, Clone)]

@@ -69,11 +69,11 @@ pub(super) fn probe(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schem
         }
     }
     let indices = idx.finish();
-    let mut columns = left.columns().to_vec();
+    let mut columns = kept_left(&left, schema, build.features.len());
     for c in &build.features {
         columns.push(take(c.as_ref(), &indices, None)?);
     }
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    with_rows(schema, columns, n)
 }
 
 /// An aggregation view: each entity row's key range, cut to its window, is
@@ -127,7 +127,7 @@ fn aggregate(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &Sch
                 .collect()
         })
         .collect();
-    let mut columns = left.columns().to_vec();
+    let mut columns = kept_left(&left, schema, spec.aggregations.len());
     for (agg, index) in spec.aggregations.iter().zip(&build.aggregates) {
         let w = windows.iter().position(|w| *w == (agg.window.window, agg.window.interval)).expect("listed");
         let outputs = spans[w]
@@ -144,5 +144,17 @@ fn aggregate(build: &BuildSide, spec: &AsOfSpec, left: RecordBatch, schema: &Sch
             })?;
         columns.push(outputs);
     }
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    with_rows(schema, columns, n)
+}
+
+/// The entity columns, unless `schema` holds only the `features` (a
+/// features-only join).
+fn kept_left(left: &RecordBatch, schema: &SchemaRef, features: usize) -> Vec<ArrayRef> {
+    if schema.fields().len() == features { Vec::new() } else { left.columns().to_vec() }
+}
+
+/// A batch of `rows` rows (which a batch without columns cannot infer).
+fn with_rows(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
 }

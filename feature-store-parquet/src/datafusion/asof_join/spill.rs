@@ -394,8 +394,8 @@ impl RowReader {
 pub(crate) struct Reassembly {
     route: BufReader<File>,
     remaining: usize,
-    whole: RowReader,
-    whole_schema: SchemaRef,
+    /// The entity rows, unless the join outputs features only.
+    whole: Option<(RowReader, SchemaRef)>,
     /// Each level-0 partition's features (row numbers dropped), in row order.
     slots: Vec<Slot>,
     /// Per slot: its current batch and the next row of it.
@@ -408,18 +408,19 @@ pub(crate) struct Reassembly {
 impl Reassembly {
     pub(crate) fn new(
         route: (BufReader<File>, usize),
-        whole: FileReader<BufReader<File>>,
+        whole: Option<FileReader<BufReader<File>>>,
         slots: Vec<Slot>,
         out_schema: SchemaRef,
         batch_size: usize,
     ) -> Self {
         let current = (0..slots.len()).map(|_| None).collect();
-        let whole_schema = whole.schema();
         Self {
             route: route.0,
             remaining: route.1,
-            whole: RowReader { reader: whole, current: None },
-            whole_schema,
+            whole: whole.map(|reader| {
+                let schema = reader.schema();
+                (RowReader { reader, current: None }, schema)
+            }),
             slots,
             current,
             out_schema,
@@ -466,12 +467,16 @@ impl Reassembly {
                 self.current[p] = None;
             }
         }
-        let mut columns = self.whole.take(n, &self.whole_schema)?.columns().to_vec();
+        let mut columns = match &mut self.whole {
+            Some((reader, schema)) => reader.take(n, schema)?.columns().to_vec(),
+            None => Vec::new(),
+        };
         let features = self.out_schema.fields().len() - columns.len();
         for c in 0..features {
             let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
             columns.push(interleave(&arrays, &picks)?);
         }
-        Ok(Some(RecordBatch::try_new(Arc::clone(&self.out_schema), columns)?))
+        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(Some(RecordBatch::try_new_with_options(Arc::clone(&self.out_schema), columns, &options)?))
     }
 }
