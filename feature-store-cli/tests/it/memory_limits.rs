@@ -180,7 +180,8 @@ fn repo(root: &Path, keys: i64, rows_per_key: i64, features: usize, entities: i6
         repo.join("features.yaml"),
         "entities:\n  - {name: driver, join_keys: [driver_id]}\n\
          sources:\n  - {name: stats, path: data/stats.parquet, timestamp_field: event_timestamp}\n\
-         feature_views:\n  - {name: wide, entities: [driver], source: stats}\n",
+         feature_views:\n  - {name: wide, entities: [driver], source: stats}\n\
+           - {name: wide_b, entities: [driver], source: stats, online: false}\n",
     )
     .unwrap();
     let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
@@ -261,7 +262,9 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
             "--entities".into(),
             entities.display().to_string(),
             "--features".into(),
-            "wide".into(),
+            // Two views: under the limit they join side by side (ZipExec).
+            "wide,wide_b".into(),
+            "--full-feature-names".into(),
             "--output".into(),
             out.display().to_string(),
         ]
@@ -277,7 +280,8 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
     let log = ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("spilled_bytes="), "no join metrics in the log: {stderr}{log}");
-    assert!(!stderr.contains("spilled_bytes=0 "), "the join did not spill, so the test proves nothing: {stderr}");
+    assert!(!stderr.contains("spilled_bytes=0 "), "a join did not spill, so the test proves nothing: {stderr}");
+    assert!(stderr.contains("side_by_side=true"), "the views were not joined side by side: {stderr}");
     same_rows(&free, &limited);
     eprintln!(
         "anonymous memory peak (sampled) {} MiB, peak RSS {} MiB, cgroup limit hits {}",

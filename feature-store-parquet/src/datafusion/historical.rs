@@ -173,7 +173,15 @@ fn log_finished(plan: &Arc<dyn ExecutionPlan>, rows: usize, seconds: f64) {
             "historical: view joined"
         );
     }
-    tracing::info!(rows, views = found.len(), spill_files = spilled, seconds, "historical: retrieval finished");
+    let side_by_side = plan.is::<ZipExec>();
+    tracing::info!(
+        rows,
+        views = found.len(),
+        side_by_side,
+        spill_files = spilled,
+        seconds,
+        "historical: retrieval finished"
+    );
 }
 
 /// Plans a retrieval over resolved inputs: `views[i]` reads `sources[i]`.
