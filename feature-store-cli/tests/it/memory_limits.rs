@@ -178,10 +178,14 @@ fn repo(root: &Path, keys: i64, rows_per_key: i64, features: usize, entities: i6
     .unwrap();
     std::fs::write(
         repo.join("features.yaml"),
-        "entities:\n  - {name: driver, join_keys: [driver_id]}\n\
-         sources:\n  - {name: stats, path: data/stats.parquet, timestamp_field: event_timestamp}\n\
-         feature_views:\n  - {name: wide, entities: [driver], source: stats}\n\
-           - {name: wide_b, entities: [driver], source: stats, online: false}\n",
+        concat!(
+            "entities:\n  - {name: driver, join_keys: [driver_id]}\n",
+            "sources:\n  - {name: stats, path: data/stats.parquet, timestamp_field: event_timestamp}\n",
+            "feature_views:\n",
+            "  - {name: wide, entities: [driver], source: stats,\n",
+            "     validation: {max_null_fraction: {\"*\": 0.0}, ranges: {f0: [0, null]}}}\n",
+            "  - {name: wide_b, entities: [driver], source: stats, online: false}\n",
+        ),
     )
     .unwrap();
     let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
@@ -272,7 +276,7 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
     let free_args = args(&free);
     ok(&cli(&repo, &free_args.iter().map(String::as_str).collect::<Vec<_>>()));
     let mut limited_args = args(&limited);
-    limited_args.extend(["--memory-limit".to_owned(), "32MiB".into(), "-vv".into()]);
+    limited_args.extend(["--memory-limit".to_owned(), "32MiB".into(), "-vv".into(), "--save".into(), "limited".into()]);
     evict(&repo.join("data/stats.parquet"));
     evict(&entities);
     let (out, anon) = cg.cli_sampled(&repo, &limited_args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -301,6 +305,20 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
     ok(&out);
     eprintln!("materialize: anonymous memory peak (sampled) {} MiB", anon / MIB);
     assert!(anon <= limit + base(limit), "anonymous memory reached {} MiB, above the limit plus base", anon / MIB);
+
+    // Validation (the same one-pass statistics the materialization gate
+    // ran) and the saved dataset's verification (a recomputed join), too.
+    for (what, args) in [
+        ("validate", &["--memory-limit", "32MiB", "validate", "wide"][..]),
+        ("dataset verify", &["--memory-limit", "32MiB", "dataset", "verify", "limited"][..]),
+    ] {
+        evict(&repo.join("data/stats.parquet"));
+        let (out, anon) = cg.cli_sampled(&repo, args);
+        assert_eq!(cg.oom_kills(), 0, "{what}: the OOM killer struck: {}", String::from_utf8_lossy(&out.stderr));
+        ok(&out);
+        eprintln!("{what}: anonymous memory peak (sampled) {} MiB", anon / MIB);
+        assert!(anon <= limit + base(limit), "{what}: anonymous memory reached {} MiB", anon / MIB);
+    }
     let online =
         ok(&cli(&repo, &["--json", "online", "--features", "wide:f0,wide:f59", "--entity", "driver_id=19999"]));
     let h = 49i64;
