@@ -219,7 +219,8 @@ pub(crate) async fn plan_historical(
     for (view, source) in views.iter().zip(sources) {
         let (right, spec) = view_plan(&ctx, view, &source?, &schema, left_ts, bounds).await?;
         if side_by_side {
-            zipped.push(Arc::new(AsOfJoinExec::features_only(Arc::clone(&entity_plan), right, spec)));
+            let entities = fresh(&entity_plan).map_err(|e| df_error("entity table", e))?;
+            zipped.push(Arc::new(AsOfJoinExec::features_only(entities, right, spec)));
         } else {
             plan = Arc::new(AsOfJoinExec::new(plan, right, spec));
         }
@@ -228,6 +229,20 @@ pub(crate) async fn plan_historical(
         plan = Arc::new(ZipExec::new(zipped));
     }
     Ok(RetrievalPlan { plan, task: ctx.task_ctx(), began, executed: Default::default() })
+}
+
+/// A copy of `plan` that runs on its own: a file scan's nodes share their
+/// work queue between executions of one instance (sibling work stealing), so
+/// two readers of one instance would each get part of the rows.
+fn fresh(plan: &Arc<dyn ExecutionPlan>) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    let children = plan.children().into_iter().map(fresh).collect::<datafusion::common::Result<Vec<_>>>()?;
+    use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+    let plan = if children.is_empty() {
+        Arc::clone(plan)
+    } else {
+        Arc::clone(plan).replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))?
+    };
+    plan.reset_state()
 }
 
 /// About how many bytes an output row takes: the features' values (1 for

@@ -387,7 +387,7 @@ pub(super) async fn grace_join(
     let batch_size = context.session_config().batch_size();
     let slots = outputs
         .into_iter()
-        .map(|files| Slot::new(files, 0, &feature_schema, batch_size))
+        .map(|files| Slot::new(files, 0, &feature_schema, (batch_size, batch_bytes)))
         .collect::<Result<Vec<_>>>()?;
     let whole = whole.as_ref().map(SpillFile::read).transpose()?;
     let merger = Reassembly::new(route.finish()?, whole, slots, out_schema, batch_size);

@@ -231,7 +231,14 @@ pub(crate) struct Merger {
 }
 
 impl Merger {
-    pub(crate) fn new(files: Vec<SpillFile>, row_col: usize, out_schema: SchemaRef, batch_size: usize) -> Result<Self> {
+    /// Output batches hold at most `batch_size` rows and about `batch_bytes`:
+    /// every level-0 partition's current batch is held at once.
+    pub(crate) fn new(
+        files: Vec<SpillFile>,
+        row_col: usize,
+        out_schema: SchemaRef,
+        (batch_size, batch_bytes): (usize, usize),
+    ) -> Result<Self> {
         let mut readers = Vec::new();
         for f in &files {
             readers.push(f.read()?);
@@ -247,6 +254,14 @@ impl Merger {
         for p in 0..m.readers.len() {
             m.advance_batch(p)?;
         }
+        let row_bytes = m
+            .current
+            .iter()
+            .flatten()
+            .map(|(b, _, _)| get_record_batch_memory_size(b).div_ceil(b.num_rows().max(1)))
+            .max()
+            .unwrap_or(1);
+        m.batch_size = (batch_bytes / row_bytes.max(1)).clamp(1, batch_size);
         Ok(m)
     }
 
@@ -320,7 +335,7 @@ impl Slot {
         mut files: Vec<SpillFile>,
         row_col: usize,
         out_schema: &SchemaRef,
-        batch_size: usize,
+        batch: (usize, usize),
     ) -> Result<Self> {
         Ok(match files.len() {
             0 => Self::Empty,
@@ -329,7 +344,7 @@ impl Slot {
                 let keep = (0..=out_schema.fields().len()).filter(|c| *c != row_col).collect();
                 Self::File { reader: file.read()?, keep }
             }
-            _ => Self::Merged(Merger::new(files, row_col, Arc::clone(out_schema), batch_size)?),
+            _ => Self::Merged(Merger::new(files, row_col, Arc::clone(out_schema), batch)?),
         })
     }
 
