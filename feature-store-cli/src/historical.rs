@@ -176,7 +176,7 @@ async fn write(
             })?;
             match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
                 Some("parquet") | Some("pq") => {
-                    let props = writer_properties(&schema);
+                    let props = writer_properties(&schema, memory_limit(store));
                     let max_bytes = crate::parquet_out::row_group_bytes(memory_limit(store));
                     Sink::Parquet(crate::parquet_out::ParallelParquetWriter::try_new(file, schema, props, max_bytes)?)
                 }
@@ -238,8 +238,12 @@ fn memory_limit(store: &FeatureStore) -> Option<usize> {
 }
 
 /// Snappy like most Parquet writers; no dictionaries for floats, which are
-/// rarely repeated and only cost time to try.
-fn writer_properties(schema: &arrow::datatypes::Schema) -> parquet::file::properties::WriterProperties {
+/// rarely repeated and only cost time to try. Under a memory limit the other
+/// columns' dictionaries share 1/16 of it.
+fn writer_properties(
+    schema: &arrow::datatypes::Schema,
+    memory_limit: Option<usize>,
+) -> parquet::file::properties::WriterProperties {
     use arrow::datatypes::DataType;
     use parquet::file::properties::WriterProperties;
     use parquet::schema::types::ColumnPath;
@@ -248,6 +252,9 @@ fn writer_properties(schema: &arrow::datatypes::Schema) -> parquet::file::proper
         if matches!(f.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
             b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
         }
+    }
+    if let Some(m) = memory_limit {
+        b = b.set_dictionary_page_size_limit((m / 16 / schema.fields().len().max(1)).clamp(8 << 10, 1 << 20));
     }
     b.build()
 }

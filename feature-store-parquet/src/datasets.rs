@@ -54,8 +54,12 @@ impl DatasetStorage for ParquetOfflineStore {
         let fail = |e: parquet::errors::ParquetError| {
             CoreError::from(Error::ParquetWrite { location: url.clone(), source: e })
         };
-        let object = object_store::buffered::BufWriter::new(Arc::clone(&loc.store), loc.path.clone());
-        let mut writer = AsyncArrowWriter::try_new(object, stream.schema(), None).map_err(fail)?;
+        // The upload buffer (10 MiB by default) is cut to 1/16 of a limit.
+        let capacity = self.memory_limit.map_or(10 << 20, |m| (m / 16).clamp(1 << 20, 10 << 20));
+        let object =
+            object_store::buffered::BufWriter::with_capacity(Arc::clone(&loc.store), loc.path.clone(), capacity);
+        let props = output_properties(&stream.schema(), self.memory_limit);
+        let mut writer = AsyncArrowWriter::try_new(object, stream.schema(), Some(props)).map_err(fail)?;
         // Under a memory limit, row groups are cut at 1/16 of it: the writer
         // buffers a whole row group's encoded columns.
         let max_group_bytes = self.memory_limit.map_or(usize::MAX, |m| (m / 16).max(4 << 20));
@@ -113,4 +117,26 @@ impl DatasetStorage for ParquetOfflineStore {
     async fn object_info(&self, location: &str) -> CoreResult<Option<ObjectInfo>> {
         self.blobs.object_info(location).await
     }
+}
+
+/// No dictionaries for floats (rarely repeated; each column's dictionary and
+/// its hash table would otherwise grow to a MiB or more), and under a memory
+/// limit the other columns' dictionaries share 1/16 of it.
+fn output_properties(
+    schema: &datafusion::arrow::datatypes::Schema,
+    memory_limit: Option<usize>,
+) -> parquet::file::properties::WriterProperties {
+    use datafusion::arrow::datatypes::DataType;
+    use parquet::schema::types::ColumnPath;
+    let mut b = parquet::file::properties::WriterProperties::builder();
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    if let Some(m) = memory_limit {
+        let columns = schema.fields().len().max(1);
+        b = b.set_dictionary_page_size_limit((m / 16 / columns).clamp(8 << 10, 1 << 20));
+    }
+    b.build()
 }
