@@ -108,9 +108,9 @@ mod memory_urls {
 mod spilled {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn random_aggregations_match_the_definition() {
-        // 400 KiB: a pool of 250 KiB (5/8 of the limit), small enough that
+        // 500 KiB: a pool of 250 KiB (half the limit), small enough that
         // every view spills, large enough for the busiest key's rows.
-        let fixture = super::ParquetFixture::spilling(400 * 1024);
+        let fixture = super::ParquetFixture::spilling(500 * 1024);
         feature_store_core::testing::offline::random_aggregations_match_the_definition(&fixture).await;
     }
 }

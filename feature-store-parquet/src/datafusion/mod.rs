@@ -71,14 +71,16 @@ pub(crate) fn session_with_batch_rows(
     Ok(ctx)
 }
 
-/// The share of a memory limit DataFusion's pool gets: 5/8. An output
+/// The share of a memory limit DataFusion's pool gets: 1/2. An output
 /// writer takes up to 1/8 (row groups cut at 1/16, encoded beside the rows);
 /// the rest covers what no pool sees: each open Parquet column reader's
-/// dictionary and page buffers and the allocator's slack (workload 2, five
-/// views read at once: about 180 MB beside a 512 MiB pool, measured with
-/// heaptrack).
+/// dictionary and page buffers, spill writers' pending batches and the
+/// allocator's slack (workload 2, five views side by side under 1 GiB: a
+/// 640 MiB pool gave a heap peak of 736 MB and 958 MiB of anonymous memory,
+/// too close to a cgroup of 1,126 MiB; measured with heaptrack and the
+/// cgroup's counters).
 pub(crate) fn pool_bytes(limit: usize) -> usize {
-    limit / 8 * 5
+    limit / 2
 }
 
 /// Rows per batch. Without a memory limit, 8x DataFusion's default: Parquet

@@ -110,7 +110,7 @@ fn pool_size(pool: &dyn MemoryPool) -> usize {
 fn one_key_too_large(spec: &AsOfSpec, key: &str, right: &SpillFile, pool: &dyn MemoryPool) -> DataFusionError {
     let need = partition_need(right);
     let limit = match pool.memory_limit() {
-        MemoryLimit::Finite(l) => format!("{} (a pool of {})", size(l * 8 / 5), size(l)),
+        MemoryLimit::Finite(l) => format!("{} (a pool of {})", size(l * 2), size(l)),
         _ => "the memory limit".to_owned(),
     };
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -122,7 +122,7 @@ fn one_key_too_large(spec: &AsOfSpec, key: &str, right: &SpillFile, pool: &dyn M
         spec.view,
         right.rows,
         size(need),
-        size(need * PARALLEL_SHARE * 8 / 5),
+        size(need * PARALLEL_SHARE * 2),
     ))
 }
 
