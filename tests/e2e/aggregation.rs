@@ -650,7 +650,7 @@ async fn aggregations_spill_under_a_memory_limit_with_identical_results() {
     };
     let (in_memory, spills, rows, _) = run(None).await;
     assert_eq!((spills, rows), (0, n));
-    let (spilled, spills, rows, shown) = run(Some(1 << 20)).await;
+    let (spilled, spills, rows, shown) = run(Some(1280 << 10)).await;
     assert!(spills > 0, "the aggregation spilled:\n{shown}");
     assert_eq!(rows, n);
     assert!(shown.contains("AsOfJoinExec: view=user_agg") && shown.contains("aggregations=13"), "{shown}");

@@ -165,6 +165,9 @@ enum PartitionOutcome {
     Split(Vec<(SpillFile, SpillFile, u32)>),
     /// No entity rows fell into the partition.
     Empty,
+    /// One key that could fit the pool, but not beside the partitions
+    /// running now: tried again when nothing else of this join runs.
+    Deferred(SpillFile, SpillFile, u32),
 }
 
 /// Everything a partition join needs, owned so partitions can run concurrently.
@@ -180,6 +183,8 @@ struct Partition {
     part_schema: SchemaRef,
     context: Arc<TaskContext>,
     batch_bytes: usize,
+    /// Run with no other partition of this join beside it.
+    alone: bool,
 }
 
 impl Partition {
@@ -219,6 +224,19 @@ impl Partition {
                     "the feature rows of one join key (a very frequent key?)",
                 ));
             }
+            // One key cannot be split: when it needs more than a partition's
+            // share of the pool, find out before splitting. It fails now if
+            // it needs more than half the pool or already ran alone, and
+            // otherwise waits for the other partitions to finish.
+            let pool = pool_size(self.context.memory_pool().as_ref());
+            if partition_need(&right) * PARALLEL_SHARE > pool
+                && let Some(key) = single_key(&right, spec)?
+            {
+                if partition_need(&right) * 2 > pool || self.alone {
+                    return Err(one_key_too_large(spec, &key, &right, self.context.memory_pool().as_ref()));
+                }
+                return Ok(PartitionOutcome::Deferred(right, left, level));
+            }
             let split =
                 |file: &SpillFile, schema: &SchemaRef, keys: &[usize], entity_side: bool| -> Result<Vec<SpillFile>> {
                     let _timer = self.metrics.spill_time.timer();
@@ -229,16 +247,6 @@ impl Partition {
                     w.into_iter().map(SpillWriter::finish).collect()
                 };
             let rights = split(&right, &right_schema, &right_keys(spec), false)?;
-            // All rows in one sub-partition and more than a partition's share
-            // of the pool: most likely one key, which no split can divide; say
-            // so now instead of after every level. (A partition that only met
-            // other partitions' reservations goes round again, smaller.)
-            if rights.iter().any(|r| r.rows == right.rows)
-                && partition_need(&right) * PARALLEL_SHARE > pool_size(self.context.memory_pool().as_ref())
-                && let Some(key) = single_key(&right, spec)?
-            {
-                return Err(one_key_too_large(spec, &key, &right, self.context.memory_pool().as_ref()));
-            }
             let lefts = split(&left, &self.row_schema, &spec.left_keys, true)?;
             self.metrics.spilled(&rights);
             self.metrics.spilled(&lefts);
@@ -358,9 +366,15 @@ pub(super) async fn grace_join(
         right_parts.into_iter().zip(left_parts).enumerate().map(|(slot, (r, l))| (r, l, 0, slot)).collect();
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut running = futures::stream::FuturesUnordered::new();
+    let mut deferred = Vec::new();
     loop {
         while running.len() < parallel {
-            let Some((right, left, level, slot)) = pending.pop() else { break };
+            let (alone, next) = match pending.pop() {
+                Some(p) => (false, p),
+                None if running.is_empty() && !deferred.is_empty() => (true, deferred.pop().expect("deferred")),
+                None => break,
+            };
+            let (right, left, level, slot) = next;
             let part = Partition {
                 spec: Arc::clone(&narrow_spec),
                 metrics: metrics.clone(),
@@ -369,6 +383,7 @@ pub(super) async fn grace_join(
                 part_schema: Arc::clone(&part_schema),
                 context: Arc::clone(&context),
                 batch_bytes,
+                alone,
             };
             let join = part.join(right, left, level);
             running.push(futures::FutureExt::boxed(async move { (slot, join.await) }));
@@ -379,6 +394,7 @@ pub(super) async fn grace_join(
                 PartitionOutcome::Joined(file) => outputs[slot].push(file),
                 PartitionOutcome::Split(parts) => pending.extend(parts.into_iter().map(|(r, l, lv)| (r, l, lv, slot))),
                 PartitionOutcome::Empty => {}
+                PartitionOutcome::Deferred(r, l, lv) => deferred.push((r, l, lv, slot)),
             },
         }
     }
