@@ -195,19 +195,39 @@ impl Partition {
         }
         let reservation =
             MemoryConsumer::new(format!("AsOfJoin[{}] partition", spec.view)).register(self.context.memory_pool());
-        let mut batches = Vec::new();
-        let mut fits = true;
-        let reader = right.read()?;
-        let right_schema = reader.schema();
-        for b in reader {
-            let b = b?;
-            if reservation.try_grow(get_record_batch_memory_size(&b)).is_err() {
-                fits = false;
-                break;
+        // A partition within its share of the pool that does not fit met
+        // other work's reservations. While those change (other views still
+        // reading their rows, say) it waits for them, up to about 20 s;
+        // reservations that stay put (another view's index) are not waited
+        // for: the partition is split like a large one.
+        let pool = self.context.memory_pool();
+        let small = partition_need(&right) * PARALLEL_SHARE <= pool_size(pool.as_ref());
+        let (mut attempt, mut still, mut last) = (0u64, 0, usize::MAX);
+        let (batches, right_schema, fits) = loop {
+            let mut batches = Vec::new();
+            let mut fits = true;
+            let reader = right.read()?;
+            let right_schema = reader.schema();
+            for b in reader {
+                let b = b?;
+                if reservation.try_grow(get_record_batch_memory_size(&b)).is_err() {
+                    fits = false;
+                    break;
+                }
+                batches.push(b);
             }
-            batches.push(b);
-        }
-        fits = fits && reservation.try_grow(working_memory(&batches, spec)).is_ok();
+            fits = fits && reservation.try_grow(working_memory(&batches, spec)).is_ok();
+            if fits || !small || attempt >= 40 || still >= 3 {
+                break (batches, right_schema, fits);
+            }
+            drop(batches);
+            reservation.free();
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt.min(10))).await;
+            let now = pool.reserved();
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+        };
         if fits {
             self.metrics.build_mem_used.set_max(reservation.size());
         }
