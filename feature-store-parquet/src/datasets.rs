@@ -119,21 +119,14 @@ impl DatasetStorage for ParquetOfflineStore {
     }
 }
 
-/// No dictionaries for floats (rarely repeated; each column's dictionary and
-/// its hash table would otherwise grow to a MiB or more), and under a memory
-/// limit the other columns' dictionaries share 1/16 of it.
+/// Parquet's defaults, except that under a memory limit the columns'
+/// dictionaries (and their hash tables) share 1/16 of it instead of growing
+/// to a MiB each.
 fn output_properties(
     schema: &datafusion::arrow::datatypes::Schema,
     memory_limit: Option<usize>,
 ) -> parquet::file::properties::WriterProperties {
-    use datafusion::arrow::datatypes::DataType;
-    use parquet::schema::types::ColumnPath;
     let mut b = parquet::file::properties::WriterProperties::builder();
-    for f in schema.fields() {
-        if matches!(f.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
-            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
-        }
-    }
     if let Some(m) = memory_limit {
         let columns = schema.fields().len().max(1);
         b = b.set_dictionary_page_size_limit((m / 16 / columns).clamp(8 << 10, 1 << 20));

@@ -273,10 +273,12 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
             out.display().to_string(),
         ]
     };
-    let free_args = args(&free);
+    // Saved as a dataset unlimited; verified (the join recomputed) under the limit below.
+    let mut free_args = args(&free);
+    free_args.extend(["--save".to_owned(), "free".into()]);
     ok(&cli(&repo, &free_args.iter().map(String::as_str).collect::<Vec<_>>()));
     let mut limited_args = args(&limited);
-    limited_args.extend(["--memory-limit".to_owned(), "32MiB".into(), "-vv".into(), "--save".into(), "limited".into()]);
+    limited_args.extend(["--memory-limit".to_owned(), "32MiB".into(), "-vv".into()]);
     evict(&repo.join("data/stats.parquet"));
     evict(&entities);
     let (out, anon) = cg.cli_sampled(&repo, &limited_args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -310,7 +312,7 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
     // ran) and the saved dataset's verification (a recomputed join), too.
     for (what, args) in [
         ("validate", &["--memory-limit", "32MiB", "validate", "wide"][..]),
-        ("dataset verify", &["--memory-limit", "32MiB", "dataset", "verify", "limited"][..]),
+        ("dataset verify", &["--memory-limit", "32MiB", "dataset", "verify", "free"][..]),
     ] {
         evict(&repo.join("data/stats.parquet"));
         let (out, anon) = cg.cli_sampled(&repo, args);
