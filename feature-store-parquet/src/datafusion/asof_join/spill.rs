@@ -217,6 +217,15 @@ pub(crate) fn scatter(
     Ok(())
 }
 
+/// Where `batch` (the current batch of a partition whose slot is `slot`) sits
+/// in `sources`, the batches an output batch interleaves from; added once.
+fn source_index(sources: &mut Vec<RecordBatch>, slot: &mut Option<usize>, batch: &RecordBatch) -> usize {
+    *slot.get_or_insert_with(|| {
+        sources.push(batch.clone());
+        sources.len() - 1
+    })
+}
+
 /// Merges outputs sorted by the row-number column `row_col` into one stream
 /// in row-number order, dropping that column: the sub-partitions of a
 /// partition that was split again.
@@ -288,14 +297,7 @@ impl Merger {
         while picks.len() < self.batch_size {
             let Some(Reverse((_, p))) = self.heap.pop() else { break };
             let (batch, rows, i) = self.current[p].as_mut().expect("heap entries have a batch");
-            let s = match source_of[p] {
-                Some(s) => s,
-                None => {
-                    sources.push(batch.clone());
-                    source_of[p] = Some(sources.len() - 1);
-                    sources.len() - 1
-                }
-            };
+            let s = source_index(&mut sources, &mut source_of[p], batch);
             picks.push((s, *i));
             *i += 1;
             if *i < rows.len() {
@@ -468,14 +470,7 @@ impl Reassembly {
                 source_of[p] = None;
             }
             let (batch, i) = self.current[p].as_mut().expect("a current batch");
-            let s = match source_of[p] {
-                Some(s) => s,
-                None => {
-                    sources.push(batch.clone());
-                    source_of[p] = Some(sources.len() - 1);
-                    sources.len() - 1
-                }
-            };
+            let s = source_index(&mut sources, &mut source_of[p], batch);
             picks.push((s, *i));
             *i += 1;
             if *i == batch.num_rows() {
