@@ -1,5 +1,7 @@
 //! `feature-store`: the command-line tool for pipelines and people.
 
+#[cfg(feature = "distributed")]
+mod cluster;
 mod historical;
 mod ingest;
 mod init;
@@ -93,6 +95,14 @@ enum Command {
         /// the dataset's folder beside the registry).
         #[arg(long, value_name = "NAME")]
         save: Option<String>,
+        /// Where the join runs: local (this process) or ballista (a cluster;
+        /// needs --scheduler or offline_store.scheduler); overrides
+        /// offline_store.engine.
+        #[arg(long, value_enum)]
+        engine: Option<EngineArg>,
+        /// The Ballista scheduler, df://HOST:PORT; overrides offline_store.scheduler.
+        #[arg(long)]
+        scheduler: Option<String>,
     },
     /// Saved datasets: list, show a manifest, verify against the present.
     Dataset {
@@ -273,6 +283,15 @@ enum Command {
         #[arg(long)]
         metrics_port: Option<u16>,
     },
+    /// Run an Apache DataFusion Ballista scheduler or executor (or both, on
+    /// one machine) that can run this project's retrievals: set
+    /// offline_store.engine: ballista and scheduler: df://HOST:PORT, or pass
+    /// --engine ballista --scheduler df://HOST:PORT to historical.
+    #[cfg(feature = "distributed")]
+    Cluster {
+        #[command(subcommand)]
+        action: cluster::ClusterAction,
+    },
     /// Print the project's registered definitions as one YAML definition file.
     Export,
     /// Show every registered object with this name.
@@ -290,6 +309,23 @@ fn restore_sigpipe() {
     // SAFETY: called first in main, before any thread exists; only resets a signal disposition.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Keeps SIGPIPE from killing the process when a runtime thread writes to a
+/// socket whose peer has gone (a cluster's executor, a server's client):
+/// SIGPIPE is sent to the writing thread, and blocked there the write just
+/// fails with EPIPE, as network code expects. The main thread, which prints
+/// the command's output, keeps the default, so `| head` still ends it quietly.
+#[allow(unsafe_code)]
+fn block_sigpipe_in_this_thread() {
+    #[cfg(unix)]
+    // SAFETY: builds a signal set on the stack and changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -328,6 +364,13 @@ struct RunFlags {
     metrics_file: Option<PathBuf>,
 }
 
+/// `historical --engine`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EngineArg {
+    Local,
+    Ballista,
+}
+
 /// `push --to`: Feast's names for where pushed rows go.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -353,6 +396,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.on_thread_start(block_sigpipe_in_this_thread);
     if let Command::Serve { workers, .. } = &cli.command {
         // The flag, else the repo's feature_server.workers (read again, and checked, by the command).
         let workers = workers.or_else(|| {
@@ -427,10 +471,35 @@ fn message(e: &anyhow::Error) -> String {
 /// look for theirs; the search stops at a git repository's root.
 /// Opens the repo at `dir` with `--memory-limit`, when given, over the config's.
 fn open_store(memory_limit: Option<&str>, dir: &std::path::Path) -> anyhow::Result<feature_store::FeatureStore> {
+    open_store_on(memory_limit, None, None, dir)
+}
+
+/// [`open_store`] with `--engine` and `--scheduler` over the config's.
+fn open_store_on(
+    memory_limit: Option<&str>,
+    engine: Option<EngineArg>,
+    scheduler: Option<&str>,
+    dir: &std::path::Path,
+) -> anyhow::Result<feature_store::FeatureStore> {
     let mut config = feature_store::RepoConfig::load(dir)?;
     if let Some(limit) = memory_limit {
         feature_store::repo::parse_size(limit).map_err(|e| anyhow::anyhow!("--memory-limit {limit}: {e}"))?;
         config.offline_store.memory_limit = Some(limit.to_owned());
+    }
+    match engine {
+        Some(EngineArg::Local) => {
+            config.offline_store.engine = Some("local".into());
+            config.offline_store.scheduler = None;
+        }
+        Some(EngineArg::Ballista) => config.offline_store.engine = Some("ballista".into()),
+        None => {}
+    }
+    if let Some(s) = scheduler {
+        if matches!(engine, Some(EngineArg::Local)) {
+            anyhow::bail!("--scheduler is for --engine ballista");
+        }
+        config.offline_store.engine = Some("ballista".into());
+        config.offline_store.scheduler = Some(s.to_owned());
     }
     Ok(feature_store::from_config(config)?)
 }
@@ -521,8 +590,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Kind::OnDemandViews => output::on_demand_views(&store.list_on_demand_feature_views().await?, cli.json),
             }
         }
-        Command::Historical { entities, features, service, output, full_feature_names, timestamp_column, save } => {
-            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
+        Command::Historical {
+            entities,
+            features,
+            service,
+            output,
+            full_feature_names,
+            timestamp_column,
+            save,
+            engine,
+            scheduler,
+        } => {
+            let dir = repo_dir(cli.repo.as_deref())?;
+            let store = open_store_on(cli.memory_limit.as_deref(), engine, scheduler.as_deref(), &dir)?;
             let features = match service {
                 Some(s) => feature_store::Features::service(s),
                 None => feature_store::Features::refs(features),
@@ -641,6 +721,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             ingest::ingest(store, &dir, flags, cli.json).await
         }
+        #[cfg(feature = "distributed")]
+        Command::Cluster { action } => cluster::run(action).await,
         Command::Export => {
             let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
             let doc = store.document().await?;

@@ -33,6 +33,9 @@ pub struct ParquetOfflineStore {
     pub(crate) memory_limit: Option<usize>,
     pub(crate) target_partitions: usize,
     pub(crate) blobs: Blobs,
+    /// Retrievals run on this Ballista cluster (`engine: ballista`).
+    #[cfg(feature = "distributed")]
+    pub(crate) cluster: Option<crate::datafusion::distributed::Cluster>,
 }
 
 impl ParquetOfflineStore {
@@ -41,13 +44,51 @@ impl ParquetOfflineStore {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let base_dir = base_dir.into();
         let blobs = Blobs::new(base_dir.clone(), options.clone());
-        Self { base_dir, options, memory_limit: None, target_partitions: cores, blobs }
+        Self {
+            base_dir,
+            options,
+            memory_limit: None,
+            target_partitions: cores,
+            blobs,
+            #[cfg(feature = "distributed")]
+            cluster: None,
+        }
     }
 
     /// A store from an `offline_store:` section: `storage_options` (for
-    /// object_store) and `memory_limit` (e.g. `2GiB`).
+    /// object_store), `memory_limit` (e.g. `2GiB`), and `engine` (`local`,
+    /// the default, or `ballista` with `scheduler: df://host:port` and
+    /// optionally `partitions`).
     pub fn from_options(options: &BackendOptions<'_>) -> CoreResult<Self> {
-        options.check_known(&["storage_options", "memory_limit"])?;
+        options.check_known(&["storage_options", "memory_limit", "engine", "scheduler", "partitions"])?;
+        let engine = options.raw().get("engine").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+        let scheduler = options.raw().get("scheduler").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+        let partitions = match options.raw().get("partitions") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| options.error("partitions", format!("expected a positive whole number, got {v}")))?
+                    as usize,
+            ),
+        };
+        let cluster = match engine.as_deref() {
+            None | Some("local") => {
+                if scheduler.is_some() {
+                    return Err(options.error("scheduler", "set engine: ballista to run on a cluster (the engine is local)"));
+                }
+                None
+            }
+            Some("ballista") => {
+                let scheduler = scheduler.ok_or_else(|| {
+                    options.error("scheduler", "engine ballista needs the scheduler's address, e.g. scheduler: df://localhost:50050")
+                })?;
+                Some((scheduler, partitions))
+            }
+            Some(other) => {
+                return Err(options.error("engine", format!("unknown engine \"{other}\"; expected local or ballista")));
+            }
+        };
         let storage = match options.raw().get("storage_options") {
             None => BTreeMap::new(),
             Some(serde_json::Value::Object(map)) => map
@@ -59,7 +100,40 @@ impl ParquetOfflineStore {
                 .collect(),
             Some(other) => return Err(options.error("storage_options", format!("expected a mapping, got {other}"))),
         };
-        Ok(Self::new(options.base(), storage).with_memory_limit(options.size("memory_limit")?))
+        let store = Self::new(options.base(), storage).with_memory_limit(options.size("memory_limit")?);
+        match cluster {
+            None => Ok(store),
+            Some((scheduler, partitions)) => store.with_cluster(&scheduler, partitions).map_err(|e| options.error("scheduler", e)),
+        }
+    }
+
+    /// Runs retrievals on the Ballista cluster whose scheduler is at
+    /// `scheduler` (`df://host:port`), each view's join split into
+    /// `partitions` hash partitions (default 8). Sources must be at
+    /// locations every executor reads (S3, or paths they all see).
+    pub fn with_cluster(self, scheduler: &str, partitions: Option<usize>) -> Result<Self, String> {
+        #[cfg(feature = "distributed")]
+        {
+            let cluster = crate::datafusion::distributed::Cluster::new(scheduler, partitions)?;
+            Ok(Self { cluster: Some(cluster), ..self })
+        }
+        #[cfg(not(feature = "distributed"))]
+        {
+            let _ = (self, partitions);
+            Err(format!(
+                "engine ballista (scheduler {scheduler}): this build has no distributed engine; build feature-store with the \"distributed\" feature (the CLI has it)"
+            ))
+        }
+    }
+
+    /// Back to the local engine (`--engine local` over a configured cluster).
+    pub fn with_local_engine(self) -> Self {
+        #[cfg(feature = "distributed")]
+        {
+            Self { cluster: None, ..self }
+        }
+        #[cfg(not(feature = "distributed"))]
+        self
     }
 
     /// Caps query memory; beyond it, operators that can spill to disk do.
@@ -94,7 +168,12 @@ impl ParquetOfflineStore {
 
     /// The planner's view of this store's settings.
     pub(crate) fn engine(&self) -> Engine {
-        Engine { memory_limit: self.memory_limit, target_partitions: self.target_partitions }
+        Engine {
+            memory_limit: self.memory_limit,
+            target_partitions: self.target_partitions,
+            #[cfg(feature = "distributed")]
+            cluster: self.cluster.clone().map(|c| (c, self.options.clone())),
+        }
     }
 
     /// Lists `source`'s files; errors say `context`.

@@ -5,6 +5,7 @@ pub mod kafka;
 pub mod moto;
 pub mod nats;
 pub mod proxy;
+pub mod random_case;
 pub mod redis;
 
 use std::net::TcpListener;

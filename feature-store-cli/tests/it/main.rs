@@ -1,5 +1,7 @@
 //! The `feature-store` binary end to end on the scaffolded demo repo.
 
+#[cfg(feature = "distributed")]
+mod cluster;
 mod crash;
 #[cfg(target_os = "linux")]
 mod memory_limits;

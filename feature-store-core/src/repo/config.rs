@@ -144,10 +144,20 @@ pub struct OfflineStoreConfig {
     /// Memory limit for query execution, e.g. `2GiB`; beyond it joins spill to disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,
+    /// Where retrievals run: `local` (the default) or `ballista` (a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// The Ballista scheduler's address, `df://host:port`, for `engine: ballista`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
+    /// Hash partitions each view's join is split into on a cluster (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u64>,
 }
 
 impl OfflineStoreConfig {
-    /// The section as backend options (`storage_options`, `memory_limit`),
+    /// The section as backend options (`storage_options`, `memory_limit`,
+    /// `engine`, `scheduler`, `partitions`),
     /// for the offline backend to parse.
     pub fn backend_options(&self) -> BTreeMap<String, serde_json::Value> {
         let mut out = BTreeMap::new();
@@ -157,6 +167,14 @@ impl OfflineStoreConfig {
         }
         if let Some(limit) = &self.memory_limit {
             out.insert("memory_limit".into(), serde_json::Value::String(limit.clone()));
+        }
+        for (key, value) in [("engine", &self.engine), ("scheduler", &self.scheduler)] {
+            if let Some(v) = value {
+                out.insert(key.into(), serde_json::Value::String(v.clone()));
+            }
+        }
+        if let Some(p) = self.partitions {
+            out.insert("partitions".into(), serde_json::Value::from(p));
         }
         out
     }

@@ -38,6 +38,9 @@ pub(crate) struct Bounds {
 pub struct RetrievalPlan {
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
+    /// Runs on this cluster instead of in this process.
+    #[cfg(feature = "distributed")]
+    cluster: Option<(super::distributed::Cluster, std::collections::BTreeMap<String, String>)>,
     /// When planning began: the logged duration covers listing and planning too.
     began: std::time::Instant,
     executed: std::sync::atomic::AtomicBool,
@@ -70,6 +73,22 @@ impl RetrievalPlan {
             ));
         }
         let schema = self.plan.schema();
+        #[cfg(feature = "distributed")]
+        let stream: SendableRecordBatchStream = match &self.cluster {
+            Some((cluster, storage)) => {
+                let (cluster, storage, plan) = (cluster.clone(), storage.clone(), Arc::clone(&self.plan));
+                let rows = futures::stream::once(async move {
+                    super::distributed::execute(&cluster, plan, &storage)
+                        .await
+                        .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))
+                })
+                .try_flatten();
+                Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), rows))
+            }
+            None => execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
+                .map_err(|e| df_error("historical retrieval", e))?,
+        };
+        #[cfg(not(feature = "distributed"))]
         let stream = execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
             .map_err(|e| df_error("historical retrieval", e))?;
         let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -125,10 +144,14 @@ impl RetrievalPlan {
 }
 
 /// What the planner needs of the store's settings, as plain values.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Engine {
     pub(crate) memory_limit: Option<usize>,
     pub(crate) target_partitions: usize,
+    /// Retrievals run on this cluster, its executors reading sources with
+    /// these storage options.
+    #[cfg(feature = "distributed")]
+    pub(crate) cluster: Option<(super::distributed::Cluster, std::collections::BTreeMap<String, String>)>,
 }
 
 /// Entity rows with any files or sources they read already listed.
@@ -205,7 +228,12 @@ pub(crate) async fn plan_historical(
     // Side by side needs entity rows that read the same every time: files
     // and batches do; a one-shot stream cannot be read twice, and a query's
     // row order is not promised.
+    #[cfg(feature = "distributed")]
+    let cluster = engine.cluster.clone();
+    #[cfg(not(feature = "distributed"))]
+    let cluster: Option<()> = None;
     let side_by_side = engine.memory_limit.is_some()
+        && cluster.is_none()
         && views.len() > 1
         && matches!(entities, ResolvedEntities::Files { .. } | ResolvedEntities::Input(EntityInput::Batches { .. }));
     let (entity_plan, bounds) = entity_plan(&entity_ctx, entities, ts_col, &keys).await?;
@@ -216,8 +244,15 @@ pub(crate) async fn plan_historical(
 
     let mut plan: Arc<dyn ExecutionPlan> = Arc::clone(&entity_plan);
     let mut zipped = vec![Arc::clone(&entity_plan)];
+    #[cfg(feature = "distributed")]
+    let mut distributed = Vec::new();
     for (view, source) in views.iter().zip(sources) {
         let (right, spec) = view_plan(&ctx, view, &source?, &schema, left_ts, bounds).await?;
+        #[cfg(feature = "distributed")]
+        if cluster.is_some() {
+            distributed.push((right, spec));
+            continue;
+        }
         if side_by_side {
             let entities = fresh(&entity_plan).map_err(|e| df_error("entity table", e))?;
             zipped.push(Arc::new(AsOfJoinExec::features_only(entities, right, spec)));
@@ -228,7 +263,23 @@ pub(crate) async fn plan_historical(
     if side_by_side {
         plan = Arc::new(ZipExec::new(zipped));
     }
-    Ok(RetrievalPlan { plan, task: ctx.task_ctx(), began, executed: Default::default() })
+    #[cfg(feature = "distributed")]
+    if let Some((cluster, _)) = &cluster {
+        let context = format!("Ballista cluster {}", cluster.scheduler);
+        plan = super::distributed::distribute(plan, distributed, cluster.partitions)
+            .map_err(|e| df_error(&context, e))?;
+        // Every node must reach the executors: say which cannot now, not
+        // after the job is submitted (a one-shot stream of entity rows, say).
+        super::distributed::check_sendable(&plan).map_err(|e| CoreError::data(&context, e.to_string()))?;
+    }
+    Ok(RetrievalPlan {
+        plan,
+        task: ctx.task_ctx(),
+        #[cfg(feature = "distributed")]
+        cluster,
+        began,
+        executed: Default::default(),
+    })
 }
 
 /// A copy of `plan` that runs on its own: a file scan's nodes share their

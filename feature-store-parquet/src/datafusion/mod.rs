@@ -3,6 +3,8 @@
 //! physical plan.
 
 mod asof_join;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 mod historical;
 mod latest;
 mod stats;

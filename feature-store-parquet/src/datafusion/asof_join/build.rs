@@ -187,6 +187,7 @@ pub(super) enum Collected {
 impl BuildSide {
     pub(super) async fn collect(
         right: Arc<dyn ExecutionPlan>,
+        partition: Option<usize>,
         context: Arc<TaskContext>,
         spec: Arc<AsOfSpec>,
         metrics: AsOfMetrics,
@@ -194,7 +195,10 @@ impl BuildSide {
         let reservation = MemoryConsumer::new(format!("AsOfJoin[{}]", spec.view)).register(context.memory_pool());
         let batch_bytes = super::spill::spill_batch_bytes(context.memory_pool().as_ref());
         let schema = right.schema();
-        let mut stream = execute_stream(right, context)?;
+        let mut stream = match partition {
+            Some(p) => right.execute(p, context)?,
+            None => execute_stream(right, context)?,
+        };
         let mut batches = Vec::new();
         let mut spill: Option<Vec<SpillWriter>> = None;
         let keys = right_keys(&spec);

@@ -1,5 +1,7 @@
 //! The execution node: two children (entity rows, a view's feature rows),
-//! one output partition in entity-row order.
+//! one output partition in entity-row order; or, partitioned (a cluster's
+//! plan), partition `i` of the entity rows joined with partition `i` of the
+//! feature rows, both hash-partitioned by the join keys.
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +39,9 @@ pub struct AsOfJoinExec {
     /// Output the features alone, not the entity columns beside them (a
     /// view of a [`super::ZipExec`]).
     features_only: bool,
+    /// Join input partition `i` with input partition `i` (both sides
+    /// hash-partitioned by key) instead of reading every partition.
+    partitioned: bool,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -44,13 +49,43 @@ pub struct AsOfJoinExec {
 impl AsOfJoinExec {
     /// The entity columns followed by the view's features (a link of a chain).
     pub(crate) fn new(left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, spec: AsOfSpec) -> Self {
-        Self::with_output(left, right, spec, false)
+        Self::with_output(left, right, spec, false, false)
+    }
+
+    /// Partition `i` of `left` joined with partition `i` of `right`: both
+    /// must be hash-partitioned by the view's join keys (cast to the spec's
+    /// key types) into the same number of partitions. Each output partition
+    /// keeps its entity partition's row order.
+    pub(crate) fn partitioned(
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        spec: AsOfSpec,
+    ) -> Result<Self> {
+        Self::from_parts(left, right, spec, false, true)
+    }
+
+    /// Rebuilds a node from its parts (a cluster's codec decoding one).
+    pub(crate) fn from_parts(
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        spec: AsOfSpec,
+        features_only: bool,
+        partitioned: bool,
+    ) -> Result<Self> {
+        let (l, r) = (left.output_partitioning().partition_count(), right.output_partitioning().partition_count());
+        if partitioned && l != r {
+            return Err(DataFusionError::Internal(format!(
+                "partitioned as-of join of view {}: {l} entity partitions against {r} feature partitions",
+                spec.view
+            )));
+        }
+        Ok(Self::with_output(left, right, spec, features_only, partitioned))
     }
 
     /// The view's features alone, for each entity row in order: the spilled
     /// join then keeps no copy of the entity rows.
     pub(crate) fn features_only(left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, spec: AsOfSpec) -> Self {
-        Self::with_output(left, right, spec, true)
+        Self::with_output(left, right, spec, true, false)
     }
 
     fn with_output(
@@ -58,15 +93,17 @@ impl AsOfJoinExec {
         right: Arc<dyn ExecutionPlan>,
         spec: AsOfSpec,
         features_only: bool,
+        partitioned: bool,
     ) -> Self {
         let left_schema = left.schema();
         let kept: &[Arc<Field>] = if features_only { &[] } else { left_schema.fields() };
         let fields: Vec<Arc<Field>> =
             kept.iter().cloned().chain(spec.features.iter().map(|f| Arc::new(f.clone().with_nullable(true)))).collect();
         let schema = Arc::new(Schema::new_with_metadata(fields, left_schema.metadata().clone()));
+        let partitions = if partitioned { left.output_partitioning().partition_count() } else { 1 };
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -76,6 +113,7 @@ impl AsOfJoinExec {
             spec: Arc::new(spec),
             schema,
             features_only,
+            partitioned,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -86,6 +124,20 @@ impl AsOfJoinExec {
     /// The feature view this node joins.
     pub fn view(&self) -> &str {
         &self.spec.view
+    }
+
+    pub(crate) fn spec(&self) -> &AsOfSpec {
+        &self.spec
+    }
+
+    /// Whether only the features are output (see [`Self::features_only`]).
+    pub(crate) fn is_features_only(&self) -> bool {
+        self.features_only
+    }
+
+    /// Whether partitions are joined pairwise (see [`Self::partitioned`]).
+    pub(crate) fn is_partitioned(&self) -> bool {
+        self.partitioned
     }
 }
 
@@ -105,12 +157,13 @@ impl DisplayAs for AsOfJoinExec {
         }
         write!(
             f,
-            "AsOfJoinExec: view={}, keys={}, features={}, ttl={:?} {:?}",
+            "AsOfJoinExec: view={}, keys={}, features={}, ttl={:?} {:?}{}",
             self.spec.view,
             self.spec.left_keys.len(),
             self.spec.features.len(),
             self.spec.ttl,
-            self.spec.ts_unit
+            self.spec.ts_unit,
+            if self.partitioned { ", partitioned" } else { "" }
         )
     }
 }
@@ -150,7 +203,7 @@ impl ExecutionPlan for AsOfJoinExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let [left, right]: [Arc<dyn ExecutionPlan>; 2] =
             children.try_into().map_err(|_| DataFusionError::Internal("AsOfJoinExec takes two children".into()))?;
-        Ok(Arc::new(Self::with_output(left, right, (*self.spec).clone(), self.features_only)))
+        Ok(Arc::new(Self::from_parts(left, right, (*self.spec).clone(), self.features_only, self.partitioned)?))
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -158,13 +211,17 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!("AsOfJoinExec has one partition, asked for {partition}")));
+        let count = self.cache.partitioning.partition_count();
+        if partition >= count {
+            return Err(DataFusionError::Internal(format!(
+                "AsOfJoinExec has {count} partition(s), asked for {partition}"
+            )));
         }
-        // Left partitions are read one after another, so input order is kept.
-        let left_parts = self.left.output_partitioning().partition_count();
+        // Left partitions are read one after another, so input order is kept;
+        // partitioned, only the matching one.
+        let left_parts = if self.partitioned { partition..partition + 1 } else { 0..self.left.output_partitioning().partition_count() };
         let left_streams =
-            (0..left_parts).map(|p| self.left.execute(p, Arc::clone(&context))).collect::<Result<Vec<_>>>()?;
+            left_parts.map(|p| self.left.execute(p, Arc::clone(&context))).collect::<Result<Vec<_>>>()?;
         let metrics = AsOfMetrics::new(&self.metrics, partition);
         let counted = metrics.clone();
         let left = futures::stream::iter(left_streams).flatten().inspect(move |b| {
@@ -181,8 +238,14 @@ impl ExecutionPlan for AsOfJoinExec {
         // The build side starts now, as its own task: every view of a chain
         // reads and indexes its rows at once instead of one after another
         // (the task is aborted if the stream is dropped).
-        let build =
-            SpawnedTask::spawn(BuildSide::collect(right, Arc::clone(&context), Arc::clone(&spec), metrics.clone()));
+        let right_part = self.partitioned.then_some(partition);
+        let build = SpawnedTask::spawn(BuildSide::collect(
+            right,
+            right_part,
+            Arc::clone(&context),
+            Arc::clone(&spec),
+            metrics.clone(),
+        ));
         let output = metrics.clone();
         let joined = futures::stream::once(async move {
             let collected = build.join().await.map_err(|e| DataFusionError::External(Box::new(e)))??;

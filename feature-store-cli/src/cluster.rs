@@ -1,0 +1,176 @@
+//! `feature-store cluster ...`: an Apache DataFusion Ballista scheduler and
+//! executors with this project's codec registered, so retrievals with
+//! `offline_store.engine: ballista` can run on them.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::Context;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::start_server;
+use feature_store::parquet::datafusion::distributed::{
+    FeatureStoreCodec, cluster_runtime_env, cluster_session_config, cluster_session_state,
+};
+
+/// `feature-store cluster ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ClusterAction {
+    /// Run a scheduler: it plans jobs into stages and hands tasks to executors.
+    Scheduler {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// gRPC port (clients and executors connect to it).
+        #[arg(long, default_value_t = 50050)]
+        port: u16,
+    },
+    /// Run an executor serving the scheduler at --scheduler.
+    Executor {
+        /// The scheduler, df://HOST:PORT.
+        #[arg(long)]
+        scheduler: String,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Arrow Flight port (other executors and clients fetch shuffle data from it).
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// The executor's gRPC port; default a free one.
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        /// Where shuffle files go; default a temporary folder.
+        #[arg(long)]
+        work_dir: Option<std::path::PathBuf>,
+        /// Tasks run at once; default one per core.
+        #[arg(long)]
+        concurrent_tasks: Option<usize>,
+    },
+    /// A scheduler and N executors in this process, for trying a cluster on one machine.
+    Local {
+        /// Executors to start.
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// The scheduler's port; default 50050.
+        #[arg(long, default_value_t = 50050)]
+        port: u16,
+    },
+}
+
+/// Runs the action until it is stopped (SIGTERM, Ctrl+C).
+pub(crate) async fn run(action: ClusterAction) -> anyhow::Result<()> {
+    match action {
+        ClusterAction::Scheduler { host, port } => {
+            let addr = socket(&host, port)?;
+            println!("feature-store cluster scheduler listening on df://{addr}");
+            // On a runtime thread, where a closed peer's SIGPIPE is blocked.
+            tokio::spawn(scheduler(addr)).await.context("the scheduler task")?
+        }
+        ClusterAction::Executor { scheduler, host, port, grpc_port, work_dir, concurrent_tasks } => {
+            let (scheduler_host, scheduler_port) = scheduler_address(&scheduler)?;
+            let grpc_port = match grpc_port {
+                Some(p) => p,
+                None => free_port(&host)?,
+            };
+            println!("feature-store cluster executor on {host}:{port} (gRPC {grpc_port}), scheduler df://{scheduler_host}:{scheduler_port}");
+            tokio::spawn(executor(scheduler_host, scheduler_port, host, port, grpc_port, work_dir, concurrent_tasks))
+                .await
+                .context("the executor task")?
+        }
+        ClusterAction::Local { executors, port } => {
+            if executors == 0 {
+                anyhow::bail!("--executors must be at least 1");
+            }
+            let addr = socket("127.0.0.1", port)?;
+            let scheduler = tokio::spawn(scheduler(addr));
+            let mut tasks = Vec::new();
+            for _ in 0..executors {
+                let (flight, grpc) = (free_port("127.0.0.1")?, free_port("127.0.0.1")?);
+                tasks.push(tokio::spawn(executor(
+                    "127.0.0.1".into(),
+                    port,
+                    "127.0.0.1".into(),
+                    flight,
+                    grpc,
+                    None,
+                    Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+                )));
+            }
+            println!(
+                "feature-store local cluster: scheduler df://{addr}, {executors} executor(s); set offline_store.engine: ballista and scheduler: df://{addr}"
+            );
+            tokio::select! {
+                r = scheduler => r.context("the scheduler task")?,
+                r = futures::future::select_all(tasks) => r.0.context("an executor task")?,
+            }
+        }
+    }
+}
+
+fn socket(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let text = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    text.parse().with_context(|| format!("--host {host} --port {port} is not a listen address (an IP address and a port)"))
+}
+
+/// A port nothing listens on now.
+fn free_port(host: &str) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((host, 0)).with_context(|| format!("finding a free port on {host}"))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `df://host:port` (or `host:port`) as host and port.
+fn scheduler_address(text: &str) -> anyhow::Result<(String, u16)> {
+    let rest = text.strip_prefix("df://").or_else(|| text.strip_prefix("http://")).unwrap_or(text);
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty())
+        .with_context(|| format!("--scheduler {text} is not df://HOST:PORT"))?;
+    let port = port.parse().with_context(|| format!("--scheduler {text}: \"{port}\" is not a port"))?;
+    Ok((host.to_owned(), port))
+}
+
+async fn scheduler(addr: SocketAddr) -> anyhow::Result<()> {
+    let config = SchedulerConfig {
+        bind_host: addr.ip().to_string(),
+        bind_port: addr.port(),
+        override_config_producer: Some(Arc::new(cluster_session_config)),
+        override_session_builder: Some(Arc::new(cluster_session_state)),
+        override_physical_codec: Some(Arc::new(FeatureStoreCodec::new())),
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| anyhow::anyhow!("starting the scheduler: {e}"))?;
+    start_server(cluster, addr, Arc::new(config))
+        .await
+        .map_err(|e| anyhow::anyhow!("scheduler on {addr}: {e}"))
+}
+
+async fn executor(
+    scheduler_host: String,
+    scheduler_port: u16,
+    host: String,
+    port: u16,
+    grpc_port: u16,
+    work_dir: Option<std::path::PathBuf>,
+    concurrent_tasks: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut config = ExecutorProcessConfig {
+        bind_host: host.clone(),
+        port,
+        grpc_port,
+        scheduler_host,
+        scheduler_port,
+        // Keep trying while the scheduler starts (`cluster local` starts both at once).
+        scheduler_connect_timeout_seconds: 30,
+        work_dir: work_dir.map(|d| d.display().to_string()),
+        override_config_producer: Some(Arc::new(cluster_session_config)),
+        override_runtime_producer: Some(Arc::new(cluster_runtime_env)),
+        override_physical_codec: Some(Arc::new(FeatureStoreCodec::new())),
+        ..Default::default()
+    };
+    if let Some(n) = concurrent_tasks {
+        config.vcores = n.max(1);
+    }
+    start_executor_process(Arc::new(config)).await.map_err(|e| anyhow::anyhow!("executor on {host}:{port}: {e}"))
+}

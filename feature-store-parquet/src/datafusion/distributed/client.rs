@@ -1,0 +1,71 @@
+//! Submits a distributed plan to the scheduler and streams the rows back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ballista_core::config::{BALLISTA_CLIENT_GRPC_CONNECT_TIMEOUT_SECONDS, BALLISTA_CLIENT_IO_RETRIES_TIMES};
+use ballista_core::execution_plans::execute_physical_plan;
+use ballista_core::extension::SessionConfigExt;
+use datafusion::common::DataFusionError;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use feature_store_core::Error as CoreError;
+
+use super::{Cluster, FeatureStoreCodec, StorageSettings, cluster_session_config};
+
+/// Runs `plan` on `cluster`; executors read sources with `storage` (the
+/// offline store's `storage_options`).
+pub(crate) async fn execute(
+    cluster: &Cluster,
+    plan: Arc<dyn ExecutionPlan>,
+    storage: &BTreeMap<String, String>,
+) -> Result<SendableRecordBatchStream, CoreError> {
+    let config = cluster_session_config()
+        .with_option_extension(StorageSettings::new(storage.clone()))
+        // An unreachable scheduler fails in seconds, not after retries.
+        .set_str(BALLISTA_CLIENT_GRPC_CONNECT_TIMEOUT_SECONDS, "5")
+        .set_str(BALLISTA_CLIENT_IO_RETRIES_TIMES, "1");
+    let ballista = config.ballista_config();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let session = format!("feature-store-{}-{nanos}", std::process::id());
+    tracing::info!(scheduler = %cluster.scheduler, partitions = cluster.partitions, session, "historical: submitting to the cluster");
+    execute_physical_plan::<PhysicalPlanNode>(
+        cluster.grpc_url(),
+        &ballista,
+        plan,
+        &FeatureStoreCodec::new(),
+        session,
+        config,
+    )
+    .await
+    .map_err(|e| cluster_error(cluster, e))
+}
+
+/// A cluster failure in the words a user can act on: an unreachable
+/// scheduler names its address; a scheduler or executor without this
+/// crate's codec says how to start one that has it.
+pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError {
+    let message = e.to_string();
+    let lower = message.to_ascii_lowercase();
+    if ["transport error", "connection refused", "tcp connect", "dns error", "timed out"]
+        .iter()
+        .any(|m| lower.contains(m))
+        && !lower.contains("job ")
+    {
+        return CoreError::StoreUnavailable {
+            store: format!("Ballista scheduler {} (offline_store.scheduler)", cluster.scheduler),
+            source: Box::new(e),
+        };
+    }
+    if lower.contains("ballistaphysicalplannode") || lower.contains("could not parse plan") {
+        return CoreError::data(
+            format!("Ballista cluster {}", cluster.scheduler),
+            format!(
+                "the scheduler or an executor cannot decode this project's operators (AsOfJoinExec, RowNumberExec); \
+                 start them with `feature-store cluster scheduler` and `feature-store cluster executor`, which \
+                 register its codec ({message})"
+            ),
+        );
+    }
+    CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)
+}

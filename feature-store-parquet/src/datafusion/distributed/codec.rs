@@ -1,0 +1,273 @@
+//! How this crate's operators travel to a cluster: a
+//! [`PhysicalExtensionCodec`] that encodes [`AsOfJoinExec`] and
+//! [`RowNumberExec`] and hands every other node to Ballista's own codec.
+//! Scheduler and executors must be started with it
+//! (`feature-store cluster scheduler|executor` are).
+
+use std::sync::Arc;
+
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use feature_store_core::ValueType;
+use feature_store_core::aggregation::WindowSpec;
+use prost::Message;
+
+use super::row_number::RowNumberExec;
+use crate::datafusion::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
+
+/// Leads every buffer this codec writes. As a protobuf tag it would be field 8
+/// of wire type 6, which does not exist, so no buffer of Ballista's codec
+/// starts with it.
+const MAGIC: &[u8; 4] = b"FSX1";
+
+/// This crate's nodes, and Ballista's (shuffles) through Ballista's codec.
+#[derive(Debug, Default)]
+pub struct FeatureStoreCodec {
+    ballista: BallistaPhysicalExtensionCodec,
+}
+
+impl FeatureStoreCodec {
+    /// The codec, ready to register with a scheduler, an executor or a client.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct NodeProto {
+    #[prost(oneof = "Node", tags = "1, 2")]
+    node: Option<Node>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Node {
+    #[prost(message, tag = "1")]
+    AsOf(AsOfProto),
+    #[prost(message, tag = "2")]
+    RowNumber(RowNumberProto),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RowNumberProto {
+    #[prost(string, tag = "1")]
+    column: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AsOfProto {
+    #[prost(string, tag = "1")]
+    view: String,
+    #[prost(string, tag = "2")]
+    context: String,
+    #[prost(uint64, repeated, tag = "3")]
+    left_keys: Vec<u64>,
+    #[prost(uint64, tag = "4")]
+    left_ts: u64,
+    /// Key types as the fields of a schema (`k0`, `k1`, ...).
+    #[prost(message, optional, tag = "5")]
+    key_types: Option<datafusion_proto::protobuf::Schema>,
+    #[prost(bool, tag = "6")]
+    has_created: bool,
+    #[prost(message, optional, tag = "7")]
+    features: Option<datafusion_proto::protobuf::Schema>,
+    /// 0 s, 1 ms, 2 µs, 3 ns.
+    #[prost(uint32, tag = "8")]
+    ts_unit: u32,
+    #[prost(int64, optional, tag = "9")]
+    ttl: Option<i64>,
+    #[prost(message, repeated, tag = "10")]
+    aggregations: Vec<AggProto>,
+    #[prost(bool, tag = "11")]
+    features_only: bool,
+    #[prost(bool, tag = "12")]
+    partitioned: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AggProto {
+    /// The function's name as in definitions (`sum`, `last_n`, ...).
+    #[prost(string, tag = "1")]
+    function: String,
+    /// The input's type name; empty counts rows.
+    #[prost(string, tag = "2")]
+    input: String,
+    #[prost(uint32, optional, tag = "3")]
+    n: Option<u32>,
+    #[prost(int64, tag = "4")]
+    window: i64,
+    #[prost(int64, optional, tag = "5")]
+    interval: Option<i64>,
+    #[prost(uint64, optional, tag = "6")]
+    column: Option<u64>,
+    #[prost(string, tag = "7")]
+    dtype: String,
+}
+
+fn bad(what: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("feature-store codec: {what}"))
+}
+
+fn unit_code(u: TimeUnit) -> u32 {
+    match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    }
+}
+
+fn unit_of(code: u32) -> Result<TimeUnit> {
+    Ok(match code {
+        0 => TimeUnit::Second,
+        1 => TimeUnit::Millisecond,
+        2 => TimeUnit::Microsecond,
+        3 => TimeUnit::Nanosecond,
+        other => return Err(bad(format!("unknown time unit {other}"))),
+    })
+}
+
+fn schema_proto(fields: Vec<Field>) -> Result<datafusion_proto::protobuf::Schema> {
+    datafusion_proto::protobuf::Schema::try_from(&Schema::new(fields)).map_err(|e| bad(e))
+}
+
+fn schema_of(proto: Option<&datafusion_proto::protobuf::Schema>) -> Result<Schema> {
+    let proto = proto.ok_or_else(|| bad("a schema is missing"))?;
+    Schema::try_from(proto).map_err(|e| bad(e))
+}
+
+fn encode_spec(node: &AsOfJoinExec) -> Result<AsOfProto> {
+    let spec = node.spec();
+    let key_fields =
+        spec.key_types.iter().enumerate().map(|(i, t)| Field::new(format!("k{i}"), t.clone(), true)).collect();
+    let aggregations = spec
+        .aggregations
+        .iter()
+        .map(|a| {
+            let function = serde_json::to_value(a.window.function)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or_else(|| bad("an aggregate function without a name"))?;
+            Ok(AggProto {
+                function,
+                input: a.window.input.as_ref().map(ToString::to_string).unwrap_or_default(),
+                n: a.window.n,
+                window: a.window.window,
+                interval: a.window.interval,
+                column: a.column.map(|c| c as u64),
+                dtype: a.dtype.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AsOfProto {
+        view: spec.view.clone(),
+        context: spec.context.clone(),
+        left_keys: spec.left_keys.iter().map(|k| *k as u64).collect(),
+        left_ts: spec.left_ts as u64,
+        key_types: Some(schema_proto(key_fields)?),
+        has_created: spec.has_created,
+        features: Some(schema_proto(spec.features.clone())?),
+        ts_unit: unit_code(spec.ts_unit),
+        ttl: spec.ttl,
+        aggregations,
+        features_only: node.is_features_only(),
+        partitioned: node.is_partitioned(),
+    })
+}
+
+fn value_type(name: &str) -> Result<ValueType> {
+    name.parse().map_err(|e| bad(e))
+}
+
+fn decode_spec(p: &AsOfProto) -> Result<AsOfSpec> {
+    let key_types: Vec<DataType> =
+        schema_of(p.key_types.as_ref())?.fields().iter().map(|f| f.data_type().clone()).collect();
+    let features: Vec<Field> = schema_of(p.features.as_ref())?.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let aggregations = p
+        .aggregations
+        .iter()
+        .map(|a| {
+            let function = serde_json::from_value(serde_json::Value::String(a.function.clone()))
+                .map_err(|_| bad(format!("unknown aggregate function \"{}\"", a.function)))?;
+            let input = if a.input.is_empty() { None } else { Some(value_type(&a.input)?) };
+            Ok(AggColumn {
+                window: WindowSpec { function, input, n: a.n, window: a.window, interval: a.interval },
+                column: a.column.map(|c| c as usize),
+                dtype: value_type(&a.dtype)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AsOfSpec {
+        view: p.view.clone(),
+        context: p.context.clone(),
+        left_keys: p.left_keys.iter().map(|k| *k as usize).collect(),
+        left_ts: p.left_ts as usize,
+        key_types,
+        has_created: p.has_created,
+        features,
+        ts_unit: unit_of(p.ts_unit)?,
+        ttl: p.ttl,
+        aggregations,
+    })
+}
+
+impl PhysicalExtensionCodec for FeatureStoreCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(body) = buf.strip_prefix(MAGIC.as_slice()) else {
+            return self.ballista.try_decode(buf, inputs, ctx, converter);
+        };
+        let node = NodeProto::decode(body).map_err(|e| bad(e))?.node.ok_or_else(|| bad("an empty node"))?;
+        match node {
+            Node::AsOf(p) => {
+                let [left, right] = inputs else {
+                    return Err(bad(format!("AsOfJoinExec takes two inputs, got {}", inputs.len())));
+                };
+                let spec = decode_spec(&p)?;
+                Ok(Arc::new(AsOfJoinExec::from_parts(
+                    Arc::clone(left),
+                    Arc::clone(right),
+                    spec,
+                    p.features_only,
+                    p.partitioned,
+                )?))
+            }
+            Node::RowNumber(p) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("RowNumberExec takes one input, got {}", inputs.len())));
+                };
+                Ok(Arc::new(RowNumberExec::new(Arc::clone(input), &p.column)))
+            }
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let proto = if let Some(join) = node.downcast_ref::<AsOfJoinExec>() {
+            Node::AsOf(encode_spec(join)?)
+        } else if let Some(rows) = node.downcast_ref::<RowNumberExec>() {
+            Node::RowNumber(RowNumberProto { column: rows.column().to_owned() })
+        } else {
+            let name = node.name().to_owned();
+            return self.ballista.try_encode(node, buf, converter).map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "the plan node {name} cannot be sent to a cluster ({e}); run this retrieval on the local engine"
+                ))
+            });
+        };
+        buf.extend_from_slice(MAGIC);
+        NodeProto { node: Some(proto) }.encode(buf).map_err(|e| bad(e))
+    }
+}

@@ -1,0 +1,97 @@
+//! Retrieval on an Apache DataFusion Ballista cluster: the same operators as
+//! the local engine, planned so each view's join runs per hash partition of
+//! its keys on the executors, and the rows put back into the entity table's
+//! order by row number.
+//!
+//! - [`plan`]: the distributed plan (row numbers, hash exchanges, partitioned
+//!   as-of joins, the final merge by row number).
+//! - [`codec`]: how [`crate::datafusion::AsOfJoinExec`] and
+//!   [`RowNumberExec`] travel to the scheduler and executors.
+//! - [`client`]: submitting a plan and streaming its rows back.
+//! - [`storage`]: the object stores executors read sources from, configured
+//!   by the job's `storage_options` (S3 endpoint, credentials, ...).
+
+mod client;
+mod codec;
+mod plan;
+mod row_number;
+mod storage;
+
+pub use codec::FeatureStoreCodec;
+pub use row_number::RowNumberExec;
+pub use storage::{StorageSettings, cluster_runtime_env, cluster_session_config, cluster_session_state};
+
+pub(crate) use client::execute;
+pub(crate) use plan::distribute;
+
+/// Encodes `plan` as the scheduler will receive it: a node no executor could
+/// run (a one-shot stream of entity rows, an in-process table) is an error
+/// naming it, before anything is submitted.
+pub(crate) fn check_sendable(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> datafusion::common::Result<()> {
+    use datafusion_proto::physical_plan::AsExecutionPlan;
+    let codec = FeatureStoreCodec::new();
+    datafusion_proto::protobuf::PhysicalPlanNode::try_from_physical_plan(std::sync::Arc::clone(plan), &codec)
+        .map(|_| ())
+        .map_err(|e| match e {
+            datafusion::common::DataFusionError::NotImplemented(m) if m.contains("StreamingTableExec") => {
+                datafusion::common::DataFusionError::Plan(
+                    "a one-shot stream of entity rows cannot be sent to a cluster; pass a file, a DataFrame or record batches".into(),
+                )
+            }
+            other => other,
+        })
+}
+
+/// Where retrievals run when `offline_store.engine` is `ballista`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `df://host:port` (or `host:port`) of the scheduler.
+    pub scheduler: String,
+    /// Hash partitions each view's join is split into.
+    pub partitions: usize,
+}
+
+/// Partitions when none are configured: a few per executor core of a small
+/// cluster, so a slow partition does not hold a stage back for long.
+pub const DEFAULT_PARTITIONS: usize = 8;
+
+impl Cluster {
+    /// A cluster at `scheduler` (`df://host:port`, `http://host:port` or
+    /// `host:port`); anything else is an error naming it.
+    pub fn new(scheduler: &str, partitions: Option<usize>) -> Result<Self, String> {
+        let rest = scheduler
+            .strip_prefix("df://")
+            .or_else(|| scheduler.strip_prefix("http://"))
+            .unwrap_or(scheduler)
+            .trim_end_matches('/');
+        let valid = rest
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !valid {
+            return Err(format!("scheduler address \"{scheduler}\" is not df://host:port (e.g. df://localhost:50050)"));
+        }
+        if partitions == Some(0) {
+            return Err("partitions must be at least 1".into());
+        }
+        Ok(Self { scheduler: format!("df://{rest}"), partitions: partitions.unwrap_or(DEFAULT_PARTITIONS) })
+    }
+
+    /// The scheduler's gRPC endpoint.
+    pub(crate) fn grpc_url(&self) -> String {
+        format!("http://{}", self.scheduler.trim_start_matches("df://"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cluster;
+
+    #[test]
+    fn scheduler_addresses() {
+        assert_eq!(Cluster::new("df://h:50050", None).unwrap().scheduler, "df://h:50050");
+        assert_eq!(Cluster::new("localhost:1", Some(3)).unwrap().grpc_url(), "http://localhost:1");
+        assert!(Cluster::new("df://h", None).unwrap_err().contains("df://host:port"));
+        assert!(Cluster::new("df://:80", None).is_err());
+        assert!(Cluster::new("h:80", Some(0)).is_err());
+    }
+}

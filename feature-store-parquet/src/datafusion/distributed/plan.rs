@@ -1,0 +1,81 @@
+//! The distributed form of a retrieval plan.
+//!
+//! ```text
+//! ProjectionExec (drops the row number)
+//!   SortPreservingMergeExec [row]         <- stage: the rows in entity order
+//!     SortExec [row], per partition
+//!       AsOfJoinExec (view n, partitioned)
+//!         RepartitionExec Hash(view n's keys)   <- stage boundary (shuffle)
+//!           ... AsOfJoinExec (view 1, partitioned)
+//!                 RepartitionExec Hash(keys) over RowNumberExec over the entity scan
+//!                 RepartitionExec Hash(__key0..) over view 1's feature scan
+//! ```
+//!
+//! Ballista cuts a stage at each hash exchange and at the merge. A view's
+//! partition `i` holds every entity row and every feature row of the keys
+//! that hash to `i`, so each partition's join is exact on its own; the
+//! joins are the local engine's operator, so the rows are the local
+//! engine's, bit for bit.
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+
+use super::row_number::RowNumberExec;
+use crate::datafusion::asof_join::{AsOfJoinExec, AsOfSpec};
+
+/// The row-number column; no entity table or view uses this name.
+pub(crate) const ROW: &str = "__feature_store_row";
+
+/// The retrieval of `views` (each a feature-side plan and its join) for the
+/// rows of `entities`, split into `partitions` hash partitions per view.
+pub(crate) fn distribute(
+    entities: Arc<dyn ExecutionPlan>,
+    views: Vec<(Arc<dyn ExecutionPlan>, AsOfSpec)>,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut plan: Arc<dyn ExecutionPlan> = Arc::new(RowNumberExec::new(entities, ROW));
+    for (right, spec) in views {
+        let left_schema = plan.schema();
+        // Both sides hash the same values: the entity keys cast to the
+        // view's key types, as the feature side's keys already are.
+        let left_hash = spec
+            .left_keys
+            .iter()
+            .zip(&spec.key_types)
+            .map(|(&i, t)| {
+                let field = left_schema.field(i);
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
+                if field.data_type() == t { column } else { Arc::new(CastExpr::new(column, t.clone(), None)) }
+            })
+            .collect();
+        let right_schema = right.schema();
+        let right_hash = (0..spec.key_types.len())
+            .map(|i| Arc::new(Column::new(right_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let left = Arc::new(RepartitionExec::try_new(plan, Partitioning::Hash(left_hash, partitions))?);
+        let right = Arc::new(RepartitionExec::try_new(right, Partitioning::Hash(right_hash, partitions))?);
+        plan = Arc::new(AsOfJoinExec::partitioned(left, right, spec)?);
+    }
+    let schema = plan.schema();
+    let row = schema.index_of(ROW)?;
+    let order = LexOrdering::new([PhysicalSortExpr::new_default(Arc::new(Column::new(ROW, row)))])
+        .expect("one sort expression");
+    let sorted = Arc::new(SortExec::new(order.clone(), plan).with_preserve_partitioning(true));
+    let merged = Arc::new(SortPreservingMergeExec::new(order, sorted));
+    let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != row)
+        .map(|(i, f)| (Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>, f.name().clone()))
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(columns, merged)?))
+}

@@ -1,0 +1,145 @@
+//! What executors read sources with: the job carries the offline store's
+//! `storage_options` as session settings (`feature_store.storage.<key>`),
+//! and each executor builds its object stores from them, the same way the
+//! local engine does, so an S3 endpoint or credential set once in
+//! `feature_store.yaml` reaches every executor.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use ballista_core::extension::SessionConfigExt;
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::SessionConfig;
+use object_store::ObjectStore;
+use url::Url;
+
+/// The offline store's `storage_options`, as a session config extension.
+#[derive(Debug, Clone, Default)]
+pub struct StorageSettings {
+    options: BTreeMap<String, String>,
+}
+
+impl StorageSettings {
+    /// Settings carrying `options`.
+    pub fn new(options: BTreeMap<String, String>) -> Self {
+        Self { options }
+    }
+}
+
+impl ConfigExtension for StorageSettings {
+    const PREFIX: &'static str = "feature_store";
+}
+
+impl ExtensionOptions for StorageSettings {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.strip_prefix("storage.").ok_or_else(|| {
+            DataFusionError::Configuration(format!("unknown setting feature_store.{key}; expected feature_store.storage.<option>"))
+        })?;
+        self.options.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.options
+            .iter()
+            .map(|(k, v)| ConfigEntry {
+                key: format!("{}.storage.{k}", Self::PREFIX),
+                value: Some(v.clone()),
+                description: "an object store option of the offline store",
+            })
+            .collect()
+    }
+}
+
+/// The session config schedulers and executors start from: Ballista's, with
+/// [`StorageSettings`] registered so a job's storage options are accepted.
+pub fn cluster_session_config() -> SessionConfig {
+    SessionConfig::new_with_ballista().with_option_extension(StorageSettings::default())
+}
+
+/// A scheduler's session for one job: [`cluster_runtime_env`]'s stores.
+pub fn cluster_session_state(config: SessionConfig) -> Result<datafusion::execution::SessionState> {
+    let runtime = cluster_runtime_env(&config)?;
+    Ok(datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build())
+}
+
+/// An executor's runtime for one session: object stores built from the
+/// session's [`StorageSettings`].
+pub fn cluster_runtime_env(config: &SessionConfig) -> Result<Arc<RuntimeEnv>> {
+    let options = config.options().extensions.get::<StorageSettings>().map(|s| s.options.clone()).unwrap_or_default();
+    RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(Stores { options, stores: Mutex::default() }))
+        .build_arc()
+}
+
+/// Object stores by scheme and host, made on first use.
+#[derive(Debug)]
+struct Stores {
+    options: BTreeMap<String, String>,
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl Stores {
+    fn key(url: &Url) -> String {
+        format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
+    }
+}
+
+impl ObjectStoreRegistry for Stores {
+    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        self.stores.lock().expect("stores lock").insert(Self::key(url), store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        self.stores
+            .lock()
+            .expect("stores lock")
+            .remove(&Self::key(url))
+            .ok_or_else(|| DataFusionError::Execution(format!("no object store for {url}")))
+    }
+
+    fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        let key = Self::key(url);
+        if let Some(store) = self.stores.lock().expect("stores lock").get(&key) {
+            return Ok(Arc::clone(store));
+        }
+        if url.scheme() == "memory" {
+            return Err(DataFusionError::Execution(format!(
+                "{url}: an in-memory store lives in one process; executors cannot read it (use files or S3)"
+            )));
+        }
+        let location = if url.scheme() == "file" { "file:///".to_owned() } else { format!("{key}/") };
+        let resolved = feature_store_object_store::location::resolve(&location, std::path::Path::new("/"), &self.options)
+            .map_err(|e| DataFusionError::Execution(format!("object store for {url}: {e}")))?;
+        let store = match resolved.kind {
+            // Plain reads: the local engine's mapped files would count
+            // against an executor's memory without its pool seeing them.
+            feature_store_object_store::location::StoreKind::Local(_) => {
+                Arc::new(object_store::local::LocalFileSystem::new()) as Arc<dyn ObjectStore>
+            }
+            _ => resolved.store,
+        };
+        self.stores.lock().expect("stores lock").insert(key, Arc::clone(&store));
+        Ok(store)
+    }
+}
