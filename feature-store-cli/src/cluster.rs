@@ -14,6 +14,13 @@ use feature_store::parquet::datafusion::distributed::{
     FeatureStoreCodec, cluster_runtime_env, cluster_session_config, cluster_session_state,
 };
 
+/// Seconds without a heartbeat after which the scheduler drops an executor.
+const EXECUTOR_TIMEOUT_SECONDS: u64 = 30;
+
+/// Largest gRPC message: a plan carries in-memory entity rows (the client
+/// sends the same limit; see `feature_store_parquet`'s cluster client).
+const MAX_MESSAGE_BYTES: u32 = 256 << 20;
+
 /// `feature-store cluster ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum ClusterAction {
@@ -73,7 +80,9 @@ pub(crate) async fn run(action: ClusterAction) -> anyhow::Result<()> {
                 Some(p) => p,
                 None => free_port(&host)?,
             };
-            println!("feature-store cluster executor on {host}:{port} (gRPC {grpc_port}), scheduler df://{scheduler_host}:{scheduler_port}");
+            println!(
+                "feature-store cluster executor on {host}:{port} (gRPC {grpc_port}), scheduler df://{scheduler_host}:{scheduler_port}"
+            );
             tokio::spawn(executor(scheduler_host, scheduler_port, host, port, grpc_port, work_dir, concurrent_tasks))
                 .await
                 .context("the executor task")?
@@ -110,7 +119,8 @@ pub(crate) async fn run(action: ClusterAction) -> anyhow::Result<()> {
 
 fn socket(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     let text = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    text.parse().with_context(|| format!("--host {host} --port {port} is not a listen address (an IP address and a port)"))
+    text.parse()
+        .with_context(|| format!("--host {host} --port {port} is not a listen address (an IP address and a port)"))
 }
 
 /// A port nothing listens on now.
@@ -138,12 +148,20 @@ async fn scheduler(addr: SocketAddr) -> anyhow::Result<()> {
         override_config_producer: Some(Arc::new(cluster_session_config)),
         override_session_builder: Some(Arc::new(cluster_session_state)),
         override_physical_codec: Some(Arc::new(FeatureStoreCodec::new())),
+        // An executor that stops heartbeating is dropped within about 30 s
+        // (Ballista's default is 3 minutes), and its tasks run elsewhere.
+        executor_timeout_seconds: EXECUTOR_TIMEOUT_SECONDS,
+        expire_dead_executor_interval_seconds: 5,
+        no_executors_grace_period_seconds: EXECUTOR_TIMEOUT_SECONDS,
+        // Entity rows given in memory travel inside the plan.
+        grpc_server_max_decoding_message_size: MAX_MESSAGE_BYTES,
+        grpc_server_max_encoding_message_size: MAX_MESSAGE_BYTES,
+        grpc_client_max_message_size: MAX_MESSAGE_BYTES,
         ..Default::default()
     };
-    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| anyhow::anyhow!("starting the scheduler: {e}"))?;
-    start_server(cluster, addr, Arc::new(config))
-        .await
-        .map_err(|e| anyhow::anyhow!("scheduler on {addr}: {e}"))
+    let cluster =
+        BallistaCluster::new_from_config(&config).await.map_err(|e| anyhow::anyhow!("starting the scheduler: {e}"))?;
+    start_server(cluster, addr, Arc::new(config)).await.map_err(|e| anyhow::anyhow!("scheduler on {addr}: {e}"))
 }
 
 async fn executor(
@@ -167,6 +185,9 @@ async fn executor(
         override_config_producer: Some(Arc::new(cluster_session_config)),
         override_runtime_producer: Some(Arc::new(cluster_runtime_env)),
         override_physical_codec: Some(Arc::new(FeatureStoreCodec::new())),
+        executor_heartbeat_interval_seconds: 10,
+        grpc_max_decoding_message_size: MAX_MESSAGE_BYTES,
+        grpc_max_encoding_message_size: MAX_MESSAGE_BYTES,
         ..Default::default()
     };
     if let Some(n) = concurrent_tasks {

@@ -61,8 +61,10 @@ impl ParquetOfflineStore {
     /// optionally `partitions`).
     pub fn from_options(options: &BackendOptions<'_>) -> CoreResult<Self> {
         options.check_known(&["storage_options", "memory_limit", "engine", "scheduler", "partitions"])?;
-        let engine = options.raw().get("engine").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
-        let scheduler = options.raw().get("scheduler").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+        let engine =
+            options.raw().get("engine").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+        let scheduler =
+            options.raw().get("scheduler").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
         let partitions = match options.raw().get("partitions") {
             None => None,
             Some(v) => Some(
@@ -75,13 +77,18 @@ impl ParquetOfflineStore {
         let cluster = match engine.as_deref() {
             None | Some("local") => {
                 if scheduler.is_some() {
-                    return Err(options.error("scheduler", "set engine: ballista to run on a cluster (the engine is local)"));
+                    return Err(
+                        options.error("scheduler", "set engine: ballista to run on a cluster (the engine is local)")
+                    );
                 }
                 None
             }
             Some("ballista") => {
                 let scheduler = scheduler.ok_or_else(|| {
-                    options.error("scheduler", "engine ballista needs the scheduler's address, e.g. scheduler: df://localhost:50050")
+                    options.error(
+                        "scheduler",
+                        "engine ballista needs the scheduler's address, e.g. scheduler: df://localhost:50050",
+                    )
                 })?;
                 Some((scheduler, partitions))
             }
@@ -103,7 +110,9 @@ impl ParquetOfflineStore {
         let store = Self::new(options.base(), storage).with_memory_limit(options.size("memory_limit")?);
         match cluster {
             None => Ok(store),
-            Some((scheduler, partitions)) => store.with_cluster(&scheduler, partitions).map_err(|e| options.error("scheduler", e)),
+            Some((scheduler, partitions)) => {
+                store.with_cluster(&scheduler, partitions).map_err(|e| options.error("scheduler", e))
+            }
         }
     }
 

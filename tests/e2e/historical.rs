@@ -14,8 +14,6 @@ use feature_store::{EntityInput, FeatureStore, Features, HistoricalOptions};
 use feature_store_tests::random_case::{Case, T0_MS, definitions, generate, generate_scaled, store_for, ts_array};
 use feature_store_tests::write_parquet;
 
-
-
 /// Instants in ns, independent of the library's own conversion.
 fn ns(a: &ArrayRef) -> Vec<Option<i128>> {
     let DataType::Timestamp(unit, _) = a.data_type() else { panic!("not a timestamp") };
@@ -141,7 +139,6 @@ fn reference(entities: &RecordBatch, ts_col: &str, view: &RefView<'_>) -> Vec<Ve
         })
         .collect()
 }
-
 
 async fn retrieve(store: &FeatureStore, entities: RecordBatch, features: &[&str], full: bool) -> RecordBatch {
     let stream = store

@@ -107,7 +107,11 @@ fn on_cluster(dir: &Path, scheduler: &str, extra: impl FnOnce(&mut feature_store
     feature_store::from_config(config).unwrap()
 }
 
-async fn retrieve(store: &FeatureStore, entities: RecordBatch, features: &[&str]) -> feature_store::Result<RecordBatch> {
+async fn retrieve(
+    store: &FeatureStore,
+    entities: RecordBatch,
+    features: &[&str],
+) -> feature_store::Result<RecordBatch> {
     let stream = store
         .get_historical_features(
             EntityInput::batch(entities),
@@ -147,12 +151,18 @@ async fn cluster_retrieval_equals_the_local_engine() {
         };
         assert_same(seed, &got, &expected);
     }
+    // The work ran on the executors: each wrote shuffle files for its jobs.
+    for i in 0..2 {
+        let jobs = std::fs::read_dir(cluster.dir.path().join(format!("work{i}"))).unwrap().count();
+        assert!(jobs > 0, "executor {i} ran no job\n{}", cluster.logs());
+    }
 
     // Sources on the S3 test server, read by the executors with the
     // offline store's storage options.
     let mut moto = feature_store_tests::moto::MotoServer::start();
     moto.create_bucket("cluster");
-    let s3 = feature_store::object_store::location::resolve("s3://cluster/", Path::new("/"), &moto.options()).unwrap().store;
+    let s3 =
+        feature_store::object_store::location::resolve("s3://cluster/", Path::new("/"), &moto.options()).unwrap().store;
     for seed in [3, 7, 11] {
         let case: Case = generate(seed);
         for (path, batch) in files(&case) {
@@ -199,9 +209,57 @@ async fn cluster_retrieval_equals_the_local_engine() {
     assert_eq!(read(&remote_out), read(&local_out), "the CLI's cluster output differs from the local one");
 }
 
+/// An executor that dies while still registered: its tasks fail to launch
+/// or to report, and Ballista runs them on the other executor; the job
+/// completes with the local result, or fails with a clear error and leaves
+/// no output file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_executor_leaves_the_result_or_a_clear_error() {
+    let mut cluster = TestCluster::start(2);
+    let case = feature_store_tests::random_case::generate_scaled(4, 40);
+    let dir = tempfile::tempdir().unwrap();
+    store_for(&case, dir.path()).await;
+    feature_store_tests::write_parquet(&dir.path().join("entities.parquet"), &case.entities);
+    let entities = dir.path().join("entities.parquet");
+    let historical = |extra: &[&str], out: &Path| {
+        let mut args =
+            vec!["historical", "--entities", entities.to_str().unwrap(), "--features", "stats_v,shops_v,global_v"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--output", out.to_str().unwrap()]);
+        cli(dir.path(), &args)
+    };
+    let local_out = dir.path().join("local.parquet");
+    ok(&historical(&[], &local_out));
+    let address = cluster.address();
+    // Both executors registered: a first job runs.
+    ok(&historical(&["--engine", "ballista", "--scheduler", &address], &dir.path().join("warm.parquet")));
+    cluster.executors[1].kill().unwrap();
+    cluster.executors[1].wait().unwrap();
+    let remote_out = dir.path().join("remote.parquet");
+    let began = Instant::now();
+    let out = historical(&["--engine", "ballista", "--scheduler", &address], &remote_out);
+    eprintln!(
+        "after the kill: success={} in {:?}: {}",
+        out.status.success(),
+        began.elapsed(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        assert_eq!(read(&remote_out), read(&local_out), "the result after an executor died differs");
+    } else {
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("Ballista cluster") && e.contains(&address), "{e}\n{}", cluster.logs());
+        assert!(!remote_out.exists(), "a failed job left {}", remote_out.display());
+    }
+    assert!(began.elapsed() < Duration::from_secs(120), "took {:?}", began.elapsed());
+}
+
 fn read(path: &Path) -> Vec<RecordBatch> {
     let file = std::fs::File::open(path).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1 << 20).unwrap().map(Result::unwrap).collect()
+    parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1 << 20)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +275,10 @@ async fn an_unreachable_scheduler_fails_fast_naming_it() {
     assert!(began.elapsed() < Duration::from_secs(30), "took {:?}", began.elapsed());
 
     // Bad settings are named before anything runs.
-    let bad = fail(&cli(dir.path(), &["historical", "--entities", "x.parquet", "--features", "stats_v", "--engine", "ballista"]));
+    let bad = fail(&cli(
+        dir.path(),
+        &["historical", "--entities", "x.parquet", "--features", "stats_v", "--engine", "ballista"],
+    ));
     assert!(bad.contains("scheduler"), "{bad}");
     let bad = fail(&cli(
         dir.path(),

@@ -266,11 +266,11 @@ pub(crate) async fn plan_historical(
     #[cfg(feature = "distributed")]
     if let Some((cluster, _)) = &cluster {
         let context = format!("Ballista cluster {}", cluster.scheduler);
-        plan = super::distributed::distribute(plan, distributed, cluster.partitions)
-            .map_err(|e| df_error(&context, e))?;
+        plan =
+            super::distributed::distribute(plan, distributed, cluster.partitions).map_err(|e| df_error(&context, e))?;
         // Every node must reach the executors: say which cannot now, not
         // after the job is submitted (a one-shot stream of entity rows, say).
-        super::distributed::check_sendable(&plan).map_err(|e| CoreError::data(&context, e.to_string()))?;
+        super::distributed::check_sendable(&plan).map_err(|e| CoreError::data(&context, e))?;
     }
     Ok(RetrievalPlan {
         plan,

@@ -219,7 +219,11 @@ impl ExecutionPlan for AsOfJoinExec {
         }
         // Left partitions are read one after another, so input order is kept;
         // partitioned, only the matching one.
-        let left_parts = if self.partitioned { partition..partition + 1 } else { 0..self.left.output_partitioning().partition_count() };
+        let left_parts = if self.partitioned {
+            partition..partition + 1
+        } else {
+            0..self.left.output_partitioning().partition_count()
+        };
         let left_streams =
             left_parts.map(|p| self.left.execute(p, Arc::clone(&context))).collect::<Result<Vec<_>>>()?;
         let metrics = AsOfMetrics::new(&self.metrics, partition);

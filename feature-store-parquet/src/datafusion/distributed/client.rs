@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ballista_core::config::{BALLISTA_CLIENT_GRPC_CONNECT_TIMEOUT_SECONDS, BALLISTA_CLIENT_IO_RETRIES_TIMES};
+use ballista_core::config::{
+    BALLISTA_CLIENT_GRPC_CONNECT_TIMEOUT_SECONDS, BALLISTA_CLIENT_GRPC_MAX_MESSAGE_SIZE,
+    BALLISTA_CLIENT_IO_RETRIES_TIMES,
+};
 use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::extension::SessionConfigExt;
 use datafusion::common::DataFusionError;
@@ -24,7 +27,10 @@ pub(crate) async fn execute(
         .with_option_extension(StorageSettings::new(storage.clone()))
         // An unreachable scheduler fails in seconds, not after retries.
         .set_str(BALLISTA_CLIENT_GRPC_CONNECT_TIMEOUT_SECONDS, "5")
-        .set_str(BALLISTA_CLIENT_IO_RETRIES_TIMES, "1");
+        .set_str(BALLISTA_CLIENT_IO_RETRIES_TIMES, "1")
+        // In-memory entity rows travel inside the plan; `feature-store
+        // cluster` schedulers accept messages this large.
+        .set_usize(BALLISTA_CLIENT_GRPC_MAX_MESSAGE_SIZE, 256 << 20);
     let ballista = config.ballista_config();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let session = format!("feature-store-{}-{nanos}", std::process::id());

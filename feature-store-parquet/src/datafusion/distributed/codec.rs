@@ -260,12 +260,7 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
         } else if let Some(rows) = node.downcast_ref::<RowNumberExec>() {
             Node::RowNumber(RowNumberProto { column: rows.column().to_owned() })
         } else {
-            let name = node.name().to_owned();
-            return self.ballista.try_encode(node, buf, converter).map_err(|e| {
-                DataFusionError::Plan(format!(
-                    "the plan node {name} cannot be sent to a cluster ({e}); run this retrieval on the local engine"
-                ))
-            });
+            return self.ballista.try_encode(node, buf, converter);
         };
         buf.extend_from_slice(MAGIC);
         NodeProto { node: Some(proto) }.encode(buf).map_err(|e| bad(e))

@@ -24,22 +24,40 @@ pub use storage::{StorageSettings, cluster_runtime_env, cluster_session_config, 
 pub(crate) use client::execute;
 pub(crate) use plan::distribute;
 
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+
 /// Encodes `plan` as the scheduler will receive it: a node no executor could
 /// run (a one-shot stream of entity rows, an in-process table) is an error
 /// naming it, before anything is submitted.
-pub(crate) fn check_sendable(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> datafusion::common::Result<()> {
+pub(crate) fn check_sendable(plan: &Arc<dyn ExecutionPlan>) -> Result<(), String> {
     use datafusion_proto::physical_plan::AsExecutionPlan;
     let codec = FeatureStoreCodec::new();
-    datafusion_proto::protobuf::PhysicalPlanNode::try_from_physical_plan(std::sync::Arc::clone(plan), &codec)
-        .map(|_| ())
-        .map_err(|e| match e {
-            datafusion::common::DataFusionError::NotImplemented(m) if m.contains("StreamingTableExec") => {
-                datafusion::common::DataFusionError::Plan(
-                    "a one-shot stream of entity rows cannot be sent to a cluster; pass a file, a DataFrame or record batches".into(),
-                )
-            }
-            other => other,
-        })
+    let encode = |p: &Arc<dyn ExecutionPlan>| {
+        datafusion_proto::protobuf::PhysicalPlanNode::try_from_physical_plan(Arc::clone(p), &codec).map(|_| ())
+    };
+    let Err(e) = encode(plan) else { return Ok(()) };
+    // Name the node: the first leaf that cannot be encoded on its own.
+    fn leaves(p: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
+        if p.children().is_empty() {
+            out.push(Arc::clone(p));
+        }
+        p.children().into_iter().for_each(|c| leaves(c, out));
+    }
+    let mut found = Vec::new();
+    leaves(plan, &mut found);
+    match found.iter().find(|leaf| encode(leaf).is_err()) {
+        Some(leaf) if leaf.name() == "StreamingTableExec" => Err(
+            "a one-shot stream of entity rows cannot be sent to a cluster; pass a file, a DataFrame or record batches"
+                .into(),
+        ),
+        Some(leaf) => Err(format!(
+            "the plan node {} cannot be sent to a cluster; run this retrieval on the local engine",
+            leaf.name()
+        )),
+        None => Err(format!("the plan cannot be sent to a cluster: {e}")),
+    }
 }
 
 /// Where retrievals run when `offline_store.engine` is `ballista`.

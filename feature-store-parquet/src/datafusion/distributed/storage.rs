@@ -49,7 +49,9 @@ impl ExtensionOptions for StorageSettings {
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let key = key.strip_prefix("storage.").ok_or_else(|| {
-            DataFusionError::Configuration(format!("unknown setting feature_store.{key}; expected feature_store.storage.<option>"))
+            DataFusionError::Configuration(format!(
+                "unknown setting feature_store.{key}; expected feature_store.storage.<option>"
+            ))
         })?;
         self.options.insert(key.to_owned(), value.to_owned());
         Ok(())
@@ -129,8 +131,9 @@ impl ObjectStoreRegistry for Stores {
             )));
         }
         let location = if url.scheme() == "file" { "file:///".to_owned() } else { format!("{key}/") };
-        let resolved = feature_store_object_store::location::resolve(&location, std::path::Path::new("/"), &self.options)
-            .map_err(|e| DataFusionError::Execution(format!("object store for {url}: {e}")))?;
+        let resolved =
+            feature_store_object_store::location::resolve(&location, std::path::Path::new("/"), &self.options)
+                .map_err(|e| DataFusionError::Execution(format!("object store for {url}: {e}")))?;
         let store = match resolved.kind {
             // Plain reads: the local engine's mapped files would count
             // against an executor's memory without its pool seeing them.
