@@ -175,6 +175,26 @@ impl ParquetOfflineStore {
         Ok(plan.started_at(began))
     }
 
+    /// [`Self::engine`] for work that runs in this process even when
+    /// retrievals go to a cluster, saying so (once per call) when one is set.
+    pub(crate) fn local_engine(&self, what: &str) -> Engine {
+        #[cfg(feature = "distributed")]
+        if let Some(cluster) = &self.cluster {
+            tracing::warn!(
+                scheduler = %cluster.scheduler,
+                "{what} runs on the local engine; only historical retrieval runs on the cluster so far"
+            );
+        }
+        #[allow(unused_mut)]
+        let mut engine = self.engine();
+        #[cfg(feature = "distributed")]
+        {
+            engine.cluster = None;
+        }
+        let _ = what;
+        engine
+    }
+
     /// The planner's view of this store's settings.
     pub(crate) fn engine(&self) -> Engine {
         Engine {
@@ -296,14 +316,14 @@ impl OfflineStore for ParquetOfflineStore {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::latest_rows(self.engine(), request, &resolved).await
+        crate::datafusion::latest_rows(self.local_engine("materialization"), request, &resolved).await
     }
 
     async fn events(&self, request: EventsRequest) -> CoreResult<LatestRows> {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::events(self.engine(), request, &resolved).await
+        crate::datafusion::events(self.local_engine("reading events"), request, &resolved).await
     }
 
     fn statistics(&self) -> Option<&dyn OfflineStatistics> {
@@ -326,14 +346,14 @@ impl OfflineStatistics for ParquetOfflineStore {
         let context =
             format!("validating feature view \"{}\" (source \"{}\", {})", view.name, source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::window_stats(self.engine(), request, &resolved).await
+        crate::datafusion::window_stats(self.local_engine("validation statistics"), request, &resolved).await
     }
 
     async fn profile(&self, request: StatsRequest) -> CoreResult<Profile> {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::profile(self.engine(), request, &resolved).await
+        crate::datafusion::profile(self.local_engine("profiling"), request, &resolved).await
     }
 }
 

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    TimestampSecondArray,
 };
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Schema, TimeUnit};
 use feature_store::registry::ApplyMode;
 use feature_store::{EntityInput, FeatureStore, Features, HistoricalOptions};
-use feature_store_tests::random_case::{Case, T0_MS, definitions, generate, generate_scaled, store_for, ts_array};
+use feature_store_tests::random_case::{definitions, generate, generate_scaled, store_for, ts_array};
 use feature_store_tests::write_parquet;
 
 /// Instants in ns, independent of the library's own conversion.

@@ -169,7 +169,8 @@ impl RedisServer {
         self.spawn();
         if !self.tls {
             let deadline = Instant::now() + Duration::from_secs(30);
-            while !self.command(&["INFO", "persistence"]).is_ok_and(|i| i.contains("loading:0")) {
+            // Line by line: Redis 7 also reports `async_loading:0` while loading.
+            while !self.command(&["INFO", "persistence"]).is_ok_and(|i| i.lines().any(|l| l.trim() == "loading:0")) {
                 assert!(Instant::now() < deadline, "redis-server on port {} still loading after 30 s", self.port);
                 std::thread::sleep(Duration::from_millis(20));
             }

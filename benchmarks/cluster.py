@@ -1,0 +1,126 @@
+"""Issue 23's benchmark: the same retrieval on the local engine and on a
+Ballista cluster of one scheduler and two executors on this machine, in one
+run, alternating: wall time, peak memory of each process, bytes shuffled
+(the executors' work folders), and whether the outputs are equal.
+
+On one 2-core machine the cluster cannot be faster: the figure to report is
+the overhead ratio (cluster / local)."""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from run import timed  # noqa: E402
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_mib(pid):
+    """VmHWM of a live process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def folder_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--views", type=int, default=5)
+    ap.add_argument("--rows", type=int, required=True)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--executors", type=int, default=2)
+    a = ap.parse_args()
+    d = os.path.abspath(a.dir)
+    subprocess.run([a.binary, "--repo", d, "apply"], check=True, stdout=subprocess.DEVNULL)
+    features = ",".join(f"view_{v}" for v in range(a.views))
+    base = [a.binary, "--repo", d, "historical", "--entities", f"{d}/data/entities.parquet", "--features", features]
+
+    work = tempfile.mkdtemp(prefix="fs-cluster-")
+    port = free_port()
+    procs = []
+    log = open(os.path.join(work, "cluster.log"), "w")
+    try:
+        procs.append(subprocess.Popen([a.binary, "cluster", "scheduler", "--port", str(port)], stdout=log, stderr=log))
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit("the scheduler did not start; see " + log.name)
+                time.sleep(0.2)
+        cores = os.cpu_count() or 2
+        for i in range(a.executors):
+            wd = os.path.join(work, f"executor{i}")
+            os.makedirs(wd)
+            procs.append(subprocess.Popen(
+                [a.binary, "cluster", "executor", "--scheduler", f"df://127.0.0.1:{port}", "--port", str(free_port()),
+                 "--work-dir", wd, "--concurrent-tasks", str(max(1, cores // a.executors))],
+                stdout=log, stderr=log))
+        time.sleep(2)
+        cluster = ["--engine", "ballista", "--scheduler", f"df://127.0.0.1:{port}"]
+        runs = {"local": [], "cluster": []}
+        rss = {"local": 0.0, "cluster": 0.0}
+        shuffled = []
+        for _ in range(a.repeat):
+            for name, extra in (("local", []), ("cluster", cluster)):
+                out = f"{d}/out_{name}.parquet"
+                env_cmd = base + extra + ["--output", out]
+                if name == "cluster":
+                    before = sum(folder_bytes(os.path.join(work, f"executor{i}")) for i in range(a.executors))
+                wall, peak, err, status = timed(env_cmd, timeout=3600)
+                if status != 0:
+                    sys.exit(f"{name} failed: {err.strip()[-400:]}")
+                runs[name].append(wall)
+                rss[name] = max(rss[name], peak)
+                if name == "cluster":
+                    after = sum(folder_bytes(os.path.join(work, f"executor{i}")) for i in range(a.executors))
+                    shuffled.append(after - before)
+        import pyarrow.parquet as pq
+        equal = pq.read_table(f"{d}/out_local.parquet").equals(pq.read_table(f"{d}/out_cluster.parquet"))
+        peaks = [peak_mib(p.pid) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+    best = {k: min(v) for k, v in runs.items()}
+    print(f"{a.rows:,} entity rows x {a.views} views; cluster: 1 scheduler + {a.executors} executors, "
+          "8 hash partitions per view (offline_store.partitions' default)")
+    print(f"{'engine':<10} {'best s':>8} {'runs s':>24} {'client peak MiB':>16}")
+    for k in ("local", "cluster"):
+        print(f"{k:<10} {best[k]:>8.2f} {' '.join(f'{w:.2f}' for w in runs[k]):>24} {rss[k]:>16,.0f}")
+    print(f"overhead ratio (cluster / local, best of {a.repeat}): {best['cluster'] / best['local']:.2f}x")
+    print(f"peak RSS MiB: scheduler {peaks[0]:,.0f}, executors " + ", ".join(f"{p:,.0f}" for p in peaks[1:]))
+    print(f"shuffle bytes written per cluster run: {min(shuffled) / 2**20:,.0f} MiB (executors' work folders)")
+    print(f"outputs equal: {equal}")
+
+
+if __name__ == "__main__":
+    main()
