@@ -11,7 +11,7 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
 use feature_store::parquet::datafusion::distributed::{
-    FeatureStoreCodec, cluster_runtime_env, cluster_session_config, cluster_session_state,
+    Cluster, FeatureStoreCodec, cluster_runtime_env, cluster_session_config, cluster_session_state,
 };
 
 /// Seconds without a heartbeat after which the scheduler drops an executor.
@@ -131,13 +131,8 @@ fn free_port(host: &str) -> anyhow::Result<u16> {
 
 /// `df://host:port` (or `host:port`) as host and port.
 fn scheduler_address(text: &str) -> anyhow::Result<(String, u16)> {
-    let rest = text.strip_prefix("df://").or_else(|| text.strip_prefix("http://")).unwrap_or(text);
-    let (host, port) = rest
-        .trim_end_matches('/')
-        .rsplit_once(':')
-        .filter(|(h, _)| !h.is_empty())
-        .with_context(|| format!("--scheduler {text} is not df://HOST:PORT"))?;
-    let port = port.parse().with_context(|| format!("--scheduler {text}: \"{port}\" is not a port"))?;
+    let cluster = Cluster::new(text, None).map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
+    let (host, port) = cluster.host_port();
     Ok((host.to_owned(), port))
 }
 

@@ -61,10 +61,7 @@ impl ParquetOfflineStore {
     /// optionally `partitions`).
     pub fn from_options(options: &BackendOptions<'_>) -> CoreResult<Self> {
         options.check_known(&["storage_options", "memory_limit", "engine", "scheduler", "partitions"])?;
-        let engine =
-            options.raw().get("engine").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
-        let scheduler =
-            options.raw().get("scheduler").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+        let (engine, scheduler) = (options.string("engine"), options.string("scheduler"));
         let partitions = match options.raw().get("partitions") {
             None => None,
             Some(v) => Some(

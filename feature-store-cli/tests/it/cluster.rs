@@ -194,18 +194,10 @@ async fn cluster_retrieval_equals_the_local_engine() {
     let dir = tempfile::tempdir().unwrap();
     store_for(&case, dir.path()).await;
     feature_store_tests::write_parquet(&dir.path().join("entities.parquet"), &case.entities);
-    let entities = dir.path().join("entities.parquet");
-    let run = |extra: &[&str], out: &str| {
-        let mut args =
-            vec!["historical", "--entities", entities.to_str().unwrap(), "--features", "stats_v,shops_v,global_v"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--output", out]);
-        ok(&cli(dir.path(), &args));
-    };
     let (local_out, remote_out) = (dir.path().join("local.parquet"), dir.path().join("remote.parquet"));
-    run(&[], local_out.to_str().unwrap());
+    ok(&historical(dir.path(), &[], &local_out));
     let address = cluster.address();
-    run(&["--engine", "ballista", "--scheduler", &address], remote_out.to_str().unwrap());
+    ok(&historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &remote_out));
     assert_eq!(read(&remote_out), read(&local_out), "the CLI's cluster output differs from the local one");
 }
 
@@ -220,24 +212,16 @@ async fn a_killed_executor_leaves_the_result_or_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     store_for(&case, dir.path()).await;
     feature_store_tests::write_parquet(&dir.path().join("entities.parquet"), &case.entities);
-    let entities = dir.path().join("entities.parquet");
-    let historical = |extra: &[&str], out: &Path| {
-        let mut args =
-            vec!["historical", "--entities", entities.to_str().unwrap(), "--features", "stats_v,shops_v,global_v"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--output", out.to_str().unwrap()]);
-        cli(dir.path(), &args)
-    };
     let local_out = dir.path().join("local.parquet");
-    ok(&historical(&[], &local_out));
+    ok(&historical(dir.path(), &[], &local_out));
     let address = cluster.address();
     // Both executors registered: a first job runs.
-    ok(&historical(&["--engine", "ballista", "--scheduler", &address], &dir.path().join("warm.parquet")));
+    ok(&historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &dir.path().join("warm.parquet")));
     cluster.executors[1].kill().unwrap();
     cluster.executors[1].wait().unwrap();
     let remote_out = dir.path().join("remote.parquet");
     let began = Instant::now();
-    let out = historical(&["--engine", "ballista", "--scheduler", &address], &remote_out);
+    let out = historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &remote_out);
     eprintln!(
         "after the kill: success={} in {:?}: {}",
         out.status.success(),
@@ -252,6 +236,16 @@ async fn a_killed_executor_leaves_the_result_or_a_clear_error() {
         assert!(!remote_out.exists(), "a failed job left {}", remote_out.display());
     }
     assert!(began.elapsed() < Duration::from_secs(120), "took {:?}", began.elapsed());
+}
+
+/// `historical` of the case's three views for `repo/entities.parquet`, with `extra` flags, into `out`.
+fn historical(repo: &Path, extra: &[&str], out: &Path) -> std::process::Output {
+    let entities = repo.join("entities.parquet");
+    let mut args =
+        vec!["historical", "--entities", entities.to_str().unwrap(), "--features", "stats_v,shops_v,global_v"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--output", out.to_str().unwrap()]);
+    cli(repo, &args)
 }
 
 fn read(path: &Path) -> Vec<RecordBatch> {

@@ -25,6 +25,22 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use feature_store_core::Error as CoreError;
 
+/// Every partition of `plan`, one after another, as one stream: the
+/// plan's rows in its partitions' order.
+pub(crate) fn partitions_in_order(
+    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    context: &Arc<datafusion::execution::TaskContext>,
+) -> datafusion::common::Result<
+    futures::stream::BoxStream<'static, datafusion::common::Result<datafusion::arrow::array::RecordBatch>>,
+> {
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    use futures::StreamExt;
+    let parts = (0..plan.output_partitioning().partition_count())
+        .map(|p| plan.execute(p, Arc::clone(context)))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    Ok(futures::stream::iter(parts).flatten().boxed())
+}
+
 /// A session for one retrieval: all cores, and the memory limit (if any)
 /// as a fair spill pool so operators that can spill do.
 pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> Result<SessionContext, CoreError> {

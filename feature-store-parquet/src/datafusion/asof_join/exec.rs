@@ -219,16 +219,14 @@ impl ExecutionPlan for AsOfJoinExec {
         }
         // Left partitions are read one after another, so input order is kept;
         // partitioned, only the matching one.
-        let left_parts = if self.partitioned {
-            partition..partition + 1
+        let left_rows = if self.partitioned {
+            self.left.execute(partition, Arc::clone(&context))?.boxed()
         } else {
-            0..self.left.output_partitioning().partition_count()
+            crate::datafusion::partitions_in_order(&self.left, &context)?
         };
-        let left_streams =
-            left_parts.map(|p| self.left.execute(p, Arc::clone(&context))).collect::<Result<Vec<_>>>()?;
         let metrics = AsOfMetrics::new(&self.metrics, partition);
         let counted = metrics.clone();
-        let left = futures::stream::iter(left_streams).flatten().inspect(move |b| {
+        let left = left_rows.inspect(move |b| {
             if let Ok(b) = b {
                 counted.entity_rows.add(b.num_rows());
             }

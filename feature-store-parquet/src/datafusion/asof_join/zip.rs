@@ -24,8 +24,7 @@ use datafusion::physical_plan::execution_plan::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
-    SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -104,12 +103,7 @@ impl ExecutionPlan for ZipExec {
         let inputs = self
             .children
             .iter()
-            .map(|c| {
-                let parts = (0..c.output_partitioning().partition_count())
-                    .map(|p| c.execute(p, Arc::clone(&context)))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(futures::stream::iter(parts).flatten().boxed())
-            })
+            .map(|c| crate::datafusion::partitions_in_order(c, &context))
             .collect::<Result<Vec<BoxStream<'static, Result<RecordBatch>>>>>()?;
         let zip = Zip { current: (0..inputs.len()).map(|_| None).collect(), inputs, schema: Arc::clone(&self.schema) };
         let stream = futures::stream::unfold(Some(zip), |state| async move {

@@ -98,6 +98,12 @@ impl Cluster {
     pub(crate) fn grpc_url(&self) -> String {
         format!("http://{}", self.scheduler.trim_start_matches("df://"))
     }
+
+    /// The scheduler's host and port.
+    pub fn host_port(&self) -> (&str, u16) {
+        let (host, port) = self.scheduler.trim_start_matches("df://").rsplit_once(':').expect("checked by new");
+        (host, port.parse().expect("checked by new"))
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +114,7 @@ mod tests {
     fn scheduler_addresses() {
         assert_eq!(Cluster::new("df://h:50050", None).unwrap().scheduler, "df://h:50050");
         assert_eq!(Cluster::new("localhost:1", Some(3)).unwrap().grpc_url(), "http://localhost:1");
+        assert_eq!(Cluster::new("http://h:7/", None).unwrap().host_port(), ("h", 7));
         assert!(Cluster::new("df://h", None).unwrap_err().contains("df://host:port"));
         assert!(Cluster::new("df://:80", None).is_err());
         assert!(Cluster::new("h:80", Some(0)).is_err());

@@ -15,8 +15,7 @@ use datafusion::physical_plan::execution_plan::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
-    SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
 
@@ -104,13 +103,11 @@ impl ExecutionPlan for RowNumberExec {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!("RowNumberExec has one partition, asked for {partition}")));
         }
-        let parts = (0..self.input.output_partitioning().partition_count())
-            .map(|p| self.input.execute(p, Arc::clone(&context)))
-            .collect::<Result<Vec<_>>>()?;
+        let input = crate::datafusion::partitions_in_order(&self.input, &context)?;
         let schema = Arc::clone(&self.schema);
         let out = Arc::clone(&schema);
         let mut next: u64 = 0;
-        let stream = futures::stream::iter(parts).flatten().map(move |batch| {
+        let stream = input.map(move |batch| {
             let batch = batch?;
             let n = batch.num_rows() as u64;
             let numbers = Arc::new(UInt64Array::from_iter_values(next..next + n));
