@@ -438,10 +438,12 @@ fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
+        // Ballista logs through `log` (bridged here): with -v, a cluster job's
+        // id and state changes, and the scheduler's and executors' own steps.
         _ => EnvFilter::new(match verbose {
             0 => "off",
-            1 => "feature_store=info",
-            _ => "feature_store=debug",
+            1 => "feature_store=info,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info",
+            _ => "feature_store=debug,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info",
         }),
     };
     let _ = tracing_subscriber::fmt()
