@@ -442,8 +442,12 @@ fn init_logging(verbose: u8) {
         // id and state changes, and the scheduler's and executors' own steps.
         _ => EnvFilter::new(match verbose {
             0 => "off",
-            1 => "feature_store=info,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info",
-            _ => "feature_store=debug,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info",
+            1 => {
+                "feature_store=info,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info"
+            }
+            _ => {
+                "feature_store=debug,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info"
+            }
         }),
     };
     let _ = tracing_subscriber::fmt()

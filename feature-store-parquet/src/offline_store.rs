@@ -120,7 +120,8 @@ impl ParquetOfflineStore {
     pub fn with_cluster(self, scheduler: &str, partitions: Option<usize>) -> Result<Self, String> {
         #[cfg(feature = "distributed")]
         {
-            let cluster = crate::datafusion::distributed::Cluster::new(scheduler, partitions)?;
+            let mut cluster = crate::datafusion::distributed::Cluster::new(scheduler, partitions)?;
+            cluster.storage = self.options.clone();
             Ok(Self { cluster: Some(cluster), ..self })
         }
         #[cfg(not(feature = "distributed"))]
@@ -198,7 +199,7 @@ impl ParquetOfflineStore {
             memory_limit: self.memory_limit,
             target_partitions: self.target_partitions,
             #[cfg(feature = "distributed")]
-            cluster: self.cluster.clone().map(|c| (c, self.options.clone())),
+            cluster: self.cluster.clone(),
         }
     }
 

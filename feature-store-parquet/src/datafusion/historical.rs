@@ -40,7 +40,7 @@ pub struct RetrievalPlan {
     task: Arc<TaskContext>,
     /// Runs on this cluster instead of in this process.
     #[cfg(feature = "distributed")]
-    cluster: Option<(super::distributed::Cluster, std::collections::BTreeMap<String, String>)>,
+    cluster: Option<super::distributed::Cluster>,
     /// When planning began: the logged duration covers listing and planning too.
     began: std::time::Instant,
     executed: std::sync::atomic::AtomicBool,
@@ -75,10 +75,10 @@ impl RetrievalPlan {
         let schema = self.plan.schema();
         #[cfg(feature = "distributed")]
         let stream: SendableRecordBatchStream = match &self.cluster {
-            Some((cluster, storage)) => {
-                let (cluster, storage, plan) = (cluster.clone(), storage.clone(), Arc::clone(&self.plan));
+            Some(cluster) => {
+                let (cluster, plan) = (cluster.clone(), Arc::clone(&self.plan));
                 let rows = futures::stream::once(async move {
-                    super::distributed::execute(&cluster, plan, &storage)
+                    super::distributed::execute(&cluster, plan)
                         .await
                         .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))
                 })
@@ -148,10 +148,9 @@ impl RetrievalPlan {
 pub(crate) struct Engine {
     pub(crate) memory_limit: Option<usize>,
     pub(crate) target_partitions: usize,
-    /// Retrievals run on this cluster, its executors reading sources with
-    /// these storage options.
+    /// Retrievals run on this cluster.
     #[cfg(feature = "distributed")]
-    pub(crate) cluster: Option<(super::distributed::Cluster, std::collections::BTreeMap<String, String>)>,
+    pub(crate) cluster: Option<super::distributed::Cluster>,
 }
 
 /// Entity rows with any files or sources they read already listed.
@@ -264,7 +263,7 @@ pub(crate) async fn plan_historical(
         plan = Arc::new(ZipExec::new(zipped));
     }
     #[cfg(feature = "distributed")]
-    if let Some((cluster, _)) = &cluster {
+    if let Some(cluster) = &cluster {
         let context = format!("Ballista cluster {}", cluster.scheduler);
         plan =
             super::distributed::distribute(plan, distributed, cluster.partitions).map_err(|e| df_error(&context, e))?;

@@ -1,6 +1,5 @@
 //! Submits a distributed plan to the scheduler and streams the rows back.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ballista_core::config::{
@@ -16,15 +15,13 @@ use feature_store_core::Error as CoreError;
 
 use super::{Cluster, FeatureStoreCodec, StorageSettings, cluster_session_config};
 
-/// Runs `plan` on `cluster`; executors read sources with `storage` (the
-/// offline store's `storage_options`).
+/// Runs `plan` on `cluster`.
 pub(crate) async fn execute(
     cluster: &Cluster,
     plan: Arc<dyn ExecutionPlan>,
-    storage: &BTreeMap<String, String>,
 ) -> Result<SendableRecordBatchStream, CoreError> {
     let config = cluster_session_config()
-        .with_option_extension(StorageSettings::new(storage.clone()))
+        .with_option_extension(StorageSettings::new(cluster.storage.clone()))
         // An unreachable scheduler fails in seconds, not after retries.
         .set_str(BALLISTA_CLIENT_GRPC_CONNECT_TIMEOUT_SECONDS, "5")
         .set_str(BALLISTA_CLIENT_IO_RETRIES_TIMES, "1")

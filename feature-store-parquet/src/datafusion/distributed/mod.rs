@@ -67,6 +67,9 @@ pub struct Cluster {
     pub scheduler: String,
     /// Hash partitions each view's join is split into.
     pub partitions: usize,
+    /// The offline store's `storage_options`, sent with each job: executors
+    /// read sources with them.
+    pub(crate) storage: std::collections::BTreeMap<String, String>,
 }
 
 /// Partitions when none are configured: a few per executor core of a small
@@ -91,7 +94,11 @@ impl Cluster {
         if partitions == Some(0) {
             return Err("partitions must be at least 1".into());
         }
-        Ok(Self { scheduler: format!("df://{rest}"), partitions: partitions.unwrap_or(DEFAULT_PARTITIONS) })
+        Ok(Self {
+            scheduler: format!("df://{rest}"),
+            partitions: partitions.unwrap_or(DEFAULT_PARTITIONS),
+            storage: Default::default(),
+        })
     }
 
     /// The scheduler's gRPC endpoint.
