@@ -5,6 +5,7 @@
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -199,6 +200,50 @@ async fn cluster_retrieval_equals_the_local_engine() {
     let address = cluster.address();
     ok(&historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &remote_out));
     assert_eq!(read(&remote_out), read(&local_out), "the CLI's cluster output differs from the local one");
+
+    // An entity file over DataFusion's 10 MiB threshold for splitting a scan
+    // into byte ranges, in four row groups: every row comes back, in order
+    // (the cluster once returned the first row group only).
+    let big = big_entities(&case.entities, 800_000);
+    let file = std::fs::File::create(dir.path().join("entities.parquet")).unwrap();
+    let props =
+        parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(200_000)).build();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, big.schema(), Some(props)).unwrap();
+    writer.write(&big).unwrap();
+    writer.close().unwrap();
+    assert!(std::fs::metadata(dir.path().join("entities.parquet")).unwrap().len() > 10 << 20);
+    ok(&historical(dir.path(), &[], &local_out));
+    ok(&historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &remote_out));
+    let (local, remote) = (read(&local_out), read(&remote_out));
+    assert_eq!(local.iter().map(RecordBatch::num_rows).sum::<usize>(), 800_000);
+    assert_eq!(remote, local, "a large entity file: the cluster's output differs from the local one");
+}
+
+/// `rows` entity rows: `entities` repeated, plus columns of pseudo-random
+/// numbers that do not compress (so the file is large).
+fn big_entities(entities: &RecordBatch, rows: usize) -> RecordBatch {
+    let copies = vec![entities.clone(); rows.div_ceil(entities.num_rows())];
+    let repeated = concat_batches(&entities.schema(), &copies).unwrap().slice(0, rows);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut noise = || {
+        arrow::array::Int64Array::from_iter_values((0..rows).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as i64
+        }))
+    };
+    let mut fields: Vec<arrow::datatypes::FieldRef> = repeated.schema().fields().iter().cloned().collect();
+    let mut columns = repeated.columns().to_vec();
+    for i in 0..3 {
+        fields.push(Arc::new(arrow::datatypes::Field::new(
+            format!("noise{i}"),
+            arrow::datatypes::DataType::Int64,
+            false,
+        )));
+        columns.push(Arc::new(noise()));
+    }
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap()
 }
 
 /// An executor that dies while still registered: its tasks fail to launch

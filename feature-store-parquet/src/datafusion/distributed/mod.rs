@@ -127,3 +127,48 @@ mod tests {
         assert!(Cluster::new("h:80", Some(0)).is_err());
     }
 }
+
+#[cfg(test)]
+mod roundtrip_tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    use datafusion_proto::physical_plan::AsExecutionPlan;
+    use datafusion_proto::protobuf::PhysicalPlanNode;
+
+    use super::FeatureStoreCodec;
+
+    #[tokio::test]
+    async fn a_scan_of_several_row_groups_survives_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..300_000))]).unwrap();
+        let props =
+            parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100_000)).build();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_target_partitions(1));
+        let df = ctx.read_parquet(path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        let codec = FeatureStoreCodec::new();
+        let node = PhysicalPlanNode::try_from_physical_plan(plan.clone(), &codec).unwrap();
+        let decoded = node.try_into_physical_plan(&ctx.task_ctx(), &codec).unwrap();
+        let count = |p| async {
+            datafusion::physical_plan::collect(p, ctx.task_ctx())
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        };
+        assert_eq!(count(plan).await, 300_000);
+        println!("{}", datafusion::physical_plan::displayable(decoded.as_ref()).indent(true));
+        assert_eq!(count(decoded).await, 300_000);
+    }
+}

@@ -69,10 +69,20 @@ impl ExtensionOptions for StorageSettings {
     }
 }
 
-/// The session config schedulers and executors start from: Ballista's, with
-/// [`StorageSettings`] registered so a job's storage options are accepted.
+/// The session config schedulers, executors and each job start from:
+/// Ballista's, with [`StorageSettings`] registered so a job's storage
+/// options are accepted, and no work stealing between scan partitions.
 pub fn cluster_session_config() -> SessionConfig {
-    SessionConfig::new_with_ballista().with_option_extension(StorageSettings::default())
+    SessionConfig::new_with_ballista()
+        .with_option_extension(StorageSettings::default())
+        // Each task must read exactly the file groups the client planned: a
+        // scan re-split into byte ranges on the cluster (files over 10 MiB)
+        // lost rows, an entity file coming back with its first row group
+        // only (test: `cluster_retrieval_equals_the_local_engine`), and
+        // DataFusion's work stealing hands a task's files to sibling
+        // partitions that, as separate tasks, are never polled for them.
+        .set_bool("datafusion.execution.enable_file_stream_work_stealing", false)
+        .set_bool("datafusion.optimizer.repartition_file_scans", false)
 }
 
 /// A scheduler's session for one job: [`cluster_runtime_env`]'s stores.
