@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 23's benchmark: workload 1 (or 2) on the local engine and on a
 # Ballista cluster (one scheduler, two executors, this machine), alternating,
-# in one run: wall time, peak memory per process, bytes shuffled, equal outputs.
+# in one run: wall time, peak memory per process, equal outputs.
 # Usage: benchmarks/cluster.sh [ENTITY_ROWS] [KEYS]   (defaults: workload 1)
 #   BIN=dir-of-a-release-build to skip the build.
 set -euo pipefail

@@ -152,7 +152,8 @@ async fn cluster_retrieval_equals_the_local_engine() {
         };
         assert_same(seed, &got, &expected);
     }
-    // The work ran on the executors: each wrote shuffle files for its jobs.
+    // The work ran on the executors: each made a job folder in its work dir
+    // (Ballista deletes the shuffle files inside when a job ends).
     for i in 0..2 {
         let jobs = std::fs::read_dir(cluster.dir.path().join(format!("work{i}"))).unwrap().count();
         assert!(jobs > 0, "executor {i} ran no job\n{}", cluster.logs());
