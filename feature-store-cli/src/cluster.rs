@@ -11,7 +11,7 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
 use feature_store::parquet::datafusion::distributed::{
-    Cluster, FeatureStoreCodec, cluster_runtime_env, cluster_session_config, cluster_session_state,
+    Cluster, FeatureStoreCodec, cluster_runtime_env, cluster_session_config, cluster_session_state, set_executor_name,
 };
 
 /// Seconds without a heartbeat after which the scheduler drops an executor.
@@ -53,6 +53,11 @@ pub(crate) enum ClusterAction {
         /// Tasks run at once; default one per core.
         #[arg(long)]
         concurrent_tasks: Option<usize>,
+        /// Run as a stock Ballista executor: Ballista's own codec and session
+        /// settings, without this project's operators. For checking what a
+        /// cluster that lacks them reports.
+        #[arg(long, hide = true)]
+        stock: bool,
     },
     /// A scheduler and N executors in this process, for trying a cluster on one machine.
     Local {
@@ -74,7 +79,7 @@ pub(crate) async fn run(action: ClusterAction) -> anyhow::Result<()> {
             // On a runtime thread, where a closed peer's SIGPIPE is blocked.
             tokio::spawn(scheduler(addr)).await.context("the scheduler task")?
         }
-        ClusterAction::Executor { scheduler, host, port, grpc_port, work_dir, concurrent_tasks } => {
+        ClusterAction::Executor { scheduler, host, port, grpc_port, work_dir, concurrent_tasks, stock } => {
             let (scheduler_host, scheduler_port) = scheduler_address(&scheduler)?;
             let grpc_port = match grpc_port {
                 Some(p) => p,
@@ -83,7 +88,9 @@ pub(crate) async fn run(action: ClusterAction) -> anyhow::Result<()> {
             println!(
                 "feature-store cluster executor on {host}:{port} (gRPC {grpc_port}), scheduler df://{scheduler_host}:{scheduler_port}"
             );
-            tokio::spawn(executor(scheduler_host, scheduler_port, host, port, grpc_port, work_dir, concurrent_tasks))
+            set_executor_name(format!("{host}:{port}"));
+            let listen = Listen { host, port, grpc_port };
+            tokio::spawn(executor(scheduler_host, scheduler_port, listen, work_dir, concurrent_tasks, stock))
                 .await
                 .context("the executor task")?
         }
@@ -92,6 +99,7 @@ pub(crate) async fn run(action: ClusterAction) -> anyhow::Result<()> {
                 anyhow::bail!("--executors must be at least 1");
             }
             let addr = socket("127.0.0.1", port)?;
+            set_executor_name(format!("of the local cluster (scheduler df://{addr})"));
             let scheduler = tokio::spawn(scheduler(addr));
             let mut tasks = Vec::new();
             for _ in 0..executors {
@@ -99,11 +107,10 @@ pub(crate) async fn run(action: ClusterAction) -> anyhow::Result<()> {
                 tasks.push(tokio::spawn(executor(
                     "127.0.0.1".into(),
                     port,
-                    "127.0.0.1".into(),
-                    flight,
-                    grpc,
+                    Listen { host: "127.0.0.1".into(), port: flight, grpc_port: grpc },
                     None,
                     Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+                    false,
                 )));
             }
             println!(
@@ -159,14 +166,20 @@ async fn scheduler(addr: SocketAddr) -> anyhow::Result<()> {
     start_server(cluster, addr, Arc::new(config)).await.map_err(|e| anyhow::anyhow!("scheduler on {addr}: {e}"))
 }
 
-async fn executor(
-    scheduler_host: String,
-    scheduler_port: u16,
+/// Where an executor listens: Arrow Flight on `port`, gRPC on `grpc_port`.
+struct Listen {
     host: String,
     port: u16,
     grpc_port: u16,
+}
+
+async fn executor(
+    scheduler_host: String,
+    scheduler_port: u16,
+    Listen { host, port, grpc_port }: Listen,
     work_dir: Option<std::path::PathBuf>,
     concurrent_tasks: Option<usize>,
+    stock: bool,
 ) -> anyhow::Result<()> {
     let mut config = ExecutorProcessConfig {
         bind_host: host.clone(),
@@ -187,6 +200,11 @@ async fn executor(
     };
     if let Some(n) = concurrent_tasks {
         config.vcores = n.max(1);
+    }
+    if stock {
+        config.override_config_producer = None;
+        config.override_runtime_producer = None;
+        config.override_physical_codec = None;
     }
     start_executor_process(Arc::new(config)).await.map_err(|e| anyhow::anyhow!("executor on {host}:{port}: {e}"))
 }

@@ -35,6 +35,58 @@ fn partial_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
+/// Whether `--output` names a folder (ends with `/`): the rows are then
+/// written as Parquet files and a manifest where they are produced.
+pub(crate) fn is_folder(output: &Path) -> bool {
+    output.to_str().is_some_and(|s| s.ends_with('/'))
+}
+
+/// `historical --output FOLDER/`: Parquet files of `rows_per_file` rows in
+/// row order plus `_manifest.json`, written by the cluster's executors when the
+/// engine is ballista.
+pub(crate) async fn run_folder(
+    store: &FeatureStore,
+    entities: &str,
+    features: &Features,
+    options: &HistoricalOptions,
+    output: &Path,
+    rows_per_file: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let text = output.to_str().context("--output is not valid UTF-8")?;
+    let folder = if feature_store::object_store::location::is_url(text) {
+        text.to_owned()
+    } else {
+        let absolute = std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf());
+        let absolute = format!("{}/", absolute.display().to_string().trim_end_matches('/'));
+        store.check_output_outside_sources(&absolute).await?;
+        absolute
+    };
+    let m = store.write_historical_features(entity_input(entities), features, options, &folder, Some(rows_per_file)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "rows": m.rows, "seconds": secs, "output": m.folder, "files": m.files.len(),
+                "manifest": format!("{}{}", m.folder, feature_store::offline::folder::MANIFEST),
+                "engine": m.engine,
+            })
+        );
+    } else {
+        eprintln!(
+            "historical: {} rows in {} file(s) in {secs:.1}s written to {} (order: {}{})",
+            m.rows,
+            m.files.len(),
+            m.folder,
+            m.folder,
+            feature_store::offline::folder::MANIFEST
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(
     store: &FeatureStore,
     entities: &str,

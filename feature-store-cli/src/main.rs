@@ -80,7 +80,10 @@ enum Command {
         /// A feature service instead of --features.
         #[arg(long)]
         service: Option<String>,
-        /// Output file (.parquet or .csv); without it the rows are printed.
+        /// Output file (.parquet or .csv), or a folder ending in / (a local
+        /// path or s3://bucket/prefix/): Parquet files of up to 1M rows each
+        /// in row order plus _manifest.json, written where the join runs (on
+        /// a cluster, by the executors). Without it the rows are printed.
         #[arg(long)]
         output: Option<PathBuf>,
         /// Name features view__feature.
@@ -103,6 +106,9 @@ enum Command {
         /// The Ballista scheduler, df://HOST:PORT; overrides offline_store.scheduler.
         #[arg(long)]
         scheduler: Option<String>,
+        /// Rows per file of a folder --output.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        rows_per_file: u64,
     },
     /// Saved datasets: list, show a manifest, verify against the present.
     Dataset {
@@ -362,9 +368,17 @@ struct RunFlags {
     /// Write the run's metrics here in the Prometheus text format.
     #[arg(long)]
     metrics_file: Option<PathBuf>,
+    /// Where the newest row per key is computed: local (this process) or
+    /// ballista (a cluster; needs --scheduler or offline_store.scheduler);
+    /// overrides offline_store.engine. Online writes happen here either way.
+    #[arg(long, value_enum)]
+    engine: Option<EngineArg>,
+    /// The Ballista scheduler, df://HOST:PORT; overrides offline_store.scheduler.
+    #[arg(long)]
+    scheduler: Option<String>,
 }
 
-/// `historical --engine`.
+/// `historical --engine`, `materialize --engine`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum EngineArg {
     Local,
@@ -606,6 +620,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             save,
             engine,
             scheduler,
+            rows_per_file,
         } => {
             let dir = repo_dir(cli.repo.as_deref())?;
             let store = open_store_on(cli.memory_limit.as_deref(), engine, scheduler.as_deref(), &dir)?;
@@ -616,11 +631,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = feature_store::HistoricalOptions::default()
                 .with_full_feature_names(full_feature_names)
                 .with_timestamp_column(timestamp_column);
-            match save {
-                Some(name) => {
-                    historical::save(&store, &name, &entities, &features, &options, output.as_deref(), cli.json).await
+            match (save, output.as_deref()) {
+                (Some(_), Some(out)) if historical::is_folder(out) => {
+                    anyhow::bail!("--save writes one Parquet file; give --output a .parquet file name, not a folder")
                 }
-                None => historical::run(&store, &entities, &features, &options, output.as_deref(), cli.json).await,
+                (Some(name), out) => historical::save(&store, &name, &entities, &features, &options, out, cli.json).await,
+                (None, Some(out)) if historical::is_folder(out) => {
+                    historical::run_folder(&store, &entities, &features, &options, out, rows_per_file, cli.json).await
+                }
+                (None, Some(out)) if out.to_str().is_some_and(feature_store::object_store::location::is_url) => {
+                    anyhow::bail!(
+                        "--output {}: one file is written on this machine; for an object store give a folder \
+                         ending in / (Parquet files and a manifest)",
+                        out.display()
+                    )
+                }
+                (None, out) => historical::run(&store, &entities, &features, &options, out, cli.json).await,
             }
         }
         Command::Dataset { action } => {
@@ -633,12 +659,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Materialize { start, end, views, run } => {
-            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
+            let dir = repo_dir(cli.repo.as_deref())?;
+            let store = open_store_on(cli.memory_limit.as_deref(), run.engine, run.scheduler.as_deref(), &dir)?;
             let (start, end) = (online::parse_time(&start)?, online::parse_time(&end)?);
             online::materialize(&store, Some(start), end, views, &run, cli.json).await
         }
         Command::MaterializeIncremental { end, views, run } => {
-            let store = open_store(cli.memory_limit.as_deref(), &repo_dir(cli.repo.as_deref())?)?;
+            let dir = repo_dir(cli.repo.as_deref())?;
+            let store = open_store_on(cli.memory_limit.as_deref(), run.engine, run.scheduler.as_deref(), &dir)?;
             online::materialize(&store, None, online::parse_time(&end)?, views, &run, cli.json).await
         }
         Command::Validate { views, start, end } => {

@@ -5,6 +5,7 @@
 //! - [`ParquetOfflineStore`]: the store and its option parsing.
 //! - [`files`]: which files of a folder or glob are a source's data.
 //! - `log_compaction`: merging ingestion's small offline log files.
+//! - `folder_output`: retrievals written as a folder of Parquet files and a manifest.
 //! - [`datafusion`]: the point-in-time join operator, the retrieval planner,
 //!   latest rows for materialization, one-pass window statistics.
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@ pub mod datafusion;
 mod datasets;
 mod error;
 pub mod files;
+mod folder_output;
 mod log_compaction;
 mod mapped_files;
 mod offline_store;

@@ -153,6 +153,15 @@ impl ParquetOfflineStore {
     /// afterwards shows each operator's metrics (rows in and out per view,
     /// build and probe time, spilling), as `EXPLAIN ANALYZE` would.
     pub async fn plan_historical(&self, request: HistoricalRequest) -> CoreResult<crate::datafusion::RetrievalPlan> {
+        self.plan_historical_into(request, None).await
+    }
+
+    /// [`Self::plan_historical`], the rows written to `folder` by the plan.
+    pub(crate) async fn plan_historical_into(
+        &self,
+        request: HistoricalRequest,
+        folder: Option<crate::datafusion::folder_writer::FolderTarget>,
+    ) -> CoreResult<crate::datafusion::RetrievalPlan> {
         // No views is a retrieval of on-demand features over request fields only: the entity rows come back.
         let began = std::time::Instant::now();
         // Every listing happens here, concurrently; the planner gets descriptions.
@@ -168,6 +177,7 @@ impl ParquetOfflineStore {
             &request.views,
             sources,
             &request.timestamp_column,
+            folder,
         )
         .await?;
         Ok(plan.started_at(began))
@@ -180,7 +190,7 @@ impl ParquetOfflineStore {
         if let Some(cluster) = &self.cluster {
             tracing::warn!(
                 scheduler = %cluster.scheduler,
-                "{what} runs on the local engine; only historical retrieval runs on the cluster so far"
+                "{what} runs on the local engine; retrieval and materialization run on the cluster"
             );
         }
         #[allow(unused_mut)]
@@ -314,14 +324,14 @@ impl OfflineStore for ParquetOfflineStore {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::latest_rows(self.local_engine("materialization"), request, &resolved).await
+        crate::datafusion::latest_rows(self.engine(), request, &resolved).await
     }
 
     async fn events(&self, request: EventsRequest) -> CoreResult<LatestRows> {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::events(self.local_engine("reading events"), request, &resolved).await
+        crate::datafusion::events(self.engine(), request, &resolved).await
     }
 
     fn statistics(&self) -> Option<&dyn OfflineStatistics> {
@@ -329,6 +339,10 @@ impl OfflineStore for ParquetOfflineStore {
     }
 
     fn writer(&self) -> Option<&dyn OfflineWriter> {
+        Some(self)
+    }
+
+    fn folder_writer(&self) -> Option<&dyn feature_store_core::offline::folder::FolderWriter> {
         Some(self)
     }
 

@@ -20,41 +20,64 @@ use super::{cli, fail, ok};
 struct TestCluster {
     scheduler: Child,
     executors: Vec<Child>,
+    /// Each executor's `host:port`, as errors name it.
+    executor_names: Vec<String>,
     port: u16,
     dir: tempfile::TempDir,
 }
 
+/// How the executor processes run.
+#[derive(Clone, Copy)]
+enum Executors<'a> {
+    /// `feature-store cluster executor`.
+    WithCodec,
+    /// As a stock Ballista executor (Ballista's codec, not this project's).
+    Stock,
+    /// With this folder hidden from them (an empty tmpfs mounted over it in
+    /// their own mount namespace): files there cannot be opened.
+    Hiding(&'a Path),
+}
+
 impl TestCluster {
     fn start(executors: usize) -> Self {
+        Self::start_with(executors, Executors::WithCodec)
+    }
+
+    fn start_with(executors: usize, how: Executors<'_>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let scheduler = spawn(&dir, "scheduler", &["cluster", "scheduler", "--port", &port.to_string()]);
+        let scheduler = spawn(&dir, "scheduler", None, &["cluster", "scheduler", "--port", &port.to_string()]);
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the scheduler did not listen on {port} within 60 s");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mut cluster = Self { scheduler, executors: Vec::new(), port, dir };
+        let mut cluster = Self { scheduler, executors: Vec::new(), executor_names: Vec::new(), port, dir };
         for i in 0..executors {
             let work = cluster.dir.path().join(format!("work{i}"));
             std::fs::create_dir_all(&work).unwrap();
-            let child = spawn(
-                &cluster.dir,
-                &format!("executor{i}"),
-                &[
-                    "cluster",
-                    "executor",
-                    "--scheduler",
-                    &cluster.address(),
-                    "--port",
-                    &free_port().to_string(),
-                    "--work-dir",
-                    work.to_str().unwrap(),
-                    "--concurrent-tasks",
-                    "2",
-                ],
-            );
+            let (port, address) = (free_port().to_string(), cluster.address());
+            let mut args = vec![
+                "cluster",
+                "executor",
+                "--scheduler",
+                &address,
+                "--port",
+                &port,
+                "--work-dir",
+                work.to_str().unwrap(),
+                "--concurrent-tasks",
+                "2",
+            ];
+            let mut hidden = None;
+            match how {
+                Executors::WithCodec => {}
+                Executors::Stock => args.push("--stock"),
+                Executors::Hiding(path) => hidden = Some(path),
+            }
+            let child = spawn(&cluster.dir, &format!("executor{i}"), hidden, &args);
             cluster.executors.push(child);
+            cluster.executor_names.push(format!("127.0.0.1:{port}"));
         }
         cluster
     }
@@ -86,9 +109,22 @@ impl Drop for TestCluster {
     }
 }
 
-fn spawn(dir: &tempfile::TempDir, name: &str, args: &[&str]) -> Child {
+/// This binary with `args`, its output in `dir/NAME.log`; with `hidden`,
+/// in a mount namespace where that folder is an empty tmpfs.
+fn spawn(dir: &tempfile::TempDir, name: &str, hidden: Option<&Path>, args: &[&str]) -> Child {
     let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_feature-store"))
+    let bin = env!("CARGO_BIN_EXE_feature-store");
+    let mut command = match hidden {
+        None => Command::new(bin),
+        Some(path) => {
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c", r#"mount -t tmpfs none "$0" && exec "$@""#])
+                .arg(path)
+                .arg(bin);
+            c
+        }
+    };
+    command
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(log.try_clone().unwrap())
@@ -96,6 +132,22 @@ fn spawn(dir: &tempfile::TempDir, name: &str, args: &[&str]) -> Child {
         .stdin(Stdio::null())
         .spawn()
         .expect("start feature-store cluster")
+}
+
+/// Why executors cannot be started with a folder hidden, if they cannot:
+/// that takes `unshare` and the right to mount (root, usually).
+fn cannot_hide_folders() -> Option<String> {
+    let probe = tempfile::tempdir().unwrap();
+    let script = r#"mount -t tmpfs none "$0""#;
+    match Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(probe.path())
+        .output()
+    {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!("unshare --mount failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Err(e) => Some(format!("unshare is not available: {e}")),
+    }
 }
 
 /// The same repo as `store`, retrieving on the cluster at `scheduler`.
@@ -188,6 +240,24 @@ async fn cluster_retrieval_equals_the_local_engine() {
             Err(e) => panic!("seed {seed} on S3: {e}\n{}", cluster.logs()),
         };
         assert_same(seed, &got, &expected);
+        // Written by the executors straight to S3: files of 40 rows, in order.
+        let folder = format!("s3://cluster/out/seed{seed}/");
+        let written = remote
+            .write_historical_features(
+                EntityInput::batch(case.entities.clone()),
+                &Features::refs(FEATURES),
+                &HistoricalOptions::default().with_full_feature_names(true),
+                &folder,
+                Some(40),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}, folder on S3: {e}\n{}", cluster.logs()));
+        assert_eq!(written.rows as usize, expected.num_rows());
+        assert_eq!(written.files.len(), expected.num_rows().div_ceil(40), "seed {seed}: {written:?}");
+        let (manifest, batches) = read_folder(&folder, &moto.options()).await;
+        assert_eq!(manifest["rows"].as_u64(), Some(expected.num_rows() as u64));
+        let got = concat_batches(&expected.schema(), &batches).unwrap();
+        assert_same(seed, &got, &expected);
     }
     moto.stop();
 
@@ -201,6 +271,30 @@ async fn cluster_retrieval_equals_the_local_engine() {
     let address = cluster.address();
     ok(&historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &remote_out));
     assert_eq!(read(&remote_out), read(&local_out), "the CLI's cluster output differs from the local one");
+
+    // Folder outputs, by this process and by the executors: files of 30
+    // rows that, read in the manifest's order, are the single file's rows.
+    let expected = concat(read(&local_out));
+    let folder_flags = ["--rows-per-file", "30"];
+    let cluster_flags = ["--engine", "ballista", "--scheduler", address.as_str(), "--rows-per-file", "30"];
+    for (name, flags) in [("local", &folder_flags[..]), ("cluster", &cluster_flags[..])] {
+        let folder = dir.path().join(format!("out_{name}"));
+        let as_folder = |p: &Path| format!("{}/", p.display());
+        for _ in 0..2 {
+            // The second run replaces the first's files.
+            ok(&historical(dir.path(), flags, Path::new(&as_folder(&folder))));
+            let (manifest, batches) = read_folder(&as_folder(&folder), &Default::default()).await;
+            assert_eq!(concat(batches), expected, "{name}: the folder's rows differ from the single file's");
+            let files = manifest["files"].as_array().unwrap().len();
+            assert_eq!(files, expected.num_rows().div_ceil(30), "{name}: {manifest}");
+            let on_disk = std::fs::read_dir(&folder).unwrap().count();
+            assert_eq!(on_disk, files + 1, "{name}: files besides this run's and the manifest");
+        }
+        // A folder holding other files is not written into.
+        std::fs::write(folder.join("notes.txt"), "mine").unwrap();
+        let e = fail(&historical(dir.path(), flags, Path::new(&as_folder(&folder))));
+        assert!(e.contains("notes.txt"), "{e}");
+    }
 
     // An entity file over DataFusion's 10 MiB threshold for splitting a scan
     // into byte ranges, in four row groups: every row comes back, in order
@@ -218,6 +312,68 @@ async fn cluster_retrieval_equals_the_local_engine() {
     let (local, remote) = (read(&local_out), read(&remote_out));
     assert_eq!(local.iter().map(RecordBatch::num_rows).sum::<usize>(), 800_000);
     assert_eq!(remote, local, "a large entity file: the cluster's output differs from the local one");
+}
+
+/// Materialization with the newest row per key computed on the cluster:
+/// the online store ends up exactly as after a local run (values, statuses,
+/// event times), with the same rows read and written per view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_materialization_equals_the_local_engine() {
+    use feature_store::{MaterializeOptions, OnlineOptions};
+    let cluster = TestCluster::start(2);
+    let start = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").unwrap().to_utc();
+    let end = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().to_utc();
+    let options = MaterializeOptions::default();
+    let mut written = 0;
+    for seed in 0..16 {
+        let case = generate(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let local = store_for(&case, dir.path()).await;
+        let expected = local.materialize(start, end, &options).await.unwrap();
+        let remote = on_cluster(dir.path(), &cluster.address(), |c| {
+            c.online_store.options.insert("path".into(), "data/online_cluster.db".into());
+        });
+        let got = match remote.materialize(start, end, &options).await {
+            Ok(got) => got,
+            Err(e) => panic!("seed {seed}: {e}\n{}", cluster.logs()),
+        };
+        let summary = |r: &feature_store::MaterializeReport| -> Vec<(String, u64, u64)> {
+            r.views.iter().map(|v| (v.view.clone(), v.rows_read, v.entities_written)).collect()
+        };
+        assert_eq!(summary(&got), summary(&expected), "seed {seed}: rows read and written per view");
+        written += expected.views.iter().map(|v| v.entities_written).sum::<u64>();
+        // Every key of the case, and keys with no rows.
+        let keys = case.entities.project(&[0, 1, 2]).unwrap();
+        let keys = arrow::compute::filter_record_batch(
+            &keys,
+            &arrow::compute::and(
+                &arrow::compute::is_not_null(keys.column(0)).unwrap(),
+                &arrow::compute::is_not_null(keys.column(2)).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let features = Features::refs(FEATURES);
+        let a = local.get_online_features(&features, &keys, &OnlineOptions::default()).await.unwrap();
+        let b = remote.get_online_features(&features, &keys, &OnlineOptions::default()).await.unwrap();
+        assert_eq!(b.values(), a.values(), "seed {seed}: online values");
+        assert_eq!(b.statuses(), a.statuses(), "seed {seed}: statuses");
+        assert_eq!(b.event_timestamps(), a.event_timestamps(), "seed {seed}: event times");
+    }
+    assert!(written > 100, "the cases materialized only {written} rows");
+
+    // The CLI: `materialize --engine ballista --scheduler`, and the flags checked.
+    let case = generate(9);
+    let dir = tempfile::tempdir().unwrap();
+    store_for(&case, dir.path()).await;
+    let address = cluster.address();
+    let report = ok(&cli(
+        dir.path(),
+        &["--json", "materialize", "2000-01-01", "2030-01-01", "--engine", "ballista", "--scheduler", &address],
+    ));
+    assert!(report.contains("entities_written"), "{report}");
+    let bad = fail(&cli(dir.path(), &["materialize", "2000-01-01", "2030-01-01", "--engine", "ballista"]));
+    assert!(bad.contains("scheduler"), "{bad}");
 }
 
 /// `rows` entity rows: `entities` repeated, plus columns of pseudo-random
@@ -294,6 +450,41 @@ fn historical(repo: &Path, extra: &[&str], out: &Path) -> std::process::Output {
     cli(repo, &args)
 }
 
+fn concat(batches: Vec<RecordBatch>) -> RecordBatch {
+    concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// A folder output's manifest and its files' rows, in the manifest's order.
+async fn read_folder(
+    folder: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> (serde_json::Value, Vec<RecordBatch>) {
+    use feature_store::object_store::object_store::{ObjectStoreExt, path::Path as StorePath};
+    let resolved = feature_store::object_store::location::resolve(folder, Path::new("/"), options).unwrap();
+    let base = resolved.path.as_ref().trim_end_matches('/').to_owned();
+    let get = |name: String| {
+        let store = Arc::clone(&resolved.store);
+        let at = StorePath::from(format!("{base}/{name}"));
+        async move { store.get(&at).await.unwrap().bytes().await.unwrap() }
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&get("_manifest.json".into()).await).unwrap();
+    let mut batches = Vec::new();
+    let mut next_row = 0;
+    for f in manifest["files"].as_array().unwrap() {
+        assert_eq!(f["first_row"].as_u64(), Some(next_row), "{manifest}");
+        let bytes = get(f["file"].as_str().unwrap().to_owned()).await;
+        let rows: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1 << 20)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let n = rows.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
+        assert_eq!(f["rows"].as_u64(), Some(n), "{manifest}");
+        next_row += n;
+        batches.extend(rows);
+    }
+    (manifest, batches)
+}
+
 fn read(path: &Path) -> Vec<RecordBatch> {
     let file = std::fs::File::open(path).unwrap();
     parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1 << 20)
@@ -337,4 +528,40 @@ async fn an_unreachable_scheduler_fails_fast_naming_it() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("one-shot stream"), "{e}");
+}
+
+/// A cluster that cannot run the job says why, and quickly: executors
+/// without this project's codec (stock Ballista executors) name the operator
+/// they cannot decode and how to start executors that can; an executor that
+/// cannot open a source file names the file and the executor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_cannot_run_the_job_says_why() {
+    let case = generate(2);
+    let dir = tempfile::tempdir().unwrap();
+    let local = store_for(&case, dir.path()).await;
+    retrieve(&local, case.entities.clone(), &FEATURES).await.unwrap();
+
+    let cluster = TestCluster::start_with(1, Executors::Stock);
+    let remote = on_cluster(dir.path(), &cluster.address(), |_| {});
+    let began = Instant::now();
+    let e = retrieve(&remote, case.entities.clone(), &FEATURES).await.unwrap_err().to_string();
+    eprintln!("stock executor, after {:?}: {e}", began.elapsed());
+    assert!(e.contains("AsOfJoinExec") && e.contains("feature-store cluster executor"), "{e}\n{}", cluster.logs());
+    assert!(began.elapsed() < Duration::from_secs(60), "took {:?}", began.elapsed());
+    drop(cluster);
+
+    if let Some(why) = cannot_hide_folders() {
+        eprintln!("skipped the unreadable-file case: {why}");
+        return;
+    }
+    let data = dir.path().join("data");
+    let cluster = TestCluster::start_with(1, Executors::Hiding(&data));
+    let remote = on_cluster(dir.path(), &cluster.address(), |_| {});
+    let began = Instant::now();
+    let e = retrieve(&remote, case.entities.clone(), &FEATURES).await.unwrap_err().to_string();
+    eprintln!("hidden files, after {:?}: {e}", began.elapsed());
+    assert!(e.contains(data.to_str().unwrap()), "the error names no file: {e}\n{}", cluster.logs());
+    let executor = &cluster.executor_names[0];
+    assert!(e.contains(&format!("on executor {executor}")), "the error names no executor ({executor}): {e}");
+    assert!(began.elapsed() < Duration::from_secs(60), "took {:?}", began.elapsed());
 }

@@ -573,6 +573,55 @@ impl FeatureStore {
         on_demand::evaluate_stream(stream, &resolution)
     }
 
+    /// [`Self::get_historical_features`] written as a folder of Parquet files
+    /// where the rows are produced (on a cluster, by the executors, straight
+    /// to the object store) plus `_manifest.json` listing the files in row
+    /// order; see [`crate::offline::folder::FolderWriter`]. `folder` is a
+    /// path or URL ending in `/`; files hold `rows_per_file` rows (default
+    /// [`crate::offline::folder::DEFAULT_ROWS_PER_FILE`]).
+    pub async fn write_historical_features(
+        &self,
+        entities: EntityInput,
+        features: &Features,
+        options: &HistoricalOptions,
+        folder: &str,
+        rows_per_file: Option<u64>,
+    ) -> Result<crate::offline::folder::FolderOutput> {
+        if !folder.ends_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "output folder \"{folder}\" must end with / (a file name ending in .parquet writes one file)"
+            )));
+        }
+        if rows_per_file == Some(0) {
+            return Err(Error::InvalidArgument("rows per file must be at least 1".into()));
+        }
+        let resolution = self.resolve(features, options.full_feature_names).await?;
+        if !resolution.on_demand.is_empty() {
+            let names: Vec<&str> = resolution.on_demand.iter().map(|v| v.view.name.as_str()).collect();
+            return Err(Error::InvalidArgument(format!(
+                "on-demand feature views ({}) are computed in this process after the join, and a folder output \
+                 is written where the join runs; write them to a .parquet file, or leave them out",
+                names.join(", ")
+            )));
+        }
+        let offline = self.offline_store()?;
+        let writer = offline.folder_writer().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the offline store {} cannot write folder outputs; write a .parquet file",
+                self.config().offline_store.kind.as_deref().unwrap_or("file")
+            ))
+        })?;
+        let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
+        let request = HistoricalRequest::new(entities, resolution.views, options.timestamp_column.clone(), sources);
+        writer
+            .write_historical_folder(
+                request,
+                folder,
+                rows_per_file.unwrap_or(crate::offline::folder::DEFAULT_ROWS_PER_FILE),
+            )
+            .await
+    }
+
     /// The request [`Self::get_historical_features`] hands the offline store:
     /// features resolved against the registry, with every source of the
     /// project (for SQL entity queries). For running it another way, e.g.

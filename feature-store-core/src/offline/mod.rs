@@ -9,6 +9,7 @@
 //! capability is missing, instead of each method failing on its own.
 
 mod datasets;
+pub mod folder;
 mod memory;
 pub mod profile;
 mod reference_join;
@@ -77,6 +78,12 @@ pub trait OfflineStore: Send + Sync + Debug {
 
     /// Storage for saved datasets; `None` when this backend cannot store them.
     fn datasets(&self) -> Option<&dyn DatasetStorage> {
+        None
+    }
+
+    /// Writing retrievals straight to a folder of files where the rows are
+    /// produced; `None` when this backend cannot.
+    fn folder_writer(&self) -> Option<&dyn folder::FolderWriter> {
         None
     }
 }

@@ -75,16 +75,7 @@ impl RetrievalPlan {
         let schema = self.plan.schema();
         #[cfg(feature = "distributed")]
         let stream: SendableRecordBatchStream = match &self.cluster {
-            Some(cluster) => {
-                let (cluster, plan) = (cluster.clone(), Arc::clone(&self.plan));
-                let rows = futures::stream::once(async move {
-                    super::distributed::execute(&cluster, plan)
-                        .await
-                        .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))
-                })
-                .try_flatten();
-                Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), rows))
-            }
+            Some(cluster) => super::distributed::stream(cluster.clone(), Arc::clone(&self.plan)),
             None => execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
                 .map_err(|e| df_error("historical retrieval", e))?,
         };
@@ -216,6 +207,7 @@ pub(crate) async fn plan_historical(
     views: &[ViewRequest],
     sources: Vec<CoreResult<ResolvedSource>>,
     ts_col: &str,
+    folder: Option<super::folder_writer::FolderTarget>,
 ) -> CoreResult<RetrievalPlan> {
     let began = std::time::Instant::now();
     let rows = retrieval_batch_rows(engine.memory_limit, output_row_bytes(views));
@@ -262,11 +254,25 @@ pub(crate) async fn plan_historical(
     if side_by_side {
         plan = Arc::new(ZipExec::new(zipped));
     }
+    if let Some(folder) = &folder
+        && cluster.is_none()
+    {
+        plan = Arc::new(
+            super::folder_writer::FolderWriterExec::new(
+                plan,
+                None,
+                folder.rows_per_file,
+                folder.url.clone(),
+                folder.run.clone(),
+            )
+            .with_store(Arc::clone(&folder.store), folder.path.clone()),
+        );
+    }
     #[cfg(feature = "distributed")]
     if let Some(cluster) = &cluster {
         let context = format!("Ballista cluster {}", cluster.scheduler);
-        plan =
-            super::distributed::distribute(plan, distributed, cluster.partitions).map_err(|e| df_error(&context, e))?;
+        plan = super::distributed::distribute(plan, distributed, cluster.partitions, folder.as_ref())
+            .map_err(|e| df_error(&context, e))?;
         // Every node must reach the executors: say which cannot now, not
         // after the job is submitted (a one-shot stream of entity rows, say).
         super::distributed::check_sendable(&plan).map_err(|e| CoreError::data(&context, e))?;

@@ -9,13 +9,22 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::array::{RecordBatch, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
-use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{Expr, cast, ident, lit};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties, SendableRecordBatchStream,
+    execute_stream,
+};
 use feature_store_core::historical::BatchStream;
 use feature_store_core::offline::{EVENT_CREATED_TS, EventsRequest, LATEST_EVENT_TS, LatestRequest, LatestRows};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC, ValueType};
@@ -67,48 +76,95 @@ pub(crate) async fn latest_rows(
     // Sorted by key and newest first only: exact ties (same key, event and
     // created time) are resolved by [`LatestPerKey`] on the features, so the
     // sort's rows (and its merge's memory) carry three columns, not every feature.
+    let tie_features: Vec<bool> = view.schema.iter().map(|f| !f.dtype.is_list()).collect();
+    let has_created = source.created_timestamp_field.is_some();
+    let key_count = req.join_keys.len();
+    #[cfg(feature = "distributed")]
+    if let Some(cluster) = engine.cluster.clone() {
+        // On a cluster: the rows hash-partitioned by key, each partition
+        // sorted and reduced on an executor; a key's rows share a partition,
+        // so each partition's newest rows are final.
+        let df = df.filter(predicate).and_then(|df| df.select(select)).map_err(|e| df_error(&context, e))?;
+        let scan = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
+        let cluster_context = format!("{context} on Ballista cluster {}", cluster.scheduler);
+        let plan = cluster_plan(scan, key_count, has_created, &tie_features, cluster.partitions)
+            .map_err(|e| df_error(&cluster_context, e))?;
+        super::distributed::check_sendable(&plan).map_err(|e| CoreError::data(&cluster_context, e))?;
+        let stream = super::distributed::stream(cluster, plan);
+        return Ok(counted(stream, context));
+    }
+    // Sorted by key and newest first only: exact ties (same key, event and
+    // created time) are resolved by [`LatestPerKeyExec`] on the features, so
+    // the sort's rows (and its merge's memory) carry three columns, not every feature.
     let df = df
         .filter(predicate)
         .and_then(|df| df.select(select))
         .and_then(|df| df.sort(order))
         .map_err(|e| df_error(&context, e))?;
-    let plan = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
-    let sorted_schema = plan.schema();
-    let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
+    let sorted = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
+    let plan = LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features)
+        .map_err(|e| CoreError::data(&context, e.to_string()))?;
+    let stream = execute_stream(Arc::new(plan), ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
+    Ok(counted(stream, context))
+}
+
+/// [`LatestRows`] from a [`LatestPerKeyExec`]'s stream: the rows without
+/// its count column, the count summed into `rows_read`.
+fn counted(stream: SendableRecordBatchStream, context: String) -> LatestRows {
+    let schema = stream.schema();
+    let last = schema.fields().len() - 1;
+    let out_schema = Arc::new(schema.project(&(0..last).collect::<Vec<_>>()).expect("columns in range"));
     let rows_read = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&rows_read);
-    let tie_features: Vec<bool> = view.schema.iter().map(|f| !f.dtype.is_list()).collect();
-    let latest =
-        LatestPerKey::new(&sorted_schema, req.join_keys.len(), source.created_timestamp_field.is_some(), &tie_features)
-            .map_err(|e| CoreError::data(&context, e.to_string()))?;
-    let out_schema = latest.out_schema();
-    // The last key's row is held until the stream ends, then emitted.
-    let state = Some((stream, latest, counter, context));
-    let stream = futures::stream::unfold(state, |state| async move {
-        let (mut stream, mut latest, counter, context) = state?;
-        loop {
-            let out = match stream.next().await {
-                Some(Ok(batch)) => {
-                    counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    match latest.push(&batch) {
-                        Ok(out) if out.num_rows() == 0 => continue,
-                        Ok(out) => out,
-                        Err(e) => return Some((Err(CoreError::data(&context, e.to_string())), None)),
-                    }
-                }
-                Some(Err(e)) => return Some((Err(df_error(&context, e)), None)),
-                None => {
-                    return match latest.finish() {
-                        Ok(Some(out)) => Some((Ok(out), None)),
-                        Ok(None) => None,
-                        Err(e) => Some((Err(CoreError::data(&context, e.to_string())), None)),
-                    };
-                }
-            };
-            return Some((Ok(out), Some((stream, latest, counter, context))));
-        }
+    let projected = Arc::clone(&out_schema);
+    let stream = stream.map(move |batch| {
+        let batch = batch.map_err(|e| df_error(&context, e))?;
+        let read = batch.column(last).as_any().downcast_ref::<UInt64Array>().map_or(0, |c| c.iter().flatten().sum());
+        counter.fetch_add(read, Ordering::Relaxed);
+        RecordBatch::try_new(Arc::clone(&projected), batch.columns()[..last].to_vec())
+            .map_err(|e| CoreError::data(&context, e.to_string()))
     });
-    Ok(LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read))
+    LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read)
+}
+
+/// The cluster form of the newest-row reduction:
+///
+/// ```text
+/// CoalescePartitionsExec                 <- the rows back to the caller
+///   LatestPerKeyExec, per partition
+///     SortExec [keys, event time desc, created desc], per partition
+///       RepartitionExec Hash(keys)       <- stage boundary (shuffle)
+///         the window's rows (filter, projection, scan)
+/// ```
+///
+/// A view without entities has one "key": its rows go to one partition.
+#[cfg(feature = "distributed")]
+fn cluster_plan(
+    scan: Arc<dyn ExecutionPlan>,
+    key_count: usize,
+    has_created: bool,
+    tie_features: &[bool],
+    partitions: usize,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_expr::PhysicalExpr;
+    use datafusion::physical_plan::Partitioning;
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+
+    let schema = scan.schema();
+    let column = |i: usize| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
+    let partitioning = if key_count == 0 {
+        Partitioning::RoundRobinBatch(1)
+    } else {
+        Partitioning::Hash((0..key_count).map(column).collect(), partitions)
+    };
+    let exchanged = Arc::new(RepartitionExec::try_new(scan, partitioning)?);
+    let order = latest_order(&schema, key_count, has_created);
+    let sorted = Arc::new(SortExec::new(order, exchanged).with_preserve_partitioning(true));
+    let latest = LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features.to_vec())?;
+    Ok(Arc::new(CoalescePartitionsExec::new(Arc::new(latest))))
 }
 
 /// Each join key with its source column and that column cast to the key's
@@ -167,6 +223,20 @@ pub(crate) async fn events(engine: Engine, req: EventsRequest, resolved: &Resolv
     let df = df.filter(predicate).and_then(|df| df.select(select)).map_err(|e| df_error(&context, e))?;
     let plan = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
     let out_schema = plan.schema();
+    // On a cluster the executors scan and filter; the tiles are built here
+    // from the rows streamed back (their order does not matter to tiles).
+    #[cfg(feature = "distributed")]
+    let stream = match engine.cluster.clone() {
+        Some(cluster) => {
+            let plan = Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(plan));
+            let cluster_context = format!("{context} on Ballista cluster {}", cluster.scheduler);
+            super::distributed::check_sendable(&(plan.clone() as Arc<dyn ExecutionPlan>))
+                .map_err(|e| CoreError::data(&cluster_context, e))?;
+            super::distributed::stream(cluster, plan)
+        }
+        None => execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?,
+    };
+    #[cfg(not(feature = "distributed"))]
     let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
     let rows_read = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&rows_read);
@@ -210,6 +280,196 @@ pub(crate) fn window_predicate(
         predicate = predicate.and(ts.gt_eq(lit(bound(start.timestamp_micros(), true))));
     }
     Ok(predicate)
+}
+
+/// The order [`LatestPerKeyExec`] reads: keys ascending (nulls first),
+/// then event and created time newest first (nulls last).
+fn latest_order(
+    schema: &SchemaRef,
+    key_count: usize,
+    has_created: bool,
+) -> datafusion::physical_expr::LexOrdering {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::expressions::Column;
+    let column = |i: usize| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
+    let newest = SortOptions { descending: true, nulls_first: false };
+    let times = key_count..key_count + 1 + usize::from(has_created);
+    let order = (0..key_count)
+        .map(|i| PhysicalSortExpr::new(column(i), SortOptions { descending: false, nulls_first: true }))
+        .chain(times.map(|i| PhysicalSortExpr::new(column(i), newest)));
+    datafusion::physical_expr::LexOrdering::new(order).expect("the event time is always a sort column")
+}
+
+/// The column a [`LatestPerKeyExec`] appends: how many input rows each
+/// output batch accounts for (on its first row; 0 on the others), so a
+/// caller counts the rows read even when the work ran on a cluster.
+pub(crate) const ROWS_READ: &str = "__feature_store_rows_read";
+
+/// The newest row of each key, per partition, from partitions each sorted by
+/// key, then event and created time newest first, holding all of a key's
+/// rows (one sorted partition locally; a hash partition on a cluster).
+/// Output: keys, event time, features (the created time dropped), and
+/// [`ROWS_READ`].
+#[derive(Debug)]
+pub struct LatestPerKeyExec {
+    input: Arc<dyn ExecutionPlan>,
+    key_count: usize,
+    has_created: bool,
+    tie_features: Vec<bool>,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+}
+
+impl LatestPerKeyExec {
+    /// `input`: keys, event time, created time (when `has_created`), then
+    /// one column per entry of `tie_features` (true where exact ties compare it).
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        key_count: usize,
+        has_created: bool,
+        tie_features: Vec<bool>,
+    ) -> datafusion::common::Result<Self> {
+        let latest = LatestPerKey::new(&input.schema(), key_count, has_created, &tie_features)?;
+        let out = latest.out_schema();
+        let fields: Vec<Arc<Field>> = out
+            .fields()
+            .iter()
+            .cloned()
+            .chain(std::iter::once(Arc::new(Field::new(ROWS_READ, DataType::UInt64, false))))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            input.output_partitioning().clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self { input, key_count, has_created, tie_features, schema, cache })
+    }
+
+    /// Join keys leading the input.
+    pub fn key_count(&self) -> usize {
+        self.key_count
+    }
+
+    /// Whether the input has a created-time column after the event time.
+    pub fn has_created(&self) -> bool {
+        self.has_created
+    }
+
+    /// Per feature column: whether exact ties compare it.
+    pub fn tie_features(&self) -> &[bool] {
+        &self.tie_features
+    }
+}
+
+impl DisplayAs for LatestPerKeyExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LatestPerKeyExec: keys={}, created={}", self.key_count, self.has_created)
+    }
+}
+
+impl ExecutionPlan for LatestPerKeyExec {
+    fn name(&self) -> &str {
+        "LatestPerKeyExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    /// Keys ascending, then event and created time newest first: a planner
+    /// must keep the sort below (without the requirement it may drop it).
+    fn required_input_ordering(&self) -> Vec<Option<datafusion::physical_expr::OrderingRequirements>> {
+        vec![Some(datafusion::physical_expr::OrderingRequirements::from(latest_order(
+            &self.input.schema(),
+            self.key_count,
+            self.has_created,
+        )))]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
+    ) -> datafusion::common::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let [input]: [Arc<dyn ExecutionPlan>; 1] = children
+            .try_into()
+            .map_err(|_| DataFusionError::Internal("LatestPerKeyExec takes one child".into()))?;
+        Ok(Arc::new(Self::try_new(input, self.key_count, self.has_created, self.tie_features.clone())?))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let latest = LatestPerKey::new(&self.input.schema(), self.key_count, self.has_created, &self.tie_features)?;
+        let schema = Arc::clone(&self.schema);
+        let with_count = {
+            let schema = Arc::clone(&schema);
+            move |batch: RecordBatch, read: u64| -> datafusion::common::Result<RecordBatch> {
+                let n = batch.num_rows();
+                let counts = UInt64Array::from_iter_values((0..n).map(|i| if i == 0 { read } else { 0 }));
+                let mut columns = batch.columns().to_vec();
+                columns.push(Arc::new(counts));
+                Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+            }
+        };
+        // The last key's row is held until the input ends, then emitted.
+        let state = Some((input, latest, 0u64));
+        let stream = futures::stream::unfold(state, move |state| {
+            let with_count = with_count.clone();
+            async move {
+                let (mut input, mut latest, mut read) = state?;
+                loop {
+                    match input.next().await {
+                        Some(Ok(batch)) => {
+                            read += batch.num_rows() as u64;
+                            match latest.push(&batch) {
+                                Ok(out) if out.num_rows() == 0 => continue,
+                                Ok(out) => return Some((with_count(out, read), Some((input, latest, 0)))),
+                                Err(e) => return Some((Err(e.into()), None)),
+                            }
+                        }
+                        Some(Err(e)) => return Some((Err(e), None)),
+                        None => {
+                            return match latest.finish() {
+                                Ok(Some(out)) => Some((with_count(out, read), None)),
+                                Ok(None) => None,
+                                Err(e) => Some((Err(e.into()), None)),
+                            };
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
 }
 
 /// The newest row of each key from batches sorted by key, then event and

@@ -5,15 +5,16 @@
 mod asof_join;
 #[cfg(feature = "distributed")]
 pub mod distributed;
+pub mod folder_writer;
 mod historical;
-mod latest;
+pub(crate) mod latest;
 mod stats;
 mod timestamps;
 
 pub use asof_join::{AsOfJoinExec, METRIC_NAMES as ASOF_METRIC_NAMES, ZipExec};
 pub use historical::RetrievalPlan;
 pub(crate) use historical::{Engine, ResolvedEntities, entity_plan, plan_historical};
-pub use latest::DEFAULT_MATERIALIZE_MEMORY;
+pub use latest::{DEFAULT_MATERIALIZE_MEMORY, LatestPerKeyExec};
 pub(crate) use latest::{events, latest_rows};
 pub(crate) use stats::{profile, window_stats};
 

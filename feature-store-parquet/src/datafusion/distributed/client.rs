@@ -31,7 +31,7 @@ pub(crate) async fn execute(
     let ballista = config.ballista_config();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let session = format!("feature-store-{}-{nanos}", std::process::id());
-    tracing::info!(scheduler = %cluster.scheduler, partitions = cluster.partitions, session, "historical: submitting to the cluster");
+    tracing::info!(scheduler = %cluster.scheduler, partitions = cluster.partitions, session, "submitting a job to the cluster");
     execute_physical_plan::<PhysicalPlanNode>(
         cluster.grpc_url(),
         &ballista,
@@ -42,6 +42,17 @@ pub(crate) async fn execute(
     )
     .await
     .map_err(|e| cluster_error(cluster, e))
+}
+
+/// [`execute`] as a stream that submits the job when first polled.
+pub(crate) fn stream(cluster: Cluster, plan: Arc<dyn ExecutionPlan>) -> SendableRecordBatchStream {
+    use futures::TryStreamExt;
+    let schema = plan.schema();
+    let rows = futures::stream::once(async move {
+        execute(&cluster, plan).await.map_err(|e| DataFusionError::External(Box::new(e)))
+    })
+    .try_flatten();
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
 }
 
 /// A cluster failure in the words a user can act on: an unreachable
@@ -64,9 +75,22 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
         return CoreError::data(
             format!("Ballista cluster {}", cluster.scheduler),
             format!(
-                "the scheduler or an executor cannot decode this project's operators (AsOfJoinExec, RowNumberExec); \
+                "the scheduler or an executor cannot decode this project's operators (AsOfJoinExec, RowNumberExec, LatestPerKeyExec); \
                  start them with `feature-store cluster scheduler` and `feature-store cluster executor`, which \
                  register its codec ({message})"
+            ),
+        );
+    }
+    if lower.contains("could not be prepared or was rejected by executor") {
+        // The scheduler reports only this; the executor's log has the cause,
+        // which is nearly always a plan node it cannot decode.
+        return CoreError::data(
+            format!("Ballista cluster {}", cluster.scheduler),
+            format!(
+                "an executor could not prepare a task of this job; an executor without this project's codec (a \
+                 stock Ballista executor) cannot decode its operators (AsOfJoinExec, RowNumberExec, \
+                 LatestPerKeyExec, FolderWriterExec): start executors with `feature-store cluster executor`; the \
+                 executor's log says what failed ({message})"
             ),
         );
     }

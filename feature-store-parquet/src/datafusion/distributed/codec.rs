@@ -1,6 +1,7 @@
 //! How this crate's operators travel to a cluster: a
-//! [`PhysicalExtensionCodec`] that encodes [`AsOfJoinExec`] and
-//! [`RowNumberExec`] and hands every other node to Ballista's own codec.
+//! [`PhysicalExtensionCodec`] that encodes [`AsOfJoinExec`],
+//! [`RowNumberExec`], [`LatestPerKeyExec`] and [`FolderWriterExec`] and
+//! hands every other node to Ballista's own codec.
 //! Scheduler and executors must be started with it
 //! (`feature-store cluster scheduler|executor` are).
 
@@ -18,6 +19,8 @@ use prost::Message;
 
 use super::row_number::RowNumberExec;
 use crate::datafusion::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
+use crate::datafusion::folder_writer::FolderWriterExec;
+use crate::datafusion::latest::LatestPerKeyExec;
 
 /// Leads every buffer this codec writes. As a protobuf tag it would be field 8
 /// of wire type 6, which does not exist, so no buffer of Ballista's codec
@@ -39,7 +42,7 @@ impl FeatureStoreCodec {
 
 #[derive(Clone, PartialEq, Message)]
 struct NodeProto {
-    #[prost(oneof = "Node", tags = "1, 2")]
+    #[prost(oneof = "Node", tags = "1, 2, 3, 4")]
     node: Option<Node>,
 }
 
@@ -49,6 +52,32 @@ enum Node {
     AsOf(AsOfProto),
     #[prost(message, tag = "2")]
     RowNumber(RowNumberProto),
+    #[prost(message, tag = "3")]
+    Latest(LatestProto),
+    #[prost(message, tag = "4")]
+    Folder(FolderProto),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct FolderProto {
+    #[prost(uint64, optional, tag = "1")]
+    row_column: Option<u64>,
+    #[prost(uint64, tag = "2")]
+    rows_per_file: u64,
+    #[prost(string, tag = "3")]
+    folder: String,
+    #[prost(string, tag = "4")]
+    run: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct LatestProto {
+    #[prost(uint64, tag = "1")]
+    key_count: u64,
+    #[prost(bool, tag = "2")]
+    has_created: bool,
+    #[prost(bool, repeated, tag = "3")]
+    tie_features: Vec<bool>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -246,6 +275,29 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
                 };
                 Ok(Arc::new(RowNumberExec::new(Arc::clone(input), &p.column)))
             }
+            Node::Folder(p) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("FolderWriterExec takes one input, got {}", inputs.len())));
+                };
+                Ok(Arc::new(FolderWriterExec::new(
+                    Arc::clone(input),
+                    p.row_column.map(|c| c as usize),
+                    p.rows_per_file,
+                    p.folder,
+                    p.run,
+                )))
+            }
+            Node::Latest(p) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("LatestPerKeyExec takes one input, got {}", inputs.len())));
+                };
+                Ok(Arc::new(LatestPerKeyExec::try_new(
+                    Arc::clone(input),
+                    p.key_count as usize,
+                    p.has_created,
+                    p.tie_features,
+                )?))
+            }
         }
     }
 
@@ -259,6 +311,19 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
             Node::AsOf(encode_spec(join)?)
         } else if let Some(rows) = node.downcast_ref::<RowNumberExec>() {
             Node::RowNumber(RowNumberProto { column: rows.column().to_owned() })
+        } else if let Some(writer) = node.downcast_ref::<FolderWriterExec>() {
+            Node::Folder(FolderProto {
+                row_column: writer.row_column().map(|c| c as u64),
+                rows_per_file: writer.rows_per_file(),
+                folder: writer.folder().to_owned(),
+                run: writer.run().to_owned(),
+            })
+        } else if let Some(latest) = node.downcast_ref::<LatestPerKeyExec>() {
+            Node::Latest(LatestProto {
+                key_count: latest.key_count() as u64,
+                has_created: latest.has_created(),
+                tie_features: latest.tie_features().to_vec(),
+            })
         } else {
             return self.ballista.try_encode(node, buf, converter);
         };

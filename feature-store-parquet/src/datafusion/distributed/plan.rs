@@ -22,6 +22,7 @@ use std::sync::Arc;
 use datafusion::common::Result;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -30,16 +31,20 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use super::row_number::RowNumberExec;
 use crate::datafusion::asof_join::{AsOfJoinExec, AsOfSpec};
+use crate::datafusion::folder_writer::{FolderTarget, FolderWriterExec};
 
 /// The row-number column; no entity table or view uses this name.
 pub(crate) const ROW: &str = "__feature_store_row";
 
 /// The retrieval of `views` (each a feature-side plan and its join) for the
 /// rows of `entities`, split into `partitions` hash partitions per view.
+/// With `folder`, the executors write the rows there instead of sending
+/// them back (see [`folder_tail`]).
 pub(crate) fn distribute(
     entities: Arc<dyn ExecutionPlan>,
     views: Vec<(Arc<dyn ExecutionPlan>, AsOfSpec)>,
     partitions: usize,
+    folder: Option<&FolderTarget>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let mut plan: Arc<dyn ExecutionPlan> = Arc::new(RowNumberExec::new(entities, ROW));
     for (right, spec) in views {
@@ -68,6 +73,9 @@ pub(crate) fn distribute(
     let row = schema.index_of(ROW)?;
     let order = LexOrdering::new([PhysicalSortExpr::new_default(Arc::new(Column::new(ROW, row)))])
         .expect("one sort expression");
+    if let Some(folder) = folder {
+        return folder_tail(plan, row, order, partitions, folder);
+    }
     let sorted = Arc::new(SortExec::new(order.clone(), plan).with_preserve_partitioning(true));
     let merged = Arc::new(SortPreservingMergeExec::new(order, sorted));
     let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = schema
@@ -78,4 +86,41 @@ pub(crate) fn distribute(
         .map(|(i, f)| (Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>, f.name().clone()))
         .collect();
     Ok(Arc::new(ProjectionExec::try_new(columns, merged)?))
+}
+
+/// The rows written to a folder by the executors, a file per block of
+/// `rows_per_file` row numbers:
+///
+/// ```text
+/// CoalescePartitionsExec                  <- the list of files back to the caller
+///   FolderWriterExec, per partition       <- writes part-<row / rows_per_file>-<run>.parquet
+///     SortExec [row], per partition
+///       RepartitionExec Hash(row / rows_per_file)   <- a file's rows meet in one partition
+///         the joins
+/// ```
+fn folder_tail(
+    plan: Arc<dyn ExecutionPlan>,
+    row: usize,
+    order: LexOrdering,
+    partitions: usize,
+    folder: &FolderTarget,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
+    let block: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+        Arc::new(Column::new(ROW, row)),
+        Operator::Divide,
+        Arc::new(Literal::new(ScalarValue::UInt64(Some(folder.rows_per_file)))),
+    ));
+    let gathered = Arc::new(RepartitionExec::try_new(plan, Partitioning::Hash(vec![block], partitions))?);
+    let sorted = Arc::new(SortExec::new(order, gathered).with_preserve_partitioning(true));
+    let writer = FolderWriterExec::new(
+        sorted,
+        Some(row),
+        folder.rows_per_file,
+        folder.url.clone(),
+        folder.run.clone(),
+    );
+    Ok(Arc::new(CoalescePartitionsExec::new(Arc::new(writer))))
 }

@@ -95,10 +95,15 @@ pub fn cluster_session_state(config: SessionConfig) -> Result<datafusion::execut
         .build())
 }
 
+/// The storage options a job's session carries.
+pub(crate) fn storage_options(config: &SessionConfig) -> BTreeMap<String, String> {
+    config.options().extensions.get::<StorageSettings>().map(|s| s.options.clone()).unwrap_or_default()
+}
+
 /// An executor's runtime for one session: object stores built from the
 /// session's [`StorageSettings`].
 pub fn cluster_runtime_env(config: &SessionConfig) -> Result<Arc<RuntimeEnv>> {
-    let options = config.options().extensions.get::<StorageSettings>().map(|s| s.options.clone()).unwrap_or_default();
+    let options = storage_options(config);
     RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(Stores { options, stores: Mutex::default() }))
         .build_arc()
@@ -152,7 +157,119 @@ impl ObjectStoreRegistry for Stores {
             }
             _ => resolved.store,
         };
+        let store = match EXECUTOR.get() {
+            Some(name) => Arc::new(OnExecutor { inner: store, name: name.clone() }) as Arc<dyn ObjectStore>,
+            None => store,
+        };
         self.stores.lock().expect("stores lock").insert(key, Arc::clone(&store));
         Ok(store)
+    }
+}
+
+/// This process's executor, as errors name it (`host:port`).
+static EXECUTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's executor in the errors of the object stores it
+/// reads and writes with (a file one executor cannot open is then reported
+/// with the file and the executor). The first name given stays.
+pub fn set_executor_name(name: impl Into<String>) {
+    let _ = EXECUTOR.set(name.into());
+}
+
+/// A store whose read errors say which executor saw them.
+#[derive(Debug)]
+struct OnExecutor {
+    inner: Arc<dyn ObjectStore>,
+    name: String,
+}
+
+impl std::fmt::Display for OnExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (on executor {})", self.inner, self.name)
+    }
+}
+
+impl OnExecutor {
+    fn tag(&self, e: object_store::Error) -> object_store::Error {
+        let on = |source: Box<dyn std::error::Error + Send + Sync>| -> Box<dyn std::error::Error + Send + Sync> {
+            format!("{source} (on executor {})", self.name).into()
+        };
+        match e {
+            object_store::Error::NotFound { path, source } => object_store::Error::NotFound { path, source: on(source) },
+            object_store::Error::PermissionDenied { path, source } => {
+                object_store::Error::PermissionDenied { path, source: on(source) }
+            }
+            object_store::Error::Unauthenticated { path, source } => {
+                object_store::Error::Unauthenticated { path, source: on(source) }
+            }
+            object_store::Error::Generic { store, source } => object_store::Error::Generic { store, source: on(source) },
+            other => other,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for OnExecutor {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await.map_err(|e| self.tag(e))
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await.map_err(|e| self.tag(e))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await.map_err(|e| self.tag(e))
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &object_store::path::Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await.map_err(|e| self.tag(e))
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await.map_err(|e| self.tag(e))
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await.map_err(|e| self.tag(e))
     }
 }
