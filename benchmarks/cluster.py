@@ -1,7 +1,10 @@
 """Issue 23's benchmark: the same retrieval on the local engine and on a
 Ballista cluster of one scheduler and two executors on this machine, in one
 run, alternating: wall time, peak memory of each process, and whether the
-outputs are equal. (Bytes shuffled are not shown: Ballista deletes a job's
+outputs are equal. Also: the retrieval written as a folder by the executors
+(`--output DIR/`), and materialization of every view (the newest row per key
+computed locally or on the executors; the online writes happen in the CLI
+either way, into a fresh SQLite store each run). (Bytes shuffled are not shown: Ballista deletes a job's
 shuffle files when it finishes.)
 
 On one 2-core machine the cluster cannot be faster: the figure to report is
@@ -85,8 +88,35 @@ def main():
                     sys.exit(f"{name} failed: {err.strip()[-400:]}")
                 runs[name].append(wall)
                 rss[name] = max(rss[name], peak)
+        import json
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        equal = pq.read_table(f"{d}/out_local.parquet").equals(pq.read_table(f"{d}/out_cluster.parquet"))
+        local_table = pq.read_table(f"{d}/out_local.parquet")
+        equal = local_table.equals(pq.read_table(f"{d}/out_cluster.parquet"))
+        # The folder output, written by the executors.
+        folder = f"{d}/out_folder/"
+        folder_runs = []
+        for _ in range(a.repeat):
+            wall, peak, err, status = timed(base + cluster + ["--output", folder], timeout=3600)
+            if status != 0:
+                sys.exit(f"folder output failed: {err.strip()[-400:]}")
+            folder_runs.append(wall)
+        with open(folder + "_manifest.json") as f:
+            manifest = json.load(f)
+        parts = [pq.read_table(folder + m["file"]) for m in manifest["files"]]
+        folder_equal = pa.concat_tables(parts).equals(local_table) if parts else local_table.num_rows == 0
+        # Materialization of every view, into a fresh online store each run.
+        mat = {"local": [], "cluster": []}
+        for _ in range(a.repeat):
+            for name, extra in (("local", []), ("cluster", cluster)):
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(f"{d}/data/online.db{suffix}"):
+                        os.remove(f"{d}/data/online.db{suffix}")
+                cmd = [a.binary, "--repo", d, "materialize", "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"] + extra
+                wall, peak, err, status = timed(cmd, timeout=3600)
+                if status != 0:
+                    sys.exit(f"materialize ({name}) failed: {err.strip()[-400:]}")
+                mat[name].append(wall)
         peaks = [peak_mib(p.pid) for p in procs]
     finally:
         for p in procs:
@@ -103,6 +133,10 @@ def main():
     print(f"overhead ratio (cluster / local, best of {a.repeat}): {best['cluster'] / best['local']:.2f}x")
     print(f"peak RSS MiB: scheduler {peaks[0]:,.0f}, executors " + ", ".join(f"{p:,.0f}" for p in peaks[1:]))
     print(f"outputs equal: {equal}")
+    print(f"folder output by the executors: best {min(folder_runs):.2f} s ({' '.join(f'{w:.2f}' for w in folder_runs)}), "
+          f"{len(manifest['files'])} files, rows equal to the local file: {folder_equal}")
+    print(f"materialize (all views, fresh SQLite online store): local best {min(mat['local']):.2f} s, "
+          f"cluster best {min(mat['cluster']):.2f} s, ratio {min(mat['cluster']) / min(mat['local']):.2f}x")
 
 
 if __name__ == "__main__":

@@ -94,5 +94,14 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
             ),
         );
     }
+    if lower.contains("not found") && lower.contains("(on executor ") {
+        return CoreError::data(
+            format!("Ballista cluster {}", cluster.scheduler),
+            format!(
+                "an executor cannot open a file of this job: data must be on storage every executor can read \
+                 (S3, or a path mounted at the same place on every executor) ({message})"
+            ),
+        );
+    }
     CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)
 }
