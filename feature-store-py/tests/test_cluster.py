@@ -1,4 +1,4 @@
-"""Historical retrieval on an Apache DataFusion Ballista cluster from Python:
+"""Historical retrieval and materialization on an Apache DataFusion Ballista cluster from Python:
 `FeatureStore(config=...)` with `offline_store: {engine: ballista, scheduler: ...}`
 against the local engine, on a `feature-store cluster local` process (the CLI
 binary the test script builds beside the extension)."""
@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -67,6 +68,22 @@ def test_cluster_retrieval_equals_the_local_engine(tmp_path, cluster):
     # Polars in: the same rows.
     got = remote.get_historical_features(entity_df=pl.from_pandas(entity), features=FEATURES).to_arrow()
     assert got.equals(expected)
+
+
+def test_cluster_materialization_equals_the_local_engine(tmp_path, cluster):
+    repo = make_repo(tmp_path / "repo")
+    local = fs.FeatureStore(repo_path=str(repo))
+    local.apply(list(definitions()))
+    start, end = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
+    local.materialize(start, end)
+    settings = config(cluster)
+    settings["online_store"]["path"] = "data/online_cluster.db"
+    remote = fs.FeatureStore(repo_path=str(repo), config=settings)
+    remote.materialize(start, end)
+    rows = [{"driver_id": d} for d in (1001, 1002, 1003, 1009)]
+    expected = local.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+    assert expected["conv_rate"][0] is not None
+    assert remote.get_online_features(features=FEATURES, entity_rows=rows).to_dict() == expected
 
 
 def test_unreachable_scheduler_is_named(tmp_path):

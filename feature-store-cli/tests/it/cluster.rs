@@ -361,6 +361,11 @@ async fn cluster_materialization_equals_the_local_engine() {
         assert_eq!(b.event_timestamps(), a.event_timestamps(), "seed {seed}: event times");
     }
     assert!(written > 100, "the cases materialized only {written} rows");
+    // The executors did the work (each made job folders in its work dir).
+    for i in 0..2 {
+        let jobs = std::fs::read_dir(cluster.dir.path().join(format!("work{i}"))).unwrap().count();
+        assert!(jobs > 0, "executor {i} ran no materialization job\n{}", cluster.logs());
+    }
 
     // The CLI: `materialize --engine ballista --scheduler`, and the flags checked.
     let case = generate(9);
