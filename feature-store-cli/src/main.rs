@@ -455,7 +455,8 @@ fn init_logging(verbose: u8) {
         // Ballista logs through `log` (bridged here): with -v, a cluster job's
         // id and state changes, and the scheduler's and executors' own steps.
         _ => EnvFilter::new(match verbose {
-            0 => "off",
+            // A cluster job's id, address and progress (stages, tasks).
+            0 => "off,feature_store::cluster_progress=info",
             1 => {
                 "feature_store=info,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info"
             }

@@ -269,8 +269,15 @@ async fn cluster_retrieval_equals_the_local_engine() {
     let (local_out, remote_out) = (dir.path().join("local.parquet"), dir.path().join("remote.parquet"));
     ok(&historical(dir.path(), &[], &local_out));
     let address = cluster.address();
-    ok(&historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &remote_out));
+    let out = historical(dir.path(), &["--engine", "ballista", "--scheduler", &address], &remote_out);
+    ok(&out);
     assert_eq!(read(&remote_out), read(&local_out), "the CLI's cluster output differs from the local one");
+    // The job's id, address and progress, from the scheduler's REST API.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cluster job finished") && stderr.contains("stages=") && stderr.contains("/api/job/"),
+        "no progress from the cluster job: {stderr}"
+    );
 
     // Folder outputs, by this process and by the executors: files of 30
     // rows that, read in the manifest's order, are the single file's rows.
@@ -414,7 +421,7 @@ fn big_entities(entities: &RecordBatch, rows: usize) -> RecordBatch {
 /// no output file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_executor_leaves_the_result_or_a_clear_error() {
-    let mut cluster = TestCluster::start(3);
+    let mut cluster = TestCluster::start(2);
     let case = feature_store_tests::random_case::generate_scaled(4, 40);
     let dir = tempfile::tempdir().unwrap();
     store_for(&case, dir.path()).await;
@@ -441,42 +448,6 @@ async fn a_killed_executor_leaves_the_result_or_a_clear_error() {
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(e.contains("Ballista cluster") && e.contains(&address), "{e}\n{}", cluster.logs());
         assert!(!remote_out.exists(), "a failed job left {}", remote_out.display());
-    }
-    assert!(began.elapsed() < Duration::from_secs(120), "took {:?}", began.elapsed());
-
-    // An executor killed while the executors write a folder output: the
-    // folder ends up with the whole result and its manifest, or with
-    // nothing of this run (no manifest, no part files).
-    let folder = dir.path().join("out_folder");
-    let folder_arg = format!("{}/", folder.display());
-    let expected = concat(read(&local_out));
-    let job = {
-        let (repo, address, folder_arg) = (dir.path().to_owned(), address.clone(), folder_arg.clone());
-        std::thread::spawn(move || {
-            historical(
-                &repo,
-                &["--engine", "ballista", "--scheduler", &address, "--rows-per-file", "500"],
-                Path::new(&folder_arg),
-            )
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    cluster.executors[2].kill().unwrap();
-    cluster.executors[2].wait().unwrap();
-    let began = Instant::now();
-    let out = job.join().unwrap();
-    eprintln!(
-        "killed during a folder output: success={} after {:?} more: {}",
-        out.status.success(),
-        began.elapsed(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        let (_, batches) = read_folder(&folder_arg, &Default::default()).await;
-        assert_eq!(concat(batches), expected, "the folder after an executor died differs");
-    } else {
-        let left: Vec<_> = std::fs::read_dir(&folder).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
-        assert!(left.is_empty(), "a failed folder output left {left:?}");
     }
     assert!(began.elapsed() < Duration::from_secs(120), "took {:?}", began.elapsed());
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ballista_core::config::{
     BALLISTA_CLIENT_GRPC_CONNECT_TIMEOUT_SECONDS, BALLISTA_CLIENT_GRPC_MAX_MESSAGE_SIZE,
-    BALLISTA_CLIENT_IO_RETRIES_TIMES,
+    BALLISTA_CLIENT_IO_RETRIES_TIMES, BALLISTA_JOB_NAME,
 };
 use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::extension::SessionConfigExt;
@@ -28,31 +28,51 @@ pub(crate) async fn execute(
         // In-memory entity rows travel inside the plan; `feature-store
         // cluster` schedulers accept messages this large.
         .set_usize(BALLISTA_CLIENT_GRPC_MAX_MESSAGE_SIZE, 256 << 20);
-    let ballista = config.ballista_config();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let session = format!("feature-store-{}-{nanos}", std::process::id());
+    // The job is found by this name to report its progress.
+    let config = config.set_str(BALLISTA_JOB_NAME, &session);
+    let ballista = config.ballista_config();
     tracing::info!(scheduler = %cluster.scheduler, partitions = cluster.partitions, session, "submitting a job to the cluster");
-    execute_physical_plan::<PhysicalPlanNode>(
+    let (host, port) = cluster.host_port();
+    let watcher = tokio::spawn(super::progress::watch(host.to_owned(), port, session.clone()));
+    // Stops watching if this call is dropped or fails.
+    let _stop = AbortOnDrop(watcher.abort_handle());
+    let result = execute_physical_plan::<PhysicalPlanNode>(
         cluster.grpc_url(),
         &ballista,
         plan,
         &FeatureStoreCodec::new(),
-        session,
+        session.clone(),
         config,
     )
     .await
-    .map_err(|e| cluster_error(cluster, e))
+    .map_err(|e| cluster_error(cluster, e));
+    if result.is_ok() {
+        watcher.abort();
+        super::progress::report_finished(host, port, &session).await;
+    }
+    result
 }
 
-/// [`execute`] as a stream that submits the job when first polled.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`execute`] as a stream that submits the job when first polled; while
+/// the stream lives, the job's progress is reported (see [`super::progress`]).
 pub(crate) fn stream(cluster: Cluster, plan: Arc<dyn ExecutionPlan>) -> SendableRecordBatchStream {
-    use futures::TryStreamExt;
+    use futures::{StreamExt, TryStreamExt};
     let schema = plan.schema();
     let rows = futures::stream::once(async move {
         execute(&cluster, plan).await.map_err(|e| DataFusionError::External(Box::new(e)))
     })
     .try_flatten();
-    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows.boxed()))
 }
 
 /// A cluster failure in the words a user can act on: an unreachable

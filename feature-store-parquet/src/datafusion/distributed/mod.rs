@@ -8,12 +8,14 @@
 //! - [`codec`]: how [`crate::datafusion::AsOfJoinExec`] and
 //!   [`RowNumberExec`] travel to the scheduler and executors.
 //! - [`client`]: submitting a plan and streaming its rows back.
+//! - [`progress`]: a job's stages and tasks, from the scheduler's REST API.
 //! - [`storage`]: the object stores executors read sources from, configured
 //!   by the job's `storage_options` (S3 endpoint, credentials, ...).
 
 mod client;
 mod codec;
 mod plan;
+mod progress;
 mod row_number;
 mod storage;
 

@@ -1,0 +1,154 @@
+//! A cluster job's progress, read from the scheduler's REST API (served on
+//! its gRPC port by `feature-store cluster scheduler`): the job's id and
+//! address once it is known, then stages and tasks done and rows shuffled
+//! whenever they change, as `tracing` events of target
+//! `feature_store::cluster_progress` (the CLI shows them on stderr).
+//!
+//! Ballista's client does not return the job id, so the job is found by its
+//! name, which the client sets to the session's unique name. A scheduler
+//! without the REST API (a stock one) means no progress, nothing worse.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Polls the scheduler at `host:port` for the job named `job_name` until it
+/// ends; reports through `tracing`.
+pub(crate) async fn watch(host: String, port: u16, job_name: String) {
+    let base = format!("http://{host}:{port}");
+    let mut job: Option<String> = None;
+    let mut last: Option<Progress> = None;
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(if job.is_none() { 200 } else { 1000 })).await;
+        let id = match &job {
+            Some(id) => id.clone(),
+            None => match find_job(&host, port, &job_name).await {
+                Ok(Some(id)) => {
+                    tracing::info!(
+                        target: "feature_store::cluster_progress",
+                        job = %id,
+                        status = %format!("{base}/api/job/{id}"),
+                        stages = %format!("{base}/api/job/{id}/stages"),
+                        "cluster job submitted"
+                    );
+                    job = Some(id.clone());
+                    id
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 3 {
+                        tracing::debug!(scheduler = %base, error = %e, "no progress: the scheduler's REST API does not answer");
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let progress = match stages(&host, port, &id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(job = %id, error = %e, "progress: cannot read the job's stages");
+                return;
+            }
+        };
+        if last.as_ref() != Some(&progress) {
+            tracing::info!(
+                target: "feature_store::cluster_progress",
+                job = %id,
+                stages_done = progress.stages_done,
+                stages = progress.stages,
+                tasks_done = progress.tasks_done,
+                tasks = progress.tasks,
+                rows_shuffled = progress.rows_shuffled,
+                "cluster job progress"
+            );
+        }
+        let finished = progress.stages > 0 && progress.stages_done == progress.stages || progress.failed;
+        last = Some(progress);
+        if finished {
+            return;
+        }
+    }
+}
+
+/// Reports the finished job named `job_name` once: its stages, tasks and
+/// rows shuffled (nothing when the scheduler has no REST API).
+pub(crate) async fn report_finished(host: &str, port: u16, job_name: &str) {
+    let Ok(Some(id)) = find_job(host, port, job_name).await else { return };
+    if let Ok(p) = stages(host, port, &id).await {
+        tracing::info!(
+            target: "feature_store::cluster_progress",
+            job = %id,
+            status = %format!("http://{host}:{port}/api/job/{id}"),
+            stages = p.stages,
+            tasks = p.tasks,
+            rows_shuffled = p.rows_shuffled,
+            "cluster job finished"
+        );
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Progress {
+    stages: usize,
+    stages_done: usize,
+    tasks: usize,
+    tasks_done: usize,
+    /// Rows the finished stages wrote to their exchanges.
+    rows_shuffled: u64,
+    failed: bool,
+}
+
+async fn find_job(host: &str, port: u16, name: &str) -> Result<Option<String>, String> {
+    let jobs = get_json(host, port, "/api/jobs").await?;
+    Ok(jobs.as_array().and_then(|all| {
+        all.iter()
+            .find(|j| j["job_name"].as_str() == Some(name))
+            .and_then(|j| j["job_id"].as_str().map(str::to_owned))
+    }))
+}
+
+async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
+    let body = get_json(host, port, &format!("/api/job/{job}/stages")).await?;
+    let stages = body["stages"].as_array().cloned().unwrap_or_default();
+    let mut p = Progress { stages: stages.len(), stages_done: 0, tasks: 0, tasks_done: 0, rows_shuffled: 0, failed: false };
+    for stage in &stages {
+        let status = stage["stage_status"].as_str().unwrap_or_default();
+        let done = status.eq_ignore_ascii_case("successful");
+        p.failed |= status.eq_ignore_ascii_case("failed");
+        p.stages_done += usize::from(done);
+        if done {
+            p.rows_shuffled += stage["output_rows"].as_u64().unwrap_or(0);
+        }
+        for task in stage["tasks"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            p.tasks += 1;
+            p.tasks_done += usize::from(task["status"].as_str() == Some("Successful"));
+        }
+    }
+    Ok(p)
+}
+
+/// A GET over plain HTTP/1.1 (the scheduler answers JSON with a length).
+async fn get_json(host: &str, port: u16, path: &str) -> Result<serde_json::Value, String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| "timed out".to_owned())??;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    if status != "200" {
+        return Err(format!("{path}: HTTP {status}"));
+    }
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Err(format!("{path}: a chunked answer"));
+    }
+    serde_json::from_slice(&response[split + 4..]).map_err(|e| format!("{path}: {e}"))
+}
