@@ -63,7 +63,9 @@ pub(crate) async fn run_folder(
         store.check_output_outside_sources(&absolute).await?;
         absolute
     };
-    let m = store.write_historical_features(entity_input(entities), features, options, &folder, Some(rows_per_file)).await?;
+    let m = store
+        .write_historical_features(entity_input(entities), features, options, &folder, Some(rows_per_file))
+        .await?;
     let secs = started.elapsed().as_secs_f64();
     if json {
         eprintln!(

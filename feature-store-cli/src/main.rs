@@ -636,7 +636,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(_), Some(out)) if historical::is_folder(out) => {
                     anyhow::bail!("--save writes one Parquet file; give --output a .parquet file name, not a folder")
                 }
-                (Some(name), out) => historical::save(&store, &name, &entities, &features, &options, out, cli.json).await,
+                (Some(name), out) => {
+                    historical::save(&store, &name, &entities, &features, &options, out, cli.json).await
+                }
                 (None, Some(out)) if historical::is_folder(out) => {
                     historical::run_folder(&store, &entities, &features, &options, out, rows_per_file, cli.json).await
                 }

@@ -11,8 +11,8 @@ use feature_store_core::offline::folder::{FolderOutput, FolderWriter, MANIFEST, 
 use feature_store_core::{Error as CoreError, Result as CoreResult};
 use feature_store_object_store::location::{self, StoreKind};
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::ParquetOfflineStore;
 use crate::datafusion::folder_writer::{FolderTarget, FolderWriterExec, written_files};
@@ -151,9 +151,7 @@ fn run_name() -> String {
 
 /// The files' columns: the writer's input, less the row number.
 fn file_columns(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Vec<OutputColumn> {
-    fn find(
-        plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-    ) -> Option<&FolderWriterExec> {
+    fn find(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Option<&FolderWriterExec> {
         plan.downcast_ref::<FolderWriterExec>().or_else(|| plan.children().into_iter().find_map(find))
     }
     find(plan)

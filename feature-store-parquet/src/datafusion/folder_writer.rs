@@ -193,10 +193,11 @@ impl ExecutionPlan for FolderWriterExec {
         let Some(row) = self.row_column else { return vec![None] };
         let name = self.input.schema().field(row).name().clone();
         let column = Arc::new(datafusion::physical_expr::expressions::Column::new(&name, row));
-        let order = datafusion::physical_expr::LexOrdering::new([
-            datafusion::physical_expr::PhysicalSortExpr::new_default(column),
-        ])
-        .expect("one sort expression");
+        let order =
+            datafusion::physical_expr::LexOrdering::new([datafusion::physical_expr::PhysicalSortExpr::new_default(
+                column,
+            )])
+            .expect("one sort expression");
         vec![Some(datafusion::physical_expr::OrderingRequirements::from(order))]
     }
 
@@ -214,8 +215,7 @@ impl ExecutionPlan for FolderWriterExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let [input]: [Arc<dyn ExecutionPlan>; 1] =
             children.try_into().map_err(|_| DataFusionError::Internal("FolderWriterExec takes one child".into()))?;
-        let mut node =
-            Self::new(input, self.row_column, self.rows_per_file, self.folder.clone(), self.run.clone());
+        let mut node = Self::new(input, self.row_column, self.rows_per_file, self.folder.clone(), self.run.clone());
         node.store = self.store.clone();
         Ok(Arc::new(node))
     }
@@ -315,12 +315,9 @@ impl OpenFile {
             .set_compression(parquet::basic::Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let writer = AsyncArrowWriter::try_new(
-            BufWriter::new(Arc::clone(store), path),
-            Arc::clone(schema),
-            Some(props),
-        )
-        .map_err(|e| DataFusionError::Execution(format!("cannot write {folder}{name}: {e}")))?;
+        let writer =
+            AsyncArrowWriter::try_new(BufWriter::new(Arc::clone(store), path), Arc::clone(schema), Some(props))
+                .map_err(|e| DataFusionError::Execution(format!("cannot write {folder}{name}: {e}")))?;
         Ok(Self { writer, name, index, first_row, rows: 0 })
     }
 
@@ -333,7 +330,10 @@ impl OpenFile {
     }
 
     async fn close(mut self) -> Result<(String, u64, u64, u64)> {
-        self.writer.finish().await.map_err(|e| DataFusionError::Execution(format!("cannot write {}: {e}", self.name)))?;
+        self.writer
+            .finish()
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("cannot write {}: {e}", self.name)))?;
         Ok((self.name, self.first_row, self.rows, self.writer.bytes_written() as u64))
     }
 }

@@ -146,8 +146,8 @@ fn cluster_plan(
     tie_features: &[bool],
     partitions: usize,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-    use datafusion::physical_expr::expressions::Column;
     use datafusion::physical_expr::PhysicalExpr;
+    use datafusion::physical_expr::expressions::Column;
     use datafusion::physical_plan::Partitioning;
     use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
     use datafusion::physical_plan::repartition::RepartitionExec;
@@ -284,11 +284,7 @@ pub(crate) fn window_predicate(
 
 /// The order [`LatestPerKeyExec`] reads: keys ascending (nulls first),
 /// then event and created time newest first (nulls last).
-fn latest_order(
-    schema: &SchemaRef,
-    key_count: usize,
-    has_created: bool,
-) -> datafusion::physical_expr::LexOrdering {
+fn latest_order(schema: &SchemaRef, key_count: usize, has_created: bool) -> datafusion::physical_expr::LexOrdering {
     use datafusion::arrow::compute::SortOptions;
     use datafusion::physical_expr::PhysicalSortExpr;
     use datafusion::physical_expr::expressions::Column;
@@ -409,9 +405,8 @@ impl ExecutionPlan for LatestPerKeyExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let [input]: [Arc<dyn ExecutionPlan>; 1] = children
-            .try_into()
-            .map_err(|_| DataFusionError::Internal("LatestPerKeyExec takes one child".into()))?;
+        let [input]: [Arc<dyn ExecutionPlan>; 1] =
+            children.try_into().map_err(|_| DataFusionError::Internal("LatestPerKeyExec takes one child".into()))?;
         Ok(Arc::new(Self::try_new(input, self.key_count, self.has_created, self.tie_features.clone())?))
     }
 

@@ -21,10 +21,10 @@ mod storage;
 
 pub use codec::FeatureStoreCodec;
 pub use row_number::RowNumberExec;
+pub(crate) use storage::storage_options;
 pub use storage::{
     StorageSettings, cluster_runtime_env, cluster_session_config, cluster_session_state, set_executor_name,
 };
-pub(crate) use storage::storage_options;
 
 pub(crate) use client::stream;
 pub(crate) use plan::distribute;

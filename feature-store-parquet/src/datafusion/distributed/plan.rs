@@ -115,12 +115,6 @@ fn folder_tail(
     ));
     let gathered = Arc::new(RepartitionExec::try_new(plan, Partitioning::Hash(vec![block], partitions))?);
     let sorted = Arc::new(SortExec::new(order, gathered).with_preserve_partitioning(true));
-    let writer = FolderWriterExec::new(
-        sorted,
-        Some(row),
-        folder.rows_per_file,
-        folder.url.clone(),
-        folder.run.clone(),
-    );
+    let writer = FolderWriterExec::new(sorted, Some(row), folder.rows_per_file, folder.url.clone(), folder.run.clone());
     Ok(Arc::new(CoalescePartitionsExec::new(Arc::new(writer))))
 }

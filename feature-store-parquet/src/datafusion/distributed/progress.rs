@@ -104,16 +104,15 @@ struct Progress {
 async fn find_job(host: &str, port: u16, name: &str) -> Result<Option<String>, String> {
     let jobs = get_json(host, port, "/api/jobs").await?;
     Ok(jobs.as_array().and_then(|all| {
-        all.iter()
-            .find(|j| j["job_name"].as_str() == Some(name))
-            .and_then(|j| j["job_id"].as_str().map(str::to_owned))
+        all.iter().find(|j| j["job_name"].as_str() == Some(name)).and_then(|j| j["job_id"].as_str().map(str::to_owned))
     }))
 }
 
 async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
     let body = get_json(host, port, &format!("/api/job/{job}/stages")).await?;
     let stages = body["stages"].as_array().cloned().unwrap_or_default();
-    let mut p = Progress { stages: stages.len(), stages_done: 0, tasks: 0, tasks_done: 0, rows_shuffled: 0, failed: false };
+    let mut p =
+        Progress { stages: stages.len(), stages_done: 0, tasks: 0, tasks_done: 0, rows_shuffled: 0, failed: false };
     for stage in &stages {
         let status = stage["stage_status"].as_str().unwrap_or_default();
         let done = status.eq_ignore_ascii_case("successful");
@@ -134,13 +133,16 @@ async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
 async fn get_json(host: &str, port: u16, path: &str) -> Result<serde_json::Value, String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
         Ok::<_, String>(response)
     };
-    let response = tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| "timed out".to_owned())??;
+    let response =
+        tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| "timed out".to_owned())??;
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
     let head = String::from_utf8_lossy(&response[..split]);
     let status = head.split_whitespace().nth(1).unwrap_or_default();

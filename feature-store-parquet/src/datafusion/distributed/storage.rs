@@ -195,14 +195,18 @@ impl OnExecutor {
             format!("{source} (on executor {})", self.name).into()
         };
         match e {
-            object_store::Error::NotFound { path, source } => object_store::Error::NotFound { path, source: on(source) },
+            object_store::Error::NotFound { path, source } => {
+                object_store::Error::NotFound { path, source: on(source) }
+            }
             object_store::Error::PermissionDenied { path, source } => {
                 object_store::Error::PermissionDenied { path, source: on(source) }
             }
             object_store::Error::Unauthenticated { path, source } => {
                 object_store::Error::Unauthenticated { path, source: on(source) }
             }
-            object_store::Error::Generic { store, source } => object_store::Error::Generic { store, source: on(source) },
+            object_store::Error::Generic { store, source } => {
+                object_store::Error::Generic { store, source: on(source) }
+            }
             other => other,
         }
     }
