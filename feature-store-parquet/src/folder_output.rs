@@ -15,7 +15,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::ParquetOfflineStore;
-use crate::datafusion::folder_writer::{FolderTarget, FolderWriterExec, written_files};
+use crate::datafusion::folder_writer::{FolderTarget, FolderWriterExec, child_path, written_files};
 
 #[async_trait]
 impl FolderWriter for ParquetOfflineStore {
@@ -67,12 +67,12 @@ impl FolderWriter for ParquetOfflineStore {
         let manifest = FolderOutput::new(url.clone(), columns, files.collect(), engine, chrono::Utc::now());
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         store
-            .put(&child(&path, MANIFEST), body.into())
+            .put(&child_path(&path, MANIFEST), body.into())
             .await
             .map_err(|e| CoreError::data(&context, format!("cannot write {MANIFEST}: {e}")))?;
         // The manifest names this run's files: earlier runs' go now.
         for name in earlier {
-            if let Err(e) = store.delete(&child(&path, &name)).await {
+            if let Err(e) = store.delete(&child_path(&path, &name)).await {
                 tracing::warn!(folder = %url, file = name, error = %e, "could not remove an earlier run's file");
             }
         }
@@ -90,12 +90,6 @@ impl ParquetOfflineStore {
         }
         "local".into()
     }
-}
-
-/// `path/name`.
-fn child(path: &Path, name: &str) -> Path {
-    let base = path.as_ref().trim_end_matches('/');
-    if base.is_empty() { Path::from(name) } else { Path::from(format!("{base}/{name}")) }
 }
 
 /// Names of the earlier runs' part files in the folder; anything that is

@@ -89,6 +89,12 @@ pub fn written_files_schema() -> SchemaRef {
     ]))
 }
 
+/// `path/name` in a store (`name` alone under the root).
+pub(crate) fn child_path(path: &Path, name: &str) -> Path {
+    let base = path.as_ref().trim_end_matches('/');
+    if base.is_empty() { Path::from(name) } else { Path::from(format!("{base}/{name}")) }
+}
+
 /// The name of the file holding the rows of file number `index` of `run`.
 pub fn part_file_name(index: u64, run: &str) -> String {
     format!("part-{index:06}-{run}.parquet")
@@ -275,7 +281,7 @@ impl ExecutionPlan for FolderWriterExec {
                     }
                     if open.is_none() {
                         let name = part_file_name(index, &run);
-                        let path = Path::from(format!("{}/{name}", base.as_ref().trim_end_matches('/')));
+                        let path = child_path(&base, &name);
                         open = Some(OpenFile::create(&store, path, name, index, rows[start], &file_schema, &folder)?);
                     }
                     let file = open.as_mut().expect("opened above");
