@@ -50,7 +50,7 @@ impl FolderWriter for ParquetOfflineStore {
         let written = async {
             let stream = plan.execute()?;
             let batches: Vec<_> = stream.try_collect().await?;
-            Ok::<_, CoreError>(written_files(&batches))
+            written_files(&batches).map_err(|e| CoreError::data(&context, e.to_string()))
         }
         .await;
         let written = match written {

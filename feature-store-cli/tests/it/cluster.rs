@@ -577,3 +577,98 @@ async fn a_cluster_that_cannot_run_the_job_says_why() {
     assert!(e.contains(&format!("on executor {executor}")), "the error names no executor ({executor}): {e}");
     assert!(began.elapsed() < Duration::from_secs(60), "took {:?}", began.elapsed());
 }
+
+/// An executor killed in the middle of jobs (a folder output written by the
+/// executors, then a single file, alternately; `FS_KILL_ROUNDS` rounds, 4
+/// by default): each job completes with exactly the local result or fails
+/// with an error naming the cluster and leaves nothing at the output, within
+/// a bounded time. Ballista's scheduler, after losing an executor, can run a
+/// stage again beside the first attempt's outputs (rows arrive twice), lose
+/// rows, or leave the job stalled; the first is repaired (`UniqueRowsExec`),
+/// the others are errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_killed_mid_job_leaves_the_result_or_a_clear_error() {
+    let rounds: usize = std::env::var("FS_KILL_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);
+    let delay: u64 = std::env::var("FS_KILL_DELAY_MS").ok().and_then(|r| r.parse().ok()).unwrap_or(300);
+    let case = feature_store_tests::random_case::generate_scaled(4, 40);
+    let dir = tempfile::tempdir().unwrap();
+    store_for(&case, dir.path()).await;
+    feature_store_tests::write_parquet(&dir.path().join("entities.parquet"), &case.entities);
+    let local_out = dir.path().join("local.parquet");
+    ok(&historical(dir.path(), &[], &local_out));
+    let expected = concat(read(&local_out));
+    let (mut completed, mut failed) = (0, 0);
+    for round in 0..rounds {
+        let folder_mode = round % 2 == 0;
+        let mut cluster = TestCluster::start(3);
+        let address = cluster.address();
+        let out_path =
+            dir.path().join(if folder_mode { format!("out_{round}") } else { format!("out_{round}.parquet") });
+        let out_arg = if folder_mode { format!("{}/", out_path.display()) } else { out_path.display().to_string() };
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let (repo, address, out_arg) = (dir.path().to_owned(), address.clone(), out_arg.clone());
+            std::thread::spawn(move || {
+                let entities = repo.join("entities.parquet");
+                let mut command = Command::new(env!("CARGO_BIN_EXE_feature-store"));
+                command.arg("--repo").arg(&repo).args(["historical", "--entities"]).arg(&entities);
+                command.args([
+                    "--features",
+                    "stats_v,shops_v,global_v",
+                    "--engine",
+                    "ballista",
+                    "--scheduler",
+                    &address,
+                ]);
+                if folder_mode {
+                    command.args(["--rows-per-file", "50"]);
+                }
+                command.args(["--output", &out_arg]).env("FEATURE_STORE_CLUSTER_STALL_SECONDS", "20");
+                let _ = tx.send(command.output().expect("run feature-store"));
+            });
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        cluster.executors[2].kill().unwrap();
+        cluster.executors[2].wait().unwrap();
+        let began = Instant::now();
+        let Ok(out) = rx.recv_timeout(Duration::from_secs(150)) else {
+            panic!("round {round}: the job did not end within 150 s of the kill\n{}", cluster.logs())
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!(
+            "round {round} (folder: {folder_mode}): success={} {:?} after the kill",
+            out.status.success(),
+            began.elapsed()
+        );
+        if !out.status.success() {
+            eprintln!("{}", stderr.lines().filter(|l| l.starts_with("error")).collect::<Vec<_>>().join("\n"));
+            failed += 1;
+            assert!(stderr.contains("Ballista cluster"), "round {round}: {stderr}\n{}", cluster.logs());
+            let left: Vec<_> =
+                std::fs::read_dir(&out_path).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+            assert!(left.is_empty(), "round {round}: a failed folder output left {left:?}");
+            assert!(folder_mode || !out_path.exists(), "round {round}: a failed job left {}", out_path.display());
+            continue;
+        }
+        completed += 1;
+        let got = if folder_mode {
+            concat(read_folder(&out_arg, &Default::default()).await.1)
+        } else {
+            concat(read(&out_path))
+        };
+        if got != expected {
+            let differing: Vec<usize> = (0..got.num_rows().min(expected.num_rows()))
+                .filter(|&r| got.slice(r, 1) != expected.slice(r, 1))
+                .collect();
+            panic!(
+                "round {round}: {} rows where the local run has {}; {} rows differ (first {:?})\n{stderr}\n{}",
+                got.num_rows(),
+                expected.num_rows(),
+                differing.len(),
+                differing.first(),
+                cluster.logs()
+            );
+        }
+    }
+    eprintln!("{completed} of {rounds} jobs completed with the local result, {failed} failed with a clear error");
+}

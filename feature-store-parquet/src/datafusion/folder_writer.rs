@@ -248,8 +248,15 @@ impl ExecutionPlan for FolderWriterExec {
             let mut files = Files::default();
             let mut open: Option<OpenFile> = None;
             let mut counted: u64 = 0;
+            let mut once = RowsOnce::default();
             while let Some(batch) = input.next().await {
-                let batch = batch?;
+                let mut batch = batch?;
+                // A row delivered twice (an executor lost mid-job) is written once.
+                if let Some(c) = row_column
+                    && let Some(keep) = once.keep(&batch, c)?
+                {
+                    batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)?;
+                }
                 let n = batch.num_rows();
                 if n == 0 {
                     continue;
@@ -364,8 +371,10 @@ impl Files {
     }
 }
 
-/// The files listed by a [`FolderWriterExec`]'s output batches, in row order.
-pub fn written_files(batches: &[RecordBatch]) -> Vec<(String, u64, u64, u64)> {
+/// The files listed by a [`FolderWriterExec`]'s output batches, in row
+/// order, each once (a cluster that ran a writer twice lists its files
+/// twice); an error unless they hold every row from 0 without a gap.
+pub fn written_files(batches: &[RecordBatch]) -> Result<Vec<(String, u64, u64, u64)>> {
     let mut files = Vec::new();
     for b in batches {
         let names = b.column(0).as_string::<i32>();
@@ -374,6 +383,75 @@ pub fn written_files(batches: &[RecordBatch]) -> Vec<(String, u64, u64, u64)> {
             files.push((names.value(r).to_owned(), u(1).value(r), u(2).value(r), u(3).value(r)));
         }
     }
-    files.sort_by_key(|f| f.1);
-    files
+    files.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    files.dedup_by(|later, earlier| later.0 == earlier.0);
+    let mut next = 0;
+    for (name, first, rows, _) in &files {
+        if *first != next {
+            return Err(DataFusionError::Execution(format!(
+                "the written files do not hold every row: {name} starts at row {first}, row {next} was expected \
+                 (rows lost after an executor failed?); run the job again"
+            )));
+        }
+        next = first + rows;
+    }
+    Ok(files)
+}
+
+/// Row numbers in ascending order, each kept once: the state
+/// `UniqueRowsExec` and the folder writer carry across batches.
+#[derive(Debug, Default)]
+pub(crate) struct RowsOnce {
+    /// The next row number expected; `None` before the first row (a
+    /// partition of the folder writer starts at any row).
+    next: Option<u64>,
+    /// Rows dropped as second copies.
+    pub(crate) dropped: u64,
+    /// Every row number from 0, none skipped (one partition holding every
+    /// row); otherwise ascending from any row, with gaps.
+    every_row: bool,
+}
+
+impl RowsOnce {
+    /// Expects every row number from 0.
+    pub(crate) fn every_row() -> Self {
+        Self { every_row: true, ..Self::default() }
+    }
+
+    /// Which rows of `batch` to keep (`None`: all of them), by its column
+    /// `row`; an error when row numbers go down or skip.
+    pub(crate) fn keep(
+        &mut self,
+        batch: &RecordBatch,
+        row: usize,
+    ) -> Result<Option<datafusion::arrow::array::BooleanArray>> {
+        use datafusion::arrow::array::{Array, AsArray};
+        let numbers = batch
+            .column(row)
+            .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
+            .ok_or_else(|| DataFusionError::Internal("the row number is not UInt64".into()))?;
+        if numbers.null_count() > 0 {
+            return Err(DataFusionError::Internal("a null row number".into()));
+        }
+        let mut keep: Option<Vec<bool>> = None;
+        for (i, &n) in numbers.values().iter().enumerate() {
+            let expected = self.next.unwrap_or(if self.every_row { 0 } else { n });
+            if n == expected || (!self.every_row && n > expected) {
+                self.next = Some(n + 1);
+                if let Some(k) = keep.as_mut() {
+                    k.push(true);
+                }
+            } else if n + 1 == expected {
+                // The row just kept, delivered again.
+                self.dropped += 1;
+                keep.get_or_insert_with(|| vec![true; i]).push(false);
+            } else {
+                return Err(DataFusionError::Execution(format!(
+                    "the cluster returned row {n} where row {expected} was expected: rows were lost or reordered \
+                     after an executor failed; run the job again"
+                )));
+            }
+        }
+        Ok(keep.map(datafusion::arrow::array::BooleanArray::from))
+    }
 }

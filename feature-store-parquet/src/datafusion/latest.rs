@@ -91,7 +91,7 @@ pub(crate) async fn latest_rows(
             .map_err(|e| df_error(&cluster_context, e))?;
         super::distributed::check_sendable(&plan).map_err(|e| CoreError::data(&cluster_context, e))?;
         let stream = super::distributed::stream(cluster, plan);
-        return Ok(counted(stream, context));
+        return Ok(counted(stream, context, Some(key_count)));
     }
     // Sorted by key and newest first only: exact ties (same key, event and
     // created time) are resolved by [`LatestPerKeyExec`] on the features, so
@@ -105,20 +105,26 @@ pub(crate) async fn latest_rows(
     let plan = LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features)
         .map_err(|e| CoreError::data(&context, e.to_string()))?;
     let stream = execute_stream(Arc::new(plan), ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
-    Ok(counted(stream, context))
+    Ok(counted(stream, context, None))
 }
 
 /// [`LatestRows`] from a [`LatestPerKeyExec`]'s stream: the rows without
-/// its count column, the count summed into `rows_read`.
-fn counted(stream: SendableRecordBatchStream, context: String) -> LatestRows {
+/// its count column, the count summed into `rows_read`. With `key_count`
+/// (a cluster's stream, merged in key order), a key's row delivered again
+/// is dropped, count and all.
+fn counted(stream: SendableRecordBatchStream, context: String, key_count: Option<usize>) -> LatestRows {
     let schema = stream.schema();
     let last = schema.fields().len() - 1;
     let out_schema = Arc::new(schema.project(&(0..last).collect::<Vec<_>>()).expect("columns in range"));
     let rows_read = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&rows_read);
     let projected = Arc::clone(&out_schema);
+    let mut once = key_count.map(|k| KeysOnce::new(&schema, k));
     let stream = stream.map(move |batch| {
-        let batch = batch.map_err(|e| df_error(&context, e))?;
+        let mut batch = batch.map_err(|e| df_error(&context, e))?;
+        if let Some(once) = once.as_mut() {
+            batch = once.keep(batch).map_err(|e| CoreError::data(&context, e.to_string()))?;
+        }
         let read = batch.column(last).as_any().downcast_ref::<UInt64Array>().map_or(0, |c| c.iter().flatten().sum());
         counter.fetch_add(read, Ordering::Relaxed);
         RecordBatch::try_new(Arc::clone(&projected), batch.columns()[..last].to_vec())
@@ -127,10 +133,60 @@ fn counted(stream: SendableRecordBatchStream, context: String) -> LatestRows {
     LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read)
 }
 
+/// Each key's row once, from rows in key order.
+#[cfg_attr(not(feature = "distributed"), allow(dead_code))]
+struct KeysOnce {
+    converter: Option<RowConverter>,
+    key_count: usize,
+    last: Option<OwnedRow>,
+    /// A row was seen (without keys, the one row).
+    seen: bool,
+}
+
+#[cfg_attr(not(feature = "distributed"), allow(dead_code))]
+impl KeysOnce {
+    fn new(schema: &SchemaRef, key_count: usize) -> Self {
+        let converter = (key_count > 0).then(|| {
+            RowConverter::new((0..key_count).map(|i| SortField::new(schema.field(i).data_type().clone())).collect())
+                .expect("key types convert to rows")
+        });
+        Self { converter, key_count, last: None, seen: false }
+    }
+
+    fn keep(&mut self, batch: RecordBatch) -> ArrowResult<RecordBatch> {
+        let n = batch.num_rows();
+        let mut keep = Vec::with_capacity(n);
+        match &self.converter {
+            None => {
+                for _ in 0..n {
+                    keep.push(!self.seen);
+                    self.seen = true;
+                }
+            }
+            Some(converter) => {
+                let rows = converter.convert_columns(&batch.columns()[..self.key_count])?;
+                for i in 0..n {
+                    let again = self.last.as_ref().is_some_and(|l| l.row() == rows.row(i));
+                    keep.push(!again);
+                    if !again {
+                        self.last = Some(rows.row(i).owned());
+                    }
+                }
+            }
+        }
+        let dropped = keep.iter().filter(|k| !**k).count();
+        if dropped == 0 {
+            return Ok(batch);
+        }
+        tracing::warn!(dropped, "key rows delivered twice after an executor was lost were dropped");
+        datafusion::arrow::compute::filter_record_batch(&batch, &datafusion::arrow::array::BooleanArray::from(keep))
+    }
+}
+
 /// The cluster form of the newest-row reduction:
 ///
 /// ```text
-/// CoalescePartitionsExec                 <- the rows back to the caller
+/// SortPreservingMergeExec [keys]         <- the rows back to the caller, in key order
 ///   LatestPerKeyExec, per partition
 ///     SortExec [keys, event time desc, created desc], per partition
 ///       RepartitionExec Hash(keys)       <- stage boundary (shuffle)
@@ -152,6 +208,7 @@ fn cluster_plan(
     use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
     use datafusion::physical_plan::repartition::RepartitionExec;
     use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 
     let schema = scan.schema();
     let column = |i: usize| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
@@ -163,8 +220,13 @@ fn cluster_plan(
     let exchanged = Arc::new(RepartitionExec::try_new(scan, partitioning)?);
     let order = latest_order(&schema, key_count, has_created);
     let sorted = Arc::new(SortExec::new(order, exchanged).with_preserve_partitioning(true));
-    let latest = LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features.to_vec())?;
-    Ok(Arc::new(CoalescePartitionsExec::new(Arc::new(latest))))
+    let latest = Arc::new(LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features.to_vec())?);
+    // Merged in key order, so a key's row delivered twice (see
+    // `UniqueRowsExec`) arrives next to its copy and is dropped by [`counted`].
+    Ok(match key_order(&latest.schema(), key_count) {
+        Some(order) => Arc::new(SortPreservingMergeExec::new(order, latest)),
+        None => Arc::new(CoalescePartitionsExec::new(latest)),
+    })
 }
 
 /// Each join key with its source column and that column cast to the key's
@@ -282,6 +344,18 @@ pub(crate) fn window_predicate(
     Ok(predicate)
 }
 
+/// Keys ascending, nulls first: the order of [`LatestPerKeyExec`]'s output
+/// (none without keys).
+fn key_order(schema: &SchemaRef, key_count: usize) -> Option<datafusion::physical_expr::LexOrdering> {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::expressions::Column;
+    datafusion::physical_expr::LexOrdering::new((0..key_count).map(|i| {
+        let column = Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
+        PhysicalSortExpr::new(column, SortOptions { descending: false, nulls_first: true })
+    }))
+}
+
 /// The order [`LatestPerKeyExec`] reads: keys ascending (nulls first),
 /// then event and created time newest first (nulls last).
 fn latest_order(schema: &SchemaRef, key_count: usize, has_created: bool) -> datafusion::physical_expr::LexOrdering {
@@ -298,8 +372,8 @@ fn latest_order(schema: &SchemaRef, key_count: usize, has_created: bool) -> data
 }
 
 /// The column a [`LatestPerKeyExec`] appends: how many input rows each
-/// output batch accounts for (on its first row; 0 on the others), so a
-/// caller counts the rows read even when the work ran on a cluster.
+/// row's key had, so a caller counts the rows read even when the work ran
+/// on a cluster, and a row delivered twice is an exact copy.
 pub(crate) const ROWS_READ: &str = "__feature_store_rows_read";
 
 /// The newest row of each key, per partition, from partitions each sorted by
@@ -335,8 +409,13 @@ impl LatestPerKeyExec {
             .chain(std::iter::once(Arc::new(Field::new(ROWS_READ, DataType::UInt64, false))))
             .collect();
         let schema = Arc::new(Schema::new(fields));
+        // Rows leave in key order (the order the input is required to have).
+        let mut equivalence = EquivalenceProperties::new(Arc::clone(&schema));
+        if let Some(order) = key_order(&schema, key_count) {
+            equivalence.add_ordering(order);
+        }
         let cache = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
+            equivalence,
             input.output_partitioning().clone(),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -427,34 +506,29 @@ impl ExecutionPlan for LatestPerKeyExec {
         let schema = Arc::clone(&self.schema);
         let with_count = {
             let schema = Arc::clone(&schema);
-            move |batch: RecordBatch, read: u64| -> datafusion::common::Result<RecordBatch> {
-                let n = batch.num_rows();
-                let counts = UInt64Array::from_iter_values((0..n).map(|i| if i == 0 { read } else { 0 }));
+            move |(batch, counts): (RecordBatch, Vec<u64>)| -> datafusion::common::Result<RecordBatch> {
                 let mut columns = batch.columns().to_vec();
-                columns.push(Arc::new(counts));
+                columns.push(Arc::new(UInt64Array::from(counts)));
                 Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
             }
         };
         // The last key's row is held until the input ends, then emitted.
-        let state = Some((input, latest, 0u64));
+        let state = Some((input, latest));
         let stream = futures::stream::unfold(state, move |state| {
             let with_count = with_count.clone();
             async move {
-                let (mut input, mut latest, mut read) = state?;
+                let (mut input, mut latest) = state?;
                 loop {
                     match input.next().await {
-                        Some(Ok(batch)) => {
-                            read += batch.num_rows() as u64;
-                            match latest.push(&batch) {
-                                Ok(out) if out.num_rows() == 0 => continue,
-                                Ok(out) => return Some((with_count(out, read), Some((input, latest, 0)))),
-                                Err(e) => return Some((Err(e.into()), None)),
-                            }
-                        }
+                        Some(Ok(batch)) => match latest.push(&batch) {
+                            Ok(out) if out.0.num_rows() == 0 => continue,
+                            Ok(out) => return Some((with_count(out), Some((input, latest)))),
+                            Err(e) => return Some((Err(e.into()), None)),
+                        },
                         Some(Err(e)) => return Some((Err(e), None)),
                         None => {
                             return match latest.finish() {
-                                Ok(Some(out)) => Some((with_count(out, read), None)),
+                                Ok(Some(out)) => Some((with_count(out), None)),
                                 Ok(None) => None,
                                 Err(e) => Some((Err(e.into()), None)),
                             };
@@ -490,6 +564,8 @@ struct Pending {
     row: RecordBatch,
     key: Option<OwnedRow>,
     time: OwnedRow,
+    /// Rows of this key read so far.
+    count: u64,
 }
 
 type ArrowResult<T> = Result<T, datafusion::arrow::error::ArrowError>;
@@ -534,17 +610,21 @@ impl LatestPerKey {
         Ok(rb.row(0) < ra.row(0))
     }
 
-    /// The rows of keys that ended in `batch` (or before it).
-    fn push(&mut self, batch: &RecordBatch) -> ArrowResult<RecordBatch> {
+    /// The rows of keys that ended in `batch` (or before it), each with the
+    /// number of input rows of its key.
+    fn push(&mut self, batch: &RecordBatch) -> ArrowResult<(RecordBatch, Vec<u64>)> {
         let n = batch.num_rows();
         if n == 0 {
-            return Ok(RecordBatch::new_empty(Arc::clone(&self.out_schema)));
+            return Ok((RecordBatch::new_empty(Arc::clone(&self.out_schema)), Vec::new()));
         }
         let keys = self.keys.as_ref().map(|c| c.convert_columns(&batch.columns()[..self.key_count])).transpose()?;
         let time_columns = 1 + usize::from(self.created.is_some());
         let times = self.times.convert_columns(&batch.columns()[self.key_count..self.key_count + time_columns])?;
-        let mut carried: Option<RecordBatch> = None;
+        let mut carried: Option<(RecordBatch, u64)> = None;
         let mut selected: Vec<u32> = Vec::new();
+        let mut counts: Vec<u64> = Vec::new();
+        // Rows of the current key so far (from earlier batches too).
+        let mut count = self.pending.as_ref().map_or(0, |p| p.count);
         // The current key's best row: held over from an earlier batch, or a row of this one.
         let mut here: Option<usize> = None;
         for i in 0..n {
@@ -557,12 +637,15 @@ impl LatestPerKey {
             if !same_key {
                 if let Some(j) = here {
                     selected.push(j as u32);
+                    counts.push(count);
                 } else if let Some(p) = self.pending.take() {
-                    carried = Some(p.row);
+                    carried = Some((p.row, count));
                 }
                 here = Some(i);
+                count = 1;
                 continue;
             }
+            count += 1;
             // Same key: only an exact tie with the best row can replace it.
             let best = match here {
                 Some(j) => (times.row(j) == times.row(i)).then(|| batch.slice(j, 1)),
@@ -577,24 +660,31 @@ impl LatestPerKey {
                 here = Some(i);
             }
         }
-        if let Some(j) = here {
-            self.pending = Some(Pending {
-                row: batch.slice(j, 1),
-                key: keys.as_ref().map(|k| k.row(j).owned()),
-                time: times.row(j).owned(),
-            });
+        match (here, self.pending.as_mut()) {
+            (Some(j), _) => {
+                self.pending = Some(Pending {
+                    row: batch.slice(j, 1),
+                    key: keys.as_ref().map(|k| k.row(j).owned()),
+                    time: times.row(j).owned(),
+                    count,
+                });
+            }
+            (None, Some(p)) => p.count = count,
+            (None, None) => {}
         }
         let picked = take_record_batch(batch, &UInt32Array::from(selected))?;
-        let out = match carried {
-            Some(c) => concat_batches(&batch.schema(), &[c, picked])?,
-            None => picked,
+        let (out, counts) = match carried {
+            Some((c, carried_count)) => {
+                (concat_batches(&batch.schema(), &[c, picked])?, std::iter::once(carried_count).chain(counts).collect())
+            }
+            None => (picked, counts),
         };
-        self.project(out)
+        Ok((self.project(out)?, counts))
     }
 
-    /// The last key's row, once the input has ended.
-    fn finish(&mut self) -> ArrowResult<Option<RecordBatch>> {
-        self.pending.take().map(|p| self.project(p.row)).transpose()
+    /// The last key's row and its count, once the input has ended.
+    fn finish(&mut self) -> ArrowResult<Option<(RecordBatch, Vec<u64>)>> {
+        self.pending.take().map(|p| Ok((self.project(p.row)?, vec![p.count]))).transpose()
     }
 
     fn project(&self, batch: RecordBatch) -> ArrowResult<RecordBatch> {

@@ -35,19 +35,24 @@ pub(crate) async fn execute(
     let ballista = config.ballista_config();
     tracing::info!(scheduler = %cluster.scheduler, partitions = cluster.partitions, session, "submitting a job to the cluster");
     let (host, port) = cluster.host_port();
-    let watcher = tokio::spawn(super::progress::watch(host.to_owned(), port, session.clone()));
+    let stall = super::progress::stall_timeout();
+    let mut watcher = tokio::spawn(super::progress::watch(host.to_owned(), port, session.clone(), stall));
     // Stops watching if this call is dropped or fails.
     let _stop = AbortOnDrop(watcher.abort_handle());
-    let result = execute_physical_plan::<PhysicalPlanNode>(
-        cluster.grpc_url(),
-        &ballista,
-        plan,
-        &FeatureStoreCodec::new(),
-        session.clone(),
-        config,
-    )
-    .await
-    .map_err(|e| cluster_error(cluster, e));
+    let codec = FeatureStoreCodec::new();
+    let run =
+        execute_physical_plan::<PhysicalPlanNode>(cluster.grpc_url(), &ballista, plan, &codec, session.clone(), config);
+    // The job's result, unless the watcher finds it stalled first.
+    let stalled = async {
+        match (&mut watcher).await {
+            Ok(Some(message)) => message,
+            _ => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = run => result.map_err(|e| cluster_error(cluster, e)),
+        message = stalled => Err(CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)),
+    };
     if result.is_ok() {
         watcher.abort();
         super::progress::report_finished(host, port, &session).await;
@@ -109,8 +114,22 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
             format!(
                 "an executor could not prepare a task of this job; an executor without this project's codec (a \
                  stock Ballista executor) cannot decode its operators (AsOfJoinExec, RowNumberExec, \
-                 LatestPerKeyExec, FolderWriterExec): start executors with `feature-store cluster executor`; the \
+                 LatestPerKeyExec, FolderWriterExec, UniqueRowsExec): start executors with `feature-store cluster executor`; the \
                  executor's log says what failed ({message})"
+            ),
+        );
+    }
+    if lower.contains("job ")
+        && ["failed to fetch partition", "h2 protocol error", "broken pipe", "connection reset", "ipc error"]
+            .iter()
+            .any(|m| lower.contains(m))
+    {
+        return CoreError::data(
+            format!("Ballista cluster {}", cluster.scheduler),
+            format!(
+                "an executor stopped or became unreachable during the job, and a task could not fetch the rows it \
+                 had produced; Ballista did not recover, so the job failed and nothing was written: run it again \
+                 once the executors are up ({message})"
             ),
         );
     }

@@ -1,6 +1,6 @@
 //! How this crate's operators travel to a cluster: a
 //! [`PhysicalExtensionCodec`] that encodes [`AsOfJoinExec`],
-//! [`RowNumberExec`], [`LatestPerKeyExec`] and [`FolderWriterExec`] and
+//! [`RowNumberExec`], [`UniqueRowsExec`], [`LatestPerKeyExec`] and [`FolderWriterExec`] and
 //! hands every other node to Ballista's own codec.
 //! Scheduler and executors must be started with it
 //! (`feature-store cluster scheduler|executor` are).
@@ -17,7 +17,7 @@ use feature_store_core::ValueType;
 use feature_store_core::aggregation::WindowSpec;
 use prost::Message;
 
-use super::row_number::RowNumberExec;
+use super::row_number::{RowNumberExec, UniqueRowsExec};
 use crate::datafusion::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
 use crate::datafusion::folder_writer::FolderWriterExec;
 use crate::datafusion::latest::LatestPerKeyExec;
@@ -42,7 +42,7 @@ impl FeatureStoreCodec {
 
 #[derive(Clone, PartialEq, Message)]
 struct NodeProto {
-    #[prost(oneof = "Node", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Node", tags = "1, 2, 3, 4, 5")]
     node: Option<Node>,
 }
 
@@ -56,6 +56,14 @@ enum Node {
     Latest(LatestProto),
     #[prost(message, tag = "4")]
     Folder(FolderProto),
+    #[prost(message, tag = "5")]
+    UniqueRows(UniqueRowsProto),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct UniqueRowsProto {
+    #[prost(uint64, tag = "1")]
+    row: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -275,6 +283,16 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
                 };
                 Ok(Arc::new(RowNumberExec::new(Arc::clone(input), &p.column)))
             }
+            Node::UniqueRows(p) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("UniqueRowsExec takes one input, got {}", inputs.len())));
+                };
+                let row = p.row as usize;
+                if row >= input.schema().fields().len() {
+                    return Err(bad(format!("UniqueRowsExec: no column {row}")));
+                }
+                Ok(Arc::new(UniqueRowsExec::new(Arc::clone(input), row)))
+            }
             Node::Folder(p) => {
                 let [input] = inputs else {
                     return Err(bad(format!("FolderWriterExec takes one input, got {}", inputs.len())));
@@ -311,6 +329,8 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
             Node::AsOf(encode_spec(join)?)
         } else if let Some(rows) = node.downcast_ref::<RowNumberExec>() {
             Node::RowNumber(RowNumberProto { column: rows.column().to_owned() })
+        } else if let Some(unique) = node.downcast_ref::<UniqueRowsExec>() {
+            Node::UniqueRows(UniqueRowsProto { row: unique.row() as u64 })
         } else if let Some(writer) = node.downcast_ref::<FolderWriterExec>() {
             Node::Folder(FolderProto {
                 row_column: writer.row_column().map(|c| c as u64),

@@ -20,7 +20,7 @@ mod row_number;
 mod storage;
 
 pub use codec::FeatureStoreCodec;
-pub use row_number::RowNumberExec;
+pub use row_number::{RowNumberExec, UniqueRowsExec};
 pub(crate) use storage::storage_options;
 pub use storage::{
     StorageSettings, cluster_runtime_env, cluster_session_config, cluster_session_state, set_executor_name,

@@ -1,7 +1,7 @@
 //! The distributed form of a retrieval plan.
 //!
 //! ```text
-//! ProjectionExec (drops the row number)
+//! UniqueRowsExec (each row number once; drops it)
 //!   SortPreservingMergeExec [row]         <- stage: the rows in entity order
 //!     SortExec [row], per partition
 //!       AsOfJoinExec (view n, partitioned)
@@ -23,13 +23,12 @@ use datafusion::common::Result;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
-use super::row_number::RowNumberExec;
+use super::row_number::{RowNumberExec, UniqueRowsExec};
 use crate::datafusion::asof_join::{AsOfJoinExec, AsOfSpec};
 use crate::datafusion::folder_writer::{FolderTarget, FolderWriterExec};
 
@@ -78,14 +77,7 @@ pub(crate) fn distribute(
     }
     let sorted = Arc::new(SortExec::new(order.clone(), plan).with_preserve_partitioning(true));
     let merged = Arc::new(SortPreservingMergeExec::new(order, sorted));
-    let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != row)
-        .map(|(i, f)| (Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>, f.name().clone()))
-        .collect();
-    Ok(Arc::new(ProjectionExec::try_new(columns, merged)?))
+    Ok(Arc::new(UniqueRowsExec::new(merged, row)))
 }
 
 /// The rows written to a folder by the executors, a file per block of

@@ -7,18 +7,34 @@
 //! Ballista's client does not return the job id, so the job is found by its
 //! name, which the client sets to the session's unique name. A scheduler
 //! without the REST API (a stock one) means no progress, nothing worse.
+//!
+//! The watcher also notices a stalled job: Ballista 55's scheduler can
+//! leave a job unfinished with no task running after an executor is lost
+//! mid-job (stages rolled back, never resubmitted). A job with no running
+//! task and no change for [`stall_timeout`] is cancelled and reported, so
+//! the caller fails with an error instead of waiting forever.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// How long a job may sit with no running task and no change before it is
+/// called stalled: `FEATURE_STORE_CLUSTER_STALL_SECONDS`, default 300 (raise
+/// it on a cluster shared with long jobs, where a job may wait for slots).
+pub(crate) fn stall_timeout() -> Duration {
+    let seconds = std::env::var("FEATURE_STORE_CLUSTER_STALL_SECONDS").ok().and_then(|s| s.parse::<u64>().ok());
+    Duration::from_secs(seconds.unwrap_or(300).max(1))
+}
+
 /// Polls the scheduler at `host:port` for the job named `job_name` until it
-/// ends; reports through `tracing`.
-pub(crate) async fn watch(host: String, port: u16, job_name: String) {
+/// ends; reports through `tracing`. Returns why the job was cancelled when it
+/// stalled (see the module's notes), `None` otherwise.
+pub(crate) async fn watch(host: String, port: u16, job_name: String, stall: Duration) -> Option<String> {
     let base = format!("http://{host}:{port}");
     let mut job: Option<String> = None;
     let mut last: Option<Progress> = None;
     let mut failures = 0;
+    let mut idle_since: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(if job.is_none() { 200 } else { 1000 })).await;
         let id = match &job {
@@ -40,7 +56,7 @@ pub(crate) async fn watch(host: String, port: u16, job_name: String) {
                     failures += 1;
                     if failures == 3 {
                         tracing::debug!(scheduler = %base, error = %e, "no progress: the scheduler's REST API does not answer");
-                        return;
+                        return None;
                     }
                     continue;
                 }
@@ -50,7 +66,7 @@ pub(crate) async fn watch(host: String, port: u16, job_name: String) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(job = %id, error = %e, "progress: cannot read the job's stages");
-                return;
+                return None;
             }
         };
         if last.as_ref() != Some(&progress) {
@@ -66,11 +82,35 @@ pub(crate) async fn watch(host: String, port: u16, job_name: String) {
             );
         }
         let finished = progress.stages > 0 && progress.stages_done == progress.stages || progress.failed;
-        last = Some(progress);
         if finished {
-            return;
+            return None;
         }
+        if progress.running > 0 || last.as_ref() != Some(&progress) {
+            idle_since = None;
+        } else {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= stall {
+                let cancelled = cancel(&host, port, &id).await;
+                let message = format!(
+                    "job {id} stalled: no task ran and nothing changed for {} s ({} of {} stages done); an \
+                     executor was probably lost mid-job and the scheduler did not resubmit its work; the job {}, \
+                     nothing was written: run it again (FEATURE_STORE_CLUSTER_STALL_SECONDS sets this wait)",
+                    stall.as_secs(),
+                    progress.stages_done,
+                    progress.stages,
+                    if cancelled { "was cancelled" } else { "could not be cancelled" },
+                );
+                tracing::warn!(target: "feature_store::cluster_progress", job = %id, "{message}");
+                return Some(message);
+            }
+        }
+        last = Some(progress);
     }
+}
+
+/// Asks the scheduler to cancel job `job` (`PATCH /api/job/{id}`).
+async fn cancel(host: &str, port: u16, job: &str) -> bool {
+    request(host, port, "PATCH", &format!("/api/job/{job}")).await.is_ok_and(|(status, _)| status.starts_with('2'))
 }
 
 /// Reports the finished job named `job_name` once: its stages, tasks and
@@ -96,6 +136,8 @@ struct Progress {
     stages_done: usize,
     tasks: usize,
     tasks_done: usize,
+    /// Tasks running now.
+    running: usize,
     /// Rows the finished stages wrote to their exchanges.
     rows_shuffled: u64,
     failed: bool,
@@ -111,8 +153,15 @@ async fn find_job(host: &str, port: u16, name: &str) -> Result<Option<String>, S
 async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
     let body = get_json(host, port, &format!("/api/job/{job}/stages")).await?;
     let stages = body["stages"].as_array().cloned().unwrap_or_default();
-    let mut p =
-        Progress { stages: stages.len(), stages_done: 0, tasks: 0, tasks_done: 0, rows_shuffled: 0, failed: false };
+    let mut p = Progress {
+        stages: stages.len(),
+        stages_done: 0,
+        tasks: 0,
+        tasks_done: 0,
+        running: 0,
+        rows_shuffled: 0,
+        failed: false,
+    };
     for stage in &stages {
         let status = stage["stage_status"].as_str().unwrap_or_default();
         let done = status.eq_ignore_ascii_case("successful");
@@ -124,6 +173,7 @@ async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
         for task in stage["tasks"].as_array().map(Vec::as_slice).unwrap_or_default() {
             p.tasks += 1;
             p.tasks_done += usize::from(task["status"].as_str() == Some("Successful"));
+            p.running += usize::from(task["status"].as_str() == Some("Running"));
         }
     }
     Ok(p)
@@ -131,10 +181,19 @@ async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
 
 /// A GET over plain HTTP/1.1 (the scheduler answers JSON with a length).
 async fn get_json(host: &str, port: u16, path: &str) -> Result<serde_json::Value, String> {
+    let (status, body) = request(host, port, "GET", path).await?;
+    if status != "200" {
+        return Err(format!("{path}: HTTP {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
+}
+
+/// One request over plain HTTP/1.1: the status code and the body.
+async fn request(host: &str, port: u16, method: &str, path: &str) -> Result<(String, Vec<u8>), String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut response = Vec::new();
@@ -145,12 +204,9 @@ async fn get_json(host: &str, port: u16, path: &str) -> Result<serde_json::Value
         tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| "timed out".to_owned())??;
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
     let head = String::from_utf8_lossy(&response[..split]);
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
-    if status != "200" {
-        return Err(format!("{path}: HTTP {status}"));
-    }
+    let status = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         return Err(format!("{path}: a chunked answer"));
     }
-    serde_json::from_slice(&response[split + 4..]).map_err(|e| format!("{path}: {e}"))
+    Ok((status, response[split + 4..].to_vec()))
 }
