@@ -197,14 +197,7 @@ impl ExecutionPlan for FolderWriterExec {
     /// a planner may drop the sort as unneeded (a cluster's did).
     fn required_input_ordering(&self) -> Vec<Option<datafusion::physical_expr::OrderingRequirements>> {
         let Some(row) = self.row_column else { return vec![None] };
-        let name = self.input.schema().field(row).name().clone();
-        let column = Arc::new(datafusion::physical_expr::expressions::Column::new(&name, row));
-        let order =
-            datafusion::physical_expr::LexOrdering::new([datafusion::physical_expr::PhysicalSortExpr::new_default(
-                column,
-            )])
-            .expect("one sort expression");
-        vec![Some(datafusion::physical_expr::OrderingRequirements::from(order))]
+        vec![Some(row_order(&self.input.schema(), row))]
     }
 
     fn apply_expressions(
@@ -396,6 +389,16 @@ pub fn written_files(batches: &[RecordBatch]) -> Result<Vec<(String, u64, u64, u
         next = first + rows;
     }
     Ok(files)
+}
+
+/// Ascending by the row-number column `row` of `schema`: what the operators
+/// that keep each row number once require of their input.
+pub(crate) fn row_order(schema: &SchemaRef, row: usize) -> datafusion::physical_expr::OrderingRequirements {
+    let column = Arc::new(datafusion::physical_expr::expressions::Column::new(schema.field(row).name(), row));
+    let order =
+        datafusion::physical_expr::LexOrdering::new([datafusion::physical_expr::PhysicalSortExpr::new_default(column)])
+            .expect("one sort expression");
+    datafusion::physical_expr::OrderingRequirements::from(order)
 }
 
 /// Row numbers in ascending order, each kept once: the state

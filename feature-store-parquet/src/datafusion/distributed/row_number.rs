@@ -20,7 +20,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::datafusion::folder_writer::RowsOnce;
+use crate::datafusion::folder_writer::{RowsOnce, row_order};
 
 /// The input's columns plus a `UInt64` row number (0, 1, ...) in input
 /// order; the input's partitions are read one after another.
@@ -191,14 +191,7 @@ impl ExecutionPlan for UniqueRowsExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<datafusion::physical_expr::OrderingRequirements>> {
-        let name = self.input.schema().field(self.row).name().clone();
-        let column = Arc::new(datafusion::physical_expr::expressions::Column::new(&name, self.row));
-        let order =
-            datafusion::physical_expr::LexOrdering::new([datafusion::physical_expr::PhysicalSortExpr::new_default(
-                column,
-            )])
-            .expect("one sort expression");
-        vec![Some(datafusion::physical_expr::OrderingRequirements::from(order))]
+        vec![Some(row_order(&self.input.schema(), self.row))]
     }
 
     fn apply_expressions(
