@@ -31,7 +31,7 @@ use super::FeatureStore;
 use super::materialize::{WriteTarget, events_batch};
 use super::tiles::EventPositions;
 use crate::ingest::dead_letter::{DeadLetterFile, DeadLetterSink, encode as encode_letters};
-use crate::ingest::decode::{RecordField, RecordSchema};
+use crate::ingest::decode::{Decoded, RecordField, RecordSchema};
 use crate::ingest::log_file::LogFileName;
 use crate::ingest::{ConsumerFactory, IngestOptions, IngestStats, Message, StreamConsumer};
 use crate::model::{DataSource, DeadLetterTarget, StreamSource};
@@ -47,7 +47,8 @@ struct SourcePlan {
     version: u64,
     stream: StreamSource,
     batch: DataSource,
-    schema: RecordSchema,
+    /// Shared with the poll task, which decodes what it polled ([`Prefetching`]).
+    schema: Arc<RecordSchema>,
     views: Vec<WriteTarget>,
 }
 
@@ -238,7 +239,7 @@ impl FeatureStore {
         }
         let fields = crate::ingest::decode::record_fields(&keys, &values);
         let fields: Vec<RecordField> = fields.into_iter().filter(|f| !keys.is_empty() || !f.required).collect();
-        let schema = RecordSchema::new(&stream, fields, LATEST_EVENT_TS);
+        let schema = Arc::new(RecordSchema::new(&stream, fields, LATEST_EVENT_TS));
         Ok(SourcePlan { version: doc.version, stream, batch, schema, views: targets })
     }
 
@@ -348,7 +349,7 @@ impl FeatureStore {
                     tracing::info!(source = %stream.name, version, "ingest: definitions changed; views re-read");
                 }
             }
-            let Some(Polled { at: polled_at, waited, messages }) =
+            let Some(Polled { at: polled_at, waited, messages, decoded }) =
                 src.next(options.max_batch, options.poll_wait, stop).await?
             else {
                 continue;
@@ -400,11 +401,15 @@ impl FeatureStore {
             };
             if !messages.is_empty() {
                 // The next poll runs while this batch is decoded and written.
-                src.prefetch(options.max_batch, options.poll_wait);
+                src.prefetch(options.max_batch, options.poll_wait, &plan.schema);
                 idle_since = Instant::now();
                 first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
-                let decoded = plan.schema.decode(&messages);
+                // Decoded by the poll's task, unless the definitions changed since.
+                let decoded = match decoded {
+                    Some((schema, d)) if Arc::ptr_eq(&schema, &plan.schema) => d,
+                    _ => plan.schema.decode(&messages),
+                };
                 let letters: Vec<(&Message, &str)> =
                     decoded.rejected.iter().map(|(i, why)| (&messages[*i], why.as_str())).collect();
                 if !letters.is_empty() {
@@ -791,18 +796,26 @@ impl EventPositions {
 }
 
 /// One poll's result: when it began, how long the loop waited for it
-/// (less than the poll took when it ran during the previous batch's work).
+/// (less than the poll took when it ran during the previous batch's work),
+/// and, for a prefetched poll, its records decoded with the schema named.
 struct Polled {
     at: DateTime<Utc>,
     waited: Duration,
     messages: Result<Vec<Message>>,
+    decoded: Option<(Arc<RecordSchema>, Decoded)>,
 }
 
-type PollTask = tokio::task::JoinHandle<(Box<dyn StreamConsumer>, DateTime<Utc>, Result<Vec<Message>>)>;
+type PollTask = tokio::task::JoinHandle<(
+    Box<dyn StreamConsumer>,
+    DateTime<Utc>,
+    Result<Vec<Message>>,
+    Option<(Arc<RecordSchema>, Decoded)>,
+)>;
 
-/// A consumer whose next poll can run while the loop decodes and writes
-/// the batch before (the broker round trip and the client's parsing then
-/// cost no time). The consumer moves into the poll's task and back; every
+/// A consumer whose next poll, and the decoding of what it returns, can
+/// run while the loop writes the batch before (the broker round trip, the
+/// client's parsing and the JSON decoding then run on the runtime's other
+/// thread). The consumer moves into the poll's task and back; every
 /// other use waits for that poll first and keeps its result for
 /// [`Prefetching::next`]. A poll's messages are not processed before the
 /// batch ahead of them, so positions stay in order; rebalances it saw are
@@ -822,9 +835,10 @@ impl Prefetching {
     async fn settle(&mut self) -> Result<()> {
         if let Some(task) = self.inflight.take() {
             let began = Instant::now();
-            let (consumer, at, messages) = task.await.map_err(|e| Error::backend("ingest: the stream poll task", e))?;
+            let (consumer, at, messages, decoded) =
+                task.await.map_err(|e| Error::backend("ingest: the stream poll task", e))?;
             self.consumer = Some(consumer);
-            self.ready = Some(Polled { at, waited: began.elapsed(), messages });
+            self.ready = Some(Polled { at, waited: began.elapsed(), messages, decoded });
         }
         Ok(())
     }
@@ -835,16 +849,25 @@ impl Prefetching {
         Ok(self.consumer.as_deref_mut().expect("back from its poll"))
     }
 
-    /// Starts the next poll in the background.
-    fn prefetch(&mut self, max: usize, wait: Duration) {
+    /// Starts the next poll in the background; its records are decoded
+    /// there with `schema` (the loop decodes again if its plan changed).
+    fn prefetch(&mut self, max: usize, wait: Duration, schema: &Arc<RecordSchema>) {
         if self.inflight.is_some() || self.ready.is_some() {
             return;
         }
         let Some(mut consumer) = self.consumer.take() else { return };
+        let schema = Arc::clone(schema);
         self.inflight = Some(tokio::spawn(async move {
             let at = Utc::now();
             let messages = consumer.poll(max, wait).await;
-            (consumer, at, messages)
+            let decoded = match &messages {
+                Ok(m) if !m.is_empty() => {
+                    let d = schema.decode(m);
+                    Some((schema, d))
+                }
+                _ => None,
+            };
+            (consumer, at, messages, decoded)
         }));
     }
 
@@ -867,7 +890,7 @@ impl Prefetching {
             r = consumer.poll(max, wait) => r,
             _ = stop.changed() => return Ok(None),
         };
-        Ok(Some(Polled { at, waited: began.elapsed(), messages }))
+        Ok(Some(Polled { at, waited: began.elapsed(), messages, decoded: None }))
     }
 
     /// Closes the consumer (after any poll under way), ignoring errors: for
