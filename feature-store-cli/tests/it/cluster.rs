@@ -275,7 +275,10 @@ async fn cluster_retrieval_equals_the_local_engine() {
     // The job's id, address and progress, from the scheduler's REST API.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("cluster job finished") && stderr.contains("stages=") && stderr.contains("/api/job/"),
+        stderr.contains("cluster job finished")
+            && stderr.contains("stages=")
+            && stderr.contains("bytes_shuffled=")
+            && stderr.contains("/api/job/"),
         "no progress from the cluster job: {stderr}"
     );
 
@@ -671,4 +674,92 @@ async fn an_executor_killed_mid_job_leaves_the_result_or_a_clear_error() {
         }
     }
     eprintln!("{completed} of {rounds} jobs completed with the local result, {failed} failed with a clear error");
+}
+
+/// `materialize --engine ballista` with one of three executors killed
+/// mid-job: the online store ends up exactly as after a local run, or the
+/// command fails naming the cluster and a rerun (here, local) repairs
+/// whatever it had written. Rows arriving twice after Ballista's stage
+/// rollback must not change the per-view counts either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_killed_mid_materialization_leaves_the_store_right_or_a_clear_error() {
+    use feature_store::OnlineOptions;
+    let rounds: usize = std::env::var("FS_KILL_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);
+    let delay: u64 = std::env::var("FS_KILL_DELAY_MS").ok().and_then(|r| r.parse().ok()).unwrap_or(300);
+    let case = feature_store_tests::random_case::generate_scaled(4, 40);
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = store_for(&case, local_dir.path()).await;
+    let start = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").unwrap().to_utc();
+    let end = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().to_utc();
+    let expected = local.materialize(start, end, &Default::default()).await.unwrap();
+    let counts = |views: Vec<(String, u64, u64)>| views;
+    let expected_counts =
+        counts(expected.views.iter().map(|v| (v.view.clone(), v.rows_read, v.entities_written)).collect());
+    let keys = case.entities.project(&[0, 1, 2]).unwrap();
+    let keys = arrow::compute::filter_record_batch(
+        &keys,
+        &arrow::compute::and(
+            &arrow::compute::is_not_null(keys.column(0)).unwrap(),
+            &arrow::compute::is_not_null(keys.column(2)).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let features = Features::refs(FEATURES);
+    let want = local.get_online_features(&features, &keys, &OnlineOptions::default()).await.unwrap();
+    let (mut completed, mut failed) = (0, 0);
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        store_for(&case, dir.path()).await;
+        let mut cluster = TestCluster::start(3);
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let (repo, address) = (dir.path().to_owned(), cluster.address());
+            std::thread::spawn(move || {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_feature-store"));
+                command.arg("--repo").arg(&repo);
+                command.args(["--json", "materialize", "2000-01-01", "2030-01-01", "--engine", "ballista"]);
+                command.args(["--scheduler", &address]).env("FEATURE_STORE_CLUSTER_STALL_SECONDS", "20");
+                let _ = tx.send(command.output().expect("run feature-store"));
+            });
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        cluster.executors[2].kill().unwrap();
+        cluster.executors[2].wait().unwrap();
+        let began = Instant::now();
+        let Ok(out) = rx.recv_timeout(Duration::from_secs(150)) else {
+            panic!("round {round}: the job did not end within 150 s of the kill\n{}", cluster.logs())
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!("round {round}: success={} {:?} after the kill", out.status.success(), began.elapsed());
+        if out.status.success() {
+            completed += 1;
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("round {round}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+            let got = counts(
+                report["views"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("round {round}: no views in {report}"))
+                    .iter()
+                    .map(|v| {
+                        let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("round {round}: no {k} in {v}"));
+                        (v["view"].as_str().unwrap().to_owned(), n("rows_read"), n("entities_written"))
+                    })
+                    .collect(),
+            );
+            assert_eq!(got, expected_counts, "round {round}: rows read and written per view\n{}", cluster.logs());
+        } else {
+            failed += 1;
+            eprintln!("{}", stderr.lines().filter(|l| l.starts_with("error")).collect::<Vec<_>>().join("\n"));
+            assert!(stderr.contains("Ballista cluster"), "round {round}: {stderr}\n{}", cluster.logs());
+            // Whatever reached the online store before the failure: a rerun repairs it.
+            ok(&cli(dir.path(), &["materialize", "2000-01-01", "2030-01-01"]));
+        }
+        let store = feature_store::open(dir.path()).unwrap();
+        let got = store.get_online_features(&features, &keys, &OnlineOptions::default()).await.unwrap();
+        assert_eq!(got.values(), want.values(), "round {round}: online values");
+        assert_eq!(got.statuses(), want.statuses(), "round {round}: statuses");
+        assert_eq!(got.event_timestamps(), want.event_timestamps(), "round {round}: event times");
+    }
+    eprintln!("{completed} of {rounds} materializations completed, {failed} failed with a clear error and were rerun");
 }

@@ -1,7 +1,7 @@
 //! A cluster job's progress, read from the scheduler's REST API (served on
 //! its gRPC port by `feature-store cluster scheduler`): the job's id and
-//! address once it is known, then stages and tasks done and rows shuffled
-//! whenever they change, as `tracing` events of target
+//! address once it is known, then stages and tasks done, rows shuffled and
+//! bytes fetched from other executors whenever they change, as `tracing` events of target
 //! `feature_store::cluster_progress` (the CLI shows them on stderr).
 //!
 //! Ballista's client does not return the job id, so the job is found by its
@@ -78,6 +78,7 @@ pub(crate) async fn watch(host: String, port: u16, job_name: String, stall: Dura
                 tasks_done = progress.tasks_done,
                 tasks = progress.tasks,
                 rows_shuffled = progress.rows_shuffled,
+                bytes_shuffled = progress.bytes_shuffled,
                 "cluster job progress"
             );
         }
@@ -113,8 +114,8 @@ async fn cancel(host: &str, port: u16, job: &str) -> bool {
     request(host, port, "PATCH", &format!("/api/job/{job}")).await.is_ok_and(|(status, _)| status.starts_with('2'))
 }
 
-/// Reports the finished job named `job_name` once: its stages, tasks and
-/// rows shuffled (nothing when the scheduler has no REST API).
+/// Reports the finished job named `job_name` once: its stages, tasks, rows
+/// and bytes shuffled (nothing when the scheduler has no REST API).
 pub(crate) async fn report_finished(host: &str, port: u16, job_name: &str) {
     let Ok(Some(id)) = find_job(host, port, job_name).await else { return };
     if let Ok(p) = stages(host, port, &id).await {
@@ -125,6 +126,7 @@ pub(crate) async fn report_finished(host: &str, port: u16, job_name: &str) {
             stages = p.stages,
             tasks = p.tasks,
             rows_shuffled = p.rows_shuffled,
+            bytes_shuffled = p.bytes_shuffled,
             "cluster job finished"
         );
     }
@@ -140,6 +142,11 @@ struct Progress {
     running: usize,
     /// Rows the finished stages wrote to their exchanges.
     rows_shuffled: u64,
+    /// Bytes the stages fetched from other executors' exchange outputs:
+    /// Ballista's `decoded_bytes`, the fetched batches' in-memory Arrow size
+    /// (not the compressed bytes on the wire; partitions an executor reads
+    /// from its own disk are not counted).
+    bytes_shuffled: u64,
     failed: bool,
 }
 
@@ -151,7 +158,7 @@ async fn find_job(host: &str, port: u16, name: &str) -> Result<Option<String>, S
 }
 
 async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
-    let body = get_json(host, port, &format!("/api/job/{job}/stages")).await?;
+    let body = get_json(host, port, &format!("/api/job/{job}/stages?plan_format=metrics")).await?;
     let stages = body["stages"].as_array().cloned().unwrap_or_default();
     let mut p = Progress {
         stages: stages.len(),
@@ -160,6 +167,7 @@ async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
         tasks_done: 0,
         running: 0,
         rows_shuffled: 0,
+        bytes_shuffled: 0,
         failed: false,
     };
     for stage in &stages {
@@ -170,6 +178,7 @@ async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
         if done {
             p.rows_shuffled += stage["output_rows"].as_u64().unwrap_or(0);
         }
+        p.bytes_shuffled += metric_sum(stage["stage_plan"].as_str().unwrap_or_default(), "decoded_bytes");
         for task in stage["tasks"].as_array().map(Vec::as_slice).unwrap_or_default() {
             p.tasks += 1;
             p.tasks_done += usize::from(task["status"].as_str() == Some("Successful"));
@@ -177,6 +186,23 @@ async fn stages(host: &str, port: u16, job: &str) -> Result<Progress, String> {
         }
     }
     Ok(p)
+}
+
+/// The sum of every `name=N` in a stage plan rendered with its metrics
+/// (`..., metrics=[decoded_bytes=123, ...]`, counts printed as plain numbers).
+fn metric_sum(plan: &str, name: &str) -> u64 {
+    let key = format!("{name}=");
+    let mut total = 0;
+    let mut rest = plan;
+    while let Some(at) = rest.find(&key) {
+        let boundary = at == 0 || !rest.as_bytes()[at - 1].is_ascii_alphanumeric() && rest.as_bytes()[at - 1] != b'_';
+        rest = &rest[at + key.len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if boundary && digits > 0 {
+            total += rest[..digits].parse::<u64>().unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// A GET over plain HTTP/1.1 (the scheduler answers JSON with a length).
@@ -209,4 +235,20 @@ async fn request(host: &str, port: u16, method: &str, path: &str) -> Result<(Str
         return Err(format!("{path}: a chunked answer"));
     }
     Ok((status, response[split + 4..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sums_read_every_operator_of_a_rendered_stage_plan() {
+        let plan = "ShuffleWriterExec: partitioning=Hash([Column { name: \"k\", index: 0 }], 4), metrics=[output_rows=10, \
+                    input_rows=10]\n  ShuffleReaderExec: partitions=4, metrics=[decoded_bytes=1200, fetch_requests=3]\n    \
+                    ShuffleReaderExec: partitions=4, metrics=[decoded_bytes=34, local_partitions=1]\n";
+        assert_eq!(metric_sum(plan, "decoded_bytes"), 1234);
+        assert_eq!(metric_sum(plan, "input_rows"), 10);
+        assert_eq!(metric_sum(plan, "rows"), 0, "a longer name's suffix is not the metric");
+        assert_eq!(metric_sum("", "decoded_bytes"), 0);
+    }
 }
