@@ -50,7 +50,7 @@ pub(crate) async fn execute(
         }
     };
     let result = tokio::select! {
-        result = run => result.map_err(|e| cluster_error(cluster, e)),
+        result = run => result.map_err(|e| cluster_error(cluster, e)).map(|rows| mapped(cluster, rows)),
         message = stalled => Err(CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)),
     };
     if result.is_ok() {
@@ -58,6 +58,22 @@ pub(crate) async fn execute(
         super::progress::report_finished(host, port, &session).await;
     }
     result
+}
+
+/// The job's rows, with a failure while fetching them (the final stage's
+/// output sits on the executors; one may have stopped since) in the same
+/// words as a failure of the job.
+fn mapped(cluster: &Cluster, rows: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    use futures::StreamExt;
+    let schema = rows.schema();
+    let cluster = cluster.clone();
+    let rows = rows.map(move |r| {
+        r.map_err(|e| match e {
+            DataFusionError::External(_) => e,
+            e => DataFusionError::External(Box::new(cluster_error(&cluster, e))),
+        })
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -86,6 +102,21 @@ pub(crate) fn stream(cluster: Cluster, plan: Arc<dyn ExecutionPlan>) -> Sendable
 pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError {
     let message = e.to_string();
     let lower = message.to_ascii_lowercase();
+    let lost_executor = || {
+        CoreError::data(
+            format!("Ballista cluster {}", cluster.scheduler),
+            format!(
+                "an executor stopped or became unreachable during the job, and a task could not fetch the rows it \
+                 had produced; Ballista did not recover, so the job failed: run it again once the executors are up \
+                 (a retrieval left no output; a rerun also repairs what a materialization had written) ({message})"
+            ),
+        )
+    };
+    // Rows on an executor that is gone (before the scheduler's address
+    // checks below: these name a transport error too).
+    if lower.contains("shuffle fetch partition error") || lower.contains("failed to fetch partition") {
+        return lost_executor();
+    }
     if ["transport error", "connection refused", "tcp connect", "dns error", "timed out"]
         .iter()
         .any(|m| lower.contains(m))
@@ -124,14 +155,7 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
             .iter()
             .any(|m| lower.contains(m))
     {
-        return CoreError::data(
-            format!("Ballista cluster {}", cluster.scheduler),
-            format!(
-                "an executor stopped or became unreachable during the job, and a task could not fetch the rows it \
-                 had produced; Ballista did not recover, so the job failed and nothing was written: run it again \
-                 once the executors are up ({message})"
-            ),
-        );
+        return lost_executor();
     }
     if lower.contains("not found") && lower.contains("(on executor ") {
         return CoreError::data(
@@ -143,4 +167,30 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
         );
     }
     CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::common::DataFusionError;
+
+    use super::{Cluster, cluster_error};
+
+    #[test]
+    fn a_fetch_from_a_lost_executor_names_the_cluster_not_the_scheduler_address() {
+        let cluster = Cluster::new("df://127.0.0.1:50050", None).unwrap();
+        // As Ballista 55's client reported it after an executor was killed.
+        let e = DataFusionError::Execution(
+            "Shuffle fetch partition error from Executor 45d9, map_stage 3, map_partition 0, error desc: Status { \
+             code: Unknown, message: \"transport error\", source: Some(hyper::Error(Io, Custom { kind: BrokenPipe, \
+             error: \"stream closed because of a broken pipe\" })) }"
+                .into(),
+        );
+        let message = cluster_error(&cluster, e).to_string();
+        assert!(message.contains("Ballista cluster df://127.0.0.1:50050"), "{message}");
+        assert!(message.contains("an executor stopped or became unreachable"), "{message}");
+        assert!(!message.contains("offline_store.scheduler"), "{message}");
+        // An unreachable scheduler still names its address and setting.
+        let e = DataFusionError::Execution("tcp connect error: Connection refused".into());
+        assert!(cluster_error(&cluster, e).to_string().contains("offline_store.scheduler"));
+    }
 }
