@@ -353,16 +353,7 @@ async fn cluster_materialization_equals_the_local_engine() {
         assert_eq!(summary(&got), summary(&expected), "seed {seed}: rows read and written per view");
         written += expected.views.iter().map(|v| v.entities_written).sum::<u64>();
         // Every key of the case, and keys with no rows.
-        let keys = case.entities.project(&[0, 1, 2]).unwrap();
-        let keys = arrow::compute::filter_record_batch(
-            &keys,
-            &arrow::compute::and(
-                &arrow::compute::is_not_null(keys.column(0)).unwrap(),
-                &arrow::compute::is_not_null(keys.column(2)).unwrap(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let keys = online_keys(&case);
         let features = Features::refs(FEATURES);
         let a = local.get_online_features(&features, &keys, &OnlineOptions::default()).await.unwrap();
         let b = remote.get_online_features(&features, &keys, &OnlineOptions::default()).await.unwrap();
@@ -389,6 +380,18 @@ async fn cluster_materialization_equals_the_local_engine() {
     assert!(report.contains("entities_written"), "{report}");
     let bad = fail(&cli(dir.path(), &["materialize", "2000-01-01", "2030-01-01", "--engine", "ballista"]));
     assert!(bad.contains("scheduler"), "{bad}");
+}
+
+/// The case's entity keys that can be looked up online (every key, and
+/// keys with no rows; rows with a null key left out).
+fn online_keys(case: &Case) -> RecordBatch {
+    let keys = case.entities.project(&[0, 1, 2]).unwrap();
+    let usable = arrow::compute::and(
+        &arrow::compute::is_not_null(keys.column(0)).unwrap(),
+        &arrow::compute::is_not_null(keys.column(2)).unwrap(),
+    )
+    .unwrap();
+    arrow::compute::filter_record_batch(&keys, &usable).unwrap()
 }
 
 /// `rows` entity rows: `entities` repeated, plus columns of pseudo-random
@@ -692,19 +695,9 @@ async fn an_executor_killed_mid_materialization_leaves_the_store_right_or_a_clea
     let start = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").unwrap().to_utc();
     let end = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().to_utc();
     let expected = local.materialize(start, end, &Default::default()).await.unwrap();
-    let counts = |views: Vec<(String, u64, u64)>| views;
-    let expected_counts =
-        counts(expected.views.iter().map(|v| (v.view.clone(), v.rows_read, v.entities_written)).collect());
-    let keys = case.entities.project(&[0, 1, 2]).unwrap();
-    let keys = arrow::compute::filter_record_batch(
-        &keys,
-        &arrow::compute::and(
-            &arrow::compute::is_not_null(keys.column(0)).unwrap(),
-            &arrow::compute::is_not_null(keys.column(2)).unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let expected_counts: Vec<(String, u64, u64)> =
+        expected.views.iter().map(|v| (v.view.clone(), v.rows_read, v.entities_written)).collect();
+    let keys = online_keys(&case);
     let features = Features::refs(FEATURES);
     let want = local.get_online_features(&features, &keys, &OnlineOptions::default()).await.unwrap();
     let (mut completed, mut failed, mut count_mismatches) = (0, 0, 0);
@@ -736,17 +729,15 @@ async fn an_executor_killed_mid_materialization_leaves_the_store_right_or_a_clea
             completed += 1;
             let report: serde_json::Value = serde_json::from_slice(&out.stdout)
                 .unwrap_or_else(|e| panic!("round {round}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-            let got = counts(
-                report["views"]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("round {round}: no views in {report}"))
-                    .iter()
-                    .map(|v| {
-                        let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("round {round}: no {k} in {v}"));
-                        (v["view"].as_str().unwrap().to_owned(), n("rows_read"), n("entities_written"))
-                    })
-                    .collect(),
-            );
+            let got: Vec<(String, u64, u64)> = report["views"]
+                .as_array()
+                .unwrap_or_else(|| panic!("round {round}: no views in {report}"))
+                .iter()
+                .map(|v| {
+                    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("round {round}: no {k} in {v}"));
+                    (v["view"].as_str().unwrap().to_owned(), n("rows_read"), n("entities_written"))
+                })
+                .collect();
             // Known bug (README, issue 23): when Ballista re-runs the scan
             // stage after the kill, the stage computing the newest row per
             // key can read some of its input twice, so its per-key row
