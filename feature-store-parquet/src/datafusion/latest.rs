@@ -89,9 +89,8 @@ pub(crate) async fn latest_rows(
         let cluster_context = format!("{context} on Ballista cluster {}", cluster.scheduler);
         let plan = cluster_plan(scan, key_count, has_created, &tie_features, cluster.partitions)
             .map_err(|e| df_error(&cluster_context, e))?;
-        super::distributed::check_sendable(&plan).map_err(|e| CoreError::data(&cluster_context, e))?;
-        let stream = super::distributed::stream(cluster, plan);
-        return Ok(counted(stream, context, Some(key_count)));
+        let stream = super::distributed::gather(cluster, plan).map_err(|e| CoreError::data(&cluster_context, e))?;
+        return Ok(counted(stream, context));
     }
     // Sorted by key and newest first only: exact ties (same key, event and
     // created time) are resolved by [`LatestPerKeyExec`] on the features, so
@@ -105,26 +104,20 @@ pub(crate) async fn latest_rows(
     let plan = LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features)
         .map_err(|e| CoreError::data(&context, e.to_string()))?;
     let stream = execute_stream(Arc::new(plan), ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
-    Ok(counted(stream, context, None))
+    Ok(counted(stream, context))
 }
 
 /// [`LatestRows`] from a [`LatestPerKeyExec`]'s stream: the rows without
-/// its count column, the count summed into `rows_read`. With `key_count`
-/// (a cluster's stream, merged in key order), a key's row delivered again
-/// is dropped, count and all.
-fn counted(stream: SendableRecordBatchStream, context: String, key_count: Option<usize>) -> LatestRows {
+/// its count column, the count summed into `rows_read`.
+fn counted(stream: SendableRecordBatchStream, context: String) -> LatestRows {
     let schema = stream.schema();
     let last = schema.fields().len() - 1;
     let out_schema = Arc::new(schema.project(&(0..last).collect::<Vec<_>>()).expect("columns in range"));
     let rows_read = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&rows_read);
     let projected = Arc::clone(&out_schema);
-    let mut once = key_count.map(|k| KeysOnce::new(&schema, k));
     let stream = stream.map(move |batch| {
-        let mut batch = batch.map_err(|e| df_error(&context, e))?;
-        if let Some(once) = once.as_mut() {
-            batch = once.keep(batch).map_err(|e| CoreError::data(&context, e.to_string()))?;
-        }
+        let batch = batch.map_err(|e| df_error(&context, e))?;
         let read = batch.column(last).as_any().downcast_ref::<UInt64Array>().map_or(0, |c| c.iter().flatten().sum());
         counter.fetch_add(read, Ordering::Relaxed);
         RecordBatch::try_new(Arc::clone(&projected), batch.columns()[..last].to_vec())
@@ -133,64 +126,16 @@ fn counted(stream: SendableRecordBatchStream, context: String, key_count: Option
     LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read)
 }
 
-/// Each key's row once, from rows in key order.
-#[cfg_attr(not(feature = "distributed"), allow(dead_code))]
-struct KeysOnce {
-    converter: Option<RowConverter>,
-    key_count: usize,
-    last: Option<OwnedRow>,
-    /// A row was seen (without keys, the one row).
-    seen: bool,
-}
-
-#[cfg_attr(not(feature = "distributed"), allow(dead_code))]
-impl KeysOnce {
-    fn new(schema: &SchemaRef, key_count: usize) -> Self {
-        let converter = (key_count > 0).then(|| {
-            RowConverter::new((0..key_count).map(|i| SortField::new(schema.field(i).data_type().clone())).collect())
-                .expect("key types convert to rows")
-        });
-        Self { converter, key_count, last: None, seen: false }
-    }
-
-    fn keep(&mut self, batch: RecordBatch) -> ArrowResult<RecordBatch> {
-        let n = batch.num_rows();
-        let mut keep = Vec::with_capacity(n);
-        match &self.converter {
-            None => {
-                for _ in 0..n {
-                    keep.push(!self.seen);
-                    self.seen = true;
-                }
-            }
-            Some(converter) => {
-                let rows = converter.convert_columns(&batch.columns()[..self.key_count])?;
-                for i in 0..n {
-                    let again = self.last.as_ref().is_some_and(|l| l.row() == rows.row(i));
-                    keep.push(!again);
-                    if !again {
-                        self.last = Some(rows.row(i).owned());
-                    }
-                }
-            }
-        }
-        let dropped = keep.iter().filter(|k| !**k).count();
-        if dropped == 0 {
-            return Ok(batch);
-        }
-        tracing::warn!(dropped, "key rows delivered twice after an executor was lost were dropped");
-        datafusion::arrow::compute::filter_record_batch(&batch, &datafusion::arrow::array::BooleanArray::from(keep))
-    }
-}
-
-/// The cluster form of the newest-row reduction:
+/// The cluster form of the newest-row reduction, per hash partition of the
+/// keys (gathered back by [`super::distributed::gather`]):
 ///
 /// ```text
-/// SortPreservingMergeExec [keys]         <- the rows back to the caller, in key order
-///   LatestPerKeyExec, per partition
-///     SortExec [keys, event time desc, created desc], per partition
-///       RepartitionExec Hash(keys)       <- stage boundary (shuffle)
-///         the window's rows (filter, projection, scan)
+/// LatestPerKeyExec, per partition
+///   SortExec [keys, event time desc, created desc], per partition
+///     FirstAttemptExec                  <- a scan partition's rows once, if the cluster ran it twice
+///       RepartitionExec Hash(keys)      <- stage boundary (shuffle)
+///         AttemptStampExec
+///           the window's rows (filter, projection, scan)
 /// ```
 ///
 /// A view without entities has one "key": its rows go to one partition.
@@ -205,10 +150,10 @@ fn cluster_plan(
     use datafusion::physical_expr::PhysicalExpr;
     use datafusion::physical_expr::expressions::Column;
     use datafusion::physical_plan::Partitioning;
-    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
     use datafusion::physical_plan::repartition::RepartitionExec;
     use datafusion::physical_plan::sorts::sort::SortExec;
-    use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+
+    use super::distributed::{AttemptStampExec, FirstAttemptExec};
 
     let schema = scan.schema();
     let column = |i: usize| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
@@ -217,16 +162,12 @@ fn cluster_plan(
     } else {
         Partitioning::Hash((0..key_count).map(column).collect(), partitions)
     };
-    let exchanged = Arc::new(RepartitionExec::try_new(scan, partitioning)?);
+    let stamped = Arc::new(AttemptStampExec::new(scan, false));
+    let exchanged = Arc::new(RepartitionExec::try_new(stamped, partitioning)?);
+    let once = Arc::new(FirstAttemptExec::try_new(exchanged)?);
     let order = latest_order(&schema, key_count, has_created);
-    let sorted = Arc::new(SortExec::new(order, exchanged).with_preserve_partitioning(true));
-    let latest = Arc::new(LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features.to_vec())?);
-    // Merged in key order, so a key's row delivered twice (see
-    // `UniqueRowsExec`) arrives next to its copy and is dropped by [`counted`].
-    Ok(match key_order(&latest.schema(), key_count) {
-        Some(order) => Arc::new(SortPreservingMergeExec::new(order, latest)),
-        None => Arc::new(CoalescePartitionsExec::new(latest)),
-    })
+    let sorted = Arc::new(SortExec::new(order, once).with_preserve_partitioning(true));
+    Ok(Arc::new(LatestPerKeyExec::try_new(sorted, key_count, has_created, tie_features.to_vec())?))
 }
 
 /// Each join key with its source column and that column cast to the key's
@@ -290,11 +231,8 @@ pub(crate) async fn events(engine: Engine, req: EventsRequest, resolved: &Resolv
     #[cfg(feature = "distributed")]
     let stream = match engine.cluster.clone() {
         Some(cluster) => {
-            let plan = Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(plan));
             let cluster_context = format!("{context} on Ballista cluster {}", cluster.scheduler);
-            super::distributed::check_sendable(&(plan.clone() as Arc<dyn ExecutionPlan>))
-                .map_err(|e| CoreError::data(&cluster_context, e))?;
-            super::distributed::stream(cluster, plan)
+            super::distributed::gather(cluster, plan).map_err(|e| CoreError::data(&cluster_context, e))?
         }
         None => execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?,
     };

@@ -131,7 +131,7 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
         return CoreError::data(
             format!("Ballista cluster {}", cluster.scheduler),
             format!(
-                "the scheduler or an executor cannot decode this project's operators (AsOfJoinExec, RowNumberExec, LatestPerKeyExec); \
+                "the scheduler or an executor cannot decode this project's operators (AsOfJoinExec, RowNumberExec, LatestPerKeyExec, AttemptStampExec, ...); \
                  start them with `feature-store cluster scheduler` and `feature-store cluster executor`, which \
                  register its codec ({message})"
             ),

@@ -1,6 +1,7 @@
 //! How this crate's operators travel to a cluster: a
 //! [`PhysicalExtensionCodec`] that encodes [`AsOfJoinExec`],
-//! [`RowNumberExec`], [`UniqueRowsExec`], [`LatestPerKeyExec`] and [`FolderWriterExec`] and
+//! [`RowNumberExec`], [`UniqueRowsExec`], [`LatestPerKeyExec`], [`FolderWriterExec`],
+//! [`AttemptStampExec`] and [`FirstAttemptExec`] and
 //! hands every other node to Ballista's own codec.
 //! Scheduler and executors must be started with it
 //! (`feature-store cluster scheduler|executor` are).
@@ -17,6 +18,7 @@ use feature_store_core::ValueType;
 use feature_store_core::aggregation::WindowSpec;
 use prost::Message;
 
+use super::attempts::{AttemptStampExec, FirstAttemptExec};
 use super::row_number::{RowNumberExec, UniqueRowsExec};
 use crate::datafusion::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
 use crate::datafusion::folder_writer::FolderWriterExec;
@@ -42,7 +44,7 @@ impl FeatureStoreCodec {
 
 #[derive(Clone, PartialEq, Message)]
 struct NodeProto {
-    #[prost(oneof = "Node", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "Node", tags = "1, 2, 3, 4, 5, 6, 7")]
     node: Option<Node>,
 }
 
@@ -58,7 +60,21 @@ enum Node {
     Folder(FolderProto),
     #[prost(message, tag = "5")]
     UniqueRows(UniqueRowsProto),
+    #[prost(message, tag = "6")]
+    AttemptStamp(AttemptStampProto),
+    #[prost(message, tag = "7")]
+    FirstAttempt(Empty),
 }
+
+#[derive(Clone, PartialEq, Message)]
+struct AttemptStampProto {
+    #[prost(bool, tag = "1")]
+    positions: bool,
+}
+
+/// A node with nothing to configure.
+#[derive(Clone, PartialEq, Message)]
+struct Empty {}
 
 #[derive(Clone, PartialEq, Message)]
 struct UniqueRowsProto {
@@ -293,6 +309,18 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
                 }
                 Ok(Arc::new(UniqueRowsExec::new(Arc::clone(input), row)))
             }
+            Node::AttemptStamp(p) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("AttemptStampExec takes one input, got {}", inputs.len())));
+                };
+                Ok(Arc::new(AttemptStampExec::new(Arc::clone(input), p.positions)))
+            }
+            Node::FirstAttempt(_) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("FirstAttemptExec takes one input, got {}", inputs.len())));
+                };
+                Ok(Arc::new(FirstAttemptExec::try_new(Arc::clone(input))?))
+            }
             Node::Folder(p) => {
                 let [input] = inputs else {
                     return Err(bad(format!("FolderWriterExec takes one input, got {}", inputs.len())));
@@ -331,6 +359,10 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
             Node::RowNumber(RowNumberProto { column: rows.column().to_owned() })
         } else if let Some(unique) = node.downcast_ref::<UniqueRowsExec>() {
             Node::UniqueRows(UniqueRowsProto { row: unique.row() as u64 })
+        } else if let Some(stamp) = node.downcast_ref::<AttemptStampExec>() {
+            Node::AttemptStamp(AttemptStampProto { positions: stamp.positions() })
+        } else if node.downcast_ref::<FirstAttemptExec>().is_some() {
+            Node::FirstAttempt(Empty {})
         } else if let Some(writer) = node.downcast_ref::<FolderWriterExec>() {
             Node::Folder(FolderProto {
                 row_column: writer.row_column().map(|c| c as u64),

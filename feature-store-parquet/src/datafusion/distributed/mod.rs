@@ -5,6 +5,8 @@
 //!
 //! - [`plan`]: the distributed plan (row numbers, hash exchanges, partitioned
 //!   as-of joins, the final merge by row number).
+//! - [`attempts`]: each partition's rows once when the cluster ran it twice
+//!   (stamps per run, the first run kept).
 //! - [`codec`]: how [`crate::datafusion::AsOfJoinExec`] and
 //!   [`RowNumberExec`] travel to the scheduler and executors.
 //! - [`client`]: submitting a plan and streaming its rows back.
@@ -12,6 +14,7 @@
 //! - [`storage`]: the object stores executors read sources from, configured
 //!   by the job's `storage_options` (S3 endpoint, credentials, ...).
 
+mod attempts;
 mod client;
 mod codec;
 mod plan;
@@ -19,6 +22,7 @@ mod progress;
 mod row_number;
 mod storage;
 
+pub use attempts::{AttemptStampExec, FirstAttemptExec};
 pub use codec::FeatureStoreCodec;
 pub use row_number::{RowNumberExec, UniqueRowsExec};
 pub(crate) use storage::storage_options;
@@ -31,7 +35,18 @@ pub(crate) use plan::distribute;
 
 use std::sync::Arc;
 
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+
+/// The rows of every partition of `plan`, run on `cluster` and streamed
+/// back, each partition's rows once even when the cluster ran a partition
+/// twice (see [`attempts`]); in no particular order.
+pub(crate) fn gather(cluster: Cluster, plan: Arc<dyn ExecutionPlan>) -> Result<SendableRecordBatchStream, String> {
+    let stamped = Arc::new(AttemptStampExec::new(plan, true));
+    let plan: Arc<dyn ExecutionPlan> =
+        Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(stamped));
+    check_sendable(&plan)?;
+    attempts::first_attempts(stream(cluster, plan)).map_err(|e| e.to_string())
+}
 
 /// Encodes `plan` as the scheduler will receive it: a node no executor could
 /// run (a one-shot stream of entity rows, an in-process table) is an error

@@ -5,7 +5,8 @@
 //!   SortPreservingMergeExec [row]         <- stage: the rows in entity order
 //!     SortExec [row], per partition
 //!       AsOfJoinExec (view n, partitioned)
-//!         RepartitionExec Hash(view n's keys)   <- stage boundary (shuffle)
+//!         FirstAttemptExec over RepartitionExec Hash(view n's keys) over AttemptStampExec
+//!                                               <- stage boundary (shuffle)
 //!           ... AsOfJoinExec (view 1, partitioned)
 //!                 RepartitionExec Hash(keys) over RowNumberExec over the entity scan
 //!                 RepartitionExec Hash(__key0..) over view 1's feature scan
@@ -28,6 +29,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
+use super::attempts::{AttemptStampExec, FirstAttemptExec};
 use super::row_number::{RowNumberExec, UniqueRowsExec};
 use crate::datafusion::asof_join::{AsOfJoinExec, AsOfSpec};
 use crate::datafusion::folder_writer::{FolderTarget, FolderWriterExec};
@@ -64,9 +66,11 @@ pub(crate) fn distribute(
         let right_hash = (0..spec.key_types.len())
             .map(|i| Arc::new(Column::new(right_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
             .collect();
-        let left = Arc::new(RepartitionExec::try_new(plan, Partitioning::Hash(left_hash, partitions))?);
-        let right = Arc::new(RepartitionExec::try_new(right, Partitioning::Hash(right_hash, partitions))?);
-        plan = Arc::new(AsOfJoinExec::partitioned(left, right, spec)?);
+        plan = Arc::new(AsOfJoinExec::partitioned(
+            exchange(plan, left_hash, partitions)?,
+            exchange(right, right_hash, partitions)?,
+            spec,
+        )?);
     }
     let schema = plan.schema();
     let row = schema.index_of(ROW)?;
@@ -78,6 +82,19 @@ pub(crate) fn distribute(
     let sorted = Arc::new(SortExec::new(order.clone(), plan).with_preserve_partitioning(true));
     let merged = Arc::new(SortPreservingMergeExec::new(order, sorted));
     Ok(Arc::new(UniqueRowsExec::new(merged, row)))
+}
+
+/// `plan`'s rows hash-partitioned by `hash`, each input partition's rows
+/// once even if the cluster ran it twice (a feature row counted twice would
+/// change a windowed sum; see [`super::attempts`]).
+fn exchange(
+    plan: Arc<dyn ExecutionPlan>,
+    hash: Vec<Arc<dyn PhysicalExpr>>,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let stamped = Arc::new(AttemptStampExec::new(plan, false));
+    let exchanged = Arc::new(RepartitionExec::try_new(stamped, Partitioning::Hash(hash, partitions))?);
+    Ok(Arc::new(FirstAttemptExec::try_new(exchanged)?))
 }
 
 /// The rows written to a folder by the executors, a file per block of
