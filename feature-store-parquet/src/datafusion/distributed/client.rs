@@ -49,9 +49,25 @@ pub(crate) async fn execute(
             _ => std::future::pending().await,
         }
     };
-    let result = tokio::select! {
-        result = run => result.map_err(|e| cluster_error(cluster, e)).map(|rows| mapped(cluster, rows)),
-        message = stalled => Err(CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)),
+    // The job's result, or the watcher's reason to have cancelled it.
+    let outcome = tokio::select! {
+        result = run => Ok(result),
+        message = stalled => Err(message),
+    };
+    let result = match outcome {
+        Ok(Ok(rows)) => Ok(mapped(cluster, rows)),
+        // The watcher cancelled a stalled job and Ballista answered first
+        // ("Cancelled"): the watcher's reason says what happened.
+        Ok(Err(e)) if e.to_string().to_ascii_lowercase().contains("cancelled") => {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), &mut watcher).await {
+                Ok(Ok(Some(message))) => {
+                    Err(CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message))
+                }
+                _ => Err(cluster_error(cluster, e)),
+            }
+        }
+        Ok(Err(e)) => Err(cluster_error(cluster, e)),
+        Err(message) => Err(CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)),
     };
     if result.is_ok() {
         watcher.abort();
@@ -70,10 +86,23 @@ fn mapped(cluster: &Cluster, rows: SendableRecordBatchStream) -> SendableRecordB
     let rows = rows.map(move |r| {
         r.map_err(|e| match e {
             DataFusionError::External(_) => e,
-            e => DataFusionError::External(Box::new(cluster_error(&cluster, e))),
+            e => DataFusionError::External(Box::new(streaming_error(&cluster, e))),
         })
     });
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
+}
+
+/// A failure while the job's rows stream back: a broken transport there is
+/// the executor holding them going away.
+fn streaming_error(cluster: &Cluster, e: DataFusionError) -> CoreError {
+    let lower = e.to_string().to_ascii_lowercase();
+    if ["h2 protocol error", "broken pipe", "connection reset", "error reading a body"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        return lost_executor(cluster, &e.to_string());
+    }
+    cluster_error(cluster, e)
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -102,16 +131,7 @@ pub(crate) fn stream(cluster: Cluster, plan: Arc<dyn ExecutionPlan>) -> Sendable
 pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError {
     let message = e.to_string();
     let lower = message.to_ascii_lowercase();
-    let lost_executor = || {
-        CoreError::data(
-            format!("Ballista cluster {}", cluster.scheduler),
-            format!(
-                "an executor stopped or became unreachable during the job, and a task could not fetch the rows it \
-                 had produced; Ballista did not recover, so the job failed: run it again once the executors are up \
-                 (a retrieval left no output; a rerun also repairs what a materialization had written) ({message})"
-            ),
-        )
-    };
+    let lost_executor = || lost_executor(cluster, &message);
     // Rows on an executor that is gone (before the scheduler's address
     // checks below: these name a transport error too).
     if lower.contains("shuffle fetch partition error") || lower.contains("failed to fetch partition") {
@@ -169,11 +189,23 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
     CoreError::data(format!("Ballista cluster {}", cluster.scheduler), message)
 }
 
+/// An executor went away holding rows the job needed.
+fn lost_executor(cluster: &Cluster, message: &str) -> CoreError {
+    CoreError::data(
+        format!("Ballista cluster {}", cluster.scheduler),
+        format!(
+            "an executor stopped or became unreachable during the job, and a task could not fetch the rows it had \
+             produced; Ballista did not recover, so the job failed: run it again once the executors are up (a \
+             retrieval left no output; a rerun also repairs what a materialization had written) ({message})"
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::common::DataFusionError;
 
-    use super::{Cluster, cluster_error};
+    use super::{Cluster, cluster_error, streaming_error};
 
     #[test]
     fn a_fetch_from_a_lost_executor_names_the_cluster_not_the_scheduler_address() {
@@ -192,5 +224,12 @@ mod tests {
         // An unreachable scheduler still names its address and setting.
         let e = DataFusionError::Execution("tcp connect error: Connection refused".into());
         assert!(cluster_error(&cluster, e).to_string().contains("offline_store.scheduler"));
+        // The executor holding the job's rows killed while they stream back (seen).
+        let e = DataFusionError::Execution(
+            "External error: code: 'Unknown error', message: \"h2 protocol error: error reading a body from \
+             connection\", source: hyper::Error(Body, Error { kind: Io(Custom { kind: BrokenPipe }) })"
+                .into(),
+        );
+        assert!(streaming_error(&cluster, e).to_string().contains("an executor stopped"));
     }
 }
