@@ -3,8 +3,8 @@
 //! When an executor is lost, Ballista runs the tasks whose output was there
 //! again, and a stage reading that output can be handed the rows of a
 //! partition from two runs of it (the first run's output that survived on
-//! another executor, and the second's), or one run's output twice (seen:
-//! the final stage fetching a task's file twice). Rows carry no identity to
+//! another executor, and the second's), or one run's output twice (seen
+//! once: one run's rows reaching the caller twice). Rows carry no identity to
 //! drop copies by, and counting a row twice is wrong for a row count, a sum
 //! or a count of entities. So:
 //!
