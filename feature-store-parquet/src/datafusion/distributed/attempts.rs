@@ -398,21 +398,27 @@ impl FirstRuns {
         let (names, runs) = (column(names)?, column(runs)?);
         let positions = positions.map(column).transpose()?;
         let mut keep: Option<Vec<bool>> = None;
-        for i in 0..names.len() {
+        // Rows come in long stretches of one run: one lookup per stretch.
+        let mut i = 0;
+        while i < names.len() {
             let (name, run) = (names[i], runs[i]);
+            let end = (i..names.len()).find(|&j| names[j] != name || runs[j] != run).unwrap_or(names.len());
             let (chosen, next) = self.chosen.entry(name).or_insert((run, 0));
-            let kept = match &positions {
-                None => *chosen == run,
-                Some(p) => *chosen == run && p[i] >= *next,
-            };
-            if kept && let Some(p) = &positions {
-                *next = p[i] + 1;
+            for j in i..end {
+                let kept = match &positions {
+                    None => *chosen == run,
+                    Some(p) => *chosen == run && p[j] >= *next,
+                };
+                if kept && let Some(p) = &positions {
+                    *next = p[j] + 1;
+                }
+                match (&mut keep, kept) {
+                    (Some(k), _) => k.push(kept),
+                    (None, true) => {}
+                    (None, false) => keep = Some(std::iter::repeat_n(true, j).chain([false]).collect()),
+                }
             }
-            match (&mut keep, kept) {
-                (Some(k), _) => k.push(kept),
-                (None, true) => {}
-                (None, false) => keep = Some(std::iter::repeat_n(true, i).chain([false]).collect()),
-            }
+            i = end;
         }
         let Some(keep) = keep else { return Ok(None) };
         if self.dropped == 0 {
