@@ -26,6 +26,16 @@ for store in lmdb sqlite; do
   rm -rf "$DIR"
   "$BIN/ondemand-bench" "$DIR" --online "$store" --keys "$KEYS" --rounds "$ROUNDS" > "$OUT/rust_$store.json"
 done
+# The same Rust driver with mimalloc as its global allocator (an embedder's
+# choice): Arrow allocates 128-byte aligned buffers per operation, which
+# glibc's malloc serves on a slow path.
+cp "$BIN/ondemand-bench" "$OUT/ondemand-bench-system"
+# (the same packages as above, so that only the driver is compiled again)
+cargo build --release --locked -p feature-store-cli -p feature-store-benchmarks -p feature-store-py --features feature-store-benchmarks/mimalloc
+DIR="benchmarks/data/ondemand_lmdb_mimalloc_${KEYS}"
+rm -rf "$DIR"
+"$BIN/ondemand-bench" "$DIR" --online lmdb --keys "$KEYS" --rounds "$ROUNDS" > "$OUT/rust_lmdb_mimalloc.json"
+cp "$OUT/ondemand-bench-system" "$BIN/ondemand-bench"
 PYTHONPATH="$PYDIR" .venv/bin/python benchmarks/ondemand_python.py ours "benchmarks/data/ondemand_lmdb_${KEYS}" \
   --keys "$KEYS" --rounds $((ROUNDS / 4)) > "$OUT/python_lmdb.json"
 if [ -n "${FEAST_PYTHON:-}" ]; then
@@ -36,7 +46,7 @@ fi
 import json, os, sys
 out = sys.argv[1]
 rows = []
-for name, label in [("rust_lmdb", "Rust, LMDB"), ("rust_sqlite", "Rust, SQLite"), ("python_lmdb", "Python, LMDB"), ("feast", "Feast 0.67, SQLite")]:
+for name, label in [("rust_lmdb", "Rust, LMDB"), ("rust_lmdb_mimalloc", "Rust, LMDB, mimalloc"), ("rust_sqlite", "Rust, SQLite"), ("python_lmdb", "Python, LMDB"), ("feast", "Feast 0.67, SQLite")]:
     p = os.path.join(out, name + ".json")
     if os.path.exists(p) and os.path.getsize(p):
         rows.append((label, json.load(open(p))))

@@ -19,6 +19,10 @@ use feature_store::registry::ApplyMode;
 use feature_store::{Features, MaterializeOptions, OnlineOptions};
 use rand::{Rng, SeedableRng};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const T0: i64 = 1_735_689_600_000_000; // 2025-01-01
 
 /// The on-demand view: five expressions over `view_a`, `view_b` and the request.
@@ -125,6 +129,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     let mut out = serde_json::Map::new();
     out.insert("online_store".into(), kind.clone().into());
     out.insert("keys".into(), keys.into());
+    out.insert("allocator".into(), (if cfg!(feature = "mimalloc") { "mimalloc" } else { "system" }).into());
     for entities in [1usize, 100] {
         let n = if entities == 1 { rounds } else { rounds / 10 };
         let mut plain_times = Vec::with_capacity(n);
