@@ -85,7 +85,11 @@ fn mapped(cluster: &Cluster, rows: SendableRecordBatchStream) -> SendableRecordB
     let cluster = cluster.clone();
     let rows = rows.map(move |r| {
         r.map_err(|e| match e {
-            DataFusionError::External(_) => e,
+            // Already in a user's words; Ballista's own errors (a shuffle
+            // fetch from a lost executor) come External too and are mapped.
+            DataFusionError::External(inner) if inner.downcast_ref::<CoreError>().is_some() => {
+                DataFusionError::External(inner)
+            }
             e => DataFusionError::External(Box::new(streaming_error(&cluster, e))),
         })
     });
@@ -231,5 +235,23 @@ mod tests {
                 .into(),
         );
         assert!(streaming_error(&cluster, e).to_string().contains("an executor stopped"));
+    }
+
+    /// Ballista wraps a failed shuffle fetch as an External error too (seen
+    /// in CI after a kill): it is mapped, not passed on as ours.
+    #[tokio::test]
+    async fn a_foreign_external_error_while_streaming_is_mapped() {
+        use futures::StreamExt;
+        let cluster = Cluster::new("df://127.0.0.1:50050", None).unwrap();
+        let fetch = std::io::Error::other(
+            "Shuffle fetch partition error from Executor 951c, map_stage 3, map_partition 0, error desc: transport error",
+        );
+        let failed = futures::stream::iter([Err(DataFusionError::External(Box::new(fetch)))]);
+        let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
+        let rows = Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, failed));
+        let got = super::mapped(&cluster, rows).next().await.unwrap().unwrap_err();
+        let message = got.to_string();
+        assert!(message.contains("Ballista cluster df://127.0.0.1:50050"), "{message}");
+        assert!(message.contains("an executor stopped"), "{message}");
     }
 }
