@@ -143,13 +143,21 @@ fn scheduler_address(text: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_owned(), port))
 }
 
+/// This project's codec, compiling on-demand features with the built-in
+/// expression engine (user-defined functions live in the processes that
+/// register them, so retrievals calling them are refused before they reach
+/// the cluster).
+fn codec() -> FeatureStoreCodec {
+    FeatureStoreCodec::new().with_engine(Arc::new(feature_store::expressions::DataFusionEngine::new()))
+}
+
 async fn scheduler(addr: SocketAddr) -> anyhow::Result<()> {
     let config = SchedulerConfig {
         bind_host: addr.ip().to_string(),
         bind_port: addr.port(),
         override_config_producer: Some(Arc::new(cluster_session_config)),
         override_session_builder: Some(Arc::new(cluster_session_state)),
-        override_physical_codec: Some(Arc::new(FeatureStoreCodec::new())),
+        override_physical_codec: Some(Arc::new(codec())),
         // An executor that stops heartbeating is dropped within about 30 s
         // (Ballista's default is 3 minutes), and its tasks run elsewhere.
         executor_timeout_seconds: EXECUTOR_TIMEOUT_SECONDS,
@@ -192,7 +200,7 @@ async fn executor(
         work_dir: work_dir.map(|d| d.display().to_string()),
         override_config_producer: Some(Arc::new(cluster_session_config)),
         override_runtime_producer: Some(Arc::new(cluster_runtime_env)),
-        override_physical_codec: Some(Arc::new(FeatureStoreCodec::new())),
+        override_physical_codec: Some(Arc::new(codec())),
         executor_heartbeat_interval_seconds: 10,
         grpc_max_decoding_message_size: MAX_MESSAGE_BYTES,
         grpc_max_encoding_message_size: MAX_MESSAGE_BYTES,

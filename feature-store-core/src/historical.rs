@@ -134,6 +134,11 @@ pub struct HistoricalRequest {
     pub timestamp_column: String,
     /// All data sources of the project, for SQL entity queries.
     pub sources: Vec<DataSource>,
+    /// On-demand features to compute from the joined rows (and hidden
+    /// inputs to drop); the store applies it before the rows leave it
+    /// ([`crate::on_demand::OnDemandProjection::bind`] checks it against
+    /// the joined schema before any row is read).
+    pub on_demand: Option<crate::on_demand::OnDemandProjection>,
 }
 
 impl HistoricalRequest {
@@ -145,7 +150,13 @@ impl HistoricalRequest {
         timestamp_column: impl Into<String>,
         sources: Vec<DataSource>,
     ) -> Self {
-        Self { entities, views, timestamp_column: timestamp_column.into(), sources }
+        Self { entities, views, timestamp_column: timestamp_column.into(), sources, on_demand: None }
+    }
+
+    /// The request computing `projection` from the joined rows.
+    pub fn with_on_demand(mut self, projection: Option<crate::on_demand::OnDemandProjection>) -> Self {
+        self.on_demand = projection.filter(|p| !p.is_empty());
+        self
     }
 }
 

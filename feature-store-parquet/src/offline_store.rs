@@ -177,6 +177,7 @@ impl ParquetOfflineStore {
             &request.views,
             sources,
             &request.timestamp_column,
+            request.on_demand,
             folder,
         )
         .await?;

@@ -824,3 +824,67 @@ async fn saved_datasets_refuse_on_demand_features_clearly() {
     );
     assert!(store.list_datasets().await.unwrap().is_empty());
 }
+
+/// The projection a retrieval hands the offline store: written as a folder
+/// (computed inside the plan, before the writer), and sent to another
+/// process as definitions that compile again there, or fail naming the view.
+#[tokio::test]
+async fn on_demand_features_in_folder_outputs_and_across_processes() {
+    use feature_store::RegisterUdf;
+    use feature_store::on_demand::OnDemandProjection;
+    let (dir, store) = orders_repo("").await;
+    let t = 1_700_000_000_000_000i64 + HOUR;
+    let rows = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1, 2, 3, 1])) as ArrayRef),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![t; 4]).with_timezone("UTC")) as ArrayRef),
+        ("order_amount", Arc::new(Float64Array::from(vec![Some(200.0), None, Some(50.0), Some(1.5)])) as ArrayRef),
+    ])
+    .unwrap();
+    let features = Features::refs(["order_features", "driver_hourly_stats:city"]);
+    let opts = HistoricalOptions::default();
+    let batches = store
+        .get_historical_features(EntityInput::batch(rows.clone()), &features, &opts)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let batches = batches.unwrap();
+    let expected = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(expected.num_rows(), 4);
+    let folder = format!("{}/training/", dir.path().display());
+    let written = store
+        .write_historical_features(EntityInput::batch(rows.clone()), &features, &opts, &folder, Some(3))
+        .await
+        .unwrap();
+    assert_eq!((written.rows, written.files.len()), (4, 2));
+    let mut got = Vec::new();
+    for f in &written.files {
+        let file = std::fs::File::open(dir.path().join("training").join(&f.file)).unwrap();
+        got.extend(
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap().map(Result::unwrap),
+        );
+    }
+    let got = arrow::compute::concat_batches(&expected.schema(), &got).unwrap();
+    assert_eq!(got, expected, "the folder's rows differ from the stream's");
+
+    // Another process compiles the same definitions again.
+    let request = store.historical_request(EntityInput::batch(rows.clone()), &features, &opts).await.unwrap();
+    let projection = request.on_demand.expect("the request carries the on-demand features");
+    let json = projection.to_json();
+    let engine = feature_store::expressions::DataFusionEngine::new();
+    let again = OnDemandProjection::from_json(&json, &engine).unwrap();
+    assert_eq!(again.to_json(), json);
+    assert_eq!(again.output_fields(), projection.output_fields());
+    assert!(OnDemandProjection::from_json("{not json", &engine).unwrap_err().to_string().contains("malformed"));
+
+    // ... or says which view it cannot compile: a function only the first process has.
+    let defs = ORDER_DEFS.replace("COALESCE(trips, 0)", "CAST(times_two(order_amount) AS BIGINT)");
+    let dir = crate::repo(&[("features.yaml", &defs)]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.register_udf(times_two(DataType::Float64)).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let request = store.historical_request(EntityInput::batch(rows), &features, &opts).await.unwrap();
+    let json = request.on_demand.unwrap().to_json();
+    let err = OnDemandProjection::from_json(&json, &engine).unwrap_err().to_string();
+    assert!(err.contains("\"order_features\"") && err.contains("times_two"), "{err}");
+}

@@ -334,6 +334,109 @@ async fn cluster_retrieval_equals_the_local_engine() {
     assert_eq!(remote, local, "a large entity file: the cluster's output differs from the local one");
 }
 
+/// On-demand features over two views and a request field: computed on the
+/// executors (each partition's joined rows), equal to the local engine's,
+/// also when the executors write a folder; a view calling a function
+/// registered in this process is refused before the job is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_features_on_the_cluster_equal_the_local_engine() {
+    const ON_DEMAND: &str = r#"
+request_sources:
+  - name: req
+    schema: [{name: shop_id, dtype: int64}]
+on_demand_feature_views:
+  - name: od
+    sources: [stats_v, shops_v, req]
+    features:
+      - {name: conv_x_rating, dtype: float64, expression: "conv * rating"}
+      - {name: trips_plus_shop, dtype: int64, expression: "COALESCE(trips, 0) + shop_id"}
+      - {name: busy, dtype: bool, expression: "trips > 1 OR rating IS NULL"}
+"#;
+    let features = ["od:conv_x_rating", "od:trips_plus_shop", "od:busy", "stats_v:trips", "global_v:temp"];
+    let cluster = TestCluster::start(2);
+    for seed in 0..8 {
+        let case = generate(seed);
+        let dir = tempfile::tempdir().unwrap();
+        store_for(&case, dir.path()).await;
+        let defs = std::fs::read_to_string(dir.path().join("features.yaml")).unwrap();
+        std::fs::write(dir.path().join("features.yaml"), format!("{defs}{ON_DEMAND}")).unwrap();
+        let local = feature_store::open(dir.path()).unwrap();
+        local.apply(&local.repo_definitions().unwrap(), feature_store::registry::ApplyMode::Sync).await.unwrap();
+        let expected = retrieve(&local, case.entities.clone(), &features).await.unwrap();
+        let names: Vec<&str> = expected.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        assert!(
+            names.ends_with(&[
+                "stats_v__trips",
+                "global_v__temp",
+                "od__conv_x_rating",
+                "od__trips_plus_shop",
+                "od__busy"
+            ]) && !names.iter().any(|n| n.contains("conv__") || n.ends_with("__conv") || n.ends_with("__rating")),
+            "seed {seed}: the hidden inputs are dropped: {names:?}"
+        );
+        let remote = on_cluster(dir.path(), &cluster.address(), |_| {});
+        let got = match retrieve(&remote, case.entities.clone(), &features).await {
+            Ok(got) => got,
+            Err(e) => panic!("seed {seed}: {e}\n{}", cluster.logs()),
+        };
+        assert_same(seed, &got, &expected);
+        // Folder outputs carry them too: written here, and by the executors.
+        for (name, store) in [("local", &local), ("cluster", &remote)] {
+            let folder = format!("{}/out_{name}/", dir.path().display());
+            store
+                .write_historical_features(
+                    EntityInput::batch(case.entities.clone()),
+                    &Features::refs(features),
+                    &HistoricalOptions::default().with_full_feature_names(true),
+                    &folder,
+                    Some(25),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}, {name} folder: {e}\n{}", cluster.logs()));
+            let (_, batches) = read_folder(&folder, &Default::default()).await;
+            let written = concat_batches(&expected.schema(), &batches).unwrap();
+            assert_same(seed, &written, &expected);
+        }
+    }
+    let executor_log = cluster.logs();
+    assert!(!executor_log.contains("does not compile"), "{executor_log}");
+
+    // A function registered in this process does not exist on the executors.
+    use feature_store::RegisterUdf;
+    use feature_store::expressions::datafusion::arrow::datatypes::DataType;
+    use feature_store::expressions::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let case = generate(2);
+    let dir = tempfile::tempdir().unwrap();
+    store_for(&case, dir.path()).await;
+    let defs = std::fs::read_to_string(dir.path().join("features.yaml")).unwrap();
+    let with_udf = ON_DEMAND.replace("conv * rating", "twice(conv)");
+    std::fs::write(dir.path().join("features.yaml"), format!("{defs}{with_udf}")).unwrap();
+    let twice = || {
+        create_udf(
+            "twice",
+            vec![DataType::Float64],
+            DataType::Float64,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let a = args[0].to_array(1)?;
+                Ok(ColumnarValue::Array(arrow::compute::kernels::numeric::add(&a, &a)?))
+            }),
+        )
+    };
+    let local = feature_store::open(dir.path()).unwrap();
+    local.register_udf(twice()).unwrap();
+    local.apply(&local.repo_definitions().unwrap(), feature_store::registry::ApplyMode::Sync).await.unwrap();
+    let remote = on_cluster(dir.path(), &cluster.address(), |_| {});
+    remote.register_udf(twice()).unwrap();
+    let err = retrieve(&remote, case.entities.clone(), &features).await.unwrap_err().to_string();
+    assert!(
+        err.contains("\"od\"") && err.contains("twice") && err.contains("executors") && err.contains("--engine local"),
+        "{err}"
+    );
+    // The local engine runs it.
+    retrieve(&local, case.entities.clone(), &features).await.unwrap();
+}
+
 /// Materialization with the newest row per key computed on the cluster:
 /// the online store ends up exactly as after a local run (values, statuses,
 /// event times), with the same rows read and written per view.

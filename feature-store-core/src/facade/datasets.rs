@@ -117,6 +117,7 @@ impl FeatureStore {
             views: views.clone(),
             timestamp_column: options.timestamp_column.clone(),
             sources: sources.clone(),
+            on_demand: None,
         };
         let (out_stream, out_hash) = hashing(self.offline_store()?.get_historical_features(request).await?)?;
         let output_location = output.map_or_else(|| format!("{folder}/data.parquet"), str::to_owned);
@@ -385,6 +386,7 @@ impl FeatureStore {
             views: m.views.iter().cloned().map(ViewRequest::from).collect(),
             timestamp_column: m.timestamp_column.clone(),
             sources: m.views.iter().map(|v| v.source.clone()).collect(),
+            on_demand: None,
         };
         match self.offline_store()?.get_historical_features(request).await {
             Err(e) => findings.push(finding("recomputed", "output".into(), format!("recomputation failed: {e}"))),

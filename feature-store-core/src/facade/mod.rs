@@ -66,7 +66,7 @@ struct ResolvedCache {
 #[derive(Debug)]
 pub(crate) struct Served {
     pub(crate) views: Vec<ServedView>,
-    pub(crate) on_demand: Vec<on_demand::OnDemandRequest>,
+    pub(crate) on_demand: Vec<crate::on_demand::OnDemandRequest>,
     /// Join keys of the on-demand views' source views: accepted (and
     /// returned) in entity rows even when no requested feature reads them.
     pub(crate) source_keys: Vec<String>,
@@ -561,7 +561,8 @@ impl FeatureStore {
         let resolution = self.resolve(features, options.full_feature_names).await?;
         let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
         let request =
-            HistoricalRequest::new(entities, resolution.views.clone(), options.timestamp_column.clone(), sources);
+            HistoricalRequest::new(entities, resolution.views.clone(), options.timestamp_column.clone(), sources)
+                .with_on_demand(resolution.projection());
         tracing::debug!(
             project = self.project(),
             views = ?request.views.iter().map(|v| v.view.name.as_str()).collect::<Vec<_>>(),
@@ -569,8 +570,7 @@ impl FeatureStore {
             entities = ?request.entities,
             "historical: retrieving"
         );
-        let stream = self.offline_store()?.get_historical_features(request).await?;
-        on_demand::evaluate_stream(stream, &resolution)
+        self.offline_store()?.get_historical_features(request).await
     }
 
     /// [`Self::get_historical_features`] written as a folder of Parquet files
@@ -596,14 +596,6 @@ impl FeatureStore {
             return Err(Error::InvalidArgument("rows per file must be at least 1".into()));
         }
         let resolution = self.resolve(features, options.full_feature_names).await?;
-        if !resolution.on_demand.is_empty() {
-            let names: Vec<&str> = resolution.on_demand.iter().map(|v| v.view.name.as_str()).collect();
-            return Err(Error::InvalidArgument(format!(
-                "on-demand feature views ({}) are computed in this process after the join, and a folder output \
-                 is written where the join runs; write them to a .parquet file, or leave them out",
-                names.join(", ")
-            )));
-        }
         let offline = self.offline_store()?;
         let writer = offline.folder_writer().ok_or_else(|| {
             Error::Unsupported(format!(
@@ -612,7 +604,9 @@ impl FeatureStore {
             ))
         })?;
         let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
-        let request = HistoricalRequest::new(entities, resolution.views, options.timestamp_column.clone(), sources);
+        let projection = resolution.projection();
+        let request = HistoricalRequest::new(entities, resolution.views, options.timestamp_column.clone(), sources)
+            .with_on_demand(projection);
         writer
             .write_historical_folder(
                 request,
@@ -632,9 +626,11 @@ impl FeatureStore {
         features: &Features,
         options: &HistoricalOptions,
     ) -> Result<HistoricalRequest> {
-        let views = self.resolve_views(features, options.full_feature_names).await?;
+        let resolution = self.resolve(features, options.full_feature_names).await?;
         let sources = self.list_data_sources().await?.into_iter().map(|r| r.spec).collect();
-        Ok(HistoricalRequest::new(entities, views, options.timestamp_column.clone(), sources))
+        let projection = resolution.projection();
+        Ok(HistoricalRequest::new(entities, resolution.views, options.timestamp_column.clone(), sources)
+            .with_on_demand(projection))
     }
 
     /// The latest registry document (cached for the configured ttl).

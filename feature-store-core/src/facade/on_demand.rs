@@ -7,17 +7,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{Field, Schema, SchemaRef};
-use futures::StreamExt;
+use arrow_array::Array;
 
 use super::FeatureStore;
-use crate::historical::{BatchStream, ViewRequest};
+use crate::historical::ViewRequest;
 use crate::model::{FeatureRef, FeatureSelection, OnDemandFeatureView};
-use crate::on_demand::{CompiledView, InputSource, OnDemandInputs, check_udfs};
+use crate::on_demand::{CompiledView, InputSource, OnDemandProjection, OnDemandRequest, check_udfs, is_hidden_input};
 use crate::online::FeatureStatus;
 use crate::registry::{ProjectView, similar};
-use crate::{Error, Result, ValueType, describe_arrow};
+use crate::{Error, Result, ValueType};
 
 use crate::model::HIDDEN_INPUT_PREFIX as HIDDEN;
 
@@ -32,7 +30,7 @@ pub(crate) struct Resolution {
 impl Resolution {
     /// Output columns of inputs nobody asked for.
     pub(crate) fn is_hidden(name: &str) -> bool {
-        name.starts_with(HIDDEN)
+        is_hidden_input(name)
     }
 
     /// Request fields the on-demand views read: (name, declared type), each once.
@@ -50,28 +48,10 @@ impl Resolution {
         out
     }
 
-    /// Output column names of the on-demand features.
-    pub(crate) fn on_demand_outputs(&self) -> impl Iterator<Item = &str> {
-        self.on_demand.iter().flat_map(|r| r.output_names.iter().map(String::as_str))
+    /// The on-demand features as the projection an offline store applies to the joined rows.
+    pub(crate) fn projection(&self) -> Option<OnDemandProjection> {
+        (!self.on_demand.is_empty()).then(|| OnDemandProjection::new(self.on_demand.clone()))
     }
-}
-
-/// One on-demand view's part of a request.
-#[derive(Debug, Clone)]
-pub(crate) struct OnDemandRequest {
-    pub(crate) view: OnDemandFeatureView,
-    pub(crate) compiled: Arc<CompiledView>,
-    pub(crate) inputs: OnDemandInputs,
-    /// Requested features: indexes into `compiled.features`.
-    pub(crate) features: Vec<usize>,
-    pub(crate) output_names: Vec<String>,
-    /// The output field of each requested feature.
-    pub(crate) fields: Vec<Arc<Field>>,
-    /// Per input index, the column holding it: a retrieved feature's output
-    /// name, or a request field's name in the entity rows.
-    pub(crate) columns: Vec<String>,
-    /// Inputs the requested features read, sorted.
-    pub(crate) used_inputs: Vec<usize>,
 }
 
 /// Compiled on-demand views of one registry version and engine generation.
@@ -168,29 +148,14 @@ impl FeatureStore {
             let at = match out.iter().position(|o| o.view.name == view.name) {
                 Some(i) => i,
                 None => {
-                    let inputs = project.on_demand_inputs(view);
-                    out.push(OnDemandRequest {
-                        view: view.clone(),
-                        compiled: Arc::clone(&compiled),
-                        columns: vec![String::new(); inputs.inputs.len()],
-                        inputs,
-                        features: Vec::new(),
-                        output_names: Vec::new(),
-                        fields: Vec::new(),
-                        used_inputs: Vec::new(),
-                    });
+                    out.push(OnDemandRequest::new(view.clone(), Arc::clone(&compiled), project.on_demand_inputs(view)));
                     out.len() - 1
                 }
             };
             let r = &mut out[at];
             for i in wanted {
-                if !r.features.contains(&i) {
-                    r.features.push(i);
-                    let feature = &compiled.features[i];
-                    let output = FeatureRef::new(&view.name, &feature.name).output_name(full_feature_names);
-                    r.fields.push(Arc::new(Field::new(&output, feature.dtype.to_arrow(), true)));
-                    r.output_names.push(output);
-                }
+                let output = FeatureRef::new(&view.name, &compiled.features[i].name).output_name(full_feature_names);
+                r.add_feature(i, output);
             }
         }
         // Inputs, once every plain selection is known (a requested feature is reused, not fetched twice).
@@ -231,143 +196,6 @@ fn input_column(project: &ProjectView<'_>, views: &mut Vec<ViewRequest>, f: &Fea
     v.features.push(f.feature.clone());
     v.output_names.push(name.clone());
     Ok(name)
-}
-
-/// The column of `batch` named `name` as type `dtype`: request fields may
-/// come in any type that converts losslessly (an `int32` column for an
-/// `int64` field); anything else is an error naming the field and both types.
-pub(crate) fn request_column(batch: &RecordBatch, name: &str, dtype: &ValueType, context: &str) -> Result<ArrayRef> {
-    let column = batch.column_by_name(name).ok_or_else(|| missing_request_field(name, batch.schema_ref(), context))?;
-    let want = dtype.to_arrow();
-    if column.data_type() == &want {
-        return Ok(Arc::clone(column));
-    }
-    let cast = |c: &ArrayRef| arrow_cast::cast(c, &want).map_err(|e| Error::data(context, e.to_string()));
-    if column.null_count() == column.len() || dtype.accepts_arrow(column.data_type()) {
-        return cast(column);
-    }
-    // Whole numbers for a float field (pandas makes int64 columns of whole
-    // amounts): taken when every value converts exactly.
-    if matches!(dtype, ValueType::Float32 | ValueType::Float64) && column.data_type().is_integer() {
-        let converted = cast(column)?;
-        let back = arrow_cast::cast(&converted, column.data_type()).map_err(|e| Error::data(context, e.to_string()))?;
-        if back.to_data() == column.to_data() {
-            return Ok(converted);
-        }
-        let row = (0..column.len()).find(|&i| back.slice(i, 1).to_data() != column.slice(i, 1).to_data()).unwrap_or(0);
-        return Err(Error::data(
-            context,
-            format!(
-                "request field \"{name}\" row {row}: {} has no exact {dtype} value; pass {dtype} values",
-                crate::online::FeatureValue::from_array(column.as_ref(), row).as_i64().unwrap_or_default()
-            ),
-        ));
-    }
-    Err(Error::data(
-        context,
-        format!(
-            "request field \"{name}\" is {} but its request source declares it {dtype}; pass {dtype} values",
-            describe_arrow(column.data_type())
-        ),
-    ))
-}
-
-/// The error for request field `name` absent from `schema` (of `context`).
-pub(crate) fn missing_request_field(name: &str, schema: &Schema, context: &str) -> Error {
-    let given: Vec<&str> =
-        schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !Resolution::is_hidden(n)).collect();
-    Error::InvalidArgument(format!(
-        "{context} have no column \"{name}\", a request field the requested on-demand features read; given: {}",
-        given.join(", ")
-    ))
-}
-
-/// Evaluates the requested features of every on-demand view over `batch`
-/// (retrieved features under their output names, request fields under
-/// theirs): one column per requested feature, in request order.
-pub(crate) fn evaluate(on_demand: &[OnDemandRequest], batch: &RecordBatch, context: &str) -> Result<Vec<ArrayRef>> {
-    evaluate_with(on_demand, batch.num_rows(), |r, _, i| {
-        let input = &r.inputs.inputs[i];
-        match &input.source {
-            InputSource::Request { .. } => request_column(batch, &r.columns[i], &input.dtype, context),
-            InputSource::Feature(_) => batch.column_by_name(&r.columns[i]).cloned().ok_or_else(|| {
-                Error::data(context, format!("the retrieved rows lack input column \"{}\"", r.columns[i]))
-            }),
-        }
-    })
-}
-
-/// [`evaluate`] with the input columns from `column(request, request index, input index)`.
-pub(crate) fn evaluate_with(
-    on_demand: &[OnDemandRequest],
-    rows: usize,
-    mut column: impl FnMut(&OnDemandRequest, usize, usize) -> Result<ArrayRef>,
-) -> Result<Vec<ArrayRef>> {
-    let mut out = Vec::with_capacity(on_demand.iter().map(|r| r.features.len()).sum());
-    let mut columns: Vec<Option<ArrayRef>> = Vec::new();
-    let mut args: Vec<ArrayRef> = Vec::new();
-    for (ri, r) in on_demand.iter().enumerate() {
-        columns.clear();
-        columns.resize(r.inputs.inputs.len(), None);
-        for &i in &r.used_inputs {
-            columns[i] = Some(column(r, ri, i)?);
-        }
-        for &f in &r.features {
-            let feature = &r.compiled.features[f];
-            args.clear();
-            args.extend(feature.inputs.iter().map(|&i| Arc::clone(columns[i].as_ref().expect("used input"))));
-            let value = feature.expr.evaluate(&args, rows).map_err(|e| match e {
-                Error::Data { message, .. } => {
-                    Error::data(format!("on-demand feature \"{}:{}\"", r.view.name, feature.name), message)
-                }
-                other => other,
-            })?;
-            out.push(value);
-        }
-    }
-    Ok(out)
-}
-
-/// The fields of the on-demand outputs.
-pub(crate) fn output_fields(on_demand: &[OnDemandRequest]) -> Vec<Arc<Field>> {
-    on_demand.iter().flat_map(|r| r.fields.iter().cloned()).collect()
-}
-
-/// Wraps a retrieval's stream: each batch gains the on-demand columns and loses the hidden inputs.
-pub(crate) fn evaluate_stream(stream: BatchStream, resolution: &Resolution) -> Result<BatchStream> {
-    if resolution.on_demand.is_empty() {
-        return Ok(stream);
-    }
-    let input = stream.schema();
-    // Request fields and name clashes are checked before any row is read.
-    let empty = RecordBatch::new_empty(Arc::clone(&input));
-    for (field, dtype) in resolution.request_fields() {
-        request_column(&empty, &field, &dtype, "entity rows")?;
-    }
-    for name in resolution.on_demand_outputs() {
-        if input.field_with_name(name).is_ok() {
-            return Err(Error::InvalidArgument(format!(
-                "output column \"{name}\" would come from both the entity table (or a feature view) and an on-demand \
-                 feature view; use full feature names (view__feature) or rename the column"
-            )));
-        }
-    }
-    let keep: Vec<usize> =
-        (0..input.fields().len()).filter(|&i| !Resolution::is_hidden(input.field(i).name())).collect();
-    let mut fields: Vec<Arc<Field>> = keep.iter().map(|&i| Arc::new(input.field(i).clone())).collect();
-    fields.extend(output_fields(&resolution.on_demand));
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
-    let on_demand = Arc::new(resolution.on_demand.clone());
-    let out_schema = Arc::clone(&schema);
-    let mapped = stream.map(move |batch| {
-        let batch = batch?;
-        let computed = evaluate(&on_demand, &batch, "entity rows")?;
-        let mut columns: Vec<ArrayRef> = keep.iter().map(|&i| Arc::clone(batch.column(i))).collect();
-        columns.extend(computed);
-        RecordBatch::try_new(Arc::clone(&out_schema), columns)
-            .map_err(|e| Error::data("on-demand features", e.to_string()))
-    });
-    Ok(BatchStream::new(schema, Box::pin(mapped)))
 }
 
 /// Rank of a status when an on-demand feature takes the worst of its inputs'.

@@ -141,7 +141,7 @@ impl FeatureStore {
         // join keys (the common case) share one key list.
         // Request data is checked before the store is read.
         if let Some(missing) = request_fields.iter().find(|f| schema.index_of(f).is_err()) {
-            return Err(super::on_demand::missing_request_field(missing, &schema, "request data (entity rows)"));
+            return Err(crate::on_demand::missing_request_field(missing, &schema, "request data (entity rows)"));
         }
         let mut used = vec![false; schema.fields().len()];
         // Request data rides beside the keys and is not returned.
@@ -283,8 +283,9 @@ fn with_on_demand(
     statuses: Vec<FeatureStatus>,
     times: Vec<Option<i64>>,
 ) -> Result<OnlineResponse> {
-    use super::on_demand::{Resolution, evaluate_with, online_statuses, request_column};
+    use super::on_demand::{Resolution, online_statuses};
     use crate::on_demand::InputSource;
+    use crate::on_demand::{evaluate_with, request_column};
     let rows = batch.num_rows();
     let entity_columns = key_used.len();
     let computed = evaluate_with(&served.on_demand, rows, |r, ri, i| {

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use crate::Error;
 
 /// A reference to one feature of one view, written `view:feature`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct FeatureRef {
     /// Feature view name.
     pub view: String,

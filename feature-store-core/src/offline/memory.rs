@@ -85,7 +85,11 @@ impl OfflineStore for MemoryOfflineStore {
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         crate::historical::check_output_names(&columns, &request.views)?;
         let out = reference_join::join(&entities, &request.views, &request.timestamp_column, |v| self.rows(&v.source))?;
-        Ok(BatchStream::from_batches(out.schema(), vec![out]))
+        let stream = BatchStream::from_batches(out.schema(), vec![out]);
+        match &request.on_demand {
+            Some(projection) => projection.apply_stream(stream),
+            None => Ok(stream),
+        }
     }
 
     /// Every event in the window (see `reference_join::events`).

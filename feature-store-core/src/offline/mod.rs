@@ -52,7 +52,10 @@ pub trait OfflineStore: Send + Sync + Debug {
 
     /// Point-in-time correct retrieval: one output row per entity row, in
     /// input order, with each view's features as of the row's timestamp.
-    /// Semantics are those of [`crate::historical`].
+    /// Semantics are those of [`crate::historical`]. A request's
+    /// [`HistoricalRequest::on_demand`] projection is applied before the
+    /// rows leave the store (at the latest with
+    /// [`crate::on_demand::OnDemandProjection::apply_stream`]).
     async fn get_historical_features(&self, request: HistoricalRequest) -> Result<BatchStream>;
 
     /// For materialization: the newest row per entity key with event time in

@@ -15,8 +15,14 @@ use arrow_array::ArrayRef;
 use crate::model::{FeatureRef, FeatureView, OnDemandFeatureView, RequestSource, UdfSignature};
 use crate::{Result, ValueType};
 
+mod projection;
+pub(crate) use projection::evaluate_with;
+pub use projection::{
+    BoundProjection, OnDemandProjection, OnDemandRequest, is_hidden_input, missing_request_field, request_column,
+};
+
 /// Where an input of an on-demand view comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum InputSource {
     /// A feature of a (plain or aggregation) feature view.
@@ -40,7 +46,7 @@ impl fmt::Display for InputSource {
 }
 
 /// One input value of an on-demand view.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Input {
     /// Where its values come from.
@@ -51,7 +57,7 @@ pub struct Input {
 
 /// What an on-demand view's expressions may read: every input, and the
 /// names an expression may call each by.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct OnDemandInputs {
     /// The inputs, in source order.

@@ -138,6 +138,7 @@ async fn retrieve(store: &dyn OfflineStore, entities: RecordBatch, views: Vec<Vi
         views,
         timestamp_column: "event_timestamp".into(),
         sources,
+        on_demand: None,
     };
     let batches = store.get_historical_features(request).await.expect("retrieval").collect().await.expect("stream");
     batches.into_iter().filter(|b| b.num_rows() > 0).collect()

@@ -20,9 +20,11 @@ use feature_store_core::{Error as CoreError, Result as CoreResult, ValueType, de
 use futures::{StreamExt, TryStreamExt};
 
 use super::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec, ZipExec};
+use super::on_demand::OnDemandExec;
 use super::timestamps::{finer, instant_range, unit_nanos};
 use super::{df_error, retrieval_batch_rows, session_with_batch_rows};
 use crate::files::ResolvedSource;
+use feature_store_core::on_demand::OnDemandProjection;
 
 /// Entity time range, for pruning feature rows.
 #[derive(Debug, Clone, Copy)]
@@ -207,6 +209,7 @@ pub(crate) async fn plan_historical(
     views: &[ViewRequest],
     sources: Vec<CoreResult<ResolvedSource>>,
     ts_col: &str,
+    on_demand: Option<OnDemandProjection>,
     folder: Option<super::folder_writer::FolderTarget>,
 ) -> CoreResult<RetrievalPlan> {
     let began = std::time::Instant::now();
@@ -254,6 +257,11 @@ pub(crate) async fn plan_historical(
     if side_by_side {
         plan = Arc::new(ZipExec::new(zipped));
     }
+    if let Some(projection) = &on_demand
+        && cluster.is_none()
+    {
+        plan = Arc::new(OnDemandExec::try_new(plan, projection.clone())?);
+    }
     if let Some(folder) = &folder
         && cluster.is_none()
     {
@@ -271,7 +279,16 @@ pub(crate) async fn plan_historical(
     #[cfg(feature = "distributed")]
     if let Some(cluster) = &cluster {
         let context = format!("Ballista cluster {}", cluster.scheduler);
-        plan = super::distributed::distribute(plan, distributed, cluster.partitions, folder.as_ref())
+        if let Some(projection) = &on_demand
+            && let Some((view, udf)) = projection.udfs().next()
+        {
+            return Err(CoreError::InvalidArgument(format!(
+                "{context}: on-demand feature view \"{view}\" calls the user-defined function {udf}, which is \
+                 registered in this process, not on the cluster's executors; run this retrieval on the local \
+                 engine (--engine local), or leave the view out"
+            )));
+        }
+        plan = super::distributed::distribute(plan, distributed, cluster.partitions, on_demand, folder.as_ref())
             .map_err(|e| df_error(&context, e))?;
         // Every node must reach the executors: say which cannot now, not
         // after the job is submitted (a one-shot stream of entity rows, say).

@@ -8,6 +8,7 @@ pub mod distributed;
 pub mod folder_writer;
 mod historical;
 pub(crate) mod latest;
+mod on_demand;
 mod stats;
 mod timestamps;
 
@@ -16,6 +17,7 @@ pub use historical::RetrievalPlan;
 pub(crate) use historical::{Engine, ResolvedEntities, entity_plan, plan_historical};
 pub use latest::{DEFAULT_MATERIALIZE_MEMORY, LatestPerKeyExec};
 pub(crate) use latest::{events, latest_rows};
+pub use on_demand::OnDemandExec;
 pub(crate) use stats::{profile, window_stats};
 
 use std::sync::Arc;

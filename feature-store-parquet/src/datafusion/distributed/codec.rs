@@ -1,7 +1,8 @@
 //! How this crate's operators travel to a cluster: a
 //! [`PhysicalExtensionCodec`] that encodes [`AsOfJoinExec`],
 //! [`RowNumberExec`], [`UniqueRowsExec`], [`LatestPerKeyExec`], [`FolderWriterExec`],
-//! [`AttemptStampExec`] and [`FirstAttemptExec`] and
+//! [`AttemptStampExec`], [`FirstAttemptExec`] and [`OnDemandExec`] (whose
+//! on-demand features the decoding process compiles again) and
 //! hands every other node to Ballista's own codec.
 //! Scheduler and executors must be started with it
 //! (`feature-store cluster scheduler|executor` are).
@@ -23,6 +24,8 @@ use super::row_number::{RowNumberExec, UniqueRowsExec};
 use crate::datafusion::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
 use crate::datafusion::folder_writer::FolderWriterExec;
 use crate::datafusion::latest::LatestPerKeyExec;
+use crate::datafusion::on_demand::OnDemandExec;
+use feature_store_core::on_demand::{ExpressionEngine, OnDemandProjection};
 
 /// Leads every buffer this codec writes. As a protobuf tag it would be field 8
 /// of wire type 6, which does not exist, so no buffer of Ballista's codec
@@ -33,6 +36,8 @@ const MAGIC: &[u8; 4] = b"FSX1";
 #[derive(Debug, Default)]
 pub struct FeatureStoreCodec {
     ballista: BallistaPhysicalExtensionCodec,
+    /// Compiles on-demand features where an [`OnDemandExec`] is decoded.
+    engine: Option<Arc<dyn ExpressionEngine>>,
 }
 
 impl FeatureStoreCodec {
@@ -40,11 +45,19 @@ impl FeatureStoreCodec {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The codec decoding on-demand features with `engine` (executors need
+    /// one to run retrievals with on-demand features; an executor without
+    /// one refuses them, naming the view).
+    pub fn with_engine(mut self, engine: Arc<dyn ExpressionEngine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
 struct NodeProto {
-    #[prost(oneof = "Node", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Node", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     node: Option<Node>,
 }
 
@@ -64,6 +77,15 @@ enum Node {
     AttemptStamp(AttemptStampProto),
     #[prost(message, tag = "7")]
     FirstAttempt(Empty),
+    #[prost(message, tag = "8")]
+    OnDemand(OnDemandProto),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct OnDemandProto {
+    /// [`OnDemandProjection::to_json`]: the views' definitions, not compiled code.
+    #[prost(string, tag = "1")]
+    projection: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -333,6 +355,24 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
                     p.run,
                 )))
             }
+            Node::OnDemand(p) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("OnDemandExec takes one input, got {}", inputs.len())));
+                };
+                let Some(engine) = &self.engine else {
+                    return Err(DataFusionError::Execution(
+                        "this process cannot compute on-demand features: its codec has no expression engine \
+                         (start scheduler and executors with `feature-store cluster`, whose codec has one)"
+                            .into(),
+                    ));
+                };
+                let projection = OnDemandProjection::from_json(&p.projection, engine.as_ref())
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(Arc::new(
+                    OnDemandExec::try_new(Arc::clone(input), projection)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                ))
+            }
             Node::Latest(p) => {
                 let [input] = inputs else {
                     return Err(bad(format!("LatestPerKeyExec takes one input, got {}", inputs.len())));
@@ -370,6 +410,8 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
                 folder: writer.folder().to_owned(),
                 run: writer.run().to_owned(),
             })
+        } else if let Some(on_demand) = node.downcast_ref::<OnDemandExec>() {
+            Node::OnDemand(OnDemandProto { projection: on_demand.projection().to_json() })
         } else if let Some(latest) = node.downcast_ref::<LatestPerKeyExec>() {
             Node::Latest(LatestProto {
                 key_count: latest.key_count() as u64,

@@ -4,6 +4,7 @@
 //! UniqueRowsExec (each row number once; drops it)
 //!   SortPreservingMergeExec [row]         <- stage: the rows in entity order
 //!     SortExec [row], per partition
+//!       OnDemandExec (on-demand features, when requested), per partition
 //!       AsOfJoinExec (view n, partitioned)
 //!         FirstAttemptExec over RepartitionExec Hash(view n's keys) over AttemptStampExec
 //!                                               <- stage boundary (shuffle)
@@ -20,7 +21,7 @@
 
 use std::sync::Arc;
 
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -28,11 +29,13 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use feature_store_core::on_demand::OnDemandProjection;
 
 use super::attempts::{AttemptStampExec, FirstAttemptExec};
 use super::row_number::{RowNumberExec, UniqueRowsExec};
 use crate::datafusion::asof_join::{AsOfJoinExec, AsOfSpec};
 use crate::datafusion::folder_writer::{FolderTarget, FolderWriterExec};
+use crate::datafusion::on_demand::OnDemandExec;
 
 /// The row-number column; no entity table or view uses this name.
 pub(crate) const ROW: &str = "__feature_store_row";
@@ -45,6 +48,7 @@ pub(crate) fn distribute(
     entities: Arc<dyn ExecutionPlan>,
     views: Vec<(Arc<dyn ExecutionPlan>, AsOfSpec)>,
     partitions: usize,
+    on_demand: Option<OnDemandProjection>,
     folder: Option<&FolderTarget>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let mut plan: Arc<dyn ExecutionPlan> = Arc::new(RowNumberExec::new(entities, ROW));
@@ -71,6 +75,10 @@ pub(crate) fn distribute(
             exchange(right, right_hash, partitions)?,
             spec,
         )?);
+    }
+    // On-demand features from each partition's joined rows, on the executors.
+    if let Some(projection) = on_demand {
+        plan = Arc::new(OnDemandExec::try_new(plan, projection).map_err(|e| DataFusionError::External(Box::new(e)))?);
     }
     let schema = plan.schema();
     let row = schema.index_of(ROW)?;
