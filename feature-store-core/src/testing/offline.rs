@@ -903,6 +903,128 @@ pub async fn random_latest_rows_match_the_reference(fixture: &dyn OfflineFixture
     }
 }
 
+/// A request's on-demand projection runs on the joined rows before they
+/// leave the store: each requested feature appended in order, computed from
+/// retrieved features and request fields (converted to their declared
+/// types), and the hidden inputs dropped; a missing request field is an
+/// error naming it.
+pub async fn on_demand_projection_runs_on_the_joined_rows(fixture: &dyn OfflineFixture) {
+    use crate::on_demand::{
+        CompiledFeature, CompiledView, FeatureExpr, Input, InputSource, OnDemandInputs, OnDemandProjection,
+        OnDemandRequest,
+    };
+    /// `inputs[0] * factor (+ inputs[1])`, over float32 and float64 inputs.
+    #[derive(Debug)]
+    struct Scaled(f64);
+    impl FeatureExpr for Scaled {
+        fn evaluate(&self, columns: &[ArrayRef], rows: usize) -> crate::Result<ArrayRef> {
+            let value = |c: &ArrayRef, i: usize| -> Option<f64> {
+                let c = arrow_cast::cast(c, &DataType::Float64).ok()?;
+                let c = c.as_any().downcast_ref::<arrow_array::Float64Array>()?;
+                (!arrow_array::Array::is_null(c, i)).then(|| c.value(i))
+            };
+            let out: arrow_array::Float64Array = (0..rows)
+                .map(|i| {
+                    let base = value(&columns[0], i)? * self.0;
+                    match columns.get(1) {
+                        Some(extra) => Some(base + value(extra, i)?),
+                        None => Some(base),
+                    }
+                })
+                .collect();
+            Ok(Arc::new(out))
+        }
+    }
+    let path = fixture
+        .put_source(
+            "driver_stats",
+            vec![driver_rows(&[(Some(1), Some(10), Some(1.5)), (Some(2), Some(10), Some(2.0))])],
+        )
+        .await;
+    let src = source("driver_stats", &path);
+    let v = view("stats", &src, &[("conv_rate", ValueType::Float32)], None);
+    let hidden = format!("{}stats__conv_rate", crate::model::HIDDEN_INPUT_PREFIX);
+    let mut stats = request(&v, &src, &["driver_id"], false);
+    stats.output_names = vec![hidden.clone()];
+    let od = crate::model::OnDemandFeatureView::builder("od")
+        .source("stats")
+        .source("req")
+        .feature("double_conv", ValueType::Float64, "conv_rate * 2")
+        .feature("with_bonus", ValueType::Float64, "conv_rate + bonus")
+        .build()
+        .expect("valid view");
+    let inputs = OnDemandInputs {
+        inputs: vec![
+            Input {
+                source: InputSource::Feature(crate::model::FeatureRef::new("stats", "conv_rate")),
+                dtype: ValueType::Float32,
+            },
+            Input {
+                source: InputSource::Request { source: "req".into(), field: "bonus".into() },
+                dtype: ValueType::Float64,
+            },
+        ],
+        names: [("conv_rate".to_owned(), 0), ("bonus".to_owned(), 1)].into_iter().collect(),
+        ambiguous: Default::default(),
+    };
+    let compiled = CompiledView::new(
+        vec![
+            CompiledFeature::new("double_conv".into(), ValueType::Float64, vec![0], Arc::new(Scaled(2.0))),
+            CompiledFeature::new("with_bonus".into(), ValueType::Float64, vec![0, 1], Arc::new(Scaled(1.0))),
+        ],
+        Vec::new(),
+    );
+    let mut r = OnDemandRequest::new(od, Arc::new(compiled), inputs);
+    r.add_feature(1, "with_bonus".into());
+    r.add_feature(0, "double_conv".into());
+    r.columns = vec![hidden, "bonus".into()];
+    r.used_inputs = vec![0, 1];
+    let projection = OnDemandProjection::new(vec![r]);
+    let entities = |bonus: bool| {
+        let mut fields = vec![Field::new("driver_id", DataType::Int64, true), ts_field("event_timestamp")];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![2, 1, 3])),
+            Arc::new(TimestampMicrosecondArray::from(vec![micros(30), micros(20), micros(20)]).with_timezone("UTC")),
+        ];
+        if bonus {
+            // int64 whole numbers for a float64 field convert exactly.
+            fields.push(Field::new("bonus", DataType::Int64, true));
+            columns.push(Arc::new(Int64Array::from(vec![Some(10), None, Some(1)])));
+        }
+        batch(fields, columns)
+    };
+    let run = |entities: RecordBatch| {
+        let store = fixture.store();
+        let request = HistoricalRequest::new(
+            EntityInput::batch(entities),
+            vec![stats.clone()],
+            "event_timestamp",
+            vec![src.clone()],
+        )
+        .with_on_demand(Some(projection.clone()));
+        async move { store.get_historical_features(request).await?.collect().await }
+    };
+    let out: Vec<RecordBatch> =
+        run(entities(true)).await.expect("retrieval").into_iter().filter(|b| b.num_rows() > 0).collect();
+    assert_batches_eq(
+        &[
+            "+-----------+----------------------+-------+------------+-------------+",
+            "| driver_id | event_timestamp      | bonus | with_bonus | double_conv |",
+            "+-----------+----------------------+-------+------------+-------------+",
+            "| 2         | 1970-01-01T00:00:30Z | 10    | 12.0       | 4.0         |",
+            "| 1         | 1970-01-01T00:00:20Z |       |            | 3.0         |",
+            "| 3         | 1970-01-01T00:00:20Z | 1     |            |             |",
+            "+-----------+----------------------+-------+------------+-------------+",
+        ],
+        &out,
+    );
+    let err = match run(entities(false)).await {
+        Ok(_) => panic!("entity rows without the request field were accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("\"bonus\"") && err.contains("request field"), "{err}");
+}
+
 /// One `#[tokio::test]` per offline-store behaviour for a backend.
 ///
 /// `$make` is an async expression giving a value that implements
@@ -919,7 +1041,7 @@ macro_rules! offline_store_suite {
             instants_compare_across_units_and_zones, several_views_and_a_view_without_entities,
             composite_keys_match_on_every_column, random_data_matches_the_reference,
             latest_rows_are_the_newest_per_key_in_the_window, random_latest_rows_match_the_reference,
-            random_aggregations_match_the_definition);
+            random_aggregations_match_the_definition, on_demand_projection_runs_on_the_joined_rows);
     };
     (@each $make:expr; $($behaviour:ident),+) => {
         $(
