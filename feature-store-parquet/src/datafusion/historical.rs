@@ -188,7 +188,27 @@ fn log_finished(plan: &Arc<dyn ExecutionPlan>, rows: usize, seconds: f64) {
             "historical: view joined"
         );
     }
-    let side_by_side = plan.is::<ZipExec>();
+    // The views' columns come from a ZipExec, under a folder writer and the
+    // on-demand features' node if any.
+    let mut top = Arc::clone(plan);
+    if top.is::<super::folder_writer::FolderWriterExec>() {
+        top = Arc::clone(top.children()[0]);
+    }
+    let below = top.downcast_ref::<OnDemandExec>().map(|on_demand| {
+        let metrics = on_demand.metrics().map(|m| m.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let compute: usize =
+            metrics.iter().filter(|m| m.value().name() == "elapsed_compute").map(|m| m.value().as_usize()).sum();
+        tracing::debug!(
+            views = ?on_demand.projection().requests().iter().map(|r| r.view.name.as_str()).collect::<Vec<_>>(),
+            compute_seconds = compute as f64 / 1e9,
+            "historical: on-demand features computed"
+        );
+        Arc::clone(on_demand.children()[0])
+    });
+    if let Some(below) = below {
+        top = below;
+    }
+    let side_by_side = top.is::<ZipExec>();
     tracing::info!(
         rows,
         views = found.len(),

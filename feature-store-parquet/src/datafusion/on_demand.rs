@@ -15,7 +15,8 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
 };
 use feature_store_core::on_demand::{BoundProjection, OnDemandProjection};
 use futures::StreamExt;
@@ -43,9 +44,12 @@ impl OnDemandExec {
     pub fn try_new(input: Arc<dyn ExecutionPlan>, projection: OnDemandProjection) -> feature_store_core::Result<Self> {
         let bound = Arc::new(projection.bind(&input.schema())?);
         let schema = Arc::clone(bound.schema());
+        // As many partitions as the input, but no claim about how rows are
+        // spread: a hash partitioning names columns by position, and the
+        // hidden inputs' columns are dropped.
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema),
-            input.output_partitioning().clone(),
+            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
             input.pipeline_behavior(),
             input.boundedness(),
         ));
