@@ -266,6 +266,36 @@ impl Store {
         Ok(HistoricalResult::new(stream))
     }
 
+    /// [`Self::historical`] written as a folder of Parquet files (where the
+    /// join runs: on a cluster, by the executors) plus `_manifest.json`;
+    /// returns the manifest as JSON.
+    #[pyo3(signature = (folder, rows_per_file=None, features=None, service=None, full_feature_names=false, timestamp_column="event_timestamp".to_owned(), table=None, path=None, sql=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_historical_folder(
+        &self,
+        py: Python<'_>,
+        folder: String,
+        rows_per_file: Option<u64>,
+        features: Option<Vec<String>>,
+        service: Option<String>,
+        full_feature_names: bool,
+        timestamp_column: String,
+        table: Option<Bound<'_, PyAny>>,
+        path: Option<String>,
+        sql: Option<String>,
+    ) -> PyResult<String> {
+        let features = features_arg(features, service)?;
+        let input = entity_input(py, table, path, sql)?;
+        let store = self.store()?;
+        let options = HistoricalOptions::default()
+            .with_full_feature_names(full_feature_names)
+            .with_timestamp_column(timestamp_column);
+        let written = py
+            .detach(|| block_on(store.write_historical_features(input, &features, &options, &folder, rows_per_file)))
+            .map_err(to_py)?;
+        json(&written)
+    }
+
     /// Retrieval saved as dataset `name` (output Parquet at `output`, default
     /// in the dataset's folder); returns the manifest as JSON.
     #[pyo3(signature = (name, features=None, service=None, full_feature_names=false, timestamp_column="event_timestamp".to_owned(), table=None, path=None, sql=None, output=None))]

@@ -3,6 +3,7 @@ exact point-in-time values against a brute-force reference."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -189,6 +190,30 @@ def test_streaming_batches_and_parquet_output(store, tmp_path):
         job.to_parquet(tmp_path / "out.parquet", compression="no-such-codec")
     assert (tmp_path / "out.parquet").read_bytes() == before
     assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_folder_output(store, tmp_path):
+    entity = pd.DataFrame(
+        {"driver_id": [1001 + i % 5 for i in range(2500)], "event_timestamp": [END - timedelta(minutes=i) for i in range(2500)]}
+    )
+    expected = store.get_historical_features(entity, FEATURES).to_arrow()
+    folder = tmp_path / "training"
+    job = store.get_historical_features(entity, FEATURES)
+    assert job.to_parquet(f"{folder}/", rows_per_file=1000) == 2500
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    assert [f["rows"] for f in manifest["files"]] == [1000, 1000, 500]
+    parts = [pq.read_table(folder / f["file"]) for f in manifest["files"]]
+    assert pa.concat_tables(parts).equals(expected)
+    with pytest.raises(fs.InvalidArgumentError, match="apply to a single file"):
+        job.to_parquet(f"{folder}/", compression="zstd")
+    with pytest.raises(fs.InvalidArgumentError, match="rows_per_file applies to a folder"):
+        job.to_parquet(tmp_path / "one.parquet", rows_per_file=10)
+    # A one-shot reader of entity rows is read once, by either kind of output.
+    reader = pa.Table.from_pandas(entity, preserve_index=False).to_reader()
+    once = store.get_historical_features(reader, FEATURES)
+    assert once.to_parquet(f"{tmp_path}/again/") == 2500
+    with pytest.raises(fs.InvalidArgumentError, match="already read"):
+        once.to_parquet(f"{tmp_path}/again/")
 
 
 def test_parquet_output_inside_a_source_is_refused(store, repo):

@@ -85,6 +85,19 @@ class Store:
         path: Optional[str] = None,
         sql: Optional[str] = None,
     ) -> "HistoricalResult": ...
+    def write_historical_folder(
+        self,
+        folder: str,
+        rows_per_file: Optional[int] = None,
+        features: Optional[List[str]] = None,
+        service: Optional[str] = None,
+        full_feature_names: bool = False,
+        timestamp_column: str = "event_timestamp",
+        table: Any = None,
+        path: Optional[str] = None,
+        sql: Optional[str] = None,
+    ) -> str:
+        """The retrieval written as Parquet files and _manifest.json under folder (ending in /); the manifest as JSON."""
     def save_dataset(
         self,
         name: str,

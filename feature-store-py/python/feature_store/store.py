@@ -232,6 +232,10 @@ class RetrievalJob:
     def _run(self) -> "_internal.HistoricalResult":
         if self._saved is not None:
             return self._store.read_dataset(self._saved)
+        self._use_entity_rows()
+        return self._store.historical(**self._request)
+
+    def _use_entity_rows(self) -> None:
         table = self._request.get("table")
         if isinstance(table, pa.RecordBatchReader):
             # A reader can be read once; tables, frames and other exporters can be re-exported.
@@ -241,7 +245,6 @@ class RetrievalJob:
                     "pass a Table or DataFrame to retrieve more than once"
                 )
             self._reader_used = True
-        return self._store.historical(**self._request)
 
     def to_batches(self) -> pa.RecordBatchReader:
         """A streaming ``pyarrow.RecordBatchReader``: the join runs as batches are read."""
@@ -279,16 +282,41 @@ class RetrievalJob:
 
         return pl.from_arrow(self.to_arrow())
 
-    def to_parquet(self, path: Union[str, os.PathLike], **writer_kwargs: Any) -> int:
+    def to_parquet(
+        self, path: Union[str, os.PathLike], rows_per_file: Optional[int] = None, **writer_kwargs: Any
+    ) -> int:
         """Streams the result into a Parquet file; returns the number of rows written.
 
         A path inside a registered data source is refused: the file would
         replace or add to that source's data. A local file is written beside
         the target and renamed over it at the end, so a failed run leaves any
-        previous file whole, and the target may be the entity file being read."""
+        previous file whole, and the target may be the entity file being read.
+
+        A path ending in ``/`` (a folder, local or ``s3://bucket/prefix/``)
+        gets Parquet files of ``rows_per_file`` rows (default 1,000,000)
+        written where the join runs (on a cluster, by the executors) and a
+        ``_manifest.json`` listing them in row order, as the CLI's
+        ``--output DIR/`` does."""
         import pyarrow.parquet as pq
 
         target = os.fspath(path)
+        if str(target).endswith("/"):
+            if writer_kwargs:
+                raise InvalidArgumentError(
+                    f"writer options ({', '.join(sorted(writer_kwargs))}) apply to a single file; "
+                    "a folder output is written by the store"
+                )
+            if self._saved is not None:
+                raise InvalidArgumentError(
+                    "a saved dataset is already stored; write it to a .parquet file, or retrieve again to write a folder"
+                )
+            self._use_entity_rows()
+            manifest = json.loads(
+                self._store.write_historical_folder(folder=str(target), rows_per_file=rows_per_file, **self._request)
+            )
+            return int(manifest["rows"])
+        if rows_per_file is not None:
+            raise InvalidArgumentError("rows_per_file applies to a folder output (a path ending in /)")
         self._store.check_output(os.path.abspath(target))
         local = "://" not in str(target)
         partial = f"{target}.partial-{os.getpid()}" if local else str(target)
