@@ -351,6 +351,10 @@ on_demand_feature_views:
       - {name: conv_x_rating, dtype: float64, expression: "conv * rating"}
       - {name: trips_plus_shop, dtype: int64, expression: "COALESCE(trips, 0) + shop_id"}
       - {name: busy, dtype: bool, expression: "trips > 1 OR rating IS NULL"}
+  - name: od_req
+    sources: [req]
+    features:
+      - {name: shop_twice, dtype: int64, expression: "shop_id * 2"}
 "#;
     let features = ["od:conv_x_rating", "od:trips_plus_shop", "od:busy", "stats_v:trips", "global_v:temp"];
     let cluster = TestCluster::start(2);
@@ -380,6 +384,13 @@ on_demand_feature_views:
             Err(e) => panic!("seed {seed}: {e}\n{}", cluster.logs()),
         };
         assert_same(seed, &got, &expected);
+        // No feature view at all: request fields only.
+        let expected = retrieve(&local, case.entities.clone(), &["od_req:shop_twice"]).await.unwrap();
+        let got = retrieve(&remote, case.entities.clone(), &["od_req:shop_twice"])
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}, request fields only: {e}\n{}", cluster.logs()));
+        assert_same(seed, &got, &expected);
+        let expected = retrieve(&local, case.entities.clone(), &features).await.unwrap();
         // Folder outputs carry them too: written here, and by the executors.
         for (name, store) in [("local", &local), ("cluster", &remote)] {
             let folder = format!("{}/out_{name}/", dir.path().display());
