@@ -150,7 +150,7 @@ pub struct OfflineStoreConfig {
     /// The Ballista scheduler's address, `df://host:port`, for `engine: ballista`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
-    /// Hash partitions each view's join is split into on a cluster (default 8).
+    /// Hash partitions each view's join is split into on a cluster (default: one per 64 MiB of a job's input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<u64>,
 }

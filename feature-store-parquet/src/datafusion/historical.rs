@@ -250,6 +250,16 @@ pub(crate) async fn plan_historical(
         && cluster.is_none()
         && views.len() > 1
         && matches!(entities, ResolvedEntities::Files { .. } | ResolvedEntities::Input(EntityInput::Batches { .. }));
+    // On a cluster without a configured partition count, the largest view's
+    // files plus the entity rows size the job's hash partitions.
+    #[cfg(feature = "distributed")]
+    let partitions = cluster.as_ref().map(|c| {
+        let view_bytes = sources.iter().filter_map(|s| s.as_ref().ok()).map(|s| stored_bytes(&s.files)).max();
+        let bytes = view_bytes.unwrap_or(0) + entity_bytes(&entities);
+        let partitions = c.partitions_for(bytes);
+        tracing::info!(partitions, input_bytes = bytes, "cluster job: hash partitions per view");
+        partitions
+    });
     let (entity_plan, bounds) = entity_plan(&entity_ctx, entities, ts_col, &keys).await?;
     let schema = entity_plan.schema();
     let entity_columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -308,7 +318,8 @@ pub(crate) async fn plan_historical(
                  engine (--engine local), or leave the view out"
             )));
         }
-        plan = super::distributed::distribute(plan, distributed, cluster.partitions, on_demand, folder.as_ref())
+        let partitions = partitions.unwrap_or(cluster.partitions);
+        plan = super::distributed::distribute(plan, distributed, partitions, on_demand, folder.as_ref())
             .map_err(|e| df_error(&context, e))?;
         // Every node must reach the executors: say which cannot now, not
         // after the job is submitted (a one-shot stream of entity rows, say).
@@ -322,6 +333,25 @@ pub(crate) async fn plan_historical(
         began,
         executed: Default::default(),
     })
+}
+
+/// Bytes of a source's files as stored.
+#[cfg(feature = "distributed")]
+pub(crate) fn stored_bytes(files: &crate::files::SourceFiles) -> u64 {
+    files.files.iter().map(|f| f.size as u64).sum()
+}
+
+/// Bytes of the entity rows: files as stored, batches in memory, a query's sources.
+#[cfg(feature = "distributed")]
+fn entity_bytes(entities: &ResolvedEntities) -> u64 {
+    match entities {
+        ResolvedEntities::Files { files, .. } => stored_bytes(files),
+        ResolvedEntities::Sql { sources, .. } => sources.iter().map(|s| stored_bytes(&s.files)).sum(),
+        ResolvedEntities::Input(EntityInput::Batches { batches, .. }) => {
+            batches.iter().map(|b| b.get_array_memory_size() as u64).sum()
+        }
+        ResolvedEntities::Input(_) => 0,
+    }
 }
 
 /// A copy of `plan` that runs on its own: a file scan's nodes share their

@@ -87,7 +87,9 @@ pub(crate) async fn latest_rows(
         let df = df.filter(predicate).and_then(|df| df.select(select)).map_err(|e| df_error(&context, e))?;
         let scan = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
         let cluster_context = format!("{context} on Ballista cluster {}", cluster.scheduler);
-        let plan = cluster_plan(scan, key_count, has_created, &tie_features, cluster.partitions)
+        let partitions = cluster.partitions_for(super::historical::stored_bytes(&resolved.files));
+        tracing::info!(view = %view.name, partitions, "cluster job: hash partitions");
+        let plan = cluster_plan(scan, key_count, has_created, &tie_features, partitions)
             .map_err(|e| df_error(&cluster_context, e))?;
         let stream = super::distributed::gather(cluster, plan).map_err(|e| CoreError::data(&cluster_context, e))?;
         return Ok(counted(stream, context));

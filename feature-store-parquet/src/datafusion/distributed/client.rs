@@ -33,7 +33,7 @@ pub(crate) async fn execute(
     // The job is found by this name to report its progress.
     let config = config.set_str(BALLISTA_JOB_NAME, &session);
     let ballista = config.ballista_config();
-    tracing::info!(scheduler = %cluster.scheduler, partitions = cluster.partitions, session, "submitting a job to the cluster");
+    tracing::info!(scheduler = %cluster.scheduler, session, "submitting a job to the cluster");
     let (host, port) = cluster.host_port();
     let stall = super::progress::stall_timeout();
     let mut watcher = tokio::spawn(super::progress::watch(host.to_owned(), port, session.clone(), stall));
