@@ -417,6 +417,7 @@ pub(crate) struct RowsOnce {
 
 impl RowsOnce {
     /// Expects every row number from 0.
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))] // the cluster's last stage
     pub(crate) fn every_row() -> Self {
         Self { every_row: true, ..Self::default() }
     }

@@ -56,6 +56,7 @@ impl AsOfJoinExec {
     /// must be hash-partitioned by the view's join keys (cast to the spec's
     /// key types) into the same number of partitions. Each output partition
     /// keeps its entity partition's row order.
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))] // the cluster's plans
     pub(crate) fn partitioned(
         left: Arc<dyn ExecutionPlan>,
         right: Arc<dyn ExecutionPlan>,
@@ -126,16 +127,19 @@ impl AsOfJoinExec {
         &self.spec.view
     }
 
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))] // the cluster's codec
     pub(crate) fn spec(&self) -> &AsOfSpec {
         &self.spec
     }
 
     /// Whether only the features are output (see [`Self::features_only`]).
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))]
     pub(crate) fn is_features_only(&self) -> bool {
         self.features_only
     }
 
     /// Whether partitions are joined pairwise (see [`Self::partitioned`]).
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))]
     pub(crate) fn is_partitioned(&self) -> bool {
         self.partitioned
     }
