@@ -255,12 +255,9 @@ impl Store {
         path: Option<String>,
         sql: Option<String>,
     ) -> PyResult<HistoricalResult> {
-        let features = features_arg(features, service)?;
-        let input = entity_input(py, table, path, sql)?;
+        let (features, input, options) =
+            retrieval_args(py, features, service, full_feature_names, timestamp_column, table, path, sql)?;
         let store = self.store()?;
-        let options = HistoricalOptions::default()
-            .with_full_feature_names(full_feature_names)
-            .with_timestamp_column(timestamp_column);
         let stream =
             py.detach(|| block_on(store.get_historical_features(input, &features, &options))).map_err(to_py)?;
         Ok(HistoricalResult::new(stream))
@@ -284,12 +281,9 @@ impl Store {
         path: Option<String>,
         sql: Option<String>,
     ) -> PyResult<String> {
-        let features = features_arg(features, service)?;
-        let input = entity_input(py, table, path, sql)?;
+        let (features, input, options) =
+            retrieval_args(py, features, service, full_feature_names, timestamp_column, table, path, sql)?;
         let store = self.store()?;
-        let options = HistoricalOptions::default()
-            .with_full_feature_names(full_feature_names)
-            .with_timestamp_column(timestamp_column);
         let written = py
             .detach(|| block_on(store.write_historical_features(input, &features, &options, &folder, rows_per_file)))
             .map_err(to_py)?;
@@ -313,12 +307,9 @@ impl Store {
         sql: Option<String>,
         output: Option<String>,
     ) -> PyResult<String> {
-        let features = features_arg(features, service)?;
-        let input = entity_input(py, table, path, sql)?;
+        let (features, input, options) =
+            retrieval_args(py, features, service, full_feature_names, timestamp_column, table, path, sql)?;
         let store = self.store()?;
-        let options = HistoricalOptions::default()
-            .with_full_feature_names(full_feature_names)
-            .with_timestamp_column(timestamp_column);
         let manifest = py
             .detach(|| block_on(store.save_dataset(name, input, &features, &options, output.as_deref())))
             .map_err(to_py)?;
@@ -649,6 +640,26 @@ impl IngestHandle {
             Err(e) => Err(PyRuntimeError::new_err(format!("the ingest task failed: {e}"))),
         }
     }
+}
+
+/// A retrieval call's arguments: the features, the entity rows, the options.
+#[allow(clippy::too_many_arguments)] // the Python keyword arguments, as given
+fn retrieval_args(
+    py: Python<'_>,
+    features: Option<Vec<String>>,
+    service: Option<String>,
+    full_feature_names: bool,
+    timestamp_column: String,
+    table: Option<Bound<'_, PyAny>>,
+    path: Option<String>,
+    sql: Option<String>,
+) -> PyResult<(Features, EntityInput, HistoricalOptions)> {
+    let features = features_arg(features, service)?;
+    let input = entity_input(py, table, path, sql)?;
+    let options = HistoricalOptions::default()
+        .with_full_feature_names(full_feature_names)
+        .with_timestamp_column(timestamp_column);
+    Ok((features, input, options))
 }
 
 /// Entity rows from exactly one of an Arrow exporter, a path, or SQL.

@@ -12,7 +12,9 @@ use arrow_array::Array;
 use super::FeatureStore;
 use crate::historical::ViewRequest;
 use crate::model::{FeatureRef, FeatureSelection, OnDemandFeatureView};
-use crate::on_demand::{CompiledView, InputSource, OnDemandProjection, OnDemandRequest, check_udfs, is_hidden_input};
+use crate::on_demand::{
+    CompiledView, InputSource, OnDemandProjection, OnDemandRequest, check_udfs, is_hidden_input, request_fields,
+};
 use crate::online::FeatureStatus;
 use crate::registry::{ProjectView, similar};
 use crate::{Error, Result, ValueType};
@@ -35,17 +37,7 @@ impl Resolution {
 
     /// Request fields the on-demand views read: (name, declared type), each once.
     pub(crate) fn request_fields(&self) -> Vec<(String, ValueType)> {
-        let mut out: Vec<(String, ValueType)> = Vec::new();
-        for r in &self.on_demand {
-            for &i in &r.used_inputs {
-                if let InputSource::Request { field, .. } = &r.inputs.inputs[i].source
-                    && !out.iter().any(|(n, _)| n == field)
-                {
-                    out.push((field.clone(), r.inputs.inputs[i].dtype.clone()));
-                }
-            }
-        }
-        out
+        request_fields(&self.on_demand)
     }
 
     /// The on-demand features as the projection an offline store applies to the joined rows.

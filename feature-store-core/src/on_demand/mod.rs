@@ -16,10 +16,10 @@ use crate::model::{FeatureRef, FeatureView, OnDemandFeatureView, RequestSource, 
 use crate::{Result, ValueType};
 
 mod projection;
-pub(crate) use projection::evaluate_with;
 pub use projection::{
     BoundProjection, OnDemandProjection, OnDemandRequest, is_hidden_input, missing_request_field, request_column,
 };
+pub(crate) use projection::{evaluate_with, request_fields};
 
 /// Where an input of an on-demand view comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

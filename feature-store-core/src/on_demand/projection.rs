@@ -124,17 +124,7 @@ impl OnDemandProjection {
 
     /// Request fields the expressions read: (name, declared type), each once.
     pub fn request_fields(&self) -> Vec<(String, ValueType)> {
-        let mut out: Vec<(String, ValueType)> = Vec::new();
-        for r in self.requests.iter() {
-            for &i in &r.used_inputs {
-                if let InputSource::Request { field, .. } = &r.inputs.inputs[i].source
-                    && !out.iter().any(|(n, _)| n == field)
-                {
-                    out.push((field.clone(), r.inputs.inputs[i].dtype.clone()));
-                }
-            }
-        }
-        out
+        request_fields(&self.requests)
     }
 
     /// Checks the projection against the joined rows' schema before any
@@ -231,6 +221,21 @@ impl OnDemandProjection {
         }
         Ok(Self::new(requests))
     }
+}
+
+/// Request fields `requests` read: (name, declared type), each once, in order.
+pub(crate) fn request_fields(requests: &[OnDemandRequest]) -> Vec<(String, ValueType)> {
+    let mut out: Vec<(String, ValueType)> = Vec::new();
+    for r in requests {
+        for &i in &r.used_inputs {
+            if let InputSource::Request { field, .. } = &r.inputs.inputs[i].source
+                && !out.iter().any(|(n, _)| n == field)
+            {
+                out.push((field.clone(), r.inputs.inputs[i].dtype.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// An [`OnDemandProjection`] bound to one input schema.
