@@ -115,7 +115,7 @@ impl ParquetOfflineStore {
 
     /// Runs retrievals on the Ballista cluster whose scheduler is at
     /// `scheduler` (`df://host:port`), each view's join split into
-    /// `partitions` hash partitions (default 8). Sources must be at
+    /// `partitions` hash partitions (default: one per 64 MiB of a job's input). Sources must be at
     /// locations every executor reads (S3, or paths they all see).
     pub fn with_cluster(self, scheduler: &str, partitions: Option<usize>) -> Result<Self, String> {
         #[cfg(feature = "distributed")]
