@@ -10,8 +10,8 @@ use feature_store_core::historical::{BatchStream, EntityInput, HistoricalRequest
 use feature_store_core::model::DataSource;
 use feature_store_core::offline::profile::Profile;
 use feature_store_core::offline::{
-    CompactRequest, Compacted, DatasetStorage, EventsRequest, LatestRequest, LatestRows, OfflineStatistics,
-    OfflineStore, OfflineWriter, SourceSchema, StatsRequest, WindowStats,
+    CompactRequest, Compacted, DatasetStorage, LatestRequest, LatestRows, OfflineStatistics, OfflineStore,
+    OfflineWriter, SourceSchema, StatsRequest, TilesRequest, WindowStats,
 };
 use feature_store_core::repo::BackendOptions;
 use feature_store_core::{Error as CoreError, Result as CoreResult};
@@ -328,11 +328,11 @@ impl OfflineStore for ParquetOfflineStore {
         crate::datafusion::latest_rows(self.engine(), request, &resolved).await
     }
 
-    async fn events(&self, request: EventsRequest) -> CoreResult<LatestRows> {
+    async fn tiles(&self, request: TilesRequest) -> CoreResult<BatchStream> {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::events(self.engine(), request, &resolved).await
+        crate::datafusion::tiles(self.engine(), request, &resolved).await
     }
 
     fn statistics(&self) -> Option<&dyn OfflineStatistics> {

@@ -506,6 +506,185 @@ async fn cluster_materialization_equals_the_local_engine() {
     assert!(bad.contains("scheduler"), "{bad}");
 }
 
+/// Aggregation views with and without entities: events over a day.
+const AGG_DEFS: &str = r#"
+entities:
+  - {name: user, join_keys: [user_id]}
+sources:
+  - {name: events, path: data/events/, timestamp_field: event_timestamp, created_timestamp_field: created}
+feature_views:
+  - name: user_agg
+    entities: [user]
+    source: events
+    aggregation_interval: 5m
+    aggregations:
+      - {column: amount, function: sum, window: 10m}
+      - {function: count, window: 1h}
+      - {column: amount, function: mean, window: 1h}
+      - {column: merchant, function: count_distinct, window: 1d}
+      - {column: amount, function: last_n, n: 3, window: 1h}
+      - {column: merchant, function: approx_count_distinct, window: 1h}
+      - {column: amount, function: stddev, window: 1d}
+  - name: all_agg
+    source: events
+    aggregation_interval: 15m
+    aggregations:
+      - {function: count, window: 1h, name: events_1h}
+      - {column: amount, function: max, window: 1d, name: amount_max_1d}
+"#;
+
+/// Random events over a day from `base` (µs): 12 users and some null
+/// keys, many events at the same minute, created times and null values.
+fn agg_events(base: i64, seed: u64, rows: usize) -> RecordBatch {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let mut state = seed;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let merchants = ["m1", "m2", "m3", "m4", "m5", "m6", "m7"];
+    let (mut users, mut times, mut created, mut amounts, mut shops) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..rows {
+        users.push((next(20) != 0).then(|| next(12) as i64));
+        times.push(base + next(24 * 60) as i64 * 60_000_000 + [0, 1, 30_000_000][next(3) as usize]);
+        created.push((next(2) == 0).then(|| next(3) as i64));
+        amounts.push((next(8) != 0).then(|| next(40) as f64 * 0.25 - 2.0));
+        shops.push((next(8) != 0).then(|| merchants[next(7) as usize]));
+    }
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, true),
+        Field::new("event_timestamp", ts(), false),
+        Field::new("created", ts(), true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("merchant", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(users)),
+        Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(created).with_timezone("UTC")),
+        Arc::new(Float64Array::from(amounts)),
+        Arc::new(StringArray::from(shops)),
+    ];
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// Jobs the executors have run (a folder each in their work dirs).
+fn executor_jobs(cluster: &TestCluster, executors: usize) -> usize {
+    (0..executors)
+        .map(|i| std::fs::read_dir(cluster.dir.path().join(format!("work{i}"))).map_or(0, |d| d.count()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregation_views_on_the_cluster_equal_the_local_engine() {
+    use arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use feature_store::registry::ApplyMode;
+    use feature_store::{MaterializeOptions, OnlineOptions};
+
+    let cluster = TestCluster::start(2);
+    let day = 86_400_000_000i64;
+    let base = 1_767_225_600_000_000i64; // 2026-01-01T00:00:00Z
+    let at = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("feature_store.yaml"),
+        "project: agg_cluster\nregistry: data/registry.json\nonline_store: {type: sqlite, path: data/online.db}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("features.yaml"), AGG_DEFS).unwrap();
+    for part in 0..3u64 {
+        let path = dir.path().join(format!("data/events/part-{part}.parquet"));
+        feature_store_tests::write_parquet(&path, &agg_events(base, 40 + part, 900));
+    }
+    let local = feature_store::open(dir.path()).unwrap();
+    local.apply(&local.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let remote = on_cluster(dir.path(), &cluster.address(), |c| {
+        c.online_store.options.insert("path".into(), "data/online_cluster.db".into());
+    });
+    let refs = [
+        "user_agg:amount_sum_10m",
+        "user_agg:count_1h",
+        "user_agg:amount_mean_1h",
+        "user_agg:merchant_count_distinct_1d",
+        "user_agg:amount_last_3_1h",
+        "user_agg:merchant_approx_count_distinct_1h",
+        "user_agg:amount_stddev_1d",
+        "all_agg:events_1h",
+        "all_agg:amount_max_1d",
+    ];
+    let user_refs: Vec<&str> = refs.iter().copied().filter(|r| r.starts_with("user_agg:")).collect();
+
+    // Retrieval: entity rows at many times, the cluster's rows equal the local engine's.
+    let rows = 400usize;
+    let mut state = 7u64;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let users: Vec<Option<i64>> = (0..rows).map(|_| (next(10) != 0).then(|| next(14) as i64)).collect();
+    let times: Vec<i64> = (0..rows).map(|_| base - day / 8 + next(30 * 60) as i64 * 60_000_000).collect();
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let entities = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Int64, true),
+            Field::new("event_timestamp", ts, false),
+        ])),
+        vec![Arc::new(Int64Array::from(users)), Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC"))],
+    )
+    .unwrap();
+    let expected = retrieve(&local, entities.clone(), &refs).await.unwrap();
+    let got = match retrieve(&remote, entities, &refs).await {
+        Ok(got) => got,
+        Err(e) => panic!("retrieval on the cluster: {e}\n{}", cluster.logs()),
+    };
+    assert_same(0, &got, &expected);
+
+    // Materialization: a window, then incrementally on; tiles built by the
+    // executors give the same online store as tiles built locally.
+    let jobs_before = executor_jobs(&cluster, 2);
+    let options = MaterializeOptions::default();
+    let summary = |r: &feature_store::MaterializeReport| -> Vec<(String, u64, u64)> {
+        r.views.iter().map(|v| (v.view.clone(), v.rows_read, v.entities_written)).collect()
+    };
+    for (start, end) in [(base - day, base + day / 2), (base + day / 3, base + day + day / 4)] {
+        let want = local.materialize(at(start), at(end), &options).await.unwrap();
+        let have = match remote.materialize(at(start), at(end), &options).await {
+            Ok(r) => r,
+            Err(e) => panic!("materialization on the cluster: {e}\n{}", cluster.logs()),
+        };
+        assert_eq!(summary(&have), summary(&want), "[{start}, {end}]: events read and tile rows written per view");
+        assert!(want.views.iter().all(|v| v.rows_read > 0 && v.entities_written > 0), "{:?}", summary(&want));
+    }
+    assert!(executor_jobs(&cluster, 2) > jobs_before, "the executors ran no tile job\n{}", cluster.logs());
+    let keys = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("user_id", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from((0..14).map(Some).collect::<Vec<_>>()))],
+    )
+    .unwrap();
+    // A view without entities is read with rows of no columns.
+    let one_row = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .unwrap();
+    let reads =
+        [(Features::refs(user_refs.iter().copied()), keys), (Features::refs(refs[7..].iter().copied()), one_row)];
+    for now in [base + day / 4 + 7_000_000, base + day / 2 - 1, base + day + 60_000_000, base + day + day / 4] {
+        let options = OnlineOptions::default().with_now(at(now));
+        for (features, rows) in &reads {
+            let a = local.get_online_features(features, rows, &options).await.unwrap();
+            let b = remote.get_online_features(features, rows, &options).await.unwrap();
+            assert_eq!(b.values(), a.values(), "now {now}: online values");
+            assert_eq!(b.statuses(), a.statuses(), "now {now}: statuses");
+            assert_eq!(b.event_timestamps(), a.event_timestamps(), "now {now}: event times");
+        }
+    }
+}
+
 /// The case's entity keys that can be looked up online (every key, and
 /// keys with no rows; rows with a null key left out).
 fn online_keys(case: &Case) -> RecordBatch {

@@ -6,7 +6,7 @@
 //! (hopping). [`state`] defines each function once (partial states that
 //! update, merge and finish); [`window`] answers many entity times of one
 //! key fast; [`tiles`] is the interval grid and its coarser blocks that
-//! online serving stores; [`reference`] is the brute-force definition the
+//! online serving stores, [`tile_rows`] the rows materialization writes; [`reference`] is the brute-force definition the
 //! others are tested against.
 
 pub mod columns;
@@ -14,6 +14,7 @@ mod hll;
 pub mod index;
 pub mod reference;
 pub mod state;
+pub mod tile_rows;
 pub mod tiles;
 pub mod value;
 pub mod window;
@@ -21,6 +22,7 @@ pub mod window;
 pub use columns::outputs_to_array;
 pub use index::RangeIndex;
 pub use state::{AggState, Order, Output};
+pub use tile_rows::{TileWindow, tile_rows};
 pub use value::{Value, ValueReader};
 pub use window::{KeyEvents, WindowSpec, aggregate_key, sort_ties};
 

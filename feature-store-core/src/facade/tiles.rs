@@ -18,195 +18,36 @@
 //! aggregation, merges the blocks of `(b - w, b]` oldest first, as
 //! historical retrieval's hopping windows do ([`crate::aggregation::tiles`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::types::{TimestampMicrosecondType, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 
 use super::FeatureStore;
+use crate::aggregation::tile_rows::{
+    TILE_END, TILE_EVENTS, TILE_KEY, TILE_NEWEST, TileBuilder, TileWindow, interval_micros, state_name, state_names,
+    tile_key,
+};
 use crate::aggregation::tiles::{self, Block};
-use crate::aggregation::{AggState, KeyEvents, Order, Value, ValueReader, WindowSpec, sort_ties};
-use crate::model::{DataSource, FeatureView, JoinKey};
-use crate::offline::{EVENT_CREATED_TS, EventsRequest, LATEST_EVENT_TS};
-use crate::online::codec::entity_keys;
+use crate::aggregation::{AggState, WindowSpec};
+use crate::model::{DataSource, FeatureView};
+use crate::offline::TilesRequest;
 use crate::online::{OnlineRows, OnlineStore, OnlineView, ViewRead, WriteStats};
 use crate::{Error, Result};
 
 /// Rows written per store call.
 const WRITE_BATCH: usize = 2048;
 
-/// The online key of one block of an entity.
-pub(crate) fn tile_key(entity: &str, interval: i64, block: Block) -> String {
-    format!("{entity}#{}/{}:{}", interval / 1_000_000, block.level, block.index)
-}
-
-/// The name a partial state is stored under: what the state depends on.
-pub(crate) fn state_name(a: &crate::model::Aggregation) -> String {
-    format!(
-        "{}({}){}",
-        a.function,
-        a.column.as_deref().unwrap_or("*"),
-        a.n.map(|n| format!("/{n}")).unwrap_or_default()
-    )
-}
-
-/// The interval of an online aggregation view, in µs.
-pub(crate) fn interval_micros(view: &FeatureView) -> Result<i64> {
-    let interval = view.aggregation_interval.ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "feature view \"{}\" has no aggregation_interval, so it cannot be served online; add one",
-            view.name
-        ))
-    })?;
-    Ok(tiles::micros(interval))
-}
-
-/// Each aggregation's window spec (µs), in the view's order.
-pub(crate) fn window_specs(view: &FeatureView, input_types: &HashMap<String, crate::ValueType>) -> Vec<WindowSpec> {
-    view.aggregations
-        .iter()
-        .map(|a| WindowSpec {
-            function: a.function,
-            input: a.column.as_ref().and_then(|c| input_types.get(c).cloned()),
-            n: a.n,
-            window: tiles::micros(a.window),
-            interval: view.aggregation_interval.map(tiles::micros),
-        })
-        .collect()
-}
-
-/// The highest block level any of the view's windows reads.
-pub(crate) fn top_level(view: &FeatureView, interval: i64) -> u8 {
-    view.aggregations.iter().map(|a| tiles::max_level(tiles::micros(a.window) / interval)).max().unwrap_or(0)
-}
-
-/// Per-block partial states from a batch of events (columns: the join keys,
-/// [`LATEST_EVENT_TS`], optionally [`EVENT_CREATED_TS`], and the inputs),
-/// as both `materialize` and `push` compute them.
-struct TileBuilder<'a> {
-    /// The stored states: names, and the spec and aggregation of each.
-    features: Vec<String>,
-    specs: Vec<(WindowSpec, &'a crate::model::Aggregation)>,
-    readers: HashMap<String, ValueReader>,
-    keys: Vec<Option<String>>,
-    ts: arrow_array::TimestampMicrosecondArray,
-    created: Option<arrow_array::TimestampMicrosecondArray>,
-    interval: i64,
-    top: u8,
-}
-
-impl<'a> TileBuilder<'a> {
-    fn new(view: &'a FeatureView, join_keys: &[JoinKey], events: &RecordBatch) -> Result<Self> {
-        let interval = interval_micros(view)?;
-        let context = format!("feature view \"{}\"", view.name);
-        let mut input_types = HashMap::new();
-        let mut readers: HashMap<String, ValueReader> = HashMap::new();
-        for c in view.aggregations.iter().filter_map(|a| a.column.as_ref()) {
-            if readers.contains_key(c) {
-                continue;
-            }
-            let col = events.column_by_name(c).ok_or_else(|| Error::data(&context, format!("no column \"{c}\"")))?;
-            let t = crate::ValueType::from_arrow(col.data_type())
-                .ok_or_else(|| Error::data(&context, format!("column \"{c}\" has an unsupported type")))?;
-            input_types.insert(c.clone(), t);
-            readers.insert(c.clone(), ValueReader::new(Arc::clone(col), &context)?);
-        }
-        let mut features: Vec<String> = Vec::new();
-        let mut specs = Vec::new();
-        for (spec, agg) in window_specs(view, &input_types).into_iter().zip(&view.aggregations) {
-            let name = state_name(agg);
-            if !features.contains(&name) {
-                features.push(name);
-                specs.push((spec, agg));
-            }
-        }
-        let key_columns: Vec<(&str, &ArrayRef)> = join_keys
-            .iter()
-            .map(|k| {
-                events
-                    .column_by_name(&k.name)
-                    .map(|c| (k.name.as_str(), c))
-                    .ok_or_else(|| Error::data(&context, format!("no join key column \"{}\"", k.name)))
-            })
-            .collect::<Result<_>>()?;
-        let keys = entity_keys(&key_columns, events.num_rows())?;
-        let ts = events
-            .column_by_name(LATEST_EVENT_TS)
-            .ok_or_else(|| Error::data(&context, "no event time column"))?
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone();
-        let created =
-            events.column_by_name(EVENT_CREATED_TS).map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-        Ok(Self { features, specs, readers, keys, ts, created, interval, top: top_level(view, interval) })
-    }
-
-    fn order(&self, i: usize) -> Order {
-        Order { time: self.ts.value(i), created: self.created.as_ref().and_then(|c| c.is_valid(i).then(|| c.value(i))) }
-    }
-
-    /// The rows of each entity key (rows without a key or time left out)
-    /// that `keep` accepts, and the newest event time among them.
-    fn by_key(&self, keep: impl Fn(i64) -> bool) -> (HashMap<&str, Vec<usize>>, Option<i64>) {
-        let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut newest: Option<i64> = None;
-        for (i, k) in self.keys.iter().enumerate() {
-            if let Some(k) = k
-                && self.ts.is_valid(i)
-                && keep(self.ts.value(i))
-            {
-                by_key.entry(k.as_str()).or_default().push(i);
-                newest = newest.max(Some(self.ts.value(i)));
-            }
-        }
-        (by_key, newest)
-    }
-
-    /// The states of every block holding one of a key's events (`idx`),
-    /// at every level, that `touches` accepts; per block, one state per
-    /// stored name.
-    fn key_states(&self, mut idx: Vec<usize>, touches: impl Fn(&Block) -> bool) -> Vec<(Block, Vec<AggState>)> {
-        idx.sort_by_key(|i| self.order(*i));
-        let orders: Vec<Order> = idx.iter().map(|i| self.order(*i)).collect();
-        let blocks: BTreeSet<Block> = orders
-            .iter()
-            .flat_map(|o| {
-                let tile = tiles::tile_of(o.time, self.interval);
-                (0..=self.top).map(move |level| Block::holding(tile, level))
-            })
-            .filter(|b| touches(b))
-            .collect();
-        let mut states: Vec<HashMap<Block, AggState>> = Vec::with_capacity(self.specs.len());
-        for (spec, agg) in &self.specs {
-            let mut values: Vec<Option<Value>> = match agg.column.as_ref() {
-                Some(c) => idx.iter().map(|i| self.readers[c].get(*i)).collect(),
-                None => Vec::new(),
-            };
-            if !values.is_empty() {
-                sort_ties(&orders, &mut values);
-            }
-            let events = KeyEvents { orders: &orders, values: &values };
-            states.push(block_states(&events, spec, self.interval, &blocks));
-        }
-        blocks
-            .into_iter()
-            .map(|b| (b, states.iter_mut().map(|s| s.remove(&b).expect("every block")).collect()))
-            .collect()
-    }
-
-    /// The online key and event time (the block's end) of a block.
-    fn row(&self, key: &str, block: Block) -> (String, i64) {
-        (tile_key(key, self.interval, block), block.tiles().end.saturating_mul(self.interval))
-    }
-}
-
 impl FeatureStore {
     /// Writes the blocks of `view` that hold events and meet the tiles of
-    /// `[start, end]`, each recomputed from all of its events. Returns the
-    /// events read, the rows written and the newest event time.
+    /// `[start, end]`, each recomputed from all of its events by the offline
+    /// store ([`crate::offline::OfflineStore::tiles`]: on a cluster, by the
+    /// executors). Returns the events read, the rows written and the newest
+    /// event time.
     pub(crate) async fn materialize_tiles(
         &self,
         online: &Arc<dyn OnlineStore>,
@@ -216,53 +57,56 @@ impl FeatureStore {
         end: DateTime<Utc>,
     ) -> Result<(u64, WriteStats, Option<DateTime<Utc>>)> {
         let (view, join_keys) = (&target.view, &target.join_keys[..]);
-        let interval = interval_micros(view)?;
-        let top = top_level(view, interval);
-        let end_us = end.timestamp_micros();
-        // Tiles the window touches, and the first tile of the oldest block
-        // holding one of them: blocks are recomputed from their first event.
-        let first_tile = start.map(|s| tiles::tile_of(s.timestamp_micros(), interval));
-        let last_tile = tiles::tile_of(end_us, interval);
-        let read_from = first_tile.map(|t| Block::holding(t, top).tiles().start);
-        let read_start = read_from.and_then(|t| DateTime::from_timestamp_micros(t.saturating_mul(interval)));
-        let request = EventsRequest::new(view.clone(), source, join_keys.to_vec(), read_start, end);
-        let read = self.offline_store()?.events(request).await?;
-        let schema = read.stream.schema();
-        let batches: Vec<RecordBatch> = read.stream.try_collect().await?;
-        let events = arrow_select::concat::concat_batches(&schema, &batches)
-            .map_err(|e| Error::data(format!("feature view \"{}\"", view.name), e.to_string()))?;
-        drop(batches);
-        let rows_read = events.num_rows() as u64;
-        let builder = TileBuilder::new(view, join_keys, &events)?;
-        let (by_key, newest) = builder.by_key(|t| read_from.is_none_or(|f| tiles::tile_of(t, interval) >= f));
+        let window = TileWindow::new(view, start, end)?;
+        let request = TilesRequest::new(view.clone(), source, join_keys.to_vec(), window, end);
+        let read = self.offline_store()?.tiles(request).await?;
+        let context = format!("tile rows of feature view \"{}\"", view.name);
+        let names = state_names(view);
         let table = OnlineView::new(target.online.name.clone(), None);
         let project = self.project().to_owned();
-        let mut rows = OnlineRows::new(builder.features.clone());
+        let mut rows = OnlineRows::new(names.clone());
         let mut stats = WriteStats::default();
-        let touches = |b: &Block| {
-            let t = b.tiles();
-            t.end > first_tile.unwrap_or(i64::MIN) && t.start <= last_tile
-        };
-        let mut buf = Vec::new();
-        for (key, idx) in by_key {
-            for (b, states) in builder.key_states(idx, touches) {
-                let (k, ts) = builder.row(key, b);
-                rows.begin_row(k, ts);
+        let mut newest: Option<i64> = None;
+        let mut events_counted = 0u64;
+        let mut stream = read;
+        while let Some(batch) = stream.try_next().await? {
+            let column = |name: &str| {
+                batch.column_by_name(name).ok_or_else(|| Error::data(&context, format!("no column \"{name}\"")))
+            };
+            let keys =
+                column(TILE_KEY)?.as_string_opt::<i32>().ok_or_else(|| Error::data(&context, "keys not text"))?;
+            let ends = column(TILE_END)?
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| Error::data(&context, "block ends not timestamps"))?;
+            let counts = column(TILE_EVENTS)?
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| Error::data(&context, "event counts not integers"))?;
+            let newest_col = column(TILE_NEWEST)?
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| Error::data(&context, "newest events not timestamps"))?;
+            let states = names
+                .iter()
+                .map(|n| column(n)?.as_binary_opt::<i32>().ok_or_else(|| Error::data(&context, "states not bytes")))
+                .collect::<Result<Vec<_>>>()?;
+            for r in 0..batch.num_rows() {
+                rows.begin_row(keys.value(r).to_owned(), ends.value(r));
                 for s in &states {
-                    buf.clear();
-                    s.encode(&mut buf);
-                    rows.push_value(Some(&buf));
+                    rows.push_value(Some(s.value(r)));
+                }
+                events_counted += counts.value(r);
+                if newest_col.is_valid(r) {
+                    newest = newest.max(Some(newest_col.value(r)));
                 }
                 if rows.len() >= WRITE_BATCH {
                     stats += online.write(&project, &table, &rows).await?;
-                    rows = OnlineRows::new(builder.features.clone());
+                    rows = OnlineRows::new(names.clone());
                 }
             }
         }
         if !rows.is_empty() {
             stats += online.write(&project, &table, &rows).await?;
         }
-        Ok((rows_read, stats, newest.and_then(DateTime::from_timestamp_micros)))
+        Ok((events_counted, stats, newest.and_then(DateTime::from_timestamp_micros)))
     }
 
     /// Adds pushed `events` (columns as [`TileBuilder`] reads them, inputs in
@@ -282,7 +126,8 @@ impl FeatureStore {
         /// Rounds of lost races after which a push gives up (each round, at
         /// least one competing push has succeeded on every key that lost).
         const ROUNDS: usize = 1000;
-        let builder = TileBuilder::new(view, join_keys, events)?;
+        let keys: Vec<&str> = join_keys.iter().map(|k| k.name.as_str()).collect();
+        let builder = TileBuilder::new(view, &keys, events)?;
         let (by_key, _) = builder.by_key(|_| true);
         let mut pending: Vec<PendingBlock> = Vec::new();
         for (key, idx) in by_key {
@@ -463,38 +308,6 @@ impl Applied {
         }
         Ok(Self(out))
     }
-}
-
-/// The state of each of `blocks` over one key's sorted events: tiles from
-/// their events, coarser blocks merged from their parts oldest first (as
-/// historical retrieval builds them), so both sides agree.
-fn block_states(
-    events: &KeyEvents<'_>,
-    spec: &WindowSpec,
-    interval: i64,
-    blocks: &BTreeSet<Block>,
-) -> HashMap<Block, AggState> {
-    let rows = spec.input.is_none();
-    let empty = spec.empty();
-    let mut known: HashMap<Block, AggState> = HashMap::new();
-    for (i, o) in events.orders.iter().enumerate() {
-        let tile = Block { level: 0, index: tiles::tile_of(o.time, interval) };
-        known.entry(tile).or_insert_with(|| empty.clone()).update(
-            events.values.get(i).and_then(Option::as_ref),
-            *o,
-            rows,
-        );
-    }
-    let occupied = |b: &Block| {
-        let t = b.tiles();
-        let (lo, hi) = events.range(t.start.saturating_mul(interval), t.end.saturating_mul(interval));
-        lo < hi
-    };
-    for b in blocks {
-        crate::aggregation::window::block_state(&mut known, *b, &empty, &occupied);
-    }
-    known.retain(|b, _| blocks.contains(b));
-    known
 }
 
 /// Which blocks a read at `now` merges: the union over the requested

@@ -10,7 +10,7 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 
 use super::{
-    CompactRequest, Compacted, EventsRequest, LatestRequest, LatestRows, OfflineStore, OfflineWriter, SourceSchema,
+    CompactRequest, Compacted, LatestRequest, LatestRows, OfflineStore, OfflineWriter, SourceSchema, TilesRequest,
     reference_join,
 };
 use crate::historical::{BatchStream, HistoricalRequest};
@@ -92,10 +92,11 @@ impl OfflineStore for MemoryOfflineStore {
         }
     }
 
-    /// Every event in the window (see `reference_join::events`).
-    async fn events(&self, request: EventsRequest) -> Result<LatestRows> {
-        let (rows, read) = reference_join::events(&request, &self.rows(&request.source)?)?;
-        Ok(LatestRows::new(BatchStream::from_batches(rows.schema(), vec![rows]), Arc::new(AtomicU64::new(read))))
+    /// The tile rows of every event in the window (see `reference_join::events`).
+    async fn tiles(&self, request: TilesRequest) -> Result<BatchStream> {
+        let (events, _) = reference_join::events(&request, &self.rows(&request.source)?)?;
+        let rows = crate::aggregation::tile_rows(&request.view, &request.key_names(), &events, &request.window)?;
+        Ok(BatchStream::from_batches(rows.schema(), vec![rows]))
     }
 
     /// The plain reference for materialization reads (see `reference_join::latest`).

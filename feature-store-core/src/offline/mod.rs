@@ -29,6 +29,7 @@ pub use memory::MemoryOfflineStore;
 pub use statistics::{FeatureStats, OfflineStatistics, StatsRequest, WindowStats};
 
 use crate::Result;
+use crate::aggregation::tile_rows::TileWindow;
 use crate::historical::{BatchStream, HistoricalRequest};
 use crate::model::{DataSource, FeatureView, JoinKey};
 
@@ -63,10 +64,13 @@ pub trait OfflineStore: Send + Sync + Debug {
     /// memory bounded independently of the row count.
     async fn latest_rows(&self, request: LatestRequest) -> Result<LatestRows>;
 
-    /// For materializing aggregation views: every event of `request.view`'s
-    /// source with event time in `[start, end]` and non-null keys, as
-    /// [`EventsRequest`] lays them out, in no particular order.
-    async fn events(&self, request: EventsRequest) -> Result<LatestRows>;
+    /// For materializing aggregation views: the tile rows
+    /// ([`crate::aggregation::tile_rows`], layout
+    /// [`crate::aggregation::tile_rows::tile_rows_schema`]) of every entity
+    /// key with events in `[request.start, request.end]` (non-null keys), in
+    /// no particular order. Each key's rows must come from all of its events
+    /// at once.
+    async fn tiles(&self, request: TilesRequest) -> Result<BatchStream>;
 
     /// Window statistics and profiles for data-quality gates; `None` when
     /// this backend cannot compute them.
@@ -202,37 +206,48 @@ impl LatestRequest {
 /// Name of the created-time column in [`OfflineStore::events`] batches.
 pub const EVENT_CREATED_TS: &str = "__created_ts";
 
-/// A request for the events of an aggregation view in a time window. The
-/// answer's batches hold the join-key columns (named by join key; integers
-/// as `int64`), [`LATEST_EVENT_TS`] (µs, UTC), [`EVENT_CREATED_TS`] (µs, UTC)
-/// when the source has a created-timestamp field, then each distinct column
-/// the aggregations read, named as in the view and cast to the type its
-/// values have ([`crate::ValueType::from_arrow`]).
+/// A request for the online tile rows of an aggregation view
+/// ([`crate::aggregation::tile_rows`]) over its events in a window. The
+/// store reads the events in `[start, end]`, laid out as `tile_rows` takes
+/// them: the join-key columns (named by join key; integers as `int64`),
+/// [`LATEST_EVENT_TS`] (µs, UTC), [`EVENT_CREATED_TS`] (µs, UTC) when the
+/// source has a created-timestamp field, then each distinct column the
+/// aggregations read ([`TilesRequest::columns`]), named as in the view and
+/// cast to the type its values have ([`crate::ValueType::from_arrow`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct EventsRequest {
+pub struct TilesRequest {
     /// The aggregation view.
     pub view: FeatureView,
     /// Its source.
     pub source: DataSource,
     /// Its join keys.
     pub join_keys: Vec<JoinKey>,
-    /// Inclusive lower bound on event time; `None` reads all history.
+    /// Inclusive lower bound on event time: the window's
+    /// [`TileWindow::read_start`]; `None` reads all history.
     pub start: Option<DateTime<Utc>>,
     /// Inclusive upper bound on event time.
     pub end: DateTime<Utc>,
+    /// The blocks rewritten.
+    pub window: TileWindow,
 }
 
-impl EventsRequest {
-    /// A request for `view`'s events in `[start, end]`.
+impl TilesRequest {
+    /// A request for the blocks of `view` that `window` rewrites, from
+    /// events up to `end` (the window's own end).
     pub fn new(
         view: FeatureView,
         source: DataSource,
         join_keys: Vec<JoinKey>,
-        start: Option<DateTime<Utc>>,
+        window: TileWindow,
         end: DateTime<Utc>,
     ) -> Self {
-        Self { view, source, join_keys, start, end }
+        Self { view, source, join_keys, start: window.read_start(), end, window }
+    }
+
+    /// The join keys' names.
+    pub fn key_names(&self) -> Vec<&str> {
+        self.join_keys.iter().map(|k| k.name.as_str()).collect()
     }
 
     /// The distinct columns the aggregations read, in first-use order.

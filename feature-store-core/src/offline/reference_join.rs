@@ -305,8 +305,8 @@ fn aggregate_view(
 }
 
 /// Every event of `req.view` in `[start, end]` with non-null keys, laid out
-/// as [`super::EventsRequest`] says.
-pub(super) fn events(req: &super::EventsRequest, rows: &RecordBatch) -> Result<(RecordBatch, u64)> {
+/// as [`super::TilesRequest`] says.
+pub(super) fn events(req: &super::TilesRequest, rows: &RecordBatch) -> Result<(RecordBatch, u64)> {
     let src = &req.source;
     let what = format!("feature view \"{}\" (source \"{}\", {})", req.view.name, src.name, src.path);
     let event = instants(column(rows, &src.timestamp_field, &what)?, &what)?;

@@ -123,8 +123,8 @@ mod broken_backends {
             self.0.latest_rows(request).await
         }
 
-        async fn events(&self, request: crate::offline::EventsRequest) -> Result<LatestRows> {
-            self.0.events(request).await
+        async fn tiles(&self, request: crate::offline::TilesRequest) -> Result<BatchStream> {
+            self.0.tiles(request).await
         }
     }
 

@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
     execute_stream,
 };
 use feature_store_core::historical::BatchStream;
-use feature_store_core::offline::{EVENT_CREATED_TS, EventsRequest, LATEST_EVENT_TS, LatestRequest, LatestRows};
+use feature_store_core::offline::{EVENT_CREATED_TS, LATEST_EVENT_TS, LatestRequest, LatestRows, TilesRequest};
 use feature_store_core::{Error as CoreError, Result as CoreResult, UTC, ValueType};
 use futures::StreamExt;
 
@@ -195,9 +195,26 @@ fn key_columns<'a>(
         .collect()
 }
 
-/// Every event of an aggregation view in `[start, end]` with non-null keys,
-/// for materializing its tiles (see [`feature_store_core::offline::EventsRequest`]).
-pub(crate) async fn events(engine: Engine, req: EventsRequest, resolved: &ResolvedSource) -> CoreResult<LatestRows> {
+/// The tile rows of an aggregation view from its events in `[start, end]`
+/// with non-null keys (see [`feature_store_core::offline::TilesRequest`]):
+///
+/// ```text
+/// TilesExec, per partition                  <- a partition's keys' tile rows
+///   RepartitionExec Hash(keys)              <- every event of a key in one partition
+///     the window's events (filter, projection, scan)
+/// ```
+///
+/// On a cluster the exchange is a shuffle between executors (each scan
+/// partition's rows once, [`super::distributed::FirstAttemptExec`]), the
+/// tiles are built on the executors and only tile rows come back. A view
+/// without entities has one key: its events go to one partition.
+pub(crate) async fn tiles(engine: Engine, req: TilesRequest, resolved: &ResolvedSource) -> CoreResult<BatchStream> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::Partitioning;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+
+    use super::tiles::{TilesExec, TilesSpec};
+
     let ctx = session(Some(engine.memory_limit.unwrap_or(DEFAULT_MATERIALIZE_MEMORY)), engine.target_partitions)?;
     let source = &req.source;
     let view = &req.view;
@@ -226,28 +243,44 @@ pub(crate) async fn events(engine: Engine, req: EventsRequest, resolved: &Resolv
         select.push(cast(ident(src), t.to_arrow()).alias(c));
     }
     let df = df.filter(predicate).and_then(|df| df.select(select)).map_err(|e| df_error(&context, e))?;
-    let plan = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
-    let out_schema = plan.schema();
-    // On a cluster the executors scan and filter; the tiles are built here
-    // from the rows streamed back (their order does not matter to tiles).
-    #[cfg(feature = "distributed")]
-    let stream = match engine.cluster.clone() {
-        Some(cluster) => {
-            let cluster_context = format!("{context} on Ballista cluster {}", cluster.scheduler);
-            super::distributed::gather(cluster, plan).map_err(|e| CoreError::data(&cluster_context, e))?
+    let scan = df.create_physical_plan().await.map_err(|e| df_error(&context, e))?;
+    let scan_schema = scan.schema();
+    let key_count = req.join_keys.len();
+    let partitioning = |partitions: usize| {
+        if key_count == 0 {
+            Partitioning::RoundRobinBatch(1)
+        } else {
+            let column = |i: usize| Arc::new(Column::new(scan_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
+            Partitioning::Hash((0..key_count).map(column).collect(), partitions)
         }
-        None => execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?,
     };
-    #[cfg(not(feature = "distributed"))]
+    let spec = TilesSpec {
+        view: view.clone(),
+        keys: req.key_names().into_iter().map(str::to_owned).collect(),
+        window: req.window,
+    };
+    let out_schema = feature_store_core::aggregation::tile_rows::tile_rows_schema(view);
+    #[cfg(feature = "distributed")]
+    if let Some(cluster) = engine.cluster.clone() {
+        use super::distributed::{AttemptStampExec, FirstAttemptExec};
+        let cluster_context = format!("{context} on Ballista cluster {}", cluster.scheduler);
+        let partitions = cluster.partitions_for(super::historical::stored_bytes(&resolved.files));
+        tracing::info!(view = %view.name, partitions, "cluster job: hash partitions for tiles");
+        let stamped = Arc::new(AttemptStampExec::new(scan, false));
+        let exchanged = RepartitionExec::try_new(stamped, partitioning(partitions))
+            .and_then(|e| FirstAttemptExec::try_new(Arc::new(e)))
+            .map_err(|e| df_error(&cluster_context, e))?;
+        let plan = Arc::new(TilesExec::new(Arc::new(exchanged), spec));
+        let stream = super::distributed::gather(cluster, plan).map_err(|e| CoreError::data(&cluster_context, e))?;
+        let stream = stream.map(move |b| b.map_err(|e| df_error(&cluster_context, e)));
+        return Ok(BatchStream::new(out_schema, Box::pin(stream)));
+    }
+    let exchanged = RepartitionExec::try_new(scan, partitioning(ctx.state().config().target_partitions()))
+        .map_err(|e| df_error(&context, e))?;
+    let plan = Arc::new(TilesExec::new(Arc::new(exchanged), spec));
     let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
-    let rows_read = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&rows_read);
-    let stream = stream.map(move |batch| {
-        let batch = batch.map_err(|e| df_error(&context, e))?;
-        counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        Ok(batch)
-    });
-    Ok(LatestRows::new(BatchStream::new(out_schema, Box::pin(stream)), rows_read))
+    let stream = stream.map(move |b| b.map_err(|e| df_error(&context, e)));
+    Ok(BatchStream::new(out_schema, Box::pin(stream)))
 }
 
 /// `start <= event time <= end` in the source column's own unit and zone

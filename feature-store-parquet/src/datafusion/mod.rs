@@ -10,13 +10,14 @@ mod historical;
 pub(crate) mod latest;
 mod on_demand;
 mod stats;
+pub(crate) mod tiles;
 mod timestamps;
 
 pub use asof_join::{AsOfJoinExec, METRIC_NAMES as ASOF_METRIC_NAMES, ZipExec};
 pub use historical::RetrievalPlan;
 pub(crate) use historical::{Engine, ResolvedEntities, entity_plan, plan_historical};
 pub use latest::{DEFAULT_MATERIALIZE_MEMORY, LatestPerKeyExec};
-pub(crate) use latest::{events, latest_rows};
+pub(crate) use latest::{latest_rows, tiles};
 pub use on_demand::OnDemandExec;
 pub(crate) use stats::{profile, window_stats};
 

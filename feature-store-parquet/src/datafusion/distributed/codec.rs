@@ -1,8 +1,8 @@
 //! How this crate's operators travel to a cluster: a
 //! [`PhysicalExtensionCodec`] that encodes [`AsOfJoinExec`],
 //! [`RowNumberExec`], [`UniqueRowsExec`], [`LatestPerKeyExec`], [`FolderWriterExec`],
-//! [`AttemptStampExec`], [`FirstAttemptExec`] and [`OnDemandExec`] (whose
-//! on-demand features the decoding process compiles again) and
+//! [`AttemptStampExec`], [`FirstAttemptExec`], [`TilesExec`] and [`OnDemandExec`]
+//! (whose on-demand features the decoding process compiles again) and
 //! hands every other node to Ballista's own codec.
 //! Scheduler and executors must be started with it
 //! (`feature-store cluster scheduler|executor` are).
@@ -25,6 +25,7 @@ use crate::datafusion::asof_join::{AggColumn, AsOfJoinExec, AsOfSpec};
 use crate::datafusion::folder_writer::FolderWriterExec;
 use crate::datafusion::latest::LatestPerKeyExec;
 use crate::datafusion::on_demand::OnDemandExec;
+use crate::datafusion::tiles::TilesExec;
 use feature_store_core::on_demand::{ExpressionEngine, OnDemandProjection};
 
 /// Leads every buffer this codec writes. As a protobuf tag it would be field 8
@@ -57,7 +58,7 @@ impl FeatureStoreCodec {
 
 #[derive(Clone, PartialEq, Message)]
 struct NodeProto {
-    #[prost(oneof = "Node", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Node", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     node: Option<Node>,
 }
 
@@ -79,6 +80,15 @@ enum Node {
     FirstAttempt(Empty),
     #[prost(message, tag = "8")]
     OnDemand(OnDemandProto),
+    #[prost(message, tag = "9")]
+    Tiles(TilesProto),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TilesProto {
+    /// [`TilesExec::spec_json`]: the view's definition, its keys, the blocks.
+    #[prost(string, tag = "1")]
+    spec: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -373,6 +383,13 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
                         .map_err(|e| DataFusionError::External(Box::new(e)))?,
                 ))
             }
+            Node::Tiles(p) => {
+                let [input] = inputs else {
+                    return Err(bad(format!("TilesExec takes one input, got {}", inputs.len())));
+                };
+                let spec = TilesExec::spec_from_json(&p.spec).map_err(bad)?;
+                Ok(Arc::new(TilesExec::new(Arc::clone(input), spec)))
+            }
             Node::Latest(p) => {
                 let [input] = inputs else {
                     return Err(bad(format!("LatestPerKeyExec takes one input, got {}", inputs.len())));
@@ -412,6 +429,8 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
             })
         } else if let Some(on_demand) = node.downcast_ref::<OnDemandExec>() {
             Node::OnDemand(OnDemandProto { projection: on_demand.projection().to_json() })
+        } else if let Some(tiles) = node.downcast_ref::<TilesExec>() {
+            Node::Tiles(TilesProto { spec: tiles.spec_json() })
         } else if let Some(latest) = node.downcast_ref::<LatestPerKeyExec>() {
             Node::Latest(LatestProto {
                 key_count: latest.key_count() as u64,
