@@ -4,8 +4,10 @@ run, alternating: wall time, peak memory of each process, and whether the
 outputs are equal. Also: the retrieval written as a folder by the executors
 (`--output DIR/`), and materialization of every view (the newest row per key
 computed locally or on the executors; the online writes happen in the CLI
-either way, into a fresh SQLite store each run). (Bytes shuffled are not shown: Ballista deletes a job's
-shuffle files when it finishes.)
+either way, into a fresh SQLite store each run). Bytes shuffled are the
+cluster job's last `bytes_shuffled=` progress figure on the CLI's stderr
+(what Ballista 55 measures: exchange partitions fetched from another
+executor, in-memory Arrow size; see the README's cluster section).
 
 On one 2-core machine the cluster cannot be faster: the figure to report is
 the overhead ratio (cluster / local)."""
@@ -36,6 +38,18 @@ def peak_mib(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def bytes_shuffled(stderr):
+    """The sum over the run's jobs of each job's last `bytes_shuffled=` progress figure."""
+    import re
+    last = {}
+    for line in stderr.splitlines():
+        m = re.search(r"bytes_shuffled=(\d+)", line)
+        job = re.search(r"job(?:_id)?=\"?([A-Za-z0-9]+)", line)
+        if m:
+            last[job.group(1) if job else ""] = int(m.group(1))
+    return sum(last.values()) if last else None
 
 
 def main():
@@ -79,6 +93,7 @@ def main():
         cluster = ["--engine", "ballista", "--scheduler", f"df://127.0.0.1:{port}"]
         runs = {"local": [], "cluster": []}
         rss = {"local": 0.0, "cluster": 0.0}
+        shuffled = []
         for _ in range(a.repeat):
             for name, extra in (("local", []), ("cluster", cluster)):
                 out = f"{d}/out_{name}.parquet"
@@ -88,6 +103,8 @@ def main():
                     sys.exit(f"{name} failed: {err.strip()[-400:]}")
                 runs[name].append(wall)
                 rss[name] = max(rss[name], peak)
+                if name == "cluster":
+                    shuffled.append(bytes_shuffled(err))
         import json
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -132,6 +149,9 @@ def main():
         print(f"{k:<10} {best[k]:>8.2f} {' '.join(f'{w:.2f}' for w in runs[k]):>24} {rss[k]:>16,.0f}")
     print(f"overhead ratio (cluster / local, best of {a.repeat}): {best['cluster'] / best['local']:.2f}x")
     print(f"peak RSS MiB: scheduler {peaks[0]:,.0f}, executors " + ", ".join(f"{p:,.0f}" for p in peaks[1:]))
+    known = [b for b in shuffled if b is not None]
+    print("bytes shuffled per cluster run: " + (", ".join(f"{b / 2**20:,.1f} MiB" for b in known) if known
+                                                else "not in the CLI's output"))
     print(f"outputs equal: {equal}")
     print(f"folder output by the executors: best {min(folder_runs):.2f} s ({' '.join(f'{w:.2f}' for w in folder_runs)}), "
           f"{len(manifest['files'])} files, rows equal to the local file: {folder_equal}")
