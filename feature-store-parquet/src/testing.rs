@@ -113,4 +113,11 @@ mod spilled {
         let fixture = super::ParquetFixture::spilling(500 * 1024);
         feature_store_core::testing::offline::random_aggregations_match_the_definition(&fixture).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn random_tiles_match_the_reference() {
+        // The key sort below the tiles spills.
+        let fixture = super::ParquetFixture::spilling(500 * 1024);
+        feature_store_core::testing::offline::random_tiles_match_the_reference(&fixture).await;
+    }
 }

@@ -766,6 +766,75 @@ pub async fn random_aggregations_match_the_definition(fixture: &dyn OfflineFixtu
     }
 }
 
+/// The tile rows of a hopping aggregation view, over random events split
+/// over several files, for all history and for windows that start inside
+/// it: equal to the reference's, built from every event at once
+/// ([`crate::aggregation::tile_rows`]), whatever partitioning or spilling
+/// the backend used. Each key's event count is on exactly one of its rows.
+pub async fn random_tiles_match_the_reference(fixture: &dyn OfflineFixture) {
+    use crate::aggregation::tile_rows::{TILE_EVENTS, TileWindow};
+    use crate::offline::TilesRequest;
+    for seed in 1..=3u64 {
+        let mut rng = Lcg(seed * 104_729);
+        let mut parts = Vec::new();
+        for _ in 0..3 {
+            let rows: Vec<EventRow> = (0..400)
+                .map(|_| {
+                    let key = (rng.next(25) != 0).then(|| rng.next(30) as i64);
+                    let t = (rng.next(30) != 0).then(|| micros(rng.next(600) as i64) + [0, 1][rng.next(2) as usize]);
+                    let created = (rng.next(2) == 0).then(|| micros(rng.next(4) as i64));
+                    let amount = (rng.next(8) != 0).then(|| rng.next(16) as f64 * 0.25 - 1.0);
+                    let qty = (rng.next(8) != 0).then(|| rng.next(7) as i64 - 2);
+                    let merchant = (rng.next(8) != 0).then(|| ["a", "b", "c"][rng.next(3) as usize]);
+                    (key, t, created, amount, qty, merchant)
+                })
+                .collect();
+            parts.push(event_rows(&rows));
+        }
+        let name = format!("tile_events_{seed}");
+        let path = fixture.put_source(&name, parts.clone()).await;
+        let reference = MemoryOfflineStore::new();
+        reference.insert(name.as_str(), parts[0].schema(), parts);
+        let v =
+            aggregation_view("txn", &name, every_aggregation(), Some(std::time::Duration::from_secs(5)), &EVENT_INPUTS);
+        let keys = vec![JoinKey::new("driver_id", None)];
+        for (start, end) in [(None, 700), (Some(230), 500), (Some(599), 601)] {
+            let window = TileWindow::new(&v, start.map(at), at(end)).expect("hopping view");
+            let request = |path: &str| {
+                let src = DataSource::builder(&name, path, "event_timestamp")
+                    .created_timestamp_field("created")
+                    .build()
+                    .expect("source");
+                TilesRequest::new(v.clone(), src, keys.clone(), window, at(end))
+            };
+            let got = tiles_by_key(fixture.store().as_ref(), request(&path)).await;
+            let want = tiles_by_key(&reference, request(&name)).await;
+            let what = format!("seed {seed}, window {start:?}..{end}");
+            assert!(want.num_rows() > 0, "{what}: the reference has tile rows");
+            assert_eq!(got.num_rows(), want.num_rows(), "{what}: tile rows");
+            let total = |b: &RecordBatch| -> u64 {
+                let c = b.column_by_name(TILE_EVENTS).expect("counts");
+                c.as_any().downcast_ref::<arrow_array::UInt64Array>().expect("u64").values().iter().sum()
+            };
+            assert_eq!(total(&got), total(&want), "{what}: events read");
+            assert_eq!(got, want, "{what}: the backend's tile rows differ from the reference's");
+        }
+    }
+}
+
+/// A store's tile rows ordered by online key (row order is not part of the contract).
+async fn tiles_by_key(store: &dyn OfflineStore, request: crate::offline::TilesRequest) -> RecordBatch {
+    let stream = store.tiles(request).await.expect("tile rows");
+    let schema = stream.schema();
+    let all = arrow_select::concat::concat_batches(&schema, &stream.collect().await.expect("stream")).expect("concat");
+    let keys = all.column_by_name(crate::aggregation::tile_rows::TILE_KEY).expect("keys");
+    let converter = arrow_row::RowConverter::new(vec![arrow_row::SortField::new(DataType::Utf8)]).expect("converter");
+    let rows = converter.convert_columns(&[Arc::clone(keys)]).expect("rows");
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    arrow_select::take::take_record_batch(&all, &arrow_array::UInt32Array::from(order)).expect("take")
+}
+
 fn at(s: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(s, 0).expect("in range")
 }
@@ -1041,7 +1110,8 @@ macro_rules! offline_store_suite {
             instants_compare_across_units_and_zones, several_views_and_a_view_without_entities,
             composite_keys_match_on_every_column, random_data_matches_the_reference,
             latest_rows_are_the_newest_per_key_in_the_window, random_latest_rows_match_the_reference,
-            random_aggregations_match_the_definition, on_demand_projection_runs_on_the_joined_rows);
+            random_aggregations_match_the_definition, random_tiles_match_the_reference,
+            on_demand_projection_runs_on_the_joined_rows);
     };
     (@each $make:expr; $($behaviour:ident),+) => {
         $(

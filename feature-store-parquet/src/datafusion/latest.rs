@@ -199,9 +199,10 @@ fn key_columns<'a>(
 /// with non-null keys (see [`feature_store_core::offline::TilesRequest`]):
 ///
 /// ```text
-/// TilesExec, per partition                  <- a partition's keys' tile rows
-///   RepartitionExec Hash(keys)              <- every event of a key in one partition
-///     the window's events (filter, projection, scan)
+/// TilesExec, per partition                  <- tile rows, a run of complete keys at a time
+///   SortExec [keys], per partition          <- spills under the memory limit
+///     RepartitionExec Hash(keys)            <- every event of a key in one partition
+///       the window's events (filter, projection, scan)
 /// ```
 ///
 /// On a cluster the exchange is a shuffle between executors (each scan
@@ -213,7 +214,9 @@ pub(crate) async fn tiles(engine: Engine, req: TilesRequest, resolved: &Resolved
     use datafusion::physical_plan::Partitioning;
     use datafusion::physical_plan::repartition::RepartitionExec;
 
-    use super::tiles::{TilesExec, TilesSpec};
+    use datafusion::physical_plan::sorts::sort::SortExec;
+
+    use super::tiles::{TilesExec, TilesSpec, key_order};
 
     let ctx = session(Some(engine.memory_limit.unwrap_or(DEFAULT_MATERIALIZE_MEMORY)), engine.target_partitions)?;
     let source = &req.source;
@@ -260,6 +263,12 @@ pub(crate) async fn tiles(engine: Engine, req: TilesRequest, resolved: &Resolved
         window: req.window,
     };
     let out_schema = feature_store_core::aggregation::tile_rows::tile_rows_schema(view);
+    let sorted = |plan: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
+        match key_order(&plan.schema(), key_count) {
+            Some(order) => Arc::new(SortExec::new(order, plan).with_preserve_partitioning(true)),
+            None => plan,
+        }
+    };
     #[cfg(feature = "distributed")]
     if let Some(cluster) = engine.cluster.clone() {
         use super::distributed::{AttemptStampExec, FirstAttemptExec};
@@ -270,14 +279,14 @@ pub(crate) async fn tiles(engine: Engine, req: TilesRequest, resolved: &Resolved
         let exchanged = RepartitionExec::try_new(stamped, partitioning(partitions))
             .and_then(|e| FirstAttemptExec::try_new(Arc::new(e)))
             .map_err(|e| df_error(&cluster_context, e))?;
-        let plan = Arc::new(TilesExec::new(Arc::new(exchanged), spec));
+        let plan = Arc::new(TilesExec::new(sorted(Arc::new(exchanged)), spec));
         let stream = super::distributed::gather(cluster, plan).map_err(|e| CoreError::data(&cluster_context, e))?;
         let stream = stream.map(move |b| b.map_err(|e| df_error(&cluster_context, e)));
         return Ok(BatchStream::new(out_schema, Box::pin(stream)));
     }
     let exchanged = RepartitionExec::try_new(scan, partitioning(ctx.state().config().target_partitions()))
         .map_err(|e| df_error(&context, e))?;
-    let plan = Arc::new(TilesExec::new(Arc::new(exchanged), spec));
+    let plan = Arc::new(TilesExec::new(sorted(Arc::new(exchanged)), spec));
     let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| df_error(&context, e))?;
     let stream = stream.map(move |b| b.map_err(|e| df_error(&context, e)));
     Ok(BatchStream::new(out_schema, Box::pin(stream)))

@@ -1,12 +1,16 @@
 //! `TilesExec`: an aggregation view's online tile rows built from its events
 //! per hash partition of the keys, where the events are (the local engine's
-//! partitions, or a cluster's executors), so only tile rows travel on.
+//! partitions, or a cluster's executors), so only tile rows travel on. Its
+//! input is sorted by key (DataFusion's sort, which spills under the memory
+//! limit), and it builds each run of keys as soon as the run is complete:
+//! memory holds one batch and the current key's events, not a partition.
 
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -20,7 +24,7 @@ use datafusion::physical_plan::{
 };
 use feature_store_core::aggregation::tile_rows::{TileWindow, tile_rows, tile_rows_schema};
 use feature_store_core::model::FeatureView;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 /// Output rows per batch.
 const BATCH_ROWS: usize = 8192;
@@ -36,9 +40,9 @@ pub(crate) struct TilesSpec {
     pub(crate) window: TileWindow,
 }
 
-/// Per input partition, which must hold every event of its keys: the tile
-/// rows of those events ([`tile_rows`]), built once the partition has been
-/// read.
+/// Per input partition, which must hold every event of its keys sorted by
+/// key: the tile rows of those events ([`tile_rows`]), a batch's complete
+/// keys at a time.
 pub(crate) struct TilesExec {
     input: Arc<dyn ExecutionPlan>,
     spec: Arc<TilesSpec>,
@@ -101,6 +105,14 @@ impl ExecutionPlan for TilesExec {
         vec![false]
     }
 
+    /// Keys ascending: a planner must keep the sort below.
+    fn required_input_ordering(&self) -> Vec<Option<datafusion::physical_expr::OrderingRequirements>> {
+        vec![
+            key_order(&self.input.schema(), self.spec.keys.len())
+                .map(datafusion::physical_expr::OrderingRequirements::from),
+        ]
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -131,24 +143,157 @@ impl ExecutionPlan for TilesExec {
         let spec = Arc::clone(&self.spec);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema: SchemaRef = tile_rows_schema(&spec.view);
-        let events_schema = input.schema();
-        let rows = futures::stream::once(async move {
-            let batches: Vec<RecordBatch> = input.try_collect().await?;
+        let runs = KeyRuns::new(&input.schema(), spec.keys.len())?;
+        let build = move |events: Vec<RecordBatch>| -> Result<Vec<Result<RecordBatch>>> {
             let timer = baseline.elapsed_compute().timer();
-            let events = datafusion::arrow::compute::concat_batches(&events_schema, &batches)?;
-            drop(batches);
+            let Some(first) = events.first() else { return Ok(Vec::new()) };
+            let events = datafusion::arrow::compute::concat_batches(&first.schema(), &events)?;
             let keys: Vec<&str> = spec.keys.iter().map(String::as_str).collect();
             let out = tile_rows(&spec.view, &keys, &events, &spec.window)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             timer.done();
             baseline.record_output(out.num_rows());
-            let chunks: Vec<Result<RecordBatch>> = (0..out.num_rows())
+            Ok((0..out.num_rows())
                 .step_by(BATCH_ROWS)
                 .map(|at| Ok(out.slice(at, BATCH_ROWS.min(out.num_rows() - at))))
-                .collect();
-            Ok::<_, DataFusionError>(futures::stream::iter(chunks))
+                .collect())
+        };
+        // Each input batch completes the keys before its last one; the last
+        // key's events wait for the next batch (or the end).
+        let stream = futures::stream::unfold(Some((input, runs)), move |state| {
+            let build = build.clone();
+            async move {
+                let (mut input, mut runs) = state?;
+                loop {
+                    let (complete, more) = match input.next().await {
+                        Some(Ok(batch)) => match runs.push(batch) {
+                            Ok(complete) => (complete, true),
+                            Err(e) => return Some((futures::stream::iter(vec![Err(e)]), None)),
+                        },
+                        Some(Err(e)) => return Some((futures::stream::iter(vec![Err(e)]), None)),
+                        None => (runs.finish(), false),
+                    };
+                    let out = match build(complete) {
+                        Ok(out) => out,
+                        Err(e) => return Some((futures::stream::iter(vec![Err(e)]), None)),
+                    };
+                    match (out.is_empty(), more) {
+                        (true, true) => continue,
+                        (true, false) => return None,
+                        (false, true) => return Some((futures::stream::iter(out), Some((input, runs)))),
+                        (false, false) => return Some((futures::stream::iter(out), None)),
+                    }
+                }
+            }
         })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows.boxed())))
+        .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed())))
+    }
+}
+
+/// Keys ascending, nulls first: the order [`TilesExec`] reads (`None`
+/// without keys: a view without entities has one key).
+pub(crate) fn key_order(schema: &SchemaRef, key_count: usize) -> Option<datafusion::physical_expr::LexOrdering> {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::expressions::Column;
+    let column = |i: usize| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
+    datafusion::physical_expr::LexOrdering::new(
+        (0..key_count).map(|i| PhysicalSortExpr::new(column(i), SortOptions { descending: false, nulls_first: true })),
+    )
+}
+
+/// Splits batches sorted by their leading key columns into complete runs
+/// of keys: what [`KeyRuns::push`] returns holds every row of its keys
+/// seen so far and none of a key still to come.
+struct KeyRuns {
+    converter: Option<RowConverter>,
+    key_count: usize,
+    /// Rows of the last key seen, which the next batch may continue.
+    pending: Vec<RecordBatch>,
+    pending_key: Option<OwnedRow>,
+}
+
+impl KeyRuns {
+    fn new(schema: &SchemaRef, key_count: usize) -> Result<Self> {
+        let converter = (key_count > 0)
+            .then(|| {
+                RowConverter::new((0..key_count).map(|i| SortField::new(schema.field(i).data_type().clone())).collect())
+            })
+            .transpose()?;
+        Ok(Self { converter, key_count, pending: Vec::new(), pending_key: None })
+    }
+
+    /// `batch`'s rows added; returns the rows of keys now complete.
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let n = batch.num_rows();
+        let Some(converter) = &self.converter else {
+            // No keys: every row is the one key's, complete at the end.
+            self.pending.push(batch);
+            return Ok(Vec::new());
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = converter.convert_columns(&batch.columns()[..self.key_count])?;
+        let mut last_start = n - 1;
+        while last_start > 0 && rows.row(last_start - 1) == rows.row(n - 1) {
+            last_start -= 1;
+        }
+        let mut complete = Vec::new();
+        if self.pending_key.as_ref().is_some_and(|k| k.row() != rows.row(0)) {
+            complete.append(&mut self.pending);
+        }
+        if last_start > 0 {
+            complete.append(&mut self.pending);
+            complete.push(batch.slice(0, last_start));
+        }
+        self.pending.push(batch.slice(last_start, n - last_start));
+        self.pending_key = Some(rows.row(n - 1).owned());
+        Ok(complete)
+    }
+
+    /// The last key's rows, at the end of the input.
+    fn finish(&mut self) -> Vec<RecordBatch> {
+        self.pending_key = None;
+        std::mem::take(&mut self.pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::KeyRuns;
+
+    fn keys(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+            .collect()
+    }
+
+    /// Runs that span batches come out whole, once each, in order.
+    #[test]
+    fn runs_of_keys_come_out_whole() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let batch =
+            |v: Vec<i64>| RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(v))]).unwrap();
+        let mut runs = KeyRuns::new(&schema, 1).unwrap();
+        let mut out = Vec::new();
+        for input in [vec![1, 1, 2], vec![2, 2], vec![2], vec![3, 4, 4], vec![5], vec![6, 6]] {
+            let complete = runs.push(batch(input)).unwrap();
+            let got = keys(&complete);
+            // Nothing emitted has a key still pending.
+            if let (Some(last), Some(next)) = (got.last(), keys(&runs.pending).first()) {
+                assert!(last < next, "{got:?} then pending {next}");
+            }
+            out.extend(got);
+        }
+        out.extend(keys(&runs.finish()));
+        assert_eq!(out, vec![1, 1, 2, 2, 2, 2, 3, 4, 4, 5, 6, 6]);
     }
 }
