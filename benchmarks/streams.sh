@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Stream ingestion from a Redis stream and (when a tansu binary is found:
-# TANSU, or .venv/bin/tansu from scripts/test.sh) a Kafka topic of 4
-# partitions, in one run, on loopback with the broker on this machine:
+# Stream ingestion from a Redis stream, (when nats-server is found: NATS_SERVER,
+# .venv/bin/nats-server from scripts/test.sh, or on PATH) a NATS JetStream
+# stream, and (when a tansu binary is found: TANSU, or .venv/bin/tansu from
+# scripts/test.sh) a Kafka topic of 4 partitions, in one run, on loopback
+# with the broker on this machine:
 #   ceiling   the broker's own delivery rate to a consumer that reads,
 #             acknowledges and discards (stream-load ceiling): the most any
 #             consumer gets;
@@ -115,6 +117,49 @@ if [ -n "${FEAST_PYTHON:-}" ]; then
 fi
 printf 'freshness at %s events/s into SQLite: %s\n' "$RATE" "$FRESH"
 
+NATS_BIN="${NATS_SERVER:-}"
+[ -n "$NATS_BIN" ] || { [ -x .venv/bin/nats-server ] && NATS_BIN="$PWD/.venv/bin/nats-server"; } || true
+[ -n "$NATS_BIN" ] || NATS_BIN="$(command -v nats-server || true)"
+if [ -z "$NATS_BIN" ]; then
+  echo "NATS: skipped (no nats-server)"
+else
+  NPORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$DIR/nats"
+  "$NATS_BIN" -js -a 127.0.0.1 -p "$NPORT" -sd "$DIR/nats" > "$DIR/nats.log" 2>&1 &
+  NATS_PID=$!
+  trap 'kill "$NATS_PID" 2>/dev/null; kill "$(cat "$DIR/redis.pid")" 2>/dev/null; rm -rf "$DIR"' EXIT
+  until (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null; do sleep 0.05; done
+  NURL="nats://127.0.0.1:$NPORT"
+  NSRC="kind: nats, url: \"$NURL\", stream:"
+  repo n_embedded tx g_embedded "online_store: {type: sqlite, path: data/online.db}" "$NSRC TX"
+  repo n_redis tx g_redis "online_store: {type: redis, connection_string: \"$URL\", key_prefix: nbench}" "$NSRC TX"
+  repo n_fresh tx_rate g_fresh "online_store: {type: sqlite, path: data/online.db}" "$NSRC TX_RATE"
+  echo "producing $EVENTS events to JetStream" >&2
+  "$LOAD" nats-produce "$NURL" TX tx "$EVENTS" > "$DIR/nproduce.json"
+  "$LOAD" nats-ceiling "$NURL" TX g_ceiling "$EVENTS" > "$DIR/nceiling.json"
+  NCEILING=$(field 'round(d["events_per_s"])' < "$DIR/nceiling.json")
+  for r in n_embedded n_redis; do
+    "$FS" --repo "$DIR/$r" --json ingest --stop-when-idle 2s > "$DIR/$r.json"
+  done
+  NEMB=$(rate n_embedded)
+  NRED=$(rate n_redis)
+  # The rate stream exists before ingestion starts (ingestion does not create streams).
+  "$LOAD" nats-produce "$NURL" TX_RATE tx_rate 0 > /dev/null
+  "$FS" --repo "$DIR/n_fresh" --json ingest --stop-when-idle 3s --offline-flush-interval 1s > "$DIR/n_fresh.json" &
+  ING=$!
+  sleep 1
+  "$LOAD" nats-produce "$NURL" TX_RATE tx_rate $((RATE * RATE_SECONDS)) "$RATE" > "$DIR/nrate.json"
+  wait "$ING"
+  NFRESH=$(field '"p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d events at %s/s)" % (*d["sources"][0]["freshness_ms"], d["sources"][0]["ingested"], '"$RATE"')' < "$DIR/n_fresh.json")
+  printf '\n%-34s %12s %10s\n' "NATS JetStream ($EVENTS events)" "events/s" "x ceiling"
+  printf '%-34s %12s %10s\n' "broker ceiling (read, ack, discard)" "$NCEILING" "1.00"
+  for pair in "ingest into SQLite + offline log:$NEMB" "ingest into Redis + offline log:$NRED"; do
+    name=${pair%%:*}; v=${pair#*:}
+    printf '%-34s %12s %10s\n' "$name" "$v" "$(.venv/bin/python -c "print(f'{$v/$NCEILING:.2f}')")"
+  done
+  printf 'freshness at %s events/s into SQLite: %s\n' "$RATE" "$NFRESH"
+fi
+
 TANSU="${TANSU:-$PWD/.venv/bin/tansu}"
 if [ ! -x "$TANSU" ]; then
   echo "Kafka: skipped (no tansu at $TANSU)"
@@ -124,7 +169,7 @@ KPORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.
 "$TANSU" broker --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" \
   --storage-engine memory://tansu/ > "$DIR/tansu.log" 2>&1 &
 TANSU_PID=$!
-trap 'kill "$TANSU_PID" 2>/dev/null; kill "$(cat "$DIR/redis.pid")" 2>/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill "$TANSU_PID" ${NATS_PID:-} 2>/dev/null; kill "$(cat "$DIR/redis.pid")" 2>/dev/null; rm -rf "$DIR"' EXIT
 until (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null; do sleep 0.05; done
 BROKERS="127.0.0.1:$KPORT"
 "$LOAD" kafka-topic "$BROKERS" tx 4 >/dev/null

@@ -244,6 +244,33 @@ impl NatsStreamConsumer {
         })
     }
 
+    /// The messages of one pull request, in order, those already polled
+    /// (redelivered while pending here) left out.
+    async fn take(
+        &mut self,
+        batch: std::result::Result<consumer::pull::Batch, consumer::pull::BatchError>,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let mut batch = batch.map_err(|e| unavailable(&self.describe, e))?;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| unavailable(&self.describe, e))?;
+            let seq = m.info().map_err(|e| unavailable(&self.describe, e))?.stream_sequence;
+            if seq <= self.polled {
+                // Redelivered: it is already pending here.
+                continue;
+            }
+            self.polled = seq;
+            out.push(Message::new(
+                Arc::clone(&self.name),
+                u128::from(seq),
+                seq.to_string(),
+                Payload::Json(m.payload.clone()),
+            ));
+            self.newest = Some((seq, m));
+        }
+        Ok(())
+    }
+
     async fn renew(&mut self) -> Result<()> {
         if self.renewed.elapsed() < LEASE / 3 {
             return Ok(());
@@ -268,33 +295,19 @@ impl StreamConsumer for NatsStreamConsumer {
         format!("{} in group \"{}\"", self.describe, self.group)
     }
 
+    /// One no-wait pull request with an expiry: the server answers at once
+    /// with what the stream holds (up to `max`), or, when that is nothing,
+    /// as soon as messages arrive within `wait` (measured with nats-server
+    /// 2.9 and 2.15). A request without no-wait would hold a slow stream's
+    /// messages until the batch filled or `wait` passed, costing freshness
+    /// at every poll; the expiry also bounds the client's wait (its timer
+    /// ends the request 5 s after it) when the broker goes away.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>> {
         self.renew().await?;
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(max)
-            .expires(wait.max(Duration::from_millis(10)))
-            .messages()
-            .await
-            .map_err(|e| unavailable(&self.describe, e))?;
         let mut out = Vec::new();
-        while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| unavailable(&self.describe, e))?;
-            let seq = m.info().map_err(|e| unavailable(&self.describe, e))?.stream_sequence;
-            if seq <= self.polled {
-                // Redelivered: it is already pending here.
-                continue;
-            }
-            self.polled = seq;
-            out.push(Message::new(
-                Arc::clone(&self.name),
-                u128::from(seq),
-                seq.to_string(),
-                Payload::Json(m.payload.clone()),
-            ));
-            self.newest = Some((seq, m));
-        }
+        let batch =
+            self.consumer.fetch().max_messages(max).expires(wait.max(Duration::from_millis(10))).messages().await;
+        self.take(batch, &mut out).await?;
         Ok(out)
     }
 

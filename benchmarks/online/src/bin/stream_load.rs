@@ -1,5 +1,5 @@
 //! Stream ingestion benchmark driver (`benchmarks/streams.sh`), against a
-//! Redis stream or a Kafka topic:
+//! Redis stream, a Kafka topic or a NATS JetStream stream:
 //! - `produce URL KEY N [RATE]`: N events of 10 float features as JSON in
 //!   each entry's `data` field, pipelined 1,000 per round trip; with RATE
 //!   (events/s) paced in 10 ms slices. Each event's time is when it is sent,
@@ -14,6 +14,14 @@
 //! - `kafka-ceiling BROKERS TOPIC GROUP N`: a librdkafka consumer in a new
 //!   group that reads N messages, committing every 2,000 (synchronously, as
 //!   ingestion does), and discards them.
+//! - `nats-produce URL STREAM SUBJECT N [RATE]`: creates the JetStream
+//!   stream (file storage) if absent and publishes the same events to
+//!   SUBJECT, each acknowledged by the stream (up to 1,000 in flight); paced
+//!   as above with RATE.
+//! - `nats-ceiling URL STREAM CONSUMER N`: a durable pull consumer (ack
+//!   all, as ingestion's) that fetches batches of up to 2,000, acknowledges
+//!   each batch's last message (double ack, as ingestion does) and discards
+//!   them.
 //!
 //! Prints one JSON line.
 
@@ -206,6 +214,93 @@ fn kafka_ceiling(brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Res
     Ok(serde_json::json!({"consumed": read, "seconds": secs, "events_per_s": read as f64 / secs}))
 }
 
+async fn nats_produce(
+    url: &str,
+    stream: &str,
+    subject: &str,
+    n: u64,
+    rate: Option<f64>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: stream.to_owned(),
+        subjects: vec![subject.to_owned()],
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("stream {stream}: {e}"))?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < n {
+        let Some(chunk) = next_chunk(started, rate, sent, n, 1000) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let now = chrono::Utc::now();
+        let mut acks = Vec::with_capacity(chunk as usize);
+        for i in sent..sent + chunk {
+            let ack = js.publish(subject.to_owned(), event(i, 100_000, now).into()).await?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+        }
+        sent += chunk;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(serde_json::json!({"produced": n, "seconds": secs, "events_per_s": n as f64 / secs}))
+}
+
+async fn nats_ceiling(url: &str, stream: &str, durable: &str, n: u64) -> anyhow::Result<serde_json::Value> {
+    use async_nats::jetstream::consumer;
+    use futures::StreamExt;
+    let client = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(stream).await.map_err(|e| anyhow::anyhow!("stream {stream}: {e}"))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {durable}: {e}"))?;
+    let mut read = 0u64;
+    let mut started: Option<Instant> = None;
+    let mut idle = Instant::now();
+    while read < n {
+        let mut batch = consumer
+            .batch()
+            .max_messages(2000)
+            .expires(Duration::from_millis(100))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+        let mut last = None;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+            started.get_or_insert_with(Instant::now);
+            std::hint::black_box(&m.payload);
+            read += 1;
+            last = Some(m);
+        }
+        match last {
+            Some(m) => {
+                m.double_ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                idle = Instant::now();
+            }
+            None if idle.elapsed() > Duration::from_secs(30) => {
+                bail!("the stream ran dry after {read} of {n} messages")
+            }
+            None => {}
+        }
+    }
+    let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or_default();
+    Ok(serde_json::json!({"consumed": read, "seconds": secs, "events_per_s": read as f64 / secs}))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -228,9 +323,18 @@ async fn main() -> anyhow::Result<()> {
         Some("kafka-ceiling") => {
             kafka_ceiling(&arg(1, "BROKERS")?, &arg(2, "TOPIC")?, &arg(3, "GROUP")?, arg(4, "N")?.parse()?)?
         }
+        Some("nats-produce") => {
+            let n = arg(4, "N")?.parse()?;
+            let rate = args.get(5).map(|r| r.parse()).transpose()?;
+            nats_produce(&arg(1, "URL")?, &arg(2, "STREAM")?, &arg(3, "SUBJECT")?, n, rate).await?
+        }
+        Some("nats-ceiling") => {
+            nats_ceiling(&arg(1, "URL")?, &arg(2, "STREAM")?, &arg(3, "CONSUMER")?, arg(4, "N")?.parse()?).await?
+        }
         _ => bail!(
             "usage: stream-load produce URL KEY N [RATE] | ceiling URL KEY GROUP N | kafka-topic BROKERS TOPIC \
-             PARTITIONS | kafka-produce BROKERS TOPIC N [RATE] | kafka-ceiling BROKERS TOPIC GROUP N"
+             PARTITIONS | kafka-produce BROKERS TOPIC N [RATE] | kafka-ceiling BROKERS TOPIC GROUP N | nats-produce \
+             URL STREAM SUBJECT N [RATE] | nats-ceiling URL STREAM CONSUMER N"
         ),
     };
     println!("{out}");
