@@ -223,6 +223,12 @@ impl NatsStreamConsumer {
                 deliver_policy,
                 ack_policy: consumer::AckPolicy::All,
                 ack_wait: ACK_WAIT,
+                // Unlimited: ingestion acknowledges after the offline log's
+                // flush, so it holds up to a flush's worth of messages
+                // (`offline_flush_rows`, 500,000 by default); under
+                // JetStream's default of 1,000 the server stopped delivering
+                // until the next flush (1,000 events per flush interval).
+                max_ack_pending: -1,
                 filter_subject: source.subject.clone().unwrap_or_default(),
                 ..Default::default()
             })

@@ -12,6 +12,7 @@ use super::streams::{
     Event, check_all, check_broker_letters, check_parity, check_values, dead_letters, drain, expected_log, ingest,
     json, kill, log_files, offline_log, repo_with, wait_for,
 };
+use super::{cli, ok};
 
 const SQLITE: &str = "online_store: {type: sqlite, path: data/online.db}\n";
 
@@ -67,6 +68,22 @@ fn nats_records_reach_online_offline_and_dead_letters() {
     let before = offline_log(&repo);
     drain(&repo, &[]);
     assert_eq!(offline_log(&repo), before, "a second run changed the offline log");
+}
+
+/// Ingestion acknowledges only after the offline log's flush, so it holds
+/// every message since: with a flush interval longer than the run, all
+/// 3,000 arrive in one go (JetStream's default of 1,000 unacknowledged
+/// messages stopped delivery at 1,000, and the idle run stopped there).
+#[test]
+fn more_unacknowledged_messages_than_jetstreams_default_are_delivered() {
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &source(&nats), SQLITE, false);
+    let events = super::streams::events(3000, 27);
+    let ids = produce(&nats, &events);
+    ok(&cli(&repo, &["ingest", "--offline-flush-interval", "10m", "--stop-when-idle", "2s"]));
+    check_all(&repo, &events, &ids);
 }
 
 /// kill -9 right after a batch was decoded (its online writes under way,

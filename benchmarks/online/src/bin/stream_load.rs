@@ -263,6 +263,8 @@ async fn nats_ceiling(url: &str, stream: &str, durable: &str, n: u64) -> anyhow:
             durable_name: Some(durable.to_owned()),
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::All,
+            // As ingestion's (JetStream's default of 1,000 would stall a 2,000 batch).
+            max_ack_pending: -1,
             ..Default::default()
         })
         .await
