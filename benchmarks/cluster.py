@@ -5,7 +5,7 @@ outputs are equal. Also: the retrieval written as a folder by the executors
 (`--output DIR/`), and materialization of every view (the newest row per key
 computed locally or on the executors; the online writes happen in the CLI
 either way, into a fresh SQLite store each run). Bytes shuffled are the
-cluster job's last `bytes_shuffled=` progress figure on the CLI's stderr
+cluster job's last `rows_shuffled=` and `bytes_shuffled=` progress figures on the CLI's stderr
 (what Ballista 55 measures: exchange partitions fetched from another
 executor, in-memory Arrow size; see the README's cluster section).
 
@@ -40,16 +40,20 @@ def peak_mib(pid):
     return float("nan")
 
 
-def bytes_shuffled(stderr):
-    """The sum over the run's jobs of each job's last `bytes_shuffled=` progress figure."""
+def shuffled(stderr):
+    """(rows, bytes): the sum over the run's jobs of each job's last
+    `rows_shuffled=` and `bytes_shuffled=` progress figures, or None."""
     import re
     last = {}
     for line in stderr.splitlines():
-        m = re.search(r"bytes_shuffled=(\d+)", line)
-        job = re.search(r"job(?:_id)?=\"?([A-Za-z0-9]+)", line)
-        if m:
-            last[job.group(1) if job else ""] = int(m.group(1))
-    return sum(last.values()) if last else None
+        rows = re.search(r"rows_shuffled=(\d+)", line)
+        size = re.search(r"bytes_shuffled=(\d+)", line)
+        job = re.search(r"job=([A-Za-z0-9]+)", line)
+        if rows and size:
+            last[job.group(1) if job else ""] = (int(rows.group(1)), int(size.group(1)))
+    if not last:
+        return None
+    return sum(r for r, _ in last.values()), sum(b for _, b in last.values())
 
 
 def main():
@@ -93,7 +97,7 @@ def main():
         cluster = ["--engine", "ballista", "--scheduler", f"df://127.0.0.1:{port}"]
         runs = {"local": [], "cluster": []}
         rss = {"local": 0.0, "cluster": 0.0}
-        shuffled = []
+        shuffles = []
         for _ in range(a.repeat):
             for name, extra in (("local", []), ("cluster", cluster)):
                 out = f"{d}/out_{name}.parquet"
@@ -104,7 +108,7 @@ def main():
                 runs[name].append(wall)
                 rss[name] = max(rss[name], peak)
                 if name == "cluster":
-                    shuffled.append(bytes_shuffled(err))
+                    shuffles.append(shuffled(err))
         import json
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -149,9 +153,9 @@ def main():
         print(f"{k:<10} {best[k]:>8.2f} {' '.join(f'{w:.2f}' for w in runs[k]):>24} {rss[k]:>16,.0f}")
     print(f"overhead ratio (cluster / local, best of {a.repeat}): {best['cluster'] / best['local']:.2f}x")
     print(f"peak RSS MiB: scheduler {peaks[0]:,.0f}, executors " + ", ".join(f"{p:,.0f}" for p in peaks[1:]))
-    known = [b for b in shuffled if b is not None]
-    print("bytes shuffled per cluster run: " + (", ".join(f"{b / 2**20:,.1f} MiB" for b in known) if known
-                                                else "not in the CLI's output"))
+    known = [s for s in shuffles if s is not None]
+    print("shuffled per cluster run (rows, bytes fetched from another executor): "
+          + (", ".join(f"{r:,} rows, {b:,} B" for r, b in known) if known else "not in the CLI's output"))
     print(f"outputs equal: {equal}")
     print(f"folder output by the executors: best {min(folder_runs):.2f} s ({' '.join(f'{w:.2f}' for w in folder_runs)}), "
           f"{len(manifest['files'])} files, rows equal to the local file: {folder_equal}")
