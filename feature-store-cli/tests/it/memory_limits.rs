@@ -358,3 +358,33 @@ fn one_key_too_large_for_the_limit_fails_with_advice_not_the_oom_killer() {
     assert!(err.contains("join key (0)") && err.contains("memory_limit"), "{err}");
     assert!(!out_file.exists(), "a failed run left an output behind");
 }
+
+/// The aggregation operator holds one key's events at once to build their
+/// tiles: a key with more than the limit allows fails with advice under
+/// `--memory-limit`, before its memory grows past the limit; without a
+/// limit the same materialization completes. (No cgroup needed: without the
+/// check, the limited run would complete, using several times the limit.)
+#[test]
+fn one_key_too_large_for_aggregation_tiles_fails_with_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One driver with 400k hourly events: about 8 MB of the columns the tiles read.
+    let repo = repo(tmp.path(), 1, 400_000, 4, 10);
+    let defs = repo.join("features.yaml");
+    let mut text = std::fs::read_to_string(&defs).unwrap();
+    text.push_str(concat!(
+        "  - {name: agg, entities: [driver], source: stats, aggregation_interval: 1h,\n",
+        "     aggregations: [{column: f0, function: sum, window: 1d}, {column: f1, function: max, window: 7d}]}\n",
+    ));
+    std::fs::write(&defs, text).unwrap();
+    ok(&cli(&repo, &["apply"]));
+    let window = ["2025-12-01T00:00:00Z", "2080-01-01T00:00:00Z"];
+    let limited = cli(&repo, &["--memory-limit", "16MiB", "materialize", window[0], window[1], "--views", "agg"]);
+    let err = crate::fail(&limited);
+    assert!(
+        err.contains("aggregation view \"agg\"") && err.contains("join key (0)") && err.contains("memory_limit"),
+        "{err}"
+    );
+    ok(&cli(&repo, &["materialize", window[0], window[1], "--views", "agg"]));
+    let online = ok(&cli(&repo, &["--json", "online", "--features", "agg:f0_sum_1d", "--entity", "driver_id=0"]));
+    assert!(online.contains("f0_sum_1d"), "{online}");
+}

@@ -261,6 +261,7 @@ pub(crate) async fn tiles(engine: Engine, req: TilesRequest, resolved: &Resolved
         view: view.clone(),
         keys: req.key_names().into_iter().map(str::to_owned).collect(),
         window: req.window,
+        limited: engine.memory_limit.is_some(),
     };
     let out_schema = feature_store_core::aggregation::tile_rows::tile_rows_schema(view);
     let sorted = |plan: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {

@@ -14,6 +14,7 @@ use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -38,6 +39,10 @@ pub(crate) struct TilesSpec {
     pub(crate) keys: Vec<String>,
     /// The blocks rewritten.
     pub(crate) window: TileWindow,
+    /// Whether the user set a memory limit: then a key whose events cannot
+    /// fit in it is an error; without one, the pool (materialization's
+    /// default) only steers the sort's spilling.
+    pub(crate) limited: bool,
 }
 
 /// Per input partition, which must hold every event of its keys sorted by
@@ -72,13 +77,13 @@ impl TilesExec {
     /// [`TilesExec::spec`] as JSON: the view's definition, not code.
     pub(crate) fn spec_json(&self) -> String {
         let s = &self.spec;
-        serde_json::to_string(&(&s.view, &s.keys, &s.window)).expect("definitions serialize")
+        serde_json::to_string(&(&s.view, &s.keys, &s.window, s.limited)).expect("definitions serialize")
     }
 
     /// A spec from [`TilesExec::spec_json`].
     pub(crate) fn spec_from_json(json: &str) -> std::result::Result<TilesSpec, String> {
-        let (view, keys, window) = serde_json::from_str(json).map_err(|e| format!("tile spec: {e}"))?;
-        Ok(TilesSpec { view, keys, window })
+        let (view, keys, window, limited) = serde_json::from_str(json).map_err(|e| format!("tile spec: {e}"))?;
+        Ok(TilesSpec { view, keys, window, limited })
     }
 }
 
@@ -139,11 +144,39 @@ impl ExecutionPlan for TilesExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        // What this partition holds at once (the current key's events, and
+        // their copy while its tiles are built) is reserved from the pool, so
+        // a key too large for the limit is an error that says what to raise,
+        // not memory past the limit.
+        let reservation = MemoryConsumer::new(format!("TilesExec[{partition}]")).register(context.memory_pool());
+        let pool_limit = context.memory_pool().memory_limit();
         let input = self.input.execute(partition, context)?;
         let spec = Arc::clone(&self.spec);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema: SchemaRef = tile_rows_schema(&spec.view);
         let runs = KeyRuns::new(&input.schema(), spec.keys.len())?;
+        let view_name = spec.view.name.clone();
+        let limited = spec.limited;
+        let reserve = move |runs: &KeyRuns, complete: &[RecordBatch]| -> Result<()> {
+            let building: usize = complete.iter().map(slice_bytes).sum();
+            // The run's batches and their concatenated copy.
+            let need = runs.pending_bytes + 2 * building;
+            match reservation.try_resize(need) {
+                Ok(()) => Ok(()),
+                // More than half the pool for one key: it cannot fit beside
+                // the sort's share, however that spills.
+                Err(e) if limited && matches!(pool_limit, MemoryLimit::Finite(l) if need > l / 2) => {
+                    let largest = if building > runs.pending_bytes { complete.first() } else { runs.pending.first() };
+                    Err(one_key_too_large(&view_name, largest, runs.key_count, need, &pool_limit, e))
+                }
+                // The sort's sorted rows still hold the pool as they stream
+                // out: counted anyway, so what spills next sees them.
+                Err(_) => {
+                    reservation.resize(need);
+                    Ok(())
+                }
+            }
+        };
         let build = move |events: Vec<RecordBatch>| -> Result<Vec<Result<RecordBatch>>> {
             let timer = baseline.elapsed_compute().timer();
             let Some(first) = events.first() else { return Ok(Vec::new()) };
@@ -160,10 +193,10 @@ impl ExecutionPlan for TilesExec {
         };
         // Each input batch completes the keys before its last one; the last
         // key's events wait for the next batch (or the end).
-        let stream = futures::stream::unfold(Some((input, runs)), move |state| {
+        let stream = futures::stream::unfold(Some((input, runs, reserve)), move |state| {
             let build = build.clone();
             async move {
-                let (mut input, mut runs) = state?;
+                let (mut input, mut runs, reserve) = state?;
                 loop {
                     let (complete, more) = match input.next().await {
                         Some(Ok(batch)) => match runs.push(batch) {
@@ -173,6 +206,9 @@ impl ExecutionPlan for TilesExec {
                         Some(Err(e)) => return Some((futures::stream::iter(vec![Err(e)]), None)),
                         None => (runs.finish(), false),
                     };
+                    if let Err(e) = reserve(&runs, &complete) {
+                        return Some((futures::stream::iter(vec![Err(e)]), None));
+                    }
                     let out = match build(complete) {
                         Ok(out) => out,
                         Err(e) => return Some((futures::stream::iter(vec![Err(e)]), None)),
@@ -180,7 +216,7 @@ impl ExecutionPlan for TilesExec {
                     match (out.is_empty(), more) {
                         (true, true) => continue,
                         (true, false) => return None,
-                        (false, true) => return Some((futures::stream::iter(out), Some((input, runs)))),
+                        (false, true) => return Some((futures::stream::iter(out), Some((input, runs, reserve)))),
                         (false, false) => return Some((futures::stream::iter(out), None)),
                     }
                 }
@@ -189,6 +225,47 @@ impl ExecutionPlan for TilesExec {
         .flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed())))
     }
+}
+
+/// The bytes of `batch`'s rows (a slice counts its rows, not the buffers it shares).
+fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum()
+}
+
+/// One key's events alone exceed what the memory limit lets a partition hold.
+fn one_key_too_large(
+    view: &str,
+    run: Option<&RecordBatch>,
+    key_count: usize,
+    need: usize,
+    limit: &MemoryLimit,
+    e: DataFusionError,
+) -> DataFusionError {
+    let key = match run {
+        Some(b) if key_count > 0 && b.num_rows() > 0 => {
+            let values: Vec<String> = (0..key_count)
+                .map(|i| {
+                    datafusion::arrow::util::display::array_value_to_string(b.column(i), 0)
+                        .unwrap_or_else(|_| "?".to_owned())
+                })
+                .collect();
+            format!("the events of join key ({})", values.join(", "))
+        }
+        _ => "the events (the view has no entities, so they are one key)".to_owned(),
+    };
+    let pool = match limit {
+        MemoryLimit::Finite(l) => format!(" (a pool of {} MiB)", l >> 20),
+        _ => String::new(),
+    };
+    let root = e.find_root().to_string();
+    DataFusionError::ResourcesExhausted(format!(
+        "aggregation view \"{view}\": {key} need about {} MiB in memory at once to build their tiles, more than the \
+         memory limit allows{pool}: {root}; raise offline_store.memory_limit (--memory-limit in the CLI; a \
+         materialization without one uses 1 GiB) to at least about {} MiB, or materialize a shorter time range",
+        need.div_ceil(1 << 20),
+        // The pool is half the limit, shared with the sort below.
+        (need * 4).div_ceil(1 << 20),
+    ))
 }
 
 /// Keys ascending, nulls first: the order [`TilesExec`] reads (`None`
@@ -212,6 +289,8 @@ struct KeyRuns {
     /// Rows of the last key seen, which the next batch may continue.
     pending: Vec<RecordBatch>,
     pending_key: Option<OwnedRow>,
+    /// The bytes of `pending`'s rows.
+    pending_bytes: usize,
 }
 
 impl KeyRuns {
@@ -221,7 +300,7 @@ impl KeyRuns {
                 RowConverter::new((0..key_count).map(|i| SortField::new(schema.field(i).data_type().clone())).collect())
             })
             .transpose()?;
-        Ok(Self { converter, key_count, pending: Vec::new(), pending_key: None })
+        Ok(Self { converter, key_count, pending: Vec::new(), pending_key: None, pending_bytes: 0 })
     }
 
     /// `batch`'s rows added; returns the rows of keys now complete.
@@ -229,6 +308,7 @@ impl KeyRuns {
         let n = batch.num_rows();
         let Some(converter) = &self.converter else {
             // No keys: every row is the one key's, complete at the end.
+            self.pending_bytes += slice_bytes(&batch);
             self.pending.push(batch);
             return Ok(Vec::new());
         };
@@ -241,14 +321,16 @@ impl KeyRuns {
             last_start -= 1;
         }
         let mut complete = Vec::new();
-        if self.pending_key.as_ref().is_some_and(|k| k.row() != rows.row(0)) {
+        if self.pending_key.as_ref().is_some_and(|k| k.row() != rows.row(0)) || last_start > 0 {
             complete.append(&mut self.pending);
+            self.pending_bytes = 0;
         }
         if last_start > 0 {
-            complete.append(&mut self.pending);
             complete.push(batch.slice(0, last_start));
         }
-        self.pending.push(batch.slice(last_start, n - last_start));
+        let rest = batch.slice(last_start, n - last_start);
+        self.pending_bytes += slice_bytes(&rest);
+        self.pending.push(rest);
         self.pending_key = Some(rows.row(n - 1).owned());
         Ok(complete)
     }
@@ -256,6 +338,7 @@ impl KeyRuns {
     /// The last key's rows, at the end of the input.
     fn finish(&mut self) -> Vec<RecordBatch> {
         self.pending_key = None;
+        self.pending_bytes = 0;
         std::mem::take(&mut self.pending)
     }
 }

@@ -106,7 +106,33 @@ fn streaming_error(cluster: &Cluster, e: DataFusionError) -> CoreError {
     {
         return lost_executor(cluster, &e.to_string());
     }
+    // The rows are fetched from the executors holding them, so a refused
+    // connection here is one of those gone (seen in CI: "Error connecting to
+    // Ballista scheduler or executor at http://<executor>").
+    if ["connection refused", "tcp connect", "error connecting"].iter().any(|m| lower.contains(m))
+        && !names_the_scheduler(cluster, &e.to_string())
+    {
+        return lost_executor(cluster, &e.to_string());
+    }
     cluster_error(cluster, e)
+}
+
+/// The `host:port` a transport error names after `http://`, if any.
+fn named_address(message: &str) -> Option<&str> {
+    let start = message.find("http://").map(|i| i + 7).or_else(|| message.find("https://").map(|i| i + 8))?;
+    let rest = &message[start..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')))
+        .unwrap_or(rest.len());
+    // "at http://host:port: ..." ends the address with a colon.
+    Some(rest[..end].trim_end_matches(':'))
+}
+
+/// Whether a transport error is about the scheduler: it names the
+/// scheduler's address, or no address at all.
+fn names_the_scheduler(cluster: &Cluster, message: &str) -> bool {
+    let (host, port) = cluster.host_port();
+    named_address(message).is_none_or(|address| address == format!("{host}:{port}"))
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -141,11 +167,14 @@ pub(crate) fn cluster_error(cluster: &Cluster, e: DataFusionError) -> CoreError 
     if lower.contains("shuffle fetch partition error") || lower.contains("failed to fetch partition") {
         return lost_executor();
     }
-    if ["transport error", "connection refused", "tcp connect", "dns error", "timed out"]
+    let transport = ["transport error", "connection refused", "tcp connect", "dns error", "timed out"]
         .iter()
-        .any(|m| lower.contains(m))
-        && !lower.contains("job ")
-    {
+        .any(|m| lower.contains(m));
+    // An executor's address, not the scheduler's: the executor is gone.
+    if transport && !names_the_scheduler(cluster, &message) {
+        return lost_executor();
+    }
+    if transport && !lower.contains("job ") {
         return CoreError::StoreUnavailable {
             store: format!("Ballista scheduler {} (offline_store.scheduler)", cluster.scheduler),
             source: Box::new(e),
@@ -235,6 +264,29 @@ mod tests {
                 .into(),
         );
         assert!(streaming_error(&cluster, e).to_string().contains("an executor stopped"));
+        // The executor holding the rows killed before they were fetched
+        // (seen in CI): its address, not the scheduler's, is refused.
+        let refused = |address: &str| {
+            DataFusionError::Execution(format!(
+                "GrpcConnectionError(\"Error connecting to Ballista scheduler or executor at http://{address}: \
+                 tonic::transport::Error(Transport, ConnectError(ConnectError(\\\"tcp connect error\\\", \
+                 {address}, Os {{ code: 111, kind: ConnectionRefused }})))\")"
+            ))
+        };
+        for message in [
+            streaming_error(&cluster, refused("127.0.0.1:44935")).to_string(),
+            cluster_error(&cluster, refused("127.0.0.1:44935")).to_string(),
+        ] {
+            assert!(message.contains("an executor stopped"), "{message}");
+            assert!(!message.contains("offline_store.scheduler"), "{message}");
+        }
+        // The same refusal from the scheduler's own address names it.
+        for message in [
+            streaming_error(&cluster, refused("127.0.0.1:50050")).to_string(),
+            cluster_error(&cluster, refused("127.0.0.1:50050")).to_string(),
+        ] {
+            assert!(message.contains("offline_store.scheduler"), "{message}");
+        }
     }
 
     /// Ballista wraps a failed shuffle fetch as an External error too (seen
