@@ -33,8 +33,9 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Log what the library does on stderr: -v for each step (registry writes,
-    /// views materialized, retrievals), -vv for detail (per-view join metrics).
+    /// Log what the library does on stderr: warnings always (retries, a
+    /// store outage, a failed gate), -v for each step (registry writes, views
+    /// materialized, retrievals), -vv for detail (per-view join metrics).
     /// RUST_LOG, when set, takes precedence.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -446,8 +447,8 @@ fn main() -> ExitCode {
 }
 
 /// The library logs through `tracing`; this binary chooses where it goes:
-/// stderr, nothing unless asked (-v, -vv or RUST_LOG), never on stdout,
-/// which carries the command's output (and JSON).
+/// stderr, warnings only unless asked (-v, -vv or RUST_LOG), never on
+/// stdout, which carries the command's output (and JSON).
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
@@ -455,8 +456,10 @@ fn init_logging(verbose: u8) {
         // Ballista logs through `log` (bridged here): with -v, a cluster job's
         // id and state changes, and the scheduler's and executors' own steps.
         _ => EnvFilter::new(match verbose {
-            // A cluster job's id, address and progress (stages, tasks).
-            0 => "off,feature_store::cluster_progress=info",
+            // Warnings (an ingest retrying through an outage, a failed
+            // validation gate, a kept watermark), and a cluster job's id,
+            // address and progress (stages, tasks).
+            0 => "off,feature_store=warn,librdkafka=warn,feature_store::cluster_progress=info",
             1 => {
                 "feature_store=info,ballista_core::execution_plans=info,ballista_scheduler=info,ballista_executor=info"
             }

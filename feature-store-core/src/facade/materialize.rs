@@ -465,7 +465,8 @@ impl FeatureStore {
             let (rows_read, stats, newest) = match written {
                 Ok(w) => w,
                 Err(e) => {
-                    tracing::warn!(project = self.project(), view = %name, error = %e, "materialize: view failed");
+                    // The error is returned (and printed by the CLI): logged, not warned twice.
+                    tracing::info!(project = self.project(), view = %name, error = %e, "materialize: view failed");
                     run.error = Some(e.to_string());
                     run.seconds = view_began.elapsed().as_secs_f64();
                     self.record_run(name, run).await;

@@ -98,7 +98,7 @@ impl RetrievalPlan {
         let finished = futures::stream::once(async move {
             let seconds = began.elapsed().as_secs_f64();
             if failed.load(Ordering::Relaxed) {
-                tracing::warn!(rows = rows.load(Ordering::Relaxed), seconds, "historical: retrieval failed");
+                tracing::info!(rows = rows.load(Ordering::Relaxed), seconds, "historical: retrieval failed");
             } else {
                 log_finished(&plan, rows.load(Ordering::Relaxed), seconds);
             }

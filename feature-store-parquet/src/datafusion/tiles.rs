@@ -159,22 +159,23 @@ impl ExecutionPlan for TilesExec {
         let limited = spec.limited;
         let reserve = move |runs: &KeyRuns, complete: &[RecordBatch]| -> Result<()> {
             let building: usize = complete.iter().map(slice_bytes).sum();
-            // The run's batches and their concatenated copy.
+            // The runs' batches and their concatenated copy.
             let need = runs.pending_bytes + 2 * building;
+            // The most one key takes: its events and their copy.
+            let one_key = 2 * runs.pending_bytes.max(runs.completed_run_bytes);
             match reservation.try_resize(need) {
                 Ok(()) => Ok(()),
-                // More than half the pool for one key: it cannot fit beside
-                // the sort's share, however that spills.
-                Err(e) if limited && matches!(pool_limit, MemoryLimit::Finite(l) if need > l / 2) => {
-                    let largest = if building > runs.pending_bytes { complete.first() } else { runs.pending.first() };
-                    Err(one_key_too_large(&view_name, largest, runs.key_count, need, &pool_limit, e))
+                // One key needs more than half the pool: it cannot fit
+                // beside the sort's share, however that spills.
+                Err(e) if limited && matches!(pool_limit, MemoryLimit::Finite(l) if one_key > l / 2) => {
+                    let run =
+                        if runs.completed_run_bytes > runs.pending_bytes { complete.first() } else { runs.pending.first() };
+                    Err(one_key_too_large(&view_name, run, runs.key_count, one_key, &pool_limit, e))
                 }
-                // The sort's sorted rows still hold the pool as they stream
-                // out: counted anyway, so what spills next sees them.
-                Err(_) => {
-                    reservation.resize(need);
-                    Ok(())
-                }
+                // No single key is too large; the sort's sorted rows still
+                // hold their share as they stream out: go on uncounted rather
+                // than take the sort's memory.
+                Err(_) => Ok(()),
             }
         };
         let build = move |events: Vec<RecordBatch>| -> Result<Vec<Result<RecordBatch>>> {
@@ -213,6 +214,8 @@ impl ExecutionPlan for TilesExec {
                         Ok(out) => out,
                         Err(e) => return Some((futures::stream::iter(vec![Err(e)]), None)),
                     };
+                    // Built: only the current key's events stay held.
+                    let _ = reserve(&runs, &[]);
                     match (out.is_empty(), more) {
                         (true, true) => continue,
                         (true, false) => return None,
@@ -291,6 +294,9 @@ struct KeyRuns {
     pending_key: Option<OwnedRow>,
     /// The bytes of `pending`'s rows.
     pending_bytes: usize,
+    /// The bytes of the key run the last push or finish completed from
+    /// `pending` (0 when none): the largest single key among its output.
+    completed_run_bytes: usize,
 }
 
 impl KeyRuns {
@@ -300,7 +306,7 @@ impl KeyRuns {
                 RowConverter::new((0..key_count).map(|i| SortField::new(schema.field(i).data_type().clone())).collect())
             })
             .transpose()?;
-        Ok(Self { converter, key_count, pending: Vec::new(), pending_key: None, pending_bytes: 0 })
+        Ok(Self { converter, key_count, pending: Vec::new(), pending_key: None, pending_bytes: 0, completed_run_bytes: 0 })
     }
 
     /// `batch`'s rows added; returns the rows of keys now complete.
@@ -321,9 +327,10 @@ impl KeyRuns {
             last_start -= 1;
         }
         let mut complete = Vec::new();
+        self.completed_run_bytes = 0;
         if self.pending_key.as_ref().is_some_and(|k| k.row() != rows.row(0)) || last_start > 0 {
             complete.append(&mut self.pending);
-            self.pending_bytes = 0;
+            self.completed_run_bytes = std::mem::take(&mut self.pending_bytes);
         }
         if last_start > 0 {
             complete.push(batch.slice(0, last_start));
@@ -338,7 +345,7 @@ impl KeyRuns {
     /// The last key's rows, at the end of the input.
     fn finish(&mut self) -> Vec<RecordBatch> {
         self.pending_key = None;
-        self.pending_bytes = 0;
+        self.completed_run_bytes = std::mem::take(&mut self.pending_bytes);
         std::mem::take(&mut self.pending)
     }
 }

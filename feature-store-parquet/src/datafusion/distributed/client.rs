@@ -117,13 +117,16 @@ fn streaming_error(cluster: &Cluster, e: DataFusionError) -> CoreError {
     cluster_error(cluster, e)
 }
 
-/// The `host:port` a transport error names after `http://`, if any.
+/// The `host:port` Ballista's client says it could not connect to ("...
+/// Ballista scheduler or executor at http://host:port: ..."), if any; other
+/// URLs in a message (an object store's, a status page's) are not it.
 fn named_address(message: &str) -> Option<&str> {
-    let start = message.find("http://").map(|i| i + 7).or_else(|| message.find("https://").map(|i| i + 8))?;
-    let rest = &message[start..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')))
-        .unwrap_or(rest.len());
+    let at = ["scheduler or executor at ", "Ballista executor at "]
+        .iter()
+        .find_map(|marker| message.find(marker).map(|i| i + marker.len()))?;
+    let rest = &message[at..];
+    let rest = rest.strip_prefix("http://").or_else(|| rest.strip_prefix("https://")).unwrap_or(rest);
+    let end = rest.find(|c: char| c.is_whitespace() || matches!(c, '/' | '"' | '\\' | ',')).unwrap_or(rest.len());
     // "at http://host:port: ..." ends the address with a colon.
     Some(rest[..end].trim_end_matches(':'))
 }
@@ -132,7 +135,7 @@ fn named_address(message: &str) -> Option<&str> {
 /// scheduler's address, or no address at all.
 fn names_the_scheduler(cluster: &Cluster, message: &str) -> bool {
     let (host, port) = cluster.host_port();
-    named_address(message).is_none_or(|address| address == format!("{host}:{port}"))
+    named_address(message).is_none_or(|address| address.eq_ignore_ascii_case(&format!("{host}:{port}")))
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -280,6 +283,12 @@ mod tests {
             assert!(message.contains("an executor stopped"), "{message}");
             assert!(!message.contains("offline_store.scheduler"), "{message}");
         }
+        // Other URLs in a message (an object store's) are not an executor's.
+        let e = DataFusionError::Execution(
+            "Job failed: Object Store error: request to http://127.0.0.1:9000/bucket/x.parquet timed out".into(),
+        );
+        assert!(!cluster_error(&cluster, e).to_string().contains("an executor stopped"));
+        assert_eq!(super::named_address("Ballista executor at http://[::1]:50051: refused"), Some("[::1]:50051"));
         // The same refusal from the scheduler's own address names it.
         for message in [
             streaming_error(&cluster, refused("127.0.0.1:50050")).to_string(),
