@@ -168,8 +168,11 @@ impl ExecutionPlan for TilesExec {
                 // One key needs more than half the pool: it cannot fit
                 // beside the sort's share, however that spills.
                 Err(e) if limited && matches!(pool_limit, MemoryLimit::Finite(l) if one_key > l / 2) => {
-                    let run =
-                        if runs.completed_run_bytes > runs.pending_bytes { complete.first() } else { runs.pending.first() };
+                    let run = if runs.completed_run_bytes > runs.pending_bytes {
+                        complete.first()
+                    } else {
+                        runs.pending.first()
+                    };
                     Err(one_key_too_large(&view_name, run, runs.key_count, one_key, &pool_limit, e))
                 }
                 // No single key is too large; the sort's sorted rows still
@@ -306,7 +309,14 @@ impl KeyRuns {
                 RowConverter::new((0..key_count).map(|i| SortField::new(schema.field(i).data_type().clone())).collect())
             })
             .transpose()?;
-        Ok(Self { converter, key_count, pending: Vec::new(), pending_key: None, pending_bytes: 0, completed_run_bytes: 0 })
+        Ok(Self {
+            converter,
+            key_count,
+            pending: Vec::new(),
+            pending_key: None,
+            pending_bytes: 0,
+            completed_run_bytes: 0,
+        })
     }
 
     /// `batch`'s rows added; returns the rows of keys now complete.
