@@ -657,6 +657,25 @@ fn verbose_logs_go_to_stderr_only() {
     assert!(stderr.contains("historical: retrieval finished"), "{stderr}");
 }
 
+/// Library warnings reach stderr without -v (a pipeline author must see a
+/// kept watermark or an ingest retrying through an outage), and stdout
+/// stays the command's output.
+#[test]
+fn warnings_are_shown_without_verbose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("demo");
+    ok(&cli(tmp.path(), &["init", repo.to_str().unwrap()]));
+    ok(&cli(&repo, &["apply"]));
+    ok(&cli(&repo, &["materialize", "2000-01-01T00:00:00Z", "2000-01-02T00:00:00Z"]));
+    // A window starting after the watermark leaves a gap: the watermark is kept, with a warning.
+    let gap = cli(&repo, &["--json", "materialize", "2030-01-01T00:00:00Z", "2030-01-02T00:00:00Z"]);
+    let report: serde_json::Value = serde_json::from_str(&ok(&gap)).expect("stdout is still JSON");
+    assert!(report["views"].is_array(), "{report}");
+    let stderr = String::from_utf8_lossy(&gap.stderr);
+    assert!(stderr.contains("WARN") && stderr.contains("kept it"), "no warning without -v: {stderr}");
+    assert!(!stderr.contains("INFO"), "only warnings without -v: {stderr}");
+}
+
 /// `push` reads CSV and JSON lines with the registry's types, never
 /// replaces a newer online value, and names the column and file it refuses.
 #[test]
