@@ -193,11 +193,11 @@ impl BuildSide {
         metrics: AsOfMetrics,
     ) -> Result<Collected> {
         let reservation = MemoryConsumer::new(format!("AsOfJoin[{}]", spec.view)).register(context.memory_pool());
-        let batch_bytes = super::spill::spill_batch_bytes(context.memory_pool().as_ref());
         let schema = right.schema();
+        let pool = Arc::clone(context.memory_pool());
         let mut stream = match partition {
             Some(p) => right.execute(p, context)?,
-            None => execute_stream(right, context)?,
+            None => execute_stream(Arc::clone(&right), context)?,
         };
         let mut batches = Vec::new();
         let mut spill: Option<Vec<SpillWriter>> = None;
@@ -214,7 +214,7 @@ impl BuildSide {
                     }
                     Err(e) => {
                         let _timer = metrics.spill_time.timer();
-                        spill = Some(start_spill(e, &mut batches, &schema, &spec, &reservation, batch_bytes)?);
+                        spill = Some(start_spill(e, &mut batches, &right, &spec, (&reservation, pool.as_ref()))?);
                     }
                 }
             }
@@ -232,7 +232,7 @@ impl BuildSide {
                 }
                 Err(e) => {
                     let _timer = metrics.spill_time.timer();
-                    start_spill(e, &mut batches, &schema, &spec, &reservation, batch_bytes)?
+                    start_spill(e, &mut batches, &right, &spec, (&reservation, pool.as_ref()))?
                 }
             },
         };

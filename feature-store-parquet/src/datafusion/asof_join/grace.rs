@@ -12,6 +12,7 @@ use datafusion::common::utils::memory::get_record_batch_memory_size;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation};
+use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 
 use super::AsOfSpec;
@@ -20,8 +21,27 @@ use super::metrics::AsOfMetrics;
 use super::probe::probe;
 use super::spill::{Reassembly, RouteWriter, Slot, SpillFile, SpillWriter, partition_of, scatter, spill_batch_bytes};
 
-/// Number of partitions a spilled join uses; each must fit in memory.
+/// Partitions a spilled join uses when the data's size cannot be estimated.
 const SPILL_PARTITIONS: usize = 32;
+/// Fewer than this would leave little to run side by side.
+const MIN_SPILL_PARTITIONS: usize = 16;
+
+/// At most 256 (the route file names a level-0 partition in one byte), and
+/// few enough that open spill files stay well inside the process's file
+/// limit: a view holds about two per partition, and several views spill at
+/// once. Under the common soft limit of 1,024 files that is 32.
+#[allow(unsafe_code)]
+fn max_spill_partitions() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct it is given, nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            return usize::try_from(limit.rlim_cur / 32).unwrap_or(usize::MAX).clamp(SPILL_PARTITIONS, 256);
+        }
+    }
+    SPILL_PARTITIONS
+}
 
 fn over_limit(e: DataFusionError, view: &str, what: &str) -> DataFusionError {
     DataFusionError::ResourcesExhausted(format!(
@@ -35,21 +55,73 @@ fn over_limit(e: DataFusionError, view: &str, what: &str) -> DataFusionError {
 pub(super) fn start_spill(
     e: DataFusionError,
     batches: &mut Vec<RecordBatch>,
-    schema: &SchemaRef,
+    right: &Arc<dyn ExecutionPlan>,
     spec: &AsOfSpec,
-    reservation: &MemoryReservation,
-    batch_bytes: usize,
+    (reservation, pool): (&MemoryReservation, &dyn MemoryPool),
 ) -> Result<Vec<SpillWriter>> {
     if spec.key_types.is_empty() {
         return Err(over_limit(e, &spec.view, "the feature rows"));
     }
-    let mut writers = spill_writers(schema, SPILL_PARTITIONS, batch_bytes)?;
+    let bytes = batches.iter().map(get_record_batch_memory_size).sum();
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let partitions = spill_partitions(scan_progress(right), bytes, rows, pool_size(pool)).min(max_spill_partitions());
+    tracing::debug!(view = %spec.view, partitions, bytes, rows, "as-of join spills");
+    let batch_bytes = spill_batch_bytes(pool, partitions);
+    let mut writers = spill_writers(&right.schema(), partitions, batch_bytes)?;
     let keys = right_keys(spec);
     for b in batches.drain(..) {
         scatter_by_key(&b, &keys, &spec.key_types, 0, &mut writers, false)?;
     }
     reservation.free();
     Ok(writers)
+}
+
+/// Level-0 partitions for a view whose feature rows outgrew the pool after
+/// `bytes` in memory (`rows` rows): enough that each partition's join needs
+/// about an eighth of the pool, so partitions run side by side without being
+/// split again (each split writes and reads its rows once more). The view's
+/// size is estimated from its scan (`progress`: bytes scanned so far and the
+/// files' total bytes): the files' bytes, times how much larger decoded rows
+/// were than the bytes scanned for them (at least 1: a reader fetches a row
+/// group's columns before decoding them, so what it scanned can run ahead of
+/// the rows it produced), plus the index. Without a file scan, 32.
+fn spill_partitions(progress: Option<(usize, usize)>, bytes: usize, rows: usize, pool: usize) -> usize {
+    let Some((scanned, files)) = progress.filter(|(s, f)| *s > 0 && *f > 0) else {
+        return SPILL_PARTITIONS;
+    };
+    let expansion = (bytes as f64 / scanned as f64).max(1.0);
+    let with_index = (bytes + rows * INDEX_BYTES_PER_ROW) as f64 / bytes.max(1) as f64;
+    let need = files as f64 * expansion * with_index;
+    let target = (pool / (PARALLEL_SHARE * 2)).max(1) as f64;
+    ((need / target).ceil() as usize).clamp(MIN_SPILL_PARTITIONS, 256)
+}
+
+/// How far the Parquet scans under `plan` have read: bytes scanned so far
+/// (DataFusion's `bytes_scanned` metric) and the scanned files' total bytes.
+/// An estimate: files the time filter prunes count in the total, so it errs
+/// towards more partitions. `None` without a file scan.
+fn scan_progress(plan: &Arc<dyn ExecutionPlan>) -> Option<(usize, usize)> {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
+        let config = scan.data_source().downcast_ref::<FileScanConfig>()?;
+        let files: u64 = config
+            .file_groups
+            .iter()
+            .flat_map(|g| g.files())
+            .map(|f| f.range.as_ref().map_or(f.object_meta.size, |r| (r.end - r.start).max(0) as u64))
+            .sum();
+        let scanned = scan.metrics()?.sum_by_name("bytes_scanned")?.as_usize();
+        return Some((scanned, usize::try_from(files).unwrap_or(usize::MAX)));
+    }
+    let mut found = None;
+    for child in plan.children() {
+        if let Some((s, f)) = scan_progress(child) {
+            let (s0, f0) = found.unwrap_or((0, 0));
+            found = Some((s0 + s, f0 + f));
+        }
+    }
+    found
 }
 
 fn spill_writers(schema: &SchemaRef, partitions: usize, batch_bytes: usize) -> Result<Vec<SpillWriter>> {
@@ -92,8 +164,11 @@ fn single_key(file: &SpillFile, spec: &AsOfSpec) -> Result<Option<String>> {
 
 /// Memory a partition join of `right` takes: its rows plus the index.
 fn partition_need(right: &SpillFile) -> usize {
-    right.bytes + right.rows * 40
+    right.bytes + right.rows * INDEX_BYTES_PER_ROW
 }
+
+/// What the in-memory index adds per feature row.
+const INDEX_BYTES_PER_ROW: usize = 40;
 
 /// Partitions run two at a time beside other views' work: a partition may
 /// count on about a quarter of the pool.
@@ -336,7 +411,7 @@ pub(super) async fn grace_join(
 
     // 1. Entity rows whole into one file in order; their narrow rows,
     //    numbered, into partitions; the route records each row's.
-    let batch_bytes = spill_batch_bytes(context.memory_pool().as_ref());
+    let batch_bytes = spill_batch_bytes(context.memory_pool().as_ref(), right_parts.len());
     // A features-only join keeps no entity columns.
     let mut whole = if features_only { None } else { Some(SpillWriter::new(&left_schema, batch_bytes)?) };
     let mut writers = spill_writers(&row_schema, right_parts.len(), batch_bytes)?;
@@ -436,4 +511,33 @@ pub(super) async fn grace_join(
         }
     })
     .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spill_partitions;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn partitions_follow_the_estimated_size_of_the_view() {
+        // 64 MiB of rows read, 1Mi rows: the index adds 40 MiB (x1.625).
+        let (bytes, rows) = (64 * MIB, 1 << 20);
+        // Nothing to estimate from: the fixed fan-out.
+        assert_eq!(spill_partitions(None, bytes, rows, 512 * MIB), 32);
+        assert_eq!(spill_partitions(Some((0, 100)), bytes, rows, 512 * MIB), 32);
+        // 100 MiB of files, scanned as far as decoded: 162.5 MiB needed,
+        // 3 partitions of 64 MiB (an eighth of the pool): the floor of 16.
+        assert_eq!(spill_partitions(Some((64 * MIB, 100 * MIB)), bytes, rows, 512 * MIB), 16);
+        // 10 GiB of files: 16.25 GiB needed, 260 partitions, at most 256.
+        assert_eq!(spill_partitions(Some((64 * MIB, 10 << 30)), bytes, rows, 512 * MIB), 256);
+        // 4 GiB of files, the reader ahead of the rows (scanned more than
+        // decoded): no expansion assumed, 104 partitions.
+        assert_eq!(spill_partitions(Some((200 * MIB, 4 << 30)), bytes, rows, 512 * MIB), 104);
+        // Rows 4x larger decoded than scanned (dictionaries, compression):
+        // 1 GiB of files needs 104 partitions too.
+        assert_eq!(spill_partitions(Some((16 * MIB, 1 << 30)), bytes, rows, 512 * MIB), 104);
+        // A smaller pool, more partitions for the same data.
+        assert_eq!(spill_partitions(Some((64 * MIB, 1 << 30)), bytes, rows, 128 * MIB), 104);
+    }
 }

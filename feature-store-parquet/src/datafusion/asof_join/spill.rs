@@ -28,13 +28,15 @@ fn io(e: std::io::Error) -> DataFusionError {
     DataFusionError::Execution(format!("spilling the as-of join to disk failed: {e}"))
 }
 
-/// Bytes each spill file's batches aim at. Every spilling side keeps one
-/// pending batch per partition and the reassembly one current batch per
-/// partition, so the batch size, not the data, bounds that memory: about
-/// 1/2048 of the pool (256 KiB under 512 MiB), between 32 KiB and 4 MiB.
-pub(crate) fn spill_batch_bytes(pool: &dyn MemoryPool) -> usize {
+/// Bytes each spill file's batches aim at, with `partitions` files written
+/// (and later read back) at once. Every spilling side keeps one pending batch
+/// per partition and the reassembly one current batch per partition, so the
+/// batch size, not the data, bounds that memory: together about 1/64 of the
+/// pool (256 KiB a batch at 32 partitions under a 512 MiB pool), each batch
+/// between 32 KiB and 4 MiB.
+pub(crate) fn spill_batch_bytes(pool: &dyn MemoryPool, partitions: usize) -> usize {
     match pool.memory_limit() {
-        MemoryLimit::Finite(limit) => (limit / 2048).clamp(32 << 10, 4 << 20),
+        MemoryLimit::Finite(pool) => (pool / 64 / partitions.max(1)).clamp(32 << 10, 4 << 20),
         _ => 4 << 20,
     }
 }

@@ -22,7 +22,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{
     Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::{RecordBatchReceiverStream, RecordBatchStreamAdapter};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
@@ -99,11 +99,14 @@ impl ExecutionPlan for ZipExec {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!("ZipExec has one partition, asked for {partition}")));
         }
-        // A child's partitions are read one after another, in order.
+        // A child's partitions are read one after another, in order; each
+        // child runs ahead on its own task (see `run_ahead`).
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
         let inputs = self
             .children
             .iter()
-            .map(|c| crate::datafusion::partitions_in_order(c, &context))
+            .map(|c| Ok(run_ahead(crate::datafusion::partitions_in_order(c, &context)?, c.schema(), &gate)))
             .collect::<Result<Vec<BoxStream<'static, Result<RecordBatch>>>>>()?;
         let zip = Zip { current: (0..inputs.len()).map(|_| None).collect(), inputs, schema: Arc::clone(&self.schema) };
         let stream = futures::stream::unfold(Some(zip), |state| async move {
@@ -116,6 +119,35 @@ impl ExecutionPlan for ZipExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
     }
+}
+
+/// Drives `input` on a task of its own, at most two batches ahead of the
+/// zip. Without it the zip pulled one child at a time, so a spilling view's
+/// partitioning and partition joins ran only after the view before it had
+/// produced its first rows, and every view's reassembly shared one thread.
+/// Until its first batch a child holds one of `gate`'s permits (one per
+/// core): the work before a spilled view's first row is what takes cores
+/// and memory outside the pool (the spill writers' pending batches), so
+/// only that many views do it at once; after it a view only reads back.
+fn run_ahead(
+    mut input: BoxStream<'static, Result<RecordBatch>>,
+    schema: SchemaRef,
+    gate: &Arc<tokio::sync::Semaphore>,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    let mut builder = RecordBatchReceiverStream::builder(schema, 2);
+    let tx = builder.tx();
+    let gate = Arc::clone(gate);
+    builder.spawn(async move {
+        let mut permit = Some(gate.acquire_owned().await.map_err(|e| DataFusionError::External(Box::new(e)))?);
+        while let Some(batch) = input.next().await {
+            permit.take();
+            if tx.send(batch).await.is_err() {
+                break; // the zip was dropped
+            }
+        }
+        Ok(())
+    });
+    builder.build().boxed()
 }
 
 struct Zip {
