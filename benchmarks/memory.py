@@ -142,7 +142,7 @@ def main():
             why += (": " + tail[0][:200]) if tail else ""
         rows.append({"tool": tool, "limit": limit, "wall": wall, "ok": ok})
         line = f"{tool:<26} limit {limit or '-':>7}  cgroup {cgroup_bytes // MIB if cgroup_bytes else '-':>5} MiB  "
-        line += f"{wall:7.1f} s  peak RSS {rusage.ru_maxrss / 1024:7.0f} MiB  "
+        line += f"{wall:7.1f} s  cpu {rusage.ru_utime + rusage.ru_stime:6.1f} s  peak RSS {rusage.ru_maxrss / 1024:7.0f} MiB  "
         if cg_stats:
             peak = f"{cg_stats['peak'] // MIB}" if cg_stats.get("peak") else "?"
             line += f"cgroup peak {peak:>5} MiB  limit hits {cg_stats['limit_hits']:>8}  OOM kills {cg_stats['oom_kills']}  "
