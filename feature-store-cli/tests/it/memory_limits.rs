@@ -258,6 +258,15 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
     // 1M feature rows of 60 float32 columns: ~260 MB decoded, twice the
     // cgroup; 400k entity rows.
     let repo = repo(tmp.path(), 20_000, 50, 60, 400_000);
+    // An aggregation view over the same rows: materialized below, inside the cgroup.
+    let defs = repo.join("features.yaml");
+    let mut text = std::fs::read_to_string(&defs).unwrap();
+    text.push_str(concat!(
+        "  - {name: agg, entities: [driver], source: stats, aggregation_interval: 1h,\n",
+        "     aggregations: [{column: f0, function: sum, window: 1d}, {column: f1, function: max, window: 7d}]}\n",
+    ));
+    std::fs::write(&defs, text).unwrap();
+    ok(&cli(&repo, &["apply"]));
     let entities = repo.join("data/entities.parquet");
     let (free, limited) = (tmp.path().join("free.parquet"), tmp.path().join("limited.parquet"));
     let args = |out: &Path| {
@@ -278,7 +287,8 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
     free_args.extend(["--save".to_owned(), "free".into()]);
     ok(&cli(&repo, &free_args.iter().map(String::as_str).collect::<Vec<_>>()));
     let mut limited_args = args(&limited);
-    limited_args.extend(["--memory-limit".to_owned(), "32MiB".into(), "-vv".into()]);
+    // Saved as a dataset under the limit too (its rows written beside the output).
+    limited_args.extend(["--memory-limit".to_owned(), "32MiB".into(), "-vv".into(), "--save".into(), "limited".into()]);
     evict(&repo.join("data/stats.parquet"));
     evict(&entities);
     let (out, anon) = cg.cli_sampled(&repo, &limited_args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -297,7 +307,8 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
     );
     assert!(anon <= limit + base(limit), "anonymous memory reached {} MiB, above the limit plus base", anon / MIB);
 
-    // Materialization of the same rows into SQLite, inside the same cgroup.
+    // Materialization of the same rows into SQLite (the plain view, and the
+    // aggregation view's tiles), inside the same cgroup.
     evict(&repo.join("data/stats.parquet"));
     let (out, anon) = cg.cli_sampled(
         &repo,
@@ -321,12 +332,17 @@ fn retrieval_and_materialization_hold_inside_a_cgroup_of_the_limit_plus_base() {
         eprintln!("{what}: anonymous memory peak (sampled) {} MiB", anon / MIB);
         assert!(anon <= limit + base(limit), "{what}: anonymous memory reached {} MiB", anon / MIB);
     }
-    let online =
-        ok(&cli(&repo, &["--json", "online", "--features", "wide:f0,wide:f59", "--entity", "driver_id=19999"]));
+    let online = ok(&cli(
+        &repo,
+        &["--json", "online", "--features", "wide:f0,wide:f59,agg:f1_max_7d", "--entity", "driver_id=19999"],
+    ));
     let h = 49i64;
     let d = 19_999i64;
     let expect = |f: i64| ((d * 31 + h * 7 + f) % 10_007) as f32 / 7.0;
     assert!(online.contains(&format!("{}", expect(0))) && online.contains(&format!("{}", expect(59))), "{online}");
+    assert!(online.contains("f1_max_7d"), "{online}");
+    let datasets = ok(&cli(&repo, &["dataset", "list"]));
+    assert!(datasets.contains("limited"), "the dataset saved under the limit is missing: {datasets}");
 }
 
 #[test]

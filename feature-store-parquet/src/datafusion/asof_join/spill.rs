@@ -59,6 +59,8 @@ pub(crate) struct SpillFile {
     pub(crate) rows: usize,
     /// Size on disk.
     pub(crate) bytes: usize,
+    /// Bytes read ahead of the reader ([`ReadAhead`]).
+    window: u64,
 }
 
 impl SpillWriter {
@@ -112,16 +114,108 @@ impl SpillWriter {
         let mut file = self.writer.into_inner()?.into_inner().map_err(|e| io(e.into_error()))?;
         let bytes = file.stream_position().map_err(io)? as usize;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        Ok(SpillFile { file, rows: self.rows, bytes })
+        // Two batches ahead: with every partition's file read at once, the
+        // read-ahead stays about 1/32 of the pool.
+        let window = (2 * self.batch_bytes as u64).max(MIN_READ_AHEAD);
+        Ok(SpillFile { file, rows: self.rows, bytes, window })
     }
 }
 
 impl SpillFile {
     /// Reads the file from the start; it can be read again.
-    pub(crate) fn read(&self) -> Result<FileReader<BufReader<File>>> {
+    pub(crate) fn read(&self) -> Result<FileReader<BufReader<ReadAhead>>> {
         let mut file = self.file.try_clone().map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        Ok(FileReader::try_new(BufReader::new(file), None)?)
+        Ok(FileReader::try_new(BufReader::new(ReadAhead::new(file, self.window)), None)?)
+    }
+}
+
+/// Least read-ahead of a spill file.
+const MIN_READ_AHEAD: u64 = 128 << 10;
+
+/// A spill file read with a read-ahead bounded by the memory limit. The
+/// kernel's own read-ahead grows to the device's maximum per file (8 MiB on
+/// many virtual disks): with a few hundred partition files read at once
+/// that is gigabytes of page cache, charged to the process's cgroup and
+/// evicted again before it is read. So the kernel's is switched off for
+/// these files and each reader asks for the next `window` bytes itself
+/// (`POSIX_FADV_WILLNEED`, which reads them in the background) once it is
+/// halfway through the previous window. Elsewhere than Linux the kernel's
+/// default applies.
+pub(crate) struct ReadAhead {
+    file: File,
+    pos: u64,
+    /// Bytes up to here were asked for.
+    hinted: u64,
+    window: u64,
+    enabled: bool,
+}
+
+impl ReadAhead {
+    fn new(file: File, window: u64) -> Self {
+        let mut r = Self { file, pos: 0, hinted: 0, window, enabled: cfg!(target_os = "linux") };
+        r.advise(0, 0, Advice::Random);
+        r
+    }
+
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn advise(&mut self, offset: u64, len: u64, advice: Advice) {
+        use std::os::fd::AsRawFd;
+        if !self.enabled {
+            return;
+        }
+        let advice = match advice {
+            Advice::Random => libc::POSIX_FADV_RANDOM,
+            Advice::WillNeed => libc::POSIX_FADV_WILLNEED,
+        };
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            self.enabled = false;
+            return;
+        };
+        // SAFETY: the descriptor belongs to `self.file`, open for the call;
+        // the call touches no memory of ours.
+        if unsafe { libc::posix_fadvise(self.file.as_raw_fd(), offset, len, advice) } != 0 {
+            // Advice only: without it the kernel's read-ahead applies.
+            self.enabled = false;
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn advise(&mut self, _offset: u64, _len: u64, _advice: Advice) {
+        self.enabled = false;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Advice {
+    Random,
+    WillNeed,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.enabled && self.pos + self.window / 2 >= self.hinted {
+            let start = self.hinted.max(self.pos);
+            self.advise(start, self.window, Advice::WillNeed);
+            self.hinted = start + self.window;
+        }
+        let n = self.file.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ReadAhead {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let pos = self.file.seek(to)?;
+        // Arrow's reader seeks to each batch it reads: forward within what
+        // was asked for keeps the hint; anywhere else starts anew.
+        if pos < self.pos || pos > self.hinted {
+            self.hinted = pos;
+        }
+        self.pos = pos;
+        Ok(pos)
     }
 }
 
@@ -232,7 +326,7 @@ fn source_index(sources: &mut Vec<RecordBatch>, slot: &mut Option<usize>, batch:
 /// in row-number order, dropping that column: the sub-partitions of a
 /// partition that was split again.
 pub(crate) struct Merger {
-    readers: Vec<FileReader<BufReader<File>>>,
+    readers: Vec<FileReader<BufReader<ReadAhead>>>,
     /// Per partition: its current batch, that batch's row numbers, the next row.
     current: Vec<Option<(RecordBatch, ScalarBuffer<u64>, usize)>>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
@@ -329,7 +423,7 @@ pub(crate) enum Slot {
     /// No entity row went there.
     Empty,
     /// One file (the row-number column is dropped as batches are read).
-    File { reader: FileReader<BufReader<File>>, keep: Vec<usize> },
+    File { reader: FileReader<BufReader<ReadAhead>>, keep: Vec<usize> },
     /// A partition split again: its sub-partitions merged by row number.
     Merged(Merger),
 }
@@ -371,7 +465,7 @@ impl Slot {
 
 /// Reads a spill file's rows in order, `n` at a time.
 struct RowReader {
-    reader: FileReader<BufReader<File>>,
+    reader: FileReader<BufReader<ReadAhead>>,
     /// The current batch and its next row.
     current: Option<(RecordBatch, usize)>,
 }
@@ -427,7 +521,7 @@ pub(crate) struct Reassembly {
 impl Reassembly {
     pub(crate) fn new(
         route: (BufReader<File>, usize),
-        whole: Option<FileReader<BufReader<File>>>,
+        whole: Option<FileReader<BufReader<ReadAhead>>>,
         slots: Vec<Slot>,
         out_schema: SchemaRef,
         batch_size: usize,
@@ -490,5 +584,34 @@ impl Reassembly {
         }
         let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
         Ok(Some(RecordBatch::try_new_with_options(Arc::clone(&self.out_schema), columns, &options)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Seek, SeekFrom, Write};
+
+    use super::ReadAhead;
+
+    #[test]
+    fn read_ahead_reads_what_was_written_across_seeks() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut r = ReadAhead::new(file, 64 << 10);
+        let mut back = vec![0; 300_000];
+        r.read_exact(&mut back).unwrap();
+        assert!(back[..] == data[..300_000]);
+        // Forward inside the hinted window, then back to the start, then past it.
+        for at in [310_000u64, 0, 900_000] {
+            assert_eq!(r.seek(SeekFrom::Start(at)).unwrap(), at);
+            let mut part = vec![0; 50_000];
+            r.read_exact(&mut part).unwrap();
+            assert!(part[..] == data[at as usize..at as usize + 50_000]);
+            assert!(!r.enabled || r.hinted > r.pos, "a window ahead of the reader was asked for");
+        }
+        // The advice went through rather than switching itself off.
+        assert_eq!(r.enabled, cfg!(target_os = "linux"));
     }
 }
