@@ -140,6 +140,8 @@ pub struct SqliteOnlineStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
+    /// Page cache of each connection, in bytes.
+    cache_bytes: usize,
     /// Idle connections for reads.
     readers: Mutex<Vec<Connection>>,
     /// The one writer (SQLite allows one at a time anyway), opened on first
@@ -161,6 +163,7 @@ impl SqliteOnlineStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                cache_bytes: DEFAULT_CACHE_BYTES,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(None),
                 exists: Default::default(),
@@ -168,11 +171,30 @@ impl SqliteOnlineStore {
         })
     }
 
-    /// A store from an `online_store:` section with `type: sqlite`; its one
-    /// option, `path`, defaults to `data/online.db` in the repo.
+    /// A store from an `online_store:` section with `type: sqlite`: `path`
+    /// (default `data/online.db` in the repo) and `cache_size`, each
+    /// connection's page cache (default 64MiB).
     pub fn from_options(options: &BackendOptions<'_>) -> CoreResult<Self> {
-        options.check_known(&["path"])?;
-        Ok(Self::open(options.path("path", "data/online.db"))?)
+        options.check_known(&["path", "cache_size"])?;
+        let store = Self::open(options.path("path", "data/online.db"))?;
+        Ok(match options.size("cache_size")? {
+            Some(bytes) => store.with_cache_size(bytes),
+            None => store,
+        })
+    }
+
+    /// Each connection's page cache. It is heap memory, outside any query
+    /// pool: a process under a memory limit keeps it small (the default is
+    /// 64 MiB, which a large materialization fills).
+    pub fn with_cache_size(self, bytes: usize) -> Self {
+        let inner = Inner {
+            path: self.inner.path.clone(),
+            cache_bytes: bytes.max(64 << 10),
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
+            exists: Default::default(),
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The database file.
@@ -181,7 +203,10 @@ impl SqliteOnlineStore {
     }
 }
 
-fn connect(path: &Path) -> Result<Connection, Error> {
+/// Page cache of each connection unless `cache_size` says otherwise.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+fn connect(path: &Path, cache_bytes: usize) -> Result<Connection, Error> {
     let open = |source| Error::Open { path: path.to_path_buf(), source };
     let conn = Connection::open_with_flags(
         path,
@@ -195,7 +220,9 @@ fn connect(path: &Path) -> Result<Connection, Error> {
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(open)?;
     // Reads through a memory map skip a copy per page.
     conn.pragma_update(None, "mmap_size", 1i64 << 40).map_err(open)?;
-    conn.pragma_update(None, "cache_size", -65536).map_err(open)?;
+    // Negative: KiB rather than pages.
+    let cache_kib = i64::try_from(cache_bytes / 1024).unwrap_or(i64::MAX);
+    conn.pragma_update(None, "cache_size", -cache_kib).map_err(open)?;
     // Checkpoints copy each WAL page into the database once per checkpoint,
     // so a page rewritten by many commits costs one copy, not many: every
     // 10,000 pages (40 MB of WAL) rather than SQLite's 1,000. Ingestion's
@@ -220,7 +247,7 @@ impl Inner {
                 std::fs::create_dir_all(parent)
                     .map_err(|source| Error::CreateDir { path: self.path.clone(), source })?;
             }
-            let conn = connect(&self.path)?;
+            let conn = connect(&self.path, self.cache_bytes)?;
             conn.execute_batch(SCHEMA).map_err(|source| Error::Open { path: self.path.clone(), source })?;
             *guard = Some(conn);
         }
@@ -241,7 +268,7 @@ impl Inner {
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
         let conn = match self.readers.lock().expect("poisoned").pop() {
             Some(c) => c,
-            None => connect(&self.path)?,
+            None => connect(&self.path, self.cache_bytes)?,
         };
         let out = f(&conn);
         self.readers.lock().expect("poisoned").push(conn);

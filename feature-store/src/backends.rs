@@ -115,6 +115,23 @@ pub fn online_store(config: &OnlineStoreConfig, base: &Path) -> Result<Arc<dyn O
     open(&BackendOptions::new("online_store", &config.kind, &config.options, base))
 }
 
+/// The online store's section with its heap caches bounded by the offline
+/// store's `memory_limit`, when one is set and the section leaves them to
+/// the default: SQLite's page cache (64 MiB a connection by default, filled
+/// by a large materialization and kept) becomes 1/16 of the limit, at
+/// least 2 MiB, so the process stays within the limit plus its base.
+fn online_under_limit(config: &RepoConfig) -> Option<OnlineStoreConfig> {
+    let limit = config.offline_store.memory_limit.as_deref()?;
+    let limit = feature_store_core::repo::parse_size(limit).ok()?;
+    if config.online_store.kind != "sqlite" || config.online_store.options.contains_key("cache_size") {
+        return None;
+    }
+    let cache = (limit / 16).clamp(2 << 20, 64 << 20);
+    let mut limited = config.online_store.clone();
+    limited.options.insert("cache_size".into(), cache.to_string().into());
+    Some(limited)
+}
+
 /// Opens the repo folder `repo`: reads `feature_store.yaml` and wires the backends.
 pub fn open(repo: impl AsRef<Path>) -> Result<FeatureStore> {
     from_config(RepoConfig::load(repo.as_ref())?)
@@ -137,7 +154,10 @@ pub fn from_config(config: RepoConfig) -> Result<FeatureStore> {
         Err(_) if config.offline_store.kind.is_none() && offline_store_types().is_empty() => None,
         Err(e) => return Err(e),
     };
-    let online = online_store(&config.online_store, &base)?;
+    let online = match online_under_limit(&config) {
+        Some(limited) => online_store(&limited, &base)?,
+        None => online_store(&config.online_store, &base)?,
+    };
     let mut builder = FeatureStore::builder(config).with_registry_store(registry).with_online_store(online);
     if let Some(offline) = offline {
         builder = builder.with_offline_store(offline);
@@ -152,6 +172,24 @@ pub fn from_config(config: RepoConfig) -> Result<FeatureStore> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memory_limit_bounds_sqlites_page_cache_unless_it_is_set() {
+        let config = |text: &str| RepoConfig::from_yaml(text, "test").unwrap();
+        let limited = config(
+            "project: p\nregistry: r.json\nonline_store: {type: sqlite}\noffline_store: {memory_limit: 32MiB}\n",
+        );
+        let section = online_under_limit(&limited).expect("bounded");
+        assert_eq!(section.options["cache_size"].as_str(), Some("2097152"));
+        let large =
+            config("project: p\nregistry: r.json\nonline_store: {type: sqlite}\noffline_store: {memory_limit: 4GiB}\n");
+        assert_eq!(online_under_limit(&large).unwrap().options["cache_size"].as_str(), Some("67108864"));
+        let chosen = config(
+            "project: p\nregistry: r.json\nonline_store: {type: sqlite, cache_size: 1GiB}\noffline_store: {memory_limit: 32MiB}\n",
+        );
+        assert!(online_under_limit(&chosen).is_none(), "the user's cache_size stays");
+        assert!(online_under_limit(&config("project: p\nregistry: r.json\n")).is_none(), "no limit, no change");
+    }
 
     #[test]
     fn unknown_types_list_exactly_the_compiled_backends() {

@@ -45,6 +45,24 @@ pub(crate) fn partitions_in_order(
     Ok(futures::stream::iter(parts).flatten().boxed())
 }
 
+/// Hands memory the process has freed back to the kernel before a new
+/// operation starts under a limit. glibc's malloc keeps freed memory in
+/// its arenas (up to 64 MiB a heap, and any free pages below the top), so
+/// one view's freed buffers still count against the cgroup while the next
+/// view allocates its own. Materializing an aggregation view, then a plain
+/// view, under 32 MiB: 83-89 MiB of anonymous memory at the peak without
+/// this, 72-79 with it. `malloc_trim` takes a few milliseconds; other
+/// allocators and platforms are left alone.
+#[allow(unsafe_code)]
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the heap to the kernel;
+    // it reads no memory of ours and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A session for one retrieval: all cores, and the memory limit (if any)
 /// as a fair spill pool so operators that can spill do.
 pub(crate) fn session(memory_limit: Option<usize>, target_partitions: usize) -> Result<SessionContext, CoreError> {
@@ -59,6 +77,7 @@ pub(crate) fn session_with_batch_rows(
 ) -> Result<SessionContext, CoreError> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = memory_limit {
+        release_freed_heap();
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(pool_bytes(limit))));
     }
     let runtime = runtime.build_arc().map_err(|e| df_error("starting the query engine", e))?;
