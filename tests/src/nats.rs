@@ -17,6 +17,7 @@ fn nats_server() -> PathBuf {
 
 /// A running `nats-server -js`.
 pub struct NatsServer {
+    bin: PathBuf,
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
@@ -25,13 +26,19 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server with JetStream (file storage in a temp folder).
     pub fn start() -> Self {
-        let mut s = Self { child: None, port: free_port(), dir: tempfile::tempdir().expect("tempdir") };
+        Self::start_binary(nats_server())
+    }
+
+    /// [`NatsServer::start`] with another build of the server (an older
+    /// release a distribution ships).
+    pub fn start_binary(bin: PathBuf) -> Self {
+        let mut s = Self { bin, child: None, port: free_port(), dir: tempfile::tempdir().expect("tempdir") };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let bin = nats_server();
+        let bin = self.bin.clone();
         let log = self.dir.path().join("nats.log");
         let child = Command::new(&bin)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])

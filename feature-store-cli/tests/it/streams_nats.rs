@@ -70,6 +70,30 @@ fn nats_records_reach_online_offline_and_dead_letters() {
     assert_eq!(offline_log(&repo), before, "a second run changed the offline log");
 }
 
+/// Debian 12's nats-server is 2.9: the client's bucket creation read an
+/// account-info reply that server does not send, and ingestion failed at
+/// every start ("data did not match any variant of untagged enum
+/// Response"). scripts/test.sh installs Debian's package when absent.
+#[test]
+fn debians_nats_server_2_9_is_consumed_too() {
+    let bin = std::path::PathBuf::from(std::env::var("NATS_SERVER_DEBIAN").unwrap_or("/usr/sbin/nats-server".into()));
+    if !bin.is_file() {
+        eprintln!("skipped: no {} (Debian's nats-server package; scripts/test.sh installs it)", bin.display());
+        return;
+    }
+    let nats = NatsServer::start_binary(bin);
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &source(&nats), SQLITE, false);
+    let events = super::streams::events(300, 29);
+    let ids = produce(&nats, &events);
+    drain(&repo, &[]);
+    check_all(&repo, &events, &ids);
+    // A second process start reads the buckets the first created.
+    drain(&repo, &[]);
+    check_all(&repo, &events, &ids);
+}
+
 /// Ingestion acknowledges only after the offline log's flush, so it holds
 /// every message since: with a flush interval longer than the run, all
 /// 3,000 arrive in one go (JetStream's default of 1,000 unacknowledged

@@ -104,7 +104,9 @@ impl RecordSchema {
                 .unwrap_or_else(|| f.name.clone());
             by_record_name.insert(raw, i);
         }
-        let by_name = by_record_name.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        // In the columns' order, which is the order producers usually write.
+        let mut by_name: Vec<(String, usize)> = by_record_name.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        by_name.sort_by_key(|(_, i)| *i);
         Self { fields, timestamp_column: timestamp_column.into(), source: source.clone(), by_record_name, by_name }
     }
 
@@ -200,6 +202,10 @@ impl RecordSchema {
                 let schema = self.0;
                 let mut cells = vec![Cell::Null; schema.fields.len()];
                 let mut ts = None;
+                // Fields are found by a scan (a record has few; hashing each
+                // name costs more), starting after the last one found:
+                // producers write fields in one order, usually the columns'.
+                let mut next = 0;
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     if key == schema.source.timestamp_field.as_str() {
                         let value: Value = map.next_value()?;
@@ -207,7 +213,13 @@ impl RecordSchema {
                             Ok(t) => ts = Some(t),
                             Err(_) => return Ok(None),
                         }
-                    } else if let Some(i) = schema.field_index(&key) {
+                    } else if let Some((at, i)) = match schema.by_name.get(next) {
+                        Some((n, i)) if *n == key => Some((next, *i)),
+                        _ => {
+                            schema.by_name.iter().enumerate().find(|(_, (n, _))| *n == key).map(|(at, (_, i))| (at, *i))
+                        }
+                    } {
+                        next = at + 1;
                         let value: Value = map.next_value()?;
                         match cell(&schema.fields[i].dtype, &value, false, schema.source.timestamp_unit) {
                             Ok(c) => cells[i] = c,
@@ -241,12 +253,6 @@ impl RecordSchema {
         let out = Seed(self).deserialize(&mut de).ok()??;
         de.end().ok()?;
         Some(out)
-    }
-
-    /// Position in `fields` of record field `name`: a scan, as a record
-    /// has few fields and hashing each name costs more.
-    fn field_index(&self, name: &str) -> Option<usize> {
-        self.by_name.iter().find(|(n, _)| n == name).map(|(_, i)| *i)
     }
 
     /// [`Self::record`] through a parsed JSON object, naming the reason a
