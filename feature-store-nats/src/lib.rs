@@ -138,6 +138,22 @@ async fn bucket(
     Ok(js.get_key_value(name).await?)
 }
 
+/// The stream sequence in a JetStream message's reply subject (ADR-15:
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sequence>...`, 7 tokens after
+/// the prefix, or with `<domain>.<account hash>.` before the stream, 9 or
+/// more). The client's `info()` also parses the timestamp and the rest,
+/// about 1,900 instructions a message, 5 % of ingestion's; this only the
+/// sequence. `None` for anything else (`info()` then says what is wrong).
+fn stream_sequence(reply: &str) -> Option<u64> {
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    let at = match rest.split('.').count() {
+        7 => 3,
+        n if n >= 9 => 5,
+        _ => return None,
+    };
+    rest.split('.').nth(at)?.parse().ok()
+}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     Error::StoreUnavailable { store: what.to_owned(), source: e.to_string().into() }
 }
@@ -334,7 +350,10 @@ impl NatsStreamConsumer {
         let mut batch = batch.map_err(|e| unavailable(&self.describe, e))?;
         while let Some(m) = batch.next().await {
             let m = m.map_err(|e| unavailable(&self.describe, e))?;
-            let seq = m.info().map_err(|e| unavailable(&self.describe, e))?.stream_sequence;
+            let seq = match m.reply.as_deref().and_then(stream_sequence) {
+                Some(seq) => seq,
+                None => m.info().map_err(|e| unavailable(&self.describe, e))?.stream_sequence,
+            };
             if seq <= self.polled {
                 // Redelivered: it is already pending here.
                 continue;
@@ -456,5 +475,20 @@ impl StreamConsumer for NatsStreamConsumer {
     async fn close(&mut self) -> Result<()> {
         let _ = self.leases.delete_expect_revision(&self.lease_key, Some(self.revision)).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_sequence;
+
+    #[test]
+    fn the_stream_sequence_is_read_from_both_reply_subject_formats() {
+        assert_eq!(stream_sequence("$JS.ACK.TX.g1.1.4711.12.1733500000000000000.3"), Some(4711));
+        assert_eq!(stream_sequence("$JS.ACK.hub.ACCHASH.TX.g1.2.4711.12.1733500000000000000.3.r4nd"), Some(4711));
+        assert_eq!(stream_sequence("$JS.ACK.hub.ACCHASH.TX.g1.2.4711.12.1733500000000000000.3"), Some(4711));
+        assert_eq!(stream_sequence("$JS.ACK.TX.g1.1.notanumber.12.17.3"), None);
+        assert_eq!(stream_sequence("$JS.ACK.TX.g1.1.4711"), None);
+        assert_eq!(stream_sequence("_INBOX.abc"), None);
     }
 }
