@@ -141,17 +141,24 @@ async fn bucket(
 /// The stream sequence in a JetStream message's reply subject (ADR-15:
 /// `$JS.ACK.<stream>.<consumer>.<delivered>.<sequence>...`, 7 tokens after
 /// the prefix, or with `<domain>.<account hash>.` before the stream, 9 or
-/// more). The client's `info()` also parses the timestamp and the rest,
-/// about 1,900 instructions a message, 5 % of ingestion's; this only the
+/// more). The client's `info()` also parses the timestamp and the rest
+/// (about 350 instructions a message more, callgrind); this only the
 /// sequence. `None` for anything else (`info()` then says what is wrong).
 fn stream_sequence(reply: &str) -> Option<u64> {
-    let rest = reply.strip_prefix("$JS.ACK.")?;
-    let at = match rest.split('.').count() {
+    let mut tokens = [""; 9];
+    let mut n = 0;
+    for t in reply.strip_prefix("$JS.ACK.")?.split('.') {
+        if let Some(slot) = tokens.get_mut(n) {
+            *slot = t;
+        }
+        n += 1;
+    }
+    let at = match n {
         7 => 3,
         n if n >= 9 => 5,
         _ => return None,
     };
-    rest.split('.').nth(at)?.parse().ok()
+    tokens[at].parse().ok()
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
