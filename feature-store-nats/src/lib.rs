@@ -4,24 +4,30 @@
 //! after their ack wait, out of order. Ingestion's exactly-once rules need
 //! each partition read in order from the last commit, so here the stream is
 //! one partition read by one process of the group at a time:
-//! - the group's durable consumer acknowledges cumulatively (`AckPolicy::All`);
-//!   its ack floor is the group's committed position;
-//! - a process starting takes the group's lease (a key of the JetStream
-//!   key-value bucket `feature_store_ingest`, which lapses 15 s after its
-//!   holder stops renewing it), then re-creates the durable consumer at the
-//!   ack floor + 1, so what the previous holder had not committed comes
-//!   again, in order;
+//! - the group's committed position (a stream sequence) is kept in the
+//!   key-value bucket `feature_store_ingest_positions` (no expiry), written
+//!   only after the writes it covers are durable; a process starting takes
+//!   the group's lease (a key of the bucket `feature_store_ingest`, which
+//!   lapses 15 s after its holder stops renewing it), then re-creates the
+//!   group's durable consumer after that position, so what the previous
+//!   holder had not committed comes again, in order. A new group's first
+//!   process records where it starts (`start: latest` is the stream's last
+//!   sequence then) before it reads anything;
 //! - other processes of the group wait for the lease (standby), so a second
 //!   process never doubles an effect and takes over when the first stops;
-//! - the group's committed position is also kept in the key-value bucket
-//!   `feature_store_ingest_positions` (no expiry), and the consumer keeps
-//!   its own state in memory: with acknowledgements held until the offline
-//!   log's flush, a file-backed consumer state (the stream's default) made
-//!   nats-server rewrite its whole pending set as it grew (ingestion at
-//!   80k events/s against 137-140k with memory state, benchmarks/streams.sh).
-//!   A restarted server loses that state; ingestion then re-creates the
-//!   consumer after the newest message it has, and a new process starts
-//!   after the bucket's position (or the consumer's ack floor, if higher).
+//! - the consumer is only a cursor: each poll acknowledges what it received
+//!   at once (`AckPolicy::All`), so the server's pending set stays one poll
+//!   long. Held until the offline log's flush instead, that set grew to a
+//!   flush's worth of messages, and tracking it cost nats-server more CPU
+//!   than serving them (about 0.8 s against 0.54 s for 200,000 events,
+//!   benchmarks/streams.sh). The consumer keeps its state in memory for the
+//!   same reason: a restarted server loses it, and ingestion re-creates the
+//!   consumer after the newest message it has;
+//! - deliveries are counted: the consumer sequence in each reply subject
+//!   goes up by one per delivery, so a message lost between server and
+//!   client (a connection cut mid-poll) shows as a gap. Nothing after a gap
+//!   is taken; the consumer is re-created after the newest message taken,
+//!   and the lost one comes again instead of being skipped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,8 +46,8 @@ const POSITIONS: &str = "feature_store_ingest_positions";
 /// A lease lapses this long after its last renewal.
 const LEASE: Duration = Duration::from_secs(15);
 /// Time a delivered message may stay unacknowledged before JetStream sends
-/// it again; far above any flush interval (commits come after flushes),
-/// since this consumer re-reads from the ack floor after a crash anyway.
+/// it again. Polls acknowledge at once, so only a lost acknowledgement
+/// waits this long; the redelivery is then dropped as already taken.
 const ACK_WAIT: Duration = Duration::from_secs(3600);
 
 /// A consumer of one JetStream stream in one group.
@@ -54,8 +60,6 @@ pub struct NatsStreamConsumer {
     stream: jetstream::stream::Stream,
     durable: String,
     filter_subject: String,
-    /// Where a consumer created before anything was polled starts.
-    start: consumer::DeliverPolicy,
     positions: kv::Store,
     /// When the consumer was last found on the server.
     checked: Instant,
@@ -64,9 +68,9 @@ pub struct NatsStreamConsumer {
     token: String,
     revision: u64,
     renewed: Instant,
-    /// The newest message polled and not yet acknowledged: acknowledging it
-    /// acknowledges everything before it.
-    newest: Option<(u64, jetstream::Message)>,
+    /// The consumer sequence of the last delivery seen (0: none since the
+    /// consumer was created); the next must be one more, or one was lost.
+    delivered: u64,
     /// The newest sequence polled: a redelivery at or below it is dropped.
     polled: u64,
 }
@@ -80,25 +84,24 @@ impl std::fmt::Debug for NatsStreamConsumer {
 /// How long polls may come back empty before the consumer is looked up.
 const CONSUMER_CHECK: Duration = Duration::from_secs(2);
 
-/// The group's durable consumer, reading from `deliver_policy`. Its state is
-/// kept in memory (see the module doc); it acknowledges cumulatively.
+/// The group's durable consumer, reading the messages after stream sequence
+/// `after`. Its state is kept in memory (see the module doc); it
+/// acknowledges cumulatively.
 async fn create_consumer(
     stream: &jetstream::stream::Stream,
     durable: &str,
-    deliver_policy: consumer::DeliverPolicy,
+    after: u64,
     filter_subject: &str,
 ) -> std::result::Result<consumer::PullConsumer, jetstream::stream::ConsumerError> {
     stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(durable.to_owned()),
-            deliver_policy,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
             ack_policy: consumer::AckPolicy::All,
             ack_wait: ACK_WAIT,
-            // Unlimited: ingestion acknowledges after the offline log's
-            // flush, so it holds up to a flush's worth of messages
-            // (`offline_flush_rows`, 500,000 by default); under JetStream's
-            // default of 1,000 the server stopped delivering until the next
-            // flush (1,000 events per flush interval).
+            // Unlimited, as a lost acknowledgement must not stop delivery
+            // (JetStream's default of 1,000 did, when acknowledgements waited
+            // for the offline log's flush).
             max_ack_pending: -1,
             filter_subject: filter_subject.to_owned(),
             memory_storage: true,
@@ -138,13 +141,13 @@ async fn bucket(
     Ok(js.get_key_value(name).await?)
 }
 
-/// The stream sequence in a JetStream message's reply subject (ADR-15:
-/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sequence>...`, 7 tokens after
-/// the prefix, or with `<domain>.<account hash>.` before the stream, 9 or
-/// more). The client's `info()` also parses the timestamp and the rest
-/// (about 350 instructions a message more, callgrind); this only the
-/// sequence. `None` for anything else (`info()` then says what is wrong).
-fn stream_sequence(reply: &str) -> Option<u64> {
+/// The stream and consumer sequences in a JetStream message's reply subject
+/// (ADR-15: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+/// seq>...`, 7 tokens after the prefix, or with `<domain>.<account hash>.`
+/// before the stream, 9 or more). The client's `info()` also parses the
+/// timestamp and the rest (about 350 instructions a message more,
+/// callgrind). `None` for anything else (`info()` then says what is wrong).
+fn reply_sequences(reply: &str) -> Option<(u64, u64)> {
     let mut tokens = [""; 9];
     let mut n = 0;
     for t in reply.strip_prefix("$JS.ACK.")?.split('.') {
@@ -158,7 +161,7 @@ fn stream_sequence(reply: &str) -> Option<u64> {
         n if n >= 9 => 5,
         _ => return None,
     };
-    tokens[at].parse().ok()
+    Some((tokens[at].parse().ok()?, tokens[at + 1].parse().ok()?))
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
@@ -256,8 +259,14 @@ impl NatsStreamConsumer {
             .await
             .map_err(|e| unavailable(&describe, e))?;
         let js = jetstream::new(client);
-        let mut stream = js.get_stream(&stream_name).await.map_err(|e| {
-            unavailable(&describe, format!("stream \"{stream_name}\" cannot be read: {e}; create it (nats stream add)"))
+        let mut stream = js.get_stream(&stream_name).await.map_err(|e| match e.kind() {
+            // No answer is no verdict: the caller retries.
+            jetstream::context::GetStreamErrorKind::Request => {
+                unavailable(&describe, format!("stream \"{stream_name}\" cannot be read: {e}"))
+            }
+            _ => Error::InvalidArgument(format!(
+                "{describe}: stream \"{stream_name}\" cannot be read: {e}; create it (nats stream add)"
+            )),
         })?;
         let leases = bucket(&js, LEASES, LEASE)
             .await
@@ -297,35 +306,63 @@ impl NatsStreamConsumer {
             }
         };
         let durable = kv_key(group);
-        let positions = bucket(&js, POSITIONS, Duration::ZERO)
-            .await
-            .map_err(|e| unavailable(&describe, format!("position bucket {POSITIONS}: {e}")))?;
-        let stored = positions
-            .get(lease_key.as_str())
-            .await
-            .map_err(|e| unavailable(&describe, format!("position bucket {POSITIONS}: {e}")))?
-            .and_then(|b| std::str::from_utf8(&b).ok().and_then(|t| t.parse::<u64>().ok()));
-        let acked = match stream.get_consumer::<consumer::pull::Config>(&durable).await {
-            Ok(mut c) => {
-                let info = c.info().await.map_err(|e| unavailable(&describe, e))?;
-                Some(info.ack_floor.stream_sequence)
-            }
-            Err(_) => None,
-        };
-        let floor = stored.max(acked);
-        let deliver_policy = match (floor, source.start) {
-            (Some(f), _) => consumer::DeliverPolicy::ByStartSequence { start_sequence: f + 1 },
-            (None, StartPosition::Latest) => consumer::DeliverPolicy::New,
-            (None, _) => consumer::DeliverPolicy::All,
-        };
-        if acked.is_some() {
-            stream.delete_consumer(&durable).await.map_err(|e| unavailable(&describe, e))?;
-        }
         let filter_subject = source.subject.clone().unwrap_or_default();
-        let consumer = create_consumer(&stream, &durable, deliver_policy, &filter_subject)
-            .await
-            .map_err(|e| unavailable(&describe, e))?;
-        let _ = &mut stream;
+        // Past the lease, a failure gives it back, so a retry of this open
+        // (ingestion retries one that found the server unreachable) does not
+        // stand by behind this process's own lease.
+        let started = async {
+            let positions = bucket(&js, POSITIONS, Duration::ZERO)
+                .await
+                .map_err(|e| unavailable(&describe, format!("position bucket {POSITIONS}: {e}")))?;
+            let stored = positions
+                .get(lease_key.as_str())
+                .await
+                .map_err(|e| unavailable(&describe, format!("position bucket {POSITIONS}: {e}")))?
+                .and_then(|b| std::str::from_utf8(&b).ok().and_then(|t| t.parse::<u64>().ok()));
+            // Polls acknowledge at once, so the consumer's ack floor runs ahead
+            // of what is committed: only the bucket's position is trusted.
+            let acked = match stream.consumer_info(&durable).await {
+                Ok(info) => Some(info.ack_floor.stream_sequence),
+                Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => None,
+                Err(e) => return Err(unavailable(&describe, e)),
+            };
+            let floor = match stored {
+                Some(f) => f,
+                None => {
+                    // The group's first start: where it starts is recorded before
+                    // anything is read, so a crash before the first commit resumes
+                    // there. A consumer without a position is a version's that
+                    // acknowledged only at commits: its ack floor is its position.
+                    let f = match (acked, source.start) {
+                        (Some(a), _) => a,
+                        (None, StartPosition::Latest) => {
+                            stream.info().await.map_err(|e| unavailable(&describe, e))?.state.last_sequence
+                        }
+                        (None, _) => 0,
+                    };
+                    positions
+                        .put(lease_key.as_str(), f.to_string().into())
+                        .await
+                        .map_err(|e| unavailable(&describe, format!("position bucket {POSITIONS}: {e}")))?;
+                    f
+                }
+            };
+            if acked.is_some() {
+                stream.delete_consumer(&durable).await.map_err(|e| unavailable(&describe, e))?;
+            }
+            let consumer = create_consumer(&stream, &durable, floor, &filter_subject)
+                .await
+                .map_err(|e| unavailable(&describe, e))?;
+            Ok((positions, floor, consumer))
+        }
+        .await;
+        let (positions, floor, consumer) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = leases.delete_expect_revision(&lease_key, Some(revision)).await;
+                return Err(e);
+            }
+        };
         Ok(Self {
             describe,
             group: group.to_owned(),
@@ -334,7 +371,6 @@ impl NatsStreamConsumer {
             stream,
             durable,
             filter_subject,
-            start: deliver_policy,
             positions,
             checked: Instant::now(),
             leases,
@@ -342,63 +378,120 @@ impl NatsStreamConsumer {
             token,
             revision,
             renewed: Instant::now(),
-            newest: None,
-            polled: floor.unwrap_or(0),
+            delivered: 0,
+            polled: floor,
         })
     }
 
     /// The messages of one pull request, in order, those already polled
-    /// (redelivered while pending here) left out.
+    /// (redelivered after a lost acknowledgement) left out, acknowledged at
+    /// once. At a gap in the deliveries the rest is dropped and the consumer
+    /// re-created after the last message taken, so the lost one comes again.
     async fn take(
         &mut self,
         batch: std::result::Result<consumer::pull::Batch, consumer::pull::BatchError>,
         out: &mut Vec<Message>,
     ) -> Result<()> {
         let mut batch = batch.map_err(|e| unavailable(&self.describe, e))?;
+        let mut last: Option<jetstream::Message> = None;
+        let mut gap = None;
+        let mut failed = None;
         while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| unavailable(&self.describe, e))?;
-            let seq = match m.reply.as_deref().and_then(stream_sequence) {
-                Some(seq) => seq,
-                None => m.info().map_err(|e| unavailable(&self.describe, e))?.stream_sequence,
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    failed = Some(unavailable(&self.describe, e));
+                    break;
+                }
             };
-            if seq <= self.polled {
-                // Redelivered: it is already pending here.
-                continue;
+            let (seq, delivered) = match m.reply.as_deref().and_then(reply_sequences) {
+                Some(s) => s,
+                None => {
+                    let info = m.info().map_err(|e| unavailable(&self.describe, e))?;
+                    (info.stream_sequence, info.consumer_sequence)
+                }
+            };
+            if delivered > self.delivered + 1 {
+                gap = Some((self.delivered, delivered));
+                break;
             }
-            self.polled = seq;
-            out.push(Message::new(
-                Arc::clone(&self.name),
-                u128::from(seq),
-                seq.to_string(),
-                Payload::Json(m.payload.clone()),
-            ));
-            self.newest = Some((seq, m));
+            self.delivered = self.delivered.max(delivered);
+            if seq > self.polled {
+                self.polled = seq;
+                out.push(Message::new(
+                    Arc::clone(&self.name),
+                    u128::from(seq),
+                    seq.to_string(),
+                    Payload::Json(m.payload.clone()),
+                ));
+            }
+            last = Some(m);
         }
+        drop(batch);
+        if let Some((seen, next)) = gap {
+            self.lost(seen, next);
+            self.recreate_consumer().await?;
+        } else if let Some(m) = last {
+            // What is committed is the bucket's position, not this: the
+            // acknowledgement only keeps the server's pending set short.
+            if let Err(e) = m.ack().await {
+                tracing::debug!(stream = %self.describe, error = %e, "ingest: acknowledgement not sent");
+            }
+        }
+        match failed {
+            // What came before the error is kept: the next poll goes on after it.
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Logs that deliveries after `seen` and before `next` were lost.
+    fn lost(&self, seen: u64, next: u64) {
+        tracing::warn!(
+            stream = %self.describe,
+            after = self.polled,
+            "ingest: deliveries {}..{} never arrived (a connection cut mid-poll?); reading again after the last message taken",
+            seen + 1,
+            next - 1
+        );
+    }
+
+    /// Replaces the group's consumer with one reading after the newest
+    /// message polled: what this process has not committed it still holds,
+    /// so nothing is skipped or read twice.
+    async fn recreate_consumer(&mut self) -> Result<()> {
+        use jetstream::context::ConsumerInfoErrorKind;
+        match self.stream.consumer_info(&self.durable).await {
+            Ok(_) => {
+                self.stream.delete_consumer(&self.durable).await.map_err(|e| unavailable(&self.describe, e))?;
+            }
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {}
+            Err(e) => return Err(unavailable(&self.describe, e)),
+        }
+        self.consumer = create_consumer(&self.stream, &self.durable, self.polled, &self.filter_subject)
+            .await
+            .map_err(|e| unavailable(&self.describe, e))?;
+        self.delivered = 0;
+        self.checked = Instant::now();
         Ok(())
     }
 
     /// Re-creates the group's consumer when the server no longer has it (a
-    /// restarted server drops a consumer whose state was in memory), after
-    /// the newest message polled: what this process has not committed it
-    /// still holds, so nothing is skipped or read twice.
+    /// restarted server drops a consumer whose state was in memory), or
+    /// when it delivered more than arrived: a quiet stream has no later
+    /// delivery to show the gap that messages lost on the wire leave.
     async fn ensure_consumer(&mut self) -> Result<()> {
         use jetstream::context::ConsumerInfoErrorKind;
         self.checked = Instant::now();
         match self.stream.consumer_info(&self.durable).await {
+            Ok(info) if info.delivered.consumer_sequence > self.delivered => {
+                self.lost(self.delivered, info.delivered.consumer_sequence + 1);
+                self.recreate_consumer().await
+            }
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-                let policy = if self.polled == 0 {
-                    self.start
-                } else {
-                    consumer::DeliverPolicy::ByStartSequence { start_sequence: self.polled + 1 }
-                };
                 tracing::info!(stream = %self.describe, after = self.polled, "ingest: the server lost the group's consumer; re-created it");
-                self.consumer = create_consumer(&self.stream, &self.durable, policy, &self.filter_subject)
-                    .await
-                    .map_err(|e| unavailable(&self.describe, e))?;
-                // Its acknowledgement belonged to the consumer that is gone.
-                self.newest = None;
-                Ok(())
+                self.recreate_consumer().await
             }
             Err(e) => Err(unavailable(&self.describe, e)),
         }
@@ -414,11 +507,31 @@ impl NatsStreamConsumer {
                 self.renewed = Instant::now();
                 Ok(())
             }
-            Err(e) => Err(Error::InvalidArgument(format!(
-                "{}: lost the group's lease ({e}); another process took over the group \"{}\"; stopping",
-                self.describe, self.group
-            ))),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // An update whose reply was lost may have landed: still ours.
+                match self.leases.entry(&self.lease_key).await {
+                    Ok(Some(entry)) if entry.value.as_ref() == self.token.as_bytes() => {
+                        self.revision = entry.revision;
+                        self.renewed = Instant::now();
+                        Ok(())
+                    }
+                    _ => Err(self.lost_lease(e)),
+                }
+            }
+            // A connection cut is no lost lease while the lease lasts: the
+            // caller backs off and polls again, which renews again.
+            Err(e) if self.renewed.elapsed() < LEASE => {
+                Err(unavailable(&self.describe, format!("renewing the group's lease: {e}")))
+            }
+            Err(e) => Err(self.lost_lease(e)),
         }
+    }
+
+    fn lost_lease(&self, e: impl std::fmt::Display) -> Error {
+        Error::InvalidArgument(format!(
+            "{}: lost the group's lease ({e}); another process may have taken over the group \"{}\"; stopping",
+            self.describe, self.group
+        ))
     }
 }
 
@@ -461,16 +574,6 @@ impl StreamConsumer for NatsStreamConsumer {
             .put(self.lease_key.as_str(), upto.to_string().into())
             .await
             .map_err(|e| unavailable(&self.describe, format!("position bucket {POSITIONS}: {e}")))?;
-        if let Some((seq, m)) = &self.newest
-            && u128::from(*seq) <= upto
-        {
-            // Keeps the server's pending set small; the position above is
-            // the commit, so a consumer lost meanwhile is no error.
-            if let Err(e) = m.double_ack().await {
-                tracing::debug!(stream = %self.describe, error = %e, "ingest: acknowledgement not confirmed");
-            }
-            self.newest = None;
-        }
         Ok(())
     }
 
@@ -487,15 +590,16 @@ impl StreamConsumer for NatsStreamConsumer {
 
 #[cfg(test)]
 mod tests {
-    use super::stream_sequence;
+    use super::reply_sequences;
 
     #[test]
-    fn the_stream_sequence_is_read_from_both_reply_subject_formats() {
-        assert_eq!(stream_sequence("$JS.ACK.TX.g1.1.4711.12.1733500000000000000.3"), Some(4711));
-        assert_eq!(stream_sequence("$JS.ACK.hub.ACCHASH.TX.g1.2.4711.12.1733500000000000000.3.r4nd"), Some(4711));
-        assert_eq!(stream_sequence("$JS.ACK.hub.ACCHASH.TX.g1.2.4711.12.1733500000000000000.3"), Some(4711));
-        assert_eq!(stream_sequence("$JS.ACK.TX.g1.1.notanumber.12.17.3"), None);
-        assert_eq!(stream_sequence("$JS.ACK.TX.g1.1.4711"), None);
-        assert_eq!(stream_sequence("_INBOX.abc"), None);
+    fn the_sequences_are_read_from_both_reply_subject_formats() {
+        assert_eq!(reply_sequences("$JS.ACK.TX.g1.1.4711.12.1733500000000000000.3"), Some((4711, 12)));
+        assert_eq!(reply_sequences("$JS.ACK.hub.ACCHASH.TX.g1.2.4711.12.1733500000000000000.3.r4nd"), Some((4711, 12)));
+        assert_eq!(reply_sequences("$JS.ACK.hub.ACCHASH.TX.g1.2.4711.12.1733500000000000000.3"), Some((4711, 12)));
+        assert_eq!(reply_sequences("$JS.ACK.TX.g1.1.notanumber.12.17.3"), None);
+        assert_eq!(reply_sequences("$JS.ACK.TX.g1.1.4711.x.17.3"), None);
+        assert_eq!(reply_sequences("$JS.ACK.TX.g1.1.4711"), None);
+        assert_eq!(reply_sequences("_INBOX.abc"), None);
     }
 }

@@ -72,6 +72,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The port it listens on (for a proxy in front of it).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Kills the server (its JetStream store stays).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -478,9 +478,10 @@ fn redis_stream_records_reach_online_offline_and_dead_letters() {
     let view = status.as_array().unwrap().iter().find(|v| v["view"] == "user_last").unwrap();
     assert_eq!(view["ingest"]["source"], "transactions_stream", "{view}");
     assert!(view["watermark"].is_string(), "{view}");
-    // Prometheus metrics while it runs.
+    // Prometheus metrics while it runs, current within seconds though
+    // nothing is flushed or committed for ten minutes.
     let port = feature_store_tests::free_port();
-    let child = ingest(&repo, &["--metrics-port", &port.to_string()]);
+    let child = ingest(&repo, &["--metrics-port", &port.to_string(), "--offline-flush-interval", "10m"]);
     let more = self::events(50, 99);
     produce(&redis, "tx", &more);
     let scrape = || {

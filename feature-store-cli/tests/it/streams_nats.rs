@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use feature_store_tests::nats::NatsServer;
+use feature_store_tests::proxy::{Fault, FaultProxy};
 
 use super::streams::{
     Event, check_all, check_broker_letters, check_parity, check_values, dead_letters, drain, expected_log, ingest,
@@ -40,8 +41,12 @@ fn create_stream(nats: &NatsServer) {
 
 /// Publishes every event (acknowledged by the stream); returns their sequences.
 fn produce(nats: &NatsServer, events: &[Event]) -> Vec<String> {
+    produce_to(&nats.url(), events)
+}
+
+fn produce_to(url: &str, events: &[Event]) -> Vec<String> {
     runtime().block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
         let mut acks = Vec::new();
         for e in events {
             acks.push(js.publish("tx.events", json(e).into()).await.unwrap());
@@ -90,10 +95,10 @@ fn debians_nats_server_2_9_is_consumed_too() {
     records_reach_online_offline_and_dead_letters(&NatsServer::start_binary(bin));
 }
 
-/// Ingestion acknowledges only after the offline log's flush, so it holds
-/// every message since: with a flush interval longer than the run, all
-/// 3,000 arrive in one go (JetStream's default of 1,000 unacknowledged
-/// messages stopped delivery at 1,000, and the idle run stopped there).
+/// With a flush interval longer than the run, nothing is committed until
+/// the end, and all 3,000 events still arrive (when acknowledgements waited
+/// for the flush, JetStream's default of 1,000 unacknowledged messages
+/// stopped delivery at 1,000, and the idle run stopped there).
 #[test]
 fn more_unacknowledged_messages_than_jetstreams_default_are_delivered() {
     let nats = NatsServer::start();
@@ -173,6 +178,76 @@ fn a_nats_restart_mid_stream_loses_and_doubles_nothing() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     check_all(&repo, &all, &ids);
+}
+
+/// Messages lost on the wire: the proxy holds what the server sends, the
+/// connection is cut, and what was held is gone, though the server counts
+/// it delivered. Ingestion sees more delivered than arrived (a gap in the
+/// deliveries, or the consumer's count once the stream is quiet) and reads
+/// them again: nothing lost or doubled. Without that check the events
+/// stayed missing and the offline log never filled.
+#[test]
+fn messages_lost_on_a_cut_connection_are_read_again() {
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let proxy = FaultProxy::start(nats.port());
+    let root = tempfile::tempdir().unwrap();
+    let via = format!("kind: nats\n    url: nats://127.0.0.1:{}\n    stream: TX\n    subject: tx.events", proxy.port());
+    let repo = repo_with(root.path(), &via, SQLITE, false);
+    let all = super::streams::events(250, 37);
+    let child = ingest(&repo, &["--offline-flush-interval", "300ms"]);
+    let mut ids = produce(&nats, &all[..50]);
+    wait_for("the first events in the offline log", || offline_log(&repo).len() >= expected_log(&all[..50]).len());
+    for upto in [100, 150, 200, 250] {
+        // A poll is waiting at the server (one is, nearly always): what
+        // it gets now stays in the proxy until the cut.
+        proxy.set(Fault::Hold);
+        std::thread::sleep(Duration::from_millis(20));
+        ids.extend(produce(&nats, &all[upto - 50..upto]));
+        std::thread::sleep(Duration::from_millis(150));
+        proxy.cut();
+        proxy.set(Fault::Pass);
+        wait_for("the events so far in the offline log", || {
+            offline_log(&repo).len() >= expected_log(&all[..upto]).len()
+        });
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("never arrived"), "no cut lost a message on the wire; the test tested nothing: {err}");
+    check_all(&repo, &all, &ids);
+}
+
+/// The group's committed position, as the bucket holds it.
+fn position(nats: &NatsServer) -> Option<String> {
+    runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let kv = js.get_key_value("feature_store_ingest_positions").await.ok()?;
+        kv.get("TX_feature-store-shop").await.ok()?.map(|b| String::from_utf8_lossy(&b).into_owned())
+    })
+}
+
+/// `start: latest`: the group starts after what the stream held when its
+/// first process started, and keeps that start through a kill -9 before
+/// anything was committed, so events published while no process ran are
+/// read (polls acknowledge at once, so the consumer's ack floor cannot say
+/// where the group started).
+#[test]
+fn a_nats_group_starting_at_latest_keeps_its_start_through_a_kill() {
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let root = tempfile::tempdir().unwrap();
+    let repo = repo_with(root.path(), &format!("{}\n    start: latest", source(&nats)), SQLITE, false);
+    produce(&nats, &super::streams::events(200, 63));
+    let child = ingest(&repo, &["--offline-flush-interval", "10m"]);
+    wait_for("the group's starting position", || position(&nats).is_some());
+    assert_eq!(position(&nats).as_deref(), Some("200"));
+    kill(child);
+    let after = super::streams::events(200, 64);
+    let ids = produce(&nats, &after);
+    drain(&repo, &[]);
+    check_all(&repo, &after, &ids);
 }
 
 /// `dead_letter: subject:<name>`: bad records are published through

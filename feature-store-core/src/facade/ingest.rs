@@ -263,7 +263,11 @@ impl FeatureStore {
         let flush_every = options.offline_flush_interval.unwrap_or(stream.offline_flush_interval);
         let expanded = expand_source(stream)?;
         let group = expanded.group_or_default(self.project());
-        let opened = factory.open(&expanded, &group, consumer_name).await?;
+        let mut stats = IngestStats { source: stream.name.clone(), ..Default::default() };
+        let Some(opened) = open_consumer(factory, &expanded, &group, consumer_name, options, &mut stats, stop).await?
+        else {
+            return Ok(stats);
+        };
         tracing::info!(source = %stream.name, consumer = %opened.describe(), group, "ingest: consuming");
         let mut src = Prefetching::new(opened);
         let mut dead: Box<dyn DeadLetterSink> = match expanded.dead_letter_target() {
@@ -279,7 +283,6 @@ impl FeatureStore {
             Some(w) => read_flushed(*w, &plan, &prefix, None).await?,
             None => HashMap::new(),
         };
-        let mut stats = IngestStats { source: stream.name.clone(), ..Default::default() };
         let compact = CompactRequest::new(stream.name.clone()).with_min_files(options.offline_compact_min_files);
         let mut compacted_at: Option<Instant> = None;
         let mut buffer = OfflineBuffer::default();
@@ -298,6 +301,8 @@ impl FeatureStore {
         // not ingesting (busy_seconds leaves it out).
         let mut idle_polls = Duration::ZERO;
         let mut watermark_written = Instant::now() - Duration::from_secs(3600);
+        // When progress was last reported, and how many messages it had.
+        let mut reported = (Instant::now(), 0);
         loop {
             let stopping = *stop.borrow();
             let idle = options.stop_when_idle.is_some_and(|d| idle_since.elapsed() >= d);
@@ -537,9 +542,20 @@ impl FeatureStore {
                     }
                 }
                 if let Some(p) = &options.progress {
+                    reported = (Instant::now(), stats.received);
                     freshness.summarize(&mut stats);
                     p(&stats);
                 }
+            }
+            // Commits wait for the offline flush; metrics and the progress
+            // line would be as old as that without this.
+            if let Some(p) = &options.progress
+                && reported.1 != stats.received
+                && reported.0.elapsed() >= options.progress_interval
+            {
+                reported = (Instant::now(), stats.received);
+                freshness.summarize(&mut stats);
+                p(&stats);
             }
             if last_lag.elapsed() >= Duration::from_secs(5) {
                 last_lag = Instant::now();
@@ -1078,6 +1094,52 @@ async fn commit(consumer: &mut dyn StreamConsumer, pending: &mut Vec<Message>, s
 }
 
 /// Sleeps `d` unless ingestion is stopped first (then `true`).
+/// Joins the source's group, retrying with backoff while the broker cannot
+/// be reached (a process started before its broker, or beside a flaky
+/// network, waits for it rather than exiting); a refusal (a missing stream,
+/// a consumer name in use) ends it at once. `None`: stopped while waiting.
+async fn open_consumer(
+    factory: &dyn ConsumerFactory,
+    source: &StreamSource,
+    group: &str,
+    consumer_name: &str,
+    options: &IngestOptions,
+    stats: &mut IngestStats,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Box<dyn StreamConsumer>>> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let e = match factory.open(source, group, consumer_name).await {
+            Ok(c) => return Ok(Some(c)),
+            Err(e @ Error::StoreUnavailable { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        stats.retries += 1;
+        stats.last_error = Some(e.to_string());
+        tracing::warn!(source = %source.name, error = %e, "ingest: cannot join the stream's group; retrying");
+        if let Some(p) = &options.progress {
+            p(stats);
+        }
+        if options.stop_when_idle.is_some_and(|d| started.elapsed() >= d) {
+            // --stop-when-idle without ever reading: not "drained".
+            return Err(Error::StoreUnavailable {
+                store: source.describe(),
+                source: format!(
+                    "stopped after {:?} without ever reading from the broker ({} tries); last error: {e}",
+                    options.stop_when_idle.unwrap_or_default(),
+                    stats.retries
+                )
+                .into(),
+            });
+        }
+        if sleep_or_stop(wait, stop).await {
+            return Ok(None);
+        }
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
 async fn sleep_or_stop(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     if *stop.borrow() {
         return true;

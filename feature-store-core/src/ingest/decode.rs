@@ -206,12 +206,12 @@ impl RecordSchema {
                 // name costs more), starting after the last one found:
                 // producers write fields in one order, usually the columns'.
                 let mut next = 0;
+                let unit = schema.source.timestamp_unit;
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     if key == schema.source.timestamp_field.as_str() {
-                        let value: Value = map.next_value()?;
-                        match schema.timestamp(&value, false) {
-                            Ok(t) => ts = Some(t),
-                            Err(_) => return Ok(None),
+                        match map.next_value_seed(CellSeed { dtype: &ValueType::Timestamp, unit })? {
+                            Cell::Time(t) => ts = Some(t),
+                            _ => return Ok(None),
                         }
                     } else if let Some((at, i)) = match schema.by_name.get(next) {
                         Some((n, i)) if *n == key => Some((next, *i)),
@@ -220,11 +220,7 @@ impl RecordSchema {
                         }
                     } {
                         next = at + 1;
-                        let value: Value = map.next_value()?;
-                        match cell(&schema.fields[i].dtype, &value, false, schema.source.timestamp_unit) {
-                            Ok(c) => cells[i] = c,
-                            Err(_) => return Ok(None),
-                        }
+                        cells[i] = map.next_value_seed(CellSeed { dtype: &schema.fields[i].dtype, unit })?;
                     } else if schema.source.strict {
                         return Ok(None);
                     } else {
@@ -397,6 +393,99 @@ fn cell(dtype: &ValueType, value: &Value, text: bool, unit: EpochUnit) -> Result
             _ => return Err(wrong()),
         },
     })
+}
+
+/// One JSON value read straight into a cell, as [`cell`] reads it from a
+/// parsed `Value` (`text` false), without building the `Value`: a number or
+/// a string is read where it lies. An error for anything [`cell`] would
+/// refuse, or that is rare here (lists go through a `Value`): the fast path
+/// then gives up and the checked path decides, with its reason.
+struct CellSeed<'a> {
+    dtype: &'a ValueType,
+    unit: EpochUnit,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = Cell;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cell, D::Error> {
+        use serde::de::Error;
+        if let ValueType::List(_) = self.dtype {
+            let value: Value = serde::Deserialize::deserialize(d)?;
+            return cell(self.dtype, &value, false, self.unit).map_err(D::Error::custom);
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl CellSeed<'_> {
+    /// A number as `Value::as_f64` reads it, as [`cell`] takes it.
+    fn float<E: serde::de::Error>(&self, v: f64) -> Result<Cell, E> {
+        match self.dtype {
+            ValueType::Float32 | ValueType::Float64 => Ok(Cell::Float(v)),
+            ValueType::Timestamp => {
+                let micros = v * self.unit.micros();
+                if !micros.is_finite() || micros.abs() > 9.2e18 {
+                    return Err(E::custom("out of range as a time"));
+                }
+                Ok(Cell::Time(micros.round() as i64))
+            }
+            _ => Err(E::custom("not this type")),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CellSeed<'_> {
+    type Value = Cell;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a {} value", self.dtype)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Cell, E> {
+        Ok(Cell::Null)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Cell, E> {
+        match self.dtype {
+            ValueType::Bool => Ok(Cell::Bool(v)),
+            _ => Err(E::custom("not this type")),
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Cell, E> {
+        match self.dtype {
+            ValueType::Int64 => Ok(Cell::Int(v)),
+            ValueType::Int32 if i32::try_from(v).is_ok() => Ok(Cell::Int(v)),
+            _ => self.float(v as f64),
+        }
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Cell, E> {
+        match (self.dtype, i64::try_from(v)) {
+            (ValueType::Int64 | ValueType::Int32, Ok(n)) => self.visit_i64(n),
+            (ValueType::Int64 | ValueType::Int32, Err(_)) => Err(E::custom("outside int64")),
+            _ => self.float(v as f64),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Cell, E> {
+        self.float(v)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Cell, E> {
+        match self.dtype {
+            ValueType::String | ValueType::Bytes => Ok(Cell::Text(v.to_owned())),
+            ValueType::Timestamp => parse_instant(v).map(Cell::Time).ok_or_else(|| E::custom("not a time")),
+            ValueType::Float32 | ValueType::Float64 => match v {
+                "NaN" => Ok(Cell::Float(f64::NAN)),
+                "Infinity" => Ok(Cell::Float(f64::INFINITY)),
+                "-Infinity" => Ok(Cell::Float(f64::NEG_INFINITY)),
+                _ => Err(E::custom("not a float")),
+            },
+            _ => Err(E::custom("not this type")),
+        }
+    }
 }
 
 /// A column of checked cells.

@@ -219,8 +219,12 @@ pub struct IngestOptions {
     pub base_dir: Option<std::path::PathBuf>,
     /// Stop once every source has been idle (no message) for this long.
     pub stop_when_idle: Option<Duration>,
-    /// Called after every committed batch with the running totals.
+    /// Called with the running totals after every commit, at every retry,
+    /// and between commits at most every `progress_interval` while events
+    /// arrive (commits follow the offline flush, 60 s apart by default).
     pub progress: Option<ProgressFn>,
+    /// How often `progress` hears of events between commits (default 1 s).
+    pub progress_interval: Duration,
 }
 
 impl Default for IngestOptions {
@@ -238,6 +242,7 @@ impl Default for IngestOptions {
             base_dir: None,
             stop_when_idle: None,
             progress: None,
+            progress_interval: Duration::from_secs(1),
         }
     }
 }
@@ -287,7 +292,8 @@ impl IngestOptions {
         self
     }
 
-    /// Calls `f` after every committed batch.
+    /// Calls `f` with the running totals: after every commit and retry, and
+    /// every `progress_interval` (1 s) between commits while events arrive.
     pub fn with_progress(mut self, f: impl Fn(&IngestStats) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
         self

@@ -216,12 +216,12 @@ fn unit_of(code: u32) -> Result<TimeUnit> {
 }
 
 fn schema_proto(fields: Vec<Field>) -> Result<datafusion_proto::protobuf::Schema> {
-    datafusion_proto::protobuf::Schema::try_from(&Schema::new(fields)).map_err(|e| bad(e))
+    datafusion_proto::protobuf::Schema::try_from(&Schema::new(fields)).map_err(bad)
 }
 
 fn schema_of(proto: Option<&datafusion_proto::protobuf::Schema>) -> Result<Schema> {
     let proto = proto.ok_or_else(|| bad("a schema is missing"))?;
-    Schema::try_from(proto).map_err(|e| bad(e))
+    Schema::try_from(proto).map_err(bad)
 }
 
 fn encode_spec(node: &AsOfJoinExec) -> Result<AsOfProto> {
@@ -264,7 +264,7 @@ fn encode_spec(node: &AsOfJoinExec) -> Result<AsOfProto> {
 }
 
 fn value_type(name: &str) -> Result<ValueType> {
-    name.parse().map_err(|e| bad(e))
+    name.parse().map_err(bad)
 }
 
 fn decode_spec(p: &AsOfProto) -> Result<AsOfSpec> {
@@ -310,7 +310,7 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
         let Some(body) = buf.strip_prefix(MAGIC.as_slice()) else {
             return self.ballista.try_decode(buf, inputs, ctx, converter);
         };
-        let node = NodeProto::decode(body).map_err(|e| bad(e))?.node.ok_or_else(|| bad("an empty node"))?;
+        let node = NodeProto::decode(body).map_err(bad)?.node.ok_or_else(|| bad("an empty node"))?;
         match node {
             Node::AsOf(p) => {
                 let [left, right] = inputs else {
@@ -441,6 +441,6 @@ impl PhysicalExtensionCodec for FeatureStoreCodec {
             return self.ballista.try_encode(node, buf, converter);
         };
         buf.extend_from_slice(MAGIC);
-        NodeProto { node: Some(proto) }.encode(buf).map_err(|e| bad(e))
+        NodeProto { node: Some(proto) }.encode(buf).map_err(bad)
     }
 }
