@@ -143,10 +143,20 @@ else
   repo n_fresh tx_rate g_fresh "online_store: {type: sqlite, path: data/online.db}" "$NSRC TX_RATE"
   echo "producing $EVENTS events to JetStream" >&2
   "$LOAD" nats-produce "$NURL" TX tx "$EVENTS" > "$DIR/nproduce.json"
+  # The broker's CPU seconds while it serves each consumer (it shares the
+  # machine's cores with them): user + system time from /proc.
+  broker_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$NATS_PID/stat"; }
+  c0=$(broker_cpu)
   "$LOAD" nats-ceiling "$NURL" TX g_ceiling "$EVENTS" > "$DIR/nceiling.json"
+  c1=$(broker_cpu)
   NCEILING=$(field 'round(d["events_per_s"])' < "$DIR/nceiling.json")
+  declare -A NCPU
+  NCPU[ceiling]=$(.venv/bin/python -c "print(f'{$c1 - $c0:.2f}')")
   for r in n_embedded n_redis; do
+    c0=$(broker_cpu)
     "$FS" --repo "$DIR/$r" --json ingest --stop-when-idle 2s > "$DIR/$r.json"
+    c1=$(broker_cpu)
+    NCPU[$r]=$(.venv/bin/python -c "print(f'{$c1 - $c0:.2f}')")
   done
   NEMB=$(rate n_embedded)
   NRED=$(rate n_redis)
@@ -158,11 +168,11 @@ else
   "$LOAD" nats-produce "$NURL" TX_RATE tx_rate $((RATE * RATE_SECONDS)) "$RATE" > "$DIR/nrate.json"
   wait "$ING"
   NFRESH=$(field '"p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d events at %s/s)" % (*d["sources"][0]["freshness_ms"], d["sources"][0]["ingested"], '"$RATE"')' < "$DIR/n_fresh.json")
-  printf '\n%-34s %12s %10s\n' "NATS JetStream ($EVENTS events)" "events/s" "x ceiling"
-  printf '%-34s %12s %10s\n' "broker ceiling (read, ack, discard)" "$NCEILING" "1.00"
-  for pair in "ingest into SQLite + offline log:$NEMB" "ingest into Redis + offline log:$NRED"; do
-    name=${pair%%:*}; v=${pair#*:}
-    printf '%-34s %12s %10s\n' "$name" "$v" "$(.venv/bin/python -c "print(f'{$v/$NCEILING:.2f}')")"
+  printf '\n%-34s %12s %10s %15s\n' "NATS JetStream ($EVENTS events)" "events/s" "x ceiling" "broker CPU s"
+  printf '%-34s %12s %10s %15s\n' "broker ceiling (read, ack, discard)" "$NCEILING" "1.00" "${NCPU[ceiling]}"
+  for pair in "ingest into SQLite + offline log:$NEMB:n_embedded" "ingest into Redis + offline log:$NRED:n_redis"; do
+    name=${pair%%:*}; rest=${pair#*:}; v=${rest%%:*}; r=${rest#*:}
+    printf '%-34s %12s %10s %15s\n' "$name" "$v" "$(.venv/bin/python -c "print(f'{$v/$NCEILING:.2f}')")" "${NCPU[$r]}"
   done
   printf 'freshness at %s events/s into SQLite: %s\n' "$RATE" "$NFRESH"
 fi

@@ -17,12 +17,13 @@
 //!   process never doubles an effect and takes over when the first stops;
 //! - the consumer is only a cursor: each poll acknowledges what it received
 //!   at once (`AckPolicy::All`), so the server's pending set stays one poll
-//!   long. Held until the offline log's flush instead, that set grew to a
-//!   flush's worth of messages, and tracking it cost nats-server more CPU
-//!   than serving them (about 0.8 s against 0.54 s for 200,000 events,
-//!   benchmarks/streams.sh). The consumer keeps its state in memory for the
-//!   same reason: a restarted server loses it, and ingestion re-creates the
-//!   consumer after the newest message it has;
+//!   long. With acknowledgements held until the offline log's flush, that
+//!   set grew to a flush's worth of messages, and nats-server spent about
+//!   1.5x the CPU serving ingestion that it spent serving a plain consumer
+//!   (0.8 s against 0.54 s for 200,000 events); acknowledged per poll,
+//!   1.1-1.3x (benchmarks/streams.sh, "broker CPU s"). The consumer keeps
+//!   its state in memory: a restarted server loses it, and ingestion
+//!   re-creates the consumer after the newest message it has;
 //! - deliveries are counted: the consumer sequence in each reply subject
 //!   goes up by one per delivery, so a message lost between server and
 //!   client (a connection cut mid-poll) shows as a gap. Nothing after a gap
@@ -406,10 +407,13 @@ impl NatsStreamConsumer {
             };
             let (seq, delivered) = match m.reply.as_deref().and_then(reply_sequences) {
                 Some(s) => s,
-                None => {
-                    let info = m.info().map_err(|e| unavailable(&self.describe, e))?;
-                    (info.stream_sequence, info.consumer_sequence)
-                }
+                None => match m.info() {
+                    Ok(info) => (info.stream_sequence, info.consumer_sequence),
+                    Err(e) => {
+                        failed = Some(unavailable(&self.describe, e));
+                        break;
+                    }
+                },
             };
             if delivered > self.delivered + 1 {
                 gap = Some((self.delivered, delivered));
@@ -430,7 +434,14 @@ impl NatsStreamConsumer {
         drop(batch);
         if let Some((seen, next)) = gap {
             self.lost(seen, next);
-            self.recreate_consumer().await?;
+            if let Err(e) = self.recreate_consumer().await {
+                // What was taken stays taken (`polled` is past it); the
+                // next delivery shows the gap again, and this is retried.
+                if out.is_empty() {
+                    return Err(e);
+                }
+                tracing::warn!(stream = %self.describe, error = %e, "ingest: consumer not re-created yet");
+            }
         } else if let Some(m) = last {
             // What is committed is the bucket's position, not this: the
             // acknowledgement only keeps the server's pending set short.
@@ -439,7 +450,8 @@ impl NatsStreamConsumer {
             }
         }
         match failed {
-            // What came before the error is kept: the next poll goes on after it.
+            // What came before the error is kept (`polled` is past it): the
+            // next poll goes on after it.
             Some(e) if out.is_empty() => Err(e),
             _ => Ok(()),
         }
