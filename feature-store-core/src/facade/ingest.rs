@@ -586,16 +586,7 @@ impl FeatureStore {
             && !*stop.borrow()
             && let Some(e) = &stats.last_error
         {
-            // --stop-when-idle without ever reading: not "drained".
-            return Err(Error::StoreUnavailable {
-                store: consumer.describe(),
-                source: format!(
-                    "stopped after {:?} without ever reading from the broker ({} tries); last error: {e}",
-                    options.stop_when_idle.unwrap_or_default(),
-                    stats.retries
-                )
-                .into(),
-            });
+            return Err(never_read(consumer.describe(), options, &stats, e));
         }
         tracing::info!(
             source = %stream.name,
@@ -1122,21 +1113,25 @@ async fn open_consumer(
             p(stats);
         }
         if options.stop_when_idle.is_some_and(|d| started.elapsed() >= d) {
-            // --stop-when-idle without ever reading: not "drained".
-            return Err(Error::StoreUnavailable {
-                store: source.describe(),
-                source: format!(
-                    "stopped after {:?} without ever reading from the broker ({} tries); last error: {e}",
-                    options.stop_when_idle.unwrap_or_default(),
-                    stats.retries
-                )
-                .into(),
-            });
+            return Err(never_read(source.describe(), options, stats, &e.to_string()));
         }
         if sleep_or_stop(wait, stop).await {
             return Ok(None);
         }
         wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// `--stop-when-idle` without ever reading from the broker: an error, not "drained".
+fn never_read(store: String, options: &IngestOptions, stats: &IngestStats, last_error: &str) -> Error {
+    Error::StoreUnavailable {
+        store,
+        source: format!(
+            "stopped after {:?} without ever reading from the broker ({} tries); last error: {last_error}",
+            options.stop_when_idle.unwrap_or_default(),
+            stats.retries
+        )
+        .into(),
     }
 }
 
