@@ -491,13 +491,28 @@ impl ParquetOfflineStore {
             }
         };
         let mut buf = Vec::new();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None)
-            .map_err(|e| CoreError::data(&context, e.to_string()))?;
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(append_properties(&batch.schema())))
+                .map_err(|e| CoreError::data(&context, e.to_string()))?;
         writer.write(&batch).map_err(|e| CoreError::data(&context, e.to_string()))?;
         writer.close().map_err(|e| CoreError::data(&context, e.to_string()))?;
         files.root.store.put(&path, bytes::Bytes::from(buf).into()).await.map_err(unavailable)?;
         Ok((true, url))
     }
+}
+
+/// Parquet's defaults without dictionaries for float columns: measured
+/// values rarely repeat, so the writer hashed every value only to fall back
+/// to plain encoding (half the instructions of ingestion's log writes).
+/// Compaction rewrites the files with its own settings.
+fn append_properties(schema: &Schema) -> parquet::file::properties::WriterProperties {
+    let mut b = parquet::file::properties::WriterProperties::builder();
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Float32 | DataType::Float64) {
+            b = b.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    b.build()
 }
 
 /// `batch` plus a null column for every field of `existing` it lacks.
