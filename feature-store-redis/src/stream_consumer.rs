@@ -26,6 +26,33 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// Lease lifetime; renewed every third of it.
 const LEASE: Duration = Duration::from_secs(15);
 
+/// Lease keys this process's consumers hold or are taking, with their
+/// tokens. A lease under this process's token that is not here was left by
+/// an attempt whose reply was lost: the retry takes it over rather than
+/// refusing its own lease as another process's.
+static CLAIMS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Claims `key` for `token` unless another consumer of this process has it.
+fn claim(key: &str, token: &str) -> Result<(), String> {
+    let mut claims = CLAIMS.lock().expect("poisoned");
+    match claims.get(key) {
+        Some(other) if other != token => Err(other.clone()),
+        _ => {
+            claims.insert(key.to_owned(), token.to_owned());
+            Ok(())
+        }
+    }
+}
+
+/// Gives `key` up if `token` still claims it.
+fn unclaim(key: &str, token: &str) {
+    let mut claims = CLAIMS.lock().expect("poisoned");
+    if claims.get(key).is_some_and(|t| t == token) {
+        claims.remove(key);
+    }
+}
+
 /// A consumer of one Redis stream in one group.
 pub struct RedisStreamConsumer {
     /// Reconnects by itself after the server restarts.
@@ -41,6 +68,14 @@ pub struct RedisStreamConsumer {
     /// sees them again); `None` once they are all read.
     backlog: Option<String>,
     timeout: Duration,
+}
+
+impl Drop for RedisStreamConsumer {
+    /// A consumer dropped without [`StreamConsumer::close`] leaves its
+    /// lease to lapse or to this process's next consumer of the name.
+    fn drop(&mut self) {
+        unclaim(&self.lease_key, &self.token);
+    }
 }
 
 impl std::fmt::Debug for RedisStreamConsumer {
@@ -186,8 +221,41 @@ impl RedisStreamConsumer {
         Ok(me)
     }
 
-    /// Takes the name's lease: free, expired, or held by a dead process of this host.
+    /// Takes the name's lease: free, expired, held by a dead process of
+    /// this host, or left by this process's own attempt whose reply was lost.
     async fn take_lease(&mut self) -> CoreResult<()> {
+        if let Err(other) = claim(&self.lease_key, &self.token) {
+            return Err(self.held_by(&other));
+        }
+        let refused = self.try_take_lease().await;
+        if !matches!(refused, Ok(None)) {
+            unclaim(&self.lease_key, &self.token);
+        }
+        match refused? {
+            None => Ok(()),
+            Some(holder) => Err(self.held_by(&holder)),
+        }
+    }
+
+    fn held_by(&self, holder: &str) -> CoreError {
+        let who = if feature_store_core::ingest::lease_holder_is_this_process(holder) {
+            "another consumer of this process"
+        } else {
+            "another ingest process"
+        };
+        CoreError::InvalidArgument(format!(
+            "consumer \"{}\" of group \"{}\" on {}: {who} ({holder}) holds this consumer name; \
+             give each process its own name (--consumer NAME), or wait {} s for a stopped holder's lease to lapse",
+            self.name,
+            self.group,
+            self.describe,
+            LEASE.as_secs()
+        ))
+    }
+
+    /// [`Self::take_lease`] once claimed in this process: `None` when
+    /// taken, else the holder.
+    async fn try_take_lease(&mut self) -> CoreResult<Option<String>> {
         let ms = LEASE.as_millis() as u64;
         let set: Option<String> = redis::cmd("SET")
             .arg(&self.lease_key)
@@ -199,7 +267,7 @@ impl RedisStreamConsumer {
             .await
             .map_err(|e| unavailable(&self.describe, e))?;
         if set.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let holder: Option<String> = redis::cmd("GET")
             .arg(&self.lease_key)
@@ -207,7 +275,10 @@ impl RedisStreamConsumer {
             .await
             .map_err(|e| unavailable(&self.describe, e))?;
         let holder = holder.unwrap_or_default();
-        if feature_store_core::ingest::lease_holder_is_dead(&holder) {
+        // This attempt's claim holds the key in CLAIMS, so a token of this
+        // process here is one a lost reply left.
+        let lost_reply = feature_store_core::ingest::lease_holder_is_this_process(&holder);
+        if feature_store_core::ingest::lease_holder_is_dead(&holder) || lost_reply {
             let swapped: i64 = redis::Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0",
             )
@@ -219,18 +290,16 @@ impl RedisStreamConsumer {
             .await
             .map_err(|e| unavailable(&self.describe, e))?;
             if swapped == 1 {
-                tracing::info!(consumer = %self.name, previous = holder, "ingest: took over the lease of a dead process");
-                return Ok(());
+                let why = if lost_reply {
+                    "left by this process's attempt whose reply was lost"
+                } else {
+                    "of a dead process"
+                };
+                tracing::info!(consumer = %self.name, previous = holder, "ingest: took over the lease {why}");
+                return Ok(None);
             }
         }
-        Err(CoreError::InvalidArgument(format!(
-            "consumer \"{}\" of group \"{}\" on {}: another ingest process ({holder}) holds this consumer name; \
-             give each process its own name (--consumer NAME), or wait {} s for a stopped holder's lease to lapse",
-            self.name,
-            self.group,
-            self.describe,
-            LEASE.as_secs()
-        )))
+        Ok(Some(holder))
     }
 
     /// Renews the lease; losing it (another process took the name) stops ingestion.
@@ -374,6 +443,7 @@ impl StreamConsumer for RedisStreamConsumer {
     }
 
     async fn close(&mut self) -> CoreResult<()> {
+        unclaim(&self.lease_key, &self.token);
         // Released only if still ours; pending entries stay for the next run under this name.
         let _: redis::RedisResult<i64> = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",

@@ -102,6 +102,38 @@ fn repo(root: &Path, redis: &RedisServer, online: &str) -> PathBuf {
 }
 
 /// The connection fields of a stream source reading key `tx` of `redis`.
+/// A join whose lease landed but whose reply was lost leaves the lease
+/// under a token of this process: the retry takes it over rather than
+/// refusing its own lease as another process's. A second live consumer of
+/// the name in this process, and another process's lease, are still refused.
+#[test]
+fn a_redis_lease_left_by_a_lost_reply_is_taken_over_by_the_retry() {
+    use feature_store::ingest::StreamConsumer;
+    use feature_store::model::{StreamKind, StreamSource};
+    use feature_store::redis::RedisStreamConsumer;
+    let redis = RedisServer::start();
+    let source = StreamSource::builder("tx_stream", StreamKind::RedisStream, "event_timestamp", "tx")
+        .redis(redis.url(), "tx")
+        .build()
+        .unwrap();
+    let lease = "tx:g:lease:c1";
+    let lost = feature_store::ingest::lease_token("1");
+    redis.command(&["SET", lease, &lost, "PX", "15000"]).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut first = RedisStreamConsumer::open(&source, "g", "c1")
+            .await
+            .expect("the lease this process's lost reply left is taken over");
+        let holder = redis.command(&["GET", lease]).unwrap();
+        assert_ne!(holder.trim(), lost, "the retry holds the lease under its own token");
+        let err = RedisStreamConsumer::open(&source, "g", "c1").await.unwrap_err();
+        assert!(err.to_string().contains("another consumer of this process"), "{err}");
+        first.close().await.unwrap();
+        redis.command(&["SET", lease, "otherhost/1/1", "PX", "15000"]).unwrap();
+        let err = RedisStreamConsumer::open(&source, "g", "c1").await.unwrap_err();
+        assert!(err.to_string().contains("another ingest process (otherhost/1/1)"), "{err}");
+    });
+}
+
 fn redis_source(redis: &RedisServer) -> String {
     format!("kind: redis_stream\n    connection_string: {}\n    key: tx", redis.url())
 }

@@ -57,6 +57,14 @@ pub fn lease_token(tail: &str) -> String {
     format!("{}/{}/{tail}", host_name(), std::process::id())
 }
 
+/// Whether `token` ([`lease_token`]) was made by this process. A lease
+/// this process holds under such a token that none of its live consumers
+/// claims was left by an attempt whose reply was lost (the lease landed,
+/// the answer did not), and may be taken over at once.
+pub fn lease_holder_is_this_process(token: &str) -> bool {
+    token.starts_with(&lease_token(""))
+}
+
 /// Whether the holder of `token` ([`lease_token`]) was a process of this
 /// host that no longer runs (killed): its lease may be taken over at once.
 pub fn lease_holder_is_dead(token: &str) -> bool {
