@@ -40,6 +40,28 @@ use feature_store_core::model::{StartPosition, StreamSource};
 use feature_store_core::{Error, Result};
 use futures::StreamExt;
 
+/// This process's claim on a group's lease (see
+/// [`feature_store_core::ingest::claim_lease`]), given up when dropped: an
+/// open that fails, or a consumer dropped without closing, leaves its lease
+/// in the bucket for this process's next open to take over at once.
+#[derive(Debug)]
+struct Claim {
+    key: String,
+    token: String,
+}
+
+impl Claim {
+    fn release(&self) {
+        feature_store_core::ingest::release_lease_claim(&self.key, &self.token);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Bucket of the groups' leases.
 const LEASES: &str = "feature_store_ingest";
 /// Bucket of the groups' committed positions (stream sequences).
@@ -53,6 +75,7 @@ const ACK_WAIT: Duration = Duration::from_secs(3600);
 
 /// A consumer of one JetStream stream in one group.
 pub struct NatsStreamConsumer {
+    claim: Claim,
     describe: String,
     group: String,
     name: Arc<str>,
@@ -273,21 +296,45 @@ impl NatsStreamConsumer {
             .await
             .map_err(|e| unavailable(&describe, format!("lease bucket {LEASES}: {e}")))?;
         let lease_key = kv_key(&format!("{stream_name}.{group}"));
-        let token = feature_store_core::ingest::lease_token(name);
+        // One token per open: a second consumer of the group in this
+        // process must not pass for this one.
+        let opened = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let token = feature_store_core::ingest::lease_token(&format!("{name}/{}", opened.as_micros()));
+        let claim = Claim { key: format!("{describe} {lease_key}"), token: token.clone() };
         let mut waited = false;
         let revision = loop {
+            // Another consumer of this process holds the group: stand by as
+            // behind another process.
+            if let Err(holder) = feature_store_core::ingest::claim_lease(&claim.key, &token) {
+                if !waited {
+                    tracing::info!(
+                        stream = %describe,
+                        group,
+                        holder,
+                        "ingest: another consumer of this process is consuming the group; standing by"
+                    );
+                    waited = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             match leases.create(&lease_key, token.clone().into()).await {
                 Ok(rev) => break rev,
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     let entry = leases.entry(&lease_key).await.ok().flatten();
                     let holder =
                         entry.as_ref().map(|e| String::from_utf8_lossy(&e.value).into_owned()).unwrap_or_default();
-                    // A holder that died on this host (kill -9) is not waited for.
-                    if feature_store_core::ingest::lease_holder_is_dead(&holder)
+                    // A holder that died on this host (kill -9) is not waited
+                    // for, nor a lease of this process that none of its
+                    // consumers claims (a create that landed, its reply lost;
+                    // a consumer dropped without closing).
+                    let orphan = feature_store_core::ingest::lease_holder_is_this_process(&holder);
+                    if (feature_store_core::ingest::lease_holder_is_dead(&holder) || orphan)
                         && let Some(e) = &entry
                     {
                         if let Ok(rev) = leases.update(&lease_key, token.clone().into(), e.revision).await {
-                            tracing::info!(previous = holder, "ingest: took over the lease of a dead process");
+                            let whose = if orphan { "left by this process" } else { "of a dead process" };
+                            tracing::info!(previous = holder, "ingest: took over the lease {whose}");
                             break rev;
                         }
                         continue;
@@ -365,6 +412,7 @@ impl NatsStreamConsumer {
             }
         };
         Ok(Self {
+            claim,
             describe,
             group: group.to_owned(),
             name: Arc::from(stream_name.as_str()),
@@ -596,6 +644,7 @@ impl StreamConsumer for NatsStreamConsumer {
 
     async fn close(&mut self) -> Result<()> {
         let _ = self.leases.delete_expect_revision(&self.lease_key, Some(self.revision)).await;
+        self.claim.release();
         Ok(())
     }
 }

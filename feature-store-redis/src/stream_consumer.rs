@@ -26,33 +26,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// Lease lifetime; renewed every third of it.
 const LEASE: Duration = Duration::from_secs(15);
 
-/// Lease keys this process's consumers hold or are taking, with their
-/// tokens. A lease under this process's token that is not here was left by
-/// an attempt whose reply was lost: the retry takes it over rather than
-/// refusing its own lease as another process's.
-static CLAIMS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
-
-/// Claims `key` for `token` unless another consumer of this process has it.
-fn claim(key: &str, token: &str) -> Result<(), String> {
-    let mut claims = CLAIMS.lock().expect("poisoned");
-    match claims.get(key) {
-        Some(other) if other != token => Err(other.clone()),
-        _ => {
-            claims.insert(key.to_owned(), token.to_owned());
-            Ok(())
-        }
-    }
-}
-
-/// Gives `key` up if `token` still claims it.
-fn unclaim(key: &str, token: &str) {
-    let mut claims = CLAIMS.lock().expect("poisoned");
-    if claims.get(key).is_some_and(|t| t == token) {
-        claims.remove(key);
-    }
-}
-
 /// A consumer of one Redis stream in one group.
 pub struct RedisStreamConsumer {
     /// Reconnects by itself after the server restarts.
@@ -74,7 +47,7 @@ impl Drop for RedisStreamConsumer {
     /// A consumer dropped without [`StreamConsumer::close`] leaves its
     /// lease to lapse or to this process's next consumer of the name.
     fn drop(&mut self) {
-        unclaim(&self.lease_key, &self.token);
+        feature_store_core::ingest::release_lease_claim(&self.claim_key(), &self.token);
     }
 }
 
@@ -224,17 +197,22 @@ impl RedisStreamConsumer {
     /// Takes the name's lease: free, expired, held by a dead process of
     /// this host, or left by this process's own attempt whose reply was lost.
     async fn take_lease(&mut self) -> CoreResult<()> {
-        if let Err(other) = claim(&self.lease_key, &self.token) {
+        if let Err(other) = feature_store_core::ingest::claim_lease(&self.claim_key(), &self.token) {
             return Err(self.held_by(&other));
         }
         let refused = self.try_take_lease().await;
         if !matches!(refused, Ok(None)) {
-            unclaim(&self.lease_key, &self.token);
+            feature_store_core::ingest::release_lease_claim(&self.claim_key(), &self.token);
         }
         match refused? {
             None => Ok(()),
             Some(holder) => Err(self.held_by(&holder)),
         }
+    }
+
+    /// The lease's key among this process's claims: the server and the key.
+    fn claim_key(&self) -> String {
+        format!("{} {}", self.describe, self.lease_key)
     }
 
     fn held_by(&self, holder: &str) -> CoreError {
@@ -275,8 +253,8 @@ impl RedisStreamConsumer {
             .await
             .map_err(|e| unavailable(&self.describe, e))?;
         let holder = holder.unwrap_or_default();
-        // This attempt's claim holds the key in CLAIMS, so a token of this
-        // process here is one a lost reply left.
+        // This attempt claimed the lease in this process, so a token of
+        // this process here is one a lost reply left.
         let lost_reply = feature_store_core::ingest::lease_holder_is_this_process(&holder);
         if feature_store_core::ingest::lease_holder_is_dead(&holder) || lost_reply {
             let swapped: i64 = redis::Script::new(
@@ -443,7 +421,7 @@ impl StreamConsumer for RedisStreamConsumer {
     }
 
     async fn close(&mut self) -> CoreResult<()> {
-        unclaim(&self.lease_key, &self.token);
+        feature_store_core::ingest::release_lease_claim(&self.claim_key(), &self.token);
         // Released only if still ours; pending entries stay for the next run under this name.
         let _: redis::RedisResult<i64> = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",

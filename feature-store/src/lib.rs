@@ -32,6 +32,8 @@ pub use backends::{from_config, offline_store_types, online_store, online_store_
 pub use feature_store_core::*;
 #[cfg(feature = "lmdb")]
 pub use feature_store_lmdb as lmdb;
+#[cfg(feature = "nats")]
+pub use feature_store_nats as nats;
 pub use feature_store_object_store as object_store;
 #[cfg(feature = "on-demand")]
 pub use feature_store_on_demand as expressions;

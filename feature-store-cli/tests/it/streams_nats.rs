@@ -25,6 +25,36 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// A lease this process left (a create that landed with its reply lost,
+/// or a consumer dropped without closing) is taken over by its next open at
+/// once rather than waited out; a second live consumer of the group in this
+/// process stands by.
+#[test]
+fn a_nats_lease_this_process_left_is_taken_over_at_once() {
+    use feature_store::ingest::StreamConsumer;
+    use feature_store::model::{StreamKind, StreamSource};
+    use feature_store::nats::NatsStreamConsumer;
+    let nats = NatsServer::start();
+    create_stream(&nats);
+    let source = StreamSource::builder("tx_stream", StreamKind::Nats, "event_timestamp", "tx")
+        .nats(nats.url(), "TX", Some("tx.events".into()))
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        // Its lease stays in the bucket, as a lost reply's would.
+        drop(NatsStreamConsumer::open(&source, "g", "c1").await.unwrap());
+        let started = std::time::Instant::now();
+        let mut second = tokio::time::timeout(Duration::from_secs(10), NatsStreamConsumer::open(&source, "g", "c1"))
+            .await
+            .expect("taken over at once, not waited out (a lease lasts 15 s)")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        let third = tokio::time::timeout(Duration::from_secs(3), NatsStreamConsumer::open(&source, "g", "c2")).await;
+        assert!(third.is_err(), "a second live consumer of the group in this process stands by");
+        second.close().await.unwrap();
+    });
+}
+
 /// Creates stream TX (subjects `tx.>`, file storage).
 fn create_stream(nats: &NatsServer) {
     runtime().block_on(async {

@@ -57,6 +57,35 @@ pub fn lease_token(tail: &str) -> String {
     format!("{}/{}/{tail}", host_name(), std::process::id())
 }
 
+/// Leases this process's consumers hold or are taking (by a key naming
+/// the broker and the lease), with their tokens.
+static LEASE_CLAIMS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Claims lease `key` for `token` within this process, unless another of
+/// its consumers has it (`Err` with that one's token). Taken before asking
+/// the broker for the lease and given up ([`release_lease_claim`]) when the
+/// consumer stops, so that a lease under this process's token with no claim
+/// is known to be one a lost reply left.
+pub fn claim_lease(key: &str, token: &str) -> std::result::Result<(), String> {
+    let mut claims = LEASE_CLAIMS.lock().expect("poisoned");
+    match claims.get(key) {
+        Some(other) if other != token => Err(other.clone()),
+        _ => {
+            claims.insert(key.to_owned(), token.to_owned());
+            Ok(())
+        }
+    }
+}
+
+/// Gives up the claim of [`claim_lease`] if `token` still holds it.
+pub fn release_lease_claim(key: &str, token: &str) {
+    let mut claims = LEASE_CLAIMS.lock().expect("poisoned");
+    if claims.get(key).is_some_and(|t| t == token) {
+        claims.remove(key);
+    }
+}
+
 /// Whether `token` ([`lease_token`]) was made by this process. A lease
 /// this process holds under such a token that none of its live consumers
 /// claims was left by an attempt whose reply was lost (the lease landed,
