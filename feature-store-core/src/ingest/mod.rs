@@ -70,7 +70,8 @@ static LEASE_CLAIMS: std::sync::Mutex<std::collections::BTreeMap<String, String>
 pub fn claim_lease(key: &str, token: &str) -> std::result::Result<(), String> {
     let mut claims = LEASE_CLAIMS.lock().expect("poisoned");
     match claims.get(key) {
-        Some(other) if other != token => Err(other.clone()),
+        // A forked child inherits its parent's claims: they are not its own.
+        Some(other) if other != token && lease_holder_is_this_process(other) => Err(other.clone()),
         _ => {
             claims.insert(key.to_owned(), token.to_owned());
             Ok(())
@@ -386,4 +387,27 @@ pub struct IngestStats {
     pub busy_seconds: f64,
     /// Messages waiting per partition, as of the last check.
     pub lag: Vec<(String, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{claim_lease, lease_token, release_lease_claim};
+
+    #[test]
+    fn lease_claims_are_per_process_and_released_only_by_their_holder() {
+        let (a, b) = (lease_token("a"), lease_token("b"));
+        claim_lease("k1", &a).unwrap();
+        claim_lease("k1", &a).unwrap();
+        assert_eq!(claim_lease("k1", &b), Err(a.clone()), "another consumer of this process holds it");
+        release_lease_claim("k1", &b);
+        assert_eq!(claim_lease("k1", &b), Err(a.clone()), "only the holder releases");
+        release_lease_claim("k1", &a);
+        claim_lease("k1", &b).unwrap();
+        // A claim inherited from a parent process (another pid) is not this process's.
+        let parent = format!("{}/0/x", lease_token("").split('/').next().unwrap());
+        claim_lease("k2", &parent).unwrap();
+        claim_lease("k2", &a).unwrap();
+        release_lease_claim("k1", &b);
+        release_lease_claim("k2", &a);
+    }
 }
