@@ -19,6 +19,7 @@
 # Usage: benchmarks/streams.sh [EVENTS]   (default 200,000)
 # Environment: RATE (default 10000), RATE_SECONDS (default 10), FEAST_PYTHON, BIN, TANSU,
 # KAFKA_FETCH_WAIT_MS (the Kafka source's fetch.wait.max.ms; default the store's 20).
+# CEILING_BATCH: messages per read of the Redis and NATS ceilings (default 10000, ingestion's poll size).
 # tansu for measuring: a release build (cargo install tansu --version 0.6.0
 # --locked --features dynostore); scripts/test.sh installs a debug one.
 set -euo pipefail

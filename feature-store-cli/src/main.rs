@@ -282,7 +282,7 @@ enum Command {
         /// Stop once no message has arrived for this long, e.g. 10s.
         #[arg(long)]
         stop_when_idle: Option<String>,
-        /// Messages taken per poll (default 2000).
+        /// Messages taken per poll (default 10000).
         #[arg(long)]
         batch_size: Option<usize>,
         /// Serve Prometheus metrics (received, ingested, dead-lettered,

@@ -37,6 +37,7 @@ use crate::ingest::{ConsumerFactory, IngestOptions, IngestStats, Message, Payloa
 use crate::model::{DataSource, DeadLetterTarget, StreamSource};
 use crate::offline::CompactRequest;
 use crate::offline::LATEST_EVENT_TS;
+use crate::online::OnlineRows;
 use crate::{Error, Result, ValueType};
 
 /// Longest pause between retries of a failing write or poll.
@@ -49,7 +50,8 @@ struct SourcePlan {
     batch: DataSource,
     /// Shared with the poll task, which decodes what it polled ([`Prefetching`]).
     schema: Arc<RecordSchema>,
-    views: Vec<WriteTarget>,
+    /// Shared with the poll task too, which encodes the decoded rows for them.
+    views: Arc<Vec<WriteTarget>>,
 }
 
 impl SourcePlan {
@@ -58,7 +60,11 @@ impl SourcePlan {
         self.stream == other.stream
             && self.batch == other.batch
             && self.views.len() == other.views.len()
-            && self.views.iter().zip(&other.views).all(|(a, b)| a.view == b.view && a.online.name == b.online.name)
+            && self
+                .views
+                .iter()
+                .zip(other.views.iter())
+                .all(|(a, b)| a.view == b.view && a.online.name == b.online.name)
     }
 }
 
@@ -240,7 +246,7 @@ impl FeatureStore {
         let fields = crate::ingest::decode::record_fields(&keys, &values);
         let fields: Vec<RecordField> = fields.into_iter().filter(|f| !keys.is_empty() || !f.required).collect();
         let schema = Arc::new(RecordSchema::new(&stream, fields, LATEST_EVENT_TS));
-        Ok(SourcePlan { version: doc.version, stream, batch, schema, views: targets })
+        Ok(SourcePlan { version: doc.version, stream, batch, schema, views: Arc::new(targets) })
     }
 
     async fn ingest_source(
@@ -406,14 +412,16 @@ impl FeatureStore {
             };
             if !messages.is_empty() {
                 // The next poll runs while this batch is decoded and written.
-                src.prefetch(options.max_batch, options.poll_wait, &plan.schema);
+                src.prefetch(options.max_batch, options.poll_wait, &plan.schema, &plan.views);
                 idle_since = Instant::now();
                 first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
                 // Decoded by the poll's task, unless the definitions changed since.
-                let decoded = match decoded {
-                    Some((schema, d)) if Arc::ptr_eq(&schema, &plan.schema) => d,
-                    _ => plan.schema.decode(&messages),
+                let (decoded, mut encoded) = match decoded {
+                    Some(p) if Arc::ptr_eq(&p.schema, &plan.schema) && Arc::ptr_eq(&p.views, &plan.views) => {
+                        (p.decoded, p.encoded.ok())
+                    }
+                    _ => (plan.schema.decode(&messages), None),
                 };
                 let letters: Vec<(&Message, &str)> =
                     decoded.rejected.iter().map(|(i, why)| (&messages[*i], why.as_str())).collect();
@@ -449,7 +457,7 @@ impl FeatureStore {
                 {
                     let mut wait = Duration::from_millis(100);
                     loop {
-                        match self.ingest_online(online, &plan, &decoded.batch, &positions).await {
+                        match self.ingest_online(online, &plan, &decoded.batch, &positions, encoded.take()).await {
                             Ok(()) => break,
                             Err(e) => {
                                 stats.retries += 1;
@@ -638,22 +646,26 @@ impl FeatureStore {
         Ok(())
     }
 
-    /// Writes one decoded batch to every online view of the plan.
+    /// Writes one decoded batch to every online view of the plan; `encoded`:
+    /// its plain views' rows when the poll task encoded them ([`encode_online`]).
     async fn ingest_online(
         &self,
         online: &Arc<dyn crate::online::OnlineStore>,
         plan: &SourcePlan,
         batch: &RecordBatch,
         positions: &EventPositions,
+        encoded: Option<Vec<Option<OnlineRows>>>,
     ) -> Result<()> {
         let ts = batch.column_by_name(LATEST_EVENT_TS).expect("decoded batches carry event times");
+        let mut encoded = encoded.map(Vec::into_iter);
         for target in plan.views.iter().filter(|t| t.view.online) {
-            let keys: Vec<(&str, &ArrayRef)> = target
-                .join_keys
-                .iter()
-                .map(|k| (k.name.as_str(), batch.column_by_name(&k.name).expect("decoded with the view's keys")))
-                .collect();
+            let ready = encoded.as_mut().and_then(Iterator::next).flatten();
             if target.view.is_aggregation() {
+                let keys: Vec<(&str, &ArrayRef)> = target
+                    .join_keys
+                    .iter()
+                    .map(|k| (k.name.as_str(), batch.column_by_name(&k.name).expect("decoded with the view's keys")))
+                    .collect();
                 let mut inputs = Vec::new();
                 let mut fields = Vec::new();
                 for c in target.view.aggregations.iter().filter_map(|a| a.column.as_ref()) {
@@ -668,13 +680,10 @@ impl FeatureStore {
                 let events = events_batch(&keys, ts, None, &fields, &inputs)?;
                 self.push_tiles(online, target, &events, Some(positions)).await?;
             } else {
-                let features: Vec<ArrayRef> = target
-                    .view
-                    .schema
-                    .iter()
-                    .map(|f| Arc::clone(batch.column_by_name(&f.name).expect("decoded with the view's features")))
-                    .collect();
-                let rows = target.encode(&keys, ts.as_ref(), &features)?;
+                let rows = match ready {
+                    Some(rows) => rows,
+                    None => encode_plain(target, batch)?,
+                };
                 online.write(self.project(), &target.online, &rows).await?;
             }
         }
@@ -812,20 +821,27 @@ impl EventPositions {
 
 /// One poll's result: when it began, how long the loop waited for it
 /// (less than the poll took when it ran during the previous batch's work),
-/// and, for a prefetched poll, its records decoded with the schema named.
+/// and, for a prefetched poll, its records decoded and encoded.
 struct Polled {
     at: DateTime<Utc>,
     waited: Duration,
     messages: Result<Vec<Message>>,
-    decoded: Option<(Arc<RecordSchema>, Decoded)>,
+    decoded: Option<Prepared>,
 }
 
-type PollTask = tokio::task::JoinHandle<(
-    Box<dyn StreamConsumer>,
-    DateTime<Utc>,
-    Result<Vec<Message>>,
-    Option<(Arc<RecordSchema>, Decoded)>,
-)>;
+/// A prefetched batch made ready by the poll task for the plan whose
+/// schema and views it names: the loop redoes it if its plan changed since.
+struct Prepared {
+    schema: Arc<RecordSchema>,
+    views: Arc<Vec<WriteTarget>>,
+    decoded: Decoded,
+    /// The online rows of each online view, in the plan's order (`None`
+    /// for aggregation views, whose tiles the loop builds).
+    encoded: Result<Vec<Option<OnlineRows>>>,
+}
+
+type PollTask =
+    tokio::task::JoinHandle<(Box<dyn StreamConsumer>, DateTime<Utc>, Result<Vec<Message>>, Option<Prepared>)>;
 
 /// A consumer whose next poll, and the decoding of what it returns, can
 /// run while the loop writes the batch before (the broker round trip, the
@@ -865,20 +881,23 @@ impl Prefetching {
     }
 
     /// Starts the next poll in the background; its records are decoded
-    /// there with `schema` (the loop decodes again if its plan changed).
-    fn prefetch(&mut self, max: usize, wait: Duration, schema: &Arc<RecordSchema>) {
+    /// there with `schema` and encoded for `views`' online rows (the loop
+    /// does both again if its plan changed): the loop's own work per batch
+    /// is then the online write, which sets ingestion's pace.
+    fn prefetch(&mut self, max: usize, wait: Duration, schema: &Arc<RecordSchema>, views: &Arc<Vec<WriteTarget>>) {
         if self.inflight.is_some() || self.ready.is_some() {
             return;
         }
         let Some(mut consumer) = self.consumer.take() else { return };
-        let schema = Arc::clone(schema);
+        let (schema, views) = (Arc::clone(schema), Arc::clone(views));
         self.inflight = Some(tokio::spawn(async move {
             let at = Utc::now();
             let messages = consumer.poll(max, wait).await;
             let decoded = match &messages {
                 Ok(m) if !m.is_empty() => {
-                    let d = schema.decode(m);
-                    Some((schema, d))
+                    let decoded = schema.decode(m);
+                    let encoded = encode_online(&views, &decoded.batch);
+                    Some(Prepared { schema, views, decoded, encoded })
                 }
                 _ => None,
             };
@@ -915,6 +934,37 @@ impl Prefetching {
             let _ = c.close().await;
         }
     }
+}
+
+/// The online rows of a decoded batch for each online view of `views`, in
+/// their order: `None` for aggregation views (their tiles need the stored
+/// state, read by the loop) and when the batch has no rows.
+fn encode_online(views: &[WriteTarget], batch: &RecordBatch) -> Result<Vec<Option<OnlineRows>>> {
+    views
+        .iter()
+        .filter(|t| t.view.online)
+        .map(
+            |t| {
+                if t.view.is_aggregation() || batch.num_rows() == 0 {
+                    Ok(None)
+                } else {
+                    encode_plain(t, batch).map(Some)
+                }
+            },
+        )
+        .collect()
+}
+
+/// A decoded batch as the online rows of plain view `target`.
+fn encode_plain(target: &WriteTarget, batch: &RecordBatch) -> Result<OnlineRows> {
+    let column = |name: &str, what: &str| {
+        batch.column_by_name(name).unwrap_or_else(|| panic!("decoded with the view's {what} \"{name}\""))
+    };
+    let keys: Vec<(&str, &ArrayRef)> =
+        target.join_keys.iter().map(|k| (k.name.as_str(), column(&k.name, "key"))).collect();
+    let ts = column(LATEST_EVENT_TS, "event time");
+    let features: Vec<ArrayRef> = target.view.schema.iter().map(|f| Arc::clone(column(&f.name, "feature"))).collect();
+    target.encode(&keys, ts.as_ref(), &features)
 }
 
 /// What the ingest loop holds that a rebalance changes: pending commits,

@@ -270,7 +270,7 @@ impl Default for IngestOptions {
         Self {
             views: None,
             consumer: None,
-            max_batch: 2000,
+            max_batch: 10_000,
             poll_wait: Duration::from_millis(200),
             offline_flush_interval: None,
             offline_flush_rows: 500_000,

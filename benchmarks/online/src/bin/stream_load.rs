@@ -43,6 +43,12 @@ fn event(i: u64, keys: u64, at: chrono::DateTime<chrono::Utc>) -> String {
     s
 }
 
+/// Messages the Redis and NATS ceiling consumers take per read: ingestion's
+/// default poll size (`--batch-size`), unless `CEILING_BATCH` says otherwise.
+fn ceiling_batch() -> usize {
+    std::env::var("CEILING_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+}
+
 /// How many events to send next, at most `cap`: with a rate, whatever is
 /// due by now (None: nothing yet, wait a 10 ms slice); without, the rest.
 fn next_chunk(started: Instant, rate: Option<f64>, sent: u64, n: u64, cap: u64) -> Option<u64> {
@@ -88,7 +94,7 @@ async fn ceiling(url: &str, key: &str, group: &str, n: u64) -> anyhow::Result<se
             .arg(group)
             .arg("c")
             .arg("COUNT")
-            .arg(2000)
+            .arg(ceiling_batch())
             .arg("BLOCK")
             .arg(2000)
             .arg("STREAMS")
@@ -275,7 +281,7 @@ async fn nats_ceiling(url: &str, stream: &str, durable: &str, n: u64) -> anyhow:
     while read < n {
         let mut batch = consumer
             .batch()
-            .max_messages(2000)
+            .max_messages(ceiling_batch())
             .expires(Duration::from_millis(100))
             .messages()
             .await
