@@ -413,7 +413,6 @@ impl FeatureStore {
             if !messages.is_empty() {
                 // The next poll runs while this batch is decoded and written.
                 src.prefetch(options.max_batch, options.poll_wait, &plan.schema, &plan.views);
-                idle_since = Instant::now();
                 first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
                 // Decoded by the poll's task, unless the definitions changed since.
@@ -488,6 +487,9 @@ impl FeatureStore {
                     m.payload = Payload::Json(bytes::Bytes::new());
                     m
                 }));
+                // Idle is counted from the end of the last batch's work: a
+                // write slower than `stop_when_idle` is not idleness.
+                idle_since = Instant::now();
             }
             let due = buffer.opened.is_some_and(|t| t.elapsed() >= flush_every)
                 || buffer.positions.len() + buffer.recovering_positions.len() >= options.offline_flush_rows;
