@@ -21,6 +21,9 @@ use crate::{UTC, ValueType};
 /// (UTC); a space may replace the `T`; a date alone is midnight UTC.
 pub fn parse_instant(s: &str) -> Option<i64> {
     let s = s.trim();
+    if let Some(t) = utc_rfc3339(s.as_bytes()) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc).timestamp_micros());
     }
@@ -38,6 +41,31 @@ pub fn parse_instant(s: &str) -> Option<i64> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc().timestamp_micros())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, what producers mostly write, read as
+/// chrono's RFC 3339 parser reads it at a tenth of its cost; `None` for any
+/// other form (offsets, a lowercase `t`, a leap second, more than nine
+/// fraction digits), which that parser then decides.
+fn utc_rfc3339(b: &[u8]) -> Option<i64> {
+    fn digits(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    }
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (rest, last) = (&b[19..b.len() - 1], *b.last()?);
+    if last != b'Z' {
+        return None;
+    }
+    let nanos = match rest {
+        [] => 0,
+        [b'.', f @ ..] if (1..=9).contains(&f.len()) => digits(f)? * 10u32.pow(9 - f.len() as u32),
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+    let t = date.and_hms_nano_opt(digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, nanos)?;
+    Some(t.and_utc().timestamp_micros())
 }
 
 /// One column a record may carry.
@@ -961,6 +989,46 @@ mod tests {
         ] {
             assert!(schema.flat_record(unusual).is_none(), "{}", String::from_utf8_lossy(unusual));
         }
+    }
+
+    /// The common UTC form is read as chrono reads it; other forms are left to chrono.
+    #[test]
+    fn utc_times_are_read_as_chrono_reads_them() {
+        let chrono = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc).timestamp_micros());
+        let mut taken = 0;
+        for s in [
+            "2026-12-04T10:00:00Z",
+            "2026-12-04T10:00:00.5Z",
+            "2026-12-04T10:00:00.123456Z",
+            "2026-12-04T10:00:00.123456789Z",
+            "2026-12-04T10:00:00.1234567891Z",
+            "2024-02-29T23:59:59.999999Z",
+            "2023-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-04T24:00:00Z",
+            "2016-12-31T23:59:60Z",
+            "0000-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999Z",
+            "1900-01-01T00:00:00.000001Z",
+            "9999-12-31T23:59:59Z",
+            "2026-12-04t10:00:00z",
+            "2026-12-04 10:00:00Z",
+            "2026-12-04T10:00:00+01:00",
+            "2026-12-04T10:00:00.Z",
+            "2026-12-04T10:00Z",
+            "2026-1-04T10:00:00Z",
+            "+026-12-04T10:00:00Z",
+            "2026-12-04T10:00:0xZ",
+        ] {
+            match utc_rfc3339(s.as_bytes()) {
+                Some(t) => {
+                    taken += 1;
+                    assert_eq!(Some(t), chrono(s), "{s}");
+                }
+                None => assert_eq!(parse_instant(s), chrono(s).or_else(|| parse_instant(s)), "{s}"),
+            }
+        }
+        assert_eq!(taken, 9, "the fast form was not taken where it should be");
     }
 
     #[test]
