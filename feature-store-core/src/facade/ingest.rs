@@ -360,7 +360,7 @@ impl FeatureStore {
                     tracing::info!(source = %stream.name, version, "ingest: definitions changed; views re-read");
                 }
             }
-            let Some(Polled { at: polled_at, waited, messages, decoded }) =
+            let Some(Polled { at: polled_at, waited, messages, prepared }) =
                 src.next(options.max_batch, options.poll_wait, stop).await?
             else {
                 continue;
@@ -416,7 +416,7 @@ impl FeatureStore {
                 first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
                 // Decoded by the poll's task, unless the definitions changed since.
-                let (decoded, mut encoded) = match decoded {
+                let (decoded, mut encoded) = match prepared {
                     Some(p) if Arc::ptr_eq(&p.schema, &plan.schema) && Arc::ptr_eq(&p.views, &plan.views) => {
                         (p.decoded, p.encoded.ok())
                     }
@@ -828,7 +828,7 @@ struct Polled {
     at: DateTime<Utc>,
     waited: Duration,
     messages: Result<Vec<Message>>,
-    decoded: Option<Prepared>,
+    prepared: Option<Prepared>,
 }
 
 /// A prefetched batch made ready by the poll task for the plan whose
@@ -868,10 +868,10 @@ impl Prefetching {
     async fn settle(&mut self) -> Result<()> {
         if let Some(task) = self.inflight.take() {
             let began = Instant::now();
-            let (consumer, at, messages, decoded) =
+            let (consumer, at, messages, prepared) =
                 task.await.map_err(|e| Error::backend("ingest: the stream poll task", e))?;
             self.consumer = Some(consumer);
-            self.ready = Some(Polled { at, waited: began.elapsed(), messages, decoded });
+            self.ready = Some(Polled { at, waited: began.elapsed(), messages, prepared });
         }
         Ok(())
     }
@@ -895,7 +895,7 @@ impl Prefetching {
         self.inflight = Some(tokio::spawn(async move {
             let at = Utc::now();
             let messages = consumer.poll(max, wait).await;
-            let decoded = match &messages {
+            let prepared = match &messages {
                 Ok(m) if !m.is_empty() => {
                     let decoded = schema.decode(m);
                     let encoded = encode_online(&views, &decoded.batch);
@@ -903,7 +903,7 @@ impl Prefetching {
                 }
                 _ => None,
             };
-            (consumer, at, messages, decoded)
+            (consumer, at, messages, prepared)
         }));
     }
 
@@ -926,7 +926,7 @@ impl Prefetching {
             r = consumer.poll(max, wait) => r,
             _ = stop.changed() => return Ok(None),
         };
-        Ok(Some(Polled { at, waited: began.elapsed(), messages, decoded: None }))
+        Ok(Some(Polled { at, waited: began.elapsed(), messages, prepared: None }))
     }
 
     /// Closes the consumer (after any poll under way), ignoring errors: for
