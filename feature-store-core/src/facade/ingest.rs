@@ -416,6 +416,10 @@ impl FeatureStore {
                 first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
                 // Decoded by the poll's task, unless the definitions changed since.
+                let prepared = match prepared {
+                    Some(task) => Some(task.await.map_err(|e| Error::backend("ingest: the decoding task", e))?),
+                    None => None,
+                };
                 let (decoded, mut encoded) = match prepared {
                     Some(p) if Arc::ptr_eq(&p.schema, &plan.schema) && Arc::ptr_eq(&p.views, &plan.views) => {
                         (p.decoded, p.encoded.ok())
@@ -483,6 +487,8 @@ impl FeatureStore {
                 // A commit needs each message's partition and position, not
                 // its record: held until the offline flush (60 s by
                 // default), the payloads were most of ingestion's memory.
+                // The decoding task is done with them: no copy.
+                let messages = Arc::try_unwrap(messages).unwrap_or_else(|shared| (*shared).clone());
                 pending.extend(messages.into_iter().map(|mut m| {
                     m.payload = Payload::Json(bytes::Bytes::new());
                     m
@@ -827,9 +833,13 @@ impl EventPositions {
 struct Polled {
     at: DateTime<Utc>,
     waited: Duration,
-    messages: Result<Vec<Message>>,
-    prepared: Option<Prepared>,
+    messages: Result<Arc<Vec<Message>>>,
+    prepared: Option<Preparing>,
 }
+
+/// The decoding and encoding of a prefetched batch, under way on a
+/// blocking thread of its own.
+type Preparing = tokio::task::JoinHandle<Prepared>;
 
 /// A prefetched batch made ready by the poll task for the plan whose
 /// schema and views it names: the loop redoes it if its plan changed since.
@@ -843,12 +853,15 @@ struct Prepared {
 }
 
 type PollTask =
-    tokio::task::JoinHandle<(Box<dyn StreamConsumer>, DateTime<Utc>, Result<Vec<Message>>, Option<Prepared>)>;
+    tokio::task::JoinHandle<(Box<dyn StreamConsumer>, DateTime<Utc>, Result<Arc<Vec<Message>>>, Option<Preparing>)>;
 
 /// A consumer whose next poll, and the decoding of what it returns, can
-/// run while the loop writes the batch before (the broker round trip, the
-/// client's parsing and the JSON decoding then run on the runtime's other
-/// thread). The consumer moves into the poll's task and back; every
+/// run while the loop writes the batch before: three stages at once, the
+/// write of batch N, the decoding of N+1 (on a blocking thread, started as
+/// its poll returns) and the poll of N+2 (the broker round trip and the
+/// client's parsing). Each stage takes about as long as the others, so
+/// with the decoding inside the poll's task the poll stage set the pace
+/// and the broker idled while a batch was decoded. The consumer moves into the poll's task and back; every
 /// other use waits for that poll first and keeps its result for
 /// [`Prefetching::next`]. A poll's messages are not processed before the
 /// batch ahead of them, so positions stay in order; rebalances it saw are
@@ -894,12 +907,15 @@ impl Prefetching {
         let (schema, views) = (Arc::clone(schema), Arc::clone(views));
         self.inflight = Some(tokio::spawn(async move {
             let at = Utc::now();
-            let messages = consumer.poll(max, wait).await;
+            let messages = consumer.poll(max, wait).await.map(Arc::new);
             let prepared = match &messages {
                 Ok(m) if !m.is_empty() => {
-                    let decoded = schema.decode(m);
-                    let encoded = encode_online(&views, &decoded.batch);
-                    Some(Prepared { schema, views, decoded, encoded })
+                    let m = Arc::clone(m);
+                    Some(tokio::task::spawn_blocking(move || {
+                        let decoded = schema.decode(&m);
+                        let encoded = encode_online(&views, &decoded.batch);
+                        Prepared { schema, views, decoded, encoded }
+                    }))
                 }
                 _ => None,
             };
@@ -923,7 +939,7 @@ impl Prefetching {
         let at = Utc::now();
         let began = Instant::now();
         let messages = tokio::select! {
-            r = consumer.poll(max, wait) => r,
+            r = consumer.poll(max, wait) => r.map(Arc::new),
             _ = stop.changed() => return Ok(None),
         };
         Ok(Some(Polled { at, waited: began.elapsed(), messages, prepared: None }))

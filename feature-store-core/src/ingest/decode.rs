@@ -8,7 +8,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{Field, Schema};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::Value;
@@ -108,8 +108,8 @@ pub struct Decoded {
     pub rejected: Vec<(usize, String)>,
 }
 
-/// One record's cells and event time, or why it is refused.
-type RecordResult = Result<(Vec<Cell>, i64), String>;
+/// Reads one record's cells into the scratch row: its event time, or why it is refused.
+type RecordFn = fn(&RecordSchema, &Payload, &mut Vec<Cell>) -> Result<i64, String>;
 
 /// A value checked against its column's type.
 #[derive(Debug, Clone)]
@@ -174,39 +174,65 @@ impl RecordSchema {
     /// must agree with (the fuzz target and tests compare the two).
     #[doc(hidden)]
     pub fn decode_checked(&self, messages: &[Message]) -> Decoded {
-        self.decode_with(messages, Self::checked_record)
+        self.decode_with(messages, Self::checked_into)
     }
 
-    fn decode_with(&self, messages: &[Message], record: fn(&Self, &Payload) -> RecordResult) -> Decoded {
-        let mut good: Vec<(usize, Vec<Cell>, i64)> = Vec::with_capacity(messages.len());
+    fn decode_with(&self, messages: &[Message], record: RecordFn) -> Decoded {
+        // Column by column as records arrive: one scratch row reused, so a
+        // record costs no allocation of its own, and each column is then
+        // built from contiguous cells.
+        let width = self.fields.len();
+        let mut by_column: Vec<Vec<Cell>> = (0..width).map(|_| Vec::with_capacity(messages.len())).collect();
+        let mut times = Vec::with_capacity(messages.len());
+        let mut rows = Vec::with_capacity(messages.len());
         let mut rejected = Vec::new();
+        let mut cells = Vec::with_capacity(width);
         for (m, message) in messages.iter().enumerate() {
-            match record(self, &message.payload) {
-                Ok((cells, ts)) => good.push((m, cells, ts)),
+            match record(self, &message.payload, &mut cells) {
+                Ok(ts) => {
+                    for (column, cell) in by_column.iter_mut().zip(cells.drain(..)) {
+                        column.push(cell);
+                    }
+                    times.push(ts);
+                    rows.push(m);
+                }
                 Err(reason) => rejected.push((m, reason)),
             }
         }
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.fields.len() + 1);
-        for (i, f) in self.fields.iter().enumerate() {
-            columns.push(build(&f.dtype, good.iter().map(|(_, cells, _)| &cells[i])));
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(width + 1);
+        for (f, cells) in self.fields.iter().zip(&by_column) {
+            columns.push(build(&f.dtype, cells.len(), cells.iter()));
         }
-        let mut ts = TimestampMicrosecondBuilder::with_capacity(good.len()).with_timezone(UTC);
-        for (_, _, t) in &good {
-            ts.append_value(*t);
-        }
-        columns.push(Arc::new(ts.finish()));
+        let ts = TimestampMicrosecondArray::from(times).with_timezone(UTC);
+        columns.push(Arc::new(ts));
         let batch = RecordBatch::try_new(self.arrow_schema(), columns).expect("columns built to the schema");
-        Decoded { batch, rows: good.iter().map(|(m, _, _)| *m).collect(), rejected }
+        Decoded { batch, rows, rejected }
     }
 
-    /// One record's cells and event time, or why it is refused.
-    fn record(&self, payload: &Payload) -> Result<(Vec<Cell>, i64), String> {
-        if let Payload::Json(bytes) = payload
-            && let Some(done) = self.flat_record(bytes).or_else(|| self.fast_record(bytes))
-        {
-            return Ok(done);
+    /// One record's cells (into `cells`) and event time, or why it is refused.
+    fn record(&self, payload: &Payload, cells: &mut Vec<Cell>) -> Result<i64, String> {
+        if let Payload::Json(bytes) = payload {
+            if let Some(ts) = self.flat_record_into(bytes, cells) {
+                return Ok(ts);
+            }
+            if let Some((found, ts)) = self.fast_record(bytes) {
+                *cells = found;
+                return Ok(ts);
+            }
         }
-        self.checked_record(payload)
+        Self::checked_into(self, payload, cells)
+    }
+
+    fn checked_into(&self, payload: &Payload, cells: &mut Vec<Cell>) -> Result<i64, String> {
+        let (found, ts) = self.checked_record(payload)?;
+        *cells = found;
+        Ok(ts)
+    }
+
+    #[cfg(test)]
+    fn flat_record(&self, bytes: &[u8]) -> Option<(Vec<Cell>, i64)> {
+        let mut cells = Vec::new();
+        self.flat_record_into(bytes, &mut cells).map(|ts| (cells, ts))
     }
 
     /// A flat JSON object of plain scalars (strings without escapes, short
@@ -215,11 +241,14 @@ impl RecordSchema {
     /// `None` for anything else (nesting, escapes, lists, numbers serde_json
     /// might round differently): [`Self::fast_record`] then reads it. The
     /// cells come from the same [`CellSeed`] as there, so the two agree.
-    fn flat_record(&self, bytes: &[u8]) -> Option<(Vec<Cell>, i64)> {
+    /// The cells go to `cells` (its earlier contents are dropped; on `None`
+    /// it holds anything).
+    fn flat_record_into(&self, bytes: &[u8], cells: &mut Vec<Cell>) -> Option<i64> {
         let mut s = Scan { b: bytes, i: 0 };
         s.ws();
         s.eat(b'{')?;
-        let mut cells = vec![Cell::Null; self.fields.len()];
+        cells.clear();
+        cells.resize(self.fields.len(), Cell::Null);
         let mut ts = None;
         let mut next = 0;
         let unit = self.source.timestamp_unit;
@@ -282,10 +311,10 @@ impl RecordSchema {
             return None;
         }
         let ts = ts?;
-        if self.fields.iter().zip(&cells).any(|(f, c)| f.required && matches!(c, Cell::Null)) {
+        if self.fields.iter().zip(cells.iter()).any(|(f, c)| f.required && matches!(c, Cell::Null)) {
             return None;
         }
-        Some((cells, ts))
+        Some(ts)
     }
 
     /// A JSON object record read in one pass, without building its object
@@ -788,7 +817,7 @@ enum Number {
 }
 
 /// A column of checked cells.
-fn build<'a>(dtype: &ValueType, cells: impl Iterator<Item = &'a Cell>) -> ArrayRef {
+fn build<'a>(dtype: &ValueType, n: usize, cells: impl Iterator<Item = &'a Cell>) -> ArrayRef {
     macro_rules! scalar {
         ($b:expr, $pat:pat => $v:expr) => {{
             let mut b = $b;
@@ -802,21 +831,23 @@ fn build<'a>(dtype: &ValueType, cells: impl Iterator<Item = &'a Cell>) -> ArrayR
         }};
     }
     match dtype {
-        ValueType::Bool => scalar!(BooleanBuilder::new(), Cell::Bool(v) => *v),
-        ValueType::Int32 => scalar!(Int32Builder::new(), Cell::Int(v) => *v as i32),
-        ValueType::Int64 => scalar!(Int64Builder::new(), Cell::Int(v) => *v),
-        ValueType::Float32 => scalar!(Float32Builder::new(), Cell::Float(v) => *v as f32),
-        ValueType::Float64 => scalar!(Float64Builder::new(), Cell::Float(v) => *v),
-        ValueType::String => scalar!(StringBuilder::new(), Cell::Text(v) => v),
-        ValueType::Bytes => scalar!(BinaryBuilder::new(), Cell::Text(v) => v.as_bytes()),
-        ValueType::Timestamp => scalar!(TimestampMicrosecondBuilder::new().with_timezone(UTC), Cell::Time(v) => *v),
+        ValueType::Bool => scalar!(BooleanBuilder::with_capacity(n), Cell::Bool(v) => *v),
+        ValueType::Int32 => scalar!(Int32Builder::with_capacity(n), Cell::Int(v) => *v as i32),
+        ValueType::Int64 => scalar!(Int64Builder::with_capacity(n), Cell::Int(v) => *v),
+        ValueType::Float32 => scalar!(Float32Builder::with_capacity(n), Cell::Float(v) => *v as f32),
+        ValueType::Float64 => scalar!(Float64Builder::with_capacity(n), Cell::Float(v) => *v),
+        ValueType::String => scalar!(StringBuilder::with_capacity(n, 0), Cell::Text(v) => v),
+        ValueType::Bytes => scalar!(BinaryBuilder::with_capacity(n, 0), Cell::Text(v) => v.as_bytes()),
+        ValueType::Timestamp => {
+            scalar!(TimestampMicrosecondBuilder::with_capacity(n).with_timezone(UTC), Cell::Time(v) => *v)
+        }
         ValueType::List(inner) => {
             let cells: Vec<&Cell> = cells.collect();
             let items: Vec<&Cell> = cells
                 .iter()
                 .flat_map(|c| if let Cell::List(v) = c { v.iter().collect() } else { Vec::new() })
                 .collect();
-            let values = build(inner, items.into_iter());
+            let values = build(inner, items.len(), items.into_iter());
             let mut offsets = vec![0i32];
             let mut valid = Vec::with_capacity(cells.len());
             for c in &cells {
