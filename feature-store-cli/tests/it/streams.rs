@@ -668,6 +668,28 @@ fn a_crash_between_the_offline_log_and_the_commit_writes_no_row_twice() {
     check_parity(&repo, &all);
 }
 
+/// An online write slower than `--stop-when-idle` is work, not idleness:
+/// ingestion goes on to the end of the stream. (It stopped after the first
+/// slow batch while idle time was counted from a batch's arrival.)
+#[test]
+fn a_write_slower_than_the_idle_limit_does_not_stop_ingestion() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let repo =
+        repo_with(root.path(), &redis_source(&redis), "online_store: {type: sqlite, path: data/online.db}\n", true);
+    let all = events(300, 3);
+    let ids = produce(&redis, "tx", &all);
+    let out = Command::new(env!("CARGO_BIN_EXE_feature-store"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["ingest", "--batch-size", "100", "--offline-flush-interval", "200ms", "--stop-when-idle", "1s"])
+        .env("FEATURE_STORE_SLOW", "ingest-online-write=1500")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_all(&repo, &all, &ids);
+}
+
 /// Small offline log files (here one flush per run, in hourly folders) are
 /// merged by the next run: the log holds the same rows, training equals
 /// serving, and the restart bookkeeping the file names carry still holds

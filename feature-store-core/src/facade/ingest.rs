@@ -692,6 +692,7 @@ impl FeatureStore {
                     Some(rows) => rows,
                     None => encode_plain(target, batch)?,
                 };
+                crate::ingest::slow_point("ingest-online-write").await;
                 online.write(self.project(), &target.online, &rows).await?;
             }
         }

@@ -41,6 +41,19 @@ pub(crate) fn fault_point(name: &str) {
     }
 }
 
+/// Test hook: with `FEATURE_STORE_SLOW=<name>=<milliseconds>` set, waits
+/// that long at point `name` (a slow online store, say), so that tests can
+/// reproduce what only timing would.
+pub(crate) async fn slow_point(name: &str) {
+    if let Some(v) = std::env::var_os("FEATURE_STORE_SLOW")
+        && let Some((point, ms)) = v.to_str().and_then(|v| v.split_once('='))
+        && point == name
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// This host's name, empty when it cannot be told.
 pub fn host_name() -> String {
     std::env::var("HOSTNAME")
