@@ -682,11 +682,15 @@ fn a_write_slower_than_the_idle_limit_does_not_stop_ingestion() {
     let out = Command::new(env!("CARGO_BIN_EXE_feature-store"))
         .arg("--repo")
         .arg(&repo)
-        .args(["ingest", "--batch-size", "100", "--offline-flush-interval", "200ms", "--stop-when-idle", "1s"])
+        .args(["--json", "ingest", "--batch-size", "100", "--offline-flush-interval", "200ms", "--stop-when-idle", "1s"])
         .env("FEATURE_STORE_SLOW", "ingest-online-write=1500")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Read from its own report: checking the served values could catch up
+    // by itself (`served` drains again when aggregates lag).
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sources"][0]["received"], 300, "{report}");
     check_all(&repo, &all, &ids);
 }
 
