@@ -682,7 +682,8 @@ fn a_write_slower_than_the_idle_limit_does_not_stop_ingestion() {
     let out = Command::new(env!("CARGO_BIN_EXE_feature-store"))
         .arg("--repo")
         .arg(&repo)
-        .args(["--json", "ingest", "--batch-size", "100", "--offline-flush-interval", "200ms", "--stop-when-idle", "1s"])
+        .args(["--json", "ingest", "--batch-size", "100", "--offline-flush-interval", "200ms"])
+        .args(["--stop-when-idle", "1s"])
         .env("FEATURE_STORE_SLOW", "ingest-online-write=1500")
         .output()
         .unwrap();
