@@ -48,9 +48,9 @@ struct SourcePlan {
     version: u64,
     stream: StreamSource,
     batch: DataSource,
-    /// Shared with the poll task, which decodes what it polled ([`Prefetching`]).
+    /// Shared with the decoding task of each prefetched poll ([`Prefetching`]).
     schema: Arc<RecordSchema>,
-    /// Shared with the poll task too, which encodes the decoded rows for them.
+    /// Shared with the decoding task too, which encodes the decoded rows for them.
     views: Arc<Vec<WriteTarget>>,
 }
 
@@ -415,7 +415,7 @@ impl FeatureStore {
                 src.prefetch(options.max_batch, options.poll_wait, &plan.schema, &plan.views);
                 first_message.get_or_insert_with(Instant::now);
                 stats.received += messages.len() as u64;
-                // Decoded by the poll's task, unless the definitions changed since.
+                // Decoded beside the last write, unless the definitions changed since.
                 let prepared = match prepared {
                     Some(task) => Some(task.await.map_err(|e| Error::backend("ingest: the decoding task", e))?),
                     None => None,
@@ -655,7 +655,7 @@ impl FeatureStore {
     }
 
     /// Writes one decoded batch to every online view of the plan; `encoded`:
-    /// its plain views' rows when the poll task encoded them ([`encode_online`]).
+    /// its plain views' rows when the decoding task encoded them ([`encode_online`]).
     async fn ingest_online(
         &self,
         online: &Arc<dyn crate::online::OnlineStore>,
@@ -842,7 +842,7 @@ struct Polled {
 /// blocking thread of its own.
 type Preparing = tokio::task::JoinHandle<Prepared>;
 
-/// A prefetched batch made ready by the poll task for the plan whose
+/// A prefetched batch made ready by its decoding task for the plan whose
 /// schema and views it names: the loop redoes it if its plan changed since.
 struct Prepared {
     schema: Arc<RecordSchema>,
@@ -862,11 +862,12 @@ type PollTask =
 /// its poll returns) and the poll of N+2 (the broker round trip and the
 /// client's parsing). Each stage takes about as long as the others, so
 /// with the decoding inside the poll's task the poll stage set the pace
-/// and the broker idled while a batch was decoded. The consumer moves into the poll's task and back; every
-/// other use waits for that poll first and keeps its result for
-/// [`Prefetching::next`]. A poll's messages are not processed before the
-/// batch ahead of them, so positions stay in order; rebalances it saw are
-/// reported (`take_reassignment`) once it is back, before any flush or commit.
+/// and the broker idled while a batch was decoded. The consumer moves into
+/// the poll's task and back; every other use waits for that poll first and
+/// keeps its result for [`Prefetching::next`]. A poll's messages are not
+/// processed before the batch ahead of them, so positions stay in order;
+/// rebalances it saw are reported (`take_reassignment`) once it is back,
+/// before any flush or commit.
 struct Prefetching {
     consumer: Option<Box<dyn StreamConsumer>>,
     inflight: Option<PollTask>,
