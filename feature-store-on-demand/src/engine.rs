@@ -280,15 +280,133 @@ fn checked_arithmetic(expr: Arc<dyn PhysicalExpr>) -> datafusion::common::Result
 /// them, which on a one-row serving request costs more than the arithmetic.
 fn typed(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
     use datafusion::common::tree_node::Transformed;
+    use datafusion::physical_expr::expressions::CastExpr;
     use datafusion::physical_expr::expressions::{Column, Literal};
     expr.transform_up(|e| {
         if e.downcast_ref::<Column>().is_some() || e.downcast_ref::<Literal>().is_some() {
             return Ok(Transformed::no(e));
         }
         let field = e.return_field(schema)?;
+        if let Some(cast) = e.downcast_ref::<CastExpr>() {
+            let from = cast.expr().data_type(schema)?;
+            if widening(&from, field.data_type()) {
+                let widen = Widen { child: Arc::clone(cast.expr()), from, field, options: cast.cast_options().clone() };
+                return Ok(Transformed::yes(Arc::new(widen) as Arc<dyn PhysicalExpr>));
+            }
+        }
         Ok(Transformed::yes(Arc::new(Typed { inner: e, field }) as Arc<dyn PhysicalExpr>))
     })
     .map(|t| t.data)
+}
+
+/// Whether a cast from `from` to `to` is one [`widen`] computes: a numeric
+/// conversion that cannot fail, which Arrow's cast kernel computes with `as`.
+fn widening(from: &DataType, to: &DataType) -> bool {
+    use DataType::{Float32, Float64, Int32, Int64};
+    matches!((from, to), (Float32, Float64) | (Int32, Int64) | (Int32, Float64) | (Int64, Float64))
+}
+
+/// `array` converted to `to` as Arrow's cast kernel converts it (`as`, no
+/// failure possible; see [`widening`]), into a buffer from the global
+/// allocator's ordinary path: Arrow's kernels allocate 128-byte aligned
+/// buffers, which glibc serves through its slow `memalign` path, and a
+/// one-row serving request casts an input per expression.
+fn widen(array: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+    use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray};
+    fn map<I: ArrowPrimitiveType, O: ArrowPrimitiveType>(a: &ArrayRef, f: impl Fn(I::Native) -> O::Native) -> ArrayRef {
+        let a = a.as_primitive::<I>();
+        let values: Vec<O::Native> = a.values().iter().map(|&v| f(v)).collect();
+        Arc::new(PrimitiveArray::<O>::new(values.into(), a.nulls().cloned()))
+    }
+    Some(match (array.data_type(), to) {
+        (DataType::Float32, DataType::Float64) => map::<Float32Type, Float64Type>(array, |v| v as f64),
+        (DataType::Int32, DataType::Int64) => map::<Int32Type, Int64Type>(array, |v| v as i64),
+        (DataType::Int32, DataType::Float64) => map::<Int32Type, Float64Type>(array, |v| v as f64),
+        (DataType::Int64, DataType::Float64) => map::<Int64Type, Float64Type>(array, |v| v as f64),
+        _ => return None,
+    })
+}
+
+/// A widening `CAST` ([`widening`]) computed by [`widen`]; the same values
+/// as DataFusion's `CastExpr`, which it replaces.
+#[derive(Debug)]
+struct Widen {
+    child: Arc<dyn PhysicalExpr>,
+    from: DataType,
+    field: arrow_schema::FieldRef,
+    options: arrow_cast::CastOptions<'static>,
+}
+
+impl PartialEq for Widen {
+    fn eq(&self, other: &Self) -> bool {
+        self.child.as_ref() == other.child.as_ref() && self.from == other.from && self.field == other.field
+    }
+}
+
+impl Eq for Widen {}
+
+impl std::hash::Hash for Widen {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.child.as_ref().hash(state);
+        self.from.hash(state);
+        self.field.hash(state);
+    }
+}
+
+impl std::fmt::Display for Widen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CAST({} AS {})", self.child, self.field.data_type())
+    }
+}
+
+impl PhysicalExpr for Widen {
+    fn data_type(&self, _: &Schema) -> datafusion::common::Result<DataType> {
+        Ok(self.field.data_type().clone())
+    }
+
+    fn nullable(&self, _: &Schema) -> datafusion::common::Result<bool> {
+        Ok(self.field.is_nullable())
+    }
+
+    fn return_field(&self, _: &Schema) -> datafusion::common::Result<arrow_schema::FieldRef> {
+        Ok(Arc::clone(&self.field))
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::logical_expr::ColumnarValue;
+        let value = self.child.evaluate(batch)?;
+        if let ColumnarValue::Array(a) = &value
+            && let Some(widened) = widen(a, self.field.data_type())
+        {
+            return Ok(ColumnarValue::Array(widened));
+        }
+        value.cast_to(self.field.data_type(), Some(&self.options))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.child]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+        let child = children.into_iter().next().unwrap_or_else(|| Arc::clone(&self.child));
+        Ok(Arc::new(Widen {
+            child,
+            from: self.from.clone(),
+            field: Arc::clone(&self.field),
+            options: self.options.clone(),
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CAST(")?;
+        self.child.fmt_sql(f)?;
+        write!(f, " AS {})", self.field.data_type())
+    }
 }
 
 /// A node with its output field computed at compile time ([`typed`]).
@@ -475,7 +593,10 @@ impl FeatureExpr for Compiled {
             .map_err(|e| failed(e.find_root().message().into_owned()))?;
         match &self.cast {
             None => Ok(value),
-            Some(t) => arrow_cast::cast(&value, t).map_err(|e| failed(e.to_string())),
+            Some(t) => match widen(&value, t) {
+                Some(widened) => Ok(widened),
+                None => arrow_cast::cast(&value, t).map_err(|e| failed(e.to_string())),
+            },
         }
     }
 }
@@ -560,6 +681,75 @@ mod tests {
         let out = eval(ValueType::Float64, "NULL", vec![Some(0.0)], vec![Some(1)]);
         assert_eq!(out.data_type(), &arrow_schema::DataType::Float64);
         assert!(out.is_null(0));
+    }
+
+    /// `widen` must give Arrow's cast kernel's values bit for bit (NaN
+    /// payloads and signs, zeros' signs, extremes) and its nulls.
+    #[test]
+    fn widening_casts_equal_arrows_cast_kernel() {
+        use arrow_array::Float32Array;
+        use arrow_schema::DataType;
+        let f32s: ArrayRef = Arc::new(Float32Array::from(vec![
+            Some(f32::NAN),
+            Some(-f32::NAN),
+            Some(f32::from_bits(0x7fa0_0001)),
+            Some(f32::INFINITY),
+            Some(f32::NEG_INFINITY),
+            Some(-0.0),
+            Some(0.0),
+            Some(f32::MIN_POSITIVE / 3.0),
+            Some(f32::MAX),
+            Some(f32::MIN),
+            Some(0.1),
+            None,
+        ]));
+        let i32s: ArrayRef = Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(i32::MAX), Some(-1), None, Some(0)]));
+        let i64s: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(i64::MIN),
+            Some(i64::MAX),
+            Some((1 << 53) + 1),
+            Some(-(1 << 53) - 1),
+            None,
+            Some(7),
+        ]));
+        let cases = [
+            (&f32s, DataType::Float64),
+            (&i32s, DataType::Int64),
+            (&i32s, DataType::Float64),
+            (&i64s, DataType::Float64),
+        ];
+        for (input, to) in cases {
+            for sliced in [Arc::clone(input), input.slice(1, input.len() - 2)] {
+                let ours = super::widen(&sliced, &to).expect("a widening");
+                let arrow = arrow_cast::cast(&sliced, &to).unwrap();
+                assert_eq!(ours.data_type(), arrow.data_type());
+                assert_eq!(ours.len(), arrow.len());
+                for i in 0..ours.len() {
+                    assert_eq!(ours.is_null(i), arrow.is_null(i), "{} -> {to}, row {i}", input.data_type());
+                    if ours.is_valid(i) {
+                        let bits = |a: &ArrayRef| match a.data_type() {
+                            DataType::Float64 => a.as_any().downcast_ref::<Float64Array>().unwrap().value(i).to_bits(),
+                            _ => a.as_any().downcast_ref::<Int64Array>().unwrap().value(i) as u64,
+                        };
+                        assert_eq!(bits(&ours), bits(&arrow), "{} -> {to}, row {i}", input.data_type());
+                    }
+                }
+            }
+        }
+        assert!(super::widen(&f32s, &DataType::Int64).is_none(), "only widenings");
+    }
+
+    /// Inputs that meet in arithmetic are widened (CAST) inside the expression.
+    #[test]
+    fn mixed_types_widen_inside_expressions() {
+        let out =
+            eval(ValueType::Float64, "x + n", vec![Some(0.5), None, Some(f64::NAN)], vec![Some(2), Some(1), Some(3)]);
+        let out = out.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(out.value(0), 2.5);
+        assert!(out.is_null(1));
+        assert!(out.value(2).is_nan());
+        let out = eval(ValueType::Int64, "CAST(n AS BIGINT) * 3", vec![None], vec![Some(i32::MAX)]);
+        assert_eq!(out.as_any().downcast_ref::<Int64Array>().unwrap().value(0), 3 * i32::MAX as i64);
     }
 }
 

@@ -258,19 +258,19 @@ mod tests {
         // between small ones.
         for p in 1..=10u128 {
             let name = LogFileName::format("tx", "0", p, p);
-            assert!(store.append_named(&source, None, &name, rows([p as i64])).await.unwrap());
+            assert!(store.append_named(&source, None, &name, vec![rows([p as i64])]).await.unwrap());
         }
         for p in [1u128, 2] {
             let name = LogFileName::format("tx", "1", p, p);
-            store.append_named(&source, None, &name, rows([100 + p as i64])).await.unwrap();
+            store.append_named(&source, None, &name, vec![rows([100 + p as i64])]).await.unwrap();
         }
         for p in 1..=6u128 {
             let batch = if p == 3 { rows(1000..21_000) } else { rows([200 + p as i64]) };
-            store.append_named(&source, None, &LogFileName::format("tx", "2", p, p), batch).await.unwrap();
+            store.append_named(&source, None, &LogFileName::format("tx", "2", p, p), vec![batch]).await.unwrap();
         }
         // Another stream's files are never touched.
         for p in 1..=3u128 {
-            store.append_named(&source, None, &LogFileName::format("ty", "0", p, p), rows([300])).await.unwrap();
+            store.append_named(&source, None, &LogFileName::format("ty", "0", p, p), vec![rows([300])]).await.unwrap();
         }
         let (before, _) = read(&store, &source).await;
 
@@ -299,7 +299,7 @@ mod tests {
 
         // A compaction killed between its merged file and the deletions:
         // readers skip the inputs at once, and the next compaction deletes them.
-        store.append_named(&source, None, &log("0", 4, 4), rows([4])).await.unwrap();
+        store.append_named(&source, None, &log("0", 4, 4), vec![rows([4])]).await.unwrap();
         let files = store.source_files(&source).await.unwrap();
         assert_eq!(files.replaced.len(), 1);
         assert_eq!(read(&store, &source).await.0, before, "a replaced file was read");

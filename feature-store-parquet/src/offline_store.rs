@@ -383,7 +383,7 @@ impl OfflineWriter for ParquetOfflineStore {
             std::process::id(),
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let (_, at) = self.write_file(source, None, &name, batch, false, "pushed rows").await?;
+        let (_, at) = self.write_file(source, None, &name, vec![batch], false, "pushed rows").await?;
         Ok(at)
     }
 
@@ -392,9 +392,9 @@ impl OfflineWriter for ParquetOfflineStore {
         source: &DataSource,
         partition: Option<&str>,
         name: &str,
-        batch: arrow_array::RecordBatch,
+        batches: Vec<arrow_array::RecordBatch>,
     ) -> CoreResult<bool> {
-        Ok(self.write_file(source, partition, name, batch, true, "rows").await?.0)
+        Ok(self.write_file(source, partition, name, batches, true, "rows").await?.0)
     }
 
     async fn list_named(&self, source: &DataSource, prefix: &str) -> CoreResult<Vec<String>> {
@@ -415,7 +415,7 @@ impl OfflineWriter for ParquetOfflineStore {
 }
 
 impl ParquetOfflineStore {
-    /// Writes `batch` as file `name` in the source's folder (below hive
+    /// Writes `batches` (one schema) as file `name` in the source's folder (below hive
     /// folder `partition` if given); with `skip_existing`, an existing file
     /// of that name is left as it is (`false`). Single-file and glob
     /// sources are refused, and so is a file outside the partition folders
@@ -426,11 +426,15 @@ impl ParquetOfflineStore {
         source: &DataSource,
         partition: Option<&str>,
         name: &str,
-        batch: arrow_array::RecordBatch,
+        batches: Vec<arrow_array::RecordBatch>,
         skip_existing: bool,
         what: &str,
     ) -> CoreResult<(bool, String)> {
         let context = format!("data source \"{}\" ({})", source.name, source.path);
+        let Some(first) = batches.first() else {
+            return Err(CoreError::InvalidArgument(format!("{context}: no rows to write as {name}")));
+        };
+        let schema = first.schema();
         let refuse = |why: &str| {
             Err(CoreError::Unsupported(format!("{context}: cannot append {what}: {why}; point the source at a folder")))
         };
@@ -473,8 +477,8 @@ impl ParquetOfflineStore {
         // Other views may read other columns of this source: the new file
         // carries every column the existing files have (nulls where the
         // batch has none), so no view finds a file without its columns.
-        let batch = match files.files.len() {
-            0 => batch,
+        let existing = match files.files.len() {
+            0 => None,
             _ => {
                 let mut existing =
                     parquet_schema(&files, 0).await.map_err(|e| CoreError::data(&context, e.to_string()))?;
@@ -487,14 +491,33 @@ impl ParquetOfflineStore {
                         .collect();
                     existing = Arc::new(Schema::new(kept));
                 }
-                with_missing_columns(batch, &existing).map_err(|e| CoreError::data(&context, e.to_string()))?
+                Some(existing)
             }
         };
-        let mut buf = Vec::new();
+        let batches = batches
+            .into_iter()
+            .map(|b| match &existing {
+                Some(existing) => with_missing_columns(b, existing),
+                None => Ok(b),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CoreError::data(&context, e.to_string()))?;
+        let schema = batches.first().map_or(schema, |b| b.schema());
+        // Sized for the rows as they are in memory, which the encoded file
+        // rarely exceeds: no copies as the buffer grows (pages reserved and
+        // not written cost nothing).
+        let in_memory: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        let mut buf = Vec::with_capacity(in_memory.min(1 << 30) + (64 << 10));
         let mut writer =
-            parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(append_properties(&batch.schema())))
+            parquet::arrow::ArrowWriter::try_new(&mut buf, Arc::clone(&schema), Some(append_properties(&schema)))
                 .map_err(|e| CoreError::data(&context, e.to_string()))?;
-        writer.write(&batch).map_err(|e| CoreError::data(&context, e.to_string()))?;
+        for batch in &batches {
+            if batch.schema() != schema {
+                return Err(CoreError::data(&context, format!("the parts of {name} have different columns")));
+            }
+            writer.write(batch).map_err(|e| CoreError::data(&context, e.to_string()))?;
+        }
+        drop(batches);
         writer.close().map_err(|e| CoreError::data(&context, e.to_string()))?;
         files.root.store.put(&path, bytes::Bytes::from(buf).into()).await.map_err(unavailable)?;
         Ok((true, url))

@@ -718,37 +718,21 @@ impl FeatureStore {
             return Ok(());
         }
         let context = format!("the offline log of stream source \"{}\"", plan.stream.name);
-        let schema = plan.schema.arrow_schema();
         // Rows of an interrupted flush go back under that flush's name.
         if !buffer.recovering.is_empty() {
-            let rows = arrow_select::concat::concat_batches(&schema, &buffer.recovering)
-                .map_err(|e| Error::data(&context, e.to_string()))?;
-            let mut by_partition: BTreeMap<Arc<str>, Vec<u32>> = BTreeMap::new();
-            for (i, (p, _)) in buffer.recovering_positions.iter().enumerate() {
-                by_partition.entry(Arc::clone(p)).or_default().push(i as u32);
-            }
-            for (partition, idx) in by_partition {
+            for (partition, (parts, _, _)) in by_partition(&buffer.recovering, &buffer.recovering_positions, &context)?
+            {
                 let Some((first, last)) = flushed.get(&partition).and_then(|f| f.newest_flush) else { continue };
                 let name = LogFileName::format(&plan.stream.name, &partition, first, last);
-                let part = take(&rows, &idx, &context)?;
-                self.write_log_file(writer, plan, &part, &name, &context, stats).await?;
+                self.write_log_file(writer, plan, parts, &name, &context, stats).await?;
             }
             buffer.recovering.clear();
             buffer.recovering_positions.clear();
         }
         if !buffer.batches.is_empty() {
-            let rows = arrow_select::concat::concat_batches(&schema, &buffer.batches)
-                .map_err(|e| Error::data(&context, e.to_string()))?;
-            let mut by_partition: BTreeMap<Arc<str>, Vec<u32>> = BTreeMap::new();
-            for (i, (p, _)) in buffer.positions.iter().enumerate() {
-                by_partition.entry(Arc::clone(p)).or_default().push(i as u32);
-            }
-            for (partition, idx) in by_partition {
-                let first = idx.iter().map(|&i| buffer.positions[i as usize].1).min().expect("non-empty");
-                let last = idx.iter().map(|&i| buffer.positions[i as usize].1).max().expect("non-empty");
+            for (partition, (parts, first, last)) in by_partition(&buffer.batches, &buffer.positions, &context)? {
                 let name = LogFileName::format(&plan.stream.name, &partition, first, last);
-                let part = take(&rows, &idx, &context)?;
-                self.write_log_file(writer, plan, &part, &name, &context, stats).await?;
+                self.write_log_file(writer, plan, parts, &name, &context, stats).await?;
                 let f = flushed.entry(partition).or_default();
                 f.last = f.last.max(last);
                 f.newest_flush = Some((first, last));
@@ -760,46 +744,60 @@ impl FeatureStore {
         Ok(())
     }
 
-    /// Writes `rows` (decoded columns) as log file `name`: in the batch
+    /// Writes `rows` (decoded columns, in parts) as log file `name`: in the batch
     /// source's column names, split by its `timestamp_partition` folders,
     /// the folder holding the newest event last.
     async fn write_log_file(
         &self,
         writer: &dyn crate::offline::OfflineWriter,
         plan: &SourcePlan,
-        rows: &RecordBatch,
+        rows: Vec<RecordBatch>,
         name: &str,
         context: &str,
         stats: &mut IngestStats,
     ) -> Result<()> {
         let source = &plan.batch;
-        let renamed = to_source_names(rows, source, context)?;
-        let ts = rows.column_by_name(LATEST_EVENT_TS).expect("decoded").as_primitive::<TimestampMicrosecondType>();
-        let parts: Vec<(Option<String>, RecordBatch)> = match &source.timestamp_partition {
-            None => vec![(None, renamed)],
+        let parts: Vec<(Option<String>, Vec<RecordBatch>)> = match &source.timestamp_partition {
+            None => vec![(None, rows.iter().map(|b| to_source_names(b, source, context)).collect::<Result<_>>()?)],
             Some(p) => {
-                let mut by_folder: BTreeMap<String, (i64, Vec<u32>)> = BTreeMap::new();
-                for i in 0..ts.len() {
-                    let t = ts.value(i);
-                    let at = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
-                    let folder = format!("{}={}", p.column, at.format(&p.format));
-                    let e = by_folder.entry(folder).or_insert((i64::MIN, Vec::new()));
-                    e.0 = e.0.max(i as i64);
-                    e.1.push(i as u32);
+                // Per folder: its last row (across the parts) and its rows of each part.
+                let mut by_folder: BTreeMap<String, (usize, Vec<Vec<u32>>)> = BTreeMap::new();
+                let mut row = 0;
+                for (b, batch) in rows.iter().enumerate() {
+                    let ts = batch
+                        .column_by_name(LATEST_EVENT_TS)
+                        .expect("decoded")
+                        .as_primitive::<TimestampMicrosecondType>();
+                    for i in 0..ts.len() {
+                        let at = DateTime::<Utc>::from_timestamp_micros(ts.value(i)).unwrap_or_default();
+                        let folder = format!("{}={}", p.column, at.format(&p.format));
+                        let e = by_folder.entry(folder).or_insert_with(|| (0, vec![Vec::new(); rows.len()]));
+                        e.0 = row;
+                        e.1[b].push(i as u32);
+                        row += 1;
+                    }
                 }
                 // The folder holding the last row (the newest position) goes last.
-                let mut folders: Vec<(String, (i64, Vec<u32>))> = by_folder.into_iter().collect();
+                let mut folders: Vec<(String, (usize, Vec<Vec<u32>>))> = by_folder.into_iter().collect();
                 folders.sort_by_key(|(_, (last, _))| *last);
-                folders
-                    .into_iter()
-                    .map(|(f, (_, idx))| take(&renamed, &idx, context).map(|b| (Some(f), b)))
-                    .collect::<Result<_>>()?
+                let mut out = Vec::with_capacity(folders.len());
+                for (folder, (_, idx)) in folders {
+                    let mut batches = Vec::new();
+                    for (batch, idx) in rows.iter().zip(&idx) {
+                        if !idx.is_empty() {
+                            batches.push(to_source_names(&take(batch, idx, context)?, source, context)?);
+                        }
+                    }
+                    out.push((Some(folder), batches));
+                }
+                out
             }
         };
+        drop(rows);
         let several = parts.len() > 1;
-        for (folder, batch) in parts {
-            let n = batch.num_rows() as u64;
-            if writer.append_named(source, folder.as_deref(), name, batch).await? {
+        for (folder, batches) in parts {
+            let n = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            if writer.append_named(source, folder.as_deref(), name, batches).await? {
                 stats.offline_rows += n;
                 stats.offline_files += 1;
                 if several {
@@ -809,6 +807,43 @@ impl FeatureStore {
         }
         Ok(())
     }
+}
+
+/// Buffered rows by stream partition, without concatenating them: per
+/// partition its rows of each batch (the batch itself where it holds no
+/// other partition's) and its first and last positions.
+fn by_partition(
+    batches: &[RecordBatch],
+    positions: &[(Arc<str>, u128)],
+    context: &str,
+) -> Result<BTreeMap<Arc<str>, (Vec<RecordBatch>, u128, u128)>> {
+    let mut out: BTreeMap<Arc<str>, (Vec<RecordBatch>, u128, u128)> = BTreeMap::new();
+    let mut offset = 0;
+    for batch in batches {
+        let rows = &positions[offset..offset + batch.num_rows()];
+        offset += batch.num_rows();
+        let mut idx: BTreeMap<&Arc<str>, Vec<u32>> = BTreeMap::new();
+        for (i, (p, _)) in rows.iter().enumerate() {
+            match idx.get_mut(p) {
+                Some(v) => v.push(i as u32),
+                None => {
+                    idx.insert(p, vec![i as u32]);
+                }
+            }
+        }
+        for (p, idx) in idx {
+            let part = take(batch, &idx, context)?;
+            let (lo, hi) = idx.iter().fold((u128::MAX, 0), |(lo, hi), &i| {
+                let at = rows[i as usize].1;
+                (lo.min(at), hi.max(at))
+            });
+            let e = out.entry(Arc::clone(p)).or_insert_with(|| (Vec::new(), lo, hi));
+            e.0.push(part);
+            e.1 = e.1.min(lo);
+            e.2 = e.2.max(hi);
+        }
+    }
+    Ok(out)
 }
 
 impl EventPositions {
@@ -1351,5 +1386,36 @@ mod tests {
         assert!(b.opened.is_some());
         b.drop_partitions(&[p0]);
         assert!(b.batches.is_empty() && b.positions.is_empty() && b.opened.is_none());
+    }
+
+    #[test]
+    fn buffered_rows_split_by_partition_without_copying_whole_batches() {
+        use arrow_array::Int64Array;
+        let batch = |v: Vec<i64>| {
+            RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(v)) as arrow_array::ArrayRef)]).unwrap()
+        };
+        let (p0, p1): (Arc<str>, Arc<str>) = (Arc::from("0"), Arc::from("1"));
+        let whole = batch(vec![1, 2]);
+        let batches = vec![whole.clone(), batch(vec![3, 4, 5])];
+        let positions = vec![
+            (Arc::clone(&p0), 10),
+            (Arc::clone(&p0), 11),
+            (Arc::clone(&p1), 7),
+            (Arc::clone(&p0), 12),
+            (Arc::clone(&p1), 6),
+        ];
+        let split = super::by_partition(&batches, &positions, "test").unwrap();
+        let values = |parts: &[RecordBatch]| -> Vec<i64> {
+            parts
+                .iter()
+                .flat_map(|x| x.column(0).as_primitive::<arrow_array::types::Int64Type>().values().to_vec())
+                .collect()
+        };
+        let (parts, first, last) = &split[&p0];
+        assert_eq!((values(parts), *first, *last), (vec![1, 2, 4], 10, 12));
+        assert!(Arc::ptr_eq(parts[0].column(0), whole.column(0)), "a batch of one partition is not copied");
+        let (parts, first, last) = &split[&p1];
+        assert_eq!((values(parts), *first, *last), (vec![3, 5], 6, 7));
+        assert_eq!(split.len(), 2);
     }
 }

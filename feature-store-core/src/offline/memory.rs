@@ -149,11 +149,16 @@ impl OfflineWriter for MemoryOfflineStore {
         source: &DataSource,
         _partition: Option<&str>,
         name: &str,
-        batch: RecordBatch,
+        batches: Vec<RecordBatch>,
     ) -> Result<bool> {
         if self.named.read().expect("poisoned").get(&source.path).is_some_and(|n| n.contains(name)) {
             return Ok(false);
         }
+        let Some(first) = batches.first() else {
+            return Err(Error::InvalidArgument(format!("no rows to write as {name}")));
+        };
+        let batch = arrow_select::concat::concat_batches(&first.schema(), &batches)
+            .map_err(|e| Error::data(format!("memory offline store {}", source.path), e.to_string()))?;
         self.append(source, batch).await?;
         self.named.write().expect("poisoned").entry(source.path.clone()).or_default().insert(name.to_owned());
         Ok(true)

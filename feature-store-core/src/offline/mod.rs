@@ -102,7 +102,8 @@ pub trait OfflineWriter: Send + Sync + Debug {
     /// as a new file or part; returns where it was written.
     async fn append(&self, source: &DataSource, batch: RecordBatch) -> Result<String>;
 
-    /// Writes `batch` as the file `name` in the source's folder, below the
+    /// Writes `batches` (one schema, at least one batch; parts, not
+    /// concatenated first) as the file `name` in the source's folder, below the
     /// hive partition folder `partition` (`date=2024-05-01`) when given,
     /// atomically (readers see all of it or nothing). Returns `false`, and
     /// writes nothing, when a file of that name is already there: a writer
@@ -112,7 +113,7 @@ pub trait OfflineWriter: Send + Sync + Debug {
         source: &DataSource,
         partition: Option<&str>,
         name: &str,
-        batch: RecordBatch,
+        batches: Vec<RecordBatch>,
     ) -> Result<bool>;
 
     /// Names (without folders) of the source's files whose names start
