@@ -115,8 +115,13 @@ pub struct DatasetManifest {
     pub full_feature_names: bool,
     /// The entity table's timestamp column.
     pub timestamp_column: String,
-    /// The views used, as defined then.
+    /// The views used, as defined then (with the inputs on-demand features
+    /// read, under hidden output names, when not requested themselves).
     pub views: Vec<DatasetView>,
+    /// The on-demand views used, as defined then, with what was requested of
+    /// them: verification compiles these definitions again, not the registry's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_demand: Vec<crate::on_demand::OnDemandSpec>,
     /// The entities of those views, as defined then.
     pub entities: Vec<Entity>,
     /// Every file of every source used, as listed then.

@@ -243,6 +243,24 @@ def test_training_equals_serving(orders):
         assert same == [repr(v) for v in offline.column(name).to_pylist()], name
 
 
+def test_saved_dataset_of_on_demand_features_verifies(orders):
+    orders.apply([udf_view()])
+    frame = entity_frame(order_amount=[711.0, 1424.0, 1.0], order_lat=[0.0] * 3)
+    refs = ["order_features:amount_x_conv", "per_trip:amount_per_trip", "driver_hourly_stats:conv_rate"]
+    expected = orders.get_historical_features(frame, refs).to_arrow()
+    saved = orders.get_historical_features(frame, refs, save_as="with_odfv")
+    assert saved.feature_names == ["conv_rate", "amount_x_conv", "amount_per_trip"]
+    again = orders.get_saved_dataset("with_odfv")
+    assert again.feature_names == saved.feature_names
+    table = again.to_arrow()
+    assert table.column_names == expected.column_names  # inputs nobody asked for stay hidden
+    for name in saved.feature_names:
+        assert table.column(name).to_pylist() == expected.column(name).to_pylist(), name
+    assert [s["view"]["name"] for s in again.manifest["on_demand"]] == ["order_features", "per_trip"]
+    report = again.verify()
+    assert report["identical"], report["text"]
+
+
 # Python UDFs
 
 

@@ -797,32 +797,89 @@ on_demand_feature_views:
     assert!(share.null_count() < 10, "most users have events in the window");
 }
 
+/// A saved dataset records the on-demand views it computed, as defined
+/// then: verification compiles the recorded definitions again and gets the
+/// same rows; a changed definition or request field is named; a process
+/// without a function the view calls gets a finding, not another output.
 #[tokio::test]
-async fn saved_datasets_refuse_on_demand_features_clearly() {
-    let (_dir, store) = orders_repo("").await;
+async fn saved_datasets_record_and_recompute_on_demand_features() {
+    use feature_store::RegisterUdf;
+    let defs = ORDER_DEFS.replace("COALESCE(trips, 0)", "CAST(times_two(order_amount) AS BIGINT)");
+    let dir = crate::repo(&[("features.yaml", &defs)]);
+    let store = feature_store::open(dir.path()).unwrap();
+    store.register_udf(times_two(DataType::Float64)).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
     let t = 1_700_000_000_000_000i64 + HOUR;
     let rows = RecordBatch::try_from_iter([
-        ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
-        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC")) as ArrayRef),
-        ("order_amount", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+        ("driver_id", Arc::new(Int64Array::from(vec![1, 2, 3, 1])) as ArrayRef),
+        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![t; 4]).with_timezone("UTC")) as ArrayRef),
+        ("order_amount", Arc::new(Float64Array::from(vec![Some(200.0), None, Some(50.0), Some(1.5)])) as ArrayRef),
     ])
     .unwrap();
-    let err = store
-        .save_dataset(
-            "d",
-            EntityInput::batch(rows),
-            &Features::refs(["order_features"]),
-            &HistoricalOptions::default(),
-            None,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("on-demand feature view \"order_features\"") && err.contains("do not record on-demand views"),
-        "{err}"
+    let features = Features::refs(["order_features:amount_x_conv", "driver_hourly_stats:city", "order_features"]);
+    let opts = HistoricalOptions::default();
+    let m = store.save_dataset("d", EntityInput::batch(rows.clone()), &features, &opts, None).await.unwrap();
+    assert_eq!(
+        m.features,
+        [
+            "driver_hourly_stats:city",
+            "order_features:amount_x_conv",
+            "order_features:big_order",
+            "order_features:trips_or_zero"
+        ]
     );
-    assert!(store.list_datasets().await.unwrap().is_empty());
+    assert_eq!(m.on_demand.len(), 1);
+    assert_eq!(m.on_demand[0].output_names, ["amount_x_conv", "big_order", "trips_or_zero"]);
+
+    // The stored output holds what a retrieval returns, hidden inputs left out.
+    let retrieved = store.get_historical_features(EntityInput::batch(rows.clone()), &features, &opts).await.unwrap();
+    let retrieved = retrieved.collect().await.unwrap();
+    let stored = store.read_dataset("d").await.unwrap().collect().await.unwrap();
+    let names = |b: &RecordBatch| b.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    assert_eq!(names(&stored[0]), names(&retrieved[0]));
+    assert!(!names(&stored[0]).iter().any(|n| n.contains("trips") && n != "trips_or_zero"), "{:?}", names(&stored[0]));
+    for name in ["amount_x_conv", "big_order", "trips_or_zero"] {
+        let concat = |b: &[RecordBatch]| {
+            let cols: Vec<ArrayRef> = b.iter().map(|b| Arc::clone(b.column_by_name(name).unwrap())).collect();
+            arrow::compute::concat(&cols.iter().map(|c| c.as_ref()).collect::<Vec<_>>()).unwrap()
+        };
+        assert_eq!(concat(&stored).to_data(), concat(&retrieved).to_data(), "{name}");
+    }
+    let v = store.verify_dataset("d").await.unwrap();
+    assert!(v.identical(), "{v}");
+
+    // New definitions: named, while the recorded ones still recompute the same rows.
+    let changed = defs
+        .replace("order_amount * conv_rate", "order_amount * conv_rate * 2")
+        .replace("{name: order_lat, dtype: float64}", "{name: order_lat, dtype: float32}");
+    std::fs::write(dir.path().join("features.yaml"), &changed).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let v = store.verify_dataset("d").await.unwrap();
+    assert_eq!(v.reproducible, Some(true), "{v}");
+    let findings: Vec<String> = v.findings.iter().map(|f| format!("{} {}: {}", f.kind, f.subject, f.detail)).collect();
+    assert_eq!(findings.len(), 1, "{v}");
+    assert!(findings[0].starts_with("definition on_demand_feature_view order_features: changed"), "{v}");
+    // order_lat is not read by the requested features; order_amount is.
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        changed.replace("{name: order_amount, dtype: float64}", "{name: order_amount, dtype: float32}"),
+    )
+    .unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let v = store.verify_dataset("d").await.unwrap();
+    assert!(
+        v.findings.iter().any(|f| f.subject == "request_source order_request"
+            && f.detail == "field \"order_amount\" changed: float64 -> float32"),
+        "{v}"
+    );
+    assert_eq!(v.reproducible, Some(true), "{v}");
+
+    // A process without the function: not recomputed, and said why.
+    let other = feature_store::open(dir.path()).unwrap();
+    let v = other.verify_dataset("d").await.unwrap();
+    assert_eq!(v.reproducible, None, "{v}");
+    let why = v.findings.iter().find(|f| f.kind == "recomputed").map(|f| f.detail.clone()).unwrap_or_default();
+    assert!(why.contains("not recomputed") && why.contains("times_two"), "{v}");
 }
 
 /// The projection a retrieval hands the offline store: written as a folder

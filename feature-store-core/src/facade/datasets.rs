@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::historical::ViewRequest;
 use crate::model::{DataSource, Entity, JoinKey};
 use crate::offline::{DatasetStorage, ObjectInfo, hex};
+use crate::on_demand::{InputSource, OnDemandProjection};
 use crate::{Error, Result};
 
 impl FeatureStore {
@@ -47,14 +48,15 @@ impl FeatureStore {
         }
         let offline = self.dataset_storage(&format!("saving dataset \"{name}\""))?;
         let resolution = self.resolve(features, options.full_feature_names).await?;
-        if let Some(r) = resolution.on_demand.first() {
-            // The manifest records feature views only: verifying would recompute without the expressions.
-            return Err(Error::Unsupported(format!(
-                "saving dataset \"{name}\": on-demand feature view \"{}\" is requested, and saved datasets do not \
-                 record on-demand views yet; save the inputs and compute the expressions after reading the dataset, \
-                 or retrieve without --save",
-                r.view.name
-            )));
+        let on_demand = resolution.projection();
+        if on_demand.is_some() {
+            // Checked before any file is written: a save that cannot be verified is not worth its files.
+            self.expression_engine().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "saving dataset \"{name}\": on-demand features are requested and this build has no expression \
+                     engine; build feature-store with the cargo feature \"on-demand\""
+                ))
+            })?;
         }
         let views = resolution.views.clone();
         let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
@@ -117,13 +119,14 @@ impl FeatureStore {
             views: views.clone(),
             timestamp_column: options.timestamp_column.clone(),
             sources: sources.clone(),
-            on_demand: None,
+            on_demand: on_demand.clone(),
         };
         let (out_stream, out_hash) = hashing(self.offline_store()?.get_historical_features(request).await?)?;
         let output_location = output.map_or_else(|| format!("{folder}/data.parquet"), str::to_owned);
         let output_file = offline.write_parquet(&output_location, out_stream).await?;
         let (out_rows, out_content) = take(&out_hash);
 
+        let specs = on_demand.as_ref().map(|p| p.specs()).unwrap_or_default();
         let manifest = DatasetManifest {
             name: name.to_owned(),
             created_at: Utc::now(),
@@ -132,10 +135,21 @@ impl FeatureStore {
                 Features::Service(s) => Some(s.clone()),
                 Features::Refs(_) => None,
             },
-            features: views.iter().flat_map(|v| v.features.iter().map(|f| format!("{}:{f}", v.view.name))).collect(),
+            features: views
+                .iter()
+                .flat_map(|v| {
+                    v.features
+                        .iter()
+                        .zip(&v.output_names)
+                        .filter(|(_, o)| !crate::on_demand::is_hidden_input(o))
+                        .map(|(f, _)| format!("{}:{f}", v.view.name))
+                })
+                .chain(specs.iter().flat_map(|s| s.feature_refs()))
+                .collect(),
             full_feature_names: options.full_feature_names,
             timestamp_column: options.timestamp_column.clone(),
             views: views.into_iter().map(DatasetView::from).collect(),
+            on_demand: specs,
             entities: entity_defs.into_values().collect(),
             source_files,
             entity_table: StoredTable {
@@ -381,12 +395,28 @@ impl FeatureStore {
     /// Recomputes the output from the recorded inputs; its content hash, or
     /// `None` (with a finding) when the recomputation failed.
     async fn recompute(&self, m: &DatasetManifest, findings: &mut Vec<Finding>) -> Result<Option<String>> {
+        let on_demand = match (m.on_demand.is_empty(), self.expression_engine()) {
+            (true, _) => None,
+            (false, None) => {
+                let detail = "not recomputed: the dataset has on-demand features and this build has no expression \
+                              engine (cargo feature \"on-demand\")";
+                findings.push(finding("recomputed", "output".into(), detail.into()));
+                return Ok(None);
+            }
+            (false, Some(engine)) => match OnDemandProjection::from_specs(m.on_demand.clone(), engine.as_ref()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    findings.push(finding("recomputed", "output".into(), format!("not recomputed: {e}")));
+                    return Ok(None);
+                }
+            },
+        };
         let request = HistoricalRequest {
             entities: EntityInput::Path(m.entity_table.file.location.clone()),
             views: m.views.iter().cloned().map(ViewRequest::from).collect(),
             timestamp_column: m.timestamp_column.clone(),
             sources: m.views.iter().map(|v| v.source.clone()).collect(),
-            on_demand: None,
+            on_demand,
         };
         match self.offline_store()?.get_historical_features(request).await {
             Err(e) => findings.push(finding("recomputed", "output".into(), format!("recomputation failed: {e}"))),
@@ -500,6 +530,31 @@ fn definition_findings(m: &DatasetManifest, reg: &crate::registry::ProjectRegist
     }
     for e in &m.entities {
         changed.extend(definition_change("entity", &e.name, e, reg.entities.get(&e.name)));
+    }
+    for s in &m.on_demand {
+        let name = &s.view.name;
+        changed.extend(definition_change(
+            "on_demand_feature_view",
+            name,
+            &s.view,
+            reg.on_demand_feature_views.get(name),
+        ));
+        // Request fields the expressions read, against their sources now.
+        for &i in &s.used_inputs {
+            let crate::on_demand::Input { source: InputSource::Request { source, field }, dtype, .. } =
+                &s.inputs.inputs[i]
+            else {
+                continue;
+            };
+            let now = reg.request_sources.get(source).map(|r| r.spec.schema.iter().find(|f| &f.name == field));
+            let detail = match now {
+                None => "removed".to_owned(),
+                Some(None) => format!("field \"{field}\" removed"),
+                Some(Some(f)) if &f.dtype != dtype => format!("field \"{field}\" changed: {dtype} -> {}", f.dtype),
+                Some(Some(_)) => continue,
+            };
+            changed.push(Finding { kind: "definition".into(), subject: format!("request_source {source}"), detail });
+        }
     }
     findings.extend(changed);
 }

@@ -17,7 +17,8 @@ use crate::{Result, ValueType};
 
 mod projection;
 pub use projection::{
-    BoundProjection, OnDemandProjection, OnDemandRequest, is_hidden_input, missing_request_field, request_column,
+    BoundProjection, OnDemandProjection, OnDemandRequest, OnDemandSpec, is_hidden_input, missing_request_field,
+    request_column,
 };
 pub(crate) use projection::{evaluate_with, request_fields};
 

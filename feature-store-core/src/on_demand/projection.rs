@@ -84,16 +84,37 @@ pub struct OnDemandProjection {
     requests: Arc<[OnDemandRequest]>,
 }
 
-/// The serialized form of one [`OnDemandRequest`]: what another process
-/// needs to compile and run it again.
-#[derive(Serialize, Deserialize)]
-struct RequestSpec {
-    view: OnDemandFeatureView,
-    inputs: OnDemandInputs,
-    features: Vec<usize>,
-    output_names: Vec<String>,
-    columns: Vec<String>,
-    used_inputs: Vec<usize>,
+/// The serialized form of one [`OnDemandRequest`]: what another process (a
+/// cluster's executor, or a saved dataset's verification) needs to compile
+/// and run it again. Definitions, not compiled code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct OnDemandSpec {
+    /// The view's definition, expressions and functions as recorded.
+    pub view: OnDemandFeatureView,
+    /// Its inputs with their types.
+    pub inputs: OnDemandInputs,
+    /// Requested features, as indices into the view's features.
+    pub features: Vec<usize>,
+    /// Their output column names.
+    pub output_names: Vec<String>,
+    /// Per input, the column of the joined rows that carries it (empty when unused).
+    pub columns: Vec<String>,
+    /// The inputs the requested features read.
+    pub used_inputs: Vec<usize>,
+}
+
+impl OnDemandSpec {
+    /// The requested features as `view:feature` references, in output order.
+    pub fn feature_refs(&self) -> Vec<String> {
+        self.features
+            .iter()
+            .map(|&f| match self.view.features.get(f) {
+                Some(feature) => format!("{}:{}", self.view.name, feature.name),
+                None => format!("{}:#{f}", self.view.name),
+            })
+            .collect()
+    }
 }
 
 impl OnDemandProjection {
@@ -166,13 +187,12 @@ impl OnDemandProjection {
         Ok(BatchStream::new(schema, Box::pin(mapped)))
     }
 
-    /// The projection as JSON: the views' definitions and inputs, not their
-    /// compiled expressions (see [`Self::from_json`]).
-    pub fn to_json(&self) -> String {
-        let specs: Vec<RequestSpec> = self
-            .requests
+    /// The projection's definitions: the views, their inputs and what is
+    /// requested, not their compiled expressions (see [`Self::from_specs`]).
+    pub fn specs(&self) -> Vec<OnDemandSpec> {
+        self.requests
             .iter()
-            .map(|r| RequestSpec {
+            .map(|r| OnDemandSpec {
                 view: r.view.clone(),
                 inputs: r.inputs.clone(),
                 features: r.features.clone(),
@@ -180,17 +200,26 @@ impl OnDemandProjection {
                 columns: r.columns.clone(),
                 used_inputs: r.used_inputs.clone(),
             })
-            .collect();
-        serde_json::to_string(&specs).expect("on-demand projections serialize")
+            .collect()
     }
 
-    /// A projection [`Self::to_json`] wrote, compiled again by `engine`
-    /// (another process's, an executor's): a view that does not compile
-    /// here, or compiles with different user-defined functions, is an error
-    /// naming it, never a silently different feature.
+    /// [`Self::specs`] as JSON (see [`Self::from_json`]).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.specs()).expect("on-demand projections serialize")
+    }
+
+    /// A projection [`Self::to_json`] wrote, compiled again by `engine`.
     pub fn from_json(json: &str, engine: &dyn ExpressionEngine) -> Result<Self> {
-        let specs: Vec<RequestSpec> = serde_json::from_str(json)
+        let specs: Vec<OnDemandSpec> = serde_json::from_str(json)
             .map_err(|e| Error::InvalidArgument(format!("a malformed on-demand projection: {e}")))?;
+        Self::from_specs(specs, engine)
+    }
+
+    /// The projection of `specs` ([`Self::specs`] of another process, or
+    /// recorded earlier), compiled again by `engine`: a view that does not
+    /// compile here, or compiles with different user-defined functions, is
+    /// an error naming it, never a silently different feature.
+    pub fn from_specs(specs: Vec<OnDemandSpec>, engine: &dyn ExpressionEngine) -> Result<Self> {
         let mut requests = Vec::with_capacity(specs.len());
         for s in specs {
             let compiled = engine.compile(&s.view, &s.inputs).map_err(|problems| {

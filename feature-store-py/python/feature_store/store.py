@@ -350,7 +350,10 @@ class SavedDataset(RetrievalJob):
     """
 
     def __init__(self, store: "_internal.Store", manifest: Dict[str, Any]) -> None:
-        names = [n for v in manifest["views"] for n in v["output_names"]]
+        # The output's feature columns: the views' (but inputs of on-demand
+        # features nobody requested), then the on-demand features.
+        names = [n for v in manifest["views"] for n in v["output_names"] if not n.startswith("__on_demand_input__")]
+        names += [n for s in manifest.get("on_demand", []) for n in s["output_names"]]
         super().__init__(store, {}, names)
         self._saved = manifest["name"]
         self.manifest = manifest

@@ -12,8 +12,10 @@
 //!   values, keyed by user (so a user's events keep their order), acknowledged
 //!   by the broker; paced as above with RATE.
 //! - `kafka-ceiling BROKERS TOPIC GROUP N`: a librdkafka consumer in a new
-//!   group that reads N messages, committing every 2,000 (synchronously, as
-//!   ingestion does), and discards them.
+//!   group that reads N messages and discards them, committing every 10,000
+//!   (ingestion's batch; synchronously, as ingestion does) and with
+//!   ingestion's fetch settings, so the two differ only in what is done with
+//!   the messages.
 //! - `nats-produce URL STREAM SUBJECT N [RATE]`: creates the JetStream
 //!   stream (file storage) if absent and publishes the same events to
 //!   SUBJECT, each acknowledged by the stream (up to 1,000 in flight); paced
@@ -185,12 +187,16 @@ async fn kafka_produce(brokers: &str, topic: &str, n: u64, rate: Option<f64>) ->
 }
 
 fn kafka_ceiling(brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Result<serde_json::Value> {
+    /// Ingestion's default batch, after which it commits.
+    const COMMIT_EVERY: u64 = 10_000;
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::message::Message;
     let consumer: BaseConsumer = kafka_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "20")
         .create()?;
     consumer.subscribe(&[topic])?;
     let mut read = 0u64;
@@ -204,7 +210,7 @@ fn kafka_ceiling(brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Res
                 idle = Instant::now();
                 std::hint::black_box(m.payload());
                 read += 1;
-                if read.is_multiple_of(2000) {
+                if read.is_multiple_of(COMMIT_EVERY) {
                     consumer.commit_consumer_state(CommitMode::Sync)?;
                 }
             }
@@ -212,7 +218,7 @@ fn kafka_ceiling(brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Res
             None => {}
         }
     }
-    if !read.is_multiple_of(2000) {
+    if !read.is_multiple_of(COMMIT_EVERY) {
         consumer.commit_consumer_state(CommitMode::Sync)?;
     }
     // From the first message: the group's join is not the broker's delivery rate.
