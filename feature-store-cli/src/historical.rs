@@ -412,7 +412,30 @@ pub(crate) async fn dataset_show(store: &FeatureStore, name: &str, json: bool) -
     table("output:", &m.output);
     println!("views:");
     for v in &m.views {
-        println!("  {} (source {} at {}): {}", v.view.name, v.source.name, v.source.path, v.features.join(", "));
+        // Inputs of on-demand features nobody requested are read, not returned.
+        let features: Vec<String> = v
+            .features
+            .iter()
+            .zip(&v.output_names)
+            .map(|(f, o)| {
+                if feature_store::on_demand::is_hidden_input(o) { format!("{f} (on-demand input)") } else { f.clone() }
+            })
+            .collect();
+        println!("  {} (source {} at {}): {}", v.view.name, v.source.name, v.source.path, features.join(", "));
+    }
+    if !m.on_demand.is_empty() {
+        println!("on-demand views (as recorded; verify compiles these):");
+        for s in &m.on_demand {
+            println!("  {}:", s.view.name);
+            for &f in &s.features {
+                if let Some(f) = s.view.features.get(f) {
+                    println!("    {} {} = {}", f.name, f.dtype, f.expression);
+                }
+            }
+            for u in &s.view.udfs {
+                println!("    calls {u}");
+            }
+        }
     }
     println!("source files ({}):", m.source_files.len());
     for f in &m.source_files {

@@ -360,6 +360,7 @@ pub(crate) async fn online(
 /// feature's value with, where it is not simply present, its status, and the
 /// age of the stored row.
 fn online_table(response: &feature_store::online::OnlineResponse, now: DateTime<Utc>) -> String {
+    use arrow::array::Array as _;
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     let names = response.column_names();
     let keys = response.key_column_count();
@@ -380,7 +381,9 @@ fn online_table(response: &feature_store::online::OnlineResponse, now: DateTime<
                 .and_then(DateTime::from_timestamp_micros)
                 .map(|t| format_age(now - t));
             row.push(match (status.as_str(), age) {
-                ("NOT_FOUND", _) => "not found".to_owned(),
+                // An on-demand feature may have a value over missing inputs (COALESCE).
+                ("NOT_FOUND", _) if column.is_null(r) => "not found".to_owned(),
+                ("NOT_FOUND", _) => format!("{value} (NOT_FOUND)"),
                 ("PRESENT", Some(age)) => format!("{value} ({age})"),
                 ("PRESENT", None) => value,
                 (other, Some(age)) => format!("{value} ({other}, {age})"),

@@ -222,7 +222,10 @@ impl fmt::Display for Verification {
                 f,
                 "recomputing from the recorded definitions and entity rows over the current files still gives the recorded output bit for bit"
             ),
-            Some(false) => write!(f, "recomputing from the recorded inputs gives a different output"),
+            Some(false) => write!(
+                f,
+                "recomputing from the recorded definitions and entity rows over the current files gives a different output"
+            ),
             None => write!(f, "the output could not be recomputed"),
         }
     }

@@ -586,11 +586,16 @@ impl FeatureExpr for Compiled {
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
         .map_err(|e| failed(e.to_string()))?;
-        let value = self
-            .expr
-            .evaluate(&batch)
-            .and_then(|v| v.into_array(rows))
-            .map_err(|e| failed(e.find_root().message().into_owned()))?;
+        let value = match self.expr.evaluate(&batch).and_then(|v| v.into_array(rows)) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = e.find_root().message().into_owned();
+                return Err(failed(match self.failing_row(&batch) {
+                    Some(inputs) => format!("{message} (in the row with {inputs})"),
+                    None => message,
+                }));
+            }
+        };
         match &self.cast {
             None => Ok(value),
             Some(t) => match widen(&value, t) {
@@ -598,6 +603,33 @@ impl FeatureExpr for Compiled {
                 None => arrow_cast::cast(&value, t).map_err(|e| failed(e.to_string())),
             },
         }
+    }
+}
+
+impl Compiled {
+    /// The inputs of the first row of `batch` the expression fails on alone,
+    /// as `name=value` pairs: said with the error, as a DataFusion error
+    /// (a division by zero, an overflow) names no row. Only runs after a
+    /// failure, one row at a time.
+    fn failing_row(&self, batch: &RecordBatch) -> Option<String> {
+        use arrow_cast::display::{ArrayFormatter, FormatOptions};
+        let row = (0..batch.num_rows()).find(|&i| {
+            let one = batch.slice(i, 1);
+            self.expr.evaluate(&one).and_then(|v| v.into_array(1)).is_err()
+        })?;
+        let options = FormatOptions::default().with_null("NULL");
+        let values: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| {
+                let value = ArrayFormatter::try_new(c.as_ref(), &options)
+                    .map_or_else(|_| "?".to_owned(), |v| v.value(row).to_string());
+                format!("{}={value}", f.name())
+            })
+            .collect();
+        Some(if values.is_empty() { format!("index {row}") } else { values.join(", ") })
     }
 }
 
@@ -670,6 +702,10 @@ mod tests {
         let n: ArrayRef = Arc::new(Int32Array::from(vec![i32::MAX]));
         let err = compiled.features[0].expr.evaluate(&[n], 1).unwrap_err().to_string();
         assert!(err.contains("Overflow"), "{err}");
+        // The error names the row it happened in by its inputs.
+        let n: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, Some(i32::MAX), Some(i32::MAX)]));
+        let err = compiled.features[0].expr.evaluate(&[n], 4).unwrap_err().to_string();
+        assert!(err.contains("Overflow") && err.ends_with(&format!("(in the row with n={})", i32::MAX)), "{err}");
     }
 
     #[test]

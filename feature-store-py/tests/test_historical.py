@@ -345,7 +345,7 @@ def test_csv_entity_file_is_read_with_the_registry_key_types(tmp_path):
     out = store.get_historical_features(str(entities), ["zips:population"]).to_arrow()
     assert out.column("zip").to_pylist() == ["001", "1"]
     assert out.column("population").to_pylist() == [10, 20]
-    assert out.schema.field("event_timestamp").type == pa.timestamp("us", "UTC")
+    assert out.schema.field("event_timestamp").type == pa.timestamp("ns", "UTC")  # CSV times keep their ns
     # A saved dataset keeps the entity rows as read: "001" stays a string.
     saved = store.get_historical_features(str(entities), ["zips:population"], save_as="zips_set").to_arrow()
     assert saved.column("zip").to_pylist() == ["001", "1"]

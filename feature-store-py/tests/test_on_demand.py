@@ -159,8 +159,11 @@ def test_online_request_errors_name_the_field(orders):
         orders.get_online_features(features, [{"driver_id": 1001}])
     with pytest.raises(fs.FeatureStoreError, match="order_amount"):
         orders.get_online_features(features, [{"driver_id": 1001, "order_amount": "12"}])
-    with pytest.raises(fs.InvalidArgumentError, match='column "order_lat" that is not a join key'):
-        orders.get_online_features(features, [{"driver_id": 1001, "order_amount": 1.0, "order_lat": 1.0}])
+    # order_lat is declared by the view's request source: accepted though unread, and not returned.
+    out = orders.get_online_features(features, [{"driver_id": 1001, "order_amount": 1.0, "order_lat": 1.0}])
+    assert out.to_dict().keys() == {"driver_id", "amount_x_conv"}
+    with pytest.raises(fs.InvalidArgumentError, match='column "order_id" that is not a join key'):
+        orders.get_online_features(features, [{"driver_id": 1001, "order_amount": 1.0, "order_id": 1.0}])
     with pytest.raises(fs.DataError, match="not exact as a float"):
         orders.get_online_features(features, [{"driver_id": 1001, "order_amount": 2**60},
                                               {"driver_id": 1001, "order_amount": 0.5}])

@@ -884,6 +884,65 @@ feature_views:
     write_parquet(&dir.path().join("data/mixed/part-3.parquet"), &odd);
     let e = store.profile("mixed_v", None, end, false).await.unwrap_err().to_string();
     assert!(e.contains("column \"rate\" is Float64") && e.contains("part-3.parquet"), "{e}");
+    // `apply` reads every file's footer, not only the first one's.
+    let e = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    assert!(e.contains("column \"rate\" is Float64") && e.contains("part-3.parquet"), "{e}");
+    std::fs::remove_file(dir.path().join("data/mixed/part-3.parquet")).unwrap();
+    std::fs::write(dir.path().join("data/mixed/z-truncated.parquet"), b"PAR1 cut short").unwrap();
+    let e = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    assert!(e.contains("z-truncated.parquet") && e.contains("not a readable Parquet file"), "{e}");
+}
+
+/// A CSV entity table's times keep their nanoseconds: an entity row 400 ns
+/// after a feature row sees it, one 50 ns before does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_entity_times_keep_nanoseconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = 1_767_225_600_000_000_000i64; // 2026-01-01T00:00:00Z in ns
+    let rows = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![7, 7])) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(arrow::array::TimestampNanosecondArray::from(vec![t + 100, t + 1_000]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
+        ("rate", Arc::new(Float64Array::from(vec![1.0, 2.0])) as ArrayRef),
+    ])
+    .unwrap();
+    write_parquet(&dir.path().join("data/ns.parquet"), &rows);
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: ns\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources: [{name: ns, path: data/ns.parquet, timestamp_field: event_timestamp}]
+feature_views: [{name: ns_v, entities: [driver], source: ns, schema: [{name: rate, dtype: float64}]}]
+",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("entities.csv"),
+        "driver_id,event_timestamp\n7,2026-01-01T00:00:00.000000050Z\n7,2026-01-01T00:00:00.000000500Z\n\
+         7,2026-01-01T01:00:00.000000999+01:00\n7,2026-01-01T00:00:00.000001\n",
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let s = store
+        .get_historical_features(
+            EntityInput::Path("entities.csv".into()),
+            &Features::refs(["ns_v:rate"]),
+            &HistoricalOptions::default(),
+        )
+        .await
+        .unwrap();
+    let schema = s.schema();
+    let got = concat_batches(&schema, &s.collect().await.unwrap()).unwrap();
+    let rate: Vec<Option<f64>> = got.column_by_name("rate").unwrap().as_primitive::<Float64Type>().iter().collect();
+    assert_eq!(rate, [None, Some(1.0), Some(1.0), Some(2.0)]);
+    let times = ns(got.column_by_name("event_timestamp").unwrap());
+    let t = i128::from(t);
+    assert_eq!(times, [Some(t + 50), Some(t + 500), Some(t + 999), Some(t + 1_000)]);
 }
 
 /// Parquet writers leave NaN out of float min/max statistics; a row group

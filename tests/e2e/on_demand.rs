@@ -597,9 +597,16 @@ async fn serving_takes_request_data_beside_the_keys() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no column \"order_amount\""), "{err}");
-    // Request data for features not requested is still an unknown column.
-    let err = store
+    // A field of the view's request source that no requested feature reads
+    // is accepted (one request shape for any feature) and not returned.
+    let out = store
         .get_online_features(&Features::refs(["order_features:trips_or_zero"]), &rows, &OnlineOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.column_names(), ["driver_id", "trips_or_zero"]);
+    // Without on-demand features it is an unknown column.
+    let err = store
+        .get_online_features(&Features::refs(["driver_hourly_stats:trips"]), &rows, &OnlineOptions::default())
         .await
         .unwrap_err()
         .to_string();

@@ -350,6 +350,21 @@ fn materialize_and_read_online() {
     assert!(lines[1].starts_with("1001") && lines[1].contains(" old)"), "{table}");
     assert!(lines[2].starts_with("9999") && lines[2].matches("not found").count() == 2, "{table}");
     assert!(!table.contains("1970"), "{table}");
+    // An on-demand value over a missing input is shown with its status.
+    let table = ok(&cli(
+        &repo,
+        &[
+            "online",
+            "--table",
+            "--features",
+            "order_features:big_order",
+            "--entity",
+            "driver_id=9999",
+            "--request",
+            "order_amount=50",
+        ],
+    ));
+    assert!(table.lines().nth(1).is_some_and(|l| l.contains("false (NOT_FOUND)")), "{table}");
     let err =
         fail(&cli(&repo, &["--json", "online", "--table", "--service", "driver_activity", "--entity", "driver_id=1"]));
     assert!(err.contains("--table and --json"), "{err}");
@@ -568,6 +583,19 @@ fn saved_datasets_list_show_verify() {
     let text = ok(&cli(&repo, &["dataset", "verify", "train_v1"]));
     assert!(text.contains("bit-identical"), "{text}");
 
+    // On-demand features are saved with their definitions, shown and recomputed.
+    let orders = tmp.path().join("orders.csv");
+    std::fs::write(&orders, "driver_id,event_timestamp,order_amount\n1001,2030-01-01T00:00:00Z,150\n").unwrap();
+    ok(&cli(
+        &repo,
+        &["historical", "--entities", orders.to_str().unwrap(), "--features", "order_features", "--save", "odfv"],
+    ));
+    let show = ok(&cli(&repo, &["dataset", "show", "odfv"]));
+    assert!(show.contains("conv_rate (on-demand input)"), "{show}");
+    assert!(show.contains("amount_x_conv float64 = order_amount * conv_rate"), "{show}");
+    let text = ok(&cli(&repo, &["dataset", "verify", "odfv"]));
+    assert!(text.contains("bit-identical"), "{text}");
+
     // Tampered output: exit 1 naming it.
     let mut bytes = std::fs::read(&out).unwrap();
     let mid = bytes.len() / 2;
@@ -756,6 +784,11 @@ fn entity_file_errors_are_precise() {
         |entities: &str, features: &str| cli(&repo, &["historical", "--entities", entities, "--features", features]);
     let err = fail(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
     assert!(err.contains("column \"event_timestamp\" at line 3 (data row 2)") && err.contains("'yesterday'"), "{err}");
+    assert!(!err.contains("Parser error"), "{err}");
+    // A key that does not parse as its declared type: the file, the column and the value.
+    std::fs::write(&csv, "driver_id,event_timestamp\n1001,2024-05-01T00:00:00Z\nx,2024-05-01T00:00:00Z\n").unwrap();
+    let err = fail(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rate"));
+    assert!(err.contains("entities.csv") && err.contains("column \"driver_id\"") && err.contains("'x'"), "{err}");
     assert!(!err.contains("Parser error"), "{err}");
 
     let missing = tmp.path().join("nothere.parquet");

@@ -72,6 +72,10 @@ pub(crate) struct Served {
     pub(crate) source_keys: Vec<String>,
     /// Request fields the on-demand features read, each once.
     pub(crate) request_fields: Vec<String>,
+    /// Every field of the requested on-demand views' request sources:
+    /// accepted (and not returned) in entity rows even when no requested
+    /// feature reads it, as a client sends one request for any feature.
+    pub(crate) declared_request_fields: Vec<String>,
     /// Per on-demand request and input, the input's position among the
     /// decoded feature columns (retrieved inputs only).
     pub(crate) positions: Vec<Vec<Option<usize>>>,
@@ -403,6 +407,14 @@ impl FeatureStore {
                 ServedView::new(v, table)
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut declared_request_fields: Vec<String> = Vec::new();
+        for r in &resolution.on_demand {
+            for (field, _) in r.inputs.request_fields() {
+                if !declared_request_fields.iter().any(|f| f == field) {
+                    declared_request_fields.push(field.to_owned());
+                }
+            }
+        }
         let mut source_keys = Vec::new();
         for r in &resolution.on_demand {
             for s in &r.view.sources {
@@ -447,6 +459,7 @@ impl FeatureStore {
             on_demand: resolution.on_demand,
             source_keys,
             request_fields,
+            declared_request_fields,
             positions,
             column_views: column_views.into(),
         });

@@ -145,7 +145,11 @@ impl FeatureStore {
         }
         let mut used = vec![false; schema.fields().len()];
         // Request data rides beside the keys and is not returned.
-        let request_only: Vec<bool> = schema.fields().iter().map(|f| request_fields.contains(f.name())).collect();
+        let request_only: Vec<bool> = schema
+            .fields()
+            .iter()
+            .map(|f| request_fields.contains(f.name()) || served.declared_request_fields.contains(f.name()))
+            .collect();
         let mut reads = Vec::with_capacity(views.len());
         let mut key_sets: Vec<KeySet<'_>> = Vec::new();
         let mut view_set = Vec::with_capacity(views.len());

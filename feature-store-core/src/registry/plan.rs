@@ -359,13 +359,47 @@ fn property_diff<T: Serialize>(old: &T, new: &T) -> Vec<String> {
         return vec![];
     };
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            let show = |v: Option<&serde_json::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
-            format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k)))
-        })
-        .collect()
+    let show = |v: Option<&serde_json::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+    let mut out = Vec::new();
+    for k in keys.into_iter().filter(|k| a.get(*k) != b.get(*k)) {
+        match (a.get(k).and_then(named_items), b.get(k).and_then(named_items)) {
+            // Lists of named items (a view's schema, an on-demand view's
+            // features): what changed per item, not both whole lists.
+            (Some(old), Some(new)) => {
+                let before = out.len();
+                for (name, n) in &new {
+                    match old.iter().find(|(o, _)| o == name) {
+                        None => out.push(format!("{k}: added {name}: {n}")),
+                        Some((_, o)) if o != n => {
+                            for line in property_diff(o, n) {
+                                out.push(format!("{k} {name}: {line}"));
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for (name, _) in old.iter().filter(|(o, _)| !new.iter().any(|(n, _)| n == o)) {
+                    out.push(format!("{k}: removed {name}"));
+                }
+                if out.len() == before {
+                    let names = |items: &[(&str, &serde_json::Value)]| {
+                        items.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    };
+                    out.push(format!("{k}: reordered: [{}] -> [{}]", names(&old), names(&new)));
+                }
+            }
+            _ => out.push(format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k)))),
+        }
+    }
+    out
+}
+
+/// A JSON list whose items are objects with distinct `name`s, as (name, item).
+fn named_items(v: &serde_json::Value) -> Option<Vec<(&str, &serde_json::Value)>> {
+    let items: Vec<(&str, &serde_json::Value)> =
+        v.as_array()?.iter().map(|x| Some((x.get("name")?.as_str()?, x))).collect::<Option<_>>()?;
+    let distinct = items.iter().enumerate().all(|(i, (n, _))| items[..i].iter().all(|(m, _)| m != n));
+    distinct.then_some(items)
 }
 
 fn entity_breaks(old: &Entity, new: &Entity) -> Vec<String> {
@@ -476,6 +510,30 @@ mod tests {
     use crate::model::{FeatureView, Field};
     use crate::registry::ProjectRegistry;
     use crate::repo::Definitions;
+
+    /// Lists of named items are compared item by item.
+    #[test]
+    fn named_lists_diff_per_item() {
+        let old = serde_json::json!({"ttl": "1d", "schema": [
+            {"name": "a", "dtype": "int64"}, {"name": "b", "dtype": "float64"}, {"name": "c", "dtype": "string"}
+        ]});
+        let new = serde_json::json!({"ttl": "2d", "schema": [
+            {"name": "a", "dtype": "int64"}, {"name": "b", "dtype": "float32"}, {"name": "d", "dtype": "bool"}
+        ]});
+        assert_eq!(
+            super::property_diff(&old, &new),
+            [
+                "schema b: dtype: \"float64\" -> \"float32\"",
+                "schema: added d: {\"dtype\":\"bool\",\"name\":\"d\"}",
+                "schema: removed c",
+                "ttl: \"1d\" -> \"2d\""
+            ]
+        );
+        let swapped = serde_json::json!({"ttl": "1d", "schema": [
+            {"name": "b", "dtype": "float64"}, {"name": "a", "dtype": "int64"}, {"name": "c", "dtype": "string"}
+        ]});
+        assert_eq!(super::property_diff(&old, &swapped), ["schema: reordered: [a, b, c] -> [b, a, c]"]);
+    }
 
     fn view(name: &str, feature: &str) -> FeatureView {
         FeatureView::builder(name, "src").field(Field::new(feature, ValueType::Int64)).build().unwrap()

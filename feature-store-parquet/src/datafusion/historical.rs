@@ -769,7 +769,7 @@ pub(crate) async fn read_planned(
 /// appearance, all nullable; a timestamp column whose unit or zone differs
 /// between files becomes UTC in the finest unit (every file's values are then
 /// the same instants); any other type difference is an error naming both files.
-fn merged_schema(
+pub(crate) fn merged_schema(
     files: &crate::files::SourceFiles,
     schemas: &[(usize, Arc<datafusion::arrow::datatypes::Schema>)],
     context: &str,
@@ -986,7 +986,10 @@ pub(crate) async fn entity_plan(
 /// registry knows better: join keys are read as their declared types (a
 /// string key `001` stays `001`), and the timestamp column as UTC instants
 /// (naive values taken as UTC, offsets honored), so a value that does not
-/// parse is an error naming its line.
+/// parse is an error naming its line. Times keep their nanoseconds (so a
+/// CSV's times lie between 1677 and 2262, as Arrow's nanosecond times do):
+/// cut to microseconds, an entity row could land before a feature row it
+/// follows.
 async fn read_entity_csv(
     ctx: &SessionContext,
     urls: Vec<String>,
@@ -1002,7 +1005,7 @@ async fn read_entity_csv(
         .map(|f| {
             let declared = keys.iter().find(|k| k.name == *f.name()).and_then(|k| k.dtype.as_ref());
             let t = if f.name() == ts_col {
-                DataType::Timestamp(TimeUnit::Microsecond, Some(feature_store_core::UTC.into()))
+                DataType::Timestamp(TimeUnit::Nanosecond, Some(feature_store_core::UTC.into()))
             } else if let Some(t) = declared {
                 t.to_arrow()
             } else {
@@ -1036,9 +1039,21 @@ async fn dataframe_plan(
         .field_with_name(ts_col)
         .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(_, _)));
     let bounds = if is_ts {
+        let mut aggregates = vec![min(ident(ts_col)).alias("lo"), max(ident(ts_col)).alias("hi")];
+        if csv {
+            // Every column of a CSV parsed here too, so a bad key or request
+            // value is named with its column and line, not mid-join.
+            aggregates.extend(
+                columns
+                    .iter()
+                    .filter(|c| c.as_str() != ts_col)
+                    .enumerate()
+                    .map(|(i, c)| datafusion::functions_aggregate::expr_fn::count(ident(c)).alias(format!("c{i}"))),
+            );
+        }
         let agg = df
             .clone()
-            .aggregate(vec![], vec![min(ident(ts_col)).alias("lo"), max(ident(ts_col)).alias("hi")])
+            .aggregate(vec![], aggregates)
             .map_err(|e| df_error(context, e))?
             .collect()
             .await
