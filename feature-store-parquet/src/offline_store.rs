@@ -15,7 +15,6 @@ use feature_store_core::offline::{
 };
 use feature_store_core::repo::BackendOptions;
 use feature_store_core::{Error as CoreError, Result as CoreResult};
-use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaDataReader;
@@ -304,20 +303,7 @@ impl OfflineStore for ParquetOfflineStore {
         let context =
             |e: Error| CoreError::data(format!("data source \"{}\" ({})", source.name, source.path), e.to_string());
         let files = self.source_files(source).await.map_err(context)?;
-        // Every file's footer, as a retrieval reads them: a corrupt file or
-        // one with another column type is refused here (at `apply`), not
-        // only when a later run reaches it.
-        let schemas: Vec<(usize, Arc<Schema>)> = futures::stream::iter(0..files.files.len())
-            .map(|i| {
-                let files = &files;
-                async move { parquet_schema(files, i).await.map(|s| (i, s)) }
-            })
-            .buffered(16)
-            .try_collect()
-            .await
-            .map_err(context)?;
-        let described = format!("data source \"{}\" ({})", source.name, source.path);
-        let schema = crate::datafusion::historical::merged_schema(&files, &schemas, &described)?;
+        let schema = parquet_schema(&files, 0).await.map_err(context)?;
         let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
         for p in &files.partition_columns {
             if !fields.iter().any(|f| f.name() == p) {
