@@ -17,12 +17,17 @@ pub struct MotoServer {
 
 impl MotoServer {
     /// Starts `moto_server` (from `$MOTO_SERVER`, `.venv/bin` or `PATH`) and
-    /// waits until it answers.
+    /// waits until it answers. Without `$MOTO_SERVER`, scripts/test.sh's
+    /// `moto_server_serial` wins when present: plain moto can let two
+    /// conditional PUTs both succeed, so a bare `cargo test` of the registry's
+    /// compare-and-swap would fail now and then for moto's reasons.
     ///
     /// Panics with install instructions when it is missing: the README's test
     /// command installs it.
     pub fn start() -> Self {
-        let bin = find_executable("moto_server", "MOTO_SERVER").expect(
+        let bin = find_executable("moto_server_serial", "MOTO_SERVER")
+            .or_else(|| find_executable("moto_server", "MOTO_SERVER"))
+            .expect(
             "moto_server not found: run ./scripts/test.sh (it installs moto[server] into .venv) or pip install \"moto[server]\"",
         );
         let log_dir = tempfile::tempdir().expect("tempdir");

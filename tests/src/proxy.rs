@@ -31,6 +31,8 @@ struct Shared {
     fail_http: AtomicUsize,
     /// HTTP requests answered `503` so far.
     failed_http: AtomicUsize,
+    /// Bytes the server sent that a cut discarded while they were held.
+    dropped_from_server: Mutex<Vec<u8>>,
 }
 
 /// A proxy on a free local port, forwarding to `upstream`; stopped on drop.
@@ -59,6 +61,7 @@ impl FaultProxy {
             generation: AtomicU64::new(0),
             fail_http: AtomicUsize::new(0),
             failed_http: AtomicUsize::new(0),
+            dropped_from_server: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
         runtime.spawn(async move {
@@ -102,6 +105,13 @@ impl FaultProxy {
     pub fn failed_http_requests(&self) -> usize {
         self.shared.failed_http.load(Ordering::SeqCst)
     }
+
+    /// What the server sent that was held and then discarded by a cut: the
+    /// client never saw it, though the server wrote it. Tests use it to know
+    /// a fault really lost something instead of hoping their timing did.
+    pub fn dropped_from_server(&self) -> Vec<u8> {
+        self.shared.dropped_from_server.lock().expect("proxy lock").clone()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -144,8 +154,8 @@ async fn pipe(client: TcpStream, server: TcpStream, s: Arc<Shared>) {
     let born = s.generation.load(Ordering::SeqCst);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = copy(cr, sw, Arc::clone(&s), born);
-    let down = copy(sr, cw, s, born);
+    let up = copy(cr, sw, Arc::clone(&s), born, false);
+    let down = copy(sr, cw, s, born, true);
     // Either direction ending (or a cut) closes both.
     tokio::select! {
         _ = up => {},
@@ -158,6 +168,7 @@ async fn copy(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     s: Arc<Shared>,
     born: u64,
+    from_server: bool,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -179,10 +190,13 @@ async fn copy(
                 Fault::Hold => tokio::time::sleep(Duration::from_millis(20)).await,
             }
             if s.generation.load(Ordering::SeqCst) != born {
-                return Ok(());
+                break;
             }
         }
         if s.generation.load(Ordering::SeqCst) != born {
+            if from_server {
+                s.dropped_from_server.lock().expect("proxy lock").extend_from_slice(&buf[..n]);
+            }
             return Ok(());
         }
         to.write_all(&buf[..n]).await?;
