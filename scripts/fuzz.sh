@@ -2,8 +2,9 @@
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the parsers and decoders:
 # definition and config YAML, durations/sizes/feature references, online
 # records and value decoders, registry documents, stream records as ingestion
-# decodes them, and the feature server's JSON request bodies as its HTTP
-# handlers parse them and turn their columns into Arrow. Runs on the stable
+# decodes them, and the feature server's requests (JSON bodies of its HTTP
+# handlers, the gRPC GetOnlineFeatures message) as its handlers parse them
+# and turn their columns into Arrow. Runs on the stable
 # toolchain (no sanitizer; panics and hangs are what is looked for).
 #
 #   scripts/fuzz.sh            each target for 10 s (scripts/test.sh runs 8 s)

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use feature_store::registry::ApplyMode;
 
 /// Embeddable feature store: define features in YAML, apply them to a
@@ -70,13 +70,14 @@ enum Command {
     },
     /// Build a point-in-time correct training set: each entity row with every
     /// requested feature as of the row's timestamp.
+    #[command(group(ArgGroup::new("what").required(true).args(["features", "service"])))]
     Historical {
         /// Entity rows: a Parquet or CSV file, folder or URL, or a SQL query
         /// (starting with SELECT or WITH) over the project's sources.
         #[arg(long)]
         entities: String,
         /// Feature references, comma-separated: view:feature or whole views.
-        #[arg(long, value_delimiter = ',', conflicts_with = "service", required_unless_present = "service")]
+        #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
         /// A feature service instead of --features.
         #[arg(long)]
@@ -174,9 +175,10 @@ enum Command {
     /// Read online features for entities: a table on a terminal (keys, then
     /// each value with its status and age); with --json or when piped, JSON
     /// shaped like Feast's feature server /get-online-features response.
+    #[command(group(ArgGroup::new("what").required(true).args(["features", "service"])))]
     Online {
         /// Feature references, comma-separated: view:feature or whole views.
-        #[arg(long, value_delimiter = ',', conflicts_with = "service", required_unless_present = "service")]
+        #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
         /// A feature service instead of --features.
         #[arg(long)]

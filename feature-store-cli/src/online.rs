@@ -203,20 +203,19 @@ async fn entity_rows(store: &FeatureStore, args: &[String]) -> anyhow::Result<Re
 
 /// Splits `k=v[,k=v]` arguments of `flag` into rows of pairs, every row with the same keys.
 fn key_values(flag: &str, args: &[String]) -> anyhow::Result<Vec<Vec<(String, String)>>> {
-    let rows: Vec<Vec<(String, String)>> = args
+    Ok(quoted_key_values(flag, args)?.into_iter().map(|r| r.into_iter().map(|(k, v, _)| (k, v)).collect()).collect())
+}
+
+/// [`key_values`] that also says which values were in double quotes: those
+/// are taken as written (commas, `=`, `null` and the empty string included;
+/// `""` inside is one quote), where an unquoted empty value or `null` is a null.
+fn quoted_key_values(flag: &str, args: &[String]) -> anyhow::Result<Vec<Vec<(String, String, bool)>>> {
+    let rows: Vec<Vec<(String, String, bool)>> = args
         .iter()
-        .map(|a| {
-            a.split(',')
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                        .with_context(|| format!("{flag} \"{a}\": expected key=value (several: k1=v1,k2=v2)"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
+        .map(|a| split_pairs(a).with_context(|| format!("{flag} \"{a}\"")))
         .collect::<anyhow::Result<_>>()?;
-    let names = |r: &[(String, String)]| {
-        let mut n: Vec<String> = r.iter().map(|(k, _)| k.clone()).collect();
+    let names = |r: &[(String, String, bool)]| {
+        let mut n: Vec<String> = r.iter().map(|(k, _, _)| k.clone()).collect();
         n.sort();
         n
     };
@@ -232,13 +231,51 @@ fn key_values(flag: &str, args: &[String]) -> anyhow::Result<Vec<Vec<(String, St
     Ok(rows)
 }
 
+fn split_pairs(a: &str) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let mut out = Vec::new();
+    let mut rest = a;
+    loop {
+        let (key, after) =
+            rest.split_once('=').with_context(|| "expected key=value (several: k1=v1,k2=v2)".to_owned())?;
+        let after = after.trim_start();
+        let (value, quoted, tail) = if let Some(inner) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = inner.char_indices();
+            let end = loop {
+                match chars.next() {
+                    None => bail!("the quote opened for \"{}\" is not closed", key.trim()),
+                    Some((i, '"')) if inner[i + 1..].starts_with('"') => {
+                        value.push('"');
+                        chars.next();
+                    }
+                    Some((i, '"')) => break i + 1,
+                    Some((_, c)) => value.push(c),
+                }
+            };
+            let tail = inner[end..].trim_start();
+            if !(tail.is_empty() || tail.starts_with(',')) {
+                bail!("after the quoted value of \"{}\" comes \"{tail}\", not a comma", key.trim());
+            }
+            (value, true, tail)
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), false, &after[end..])
+        };
+        out.push((key.trim().to_owned(), value, quoted));
+        match tail.strip_prefix(',') {
+            Some(next) => rest = next,
+            None => return Ok(out),
+        }
+    }
+}
+
 /// Request data columns from `field=value` arguments, typed by the project's request sources.
 async fn request_columns(store: &FeatureStore, args: &[String]) -> anyhow::Result<Vec<(String, ArrayRef)>> {
     use arrow::array::{Float32Array, Float64Array, Int32Array, TimestampMicrosecondArray};
-    let rows = key_values("--request", args)?;
+    let rows = quoted_key_values("--request", args)?;
     let sources = store.list_request_sources().await?;
     let mut out: Vec<(String, ArrayRef)> = Vec::new();
-    for (name, _) in &rows[0] {
+    for (name, _, _) in &rows[0] {
         let dtype = sources
             .iter()
             .flat_map(|s| s.spec.schema.iter())
@@ -252,12 +289,15 @@ async fn request_columns(store: &FeatureStore, args: &[String]) -> anyhow::Resul
         let values: Vec<Option<&str>> = rows
             .iter()
             .map(|r| {
-                let v = r.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).expect("same fields");
-                (!v.is_empty() && v != "null").then_some(v)
+                let (_, v, quoted) = r.iter().find(|(k, _, _)| k == name).expect("same fields");
+                (*quoted || !v.is_empty() && v != "null").then_some(v.as_str())
             })
             .collect();
         let bad = |v: &str, what: &str| {
-            format!("--request field \"{name}\" is {what}; \"{v}\" is not (null or an empty value is a null)")
+            format!(
+                "--request field \"{name}\" is {what}; \"{v}\" is not (null or an empty value is a null; \
+                 in double quotes, \"\" is an empty string)"
+            )
         };
         let col: ArrayRef = match dtype {
             ValueType::Float64 | ValueType::Float32 => {
@@ -421,7 +461,26 @@ fn format_age(age: chrono::TimeDelta) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{format_age, parse_time};
+    use super::{format_age, parse_time, split_pairs};
+
+    #[test]
+    fn quoted_values_are_taken_as_written() {
+        let pairs = |a: &str| split_pairs(a).map_err(|e| e.to_string());
+        let p = |k: &str, v: &str, q| (k.to_owned(), v.to_owned(), q);
+        assert_eq!(pairs("a=1, b = x ,c="), Ok(vec![p("a", "1", false), p("b", "x", false), p("c", "", false)]));
+        assert_eq!(
+            pairs(r#"label="",note="a, b=c",q="say ""hi""", n="null""#),
+            Ok(vec![
+                p("label", "", true),
+                p("note", "a, b=c", true),
+                p("q", r#"say "hi""#, true),
+                p("n", "null", true)
+            ])
+        );
+        assert!(pairs(r#"a="open"#).unwrap_err().contains("not closed"));
+        assert!(pairs(r#"a="x"y,b=1"#).unwrap_err().contains("not a comma"));
+        assert!(pairs("a=1,").unwrap_err().contains("expected key=value"));
+    }
 
     #[test]
     fn ages_read_in_two_units() {

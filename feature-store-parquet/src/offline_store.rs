@@ -317,6 +317,42 @@ impl OfflineStore for ParquetOfflineStore {
         })
     }
 
+    /// Reads every file's footer (16 at a time), as a retrieval over all of
+    /// history would, and merges the schemas by retrieval's rules.
+    async fn file_problems(&self, source: &DataSource) -> CoreResult<Vec<String>> {
+        use futures::StreamExt;
+        let files = match self.source_files(source).await {
+            Ok(f) => f,
+            // Listing failures are validation's errors already.
+            Err(_) => return Ok(Vec::new()),
+        };
+        let read: Vec<(usize, Result<Arc<Schema>, Error>)> = futures::stream::iter(0..files.files.len())
+            .map(|i| {
+                let files = &files;
+                async move { (i, parquet_schema(files, i).await) }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        let mut problems = Vec::new();
+        let mut schemas = Vec::new();
+        for (i, r) in read {
+            match r {
+                Ok(s) => schemas.push((i, s)),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !schemas.is_empty()
+            && let Err(e) = crate::datafusion::historical::merged_schema(&files, &schemas, "")
+        {
+            problems.push(match e {
+                CoreError::Data { message, .. } => message,
+                other => other.to_string(),
+            });
+        }
+        Ok(problems)
+    }
+
     async fn get_historical_features(&self, request: HistoricalRequest) -> CoreResult<BatchStream> {
         self.plan_historical(request).await?.execute()
     }

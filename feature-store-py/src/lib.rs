@@ -168,6 +168,7 @@ impl Store {
             "written": outcome.written,
             "attempts": outcome.attempts,
             "changes": outcome.plan.changes,
+            "warnings": outcome.plan.warnings,
             "text": outcome.plan.to_string(),
         }))
     }
@@ -184,7 +185,7 @@ impl Store {
                 })
             })
             .map_err(to_py)?;
-        json(&serde_json::json!({"changes": plan.changes, "text": plan.to_string()}))
+        json(&serde_json::json!({"changes": plan.changes, "warnings": plan.warnings, "text": plan.to_string()}))
     }
 
     /// Re-reads the registry now instead of after the cache ttl.

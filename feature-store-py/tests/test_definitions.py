@@ -142,3 +142,19 @@ def test_definition_errors_list_every_problem(store):
     text = str(e.value)
     assert "ghost" in text and "nope" in text and "missing_view" in text
     assert len(e.value.problems) >= 3
+
+
+def test_apply_warns_about_a_later_unreadable_file_of_a_folder_source(repo):
+    (repo / "data" / "stats").mkdir()
+    (repo / "data" / "driver_stats.parquet").rename(repo / "data" / "stats" / "a.parquet")
+    (repo / "data" / "stats" / "b.parquet").write_bytes(b"cut short, not parquet")
+    driver, _, view, _ = definitions()
+    folder = fs.FileSource(name="driver_stats_source", path="data/stats/", timestamp_field="event_timestamp")
+    view = fs.FeatureView(name=view.name, entities=[driver], ttl=view.ttl, schema=view.schema, source=folder)
+    store = fs.FeatureStore(repo_path=str(repo))
+    with pytest.warns(UserWarning, match=r"b\.parquet: not a readable Parquet file") as caught:
+        result = store.apply([driver, folder, view])
+    assert result.written and len(caught) == 1
+    assert result.warnings == [str(caught[0].message)]
+    assert str(caught[0].message).startswith('data source "driver_stats_source" (data/stats/): ')
+    assert str(result).startswith("warning: ")

@@ -1,7 +1,7 @@
 //! Entry points for the coverage-guided fuzz target `server_request`
 //! (`fuzz/fuzz_targets/server_request.rs`): a request body through the code
-//! the HTTP handlers run on it before they reach the store, with no store
-//! and no runtime. Not an API: it exists because the fuzz crate can only
+//! the HTTP handlers (and the gRPC `GetOnlineFeatures` handler) run on it
+//! before they reach the store, with no store and no runtime. Not an API: it exists because the fuzz crate can only
 //! call what this crate makes public.
 //!
 //! The body goes through the handlers' own extractor (`http::Body`) and their
@@ -61,8 +61,9 @@ pub struct Parsed {
 pub type ParseFn = fn(&[u8]) -> Result<Parsed, Refusal>;
 
 /// Every endpoint that takes a JSON body, with its parse function.
-pub const ENDPOINTS: [(&str, ParseFn); 5] = [
+pub const ENDPOINTS: [(&str, ParseFn); 6] = [
     ("/get-online-features", get_online_features),
+    ("gRPC ServingService/GetOnlineFeatures", grpc_get_online_features),
     ("/push", push),
     ("/write-to-online-store", write_to_online_store),
     ("/materialize", materialize),
@@ -150,6 +151,21 @@ pub fn get_online_features(body: &[u8]) -> Result<Parsed, Refusal> {
     Ok(out)
 }
 
+/// gRPC `GetOnlineFeatures`: the message decoded as tonic decodes it (the
+/// body after the frame header), then the handler's checks and its
+/// conversion of Feast's typed values to Arrow.
+pub fn grpc_get_online_features(body: &[u8]) -> Result<Parsed, Refusal> {
+    use prost::Message;
+    let req = crate::proto::serving::GetOnlineFeaturesRequest::decode(body)
+        .map_err(|e| Refusal { status: 400, message: format!("not a GetOnlineFeaturesRequest: {e}") })?;
+    let mut out = Parsed::default();
+    match crate::grpc::parse_online_request(req) {
+        Ok((_, batch, _)) => out.inferred.push(Ok(batch)),
+        Err(e) => out.checks.push(Err(e.into())),
+    }
+    Ok(out)
+}
+
 /// `POST /push`: the `df` columns.
 pub fn push(body: &[u8]) -> Result<Parsed, Refusal> {
     let req: PushRequest = extract(body)?;
@@ -209,5 +225,33 @@ mod tests {
         assert!(p.checks[0].as_ref().is_err_and(|r| r.status == 400 && r.message.contains("end_ts")));
         let e = push(b"").unwrap_err();
         assert!(e.status == 400 && e.message.contains("empty"), "{e:?}");
+    }
+
+    #[test]
+    fn grpc_requests_reach_the_conversion() {
+        use prost::Message;
+
+        use crate::proto::serving::get_online_features_request::Kind;
+        use crate::proto::serving::{FeatureList, GetOnlineFeaturesRequest};
+        use crate::proto::types::value::Val;
+        use crate::proto::types::{RepeatedValue, Value};
+        let values = |v: Vec<Option<Val>>| RepeatedValue { val: v.into_iter().map(|val| Value { val }).collect() };
+        let mut req = GetOnlineFeaturesRequest {
+            kind: Some(Kind::Features(FeatureList { val: vec!["driver_hourly_stats:conv_rate".into()] })),
+            ..Default::default()
+        };
+        req.entities.insert("driver_id".into(), values(vec![Some(Val::Int64Val(1001)), None]));
+        req.request_context.insert("amount".into(), values(vec![Some(Val::DoubleVal(2.5)), Some(Val::DoubleVal(1.0))]));
+        let p = grpc_get_online_features(&req.encode_to_vec()).unwrap();
+        let batch = p.inferred[0].as_ref().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.schema().field(0).name(), "amount");
+        assert_eq!(batch.schema().field(1).data_type(), &DataType::Int64);
+        // A column of mixed kinds is refused with the client's status.
+        req.request_context.insert("amount".into(), values(vec![Some(Val::DoubleVal(2.5)), Some(Val::BoolVal(true))]));
+        let p = grpc_get_online_features(&req.encode_to_vec()).unwrap();
+        assert!(p.checks[0].as_ref().is_err_and(|r| r.status == 400 && r.message.contains("amount[1] is bool_val")));
+        let e = grpc_get_online_features(b"\xff\xff").unwrap_err();
+        assert!(e.status == 400 && e.message.contains("GetOnlineFeaturesRequest"), "{e:?}");
     }
 }

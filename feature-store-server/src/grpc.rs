@@ -49,33 +49,8 @@ impl ServingService for FeastServing {
         &self,
         request: Request<GetOnlineFeaturesRequest>,
     ) -> Result<Response<GetOnlineFeaturesResponse>, Status> {
-        let req = request.into_inner();
-        if req.include_feature_view_version_metadata {
-            return Err(Status::invalid_argument(
-                "include_feature_view_version_metadata is not supported: feature views here are not versioned",
-            ));
-        }
-        let features = match req.kind {
-            Some(Kind::FeatureService(s)) if !s.is_empty() => Features::service(s),
-            Some(Kind::Features(FeatureList { val })) if !val.is_empty() => Features::refs(val),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "no features asked for: set features (view:feature references) or feature_service",
-                ));
-            }
-        };
-        let mut columns: Vec<(String, RepeatedValue)> = req.entities.into_iter().collect();
-        for (k, v) in req.request_context {
-            if columns.iter().any(|(c, _)| *c == k) {
-                return Err(Status::invalid_argument(format!("\"{k}\" is in both entities and request_context")));
-            }
-            columns.push((k, v));
-        }
-        // Protobuf maps have no order; sorted, the response's columns are stable.
-        columns.sort_by(|a, b| a.0.cmp(&b.0));
-        let batch = entities_batch(&columns).map_err(|e| e.to_grpc())?;
+        let (features, batch, options) = parse_online_request(request.into_inner()).map_err(|e| e.to_grpc())?;
         self.state.metrics.entities(batch.num_rows());
-        let options = OnlineOptions::default().with_full_feature_names(req.full_feature_names);
         let response = self
             .state
             .store
@@ -85,6 +60,39 @@ impl ServingService for FeastServing {
         self.state.metrics.statuses(&response);
         Ok(Response::new(to_proto(&response)))
     }
+}
+
+/// A request as the handler checks it before the store: what it asks for,
+/// and its entity rows with `request_context` merged in. Also run by the
+/// fuzz target `server_request` (see [`crate::fuzzing`]).
+pub(crate) fn parse_online_request(
+    req: GetOnlineFeaturesRequest,
+) -> Result<(Features, RecordBatch, OnlineOptions), ApiError> {
+    if req.include_feature_view_version_metadata {
+        return Err(ApiError::bad_request(
+            "include_feature_view_version_metadata is not supported: feature views here are not versioned",
+        ));
+    }
+    let features = match req.kind {
+        Some(Kind::FeatureService(s)) if !s.is_empty() => Features::service(s),
+        Some(Kind::Features(FeatureList { val })) if !val.is_empty() => Features::refs(val),
+        _ => {
+            return Err(ApiError::bad_request(
+                "no features asked for: set features (view:feature references) or feature_service",
+            ));
+        }
+    };
+    let mut columns: Vec<(String, RepeatedValue)> = req.entities.into_iter().collect();
+    for (k, v) in req.request_context {
+        if columns.iter().any(|(c, _)| *c == k) {
+            return Err(ApiError::bad_request(format!("\"{k}\" is in both entities and request_context")));
+        }
+        columns.push((k, v));
+    }
+    // Protobuf maps have no order; sorted, the response's columns are stable.
+    columns.sort_by(|a, b| a.0.cmp(&b.0));
+    let batch = entities_batch(&columns)?;
+    Ok((features, batch, OnlineOptions::default().with_full_feature_names(req.full_feature_names)))
 }
 
 /// Entity columns from typed values; each column takes the kind of its first set value.

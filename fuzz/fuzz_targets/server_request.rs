@@ -1,6 +1,7 @@
-//! Request bodies of the feature server's HTTP API, as its handlers parse
-//! them before reaching the store: any client can send anything. Each body
-//! is tried as every endpoint's request. Parsing and the JSON-to-Arrow
+//! Request bodies of the feature server's HTTP API and its gRPC
+//! `GetOnlineFeatures` message, as the handlers parse them before reaching
+//! the store: any client can send anything. Each body is tried as every
+//! endpoint's request. Parsing and the JSON-to-Arrow
 //! conversion must never panic; a refusal is a 4xx with a message; a batch
 //! has one equal-length column per field, of the field's type, and a column
 //! the registry declares has the declared type.

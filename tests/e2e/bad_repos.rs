@@ -327,3 +327,40 @@ async fn deeply_nested_yaml_is_refused_quickly() {
     has(&err, &["deep.yaml", "nesting deeper than 64 levels at line 1, column 79"]);
     assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
 }
+
+/// Apply reads the first file of a folder source for its schema and every
+/// other file's footer for the plan's warnings: an unreadable file, or one
+/// whose column type no other file shares, is named before a run meets it.
+#[tokio::test]
+async fn later_files_of_a_folder_source_are_warned_about() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    let good = crate::drivers_batch();
+    let mut fields: Vec<Field> = good.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = good.columns().to_vec();
+    let trips = good.schema().index_of("trips").unwrap();
+    fields[trips] = Field::new("trips", DataType::Utf8, true);
+    columns[trips] = Arc::new(StringArray::from(vec!["10", "20"]));
+    let text_trips = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let defs = GOOD.replacen("path: data/drivers.parquet", "path: data/drv/", 1);
+    let dir = repo(&[("features.yaml", defs.as_str()), ("data/drv/c.parquet", "truncated, not parquet")]);
+    feature_store_tests::write_parquet(&dir.path().join("data/drv/a.parquet"), &good);
+    feature_store_tests::write_parquet(&dir.path().join("data/drv/b.parquet"), &text_trips);
+    let store = feature_store::open(dir.path()).unwrap();
+    let defs = store.repo_definitions().unwrap();
+    let plan = store.plan(&defs, ApplyMode::Sync).await.unwrap();
+    let applied = store.apply(&defs, ApplyMode::Sync).await.unwrap();
+    assert!(applied.written);
+    for warnings in [&plan.warnings, &applied.plan.warnings] {
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        has(&warnings[0], &["data source \"drivers\" (data/drv/)", "c.parquet: not a readable Parquet file"]);
+        has(
+            &warnings[1],
+            &["column \"trips\" is Int64 (int64) in file://", "a.parquet but Utf8 (string) in ", "b.parquet"],
+        );
+    }
+}

@@ -737,7 +737,17 @@ feature_views:
     };
     std::fs::write(dir.path().join("features.yaml"), defs(", timestamp_partition: {column: date}")).unwrap();
     let store = feature_store::open(dir.path()).unwrap();
-    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    // Apply reads every footer: the corrupt file is a warning (a run reaching it fails), not a refusal.
+    let applied = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    assert!(applied.written);
+    let [warning] = &applied.plan.warnings[..] else { panic!("{:?}", applied.plan.warnings) };
+    assert!(
+        warning.starts_with("data source \"events\" (data/events/): ")
+            && warning.contains("date=2026-02-01/part-0.parquet")
+            && warning.contains("PAR1"),
+        "{warning}"
+    );
+    assert!(applied.plan.to_string().starts_with("warning: data source \"events\""), "{}", applied.plan);
 
     let entities = entity_rows(
         &[Some(1), Some(2), Some(3), None],

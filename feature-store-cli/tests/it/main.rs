@@ -799,6 +799,19 @@ fn entity_file_errors_are_precise() {
     assert!(err.contains("write \"driver_hourly_stats:conv_rate\""), "{err}");
     let err = fail(&historical(csv.to_str().unwrap(), "driver_hourly_stats:conv_rat"));
     assert!(err.contains("did you mean \"driver_hourly_stats:conv_rate\"?") && !err.contains("?;"), "{err}");
+    // Neither --features nor --service: the usage names both (a usage error, exit code 2).
+    let usage = |args: &[&str]| {
+        let out = cli(&repo, args);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for cmd in [&["historical", "--entities", csv.to_str().unwrap()][..], &["online", "--entity", "driver_id=1001"]] {
+        let err = usage(cmd);
+        assert!(err.contains("--features") && err.contains("--service"), "{err}");
+    }
+    let both =
+        ["online", "--entity", "driver_id=1001", "--features", "driver_hourly_stats:conv_rate", "--service", "s"];
+    assert!(usage(&both).contains("cannot be used with"));
 }
 
 /// Without --repo the CLI uses the nearest folder holding feature_store.yaml,

@@ -65,6 +65,11 @@ impl OfflineStore for MemoryOfflineStore {
         Ok(SourceSchema { schema: Arc::clone(schema), partition_columns: Vec::new(), location: source.path.clone() })
     }
 
+    /// A table in memory has one schema and no files.
+    async fn file_problems(&self, _source: &DataSource) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// A plain single-threaded join (see `reference_join`): meant for tests
     /// and small data, and as the reference the Parquet store is checked
     /// against. Entity rows come as batches or a stream; paths and SQL need

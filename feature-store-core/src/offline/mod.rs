@@ -51,6 +51,13 @@ pub trait OfflineStore: Send + Sync + Debug {
     /// The columns a source provides; errors name the source and its path.
     async fn source_schema(&self, source: &DataSource) -> Result<SourceSchema>;
 
+    /// Files of `source` that a run reading them would refuse (unreadable,
+    /// or a column type no other file agrees with), one sentence each naming
+    /// the file. `apply` and `plan` show them as warnings: a retrieval reads
+    /// only the files its window reaches, so such a file otherwise surfaces
+    /// at the first run that reaches it. Empty for stores without files.
+    async fn file_problems(&self, source: &DataSource) -> Result<Vec<String>>;
+
     /// Point-in-time correct retrieval: one output row per entity row, in
     /// input order, with each view's features as of the row's timestamp.
     /// Semantics are those of [`crate::historical`]. A request's

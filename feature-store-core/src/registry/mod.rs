@@ -185,7 +185,9 @@ impl Registry {
         let current = doc.project(project).registry().clone();
         let merged = plan::merged(&current, defs, mode);
         let resolved = validate::validate(&merged, offline, &Default::default(), engine).await?;
-        Ok(plan::build(&current, &resolved, Utc::now(), doc.version + 1).1)
+        let mut plan = plan::build(&current, &resolved, Utc::now(), doc.version + 1).1;
+        plan.warnings = validate::file_warnings(&resolved, offline).await;
+        Ok(plan)
     }
 
     /// Validates `defs` and writes them to `project` in one atomic step.
@@ -202,13 +204,19 @@ impl Registry {
     ) -> Result<ApplyOutcome> {
         let cache = validate::SchemaCache::default();
         let mut attempts = 0;
+        let mut warnings = None;
         loop {
             attempts += 1;
             let (doc, token) = self.read_fresh().await?;
             let current = doc.project(project).registry().clone();
             let resolved = validate::validate(&plan::merged(&current, defs, mode), offline, &cache, engine).await?;
+            if warnings.is_none() {
+                // Once: a retry after a conflict re-merges definitions, not files.
+                warnings = Some(validate::file_warnings(&resolved, offline).await);
+            }
             let now = Utc::now();
-            let (next, plan) = plan::build(&current, &resolved, now, doc.version + 1);
+            let (next, mut plan) = plan::build(&current, &resolved, now, doc.version + 1);
+            plan.warnings = warnings.clone().unwrap_or_default();
             if plan.is_empty() && doc.projects.contains_key(project) {
                 return Ok(ApplyOutcome { plan, version: doc.version, written: false, attempts });
             }

@@ -91,6 +91,11 @@ pub struct Change {
 pub struct Plan {
     /// Changes ordered by kind, then name.
     pub changes: Vec<Change>,
+    /// What applying would not refuse but a later run would: source files
+    /// that cannot be read or disagree with the others (see
+    /// [`crate::offline::OfflineStore::file_problems`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -135,6 +140,9 @@ impl Plan {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
         if self.changes.is_empty() {
             return f.write_str("No changes.");
         }

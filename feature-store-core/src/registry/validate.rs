@@ -71,6 +71,24 @@ type KeyTypes = BTreeMap<(String, String), Vec<(ValueType, String)>>;
 /// Each source's columns after `field_mapping`, with its schema.
 type SourceColumns<'a> = HashMap<&'a str, (BTreeMap<String, DataType>, &'a SourceSchema)>;
 
+/// What [`OfflineStore::file_problems`] finds in the files of every data
+/// source, for the plan's warnings. A source that cannot be listed at all is
+/// already an error of validation.
+pub(crate) async fn file_warnings(defs: &Definitions, store: &dyn OfflineStore) -> Vec<String> {
+    let found = join_all(defs.sources.iter().map(|d| store.file_problems(&d.value))).await;
+    defs.sources
+        .iter()
+        .zip(found)
+        .flat_map(|(d, problems)| {
+            let s = &d.value;
+            problems
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |p| format!("data source \"{}\" ({}): {p}", s.name, s.path))
+        })
+        .collect()
+}
+
 /// Validates `defs` as a complete project and returns them resolved: empty
 /// schemas inferred from sources, join-key types filled in.
 pub(crate) async fn validate(

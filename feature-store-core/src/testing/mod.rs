@@ -114,6 +114,10 @@ mod broken_backends {
             self.0.source_schema(source).await
         }
 
+        async fn file_problems(&self, source: &DataSource) -> Result<Vec<String>> {
+            self.0.file_problems(source).await
+        }
+
         async fn get_historical_features(&self, mut request: HistoricalRequest) -> Result<BatchStream> {
             request.views.iter_mut().for_each(|v| v.view.ttl = None);
             self.0.get_historical_features(request).await

@@ -769,7 +769,7 @@ pub(crate) async fn read_planned(
 /// appearance, all nullable; a timestamp column whose unit or zone differs
 /// between files becomes UTC in the finest unit (every file's values are then
 /// the same instants); any other type difference is an error naming both files.
-fn merged_schema(
+pub(crate) fn merged_schema(
     files: &crate::files::SourceFiles,
     schemas: &[(usize, Arc<datafusion::arrow::datatypes::Schema>)],
     context: &str,

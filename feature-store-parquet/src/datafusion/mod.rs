@@ -6,7 +6,7 @@ mod asof_join;
 #[cfg(feature = "distributed")]
 pub mod distributed;
 pub mod folder_writer;
-mod historical;
+pub(crate) mod historical;
 pub(crate) mod latest;
 mod on_demand;
 mod stats;

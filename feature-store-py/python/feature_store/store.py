@@ -6,6 +6,7 @@ import difflib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
@@ -45,10 +46,12 @@ class PushMode(str, Enum):
 @dataclass
 class Plan:
     """What an apply changes. ``changes`` are dicts with kind, name, action,
-    details and breaking; ``str(plan)`` is the CLI's text."""
+    details and breaking; ``warnings`` name source files a later run would
+    refuse (also issued as Python warnings); ``str(plan)`` is the CLI's text."""
 
     changes: List[Dict[str, Any]]
     text: str
+    warnings: List[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.text
@@ -64,6 +67,11 @@ class ApplyResult(Plan):
     version: int = 0
     written: bool = False
     attempts: int = 1
+
+
+def _warn_files(found: List[str]) -> None:
+    for w in found:
+        warnings.warn(w, stacklevel=3)
 
 
 @dataclass
@@ -521,13 +529,22 @@ class FeatureStore:
         """
         defs = None if objects is None else json.dumps(to_definitions(objects))
         out = json.loads(self._store.apply(defs, partial))
-        return ApplyResult(out["changes"], out["text"], out["version"], out["written"], out["attempts"])
+        _warn_files(out["warnings"])
+        return ApplyResult(
+            changes=out["changes"],
+            text=out["text"],
+            warnings=out["warnings"],
+            version=out["version"],
+            written=out["written"],
+            attempts=out["attempts"],
+        )
 
     def plan(self, objects: Optional[Iterable[Any]] = None, partial: bool = True) -> Plan:
         """What :meth:`apply` with the same arguments would change."""
         defs = None if objects is None else json.dumps(to_definitions(objects))
         out = json.loads(self._store.plan(defs, partial))
-        return Plan(out["changes"], out["text"])
+        _warn_files(out["warnings"])
+        return Plan(out["changes"], out["text"], out["warnings"])
 
     def _records(self, kind: str) -> List[Dict[str, Any]]:
         return json.loads(self._store.list(kind))
