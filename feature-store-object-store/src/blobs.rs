@@ -104,7 +104,9 @@ impl Blobs {
     }
 
     /// Deletes the object at `location`; `false` when there was none. On
-    /// local disk, its folder too once empty.
+    /// local disk, its folder too once empty, and each folder above it that
+    /// this leaves empty, as on an object store, where folders exist only
+    /// through the objects in them.
     pub async fn delete_object(&self, location: &str) -> CoreResult<bool> {
         let loc = self.resolve(location)?;
         let url = url_of(&loc);
@@ -117,11 +119,16 @@ impl Blobs {
         match loc.store.delete(&loc.path).await {
             Ok(()) => {
                 // On local disk a folder outlives its last file: a save
-                // folder emptied by a delete goes with it (fails if not empty).
-                if let crate::location::StoreKind::Local(path) = &loc.kind
-                    && let Some(parent) = path.parent()
-                {
-                    let _ = std::fs::remove_dir(parent);
+                // folder emptied by a delete goes with it, and so does a
+                // dataset's folder holding no other save (`remove_dir` fails
+                // on the first folder that is not empty, so this stops there).
+                if let crate::location::StoreKind::Local(path) = &loc.kind {
+                    let mut folder = path.parent();
+                    while let Some(f) = folder
+                        && std::fs::remove_dir(f).is_ok()
+                    {
+                        folder = f.parent();
+                    }
                 }
                 Ok(true)
             }

@@ -304,6 +304,10 @@ async fn manifests_live_beside_the_files_and_delete_removes_them() {
     assert_eq!(d.deleted.len(), 3, "{d:?}");
     assert!(d.kept.is_empty());
     assert!(!out.exists() && !manifest.exists());
+    // No empty folders left behind: the save's, then the dataset's.
+    let save_folder = out.parent().unwrap();
+    assert!(!save_folder.exists() && !save_folder.parent().unwrap().exists(), "{}", save_folder.display());
+    assert!(dir.path().join("feature_store.yaml").exists());
     assert!(store.list_datasets().await.unwrap().is_empty());
     let e = store.delete_dataset("d").await.unwrap_err().to_string();
     assert!(e.contains("dataset \"d\" not found"), "{e}");
