@@ -31,7 +31,8 @@ struct Shared {
     fail_http: AtomicUsize,
     /// HTTP requests answered `503` so far.
     failed_http: AtomicUsize,
-    /// Bytes the server sent that a cut discarded while they were held.
+    /// Bytes the server sent that a cut discarded while they were held (the
+    /// held chunk and what had arrived behind it).
     dropped_from_server: Mutex<Vec<u8>>,
 }
 
@@ -195,7 +196,14 @@ async fn copy(
         }
         if s.generation.load(Ordering::SeqCst) != born {
             if from_server {
-                s.dropped_from_server.lock().expect("proxy lock").extend_from_slice(&buf[..n]);
+                // The held chunk and whatever else already arrived behind it.
+                let mut dropped = s.dropped_from_server.lock().expect("proxy lock");
+                dropped.extend_from_slice(&buf[..n]);
+                while let Ok(more) = from.try_read(&mut buf)
+                    && more > 0
+                {
+                    dropped.extend_from_slice(&buf[..more]);
+                }
             }
             return Ok(());
         }
