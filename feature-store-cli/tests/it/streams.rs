@@ -743,6 +743,73 @@ fn dead_letters_go_to_a_redis_stream_when_configured() {
     check_broker_letters(&repo, &redis.stream_field("tx-dead", "data").unwrap(), &events, &ids);
 }
 
+/// The dead letters in Parquet folder `dead_letter/tx.parquet`: their ids,
+/// and how many rows the files hold.
+fn parquet_dead_letters(repo: &Path) -> (BTreeSet<String>, usize) {
+    let (mut ids, mut rows) = (BTreeSet::new(), 0);
+    let Ok(dir) = std::fs::read_dir(repo.join("dead_letter/tx.parquet")) else { return (ids, rows) };
+    for entry in dir {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("dead-letters-") && name.ends_with(".parquet"), "{name}");
+        let file = std::fs::File::open(&path).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let text =
+                |c: &str| b.column_by_name(c).unwrap_or_else(|| panic!("no column {c}")).as_string::<i32>().clone();
+            let (source, reason, record, id) = (text("source"), text("reason"), text("record"), text("id"));
+            let received = b.column_by_name("received_at").unwrap();
+            assert_eq!(received.data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+            for i in 0..b.num_rows() {
+                assert_eq!(source.value(i), "transactions_stream");
+                assert!(reason.value(i).contains("\"user_id\""), "{}", reason.value(i));
+                let r: serde_json::Value = serde_json::from_str(record.value(i)).unwrap();
+                assert!(r.is_object(), "{r}");
+                assert!(!received.is_null(i));
+                ids.insert(id.value(i).to_owned());
+                rows += 1;
+            }
+        }
+    }
+    (ids, rows)
+}
+
+/// `dead_letter: <path>.parquet`: bad records land in Parquet files (one
+/// per partition and write, named by the positions they hold), and a
+/// replay after a crash writes none of them twice.
+#[test]
+fn dead_letters_as_parquet_are_written_once_through_a_crash() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let source = format!("{}\n    dead_letter: dead_letter/tx.parquet", redis_source(&redis));
+    let repo = repo_with(root.path(), &source, "online_store: {type: sqlite, path: data/online.db}\n", false);
+    let events = events(900, 11);
+    let ids = produce(&redis, "tx", &events);
+    // Aborted after the first offline flush, before any commit: the next
+    // run receives every record again, the bad ones included.
+    let out = Command::new(env!("CARGO_BIN_EXE_feature-store"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["ingest", "--consumer", "w", "--batch-size", "150", "--offline-flush-interval", "100ms"])
+        .args(["--stop-when-idle", "2s"])
+        .env("FEATURE_STORE_FAULT", "ingest-after-offline-flush")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("aborting at ingest-after-offline-flush") && !out.status.success(), "{err}");
+    let (before, _) = parquet_dead_letters(&repo);
+    assert!(!before.is_empty(), "no dead letter was written before the crash; the replay tests nothing");
+    drain(&repo, &["--consumer", "w"]);
+    check_values(&repo, &events);
+    let (got, rows) = parquet_dead_letters(&repo);
+    let bad: BTreeSet<String> = events.iter().zip(&ids).filter(|(e, _)| e.bad).map(|(_, id)| id.clone()).collect();
+    assert_eq!(got, bad, "dead letters");
+    assert_eq!(rows, bad.len(), "a dead letter was written twice");
+    assert!(!repo.join("dead_letter/transactions_stream.jsonl").exists(), "letters went to the default file too");
+}
+
 /// `start: latest`: a new group skips what the stream held before it was
 /// created, and takes everything after.
 #[test]

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use super::FeatureStore;
 use super::materialize::{WriteTarget, events_batch};
 use super::tiles::EventPositions;
-use crate::ingest::dead_letter::{DeadLetterFile, DeadLetterSink, encode as encode_letters};
+use crate::ingest::dead_letter::{DeadLetterFile, DeadLetterSink, ParquetDeadLetters, encode as encode_letters};
 use crate::ingest::decode::{Decoded, RecordField, RecordSchema};
 use crate::ingest::log_file::LogFileName;
 use crate::ingest::{ConsumerFactory, IngestOptions, IngestStats, Message, Payload, StreamConsumer};
@@ -276,13 +276,22 @@ impl FeatureStore {
         };
         tracing::info!(source = %stream.name, consumer = %opened.describe(), group, "ingest: consuming");
         let mut src = Prefetching::new(opened);
-        let mut dead: Box<dyn DeadLetterSink> = match expanded.dead_letter_target() {
+        let mut dead = match expanded.dead_letter_target() {
             DeadLetterTarget::File(p) => {
                 let p = std::path::PathBuf::from(p);
                 let base = options.base_dir.as_deref().unwrap_or(&self.config().repo_path);
-                Box::new(DeadLetterFile::new(if p.is_absolute() { p } else { base.join(p) }))
+                DeadLetters::Sink(Box::new(DeadLetterFile::new(if p.is_absolute() { p } else { base.join(p) })))
             }
-            target => factory.open_dead_letters(&expanded, &target).await?,
+            DeadLetterTarget::Parquet(p) => {
+                let what = format!("the Parquet dead letters of stream source \"{}\"", stream.name);
+                // A URL or absolute path as written; a relative one against the same folder as a file's.
+                let path = match (&options.base_dir, p.contains("://") || std::path::Path::new(&p).is_absolute()) {
+                    (Some(base), false) => base.join(&p).display().to_string(),
+                    _ => p,
+                };
+                DeadLetters::Parquet(ParquetDeadLetters::new(&stream.name, &path)?, self.offline_writer(&what)?)
+            }
+            target => DeadLetters::Sink(factory.open_dead_letters(&expanded, &target).await?),
         };
         let prefix = format!("ingest-{}-", stream.name);
         let mut flushed: HashMap<Arc<str>, Flushed> = match &writer {
@@ -429,9 +438,8 @@ impl FeatureStore {
                 let letters: Vec<(&Message, &str)> =
                     decoded.rejected.iter().map(|(i, why)| (&messages[*i], why.as_str())).collect();
                 if !letters.is_empty() {
-                    let encoded = encode_letters(&stream.name, &letters);
                     let mut wait = Duration::from_millis(100);
-                    while let Err(e) = dead.send(&encoded).await {
+                    while let Err(e) = dead.send(&stream.name, &letters).await {
                         stats.retries += 1;
                         stats.last_error = Some(format!("dead letters to {}: {e}", dead.describe()));
                         tracing::warn!(source = %stream.name, error = %e, "ingest: dead letters not sent; retrying");
@@ -806,6 +814,30 @@ impl FeatureStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Where an ingest loop's dead letters go: a sink taking JSON letters (a
+/// file, the broker), or Parquet files through the offline store's writer.
+enum DeadLetters<'a> {
+    Sink(Box<dyn DeadLetterSink>),
+    Parquet(ParquetDeadLetters, &'a dyn crate::offline::OfflineWriter),
+}
+
+impl DeadLetters<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Self::Sink(s) => s.describe(),
+            Self::Parquet(p, _) => p.describe(),
+        }
+    }
+
+    /// Delivers `letters` of stream source `source`; durable when it returns.
+    async fn send(&mut self, source: &str, letters: &[(&Message, &str)]) -> Result<()> {
+        match self {
+            Self::Sink(s) => s.send(&encode_letters(source, letters)).await,
+            Self::Parquet(p, writer) => p.write(*writer, source, letters).await,
+        }
     }
 }
 

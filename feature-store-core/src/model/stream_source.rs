@@ -61,7 +61,8 @@ pub struct StreamSource {
     #[serde(default, skip_serializing_if = "StartPosition::is_earliest")]
     pub start: StartPosition,
     /// Where records that cannot be ingested go: a local JSON Lines file
-    /// (repo-relative or absolute; default `dead_letter/<name>.jsonl`), or
+    /// (repo-relative or absolute; default `dead_letter/<name>.jsonl`), a
+    /// folder of Parquet files (a path or URL ending in `.parquet`), or
     /// on the source's own broker `topic:<name>` (Kafka), `subject:<name>`
     /// (NATS, a subject a JetStream stream captures) or `stream:<key>`
     /// (Redis). See [`DeadLetterTarget`].
@@ -222,6 +223,10 @@ fn is_default_flush(d: &Duration) -> bool {
 pub enum DeadLetterTarget {
     /// A local JSON Lines file (repo-relative or absolute).
     File(String),
+    /// A folder of Parquet files (a path ending in `.parquet`, repo-relative,
+    /// absolute or a URL), written through the offline store; see
+    /// [`crate::ingest::dead_letter::ParquetDeadLetters`].
+    Parquet(String),
     /// A Kafka topic on the source's brokers.
     Topic(String),
     /// A NATS subject on the source's server (a JetStream stream must capture it).
@@ -234,6 +239,7 @@ impl DeadLetterTarget {
     fn noun(&self) -> &'static str {
         match self {
             Self::File(_) => "file",
+            Self::Parquet(_) => "Parquet folder",
             Self::Topic(_) => "topic",
             Self::Subject(_) => "subject",
             Self::Stream(_) => "stream",
@@ -305,6 +311,9 @@ impl StreamSource {
             if let Some(name) = text.strip_prefix(prefix) {
                 return make(name.trim().to_owned());
             }
+        }
+        if text.trim_end_matches('/').to_ascii_lowercase().ends_with(".parquet") {
+            return DeadLetterTarget::Parquet(text);
         }
         DeadLetterTarget::File(text)
     }
@@ -399,7 +408,7 @@ impl StreamSource {
             (DeadLetterTarget::File(f), _) if f.trim().is_empty() => {
                 out.push("dead_letter is empty; give a file, or topic:/subject:/stream: and a name".into());
             }
-            (DeadLetterTarget::File(_), _)
+            (DeadLetterTarget::File(_) | DeadLetterTarget::Parquet(_), _)
             | (DeadLetterTarget::Topic(_), StreamKind::Kafka)
             | (DeadLetterTarget::Subject(_), StreamKind::Nats)
             | (DeadLetterTarget::Stream(_), StreamKind::RedisStream) => {}
@@ -620,6 +629,13 @@ mod tests {
             kafka("out/dead.jsonl").build().unwrap().dead_letter_target(),
             DeadLetterTarget::File("out/dead.jsonl".into())
         );
+        for parquet in ["out/dead.parquet", "s3://bucket/dead.PARQUET/"] {
+            assert_eq!(
+                kafka(parquet).build().unwrap().dead_letter_target(),
+                DeadLetterTarget::Parquet(parquet.into()),
+                "{parquet}"
+            );
+        }
         let wrong = kafka("stream:dead").build().unwrap_err().to_string();
         assert!(
             wrong.contains("a stream on the source's broker, which a kafka source does not have; use topic:<name>"),
