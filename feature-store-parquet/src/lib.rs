@@ -20,6 +20,7 @@ mod mapped_files;
 mod offline_store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod unreadable;
 
 pub use error::{Error, Result};
 pub use offline_store::ParquetOfflineStore;

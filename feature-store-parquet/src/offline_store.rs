@@ -361,14 +361,17 @@ impl OfflineStore for ParquetOfflineStore {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::latest_rows(self.engine(), request, &resolved).await
+        let mut rows = crate::datafusion::latest_rows(self.engine(), request, &resolved).await?;
+        rows.stream = crate::unreadable::naming_files(rows.stream, vec![resolved.files]);
+        Ok(rows)
     }
 
     async fn tiles(&self, request: TilesRequest) -> CoreResult<BatchStream> {
         let source = &request.source;
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
-        crate::datafusion::tiles(self.engine(), request, &resolved).await
+        let tiles = crate::datafusion::tiles(self.engine(), request, &resolved).await?;
+        Ok(crate::unreadable::naming_files(tiles, vec![resolved.files]))
     }
 
     fn statistics(&self) -> Option<&dyn OfflineStatistics> {

@@ -1001,3 +1001,73 @@ feature_views:
     let y = split.column(split.num_columns() - 1).as_primitive::<Float64Type>();
     assert!(y.value(2).is_nan(), "the same tie over two files: {}", table(&split));
 }
+
+/// A file whose footer reads but whose pages do not decode (a corrupt
+/// dictionary index, say) fails a retrieval or materialization that reaches
+/// it, naming that file among the source's others: DataFusion's reader
+/// says only what failed, so the files are decoded again to find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_does_not_decode_is_named_with_its_file() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    const JAN1: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+    let dir = tempfile::tempdir().unwrap();
+    for part in 0..3i64 {
+        let n = 2000;
+        let ids: Vec<i64> = (0..n).map(|i| i % 50).collect();
+        let ts: Vec<i64> = (0..n).map(|i| JAN1 + part * 86_400_000_000 + i * 1_000_000).collect();
+        // Few distinct values: dictionary encoded, indices in the data pages.
+        let city: Vec<String> = (0..n).map(|i| format!("city-{}", (i * 7 + part) % 13)).collect();
+        let batch = RecordBatch::try_from_iter([
+            ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as ArrayRef),
+            ("city", Arc::new(StringArray::from(city)) as ArrayRef),
+        ])
+        .unwrap();
+        write_parquet(&dir.path().join(format!("data/trips/part-{part}.parquet")), &batch);
+    }
+    // Overwrite the middle of part-1's `city` data page (after its header): the footer stays valid.
+    let bad = dir.path().join("data/trips/part-1.parquet");
+    let reader = SerializedFileReader::new(std::fs::File::open(&bad).unwrap()).unwrap();
+    let chunk = reader.metadata().row_group(0).column(2).clone();
+    let (start, len) = (chunk.data_page_offset() as usize, chunk.compressed_size() as usize);
+    let dict_len = chunk.dictionary_page_offset().map_or(0, |d| chunk.data_page_offset() as usize - d as usize);
+    let data_len = len - dict_len;
+    assert!(data_len > 64, "test bug: the data page is {data_len} bytes");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    for b in &mut bytes[start + data_len / 2 - 16..start + data_len / 2 + 16] {
+        *b = 0xFF;
+    }
+    std::fs::write(&bad, bytes).unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: pages\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources: [{name: trips, path: data/trips/, timestamp_field: event_timestamp}]
+feature_views:
+  - {name: trips_v, entities: [driver], source: trips, schema: [{name: city, dtype: string}]}
+",
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let named =
+        |e: &str| e.contains("part-1.parquet does not decode") && !e.contains("part-0") && !e.contains("part-2");
+    let entities = entity_rows(&[Some(1), Some(2)], &["2026-01-05T00:00:00Z", "2026-01-05T00:00:00Z"]);
+    let e = match store
+        .get_historical_features(
+            EntityInput::batch(entities),
+            &Features::refs(["trips_v:city"]),
+            &HistoricalOptions::default(),
+        )
+        .await
+    {
+        Err(e) => e.to_string(),
+        Ok(s) => s.collect().await.unwrap_err().to_string(),
+    };
+    assert!(named(&e) && e.contains("feature view \"trips_v\""), "{e}");
+    let start = chrono::DateTime::parse_from_rfc3339("2025-12-01T00:00:00Z").unwrap().to_utc();
+    let end = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap().to_utc();
+    let e = store.materialize(start, end, &feature_store::MaterializeOptions::default()).await.unwrap_err().to_string();
+    assert!(named(&e) && e.contains("trips_v"), "{e}");
+}

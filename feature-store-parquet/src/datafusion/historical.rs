@@ -46,6 +46,8 @@ pub struct RetrievalPlan {
     /// When planning began: the logged duration covers listing and planning too.
     began: std::time::Instant,
     executed: std::sync::atomic::AtomicBool,
+    /// The views' files: a decoding failure is followed by a search for the file.
+    files: Arc<Vec<crate::files::SourceFiles>>,
 }
 
 impl fmt::Debug for RetrievalPlan {
@@ -87,12 +89,19 @@ impl RetrievalPlan {
         let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (counter, fail_flag) = (Arc::clone(&rows), Arc::clone(&failed));
-        let stream = stream.map_err(|e| df_error("historical retrieval", e)).inspect(move |b| match b {
-            Ok(b) => {
-                counter.fetch_add(b.num_rows(), Ordering::Relaxed);
-            }
-            Err(_) => fail_flag.store(true, Ordering::Relaxed),
-        });
+        let files = Arc::clone(&self.files);
+        let stream = stream
+            .map_err(|e| df_error("historical retrieval", e))
+            .or_else(move |e| {
+                let files = Arc::clone(&files);
+                async move { Err(crate::unreadable::name_the_file(e, &files).await) }
+            })
+            .inspect(move |b| match b {
+                Ok(b) => {
+                    counter.fetch_add(b.num_rows(), Ordering::Relaxed);
+                }
+                Err(_) => fail_flag.store(true, Ordering::Relaxed),
+            });
         let plan = Arc::clone(&self.plan);
         let began = self.began;
         let finished = futures::stream::once(async move {
@@ -233,6 +242,8 @@ pub(crate) async fn plan_historical(
     folder: Option<super::folder_writer::FolderTarget>,
 ) -> CoreResult<RetrievalPlan> {
     let began = std::time::Instant::now();
+    let files: Vec<crate::files::SourceFiles> =
+        sources.iter().filter_map(|s| s.as_ref().ok()).map(|s| s.files.clone()).collect();
     let rows = retrieval_batch_rows(engine.memory_limit, output_row_bytes(views));
     let ctx = session_with_batch_rows(engine.memory_limit, engine.target_partitions, rows)?;
     // The entity side is scanned in one partition so its row order is the input order.
@@ -332,6 +343,7 @@ pub(crate) async fn plan_historical(
         cluster,
         began,
         executed: Default::default(),
+        files: Arc::new(files),
     })
 }
 
