@@ -28,16 +28,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let n: u64 = rest[..digits].parse().map_err(|_| bad("number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = rest[..unit_len].trim();
+        let unit = rest[..unit_len].trim().to_ascii_lowercase();
         rest = &rest[unit_len..];
-        let secs_per = match unit {
-            "ms" => {
+        let secs_per = match unit.as_str() {
+            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => {
                 total = total.checked_add(Duration::from_millis(n)).ok_or_else(|| bad("too large"))?;
                 continue;
             }
-            "s" | "sec" | "secs" => 1,
-            "m" | "min" | "mins" => 60,
-            "h" | "hr" | "hrs" => 3600,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
             "d" | "day" | "days" => 86_400,
             "w" | "week" | "weeks" => 604_800,
             "" => return Err(bad("a number is missing its unit")),
@@ -143,6 +143,12 @@ mod tests {
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        // Words as people write them, in any case.
+        assert_eq!(parse_duration("1 hour").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("2 Hours 30 minutes").unwrap(), Duration::from_secs(9000));
+        assert_eq!(parse_duration("1 day").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("10 seconds").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1H").unwrap(), Duration::from_secs(3600));
     }
 
     #[test]

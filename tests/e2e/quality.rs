@@ -471,3 +471,23 @@ feature_views:
         assert!(r[0].warnings.iter().any(|w| w.contains("fewer than min_rows 100")), "{:?}", r[0].warnings);
     }
 }
+
+/// A column that another view over the same source reads is registered,
+/// so validation does not call it new.
+#[tokio::test]
+async fn columns_another_view_of_the_source_reads_are_not_new() {
+    let (dir, store) = repo("allow").await;
+    let views = ["other_v".to_owned()];
+    let new_columns = |r: &feature_store::quality::ValidationReport| -> Vec<String> {
+        r.warnings.iter().filter(|w| w.contains("columns not in the registry")).cloned().collect()
+    };
+    let reports = store.validate(Some(&views), Some(at(D1)), at(D1 + DAY - 1)).await.unwrap();
+    let before = new_columns(&reports[0]);
+    assert!(before.len() == 1 && before[0].contains("rate") && before[0].contains("vehicle"), "{before:?}");
+    let more = defs("allow")
+        + "  - {name: copy_v, entities: [driver], source: rides_copy, schema: [{name: rate, dtype: float64}, {name: vehicle, dtype: string}]}\n";
+    std::fs::write(dir.path().join("features.yaml"), more).unwrap();
+    store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    let reports = store.validate(Some(&views), Some(at(D1)), at(D1 + DAY - 1)).await.unwrap();
+    assert_eq!(new_columns(&reports[0]), Vec::<String>::new());
+}

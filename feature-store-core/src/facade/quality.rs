@@ -83,8 +83,29 @@ impl FeatureStore {
                 samples: vec![],
             });
         }
-        if !stats.new_columns.is_empty() {
-            let text = stats.new_columns.iter().map(|(c, f)| format!("{c} (in {f})")).collect::<Vec<_>>().join(", ");
+        let mut new_columns = stats.new_columns.clone();
+        if !new_columns.is_empty() {
+            // A column another view over the same data reads is in the registry too.
+            let doc = self.document().await?;
+            let project = doc.project(self.project());
+            let mut registered = std::collections::HashSet::new();
+            for other in project.registry().feature_views.values().map(|r| &r.spec) {
+                if !project.same_source(&other.source, &view.source) {
+                    continue;
+                }
+                let keys = project.join_keys(other).unwrap_or_default();
+                let names = other
+                    .schema
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .chain(other.aggregations.iter().filter_map(|a| a.column.as_deref()))
+                    .chain(keys.iter().map(|k| k.name.as_str()));
+                registered.extend(names.map(|n| source.source_column(n).to_owned()));
+            }
+            new_columns.retain(|(c, _)| !registered.contains(c));
+        }
+        if !new_columns.is_empty() {
+            let text = new_columns.iter().map(|(c, f)| format!("{c} (in {f})")).collect::<Vec<_>>().join(", ");
             match view.validation.new_columns {
                 NewColumns::Reject => results.push(RuleResult {
                     rule: "schema".into(),
