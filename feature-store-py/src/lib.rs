@@ -776,15 +776,16 @@ impl HistoricalResult {
         let stream = self.take()?;
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = py.detach(|| block_on(stream.collect())).map_err(to_py)?;
-        let rest: Vec<usize> =
-            (0..schema.fields().len()).filter(|&i| !pandas::is_float(schema.field(i).data_type())).collect();
+        let extension = pandas::extension_dtype_columns(&schema);
+        let fast = |f: &arrow_schema::Field| pandas::is_float(f.data_type()) && !extension.contains(f.name());
+        let rest: Vec<usize> = (0..schema.fields().len()).filter(|&i| !fast(schema.field(i))).collect();
         let rest_schema = Arc::new(schema.project(&rest).map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
         let rest_batches = batches
             .iter()
             .map(|b| b.project(&rest))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        let floats = pandas::float_columns(py, &schema, batches)?;
+        let floats = pandas::float_columns(py, &schema, batches, &extension)?;
         let table = arrow_pyarrow::Table::try_new(rest_batches, rest_schema)
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
             .into_pyarrow(py)?;
@@ -957,11 +958,21 @@ fn scalar_types() -> Vec<(&'static str, &'static str)> {
     feature_store::SCALAR_TYPES.iter().map(|t| (t.name, t.feast_name)).collect()
 }
 
+/// Run by `os.register_at_fork(before=...)`: waits (at most `limit_ms`)
+/// until the runtime's threads are still (see `runtime::before_fork`);
+/// returns whether they were.
+#[pyfunction]
+#[pyo3(signature = (limit_ms = 200))]
+fn before_fork(py: Python<'_>, limit_ms: u64) -> bool {
+    py.detach(|| crate::runtime::before_fork(std::time::Duration::from_millis(limit_ms)))
+}
+
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(scalar_types, m)?)?;
     m.add_function(wrap_pyfunction!(udf::register_udf, m)?)?;
+    m.add_function(wrap_pyfunction!(before_fork, m)?)?;
     m.add_class::<Store>()?;
     m.add_class::<ServerHandle>()?;
     m.add_class::<IngestHandle>()?;

@@ -26,6 +26,22 @@ pub(crate) fn is_float(t: &DataType) -> bool {
     matches!(t, DataType::Float32 | DataType::Float64)
 }
 
+/// Columns pyarrow would turn into a pandas extension dtype (nullable
+/// `Float64`, say) by the schema's `pandas` metadata, which an entity frame
+/// passes on to the result: these are left to pyarrow, so that `to_df()`
+/// keeps their dtype (and their nulls) as `to_arrow().to_pandas()` does.
+pub(crate) fn extension_dtype_columns(schema: &arrow_schema::Schema) -> std::collections::HashSet<String> {
+    let Some(text) = schema.metadata().get("pandas") else { return Default::default() };
+    let Ok(meta) = serde_json::from_str::<serde_json::Value>(text) else { return Default::default() };
+    meta["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["numpy_type"].as_str().is_some_and(|t| !matches!(t, "float64" | "float32" | "float16")))
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Float values owned by this object and shown to numpy without a copy
 /// (`numpy.asarray` keeps the object alive as the array's base). Writable:
 /// nothing else refers to the memory.
@@ -55,6 +71,7 @@ pub(crate) fn float_columns<'py>(
     py: Python<'py>,
     schema: &arrow_schema::Schema,
     mut batches: Vec<RecordBatch>,
+    skip: &std::collections::HashSet<String>,
 ) -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
     let numpy = py.import("numpy")?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -65,7 +82,11 @@ pub(crate) fn float_columns<'py>(
         let mut columns: Vec<Option<ArrayRef>> =
             batches.pop().expect("one batch").columns().iter().cloned().map(Some).collect();
         for (i, slot) in columns.iter_mut().enumerate() {
-            let Some(column) = slot.take().filter(|c| is_float(c.data_type())) else { continue };
+            let Some(column) =
+                slot.take().filter(|c| is_float(c.data_type()) && !skip.contains(schema.field(i).name()))
+            else {
+                continue;
+            };
             let owned = py.detach(|| match column.data_type() {
                 DataType::Float32 => owned::<Float32Type>(column, f32::NAN, "<f4"),
                 _ => owned::<Float64Type>(column, f64::NAN, "<f8"),
@@ -77,7 +98,7 @@ pub(crate) fn float_columns<'py>(
         }
     } else {
         for (i, field) in schema.fields().iter().enumerate() {
-            if is_float(field.data_type()) {
+            if is_float(field.data_type()) && !skip.contains(field.name()) {
                 copies.push((i, batches.iter().map(|b| std::sync::Arc::clone(b.column(i))).collect()));
             }
         }

@@ -456,6 +456,12 @@ def test_to_df_equals_pyarrow_conversion_for_every_type(tmp_path):
     # Keyword arguments are pyarrow's.
     mapped = job().to_df(types_mapper=pd.ArrowDtype)
     assert str(mapped["f32"].dtype) == "float[pyarrow]"
+    # A nullable pandas Float64 entity column stays Float64 (nulls kept), as pyarrow restores it.
+    nullable = entity.head(300).astype({"weight": "Float64"})
+    kept = store.get_historical_features(nullable, refs).to_df()
+    assert str(kept["weight"].dtype) == "Float64" and kept["weight"].isna().sum() == 100, kept["weight"].dtype
+    pd.testing.assert_frame_equal(kept, store.get_historical_features(nullable, refs).to_arrow().to_pandas())
+    assert type(kept["f64"].to_numpy().base.base).__name__ == "FloatValues"
     # No rows at all.
     empty = store.get_historical_features(entity.head(0), refs)
     pd.testing.assert_frame_equal(empty.to_df(), store.get_historical_features(entity.head(0), refs).to_arrow().to_pandas())

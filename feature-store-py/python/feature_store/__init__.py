@@ -6,6 +6,9 @@ low-latency online features, with Feast's API, computed in Rust.
 >>> store.get_historical_features(entity_df, features=[...]).to_df()  # doctest: +SKIP
 """
 
+import os as _os
+
+from . import _internal
 from ._internal import HistoricalResult, OnlineResponse, __version__
 from .definitions import (
     Aggregation,
@@ -87,3 +90,9 @@ __all__ = [
     "BackendError",
     "ValidationError",
 ]
+
+if hasattr(_os, "register_at_fork"):
+    # A runtime thread caught mid-lock at a fork leaves the child a lock that
+    # is never released (see feature-store-py/src/runtime.rs): wait until
+    # they are all still.
+    _os.register_at_fork(before=_internal.before_fork)

@@ -267,9 +267,10 @@ class RetrievalJob:
 
         Keyword arguments go to ``pyarrow.Table.to_pandas``. Without them,
         float columns are filled in Rust straight into writable numpy arrays
-        (NaN where null, as pyarrow gives them) and pyarrow converts the rest:
-        the same frame as ``to_arrow().to_pandas()``, one block per float
-        column instead of one consolidated block."""
+        (NaN where null, as pyarrow gives them) and pyarrow converts the rest,
+        including float columns an entity frame gave a nullable dtype
+        (``Float64``): the same frame as ``to_arrow().to_pandas()``, one block
+        per float column instead of one consolidated block."""
         if to_pandas_kwargs:
             return self.to_arrow().to_pandas(**to_pandas_kwargs)
         names, floats, rest = self._run().to_pandas_parts()
