@@ -319,7 +319,11 @@ impl OfflineStore for ParquetOfflineStore {
 
     /// Reads every file's footer (16 at a time), as a retrieval over all of
     /// history would, and merges the schemas by retrieval's rules.
-    async fn file_problems(&self, source: &DataSource) -> CoreResult<Vec<String>> {
+    async fn file_problems(
+        &self,
+        source: &DataSource,
+        declared: &[feature_store_core::offline::DeclaredColumn],
+    ) -> CoreResult<Vec<String>> {
         use futures::StreamExt;
         let files = match self.source_files(source).await {
             Ok(f) => f,
@@ -349,6 +353,29 @@ impl OfflineStore for ParquetOfflineStore {
                 CoreError::Data { message, .. } => message,
                 other => other.to_string(),
             });
+        }
+        // The first file whose type each declaration does not accept (files
+        // that lack the column are the schema contract's business).
+        for d in declared {
+            // A column the files already disagree on is named once, above.
+            if problems.iter().any(|p| p.contains(&format!("column \"{}\" is ", d.column))) {
+                continue;
+            }
+            let found = schemas.iter().find_map(|(i, s)| {
+                let f = s.field_with_name(&d.column).ok()?;
+                (!d.dtype.accepts_arrow(f.data_type())).then(|| (*i, f.data_type().clone()))
+            });
+            if let Some((i, t)) = found {
+                problems.push(format!(
+                    "column \"{}\" is {} in {}, but feature view \"{}\" declares \"{}\" {}: retrievals and materializations of the view that read this file fail; declare the type the files have, or rewrite the file",
+                    d.column,
+                    feature_store_core::describe_arrow(&t),
+                    files.file_url(&files.files[i]),
+                    d.view,
+                    d.feature,
+                    d.dtype
+                ));
+            }
         }
         Ok(problems)
     }

@@ -364,3 +364,66 @@ async fn later_files_of_a_folder_source_are_warned_about() {
         );
     }
 }
+
+/// A file added after `apply` whose column widens past a declared type
+/// (`conv_rate` float64, declared float32): the next `plan` warns naming
+/// the file and the view, and a retrieval's error names the file too.
+#[tokio::test]
+async fn a_later_file_wider_than_a_declared_type_is_named_by_plan_and_retrieval() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use feature_store::{EntityInput, Features, HistoricalOptions};
+
+    let good = crate::drivers_batch();
+    let defs = GOOD.replacen("path: data/drivers.parquet", "path: data/drv/", 1);
+    let dir = repo(&[("features.yaml", defs.as_str())]);
+    feature_store_tests::write_parquet(&dir.path().join("data/drv/a.parquet"), &good);
+    let store = feature_store::open(dir.path()).unwrap();
+    let defs = store.repo_definitions().unwrap();
+    let applied = store.apply(&defs, ApplyMode::Sync).await.unwrap();
+    assert!(applied.written && applied.plan.warnings.is_empty(), "{:?}", applied.plan.warnings);
+
+    let mut fields: Vec<Field> = good.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = good.columns().to_vec();
+    let rate = good.schema().index_of("conv_rate").unwrap();
+    fields[rate] = Field::new("conv_rate", DataType::Float64, true);
+    columns[rate] = Arc::new(Float64Array::from(vec![0.125, 0.0625]));
+    let wide = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    feature_store_tests::write_parquet(&dir.path().join("data/drv/b.parquet"), &wide);
+
+    let plan = store.plan(&defs, ApplyMode::Sync).await.unwrap();
+    let [warning] = &plan.warnings[..] else { panic!("{:?}", plan.warnings) };
+    has(
+        warning,
+        &[
+            "data source \"drivers\" (data/drv/): column \"conv_rate\" is Float64 (float64) in file://",
+            "b.parquet, but feature view \"driver_stats\" declares \"conv_rate\" float32",
+        ],
+    );
+    assert!(!warning.contains("a.parquet"), "{warning}");
+
+    let entities = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(arrow::array::Int64Array::from(vec![1])) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![1_700_000_100_000_000]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let e = match store
+        .get_historical_features(
+            EntityInput::batch(entities),
+            &Features::refs(["driver_stats:conv_rate"]),
+            &HistoricalOptions::default(),
+        )
+        .await
+    {
+        Err(e) => e.to_string(),
+        Ok(s) => s.collect().await.unwrap_err().to_string(),
+    };
+    has(&e, &["feature \"conv_rate\" is declared float32 but its column \"conv_rate\" holds Float64", "b.parquet)"]);
+}

@@ -66,7 +66,7 @@ impl OfflineStore for MemoryOfflineStore {
     }
 
     /// A table in memory has one schema and no files.
-    async fn file_problems(&self, _source: &DataSource) -> Result<Vec<String>> {
+    async fn file_problems(&self, _source: &DataSource, _declared: &[super::DeclaredColumn]) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 

@@ -52,11 +52,13 @@ pub trait OfflineStore: Send + Sync + Debug {
     async fn source_schema(&self, source: &DataSource) -> Result<SourceSchema>;
 
     /// Files of `source` that a run reading them would refuse (unreadable,
-    /// or a column type no other file agrees with), one sentence each naming
-    /// the file. `apply` and `plan` show them as warnings: a retrieval reads
-    /// only the files its window reaches, so such a file otherwise surfaces
-    /// at the first run that reaches it. Empty for stores without files.
-    async fn file_problems(&self, source: &DataSource) -> Result<Vec<String>>;
+    /// a column type no other file agrees with, or one a `declared` feature
+    /// type does not accept), one sentence each naming the file. `apply` and
+    /// `plan` show them as warnings: a retrieval reads only the files its
+    /// window reaches, so such a file otherwise surfaces at the first run
+    /// that reaches it (and files added after `apply` are checked by the
+    /// next `plan`). Empty for stores without files.
+    async fn file_problems(&self, source: &DataSource, declared: &[DeclaredColumn]) -> Result<Vec<String>>;
 
     /// Point-in-time correct retrieval: one output row per entity row, in
     /// input order, with each view's features as of the row's timestamp.
@@ -99,6 +101,33 @@ pub trait OfflineStore: Send + Sync + Debug {
     /// produced; `None` when this backend cannot.
     fn folder_writer(&self) -> Option<&dyn folder::FolderWriter> {
         None
+    }
+}
+
+/// A source column a feature view declares a type for, checked against
+/// every file by [`OfflineStore::file_problems`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeclaredColumn {
+    /// The view declaring it.
+    pub view: String,
+    /// The feature.
+    pub feature: String,
+    /// The column in the source's files (after `field_mapping`).
+    pub column: String,
+    /// The declared type.
+    pub dtype: crate::ValueType,
+}
+
+impl DeclaredColumn {
+    /// Feature `feature` of `view`, read from `column`, declared `dtype`.
+    pub fn new(
+        view: impl Into<String>,
+        feature: impl Into<String>,
+        column: impl Into<String>,
+        dtype: crate::ValueType,
+    ) -> Self {
+        Self { view: view.into(), feature: feature.into(), column: column.into(), dtype }
     }
 }
 

@@ -75,7 +75,30 @@ type SourceColumns<'a> = HashMap<&'a str, (BTreeMap<String, DataType>, &'a Sourc
 /// source, for the plan's warnings. A source that cannot be listed at all is
 /// already an error of validation.
 pub(crate) async fn file_warnings(defs: &Definitions, store: &dyn OfflineStore) -> Vec<String> {
-    let found = join_all(defs.sources.iter().map(|d| store.file_problems(&d.value))).await;
+    // Per source, the feature types its views (and those of its stream sources) declare.
+    let declared: Vec<Vec<crate::offline::DeclaredColumn>> = defs
+        .sources
+        .iter()
+        .map(|d| {
+            let s = &d.value;
+            let reads = |name: &str| {
+                name == s.name
+                    || defs.stream_sources.iter().any(|t| t.value.name == name && t.value.batch_source == s.name)
+            };
+            defs.feature_views
+                .iter()
+                .map(|v| &v.value)
+                .filter(|v| reads(&v.source) && !v.is_aggregation())
+                .flat_map(|v| {
+                    v.schema.iter().map(|f| {
+                        crate::offline::DeclaredColumn::new(&v.name, &f.name, s.source_column(&f.name), f.dtype.clone())
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let found =
+        join_all(defs.sources.iter().zip(&declared).map(|(d, declared)| store.file_problems(&d.value, declared))).await;
     defs.sources
         .iter()
         .zip(found)

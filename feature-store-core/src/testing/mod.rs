@@ -114,8 +114,12 @@ mod broken_backends {
             self.0.source_schema(source).await
         }
 
-        async fn file_problems(&self, source: &DataSource) -> Result<Vec<String>> {
-            self.0.file_problems(source).await
+        async fn file_problems(
+            &self,
+            source: &DataSource,
+            declared: &[crate::offline::DeclaredColumn],
+        ) -> Result<Vec<String>> {
+            self.0.file_problems(source, declared).await
         }
 
         async fn get_historical_features(&self, mut request: HistoricalRequest) -> Result<BatchStream> {

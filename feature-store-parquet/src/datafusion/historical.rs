@@ -582,12 +582,14 @@ async fn view_plan(
             )
         })?;
         if !field.dtype.accepts_arrow(found.data_type()) {
+            let file = first_file_where(&resolved.files, column, |t| !field.dtype.accepts_arrow(t)).await;
             return Err(CoreError::data(
                 &context,
                 format!(
-                    "feature \"{f}\" is declared {} but its column \"{column}\" holds {}; declare the type the files have, or rewrite them (only lossless widenings such as int32 to int64 are read)",
+                    "feature \"{f}\" is declared {} but its column \"{column}\" holds {}{}; declare the type the files have, or rewrite them (only lossless widenings such as int32 to int64 are read)",
                     field.dtype,
-                    describe_arrow(found.data_type())
+                    describe_arrow(found.data_type()),
+                    file.map(|u| format!(" (in {u})")).unwrap_or_default()
                 ),
             ));
         }
@@ -775,6 +777,23 @@ pub(crate) async fn read_planned(
         Some(filter) => df.filter(filter.clone()).map_err(|e| df_error(context, e)),
         None => Ok(df),
     }
+}
+
+/// The first of `files` whose column `column` has a type `wrong` holds,
+/// from the footers (read one by one: for an error message).
+async fn first_file_where(
+    files: &crate::files::SourceFiles,
+    column: &str,
+    wrong: impl Fn(&DataType) -> bool,
+) -> Option<String> {
+    for (i, meta) in files.files.iter().enumerate() {
+        if let Ok(schema) = crate::offline_store::parquet_schema(files, i).await
+            && schema.field_with_name(column).is_ok_and(|f| wrong(f.data_type()))
+        {
+            return Some(files.file_url(meta));
+        }
+    }
+    None
 }
 
 /// One schema for the files read: columns in order of first
