@@ -145,8 +145,7 @@ pub async fn list_source_files(
         })
         .collect();
     let is_replaced = replaced(names.iter().map(|(f, n)| (f.as_str(), n.as_str())));
-    let (replaced, files): (Vec<(ObjectMeta, bool)>, Vec<(ObjectMeta, bool)>) =
-        files.into_iter().zip(is_replaced).partition(|(_, r)| *r);
+    let (replaced, files): (Vec<_>, Vec<_>) = files.into_iter().zip(is_replaced).partition(|(_, r)| *r);
     let files: Vec<ObjectMeta> = files.into_iter().map(|(m, _)| m).collect();
     let replaced = replaced.into_iter().map(|(m, _)| m).collect();
     let mut sf = SourceFiles { root, files, partition_columns: Vec::new(), replaced };

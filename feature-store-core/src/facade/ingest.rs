@@ -289,7 +289,10 @@ impl FeatureStore {
                     (Some(base), false) => base.join(&p).display().to_string(),
                     _ => p,
                 };
-                DeadLetters::Parquet(ParquetDeadLetters::new(&stream.name, &path)?, self.offline_writer(&what)?)
+                DeadLetters::Parquet(
+                    Box::new(ParquetDeadLetters::new(&stream.name, &path)?),
+                    self.offline_writer(&what)?,
+                )
             }
             target => DeadLetters::Sink(factory.open_dead_letters(&expanded, &target).await?),
         };
@@ -786,7 +789,7 @@ impl FeatureStore {
                     }
                 }
                 // The folder holding the last row (the newest position) goes last.
-                let mut folders: Vec<(String, (usize, Vec<Vec<u32>>))> = by_folder.into_iter().collect();
+                let mut folders: Vec<_> = by_folder.into_iter().collect();
                 folders.sort_by_key(|(_, (last, _))| *last);
                 let mut out = Vec::with_capacity(folders.len());
                 for (folder, (_, idx)) in folders {
@@ -821,7 +824,7 @@ impl FeatureStore {
 /// file, the broker), or Parquet files through the offline store's writer.
 enum DeadLetters<'a> {
     Sink(Box<dyn DeadLetterSink>),
-    Parquet(ParquetDeadLetters, &'a dyn crate::offline::OfflineWriter),
+    Parquet(Box<ParquetDeadLetters>, &'a dyn crate::offline::OfflineWriter),
 }
 
 impl DeadLetters<'_> {
@@ -841,6 +844,9 @@ impl DeadLetters<'_> {
     }
 }
 
+/// One partition's rows (in parts) and its first and last positions.
+type PartitionRows = (Vec<RecordBatch>, u128, u128);
+
 /// Buffered rows by stream partition, without concatenating them: per
 /// partition its rows of each batch (the batch itself where it holds no
 /// other partition's) and its first and last positions.
@@ -848,8 +854,8 @@ fn by_partition(
     batches: &[RecordBatch],
     positions: &[(Arc<str>, u128)],
     context: &str,
-) -> Result<BTreeMap<Arc<str>, (Vec<RecordBatch>, u128, u128)>> {
-    let mut out: BTreeMap<Arc<str>, (Vec<RecordBatch>, u128, u128)> = BTreeMap::new();
+) -> Result<BTreeMap<Arc<str>, PartitionRows>> {
+    let mut out: BTreeMap<Arc<str>, PartitionRows> = BTreeMap::new();
     let mut offset = 0;
     for batch in batches {
         let rows = &positions[offset..offset + batch.num_rows()];

@@ -350,7 +350,7 @@ pub(crate) async fn plan_historical(
 /// Bytes of a source's files as stored.
 #[cfg(feature = "distributed")]
 pub(crate) fn stored_bytes(files: &crate::files::SourceFiles) -> u64 {
-    files.files.iter().map(|f| f.size as u64).sum()
+    files.files.iter().map(|f| f.size).sum()
 }
 
 /// Bytes of the entity rows: files as stored, batches in memory, a query's sources.
