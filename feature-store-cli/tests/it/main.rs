@@ -412,6 +412,15 @@ fn materialize_and_read_online() {
         &["online", "--features", "order_features", "--entity", "driver_id=1001", "--request", "order_amount=x"],
     ));
     assert!(err.contains("--request field \"order_amount\" is a number; \"x\" is not"), "{err}");
+    // In double quotes a value is taken as written: "" is an empty string, not a number;
+    // unquoted, an empty value is a null (and so is the feature computed from it).
+    let quoted = ["online", "--features", "order_features:amount_x_conv", "--entity", "driver_id=1001", "--request"];
+    let err = fail(&cli(&repo, &[&quoted[..], &["order_amount=\"\""][..]].concat()));
+    assert!(err.contains("--request field \"order_amount\" is a number; \"\" is not"), "{err}");
+    let null = json(&cli(&repo, &[&quoted[..], &["order_amount="][..]].concat()));
+    assert_eq!(null["results"][1]["statuses"], serde_json::json!(["NULL_VALUE"]), "{null}");
+    let err = fail(&cli(&repo, &[&quoted[..], &["order_amount=\"1"][..]].concat()));
+    assert!(err.contains("is not closed"), "{err}");
     let err = fail(&cli(
         &repo,
         &[
