@@ -1071,3 +1071,51 @@ feature_views:
     let e = store.materialize(start, end, &feature_store::MaterializeOptions::default()).await.unwrap_err().to_string();
     assert!(named(&e) && e.contains("trips_v"), "{e}");
 }
+
+/// A list column whose items pyarrow names `element` in one file and
+/// arrow-rs or polars `item` in another (a push into a pyarrow-written
+/// source, say) is one column: retrieval and materialization read both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_items_named_differently_by_writers_are_one_column() {
+    use arrow::array::{ListBuilder, StringBuilder};
+    const JAN1: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+    let dir = tempfile::tempdir().unwrap();
+    for (file, item, driver) in [("a", "item", 1i64), ("b", "element", 2)] {
+        let mut tags =
+            ListBuilder::new(StringBuilder::new()).with_field(Field::new(item, DataType::Utf8, item == "element"));
+        tags.values().append_value(format!("{file}-x"));
+        tags.values().append_value(format!("{file}-y"));
+        tags.append(true);
+        let batch = RecordBatch::try_from_iter([
+            ("driver_id", Arc::new(Int64Array::from(vec![driver])) as ArrayRef),
+            ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(vec![JAN1]).with_timezone("UTC")) as ArrayRef),
+            ("tags", Arc::new(tags.finish()) as ArrayRef),
+        ])
+        .unwrap();
+        write_parquet(&dir.path().join(format!("data/tags/{file}.parquet")), &batch);
+    }
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: lists\nregistry: data/registry.json\n").unwrap();
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        "
+entities: [{name: driver, join_keys: [driver_id]}]
+sources: [{name: tags, path: data/tags/, timestamp_field: event_timestamp}]
+feature_views:
+  - {name: tags_v, entities: [driver], source: tags, schema: [{name: tags, dtype: list<string>}]}
+",
+    )
+    .unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    let applied = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    assert!(applied.plan.warnings.is_empty(), "{:?}", applied.plan.warnings);
+    let entities = entity_rows(&[Some(1), Some(2)], &["2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z"]);
+    let got = retrieve(&store, entities, &["tags_v:tags"], false).await;
+    let tags = got.column_by_name("tags").unwrap().as_list::<i32>();
+    let texts: Vec<Vec<String>> =
+        (0..2).map(|i| tags.value(i).as_string::<i32>().iter().map(|s| s.unwrap().to_owned()).collect()).collect();
+    assert_eq!(texts, [vec!["a-x", "a-y"], vec!["b-x", "b-y"]]);
+    let start = chrono::DateTime::parse_from_rfc3339("2025-12-01T00:00:00Z").unwrap().to_utc();
+    let end = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap().to_utc();
+    let report = store.materialize(start, end, &feature_store::MaterializeOptions::default()).await.unwrap();
+    assert_eq!(report.views[0].entities_written, 2, "{report:?}");
+}

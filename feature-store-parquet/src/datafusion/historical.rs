@@ -824,6 +824,10 @@ pub(crate) fn merged_schema(
                         let t = wider(a, b).expect("checked");
                         *x = x.clone().with_data_type(t);
                     }
+                    (a, b) if same_but_item_names(a, b) => {
+                        let t = nullable_items(a);
+                        *x = x.clone().with_data_type(t);
+                    }
                     (a, b) => {
                         // Name the first file's own type, not the one merged so far.
                         let a = schemas
@@ -849,6 +853,35 @@ pub(crate) fn merged_schema(
         }
     }
     Ok(Schema::new(fields.into_iter().map(|(f, _)| f).collect::<Vec<_>>()))
+}
+
+/// Whether list types `a` and `b` differ only in their items' field names
+/// or nullability: pyarrow names a list's item `element`, arrow-rs (this
+/// store's own writes) and polars `item`, and a source may hold files of both.
+fn same_but_item_names(a: &DataType, b: &DataType) -> bool {
+    use DataType::*;
+    let items = |x: &datafusion::arrow::datatypes::FieldRef, y: &datafusion::arrow::datatypes::FieldRef| {
+        x.data_type() == y.data_type() || same_but_item_names(x.data_type(), y.data_type())
+    };
+    match (a, b) {
+        (List(x), List(y)) | (LargeList(x), LargeList(y)) => items(x, y),
+        (FixedSizeList(x, n), FixedSizeList(y, m)) => n == m && items(x, y),
+        _ => false,
+    }
+}
+
+/// `t` with every list item nullable, so the merged type holds every file's values.
+fn nullable_items(t: &DataType) -> DataType {
+    use DataType::*;
+    let item = |f: &datafusion::arrow::datatypes::FieldRef| {
+        Arc::new(f.as_ref().clone().with_data_type(nullable_items(f.data_type())).with_nullable(true))
+    };
+    match t {
+        List(f) => List(item(f)),
+        LargeList(f) => LargeList(item(f)),
+        FixedSizeList(f, n) => FixedSizeList(item(f), *n),
+        other => other.clone(),
+    }
 }
 
 /// The type both `a` and `b` widen to without loss, for files of one source
