@@ -87,6 +87,43 @@ fn read_rows(path: &Path, types: &HashMap<String, DataType>) -> anyhow::Result<R
     Ok(batch)
 }
 
+/// Refuses a JSON column whose values the registry's type would cast:
+/// JSON's reader turns `2.7` into the integer 2 and `"0.2"` into a number,
+/// where every other push path refuses them. A JSON number without a
+/// fraction is fine for a float feature (JSON has one number type).
+fn check_json_types(path: &Path, found: &Schema, types: &HashMap<String, DataType>) -> anyhow::Result<()> {
+    for f in found.fields() {
+        let Some(want) = types.get(f.name()) else { continue };
+        let has = f.data_type();
+        let what = match has {
+            DataType::Utf8 | DataType::LargeUtf8 => "text",
+            DataType::Float64 => "numbers with a fraction",
+            DataType::Int64 => "integers",
+            DataType::Boolean => "true/false",
+            _ => continue,
+        };
+        let fits = match want {
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => matches!(has, DataType::Int64),
+            DataType::Float32 | DataType::Float64 => matches!(has, DataType::Int64 | DataType::Float64),
+            DataType::Utf8 | DataType::LargeUtf8 => matches!(has, DataType::Utf8 | DataType::LargeUtf8),
+            DataType::Boolean => matches!(has, DataType::Boolean),
+            // Times (ISO text or epoch numbers), bytes and lists are read by their own rules.
+            _ => true,
+        };
+        if !fits {
+            let declared =
+                feature_store::ValueType::from_arrow(want).map_or_else(|| want.to_string(), |t| t.to_string());
+            bail!(
+                "{}: column \"{}\" holds {what} ({}), but it is declared {declared}; values are never cast (write them as {declared})",
+                path.display(),
+                f.name(),
+                feature_store::describe_arrow(has)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The file's columns, each with the registry's type where the registry
 /// has one and the inferred type otherwise (the push then names it).
 fn typed_schema(found: &Schema, types: &HashMap<String, DataType>) -> SchemaRef {
@@ -131,8 +168,11 @@ fn read_json_lines(
     types: &HashMap<String, DataType>,
 ) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
     let mut reader = BufReader::new(file);
-    let (found, _) = arrow::json::reader::infer_json_schema(&mut reader, Some(1000))
+    // Every line, so that a value anywhere that the declared type would
+    // have to cast (2.7 for an int64, "0.2" for a float) is found.
+    let (found, _) = arrow::json::reader::infer_json_schema(&mut reader, None)
         .with_context(|| format!("{}: not JSON lines (one object per line)", path.display()))?;
+    check_json_types(path, &found, types)?;
     let schema = typed_schema(&found, types);
     let mut reader = reader.into_inner();
     reader.seek(SeekFrom::Start(0))?;

@@ -752,6 +752,30 @@ fn push_from_files() {
     assert_eq!((report["written"].as_u64(), report["skipped_older"].as_u64()), (Some(0), Some(1)), "{report}");
     assert_eq!(trips(&repo), 7, "never regress");
 
+    // JSON values the declared type would have to cast are refused, as on every other push path;
+    // a number without a fraction is fine for a float (JSON has one number type).
+    let row = |trips: &str, conv: &str, key: &str| {
+        format!(
+            "{{\"driver_id\": {key}, \"event_timestamp\": \"2031-06-01T00:00:00Z\", \"conv_rate\": {conv}, \"acc_rate\": 1, \"avg_daily_trips\": {trips}}}\n"
+        )
+    };
+    for (line, needle) in [
+        (
+            row("2.7", "0.5", "1001"),
+            "column \"avg_daily_trips\" holds numbers with a fraction (Float64 (float64)), but it is declared int64",
+        ),
+        (row("2", "\"0.2\"", "1001"), "column \"conv_rate\" holds text (Utf8 (string)), but it is declared float32"),
+        (row("2", "0.5", "\"1001\""), "column \"driver_id\" holds text (Utf8 (string)), but it is declared int64"),
+    ] {
+        std::fs::write(&jsonl, format!("{}{line}", row("1", "0.5", "1002"))).unwrap();
+        let err = fail(&cli(&repo, &["push", "driver_hourly_stats", "--file", jsonl.to_str().unwrap()]));
+        assert!(err.contains("late.jsonl") && err.contains(needle), "{err}");
+        assert_eq!(trips(&repo), 7, "a refused push writes nothing");
+    }
+    std::fs::write(&jsonl, row("1", "1", "1002")).unwrap();
+    let out = ok(&cli(&repo, &["push", "driver_hourly_stats", "--file", jsonl.to_str().unwrap()]));
+    assert!(out.contains("1 stored online"), "integers for float features: {out}");
+
     let bad = tmp.path().join("bad.csv");
     std::fs::write(
         &bad,
