@@ -141,6 +141,7 @@ pub(crate) async fn status(store: &FeatureStore, as_json: bool) -> anyhow::Resul
             "freshness_lag_seconds": lag,
             "last_run": last,
             "ingest": state.ingest,
+            "ingest_gap": state.ingest_gap,
         }));
     }
     if as_json {
@@ -173,7 +174,10 @@ pub(crate) async fn status(store: &FeatureStore, as_json: bool) -> anyhow::Resul
                 )
             };
             let ing = &i["ingest"];
-            let ingest = if ing.is_null() {
+            let ingest = if !i["ingest_gap"].is_null() {
+                // A run limited to other views committed events this view has not seen.
+                format!("missing events from {}: run materialize-incremental", t("ingest_gap"))
+            } else if ing.is_null() {
                 "-".to_owned()
             } else {
                 let lag: u64 = ing["lag"].as_array().map_or(0, |l| l.iter().filter_map(|p| p[1].as_u64()).sum());

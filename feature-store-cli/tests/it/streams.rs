@@ -853,6 +853,17 @@ fn ingest_views_writes_only_those_views() {
         assert_eq!(results[2]["statuses"][i], "NOT_FOUND", "user {u}: a view not asked for was written: {out}");
     }
     assert_eq!(offline_log(&repo), expected_log(&events));
+    // The group's positions moved past those events for user_stats too: the
+    // view is marked as missing them, and a later run over every view (which
+    // receives nothing) does not move its watermark past them, so
+    // materialize-incremental loads them from the offline log.
+    let status = ok(&cli(&repo, &["status"]));
+    assert!(status.contains("missing events from"), "{status}");
+    drain(&repo, &[]);
+    ok(&cli(&repo, &["materialize-incremental", "now"]));
+    check_values(&repo, &events);
+    let status: serde_json::Value = serde_json::from_str(&ok(&cli(&repo, &["--json", "status"]))).unwrap();
+    assert!(status.as_array().unwrap().iter().all(|v| v["ingest_gap"].is_null()), "{status}");
 }
 
 /// `--no-offline-log`: online only; no log file is written, and every

@@ -627,7 +627,14 @@ impl FeatureStore {
 
     /// Records the ingestion state of the plan's online views and, when
     /// ingestion has caught up at `caught_up`, moves their watermark there
-    /// (never back).
+    /// (never back, and never past a view's `ingest_gap`).
+    ///
+    /// The consumer group's positions are shared by every view of the
+    /// stream source, so the events a run limited to some views (`ingest
+    /// --views`) commits never reach the others online: their state gets
+    /// an `ingest_gap` at this run's oldest event, and their watermark is
+    /// put back before it, so that `materialize-incremental` loads them from
+    /// the offline log (which clears the gap).
     async fn record_ingest_state(
         &self,
         plan: &SourcePlan,
@@ -647,9 +654,31 @@ impl FeatureStore {
         self.registry()
             .update(|doc| {
                 let p = doc.projects.entry(project.clone()).or_default();
+                let skipped: Vec<String> = p
+                    .feature_views
+                    .values()
+                    .map(|r| &r.spec)
+                    .filter(|v| v.online && v.source == plan.stream.name && !views.contains(&v.name))
+                    .map(|v| v.name.clone())
+                    .collect();
+                if let Some(oldest) = stats.oldest_event {
+                    let before = oldest - chrono::Duration::microseconds(1);
+                    for v in skipped {
+                        let state = p.view_state.entry(v).or_default();
+                        state.ingest_gap = Some(state.ingest_gap.map_or(oldest, |g| g.min(oldest)));
+                        if state.watermark.is_some_and(|w| w > before) {
+                            state.watermark = Some(before);
+                        }
+                    }
+                }
                 for v in views.iter().filter(|v| p.feature_views.contains_key(*v)) {
                     let state = p.view_state.entry(v.clone()).or_default();
-                    if let Some(at) = caught_up
+                    // Ingestion does not fill a gap another run left: a materialization does.
+                    let cap = caught_up.map(|at| match state.ingest_gap {
+                        Some(g) => at.min(g - chrono::Duration::microseconds(1)),
+                        None => at,
+                    });
+                    if let Some(at) = cap
                         && state.watermark.is_none_or(|w| w < at)
                     {
                         state.watermark = Some(at);
@@ -1308,6 +1337,11 @@ impl Freshness {
         }
         let newest = ts.values().iter().max().copied().and_then(DateTime::from_timestamp_micros);
         stats.newest_event = stats.newest_event.max(newest);
+        let oldest = ts.values().iter().min().copied().and_then(DateTime::from_timestamp_micros);
+        stats.oldest_event = match (stats.oldest_event, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Puts the quantiles of the kept samples into `stats`: when progress is

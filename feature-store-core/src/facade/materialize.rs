@@ -641,6 +641,10 @@ impl FeatureStore {
                 if newest.is_some() && state.newest_event_ts < newest {
                     state.newest_event_ts = newest;
                 }
+                // A run over the events a limited ingestion skipped loads them.
+                if state.ingest_gap.is_some_and(|g| start.is_none_or(|s| s <= g) && end >= g) {
+                    state.ingest_gap = None;
+                }
                 state.last_materialized_at = Some(now);
                 push_run(state, run.clone());
                 Ok(true)

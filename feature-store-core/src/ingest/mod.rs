@@ -391,6 +391,9 @@ pub struct IngestStats {
     pub last_error: Option<String>,
     /// Newest event time written online.
     pub newest_event: Option<DateTime<Utc>>,
+    /// Oldest event time written online (where the events this run
+    /// commits begin, for the views it does not write).
+    pub oldest_event: Option<DateTime<Utc>>,
     /// Event time to visible online over the latest events (up to
     /// 100,000): median, 99th percentile and worst, ms.
     pub freshness_ms: Option<(f64, f64, f64)>,

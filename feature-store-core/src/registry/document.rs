@@ -152,6 +152,12 @@ pub struct ViewState {
     /// Stream ingestion into the view, as last recorded by `ingest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestState>,
+    /// Event time from which an ingestion that did not write this view
+    /// (`ingest --views` naming others) committed events of its stream
+    /// source: online values miss them until a materialization covering
+    /// this time succeeds, and ingestion does not move the watermark past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_gap: Option<DateTime<Utc>>,
 }
 
 /// What `ingest` last recorded about a view fed from a stream (every
