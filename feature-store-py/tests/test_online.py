@@ -109,6 +109,12 @@ def test_push_rounds_pandas_float64_to_float32_features(store):
     d = store.get_online_features(["driver_hourly_stats:conv_rate"], {"driver_id": [1001]}).to_dict()
     assert d["conv_rate"] == [pytest.approx(0.1)]
     assert d["conv_rate"][0] != 0.1  # stored as float32, as declared
+    # A finite float64 beyond float32's range is refused, not stored as an infinity; inf itself is a value.
+    too_big = rows.assign(conv_rate=[1e300], event_timestamp=[now + timedelta(seconds=1)])
+    with pytest.raises(fs.DataError, match=r"conv_rate.*beyond the float32 range"):
+        store.push("driver_hourly_stats", too_big)
+    assert store.get_online_features(["driver_hourly_stats:conv_rate"], {"driver_id": [1001]}).to_dict() == d
+    assert store.push("driver_hourly_stats", too_big.assign(conv_rate=[float("inf")])) == 1
 
 
 def test_push_validation_errors_name_the_problem(store):

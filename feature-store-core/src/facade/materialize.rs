@@ -937,10 +937,23 @@ fn push_column(col: &ArrayRef, feature: &crate::model::Field, view: &str, contex
 /// float64 values to a float32 feature rounds them to float32 (as
 /// `astype("float32")` would), and int64 values to an int32 feature are
 /// taken when every value fits; a value that does not is an error naming
-/// its row. `None`: no narrowing applies.
+/// its row, and so is a finite float64 beyond float32's range (it would
+/// become an infinity). `None`: no narrowing applies.
 fn narrow_for_push(col: &ArrayRef, declared: &ValueType, feature: &str, context: &str) -> Result<Option<ArrayRef>> {
     match (declared, col.data_type()) {
         (ValueType::Float32, DataType::Float64) => {
+            let values = col.as_primitive::<arrow_array::types::Float64Type>();
+            if let Some(i) = (0..values.len())
+                .find(|&i| values.is_valid(i) && values.value(i).is_finite() && (values.value(i) as f32).is_infinite())
+            {
+                return Err(Error::data(
+                    context,
+                    format!(
+                        "feature \"{feature}\" is declared float32 but row {i} holds {:e}, beyond the float32 range (it would be stored as an infinity); declare it float64",
+                        values.value(i)
+                    ),
+                ));
+            }
             Ok(Some(arrow_cast::cast(col, &DataType::Float32).map_err(|e| Error::data(context, e.to_string()))?))
         }
         (ValueType::Int32, DataType::Int64) => {
