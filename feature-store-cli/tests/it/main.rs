@@ -591,6 +591,22 @@ fn saved_datasets_list_show_verify() {
     assert!(out.exists());
     let text = ok(&cli(&repo, &["dataset", "verify", "train_v1"]));
     assert!(text.contains("bit-identical"), "{text}");
+    // A plain retrieval may not write over a saved dataset's output.
+    let err = fail(&cli(
+        &repo,
+        &[
+            "historical",
+            "--entities",
+            entities.to_str().unwrap(),
+            "--service",
+            "driver_activity",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("is the output of saved dataset \"train_v1\""), "{err}");
+    let text = ok(&cli(&repo, &["dataset", "verify", "train_v1"]));
+    assert!(text.contains("bit-identical"), "{text}");
 
     // On-demand features are saved with their definitions, shown and recomputed.
     let orders = tmp.path().join("orders.csv");

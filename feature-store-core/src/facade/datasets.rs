@@ -241,11 +241,25 @@ impl FeatureStore {
     /// Refuses to write `output` (a path or URL) inside a data source of the
     /// registry: the file would replace a source's data or be read as more
     /// of it. Callers writing a retrieval's result somewhere call it first.
+    /// A saved dataset's output file is refused too: replacing it would
+    /// change a training set the registry records.
     pub async fn check_output_outside_sources(&self, output: &str) -> Result<()> {
         let doc = self.document().await?;
         let project = doc.project(self.project());
         let sources: Vec<DataSource> = project.registry().data_sources.values().map(|r| r.spec.clone()).collect();
-        self.refuse_inside_sources(output, &sources)
+        self.refuse_inside_sources(output, &sources)?;
+        if let Some(storage) = self.offline_store()?.datasets() {
+            let url = storage.location_url(output)?;
+            if let Some(d) =
+                project.registry().datasets.values().find(|d| storage.location_url(&d.output).is_ok_and(|u| u == url))
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "output {output} is the output of saved dataset \"{}\": writing it would replace that training set; choose another path, or delete the dataset first (dataset delete {})",
+                    d.name, d.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn refuse_inside_sources(&self, output: &str, sources: &[DataSource]) -> Result<()> {
