@@ -427,3 +427,35 @@ async fn a_later_file_wider_than_a_declared_type_is_named_by_plan_and_retrieval(
     };
     has(&e, &["feature \"conv_rate\" is declared float32 but its column \"conv_rate\" holds Float64", "b.parquet)"]);
 }
+
+/// A new stream's batch source has no files yet: `apply` says a Parquet
+/// file with the events' columns is needed, and one without rows will do.
+#[tokio::test]
+async fn a_stream_batch_source_without_files_asks_for_one_and_an_empty_file_will_do() {
+    use std::sync::Arc;
+
+    use arrow::record_batch::RecordBatch;
+
+    let defs = r#"
+entities: [{name: user, join_keys: [user_id]}]
+sources:
+  - {name: tx, path: data/tx/, timestamp_field: event_timestamp}
+stream_sources:
+  - {name: tx_stream, kind: redis_stream, connection_string: "redis://127.0.0.1:1", key: tx, timestamp_field: event_timestamp, batch_source: tx}
+feature_views:
+  - {name: user_last, entities: [user], source: tx_stream, schema: [{name: amount, dtype: float64}]}
+"#;
+    let dir = repo(&[("features.yaml", defs)]);
+    std::fs::create_dir_all(dir.path().join("data/tx")).unwrap();
+    let store = feature_store::open(dir.path()).unwrap();
+    let e = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap_err().to_string();
+    has(&e, &["data source \"tx\"", "batch source of stream source \"tx_stream\"", "no rows needed"]);
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("user_id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("event_timestamp", crate::ts_type(), false),
+        arrow::datatypes::Field::new("amount", arrow::datatypes::DataType::Float64, true),
+    ]));
+    feature_store_tests::write_parquet(&dir.path().join("data/tx/seed.parquet"), &RecordBatch::new_empty(schema));
+    let applied = store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
+    assert!(applied.written);
+}

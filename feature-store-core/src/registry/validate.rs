@@ -326,7 +326,15 @@ fn check_sources<'a>(
         let schema = match &schemas[&s.name] {
             Ok(schema) => schema,
             Err(e) => {
-                ctx.add(&d.file, obj, format!("cannot read \"{}\": {e}", s.path));
+                // A new stream's batch source has no events yet, but its types come from a file.
+                let hint = match defs.stream_sources.iter().find(|t| t.value.batch_source == s.name) {
+                    Some(t) if e.contains("no file or folder with data files") => format!(
+                        "; it is the batch source of stream source \"{}\", whose events' column types are read from its files: put one Parquet file there with those columns (no rows needed; ingestion's offline log adds the rest)",
+                        t.value.name
+                    ),
+                    _ => String::new(),
+                };
+                ctx.add(&d.file, obj, format!("cannot read \"{}\": {e}{hint}", s.path));
                 continue;
             }
         };
