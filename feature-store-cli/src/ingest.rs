@@ -113,7 +113,10 @@ fn line(s: &IngestStats) -> String {
         s.committed,
         if s.lag.is_empty() { String::new() } else { format!(", lag {lag}") },
         s.freshness_ms
-            .map(|(p50, p99, max)| format!(", freshness p50 {p50:.0} ms p99 {p99:.0} ms max {max:.0} ms"))
+            .map(|(p50, p99, max)| {
+                let f = crate::output::freshness;
+                format!(", freshness p50 {} p99 {} max {}", f(p50), f(p99), f(max))
+            })
             .unwrap_or_default(),
         match (&s.last_error, s.retries) {
             (Some(e), n) if n > 0 => format!(", {n} retries (last: {e})"),

@@ -10,6 +10,30 @@ pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A freshness in milliseconds for people: `42 ms` below ten seconds,
+/// `12h35m52s` above (old events replayed), and a minus sign for events
+/// whose time is ahead of this machine's clock.
+pub(crate) fn freshness(ms: f64) -> String {
+    let sign = if ms < 0.0 { "-" } else { "" };
+    let abs = ms.abs();
+    if abs < 10_000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{sign}{}", feature_store::duration::format_duration(std::time::Duration::from_secs(abs as u64 / 1000)))
+    }
+}
+
+#[cfg(test)]
+mod freshness_tests {
+    #[test]
+    fn freshness_reads_as_a_duration_when_long() {
+        assert_eq!(super::freshness(42.4), "42 ms");
+        assert_eq!(super::freshness(-900.0), "-900 ms");
+        assert_eq!(super::freshness(45_352_288.0), "12h35m52s");
+        assert_eq!(super::freshness(-525_115.0), "-8m45s");
+    }
+}
+
 pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {

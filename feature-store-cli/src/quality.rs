@@ -181,7 +181,9 @@ pub(crate) async fn status(store: &FeatureStore, as_json: bool) -> anyhow::Resul
                 "-".to_owned()
             } else {
                 let lag: u64 = ing["lag"].as_array().map_or(0, |l| l.iter().filter_map(|p| p[1].as_u64()).sum());
-                let p99 = ing["freshness_ms"][1].as_f64().map_or(String::new(), |v| format!(", p99 {v:.0} ms"));
+                let p99 = ing["freshness_ms"][1]
+                    .as_f64()
+                    .map_or(String::new(), |v| format!(", p99 {}", crate::output::freshness(v)));
                 let at = ing["at"]
                     .as_str()
                     .and_then(|s| DateTime::parse_from_rfc3339(s).ok())

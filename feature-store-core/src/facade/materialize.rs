@@ -651,7 +651,8 @@ impl FeatureStore {
             })
             .await?;
         if let Some(w) = kept {
-            tracing::warn!(
+            // The report carries it too (the CLI prints it): info, not a second warning.
+            tracing::info!(
                 project = self.project(),
                 view,
                 watermark = %w,
