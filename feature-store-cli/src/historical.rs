@@ -154,14 +154,7 @@ pub(crate) async fn run(
                 ))
                 .unwrap_or_default()
         );
-        for v in empty.views.iter().filter(|v| v.rows > 0) {
-            let within = v.ttl.as_ref().map(|t| format!(" within its ttl of {t}")).unwrap_or_default();
-            eprintln!(
-                "  {} of {rows} rows have no value from view \"{}\": it has no row for their keys at or before \
-                 their timestamp{within} (or that row's values are null)",
-                v.rows, v.name
-            );
-        }
+        empty.print(rows);
     }
     Ok(())
 }
@@ -191,6 +184,18 @@ impl EmptyRows {
             })
             .collect();
         Self { views }
+    }
+
+    /// One line per view with rows that got no value from it (stderr).
+    fn print(&self, rows: usize) {
+        for v in self.views.iter().filter(|v| v.rows > 0) {
+            let within = v.ttl.as_ref().map(|t| format!(" within its ttl of {t}")).unwrap_or_default();
+            eprintln!(
+                "  {} of {rows} rows have no value from view \"{}\": it has no row for their keys at or before \
+                 their timestamp{within} (or that row's values are null)",
+                v.rows, v.name
+            );
+        }
     }
 
     fn count(&mut self, batch: &RecordBatch) {
@@ -335,18 +340,31 @@ pub(crate) async fn save(
     let output = output.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string());
     let m = store.save_dataset(name, entity_input(entities), features, options, output.as_deref()).await?;
     let secs = started.elapsed().as_secs_f64();
+    // The rows without values, as a plain run reports them: read back from the saved output.
+    let views = store.resolve_views(features, options.full_feature_names).await?;
+    let mut empty = EmptyRows::new(&views);
+    let mut saved = store.read_dataset(name).await?;
+    while let Some(batch) = saved.next().await {
+        empty.count(&batch?);
+    }
+    let rows = m.output.rows;
     if json {
+        let empty: serde_json::Map<String, serde_json::Value> =
+            empty.views.iter().map(|v| (v.name.clone(), v.rows.into())).collect();
         eprintln!(
             "{}",
-            serde_json::json!({ "rows": m.output.rows, "seconds": secs, "output": m.output.file.location, "dataset": name })
+            serde_json::json!({
+                "rows": rows, "seconds": secs, "output": m.output.file.location, "dataset": name,
+                "rows_without_values": empty,
+            })
         );
     } else {
         eprintln!(
-            "historical: {} rows written to {} in {secs:.1}s; saved as dataset \"{name}\" (content hash {})",
-            m.output.rows,
+            "historical: {rows} rows written to {} in {secs:.1}s; saved as dataset \"{name}\" (content hash {})",
             m.output.file.location,
             &m.output.content_hash[..16.min(m.output.content_hash.len())]
         );
+        empty.print(rows as usize);
     }
     Ok(())
 }

@@ -561,6 +561,13 @@ fn saved_datasets_list_show_verify() {
     ok(&run);
     let summary = String::from_utf8_lossy(&run.stderr);
     assert!(summary.contains("saved as dataset \"train_v1\""), "{summary}");
+    // The same report of rows without values as a plain run.
+    let plain = cli(&repo, &["historical", "--entities", entities.to_str().unwrap(), "--service", "driver_activity"]);
+    let report =
+        |text: &str| text.lines().filter(|l| l.contains("rows have no value")).map(str::to_owned).collect::<Vec<_>>();
+    let plain_report = report(&String::from_utf8_lossy(&plain.stderr));
+    assert!(!plain_report.is_empty(), "test bug: the demo's entities all have values");
+    assert_eq!(report(&summary), plain_report, "{summary}");
 
     let csv = tmp.path().join("x.csv");
     let err = fail(&cli(
