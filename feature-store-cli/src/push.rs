@@ -87,6 +87,18 @@ fn read_rows(path: &Path, types: &HashMap<String, DataType>) -> anyhow::Result<R
     Ok(batch)
 }
 
+/// The first line of `path` (1-based) that is not one JSON object, and why.
+fn first_bad_json_line(path: &Path) -> Option<(usize, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).find_map(|(i, l)| {
+        match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(v) if v.is_object() => None,
+            Ok(_) => Some((i + 1, "a JSON value that is not an object".to_owned())),
+            Err(e) => Some((i + 1, e.to_string())),
+        }
+    })
+}
+
 /// Refuses a JSON column whose values the registry's type would cast:
 /// JSON's reader turns `2.7` into the integer 2 and `"0.2"` into a number,
 /// where every other push path refuses them. A JSON number without a
@@ -170,8 +182,14 @@ fn read_json_lines(
     let mut reader = BufReader::new(file);
     // Every line, so that a value anywhere that the declared type would
     // have to cast (2.7 for an int64, "0.2" for a float) is found.
-    let (found, _) = arrow::json::reader::infer_json_schema(&mut reader, None)
-        .with_context(|| format!("{}: not JSON lines (one object per line)", path.display()))?;
+    let (found, _) = match arrow::json::reader::infer_json_schema(&mut reader, None) {
+        Ok(found) => found,
+        // The reader's position is within a line; name the file's line.
+        Err(e) => match first_bad_json_line(path) {
+            Some((line, why)) => bail!("{}: line {line} is not a JSON object: {why}", path.display()),
+            None => bail!("{}: not JSON lines (one object per line): {e}", path.display()),
+        },
+    };
     check_json_types(path, &found, types)?;
     let schema = typed_schema(&found, types);
     let mut reader = reader.into_inner();

@@ -795,6 +795,10 @@ fn push_from_files() {
         assert!(err.contains("late.jsonl") && err.contains(needle), "{err}");
         assert_eq!(trips(&repo), 7, "a refused push writes nothing");
     }
+    // A line cut short is named by its line in the file.
+    std::fs::write(&jsonl, format!("{}{{\"driver_id\": 1002, \"event_", row("1", "1", "1002"))).unwrap();
+    let err = fail(&cli(&repo, &["push", "driver_hourly_stats", "--file", jsonl.to_str().unwrap()]));
+    assert!(err.contains("late.jsonl: line 2 is not a JSON object: EOF while parsing"), "{err}");
     std::fs::write(&jsonl, row("1", "1", "1002")).unwrap();
     let out = ok(&cli(&repo, &["push", "driver_hourly_stats", "--file", jsonl.to_str().unwrap()]));
     assert!(out.contains("1 stored online"), "integers for float features: {out}");
