@@ -252,12 +252,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req.extensions().get::<BodyLimit>().map(|l| format!(" ({})", size_text(l.0))).unwrap_or_default();
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    "the request body is larger than the server's max_body; send fewer rows per request",
+                    format!(
+                        "the request body is larger than the server's max_body{limit}; send fewer rows per request, or raise max_body"
+                    ),
                 )
             } else {
                 ApiError::bad_request(format!("cannot read the request body: {e}"))
@@ -270,7 +273,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         serde_path_to_error::deserialize(&mut de).map(Body).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let at = if path == "." || path.is_empty() { String::new() } else { format!(" at {path}") };
+            // serde_path_to_error says "?" where the document ended before a path began.
+            let at = if path == "." || path.is_empty() || path == "?" { String::new() } else { format!(" at {path}") };
             ApiError::bad_request(format!("malformed JSON body{at}: {inner}"))
         })
     }
@@ -655,6 +659,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 /// The body limit axum's extractors enforce.
 pub(crate) fn body_limit(state: &AppState) -> usize {
     state.max_body_bytes
+}
+
+/// [`body_limit`] as a request extension, so that a refusal can say it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub(crate) usize);
+
+/// `16 MiB`, `512 KiB`, `100 bytes`.
+fn size_text(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
 }
 
 #[cfg(test)]

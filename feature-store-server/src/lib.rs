@@ -114,6 +114,7 @@ pub(crate) fn build(store: Arc<FeatureStore>, config: &ServerConfig) -> Parts {
             .method_not_allowed_fallback(http::method_not_allowed)
             .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), http::guard))
             .layer(DefaultBodyLimit::max(http::body_limit(&state)))
+            .layer(axum::Extension(http::BodyLimit(http::body_limit(&state))))
     };
     let router = finish(http::routes(Arc::clone(&state)).merge(grpc.clone()));
     let grpc_router = finish(grpc);

@@ -231,14 +231,14 @@ async fn endpoints_on(online: &str) {
     }
     let (status, text) = s.call("POST", "/get-online-features", Some("{\"features\": [")).await;
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("malformed JSON"), "{text}");
+    assert!(text.contains("malformed JSON body at features: EOF"), "{text}");
     let big = format!(
         "{{\"features\": [\"driver_stats:trips\"], \"entities\": {{\"driver_id\": [{}]}}}}",
         vec!["1"; 4000].join(",")
     );
     let (status, text) = s.call("POST", "/get-online-features", Some(&big)).await;
     assert_eq!(status, 413, "{text}");
-    assert!(text.contains("\"error\""), "{text}");
+    assert!(text.contains("\"error\"") && text.contains("max_body (4 KiB)"), "{text}");
     let (status, text) = s.call("GET", "/no-such-endpoint", None).await;
     assert_eq!(status, 404, "{text}");
     let (status, text) = s.call("GET", "/push", None).await;
