@@ -651,8 +651,7 @@ impl FeatureStore {
             })
             .await?;
         if let Some(w) = kept {
-            // The report carries it too (the CLI prints it): info, not a second warning.
-            tracing::info!(
+            tracing::warn!(
                 project = self.project(),
                 view,
                 watermark = %w,
