@@ -389,7 +389,7 @@ impl OfflineStore for ParquetOfflineStore {
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
         let mut rows = crate::datafusion::latest_rows(self.engine(), request, &resolved).await?;
-        rows.stream = crate::unreadable::naming_files(rows.stream, vec![resolved.files]);
+        rows.stream = crate::unreadable::naming_files(rows.stream, Arc::new(vec![resolved.files]));
         Ok(rows)
     }
 
@@ -398,7 +398,7 @@ impl OfflineStore for ParquetOfflineStore {
         let context = format!("data source \"{}\" ({})", source.name, source.path);
         let resolved = self.resolve_source(source, context).await?;
         let tiles = crate::datafusion::tiles(self.engine(), request, &resolved).await?;
-        Ok(crate::unreadable::naming_files(tiles, vec![resolved.files]))
+        Ok(crate::unreadable::naming_files(tiles, Arc::new(vec![resolved.files])))
     }
 
     fn statistics(&self) -> Option<&dyn OfflineStatistics> {

@@ -75,10 +75,9 @@ pub(crate) async fn name_the_file(error: CoreError, sources: &[SourceFiles]) -> 
 /// not decode (see [`name_the_file`]).
 pub(crate) fn naming_files(
     stream: feature_store_core::historical::BatchStream,
-    sources: Vec<SourceFiles>,
+    sources: Arc<Vec<SourceFiles>>,
 ) -> feature_store_core::historical::BatchStream {
     let schema = stream.schema();
-    let sources = Arc::new(sources);
     let named = stream.or_else(move |e| {
         let sources = Arc::clone(&sources);
         async move { Err(name_the_file(e, &sources).await) }

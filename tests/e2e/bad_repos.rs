@@ -375,7 +375,6 @@ async fn a_later_file_wider_than_a_declared_type_is_named_by_plan_and_retrieval(
     use arrow::array::{ArrayRef, Float64Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::record_batch::RecordBatch;
-    use feature_store::{EntityInput, Features, HistoricalOptions};
 
     let good = crate::drivers_batch();
     let defs = GOOD.replacen("path: data/drivers.parquet", "path: data/drv/", 1);
@@ -414,17 +413,7 @@ async fn a_later_file_wider_than_a_declared_type_is_named_by_plan_and_retrieval(
         ),
     ])
     .unwrap();
-    let e = match store
-        .get_historical_features(
-            EntityInput::batch(entities),
-            &Features::refs(["driver_stats:conv_rate"]),
-            &HistoricalOptions::default(),
-        )
-        .await
-    {
-        Err(e) => e.to_string(),
-        Ok(s) => s.collect().await.unwrap_err().to_string(),
-    };
+    let e = crate::historical_error(&store, entities, &["driver_stats:conv_rate"]).await;
     has(&e, &["feature \"conv_rate\" is declared float32 but its column \"conv_rate\" holds Float64", "b.parquet)"]);
 }
 

@@ -773,17 +773,7 @@ feature_views:
     // Without the declaration every partition is read, and the corrupt file fails the read.
     std::fs::write(dir.path().join("features.yaml"), defs("")).unwrap();
     store.apply(&store.repo_definitions().unwrap(), ApplyMode::Sync).await.unwrap();
-    let e = store
-        .get_historical_features(
-            EntityInput::batch(entities),
-            &Features::refs(["ev_v:rate"]),
-            &HistoricalOptions::default(),
-        )
-        .await;
-    let e = match e {
-        Err(e) => e.to_string(),
-        Ok(s) => s.collect().await.unwrap_err().to_string(),
-    };
+    let e = crate::historical_error(&store, entities, &["ev_v:rate"]).await;
     assert!(e.contains("date=2026-02-01") || e.to_lowercase().contains("parquet"), "{e}");
 
     // A column that is not a partition column is a definition error.
@@ -1054,17 +1044,7 @@ feature_views:
     let named =
         |e: &str| e.contains("part-1.parquet does not decode") && !e.contains("part-0") && !e.contains("part-2");
     let entities = entity_rows(&[Some(1), Some(2)], &["2026-01-05T00:00:00Z", "2026-01-05T00:00:00Z"]);
-    let e = match store
-        .get_historical_features(
-            EntityInput::batch(entities),
-            &Features::refs(["trips_v:city"]),
-            &HistoricalOptions::default(),
-        )
-        .await
-    {
-        Err(e) => e.to_string(),
-        Ok(s) => s.collect().await.unwrap_err().to_string(),
-    };
+    let e = crate::historical_error(&store, entities, &["trips_v:city"]).await;
     assert!(named(&e) && e.contains("feature view \"trips_v\""), "{e}");
     let start = chrono::DateTime::parse_from_rfc3339("2025-12-01T00:00:00Z").unwrap().to_utc();
     let end = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap().to_utc();

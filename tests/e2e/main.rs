@@ -84,3 +84,23 @@ pub(crate) fn write_repo(dir: &Path, files: &[(&str, &str)]) {
         std::fs::write(p, text).unwrap();
     }
 }
+
+/// The error of a retrieval of `features` that must fail, at planning or
+/// while its rows stream.
+pub(crate) async fn historical_error(
+    store: &feature_store::FeatureStore,
+    entities: arrow_array::RecordBatch,
+    features: &[&str],
+) -> String {
+    let started = store
+        .get_historical_features(
+            feature_store::EntityInput::batch(entities),
+            &feature_store::Features::refs(features.iter().copied()),
+            &feature_store::HistoricalOptions::default(),
+        )
+        .await;
+    match started {
+        Err(e) => e.to_string(),
+        Ok(s) => s.collect().await.unwrap_err().to_string(),
+    }
+}

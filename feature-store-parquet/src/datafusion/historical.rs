@@ -89,19 +89,16 @@ impl RetrievalPlan {
         let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (counter, fail_flag) = (Arc::clone(&rows), Arc::clone(&failed));
-        let files = Arc::clone(&self.files);
-        let stream = stream
-            .map_err(|e| df_error("historical retrieval", e))
-            .or_else(move |e| {
-                let files = Arc::clone(&files);
-                async move { Err(crate::unreadable::name_the_file(e, &files).await) }
-            })
-            .inspect(move |b| match b {
-                Ok(b) => {
-                    counter.fetch_add(b.num_rows(), Ordering::Relaxed);
-                }
-                Err(_) => fail_flag.store(true, Ordering::Relaxed),
-            });
+        let stream = stream.map_err(|e| df_error("historical retrieval", e));
+        let stream =
+            crate::unreadable::naming_files(BatchStream::new(schema, Box::pin(stream)), Arc::clone(&self.files));
+        let schema = stream.schema();
+        let stream = stream.inspect(move |b| match b {
+            Ok(b) => {
+                counter.fetch_add(b.num_rows(), Ordering::Relaxed);
+            }
+            Err(_) => fail_flag.store(true, Ordering::Relaxed),
+        });
         let plan = Arc::clone(&self.plan);
         let began = self.began;
         let finished = futures::stream::once(async move {
